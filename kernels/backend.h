@@ -1,0 +1,67 @@
+/* The compute backend: what model code calls, never touching tensor memory itself.
+ *
+ * A backend is created once (engine, stream, thread count, GEMM compute dtype) and
+ * owns the caches its primitives need. Linear layers are "create once, execute many":
+ * weights are converted and reordered to the GEMM library's layout at creation.
+ * Every op returns a status; tensors must live on the backend's device.
+ * Activations are f32; `compute` (f32 or bf16) is the dtype GEMM inputs are rounded to.
+ * CPU is implemented (kernels/cpu); CUDA plugs in as another dt_backend_ops table. */
+#ifndef DT_BACKEND_H
+#define DT_BACKEND_H
+#include "../runtime/tensor.h"
+
+typedef enum { DT_ACT_NONE = 0, DT_ACT_GELU_TANH, DT_ACT_SILU } dt_act;
+
+typedef struct {
+    dt_device device;
+    dt_dtype compute; /* DT_F32 or DT_BF16 */
+    int threads;      /* 0: all cores */
+    size_t attn_block_bytes; /* attention score block bound; 0: default (48 MB) */
+} dt_backend_config;
+
+typedef struct dt_backend dt_backend;
+typedef struct dt_linear dt_linear;
+
+typedef struct {
+    /* y[M,out] = act(x[M,in] · Wᵀ + b); W is torch layout [out, in] f32, b may be NULL.
+     * m_hint: the row count most calls will use (picks the weight layout). */
+    dt_status (*linear_create)(dt_backend *be, const float *w, const float *b, int in, int out,
+                               dt_act act, int m_hint, dt_linear **lin, dt_err *err);
+    dt_status (*linear_forward)(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err);
+    void (*linear_destroy)(dt_linear *l);
+    /* out[B,Nq,H·d] = softmax(q·kᵀ·scale + key_bias)·v per head; q,k,v are [B,N,H·d] views
+     * whose row stride (strides[1]) may exceed H·d; key_bias is [B,Nk] additive or NULL. */
+    dt_status (*attention)(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
+                           const float *key_bias, int heads, float scale, dt_tensor *out, dt_err *err);
+    /* y[B,N,C] = LN(x)·(1+scale[b]) + shift[b] (no affine); shift/scale are [B,C] views or NULL. */
+    dt_status (*layernorm_modulate)(dt_backend *be, const dt_tensor *x, const dt_tensor *shift,
+                                    const dt_tensor *scale, float eps, dt_tensor *y, dt_err *err);
+    /* x[B,N,C] += gate[b] · y (gate [B,C] view, or NULL for a plain residual add). */
+    dt_status (*gated_add)(dt_backend *be, dt_tensor *x, const dt_tensor *y, const dt_tensor *gate, dt_err *err);
+    /* y = act(x), elementwise over contiguous tensors of equal shape. */
+    dt_status (*activation)(dt_backend *be, dt_act act, const dt_tensor *x, dt_tensor *y, dt_err *err);
+    /* [B,C,H,W] -> [B·(H/p)·(W/p), C·p·p] in conv-weight order (c, ky, kx). */
+    dt_status (*patchify)(dt_backend *be, const dt_tensor *x, int p, dt_tensor *y, dt_err *err);
+    /* [B, h·w, p·p·C] (order ky, kx, c) -> [B, C, h·p, w·p]. */
+    dt_status (*unpatchify)(dt_backend *be, const dt_tensor *x, int p, int h, int w, dt_tensor *y, dt_err *err);
+    /* y = x + r, r repeated over x's leading dims (numel(x) a multiple of numel(r)); in place allowed. */
+    dt_status (*add_rows)(dt_backend *be, const dt_tensor *x, const dt_tensor *r, dt_tensor *y, dt_err *err);
+    void (*destroy)(dt_backend *be);
+} dt_backend_ops;
+
+struct dt_backend {
+    const dt_backend_ops *ops;
+    dt_backend_config cfg;
+};
+
+dt_status dt_backend_create(const dt_backend_config *cfg, dt_backend **out, dt_err *err);
+static inline void dt_backend_destroy(dt_backend *be) { if (be) be->ops->destroy(be); }
+
+/* Host-side embeddings computed once per shape or step (tiny; shared by every backend). */
+/* diffusers get_timestep_embedding: t[n] -> out[n, dim]; flip puts cos first. */
+void dt_timestep_embedding(const float *t, int n, int dim, int flip_sin_to_cos,
+                           float downscale_freq_shift, float *out);
+/* diffusers get_2d_sincos_pos_embed for a gh x gw grid: out[gh*gw, dim]. */
+void dt_sincos_pos_embed_2d(int dim, int gh, int gw, int base_size, float interpolation_scale, float *out);
+
+#endif

@@ -1,0 +1,107 @@
+/* Attention as two batched GEMMs per group of (batch, head) pairs with a softmax pass
+ * between them. Heads are gathered into contiguous [G, N, d] blocks in the compute
+ * dtype; the score block is bounded (ATTN_SCORE_BYTES) so memory stays flat as N grows. */
+#include "cpu.h"
+#include "vmath.h"
+#include <math.h>
+#include <string.h>
+
+#define ATTN_SCORE_BYTES ((size_t)48 << 20)
+
+static void gather_heads(const dt_tensor *t, int64_t g0, int64_t gn, int heads, int64_t d,
+                         dt_dtype cd, void *dst)
+{
+    int64_t n = t->shape[1];
+    const float *src = t->data;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t g = 0; g < gn; g++)
+        for (int64_t i = 0; i < n; i++) {
+            int64_t b = (g0 + g) / heads, h = (g0 + g) % heads;
+            const float *row = src + b * t->strides[0] + i * t->strides[1] + h * d;
+            if (cd == DT_BF16) cpu_f32_to_bf16(row, (uint16_t *)dst + (g * n + i) * d, (size_t)d);
+            else memcpy((float *)dst + (g * n + i) * d, row, (size_t)d * sizeof(float));
+        }
+}
+
+static void softmax_rows(float *s, void *p, int64_t gn, int64_t g0, int heads, int64_t nq, int64_t nk,
+                         const float *key_bias, float scale, dt_dtype cd)
+{
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t g = 0; g < gn; g++)
+        for (int64_t i = 0; i < nq; i++) {
+            float *row = s + (g * nq + i) * nk;
+            const float *kb = key_bias ? key_bias + ((g0 + g) / heads) * nk : NULL;
+            float mx = -INFINITY, sum = 0.0f;
+            for (int64_t j = 0; j < nk; j++) {
+                float v = row[j] * scale + (kb ? kb[j] : 0.0f);
+                row[j] = v;
+                mx = v > mx ? v : mx;
+            }
+#pragma omp simd reduction(+ : sum)
+            for (int64_t j = 0; j < nk; j++) {
+                float e = vm_exp(row[j] - mx);
+                row[j] = e;
+                sum += e;
+            }
+            float inv = 1.0f / sum;
+            if (cd == DT_BF16) {
+                uint16_t *prow = (uint16_t *)p + (g * nq + i) * nk;
+                for (int64_t j = 0; j < nk; j++) row[j] *= inv;
+                cpu_f32_to_bf16(row, prow, (size_t)nk);
+            } else {
+#pragma omp simd
+                for (int64_t j = 0; j < nk; j++) row[j] *= inv;
+            }
+        }
+}
+
+static void scatter_heads(const float *o, int64_t g0, int64_t gn, int heads, int64_t d, dt_tensor *out)
+{
+    int64_t n = out->shape[1];
+    float *dst = out->data;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t g = 0; g < gn; g++)
+        for (int64_t i = 0; i < n; i++) {
+            int64_t b = (g0 + g) / heads, h = (g0 + g) % heads;
+            memcpy(dst + b * out->strides[0] + i * out->strides[1] + h * d, o + (g * n + i) * d,
+                   (size_t)d * sizeof(float));
+        }
+}
+
+dt_status cpu_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
+                        const float *key_bias, int heads, float scale, dt_tensor *out, dt_err *err)
+{
+    cpu_backend *cb = (cpu_backend *)be;
+    int64_t B = q->shape[0], nq = q->shape[1], nk = k->shape[1], C = q->shape[2];
+    if (heads <= 0 || C % heads || k->shape[2] != C || v->shape[2] != C || v->shape[1] != nk ||
+        out->shape[1] != nq || out->shape[2] != C || k->shape[0] != B || out->strides[2] != 1 ||
+        q->strides[2] != 1 || k->strides[2] != 1 || v->strides[2] != 1)
+        return dt_fail(err, DT_EINVAL, "attention: inconsistent q/k/v/out shapes or strides");
+    int64_t d = C / heads, bh = B * heads;
+    dt_dtype cd = be->cfg.compute;
+    size_t es = dt_dtype_size(cd);
+    size_t limit = be->cfg.attn_block_bytes ? be->cfg.attn_block_bytes : ATTN_SCORE_BYTES;
+    int64_t G = (int64_t)(limit / ((size_t)nq * nk * sizeof(float)));
+    G = G < 1 ? 1 : (G > bh ? bh : G);
+    /* scratch: Q | K | V (compute dtype) | S (f32) | P (bf16 only) | O (f32) */
+    size_t qb = (size_t)G * nq * d * es, kb = (size_t)G * nk * d * es, sb = (size_t)G * nq * nk * 4;
+    size_t pb = cd == DT_BF16 ? (size_t)G * nq * nk * 2 : 0, ob = (size_t)G * nq * d * 4;
+    qb = (qb + 63) & ~(size_t)63; kb = (kb + 63) & ~(size_t)63; pb = (pb + 63) & ~(size_t)63;
+    unsigned char *base = cpu_scratch(cb, qb + 2 * kb + sb + pb + ob);
+    if (!base) return dt_fail(err, DT_ENOMEM, "attention: out of memory for the score block");
+    void *Q = base, *K = base + qb, *V = base + qb + kb;
+    float *S = (float *)(base + qb + 2 * kb);
+    void *P = pb ? (void *)(base + qb + 2 * kb + sb) : (void *)S;
+    float *O = (float *)(base + qb + 2 * kb + sb + pb);
+    for (int64_t g0 = 0; g0 < bh; g0 += G) {
+        int64_t gn = bh - g0 < G ? bh - g0 : G;
+        gather_heads(q, g0, gn, heads, d, cd, Q);
+        gather_heads(k, g0, gn, heads, d, cd, K);
+        gather_heads(v, g0, gn, heads, d, cd, V);
+        DT_TRY(cpu_bmm(cb, cd, gn, nq, d, nk, Q, K, 1, S, err));
+        softmax_rows(S, P, gn, g0, heads, nq, nk, key_bias, scale, cd);
+        DT_TRY(cpu_bmm(cb, cd, gn, nq, nk, d, P, V, 0, O, err));
+        scatter_heads(O, g0, gn, heads, d, out);
+    }
+    return DT_OK;
+}

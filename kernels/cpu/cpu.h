@@ -1,0 +1,53 @@
+/* CPU backend internals shared by its files (not part of the public kernel interface). */
+#ifndef DT_CPU_H
+#define DT_CPU_H
+#include <dnnl.h>
+#include "../backend.h"
+
+#define CPU_BMM_CACHE 32
+
+typedef struct {
+    int used;
+    dt_dtype dt;
+    int64_t batch, m, k, n;
+    int trans_b;
+    dnnl_primitive_t prim;
+} cpu_bmm_entry;
+
+typedef struct {
+    dt_backend base;
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    cpu_bmm_entry bmm[CPU_BMM_CACHE]; /* batched-matmul primitives by shape */
+    int bmm_next;                     /* round-robin victim when full */
+    void *scratch;                    /* reused conversion/attention buffers */
+    size_t scratch_size;
+} cpu_backend;
+
+/* Grows the backend scratch to at least `bytes` (reallocates only when it must). */
+void *cpu_scratch(cpu_backend *cb, size_t bytes);
+dt_status cpu_dnnl_fail(dt_err *err, dnnl_status_t st, const char *what);
+
+/* f32 -> bf16, n elements, threaded. */
+void cpu_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
+
+/* C[b] = alpha * A[b] · op(B[b]) for contiguous row-major batches; op transposes B when
+ * trans_b ([b,n,k] storage). A, B in `dt` (f32 or bf16), C f32. */
+dt_status cpu_bmm(cpu_backend *cb, dt_dtype dt, int64_t batch, int64_t m, int64_t k, int64_t n,
+                  const void *a, const void *b, int trans_b, float *c, dt_err *err);
+
+dt_status cpu_linear_create(dt_backend *be, const float *w, const float *b, int in, int out,
+                            dt_act act, int m_hint, dt_linear **lin, dt_err *err);
+dt_status cpu_linear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err);
+void cpu_linear_destroy(dt_linear *l);
+dt_status cpu_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
+                        const float *key_bias, int heads, float scale, dt_tensor *out, dt_err *err);
+dt_status cpu_layernorm_modulate(dt_backend *be, const dt_tensor *x, const dt_tensor *shift,
+                                 const dt_tensor *scale, float eps, dt_tensor *y, dt_err *err);
+dt_status cpu_gated_add(dt_backend *be, dt_tensor *x, const dt_tensor *y, const dt_tensor *gate, dt_err *err);
+dt_status cpu_activation(dt_backend *be, dt_act act, const dt_tensor *x, dt_tensor *y, dt_err *err);
+dt_status cpu_patchify(dt_backend *be, const dt_tensor *x, int p, dt_tensor *y, dt_err *err);
+dt_status cpu_unpatchify(dt_backend *be, const dt_tensor *x, int p, int h, int w, dt_tensor *y, dt_err *err);
+dt_status cpu_add_rows(dt_backend *be, const dt_tensor *x, const dt_tensor *r, dt_tensor *y, dt_err *err);
+
+#endif

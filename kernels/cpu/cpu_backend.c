@@ -1,0 +1,65 @@
+#include "cpu.h"
+#include <omp.h>
+#include <stdlib.h>
+
+static void cpu_destroy(dt_backend *be)
+{
+    cpu_backend *cb = (cpu_backend *)be;
+    for (int i = 0; i < CPU_BMM_CACHE; i++)
+        if (cb->bmm[i].used) dnnl_primitive_destroy(cb->bmm[i].prim);
+    if (cb->stream) dnnl_stream_destroy(cb->stream);
+    if (cb->engine) dnnl_engine_destroy(cb->engine);
+    free(cb->scratch);
+    free(cb);
+}
+
+static const dt_backend_ops cpu_ops = {
+    .linear_create = cpu_linear_create,
+    .linear_forward = cpu_linear_forward,
+    .linear_destroy = cpu_linear_destroy,
+    .attention = cpu_attention,
+    .layernorm_modulate = cpu_layernorm_modulate,
+    .gated_add = cpu_gated_add,
+    .activation = cpu_activation,
+    .patchify = cpu_patchify,
+    .unpatchify = cpu_unpatchify,
+    .add_rows = cpu_add_rows,
+    .destroy = cpu_destroy,
+};
+
+dt_status cpu_dnnl_fail(dt_err *err, dnnl_status_t st, const char *what)
+{
+    return dt_fail(err, DT_EBACKEND, "oneDNN: %s failed (status %d)", what, (int)st);
+}
+
+void *cpu_scratch(cpu_backend *cb, size_t bytes)
+{
+    if (bytes > cb->scratch_size) {
+        free(cb->scratch);
+        cb->scratch = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        cb->scratch_size = cb->scratch ? bytes : 0;
+    }
+    return cb->scratch;
+}
+
+dt_status dt_backend_create(const dt_backend_config *cfg, dt_backend **out, dt_err *err)
+{
+    if (cfg->device != DT_DEV_CPU)
+        return dt_fail(err, DT_EUNSUPPORTED, "device: only the CPU backend is built in this version");
+    if (cfg->compute != DT_F32 && cfg->compute != DT_BF16)
+        return dt_fail(err, DT_EINVAL, "dtype: compute dtype must be f32 or bf16, got %s", dt_dtype_name(cfg->compute));
+    cpu_backend *cb = calloc(1, sizeof *cb);
+    if (!cb) return dt_fail(err, DT_ENOMEM, "out of memory");
+    cb->base.ops = &cpu_ops;
+    cb->base.cfg = *cfg;
+    if (cfg->threads > 0) omp_set_num_threads(cfg->threads);
+    cb->base.cfg.threads = omp_get_max_threads();
+    dnnl_status_t st = dnnl_engine_create(&cb->engine, dnnl_cpu, 0);
+    if (st == dnnl_success) st = dnnl_stream_create(&cb->stream, cb->engine, dnnl_stream_default_flags);
+    if (st != dnnl_success) {
+        cpu_destroy(&cb->base);
+        return cpu_dnnl_fail(err, st, "engine creation");
+    }
+    *out = &cb->base;
+    return DT_OK;
+}

@@ -1,0 +1,17 @@
+/* Plain-C reference kernels: the math written out, single-threaded, for tests to compare
+ * the optimized kernels against. Same contracts as the dt_backend_ops of the same name. */
+#ifndef DT_CPU_REF_H
+#define DT_CPU_REF_H
+#include "../backend.h"
+
+float ref_act(dt_act act, float x);
+void ref_linear(const float *x, int M, int K, const float *w, const float *b, int N, dt_act act, float *y);
+void ref_attention(const dt_tensor *q, const dt_tensor *k, const dt_tensor *v, const float *key_bias,
+                   int heads, float scale, dt_tensor *out);
+void ref_layernorm_modulate(const dt_tensor *x, const dt_tensor *shift, const dt_tensor *scale,
+                            float eps, dt_tensor *y);
+void ref_gated_add(dt_tensor *x, const dt_tensor *y, const dt_tensor *gate);
+void ref_patchify(const dt_tensor *x, int p, dt_tensor *y);
+void ref_unpatchify(const dt_tensor *x, int p, int h, int w, dt_tensor *y);
+
+#endif

@@ -1,0 +1,31 @@
+/* ditrt command line: shared helpers for the subcommands. */
+#ifndef DT_CLI_H
+#define DT_CLI_H
+#include "error.h"
+#include "tensor.h"
+#include "safetensors.h"
+#include "../../kernels/backend.h"
+
+int cli_eval(int argc, char **argv);
+int cli_info(int argc, char **argv);
+int cli_bench(int argc, char **argv);
+
+/* Prints "ditrt: <msg>" and returns the exit code 1. */
+int cli_die(const dt_err *err);
+int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Flag parsing: returns the value after argv[*i] when argv[*i] == flag, else NULL;
+ * a flag with no value is reported through *missing. */
+const char *cli_flag(int argc, char **argv, int *i, const char *flag, int *missing);
+int cli_parse_int(const char *flag, const char *v, int lo, int hi, int *out);
+
+/* Creates the CPU backend for "f32"/"bf16". */
+dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *err);
+
+/* Copies tensor `name` of an input file to a malloc'd f32 buffer after checking its rank
+ * (and dims where `shape[i] >= 0`). Missing and optional: *out = NULL, OK. */
+dt_status cli_input_f32(const dt_safetensors *st, const char *file, const char *name, int ndim,
+                        const int64_t *shape, int optional, dt_tensor *t, float **out, dt_err *err);
+
+double cli_now(void);
+#endif

@@ -1,0 +1,123 @@
+/* `ditrt bench transformer`: one CFG forward of a PixArt-XL-2-sized model with random
+ * weights, against the GEMM floor measured in the same run. */
+#include "cli.h"
+#include "arena.h"
+#include "models/pixart.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+typedef struct {
+    const char *arch, *dtype;
+    int res, threads, iters, layers;
+} bench_args;
+
+/* Peak throughput of the GEMM library for this dtype on the reference shape
+ * (M=2048, K=1152, N=4608: a PixArt-XL-2 MLP matmul at 512 px with CFG). */
+static dt_status gemm_peak(dt_backend *be, double *gflops, dt_err *err)
+{
+    const int M = 2048, K = 1152, N = 4608;
+    float *w = malloc((size_t)K * N * 4), *x = malloc((size_t)M * K * 4), *y = malloc((size_t)M * N * 4);
+    dt_status s = (w && x && y) ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
+    for (size_t i = 0; s == DT_OK && i < (size_t)K * N; i++) w[i] = (float)((i * 7919) % 1000) * 1e-4f - 0.05f;
+    for (size_t i = 0; s == DT_OK && i < (size_t)M * K; i++) x[i] = (float)((i * 104729) % 1000) * 1e-3f - 0.5f;
+    dt_linear *l = NULL;
+    if (s == DT_OK) s = be->ops->linear_create(be, w, NULL, K, N, DT_ACT_NONE, M, &l, err);
+    int64_t xs[2] = {M, K}, ys[2] = {M, N};
+    dt_tensor tx = dt_tensor_view(x, DT_F32, 2, xs), ty = dt_tensor_view(y, DT_F32, 2, ys);
+    double best = 1e30;
+    for (int r = 0; s == DT_OK && r < 6; r++) {
+        double t0 = cli_now();
+        s = be->ops->linear_forward(be, l, &tx, &ty, err);
+        double dt = cli_now() - t0;
+        if (r > 0 && dt < best) best = dt;
+    }
+    if (s == DT_OK) *gflops = 2.0 * M * K * N / best / 1e9;
+    be->ops->linear_destroy(l);
+    free(w); free(x); free(y);
+    return s;
+}
+
+static int run(const bench_args *a)
+{
+    dt_err err = {0};
+    dt_backend *be = NULL;
+    pixart_model *m = NULL;
+    dt_arena arena;
+    dt_arena_init(&arena);
+    pixart_config c = pixart_config_xl2(a->res / 8);
+    if (a->layers > 0) c.num_layers = a->layers;
+    int B = 2, T = 120, H = a->res / 8, W = a->res / 8;
+    float *hs = malloc((size_t)B * 4 * H * W * 4), *ehs = malloc((size_t)B * T * c.caption_channels * 4);
+    float *out = malloc((size_t)B * c.out_channels * H * W * 4), *mask = malloc((size_t)B * T * 4);
+    float t[2] = {999.0f, 999.0f};
+    if (!hs || !ehs || !out || !mask) { fprintf(stderr, "ditrt: out of memory\n"); return 1; }
+    dt_weight_source rnd = dt_weights_random(42, 0.02f);
+    for (size_t i = 0; i < (size_t)B * 4 * H * W; i++) rnd.read(&rnd, "", 1, (int64_t[]){1}, &hs[i], &err);
+    int64_t n_ehs = (int64_t)B * T * c.caption_channels;
+    rnd.read(&rnd, "", 1, &n_ehs, ehs, &err);
+    for (int i = 0; i < B * T; i++) mask[i] = 1.0f;
+
+    double peak = 0;
+    dt_status s = cli_backend(a->dtype, a->threads, &be, &err);
+    if (s == DT_OK) s = gemm_peak(be, &peak, &err);
+    double t0 = cli_now();
+    if (s == DT_OK) s = pixart_create(be, &c, &rnd, &m, &err);
+    double load_s = cli_now() - t0;
+    int64_t hsh[4] = {B, 4, H, W}, esh[3] = {B, T, c.caption_channels}, osh[4] = {B, c.out_channels, H, W};
+    dt_tensor ths = dt_tensor_view(hs, DT_F32, 4, hsh), tehs = dt_tensor_view(ehs, DT_F32, 3, esh),
+              tout = dt_tensor_view(out, DT_F32, 4, osh);
+    pixart_inputs in = {.hidden_states = &ths, .encoder_hidden_states = &tehs, .timestep = t, .encoder_attention_mask = mask};
+    double best = 1e30, total = 0;
+    for (int r = 0; s == DT_OK && r <= a->iters; r++) { /* r == 0 is the warm-up */
+        dt_arena_reset(&arena);
+        double ts = cli_now();
+        s = pixart_forward(m, &in, &arena, &tout, &err);
+        double dt = cli_now() - ts;
+        if (r > 0) { total += dt; if (dt < best) best = dt; }
+    }
+    if (s == DT_OK) {
+        double flops = pixart_matmul_flops(&c, B, H / 2, W / 2, T);
+        double floor_s = flops / (peak * 1e9);
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        double wbytes = (double)pixart_param_count(&c) * dt_dtype_size(be->cfg.compute);
+        printf("bench transformer: arch=%s res=%d layers=%d dtype=%s threads=%d batch=%d tokens=%d text=%d\n",
+               a->arch, a->res, c.num_layers, a->dtype, be->cfg.threads, B, (H / 2) * (W / 2), T);
+        printf("  weight prep: %.2f s\n", load_s);
+        printf("  step: %.3f s (best of %d; mean %.3f s)\n", best, a->iters, total / a->iters);
+        printf("  matmul work: %.1f GFLOP/step, achieved %.0f GFLOP/s\n", flops / 1e9, flops / best / 1e9);
+        printf("  GEMM peak (M=2048 K=1152 N=4608, %s): %.0f GFLOP/s -> floor %.3f s, ratio to floor %.2fx\n",
+               a->dtype, peak, floor_s, best / floor_s);
+        printf("  memory: peak RSS %.0f MB; weights %.0f MB + activation arena %.0f MB = %.0f MB (RSS / that = %.2fx)\n",
+               ru.ru_maxrss / 1024.0, wbytes / 1e6, arena.peak / 1e6, (wbytes + arena.peak) / 1e6,
+               ru.ru_maxrss * 1024.0 / (wbytes + arena.peak));
+    }
+    free(hs); free(ehs); free(out); free(mask);
+    dt_arena_free(&arena);
+    pixart_free(m);
+    dt_backend_destroy(be);
+    return s == DT_OK ? 0 : cli_die(&err);
+}
+
+int cli_bench(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "transformer")) return cli_usage_error("bench: expected the target \"transformer\"");
+    bench_args a = {.arch = "pixart-xl-2", .dtype = "bf16", .res = 512, .iters = 2};
+    for (int i = 2; i < argc; i++) {
+        int miss = 0;
+        const char *v;
+        if ((v = cli_flag(argc, argv, &i, "--arch", &miss))) a.arch = v;
+        else if ((v = cli_flag(argc, argv, &i, "--dtype", &miss))) a.dtype = v;
+        else if ((v = cli_flag(argc, argv, &i, "--res", &miss))) { if (!cli_parse_int("--res", v, 64, 4096, &a.res)) return 2; }
+        else if ((v = cli_flag(argc, argv, &i, "--threads", &miss))) { if (!cli_parse_int("--threads", v, 1, 1024, &a.threads)) return 2; }
+        else if ((v = cli_flag(argc, argv, &i, "--iters", &miss))) { if (!cli_parse_int("--iters", v, 1, 1000, &a.iters)) return 2; }
+        else if ((v = cli_flag(argc, argv, &i, "--layers", &miss))) { if (!cli_parse_int("--layers", v, 1, 28, &a.layers)) return 2; }
+        else if (miss) return cli_usage_error("%s: missing value", argv[i]);
+        else return cli_usage_error("bench transformer: unknown option \"%s\"", argv[i]);
+    }
+    if (strcmp(a.arch, "pixart-xl-2")) return cli_usage_error("--arch: only pixart-xl-2 is known, got \"%s\"", a.arch);
+    if (a.res % 16) return cli_usage_error("--res: must be a multiple of 16, got %d", a.res);
+    return run(&a);
+}

@@ -1,0 +1,107 @@
+#include "cli.h"
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ditrt <command> [options]\n"
+            "commands:\n"
+            "  eval transformer -m MODEL_DIR --in INPUTS.safetensors --out OUT.safetensors [--dtype f32|bf16] [--threads N]\n"
+            "  info -m MODEL_DIR\n"
+            "  bench transformer [--arch pixart-xl-2] [--res 512] [--dtype bf16|f32] [--threads N] [--iters K] [--layers L]\n"
+            "  version\n");
+}
+
+int cli_die(const dt_err *err)
+{
+    fprintf(stderr, "ditrt: %s\n", err->msg[0] ? err->msg : ditrt_status_name(err->status));
+    return 1;
+}
+
+int cli_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ditrt: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    return 2;
+}
+
+const char *cli_flag(int argc, char **argv, int *i, const char *flag, int *missing)
+{
+    if (strcmp(argv[*i], flag)) return NULL;
+    if (*i + 1 >= argc) { *missing = 1; return NULL; }
+    return argv[++*i];
+}
+
+int cli_parse_int(const char *flag, const char *v, int lo, int hi, int *out)
+{
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || x < lo || x > hi) {
+        cli_usage_error("%s: expected an integer in [%d, %d], got \"%s\"", flag, lo, hi, v);
+        return 0;
+    }
+    *out = (int)x;
+    return 1;
+}
+
+dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *err)
+{
+    dt_backend_config cfg = {.device = DT_DEV_CPU, .threads = threads};
+    if (!strcmp(dtype, "f32")) cfg.compute = DT_F32;
+    else if (!strcmp(dtype, "bf16")) cfg.compute = DT_BF16;
+    else return dt_fail(err, DT_EINVAL, "--dtype: expected f32 or bf16, got \"%s\"", dtype);
+    return dt_backend_create(&cfg, be, err);
+}
+
+dt_status cli_input_f32(const dt_safetensors *st, const char *file, const char *name, int ndim,
+                        const int64_t *shape, int optional, dt_tensor *t, float **out, dt_err *err)
+{
+    *out = NULL;
+    const dt_st_entry *e = dt_st_find(st, name);
+    if (!e) return optional ? DT_OK : dt_fail(err, DT_EFORMAT, "%s: input tensor \"%s\" is missing", file, name);
+    int ok = e->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = shape[i] < 0 || shape[i] == e->shape[i];
+    if (!ok) {
+        char a[96], b[96];
+        return dt_fail(err, DT_EFORMAT, "%s: input tensor \"%s\" has shape %s, expected %s", file, name,
+                       dt_shape_str(e->ndim, e->shape, a, sizeof a), dt_shape_str(ndim, shape, b, sizeof b));
+    }
+    if (e->dtype != DT_F32 && e->dtype != DT_F16 && e->dtype != DT_BF16)
+        return dt_fail(err, DT_EFORMAT, "%s: input tensor \"%s\" has dtype %s, expected f32, f16 or bf16", file, name, dt_dtype_name(e->dtype));
+    size_t n = e->nbytes / dt_dtype_size(e->dtype);
+    *out = malloc((n ? n : 1) * sizeof(float));
+    if (!*out) return dt_fail(err, DT_ENOMEM, "out of memory");
+    dt_st_read_f32(e, *out);
+    *t = dt_tensor_view(*out, DT_F32, e->ndim, e->shape);
+    return DT_OK;
+}
+
+double cli_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "eval")) return cli_eval(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "info")) return cli_info(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "bench")) return cli_bench(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "version")) { printf("ditrt %s\n", ditrt_version()); return 0; }
+    usage(stderr);
+    return cli_usage_error("unknown command \"%s\"", argv[1]);
+}

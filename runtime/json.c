@@ -1,0 +1,94 @@
+#include "json.h"
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+dt_status dt_json_load(const char *path, cJSON **out, dt_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return dt_fail(err, DT_EIO, "%s: cannot open: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    if (n < 0 || n > (64L << 20)) {
+        fclose(f);
+        return dt_fail(err, DT_EFORMAT, "%s: not a JSON config (size %ld)", path, n);
+    }
+    char *buf = malloc((size_t)n + 1);
+    if (!buf) { fclose(f); return dt_fail(err, DT_ENOMEM, "%s: out of memory", path); }
+    size_t got = fread(buf, 1, (size_t)n, f);
+    fclose(f);
+    buf[got] = 0;
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithOpts(buf, &end, 1);
+    if (!j) {
+        size_t off = end ? (size_t)(end - buf) : 0;
+        free(buf);
+        return dt_fail(err, DT_EFORMAT, "%s: malformed JSON near byte %zu", path, off);
+    }
+    free(buf);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return dt_fail(err, DT_EFORMAT, "%s: expected a JSON object at top level", path);
+    }
+    *out = j;
+    return DT_OK;
+}
+
+static const cJSON *field_of(const cJSON *obj, const char *field)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, field);
+    return (v && !cJSON_IsNull(v)) ? v : NULL;
+}
+
+dt_status dt_json_num(const cJSON *obj, const char *file, const char *field, int has_default,
+                      double dflt, double *out, dt_err *err)
+{
+    const cJSON *v = field_of(obj, field);
+    if (!v) {
+        if (!has_default) return dt_fail(err, DT_EFORMAT, "%s: missing field \"%s\"", file, field);
+        *out = dflt;
+        return DT_OK;
+    }
+    if (!cJSON_IsNumber(v)) return dt_fail(err, DT_EFORMAT, "%s: field \"%s\" must be a number", file, field);
+    *out = v->valuedouble;
+    return DT_OK;
+}
+
+dt_status dt_json_int(const cJSON *obj, const char *file, const char *field, int has_default,
+                      int dflt, int *out, dt_err *err)
+{
+    double d;
+    DT_TRY(dt_json_num(obj, file, field, has_default, dflt, &d, err));
+    if (d != floor(d) || d < -2147483647.0 || d > 2147483647.0)
+        return dt_fail(err, DT_EFORMAT, "%s: field \"%s\" must be an integer, got %g", file, field, d);
+    *out = (int)d;
+    return DT_OK;
+}
+
+dt_status dt_json_bool(const cJSON *obj, const char *file, const char *field, int dflt,
+                       int *out, dt_err *err)
+{
+    const cJSON *v = field_of(obj, field);
+    if (!v) { *out = dflt; return DT_OK; }
+    if (!cJSON_IsBool(v)) return dt_fail(err, DT_EFORMAT, "%s: field \"%s\" must be true or false", file, field);
+    *out = cJSON_IsTrue(v);
+    return DT_OK;
+}
+
+dt_status dt_json_str(const cJSON *obj, const char *file, const char *field, const char *dflt,
+                      char *out, size_t n, dt_err *err)
+{
+    const cJSON *v = field_of(obj, field);
+    const char *s = dflt;
+    if (v) {
+        if (!cJSON_IsString(v)) return dt_fail(err, DT_EFORMAT, "%s: field \"%s\" must be a string", file, field);
+        s = v->valuestring;
+    } else if (!dflt)
+        return dt_fail(err, DT_EFORMAT, "%s: missing field \"%s\"", file, field);
+    if (strlen(s) >= n) return dt_fail(err, DT_EFORMAT, "%s: field \"%s\" is too long", file, field);
+    strcpy(out, s);
+    return DT_OK;
+}

@@ -1,0 +1,30 @@
+#include "modeldir.h"
+#include "json.h"
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int is_file(const char *p) { struct stat s; return stat(p, &s) == 0 && S_ISREG(s.st_mode); }
+static int is_dir(const char *p) { struct stat s; return stat(p, &s) == 0 && S_ISDIR(s.st_mode); }
+
+dt_status dt_model_component_dir(const char *model_dir, const char *component, char *out, size_t n, dt_err *err)
+{
+    char idx[4096], p[4096];
+    if (!is_dir(model_dir)) return dt_fail(err, DT_EIO, "%s: model folder not found", model_dir);
+    snprintf(idx, sizeof idx, "%s/model_index.json", model_dir);
+    if (is_file(idx)) {
+        cJSON *j;
+        DT_TRY(dt_json_load(idx, &j, err));
+        int listed = cJSON_GetObjectItemCaseSensitive(j, component) != NULL;
+        cJSON_Delete(j);
+        if (!listed) return dt_fail(err, DT_EFORMAT, "%s: no \"%s\" component listed", idx, component);
+        snprintf(p, sizeof p, "%s/%s/config.json", model_dir, component);
+        if (!is_file(p)) return dt_fail(err, DT_EIO, "%s: missing (component \"%s\" of %s)", p, component, model_dir);
+        if ((size_t)snprintf(out, n, "%s/%s", model_dir, component) >= n) return dt_fail(err, DT_EINVAL, "%s: path too long", model_dir);
+        return DT_OK;
+    }
+    snprintf(p, sizeof p, "%s/config.json", model_dir);
+    if (!is_file(p)) return dt_fail(err, DT_EIO, "%s: neither model_index.json nor config.json found", model_dir);
+    if ((size_t)snprintf(out, n, "%s", model_dir) >= n) return dt_fail(err, DT_EINVAL, "%s: path too long", model_dir);
+    return DT_OK;
+}

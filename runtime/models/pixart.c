@@ -1,0 +1,491 @@
+/* PixArt transformer: loading and the forward pass, written out as diffusers computes it
+ * (transformer_2d / pixart_transformer_2d.py, attention.py BasicTransformerBlock with
+ * norm_type "ada_norm_single"). */
+#include "pixart.h"
+#include "json.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TPROJ_DIM 256 /* Timesteps(num_channels=256) in PixArtAlphaCombinedTimestepSizeEmbeddings */
+
+typedef struct {
+    float *sst;                  /* scale_shift_table [6, C] */
+    dt_linear *qkv, *out1;       /* self-attention: to_q|to_k|to_v fused, to_out.0 */
+    dt_linear *q2, *kv2, *out2;  /* cross-attention: to_q, to_k|to_v fused, to_out.0 */
+    dt_linear *fc1, *fc2;        /* ff.net.0.proj (GELU-tanh fused), ff.net.2 */
+} pixart_block;
+
+struct pixart_model {
+    pixart_config cfg;
+    dt_backend *be;
+    dt_linear *patch, *t1, *t2, *res1, *res2, *ar1, *ar2, *adaln, *cap1, *cap2, *proj_out;
+    float *sst_out; /* [2, C] */
+    pixart_block *blocks;
+    float *pos;     /* cached position embedding for pos_h x pos_w patches */
+    int pos_h, pos_w;
+};
+
+/* ---- config ---- */
+
+dt_status pixart_config_load(const char *dir, pixart_config *c, dt_err *err)
+{
+    char path[4096], s[64];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    cJSON *j;
+    DT_TRY(dt_json_load(path, &j, err));
+    dt_status st = DT_OK;
+    double d;
+    int b;
+    *c = (pixart_config){0};
+#define INT(f, dst, has, dflt) if (st == DT_OK) st = dt_json_int(j, path, f, has, dflt, &(dst), err)
+    INT("sample_size", c->sample_size, 0, 0);
+    INT("patch_size", c->patch_size, 0, 0);
+    INT("in_channels", c->in_channels, 1, 4);
+    INT("out_channels", c->out_channels, 1, -1);
+    INT("num_layers", c->num_layers, 0, 0);
+    INT("num_attention_heads", c->heads, 0, 0);
+    INT("attention_head_dim", c->head_dim, 0, 0);
+    INT("cross_attention_dim", c->cross_attention_dim, 1, -1);
+    INT("caption_channels", c->caption_channels, 0, 0);
+#undef INT
+    if (st == DT_OK) st = dt_json_num(j, path, "norm_eps", 1, 1e-6, &d, err);
+    c->norm_eps = (float)d;
+    if (st == DT_OK) st = dt_json_num(j, path, "interpolation_scale", 1, -1.0, &d, err);
+    c->interpolation_scale = (float)d;
+    if (st == DT_OK) st = dt_json_bool(j, path, "use_additional_conditions", -1, &b, err);
+    c->use_additional_conditions = b;
+    if (st == DT_OK) st = dt_json_str(j, path, "norm_type", "ada_norm_single", s, sizeof s, err);
+    if (st == DT_OK && strcmp(s, "ada_norm_single"))
+        st = dt_fail(err, DT_EUNSUPPORTED, "%s: field \"norm_type\" is \"%s\", only \"ada_norm_single\" is supported", path, s);
+    if (st == DT_OK) st = dt_json_str(j, path, "activation_fn", "gelu-approximate", s, sizeof s, err);
+    if (st == DT_OK && strcmp(s, "gelu-approximate"))
+        st = dt_fail(err, DT_EUNSUPPORTED, "%s: field \"activation_fn\" is \"%s\", only \"gelu-approximate\" is supported", path, s);
+    if (st == DT_OK) st = dt_json_bool(j, path, "attention_bias", 1, &b, err);
+    if (st == DT_OK && !b) st = dt_fail(err, DT_EUNSUPPORTED, "%s: field \"attention_bias\" must be true", path);
+    cJSON_Delete(j);
+    if (st != DT_OK) return st;
+
+    c->inner = c->heads * c->head_dim;
+    if (c->out_channels < 0) c->out_channels = c->in_channels;
+    if (c->cross_attention_dim < 0) c->cross_attention_dim = c->inner;
+    if (c->interpolation_scale <= 0) c->interpolation_scale = c->sample_size / 64 > 1 ? (float)(c->sample_size / 64) : 1.0f;
+    if (c->use_additional_conditions < 0) c->use_additional_conditions = c->sample_size == 128;
+#define CHECK(cond, ...) if (!(cond)) return dt_fail(err, DT_EFORMAT, __VA_ARGS__)
+    CHECK(c->sample_size > 0 && c->patch_size > 0 && c->sample_size % c->patch_size == 0,
+          "%s: \"sample_size\" must be a positive multiple of \"patch_size\"", path);
+    CHECK(c->in_channels > 0 && c->out_channels > 0, "%s: channel counts must be positive", path);
+    CHECK(c->num_layers > 0 && c->heads > 0 && c->head_dim > 0, "%s: num_layers, num_attention_heads and attention_head_dim must be positive", path);
+    CHECK(c->inner % 4 == 0, "%s: heads * head_dim must be a multiple of 4 (2-D sin-cos position embedding)", path);
+    CHECK(c->caption_channels > 0, "%s: \"caption_channels\" must be positive", path);
+    CHECK(c->cross_attention_dim == c->inner, "%s: \"cross_attention_dim\" (%d) must equal heads * head_dim (%d)", path, c->cross_attention_dim, c->inner);
+    CHECK(!c->use_additional_conditions || c->inner % 3 == 0, "%s: use_additional_conditions needs heads * head_dim divisible by 3", path);
+#undef CHECK
+    return DT_OK;
+}
+
+pixart_config pixart_config_xl2(int sample_size)
+{
+    pixart_config c = {.sample_size = sample_size, .patch_size = 2, .in_channels = 4, .out_channels = 8,
+                       .num_layers = 28, .heads = 16, .head_dim = 72, .inner = 1152,
+                       .cross_attention_dim = 1152, .caption_channels = 4096,
+                       .use_additional_conditions = sample_size == 128, .norm_eps = 1e-6f};
+    c.interpolation_scale = sample_size / 64 > 1 ? (float)(sample_size / 64) : 1.0f;
+    return c;
+}
+
+int64_t pixart_param_count(const pixart_config *c)
+{
+    int64_t C = c->inner, p2 = (int64_t)c->patch_size * c->patch_size;
+    int64_t n = C * c->in_channels * p2 + C;                          /* patch embed */
+    n += (TPROJ_DIM * C + C) + (C * C + C) + 6 * C * C + 6 * C;       /* timestep embedder, adaln linear */
+    if (c->use_additional_conditions) n += 2 * ((TPROJ_DIM * (C / 3) + C / 3) + ((C / 3) * (C / 3) + C / 3));
+    n += (int64_t)c->caption_channels * C + C + C * C + C;             /* caption projection */
+    int64_t blk = 6 * C + 2 * (4 * (C * C + C)) + (C * 4 * C + 4 * C) + (4 * C * C + C);
+    n += blk * c->num_layers;
+    n += 2 * C + C * p2 * c->out_channels + p2 * c->out_channels;     /* final */
+    return n;
+}
+
+double pixart_matmul_flops(const pixart_config *c, int B, int h, int w, int T)
+{
+    double C = c->inner, N = (double)h * w, M = (double)B * N, p2 = (double)c->patch_size * c->patch_size;
+    double per_block = 2 * M * C * 3 * C + 2 * M * C * C      /* qkv, out */
+                     + 2 * (double)B * N * N * C * 2          /* QK^T and PV */
+                     + 2 * M * C * C * 2 + 2 * (double)B * T * C * 2 * C /* cross q/out, kv */
+                     + 2 * (double)B * N * T * C * 2          /* cross QK^T and PV */
+                     + 2 * M * C * 4 * C * 2;                 /* MLP */
+    double other = 2 * M * c->in_channels * p2 * C + 2 * M * C * p2 * c->out_channels
+                 + 2 * (double)B * T * (c->caption_channels * C + C * C);
+    return per_block * c->num_layers + other;
+}
+
+/* ---- loading ---- */
+
+/* Reads named [out, in] weights (concatenated along out when n > 1) and biases. */
+static dt_status load_linear(pixart_model *m, dt_weight_source *src, const char *const *prefixes, int n,
+                             int in, int out_each, dt_act act, int m_hint, dt_linear **lin, dt_err *err)
+{
+    size_t wn = (size_t)n * out_each * in;
+    float *w = malloc(wn * sizeof(float)), *b = malloc((size_t)n * out_each * sizeof(float));
+    dt_status st = (w && b) ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory loading %s", prefixes[0]);
+    char name[256];
+    for (int i = 0; i < n && st == DT_OK; i++) {
+        int64_t ws[2] = {out_each, in}, bs[1] = {out_each};
+        snprintf(name, sizeof name, "%s.weight", prefixes[i]);
+        st = src->read(src, name, 2, ws, w + (size_t)i * out_each * in, err);
+        snprintf(name, sizeof name, "%s.bias", prefixes[i]);
+        if (st == DT_OK) st = src->read(src, name, 1, bs, b + (size_t)i * out_each, err);
+    }
+    if (st == DT_OK) st = m->be->ops->linear_create(m->be, w, b, in, n * out_each, act, m_hint, lin, err);
+    free(w);
+    free(b);
+    return st;
+}
+
+static dt_status load_one(pixart_model *m, dt_weight_source *src, const char *prefix, int in, int out,
+                          dt_act act, int m_hint, dt_linear **lin, dt_err *err)
+{
+    return load_linear(m, src, &prefix, 1, in, out, act, m_hint, lin, err);
+}
+
+static dt_status load_table(dt_weight_source *src, const char *name, int rows, int C, float **out, dt_err *err)
+{
+    int64_t shape[2] = {rows, C};
+    *out = malloc((size_t)rows * C * sizeof(float));
+    if (!*out) return dt_fail(err, DT_ENOMEM, "out of memory loading %s", name);
+    return src->read(src, name, 2, shape, *out, err);
+}
+
+static dt_status load_patch_embed(pixart_model *m, dt_weight_source *src, int hint, dt_err *err)
+{
+    const pixart_config *c = &m->cfg;
+    int k = c->in_channels * c->patch_size * c->patch_size;
+    int64_t ws[4] = {c->inner, c->in_channels, c->patch_size, c->patch_size}, bs[1] = {c->inner};
+    float *w = malloc((size_t)c->inner * k * sizeof(float)), *b = malloc((size_t)c->inner * sizeof(float));
+    dt_status st = (w && b) ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
+    /* conv weight [C, in, p, p] flattened is exactly the [C, in*p*p] GEMM weight */
+    if (st == DT_OK) st = src->read(src, "pos_embed.proj.weight", 4, ws, w, err);
+    if (st == DT_OK) st = src->read(src, "pos_embed.proj.bias", 1, bs, b, err);
+    if (st == DT_OK) st = m->be->ops->linear_create(m->be, w, b, k, c->inner, DT_ACT_NONE, hint, &m->patch, err);
+    free(w);
+    free(b);
+    return st;
+}
+
+static dt_status load_block(pixart_model *m, dt_weight_source *src, int i, int tok_hint, int cap_hint, dt_err *err)
+{
+    const pixart_config *c = &m->cfg;
+    pixart_block *bk = &m->blocks[i];
+    int C = c->inner;
+    char p[6][160];
+    const char *pp[3] = {p[0], p[1], p[2]};
+#define PFX(k, fmt) snprintf(p[k], sizeof p[k], "transformer_blocks.%d." fmt, i)
+    PFX(0, "scale_shift_table");
+    DT_TRY(load_table(src, p[0], 6, C, &bk->sst, err));
+    PFX(0, "attn1.to_q"); PFX(1, "attn1.to_k"); PFX(2, "attn1.to_v");
+    DT_TRY(load_linear(m, src, pp, 3, C, C, DT_ACT_NONE, tok_hint, &bk->qkv, err));
+    PFX(0, "attn1.to_out.0");
+    DT_TRY(load_one(m, src, p[0], C, C, DT_ACT_NONE, tok_hint, &bk->out1, err));
+    PFX(0, "attn2.to_q");
+    DT_TRY(load_one(m, src, p[0], C, C, DT_ACT_NONE, tok_hint, &bk->q2, err));
+    PFX(0, "attn2.to_k"); PFX(1, "attn2.to_v");
+    DT_TRY(load_linear(m, src, pp, 2, C, C, DT_ACT_NONE, cap_hint, &bk->kv2, err));
+    PFX(0, "attn2.to_out.0");
+    DT_TRY(load_one(m, src, p[0], C, C, DT_ACT_NONE, tok_hint, &bk->out2, err));
+    PFX(0, "ff.net.0.proj");
+    DT_TRY(load_one(m, src, p[0], C, 4 * C, DT_ACT_GELU_TANH, tok_hint, &bk->fc1, err));
+    PFX(0, "ff.net.2");
+    DT_TRY(load_one(m, src, p[0], 4 * C, C, DT_ACT_NONE, tok_hint, &bk->fc2, err));
+#undef PFX
+    return DT_OK;
+}
+
+static dt_status build(pixart_model *m, dt_weight_source *src, dt_err *err)
+{
+    const pixart_config *c = &m->cfg;
+    int C = c->inner, g = c->sample_size / c->patch_size;
+    int tok_hint = 2 * g * g, cap_hint = 2 * 120, vec_hint = 2;
+    DT_TRY(load_patch_embed(m, src, tok_hint, err));
+    DT_TRY(load_one(m, src, "adaln_single.emb.timestep_embedder.linear_1", TPROJ_DIM, C, DT_ACT_SILU, vec_hint, &m->t1, err));
+    DT_TRY(load_one(m, src, "adaln_single.emb.timestep_embedder.linear_2", C, C, DT_ACT_NONE, vec_hint, &m->t2, err));
+    if (c->use_additional_conditions) {
+        int S = C / 3;
+        DT_TRY(load_one(m, src, "adaln_single.emb.resolution_embedder.linear_1", TPROJ_DIM, S, DT_ACT_SILU, 2 * vec_hint, &m->res1, err));
+        DT_TRY(load_one(m, src, "adaln_single.emb.resolution_embedder.linear_2", S, S, DT_ACT_NONE, 2 * vec_hint, &m->res2, err));
+        DT_TRY(load_one(m, src, "adaln_single.emb.aspect_ratio_embedder.linear_1", TPROJ_DIM, S, DT_ACT_SILU, vec_hint, &m->ar1, err));
+        DT_TRY(load_one(m, src, "adaln_single.emb.aspect_ratio_embedder.linear_2", S, S, DT_ACT_NONE, vec_hint, &m->ar2, err));
+    }
+    DT_TRY(load_one(m, src, "adaln_single.linear", C, 6 * C, DT_ACT_NONE, vec_hint, &m->adaln, err));
+    DT_TRY(load_one(m, src, "caption_projection.linear_1", c->caption_channels, C, DT_ACT_GELU_TANH, cap_hint, &m->cap1, err));
+    DT_TRY(load_one(m, src, "caption_projection.linear_2", C, C, DT_ACT_NONE, cap_hint, &m->cap2, err));
+    for (int i = 0; i < c->num_layers; i++) DT_TRY(load_block(m, src, i, tok_hint, cap_hint, err));
+    DT_TRY(load_table(src, "scale_shift_table", 2, C, &m->sst_out, err));
+    DT_TRY(load_one(m, src, "proj_out", C, c->patch_size * c->patch_size * c->out_channels, DT_ACT_NONE, tok_hint, &m->proj_out, err));
+    return DT_OK;
+}
+
+dt_status pixart_create(dt_backend *be, const pixart_config *cfg, dt_weight_source *src,
+                        pixart_model **out, dt_err *err)
+{
+    pixart_model *m = calloc(1, sizeof *m);
+    if (!m) return dt_fail(err, DT_ENOMEM, "out of memory");
+    m->cfg = *cfg;
+    m->be = be;
+    m->blocks = calloc((size_t)cfg->num_layers, sizeof *m->blocks);
+    dt_status st = m->blocks ? build(m, src, err) : dt_fail(err, DT_ENOMEM, "out of memory");
+    if (st != DT_OK) { pixart_free(m); return st; }
+    *out = m;
+    return DT_OK;
+}
+
+dt_status pixart_load(dt_backend *be, const char *dir, pixart_model **out, dt_err *err)
+{
+    pixart_config cfg;
+    DT_TRY(pixart_config_load(dir, &cfg, err));
+    dt_safetensors *st;
+    DT_TRY(dt_st_open_dir(dir, "diffusion_pytorch_model", &st, err));
+    dt_weight_source src = dt_weights_from_file(st);
+    dt_status s = pixart_create(be, &cfg, &src, out, err);
+    dt_st_close(st);
+    return s;
+}
+
+void pixart_free(pixart_model *m)
+{
+    if (!m) return;
+    void (*del)(dt_linear *) = m->be->ops->linear_destroy;
+    dt_linear *top[] = {m->patch, m->t1, m->t2, m->res1, m->res2, m->ar1, m->ar2, m->adaln, m->cap1, m->cap2, m->proj_out};
+    for (size_t i = 0; i < sizeof top / sizeof *top; i++) del(top[i]);
+    for (int i = 0; m->blocks && i < m->cfg.num_layers; i++) {
+        pixart_block *b = &m->blocks[i];
+        del(b->qkv); del(b->out1); del(b->q2); del(b->kv2); del(b->out2); del(b->fc1); del(b->fc2);
+        free(b->sst);
+    }
+    free(m->blocks);
+    free(m->sst_out);
+    free(m->pos);
+    free(m);
+}
+
+const pixart_config *pixart_get_config(const pixart_model *m) { return &m->cfg; }
+
+/* ---- forward ---- */
+
+#define LIN(l, x, y) DT_TRY(be->ops->linear_forward(be, (l), (x), (y), err))
+
+static dt_tensor t2d(float *data, int64_t r, int64_t c) { int64_t s[2] = {r, c}; return dt_tensor_view(data, DT_F32, 2, s); }
+static dt_tensor t3d(float *data, int64_t a, int64_t b, int64_t c) { int64_t s[3] = {a, b, c}; return dt_tensor_view(data, DT_F32, 3, s); }
+/* A [B, C] view into rows of length `stride` (the chunks of a [B, k*C] table). */
+static dt_tensor rowvec(float *data, int64_t B, int64_t C, int64_t stride)
+{
+    dt_tensor t = t2d(data, B, C);
+    t.strides[0] = stride;
+    return t;
+}
+
+static dt_status alloc2(dt_arena *a, dt_tensor *t, int64_t r, int64_t c, dt_err *err)
+{
+    int64_t s[2] = {r, c};
+    return dt_arena_tensor(a, t, DT_F32, 2, s, err);
+}
+
+/* adaln_single: returns t6 [B, 6C] (block modulation) and emb [B, C] (embedded_timestep). */
+static dt_status adaln_single(pixart_model *m, const pixart_inputs *in, int B, dt_arena *a,
+                              dt_tensor *t6, dt_tensor *emb, dt_err *err)
+{
+    dt_backend *be = m->be;
+    const pixart_config *c = &m->cfg;
+    int C = c->inner, S = C / 3;
+    dt_tensor proj, hid;
+    DT_TRY(alloc2(a, &proj, 2 * B, TPROJ_DIM, err));
+    DT_TRY(alloc2(a, &hid, 2 * B, C, err));
+    DT_TRY(alloc2(a, emb, B, C, err));
+    DT_TRY(alloc2(a, t6, B, 6 * C, err));
+    dt_timestep_embedding(in->timestep, B, TPROJ_DIM, 1, 0.0f, proj.data);
+    dt_tensor p1 = t2d(proj.data, B, TPROJ_DIM), h1 = t2d(hid.data, B, C);
+    LIN(m->t1, &p1, &h1);
+    LIN(m->t2, &h1, emb);
+    if (c->use_additional_conditions) {
+        /* resolution [B,2] -> [2B,S] -> [B,2S]; aspect ratio [B,1] -> [B,S]; added to the
+         * timestep embedding as cat([res, ar], dim=1) */
+        dt_tensor rp = t2d(proj.data, 2 * B, TPROJ_DIM), rh = t2d(hid.data, 2 * B, S), ro, ah = t2d(hid.data, B, S), ao;
+        DT_TRY(alloc2(a, &ro, 2 * B, S, err));
+        DT_TRY(alloc2(a, &ao, B, S, err));
+        dt_timestep_embedding(in->resolution, 2 * B, TPROJ_DIM, 1, 0.0f, rp.data);
+        LIN(m->res1, &rp, &rh);
+        LIN(m->res2, &rh, &ro);
+        dt_tensor ap = t2d(proj.data, B, TPROJ_DIM);
+        dt_timestep_embedding(in->aspect_ratio, B, TPROJ_DIM, 1, 0.0f, ap.data);
+        LIN(m->ar1, &ap, &ah);
+        LIN(m->ar2, &ah, &ao);
+        float *e = emb->data, *r = ro.data, *ar = ao.data;
+        for (int b = 0; b < B; b++)
+            for (int k = 0; k < S; k++) {
+                e[b * C + k] += r[(2 * b) * S + k];
+                e[b * C + S + k] += r[(2 * b + 1) * S + k];
+                e[b * C + 2 * S + k] += ar[b * S + k];
+            }
+    }
+    dt_tensor se = t2d(hid.data, B, C);
+    DT_TRY(be->ops->activation(be, DT_ACT_SILU, emb, &se, err));
+    LIN(m->adaln, &se, t6);
+    return DT_OK;
+}
+
+/* mod[b, k, :] = table[k, :] + base[b, k, :] for k < rows: the per-sample shift/scale/gate. */
+static void modulation(const float *table, const float *base, int B, int rows, int C, float *mod)
+{
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < rows * C; k++) mod[(size_t)b * rows * C + k] = table[k] + base[(size_t)b * rows * C + k];
+}
+
+static dt_status position_embedding(pixart_model *m, int h, int w, dt_err *err)
+{
+    if (m->pos && m->pos_h == h && m->pos_w == w) return DT_OK;
+    const pixart_config *c = &m->cfg;
+    free(m->pos);
+    m->pos = malloc((size_t)h * w * c->inner * sizeof(float));
+    if (!m->pos) return dt_fail(err, DT_ENOMEM, "out of memory");
+    dt_sincos_pos_embed_2d(c->inner, h, w, c->sample_size / c->patch_size, c->interpolation_scale, m->pos);
+    m->pos_h = h;
+    m->pos_w = w;
+    return DT_OK;
+}
+
+typedef struct {
+    dt_tensor xn, qkv, ao, o, kv, ff;
+} block_scratch;
+
+static dt_status block_forward(pixart_model *m, const pixart_block *bk, const float *t6, int B, int N, int T,
+                               dt_tensor *x, const dt_tensor *ctx, const float *key_bias, float *mod,
+                               block_scratch *s, dt_err *err)
+{
+    dt_backend *be = m->be;
+    int C = m->cfg.inner, H = m->cfg.heads;
+    float scale = 1.0f / sqrtf((float)m->cfg.head_dim);
+    modulation(bk->sst, t6, B, 6, C, mod);
+    dt_tensor shift_msa = rowvec(mod, B, C, 6 * C), scale_msa = rowvec(mod + C, B, C, 6 * C),
+              gate_msa = rowvec(mod + 2 * C, B, C, 6 * C), shift_mlp = rowvec(mod + 3 * C, B, C, 6 * C),
+              scale_mlp = rowvec(mod + 4 * C, B, C, 6 * C), gate_mlp = rowvec(mod + 5 * C, B, C, 6 * C);
+    dt_tensor x3 = t3d(x->data, B, N, C), xn3 = t3d(s->xn.data, B, N, C), ao3 = t3d(s->ao.data, B, N, C),
+              o3 = t3d(s->o.data, B, N, C);
+
+    /* self-attention */
+    DT_TRY(be->ops->layernorm_modulate(be, &x3, &shift_msa, &scale_msa, m->cfg.norm_eps, &xn3, err));
+    dt_tensor qkv = t2d(s->qkv.data, (int64_t)B * N, 3 * C);
+    LIN(bk->qkv, &s->xn, &qkv);
+    dt_tensor q = t3d(qkv.data, B, N, C), k = q, v = q;
+    q.strides[0] = k.strides[0] = v.strides[0] = (int64_t)N * 3 * C;
+    q.strides[1] = k.strides[1] = v.strides[1] = 3 * C;
+    k.data = (float *)qkv.data + C;
+    v.data = (float *)qkv.data + 2 * C;
+    DT_TRY(be->ops->attention(be, &q, &k, &v, NULL, H, scale, &ao3, err));
+    LIN(bk->out1, &s->ao, &s->o);
+    DT_TRY(be->ops->gated_add(be, &x3, &o3, &gate_msa, err));
+
+    /* cross-attention to the caption (no norm before it in PixArt) */
+    dt_tensor q2 = t2d(s->qkv.data, (int64_t)B * N, C);
+    LIN(bk->q2, x, &q2);
+    dt_tensor kv = t2d(s->kv.data, (int64_t)B * T, 2 * C);
+    LIN(bk->kv2, ctx, &kv);
+    dt_tensor q23 = t3d(q2.data, B, N, C), k2 = t3d(kv.data, B, T, C), v2 = k2;
+    k2.strides[0] = v2.strides[0] = (int64_t)T * 2 * C;
+    k2.strides[1] = v2.strides[1] = 2 * C;
+    v2.data = (float *)kv.data + C;
+    DT_TRY(be->ops->attention(be, &q23, &k2, &v2, key_bias, H, scale, &ao3, err));
+    LIN(bk->out2, &s->ao, &s->o);
+    DT_TRY(be->ops->gated_add(be, &x3, &o3, NULL, err));
+
+    /* feed-forward */
+    DT_TRY(be->ops->layernorm_modulate(be, &x3, &shift_mlp, &scale_mlp, m->cfg.norm_eps, &xn3, err));
+    LIN(bk->fc1, &s->xn, &s->ff);
+    LIN(bk->fc2, &s->ff, &s->o);
+    DT_TRY(be->ops->gated_add(be, &x3, &o3, &gate_mlp, err));
+    return DT_OK;
+}
+
+static dt_status check_inputs(const pixart_config *c, const pixart_inputs *in, const dt_tensor *out, dt_err *err)
+{
+    const dt_tensor *hs = in->hidden_states, *eh = in->encoder_hidden_states;
+    if (!hs || hs->ndim != 4 || hs->shape[1] != c->in_channels)
+        return dt_fail(err, DT_EINVAL, "hidden_states: expected [B, %d, H, W]", c->in_channels);
+    if (hs->shape[2] % c->patch_size || hs->shape[3] % c->patch_size || hs->shape[2] <= 0 || hs->shape[3] <= 0)
+        return dt_fail(err, DT_EINVAL, "hidden_states: height and width must be positive multiples of patch_size %d", c->patch_size);
+    if (!eh || eh->ndim != 3 || eh->shape[0] != hs->shape[0] || eh->shape[2] != c->caption_channels || eh->shape[1] <= 0)
+        return dt_fail(err, DT_EINVAL, "encoder_hidden_states: expected [%lld, T, %d]", (long long)hs->shape[0], c->caption_channels);
+    if (!in->timestep) return dt_fail(err, DT_EINVAL, "timestep: missing");
+    if (c->use_additional_conditions && (!in->resolution || !in->aspect_ratio))
+        return dt_fail(err, DT_EINVAL, "resolution/aspect_ratio: required by this model (use_additional_conditions)");
+    if (!out || out->ndim != 4 || out->shape[0] != hs->shape[0] || out->shape[1] != c->out_channels ||
+        out->shape[2] != hs->shape[2] || out->shape[3] != hs->shape[3])
+        return dt_fail(err, DT_EINVAL, "output: expected [B, %d, H, W]", c->out_channels);
+    return DT_OK;
+}
+
+dt_status pixart_forward(pixart_model *m, const pixart_inputs *in, dt_arena *a, dt_tensor *out, dt_err *err)
+{
+    const pixart_config *c = &m->cfg;
+    dt_backend *be = m->be;
+    DT_TRY(check_inputs(c, in, out, err));
+    int B = (int)in->hidden_states->shape[0], p = c->patch_size, C = c->inner;
+    int h = (int)in->hidden_states->shape[2] / p, w = (int)in->hidden_states->shape[3] / p, N = h * w;
+    int T = (int)in->encoder_hidden_states->shape[1];
+    int64_t BN = (int64_t)B * N;
+
+    /* patch embedding + position embedding */
+    dt_tensor patches, x;
+    DT_TRY(alloc2(a, &patches, BN, (int64_t)c->in_channels * p * p, err));
+    DT_TRY(alloc2(a, &x, BN, C, err));
+    DT_TRY(be->ops->patchify(be, in->hidden_states, p, &patches, err));
+    LIN(m->patch, &patches, &x);
+    DT_TRY(position_embedding(m, h, w, err));
+    dt_tensor pos = t2d(m->pos, N, C);
+    DT_TRY(be->ops->add_rows(be, &x, &pos, &x, err));
+
+    dt_tensor t6, emb;
+    DT_TRY(adaln_single(m, in, B, a, &t6, &emb, err));
+
+    /* caption projection and the additive key mask (diffusers: (1 - mask) * -10000) */
+    dt_tensor ctx, caph;
+    DT_TRY(alloc2(a, &caph, (int64_t)B * T, C, err));
+    DT_TRY(alloc2(a, &ctx, (int64_t)B * T, C, err));
+    dt_tensor ehs = t2d(in->encoder_hidden_states->data, (int64_t)B * T, c->caption_channels);
+    LIN(m->cap1, &ehs, &caph);
+    LIN(m->cap2, &caph, &ctx);
+    float *key_bias = NULL;
+    if (in->encoder_attention_mask) {
+        key_bias = dt_arena_alloc(a, (size_t)B * T * sizeof(float));
+        if (!key_bias) return dt_fail(err, DT_ENOMEM, "out of memory");
+        for (int i = 0; i < B * T; i++) key_bias[i] = (1.0f - in->encoder_attention_mask[i]) * -10000.0f;
+    }
+
+    block_scratch s;
+    DT_TRY(alloc2(a, &s.xn, BN, C, err));
+    DT_TRY(alloc2(a, &s.qkv, BN, 3 * C, err));
+    DT_TRY(alloc2(a, &s.ao, BN, C, err));
+    DT_TRY(alloc2(a, &s.o, BN, C, err));
+    DT_TRY(alloc2(a, &s.kv, (int64_t)B * T, 2 * C, err));
+    DT_TRY(alloc2(a, &s.ff, BN, 4 * C, err));
+    float *mod = dt_arena_alloc(a, (size_t)B * 6 * C * sizeof(float));
+    if (!mod) return dt_fail(err, DT_ENOMEM, "out of memory");
+    for (int i = 0; i < c->num_layers; i++)
+        DT_TRY(block_forward(m, &m->blocks[i], t6.data, B, N, T, &x, &ctx, key_bias, mod, &s, err));
+
+    /* final adaLN: shift = table[0] + emb, scale = table[1] + emb */
+    float *fm = mod;
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < 2; k++)
+            for (int j = 0; j < C; j++)
+                fm[(size_t)b * 2 * C + k * C + j] = m->sst_out[k * C + j] + ((float *)emb.data)[(size_t)b * C + j];
+    dt_tensor shift = rowvec(fm, B, C, 2 * C), scl = rowvec(fm + C, B, C, 2 * C);
+    dt_tensor x3 = t3d(x.data, B, N, C), xn3 = t3d(s.xn.data, B, N, C);
+    DT_TRY(be->ops->layernorm_modulate(be, &x3, &shift, &scl, c->norm_eps, &xn3, err));
+    int po = p * p * c->out_channels;
+    dt_tensor y;
+    DT_TRY(alloc2(a, &y, BN, po, err));
+    LIN(m->proj_out, &s.xn, &y);
+    dt_tensor y3 = t3d(y.data, B, N, po);
+    return be->ops->unpatchify(be, &y3, p, h, w, out, err);
+}

@@ -1,0 +1,35 @@
+#include "weights.h"
+
+static dt_status read_file(dt_weight_source *s, const char *name, int ndim, const int64_t *shape,
+                           float *dst, dt_err *err)
+{
+    const dt_st_entry *e;
+    DT_TRY(dt_st_expect(s->st, name, ndim, shape, &e, err));
+    dt_st_read_f32(e, dst);
+    s->file_bytes += e->nbytes;
+    return DT_OK;
+}
+
+static dt_status read_random(dt_weight_source *s, const char *name, int ndim, const int64_t *shape,
+                             float *dst, dt_err *err)
+{
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    for (int64_t i = 0; i < n; i++) {
+        /* xorshift64*: cheap, deterministic, good enough for benchmark weights */
+        s->rng ^= s->rng >> 12; s->rng ^= s->rng << 25; s->rng ^= s->rng >> 27;
+        uint64_t r = s->rng * 0x2545F4914F6CDD1DULL;
+        dst[i] = s->scale * (2.0f * (float)((r >> 40) * (1.0 / 16777216.0)) - 1.0f);
+    }
+    return DT_OK;
+}
+
+dt_weight_source dt_weights_from_file(const dt_safetensors *st)
+{
+    return (dt_weight_source){.read = read_file, .st = st};
+}
+
+dt_weight_source dt_weights_random(uint64_t seed, float scale)
+{
+    return (dt_weight_source){.read = read_random, .rng = seed ? seed : 0x9E3779B97F4A7C15ULL, .scale = scale};
+}

@@ -1,0 +1,21 @@
+/* Where a model's weights come from while it is built: a safetensors store, or a seeded
+ * random generator (benchmarks at real model sizes with no file). Either way the model
+ * asks for one named tensor of a given shape, as f32, into a buffer it owns. */
+#ifndef DT_WEIGHTS_H
+#define DT_WEIGHTS_H
+#include "safetensors.h"
+
+typedef struct dt_weight_source {
+    /* Fills dst (product of shape floats) or fails naming the tensor. */
+    dt_status (*read)(struct dt_weight_source *s, const char *name, int ndim, const int64_t *shape,
+                      float *dst, dt_err *err);
+    const dt_safetensors *st; /* file source */
+    uint64_t rng;             /* random source state */
+    float scale;              /* random source: uniform in [-scale, scale] */
+    size_t file_bytes;        /* bytes read so far in the file's dtype */
+} dt_weight_source;
+
+dt_weight_source dt_weights_from_file(const dt_safetensors *st);
+dt_weight_source dt_weights_random(uint64_t seed, float scale);
+
+#endif

@@ -1,0 +1,15 @@
+#!/bin/sh
+# Installs the Debian packages the build needs, only those missing.
+# Called by `make` when a required header is absent; safe to run by hand.
+set -e
+pkgs="libdnnl-dev libcmocka-dev libcjson-dev libpng-dev libstb-dev pkg-config"
+missing=""
+for p in $pkgs; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "install-deps: installing$missing" >&2
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+$SUDO apt-get update -qq >/dev/null
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null

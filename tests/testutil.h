@@ -1,0 +1,98 @@
+/* Shared test helpers: deterministic random data, error norms, temp paths. */
+#ifndef DT_TESTUTIL_H
+#define DT_TESTUTIL_H
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "ditrt.h"
+#include "tensor.h"
+#include "../kernels/backend.h"
+
+typedef struct { uint64_t s; } tu_rng;
+
+static inline float tu_uniform(tu_rng *r)
+{
+    r->s = r->s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((r->s >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+
+static inline void tu_fill(tu_rng *r, float *x, size_t n, float scale)
+{
+    for (size_t i = 0; i < n; i++) x[i] = scale * tu_uniform(r);
+}
+
+static inline float *tu_alloc(size_t n)
+{
+    float *p = malloc((n ? n : 1) * sizeof(float));
+    assert_non_null(p);
+    return p;
+}
+
+/* NaN-filled buffer: a kernel that skips an element leaves a NaN behind. */
+static inline float *tu_poisoned(size_t n)
+{
+    float *p = tu_alloc(n);
+    for (size_t i = 0; i < n; i++) p[i] = NAN;
+    return p;
+}
+
+/* ||a - b|| / ||b||; NaN anywhere gives +inf so the check fails. */
+static inline double tu_rel_l2(const float *a, const float *b, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i]) || !isfinite(b[i])) return INFINITY;
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+#define assert_rel_l2_below(a, b, n, tol) do { \
+    double _e = tu_rel_l2((a), (b), (n)); \
+    if (!(_e <= (tol))) fail_msg("relative L2 error %.3g exceeds %.3g", _e, (double)(tol)); \
+} while (0)
+
+static inline dt_backend *tu_backend(dt_dtype compute)
+{
+    dt_backend *be = NULL;
+    dt_err err = {0};
+    dt_backend_config cfg = {.device = DT_DEV_CPU, .compute = compute, .threads = 0};
+    if (dt_backend_create(&cfg, &be, &err) != DT_OK) fail_msg("backend: %s", err.msg);
+    return be;
+}
+
+#define assert_ok(expr) do { dt_err _e = {0}; (void)_e; dt_status _s = (expr); \
+    if (_s != DT_OK) fail_msg("%s failed: status %d", #expr, (int)_s); } while (0)
+
+/* A fresh temp folder for a test (removed by the caller with tu_rmtree). */
+static inline void tu_tmpdir(char *out, size_t n)
+{
+    snprintf(out, n, "/tmp/ditrt-test-XXXXXX");
+    assert_non_null(mkdtemp(out));
+}
+
+static inline void tu_rmtree(const char *dir)
+{
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
+}
+
+static inline void tu_write_file(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, n, f), n);
+    fclose(f);
+}
+
+#endif
