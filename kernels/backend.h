@@ -24,9 +24,10 @@ typedef struct dt_linear dt_linear;
 
 typedef struct {
     /* y[M,out] = act(x[M,in] · Wᵀ + b); W is torch layout [out, in] f32, b may be NULL.
-     * m_hint: the row count most calls will use (picks the weight layout). */
+     * m_hint: the row count most calls will use (picks the weight layout); dtype: f32 or
+     * bf16 weights and GEMM inputs for this layer (usually cfg.compute). */
     dt_status (*linear_create)(dt_backend *be, const float *w, const float *b, int in, int out,
-                               dt_act act, int m_hint, dt_linear **lin, dt_err *err);
+                               dt_act act, int m_hint, dt_dtype dtype, dt_linear **lin, dt_err *err);
     dt_status (*linear_forward)(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err);
     void (*linear_destroy)(dt_linear *l);
     /* out[B,Nq,H·d] = softmax(q·kᵀ·scale + key_bias)·v per head; q,k,v are [B,N,H·d] views

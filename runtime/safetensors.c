@@ -260,6 +260,29 @@ void dt_st_read_f32(const dt_st_entry *e, float *dst)
     dt_convert_to_f32(e->data, e->dtype, dst, n);
 }
 
+dt_status dt_st_read_input(const dt_safetensors *st, const char *file, const char *name, int ndim,
+                        const int64_t *shape, int optional, dt_tensor *t, float **out, dt_err *err)
+{
+    *out = NULL;
+    const dt_st_entry *e = dt_st_find(st, name);
+    if (!e) return optional ? DT_OK : dt_fail(err, DT_EFORMAT, "%s: input tensor \"%s\" is missing", file, name);
+    int ok = e->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = shape[i] < 0 || shape[i] == e->shape[i];
+    if (!ok) {
+        char a[96], b[96];
+        return dt_fail(err, DT_EFORMAT, "%s: input tensor \"%s\" has shape %s, expected %s", file, name,
+                       dt_shape_str(e->ndim, e->shape, a, sizeof a), dt_shape_str(ndim, shape, b, sizeof b));
+    }
+    if (e->dtype != DT_F32 && e->dtype != DT_F16 && e->dtype != DT_BF16)
+        return dt_fail(err, DT_EFORMAT, "%s: input tensor \"%s\" has dtype %s, expected f32, f16 or bf16", file, name, dt_dtype_name(e->dtype));
+    size_t n = e->nbytes / dt_dtype_size(e->dtype);
+    *out = malloc((n ? n : 1) * sizeof(float));
+    if (!*out) return dt_fail(err, DT_ENOMEM, "out of memory");
+    dt_st_read_f32(e, *out);
+    *t = dt_tensor_view(*out, DT_F32, e->ndim, e->shape);
+    return DT_OK;
+}
+
 static const char *st_dtype_name(dt_dtype t)
 {
     for (size_t i = 0; i < sizeof st_dtypes / sizeof *st_dtypes; i++)

@@ -41,6 +41,12 @@ dt_status dt_st_expect(const dt_safetensors *st, const char *name, int ndim,
 /* Converts the entry to f32 into dst (numel floats). */
 void dt_st_read_f32(const dt_st_entry *e, float *dst);
 
+/* Reads input tensor `name` of `file` into a malloc'd f32 buffer (*out) after checking its
+ * rank and the dims where shape[i] >= 0; *t views it. A missing optional tensor gives
+ * *out = NULL and DT_OK. Errors name the file and the tensor. */
+dt_status dt_st_read_input(const dt_safetensors *st, const char *file, const char *name, int ndim,
+                           const int64_t *shape, int optional, dt_tensor *t, float **out, dt_err *err);
+
 /* Writes tensors to `path` atomically (temp file + rename): a failed write leaves any
  * existing file untouched. Tensors must be contiguous CPU tensors. */
 typedef struct {

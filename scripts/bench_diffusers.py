@@ -21,6 +21,12 @@ short).  Extrapolation to 28 blocks is done like this:
                                                  slight overestimate)
 Blocks are identical in shape, so per-block time is constant.
 Times are the mean over --iters timed runs after one warm-up run.
+
+Caveat (Debian torch 1.13 in .venv-ref): it is built with BLAS_INFO=generic and
+links the netlib reference libblas, so f32 GEMMs run single-threaded at a few
+GFLOP/s, whereas bf16 matmuls go through oneDNN (~200 GFLOP/s on 2 AVX512-BF16
+cores).  The f32 CPU number is therefore not a fair peer; the script prints a
+warning when it detects this.
 """
 import argparse
 import os
@@ -137,6 +143,9 @@ def main():
           f"batch {args.batch} text {args.tokens} | blocks {K}/{FULL_BLOCKS} params {nparam / 1e6:.1f}M "
           f"attn processor {proc} | build {build_s:.1f}s")
 
+    if dev.type == "cpu" and dtype == torch.float32 and "BLAS_INFO=generic" in torch.__config__.show():
+        print("WARNING: this torch uses generic (likely netlib reference) BLAS for f32 GEMM; "
+              "f32 timings are not representative of an optimised PyTorch build")
     warm, ts = time_forward(model, inputs, args.iters, dev)
     tK = sum(ts) / len(ts)
     print(f"measured  {K:2d} blocks: {tK:.3f} s/step (runs: {', '.join(f'{t:.3f}' for t in ts)}; warm-up {warm:.3f})")

@@ -16,7 +16,7 @@ static void check_linear(dt_dtype cd, int M, int K, int N, dt_act act, int with_
     tu_fill(&r, x, (size_t)M * K, 1.0f);
     dt_err err = {0};
     dt_linear *l;
-    assert_int_equal(be->ops->linear_create(be, w, with_bias ? b : NULL, K, N, act, m_hint, &l, &err), DT_OK);
+    assert_int_equal(be->ops->linear_create(be, w, with_bias ? b : NULL, K, N, act, m_hint, cd, &l, &err), DT_OK);
     int64_t xs[2] = {M, K}, ys[2] = {M, N};
     dt_tensor tx = dt_tensor_view(x, DT_F32, 2, xs), ty = dt_tensor_view(y, DT_F32, 2, ys);
     assert_int_equal(be->ops->linear_forward(be, l, &tx, &ty, &err), DT_OK);
@@ -56,7 +56,7 @@ static void test_linear_rejects_bad_shapes(void **state)
     float w[6] = {0}, x[4] = {0}, y[6];
     dt_err err = {0};
     dt_linear *l;
-    assert_int_equal(be->ops->linear_create(be, w, NULL, 2, 3, DT_ACT_NONE, 2, &l, &err), DT_OK);
+    assert_int_equal(be->ops->linear_create(be, w, NULL, 2, 3, DT_ACT_NONE, 2, DT_F32, &l, &err), DT_OK);
     int64_t xs[2] = {1, 4}, ys[2] = {1, 3};
     dt_tensor tx = dt_tensor_view(x, DT_F32, 2, xs), ty = dt_tensor_view(y, DT_F32, 2, ys);
     assert_int_equal(be->ops->linear_forward(be, l, &tx, &ty, &err), DT_EINVAL);

@@ -37,7 +37,7 @@ dt_status cpu_bmm(cpu_backend *cb, dt_dtype dt, int64_t batch, int64_t m, int64_
                   const void *a, const void *b, int trans_b, float *c, dt_err *err);
 
 dt_status cpu_linear_create(dt_backend *be, const float *w, const float *b, int in, int out,
-                            dt_act act, int m_hint, dt_linear **lin, dt_err *err);
+                            dt_act act, int m_hint, dt_dtype dtype, dt_linear **lin, dt_err *err);
 dt_status cpu_linear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err);
 void cpu_linear_destroy(dt_linear *l);
 dt_status cpu_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,

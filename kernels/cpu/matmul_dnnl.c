@@ -78,16 +78,17 @@ static dnnl_status_t reorder(cpu_backend *cb, const dnnl_memory_desc_t *smd, con
 }
 
 dt_status cpu_linear_create(dt_backend *be, const float *w, const float *b, int in, int out,
-                            dt_act act, int m_hint, dt_linear **lout, dt_err *err)
+                            dt_act act, int m_hint, dt_dtype dtype, dt_linear **lout, dt_err *err)
 {
     cpu_backend *cb = (cpu_backend *)be;
     if (in <= 0 || out <= 0) return dt_fail(err, DT_EINVAL, "linear: bad size %d x %d", out, in);
+    if (dtype != DT_F32 && dtype != DT_BF16) return dt_fail(err, DT_EINVAL, "linear: dtype must be f32 or bf16");
     struct dt_linear *l = calloc(1, sizeof *l);
     if (!l) return dt_fail(err, DT_ENOMEM, "out of memory");
     l->in = in;
     l->out = out;
     l->act = act;
-    l->dt = be->cfg.compute;
+    l->dt = dtype;
     if (b) {
         l->bias = malloc((size_t)out * sizeof(float));
         if (!l->bias) { free(l); return dt_fail(err, DT_ENOMEM, "out of memory"); }

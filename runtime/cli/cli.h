@@ -22,10 +22,5 @@ int cli_parse_int(const char *flag, const char *v, int lo, int hi, int *out);
 /* Creates the CPU backend for "f32"/"bf16". */
 dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *err);
 
-/* Copies tensor `name` of an input file to a malloc'd f32 buffer after checking its rank
- * (and dims where `shape[i] >= 0`). Missing and optional: *out = NULL, OK. */
-dt_status cli_input_f32(const dt_safetensors *st, const char *file, const char *name, int ndim,
-                        const int64_t *shape, int optional, dt_tensor *t, float **out, dt_err *err);
-
 double cli_now(void);
 #endif

@@ -23,7 +23,7 @@ static dt_status gemm_peak(dt_backend *be, double *gflops, dt_err *err)
     for (size_t i = 0; s == DT_OK && i < (size_t)K * N; i++) w[i] = (float)((i * 7919) % 1000) * 1e-4f - 0.05f;
     for (size_t i = 0; s == DT_OK && i < (size_t)M * K; i++) x[i] = (float)((i * 104729) % 1000) * 1e-3f - 0.5f;
     dt_linear *l = NULL;
-    if (s == DT_OK) s = be->ops->linear_create(be, w, NULL, K, N, DT_ACT_NONE, M, &l, err);
+    if (s == DT_OK) s = be->ops->linear_create(be, w, NULL, K, N, DT_ACT_NONE, M, be->cfg.compute, &l, err);
     int64_t xs[2] = {M, K}, ys[2] = {M, N};
     dt_tensor tx = dt_tensor_view(x, DT_F32, 2, xs), ty = dt_tensor_view(y, DT_F32, 2, ys);
     double best = 1e30;

@@ -45,6 +45,17 @@ typedef struct {
  * is reset by the caller between steps. */
 dt_status pixart_forward(pixart_model *m, const pixart_inputs *in, dt_arena *arena, dt_tensor *out, dt_err *err);
 
+/* The inputs of one forward read from a safetensors file with the diffusers names:
+ * hidden_states, encoder_hidden_states, timestep ([B] or 0-d), encoder_attention_mask
+ * (optional), resolution and aspect_ratio (required when use_additional_conditions). */
+typedef struct {
+    float *hs, *ehs, *t, *mask, *res, *ar;
+    dt_tensor ths, tehs, tt, tmask, tres, tar;
+    pixart_inputs in;
+} pixart_input_file;
+dt_status pixart_inputs_load(const char *file, const pixart_config *cfg, pixart_input_file *x, dt_err *err);
+void pixart_inputs_free(pixart_input_file *x);
+
 /* Matmul FLOPs of one forward (for the GEMM-floor ratio). */
 double pixart_matmul_flops(const pixart_config *cfg, int batch, int h, int w, int text_len);
 
