@@ -32,11 +32,15 @@ static void softmax_rows(float *s, void *p, int64_t gn, int64_t g0, int heads, i
             float *row = s + (g * nq + i) * nk;
             const float *kb = key_bias ? key_bias + ((g0 + g) / heads) * nk : NULL;
             float mx = -INFINITY, sum = 0.0f;
-            for (int64_t j = 0; j < nk; j++) {
-                float v = row[j] * scale + (kb ? kb[j] : 0.0f);
-                row[j] = v;
-                mx = v > mx ? v : mx;
+            if (kb) {
+#pragma omp simd
+                for (int64_t j = 0; j < nk; j++) row[j] = row[j] * scale + kb[j];
+            } else {
+#pragma omp simd
+                for (int64_t j = 0; j < nk; j++) row[j] *= scale;
             }
+#pragma omp simd reduction(max : mx)
+            for (int64_t j = 0; j < nk; j++) mx = row[j] > mx ? row[j] : mx;
 #pragma omp simd reduction(+ : sum)
             for (int64_t j = 0; j < nk; j++) {
                 float e = vm_exp(row[j] - mx);
@@ -46,6 +50,7 @@ static void softmax_rows(float *s, void *p, int64_t gn, int64_t g0, int heads, i
             float inv = 1.0f / sum;
             if (cd == DT_BF16) {
                 uint16_t *prow = (uint16_t *)p + (g * nq + i) * nk;
+#pragma omp simd
                 for (int64_t j = 0; j < nk; j++) row[j] *= inv;
                 cpu_f32_to_bf16(row, prow, (size_t)nk);
             } else {
