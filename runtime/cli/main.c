@@ -79,6 +79,5 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "info")) return cli_info(argc - 1, argv + 1);
     if (!strcmp(argv[1], "bench")) return cli_bench(argc - 1, argv + 1);
     if (!strcmp(argv[1], "version")) { printf("ditrt %s\n", ditrt_version()); return 0; }
-    usage(stderr);
-    return cli_usage_error("unknown command \"%s\"", argv[1]);
+    return cli_usage_error("unknown command \"%s\" (ditrt --help lists them)", argv[1]);
 }

@@ -1,0 +1,173 @@
+/* The ditrt command line as a user meets it: eval writes the diffusers output; every bad
+ * input gives one line on stderr naming what is wrong, a non-zero exit, and no output
+ * file (an existing one is left as it was). */
+#include "testutil.h"
+#include "safetensors.h"
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+static char tmp[256];
+static int setup(void **state) { (void)state; tu_tmpdir(tmp, sizeof tmp); return 0; }
+static int teardown(void **state) { (void)state; tu_rmtree(tmp); return 0; }
+
+/* Runs a shell command; returns its exit code and captures stderr into err (n bytes). */
+static int run(const char *cmd, char *err, size_t n)
+{
+    char full[4096], errpath[512];
+    snprintf(errpath, sizeof errpath, "%s/stderr.txt", tmp);
+    snprintf(full, sizeof full, "%s >/dev/null 2>'%s'", cmd, errpath);
+    int st = system(full);
+    FILE *f = fopen(errpath, "r");
+    size_t got = f ? fread(err, 1, n - 1, f) : 0;
+    if (f) fclose(f);
+    err[got] = 0;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
+}
+
+static int exists(const char *p) { struct stat s; return stat(p, &s) == 0; }
+
+static int count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
+/* Expects failure: one stderr line holding `needle`, and no file at `out`. */
+static void expect_fail(const char *cmd, const char *needle, const char *out)
+{
+    char err[4096];
+    int rc = run(cmd, err, sizeof err);
+    if (rc == 0) fail_msg("succeeded but should fail: %s", cmd);
+    if (count_lines(err) != 1) fail_msg("expected one line on stderr, got: %s", err);
+    if (!strstr(err, needle)) fail_msg("stderr lacks \"%s\": %s", needle, err);
+    if (out && exists(out)) fail_msg("%s was written by a failed run", out);
+}
+
+#define FIX "tests/fixtures/pixart-alpha-tiny"
+
+static void test_eval_writes_sample(void **state)
+{
+    (void)state;
+    char cmd[1024], out[512], err[4096];
+    snprintf(out, sizeof out, "%s/o.safetensors", tmp);
+    snprintf(cmd, sizeof cmd, "./ditrt eval transformer -m " FIX " --in " FIX "/case_odd.in.safetensors --out %s --threads 1", out);
+    assert_int_equal(run(cmd, err, sizeof err), 0);
+    dt_safetensors *a, *b;
+    dt_err e = {0};
+    assert_int_equal(dt_st_open(out, &a, &e), DT_OK);
+    assert_int_equal(dt_st_open(FIX "/case_odd.out.safetensors", &b, &e), DT_OK);
+    const dt_st_entry *x = dt_st_find(a, "sample"), *y = dt_st_find(b, "sample");
+    assert_non_null(x);
+    assert_int_equal(x->nbytes, y->nbytes);
+    assert_rel_l2_below((const float *)x->data, (const float *)y->data, x->nbytes / 4, 1e-4);
+    dt_st_close(a);
+    dt_st_close(b);
+}
+
+static void test_bad_inputs(void **state)
+{
+    (void)state;
+    char cmd[2048], out[512], in[512];
+    snprintf(out, sizeof out, "%s/o.safetensors", tmp);
+    unlink(out); /* left by test_eval_writes_sample */
+    const char *base = "./ditrt eval transformer -m " FIX;
+
+    snprintf(cmd, sizeof cmd, "%s --in /nonexistent.safetensors --out %s", base, out);
+    expect_fail(cmd, "/nonexistent.safetensors", out);
+    snprintf(cmd, sizeof cmd, "./ditrt eval transformer -m /no/model --in " FIX "/case_odd.in.safetensors --out %s", out);
+    expect_fail(cmd, "/no/model", out);
+    snprintf(cmd, sizeof cmd, "%s --in " FIX "/case_odd.in.safetensors --out %s --dtype f64", base, out);
+    expect_fail(cmd, "--dtype", out);
+    snprintf(cmd, sizeof cmd, "%s --in " FIX "/case_odd.in.safetensors --out %s --threads zero", base, out);
+    expect_fail(cmd, "--threads", out);
+    snprintf(cmd, sizeof cmd, "%s --in " FIX "/case_odd.in.safetensors --out %s --bogus", base, out);
+    expect_fail(cmd, "--bogus", out);
+    snprintf(cmd, sizeof cmd, "%s --in " FIX "/case_odd.in.safetensors", base);
+    expect_fail(cmd, "--out", NULL);
+    expect_fail("./ditrt frobnicate", "frobnicate", NULL);
+
+    /* inputs: a model's weights file is not an inputs file */
+    snprintf(cmd, sizeof cmd, "%s --in " FIX "/transformer/diffusion_pytorch_model.safetensors --out %s", base, out);
+    expect_fail(cmd, "\"hidden_states\" is missing", out);
+    /* wrong channel count */
+    snprintf(in, sizeof in, "%s/in.safetensors", tmp);
+    float hs[1 * 3 * 4 * 4] = {0}, ehs[1 * 2 * 32] = {0}, t[1] = {1}, res[2] = {512, 512}, ar[1] = {1}, mask[2] = {1, 0.5f};
+    int64_t s_hs[4] = {1, 3, 4, 4}, s_ehs[3] = {1, 2, 32}, s_t[1] = {1}, s_res[2] = {1, 2}, s_ar[2] = {1, 1}, s_m[2] = {1, 2};
+    dt_tensor th = dt_tensor_view(hs, DT_F32, 4, s_hs), te = dt_tensor_view(ehs, DT_F32, 3, s_ehs),
+              tt = dt_tensor_view(t, DT_F32, 1, s_t), tr = dt_tensor_view(res, DT_F32, 2, s_res),
+              ta = dt_tensor_view(ar, DT_F32, 2, s_ar), tm = dt_tensor_view(mask, DT_F32, 2, s_m);
+    dt_st_item items[6] = {{"hidden_states", &th}, {"encoder_hidden_states", &te}, {"timestep", &tt},
+                           {"resolution", &tr}, {"aspect_ratio", &ta}, {"encoder_attention_mask", &tm}};
+    dt_err e = {0};
+    assert_int_equal(dt_st_write(in, items, 5, &e), DT_OK);
+    snprintf(cmd, sizeof cmd, "%s --in %s --out %s", base, in, out);
+    expect_fail(cmd, "\"hidden_states\" has shape [1, 3, 4, 4], expected [-1, 4, -1, -1]", out);
+    /* odd latent size, not a multiple of the patch */
+    int64_t s_hs2[4] = {1, 4, 3, 4};
+    th = dt_tensor_view(hs, DT_F32, 4, s_hs2);
+    assert_int_equal(dt_st_write(in, items, 5, &e), DT_OK);
+    expect_fail(cmd, "multiples of patch_size", out);
+    /* this model needs resolution/aspect_ratio */
+    int64_t s_hs3[4] = {1, 4, 4, 4};
+    th = dt_tensor_view(hs, DT_F32, 4, s_hs3);
+    assert_int_equal(dt_st_write(in, items, 3, &e), DT_OK);
+    expect_fail(cmd, "\"resolution\" is missing", out);
+    /* a mask that is not 0/1 */
+    assert_int_equal(dt_st_write(in, items, 6, &e), DT_OK);
+    expect_fail(cmd, "encoder_attention_mask", out);
+    /* a truncated inputs file */
+    FILE *f = fopen(in, "r+b");
+    assert_non_null(f);
+    assert_int_equal(ftruncate(fileno(f), 20), 0);
+    fclose(f);
+    expect_fail(cmd, in, out);
+}
+
+static void test_failed_run_keeps_existing_output(void **state)
+{
+    (void)state;
+    char cmd[2048], out[512];
+    snprintf(out, sizeof out, "%s/keep.safetensors", tmp);
+    tu_write_file(out, "user data", 9);
+    snprintf(cmd, sizeof cmd, "./ditrt eval transformer -m " FIX " --in /nonexistent --out %s", out);
+    char err[4096];
+    assert_int_not_equal(run(cmd, err, sizeof err), 0);
+    FILE *f = fopen(out, "rb");
+    char buf[32] = {0};
+    assert_int_equal(fread(buf, 1, sizeof buf, f), 9);
+    fclose(f);
+    assert_string_equal(buf, "user data");
+}
+
+static void test_info(void **state)
+{
+    (void)state;
+    char cmd[1024], out[512];
+    snprintf(out, sizeof out, "%s/info.txt", tmp);
+    snprintf(cmd, sizeof cmd, "./ditrt info -m tests/fixtures/pixart-sigma-tiny > %s", out);
+    assert_int_equal(system(cmd), 0);
+    FILE *f = fopen(out, "r");
+    char buf[4096] = {0};
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    assert_non_null(strstr(buf, "blocks: 3, hidden: 48, heads: 2 x 24"));
+    assert_non_null(strstr(buf, "parameters: 148544 (file holds 148544)"));
+    assert_non_null(strstr(buf, "f32=148544"));
+    assert_non_null(strstr(buf, "interpolation_scale: 2"));
+    expect_fail("./ditrt info -m /nope", "/nope", NULL);
+    expect_fail("./ditrt bench transformer --res 500", "--res", NULL);
+    expect_fail("./ditrt bench transformer --arch sd15", "--arch", NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_eval_writes_sample),
+        cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_failed_run_keeps_existing_output),
+        cmocka_unit_test(test_info),
+    };
+    return cmocka_run_group_tests_name("cli", tests, setup, teardown);
+}
