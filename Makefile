@@ -11,10 +11,15 @@ CFLAGS  += -fno-math-errno -fno-trapping-math -std=c11 -D_GNU_SOURCE -Wall -Wext
 LDLIBS  = -ldnnl -lcjson -lpng -lm -fopenmp
 BUILD   = build
 
-LIB_SRC = $(wildcard runtime/*.c runtime/models/*.c kernels/*.c kernels/cpu/*.c schedulers/*.c)
+CXX     ?= c++
+CXXFLAGS ?= -O2 -march=x86-64-v3 -g
+CXXFLAGS += -std=c++17 -Wall -Wextra -fPIC -MMD -MP -Iinclude -Iruntime
+LIB_SRC = $(wildcard runtime/*.c runtime/models/*.c runtime/text/*.c kernels/*.c kernels/cpu/*.c schedulers/*.c)
+# C++ only where a C++ library is wrapped behind a C shim (the SentencePiece tokenizer).
+LIB_CXX = $(wildcard runtime/text/*.cc)
 CLI_SRC = $(wildcard runtime/cli/*.c)
 TEST_SRC = $(wildcard tests/test_*.c)
-LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o) $(LIB_CXX:%.cc=$(BUILD)/%.o)
 CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS   = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 DEPS_STAMP = $(BUILD)/.deps
@@ -32,6 +37,10 @@ deps: $(DEPS_STAMP)
 $(BUILD)/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cc | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
 
 libditrt.a: $(LIB_OBJ)
 	ar rcs $@ $^

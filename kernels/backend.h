@@ -19,6 +19,12 @@ typedef struct {
     size_t attn_block_bytes; /* attention score block bound; 0: default (48 MB) */
 } dt_backend_config;
 
+/* Additive attention-score biases; either may be NULL. */
+typedef struct {
+    const float *key;  /* [B, Nk]: per key (a caption padding mask as -10000 / 0) */
+    const float *head; /* [H, Nq, Nk]: per head and position, shared by the batch (T5's relative position bias) */
+} dt_attn_bias;
+
 typedef struct dt_backend dt_backend;
 typedef struct dt_linear dt_linear;
 
@@ -30,10 +36,10 @@ typedef struct {
                                dt_act act, int m_hint, dt_dtype dtype, dt_linear **lin, dt_err *err);
     dt_status (*linear_forward)(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err);
     void (*linear_destroy)(dt_linear *l);
-    /* out[B,Nq,H·d] = softmax(q·kᵀ·scale + key_bias)·v per head; q,k,v are [B,N,H·d] views
-     * whose row stride (strides[1]) may exceed H·d; key_bias is [B,Nk] additive or NULL. */
+    /* out[B,Nq,H·d] = softmax(q·kᵀ·scale + bias)·v per head; q,k,v are [B,N,H·d] views
+     * whose row stride (strides[1]) may exceed H·d; bias may be NULL. */
     dt_status (*attention)(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
-                           const float *key_bias, int heads, float scale, dt_tensor *out, dt_err *err);
+                           const dt_attn_bias *bias, int heads, float scale, dt_tensor *out, dt_err *err);
     /* y[B,N,C] = LN(x)·(1+scale[b]) + shift[b] (no affine); shift/scale are [B,C] views or NULL. */
     dt_status (*layernorm_modulate)(dt_backend *be, const dt_tensor *x, const dt_tensor *shift,
                                     const dt_tensor *scale, float eps, dt_tensor *y, dt_err *err);

@@ -66,7 +66,7 @@ static void test_linear_rejects_bad_shapes(void **state)
 }
 
 /* q/k/v as strided views inside packed buffers (as the fused qkv projection yields). */
-static void check_attention(dt_dtype cd, int B, int Nq, int Nk, int H, int d, int masked, size_t block)
+static void check_attention(dt_dtype cd, int B, int Nq, int Nk, int H, int d, int masked, int head_bias, size_t block)
 {
     tu_rng r = {(uint64_t)(B * 1000 + Nq * 10 + Nk + H + d)};
     int C = H * d, ld = 3 * C + 3;
@@ -79,6 +79,9 @@ static void check_attention(dt_dtype cd, int B, int Nq, int Nk, int H, int d, in
     tu_fill(&r, buf, (size_t)B * Nmax * ld, 1.5f);
     float *bias = tu_alloc((size_t)B * Nk);
     for (int i = 0; i < B * Nk; i++) bias[i] = (masked && (i % Nk) >= Nk - 2 && (i / Nk) % 2 == 0) ? -10000.0f : 0.0f;
+    float *hbias = tu_alloc((size_t)H * Nq * Nk);
+    tu_fill(&r, hbias, (size_t)H * Nq * Nk, 2.0f);
+    dt_attn_bias ab = {masked ? bias : NULL, head_bias ? hbias : NULL};
     int64_t qs[3] = {B, Nq, C}, ks[3] = {B, Nk, C};
     dt_tensor q = dt_tensor_view(buf, DT_F32, 3, qs), k = dt_tensor_view(buf + C, DT_F32, 3, ks),
               v = dt_tensor_view(buf + 2 * C + 1, DT_F32, 3, ks);
@@ -87,11 +90,11 @@ static void check_attention(dt_dtype cd, int B, int Nq, int Nk, int H, int d, in
     float *o = tu_poisoned((size_t)B * Nq * C), *orf = tu_alloc((size_t)B * Nq * C);
     dt_tensor to = dt_tensor_view(o, DT_F32, 3, qs), tr = dt_tensor_view(orf, DT_F32, 3, qs);
     float scale = 1.0f / sqrtf((float)d);
-    assert_int_equal(be->ops->attention(be, &q, &k, &v, masked ? bias : NULL, H, scale, &to, &err), DT_OK);
-    ref_attention(&q, &k, &v, masked ? bias : NULL, H, scale, &tr);
+    assert_int_equal(be->ops->attention(be, &q, &k, &v, &ab, H, scale, &to, &err), DT_OK);
+    ref_attention(&q, &k, &v, &ab, H, scale, &tr);
     assert_rel_l2_below(o, orf, (size_t)B * Nq * C, cd == DT_BF16 ? 2e-2 : 2e-5);
     dt_backend_destroy(be);
-    free(buf); free(bias); free(o); free(orf);
+    free(buf); free(bias); free(hbias); free(o); free(orf);
 }
 
 static void test_attention(void **state)
@@ -99,13 +102,16 @@ static void test_attention(void **state)
     (void)state;
     dt_dtype cds[2] = {DT_F32, DT_BF16};
     for (int c = 0; c < 2; c++) {
-        check_attention(cds[c], 1, 1, 1, 1, 4, 0, 0);
-        check_attention(cds[c], 2, 17, 17, 3, 5, 0, 0);
-        check_attention(cds[c], 2, 35, 7, 2, 8, 1, 0);
-        check_attention(cds[c], 3, 50, 13, 4, 6, 1, 0);
+        check_attention(cds[c], 1, 1, 1, 1, 4, 0, 0, 0);
+        check_attention(cds[c], 2, 17, 17, 3, 5, 0, 0, 0);
+        check_attention(cds[c], 2, 35, 7, 2, 8, 1, 0, 0);
+        check_attention(cds[c], 3, 50, 13, 4, 6, 1, 0, 0);
+        /* per-head position bias (T5), alone and with the key mask */
+        check_attention(cds[c], 2, 21, 21, 3, 8, 0, 1, 0);
+        check_attention(cds[c], 2, 21, 21, 3, 8, 1, 1, 0);
         /* a tiny score-block bound forces one (batch, head) pair per GEMM group */
-        check_attention(cds[c], 2, 33, 19, 3, 8, 1, 64);
-        check_attention(cds[c], 2, 33, 19, 3, 8, 1, 33 * 19 * 4 * 4);
+        check_attention(cds[c], 2, 33, 19, 3, 8, 1, 1, 64);
+        check_attention(cds[c], 2, 33, 19, 3, 8, 1, 1, 33 * 19 * 4 * 4);
     }
 }
 

@@ -24,20 +24,24 @@ static void gather_heads(const dt_tensor *t, int64_t g0, int64_t gn, int heads, 
 }
 
 static void softmax_rows(float *s, void *p, int64_t gn, int64_t g0, int heads, int64_t nq, int64_t nk,
-                         const float *key_bias, float scale, dt_dtype cd)
+                         const dt_attn_bias *bias, float scale, dt_dtype cd)
 {
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t g = 0; g < gn; g++)
         for (int64_t i = 0; i < nq; i++) {
             float *row = s + (g * nq + i) * nk;
-            const float *kb = key_bias ? key_bias + ((g0 + g) / heads) * nk : NULL;
+            const float *kb = bias && bias->key ? bias->key + ((g0 + g) / heads) * nk : NULL;
+            const float *hb = bias && bias->head ? bias->head + (((g0 + g) % heads) * nq + i) * nk : NULL;
             float mx = -INFINITY, sum = 0.0f;
+#pragma omp simd
+            for (int64_t j = 0; j < nk; j++) row[j] *= scale;
             if (kb) {
 #pragma omp simd
-                for (int64_t j = 0; j < nk; j++) row[j] = row[j] * scale + kb[j];
-            } else {
+                for (int64_t j = 0; j < nk; j++) row[j] += kb[j];
+            }
+            if (hb) {
 #pragma omp simd
-                for (int64_t j = 0; j < nk; j++) row[j] *= scale;
+                for (int64_t j = 0; j < nk; j++) row[j] += hb[j];
             }
 #pragma omp simd reduction(max : mx)
             for (int64_t j = 0; j < nk; j++) mx = row[j] > mx ? row[j] : mx;
@@ -74,7 +78,7 @@ static void scatter_heads(const float *o, int64_t g0, int64_t gn, int heads, int
 }
 
 dt_status cpu_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
-                        const float *key_bias, int heads, float scale, dt_tensor *out, dt_err *err)
+                        const dt_attn_bias *bias, int heads, float scale, dt_tensor *out, dt_err *err)
 {
     cpu_backend *cb = (cpu_backend *)be;
     int64_t B = q->shape[0], nq = q->shape[1], nk = k->shape[1], C = q->shape[2];
@@ -104,7 +108,7 @@ dt_status cpu_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, 
         gather_heads(k, g0, gn, heads, d, cd, K);
         gather_heads(v, g0, gn, heads, d, cd, V);
         DT_TRY(cpu_bmm(cb, cd, gn, nq, d, nk, Q, K, 1, S, err));
-        softmax_rows(S, P, gn, g0, heads, nq, nk, key_bias, scale, cd);
+        softmax_rows(S, P, gn, g0, heads, nq, nk, bias, scale, cd);
         DT_TRY(cpu_bmm(cb, cd, gn, nq, nk, d, P, V, 0, O, err));
         scatter_heads(O, g0, gn, heads, d, out);
     }

@@ -41,7 +41,7 @@ dt_status cpu_linear_create(dt_backend *be, const float *w, const float *b, int 
 dt_status cpu_linear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err);
 void cpu_linear_destroy(dt_linear *l);
 dt_status cpu_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
-                        const float *key_bias, int heads, float scale, dt_tensor *out, dt_err *err);
+                        const dt_attn_bias *bias, int heads, float scale, dt_tensor *out, dt_err *err);
 dt_status cpu_layernorm_modulate(dt_backend *be, const dt_tensor *x, const dt_tensor *shift,
                                  const dt_tensor *scale, float eps, dt_tensor *y, dt_err *err);
 dt_status cpu_gated_add(dt_backend *be, dt_tensor *x, const dt_tensor *y, const dt_tensor *gate, dt_err *err);

@@ -26,7 +26,7 @@ void ref_linear(const float *x, int M, int K, const float *w, const float *b, in
 
 #define AT3(t, b, i, c) (((float *)(t)->data)[(b) * (t)->strides[0] + (i) * (t)->strides[1] + (c) * (t)->strides[2]])
 
-void ref_attention(const dt_tensor *q, const dt_tensor *k, const dt_tensor *v, const float *key_bias,
+void ref_attention(const dt_tensor *q, const dt_tensor *k, const dt_tensor *v, const dt_attn_bias *bias,
                    int heads, float scale, dt_tensor *out)
 {
     int64_t B = q->shape[0], Nq = q->shape[1], Nk = k->shape[1], d = q->shape[2] / heads;
@@ -38,7 +38,9 @@ void ref_attention(const dt_tensor *q, const dt_tensor *k, const dt_tensor *v, c
                 for (int64_t j = 0; j < Nk; j++) {
                     double acc = 0;
                     for (int64_t c = 0; c < d; c++) acc += (double)AT3(q, b, i, h * d + c) * AT3(k, b, j, h * d + c);
-                    s[j] = acc * scale + (key_bias ? key_bias[b * Nk + j] : 0.0);
+                    s[j] = acc * scale;
+                    if (bias && bias->key) s[j] += bias->key[b * Nk + j];
+                    if (bias && bias->head) s[j] += bias->head[((int64_t)h * Nq + i) * Nk + j];
                     if (s[j] > mx) mx = s[j];
                 }
                 for (int64_t j = 0; j < Nk; j++) sum += (s[j] = exp(s[j] - mx));

@@ -6,7 +6,7 @@
 
 float ref_act(dt_act act, float x);
 void ref_linear(const float *x, int M, int K, const float *w, const float *b, int N, dt_act act, float *y);
-void ref_attention(const dt_tensor *q, const dt_tensor *k, const dt_tensor *v, const float *key_bias,
+void ref_attention(const dt_tensor *q, const dt_tensor *k, const dt_tensor *v, const dt_attn_bias *bias,
                    int heads, float scale, dt_tensor *out);
 void ref_layernorm_modulate(const dt_tensor *x, const dt_tensor *shift, const dt_tensor *scale,
                             float eps, dt_tensor *y);

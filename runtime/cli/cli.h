@@ -7,6 +7,8 @@
 #include "../../kernels/backend.h"
 
 int cli_eval(int argc, char **argv);
+/* `ditrt eval <target>`: argv[0] is "eval", argv[1] the target; one file per target. */
+int cli_eval_transformer(int argc, char **argv);
 int cli_info(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 

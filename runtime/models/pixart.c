@@ -364,7 +364,7 @@ typedef struct {
 } block_scratch;
 
 static dt_status block_forward(pixart_model *m, const pixart_block *bk, const float *t6, int B, int N, int T,
-                               dt_tensor *x, const dt_tensor *ctx, const float *key_bias, float *mod,
+                               dt_tensor *x, const dt_tensor *ctx, const dt_attn_bias *cross_bias, float *mod,
                                block_scratch *s, dt_err *err)
 {
     dt_backend *be = m->be;
@@ -399,7 +399,7 @@ static dt_status block_forward(pixart_model *m, const pixart_block *bk, const fl
     k2.strides[0] = v2.strides[0] = (int64_t)T * 2 * C;
     k2.strides[1] = v2.strides[1] = 2 * C;
     v2.data = (float *)kv.data + C;
-    DT_TRY(be->ops->attention(be, &q23, &k2, &v2, key_bias, H, scale, &ao3, err));
+    DT_TRY(be->ops->attention(be, &q23, &k2, &v2, cross_bias, H, scale, &ao3, err));
     LIN(bk->out2, &s->ao, &s->o);
     DT_TRY(be->ops->gated_add(be, &x3, &o3, NULL, err));
 
@@ -466,6 +466,7 @@ dt_status pixart_forward(pixart_model *m, const pixart_inputs *in, dt_arena *a, 
         for (int i = 0; i < B * T; i++) key_bias[i] = (1.0f - in->encoder_attention_mask[i]) * -10000.0f;
     }
 
+    dt_attn_bias cross_bias = {.key = key_bias};
     block_scratch s;
     DT_TRY(alloc2(a, &s.xn, BN, C, err));
     DT_TRY(alloc2(a, &s.qkv, BN, 3 * C, err));
@@ -476,7 +477,7 @@ dt_status pixart_forward(pixart_model *m, const pixart_inputs *in, dt_arena *a, 
     float *mod = dt_arena_alloc(a, (size_t)B * 6 * C * sizeof(float));
     if (!mod) return dt_fail(err, DT_ENOMEM, "out of memory");
     for (int i = 0; i < c->num_layers; i++)
-        DT_TRY(block_forward(m, &m->blocks[i], t6.data, B, N, T, &x, &ctx, key_bias, mod, &s, err));
+        DT_TRY(block_forward(m, &m->blocks[i], t6.data, B, N, T, &x, &ctx, &cross_bias, mod, &s, err));
 
     /* final adaLN: shift = table[0] + emb, scale = table[1] + emb */
     float *fm = mod;
