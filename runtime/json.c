@@ -5,6 +5,40 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Python's json (and so every diffusers config) writes -Infinity, Infinity and NaN, which
+ * strict JSON lacks: e.g. "lambda_min_clipped": -Infinity in DPM-Solver++ configs. Outside
+ * strings, turn them into numbers strtod maps to ±inf (NaN becomes null). In place: each
+ * replacement is no longer than the token. */
+static void python_json_literals(char *s)
+{
+    static const struct { const char *tok, *rep; } lit[] = {
+        {"-Infinity", "-1e999"}, {"Infinity", "1e999"}, {"NaN", "null"}};
+    int in_str = 0;
+    char *w = s;
+    for (char *r = s; *r;) {
+        if (in_str) {
+            if (*r == '\\' && r[1]) { *w++ = *r++; *w++ = *r++; continue; }
+            if (*r == '"') in_str = 0;
+            *w++ = *r++;
+            continue;
+        }
+        if (*r == '"') { in_str = 1; *w++ = *r++; continue; }
+        size_t i;
+        for (i = 0; i < sizeof lit / sizeof *lit; i++) {
+            size_t n = strlen(lit[i].tok);
+            if (!strncmp(r, lit[i].tok, n)) {
+                size_t m = strlen(lit[i].rep);
+                memcpy(w, lit[i].rep, m);
+                w += m;
+                r += n;
+                break;
+            }
+        }
+        if (i == sizeof lit / sizeof *lit) *w++ = *r++;
+    }
+    *w = 0;
+}
+
 dt_status dt_json_load(const char *path, cJSON **out, dt_err *err)
 {
     FILE *f = fopen(path, "rb");
@@ -21,6 +55,7 @@ dt_status dt_json_load(const char *path, cJSON **out, dt_err *err)
     size_t got = fread(buf, 1, (size_t)n, f);
     fclose(f);
     buf[got] = 0;
+    python_json_literals(buf);
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithOpts(buf, &end, 1);
     if (!j) {

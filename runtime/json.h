@@ -4,7 +4,8 @@
 #include <cjson/cJSON.h>
 #include "error.h"
 
-/* Reads and parses a JSON file; fails on a missing file, malformed JSON or a non-object. */
+/* Reads and parses a JSON file; fails on a missing file, malformed JSON or a non-object.
+ * Accepts Python's -Infinity/Infinity (as ±inf) and NaN (as null), which diffusers writes. */
 dt_status dt_json_load(const char *path, cJSON **out, dt_err *err);
 /* Integer field: absent or null gives dflt when has_default, else an error. */
 dt_status dt_json_int(const cJSON *obj, const char *file, const char *field, int has_default,

@@ -85,6 +85,32 @@ static void test_json_fields(void **state)
     cJSON_Delete(j);
 }
 
+static void test_json_python_literals(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/ditrt-json-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *txt = "{\"lambda_min_clipped\": -Infinity, \"m\": Infinity, \"n\": NaN, \"s\": \"-Infinity \\\" NaN\"}";
+    assert_int_equal(write(fd, txt, strlen(txt)), (ssize_t)strlen(txt));
+    close(fd);
+    cJSON *j;
+    dt_err err = {0};
+    assert_int_equal(dt_json_load(path, &j, &err), DT_OK);
+    double d;
+    assert_int_equal(dt_json_num(j, path, "lambda_min_clipped", 0, 0, &d, &err), DT_OK);
+    assert_true(isinf(d) && d < 0);
+    assert_int_equal(dt_json_num(j, path, "m", 0, 0, &d, &err), DT_OK);
+    assert_true(isinf(d) && d > 0);
+    assert_int_equal(dt_json_num(j, path, "n", 1, 5.0, &d, &err), DT_OK);
+    assert_true(d == 5.0);
+    char s[64];
+    assert_int_equal(dt_json_str(j, path, "s", NULL, s, sizeof s, &err), DT_OK);
+    assert_string_equal(s, "-Infinity \" NaN"); /* strings untouched */
+    cJSON_Delete(j);
+    unlink(path);
+}
+
 static void test_error_first_wins(void **state)
 {
     (void)state;
@@ -103,6 +129,7 @@ int main(void)
         cmocka_unit_test(test_tensor_views),
         cmocka_unit_test(test_arena),
         cmocka_unit_test(test_json_fields),
+        cmocka_unit_test(test_json_python_literals),
         cmocka_unit_test(test_error_first_wins),
     };
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);
