@@ -8,7 +8,7 @@ CC      ?= cc
 CFLAGS  ?= -O2 -march=x86-64-v3 -g
 CFLAGS  += -fno-math-errno -fno-trapping-math -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -fPIC -MMD -MP \
            -Iinclude -Iruntime -Ikernels
-LDLIBS  = -ldnnl -lcjson -lpng -lm -fopenmp
+LDLIBS  = -ldnnl -lcjson -lpng -lsentencepiece -lstdc++ -lm -fopenmp
 BUILD   = build
 
 CXX     ?= c++
@@ -25,11 +25,13 @@ TESTS   = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 DEPS_STAMP = $(BUILD)/.deps
 
 .PHONY: all test check-slow bench clean deps install
-all: libditrt.a libditrt.so ditrt
+EXAMPLES = $(patsubst runtime/examples/%.c,$(BUILD)/examples/%,$(wildcard runtime/examples/*.c))
+
+all: libditrt.a libditrt.so ditrt $(EXAMPLES)
 
 # Installs missing Debian packages when a needed header is absent (fresh machines).
 $(DEPS_STAMP):
-	@for h in /usr/include/dnnl.h /usr/include/cmocka.h /usr/include/cjson/cJSON.h /usr/include/png.h; do \
+	@for h in /usr/include/dnnl.h /usr/include/cmocka.h /usr/include/cjson/cJSON.h /usr/include/png.h /usr/include/sentencepiece_processor.h; do \
 	  [ -f $$h ] || { sh scripts/install-deps.sh || exit 1; break; }; done
 	@mkdir -p $(BUILD) && touch $@
 deps: $(DEPS_STAMP)
@@ -51,9 +53,14 @@ libditrt.so: $(LIB_OBJ)
 ditrt: $(CLI_OBJ) libditrt.a
 	$(CC) -o $@ $(CLI_OBJ) libditrt.a $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/testutil.h libditrt.a ditrt | $(DEPS_STAMP)
+# Examples build like an embedding app would: the public header and the library only.
+$(BUILD)/examples/%: runtime/examples/%.c libditrt.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests -o $@ $< libditrt.a $(LDLIBS) -lcmocka
+	$(CC) -O2 -std=c11 -Wall -Wextra -Iinclude -o $@ $< libditrt.a $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/testutil.h libditrt.a ditrt $(EXAMPLES) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -o $@ $< libditrt.a $(LDLIBS) -lcmocka -lpthread
 
 test: $(TESTS)
 	@fail=0; for t in $(TESTS); do echo "== $$t"; OMP_NUM_THREADS=2 $$t || fail=1; done; \

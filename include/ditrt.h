@@ -35,6 +35,61 @@ typedef struct {
 const char *ditrt_status_name(ditrt_status s);
 const char *ditrt_version(void);
 
+/* ---- text-to-image ------------------------------------------------------------
+ * Create a context once per model folder (loads and prepares the weights), then call
+ * dit_generate as often as needed. A context is used by one thread at a time; separate
+ * contexts are independent and may run in parallel. dit_cancel may be called from any
+ * thread while dit_generate runs. */
+
+typedef struct dit_ctx dit_ctx;
+
+typedef struct {
+    const char *model_dir;     /* diffusers pipeline folder (model_index.json) */
+    const char *dtype;         /* "f32" or "bf16" (default): transformer and VAE GEMMs */
+    const char *text_dtype;    /* "f32" or "bf16" (default): the T5 encoder */
+    int threads;               /* 0: all cores */
+    int keep_text_encoder;     /* 0 (default): load T5 per call and free it before sampling */
+} dit_ctx_params;
+
+void dit_ctx_params_init(dit_ctx_params *p);
+/* Always sets *ctx (unless out of memory) so dit_errmsg can say why a load failed;
+ * free it with dit_ctx_free either way. */
+ditrt_status dit_ctx_create(const dit_ctx_params *p, dit_ctx **ctx);
+void dit_ctx_free(dit_ctx *ctx);
+/* Message of the last failure on this context ("" after a success). */
+const char *dit_errmsg(const dit_ctx *ctx);
+
+/* Called after every denoising step; return non-zero to cancel the generation. */
+typedef int (*dit_progress_fn)(int step, int steps, double seconds, void *user);
+
+typedef struct {
+    const char *prompt;
+    const char *negative_prompt; /* default "" */
+    int width, height;           /* 0: the model's native size */
+    int steps;                   /* default 20 */
+    float cfg;                   /* guidance scale, default 4.5; <= 1 disables CFG */
+    uint64_t seed;               /* default 0 */
+    int batch;                   /* images per prompt, default 1 */
+    int vae_tiling;              /* decode in overlapping tiles (bounded memory) */
+    int resolution_binning;      /* default 1: PixArt's aspect-ratio bins, resized back */
+    int clean_caption;           /* default 1: the pipeline's caption preprocessing */
+    int max_sequence_length;     /* 0: the pipeline's (120 for PixArt-α, 300 for Σ) */
+    int force;                   /* run even when the memory estimate exceeds the machine */
+    dit_progress_fn progress;
+    void *progress_user;
+} dit_gen_params;
+
+void dit_gen_params_init(dit_gen_params *p);
+
+typedef struct {
+    int width, height;
+    uint8_t *rgb; /* width * height * 3 bytes, row-major */
+} dit_image;
+
+ditrt_status dit_generate(dit_ctx *ctx, const dit_gen_params *p, dit_image **images, int *n);
+void dit_images_free(dit_image *images, int n);
+void dit_cancel(dit_ctx *ctx);
+
 #ifdef __cplusplus
 }
 #endif

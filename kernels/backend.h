@@ -27,6 +27,7 @@ typedef struct {
 
 typedef struct dt_backend dt_backend;
 typedef struct dt_linear dt_linear;
+typedef struct dt_conv2d dt_conv2d;
 
 typedef struct {
     /* y[M,out] = act(x[M,in] · Wᵀ + b); W is torch layout [out, in] f32, b may be NULL.
@@ -54,6 +55,38 @@ typedef struct {
     /* y = x + r, r repeated over x's leading dims (numel(x) a multiple of numel(r)); in place allowed. */
     dt_status (*add_rows)(dt_backend *be, const dt_tensor *x, const dt_tensor *r, dt_tensor *y, dt_err *err);
     void (*destroy)(dt_backend *be);
+
+    /* ---- VAE decoder (runtime/models/vae.c). Images are NHWC: [B, H, W, C], channels innermost. ---- */
+    /* 2-D convolution, created once: w is torch layout [cout, cin, k, k] f32, b [cout] or NULL;
+     * stride s; zero padding pad_lo before and pad_hi after each spatial dim. dtype (f32 or bf16)
+     * is the dtype of the weights and GEMM inputs; accumulation and output are f32. */
+    dt_status (*conv2d_create)(dt_backend *be, const float *w, const float *b, int cin, int cout, int k, int stride,
+                               int pad_lo, int pad_hi, dt_dtype dtype, dt_conv2d **conv, dt_err *err);
+    /* y[B,Ho,Wo,cout] (f32) = conv(x[B,H,W,cin]) (+ y when accumulate: a fused residual add);
+     * x is f32 or the conv's dtype; both contiguous. */
+    dt_status (*conv2d_forward)(dt_backend *be, dt_conv2d *c, const dt_tensor *x, dt_tensor *y, int accumulate, dt_err *err);
+    void (*conv2d_destroy)(dt_conv2d *c);
+    /* y = act(GroupNorm(x)·gamma + beta) for contiguous x [B, ..., C] f32 (statistics per sample
+     * and group of C/groups channels, in double); y f32 or bf16, same shape, may be x;
+     * gamma/beta [C] f32 or NULL. */
+    dt_status (*group_norm)(dt_backend *be, const dt_tensor *x, int groups, const dt_tensor *gamma,
+                            const dt_tensor *beta, float eps, dt_act act, dt_tensor *y, dt_err *err);
+    /* y[B,2H,2W,C] (f32 or bf16) = nearest-neighbour 2x upsampling of x[B,H,W,C] f32, contiguous. */
+    dt_status (*upsample_nearest2x)(dt_backend *be, const dt_tensor *x, dt_tensor *y, dt_err *err);
+    /* dst = src for 4-D views of one shape with any strides, f32 or bf16 each (layout changes, crops). */
+    dt_status (*copy4d)(dt_backend *be, const dt_tensor *src, dt_tensor *dst, dt_err *err);
+    /* diffusers' tiled-VAE seam blend (blend_v/blend_h), in place on b: with e = min(extent, the
+     * sizes of a and b along axis), slice i < e of b along axis becomes
+     * a[n_a - e + i]·(1 - i/e) + b[i]·(i/e). f32 4-D views, equal sizes off the axis. */
+    dt_status (*blend_edge)(dt_backend *be, const dt_tensor *a, dt_tensor *b, int axis, int extent, dt_err *err);
+
+    /* ---- T5 text encoder (runtime/models/t5.c) ---- */
+    /* y[M,C] = x · rsqrt(mean(x²) + eps) · w (T5LayerNorm: no mean, no bias), statistics in f32;
+     * x, y contiguous f32 [M, C] (2-D or 3-D), w [C] f32; y may be x. */
+    dt_status (*rms_norm)(dt_backend *be, const dt_tensor *x, const float *w, float eps, dt_tensor *y, dt_err *err);
+    /* y[M,F] = act(x[M, 0:F]) · x[M, F:2F] (gated FFN over the fused [wi_0 | wi_1] output);
+     * x contiguous f32 [M, 2F], y contiguous f32 [M, F]. */
+    dt_status (*gated_act)(dt_backend *be, dt_act act, const dt_tensor *x, dt_tensor *y, dt_err *err);
 } dt_backend_ops;
 
 struct dt_backend {

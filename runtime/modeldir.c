@@ -18,8 +18,10 @@ dt_status dt_model_component_dir(const char *model_dir, const char *component, c
         int listed = cJSON_GetObjectItemCaseSensitive(j, component) != NULL;
         cJSON_Delete(j);
         if (!listed) return dt_fail(err, DT_EFORMAT, "%s: no \"%s\" component listed", idx, component);
-        snprintf(p, sizeof p, "%s/%s/config.json", model_dir, component);
-        if (!is_file(p)) return dt_fail(err, DT_EIO, "%s: missing (component \"%s\" of %s)", p, component, model_dir);
+        /* the folder's own files (config.json, scheduler_config.json, spiece.model) are
+         * checked by whoever reads them */
+        snprintf(p, sizeof p, "%s/%s", model_dir, component);
+        if (!is_dir(p)) return dt_fail(err, DT_EIO, "%s: missing folder (component \"%s\" of %s)", p, component, model_dir);
         if ((size_t)snprintf(out, n, "%s/%s", model_dir, component) >= n) return dt_fail(err, DT_EINVAL, "%s: path too long", model_dir);
         return DT_OK;
     }

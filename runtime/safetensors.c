@@ -260,6 +260,15 @@ void dt_st_read_f32(const dt_st_entry *e, float *dst)
     dt_convert_to_f32(e->data, e->dtype, dst, n);
 }
 
+void dt_st_release(const dt_st_entry *e)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t p = (uintptr_t)e->data, a = (p + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1),
+              b = (p + e->nbytes) & ~((uintptr_t)pg - 1);
+    /* MAP_PRIVATE, read-only and never written: DONTNEED just drops clean page-cache pages */
+    if (pg > 0 && b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 dt_status dt_st_read_input(const dt_safetensors *st, const char *file, const char *name, int ndim,
                         const int64_t *shape, int optional, dt_tensor *t, float **out, dt_err *err)
 {

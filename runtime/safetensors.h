@@ -40,6 +40,10 @@ dt_status dt_st_expect(const dt_safetensors *st, const char *name, int ndim,
                        const int64_t *shape, const dt_st_entry **out, dt_err *err);
 /* Converts the entry to f32 into dst (numel floats). */
 void dt_st_read_f32(const dt_st_entry *e, float *dst);
+/* Drops the resident file pages under the entry's bytes (the whole pages inside them) once
+ * they have been converted, so loading a model does not hold the file and the converted
+ * weights at once. The mapping stays valid: a later read faults the pages back in. */
+void dt_st_release(const dt_st_entry *e);
 
 /* Reads input tensor `name` of `file` into a malloc'd f32 buffer (*out) after checking its
  * rank and the dims where shape[i] >= 0; *t views it. A missing optional tensor gives

@@ -15,7 +15,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Order matters only for reading the log; each module seeds its own generators.
-FIXTURES = ["pixart"]
+FIXTURES = ["pixart", "t5", "noise_sched", "vae"]
 
 
 def main():

@@ -50,4 +50,19 @@ dt_status cpu_patchify(dt_backend *be, const dt_tensor *x, int p, dt_tensor *y, 
 dt_status cpu_unpatchify(dt_backend *be, const dt_tensor *x, int p, int h, int w, dt_tensor *y, dt_err *err);
 dt_status cpu_add_rows(dt_backend *be, const dt_tensor *x, const dt_tensor *r, dt_tensor *y, dt_err *err);
 
+/* VAE decoder ops (conv_dnnl.c, image_ops.c) */
+dt_status cpu_conv2d_create(dt_backend *be, const float *w, const float *b, int cin, int cout, int k, int stride,
+                            int pad_lo, int pad_hi, dt_dtype dtype, dt_conv2d **conv, dt_err *err);
+dt_status cpu_conv2d_forward(dt_backend *be, dt_conv2d *c, const dt_tensor *x, dt_tensor *y, int accumulate, dt_err *err);
+void cpu_conv2d_destroy(dt_conv2d *c);
+dt_status cpu_group_norm(dt_backend *be, const dt_tensor *x, int groups, const dt_tensor *gamma,
+                         const dt_tensor *beta, float eps, dt_act act, dt_tensor *y, dt_err *err);
+dt_status cpu_upsample_nearest2x(dt_backend *be, const dt_tensor *x, dt_tensor *y, dt_err *err);
+dt_status cpu_copy4d(dt_backend *be, const dt_tensor *src, dt_tensor *dst, dt_err *err);
+dt_status cpu_blend_edge(dt_backend *be, const dt_tensor *a, dt_tensor *b, int axis, int extent, dt_err *err);
+
+/* T5 text encoder ops (t5_ops.c) */
+dt_status cpu_rms_norm(dt_backend *be, const dt_tensor *x, const float *w, float eps, dt_tensor *y, dt_err *err);
+dt_status cpu_gated_act(dt_backend *be, dt_act act, const dt_tensor *x, dt_tensor *y, dt_err *err);
+
 #endif

@@ -25,6 +25,17 @@ static const dt_backend_ops cpu_ops = {
     .unpatchify = cpu_unpatchify,
     .add_rows = cpu_add_rows,
     .destroy = cpu_destroy,
+    /* VAE decoder */
+    .conv2d_create = cpu_conv2d_create,
+    .conv2d_forward = cpu_conv2d_forward,
+    .conv2d_destroy = cpu_conv2d_destroy,
+    .group_norm = cpu_group_norm,
+    .upsample_nearest2x = cpu_upsample_nearest2x,
+    .copy4d = cpu_copy4d,
+    .blend_edge = cpu_blend_edge,
+    /* T5 text encoder */
+    .rms_norm = cpu_rms_norm,
+    .gated_act = cpu_gated_act,
 };
 
 dt_status cpu_dnnl_fail(dt_err *err, dnnl_status_t st, const char *what)

@@ -114,3 +114,129 @@ void ref_unpatchify(const dt_tensor *x, int p, int h, int w, dt_tensor *y)
                             dst[((b * C + c) * h * p + i * p + ky) * (w * p) + j * p + kx] =
                                 src[(b * h * w + i * w + j) * p * p * C + (ky * p + kx) * C + c];
 }
+
+/* ---- VAE decoder ops ---- */
+
+static float ref_ld(const dt_tensor *t, int64_t i)
+{
+    if (t->dtype == DT_BF16) return dt_bf16_to_f32(((const uint16_t *)t->data)[i]);
+    return ((const float *)t->data)[i];
+}
+
+static void ref_st(dt_tensor *t, int64_t i, float v)
+{
+    if (t->dtype == DT_BF16) ((uint16_t *)t->data)[i] = dt_f32_to_bf16(v);
+    else ((float *)t->data)[i] = v;
+}
+
+void ref_conv2d(const dt_tensor *x, const float *w, const float *b, int k, int stride, int pad_lo, int pad_hi,
+                int accumulate, dt_tensor *y)
+{
+    int64_t B = x->shape[0], H = x->shape[1], W = x->shape[2], ci = x->shape[3];
+    int64_t Ho = y->shape[1], Wo = y->shape[2], co = y->shape[3];
+    (void)pad_hi;
+    for (int64_t n = 0; n < B; n++)
+        for (int64_t oy = 0; oy < Ho; oy++)
+            for (int64_t ox = 0; ox < Wo; ox++)
+                for (int64_t o = 0; o < co; o++) {
+                    double acc = b ? b[o] : 0.0;
+                    for (int ky = 0; ky < k; ky++)
+                        for (int kx = 0; kx < k; kx++) {
+                            int64_t iy = oy * stride - pad_lo + ky, ix = ox * stride - pad_lo + kx;
+                            if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                            for (int64_t c = 0; c < ci; c++)
+                                acc += (double)ref_ld(x, ((n * H + iy) * W + ix) * ci + c) * w[((o * ci + c) * k + ky) * k + kx];
+                        }
+                    float *dst = (float *)y->data + ((n * Ho + oy) * Wo + ox) * co + o;
+                    *dst = accumulate ? *dst + (float)acc : (float)acc;
+                }
+}
+
+void ref_group_norm(const dt_tensor *x, int groups, const float *gamma, const float *beta, float eps, dt_act act,
+                    dt_tensor *y)
+{
+    int64_t B = x->shape[0], C = x->shape[x->ndim - 1], N = dt_tensor_numel(x) / (B * C), cg = C / groups;
+    const float *xd = x->data;
+    for (int64_t b = 0; b < B; b++)
+        for (int g = 0; g < groups; g++) {
+            double mean = 0, var = 0;
+            for (int64_t r = 0; r < N; r++)
+                for (int64_t c = g * cg; c < (g + 1) * cg; c++) mean += xd[(b * N + r) * C + c];
+            mean /= (double)(N * cg);
+            for (int64_t r = 0; r < N; r++)
+                for (int64_t c = g * cg; c < (g + 1) * cg; c++) {
+                    double t = xd[(b * N + r) * C + c] - mean;
+                    var += t * t;
+                }
+            var /= (double)(N * cg);
+            double rstd = 1.0 / sqrt(var + eps);
+            for (int64_t r = 0; r < N; r++)
+                for (int64_t c = g * cg; c < (g + 1) * cg; c++) {
+                    int64_t i = (b * N + r) * C + c;
+                    double v = (xd[i] - mean) * rstd * (gamma ? gamma[c] : 1.0f) + (beta ? beta[c] : 0.0f);
+                    ref_st(y, i, ref_act(act, (float)v));
+                }
+        }
+}
+
+void ref_upsample_nearest2x(const dt_tensor *x, dt_tensor *y)
+{
+    int64_t B = y->shape[0], Ho = y->shape[1], Wo = y->shape[2], C = y->shape[3], H = x->shape[1], W = x->shape[2];
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t oy = 0; oy < Ho; oy++)
+            for (int64_t ox = 0; ox < Wo; ox++)
+                for (int64_t c = 0; c < C; c++)
+                    ref_st(y, ((b * Ho + oy) * Wo + ox) * C + c, ref_ld(x, ((b * H + oy / 2) * W + ox / 2) * C + c));
+}
+
+void ref_copy4d(const dt_tensor *src, dt_tensor *dst)
+{
+    const int64_t *n = src->shape, *s = src->strides, *d = dst->strides;
+    for (int64_t a = 0; a < n[0]; a++)
+        for (int64_t b = 0; b < n[1]; b++)
+            for (int64_t c = 0; c < n[2]; c++)
+                for (int64_t e = 0; e < n[3]; e++)
+                    ref_st(dst, a * d[0] + b * d[1] + c * d[2] + e * d[3], ref_ld(src, a * s[0] + b * s[1] + c * s[2] + e * s[3]));
+}
+
+void ref_blend_edge(const dt_tensor *a, dt_tensor *b, int axis, int extent)
+{
+    int64_t e = extent;
+    if (e > a->shape[axis]) e = a->shape[axis];
+    if (e > b->shape[axis]) e = b->shape[axis];
+    int64_t n[4] = {b->shape[0], b->shape[1], b->shape[2], b->shape[3]}, na = a->shape[axis];
+    n[axis] = e > 0 ? e : 0;
+    float *bd = b->data;
+    const float *ad = a->data;
+    int64_t i[4];
+    for (i[0] = 0; i[0] < n[0]; i[0]++)
+        for (i[1] = 0; i[1] < n[1]; i[1]++)
+            for (i[2] = 0; i[2] < n[2]; i[2]++)
+                for (i[3] = 0; i[3] < n[3]; i[3]++) {
+                    int64_t ob = 0, oa = 0, t = i[axis];
+                    for (int k = 0; k < 4; k++) {
+                        ob += i[k] * b->strides[k];
+                        oa += (k == axis ? na - e + t : i[k]) * a->strides[k];
+                    }
+                    double y = (double)t / (double)e;
+                    bd[ob] = ad[oa] * (float)(1.0 - y) + bd[ob] * (float)y;
+                }
+}
+
+/* ---- T5 text encoder ops ---- */
+
+void ref_rms_norm(const float *x, int64_t M, int64_t C, const float *w, float eps, float *y)
+{
+    for (int64_t m = 0; m < M; m++) {
+        double sq = 0;
+        for (int64_t c = 0; c < C; c++) sq += (double)x[m * C + c] * x[m * C + c];
+        double inv = 1.0 / sqrt(sq / (double)C + eps);
+        for (int64_t c = 0; c < C; c++) y[m * C + c] = (float)(w[c] * (x[m * C + c] * inv));
+    }
+}
+
+void ref_gated_act(dt_act act, const float *x, int64_t M, int64_t F, float *y)
+{
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t f = 0; f < F; f++) y[m * F + f] = ref_act(act, x[m * 2 * F + f]) * x[m * 2 * F + F + f];
+}

@@ -14,4 +14,16 @@ void ref_gated_add(dt_tensor *x, const dt_tensor *y, const dt_tensor *gate);
 void ref_patchify(const dt_tensor *x, int p, dt_tensor *y);
 void ref_unpatchify(const dt_tensor *x, int p, int h, int w, dt_tensor *y);
 
+/* VAE decoder ops, NHWC; x may be f32 or bf16 where the op allows it. */
+void ref_conv2d(const dt_tensor *x, const float *w, const float *b, int k, int stride, int pad_lo, int pad_hi,
+                int accumulate, dt_tensor *y);
+void ref_group_norm(const dt_tensor *x, int groups, const float *gamma, const float *beta, float eps, dt_act act,
+                    dt_tensor *y);
+void ref_upsample_nearest2x(const dt_tensor *x, dt_tensor *y);
+void ref_copy4d(const dt_tensor *src, dt_tensor *dst);
+void ref_blend_edge(const dt_tensor *a, dt_tensor *b, int axis, int extent);
+/* T5 text encoder ops */
+void ref_rms_norm(const float *x, int64_t M, int64_t C, const float *w, float eps, float *y);
+void ref_gated_act(dt_act act, const float *x, int64_t M, int64_t F, float *y);
+
 #endif

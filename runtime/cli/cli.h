@@ -9,8 +9,14 @@
 int cli_eval(int argc, char **argv);
 /* `ditrt eval <target>`: argv[0] is "eval", argv[1] the target; one file per target. */
 int cli_eval_transformer(int argc, char **argv);
+int cli_eval_text_encoder(int argc, char **argv);
+int cli_eval_tokenizer(int argc, char **argv);
+int cli_eval_vae_decoder(int argc, char **argv);
+int cli_eval_noise(int argc, char **argv);
 int cli_info(int argc, char **argv);
+int cli_txt2img(int argc, char **argv);
 int cli_bench(int argc, char **argv);
+int cli_compare(int argc, char **argv);
 
 /* Prints "ditrt: <msg>" and returns the exit code 1. */
 int cli_die(const dt_err *err);
@@ -25,4 +31,12 @@ int cli_parse_int(const char *flag, const char *v, int lo, int hi, int *out);
 dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *err);
 
 double cli_now(void);
+
+/* Text side (eval_text_encoder.c): the pipeline's default max_sequence_length for a model
+ * folder (300 for PixArtSigmaPipeline, else 120), and a prompt through caption
+ * preprocessing (when clean) and the tokenizer, warning on stderr when it was truncated. */
+struct dt_tokenizer;
+dt_status cli_text_max_length(const char *model_dir, int *n, dt_err *err);
+dt_status cli_tokenize_prompt(const struct dt_tokenizer *tok, const char *what, const char *text, int clean,
+                              int max_length, int32_t *ids, float *mask, dt_err *err);
 #endif

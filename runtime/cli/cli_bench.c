@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "arena.h"
 #include "models/pixart.h"
+#include "models/t5.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,9 +102,8 @@ static int run(const bench_args *a)
     return s == DT_OK ? 0 : cli_die(&err);
 }
 
-int cli_bench(int argc, char **argv)
+static int bench_transformer(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "transformer")) return cli_usage_error("bench: expected the target \"transformer\"");
     bench_args a = {.arch = "pixart-xl-2", .dtype = "bf16", .res = 512, .iters = 2};
     for (int i = 2; i < argc; i++) {
         int miss = 0;
@@ -120,4 +120,95 @@ int cli_bench(int argc, char **argv)
     if (strcmp(a.arch, "pixart-xl-2")) return cli_usage_error("--arch: only pixart-xl-2 is known, got \"%s\"", a.arch);
     if (a.res % 16) return cli_usage_error("--res: must be a multiple of 16, got %d", a.res);
     return run(&a);
+}
+
+/* ---- `ditrt bench text-encoder`: the T5-XXL encoder (PixArt's) with random weights on
+ * 2 prompts of 120 tokens, against the same GEMM floor, with the memory it holds. ---- */
+
+typedef struct {
+    const char *arch, *dtype;
+    int threads, iters, layers;
+} te_bench_args;
+
+static void te_report(const te_bench_args *a, const t5_config *c, const dt_backend *be, int B, int N,
+                      double load_s, double best, double total, double peak, size_t arena_peak)
+{
+    double flops = t5_matmul_flops(c, B, N), floor_s = flops / (peak * 1e9);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double rss = ru.ru_maxrss * 1024.0, bf16 = (double)t5_param_count(c) * 2;
+    printf("bench text-encoder: arch=%s layers=%d dtype=%s threads=%d batch=%d tokens=%d\n",
+           a->arch, c->num_layers, a->dtype, be->cfg.threads, B, N);
+    printf("  weight prep: %.2f s\n", load_s);
+    printf("  encode: %.3f s (best of %d; mean %.3f s)\n", best, a->iters, total / a->iters);
+    printf("  matmul work: %.1f GFLOP/encode, achieved %.0f GFLOP/s\n", flops / 1e9, flops / best / 1e9);
+    printf("  GEMM peak (M=2048 K=1152 N=4608, %s): %.0f GFLOP/s -> floor %.3f s, ratio to floor %.2fx\n",
+           a->dtype, peak, floor_s, best / floor_s);
+    printf("  memory: peak RSS %.0f MB; bf16 weights %.0f MB (RSS / that = %.3fx); activation arena %.0f MB\n",
+           rss / 1e6, bf16 / 1e6, rss / bf16, arena_peak / 1e6);
+}
+
+static int te_run(const te_bench_args *a)
+{
+    dt_err err = {0};
+    dt_backend *be = NULL;
+    t5_model *m = NULL;
+    dt_arena arena;
+    dt_arena_init(&arena);
+    t5_config c = t5_config_xxl();
+    if (a->layers > 0) c.num_layers = a->layers;
+    enum { B = 2, N = 120 };
+    int32_t *ids = malloc(sizeof(int32_t) * B * N);
+    float *mask = malloc(sizeof(float) * B * N), *out = malloc(sizeof(float) * B * N * (size_t)c.d_model);
+    if (!ids || !mask || !out) { free(ids); free(mask); free(out); fprintf(stderr, "ditrt: out of memory\n"); return 1; }
+    /* two prompts: one fills all 120 positions, one has 37 real tokens and padding */
+    for (int i = 0; i < B * N; i++) {
+        ids[i] = (int32_t)((i * 7919u) % (unsigned)c.vocab_size);
+        mask[i] = i < N || i - N < 37 ? 1.0f : 0.0f;
+    }
+    double peak = 0, load_s = 0, best = 1e30, total = 0;
+    dt_status s = cli_backend(a->dtype, a->threads, &be, &err);
+    if (s == DT_OK) s = gemm_peak(be, &peak, &err);
+    dt_weight_source rnd = dt_weights_random(42, 0.02f);
+    double t0 = cli_now();
+    if (s == DT_OK) s = t5_create(be, &c, &rnd, B * N, &m, &err);
+    load_s = cli_now() - t0;
+    for (int r = 0; s == DT_OK && r <= a->iters; r++) { /* r == 0 is the warm-up */
+        dt_arena_reset(&arena);
+        double ts = cli_now();
+        s = t5_encode(m, ids, mask, B, N, &arena, out, &err);
+        double dt = cli_now() - ts;
+        if (r > 0) { total += dt; if (dt < best) best = dt; }
+    }
+    if (s == DT_OK) te_report(a, &c, be, B, N, load_s, best, total, peak, arena.peak);
+    free(ids); free(mask); free(out);
+    dt_arena_free(&arena);
+    t5_free(m);
+    dt_backend_destroy(be);
+    return s == DT_OK ? 0 : cli_die(&err);
+}
+
+static int bench_text_encoder(int argc, char **argv)
+{
+    te_bench_args a = {.arch = "t5-xxl", .dtype = "bf16", .iters = 2};
+    for (int i = 2; i < argc; i++) {
+        int miss = 0;
+        const char *v;
+        if ((v = cli_flag(argc, argv, &i, "--arch", &miss))) a.arch = v;
+        else if ((v = cli_flag(argc, argv, &i, "--dtype", &miss))) a.dtype = v;
+        else if ((v = cli_flag(argc, argv, &i, "--threads", &miss))) { if (!cli_parse_int("--threads", v, 1, 1024, &a.threads)) return 2; }
+        else if ((v = cli_flag(argc, argv, &i, "--iters", &miss))) { if (!cli_parse_int("--iters", v, 1, 1000, &a.iters)) return 2; }
+        else if ((v = cli_flag(argc, argv, &i, "--layers", &miss))) { if (!cli_parse_int("--layers", v, 1, 24, &a.layers)) return 2; }
+        else if (miss) return cli_usage_error("%s: missing value", argv[i]);
+        else return cli_usage_error("bench text-encoder: unknown option \"%s\"", argv[i]);
+    }
+    if (strcmp(a.arch, "t5-xxl")) return cli_usage_error("--arch: only t5-xxl is known for text-encoder, got \"%s\"", a.arch);
+    return te_run(&a);
+}
+
+int cli_bench(int argc, char **argv)
+{
+    if (argc >= 2 && !strcmp(argv[1], "transformer")) return bench_transformer(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "text-encoder")) return bench_text_encoder(argc, argv);
+    return cli_usage_error("bench: expected a target: transformer, text-encoder");
 }

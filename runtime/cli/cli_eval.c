@@ -8,6 +8,10 @@ static const struct {
     int (*run)(int argc, char **argv);
 } targets[] = {
     {"transformer", cli_eval_transformer},
+    {"text-encoder", cli_eval_text_encoder},
+    {"tokenizer", cli_eval_tokenizer},
+    {"vae-decoder", cli_eval_vae_decoder},
+    {"noise", cli_eval_noise},
 };
 
 int cli_eval(int argc, char **argv)

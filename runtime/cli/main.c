@@ -11,8 +11,13 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: ditrt <command> [options]\n"
             "commands:\n"
+            "  txt2img -m MODEL_DIR -p PROMPT [-n NEGATIVE] [-W W] [-H H] [--steps N] [--cfg G] [--seed S] [--batch N]\n"
+            "          [--dtype bf16|f32] [--text-encoder-dtype bf16|f32] [--threads N] [-o out.png] [--vae-tiling]\n"
+            "          [--no-binning] [--no-clean-caption] [--max-length N] [--force] [--quiet] [--json]\n"
             "  eval transformer -m MODEL_DIR --in INPUTS.safetensors --out OUT.safetensors [--dtype f32|bf16] [--threads N]\n"
+            "  eval vae-decoder -m MODEL_DIR --in LATENTS.safetensors --out IMAGE.safetensors [--dtype f32|bf16] [--tiling] [--threads N]\n"
             "  info -m MODEL_DIR\n"
+            "  compare A.png B.png [--min-psnr X] [--min-ssim Y] [--diff DIFF.png]\n"
             "  bench transformer [--arch pixart-xl-2] [--res 512] [--dtype bf16|f32] [--threads N] [--iters K] [--layers L]\n"
             "  version\n");
 }
@@ -75,9 +80,11 @@ int main(int argc, char **argv)
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    if (!strcmp(argv[1], "txt2img")) return cli_txt2img(argc - 1, argv + 1);
     if (!strcmp(argv[1], "eval")) return cli_eval(argc - 1, argv + 1);
     if (!strcmp(argv[1], "info")) return cli_info(argc - 1, argv + 1);
     if (!strcmp(argv[1], "bench")) return cli_bench(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "compare")) return cli_compare(argc - 1, argv + 1);
     if (!strcmp(argv[1], "version")) { printf("ditrt %s\n", ditrt_version()); return 0; }
     return cli_usage_error("unknown command \"%s\" (ditrt --help lists them)", argv[1]);
 }

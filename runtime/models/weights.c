@@ -6,6 +6,7 @@ static dt_status read_file(dt_weight_source *s, const char *name, int ndim, cons
     const dt_st_entry *e;
     DT_TRY(dt_st_expect(s->st, name, ndim, shape, &e, err));
     dt_st_read_f32(e, dst);
+    dt_st_release(e); /* converted: the mapped file pages need not stay resident */
     s->file_bytes += e->nbytes;
     return DT_OK;
 }

@@ -1,0 +1,126 @@
+/* The public C API (include/ditrt.h) over the pipeline: opaque contexts, defaults by init
+ * functions, a status and a per-context message for every failure. */
+#include "ditrt.h"
+#include "error.h"
+#include "image.h"
+#include "pipeline.h"
+#include <omp.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct dit_ctx {
+    dt_pipeline *p;
+    int threads;
+    atomic_int cancel;
+    char msg[DITRT_ERRMSG_MAX];
+};
+
+static void set_msg(dit_ctx *c, const dt_err *e) { strcpy(c->msg, e->msg); }
+
+void dit_ctx_params_init(dit_ctx_params *p)
+{
+    *p = (dit_ctx_params){.dtype = "bf16", .text_dtype = "bf16"};
+}
+
+static int parse_dtype(const char *s, dt_dtype *out)
+{
+    if (!s || !strcmp(s, "bf16")) *out = DT_BF16;
+    else if (!strcmp(s, "f32")) *out = DT_F32;
+    else return 0;
+    return 1;
+}
+
+ditrt_status dit_ctx_create(const dit_ctx_params *p, dit_ctx **out)
+{
+    dit_ctx *c = calloc(1, sizeof *c);
+    *out = c;
+    if (!c) return DITRT_ENOMEM;
+    dt_err err = {0};
+    dt_pipeline_config cfg = {.model_dir = p->model_dir, .threads = p->threads, .keep_text_encoder = p->keep_text_encoder};
+    if (!parse_dtype(p->dtype, &cfg.dtype)) dt_fail(&err, DT_EINVAL, "dtype: expected f32 or bf16, got \"%s\"", p->dtype);
+    else if (!parse_dtype(p->text_dtype, &cfg.text_dtype)) dt_fail(&err, DT_EINVAL, "text_dtype: expected f32 or bf16, got \"%s\"", p->text_dtype);
+    else {
+        c->threads = p->threads;
+        if (p->threads > 0) omp_set_num_threads(p->threads);
+        dt_pipeline_load(&cfg, &c->p, &err);
+    }
+    set_msg(c, &err);
+    return err.status;
+}
+
+void dit_ctx_free(dit_ctx *c)
+{
+    if (!c) return;
+    dt_pipeline_free(c->p);
+    free(c);
+}
+
+const char *dit_errmsg(const dit_ctx *c) { return c ? c->msg : "out of memory"; }
+
+void dit_gen_params_init(dit_gen_params *p)
+{
+    dt_gen_request d = dt_gen_request_default();
+    *p = (dit_gen_params){.negative_prompt = d.negative_prompt, .steps = d.steps, .cfg = d.cfg, .batch = d.batch,
+                          .resolution_binning = d.resolution_binning, .clean_caption = d.clean_caption};
+}
+
+void dit_cancel(dit_ctx *c)
+{
+    if (c) atomic_store(&c->cancel, 1);
+}
+
+/* The pipeline polls a plain int; mirror the atomic flag through the progress hook. */
+typedef struct {
+    dit_ctx *c;
+    const dit_gen_params *p;
+} hook;
+
+static int progress_hook(int step, int steps, double seconds, void *user)
+{
+    hook *h = user;
+    if (atomic_load(&h->c->cancel)) return 1;
+    return h->p->progress ? h->p->progress(step, steps, seconds, h->p->progress_user) : 0;
+}
+
+ditrt_status dit_generate(dit_ctx *c, const dit_gen_params *p, dit_image **images, int *n)
+{
+    if (!c) return DITRT_EINVAL;
+    *images = NULL;
+    *n = 0;
+    dt_err err = {0};
+    if (!c->p) {
+        dt_fail(&err, DT_EINVAL, "context: the model failed to load");
+        set_msg(c, &err);
+        return err.status;
+    }
+    atomic_store(&c->cancel, 0);
+    if (c->threads > 0) omp_set_num_threads(c->threads); /* per calling thread in OpenMP */
+    hook h = {c, p};
+    dt_gen_request r = {.prompt = p->prompt, .negative_prompt = p->negative_prompt, .width = p->width,
+                        .height = p->height, .steps = p->steps, .batch = p->batch, .cfg = p->cfg, .seed = p->seed,
+                        .vae_tiling = p->vae_tiling, .resolution_binning = p->resolution_binning,
+                        .clean_caption = p->clean_caption, .max_sequence_length = p->max_sequence_length,
+                        .force = p->force, .progress = progress_hook, .progress_user = &h};
+    dt_gen_result res;
+    if (dt_pipeline_generate(c->p, &r, &res, &err) == DT_OK) {
+        dit_image *im = calloc((size_t)res.batch, sizeof *im);
+        size_t px = (size_t)res.width * res.height;
+        for (int i = 0; im && i < res.batch; i++) {
+            im[i] = (dit_image){res.width, res.height, malloc(px * 3)};
+            if (!im[i].rgb) { dit_images_free(im, i); im = NULL; break; }
+            dt_image_from_float(res.image + (size_t)i * 3 * px, res.height, res.width, im[i].rgb);
+        }
+        free(res.image);
+        if (!im) dt_fail(&err, DT_ENOMEM, "out of memory for the images");
+        else { *images = im; *n = res.batch; }
+    }
+    set_msg(c, &err);
+    return err.status;
+}
+
+void dit_images_free(dit_image *images, int n)
+{
+    for (int i = 0; images && i < n; i++) free(images[i].rgb);
+    free(images);
+}

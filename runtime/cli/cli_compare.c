@@ -1,0 +1,105 @@
+/* `ditrt compare A B [--min-psnr X] [--min-ssim Y] [--diff D.png]`: PSNR and SSIM of two
+ * images (definitions in image.h). Exit 0 when the thresholds hold, 1 when one does not
+ * (naming it), 2 on bad input (missing file, not an image, sizes differ, bad flags). */
+#include "cli.h"
+#include "image.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *a, *b, *diff;
+    double min_psnr, min_ssim;
+    int has_psnr, has_ssim;
+} compare_args;
+
+static int parse_number(const char *flag, const char *v, double *out)
+{
+    char *end;
+    double x = strtod(v, &end);
+    if (!*v || *end || isnan(x)) {
+        cli_usage_error("%s: expected a number, got \"%s\"", flag, v);
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
+static int parse(int argc, char **argv, compare_args *a)
+{
+    *a = (compare_args){0};
+    for (int i = 1; i < argc; i++) {
+        int miss = 0;
+        const char *v;
+        if ((v = cli_flag(argc, argv, &i, "--min-psnr", &miss))) { if (!parse_number("--min-psnr", v, &a->min_psnr)) return 0; a->has_psnr = 1; }
+        else if ((v = cli_flag(argc, argv, &i, "--min-ssim", &miss))) { if (!parse_number("--min-ssim", v, &a->min_ssim)) return 0; a->has_ssim = 1; }
+        else if ((v = cli_flag(argc, argv, &i, "--diff", &miss))) a->diff = v;
+        else if (miss) return cli_usage_error("%s: missing value", argv[i]), 0;
+        else if (argv[i][0] == '-' && argv[i][1]) return cli_usage_error("compare: unknown option \"%s\"", argv[i]), 0;
+        else if (!a->a) a->a = argv[i];
+        else if (!a->b) a->b = argv[i];
+        else return cli_usage_error("compare: unexpected argument \"%s\" (two images expected)", argv[i]), 0;
+    }
+    if (!a->b) return cli_usage_error("compare: expected two images: ditrt compare A.png B.png [--min-psnr X] [--min-ssim Y] [--diff D.png]"), 0;
+    return 1;
+}
+
+/* |A - B| per sample, scaled so the largest difference is 255 (all black when identical). */
+static dt_status write_diff(const char *path, const dt_image *x, const dt_image *y, dt_err *err)
+{
+    size_t n = (size_t)x->width * x->height * 3;
+    uint8_t *d = malloc(n), top = 0;
+    if (!d) return dt_fail(err, DT_ENOMEM, "%s: out of memory", path);
+    for (size_t i = 0; i < n; i++) {
+        d[i] = (uint8_t)abs((int)x->rgb[i] - (int)y->rgb[i]);
+        top = d[i] > top ? d[i] : top;
+    }
+    for (size_t i = 0; top && i < n; i++) d[i] = (uint8_t)((d[i] * 255 + top / 2) / top);
+    dt_status s = dt_image_write(path, d, x->width, x->height, NULL, 0, err);
+    free(d);
+    return s;
+}
+
+static int report(const compare_args *a, double psnr, double ssim)
+{
+    if (isinf(psnr)) printf("PSNR: inf dB\n");
+    else printf("PSNR: %.4f dB\n", psnr);
+    if (isnan(ssim)) printf("SSIM: n/a (images smaller than 11x11)\n");
+    else printf("SSIM: %.6f\n", ssim);
+    if (a->has_psnr && psnr < a->min_psnr) {
+        fprintf(stderr, "ditrt: compare: PSNR %.4f dB is below --min-psnr %g\n", psnr, a->min_psnr);
+        return 1;
+    }
+    if (a->has_ssim && ssim < a->min_ssim) {
+        fprintf(stderr, "ditrt: compare: SSIM %.6f is below --min-ssim %g\n", ssim, a->min_ssim);
+        return 1;
+    }
+    return 0;
+}
+
+int cli_compare(int argc, char **argv)
+{
+    compare_args a;
+    if (!parse(argc, argv, &a)) return 2;
+    dt_err err = {0};
+    dt_image x = {0}, y = {0};
+    dt_status s = a.diff ? dt_image_check_writable(a.diff, &err) : DT_OK;
+    if (s == DT_OK) s = dt_image_read(a.a, &x, &err);
+    if (s == DT_OK) s = dt_image_read(a.b, &y, &err);
+    if (s == DT_OK && (x.width != y.width || x.height != y.height))
+        s = dt_fail(&err, DT_EINVAL, "compare: %s is %dx%d but %s is %dx%d: sizes differ",
+                    a.a, x.width, x.height, a.b, y.width, y.height);
+    double psnr = 0, ssim = NAN;
+    if (s == DT_OK) psnr = dt_image_psnr(x.rgb, y.rgb, x.width, x.height);
+    if (s == DT_OK) s = dt_image_ssim(x.rgb, y.rgb, x.width, x.height, &ssim, &err);
+    if (s == DT_OK && a.has_ssim && isnan(ssim))
+        s = dt_fail(&err, DT_EINVAL, "--min-ssim: SSIM needs images of at least 11x11, these are %dx%d", x.width, x.height);
+    if (s == DT_OK && a.diff) s = write_diff(a.diff, &x, &y, &err);
+    int rc = 2;
+    if (s == DT_OK) rc = report(&a, psnr, ssim);
+    else cli_die(&err);
+    dt_image_free(&x);
+    dt_image_free(&y);
+    return rc;
+}

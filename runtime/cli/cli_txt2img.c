@@ -1,0 +1,189 @@
+/* `ditrt txt2img`: prompt in, image files out (PNG with the generation parameters in tEXt
+ * chunks; JPEG/BMP by extension). Output paths are checked before any work; each image is
+ * written atomically. */
+#include "cli.h"
+#include "image.h"
+#include "pipeline.h"
+#include <cjson/cJSON.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    const char *model, *output, *dtype, *text_dtype;
+    int threads, quiet, json;
+    dt_gen_request req;
+} t2i_args;
+
+static int parse_float(const char *flag, const char *v, float *out)
+{
+    char *end;
+    double d = strtod(v, &end);
+    if (!*v || *end) return cli_usage_error("%s: expected a number, got \"%s\"", flag, v), 0;
+    *out = (float)d;
+    return 1;
+}
+
+static int parse_u64(const char *flag, const char *v, uint64_t *out)
+{
+    char *end;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (!*v || *end || *v == '-') return cli_usage_error("%s: expected a non-negative integer, got \"%s\"", flag, v), 0;
+    *out = x;
+    return 1;
+}
+
+static int parse(int argc, char **argv, t2i_args *a)
+{
+    *a = (t2i_args){.dtype = "bf16", .text_dtype = "bf16", .output = "out.png", .req = dt_gen_request_default()};
+    for (int i = 1; i < argc; i++) {
+        int miss = 0, ok = 1;
+        const char *v;
+#define F(s) (v = cli_flag(argc, argv, &i, s, &miss))
+        if (F("-m") || F("--model")) a->model = v;
+        else if (F("-p") || F("--prompt")) a->req.prompt = v;
+        else if (F("-n") || F("--negative-prompt")) a->req.negative_prompt = v;
+        else if (F("-W") || F("--width")) ok = cli_parse_int("--width", v, 1, 16384, &a->req.width);
+        else if (F("-H") || F("--height")) ok = cli_parse_int("--height", v, 1, 16384, &a->req.height);
+        else if (F("--steps")) ok = cli_parse_int("--steps", v, 1, 1000, &a->req.steps);
+        else if (F("--cfg")) ok = parse_float("--cfg", v, &a->req.cfg) && (a->req.cfg >= 0 || (cli_usage_error("--cfg: must be >= 0, got %s", v), 0));
+        else if (F("--seed")) ok = parse_u64("--seed", v, &a->req.seed);
+        else if (F("--batch")) ok = cli_parse_int("--batch", v, 1, 64, &a->req.batch);
+        else if (F("--max-length")) ok = cli_parse_int("--max-length", v, 2, 4096, &a->req.max_sequence_length);
+        else if (F("--dtype")) a->dtype = v;
+        else if (F("--text-encoder-dtype")) a->text_dtype = v;
+        else if (F("--threads")) ok = cli_parse_int("--threads", v, 1, 1024, &a->threads);
+        else if (F("-o") || F("--output")) a->output = v;
+        else if (miss) return cli_usage_error("%s: missing value", argv[i]), 0;
+        else if (!strcmp(argv[i], "--vae-tiling")) a->req.vae_tiling = 1;
+        else if (!strcmp(argv[i], "--no-binning")) a->req.resolution_binning = 0;
+        else if (!strcmp(argv[i], "--no-clean-caption")) a->req.clean_caption = 0;
+        else if (!strcmp(argv[i], "--force")) a->req.force = 1;
+        else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) a->quiet = 1;
+        else if (!strcmp(argv[i], "--json")) a->json = 1;
+        else return cli_usage_error("txt2img: unknown option \"%s\"", argv[i]), 0;
+#undef F
+        if (!ok) return 0;
+    }
+    if (!a->model) return cli_usage_error("txt2img: -m MODEL_DIR is required"), 0;
+    if (!a->req.prompt) return cli_usage_error("txt2img: -p PROMPT is required"), 0;
+    return 1;
+}
+
+/* out.png -> out-3.png for batch item 3 (the name itself when there is one image). */
+static void item_path(const char *out, int i, int n, char *buf, size_t size)
+{
+    if (n == 1) { snprintf(buf, size, "%s", out); return; }
+    const char *dot = strrchr(out, '.'), *slash = strrchr(out, '/');
+    if (!dot || (slash && dot < slash)) dot = out + strlen(out);
+    snprintf(buf, size, "%.*s-%d%s", (int)(dot - out), out, i, dot);
+}
+
+static int progress_bar(int step, int steps, double seconds, void *user)
+{
+    double *total = user;
+    *total += seconds;
+    int width = 30, done = step * width / steps;
+    double eta = *total / step * (steps - step);
+    fprintf(stderr, "\rstep %d/%d [%.*s%*s] %.2f s/it, ETA %.0f s ", step, steps, done,
+            "==============================", width - done, "", seconds, eta);
+    if (step == steps) fprintf(stderr, "\n");
+    return 0;
+}
+
+static dt_status write_images(const t2i_args *a, const dt_pipeline *p, const dt_gen_result *res, dt_err *err)
+{
+    char seed[32], steps[16], cfg[32], size[48], path[4200];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)a->req.seed);
+    snprintf(steps, sizeof steps, "%d", a->req.steps);
+    snprintf(cfg, sizeof cfg, "%g", a->req.cfg);
+    snprintf(size, sizeof size, "%dx%d", res->width, res->height);
+    char software[64];
+    snprintf(software, sizeof software, "ditrt %s", ditrt_version());
+    dt_image_text text[] = {
+        {"prompt", a->req.prompt}, {"negative_prompt", a->req.negative_prompt}, {"seed", seed},
+        {"steps", steps}, {"cfg", cfg}, {"solver", dt_pipeline_solver_name(p)}, {"model", a->model},
+        {"size", size}, {"dtype", a->dtype}, {"Software", software}};
+    size_t px = (size_t)res->width * res->height;
+    uint8_t *rgb = malloc(px * 3);
+    if (!rgb) return dt_fail(err, DT_ENOMEM, "out of memory");
+    dt_status s = DT_OK;
+    for (int i = 0; i < res->batch && s == DT_OK; i++) {
+        dt_image_from_float(res->image + (size_t)i * 3 * px, res->height, res->width, rgb);
+        item_path(a->output, i, res->batch, path, sizeof path);
+        s = dt_image_write(path, rgb, res->width, res->height, text, (int)(sizeof text / sizeof *text), err);
+    }
+    free(rgb);
+    return s;
+}
+
+static void print_json(const t2i_args *a, const dt_pipeline *p, const dt_gen_result *res)
+{
+    cJSON *j = cJSON_CreateObject(), *outs = cJSON_AddArrayToObject(j, "outputs");
+    char path[4200];
+    for (int i = 0; i < res->batch; i++) {
+        item_path(a->output, i, res->batch, path, sizeof path);
+        cJSON_AddItemToArray(outs, cJSON_CreateString(path));
+    }
+    cJSON_AddStringToObject(j, "model", a->model);
+    cJSON_AddStringToObject(j, "prompt", a->req.prompt);
+    cJSON_AddStringToObject(j, "negative_prompt", a->req.negative_prompt);
+    cJSON_AddNumberToObject(j, "seed", (double)a->req.seed);
+    cJSON_AddNumberToObject(j, "steps", a->req.steps);
+    cJSON_AddNumberToObject(j, "cfg", a->req.cfg);
+    cJSON_AddStringToObject(j, "solver", dt_pipeline_solver_name(p));
+    cJSON_AddNumberToObject(j, "width", res->width);
+    cJSON_AddNumberToObject(j, "height", res->height);
+    cJSON_AddStringToObject(j, "dtype", a->dtype);
+    cJSON_AddBoolToObject(j, "prompt_truncated", res->prompt_truncated);
+    cJSON *t = cJSON_AddObjectToObject(j, "seconds");
+    cJSON_AddNumberToObject(t, "text", res->seconds_text);
+    cJSON_AddNumberToObject(t, "sampling", res->seconds_sampling);
+    cJSON_AddNumberToObject(t, "decode", res->seconds_decode);
+    char *s = cJSON_Print(j);
+    if (s) printf("%s\n", s);
+    free(s);
+    cJSON_Delete(j);
+}
+
+int cli_txt2img(int argc, char **argv)
+{
+    t2i_args a;
+    if (!parse(argc, argv, &a)) return 2;
+    dt_err err = {0};
+    dt_pipeline_config cfg = {.model_dir = a.model, .threads = a.threads};
+    if (!dt_dtype_parse(a.dtype, &cfg.dtype) || (cfg.dtype != DT_F32 && cfg.dtype != DT_BF16))
+        return cli_usage_error("--dtype: expected f32 or bf16, got \"%s\"", a.dtype);
+    if (!dt_dtype_parse(a.text_dtype, &cfg.text_dtype) || (cfg.text_dtype != DT_F32 && cfg.text_dtype != DT_BF16))
+        return cli_usage_error("--text-encoder-dtype: expected f32 or bf16, got \"%s\"", a.text_dtype);
+    /* every output path is checked before the model is even loaded */
+    char path[4200];
+    for (int i = 0; i < a.req.batch; i++) {
+        item_path(a.output, i, a.req.batch, path, sizeof path);
+        if (dt_image_check_writable(path, &err) != DT_OK) return cli_die(&err);
+    }
+    if (a.threads > 0) omp_set_num_threads(a.threads);
+    dt_pipeline *p = NULL;
+    if (dt_pipeline_load(&cfg, &p, &err) != DT_OK) return cli_die(&err);
+    double elapsed = 0;
+    if (!a.quiet && isatty(2)) {
+        a.req.progress = progress_bar;
+        a.req.progress_user = &elapsed;
+    }
+    dt_gen_result res;
+    dt_status s = dt_pipeline_check(p, &a.req, &err);
+    if (s == DT_OK) s = dt_pipeline_generate(p, &a.req, &res, &err);
+    if (s == DT_OK) {
+        if (res.prompt_truncated && !a.quiet)
+            fprintf(stderr, "ditrt: warning: the prompt is longer than %d tokens and was truncated\n", res.max_sequence_length);
+        if (res.negative_truncated && !a.quiet)
+            fprintf(stderr, "ditrt: warning: the negative prompt is longer than %d tokens and was truncated\n", res.max_sequence_length);
+        s = write_images(&a, p, &res, &err);
+        if (s == DT_OK && a.json) print_json(&a, p, &res);
+        free(res.image);
+    }
+    dt_pipeline_free(p);
+    return s == DT_OK ? 0 : cli_die(&err);
+}

@@ -1,0 +1,51 @@
+/* Embedding ditrt: generate one image through the public C API and save it as a binary
+ * PPM (no image library needed by the embedding app).
+ *
+ *     build/examples/txt2img_example MODEL_DIR "a prompt" out.ppm
+ */
+#include <ditrt.h>
+#include <stdio.h>
+
+static int on_step(int step, int steps, double seconds, void *user)
+{
+    (void)user;
+    fprintf(stderr, "step %d/%d (%.2f s)\n", step, steps, seconds);
+    return 0; /* non-zero would cancel */
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 4) {
+        fprintf(stderr, "usage: %s MODEL_DIR PROMPT OUT.ppm\n", argv[0]);
+        return 2;
+    }
+    dit_ctx_params cp;
+    dit_ctx_params_init(&cp);
+    cp.model_dir = argv[1];
+    dit_ctx *ctx = NULL;
+    if (dit_ctx_create(&cp, &ctx) != DITRT_OK) {
+        fprintf(stderr, "load failed: %s\n", dit_errmsg(ctx));
+        dit_ctx_free(ctx);
+        return 1;
+    }
+    dit_gen_params gp;
+    dit_gen_params_init(&gp);
+    gp.prompt = argv[2];
+    gp.steps = 4;
+    gp.progress = on_step;
+    dit_image *images = NULL;
+    int n = 0;
+    if (dit_generate(ctx, &gp, &images, &n) != DITRT_OK) {
+        fprintf(stderr, "generate failed: %s\n", dit_errmsg(ctx));
+        dit_ctx_free(ctx);
+        return 1;
+    }
+    FILE *f = fopen(argv[3], "wb");
+    int ok = f && fprintf(f, "P6\n%d %d\n255\n", images[0].width, images[0].height) > 0 &&
+             fwrite(images[0].rgb, 3, (size_t)images[0].width * images[0].height, f) == (size_t)images[0].width * images[0].height;
+    if (f) ok = (fclose(f) == 0) && ok;
+    if (!ok) fprintf(stderr, "cannot write %s\n", argv[3]);
+    dit_images_free(images, n);
+    dit_ctx_free(ctx);
+    return ok ? 0 : 1;
+}

@@ -1,0 +1,56 @@
+/* The VAE decoder of diffusers' AutoencoderKL: post_quant_conv + Decoder (conv_in, mid block
+ * of resnet / single-head attention / resnet, UpDecoderBlock2D blocks with nearest-2x
+ * upsamplers, GroupNorm + SiLU + conv_out), matching diffusers 0.30.3 in f32 and, with a
+ * bf16 backend, with bf16 convolution/linear/attention inputs (norms and sums stay f32).
+ *
+ * The API is NCHW as diffusers' is; inside, activations are NHWC (convolutions, GroupNorm
+ * and the attention's token rows all want channels innermost), converted at the boundary.
+ * Activations come from the caller's arena: one block sized by a planning pass over the
+ * decode's allocate/free sequence, so buffers are reused and the peak is about two or
+ * three of the largest activations, not the sum of them. The encoder is not implemented. */
+#ifndef DT_VAE_H
+#define DT_VAE_H
+#include "arena.h"
+#include "backend.h"
+#include "weights.h"
+
+#define VAE_MAX_BLOCKS 8
+
+typedef struct {
+    int in_channels, out_channels, latent_channels;
+    int nblocks;                               /* len(block_out_channels) */
+    int block_out_channels[VAE_MAX_BLOCKS];
+    int layers_per_block, norm_num_groups;
+    int sample_size;                           /* tile size in pixels for tiled decoding */
+    int mid_block_add_attention, use_post_quant_conv;
+    float scaling_factor;
+    int has_shift_factor;                      /* config shift_factor is a number (not null/absent) */
+    float shift_factor;                        /* 0 when absent */
+} vae_config;
+
+typedef struct vae_model vae_model;
+
+/* Reads <dir>/config.json; fails naming the field on an unsupported or malformed one. */
+dt_status vae_config_load(const char *dir, vae_config *c, dt_err *err);
+/* Builds the decoder from a weight source (names as diffusers saves them). */
+dt_status vae_create(dt_backend *be, const vae_config *cfg, dt_weight_source *src, vae_model **out, dt_err *err);
+/* Loads the vae component folder (config.json + diffusion_pytorch_model[.safetensors|shards]). */
+dt_status vae_load(dt_backend *be, const char *dir, vae_model **out, dt_err *err);
+void vae_free(vae_model *m);
+
+const vae_config *vae_get_config(const vae_model *m);
+float vae_scaling_factor(const vae_model *m);
+float vae_shift_factor(const vae_model *m); /* 0 when the config has none */
+int vae_upscale(const vae_model *m);        /* 2^(len(block_out_channels) - 1) */
+
+/* out [B, out_channels, s·h, s·w] = vae.decode(latent).sample for latent [B, latent_channels, h, w]
+ * (already divided by scaling_factor), s = vae_upscale; both contiguous f32 NCHW. */
+dt_status vae_decode(vae_model *m, const dt_tensor *latent, dt_arena *a, dt_tensor *out, dt_err *err);
+/* The same with vae.enable_tiling(): latent tiles of sample_size/s with 25% overlap, decoded
+ * one by one and blended exactly as AutoencoderKL.tiled_decode; a plain decode when the
+ * latent fits one tile. Memory: one tile's activations plus two rows of decoded tiles. */
+dt_status vae_decode_tiled(vae_model *m, const dt_tensor *latent, dt_arena *a, dt_tensor *out, dt_err *err);
+/* Arena bytes either decode of a [B, latent_channels, h, w] latent takes (computed, nothing run). */
+dt_status vae_decode_bytes(vae_model *m, int64_t B, int64_t h, int64_t w, int tiled, size_t *bytes, dt_err *err);
+
+#endif

@@ -1,0 +1,411 @@
+#include "pipeline.h"
+#include "arena.h"
+#include "json.h"
+#include "modeldir.h"
+#include "resolution.h"
+#include "rng.h"
+#include "models/pixart.h"
+#include "models/t5.h"
+#include "models/vae.h"
+#include "text/caption.h"
+#include "text/tokenizer.h"
+#include "../kernels/backend.h"
+#include "../schedulers/scheduler.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct dt_pipeline {
+    dt_pipeline_config cfg;
+    char text_dir[4096];
+    int default_max_len;   /* 120 for PixArt-α, 300 for Σ (the pipelines' defaults) */
+    dt_backend *be, *text_be;
+    dt_tokenizer *tok;
+    t5_model *t5;          /* kept between generations only with keep_text_encoder */
+    pixart_model *tr;
+    vae_model *vae;
+    dt_scheduler *sched;
+    dt_arena arena;
+};
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+dt_gen_request dt_gen_request_default(void)
+{
+    return (dt_gen_request){.negative_prompt = "", .steps = 20, .batch = 1, .cfg = 4.5f,
+                            .resolution_binning = 1, .clean_caption = 1};
+}
+
+/* The pipeline class decides the text length: PixArtSigmaPipeline encodes 300 tokens. */
+static dt_status read_index(dt_pipeline *p, dt_err *err)
+{
+    char path[4200], cls[128];
+    snprintf(path, sizeof path, "%s/model_index.json", p->cfg.model_dir);
+    cJSON *j;
+    DT_TRY(dt_json_load(path, &j, err));
+    dt_status s = dt_json_str(j, path, "_class_name", "", cls, sizeof cls, err);
+    cJSON_Delete(j);
+    if (s != DT_OK) return s;
+    if (!strcmp(cls, "PixArtSigmaPipeline")) p->default_max_len = 300;
+    else if (!strcmp(cls, "PixArtAlphaPipeline") || !cls[0]) p->default_max_len = 120;
+    else return dt_fail(err, DT_EUNSUPPORTED, "%s: pipeline \"%s\" is not supported (PixArtAlphaPipeline or PixArtSigmaPipeline)", path, cls);
+    return DT_OK;
+}
+
+static dt_status make_backend(dt_dtype dt, int threads, dt_backend **be, dt_err *err)
+{
+    dt_backend_config c = {.device = DT_DEV_CPU, .compute = dt, .threads = threads};
+    return dt_backend_create(&c, be, err);
+}
+
+static dt_status load_parts(dt_pipeline *p, dt_err *err)
+{
+    char dir[4096];
+    const char *m = p->cfg.model_dir;
+    DT_TRY(read_index(p, err));
+    DT_TRY(make_backend(p->cfg.dtype, p->cfg.threads, &p->be, err));
+    if (p->cfg.text_dtype == p->cfg.dtype) p->text_be = p->be;
+    else DT_TRY(make_backend(p->cfg.text_dtype, p->cfg.threads, &p->text_be, err));
+    DT_TRY(dt_tokenizer_find(m, dir, sizeof dir, err));
+    DT_TRY(dt_tokenizer_load(dir, &p->tok, err));
+    DT_TRY(dt_model_component_dir(m, "text_encoder", p->text_dir, sizeof p->text_dir, err));
+    DT_TRY(dt_model_component_dir(m, "transformer", dir, sizeof dir, err));
+    DT_TRY(pixart_load(p->be, dir, &p->tr, err));
+    DT_TRY(dt_model_component_dir(m, "vae", dir, sizeof dir, err));
+    DT_TRY(vae_load(p->be, dir, &p->vae, err));
+    const pixart_config *tc = pixart_get_config(p->tr);
+    if (tc->in_channels != vae_get_config(p->vae)->latent_channels)
+        return dt_fail(err, DT_EFORMAT, "%s: transformer in_channels %d differs from the VAE's latent_channels %d", m,
+                       tc->in_channels, vae_get_config(p->vae)->latent_channels);
+    DT_TRY(dt_model_component_dir(m, "scheduler", dir, sizeof dir, err));
+    DT_TRY(dt_scheduler_load(dir, &p->sched, err));
+    if (p->cfg.keep_text_encoder) DT_TRY(t5_load(p->text_be, p->text_dir, &p->t5, err));
+    return DT_OK;
+}
+
+dt_status dt_pipeline_load(const dt_pipeline_config *cfg, dt_pipeline **out, dt_err *err)
+{
+    *out = NULL;
+    if (!cfg->model_dir) return dt_fail(err, DT_EINVAL, "model: no model folder given");
+    dt_pipeline *p = calloc(1, sizeof *p);
+    if (!p) return dt_fail(err, DT_ENOMEM, "out of memory");
+    p->cfg = *cfg;
+    dt_arena_init(&p->arena);
+    dt_status s = load_parts(p, err);
+    if (s != DT_OK) { dt_pipeline_free(p); return s; }
+    *out = p;
+    return DT_OK;
+}
+
+void dt_pipeline_free(dt_pipeline *p)
+{
+    if (!p) return;
+    t5_free(p->t5);
+    pixart_free(p->tr);
+    vae_free(p->vae);
+    dt_tokenizer_free(p->tok);
+    dt_scheduler_free(p->sched);
+    dt_arena_free(&p->arena);
+    if (p->text_be != p->be) dt_backend_destroy(p->text_be);
+    dt_backend_destroy(p->be);
+    free(p);
+}
+
+int dt_pipeline_native_size(const dt_pipeline *p) { return pixart_get_config(p->tr)->sample_size * vae_upscale(p->vae); }
+int dt_pipeline_size_multiple(const dt_pipeline *p) { return pixart_get_config(p->tr)->patch_size * vae_upscale(p->vae); }
+const char *dt_pipeline_solver_name(const dt_pipeline *p) { return dt_scheduler_class(p->sched); }
+
+/* ---- request checks ---- */
+
+typedef struct {
+    int height, width;         /* generated (binned) size */
+    int out_height, out_width; /* delivered size */
+    int max_len, cfg_on;
+} plan;
+
+static size_t mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    size_t kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb * 1024;
+}
+
+/* Activation bytes of one transformer step (arena + attention scratch), from the
+ * buffers pixart_forward allocates. */
+static double transformer_step_bytes(const pixart_config *c, int B, int h, int w, int T)
+{
+    double N = (double)(h / c->patch_size) * (w / c->patch_size), C = c->inner, BN = B * N;
+    double arena = 4 * (BN * (11 * C + 2.0 * c->in_channels * c->patch_size * c->patch_size + c->out_channels * c->patch_size * c->patch_size)
+                        + (double)B * T * 4 * C);
+    double scores = fmin(48e6, 4 * (double)B * c->heads * N * N) + 4 * 4 * BN * C;
+    return arena + scores;
+}
+
+static dt_status plan_request(dt_pipeline *p, const dt_gen_request *r, plan *pl, dt_err *err)
+{
+    const pixart_config *tc = pixart_get_config(p->tr);
+    int mult = dt_pipeline_size_multiple(p), native = dt_pipeline_native_size(p);
+    if (!r->prompt) return dt_fail(err, DT_EINVAL, "prompt: missing");
+    if (r->steps <= 0 || r->steps > 1000) return dt_fail(err, DT_EINVAL, "steps: must be in 1..1000, got %d", r->steps);
+    if (!(r->cfg >= 0.0f) || !isfinite(r->cfg)) return dt_fail(err, DT_EINVAL, "cfg: must be >= 0, got %g", r->cfg);
+    if (r->batch <= 0 || r->batch > 64) return dt_fail(err, DT_EINVAL, "batch: must be in 1..64, got %d", r->batch);
+    if (r->width < 0 || r->height < 0) return dt_fail(err, DT_EINVAL, "size: width and height must be positive");
+    if (r->max_sequence_length < 0 || r->max_sequence_length == 1 || r->max_sequence_length > 4096)
+        return dt_fail(err, DT_EINVAL, "max_sequence_length: must be in 2..4096, got %d", r->max_sequence_length);
+    pl->out_width = r->width ? r->width : native;
+    pl->out_height = r->height ? r->height : native;
+    pl->width = pl->out_width;
+    pl->height = pl->out_height;
+    if (r->resolution_binning && dt_resolution_bin(tc->sample_size, pl->out_height, pl->out_width, &pl->height, &pl->width)) {
+        /* the binned size is what gets generated; the output is resized back */
+    } else if (pl->width % mult || pl->height % mult) {
+        return dt_fail(err, DT_EINVAL, "size: width and height must be multiples of %d for this model, got %dx%d",
+                       mult, pl->out_width, pl->out_height);
+    }
+    if (pl->out_width > 16384 || pl->out_height > 16384)
+        return dt_fail(err, DT_EINVAL, "size: %dx%d is larger than 16384 px on a side", pl->out_width, pl->out_height);
+    pl->max_len = r->max_sequence_length ? r->max_sequence_length : p->default_max_len;
+    pl->cfg_on = r->cfg > 1.0f; /* diffusers: do_classifier_free_guidance = guidance_scale > 1 */
+    int up = vae_upscale(p->vae), B = r->batch * (pl->cfg_on ? 2 : 1);
+    size_t vae_bytes = 0;
+    DT_TRY(vae_decode_bytes(p->vae, r->batch, pl->height / up, pl->width / up, r->vae_tiling, &vae_bytes, err));
+    double need = fmax(transformer_step_bytes(tc, B, pl->height / up, pl->width / up, pl->max_len), (double)vae_bytes)
+                + 4.0 * r->batch * 3 * (double)pl->height * pl->width * 2;
+    size_t avail = mem_available();
+    if (!r->force && avail && need > (double)avail)
+        return dt_fail(err, DT_ENOMEM, "size: %dx%d x%d needs about %.1f GB of activations, %.1f GB is available "
+                       "(try --vae-tiling, a smaller size, or --force)", pl->out_width, pl->out_height, r->batch,
+                       need / 1e9, avail / 1e9);
+    return DT_OK;
+}
+
+dt_status dt_pipeline_check(dt_pipeline *p, const dt_gen_request *r, dt_err *err)
+{
+    plan pl;
+    return plan_request(p, r, &pl, err);
+}
+
+/* ---- text ---- */
+
+/* Tokenizes `text` (after the pipeline's caption preprocessing) into one row. */
+static dt_status tokenize(dt_pipeline *p, const char *text, int clean, int max_len, int32_t *ids, float *mask,
+                          int *truncated, dt_err *err)
+{
+    char *t = NULL;
+    DT_TRY(dt_caption_preprocess(text, clean, &t, err));
+    dt_status s = dt_tokenizer_encode(p->tok, t, max_len, ids, mask, NULL, truncated, err);
+    free(t);
+    return s;
+}
+
+/* embeds [rows*batch, max_len, D] and masks, rows ordered [negative x batch, prompt x batch]
+ * (diffusers repeats each prompt num_images_per_prompt times, then cats [neg, pos]). */
+static dt_status encode_text(dt_pipeline *p, const dt_gen_request *r, const plan *pl, float **embeds,
+                             float **masks, int *rows_out, dt_gen_result *res, dt_err *err)
+{
+    int rows = pl->cfg_on ? 2 : 1, N = pl->max_len;
+    int32_t *ids = malloc((size_t)rows * N * sizeof *ids);
+    float *mask = malloc((size_t)rows * N * sizeof *mask);
+    dt_status s = ids && mask ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
+    int row = 0;
+    if (s == DT_OK && pl->cfg_on)
+        s = tokenize(p, r->negative_prompt ? r->negative_prompt : "", r->clean_caption, N, ids, mask, &res->negative_truncated, err), row = 1;
+    if (s == DT_OK) s = tokenize(p, r->prompt, r->clean_caption, N, ids + (size_t)row * N, mask + (size_t)row * N, &res->prompt_truncated, err);
+    t5_model *t5 = p->t5;
+    if (s == DT_OK && !t5) s = t5_load(p->text_be, p->text_dir, &t5, err);
+    int D = t5 ? t5_get_config(t5)->d_model : 0;
+    float *e = NULL;
+    if (s == DT_OK && D != pixart_get_config(p->tr)->caption_channels)
+        s = dt_fail(err, DT_EFORMAT, "%s: text encoder d_model %d differs from the transformer's caption_channels %d",
+                    p->text_dir, D, pixart_get_config(p->tr)->caption_channels);
+    if (s == DT_OK && !(e = malloc((size_t)rows * N * D * sizeof(float)))) s = dt_fail(err, DT_ENOMEM, "out of memory");
+    if (s == DT_OK) {
+        dt_arena_reset(&p->arena);
+        s = t5_encode(t5, ids, mask, rows, N, &p->arena, e, err);
+    }
+    if (t5 != p->t5) t5_free(t5); /* free the encoder before sampling */
+    int B = r->batch;
+    float *E = NULL, *M = NULL;
+    if (s == DT_OK) {
+        E = malloc((size_t)rows * B * N * D * sizeof(float));
+        M = malloc((size_t)rows * B * N * sizeof(float));
+        if (!E || !M) s = dt_fail(err, DT_ENOMEM, "out of memory");
+    }
+    for (int i = 0; s == DT_OK && i < rows * B; i++) {
+        memcpy(E + (size_t)i * N * D, e + (size_t)(i / B) * N * D, (size_t)N * D * sizeof(float));
+        memcpy(M + (size_t)i * N, mask + (size_t)(i / B) * N, (size_t)N * sizeof(float));
+    }
+    free(ids); free(mask); free(e);
+    if (s != DT_OK) { free(E); free(M); return s; }
+    *embeds = E;
+    *masks = M;
+    *rows_out = rows * B;
+    return DT_OK;
+}
+
+/* ---- sampling ---- */
+
+typedef struct {
+    dt_pipeline *p;
+    const dt_gen_request *r;
+    const plan *pl;
+    int B, rows, C, h, w, out_ch;
+    float *latents, *model_in, *model_out, *guided, *tsteps;
+    const float *embeds, *masks;
+} sampler;
+
+/* u + g (c - u) over the first C channels (learned sigma: the variance half is dropped). */
+static void guide(const sampler *sp)
+{
+    size_t plane = (size_t)sp->h * sp->w, chw = (size_t)sp->C * plane, ochw = (size_t)sp->out_ch * plane;
+    float g = sp->r->cfg;
+    for (int b = 0; b < sp->B; b++) {
+        const float *c = sp->model_out + (size_t)(sp->pl->cfg_on ? sp->B + b : b) * ochw;
+        const float *u = sp->model_out + (size_t)b * ochw;
+        float *o = sp->guided + (size_t)b * chw;
+        if (sp->pl->cfg_on)
+            for (size_t i = 0; i < chw; i++) o[i] = u[i] + g * (c[i] - u[i]);
+        else
+            memcpy(o, c, chw * sizeof(float));
+    }
+}
+
+static dt_status sample_loop(sampler *sp, dt_err *err)
+{
+    dt_pipeline *p = sp->p;
+    size_t n = (size_t)sp->B * sp->C * sp->h * sp->w;
+    DT_TRY(dt_scheduler_set_timesteps(p->sched, sp->r->steps, err));
+    int steps = dt_scheduler_num_steps(p->sched);
+    const double *ts = dt_scheduler_timesteps(p->sched);
+    int64_t in_shape[4] = {sp->rows, sp->C, sp->h, sp->w}, out_shape[4] = {sp->rows, sp->out_ch, sp->h, sp->w};
+    int64_t e_shape[3] = {sp->rows, sp->pl->max_len, pixart_get_config(p->tr)->caption_channels};
+    dt_tensor tin = dt_tensor_view(sp->model_in, DT_F32, 4, in_shape), tout = dt_tensor_view(sp->model_out, DT_F32, 4, out_shape);
+    dt_tensor te = dt_tensor_view((void *)sp->embeds, DT_F32, 3, e_shape);
+    pixart_inputs in = {.hidden_states = &tin, .encoder_hidden_states = &te, .timestep = sp->tsteps,
+                        .encoder_attention_mask = sp->masks};
+    /* micro-conditions: the α pipeline passes (height, width) and h/w for 1024-px models */
+    float *res = NULL, *ar = NULL;
+    if (pixart_get_config(p->tr)->use_additional_conditions) {
+        res = malloc((size_t)sp->rows * 2 * sizeof(float));
+        ar = malloc((size_t)sp->rows * sizeof(float));
+        if (!res || !ar) { free(res); free(ar); return dt_fail(err, DT_ENOMEM, "out of memory"); }
+        for (int i = 0; i < sp->rows; i++) {
+            res[2 * i] = (float)sp->pl->height;
+            res[2 * i + 1] = (float)sp->pl->width;
+            ar[i] = (float)((double)sp->pl->height / sp->pl->width);
+        }
+        in.resolution = res;
+        in.aspect_ratio = ar;
+    }
+    dt_status s = DT_OK;
+    for (int i = 0; i < steps && s == DT_OK; i++) {
+        double t0 = now();
+        for (int k = 0; k < sp->rows; k++) {
+            memcpy(sp->model_in + (size_t)k * n / sp->B, sp->latents + (size_t)(k % sp->B) * (n / sp->B), n / sp->B * sizeof(float));
+            sp->tsteps[k] = (float)ts[i];
+        }
+        dt_scheduler_scale_model_input(p->sched, sp->model_in, (size_t)sp->rows * n / sp->B);
+        dt_arena_reset(&p->arena);
+        s = pixart_forward(p->tr, &in, &p->arena, &tout, err);
+        if (s != DT_OK) break;
+        guide(sp);
+        s = dt_scheduler_step(p->sched, sp->guided, sp->latents, sp->latents, n, err);
+        if (s == DT_OK && ((sp->r->progress && sp->r->progress(i + 1, steps, now() - t0, sp->r->progress_user)) ||
+                           (sp->r->cancel && *sp->r->cancel)))
+            s = dt_fail(err, DITRT_ECANCELLED, "cancelled after step %d of %d", i + 1, steps);
+    }
+    free(res);
+    free(ar);
+    return s;
+}
+
+/* ---- decode ---- */
+
+static dt_status decode(dt_pipeline *p, const dt_gen_request *r, const plan *pl, const float *latents, int B,
+                        int C, int h, int w, float *image, dt_err *err)
+{
+    size_t n = (size_t)B * C * h * w;
+    float *z = malloc(n * sizeof(float));
+    int H = pl->height, W = pl->width;
+    float *dec = malloc((size_t)B * 3 * H * W * sizeof(float));
+    dt_status s = z && dec ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory for the decoded image");
+    float sf = vae_scaling_factor(p->vae);
+    for (size_t i = 0; s == DT_OK && i < n; i++) z[i] = latents[i] / sf;
+    int64_t zs[4] = {B, C, h, w}, ds[4] = {B, 3, H, W};
+    dt_tensor tz = dt_tensor_view(z, DT_F32, 4, zs), td = dt_tensor_view(dec, DT_F32, 4, ds);
+    if (s == DT_OK) {
+        dt_arena_reset(&p->arena);
+        s = r->vae_tiling ? vae_decode_tiled(p->vae, &tz, &p->arena, &td, err) : vae_decode(p->vae, &tz, &p->arena, &td, err);
+    }
+    if (s == DT_OK) {
+        if (pl->out_height != H || pl->out_width != W) dt_resize_and_crop(dec, B, 3, H, W, image, pl->out_height, pl->out_width);
+        else memcpy(image, dec, (size_t)B * 3 * H * W * sizeof(float));
+    }
+    free(z);
+    free(dec);
+    return s;
+}
+
+dt_status dt_pipeline_generate(dt_pipeline *p, const dt_gen_request *r, dt_gen_result *res, dt_err *err)
+{
+    *res = (dt_gen_result){0};
+    plan pl;
+    DT_TRY(plan_request(p, r, &pl, err));
+    const pixart_config *tc = pixart_get_config(p->tr);
+    int up = vae_upscale(p->vae);
+    sampler sp = {.p = p, .r = r, .pl = &pl, .B = r->batch, .C = tc->in_channels, .h = pl.height / up,
+                  .w = pl.width / up, .out_ch = tc->out_channels};
+    if (sp.out_ch != sp.C && sp.out_ch != 2 * sp.C)
+        return dt_fail(err, DT_EFORMAT, "transformer: out_channels %d must be in_channels %d or twice it (learned sigma)", sp.out_ch, sp.C);
+    res->max_sequence_length = pl.max_len;
+    double t0 = now();
+    float *embeds = NULL, *masks = NULL;
+    DT_TRY(encode_text(p, r, &pl, &embeds, &masks, &sp.rows, res, err));
+    res->seconds_text = now() - t0;
+    sp.embeds = embeds;
+    sp.masks = masks;
+    size_t n = (size_t)sp.B * sp.C * sp.h * sp.w, plane = (size_t)sp.h * sp.w;
+    sp.latents = malloc(n * sizeof(float));
+    sp.model_in = malloc((size_t)sp.rows * sp.C * plane * sizeof(float));
+    sp.model_out = malloc((size_t)sp.rows * sp.out_ch * plane * sizeof(float));
+    sp.guided = malloc(n * sizeof(float));
+    sp.tsteps = malloc((size_t)sp.rows * sizeof(float));
+    float *image = malloc((size_t)sp.B * 3 * pl.out_height * pl.out_width * sizeof(float));
+    dt_status s = sp.latents && sp.model_in && sp.model_out && sp.guided && sp.tsteps && image
+                      ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
+    if (s == DT_OK) {
+        /* prepare_latents: randn(shape, generator) * init_noise_sigma */
+        dt_rng g;
+        dt_rng_init(&g, r->seed, DT_RNG_VECTOR);
+        dt_rng_randn(&g, sp.latents, n);
+        float sigma = (float)dt_scheduler_init_noise_sigma(p->sched);
+        if (sigma != 1.0f)
+            for (size_t i = 0; i < n; i++) sp.latents[i] *= sigma;
+        t0 = now();
+        s = sample_loop(&sp, err);
+        res->seconds_sampling = now() - t0;
+    }
+    if (s == DT_OK) {
+        t0 = now();
+        s = decode(p, r, &pl, sp.latents, sp.B, sp.C, sp.h, sp.w, image, err);
+        res->seconds_decode = now() - t0;
+    }
+    free(embeds); free(masks); free(sp.latents); free(sp.model_in); free(sp.model_out); free(sp.guided); free(sp.tsteps);
+    if (s != DT_OK) { free(image); return s; }
+    res->batch = sp.B;
+    res->width = pl.out_width;
+    res->height = pl.out_height;
+    res->image = image;
+    return DT_OK;
+}

@@ -1,0 +1,61 @@
+/* The PixArt text-to-image pipeline (diffusers PixArtAlphaPipeline / PixArtSigmaPipeline):
+ * prompt -> T5 -> CFG sampling loop over the transformer with the folder's scheduler ->
+ * VAE decode -> float RGB in [-1, 1] (before VaeImageProcessor.postprocess), as diffusers
+ * computes it step by step; dt_image_from_float (image.h) makes 8-bit RGB of it.
+ *
+ * dt_pipeline_load() prepares the transformer, VAE, tokenizer and scheduler once. The T5
+ * encoder is loaded per generation and freed before sampling unless keep_text_encoder is
+ * set (it is the largest component). A pipeline is used by one thread at a time. */
+#ifndef DT_PIPELINE_H
+#define DT_PIPELINE_H
+#include <stdint.h>
+#include "tensor.h"
+
+typedef struct {
+    const char *model_dir;
+    dt_dtype dtype;      /* transformer + VAE GEMM inputs: DT_F32 or DT_BF16 */
+    dt_dtype text_dtype; /* T5 */
+    int threads;         /* 0: all cores */
+    int keep_text_encoder;
+} dt_pipeline_config;
+
+typedef int (*dt_progress_fn)(int step, int steps, double seconds, void *user);
+
+typedef struct {
+    const char *prompt, *negative_prompt;
+    int width, height;  /* 0: native */
+    int steps, batch;
+    float cfg;
+    uint64_t seed;
+    int vae_tiling, resolution_binning, clean_caption, max_sequence_length, force;
+    dt_progress_fn progress; /* may be NULL; non-zero return cancels */
+    void *progress_user;
+    const volatile int *cancel; /* polled between steps; may be NULL */
+} dt_gen_request;
+
+typedef struct {
+    int batch, width, height;  /* what was produced (after binning, the requested size) */
+    float *image;              /* [batch, 3, height, width], decoded, in about [-1, 1]; caller frees */
+    int prompt_truncated;      /* the prompt had more tokens than max_sequence_length */
+    int negative_truncated;
+    int max_sequence_length;
+    double seconds_text, seconds_sampling, seconds_decode;
+} dt_gen_result;
+
+typedef struct dt_pipeline dt_pipeline;
+
+dt_status dt_pipeline_load(const dt_pipeline_config *cfg, dt_pipeline **out, dt_err *err);
+void dt_pipeline_free(dt_pipeline *p);
+/* Native output size (transformer sample_size x VAE upscale) and the size multiple. */
+int dt_pipeline_native_size(const dt_pipeline *p);
+int dt_pipeline_size_multiple(const dt_pipeline *p);
+const char *dt_pipeline_solver_name(const dt_pipeline *p);
+
+/* Checks a request (sizes, steps, cfg, memory) without running anything. */
+dt_status dt_pipeline_check(dt_pipeline *p, const dt_gen_request *r, dt_err *err);
+dt_status dt_pipeline_generate(dt_pipeline *p, const dt_gen_request *r, dt_gen_result *res, dt_err *err);
+
+/* diffusers' default request: 20 steps, cfg 4.5, batch 1, binning and caption cleaning on. */
+dt_gen_request dt_gen_request_default(void);
+
+#endif

@@ -1,0 +1,51 @@
+/* Diffusion schedulers behind one interface, loaded from a diffusers scheduler folder.
+ *
+ * dt_scheduler_load reads <dir>/scheduler_config.json and picks the solver by "_class_name"
+ * (now: DPMSolverMultistepScheduler); an unknown class or an option the solver does not
+ * implement fails with a message naming the file and the field. Then, per generation:
+ *
+ *     dt_scheduler_set_timesteps(s, steps, err);          // resets the solver's history
+ *     x *= dt_scheduler_init_noise_sigma(s);
+ *     for (i = 0; i < dt_scheduler_num_steps(s); i++) {
+ *         t = dt_scheduler_timesteps(s)[i];               // the model's timestep
+ *         dt_scheduler_scale_model_input(s, x_in, n);     // on the model's input copy
+ *         ... model_output = model(x_in, t) ...
+ *         dt_scheduler_step(s, model_output, x, x, n, err);
+ *     }
+ *
+ * Arrays are flat f32 of n elements (the whole batch; every element steps alike). The step
+ * keeps the history it needs (multistep solvers) inside the scheduler, so n must not change
+ * between set_timesteps calls. prev_sample may alias sample or model_output. Results follow
+ * diffusers 0.30.3 operation by operation in f32. A scheduler is not thread-safe; use one per
+ * generation. */
+#ifndef DT_SCHEDULER_H
+#define DT_SCHEDULER_H
+#include <stddef.h>
+#include "error.h"
+
+typedef struct dt_scheduler dt_scheduler;
+
+dt_status dt_scheduler_load(const char *dir, dt_scheduler **out, dt_err *err);
+void dt_scheduler_free(dt_scheduler *s);
+/* The diffusers class name, e.g. "DPMSolverMultistepScheduler". */
+const char *dt_scheduler_class(const dt_scheduler *s);
+
+dt_status dt_scheduler_set_timesteps(dt_scheduler *s, int num_inference_steps, dt_err *err);
+/* Valid after set_timesteps: num_steps values (diffusers' scheduler.timesteps). */
+int dt_scheduler_num_steps(const dt_scheduler *s);
+const double *dt_scheduler_timesteps(const dt_scheduler *s);
+/* The noise level sigma of each step, num_steps + 1 values (the last one is where sampling
+ * ends), or NULL for a solver without one. */
+const float *dt_scheduler_sigmas(const dt_scheduler *s);
+/* Steps taken since set_timesteps. */
+int dt_scheduler_step_index(const dt_scheduler *s);
+double dt_scheduler_init_noise_sigma(const dt_scheduler *s);
+
+/* scheduler.scale_model_input for the current step, in place (identity for DPM-Solver). */
+void dt_scheduler_scale_model_input(const dt_scheduler *s, float *x, size_t n);
+/* One solver step from the model's output at the current timestep; fails when called more
+ * often than there are timesteps or with a different n than earlier steps. */
+dt_status dt_scheduler_step(dt_scheduler *s, const float *model_output, const float *sample,
+                            float *prev_sample, size_t n, dt_err *err);
+
+#endif

@@ -1,0 +1,333 @@
+/* End-to-end txt2img against diffusers' PixArtSigmaPipeline on the tiny pipeline fixture
+ * (tests/fixtures/pixart-pipe-tiny), through the public C API; determinism, contexts in
+ * parallel threads, cancellation, and the request checks. */
+#include "testutil.h"
+#include "image.h"
+#include "json.h"
+#include "pipeline.h"
+#include "safetensors.h"
+#include <pthread.h>
+#include <sys/stat.h>
+
+#define PIPE "tests/fixtures/pixart-pipe-tiny"
+
+static const char *cases[] = {"square_s0", "square_s7_neg", "wide_s0_neg", "wide_s7"};
+
+typedef struct {
+    char prompt[256], negative[256];
+    int seed, width, height, steps;
+    double cfg;
+} case_meta;
+
+static void read_meta(const char *name, case_meta *m)
+{
+    char path[512];
+    snprintf(path, sizeof path, PIPE "/case_%s.json", name);
+    cJSON *j;
+    dt_err err = {0};
+    if (dt_json_load(path, &j, &err) != DT_OK) fail_msg("%s", err.msg);
+    assert_int_equal(dt_json_str(j, path, "prompt", NULL, m->prompt, sizeof m->prompt, &err), DT_OK);
+    assert_int_equal(dt_json_str(j, path, "negative_prompt", NULL, m->negative, sizeof m->negative, &err), DT_OK);
+    assert_int_equal(dt_json_int(j, path, "seed", 0, 0, &m->seed, &err), DT_OK);
+    assert_int_equal(dt_json_int(j, path, "width", 0, 0, &m->width, &err), DT_OK);
+    assert_int_equal(dt_json_int(j, path, "height", 0, 0, &m->height, &err), DT_OK);
+    assert_int_equal(dt_json_int(j, path, "steps", 0, 0, &m->steps, &err), DT_OK);
+    assert_int_equal(dt_json_num(j, path, "cfg", 0, 0, &m->cfg, &err), DT_OK);
+    cJSON_Delete(j);
+}
+
+static dit_ctx *make_ctx(const char *dtype)
+{
+    dit_ctx_params cp;
+    dit_ctx_params_init(&cp);
+    cp.model_dir = PIPE;
+    cp.dtype = dtype;
+    cp.text_dtype = dtype;
+    dit_ctx *c = NULL;
+    if (dit_ctx_create(&cp, &c) != DITRT_OK) fail_msg("dit_ctx_create: %s", dit_errmsg(c));
+    return c;
+}
+
+static void params_for(const case_meta *m, dit_gen_params *gp)
+{
+    dit_gen_params_init(gp);
+    gp->prompt = m->prompt;
+    gp->negative_prompt = m->negative;
+    gp->seed = (uint64_t)m->seed;
+    gp->width = m->width;
+    gp->height = m->height;
+    gp->steps = m->steps;
+    gp->cfg = (float)m->cfg;
+}
+
+static double psnr_f(const float *a, const float *b, size_t n)
+{
+    double mse = 0;
+    for (size_t i = 0; i < n; i++) mse += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    mse /= (double)n;
+    return mse > 0 ? 10 * log10(1.0 / mse) : INFINITY;
+}
+
+/* The decoded float image and the 8-bit image both within 40 dB of diffusers'. */
+static void test_matches_diffusers(void **state)
+{
+    (void)state;
+    dit_ctx *c = make_ctx("f32");
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        case_meta m;
+        read_meta(cases[i], &m);
+        dit_gen_params gp;
+        params_for(&m, &gp);
+        dit_image *im;
+        int n;
+        if (dit_generate(c, &gp, &im, &n) != DITRT_OK) fail_msg("%s: %s", cases[i], dit_errmsg(c));
+        assert_int_equal(n, 1);
+        assert_int_equal(im[0].width, m.width);
+        assert_int_equal(im[0].height, m.height);
+        char path[512];
+        snprintf(path, sizeof path, PIPE "/case_%s.safetensors", cases[i]);
+        dt_safetensors *st;
+        dt_err err = {0};
+        assert_int_equal(dt_st_open(path, &st, &err), DT_OK);
+        const dt_st_entry *u8 = dt_st_find(st, "image_u8"), *fl = dt_st_find(st, "image");
+        assert_non_null(u8);
+        assert_int_equal(u8->nbytes, (size_t)m.width * m.height * 3);
+        double p8 = dt_image_psnr(im[0].rgb, u8->data, m.width, m.height);
+        /* the float image, through the library pipeline (before 8-bit rounding) */
+        dt_pipeline_config pc = {.model_dir = PIPE, .dtype = DT_F32, .text_dtype = DT_F32};
+        dt_pipeline *p;
+        assert_int_equal(dt_pipeline_load(&pc, &p, &err), DT_OK);
+        dt_gen_request r = dt_gen_request_default();
+        r.prompt = m.prompt; r.negative_prompt = m.negative; r.seed = (uint64_t)m.seed;
+        r.width = m.width; r.height = m.height; r.steps = m.steps; r.cfg = (float)m.cfg;
+        dt_gen_result res;
+        assert_int_equal(dt_pipeline_generate(p, &r, &res, &err), DT_OK);
+        size_t nf = (size_t)3 * m.width * m.height;
+        float *ref = tu_alloc(nf), *mine = tu_alloc(nf);
+        dt_st_read_f32(fl, ref);
+        for (size_t k = 0; k < nf; k++) { /* VaeImageProcessor.denormalize */
+            float v = res.image[k] / 2 + 0.5f;
+            mine[k] = v < 0 ? 0 : (v > 1 ? 1 : v);
+        }
+        double pf = psnr_f(mine, ref, nf);
+        printf("  %-14s %dx%d: PSNR 8-bit %.1f dB, float %.1f dB\n", cases[i], m.width, m.height, p8, pf);
+        if (!(p8 >= 40 && pf >= 40)) fail_msg("%s: PSNR %.1f / %.1f dB below 40", cases[i], p8, pf);
+        free(ref); free(mine); free(res.image);
+        dt_pipeline_free(p);
+        dt_st_close(st);
+        dit_images_free(im, n);
+    }
+    dit_ctx_free(c);
+}
+
+/* Same seed, settings and threads: byte-identical PNG files. */
+static void test_deterministic_png(void **state)
+{
+    (void)state;
+    char cmd[1024];
+    const char *base = "./ditrt txt2img -m " PIPE " -p 'a cat' --steps 3 --seed 5 -W 48 -H 80 --threads 2 --quiet";
+    snprintf(cmd, sizeof cmd, "%s -o /tmp/ditrt-det-a.png && %s -o /tmp/ditrt-det-b.png && cmp -s /tmp/ditrt-det-a.png /tmp/ditrt-det-b.png", base, base);
+    assert_int_equal(system(cmd), 0);
+    /* and a different seed gives a different image */
+    snprintf(cmd, sizeof cmd, "%s -o /tmp/ditrt-det-c.png --seed 6 && ! cmp -s /tmp/ditrt-det-a.png /tmp/ditrt-det-c.png", base);
+    assert_int_equal(system(cmd), 0);
+    dt_image img;
+    dt_err err = {0};
+    assert_int_equal(dt_image_read("/tmp/ditrt-det-a.png", &img, &err), DT_OK);
+    assert_int_equal(img.width, 48);
+    assert_int_equal(img.height, 80);
+    dt_image_free(&img);
+    /* the PNG says how it was made */
+    assert_int_equal(system("grep -a -q 'a cat' /tmp/ditrt-det-a.png && grep -a -q DPMSolverMultistepScheduler /tmp/ditrt-det-a.png"), 0);
+    unlink("/tmp/ditrt-det-a.png"); unlink("/tmp/ditrt-det-b.png"); unlink("/tmp/ditrt-det-c.png");
+}
+
+typedef struct {
+    dit_ctx *ctx;
+    int seed;
+    dit_image *im;
+    int n;
+    ditrt_status st;
+} job;
+
+static void *run_job(void *arg)
+{
+    job *j = arg;
+    dit_gen_params gp;
+    dit_gen_params_init(&gp);
+    gp.prompt = "two threads";
+    gp.seed = (uint64_t)j->seed;
+    gp.width = 64;
+    gp.height = 64;
+    gp.steps = 3;
+    j->st = dit_generate(j->ctx, &gp, &j->im, &j->n);
+    return NULL;
+}
+
+/* Two contexts in two threads at once give what each gives alone. */
+static void test_two_contexts_in_parallel(void **state)
+{
+    (void)state;
+    job solo[2] = {{.ctx = make_ctx("bf16"), .seed = 1}, {.ctx = make_ctx("f32"), .seed = 2}};
+    for (int i = 0; i < 2; i++) run_job(&solo[i]);
+    job par[2] = {{.ctx = solo[0].ctx, .seed = 1}, {.ctx = solo[1].ctx, .seed = 2}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&th[i], NULL, run_job, &par[i]), 0);
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(solo[i].st, DITRT_OK);
+        assert_int_equal(par[i].st, DITRT_OK);
+        assert_memory_equal(solo[i].im[0].rgb, par[i].im[0].rgb, 64 * 64 * 3);
+        dit_images_free(solo[i].im, solo[i].n);
+        dit_images_free(par[i].im, par[i].n);
+        dit_ctx_free(solo[i].ctx);
+    }
+}
+
+static int cancel_at_2(int step, int steps, double seconds, void *user)
+{
+    (void)steps; (void)seconds;
+    *(int *)user = step;
+    return step >= 2;
+}
+
+static void test_cancel(void **state)
+{
+    (void)state;
+    dit_ctx *c = make_ctx("f32");
+    dit_gen_params gp;
+    dit_gen_params_init(&gp);
+    gp.prompt = "stop";
+    gp.steps = 5;
+    gp.width = gp.height = 64;
+    int last = 0;
+    gp.progress = cancel_at_2;
+    gp.progress_user = &last;
+    dit_image *im = (dit_image *)1;
+    int n = 7;
+    assert_int_equal(dit_generate(c, &gp, &im, &n), DITRT_ECANCELLED);
+    assert_int_equal(last, 2);
+    assert_null(im);
+    assert_int_equal(n, 0);
+    assert_non_null(strstr(dit_errmsg(c), "cancelled"));
+    /* the context still works after a cancel */
+    gp.progress = NULL;
+    assert_int_equal(dit_generate(c, &gp, &im, &n), DITRT_OK);
+    assert_string_equal(dit_errmsg(c), "");
+    dit_images_free(im, n);
+    dit_ctx_free(c);
+}
+
+static void expect_gen_error(dit_ctx *c, dit_gen_params *gp, ditrt_status want, const char *needle)
+{
+    dit_image *im;
+    int n;
+    ditrt_status s = dit_generate(c, gp, &im, &n);
+    if (s != want) fail_msg("status %d, expected %d (%s)", (int)s, (int)want, dit_errmsg(c));
+    if (!strstr(dit_errmsg(c), needle)) fail_msg("message lacks \"%s\": %s", needle, dit_errmsg(c));
+    assert_null(strchr(dit_errmsg(c), '\n'));
+}
+
+static void test_bad_requests(void **state)
+{
+    (void)state;
+    dit_ctx_params cp;
+    dit_ctx_params_init(&cp);
+    cp.model_dir = "/no/such/model";
+    dit_ctx *bad = NULL;
+    assert_int_not_equal(dit_ctx_create(&cp, &bad), DITRT_OK);
+    assert_non_null(strstr(dit_errmsg(bad), "/no/such/model"));
+    dit_ctx_free(bad);
+    cp.model_dir = PIPE;
+    cp.dtype = "f16";
+    assert_int_equal(dit_ctx_create(&cp, &bad), DITRT_EINVAL);
+    assert_non_null(strstr(dit_errmsg(bad), "dtype"));
+    dit_ctx_free(bad);
+
+    dit_ctx *c = make_ctx("f32");
+    dit_gen_params gp;
+    dit_gen_params_init(&gp);
+    gp.prompt = "x";
+    gp.steps = 0;
+    expect_gen_error(c, &gp, DITRT_EINVAL, "steps");
+    gp.steps = 2;
+    gp.cfg = -1;
+    expect_gen_error(c, &gp, DITRT_EINVAL, "cfg");
+    gp.cfg = 4.5f;
+    gp.width = 72; /* not a multiple of 16, and this tiny model has no aspect-ratio bins */
+    gp.height = 64;
+    expect_gen_error(c, &gp, DITRT_EINVAL, "multiples of 16");
+    gp.width = gp.height = 16384;
+    expect_gen_error(c, &gp, DITRT_ENOMEM, "GB");
+    gp.width = gp.height = 64;
+    gp.prompt = "bad \xff utf-8";
+    expect_gen_error(c, &gp, DITRT_EINVAL, "UTF-8");
+    gp.prompt = NULL;
+    expect_gen_error(c, &gp, DITRT_EINVAL, "prompt");
+    dit_ctx_free(c);
+}
+
+/* CLI: errors before any work, one line, no file left behind. */
+static void test_cli_errors(void **state)
+{
+    (void)state;
+    struct { const char *args, *needle; } cases_[] = {
+        {"-m /no/model -p x -o /tmp/ditrt-t2i.png", "/no/model"},
+        {"-m " PIPE " -p x -o /tmp/ditrt-t2i.png --steps 0", "--steps"},
+        {"-m " PIPE " -p x -o /tmp/ditrt-t2i.png --cfg -2", "--cfg"},
+        {"-m " PIPE " -p x -o /tmp/no/such/dir/out.png", "/tmp/no/such/dir/out.png"},
+        {"-m " PIPE " -p x -o /tmp/ditrt-t2i.gif", ".gif"},
+        {"-m " PIPE " -p x -o /tmp/ditrt-t2i.png -W 72 -H 64 --steps 1", "multiples of 16"},
+        {"-m " PIPE " -o /tmp/ditrt-t2i.png", "-p"},
+        {"-m tests/fixtures/pixart-alpha-tiny -p x -o /tmp/ditrt-t2i.png", "tokenizer"},
+    };
+    for (size_t i = 0; i < sizeof cases_ / sizeof *cases_; i++) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, "./ditrt txt2img %s >/dev/null 2>/tmp/ditrt-t2i.err", cases_[i].args);
+        int rc = system(cmd);
+        if (rc == 0) fail_msg("succeeded: %s", cmd);
+        FILE *f = fopen("/tmp/ditrt-t2i.err", "r");
+        char buf[2048] = {0};
+        size_t got = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[got] = 0;
+        int lines = 0;
+        for (char *q = buf; *q; q++) lines += *q == '\n';
+        if (lines != 1 || !strstr(buf, cases_[i].needle)) fail_msg("%s: stderr \"%s\" lacks \"%s\" or is not one line", cmd, buf, cases_[i].needle);
+        struct stat sb;
+        assert_int_not_equal(stat("/tmp/ditrt-t2i.png", &sb), 0);
+    }
+    unlink("/tmp/ditrt-t2i.err");
+}
+
+/* --batch 2 writes out-0.png and out-1.png; the first matches the batch-1 image of its seed
+ * only in size (diffusers draws the batch's noise in one go), and both differ. */
+static void test_batch_outputs(void **state)
+{
+    (void)state;
+    assert_int_equal(system("rm -f /tmp/ditrt-b-0.png /tmp/ditrt-b-1.png; ./ditrt txt2img -m " PIPE
+                            " -p 'two foxes' --steps 2 --batch 2 -W 64 -H 64 -o /tmp/ditrt-b.png --quiet"), 0);
+    dt_image a, b;
+    dt_err err = {0};
+    assert_int_equal(dt_image_read("/tmp/ditrt-b-0.png", &a, &err), DT_OK);
+    assert_int_equal(dt_image_read("/tmp/ditrt-b-1.png", &b, &err), DT_OK);
+    assert_true(memcmp(a.rgb, b.rgb, 64 * 64 * 3) != 0);
+    dt_image_free(&a);
+    dt_image_free(&b);
+    unlink("/tmp/ditrt-b-0.png");
+    unlink("/tmp/ditrt-b-1.png");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matches_diffusers),
+        cmocka_unit_test(test_deterministic_png),
+        cmocka_unit_test(test_two_contexts_in_parallel),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_bad_requests),
+        cmocka_unit_test(test_cli_errors),
+        cmocka_unit_test(test_batch_outputs),
+    };
+    return cmocka_run_group_tests_name("pipeline", tests, NULL, NULL);
+}
