@@ -578,6 +578,27 @@ static void test_bad_config(void **state)
     assert_true(fabsf(vae_shift_factor(m) - 0.0609f) < 1e-7f && fabsf(vae_scaling_factor(m) - 0.13025f) < 1e-7f);
     vae_free(m);
     dt_backend_destroy(be);
+    /* tiles that do not assemble to 8h x 8w (diffusers would return another size) are refused */
+    write_config(tmp, "sample_size", "36");
+    be = tu_backend(DT_F32);
+    if (vae_load(be, tmp, &m, &err) != DT_OK) fail_msg("%s", err.msg);
+    float lat[4 * 12 * 10] = {0}, *img = tu_alloc(3 * 96 * 80);
+    dt_tensor tl = t4(lat, DT_F32, 1, 4, 12, 10), ti = t4(img, DT_F32, 1, 3, 96, 80);
+    dt_arena a;
+    dt_arena_init(&a);
+    assert_int_equal(vae_decode_tiled(m, &tl, &a, &ti, &err), DT_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "assemble"));
+    dt_err_clear(&err);
+    assert_int_equal(vae_decode(m, &tl, &a, &ti, &err), DT_OK); /* untiled is fine */
+    vae_free(m);
+    write_config(tmp, "sample_size", "[32, 32]"); /* a list: diffusers uses its first entry */
+    if (vae_load(be, tmp, &m, &err) != DT_OK) fail_msg("%s", err.msg);
+    assert_int_equal(vae_get_config(m)->sample_size, 32);
+    assert_int_equal(vae_decode_tiled(m, &tl, &a, &ti, &err), DT_OK);
+    vae_free(m);
+    dt_arena_free(&a);
+    dt_backend_destroy(be);
+    free(img);
     char path[512];
     snprintf(path, sizeof path, "%s/config.json", tmp);
     tu_write_file(path, "{\"block_out_channels\": [8,", 26);

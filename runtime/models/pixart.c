@@ -2,6 +2,7 @@
  * (transformer_2d / pixart_transformer_2d.py, attention.py BasicTransformerBlock with
  * norm_type "ada_norm_single"). */
 #include "pixart.h"
+#include "dit_block.h"
 #include "json.h"
 #include <math.h>
 #include <stdio.h>
@@ -10,19 +11,14 @@
 
 #define TPROJ_DIM 256 /* Timesteps(num_channels=256) in PixArtAlphaCombinedTimestepSizeEmbeddings */
 
-typedef struct {
-    float *sst;                  /* scale_shift_table [6, C] */
-    dt_linear *qkv, *out1;       /* self-attention: to_q|to_k|to_v fused, to_out.0 */
-    dt_linear *q2, *kv2, *out2;  /* cross-attention: to_q, to_k|to_v fused, to_out.0 */
-    dt_linear *fc1, *fc2;        /* ff.net.0.proj (GELU-tanh fused), ff.net.2 */
-} pixart_block;
-
 struct pixart_model {
     pixart_config cfg;
     dt_backend *be;
     dt_linear *patch, *t1, *t2, *res1, *res2, *ar1, *ar2, *adaln, *cap1, *cap2, *proj_out;
     float *sst_out; /* [2, C] */
-    pixart_block *blocks;
+    dit_block *blocks;
+    dit_block_shape shape;
+    dit_attn_hook *hook;
     float *pos;     /* cached position embedding for pos_h x pos_w patches */
     int pos_h, pos_w;
 };
@@ -123,39 +119,15 @@ double pixart_matmul_flops(const pixart_config *c, int B, int h, int w, int T)
 
 /* ---- loading ---- */
 
-/* Reads named [out, in] weights (concatenated along out when n > 1) and biases. */
-static dt_status load_linear(pixart_model *m, dt_weight_source *src, const char *const *prefixes, int n,
-                             int in, int out_each, dt_act act, int m_hint, dt_dtype dt, dt_linear **lin, dt_err *err)
-{
-    size_t wn = (size_t)n * out_each * in;
-    float *w = malloc(wn * sizeof(float)), *b = malloc((size_t)n * out_each * sizeof(float));
-    dt_status st = (w && b) ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory loading %s", prefixes[0]);
-    char name[256];
-    for (int i = 0; i < n && st == DT_OK; i++) {
-        int64_t ws[2] = {out_each, in}, bs[1] = {out_each};
-        snprintf(name, sizeof name, "%s.weight", prefixes[i]);
-        st = src->read(src, name, 2, ws, w + (size_t)i * out_each * in, err);
-        snprintf(name, sizeof name, "%s.bias", prefixes[i]);
-        if (st == DT_OK) st = src->read(src, name, 1, bs, b + (size_t)i * out_each, err);
-    }
-    if (st == DT_OK) st = m->be->ops->linear_create(m->be, w, b, in, n * out_each, act, m_hint, dt, lin, err);
-    free(w);
-    free(b);
-    return st;
-}
-
-static dt_status load_one(pixart_model *m, dt_weight_source *src, const char *prefix, int in, int out,
+static dt_status load_one(pixart_model *m, dt_weight_source *src, const char *name, int in, int out,
                           dt_act act, int m_hint, dt_dtype dt, dt_linear **lin, dt_err *err)
 {
-    return load_linear(m, src, &prefix, 1, in, out, act, m_hint, dt, lin, err);
+    return dt_load_linear1(m->be, src, name, in, out, 1, act, m_hint, dt, lin, err);
 }
 
 static dt_status load_table(dt_weight_source *src, const char *name, int rows, int C, float **out, dt_err *err)
 {
-    int64_t shape[2] = {rows, C};
-    *out = malloc((size_t)rows * C * sizeof(float));
-    if (!*out) return dt_fail(err, DT_ENOMEM, "out of memory loading %s", name);
-    return src->read(src, name, 2, shape, *out, err);
+    return dt_load_param(src, name, 2, (int64_t[]){rows, C}, out, err);
 }
 
 static dt_status load_patch_embed(pixart_model *m, dt_weight_source *src, int hint, dt_err *err)
@@ -172,35 +144,6 @@ static dt_status load_patch_embed(pixart_model *m, dt_weight_source *src, int hi
     free(w);
     free(b);
     return st;
-}
-
-static dt_status load_block(pixart_model *m, dt_weight_source *src, int i, int tok_hint, int cap_hint, dt_err *err)
-{
-    const pixart_config *c = &m->cfg;
-    pixart_block *bk = &m->blocks[i];
-    int C = c->inner;
-    dt_dtype cd = m->be->cfg.compute;
-    char p[6][160];
-    const char *pp[3] = {p[0], p[1], p[2]};
-#define PFX(k, fmt) snprintf(p[k], sizeof p[k], "transformer_blocks.%d." fmt, i)
-    PFX(0, "scale_shift_table");
-    DT_TRY(load_table(src, p[0], 6, C, &bk->sst, err));
-    PFX(0, "attn1.to_q"); PFX(1, "attn1.to_k"); PFX(2, "attn1.to_v");
-    DT_TRY(load_linear(m, src, pp, 3, C, C, DT_ACT_NONE, tok_hint, cd, &bk->qkv, err));
-    PFX(0, "attn1.to_out.0");
-    DT_TRY(load_one(m, src, p[0], C, C, DT_ACT_NONE, tok_hint, cd, &bk->out1, err));
-    PFX(0, "attn2.to_q");
-    DT_TRY(load_one(m, src, p[0], C, C, DT_ACT_NONE, tok_hint, cd, &bk->q2, err));
-    PFX(0, "attn2.to_k"); PFX(1, "attn2.to_v");
-    DT_TRY(load_linear(m, src, pp, 2, C, C, DT_ACT_NONE, cap_hint, cd, &bk->kv2, err));
-    PFX(0, "attn2.to_out.0");
-    DT_TRY(load_one(m, src, p[0], C, C, DT_ACT_NONE, tok_hint, cd, &bk->out2, err));
-    PFX(0, "ff.net.0.proj");
-    DT_TRY(load_one(m, src, p[0], C, 4 * C, DT_ACT_GELU_TANH, tok_hint, cd, &bk->fc1, err));
-    PFX(0, "ff.net.2");
-    DT_TRY(load_one(m, src, p[0], 4 * C, C, DT_ACT_NONE, tok_hint, cd, &bk->fc2, err));
-#undef PFX
-    return DT_OK;
 }
 
 static dt_status build(pixart_model *m, dt_weight_source *src, dt_err *err)
@@ -225,7 +168,12 @@ static dt_status build(pixart_model *m, dt_weight_source *src, dt_err *err)
     DT_TRY(load_one(m, src, "adaln_single.linear", C, 6 * C, DT_ACT_NONE, vec_hint, f32, &m->adaln, err));
     DT_TRY(load_one(m, src, "caption_projection.linear_1", c->caption_channels, C, DT_ACT_GELU_TANH, cap_hint, cd, &m->cap1, err));
     DT_TRY(load_one(m, src, "caption_projection.linear_2", C, C, DT_ACT_NONE, cap_hint, cd, &m->cap2, err));
-    for (int i = 0; i < c->num_layers; i++) DT_TRY(load_block(m, src, i, tok_hint, cap_hint, err));
+    m->shape = (dit_block_shape){C, c->heads, c->head_dim, c->norm_eps, 1, tok_hint, cap_hint, cd};
+    for (int i = 0; i < c->num_layers; i++) {
+        char prefix[64];
+        snprintf(prefix, sizeof prefix, "transformer_blocks.%d", i);
+        DT_TRY(dit_block_load(m->be, src, prefix, &m->shape, &m->blocks[i], err));
+    }
     DT_TRY(load_table(src, "scale_shift_table", 2, C, &m->sst_out, err));
     DT_TRY(load_one(m, src, "proj_out", C, c->patch_size * c->patch_size * c->out_channels, DT_ACT_NONE, tok_hint, cd, &m->proj_out, err));
     return DT_OK;
@@ -263,11 +211,7 @@ void pixart_free(pixart_model *m)
     void (*del)(dt_linear *) = m->be->ops->linear_destroy;
     dt_linear *top[] = {m->patch, m->t1, m->t2, m->res1, m->res2, m->ar1, m->ar2, m->adaln, m->cap1, m->cap2, m->proj_out};
     for (size_t i = 0; i < sizeof top / sizeof *top; i++) del(top[i]);
-    for (int i = 0; m->blocks && i < m->cfg.num_layers; i++) {
-        pixart_block *b = &m->blocks[i];
-        del(b->qkv); del(b->out1); del(b->q2); del(b->kv2); del(b->out2); del(b->fc1); del(b->fc2);
-        free(b->sst);
-    }
+    for (int i = 0; m->blocks && i < m->cfg.num_layers; i++) dit_block_free(m->be, &m->blocks[i]);
     free(m->blocks);
     free(m->sst_out);
     free(m->pos);
@@ -275,6 +219,7 @@ void pixart_free(pixart_model *m)
 }
 
 const pixart_config *pixart_get_config(const pixart_model *m) { return &m->cfg; }
+void pixart_set_attn_hook(pixart_model *m, dit_attn_hook *hook) { m->hook = hook; }
 
 /* ---- forward ---- */
 
@@ -282,14 +227,6 @@ const pixart_config *pixart_get_config(const pixart_model *m) { return &m->cfg; 
 
 static dt_tensor t2d(float *data, int64_t r, int64_t c) { int64_t s[2] = {r, c}; return dt_tensor_view(data, DT_F32, 2, s); }
 static dt_tensor t3d(float *data, int64_t a, int64_t b, int64_t c) { int64_t s[3] = {a, b, c}; return dt_tensor_view(data, DT_F32, 3, s); }
-/* A [B, C] view into rows of length `stride` (the chunks of a [B, k*C] table). */
-static dt_tensor rowvec(float *data, int64_t B, int64_t C, int64_t stride)
-{
-    dt_tensor t = t2d(data, B, C);
-    t.strides[0] = stride;
-    return t;
-}
-
 static dt_status alloc2(dt_arena *a, dt_tensor *t, int64_t r, int64_t c, dt_err *err)
 {
     int64_t s[2] = {r, c};
@@ -339,13 +276,6 @@ static dt_status adaln_single(pixart_model *m, const pixart_inputs *in, int B, d
     return DT_OK;
 }
 
-/* mod[b, k, :] = table[k, :] + base[b, k, :] for k < rows: the per-sample shift/scale/gate. */
-static void modulation(const float *table, const float *base, int B, int rows, int C, float *mod)
-{
-    for (int b = 0; b < B; b++)
-        for (int k = 0; k < rows * C; k++) mod[(size_t)b * rows * C + k] = table[k] + base[(size_t)b * rows * C + k];
-}
-
 static dt_status position_embedding(pixart_model *m, int h, int w, dt_err *err)
 {
     if (m->pos && m->pos_h == h && m->pos_w == w) return DT_OK;
@@ -356,58 +286,6 @@ static dt_status position_embedding(pixart_model *m, int h, int w, dt_err *err)
     dt_sincos_pos_embed_2d(c->inner, h, w, c->sample_size / c->patch_size, c->interpolation_scale, m->pos);
     m->pos_h = h;
     m->pos_w = w;
-    return DT_OK;
-}
-
-typedef struct {
-    dt_tensor xn, qkv, ao, o, kv, ff;
-} block_scratch;
-
-static dt_status block_forward(pixart_model *m, const pixart_block *bk, const float *t6, int B, int N, int T,
-                               dt_tensor *x, const dt_tensor *ctx, const dt_attn_bias *cross_bias, float *mod,
-                               block_scratch *s, dt_err *err)
-{
-    dt_backend *be = m->be;
-    int C = m->cfg.inner, H = m->cfg.heads;
-    float scale = 1.0f / sqrtf((float)m->cfg.head_dim);
-    modulation(bk->sst, t6, B, 6, C, mod);
-    dt_tensor shift_msa = rowvec(mod, B, C, 6 * C), scale_msa = rowvec(mod + C, B, C, 6 * C),
-              gate_msa = rowvec(mod + 2 * C, B, C, 6 * C), shift_mlp = rowvec(mod + 3 * C, B, C, 6 * C),
-              scale_mlp = rowvec(mod + 4 * C, B, C, 6 * C), gate_mlp = rowvec(mod + 5 * C, B, C, 6 * C);
-    dt_tensor x3 = t3d(x->data, B, N, C), xn3 = t3d(s->xn.data, B, N, C), ao3 = t3d(s->ao.data, B, N, C),
-              o3 = t3d(s->o.data, B, N, C);
-
-    /* self-attention */
-    DT_TRY(be->ops->layernorm_modulate(be, &x3, &shift_msa, &scale_msa, m->cfg.norm_eps, &xn3, err));
-    dt_tensor qkv = t2d(s->qkv.data, (int64_t)B * N, 3 * C);
-    LIN(bk->qkv, &s->xn, &qkv);
-    dt_tensor q = t3d(qkv.data, B, N, C), k = q, v = q;
-    q.strides[0] = k.strides[0] = v.strides[0] = (int64_t)N * 3 * C;
-    q.strides[1] = k.strides[1] = v.strides[1] = 3 * C;
-    k.data = (float *)qkv.data + C;
-    v.data = (float *)qkv.data + 2 * C;
-    DT_TRY(be->ops->attention(be, &q, &k, &v, NULL, H, scale, &ao3, err));
-    LIN(bk->out1, &s->ao, &s->o);
-    DT_TRY(be->ops->gated_add(be, &x3, &o3, &gate_msa, err));
-
-    /* cross-attention to the caption (no norm before it in PixArt) */
-    dt_tensor q2 = t2d(s->qkv.data, (int64_t)B * N, C);
-    LIN(bk->q2, x, &q2);
-    dt_tensor kv = t2d(s->kv.data, (int64_t)B * T, 2 * C);
-    LIN(bk->kv2, ctx, &kv);
-    dt_tensor q23 = t3d(q2.data, B, N, C), k2 = t3d(kv.data, B, T, C), v2 = k2;
-    k2.strides[0] = v2.strides[0] = (int64_t)T * 2 * C;
-    k2.strides[1] = v2.strides[1] = 2 * C;
-    v2.data = (float *)kv.data + C;
-    DT_TRY(be->ops->attention(be, &q23, &k2, &v2, cross_bias, H, scale, &ao3, err));
-    LIN(bk->out2, &s->ao, &s->o);
-    DT_TRY(be->ops->gated_add(be, &x3, &o3, NULL, err));
-
-    /* feed-forward */
-    DT_TRY(be->ops->layernorm_modulate(be, &x3, &shift_mlp, &scale_mlp, m->cfg.norm_eps, &xn3, err));
-    LIN(bk->fc1, &s->xn, &s->ff);
-    LIN(bk->fc2, &s->ff, &s->o);
-    DT_TRY(be->ops->gated_add(be, &x3, &o3, &gate_mlp, err));
     return DT_OK;
 }
 
@@ -467,25 +345,20 @@ dt_status pixart_forward(pixart_model *m, const pixart_inputs *in, dt_arena *a, 
     }
 
     dt_attn_bias cross_bias = {.key = key_bias};
-    block_scratch s;
-    DT_TRY(alloc2(a, &s.xn, BN, C, err));
-    DT_TRY(alloc2(a, &s.qkv, BN, 3 * C, err));
-    DT_TRY(alloc2(a, &s.ao, BN, C, err));
-    DT_TRY(alloc2(a, &s.o, BN, C, err));
-    DT_TRY(alloc2(a, &s.kv, (int64_t)B * T, 2 * C, err));
-    DT_TRY(alloc2(a, &s.ff, BN, 4 * C, err));
-    float *mod = dt_arena_alloc(a, (size_t)B * 6 * C * sizeof(float));
-    if (!mod) return dt_fail(err, DT_ENOMEM, "out of memory");
-    for (int i = 0; i < c->num_layers; i++)
-        DT_TRY(block_forward(m, &m->blocks[i], t6.data, B, N, T, &x, &ctx, &cross_bias, mod, &s, err));
+    dit_scratch s;
+    DT_TRY(dit_scratch_alloc(a, BN, (int64_t)B * T, B, C, &s, err));
+    for (int i = 0; i < c->num_layers; i++) {
+        dit_block_args ba = {be, i, t6.data, B, N, T, &x, &ctx, &cross_bias, &s, a, m->hook};
+        DT_TRY(dit_block_forward(&m->blocks[i], &m->shape, &ba, err));
+    }
 
     /* final adaLN: shift = table[0] + emb, scale = table[1] + emb */
-    float *fm = mod;
+    float *fm = s.mod;
     for (int b = 0; b < B; b++)
         for (int k = 0; k < 2; k++)
             for (int j = 0; j < C; j++)
                 fm[(size_t)b * 2 * C + k * C + j] = m->sst_out[k * C + j] + ((float *)emb.data)[(size_t)b * C + j];
-    dt_tensor shift = rowvec(fm, B, C, 2 * C), scl = rowvec(fm + C, B, C, 2 * C);
+    dt_tensor shift = dit_rowvec(fm, B, C, 2 * C), scl = dit_rowvec(fm + C, B, C, 2 * C);
     dt_tensor x3 = t3d(x.data, B, N, C), xn3 = t3d(s.xn.data, B, N, C);
     DT_TRY(be->ops->layernorm_modulate(be, &x3, &shift, &scl, c->norm_eps, &xn3, err));
     int po = p * p * c->out_channels;

@@ -30,6 +30,10 @@ dt_status pixart_create(dt_backend *be, const pixart_config *cfg, dt_weight_sour
                         pixart_model **out, dt_err *err);
 void pixart_free(pixart_model *m);
 const pixart_config *pixart_get_config(const pixart_model *m);
+/* Routes every block's self-attention through `hook` (NULL: full attention), e.g. a
+ * DiTFastAttn plan; the hook is not owned. */
+struct dit_attn_hook;
+void pixart_set_attn_hook(pixart_model *m, struct dit_attn_hook *hook);
 int64_t pixart_param_count(const pixart_config *cfg);
 
 typedef struct {

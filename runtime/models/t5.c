@@ -2,6 +2,7 @@
  * (models/t5/modeling_t5.py: T5Stack, T5Block, T5LayerSelfAttention, T5LayerFF with
  * T5DenseGatedActDense, T5LayerNorm). */
 #include "t5.h"
+#include "layers.h"
 #include "json.h"
 #include <float.h>
 #include <math.h>
@@ -95,30 +96,18 @@ int t5_relative_position_bucket(int rel, int num_buckets, int max_distance)
 
 /* ---- loading ---- */
 
-/* Reads n [out_each, in] weights named <prefix_i>.weight, stacked along out, into one
- * bias-free linear. */
+/* n bias-free [out_each, in] weights named <prefix_i>.weight, stacked along out. */
 static dt_status load_linear(t5_model *m, dt_weight_source *src, char names[][192], int n, int in, int out_each,
                              int m_hint, dt_linear **lin, dt_err *err)
 {
-    size_t each = (size_t)out_each * in;
-    float *w = malloc((size_t)n * each * sizeof(float));
-    if (!w) return dt_fail(err, DT_ENOMEM, "out of memory loading %s", names[0]);
-    dt_status st = DT_OK;
-    for (int i = 0; i < n && st == DT_OK; i++) {
-        int64_t shape[2] = {out_each, in};
-        st = src->read(src, names[i], 2, shape, w + (size_t)i * each, err);
-    }
-    if (st == DT_OK) st = m->be->ops->linear_create(m->be, w, NULL, in, n * out_each, DT_ACT_NONE, m_hint, m->be->cfg.compute, lin, err);
-    free(w);
-    return st;
+    const char *pp[3] = {names[0], names[1], names[2]};
+    dt_linear_spec spec = {pp, n, in, out_each, 0, DT_ACT_NONE, m_hint, m->be->cfg.compute};
+    return dt_load_linear(m->be, src, &spec, lin, err);
 }
 
 static dt_status load_vec(dt_weight_source *src, const char *name, int n, float **out, dt_err *err)
 {
-    int64_t shape[1] = {n};
-    *out = malloc((size_t)n * sizeof(float));
-    if (!*out) return dt_fail(err, DT_ENOMEM, "out of memory loading %s", name);
-    return src->read(src, name, 1, shape, *out, err);
+    return dt_load_param(src, name, 1, (int64_t[]){n}, out, err);
 }
 
 static dt_status load_block(t5_model *m, dt_weight_source *src, int i, int hint, dt_err *err)
@@ -130,15 +119,15 @@ static dt_status load_block(t5_model *m, dt_weight_source *src, int i, int hint,
 #define NAME(k, fmt) snprintf(n[k], sizeof n[k], "encoder.block.%d." fmt, i)
     NAME(0, "layer.0.layer_norm.weight");
     DT_TRY(load_vec(src, n[0], C, &b->ln0, err));
-    NAME(0, "layer.0.SelfAttention.q.weight"); NAME(1, "layer.0.SelfAttention.k.weight"); NAME(2, "layer.0.SelfAttention.v.weight");
+    NAME(0, "layer.0.SelfAttention.q"); NAME(1, "layer.0.SelfAttention.k"); NAME(2, "layer.0.SelfAttention.v");
     DT_TRY(load_linear(m, src, n, 3, C, I, hint, &b->qkv, err));
-    NAME(0, "layer.0.SelfAttention.o.weight");
+    NAME(0, "layer.0.SelfAttention.o");
     DT_TRY(load_linear(m, src, n, 1, I, C, hint, &b->o, err));
     NAME(0, "layer.1.layer_norm.weight");
     DT_TRY(load_vec(src, n[0], C, &b->ln1, err));
-    NAME(0, "layer.1.DenseReluDense.wi_0.weight"); NAME(1, "layer.1.DenseReluDense.wi_1.weight");
+    NAME(0, "layer.1.DenseReluDense.wi_0"); NAME(1, "layer.1.DenseReluDense.wi_1");
     DT_TRY(load_linear(m, src, n, 2, C, c->d_ff, hint, &b->wi, err));
-    NAME(0, "layer.1.DenseReluDense.wo.weight");
+    NAME(0, "layer.1.DenseReluDense.wo");
     DT_TRY(load_linear(m, src, n, 1, c->d_ff, C, hint, &b->wo, err));
 #undef NAME
     return DT_OK;

@@ -1,7 +1,8 @@
 /* The VAE decoder of diffusers' AutoencoderKL: post_quant_conv + Decoder (conv_in, mid block
  * of resnet / single-head attention / resnet, UpDecoderBlock2D blocks with nearest-2x
  * upsamplers, GroupNorm + SiLU + conv_out), matching diffusers 0.30.3 in f32 and, with a
- * bf16 backend, with bf16 convolution/linear/attention inputs (norms and sums stay f32).
+ * bf16 backend, with bf16 convolution/linear/attention inputs (norms, sums and the two
+ * latent-side convs stay f32).
  *
  * The API is NCHW as diffusers' is; inside, activations are NHWC (convolutions, GroupNorm
  * and the attention's token rows all want channels innermost), converted at the boundary.

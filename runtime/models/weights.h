@@ -4,6 +4,7 @@
 #ifndef DT_WEIGHTS_H
 #define DT_WEIGHTS_H
 #include "safetensors.h"
+#include "../../kernels/backend.h"
 
 typedef struct dt_weight_source {
     /* Fills dst (product of shape floats) or fails naming the tensor. */
@@ -13,6 +14,13 @@ typedef struct dt_weight_source {
     uint64_t rng;             /* random source state */
     float scale;              /* random source: uniform in [-scale, scale] */
     size_t file_bytes;        /* bytes read so far in the file's dtype */
+    /* Optional: builds the linear layer `name` (its weight prefix, e.g.
+     * "transformer_blocks.3.attn1.to_q" — the first of a fused group) instead of the backend's
+     * float linear; a quantization plan substitutes int8 layers this way. NULL: float. */
+    dt_status (*make_linear)(struct dt_weight_source *s, dt_backend *be, const char *name, const float *w,
+                             const float *b, int in, int out, dt_act act, int m_hint, dt_dtype dt,
+                             dt_linear **lin, dt_err *err);
+    void *user; /* for make_linear */
 } dt_weight_source;
 
 dt_weight_source dt_weights_from_file(const dt_safetensors *st);
