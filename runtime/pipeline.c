@@ -7,7 +7,7 @@
 #include "models/pixart.h"
 #include "models/t5.h"
 #include "models/vae.h"
-#include "text/caption.h"
+#include "prompt.h"
 #include "text/tokenizer.h"
 #include "../kernels/backend.h"
 #include "../schedulers/scheduler.h"
@@ -198,59 +198,18 @@ dt_status dt_pipeline_check(dt_pipeline *p, const dt_gen_request *r, dt_err *err
 
 /* ---- text ---- */
 
-/* Tokenizes `text` (after the pipeline's caption preprocessing) into one row. */
-static dt_status tokenize(dt_pipeline *p, const char *text, int clean, int max_len, int32_t *ids, float *mask,
-                          int *truncated, dt_err *err)
-{
-    char *t = NULL;
-    DT_TRY(dt_caption_preprocess(text, clean, &t, err));
-    dt_status s = dt_tokenizer_encode(p->tok, t, max_len, ids, mask, NULL, truncated, err);
-    free(t);
-    return s;
-}
-
-/* embeds [rows*batch, max_len, D] and masks, rows ordered [negative x batch, prompt x batch]
- * (diffusers repeats each prompt num_images_per_prompt times, then cats [neg, pos]). */
 static dt_status encode_text(dt_pipeline *p, const dt_gen_request *r, const plan *pl, float **embeds,
                              float **masks, int *rows_out, dt_gen_result *res, dt_err *err)
 {
-    int rows = pl->cfg_on ? 2 : 1, N = pl->max_len;
-    int32_t *ids = malloc((size_t)rows * N * sizeof *ids);
-    float *mask = malloc((size_t)rows * N * sizeof *mask);
-    dt_status s = ids && mask ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
-    int row = 0;
-    if (s == DT_OK && pl->cfg_on)
-        s = tokenize(p, r->negative_prompt ? r->negative_prompt : "", r->clean_caption, N, ids, mask, &res->negative_truncated, err), row = 1;
-    if (s == DT_OK) s = tokenize(p, r->prompt, r->clean_caption, N, ids + (size_t)row * N, mask + (size_t)row * N, &res->prompt_truncated, err);
-    t5_model *t5 = p->t5;
-    if (s == DT_OK && !t5) s = t5_load(p->text_be, p->text_dir, &t5, err);
-    int D = t5 ? t5_get_config(t5)->d_model : 0;
-    float *e = NULL;
-    if (s == DT_OK && D != pixart_get_config(p->tr)->caption_channels)
-        s = dt_fail(err, DT_EFORMAT, "%s: text encoder d_model %d differs from the transformer's caption_channels %d",
-                    p->text_dir, D, pixart_get_config(p->tr)->caption_channels);
-    if (s == DT_OK && !(e = malloc((size_t)rows * N * D * sizeof(float)))) s = dt_fail(err, DT_ENOMEM, "out of memory");
-    if (s == DT_OK) {
-        dt_arena_reset(&p->arena);
-        s = t5_encode(t5, ids, mask, rows, N, &p->arena, e, err);
-    }
-    if (t5 != p->t5) t5_free(t5); /* free the encoder before sampling */
-    int B = r->batch;
-    float *E = NULL, *M = NULL;
-    if (s == DT_OK) {
-        E = malloc((size_t)rows * B * N * D * sizeof(float));
-        M = malloc((size_t)rows * B * N * sizeof(float));
-        if (!E || !M) s = dt_fail(err, DT_ENOMEM, "out of memory");
-    }
-    for (int i = 0; s == DT_OK && i < rows * B; i++) {
-        memcpy(E + (size_t)i * N * D, e + (size_t)(i / B) * N * D, (size_t)N * D * sizeof(float));
-        memcpy(M + (size_t)i * N, mask + (size_t)(i / B) * N, (size_t)N * sizeof(float));
-    }
-    free(ids); free(mask); free(e);
-    if (s != DT_OK) { free(E); free(M); return s; }
-    *embeds = E;
-    *masks = M;
-    *rows_out = rows * B;
+    dt_prompt_encoder enc = {p->tok, p->text_dir, p->text_be, p->t5, pixart_get_config(p->tr)->caption_channels};
+    dt_prompt_request pr = {r->prompt, r->negative_prompt, pl->cfg_on, r->clean_caption, pl->max_len, r->batch};
+    dt_prompt_result out;
+    DT_TRY(dt_encode_prompts(&enc, &pr, &p->arena, &out, err));
+    *embeds = out.embeds;
+    *masks = out.masks;
+    *rows_out = out.rows;
+    res->prompt_truncated = out.prompt_truncated;
+    res->negative_truncated = out.negative_truncated;
     return DT_OK;
 }
 
