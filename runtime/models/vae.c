@@ -3,6 +3,7 @@
  * UNetMidBlock2D / UpDecoderBlock2D, resnet.py ResnetBlock2D, upsampling.py Upsample2D,
  * attention_processor.py Attention with group_norm and residual_connection). */
 #include "vae.h"
+#include "layers.h"
 #include "json.h"
 #include <math.h>
 #include <stdint.h>
@@ -174,13 +175,10 @@ static dt_status load_norm(dt_weight_source *src, const char *prefix, int C, vae
     char name[256];
     int64_t s[1] = {C};
     n->C = C;
-    n->gamma = malloc((size_t)C * sizeof(float));
-    n->beta = malloc((size_t)C * sizeof(float));
-    if (!n->gamma || !n->beta) return dt_fail(err, DT_ENOMEM, "out of memory loading %s", prefix);
     snprintf(name, sizeof name, "%s.weight", prefix);
-    DT_TRY(src->read(src, name, 1, s, n->gamma, err));
+    DT_TRY(dt_load_param(src, name, 1, s, &n->gamma, err));
     snprintf(name, sizeof name, "%s.bias", prefix);
-    return src->read(src, name, 1, s, n->beta, err);
+    return dt_load_param(src, name, 1, s, &n->beta, err);
 }
 
 static dt_status load_resnet(vae_model *m, dt_weight_source *src, const char *prefix, int cin, int cout,
@@ -202,21 +200,9 @@ static dt_status load_resnet(vae_model *m, dt_weight_source *src, const char *pr
 static dt_status load_linear(vae_model *m, dt_weight_source *src, const char *const *prefixes, int n, int C,
                              dt_linear **lin, dt_err *err)
 {
-    float *w = malloc((size_t)n * C * C * sizeof(float)), *b = malloc((size_t)n * C * sizeof(float));
-    dt_status st = (w && b) ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory loading %s", prefixes[0]);
-    char name[256];
-    int64_t ws[2] = {C, C}, bs[1] = {C};
-    for (int i = 0; i < n && st == DT_OK; i++) {
-        snprintf(name, sizeof name, "%s.weight", prefixes[i]);
-        st = src->read(src, name, 2, ws, w + (size_t)i * C * C, err);
-        snprintf(name, sizeof name, "%s.bias", prefixes[i]);
-        if (st == DT_OK) st = src->read(src, name, 1, bs, b + (size_t)i * C, err);
-    }
     /* row hint: a 64x64 latent, the usual 512 px decode */
-    if (st == DT_OK) st = m->be->ops->linear_create(m->be, w, b, C, n * C, DT_ACT_NONE, 4096, m->be->cfg.compute, lin, err);
-    free(w);
-    free(b);
-    return st;
+    dt_linear_spec spec = {prefixes, n, C, C, 1, DT_ACT_NONE, 4096, m->be->cfg.compute};
+    return dt_load_linear(m->be, src, &spec, lin, err);
 }
 
 static dt_status load_mid(vae_model *m, dt_weight_source *src, dt_err *err)
