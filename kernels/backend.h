@@ -28,6 +28,7 @@ typedef struct {
 typedef struct dt_backend dt_backend;
 typedef struct dt_linear dt_linear;
 typedef struct dt_conv2d dt_conv2d;
+typedef struct dt_qweights dt_qweights; /* kernels/quant.h */
 
 typedef struct {
     /* y[M,out] = act(x[M,in] · Wᵀ + b); W is torch layout [out, in] f32, b may be NULL.
@@ -87,6 +88,22 @@ typedef struct {
     /* y[M,F] = act(x[M, 0:F]) · x[M, F:2F] (gated FFN over the fused [wi_0 | wi_1] output);
      * x contiguous f32 [M, 2F], y contiguous f32 [M, F]. */
     dt_status (*gated_act)(dt_backend *be, dt_act act, const dt_tensor *x, dt_tensor *y, dt_err *err);
+
+    /* ---- DiTFastAttn attention plans (runtime/fastattn.c) ---- */
+    /* Banded self-attention: out[b,i] = Σ_j softmax_j(q_i·k_j·scale)·v_j over |i − j| <= window
+     * only (a 1-D band in token order; window >= N−1 is full attention). q, k, v, out as in
+     * `attention` with Nq == Nk; scale > 0. Work ∝ N·(2·window+1)·d per head. */
+    dt_status (*window_attention)(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
+                                  int heads, float scale, int window, dt_tensor *out, dt_err *err);
+    /* ---- Quantized linear layers (kernels/cpu/qlinear.c; ViDiT-Q W8A8 / W4A8, see kernels/quant.h) ---- */
+    /* A dt_linear over prequantized weights, run by linear_forward/linear_destroy like any other:
+     * each row of x is balanced/rotated and quantized to int8 per call, the GEMM is int8 with
+     * int32 accumulation, y = act(acc·ascale[m]·wscale[n] + b) in f32. b [out] or NULL (copied). */
+    dt_status (*qlinear_create)(dt_backend *be, const dt_qweights *qw, const float *b, dt_act act, int m_hint,
+                                dt_linear **lin, dt_err *err);
+    /* Calibration: wraps `inner` (owned from then on) so each forward first folds max_m |x[m,j]|
+     * into amax[j] (the caller's buffer of `in` floats). */
+    dt_status (*linear_observe)(dt_backend *be, dt_linear *inner, int in, float *amax, dt_linear **lin, dt_err *err);
 } dt_backend_ops;
 
 struct dt_backend {

@@ -8,6 +8,8 @@
 #include "models/t5.h"
 #include "models/vae.h"
 #include "prompt.h"
+#include "quantize.h"
+#include "fastattn.h"
 #include "text/tokenizer.h"
 #include "../kernels/backend.h"
 #include "../schedulers/scheduler.h"
@@ -77,7 +79,7 @@ static dt_status load_parts(dt_pipeline *p, dt_err *err)
     DT_TRY(dt_tokenizer_load(dir, &p->tok, err));
     DT_TRY(dt_model_component_dir(m, "text_encoder", p->text_dir, sizeof p->text_dir, err));
     DT_TRY(dt_model_component_dir(m, "transformer", dir, sizeof dir, err));
-    DT_TRY(pixart_load(p->be, dir, &p->tr, err));
+    DT_TRY(p->cfg.quant ? dt_quant_load_pixart(p->be, dir, p->cfg.quant, &p->tr, err) : pixart_load(p->be, dir, &p->tr, err));
     DT_TRY(dt_model_component_dir(m, "vae", dir, sizeof dir, err));
     DT_TRY(vae_load(p->be, dir, &p->vae, err));
     const pixart_config *tc = pixart_get_config(p->tr);
@@ -85,7 +87,10 @@ static dt_status load_parts(dt_pipeline *p, dt_err *err)
         return dt_fail(err, DT_EFORMAT, "%s: transformer in_channels %d differs from the VAE's latent_channels %d", m,
                        tc->in_channels, vae_get_config(p->vae)->latent_channels);
     DT_TRY(dt_model_component_dir(m, "scheduler", dir, sizeof dir, err));
-    DT_TRY(dt_scheduler_load(dir, &p->sched, err));
+    if (p->cfg.solver_schedule)
+        DT_TRY(dt_scheduler_load_usf(dir, p->cfg.solver_schedule, p->cfg.solver_statistics, &p->sched, err));
+    else
+        DT_TRY(dt_scheduler_load_as(dir, p->cfg.solver, p->cfg.karras, &p->sched, err));
     if (p->cfg.keep_text_encoder) DT_TRY(t5_load(p->text_be, p->text_dir, &p->t5, err));
     return DT_OK;
 }
@@ -267,7 +272,9 @@ static dt_status sample_loop(sampler *sp, dt_err *err)
         in.resolution = res;
         in.aspect_ratio = ar;
     }
-    dt_status s = DT_OK;
+    dt_fastattn *fa = NULL; /* DiTFastAttn plan runtime */
+    dt_status s = dt_fastattn_begin(sp->r->attn_plan, pixart_get_config(p->tr)->num_layers, steps, sp->pl->cfg_on, &fa, err);
+    if (fa) pixart_set_attn_hook(p->tr, dt_fastattn_hook(fa));
     for (int i = 0; i < steps && s == DT_OK; i++) {
         double t0 = now();
         for (int k = 0; k < sp->rows; k++) {
@@ -276,7 +283,12 @@ static dt_status sample_loop(sampler *sp, dt_err *err)
         }
         dt_scheduler_scale_model_input(p->sched, sp->model_in, (size_t)sp->rows * n / sp->B);
         dt_arena_reset(&p->arena);
-        s = pixart_forward(p->tr, &in, &p->arena, &tout, err);
+        if (fa) s = dt_fastattn_set_step(fa, i, err);
+        if (s == DT_OK && sp->r->step_hook) {
+            s = sp->r->step_hook(sp->r->step_hook_user, i, p->tr, &in, &p->arena, err);
+            dt_arena_reset(&p->arena);
+        }
+        if (s == DT_OK) s = pixart_forward(p->tr, &in, &p->arena, &tout, err);
         if (s != DT_OK) break;
         guide(sp);
         s = dt_scheduler_step(p->sched, sp->guided, sp->latents, sp->latents, n, err);
@@ -284,6 +296,8 @@ static dt_status sample_loop(sampler *sp, dt_err *err)
                            (sp->r->cancel && *sp->r->cancel)))
             s = dt_fail(err, DITRT_ECANCELLED, "cancelled after step %d of %d", i + 1, steps);
     }
+    if (fa) pixart_set_attn_hook(p->tr, NULL);
+    dt_fastattn_free(fa);
     free(res);
     free(ar);
     return s;
@@ -348,11 +362,17 @@ dt_status dt_pipeline_generate(dt_pipeline *p, const dt_gen_request *r, dt_gen_r
         dt_rng g;
         dt_rng_init(&g, r->seed, DT_RNG_VECTOR);
         dt_rng_randn(&g, sp.latents, n);
+        /* stochastic solvers draw their step noise from the same generator, after the latents;
+         * init_noise_sigma depends on the schedule, so set it first (diffusers does too) */
+        dt_scheduler_set_generator(p->sched, &g);
+        dt_scheduler_set_eta(p->sched, r->eta);
+        s = dt_scheduler_set_timesteps(p->sched, r->steps, err);
         float sigma = (float)dt_scheduler_init_noise_sigma(p->sched);
         if (sigma != 1.0f)
             for (size_t i = 0; i < n; i++) sp.latents[i] *= sigma;
         t0 = now();
-        s = sample_loop(&sp, err);
+        if (s == DT_OK) s = sample_loop(&sp, err);
+        dt_scheduler_set_generator(p->sched, NULL); /* g goes out of scope */
         res->seconds_sampling = now() - t0;
     }
     if (s == DT_OK) {

@@ -17,8 +17,15 @@ typedef struct {
     dt_dtype text_dtype; /* T5 */
     int threads;         /* 0: all cores */
     int keep_text_encoder;
+    const char *solver;  /* scheduler class to use with the folder's config (NULL: the folder's) */
+    int karras;          /* use_karras_sigmas=True (solvers that have it) */
+    const char *solver_schedule;   /* USF per-step schedule JSON (schedulers/usf.c) or NULL; fixes the steps */
+    const char *solver_statistics; /* DPM-Solver-v3 statistics for it, or NULL */
+    struct dt_quantizer *quant; /* transformer linears through this quantizer (runtime/quantize.h): calibration or a plan; NULL: float */
 } dt_pipeline_config;
 
+struct pixart_model;
+struct dt_attn_plan;
 typedef int (*dt_progress_fn)(int step, int steps, double seconds, void *user);
 
 typedef struct {
@@ -31,6 +38,13 @@ typedef struct {
     dt_progress_fn progress; /* may be NULL; non-zero return cancels */
     void *progress_user;
     const volatile int *cancel; /* polled between steps; may be NULL */
+    const struct dt_attn_plan *attn_plan; /* DiTFastAttn plan (runtime/fastattn.h) or NULL; borrowed */
+    /* Attention-plan calibration: when set, called before each step's transformer forward
+     * with the model, that forward's inputs (const pixart_inputs *) and the step arena
+     * (dt_arena *, reset again afterwards). */
+    dt_status (*step_hook)(void *user, int step, struct pixart_model *tr, const void *inputs, void *arena, dt_err *err);
+    void *step_hook_user;
+    float eta;  /* DDIM's eta (noise from the seed's generator); other solvers ignore it */
 } dt_gen_request;
 
 typedef struct {

@@ -3,8 +3,10 @@
  * linspace/leading/trailing spacing, final sigma zero or sigma_min, lower_order_final and
  * euler_at_final, lambda_min_clipped, rescale_betas_zero_snr.
  *
- * Not implemented (fail at load, naming the field): thresholding, use_karras_sigmas,
- * use_lu_lambdas, the SDE variants. variance_type "learned"/"learned_range" is accepted: the
+ * use_karras_sigmas (Karras sigmas between the training extremes, timesteps rounded from them).
+ *
+ * Not implemented (fail at load, naming the field): thresholding, use_lu_lambdas, the SDE
+ * variants. variance_type "learned"/"learned_range" is accepted: the
  * caller passes only the predicted-noise half of the model's channels (as the PixArt
  * pipeline does before calling step).
  *
@@ -26,7 +28,7 @@ enum { SPACING_LINSPACE, SPACING_LEADING, SPACING_TRAILING };
 
 typedef struct {
     int order, plus_plus, heun, pred, spacing, steps_offset;
-    int lower_order_final, euler_at_final, final_sigma_zero;
+    int lower_order_final, euler_at_final, final_sigma_zero, karras;
     double lambda_min_clipped;
     int num_train;
     float *alphas_cumprod;
@@ -85,7 +87,7 @@ static dt_status read_solver(dpm *d, const cJSON *cfg, const char *path, dt_err 
     DT_TRY(dt_json_int(cfg, path, "steps_offset", 1, 0, &d->steps_offset, err));
     DT_TRY(dt_json_num(cfg, path, "lambda_min_clipped", 1, -INFINITY, &d->lambda_min_clipped, err));
     DT_TRY(require_false(cfg, path, "thresholding", err));
-    DT_TRY(require_false(cfg, path, "use_karras_sigmas", err));
+    DT_TRY(dt_json_bool(cfg, path, "use_karras_sigmas", 0, &d->karras, err));
     DT_TRY(require_false(cfg, path, "use_lu_lambdas", err));
     return DT_OK;
 }
@@ -170,6 +172,28 @@ static dt_status make_timesteps(const dpm *d, int steps, int64_t *ts, int *count
     return DT_OK;
 }
 
+/* use_karras_sigmas: Karras sigmas from the training sigmas' extremes, timesteps rounded
+ * from their position in log sigma (numpy float64, sigmas cast to f32). */
+static dt_status karras_schedule(const dpm *d, int steps, int64_t *ts, double *tsd, float *sig, const char *path, dt_err *err)
+{
+    float *tsig, *log_sig;
+    double *k = malloc((size_t)steps * sizeof *k);
+    if (!k) return dt_fail(err, DT_ENOMEM, "%s: out of memory", path);
+    dt_status st = dt_train_sigmas_alloc(d->alphas_cumprod, d->num_train, path, &tsig, &log_sig, err);
+    if (st == DT_OK) {
+        dt_karras_sigmas(tsig[0], tsig[d->num_train - 1], steps, k);
+        for (int i = 0; i < steps; i++) {
+            tsd[i] = nearbyint(dt_sigma_to_t(k[i], log_sig, d->num_train));
+            ts[i] = (int64_t)tsd[i];
+            sig[i] = (float)k[i];
+        }
+        free(tsig);
+        free(log_sig);
+    }
+    free(k);
+    return st;
+}
+
 static dt_status dpm_set_timesteps(dt_scheduler *s, int steps, dt_err *err)
 {
     dpm *d = s->impl;
@@ -190,6 +214,11 @@ static dt_status dpm_set_timesteps(dt_scheduler *s, int steps, dt_err *err)
     for (int i = 0; i < count; i++) {
         tsd[i] = (double)ts[i];
         sig[i] = train_sigma(d, ts[i]);
+    }
+    if (d->karras) {
+        dt_status ks = karras_schedule(d, steps, ts, tsd, sig, s->path, err);
+        if (ks != DT_OK) { free(ts); free(tsd); free(sig); return ks; }
+        count = steps;
     }
     sig[count] = d->final_sigma_zero ? 0.0f : train_sigma(d, 0);
     /* diffusers starts at the second occurrence of timesteps[0] when it repeats (index_for_timestep) */
@@ -372,6 +401,7 @@ static dt_status dpm_step(dt_scheduler *s, const float *mo, const float *x, floa
 
 const dt_solver_ops dt_dpmsolver_multistep_ops = {
     .class_name = "DPMSolverMultistepScheduler",
+    .karras = 1,
     .create = dpm_create,
     .set_timesteps = dpm_set_timesteps,
     .step = dpm_step,

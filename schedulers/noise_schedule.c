@@ -59,15 +59,21 @@ int64_t dt_np_arange(double start, double stop, double step, double *out)
 
 dt_status dt_beta_config_read(const cJSON *cfg, const char *path, dt_beta_config *c, float **trained, dt_err *err)
 {
+    return dt_beta_config_read_dflt(cfg, path, c, trained, 0.0001, 0.02, "linear", err);
+}
+
+dt_status dt_beta_config_read_dflt(const cJSON *cfg, const char *path, dt_beta_config *c, float **trained,
+                                   double start, double end, const char *schedule, dt_err *err)
+{
     *c = (dt_beta_config){0};
     *trained = NULL;
     DT_TRY(dt_json_int(cfg, path, "num_train_timesteps", 1, 1000, &c->num_train_timesteps, err));
     if (c->num_train_timesteps < 2 || c->num_train_timesteps > 1000000)
         return dt_fail(err, DT_EFORMAT, "%s: field \"num_train_timesteps\" must be in [2, 1000000], got %d",
                        path, c->num_train_timesteps);
-    DT_TRY(dt_json_num(cfg, path, "beta_start", 1, 0.0001, &c->beta_start, err));
-    DT_TRY(dt_json_num(cfg, path, "beta_end", 1, 0.02, &c->beta_end, err));
-    DT_TRY(dt_json_str(cfg, path, "beta_schedule", "linear", c->beta_schedule, sizeof c->beta_schedule, err));
+    DT_TRY(dt_json_num(cfg, path, "beta_start", 1, start, &c->beta_start, err));
+    DT_TRY(dt_json_num(cfg, path, "beta_end", 1, end, &c->beta_end, err));
+    DT_TRY(dt_json_str(cfg, path, "beta_schedule", schedule, c->beta_schedule, sizeof c->beta_schedule, err));
     DT_TRY(dt_json_bool(cfg, path, "rescale_betas_zero_snr", 0, &c->rescale_betas_zero_snr, err));
     const cJSON *tb = cJSON_GetObjectItemCaseSensitive(cfg, "trained_betas");
     if (tb && !cJSON_IsNull(tb)) {
@@ -152,4 +158,13 @@ dt_status dt_alphas_cumprod(const dt_beta_config *c, const char *path, float *ac
     if (c->rescale_betas_zero_snr) ac[n - 1] = 0x1p-24f;
     free(betas);
     return DT_OK;
+}
+
+dt_status dt_alphas_cumprod_alloc(const dt_beta_config *c, const char *path, float **out, dt_err *err)
+{
+    *out = malloc((size_t)c->num_train_timesteps * sizeof **out);
+    if (!*out) return dt_fail(err, DT_ENOMEM, "%s: out of memory", path);
+    dt_status st = dt_alphas_cumprod(c, path, *out, err);
+    if (st != DT_OK) { free(*out); *out = NULL; }
+    return st;
 }

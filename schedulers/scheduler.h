@@ -22,10 +22,27 @@
 #define DT_SCHEDULER_H
 #include <stddef.h>
 #include "error.h"
+#include "rng.h"
 
 typedef struct dt_scheduler dt_scheduler;
 
 dt_status dt_scheduler_load(const char *dir, dt_scheduler **out, dt_err *err);
+/* As diffusers' Solver.from_config(folder config[, use_karras_sigmas=True]): solver (a class
+ * name, NULL for the folder's own) reads the folder's betas/timestep options it knows and its
+ * own defaults for the rest; karras fails for a solver without use_karras_sigmas. */
+dt_status dt_scheduler_load_as(const char *dir, const char *solver, int karras, dt_scheduler **out, dt_err *err);
+/* The USF interpreter (schedulers/usf.c) running the per-step schedule JSON `schedule` over
+ * the folder's noise schedule and prediction type; statistics: a DPM-Solver-v3 statistics
+ * file or NULL. dt_scheduler_class gives "USF"; set_timesteps ignores its step count. */
+dt_status dt_scheduler_load_usf(const char *dir, const char *schedule, const char *statistics, dt_scheduler **out,
+                                dt_err *err);
+/* The registered solver classes, i in [0, count). */
+int dt_scheduler_solver_count(void);
+const char *dt_scheduler_solver_name(int i);
+/* Its short command-line name (dpm++2m, euler_a, ...). */
+const char *dt_scheduler_solver_alias(int i);
+/* The class name for a class name or a short name (case-insensitive), or NULL. */
+const char *dt_scheduler_resolve_name(const char *name);
 void dt_scheduler_free(dt_scheduler *s);
 /* The diffusers class name, e.g. "DPMSolverMultistepScheduler". */
 const char *dt_scheduler_class(const dt_scheduler *s);
@@ -47,5 +64,15 @@ void dt_scheduler_scale_model_input(const dt_scheduler *s, float *x, size_t n);
  * often than there are timesteps or with a different n than earlier steps. */
 dt_status dt_scheduler_step(dt_scheduler *s, const float *model_output, const float *sample,
                             float *prev_sample, size_t n, dt_err *err);
+
+/* The pipeline's generator (runtime/rng.h), from which stochastic steps (DDIM with eta > 0,
+ * EulerAncestral, LCM) draw randn_tensor(model_output.shape, generator) noise, in call order.
+ * Not owned; NULL (the default) makes such a step fail. */
+void dt_scheduler_set_generator(dt_scheduler *s, dt_rng *gen);
+/* DDIM's eta (0, the default: deterministic); ignored by the other solvers as by diffusers'
+ * pipelines, which pass eta only to a step that takes it. */
+void dt_scheduler_set_eta(dt_scheduler *s, double eta);
+/* Whether step may draw from the generator. */
+int dt_scheduler_is_stochastic(const dt_scheduler *s);
 
 #endif

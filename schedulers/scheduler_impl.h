@@ -5,9 +5,12 @@
 #include <stdint.h>
 #include <cjson/cJSON.h>
 #include "scheduler.h"
+#include "rng.h"
 
 typedef struct {
     const char *class_name;
+    int karras;     /* reads use_karras_sigmas */
+    int stochastic; /* draws noise in step (needs dt_scheduler_set_generator) */
     /* Reads the config (path names the file in messages) into s->impl. */
     dt_status (*create)(dt_scheduler *s, const cJSON *cfg, const char *path, dt_err *err);
     /* Fills s->timesteps / s->num_steps (and s->sigmas if it has them); resets history. */
@@ -27,9 +30,14 @@ struct dt_scheduler {
     int num_steps;     /* 0 until set_timesteps */
     int step_index;
     double init_noise_sigma;
+    dt_rng *gen;       /* the pipeline's generator for stochastic steps, or NULL (not owned) */
+    double eta;        /* DDIM's step(eta=...) */
 };
 
 extern const dt_solver_ops dt_dpmsolver_multistep_ops;
+extern const dt_solver_ops dt_ddim_ops, dt_euler_ops, dt_euler_ancestral_ops, dt_heun_ops;
+extern const dt_solver_ops dt_unipc_ops, dt_dpmsolver_singlestep_ops, dt_lcm_ops, dt_flow_match_euler_ops;
+extern const dt_solver_ops dt_usf_ops; /* loaded with a schedule file (dt_scheduler_load_usf) */
 
 /* Parses a diffusers config file, accepting Python's bare Infinity/-Infinity/NaN. */
 dt_status dt_scheduler_config_load(const char *path, cJSON **out, dt_err *err);
@@ -56,5 +64,49 @@ void dt_torch_linspace_f32(float start, float end, int64_t n, float *out);
 void dt_np_linspace(double start, double stop, int64_t num, double *out);
 /* numpy.arange(start, stop, step) (float64): count, and the values when out != NULL. */
 int64_t dt_np_arange(double start, double stop, double step, double *out);
+
+/* Same, with the class's own defaults for beta_start / beta_end / beta_schedule. */
+dt_status dt_beta_config_read_dflt(const cJSON *cfg, const char *path, dt_beta_config *c, float **trained,
+                                   double start, double end, const char *schedule, dt_err *err);
+/* A malloc'd alphas_cumprod from the config's betas (the scheduler's __init__). */
+dt_status dt_alphas_cumprod_alloc(const dt_beta_config *c, const char *path, float **out, dt_err *err);
+
+/* ---- shared solver building blocks (schedulers/solver_common.c) ---- */
+
+enum { DT_PRED_EPSILON, DT_PRED_SAMPLE, DT_PRED_V };
+enum { DT_SPACING_LINSPACE, DT_SPACING_LEADING, DT_SPACING_TRAILING };
+
+/* A string field that must be one of names[]: its index, or an error listing the choices. */
+dt_status dt_cfg_choice(const cJSON *cfg, const char *path, const char *field, const char *dflt,
+                        const char *const *names, int count, int *out, dt_err *err);
+/* A boolean field the solver implements only as false. */
+dt_status dt_cfg_require_false(const cJSON *cfg, const char *path, const char *field, dt_err *err);
+/* prediction_type (epsilon, sample, v_prediction) and timestep_spacing (linspace, leading, trailing). */
+dt_status dt_cfg_pred(const cJSON *cfg, const char *path, int *pred, dt_err *err);
+dt_status dt_cfg_spacing(const cJSON *cfg, const char *path, const char *dflt, int *spacing, dt_err *err);
+
+/* sqrt((1 - ac) / ac) in f32, as torch computes the training sigmas (t clamped to the table). */
+float dt_train_sigma(const float *ac, int n, int64_t t);
+/* np.interp(x, arange(n), fp) in float64. */
+double dt_np_interp(double x, const float *fp, int n);
+/* _convert_to_karras (rho 7) into out[n], float64. */
+void dt_karras_sigmas(double sigma_min, double sigma_max, int n, double *out);
+/* _sigma_to_t against log_sigmas (np.log of the f32 training sigmas, f32). */
+double dt_sigma_to_t(double sigma, const float *log_sigmas, int n);
+/* The f32 training sigmas and their f32 logs (n values each, malloc'd; free both). */
+dt_status dt_train_sigmas_alloc(const float *ac, int n, const char *path, float **sig, float **log_sig, dt_err *err);
+/* The float timesteps of Euler/Heun-style set_timesteps (np.float32 values) into out (room for
+ * steps + 1); returns the count (trailing may give one more than steps) or -1. */
+int dt_float_timesteps(int spacing, int num_train, int steps, int steps_offset, double *out);
+/* Integer timesteps of the multistep kind (UniPC, DPM-Solver): linspace(0, last-1, steps+1)
+ * .round()[::-1][:-1], leading with ratio last // (steps+1), trailing. Returns the count or -1. */
+int dt_int_timesteps_multistep(int spacing, int num_train, int64_t last, int steps, int steps_offset, int64_t *out);
+/* Replaces s->timesteps / s->sigmas (taking ownership) and sets the step counter to the first
+ * step index as index_for_timestep picks it (the second occurrence of timesteps[0]). */
+void dt_sched_install(dt_scheduler *s, double *timesteps, float *sigmas, int count);
+/* Fills noise[n] from the generator (randn_tensor with generator), or fails naming the solver. */
+dt_status dt_sched_noise(dt_scheduler *s, float *noise, size_t n, dt_err *err);
+/* Grows *buf to hold n floats. */
+dt_status dt_sched_buf(float **buf, size_t *cap, size_t n, const char *path, dt_err *err);
 
 #endif

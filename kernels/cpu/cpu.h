@@ -65,4 +65,18 @@ dt_status cpu_blend_edge(dt_backend *be, const dt_tensor *a, dt_tensor *b, int a
 dt_status cpu_rms_norm(dt_backend *be, const dt_tensor *x, const float *w, float eps, dt_tensor *y, dt_err *err);
 dt_status cpu_gated_act(dt_backend *be, dt_act act, const dt_tensor *x, dt_tensor *y, dt_err *err);
 
+/* DiTFastAttn banded attention (window_attention.c) */
+dt_status cpu_window_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
+                               int heads, float scale, int window, dt_tensor *out, dt_err *err);
+
+/* Quantized and calibration linears (qlinear.c). Every CPU dt_linear struct starts with
+ * `int kind`; cpu_linear_forward/destroy hand the non-float kinds to qlinear.c. */
+#include "../quant.h"
+enum { CPU_LIN_FLOAT = 0, CPU_LIN_QUANT = 1, CPU_LIN_OBSERVE = 2 };
+dt_status cpu_qlinear_create(dt_backend *be, const dt_qweights *qw, const float *b, dt_act act, int m_hint,
+                             dt_linear **lin, dt_err *err);
+dt_status cpu_linear_observe(dt_backend *be, dt_linear *inner, int in, float *amax, dt_linear **lin, dt_err *err);
+dt_status cpu_qlinear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err);
+void cpu_qlinear_destroy(dt_linear *l);
+
 #endif

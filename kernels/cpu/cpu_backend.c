@@ -36,6 +36,11 @@ static const dt_backend_ops cpu_ops = {
     /* T5 text encoder */
     .rms_norm = cpu_rms_norm,
     .gated_act = cpu_gated_act,
+    /* DiTFastAttn */
+    .window_attention = cpu_window_attention,
+    /* quantized linears */
+    .qlinear_create = cpu_qlinear_create,
+    .linear_observe = cpu_linear_observe,
 };
 
 dt_status cpu_dnnl_fail(dt_err *err, dnnl_status_t st, const char *what)

@@ -8,6 +8,7 @@
 #define LIN_PRIMS 6
 
 struct dt_linear {
+    int kind; /* CPU_LIN_FLOAT (0); qlinear.c owns the other kinds */
     int in, out;
     dt_act act;
     dt_dtype dt;                 /* weight / source dtype */
@@ -150,6 +151,7 @@ static dt_status wrap(cpu_backend *cb, dnnl_primitive_t p, dnnl_query_t q, void 
 
 dt_status cpu_linear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err)
 {
+    if (l->kind != CPU_LIN_FLOAT) return cpu_qlinear_forward(be, l, x, y, err);
     cpu_backend *cb = (cpu_backend *)be;
     int64_t m = x->shape[0];
     if (x->ndim != 2 || y->ndim != 2 || x->shape[1] != l->in || y->shape[0] != m || y->shape[1] != l->out ||
@@ -188,6 +190,7 @@ dt_status cpu_linear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, d
 void cpu_linear_destroy(dt_linear *l)
 {
     if (!l) return;
+    if (l->kind != CPU_LIN_FLOAT) { cpu_qlinear_destroy(l); return; }
     for (int i = 0; i < l->nprims; i++) dnnl_primitive_destroy(l->prims[i].prim);
     free(l->w);
     free(l->bias);

@@ -240,3 +240,85 @@ void ref_gated_act(dt_act act, const float *x, int64_t M, int64_t F, float *y)
     for (int64_t m = 0; m < M; m++)
         for (int64_t f = 0; f < F; f++) y[m * F + f] = ref_act(act, x[m * 2 * F + f]) * x[m * 2 * F + F + f];
 }
+
+void ref_window_attention(const dt_tensor *q, const dt_tensor *k, const dt_tensor *v, int heads, float scale,
+                          int window, dt_tensor *out)
+{
+    int64_t B = q->shape[0], N = q->shape[1], d = q->shape[2] / heads;
+    double *s = malloc((size_t)(N ? N : 1) * sizeof *s);
+    for (int64_t b = 0; b < B; b++)
+        for (int h = 0; h < heads; h++)
+            for (int64_t i = 0; i < N; i++) {
+                int64_t lo = i - window < 0 ? 0 : i - window, hi = i + window >= N ? N - 1 : i + window;
+                double mx = -INFINITY, sum = 0;
+                for (int64_t j = lo; j <= hi; j++) {
+                    double acc = 0;
+                    for (int64_t c = 0; c < d; c++) acc += (double)AT3(q, b, i, h * d + c) * AT3(k, b, j, h * d + c);
+                    s[j] = acc * scale;
+                    if (s[j] > mx) mx = s[j];
+                }
+                for (int64_t j = lo; j <= hi; j++) sum += (s[j] = exp(s[j] - mx));
+                for (int64_t c = 0; c < d; c++) {
+                    double acc = 0;
+                    for (int64_t j = lo; j <= hi; j++) acc += s[j] * AT3(v, b, j, h * d + c);
+                    AT3(out, b, i, h * d + c) = (float)(acc / sum);
+                }
+            }
+    free(s);
+}
+
+static int ref_qweight(const dt_qweights *qw, int n, int j)
+{
+    if (qw->wbits == 8) return qw->q[(size_t)n * qw->in + j];
+    int v = ((const uint8_t *)qw->q)[(size_t)n * (qw->in / 2) + j / 2];
+    v = (j % 2) ? v >> 4 : v & 15;
+    return v >= 8 ? v - 16 : v;
+}
+
+/* One row: balanced, rotated (dense Hadamard, double), quantized; returns its scale. */
+static float ref_quantize_row(const float *x, const dt_qweights *qw, float *t, int8_t *q)
+{
+    int K = qw->in, blk = qw->signs ? qw->rot_block : 1;
+    for (int j = 0; j < K; j++) t[j] = qw->smooth ? x[j] * qw->smooth[j] : x[j];
+    if (qw->signs) {
+        double *u = malloc((size_t)K * sizeof(double));
+        for (int j = 0; j < K; j++) u[j] = (double)t[j] * qw->signs[j];
+        for (int i = 0; i < K; i++) {
+            int b0 = i / blk * blk;
+            double acc = 0;
+            for (int j = b0; j < b0 + blk; j++) acc += (__builtin_popcount((i - b0) & (j - b0)) & 1) ? -u[j] : u[j];
+            t[i] = (float)acc;
+        }
+        free(u);
+    }
+    float amax = 0;
+    for (int j = 0; j < K; j++) amax = fmaxf(amax, fabsf(t[j]));
+    float inv = amax > 0 ? 127.0f / amax : 0.0f;
+    for (int j = 0; j < K; j++) {
+        float v = nearbyintf(t[j] * inv);
+        q[j] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    }
+    return amax / (127.0f * sqrtf((float)blk));
+}
+
+void ref_qlinear(const float *x, int M, const dt_qweights *qw, const float *b, dt_act act, float *y, int8_t *qx,
+                 float *ascale)
+{
+    int K = qw->in, N = qw->out;
+    float *t = malloc((size_t)K * sizeof(float));
+    int8_t *q = malloc((size_t)K);
+    for (int m = 0; m < M; m++) {
+        float as = ref_quantize_row(x + (size_t)m * K, qw, t, q);
+        if (qx) for (int j = 0; j < K; j++) qx[(size_t)m * K + j] = q[j];
+        if (ascale) ascale[m] = as;
+        for (int n = 0; n < N; n++) {
+            int64_t acc = 0;
+            for (int j = 0; j < K; j++) acc += (int64_t)q[j] * ref_qweight(qw, n, j);
+            float v = (float)acc * as * qw->wscale[n];
+            if (b) v = v + b[n];
+            y[(size_t)m * N + n] = ref_act(act, v);
+        }
+    }
+    free(t);
+    free(q);
+}

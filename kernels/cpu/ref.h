@@ -25,5 +25,15 @@ void ref_blend_edge(const dt_tensor *a, dt_tensor *b, int axis, int extent);
 /* T5 text encoder ops */
 void ref_rms_norm(const float *x, int64_t M, int64_t C, const float *w, float eps, float *y);
 void ref_gated_act(dt_act act, const float *x, int64_t M, int64_t F, float *y);
+/* DiTFastAttn banded attention: keys |i - j| <= window only */
+void ref_window_attention(const dt_tensor *q, const dt_tensor *k, const dt_tensor *v, int heads, float scale,
+                          int window, dt_tensor *out);
+
+/* Quantized linear (kernels/quant.h): x·diag(smooth)·D·H quantized per row (the rotation as a
+ * dense Hadamard product in double), int64 dot products with the unpacked weights,
+ * y = act(acc·ascale[m]·wscale[n] + b). qx [M,K] / ascale [M] receive the codes (may be NULL). */
+#include "../quant.h"
+void ref_qlinear(const float *x, int M, const dt_qweights *qw, const float *b, dt_act act, float *y, int8_t *qx,
+                 float *ascale);
 
 #endif

@@ -9,14 +9,25 @@
 int cli_eval(int argc, char **argv);
 /* `ditrt eval <target>`: argv[0] is "eval", argv[1] the target; one file per target. */
 int cli_eval_transformer(int argc, char **argv);
+/* eval transformer on a Latte folder (eval_transformer_latte.c) */
+int cli_eval_transformer_latte(const char *dir, const char *in, const char *out, const char *dtype, int threads);
 int cli_eval_text_encoder(int argc, char **argv);
 int cli_eval_tokenizer(int argc, char **argv);
 int cli_eval_vae_decoder(int argc, char **argv);
 int cli_eval_noise(int argc, char **argv);
 int cli_info(int argc, char **argv);
+int cli_info_latte(const char *transformer_dir); /* info_latte.c */
 int cli_txt2img(int argc, char **argv);
+int cli_search_solver(int argc, char **argv);
+int cli_txt2vid(int argc, char **argv);
 int cli_bench(int argc, char **argv);
+/* bench transformer --arch latte-1 (bench_latte.c); cli_gemm_peak is cli_bench.c's GEMM floor probe */
+int cli_bench_latte(const char *dtype, int res, int frames, int threads, int iters, int layers);
+dt_status cli_gemm_peak(dt_backend *be, double *gflops, dt_err *err);
 int cli_compare(int argc, char **argv);
+/* compare for videos (cli_compare_video.c): .mp4/.webp, a frame folder or a %d pattern */
+int cli_is_video_path(const char *path);
+int cli_compare_video(const char *a, const char *b, const double *min_psnr, const double *min_ssim, const char *diff);
 
 /* Prints "ditrt: <msg>" and returns the exit code 1. */
 int cli_die(const dt_err *err);

@@ -1,6 +1,8 @@
 /* `ditrt bench transformer`: one CFG forward of a PixArt-XL-2-sized model with random
  * weights, against the GEMM floor measured in the same run. */
 #include "cli.h"
+#include "cli_fastattn.h"
+#include "cli_quant.h"
 #include "arena.h"
 #include "models/pixart.h"
 #include "models/t5.h"
@@ -12,6 +14,10 @@
 typedef struct {
     const char *arch, *dtype;
     int res, threads, iters, layers;
+    const char *plans[8]; /* DiTFastAttn plans (--attn-plan, repeatable) */
+    int nplans;
+    int frames;           /* latte-1: frames per video (0: video_length) */
+    const char *quant;    /* --quant w8a8|w4a8 (cli_quant.c), NULL: float */
 } bench_args;
 
 /* Peak throughput of the GEMM library for this dtype on the reference shape
@@ -40,6 +46,8 @@ static dt_status gemm_peak(dt_backend *be, double *gflops, dt_err *err)
     return s;
 }
 
+dt_status cli_gemm_peak(dt_backend *be, double *gflops, dt_err *err) { return gemm_peak(be, gflops, err); }
+
 static int run(const bench_args *a)
 {
     dt_err err = {0};
@@ -55,6 +63,9 @@ static int run(const bench_args *a)
     float t[2] = {999.0f, 999.0f};
     if (!hs || !ehs || !out || !mask) { fprintf(stderr, "ditrt: out of memory\n"); return 1; }
     dt_weight_source rnd = dt_weights_random(42, 0.02f);
+    dt_quantizer qz;
+    cli_quant_parse(a->quant, &qz); /* validated with the flags */
+    dt_quantizer_attach(&qz, &rnd);
     for (size_t i = 0; i < (size_t)B * 4 * H * W; i++) rnd.read(&rnd, "", 1, (int64_t[]){1}, &hs[i], &err);
     int64_t n_ehs = (int64_t)B * T * c.caption_channels;
     rnd.read(&rnd, "", 1, &n_ehs, ehs, &err);
@@ -70,6 +81,9 @@ static int run(const bench_args *a)
     dt_tensor ths = dt_tensor_view(hs, DT_F32, 4, hsh), tehs = dt_tensor_view(ehs, DT_F32, 3, esh),
               tout = dt_tensor_view(out, DT_F32, 4, osh);
     pixart_inputs in = {.hidden_states = &ths, .encoder_hidden_states = &tehs, .timestep = t, .encoder_attention_mask = mask};
+    /* PixArt-α at 1024 px conditions on (height, width) and the aspect ratio */
+    float cond_res[4] = {(float)a->res, (float)a->res, (float)a->res, (float)a->res}, cond_ar[2] = {1.0f, 1.0f};
+    if (c.use_additional_conditions) { in.resolution = cond_res; in.aspect_ratio = cond_ar; }
     double best = 1e30, total = 0;
     for (int r = 0; s == DT_OK && r <= a->iters; r++) { /* r == 0 is the warm-up */
         dt_arena_reset(&arena);
@@ -95,9 +109,13 @@ static int run(const bench_args *a)
                ru.ru_maxrss / 1024.0, wbytes / 1e6, arena.peak / 1e6, (wbytes + arena.peak) / 1e6,
                ru.ru_maxrss * 1024.0 / (wbytes + arena.peak));
     }
+    if (s == DT_OK) s = cli_bench_quant_report(be, &qz, &c, B, (H / 2) * (W / 2), T, best, peak, &err);
+    if (s == DT_OK && a->quant) s = cli_bench_quant_ab(be, &c, m, &in, &arena, &tout, a->iters, &err);
+    if (s == DT_OK && a->nplans) s = cli_bench_attn_plans(m, &in, t, &arena, &tout, a->plans, a->nplans, &err);
     free(hs); free(ehs); free(out); free(mask);
     dt_arena_free(&arena);
     pixart_free(m);
+    dt_quantizer_free(&qz);
     dt_backend_destroy(be);
     return s == DT_OK ? 0 : cli_die(&err);
 }
@@ -114,10 +132,25 @@ static int bench_transformer(int argc, char **argv)
         else if ((v = cli_flag(argc, argv, &i, "--threads", &miss))) { if (!cli_parse_int("--threads", v, 1, 1024, &a.threads)) return 2; }
         else if ((v = cli_flag(argc, argv, &i, "--iters", &miss))) { if (!cli_parse_int("--iters", v, 1, 1000, &a.iters)) return 2; }
         else if ((v = cli_flag(argc, argv, &i, "--layers", &miss))) { if (!cli_parse_int("--layers", v, 1, 28, &a.layers)) return 2; }
+        else if ((v = cli_flag(argc, argv, &i, "--frames", &miss))) { if (!cli_parse_int("--frames", v, 1, 4096, &a.frames)) return 2; }
+        else if ((v = cli_flag(argc, argv, &i, "--quant", &miss))) {
+            dt_quantizer q;
+            if (!cli_quant_parse(v, &q)) return cli_usage_error("--quant: expected w8a8 or w4a8, got \"%s\"", v);
+            a.quant = v;
+        }
+        else if ((v = cli_flag(argc, argv, &i, "--attn-plan", &miss))) {
+            if (a.nplans == 8) return cli_usage_error("--attn-plan: at most 8 plans");
+            a.plans[a.nplans++] = v;
+        }
         else if (miss) return cli_usage_error("%s: missing value", argv[i]);
         else return cli_usage_error("bench transformer: unknown option \"%s\"", argv[i]);
     }
-    if (strcmp(a.arch, "pixart-xl-2")) return cli_usage_error("--arch: only pixart-xl-2 is known, got \"%s\"", a.arch);
+    if (!strcmp(a.arch, "latte-1")) {
+        if (a.nplans) return cli_usage_error("--attn-plan: only for pixart-xl-2");
+        if (a.res % 16) return cli_usage_error("--res: must be a multiple of 16, got %d", a.res);
+        return cli_bench_latte(a.dtype, a.res, a.frames, a.threads, a.iters, a.layers);
+    }
+    if (strcmp(a.arch, "pixart-xl-2")) return cli_usage_error("--arch: known: pixart-xl-2, latte-1; got \"%s\"", a.arch);
     if (a.res % 16) return cli_usage_error("--res: must be a multiple of 16, got %d", a.res);
     return run(&a);
 }

@@ -82,6 +82,8 @@ int cli_compare(int argc, char **argv)
 {
     compare_args a;
     if (!parse(argc, argv, &a)) return 2;
+    if (cli_is_video_path(a.a) || cli_is_video_path(a.b))
+        return cli_compare_video(a.a, a.b, a.has_psnr ? &a.min_psnr : NULL, a.has_ssim ? &a.min_ssim : NULL, a.diff);
     dt_err err = {0};
     dt_image x = {0}, y = {0};
     dt_status s = a.diff ? dt_image_check_writable(a.diff, &err) : DT_OK;

@@ -1,25 +1,31 @@
 /* `ditrt info -m DIR`: architecture, parameter count, stored dtypes, memory estimate. */
 #include "cli.h"
+#include "cli_fastattn.h"
 #include "modeldir.h"
 #include "models/pixart.h"
+#include "models/latte.h"
 #include <stdio.h>
 #include <string.h>
 
 int cli_info(int argc, char **argv)
 {
-    const char *model = NULL;
+    const char *model = NULL, *attn_plan = NULL;
     for (int i = 1; i < argc; i++) {
         int miss = 0;
         const char *v;
         if ((v = cli_flag(argc, argv, &i, "-m", &miss)) || (v = cli_flag(argc, argv, &i, "--model", &miss))) model = v;
+        else if ((v = cli_flag(argc, argv, &i, "--attn-plan", &miss))) attn_plan = v;
         else if (miss) return cli_usage_error("%s: missing value", argv[i]);
         else return cli_usage_error("info: unknown option \"%s\"", argv[i]);
     }
+    if (attn_plan) return cli_info_attn_plan(attn_plan, model); /* DiTFastAttn plan summary */
     if (!model) return cli_usage_error("info: -m MODEL_DIR is required");
     dt_err err = {0};
     char dir[4096];
     pixart_config c;
     dt_safetensors *st = NULL;
+    if (dt_model_component_dir(model, "transformer", dir, sizeof dir, &err) == DT_OK && latte_is_model_dir(dir))
+        return cli_info_latte(dir);
     if (dt_model_component_dir(model, "transformer", dir, sizeof dir, &err) != DT_OK ||
         pixart_config_load(dir, &c, &err) != DT_OK ||
         dt_st_open_dir(dir, "diffusion_pytorch_model", &st, &err) != DT_OK)

@@ -4,6 +4,9 @@
 #include "cli.h"
 #include "image.h"
 #include "pipeline.h"
+#include "fastattn.h"
+#include "../schedulers/scheduler.h"
+#include "cli_quant.h"
 #include <cjson/cJSON.h>
 #include <omp.h>
 #include <stdio.h>
@@ -14,7 +17,12 @@
 typedef struct {
     const char *model, *output, *dtype, *text_dtype;
     int threads, quiet, json;
+    const char *solver; /* resolved class name or NULL */
+    const char *schedule, *statistics;
+    int karras;
     dt_gen_request req;
+    const char *attn_plan; /* DiTFastAttn plan file (--attn-plan) */
+    const char *quant;     /* --quant DIR: a plan from ditrt quantize (cli_quant.c) */
 } t2i_args;
 
 static int parse_float(const char *flag, const char *v, float *out)
@@ -55,12 +63,21 @@ static int parse(int argc, char **argv, t2i_args *a)
         else if (F("--dtype")) a->dtype = v;
         else if (F("--text-encoder-dtype")) a->text_dtype = v;
         else if (F("--threads")) ok = cli_parse_int("--threads", v, 1, 1024, &a->threads);
+        else if (F("--attn-plan")) a->attn_plan = v;
+        else if (F("--quant")) a->quant = v;
         else if (F("-o") || F("--output")) a->output = v;
+        else if (F("--solver")) {
+            if (!(a->solver = dt_scheduler_resolve_name(v)))
+                return cli_usage_error("--solver: unknown solver \"%s\" (see ditrt txt2img --list-solvers)", v), 0;
+        } else if (F("--solver-schedule")) a->schedule = v;
+        else if (F("--solver-statistics")) a->statistics = v;
+        else if (F("--eta")) ok = parse_float("--eta", v, &a->req.eta) && (a->req.eta >= 0 || (cli_usage_error("--eta: must be >= 0, got %s", v), 0));
         else if (miss) return cli_usage_error("%s: missing value", argv[i]), 0;
         else if (!strcmp(argv[i], "--vae-tiling")) a->req.vae_tiling = 1;
         else if (!strcmp(argv[i], "--no-binning")) a->req.resolution_binning = 0;
         else if (!strcmp(argv[i], "--no-clean-caption")) a->req.clean_caption = 0;
         else if (!strcmp(argv[i], "--force")) a->req.force = 1;
+        else if (!strcmp(argv[i], "--karras")) a->karras = 1;
         else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) a->quiet = 1;
         else if (!strcmp(argv[i], "--json")) a->json = 1;
         else return cli_usage_error("txt2img: unknown option \"%s\"", argv[i]), 0;
@@ -69,6 +86,9 @@ static int parse(int argc, char **argv, t2i_args *a)
     }
     if (!a->model) return cli_usage_error("txt2img: -m MODEL_DIR is required"), 0;
     if (!a->req.prompt) return cli_usage_error("txt2img: -p PROMPT is required"), 0;
+    if (a->schedule && (a->solver || a->karras))
+        return cli_usage_error("--solver-schedule: not combinable with --solver / --karras (the schedule is the solver)"), 0;
+    if (a->statistics && !a->schedule) return cli_usage_error("--solver-statistics: needs --solver-schedule"), 0;
     return 1;
 }
 
@@ -148,12 +168,22 @@ static void print_json(const t2i_args *a, const dt_pipeline *p, const dt_gen_res
     cJSON_Delete(j);
 }
 
+static int list_solvers(void)
+{
+    for (int i = 0; i < dt_scheduler_solver_count(); i++)
+        printf("%-12s %s\n", dt_scheduler_solver_alias(i), dt_scheduler_solver_name(i));
+    return 0;
+}
+
 int cli_txt2img(int argc, char **argv)
 {
     t2i_args a;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--list-solvers")) return list_solvers();
     if (!parse(argc, argv, &a)) return 2;
     dt_err err = {0};
-    dt_pipeline_config cfg = {.model_dir = a.model, .threads = a.threads};
+    dt_pipeline_config cfg = {.model_dir = a.model, .threads = a.threads, .solver = a.solver, .karras = a.karras,
+                              .solver_schedule = a.schedule, .solver_statistics = a.statistics};
     if (!dt_dtype_parse(a.dtype, &cfg.dtype) || (cfg.dtype != DT_F32 && cfg.dtype != DT_BF16))
         return cli_usage_error("--dtype: expected f32 or bf16, got \"%s\"", a.dtype);
     if (!dt_dtype_parse(a.text_dtype, &cfg.text_dtype) || (cfg.text_dtype != DT_F32 && cfg.text_dtype != DT_BF16))
@@ -166,7 +196,19 @@ int cli_txt2img(int argc, char **argv)
     }
     if (a.threads > 0) omp_set_num_threads(a.threads);
     dt_pipeline *p = NULL;
-    if (dt_pipeline_load(&cfg, &p, &err) != DT_OK) return cli_die(&err);
+    dt_quantizer qz = {0};
+    if (a.quant && cli_quant_open(a.quant, &qz, &err) != DT_OK) return cli_die(&err);
+    if (a.quant) cfg.quant = &qz;
+    dt_status ls = dt_pipeline_load(&cfg, &p, &err);
+    cli_quant_close(&qz); /* the layers are built; the plan is no longer needed */
+    if (ls != DT_OK) return cli_die(&err);
+    if (a.req.eta > 0 && strcmp(dt_pipeline_solver_name(p), "DDIMScheduler")) {
+        dt_pipeline_free(p);
+        return cli_usage_error("--eta: only DDIMScheduler uses eta, the solver is %s", cfg.solver ? cfg.solver : "the folder's");
+    }
+    dt_attn_plan plan = {0}; /* DiTFastAttn; checked against the model and steps when sampling */
+    if (a.attn_plan && dt_attn_plan_load(a.attn_plan, &plan, &err) != DT_OK) { dt_pipeline_free(p); return cli_die(&err); }
+    if (a.attn_plan) a.req.attn_plan = &plan;
     double elapsed = 0;
     if (!a.quiet && isatty(2)) {
         a.req.progress = progress_bar;
@@ -184,6 +226,7 @@ int cli_txt2img(int argc, char **argv)
         if (s == DT_OK && a.json) print_json(&a, p, &res);
         free(res.image);
     }
+    dt_attn_plan_free(&plan);
     dt_pipeline_free(p);
     return s == DT_OK ? 0 : cli_die(&err);
 }

@@ -3,6 +3,7 @@
 #include "arena.h"
 #include "modeldir.h"
 #include "models/pixart.h"
+#include "models/latte.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,7 @@ static int eval_transformer(const eval_args *a)
     dt_arena_init(&arena);
     float *outbuf = NULL;
     dt_status s = dt_model_component_dir(a->model, "transformer", dir, sizeof dir, &err);
+    if (s == DT_OK && latte_is_model_dir(dir)) return cli_eval_transformer_latte(dir, a->in, a->out, a->dtype, a->threads);
     if (s == DT_OK) s = pixart_config_load(dir, &cfg, &err);
     if (s == DT_OK) s = pixart_inputs_load(a->in, &cfg, &x, &err);
     if (s == DT_OK) s = cli_backend(a->dtype, a->threads, &be, &err);

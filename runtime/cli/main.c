@@ -1,4 +1,6 @@
 #include "cli.h"
+#include "cli_fastattn.h"
+#include "cli_quant.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,12 +15,25 @@ static void usage(FILE *f)
             "commands:\n"
             "  txt2img -m MODEL_DIR -p PROMPT [-n NEGATIVE] [-W W] [-H H] [--steps N] [--cfg G] [--seed S] [--batch N]\n"
             "          [--dtype bf16|f32] [--text-encoder-dtype bf16|f32] [--threads N] [-o out.png] [--vae-tiling]\n"
-            "          [--no-binning] [--no-clean-caption] [--max-length N] [--force] [--quiet] [--json]\n"
+            "          [--no-binning] [--no-clean-caption] [--max-length N] [--force] [--quiet] [--json] [--attn-plan PLAN.json]\n"
+            "          [--solver NAME] [--karras] [--eta X] [--solver-schedule USF.json [--solver-statistics FILE]] | --list-solvers\n"
+            "          [--quant QUANT_DIR]\n"
+            "  txt2vid -m LATTE_DIR -p PROMPT [-n NEGATIVE] [-W W] [-H H] [--frames F] [--fps R] [--steps N] [--cfg G]\n"
+            "          [--seed S] [--batch N] [--dtype bf16|f32] [--text-encoder-dtype bf16|f32] [--threads N]\n"
+            "          [-o out.mp4|out.webp|dir/|frame_%%03d.png] [--decode-chunk K] [--no-clean-caption] [--force] [--quiet] [--json]\n"
             "  eval transformer -m MODEL_DIR --in INPUTS.safetensors --out OUT.safetensors [--dtype f32|bf16] [--threads N]\n"
             "  eval vae-decoder -m MODEL_DIR --in LATENTS.safetensors --out IMAGE.safetensors [--dtype f32|bf16] [--tiling] [--threads N]\n"
-            "  info -m MODEL_DIR\n"
+            "  info -m MODEL_DIR | info [-m MODEL_DIR] --attn-plan PLAN.json\n"
+            "  calibrate-attn -m MODEL_DIR --prompts FILE --steps N --threshold DELTA --window W [--metric rel|ssim]\n"
+            "          --out PLAN.json [--cfg G] [--seed S] [-W W] [-H H] [--dtype bf16|f32] [--cfg-half cond|uncond]\n"
+            "          [--asc-residual same|first] [--threads N] [--quiet]\n"
+            "  search-solver -m MODEL_DIR -p PROMPT [--nfe N] [--population P] [--generations G] [--max-order 1-3]\n"
+            "          [--samples K] [--ref-steps R] [--seed S] [--cfg G] [-W W] [-H H] [--dtype f32|bf16] [-o solver.json]\n"
             "  compare A.png B.png [--min-psnr X] [--min-ssim Y] [--diff DIFF.png]\n"
             "  bench transformer [--arch pixart-xl-2] [--res 512] [--dtype bf16|f32] [--threads N] [--iters K] [--layers L]\n"
+            "          [--attn-plan PLAN.json ...] [--quant w8a8|w4a8]\n"
+            "  quantize -m MODEL_DIR --prompts FILE --scheme w8a8|w4a8 --out DIR [--alpha A] [--steps N] [-W W] [-H H]\n"
+            "          [--cfg G] [--seed S] [--dtype bf16|f32] [--no-balance] [--no-rotate] [--threads N] [--quiet]\n"
             "  version\n");
 }
 
@@ -81,10 +96,14 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "txt2img")) return cli_txt2img(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "txt2vid")) return cli_txt2vid(argc - 1, argv + 1);
     if (!strcmp(argv[1], "eval")) return cli_eval(argc - 1, argv + 1);
     if (!strcmp(argv[1], "info")) return cli_info(argc - 1, argv + 1);
     if (!strcmp(argv[1], "bench")) return cli_bench(argc - 1, argv + 1);
     if (!strcmp(argv[1], "compare")) return cli_compare(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "calibrate-attn")) return cli_calibrate_attn(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "search-solver")) return cli_search_solver(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "quantize")) return cli_quantize(argc - 1, argv + 1);
     if (!strcmp(argv[1], "version")) { printf("ditrt %s\n", ditrt_version()); return 0; }
     return cli_usage_error("unknown command \"%s\" (ditrt --help lists them)", argv[1]);
 }

@@ -3,22 +3,26 @@
  * norm_type "ada_norm_single"). */
 #include "pixart.h"
 #include "dit_block.h"
+#include "dit_common.h"
 #include "json.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define TPROJ_DIM 256 /* Timesteps(num_channels=256) in PixArtAlphaCombinedTimestepSizeEmbeddings */
+#define TPROJ_DIM DIT_TPROJ_DIM
 
 struct pixart_model {
     pixart_config cfg;
     dt_backend *be;
-    dt_linear *patch, *t1, *t2, *res1, *res2, *ar1, *ar2, *adaln, *cap1, *cap2, *proj_out;
+    dt_linear *patch, *res1, *res2, *ar1, *ar2, *proj_out;
+    dit_adaln_single ada;   /* timestep embedder and adaln_single.linear */
+    dit_caption_proj cap;
     float *sst_out; /* [2, C] */
     dit_block *blocks;
     dit_block_shape shape;
     dit_attn_hook *hook;
+    const pixart_resume *resume; /* calibration's partial forwards, or NULL */
     float *pos;     /* cached position embedding for pos_h x pos_w patches */
     int pos_h, pos_w;
 };
@@ -130,22 +134,6 @@ static dt_status load_table(dt_weight_source *src, const char *name, int rows, i
     return dt_load_param(src, name, 2, (int64_t[]){rows, C}, out, err);
 }
 
-static dt_status load_patch_embed(pixart_model *m, dt_weight_source *src, int hint, dt_err *err)
-{
-    const pixart_config *c = &m->cfg;
-    int k = c->in_channels * c->patch_size * c->patch_size;
-    int64_t ws[4] = {c->inner, c->in_channels, c->patch_size, c->patch_size}, bs[1] = {c->inner};
-    float *w = malloc((size_t)c->inner * k * sizeof(float)), *b = malloc((size_t)c->inner * sizeof(float));
-    dt_status st = (w && b) ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
-    /* conv weight [C, in, p, p] flattened is exactly the [C, in*p*p] GEMM weight */
-    if (st == DT_OK) st = src->read(src, "pos_embed.proj.weight", 4, ws, w, err);
-    if (st == DT_OK) st = src->read(src, "pos_embed.proj.bias", 1, bs, b, err);
-    if (st == DT_OK) st = m->be->ops->linear_create(m->be, w, b, k, c->inner, DT_ACT_NONE, hint, m->be->cfg.compute, &m->patch, err);
-    free(w);
-    free(b);
-    return st;
-}
-
 static dt_status build(pixart_model *m, dt_weight_source *src, dt_err *err)
 {
     const pixart_config *c = &m->cfg;
@@ -155,9 +143,8 @@ static dt_status build(pixart_model *m, dt_weight_source *src, dt_err *err)
      * sample) stay f32 in a bf16 run: their outputs scale and shift every block, they cost
      * nothing, and rounding them nearly doubles the bf16 error on the fixtures. */
     dt_dtype cd = m->be->cfg.compute, f32 = DT_F32;
-    DT_TRY(load_patch_embed(m, src, tok_hint, err));
-    DT_TRY(load_one(m, src, "adaln_single.emb.timestep_embedder.linear_1", TPROJ_DIM, C, DT_ACT_SILU, vec_hint, f32, &m->t1, err));
-    DT_TRY(load_one(m, src, "adaln_single.emb.timestep_embedder.linear_2", C, C, DT_ACT_NONE, vec_hint, f32, &m->t2, err));
+    DT_TRY(dit_patch_embed_load(m->be, src, c->in_channels, c->patch_size, C, tok_hint, &m->patch, err));
+    DT_TRY(dit_adaln_load(m->be, src, C, &m->ada, err));
     if (c->use_additional_conditions) {
         int S = C / 3;
         DT_TRY(load_one(m, src, "adaln_single.emb.resolution_embedder.linear_1", TPROJ_DIM, S, DT_ACT_SILU, 2 * vec_hint, f32, &m->res1, err));
@@ -165,9 +152,7 @@ static dt_status build(pixart_model *m, dt_weight_source *src, dt_err *err)
         DT_TRY(load_one(m, src, "adaln_single.emb.aspect_ratio_embedder.linear_1", TPROJ_DIM, S, DT_ACT_SILU, vec_hint, f32, &m->ar1, err));
         DT_TRY(load_one(m, src, "adaln_single.emb.aspect_ratio_embedder.linear_2", S, S, DT_ACT_NONE, vec_hint, f32, &m->ar2, err));
     }
-    DT_TRY(load_one(m, src, "adaln_single.linear", C, 6 * C, DT_ACT_NONE, vec_hint, f32, &m->adaln, err));
-    DT_TRY(load_one(m, src, "caption_projection.linear_1", c->caption_channels, C, DT_ACT_GELU_TANH, cap_hint, cd, &m->cap1, err));
-    DT_TRY(load_one(m, src, "caption_projection.linear_2", C, C, DT_ACT_NONE, cap_hint, cd, &m->cap2, err));
+    DT_TRY(dit_caption_load(m->be, src, c->caption_channels, C, cap_hint, cd, &m->cap, err));
     m->shape = (dit_block_shape){C, c->heads, c->head_dim, c->norm_eps, 1, tok_hint, cap_hint, cd};
     for (int i = 0; i < c->num_layers; i++) {
         char prefix[64];
@@ -209,8 +194,10 @@ void pixart_free(pixart_model *m)
 {
     if (!m) return;
     void (*del)(dt_linear *) = m->be->ops->linear_destroy;
-    dt_linear *top[] = {m->patch, m->t1, m->t2, m->res1, m->res2, m->ar1, m->ar2, m->adaln, m->cap1, m->cap2, m->proj_out};
+    dt_linear *top[] = {m->patch, m->res1, m->res2, m->ar1, m->ar2, m->proj_out};
     for (size_t i = 0; i < sizeof top / sizeof *top; i++) del(top[i]);
+    dit_adaln_free(m->be, &m->ada);
+    dit_caption_free(m->be, &m->cap);
     for (int i = 0; m->blocks && i < m->cfg.num_layers; i++) dit_block_free(m->be, &m->blocks[i]);
     free(m->blocks);
     free(m->sst_out);
@@ -220,6 +207,7 @@ void pixart_free(pixart_model *m)
 
 const pixart_config *pixart_get_config(const pixart_model *m) { return &m->cfg; }
 void pixart_set_attn_hook(pixart_model *m, dit_attn_hook *hook) { m->hook = hook; }
+void pixart_set_resume(pixart_model *m, const pixart_resume *r) { m->resume = r; }
 
 /* ---- forward ---- */
 
@@ -240,16 +228,11 @@ static dt_status adaln_single(pixart_model *m, const pixart_inputs *in, int B, d
     dt_backend *be = m->be;
     const pixart_config *c = &m->cfg;
     int C = c->inner, S = C / 3;
-    dt_tensor proj, hid;
-    DT_TRY(alloc2(a, &proj, 2 * B, TPROJ_DIM, err));
-    DT_TRY(alloc2(a, &hid, 2 * B, C, err));
-    DT_TRY(alloc2(a, emb, B, C, err));
-    DT_TRY(alloc2(a, t6, B, 6 * C, err));
-    dt_timestep_embedding(in->timestep, B, TPROJ_DIM, 1, 0.0f, proj.data);
-    dt_tensor p1 = t2d(proj.data, B, TPROJ_DIM), h1 = t2d(hid.data, B, C);
-    LIN(m->t1, &p1, &h1);
-    LIN(m->t2, &h1, emb);
+    DT_TRY(dit_timestep_embed(be, &m->ada, in->timestep, B, C, a, emb, err));
     if (c->use_additional_conditions) {
+        dt_tensor proj, hid;
+        DT_TRY(alloc2(a, &proj, 2 * B, TPROJ_DIM, err));
+        DT_TRY(alloc2(a, &hid, 2 * B, C, err));
         /* resolution [B,2] -> [2B,S] -> [B,2S]; aspect ratio [B,1] -> [B,S]; added to the
          * timestep embedding as cat([res, ar], dim=1) */
         dt_tensor rp = t2d(proj.data, 2 * B, TPROJ_DIM), rh = t2d(hid.data, 2 * B, S), ro, ah = t2d(hid.data, B, S), ao;
@@ -270,10 +253,7 @@ static dt_status adaln_single(pixart_model *m, const pixart_inputs *in, int B, d
                 e[b * C + 2 * S + k] += ar[b * S + k];
             }
     }
-    dt_tensor se = t2d(hid.data, B, C);
-    DT_TRY(be->ops->activation(be, DT_ACT_SILU, emb, &se, err));
-    LIN(m->adaln, &se, t6);
-    return DT_OK;
+    return dit_adaln_out(be, &m->ada, emb, C, a, t6, err);
 }
 
 static dt_status position_embedding(pixart_model *m, int h, int w, dt_err *err)
@@ -331,40 +311,29 @@ dt_status pixart_forward(pixart_model *m, const pixart_inputs *in, dt_arena *a, 
     DT_TRY(adaln_single(m, in, B, a, &t6, &emb, err));
 
     /* caption projection and the additive key mask (diffusers: (1 - mask) * -10000) */
-    dt_tensor ctx, caph;
-    DT_TRY(alloc2(a, &caph, (int64_t)B * T, C, err));
+    dt_tensor ctx;
     DT_TRY(alloc2(a, &ctx, (int64_t)B * T, C, err));
     dt_tensor ehs = t2d(in->encoder_hidden_states->data, (int64_t)B * T, c->caption_channels);
-    LIN(m->cap1, &ehs, &caph);
-    LIN(m->cap2, &caph, &ctx);
-    float *key_bias = NULL;
-    if (in->encoder_attention_mask) {
-        key_bias = dt_arena_alloc(a, (size_t)B * T * sizeof(float));
-        if (!key_bias) return dt_fail(err, DT_ENOMEM, "out of memory");
-        for (int i = 0; i < B * T; i++) key_bias[i] = (1.0f - in->encoder_attention_mask[i]) * -10000.0f;
-    }
+    DT_TRY(dit_caption_forward(be, &m->cap, &ehs, C, a, &ctx, err));
+    float *key_bias;
+    DT_TRY(dit_key_bias(in->encoder_attention_mask, B, 1, T, a, &key_bias, err));
 
     dt_attn_bias cross_bias = {.key = key_bias};
     dit_scratch s;
     DT_TRY(dit_scratch_alloc(a, BN, (int64_t)B * T, B, C, &s, err));
-    for (int i = 0; i < c->num_layers; i++) {
+    const pixart_resume *rs = m->resume;
+    if (rs && rs->from > 0) memcpy(x.data, rs->load, (size_t)BN * C * sizeof(float));
+    for (int i = rs ? rs->from : 0; i < c->num_layers; i++) {
+        if (rs && rs->save && i == rs->save_at) memcpy(rs->save, x.data, (size_t)BN * C * sizeof(float));
         dit_block_args ba = {be, i, t6.data, B, N, T, &x, &ctx, &cross_bias, &s, a, m->hook};
         DT_TRY(dit_block_forward(&m->blocks[i], &m->shape, &ba, err));
     }
 
-    /* final adaLN: shift = table[0] + emb, scale = table[1] + emb */
-    float *fm = s.mod;
-    for (int b = 0; b < B; b++)
-        for (int k = 0; k < 2; k++)
-            for (int j = 0; j < C; j++)
-                fm[(size_t)b * 2 * C + k * C + j] = m->sst_out[k * C + j] + ((float *)emb.data)[(size_t)b * C + j];
-    dt_tensor shift = dit_rowvec(fm, B, C, 2 * C), scl = dit_rowvec(fm + C, B, C, 2 * C);
-    dt_tensor x3 = t3d(x.data, B, N, C), xn3 = t3d(s.xn.data, B, N, C);
-    DT_TRY(be->ops->layernorm_modulate(be, &x3, &shift, &scl, c->norm_eps, &xn3, err));
     int po = p * p * c->out_channels;
     dt_tensor y;
     DT_TRY(alloc2(a, &y, BN, po, err));
-    LIN(m->proj_out, &s.xn, &y);
+    dit_final_args fa = {m->sst_out, emb.data, B, N, C, c->norm_eps, &x, &s.xn, &y, s.mod, m->proj_out};
+    DT_TRY(dit_final_layer(be, &fa, err));
     dt_tensor y3 = t3d(y.data, B, N, po);
     return be->ops->unpatchify(be, &y3, p, h, w, out, err);
 }

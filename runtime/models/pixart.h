@@ -34,6 +34,12 @@ const pixart_config *pixart_get_config(const pixart_model *m);
  * DiTFastAttn plan; the hook is not owned. */
 struct dit_attn_hook;
 void pixart_set_attn_hook(pixart_model *m, struct dit_attn_hook *hook);
+/* Partial forwards (attention-plan calibration, runtime/fastattn_calib.c): blocks before
+ * `from` are skipped, the residual stream [B*N, C] entering block `from` read from `load`
+ * (from > 0); the stream entering block `save_at` is copied to `save` when save is set.
+ * NULL: plain forwards. Not owned. */
+typedef struct { int from; const float *load; int save_at; float *save; } pixart_resume;
+void pixart_set_resume(pixart_model *m, const pixart_resume *r);
 int64_t pixart_param_count(const pixart_config *cfg);
 
 typedef struct {

@@ -1,0 +1,420 @@
+/* Quantized linear layers (ViDiT-Q style W8A8 / W4A8) through oneDNN's int8 matmul.
+ *
+ * Per call: each row of x is balanced/rotated and quantized to int8 with its own scale
+ * (dynamic, symmetric: s8 runs as fast as u8 on VNNI here, measured), the int8 GEMM
+ * accumulates in int32 (s32 dst: exact), and one epilogue pass writes
+ * y = act(acc·ascale[m]·wscale[n] + b). oneDNN 2.6 cannot fuse the per-row scale (a [M,1]
+ * binary post-op falls back to its reference kernel, and runtime output scales leave brgemm
+ * for a slower GEMM), so the epilogue is ours; it also makes W4 chunks share one primitive.
+ * W8 weights are reordered once into oneDNN's layout. W4 weights stay packed (two per byte)
+ * and are expanded to int8 QL_CHUNK output channels at a time into a small buffer right
+ * before each GEMM call, so only the packed copy is resident. */
+#include "cpu.h"
+#include "vmath.h"
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define QL_PRIMS 8
+#define QL_CHUNK 2304 /* W4: output channels per expansion (2 chunks for a PixArt FFN) */
+
+typedef struct {
+    int kind; /* CPU_LIN_QUANT */
+    int in, out, wbits, block;
+    dt_act act;
+    float *wscale, *bias, *smooth;
+    int8_t *signs;
+    void *w;                /* W8: int8 in oneDNN's layout wmd; W4: packed [out, in/2] */
+    dnnl_memory_desc_t wmd; /* W8: the whole layer; W4: one full chunk of QL_CHUNK channels */
+    dnnl_memory_desc_t wmd_last; /* W4: the last (narrower) chunk */
+    dnnl_primitive_t reo, reo_last; /* W4: plain int8 chunk -> wmd / wmd_last */
+    struct { int64_t m; int n; dnnl_primitive_t prim; } prims[QL_PRIMS];
+    int nprims, next;
+} cpu_qlinear;
+
+typedef struct {
+    int kind; /* CPU_LIN_OBSERVE */
+    int in;
+    dt_linear *inner;
+    float *amax;
+} cpu_observer;
+
+/* x[M,K] s8 · W[K,n] s8 -> s32 [M,n] with row stride `out` (W4 chunks write in place); weights in wmd or plain. */
+static dnnl_status_t gemm_pd(cpu_backend *cb, const cpu_qlinear *l, int64_t m, int n, const dnnl_memory_desc_t *wmd,
+                             dnnl_primitive_desc_t *pd)
+{
+    dnnl_memory_desc_t src, wei, dst;
+    dnnl_dims_t sd = {m, l->in}, wd = {l->in, n}, dd = {m, n}, ws = {1, l->in}, ds = {l->out, 1};
+    dnnl_memory_desc_init_by_tag(&src, 2, sd, dnnl_s8, dnnl_ab);
+    if (wmd) wei = *wmd;
+    else dnnl_memory_desc_init_by_strides(&wei, 2, wd, dnnl_s8, ws);
+    dnnl_memory_desc_init_by_strides(&dst, 2, dd, dnnl_s32, ds);
+    dnnl_matmul_desc_t desc;
+    dnnl_status_t st = dnnl_matmul_desc_init(&desc, &src, &wei, NULL, &dst);
+    return st == dnnl_success ? dnnl_primitive_desc_create(pd, &desc, NULL, cb->engine, NULL) : st;
+}
+
+static dt_status gemm_prim(cpu_backend *cb, cpu_qlinear *l, int64_t m, int n, dnnl_primitive_t *out, dt_err *err)
+{
+    for (int i = 0; i < l->nprims; i++)
+        if (l->prims[i].m == m && l->prims[i].n == n) { *out = l->prims[i].prim; return DT_OK; }
+    dnnl_primitive_desc_t pd;
+    int last = l->wbits == 4 && n != QL_CHUNK;
+    dnnl_status_t st = gemm_pd(cb, l, m, n, last ? &l->wmd_last : &l->wmd, &pd);
+    if (st != dnnl_success) return cpu_dnnl_fail(err, st, "int8 matmul descriptor");
+    dnnl_primitive_t p;
+    st = dnnl_primitive_create(&p, pd);
+    dnnl_primitive_desc_destroy(pd);
+    if (st != dnnl_success) return cpu_dnnl_fail(err, st, "int8 matmul primitive");
+    int slot = l->nprims < QL_PRIMS ? l->nprims++ : l->next;
+    if (l->nprims == QL_PRIMS && l->prims[slot].prim && l->prims[slot].m != m) {
+        if (slot == l->next) l->next = (l->next + 1) % QL_PRIMS;
+        dnnl_primitive_destroy(l->prims[slot].prim);
+    }
+    l->prims[slot].m = m;
+    l->prims[slot].n = n;
+    l->prims[slot].prim = p;
+    *out = p;
+    return DT_OK;
+}
+
+static void qlinear_free(cpu_qlinear *l)
+{
+    for (int i = 0; i < l->nprims; i++) dnnl_primitive_destroy(l->prims[i].prim);
+    if (l->reo) dnnl_primitive_destroy(l->reo);
+    if (l->reo_last) dnnl_primitive_destroy(l->reo_last);
+    free(l->wscale);
+    free(l->bias);
+    free(l->smooth);
+    free(l->signs);
+    free(l->w);
+    free(l);
+}
+
+static void *dup(const void *p, size_t n, int *fail)
+{
+    if (!p) return NULL;
+    void *d = malloc(n);
+    if (d) memcpy(d, p, n);
+    else *fail = 1;
+    return d;
+}
+
+/* oneDNN's preferred int8 weight layout for n output channels at the expected M. */
+static dt_status pick_layout(cpu_backend *cb, const cpu_qlinear *l, int n, int m_hint, dnnl_memory_desc_t *md, dt_err *err)
+{
+    dnnl_memory_desc_t any;
+    dnnl_dims_t wd = {l->in, n};
+    dnnl_memory_desc_init_by_tag(&any, 2, wd, dnnl_s8, dnnl_format_tag_any);
+    dnnl_primitive_desc_t pd;
+    dnnl_status_t st = gemm_pd(cb, l, m_hint > 0 ? m_hint : 256, n, &any, &pd);
+    if (st != dnnl_success) return cpu_dnnl_fail(err, st, "int8 matmul descriptor");
+    *md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    dnnl_primitive_desc_destroy(pd);
+    return DT_OK;
+}
+
+/* W4: reorders from an expanded plain chunk [n, K] into the GEMM layout md. */
+static dt_status chunk_reorder(cpu_backend *cb, const cpu_qlinear *l, int n, const dnnl_memory_desc_t *md,
+                               dnnl_primitive_t *r, dt_err *err)
+{
+    dnnl_memory_desc_t plain;
+    dnnl_dims_t wd = {l->in, n}, ws = {1, l->in};
+    dnnl_memory_desc_init_by_strides(&plain, 2, wd, dnnl_s8, ws);
+    dnnl_primitive_desc_t rpd;
+    dnnl_status_t st = dnnl_reorder_primitive_desc_create(&rpd, &plain, cb->engine, md, cb->engine, NULL);
+    if (st == dnnl_success) {
+        st = dnnl_primitive_create(r, rpd);
+        dnnl_primitive_desc_destroy(rpd);
+    }
+    return st == dnnl_success ? DT_OK : cpu_dnnl_fail(err, st, "int4 chunk reorder");
+}
+
+static dt_status setup_w4(cpu_backend *cb, cpu_qlinear *l, int m_hint, dt_err *err)
+{
+    int full = l->out < QL_CHUNK ? 0 : QL_CHUNK, rest = l->out % QL_CHUNK;
+    if (full) {
+        DT_TRY(pick_layout(cb, l, full, m_hint, &l->wmd, err));
+        DT_TRY(chunk_reorder(cb, l, full, &l->wmd, &l->reo, err));
+    }
+    if (rest) {
+        DT_TRY(pick_layout(cb, l, rest, m_hint, &l->wmd_last, err));
+        DT_TRY(chunk_reorder(cb, l, rest, &l->wmd_last, &l->reo_last, err));
+    }
+    return DT_OK;
+}
+
+/* Reorders plain int8 [out, in] weights into oneDNN's layout for the expected M. */
+static dt_status reorder_w8(cpu_backend *cb, cpu_qlinear *l, const int8_t *q, int m_hint, dt_err *err)
+{
+    dnnl_memory_desc_t any, plain;
+    dnnl_dims_t wd = {l->in, l->out}, ws = {1, l->in};
+    dnnl_memory_desc_init_by_tag(&any, 2, wd, dnnl_s8, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_strides(&plain, 2, wd, dnnl_s8, ws);
+    dnnl_primitive_desc_t pd, rpd;
+    dnnl_status_t st = gemm_pd(cb, l, m_hint > 0 ? m_hint : 256, l->out, &any, &pd);
+    if (st != dnnl_success) return cpu_dnnl_fail(err, st, "int8 matmul descriptor");
+    l->wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    dnnl_primitive_desc_destroy(pd);
+    size_t nb = dnnl_memory_desc_get_size(&l->wmd);
+    l->w = aligned_alloc(64, (nb + 63) / 64 * 64);
+    if (!l->w) return dt_fail(err, DT_ENOMEM, "out of memory for %zu int8 weight bytes", nb);
+    st = dnnl_reorder_primitive_desc_create(&rpd, &plain, cb->engine, &l->wmd, cb->engine, NULL);
+    if (st != dnnl_success) return cpu_dnnl_fail(err, st, "int8 weight reorder");
+    dnnl_primitive_t r = NULL;
+    dnnl_memory_t ms = NULL, md = NULL;
+    st = dnnl_primitive_create(&r, rpd);
+    if (st == dnnl_success) st = dnnl_memory_create(&ms, &plain, cb->engine, (void *)q);
+    if (st == dnnl_success) st = dnnl_memory_create(&md, &l->wmd, cb->engine, l->w);
+    if (st == dnnl_success) {
+        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, md}};
+        st = dnnl_primitive_execute(r, cb->stream, 2, args);
+        if (st == dnnl_success) st = dnnl_stream_wait(cb->stream);
+    }
+    dnnl_memory_destroy(ms);
+    dnnl_memory_destroy(md);
+    dnnl_primitive_destroy(r);
+    dnnl_primitive_desc_destroy(rpd);
+    return st == dnnl_success ? DT_OK : cpu_dnnl_fail(err, st, "int8 weight reorder");
+}
+
+dt_status cpu_qlinear_create(dt_backend *be, const dt_qweights *qw, const float *b, dt_act act, int m_hint,
+                             dt_linear **lout, dt_err *err)
+{
+    cpu_backend *cb = (cpu_backend *)be;
+    if (!qw || qw->in <= 0 || qw->out <= 0 || (qw->wbits != 8 && qw->wbits != 4) || !qw->q || !qw->wscale ||
+        (qw->wbits == 4 && qw->in % 2))
+        return dt_fail(err, DT_EINVAL, "qlinear: bad quantized weights (%d x %d, %d bits)", qw ? qw->out : 0,
+                       qw ? qw->in : 0, qw ? qw->wbits : 0);
+    if (qw->signs && (qw->rot_block <= 0 || (qw->rot_block & (qw->rot_block - 1)) || qw->in % qw->rot_block))
+        return dt_fail(err, DT_EINVAL, "qlinear: rotation block %d does not tile %d channels in powers of two",
+                       qw->rot_block, qw->in);
+    cpu_qlinear *l = calloc(1, sizeof *l);
+    if (!l) return dt_fail(err, DT_ENOMEM, "out of memory");
+    l->kind = CPU_LIN_QUANT;
+    l->in = qw->in;
+    l->out = qw->out;
+    l->wbits = qw->wbits;
+    l->act = act;
+    l->block = qw->signs ? qw->rot_block : 1;
+    int fail = 0;
+    l->wscale = dup(qw->wscale, (size_t)qw->out * sizeof(float), &fail);
+    l->bias = dup(b, (size_t)qw->out * sizeof(float), &fail);
+    l->smooth = dup(qw->smooth, (size_t)qw->in * sizeof(float), &fail);
+    l->signs = dup(qw->signs, (size_t)qw->in, &fail);
+    if (!fail && qw->wbits == 4) l->w = dup(qw->q, dt_qweights_qbytes(qw->in, qw->out, 4), &fail);
+    if (fail) { qlinear_free(l); return dt_fail(err, DT_ENOMEM, "out of memory"); }
+    dt_status s = qw->wbits == 8 ? reorder_w8(cb, l, qw->q, m_hint, err) : setup_w4(cb, l, m_hint, err);
+    if (s != DT_OK) { qlinear_free(l); return s; }
+    *lout = (dt_linear *)l;
+    return DT_OK;
+}
+
+/* Quantizes rows [0, M) of x into q (int8 [M,K]) and ascale [M]; tmp: K floats per thread. */
+static void quantize_rows(const cpu_qlinear *l, const float *x, int64_t M, int8_t *q, float *ascale, float *tmp)
+{
+    const int K = l->in;
+    const float rs = 127.0f * sqrtf((float)l->block);
+#pragma omp parallel
+    {
+        float *t = tmp + (size_t)omp_get_thread_num() * K;
+#pragma omp for schedule(static)
+        for (int64_t m = 0; m < M; m++) {
+            const float *xr = x + m * K, *src = xr;
+            if (l->smooth || l->signs) { /* balanced/rotated copy; otherwise quantize x in place */
+                const float *sm = l->smooth;
+                const int8_t *sg = l->signs;
+#pragma omp simd
+                for (int j = 0; j < K; j++) {
+                    float v = sm ? xr[j] * sm[j] : xr[j];
+                    t[j] = sg && sg[j] < 0 ? -v : v;
+                }
+                if (sg) dt_fwht_blocks(t, K, l->block);
+                src = t;
+            }
+            float amax = 0;
+#pragma omp simd reduction(max : amax)
+            for (int j = 0; j < K; j++) {
+                float a = fabsf(src[j]); /* not fmaxf: libm's NaN rules keep it a call */
+                amax = a > amax ? a : amax;
+            }
+            float inv = amax > 0 ? 127.0f / amax : 0.0f;
+            int8_t *qr = q + m * K;
+#pragma omp simd
+            for (int j = 0; j < K; j++) {
+                float v = nearbyintf(src[j] * inv);
+                v = v > 127.0f ? 127.0f : v;
+                v = v < -127.0f ? -127.0f : v;
+                qr[j] = (int8_t)(int32_t)v;
+            }
+            ascale[m] = amax / rs;
+        }
+    }
+}
+
+/* y[M, n0:n0+n] = act(acc·ascale[m]·wscale[n] + b[n]), in place over the s32 accumulators. */
+static void epilogue(const cpu_qlinear *l, int64_t M, int n0, int n, const float *ascale, float *y)
+{
+    const int N = l->out;
+    const float *ws = l->wscale + n0, *b = l->bias ? l->bias + n0 : NULL;
+#pragma omp parallel for schedule(static)
+    for (int64_t m = 0; m < M; m++) {
+        float *yr = y + m * N + n0;
+        const int32_t *ar = (const int32_t *)yr;
+        const float as = ascale[m];
+        if (b) {
+#pragma omp simd
+            for (int j = 0; j < n; j++) yr[j] = (float)ar[j] * as * ws[j] + b[j];
+        } else {
+#pragma omp simd
+            for (int j = 0; j < n; j++) yr[j] = (float)ar[j] * as * ws[j];
+        }
+        if (l->act == DT_ACT_GELU_TANH) {
+#pragma omp simd
+            for (int j = 0; j < n; j++) yr[j] = vm_gelu_tanh(yr[j]);
+        } else if (l->act == DT_ACT_SILU) {
+#pragma omp simd
+            for (int j = 0; j < n; j++) yr[j] = vm_silu(yr[j]);
+        }
+    }
+}
+
+/* Expands packed 4-bit rows [n0, n0+n) to plain int8 [n, K] (torch layout). */
+static void expand_w4(const cpu_qlinear *l, int n0, int n, int8_t *dst)
+{
+    const int K = l->in, half = K / 2;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < n; r++) {
+        const uint8_t *s = (const uint8_t *)l->w + (size_t)(n0 + r) * half;
+        int8_t *d = dst + (size_t)r * K;
+#pragma omp simd
+        for (int j = 0; j < half; j++) {
+            d[2 * j] = (int8_t)(s[j] << 4) >> 4;
+            d[2 * j + 1] = (int8_t)s[j] >> 4;
+        }
+    }
+}
+
+static dt_status run_gemm(cpu_backend *cb, cpu_qlinear *l, int64_t M, int n, const int8_t *q, const void *w, void *y,
+                          dt_err *err)
+{
+    dnnl_primitive_t p = NULL;
+    DT_TRY(gemm_prim(cb, l, M, n, &p, err));
+    const_dnnl_primitive_desc_t pd;
+    dnnl_primitive_get_primitive_desc(p, &pd);
+    dnnl_memory_t ms = NULL, mw = NULL, md = NULL;
+    dnnl_status_t st = dnnl_memory_create(&ms, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), cb->engine, (void *)q);
+    if (st == dnnl_success) st = dnnl_memory_create(&mw, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), cb->engine, (void *)w);
+    if (st == dnnl_success) st = dnnl_memory_create(&md, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), cb->engine, y);
+    if (st == dnnl_success) {
+        dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}};
+        st = dnnl_primitive_execute(p, cb->stream, 3, args);
+        if (st == dnnl_success) st = dnnl_stream_wait(cb->stream);
+    }
+    dnnl_memory_destroy(ms);
+    dnnl_memory_destroy(mw);
+    dnnl_memory_destroy(md);
+    return st == dnnl_success ? DT_OK : cpu_dnnl_fail(err, st, "int8 matmul execution");
+}
+
+static dt_status reorder_chunk(cpu_backend *cb, const cpu_qlinear *l, int n, void *plain, void *blocked, dt_err *err)
+{
+    int last = n != QL_CHUNK;
+    dnnl_primitive_t r = last ? l->reo_last : l->reo;
+    const_dnnl_primitive_desc_t pd;
+    dnnl_primitive_get_primitive_desc(r, &pd);
+    dnnl_memory_t ms = NULL, md = NULL;
+    dnnl_status_t st = dnnl_memory_create(&ms, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), cb->engine, plain);
+    if (st == dnnl_success) st = dnnl_memory_create(&md, last ? &l->wmd_last : &l->wmd, cb->engine, blocked);
+    if (st == dnnl_success) {
+        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, md}};
+        st = dnnl_primitive_execute(r, cb->stream, 2, args);
+        if (st == dnnl_success) st = dnnl_stream_wait(cb->stream);
+    }
+    dnnl_memory_destroy(ms);
+    dnnl_memory_destroy(md);
+    return st == dnnl_success ? DT_OK : cpu_dnnl_fail(err, st, "int4 chunk reorder");
+}
+
+static dt_status qlinear_forward(cpu_backend *cb, cpu_qlinear *l, const dt_tensor *x, dt_tensor *y, dt_err *err)
+{
+    int64_t M = x->shape[0];
+    const int K = l->in;
+    size_t qb = ((size_t)M * K + 63) / 64 * 64, sb = ((size_t)M * 4 + 63) / 64 * 64;
+    size_t tb = ((size_t)omp_get_max_threads() * K * 4 + 63) / 64 * 64, eb = 0, bb = 0;
+    if (l->wbits == 4) {
+        eb = ((size_t)QL_CHUNK * K + 63) / 64 * 64;
+        bb = dnnl_memory_desc_get_size(l->out >= QL_CHUNK ? &l->wmd : &l->wmd_last);
+    }
+    char *scr = cpu_scratch(cb, qb + sb + tb + eb + bb);
+    if (!scr) return dt_fail(err, DT_ENOMEM, "out of memory for int8 activations");
+    int8_t *q = (int8_t *)scr, *wexp = (int8_t *)(scr + qb + sb + tb), *wblk = (int8_t *)(scr + qb + sb + tb + eb);
+    float *ascale = (float *)(scr + qb), *tmp = (float *)(scr + qb + sb);
+    quantize_rows(l, x->data, M, q, ascale, tmp);
+    float *yd = y->data;
+    if (l->wbits == 8) {
+        DT_TRY(run_gemm(cb, l, M, l->out, q, l->w, yd, err));
+        epilogue(l, M, 0, l->out, ascale, yd);
+        return DT_OK;
+    }
+    for (int n0 = 0; n0 < l->out; n0 += QL_CHUNK) {
+        int n = l->out - n0 < QL_CHUNK ? l->out - n0 : QL_CHUNK;
+        expand_w4(l, n0, n, wexp);
+        DT_TRY(reorder_chunk(cb, l, n, wexp, wblk, err));
+        DT_TRY(run_gemm(cb, l, M, n, q, wblk, yd + n0, err));
+    }
+    epilogue(l, M, 0, l->out, ascale, yd); /* once: each parallel region costs on a busy machine */
+    return DT_OK;
+}
+
+/* Folds max over rows of |x[:, j]| into amax[j]. */
+static void observe(const float *x, int64_t M, int K, float *amax)
+{
+#pragma omp parallel for schedule(static)
+    for (int j0 = 0; j0 < K; j0 += 64) {
+        int j1 = j0 + 64 < K ? j0 + 64 : K;
+        for (int64_t m = 0; m < M; m++)
+            for (int j = j0; j < j1; j++) {
+                float a = fabsf(x[m * K + j]);
+                if (a > amax[j]) amax[j] = a;
+            }
+    }
+}
+
+dt_status cpu_linear_observe(dt_backend *be, dt_linear *inner, int in, float *amax, dt_linear **lout, dt_err *err)
+{
+    if (!inner || !amax || in <= 0) return dt_fail(err, DT_EINVAL, "linear_observe: needs a layer and an amax[%d] buffer", in);
+    cpu_observer *o = calloc(1, sizeof *o);
+    if (!o) return dt_fail(err, DT_ENOMEM, "out of memory");
+    *o = (cpu_observer){CPU_LIN_OBSERVE, in, inner, amax};
+    *lout = (dt_linear *)o;
+    return DT_OK;
+}
+
+dt_status cpu_qlinear_forward(dt_backend *be, dt_linear *lin, const dt_tensor *x, dt_tensor *y, dt_err *err)
+{
+    int kind = *(const int *)lin;
+    int in = kind == CPU_LIN_QUANT ? ((cpu_qlinear *)lin)->in : ((cpu_observer *)lin)->in;
+    if (x->ndim != 2 || x->shape[1] != in || !dt_tensor_is_contiguous(x) || x->dtype != DT_F32)
+        return dt_fail(err, DT_EINVAL, "linear: expected contiguous f32 [M,%d] input", in);
+    if (kind == CPU_LIN_OBSERVE) {
+        cpu_observer *o = (cpu_observer *)lin;
+        observe(x->data, x->shape[0], o->in, o->amax);
+        return cpu_linear_forward(be, o->inner, x, y, err);
+    }
+    cpu_qlinear *l = (cpu_qlinear *)lin;
+    if (y->ndim != 2 || y->shape[0] != x->shape[0] || y->shape[1] != l->out || !dt_tensor_is_contiguous(y) ||
+        y->dtype != DT_F32)
+        return dt_fail(err, DT_EINVAL, "linear: expected contiguous f32 [M,%d] -> [M,%d]", l->in, l->out);
+    return qlinear_forward((cpu_backend *)be, l, x, y, err);
+}
+
+void cpu_qlinear_destroy(dt_linear *lin)
+{
+    if (*(const int *)lin == CPU_LIN_OBSERVE) {
+        cpu_observer *o = (cpu_observer *)lin;
+        cpu_linear_destroy(o->inner);
+        free(o);
+    } else qlinear_free((cpu_qlinear *)lin);
+}

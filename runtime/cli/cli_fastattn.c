@@ -1,0 +1,263 @@
+/* DiTFastAttn commands: calibrate-attn, the plan summary, the plan benchmark. */
+#include "cli.h"
+#include "cli_fastattn.h"
+#include "fastattn.h"
+#include "modeldir.h"
+#include "pipeline.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- summary ---- */
+
+static void print_cost(const dt_attn_plan *p, int B, int N, int C)
+{
+    dt_attn_plan_cost c;
+    dt_attn_plan_cost_of(p, B, N, C, &c);
+    int total = p->layers * p->steps;
+    printf("  methods (of %d layer-steps):", total);
+    for (int m = 0; m < DT_FA_COUNT; m++) printf(" %s %d (%.0f%%)", dt_fa_method_name((dt_fa_method)m), c.count[m], 100.0 * c.count[m] / total);
+    printf("\n  at %d tokens x %d, batch %d: attention FLOPs kept %.1f%% (%.4g of %.4g GFLOP), self-attention incl. projections %.1f%%\n",
+           N, C, B, 100 * c.attn_flops / c.attn_flops_full, c.attn_flops / 1e9, c.attn_flops_full / 1e9,
+           100 * c.module_flops / c.module_flops_full);
+    printf("  cache memory held between steps: peak %.1f MB (f32 residuals and outputs)\n", c.cache_peak_bytes / 1e6);
+}
+
+int cli_info_attn_plan(const char *path, const char *model_dir)
+{
+    dt_err err = {0};
+    dt_attn_plan p;
+    if (dt_attn_plan_load(path, &p, &err) != DT_OK) return cli_die(&err);
+    int N = 4096, C = 1152;
+    const char *what = "PixArt-XL-2 at 1024 px (assumed)";
+    if (model_dir) {
+        char dir[4096];
+        pixart_config c;
+        if (dt_model_component_dir(model_dir, "transformer", dir, sizeof dir, &err) != DT_OK ||
+            pixart_config_load(dir, &c, &err) != DT_OK || dt_attn_plan_check(&p, c.num_layers, p.steps, &err) != DT_OK) {
+            dt_attn_plan_free(&p);
+            return cli_die(&err);
+        }
+        int g = c.sample_size / c.patch_size;
+        N = g * g;
+        C = c.inner;
+        what = "the model's native size";
+    }
+    printf("attention plan: %s\n", path);
+    printf("  model: %s, layers: %d, steps: %d, window: %d, cfg_half: %s, asc_residual: %s\n", p.model[0] ? p.model : "(unnamed)",
+           p.layers, p.steps, p.window, p.cfg_half == DT_FA_HALF_COND ? "cond" : "uncond",
+           p.asc_residual == DT_FA_RES_SAME ? "same" : "first");
+    printf("  costs for %s, CFG batch 2:\n", what);
+    print_cost(&p, 2, N, C);
+    dt_attn_plan_free(&p);
+    return 0;
+}
+
+/* ---- bench ---- */
+
+/* One forward timed; fa NULL: full attention. */
+static dt_status timed_forward(pixart_model *m, const pixart_inputs *in, dt_arena *a, dt_tensor *out, dt_fastattn *fa,
+                               int step, double *sec, dt_err *err)
+{
+    pixart_set_attn_hook(m, fa ? dt_fastattn_hook(fa) : NULL);
+    dt_status s = fa ? dt_fastattn_set_step(fa, step, err) : DT_OK;
+    dt_arena_reset(a);
+    double t0 = cli_now();
+    if (s == DT_OK) s = pixart_forward(m, in, a, out, err);
+    *sec = cli_now() - t0;
+    pixart_set_attn_hook(m, NULL);
+    return s;
+}
+
+/* Each plan step is paired with a full-attention forward at the same timestep, right
+ * before it, so a loaded machine's drift hits both alike. */
+dt_status cli_bench_attn_plans(pixart_model *m, const pixart_inputs *in, float *ts, dt_arena *a, dt_tensor *out,
+                               const char *const *plans, int nplans, dt_err *err)
+{
+    const pixart_config *c = pixart_get_config(m);
+    int B = (int)in->hidden_states->shape[0];
+    int N = (int)(in->hidden_states->shape[2] / c->patch_size * (in->hidden_states->shape[3] / c->patch_size));
+    printf("  attention plans (each step paired with a full-attention forward at the same timestep):\n");
+    for (int i = 0; i < nplans; i++) {
+        dt_attn_plan p;
+        DT_TRY(dt_attn_plan_load(plans[i], &p, err));
+        dt_fastattn *fa = NULL;
+        dt_status s = dt_attn_plan_check(&p, c->num_layers, p.steps, err);
+        if (s == DT_OK) s = dt_fastattn_create(&p, 1, &fa, err);
+        double full = 0, plan = 0, full_later = 0, plan_later = 0, f = 0, q = 0;
+        for (int t = 0; s == DT_OK && t < p.steps; t++) {
+            ts[0] = ts[1] = 999.0f - (float)t * 999.0f / p.steps;
+            s = timed_forward(m, in, a, out, NULL, t, &f, err);
+            if (s == DT_OK) s = timed_forward(m, in, a, out, fa, t, &q, err);
+            full += f; plan += q;
+            if (t > 0) { full_later += f; plan_later += q; }
+        }
+        if (s == DT_OK) {
+            dt_attn_plan_cost cost;
+            dt_attn_plan_cost_of(&p, B, N, c->inner, &cost);
+            int k = p.steps > 1 ? p.steps - 1 : 1;
+            printf("  plan %s (window %d, %d steps): %.3f s/step vs full %.3f s/step = %.2fx; steps after the first %.3f vs %.3f s = %.2fx\n"
+                   "    attention FLOPs kept %.1f%%, self-attention incl. projections %.1f%%; cache peak %.0f MB (measured %.0f MB)\n",
+                   plans[i], p.window, p.steps, plan / p.steps, full / p.steps, full / plan, plan_later / k, full_later / k,
+                   plan_later > 0 ? full_later / plan_later : 0, 100 * cost.attn_flops / cost.attn_flops_full,
+                   100 * cost.module_flops / cost.module_flops_full, cost.cache_peak_bytes / 1e6, dt_fastattn_cache_peak(fa) / 1e6);
+        }
+        dt_fastattn_free(fa);
+        dt_attn_plan_free(&p);
+        if (s != DT_OK) return s;
+    }
+    return DT_OK;
+}
+
+/* ---- calibrate-attn ---- */
+
+typedef struct {
+    const char *model, *prompts, *out, *dtype, *metric, *cfg_half, *asc_residual;
+    int steps, window, threads, width, height, quiet;
+    double threshold, cfg;
+    unsigned long long seed;
+} cal_args;
+
+static int parse_num(const char *flag, const char *v, double lo, double *out)
+{
+    char *end;
+    double d = strtod(v, &end);
+    if (!*v || *end || !(d >= lo)) return cli_usage_error("%s: expected a number >= %g, got \"%s\"", flag, lo, v), 0;
+    *out = d;
+    return 1;
+}
+
+static int cal_parse(int argc, char **argv, cal_args *a)
+{
+    *a = (cal_args){.dtype = "bf16", .metric = "rel", .cfg_half = "cond", .asc_residual = "same", .steps = 20,
+                    .window = -1, .threshold = -1, .cfg = 4.5};
+    for (int i = 1; i < argc; i++) {
+        int miss = 0, ok = 1;
+        const char *v;
+        double d;
+#define F(s) (v = cli_flag(argc, argv, &i, s, &miss))
+        if (F("-m") || F("--model")) a->model = v;
+        else if (F("--prompts")) a->prompts = v;
+        else if (F("--out") || F("-o")) a->out = v;
+        else if (F("--steps")) ok = cli_parse_int("--steps", v, 1, 1000, &a->steps);
+        else if (F("--window")) ok = cli_parse_int("--window", v, 0, 1 << 24, &a->window);
+        else if (F("--threshold")) ok = parse_num("--threshold", v, 0, &a->threshold);
+        else if (F("--metric")) a->metric = v;
+        else if (F("--cfg")) ok = parse_num("--cfg", v, 0, &a->cfg);
+        else if (F("--seed")) { ok = parse_num("--seed", v, 0, &d); a->seed = (unsigned long long)d; }
+        else if (F("-W") || F("--width")) ok = cli_parse_int("--width", v, 1, 16384, &a->width);
+        else if (F("-H") || F("--height")) ok = cli_parse_int("--height", v, 1, 16384, &a->height);
+        else if (F("--dtype")) a->dtype = v;
+        else if (F("--threads")) ok = cli_parse_int("--threads", v, 1, 1024, &a->threads);
+        else if (F("--cfg-half")) a->cfg_half = v;
+        else if (F("--asc-residual")) a->asc_residual = v;
+        else if (miss) return cli_usage_error("%s: missing value", argv[i]), 0;
+        else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) a->quiet = 1;
+        else return cli_usage_error("calibrate-attn: unknown option \"%s\"", argv[i]), 0;
+#undef F
+        if (!ok) return 0;
+    }
+    if (!a->model) return cli_usage_error("calibrate-attn: -m MODEL_DIR is required"), 0;
+    if (!a->prompts) return cli_usage_error("calibrate-attn: --prompts FILE is required"), 0;
+    if (!a->out) return cli_usage_error("calibrate-attn: --out PLAN.json is required"), 0;
+    if (a->threshold < 0) return cli_usage_error("calibrate-attn: --threshold DELTA is required"), 0;
+    if (a->window < 0) return cli_usage_error("calibrate-attn: --window W is required"), 0;
+    if (strcmp(a->metric, "rel") && strcmp(a->metric, "ssim")) return cli_usage_error("--metric: expected rel or ssim, got \"%s\"", a->metric), 0;
+    if (strcmp(a->cfg_half, "cond") && strcmp(a->cfg_half, "uncond")) return cli_usage_error("--cfg-half: expected cond or uncond, got \"%s\"", a->cfg_half), 0;
+    if (strcmp(a->asc_residual, "same") && strcmp(a->asc_residual, "first")) return cli_usage_error("--asc-residual: expected same or first, got \"%s\"", a->asc_residual), 0;
+    return 1;
+}
+
+/* Non-empty lines of the prompts file; *n of them. */
+static dt_status read_prompts(const char *path, char ***out, int *n, dt_err *err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return dt_fail(err, DT_EIO, "--prompts: cannot open \"%s\"", path);
+    char line[8192], **v = NULL;
+    int k = 0;
+    dt_status s = DT_OK;
+    while (s == DT_OK && fgets(line, sizeof line, f)) {
+        size_t len = strcspn(line, "\r\n");
+        line[len] = 0;
+        if (!len) continue;
+        char **nv = realloc(v, (size_t)(k + 1) * sizeof *v);
+        if (!nv || !(nv[k] = strdup(line))) { v = nv ? nv : v; s = dt_fail(err, DT_ENOMEM, "out of memory"); break; }
+        v = nv;
+        k++;
+    }
+    fclose(f);
+    if (s == DT_OK && !k) s = dt_fail(err, DT_EINVAL, "--prompts: \"%s\" has no prompt lines", path);
+    *out = v;
+    *n = k;
+    return s;
+}
+
+static dt_status calibrate(const cal_args *a, dt_err *err)
+{
+    char **prompts = NULL, dir[4096];
+    int np = 0;
+    pixart_config pc;
+    DT_TRY(read_prompts(a->prompts, &prompts, &np, err));
+    dt_pipeline_config cfg = {.model_dir = a->model, .threads = a->threads};
+    dt_status s = dt_model_component_dir(a->model, "transformer", dir, sizeof dir, err);
+    if (s == DT_OK) s = pixart_config_load(dir, &pc, err);
+    if (s == DT_OK && (!dt_dtype_parse(a->dtype, &cfg.dtype) || (cfg.dtype != DT_F32 && cfg.dtype != DT_BF16)))
+        s = dt_fail(err, DT_EINVAL, "--dtype: expected f32 or bf16, got \"%s\"", a->dtype);
+    cfg.text_dtype = cfg.dtype;
+    dt_attn_plan plan = {0};
+    dt_fa_calib *cal = NULL;
+    dt_pipeline *p = NULL;
+    if (s == DT_OK) s = dt_attn_plan_init(&plan, pc.num_layers, a->steps, a->window, err);
+    if (s == DT_OK) {
+        const char *base = strrchr(a->model, '/');
+        snprintf(plan.model, sizeof plan.model, "%s", base && base[1] ? base + 1 : a->model);
+        plan.cfg_half = strcmp(a->cfg_half, "cond") ? DT_FA_HALF_UNCOND : DT_FA_HALF_COND;
+        plan.asc_residual = strcmp(a->asc_residual, "same") ? DT_FA_RES_FIRST : DT_FA_RES_SAME;
+    }
+    dt_fa_calib_opts o = {a->threshold, strcmp(a->metric, "rel") ? DT_FA_METRIC_SSIM : DT_FA_METRIC_REL, !a->quiet, 0};
+    if (s == DT_OK) s = dt_fa_calib_create(&plan, a->cfg > 1, &o, &cal, err);
+    if (s == DT_OK) s = dt_pipeline_load(&cfg, &p, err);
+    double t0 = cli_now();
+    for (int i = 0; s == DT_OK && i < np; i++) {
+        dt_gen_request r = dt_gen_request_default();
+        r.prompt = prompts[i];
+        r.steps = a->steps;
+        r.cfg = (float)a->cfg;
+        r.seed = a->seed + (unsigned long long)i;
+        r.width = a->width;
+        r.height = a->height;
+        r.step_hook = dt_fa_calib_step;
+        r.step_hook_user = cal;
+        if (!a->quiet) fprintf(stderr, "calibrate-attn: prompt %d/%d: %s\n", i + 1, np, prompts[i]);
+        dt_gen_result res;
+        s = dt_pipeline_check(p, &r, err);
+        if (s == DT_OK) s = dt_pipeline_generate(p, &r, &res, err);
+        if (s == DT_OK) free(res.image);
+        dt_fa_calib_next_prompt(cal);
+    }
+    dt_pipeline_free(p); /* before the calibrator: its hook is installed on the model */
+    if (s == DT_OK) s = dt_attn_plan_validate(&plan, "calibrated plan", err);
+    if (s == DT_OK) s = dt_attn_plan_save(&plan, a->out, err);
+    if (s == DT_OK) {
+        int g = pc.sample_size / pc.patch_size;
+        if (a->width > 0 && a->height > 0) g = 0;
+        printf("calibrate-attn: wrote %s (%d prompts, %.1f s; %ld trials costing %.1f forwards, vs %d for one full forward\n"
+               "  per layer and candidate)\n", a->out, np, cli_now() - t0, dt_fa_calib_trials(cal), dt_fa_calib_trial_forwards(cal),
+               np * (a->steps - 1) * pc.num_layers * 4);
+        int N = g ? g * g : (a->width / 8 / pc.patch_size) * (a->height / 8 / pc.patch_size);
+        print_cost(&plan, 2, N, pc.inner);
+    }
+    dt_fa_calib_free(cal);
+    dt_attn_plan_free(&plan);
+    for (int i = 0; i < np; i++) free(prompts[i]);
+    free(prompts);
+    return s;
+}
+
+int cli_calibrate_attn(int argc, char **argv)
+{
+    cal_args a;
+    if (!cal_parse(argc, argv, &a)) return 2;
+    dt_err err = {0};
+    return calibrate(&a, &err) == DT_OK ? 0 : cli_die(&err);
+}

@@ -1,0 +1,454 @@
+/* Quantized models on the command line: `ditrt quantize` (calibrate, quantize, write a plan),
+ * `txt2img --quant DIR` (load one) and `bench transformer --quant w8a8|w4a8`. */
+#include "cli.h"
+#include "cli_quant.h"
+#include "../../kernels/quant.h"
+#include "quant_plan.h"
+#include "pipeline.h"
+#include "modeldir.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include "arena.h"
+
+int cli_quant_parse(const char *scheme, dt_quantizer *q)
+{
+    memset(q, 0, sizeof *q);
+    if (!scheme) return 1;
+    if (!strcmp(scheme, "w8a8")) q->wbits = 8;
+    else if (!strcmp(scheme, "w4a8")) q->wbits = 4;
+    else return 0;
+    q->mode = DT_QMODE_QUANT;
+    q->rotate = 1; /* the online rotation is part of the cost measured */
+    q->alpha = 0.5f;
+    q->seed = 1;
+    return 1;
+}
+
+/* Peak of our int8 linear (quantize pass + int8 GEMM + epilogue) on the GEMM-floor shape. */
+static dt_status qlinear_peak(dt_backend *be, int wbits, double *gflops, dt_err *err)
+{
+    const int M = 2048, K = 1152, N = 4608;
+    float *w = malloc((size_t)K * N * 4), *x = malloc((size_t)M * K * 4), *y = malloc((size_t)M * N * 4);
+    dt_status s = (w && x && y) ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
+    for (size_t i = 0; s == DT_OK && i < (size_t)K * N; i++) w[i] = (float)((i * 7919) % 1000) * 1e-4f - 0.05f;
+    for (size_t i = 0; s == DT_OK && i < (size_t)M * K; i++) x[i] = (float)((i * 104729) % 1000) * 1e-3f - 0.5f;
+    dt_qweights qw = {0};
+    dt_linear *l = NULL;
+    if (s == DT_OK) s = dt_qweights_make(w, K, N, wbits, NULL, 0, &qw, err);
+    if (s == DT_OK) s = be->ops->qlinear_create(be, &qw, NULL, DT_ACT_NONE, M, &l, err);
+    int64_t xs[2] = {M, K}, ys[2] = {M, N};
+    dt_tensor tx = dt_tensor_view(x, DT_F32, 2, xs), ty = dt_tensor_view(y, DT_F32, 2, ys);
+    double best = 1e30;
+    for (int r = 0; s == DT_OK && r < 6; r++) {
+        double t0 = cli_now();
+        s = be->ops->linear_forward(be, l, &tx, &ty, err);
+        double dt = cli_now() - t0;
+        if (r > 0 && dt < best) best = dt;
+    }
+    if (s == DT_OK) *gflops = 2.0 * M * K * N / best / 1e9;
+    if (l) be->ops->linear_destroy(l);
+    dt_qweights_free(&qw);
+    free(w); free(x); free(y);
+    return s;
+}
+
+dt_status cli_bench_quant_report(dt_backend *be, const dt_quantizer *q, const pixart_config *c, int B, int tokens,
+                                 int text, double step_s, double float_peak, dt_err *err)
+{
+    printf("  linear weights: %.1f MB (%d float layers, %d quantized); transformer-block linears %.1f MB\n",
+           q->weight_bytes / 1e6, q->nfloat, q->nquant, q->block_bytes / 1e6);
+    if (q->mode != DT_QMODE_QUANT) return DT_OK;
+    double peak = 0;
+    DT_TRY(qlinear_peak(be, q->wbits, &peak, err));
+    /* quantized work: the block linears (q,k,v,out, cross q/out, 2 FFN: 14 C² per token; cross k,v over the text) */
+    double C = c->inner, L = c->num_layers;
+    double qflops = 2.0 * L * C * C * (14.0 * B * tokens + 2.0 * B * text);
+    int hw = (int)(tokens > 0 ? tokens : 1);
+    double all = pixart_matmul_flops(c, B, hw, 1, text); /* h·w = tokens */
+    double floor_s = qflops / (peak * 1e9) + (all - qflops) / (float_peak * 1e9);
+    printf("  int8 linear peak (M=2048 K=1152 N=4608, w%d; includes the quantize pass and epilogue): %.0f GFLOP/s"
+           " = %.2fx the float GEMM peak\n", q->wbits, peak, peak / float_peak);
+    printf("  mixed floor: %.1f GFLOP int8 + %.1f GFLOP float -> %.3f s, ratio to floor %.2fx\n", qflops / 1e9,
+           (all - qflops) / 1e9, floor_s, step_s / floor_s);
+    return DT_OK;
+}
+
+/* ---- txt2img --quant DIR ---- */
+
+dt_status cli_quant_open(const char *dir, dt_quantizer *q, dt_err *err)
+{
+    memset(q, 0, sizeof *q);
+    q->mode = DT_QMODE_PLAN;
+    return dt_qplan_load(dir, &q->plan, err);
+}
+
+void cli_quant_close(dt_quantizer *q)
+{
+    dt_qplan_free(q->plan);
+    q->plan = NULL;
+    dt_quantizer_free(q);
+}
+
+/* ---- ditrt quantize ---- */
+
+typedef struct {
+    const char *model, *prompts, *scheme, *out, *dtype;
+    float alpha, cfg, budget;
+    int steps, width, height, threads, balance, rotate, quiet, mixed;
+    uint64_t seed;
+} quant_args;
+
+static int parse_quant(int argc, char **argv, quant_args *a)
+{
+    *a = (quant_args){.scheme = "w8a8", .dtype = "bf16", .alpha = 0.5f, .cfg = 4.5f, .steps = 20, .balance = 1,
+                      .rotate = 1};
+    for (int i = 1; i < argc; i++) {
+        int miss = 0, ok = 1;
+        const char *v;
+        char *end;
+#define F(s) (v = cli_flag(argc, argv, &i, s, &miss))
+        if (F("-m") || F("--model")) a->model = v;
+        else if (F("--prompts")) a->prompts = v;
+        else if (F("--scheme")) a->scheme = v;
+        else if (F("--out")) a->out = v;
+        else if (F("--dtype")) a->dtype = v;
+        else if (F("--steps")) ok = cli_parse_int("--steps", v, 1, 1000, &a->steps);
+        else if (F("-W") || F("--width")) ok = cli_parse_int("--width", v, 8, 16384, &a->width);
+        else if (F("-H") || F("--height")) ok = cli_parse_int("--height", v, 8, 16384, &a->height);
+        else if (F("--threads")) ok = cli_parse_int("--threads", v, 1, 1024, &a->threads);
+        else if (F("--alpha")) {
+            a->alpha = strtof(v, &end);
+            if (!*v || *end || !(a->alpha >= 0 && a->alpha <= 1)) return cli_usage_error("--alpha: expected a number in [0, 1], got \"%s\"", v), 0;
+        } else if (F("--cfg")) {
+            a->cfg = strtof(v, &end);
+            if (!*v || *end || !(a->cfg >= 0)) return cli_usage_error("--cfg: expected a number >= 0, got \"%s\"", v), 0;
+        } else if (F("--seed")) {
+            a->seed = strtoull(v, &end, 10);
+            if (!*v || *end || *v == '-') return cli_usage_error("--seed: expected a non-negative integer, got \"%s\"", v), 0;
+        } else if (F("--budget")) {
+            a->budget = strtof(v, &end);
+            if (!*v || *end || !(a->budget >= 4 && a->budget <= 8)) return cli_usage_error("--budget: expected average weight bits in [4, 8], got \"%s\"", v), 0;
+        }
+        else if (miss) return cli_usage_error("%s: missing value", argv[i]), 0;
+        else if (!strcmp(argv[i], "--no-balance")) a->balance = 0;
+        else if (!strcmp(argv[i], "--no-rotate")) a->rotate = 0;
+        else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) a->quiet = 1;
+        else return cli_usage_error("quantize: unknown option \"%s\"", argv[i]), 0;
+#undef F
+        if (!ok) return 0;
+    }
+    if (!a->model) return cli_usage_error("quantize: -m MODEL_DIR is required"), 0;
+    if (!a->prompts) return cli_usage_error("quantize: --prompts FILE is required"), 0;
+    if (!a->out) return cli_usage_error("quantize: --out DIR is required"), 0;
+    a->mixed = !strcmp(a->scheme, "mixed");
+    if (a->mixed && !a->budget) return cli_usage_error("--scheme mixed: needs --budget BITS (average weight bits, 4..8)"), 0;
+    if (!a->mixed && a->budget) return cli_usage_error("--budget: only with --scheme mixed"), 0;
+    if (!a->mixed && strcmp(a->scheme, "w8a8") && strcmp(a->scheme, "w4a8"))
+        return cli_usage_error("--scheme: expected w8a8, w4a8 or mixed, got \"%s\"", a->scheme), 0;
+    return 1;
+}
+
+/* Non-empty lines of the prompt file (malloc'd buffer holding them, lines point into it). */
+static dt_status read_prompts(const char *path, char **buf, char ***lines, int *n, dt_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return dt_fail(err, DT_EIO, "--prompts: cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    *buf = size >= 0 ? malloc((size_t)size + 1) : NULL;
+    if (!*buf || fread(*buf, 1, (size_t)size, f) != (size_t)size) {
+        fclose(f);
+        free(*buf);
+        return dt_fail(err, DT_EIO, "--prompts: cannot read %s", path);
+    }
+    fclose(f);
+    (*buf)[size] = 0;
+    *lines = malloc(sizeof(char *) * ((size_t)size / 1 + 1));
+    if (!*lines) { free(*buf); return dt_fail(err, DT_ENOMEM, "out of memory"); }
+    *n = 0;
+    for (char *s = strtok(*buf, "\r\n"); s; s = strtok(NULL, "\r\n"))
+        if (strspn(s, " \t") < strlen(s)) (*lines)[(*n)++] = s;
+    if (!*n) { free(*buf); free(*lines); return dt_fail(err, DT_EINVAL, "--prompts: %s has no prompt", path); }
+    return DT_OK;
+}
+
+/* ---- mixed precision: transformer inputs captured while calibrating ---- */
+
+#define MAX_CAPTURE 3
+
+typedef struct {
+    int n, steps;
+    float *buf[MAX_CAPTURE][6];
+    dt_tensor t[MAX_CAPTURE][2];
+    pixart_inputs in[MAX_CAPTURE];
+} capture;
+
+static float *dup_f(const float *x, size_t n, int *fail)
+{
+    if (!x) return NULL;
+    float *d = malloc(n * sizeof(float));
+    if (d) memcpy(d, x, n * sizeof(float));
+    else *fail = 1;
+    return d;
+}
+
+/* step_hook: keeps the inputs of the first, middle and last step of the first prompt. */
+static dt_status capture_step(void *user, int step, struct pixart_model *tr, const void *inputs, void *arena, dt_err *err)
+{
+    capture *c = user;
+    if (c->n >= MAX_CAPTURE || (step != 0 && step != c->steps / 2 && step != c->steps - 1)) return DT_OK;
+    const pixart_inputs *in = inputs;
+    const pixart_config *cfg = pixart_get_config(tr);
+    int k = c->n, fail = 0;
+    int64_t B = in->hidden_states->shape[0], T = in->encoder_hidden_states->shape[1];
+    size_t nh = (size_t)dt_tensor_numel(in->hidden_states), ne = (size_t)dt_tensor_numel(in->encoder_hidden_states);
+    if (!dt_tensor_is_contiguous(in->hidden_states) || !dt_tensor_is_contiguous(in->encoder_hidden_states))
+        return dt_fail(err, DT_EINVAL, "quantize: non-contiguous transformer inputs");
+    c->buf[k][0] = dup_f(in->hidden_states->data, nh, &fail);
+    c->buf[k][1] = dup_f(in->encoder_hidden_states->data, ne, &fail);
+    c->buf[k][2] = dup_f(in->timestep, (size_t)B, &fail);
+    c->buf[k][3] = dup_f(in->encoder_attention_mask, (size_t)(B * T), &fail);
+    c->buf[k][4] = cfg->use_additional_conditions ? dup_f(in->resolution, (size_t)B * 2, &fail) : NULL;
+    c->buf[k][5] = cfg->use_additional_conditions ? dup_f(in->aspect_ratio, (size_t)B, &fail) : NULL;
+    c->n++; /* counted even on failure so the buffers are freed */
+    if (fail) return dt_fail(err, DT_ENOMEM, "out of memory");
+    c->t[k][0] = dt_tensor_view(c->buf[k][0], DT_F32, in->hidden_states->ndim, in->hidden_states->shape);
+    c->t[k][1] = dt_tensor_view(c->buf[k][1], DT_F32, 3, in->encoder_hidden_states->shape);
+    c->in[k] = (pixart_inputs){&c->t[k][0], &c->t[k][1], c->buf[k][2], c->buf[k][3], c->buf[k][4], c->buf[k][5]};
+    return DT_OK;
+}
+
+static void capture_free(capture *c)
+{
+    for (int k = 0; k < c->n; k++)
+        for (int j = 0; j < 6; j++) free(c->buf[k][j]);
+}
+
+/* Runs the pipeline over every prompt and step with the linears observed. */
+static dt_status calibrate(const quant_args *a, dt_quantizer *cal, char **prompts, int n, capture *cap, dt_err *err)
+{
+    dt_pipeline_config cfg = {.model_dir = a->model, .threads = a->threads, .quant = (struct dt_quantizer *)cal};
+    if (!dt_dtype_parse(a->dtype, &cfg.dtype) || (cfg.dtype != DT_F32 && cfg.dtype != DT_BF16))
+        return dt_fail(err, DT_EINVAL, "--dtype: expected f32 or bf16, got \"%s\"", a->dtype);
+    cfg.text_dtype = cfg.dtype;
+    dt_pipeline *p = NULL;
+    DT_TRY(dt_pipeline_load(&cfg, &p, err));
+    dt_status s = DT_OK;
+    for (int i = 0; i < n && s == DT_OK; i++) {
+        dt_gen_request r = dt_gen_request_default();
+        r.prompt = prompts[i];
+        r.negative_prompt = "";
+        r.steps = a->steps;
+        r.cfg = a->cfg;
+        r.seed = a->seed + (uint64_t)i;
+        r.width = a->width;
+        r.height = a->height;
+        if (cap && i == 0) {
+            cap->steps = a->steps;
+            r.step_hook = capture_step;
+            r.step_hook_user = cap;
+        }
+        dt_gen_result res;
+        s = dt_pipeline_check(p, &r, err);
+        if (s == DT_OK) s = dt_pipeline_generate(p, &r, &res, err);
+        if (s == DT_OK) free(res.image);
+        if (s == DT_OK && !a->quiet) fprintf(stderr, "calibrated on prompt %d/%d\n", i + 1, n);
+    }
+    dt_pipeline_free(p);
+    return s;
+}
+
+static dt_status quantize_and_save(const quant_args *a, dt_quantizer *cal, const dt_qlayer_bits *bits, int nbits,
+                                   dt_err *err)
+{
+    dt_quantizer q = *cal; /* shares cal's statistics */
+    q.mode = DT_QMODE_QUANT;
+    q.wbits = !strcmp(a->scheme, "w4a8") ? 4 : 8;
+    q.layer_bits = bits;
+    q.nlayer_bits = nbits;
+    q.balance = a->balance;
+    q.rotate = a->rotate;
+    q.alpha = a->alpha;
+    q.seed = 1;
+    q.record = 1;
+    q.rec = NULL, q.nrec = q.reccap = 0;
+    dt_quantizer_reset_counts(&q);
+    char dir[1024];
+    dt_backend *be = NULL;
+    pixart_model *m = NULL;
+    dt_status s = dt_model_component_dir(a->model, "transformer", dir, sizeof dir, err);
+    if (s == DT_OK) s = cli_backend("f32", a->threads, &be, err);
+    if (s == DT_OK) s = dt_quant_load_pixart(be, dir, &q, &m, err);
+    if (s == DT_OK) s = dt_qplan_save(&q, a->out, a->scheme, a->model, err);
+    if (s == DT_OK && !a->quiet)
+        printf("quantize: %s, %d layers quantized, %d kept in floating point, weights %.1f MB -> %s\n", a->scheme,
+               q.nquant, q.nfloat, q.weight_bytes / 1e6, a->out);
+    pixart_free(m);
+    dt_backend_destroy(be);
+    q.stats = NULL, q.nstats = q.cap = 0; /* owned by cal */
+    dt_quantizer_free(&q);
+    return s;
+}
+
+/* SQNR (dB) of the transformer outputs on the captured inputs with only layer `only` at 4
+ * bits (everything else float) against the float outputs `ref` (filled when only == NULL). */
+static dt_status sensitivity(const quant_args *a, dt_quantizer *cal, const capture *cap, const char *dir, dt_backend *be,
+                             const char *only, float **ref, double *sqnr, dt_err *err)
+{
+    dt_quantizer q = *cal;
+    q.mode = DT_QMODE_QUANT;
+    q.wbits = 0;
+    q.balance = a->balance;
+    q.rotate = a->rotate;
+    q.alpha = a->alpha;
+    q.seed = 1;
+    q.record = 0;
+    dt_qlayer_bits one;
+    if (only) {
+        snprintf(one.name, sizeof one.name, "%s", only);
+        one.bits = 4;
+        q.layer_bits = &one;
+        q.nlayer_bits = 1;
+    }
+    pixart_model *m = NULL;
+    DT_TRY(dt_quant_load_pixart(be, dir, &q, &m, err));
+    const pixart_config *c = pixart_get_config(m);
+    dt_arena arena;
+    dt_arena_init(&arena);
+    double num = 0, den = 0;
+    dt_status s = DT_OK;
+    for (int k = 0; k < cap->n && s == DT_OK; k++) {
+        const dt_tensor *h = cap->in[k].hidden_states;
+        int64_t shape[4] = {h->shape[0], c->out_channels, h->shape[2], h->shape[3]};
+        dt_tensor out = dt_tensor_view(NULL, DT_F32, 4, shape);
+        size_t n = (size_t)dt_tensor_numel(&out);
+        if (!ref[k]) {
+            ref[k] = malloc(n * sizeof(float));
+            if (!ref[k]) { s = dt_fail(err, DT_ENOMEM, "out of memory"); break; }
+        }
+        float *o = only ? malloc(n * sizeof(float)) : ref[k];
+        if (!o) { s = dt_fail(err, DT_ENOMEM, "out of memory"); break; }
+        out.data = o;
+        dt_arena_reset(&arena);
+        s = pixart_forward(m, &cap->in[k], &arena, &out, err);
+        for (size_t i = 0; only && s == DT_OK && i < n; i++) {
+            double d = (double)o[i] - ref[k][i];
+            num += (double)ref[k][i] * ref[k][i];
+            den += d * d;
+        }
+        if (only) free(o);
+    }
+    dt_arena_free(&arena);
+    pixart_free(m);
+    *sqnr = den > 0 ? 10 * log10(num / den) : 1e9;
+    return s;
+}
+
+/* Greedy allocation under an average-bit budget (weighted by parameters): start with every
+ * block linear at 8 bits and move layers to 4 bits, least sensitive (highest W4 SQNR) first,
+ * until the average is within the budget. Bound: it stops at the first layer that brings the
+ * average under the budget, so it gives up at most one layer's worth of bits more than needed
+ * (less than max_i params_i·4 / total params below the budget); with the noise of single-layer
+ * quantization taken as additive, this greedy order is optimal when the layers have equal
+ * sizes (per-parameter ordering or a small DP over sizes would handle unequal ones better). */
+static dt_status allocate_bits(const quant_args *a, dt_quantizer *cal, const capture *cap, dt_qlayer_bits **out,
+                               int *nout, dt_err *err)
+{
+    if (!cap->n) return dt_fail(err, DT_EINVAL, "quantize: no transformer inputs were captured for the sensitivity pass");
+    char dir[1024];
+    dt_backend *be = NULL;
+    DT_TRY(dt_model_component_dir(a->model, "transformer", dir, sizeof dir, err));
+    DT_TRY(cli_backend("f32", a->threads, &be, err));
+    int L = cal->nstats;
+    float *ref[MAX_CAPTURE] = {0};
+    double *sq = calloc((size_t)L, sizeof(double)), dummy;
+    int *order = calloc((size_t)L, sizeof(int));
+    dt_qlayer_bits *bits = calloc((size_t)L, sizeof *bits);
+    dt_status s = (sq && order && bits) ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
+    if (s == DT_OK) s = sensitivity(a, cal, cap, dir, be, NULL, ref, &dummy, err);
+    for (int i = 0; i < L && s == DT_OK; i++) {
+        s = sensitivity(a, cal, cap, dir, be, cal->stats[i].name, ref, &sq[i], err);
+        order[i] = i;
+        if (s == DT_OK && !a->quiet) fprintf(stderr, "sensitivity %-48s W4 SQNR %.1f dB\n", cal->stats[i].name, sq[i]);
+    }
+    for (int i = 1; i < L; i++) /* insertion sort: decreasing SQNR */
+        for (int j = i; j > 0 && sq[order[j]] > sq[order[j - 1]]; j--) { int t = order[j]; order[j] = order[j - 1]; order[j - 1] = t; }
+    double params = 0, bitsum = 0;
+    for (int i = 0; i < L; i++) params += (double)cal->stats[i].in * cal->stats[i].out;
+    bitsum = 8 * params;
+    for (int i = 0; i < L; i++) {
+        snprintf(bits[i].name, sizeof bits[i].name, "%s", cal->stats[i].name);
+        bits[i].bits = 8;
+    }
+    for (int r = 0; r < L && s == DT_OK; r++) {
+        int i = order[r];
+        double p = (double)cal->stats[i].in * cal->stats[i].out;
+        if (bitsum / params <= a->budget) break;
+        bitsum -= 4 * p;
+        bits[i].bits = 4;
+    }
+    if (s == DT_OK && !a->quiet) fprintf(stderr, "mixed: average weight bits %.2f (budget %.2f)\n", bitsum / params, a->budget);
+    for (int k = 0; k < MAX_CAPTURE; k++) free(ref[k]);
+    free(sq);
+    free(order);
+    dt_backend_destroy(be);
+    if (s != DT_OK) { free(bits); return s; }
+    *out = bits;
+    *nout = L;
+    return DT_OK;
+}
+
+int cli_quantize(int argc, char **argv)
+{
+    quant_args a;
+    if (!parse_quant(argc, argv, &a)) return 2;
+    dt_err err = {0};
+    char *buf = NULL, **prompts = NULL;
+    int n = 0;
+    if (read_prompts(a.prompts, &buf, &prompts, &n, &err) != DT_OK) return cli_die(&err);
+    dt_quantizer cal = {.mode = DT_QMODE_OBSERVE};
+    capture cap = {0};
+    dt_qlayer_bits *bits = NULL;
+    int nbits = 0;
+    dt_status s = calibrate(&a, &cal, prompts, n, a.mixed ? &cap : NULL, &err);
+    if (s == DT_OK && a.mixed) s = allocate_bits(&a, &cal, &cap, &bits, &nbits, &err);
+    if (s == DT_OK) s = quantize_and_save(&a, &cal, bits, nbits, &err);
+    capture_free(&cap);
+    free(bits);
+    dt_quantizer_free(&cal);
+    free(buf);
+    free(prompts);
+    return s == DT_OK ? 0 : cli_die(&err);
+}
+
+/* ---- bench transformer --quant: float and quantized models timed alternately ---- */
+
+/* The machine may be shared: alternating the two models round by round exposes both to
+ * the same load, so the ratio of their best times is steadier than two separate runs. */
+dt_status cli_bench_quant_ab(dt_backend *be, const pixart_config *c, pixart_model *qm, const pixart_inputs *in,
+                             dt_arena *arena, dt_tensor *out, int rounds, dt_err *err)
+{
+    dt_weight_source rnd = dt_weights_random(42, 0.02f); /* the same weights as the bench's model */
+    dt_quantizer fq = {.mode = DT_QMODE_FLOAT};
+    dt_quantizer_attach(&fq, &rnd);
+    pixart_model *fm = NULL;
+    DT_TRY(pixart_create(be, c, &rnd, &fm, err));
+    double best[2] = {1e30, 1e30};
+    dt_status s = DT_OK;
+    for (int r = 0; r <= rounds && s == DT_OK; r++) /* r == 0 warms both up */
+        for (int k = 0; k < 2 && s == DT_OK; k++) {
+            dt_arena_reset(arena);
+            double t0 = cli_now();
+            s = pixart_forward(k ? qm : fm, in, arena, out, err);
+            double dt = cli_now() - t0;
+            if (r > 0 && dt < best[k]) best[k] = dt;
+        }
+    if (s == DT_OK)
+        printf("  interleaved (%d rounds): float %.3f s, quantized %.3f s -> quantized step %.2fx faster\n", rounds,
+               best[0], best[1], best[0] / best[1]);
+    pixart_free(fm);
+    return s;
+}

@@ -1,0 +1,22 @@
+/* Quantized models on the command line (cli_quant.c). */
+#ifndef DT_CLI_QUANT_H
+#define DT_CLI_QUANT_H
+#include "quantize.h"
+#include "models/pixart.h"
+
+/* Parses --quant w8a8|w4a8 into q (NULL scheme: float, counting bytes only); 0 when unknown. */
+int cli_quant_parse(const char *scheme, dt_quantizer *q);
+/* Prints linear-weight bytes and, when quantized, the int8 linear peak and the mixed floor. */
+dt_status cli_bench_quant_report(dt_backend *be, const dt_quantizer *q, const pixart_config *c, int B, int tokens,
+                                 int text, double step_s, double float_peak, dt_err *err);
+
+/* bench --quant: times a float copy of the bench model and the quantized one alternately. */
+dt_status cli_bench_quant_ab(dt_backend *be, const pixart_config *c, pixart_model *qm, const pixart_inputs *in,
+                             dt_arena *arena, dt_tensor *out, int rounds, dt_err *err);
+/* txt2img --quant DIR: a PLAN-mode quantizer over the plan in dir; close frees it. */
+dt_status cli_quant_open(const char *dir, dt_quantizer *q, dt_err *err);
+void cli_quant_close(dt_quantizer *q);
+/* `ditrt quantize` */
+int cli_quantize(int argc, char **argv);
+
+#endif

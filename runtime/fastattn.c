@@ -1,0 +1,428 @@
+/* DiTFastAttn: plan files, their cost, and the self-attention hook with its caches. */
+#include "fastattn.h"
+#include "json.h"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- plans ---- */
+
+static const struct { const char *name; dt_fa_method m; } method_names[] = {
+    {"full", DT_FA_FULL}, {"wars", DT_FA_WARS}, {"ast", DT_FA_AST}, {"asc", DT_FA_ASC},
+    {"wars+asc", DT_FA_WARS_ASC}, {"full+asc", DT_FA_ASC},
+    /* the published code's names */
+    {"full_attn", DT_FA_FULL}, {"residual_window_attn", DT_FA_WARS}, {"output_share", DT_FA_AST},
+    {"full_attn+cfg_attn_share", DT_FA_ASC}, {"residual_window_attn+cfg_attn_share", DT_FA_WARS_ASC},
+};
+
+const char *dt_fa_method_name(dt_fa_method m)
+{
+    static const char *names[DT_FA_COUNT] = {"full", "wars", "ast", "asc", "wars+asc"};
+    return (unsigned)m < DT_FA_COUNT ? names[m] : "?";
+}
+
+static int parse_method(const char *s, dt_fa_method *m)
+{
+    for (size_t i = 0; i < sizeof method_names / sizeof *method_names; i++)
+        if (!strcmp(s, method_names[i].name)) { *m = method_names[i].m; return 1; }
+    return 0;
+}
+
+static int is_window(dt_fa_method m) { return m == DT_FA_WARS || m == DT_FA_WARS_ASC; }
+static int is_computed_full(dt_fa_method m) { return m == DT_FA_FULL || m == DT_FA_ASC; }
+
+dt_status dt_attn_plan_init(dt_attn_plan *p, int layers, int steps, int window, dt_err *err)
+{
+    *p = (dt_attn_plan){.steps = steps, .layers = layers, .window = window};
+    if (layers <= 0 || steps <= 0 || window < 0)
+        return dt_fail(err, DT_EINVAL, "attention plan: layers and steps must be positive and window >= 0");
+    p->m = calloc((size_t)layers * steps, 1);
+    return p->m ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
+}
+
+void dt_attn_plan_free(dt_attn_plan *p)
+{
+    free(p->m);
+    p->m = NULL;
+}
+
+dt_status dt_attn_plan_validate(const dt_attn_plan *p, const char *what, dt_err *err)
+{
+    for (int l = 0; l < p->layers; l++) {
+        int computed = 0, residual = 0;
+        for (int t = 0; t < p->steps; t++) {
+            dt_fa_method m = dt_attn_plan_at(p, l, t);
+            if (m >= DT_FA_COUNT) return dt_fail(err, DT_EFORMAT, "%s: layer %d step %d: unknown method %d", what, l, t, (int)m);
+            if (m == DT_FA_AST && !computed)
+                return dt_fail(err, DT_EFORMAT, "%s: layer %d step %d: \"ast\" has no cached output (no computed step before it)", what, l, t);
+            if (is_window(m) && !residual)
+                return dt_fail(err, DT_EFORMAT, "%s: layer %d step %d: \"%s\" has no cached residual (no full or asc step before it)",
+                               what, l, t, dt_fa_method_name(m));
+            computed |= m != DT_FA_AST;
+            residual |= is_computed_full(m);
+        }
+    }
+    return DT_OK;
+}
+
+dt_status dt_attn_plan_check(const dt_attn_plan *p, int layers, int steps, dt_err *err)
+{
+    if (p->layers != layers)
+        return dt_fail(err, DT_EINVAL, "attention plan: made for %d layers, the model has %d", p->layers, layers);
+    if (p->steps != steps)
+        return dt_fail(err, DT_EINVAL, "attention plan: made for %d steps, this run has %d", p->steps, steps);
+    return DT_OK;
+}
+
+static dt_status parse_layers(const cJSON *arr, const char *what, dt_attn_plan *p, dt_err *err)
+{
+    int L = cJSON_GetArraySize(arr);
+    if (L <= 0) return dt_fail(err, DT_EFORMAT, "%s: field \"layers\" must be a non-empty array of per-layer arrays", what);
+    dt_attn_plan opts = *p; /* init resets the options */
+    DT_TRY(dt_attn_plan_init(p, L, opts.steps, opts.window, err));
+    memcpy(p->model, opts.model, sizeof p->model);
+    p->cfg_half = opts.cfg_half;
+    p->asc_residual = opts.asc_residual;
+    int l = 0;
+    for (const cJSON *row = arr->child; row; row = row->next, l++) {
+        if (!cJSON_IsArray(row) || cJSON_GetArraySize(row) != p->steps)
+            return dt_fail(err, DT_EFORMAT, "%s: layer %d: expected an array of %d methods (one per step)", what, l, p->steps);
+        int t = 0;
+        for (const cJSON *e = row->child; e; e = e->next, t++) {
+            dt_fa_method m;
+            if (!cJSON_IsString(e) || !parse_method(e->valuestring, &m))
+                return dt_fail(err, DT_EFORMAT, "%s: layer %d step %d: unknown method %s%s%s (expected full, wars, ast, asc, wars+asc)",
+                               what, l, t, cJSON_IsString(e) ? "\"" : "", cJSON_IsString(e) ? e->valuestring : "(not a string)",
+                               cJSON_IsString(e) ? "\"" : "");
+            p->m[(size_t)l * p->steps + t] = (unsigned char)m;
+        }
+    }
+    return DT_OK;
+}
+
+static dt_status parse_obj(const cJSON *j, const char *what, dt_attn_plan *p, dt_err *err)
+{
+    static const char *known[] = {"format", "model", "steps", "window", "cfg_half", "asc_residual", "layers"};
+    for (const cJSON *e = j->child; e; e = e->next) {
+        size_t k = 0;
+        while (k < sizeof known / sizeof *known && strcmp(e->string, known[k])) k++;
+        if (k == sizeof known / sizeof *known) return dt_fail(err, DT_EFORMAT, "%s: unknown field \"%s\"", what, e->string);
+    }
+    char s[64];
+    DT_TRY(dt_json_str(j, what, "format", "ditrt-attn-plan", s, sizeof s, err));
+    if (strcmp(s, "ditrt-attn-plan")) return dt_fail(err, DT_EFORMAT, "%s: field \"format\" is \"%s\", expected \"ditrt-attn-plan\"", what, s);
+    dt_attn_plan q = {0};
+    DT_TRY(dt_json_str(j, what, "model", "", q.model, sizeof q.model, err));
+    DT_TRY(dt_json_int(j, what, "steps", 0, 0, &q.steps, err));
+    DT_TRY(dt_json_int(j, what, "window", 0, 0, &q.window, err));
+    if (q.steps <= 0) return dt_fail(err, DT_EFORMAT, "%s: field \"steps\" must be positive, got %d", what, q.steps);
+    if (q.window < 0) return dt_fail(err, DT_EFORMAT, "%s: field \"window\" must be >= 0, got %d", what, q.window);
+    DT_TRY(dt_json_str(j, what, "cfg_half", "cond", s, sizeof s, err));
+    if (strcmp(s, "cond") && strcmp(s, "uncond"))
+        return dt_fail(err, DT_EFORMAT, "%s: field \"cfg_half\" is \"%s\", expected \"cond\" or \"uncond\"", what, s);
+    q.cfg_half = strcmp(s, "cond") ? DT_FA_HALF_UNCOND : DT_FA_HALF_COND;
+    DT_TRY(dt_json_str(j, what, "asc_residual", "same", s, sizeof s, err));
+    if (strcmp(s, "same") && strcmp(s, "first"))
+        return dt_fail(err, DT_EFORMAT, "%s: field \"asc_residual\" is \"%s\", expected \"same\" or \"first\"", what, s);
+    q.asc_residual = strcmp(s, "same") ? DT_FA_RES_FIRST : DT_FA_RES_SAME;
+    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(j, "layers");
+    if (!cJSON_IsArray(layers)) return dt_fail(err, DT_EFORMAT, "%s: field \"layers\" must be an array (one array of methods per layer)", what);
+    *p = q;
+    return parse_layers(layers, what, p, err);
+}
+
+dt_status dt_attn_plan_parse(const char *text, const char *what, dt_attn_plan *p, dt_err *err)
+{
+    *p = (dt_attn_plan){0};
+    cJSON *j = cJSON_Parse(text);
+    if (!cJSON_IsObject(j)) { cJSON_Delete(j); return dt_fail(err, DT_EFORMAT, "%s: not a JSON object", what); }
+    dt_status s = parse_obj(j, what, p, err);
+    cJSON_Delete(j);
+    if (s == DT_OK) s = dt_attn_plan_validate(p, what, err);
+    if (s != DT_OK) dt_attn_plan_free(p);
+    return s;
+}
+
+dt_status dt_attn_plan_load(const char *path, dt_attn_plan *p, dt_err *err)
+{
+    *p = (dt_attn_plan){0};
+    FILE *f = fopen(path, "rb");
+    if (!f) return dt_fail(err, DT_EIO, "%s: cannot open: %s", path, strerror(errno));
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    dt_status s = DT_OK;
+    for (;;) {
+        if (n + 4096 + 1 > cap) {
+            char *nb = realloc(buf, cap = 2 * cap + 8192);
+            if (!nb) { s = dt_fail(err, DT_ENOMEM, "out of memory"); break; }
+            buf = nb;
+        }
+        size_t r = fread(buf + n, 1, 4096, f);
+        n += r;
+        if (r < 4096) break;
+    }
+    if (s == DT_OK && ferror(f)) s = dt_fail(err, DT_EIO, "%s: read error", path);
+    fclose(f);
+    if (s == DT_OK) {
+        buf[n] = 0;
+        s = dt_attn_plan_parse(buf, path, p, err);
+    }
+    free(buf);
+    return s;
+}
+
+dt_status dt_attn_plan_save(const dt_attn_plan *p, const char *path, dt_err *err)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) return dt_fail(err, DT_EIO, "%s: cannot create: %s", tmp, strerror(errno));
+    cJSON *model = cJSON_CreateString(p->model);
+    char *mq = model ? cJSON_PrintUnformatted(model) : NULL;
+    fprintf(f, "{\n  \"format\": \"ditrt-attn-plan\",\n  \"model\": %s,\n  \"steps\": %d,\n  \"window\": %d,\n"
+               "  \"cfg_half\": \"%s\",\n  \"asc_residual\": \"%s\",\n  \"layers\": [\n",
+            mq ? mq : "\"\"", p->steps, p->window, p->cfg_half == DT_FA_HALF_COND ? "cond" : "uncond",
+            p->asc_residual == DT_FA_RES_SAME ? "same" : "first");
+    free(mq);
+    cJSON_Delete(model);
+    for (int l = 0; l < p->layers; l++) {
+        fprintf(f, "    [");
+        for (int t = 0; t < p->steps; t++) fprintf(f, "%s\"%s\"", t ? ", " : "", dt_fa_method_name(dt_attn_plan_at(p, l, t)));
+        fprintf(f, "]%s\n", l + 1 < p->layers ? "," : "");
+    }
+    fprintf(f, "  ]\n}\n");
+    int bad = ferror(f);
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path)) {
+        unlink(tmp);
+        return dt_fail(err, DT_EIO, "%s: cannot write the plan", path);
+    }
+    return DT_OK;
+}
+
+int dt_attn_plan_residual_live(const dt_attn_plan *p, int layer, int step)
+{
+    for (int t = step + 1; t < p->steps; t++) {
+        dt_fa_method m = dt_attn_plan_at(p, layer, t);
+        if (is_window(m)) return 1;
+        if (is_computed_full(m)) return 0; /* recomputed there */
+    }
+    return 0;
+}
+
+int dt_attn_plan_output_live(const dt_attn_plan *p, int layer, int step)
+{
+    return step + 1 < p->steps && dt_attn_plan_at(p, layer, step + 1) == DT_FA_AST;
+}
+
+double dt_fa_band_pairs(int64_t N, int64_t w)
+{
+    double n = 0;
+    for (int64_t i = 0; i < N; i++) n += (double)((i + w < N - 1 ? i + w : N - 1) - (i - w > 0 ? i - w : 0) + 1);
+    return n;
+}
+
+void dt_attn_plan_cost_of(const dt_attn_plan *p, int B, int N, int C, dt_attn_plan_cost *o)
+{
+    *o = (dt_attn_plan_cost){0};
+    double full = 4.0 * B * (double)N * N * C, win = 4.0 * B * dt_fa_band_pairs(N, p->window) * C;
+    double proj = 8.0 * B * (double)N * C * C;
+    size_t per = (size_t)B * N * C * sizeof(float);
+    for (int l = 0; l < p->layers; l++)
+        for (int t = 0; t < p->steps; t++) {
+            dt_fa_method m = dt_attn_plan_at(p, l, t);
+            double share = m == DT_FA_ASC || m == DT_FA_WARS_ASC ? 0.5 : 1.0, a = 0;
+            o->count[m]++;
+            if (is_computed_full(m)) a = full + (dt_attn_plan_residual_live(p, l, t) ? win : 0);
+            else if (is_window(m)) a = win;
+            o->attn_flops += share * a;
+            o->module_flops += m == DT_FA_AST ? 0 : share * (a + proj);
+        }
+    o->attn_flops_full = full * p->layers * p->steps;
+    o->module_flops_full = (full + proj) * p->layers * p->steps;
+    for (int t = 0; t < p->steps; t++) {
+        size_t held = 0;
+        for (int l = 0; l < p->layers; l++)
+            held += per * (size_t)(dt_attn_plan_residual_live(p, l, t) + dt_attn_plan_output_live(p, l, t));
+        if (held > o->cache_peak_bytes) o->cache_peak_bytes = held;
+    }
+}
+
+/* ---- runtime ---- */
+
+typedef struct {
+    float *data;
+    size_t n; /* elements */
+} fa_buf;
+
+struct dt_fastattn {
+    dit_attn_hook hook; /* first: the hook pointer is the runtime */
+    const dt_attn_plan *plan;
+    int cfg, step, keep_all, frozen;
+    fa_buf *res, *out; /* per layer */
+    size_t bytes, peak;
+};
+
+static void buf_drop(dt_fastattn *fa, fa_buf *b)
+{
+    fa->bytes -= b->n * sizeof(float);
+    free(b->data);
+    *b = (fa_buf){0};
+}
+
+static dt_status buf_ensure(dt_fastattn *fa, fa_buf *b, size_t n, dt_err *err)
+{
+    if (b->data && b->n == n) return DT_OK;
+    buf_drop(fa, b);
+    b->data = malloc(n * sizeof(float));
+    if (!b->data) return dt_fail(err, DT_ENOMEM, "attention plan: out of memory for a %zu MB cache", n * 4 >> 20);
+    b->n = n;
+    fa->bytes += n * sizeof(float);
+    if (fa->bytes > fa->peak) fa->peak = fa->bytes;
+    return DT_OK;
+}
+
+static dt_tensor t2(float *d, int64_t r, int64_t c) { int64_t s[2] = {r, c}; return dt_tensor_view(d, DT_F32, 2, s); }
+static dt_tensor t3(float *d, int64_t a, int64_t b, int64_t c) { int64_t s[3] = {a, b, c}; return dt_tensor_view(d, DT_F32, 3, s); }
+
+/* The computing methods: projections and attention on nb = B or B/2 sequences from h0. */
+static dt_status compute(dt_fastattn *fa, const dit_self_attn_args *a, dt_fa_method m, int want_res, dt_err *err)
+{
+    const dt_attn_plan *p = fa->plan;
+    dt_backend *be = a->be;
+    int asc = m == DT_FA_ASC || m == DT_FA_WARS_ASC;
+    int64_t B = a->B, N = a->N, C = a->C, nb = asc ? B / 2 : B, h0 = asc && p->cfg_half == DT_FA_HALF_COND ? B / 2 : 0;
+    int64_t rows = nb * N, half = (B / 2) * N * C;
+    fa_buf *res = &fa->res[a->layer];
+    if (is_window(m) && (!res->data || res->n != (size_t)(B * N * C)))
+        return dt_fail(err, DT_EINVAL, "attention plan: layer %d step %d: \"%s\" has no cached residual of this shape",
+                       a->layer, fa->step, dt_fa_method_name(m));
+    dt_tensor xin = t2((float *)a->xn->data + h0 * N * C, rows, C), qkv = t2(a->s->qkv.data, rows, 3 * C);
+    DT_TRY(be->ops->linear_forward(be, a->blk->qkv, &xin, &qkv, err));
+    dt_tensor q = t3(qkv.data, nb, N, C), k = q, v = q, ao = t3(a->s->ao.data, nb, N, C);
+    q.strides[0] = k.strides[0] = v.strides[0] = N * 3 * C;
+    q.strides[1] = k.strides[1] = v.strides[1] = 3 * C;
+    k.data = (float *)qkv.data + C;
+    v.data = (float *)qkv.data + 2 * C;
+    float *aod = ao.data;
+    if (is_computed_full(m)) {
+        DT_TRY(be->ops->attention(be, &q, &k, &v, NULL, a->heads, a->scale, &ao, err));
+        if (want_res) {
+            dt_tensor aw;
+            DT_TRY(dt_arena_tensor(a->arena, &aw, DT_F32, 3, (int64_t[]){nb, N, C}, err));
+            DT_TRY(be->ops->window_attention(be, &q, &k, &v, a->heads, a->scale, p->window, &aw, err));
+            DT_TRY(buf_ensure(fa, res, (size_t)(B * N * C), err));
+            float *r = res->data + h0 * N * C, *w = aw.data;
+            int64_t nn = rows * C;
+#pragma omp parallel for simd schedule(static)
+            for (int64_t i = 0; i < nn; i++) r[i] = aod[i] - w[i];
+            if (asc) memcpy(res->data + (h0 ? 0 : half), r, (size_t)half * sizeof(float));
+        }
+    } else {
+        DT_TRY(be->ops->window_attention(be, &q, &k, &v, a->heads, a->scale, p->window, &ao, err));
+        const float *r = res->data + (asc && p->asc_residual == DT_FA_RES_SAME ? h0 * N * C : 0);
+        int64_t nn = rows * C;
+#pragma omp parallel for simd schedule(static)
+        for (int64_t i = 0; i < nn; i++) aod[i] += r[i];
+    }
+    dt_tensor ao2 = t2(aod, rows, C), o = t2((float *)a->out->data + h0 * N * C, rows, C);
+    DT_TRY(be->ops->linear_forward(be, a->blk->out1, &ao2, &o, err));
+    if (asc) memcpy((float *)a->out->data + (h0 ? 0 : half), o.data, (size_t)half * sizeof(float));
+    return DT_OK;
+}
+
+static dt_status fa_self_attn(dit_attn_hook *h, const dit_self_attn_args *a, dt_err *err)
+{
+    dt_fastattn *fa = (dt_fastattn *)h;
+    const dt_attn_plan *p = fa->plan;
+    int l = a->layer, t = fa->step;
+    if (l < 0 || l >= p->layers) return dt_fail(err, DT_EINVAL, "attention plan: has %d layers, the model called layer %d", p->layers, l);
+    if (t < 0 || t >= p->steps) return dt_fail(err, DT_EINVAL, "attention plan: step %d is outside the plan's %d steps", t, p->steps);
+    dt_fa_method m = dt_attn_plan_at(p, l, t);
+    size_t n = (size_t)a->B * a->N * a->C;
+    fa_buf *ob = &fa->out[l];
+    if (m == DT_FA_AST) {
+        if (!ob->data || ob->n != n)
+            return dt_fail(err, DT_EINVAL, "attention plan: layer %d step %d: \"ast\" has no cached output of this shape", l, t);
+        memcpy(a->out->data, ob->data, n * sizeof(float));
+        return DT_OK;
+    }
+    if ((m == DT_FA_ASC || m == DT_FA_WARS_ASC) && (!fa->cfg || a->B % 2))
+        return dt_fail(err, DT_EINVAL, "attention plan: layer %d step %d: \"%s\" needs a CFG batch (guidance on)", l, t, dt_fa_method_name(m));
+    int want_res = is_computed_full(m) && !fa->frozen && (fa->keep_all || dt_attn_plan_residual_live(p, l, t));
+    if (m == DT_FA_FULL && !want_res) DT_TRY(dit_self_attention_full(a, err)); /* the plain path, bit for bit */
+    else DT_TRY(compute(fa, a, m, want_res, err));
+    if (fa->frozen) return DT_OK;
+    /* drop before storing: the peak stays what the plan's accounting says */
+    if (!fa->keep_all && fa->res[l].data && !dt_attn_plan_residual_live(p, l, t)) buf_drop(fa, &fa->res[l]);
+    if (fa->keep_all || dt_attn_plan_output_live(p, l, t)) {
+        DT_TRY(buf_ensure(fa, ob, n, err));
+        memcpy(ob->data, a->out->data, n * sizeof(float));
+    } else if (ob->data) buf_drop(fa, ob);
+    return DT_OK;
+}
+
+dt_status dt_fastattn_create(const dt_attn_plan *plan, int cfg, dt_fastattn **out, dt_err *err)
+{
+    dt_fastattn *fa = calloc(1, sizeof *fa);
+    if (fa) {
+        fa->res = calloc((size_t)plan->layers, sizeof *fa->res);
+        fa->out = calloc((size_t)plan->layers, sizeof *fa->out);
+    }
+    if (!fa || !fa->res || !fa->out) { dt_fastattn_free(fa); return dt_fail(err, DT_ENOMEM, "out of memory"); }
+    fa->hook.self_attn = fa_self_attn;
+    fa->plan = plan;
+    fa->cfg = cfg;
+    *out = fa;
+    return DT_OK;
+}
+
+void dt_fastattn_reset(dt_fastattn *fa)
+{
+    for (int l = 0; l < fa->plan->layers; l++) {
+        buf_drop(fa, &fa->res[l]);
+        buf_drop(fa, &fa->out[l]);
+    }
+    fa->step = 0;
+}
+
+void dt_fastattn_free(dt_fastattn *fa)
+{
+    if (!fa) return;
+    if (fa->res && fa->out) dt_fastattn_reset(fa);
+    free(fa->res);
+    free(fa->out);
+    free(fa);
+}
+
+dit_attn_hook *dt_fastattn_hook(dt_fastattn *fa) { return &fa->hook; }
+
+dt_status dt_fastattn_set_step(dt_fastattn *fa, int step, dt_err *err)
+{
+    if (step < 0 || step >= fa->plan->steps)
+        return dt_fail(err, DT_EINVAL, "attention plan: step %d is outside the plan's %d steps", step, fa->plan->steps);
+    fa->step = step;
+    return DT_OK;
+}
+
+size_t dt_fastattn_cache_bytes(const dt_fastattn *fa) { return fa->bytes; }
+size_t dt_fastattn_cache_peak(const dt_fastattn *fa) { return fa->peak; }
+
+void dt_fastattn_set_calibration(dt_fastattn *fa, int keep_all, int frozen)
+{
+    fa->keep_all = keep_all;
+    fa->frozen = frozen;
+}
+
+int dt_fastattn_has_residual(const dt_fastattn *fa, int layer) { return fa->res[layer].data != NULL; }
+int dt_fastattn_has_output(const dt_fastattn *fa, int layer) { return fa->out[layer].data != NULL; }
+
+dt_status dt_fastattn_begin(const dt_attn_plan *plan, int layers, int steps, int cfg, dt_fastattn **out, dt_err *err)
+{
+    *out = NULL;
+    if (!plan) return DT_OK;
+    DT_TRY(dt_attn_plan_check(plan, layers, steps, err));
+    return dt_fastattn_create(plan, cfg, out, err);
+}

@@ -1,0 +1,60 @@
+/* The layers around the DiT blocks that PixArt and Latte share, as diffusers builds them:
+ * PatchEmbed's conv (as a GEMM over patchified input), AdaLayerNormSingle (timestep
+ * embedder + SiLU + linear to the six block modulations), PixArtAlphaTextProjection, and the
+ * final adaLN-modulated LayerNorm before proj_out.
+ *
+ * The conditioning layers (one row per sample) are loaded in f32 whatever the compute
+ * dtype: their outputs scale every block, and rounding them nearly doubles the bf16 error. */
+#ifndef DT_DIT_COMMON_H
+#define DT_DIT_COMMON_H
+#include "arena.h"
+#include "layers.h"
+
+#define DIT_TPROJ_DIM 256 /* Timesteps(num_channels=256) in PixArtAlphaCombinedTimestepSizeEmbeddings */
+
+/* pos_embed.proj: conv [C, in, p, p] flattened to the [C, in*p*p] GEMM weight. */
+dt_status dit_patch_embed_load(dt_backend *be, dt_weight_source *src, int in_ch, int p, int C, int m_hint,
+                               dt_linear **out, dt_err *err);
+
+typedef struct {
+    dt_linear *t1, *t2; /* adaln_single.emb.timestep_embedder.linear_1/2 */
+    dt_linear *adaln;   /* adaln_single.linear: C -> 6C */
+} dit_adaln_single;
+
+dt_status dit_adaln_load(dt_backend *be, dt_weight_source *src, int C, dit_adaln_single *a, dt_err *err);
+void dit_adaln_free(dt_backend *be, dit_adaln_single *a);
+/* emb [B, C] (arena) = timestep_embedder(sinusoid(t)), diffusers' "embedded_timestep"
+ * before any micro-conditions are added. */
+dt_status dit_timestep_embed(dt_backend *be, const dit_adaln_single *a, const float *t, int B, int C,
+                             dt_arena *ar, dt_tensor *emb, dt_err *err);
+/* t6 [B, 6C] (arena) = linear(SiLU(emb)). */
+dt_status dit_adaln_out(dt_backend *be, const dit_adaln_single *a, const dt_tensor *emb, int C,
+                        dt_arena *ar, dt_tensor *t6, dt_err *err);
+
+typedef struct { dt_linear *l1, *l2; } dit_caption_proj; /* caption_projection.linear_1 (GELU-tanh), linear_2 */
+dt_status dit_caption_load(dt_backend *be, dt_weight_source *src, int caption_channels, int C, int m_hint,
+                           dt_dtype dtype, dit_caption_proj *c, dt_err *err);
+void dit_caption_free(dt_backend *be, dit_caption_proj *c);
+/* ctx [rows, C] (caller's) from ehs [rows, caption_channels]. */
+dt_status dit_caption_forward(dt_backend *be, const dit_caption_proj *c, const dt_tensor *ehs, int C,
+                              dt_arena *ar, dt_tensor *ctx, dt_err *err);
+
+/* diffusers' additive caption key mask, (1 - mask) * -10000, [B*reps, T] with each
+ * sample's row repeated `reps` times (Latte's frames); NULL mask gives NULL. */
+dt_status dit_key_bias(const float *mask, int B, int reps, int T, dt_arena *ar, float **out, dt_err *err);
+
+/* Final layer on S sequences of N tokens: LN(x)·(1 + table[1] + emb) + table[0] + emb, then
+ * proj_out into y [S*N, p*p*out]. emb [S, C] rows (one per sequence); xn [S*N, C] and
+ * mod [S, 2C] are scratch. */
+typedef struct {
+    const float *table;      /* scale_shift_table [2, C] */
+    const float *emb;        /* [S, C] */
+    int S, N, C;
+    float eps;
+    dt_tensor *x, *xn, *y;   /* [S*N, C], [S*N, C], [S*N, po] */
+    float *mod;              /* [S, 2C] */
+    dt_linear *proj_out;
+} dit_final_args;
+dt_status dit_final_layer(dt_backend *be, const dit_final_args *f, dt_err *err);
+
+#endif

@@ -1,0 +1,389 @@
+/* Latte transformer: loading and the forward pass, written out as diffusers computes it
+ * (latte_transformer_3d.py; blocks in dit_block.c, shared layers in dit_common.c). */
+#include "latte.h"
+#include "dit_block.h"
+#include "dit_common.h"
+#include "json.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct latte_model {
+    latte_config cfg;
+    dt_backend *be;
+    dt_linear *patch, *proj_out;
+    dit_adaln_single ada;
+    dit_caption_proj cap;
+    float *sst_out;            /* [2, C] */
+    dit_block *spatial, *temporal;
+    dit_block_shape sshape, tshape;
+    float *pos, *tpos;         /* cached 2-D embedding for pos_h x pos_w; temporal [video_length, C] */
+    int pos_h, pos_w;
+};
+
+/* ---- config ---- */
+
+static dt_status check_str(const cJSON *j, const char *path, const char *field, const char *dflt, const char *want, dt_err *err)
+{
+    char s[64];
+    DT_TRY(dt_json_str(j, path, field, dflt, s, sizeof s, err));
+    if (strcmp(s, want))
+        return dt_fail(err, DT_EUNSUPPORTED, "%s: field \"%s\" is \"%s\", only \"%s\" is supported", path, field, s, want);
+    return DT_OK;
+}
+
+static dt_status read_config(const cJSON *j, const char *path, latte_config *c, int *cross, int *bias, int *affine, dt_err *err)
+{
+    double d;
+#define INT(f, dst, has, dflt) DT_TRY(dt_json_int(j, path, f, has, dflt, &(dst), err))
+    INT("sample_size", c->sample_size, 1, 64);
+    INT("patch_size", c->patch_size, 0, 0);
+    INT("in_channels", c->in_channels, 0, 0);
+    INT("out_channels", c->out_channels, 1, -1);
+    INT("num_layers", c->num_layers, 1, 1);
+    INT("num_attention_heads", c->heads, 1, 16);
+    INT("attention_head_dim", c->head_dim, 1, 88);
+    INT("cross_attention_dim", *cross, 1, -1);
+    INT("caption_channels", c->caption_channels, 0, 0);
+    INT("video_length", c->video_length, 1, 16);
+#undef INT
+    DT_TRY(dt_json_num(j, path, "norm_eps", 1, 1e-5, &d, err));
+    c->norm_eps = (float)d;
+    DT_TRY(dt_json_bool(j, path, "attention_bias", 0, bias, err));
+    DT_TRY(dt_json_bool(j, path, "norm_elementwise_affine", 1, affine, err));
+    DT_TRY(check_str(j, path, "_class_name", "LatteTransformer3DModel", "LatteTransformer3DModel", err));
+    DT_TRY(check_str(j, path, "norm_type", "layer_norm", "ada_norm_single", err));
+    return check_str(j, path, "activation_fn", "geglu", "gelu-approximate", err);
+}
+
+dt_status latte_config_load(const char *dir, latte_config *c, dt_err *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    cJSON *j;
+    DT_TRY(dt_json_load(path, &j, err));
+    *c = (latte_config){0};
+    int cross = -1, bias = 0, affine = 1;
+    dt_status st = read_config(j, path, c, &cross, &bias, &affine, err);
+    cJSON_Delete(j);
+    if (st != DT_OK) return st;
+    c->inner = c->heads * c->head_dim;
+    if (c->out_channels < 0) c->out_channels = c->in_channels;
+    if (cross < 0) cross = c->inner;
+    c->interpolation_scale = c->sample_size / 64 > 1 ? (float)(c->sample_size / 64) : 1.0f;
+#define CHECK(cond, ...) if (!(cond)) return dt_fail(err, DT_EFORMAT, __VA_ARGS__)
+    CHECK(bias, "%s: field \"attention_bias\" must be true", path);
+    CHECK(!affine, "%s: field \"norm_elementwise_affine\" must be false (ada_norm_single)", path);
+    CHECK(c->sample_size > 0 && c->patch_size > 0 && c->sample_size % c->patch_size == 0,
+          "%s: \"sample_size\" must be a positive multiple of \"patch_size\"", path);
+    CHECK(c->in_channels > 0 && c->out_channels > 0, "%s: channel counts must be positive", path);
+    CHECK(c->num_layers > 0 && c->heads > 0 && c->head_dim > 0, "%s: num_layers, num_attention_heads and attention_head_dim must be positive", path);
+    CHECK(c->inner % 4 == 0, "%s: heads * head_dim must be a multiple of 4 (2-D sin-cos position embedding)", path);
+    CHECK(c->caption_channels > 0, "%s: \"caption_channels\" must be positive", path);
+    CHECK(c->video_length > 0, "%s: \"video_length\" must be positive", path);
+    CHECK(cross == c->inner, "%s: \"cross_attention_dim\" (%d) must equal heads * head_dim (%d)", path, cross, c->inner);
+#undef CHECK
+    return DT_OK;
+}
+
+int latte_is_model_dir(const char *dir)
+{
+    char path[4096], s[64];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    cJSON *j;
+    dt_err err = {0};
+    if (dt_json_load(path, &j, &err) != DT_OK) return 0;
+    int yes = dt_json_str(j, path, "_class_name", "", s, sizeof s, &err) == DT_OK && !strcmp(s, "LatteTransformer3DModel");
+    cJSON_Delete(j);
+    return yes;
+}
+
+latte_config latte_config_1(int sample_size)
+{
+    latte_config c = {.sample_size = sample_size, .patch_size = 2, .in_channels = 4, .out_channels = 8,
+                      .num_layers = 28, .heads = 16, .head_dim = 72, .inner = 1152,
+                      .caption_channels = 4096, .video_length = 16, .norm_eps = 1e-6f};
+    c.interpolation_scale = sample_size / 64 > 1 ? (float)(sample_size / 64) : 1.0f;
+    return c;
+}
+
+int64_t latte_param_count(const latte_config *c)
+{
+    int64_t C = c->inner, p2 = (int64_t)c->patch_size * c->patch_size;
+    int64_t n = C * c->in_channels * p2 + C;                                  /* patch embed */
+    n += (DIT_TPROJ_DIM * C + C) + (C * C + C) + 6 * C * C + 6 * C;           /* adaln_single */
+    n += (int64_t)c->caption_channels * C + C + C * C + C;                     /* caption projection */
+    int64_t attn = 4 * (C * C + C), mlp = (C * 4 * C + 4 * C) + (4 * C * C + C);
+    n += (int64_t)c->num_layers * ((6 * C + 2 * attn + mlp) + (6 * C + attn + mlp));
+    n += 2 * C + C * p2 * c->out_channels + p2 * c->out_channels;             /* final */
+    return n;
+}
+
+double latte_matmul_flops(const latte_config *c, int B, int F, int h, int w, int T)
+{
+    double C = c->inner, N = (double)h * w, S = (double)B * F, M = S * N, p2 = (double)c->patch_size * c->patch_size;
+    double mlp = 2 * M * C * 4 * C * 2, self = 2 * M * C * 3 * C + 2 * M * C * C;
+    double spatial = self + 2 * S * N * N * C * 2                       /* QK^T, PV per frame */
+                   + 2 * M * C * C * 2 + 2 * S * T * C * 2 * C + 2 * S * N * T * C * 2 + mlp;
+    double temporal = self + 2 * (double)B * N * F * F * C * 2 + mlp;
+    double other = 2 * M * c->in_channels * p2 * C + 2 * M * C * p2 * c->out_channels
+                 + 2 * (double)B * T * (c->caption_channels * C + C * C);
+    return (spatial + temporal) * c->num_layers + other;
+}
+
+/* ---- loading ---- */
+
+/* diffusers get_1d_sincos_pos_embed_from_grid for positions 0..n-1 (float64, then f32). */
+static void sincos_1d_table(int dim, int n, float *out)
+{
+    int half = dim / 2;
+    for (int p = 0; p < n; p++)
+        for (int k = 0; k < half; k++) {
+            double omega = 1.0 / pow(10000.0, (double)k / (dim / 2.0));
+            out[(size_t)p * dim + k] = (float)sin(p * omega);
+            out[(size_t)p * dim + half + k] = (float)cos(p * omega);
+        }
+}
+
+static dt_status build(latte_model *m, dt_weight_source *src, dt_err *err)
+{
+    const latte_config *c = &m->cfg;
+    dt_backend *be = m->be;
+    int C = c->inner, g = c->sample_size / c->patch_size, F = c->video_length;
+    int tok_hint = 2 * F * g * g, cap_hint = 2 * F * 120;
+    dt_dtype cd = be->cfg.compute;
+    DT_TRY(dit_patch_embed_load(be, src, c->in_channels, c->patch_size, C, tok_hint, &m->patch, err));
+    DT_TRY(dit_adaln_load(be, src, C, &m->ada, err));
+    DT_TRY(dit_caption_load(be, src, c->caption_channels, C, 2 * 120, cd, &m->cap, err));
+    m->sshape = (dit_block_shape){C, c->heads, c->head_dim, c->norm_eps, 1, tok_hint, cap_hint, cd};
+    m->tshape = m->sshape;
+    m->tshape.cross = 0;
+    for (int i = 0; i < c->num_layers; i++) {
+        char prefix[64];
+        snprintf(prefix, sizeof prefix, "transformer_blocks.%d", i);
+        DT_TRY(dit_block_load(be, src, prefix, &m->sshape, &m->spatial[i], err));
+        snprintf(prefix, sizeof prefix, "temporal_transformer_blocks.%d", i);
+        DT_TRY(dit_block_load(be, src, prefix, &m->tshape, &m->temporal[i], err));
+    }
+    DT_TRY(dt_load_param(src, "scale_shift_table", 2, (int64_t[]){2, C}, &m->sst_out, err));
+    DT_TRY(dt_load_linear1(be, src, "proj_out", C, c->patch_size * c->patch_size * c->out_channels, 1,
+                           DT_ACT_NONE, tok_hint, cd, &m->proj_out, err));
+    m->tpos = malloc((size_t)F * C * sizeof(float));
+    if (!m->tpos) return dt_fail(err, DT_ENOMEM, "out of memory");
+    sincos_1d_table(C, F, m->tpos);
+    return DT_OK;
+}
+
+dt_status latte_create(dt_backend *be, const latte_config *cfg, dt_weight_source *src, latte_model **out, dt_err *err)
+{
+    latte_model *m = calloc(1, sizeof *m);
+    if (!m) return dt_fail(err, DT_ENOMEM, "out of memory");
+    m->cfg = *cfg;
+    m->be = be;
+    m->spatial = calloc((size_t)cfg->num_layers, sizeof *m->spatial);
+    m->temporal = calloc((size_t)cfg->num_layers, sizeof *m->temporal);
+    dt_status st = m->spatial && m->temporal ? build(m, src, err) : dt_fail(err, DT_ENOMEM, "out of memory");
+    if (st != DT_OK) { latte_free(m); return st; }
+    *out = m;
+    return DT_OK;
+}
+
+dt_status latte_load(dt_backend *be, const char *dir, latte_model **out, dt_err *err)
+{
+    latte_config cfg;
+    DT_TRY(latte_config_load(dir, &cfg, err));
+    dt_safetensors *st;
+    DT_TRY(dt_st_open_dir(dir, "diffusion_pytorch_model", &st, err));
+    dt_weight_source src = dt_weights_from_file(st);
+    dt_status s = latte_create(be, &cfg, &src, out, err);
+    dt_st_close(st);
+    return s;
+}
+
+void latte_free(latte_model *m)
+{
+    if (!m) return;
+    m->be->ops->linear_destroy(m->patch);
+    m->be->ops->linear_destroy(m->proj_out);
+    dit_adaln_free(m->be, &m->ada);
+    dit_caption_free(m->be, &m->cap);
+    for (int i = 0; i < m->cfg.num_layers; i++) {
+        if (m->spatial) dit_block_free(m->be, &m->spatial[i]);
+        if (m->temporal) dit_block_free(m->be, &m->temporal[i]);
+    }
+    free(m->spatial);
+    free(m->temporal);
+    free(m->sst_out);
+    free(m->pos);
+    free(m->tpos);
+    free(m);
+}
+
+const latte_config *latte_get_config(const latte_model *m) { return &m->cfg; }
+
+/* ---- forward ---- */
+
+static dt_tensor t2d(void *data, int64_t r, int64_t c) { int64_t s[2] = {r, c}; return dt_tensor_view(data, DT_F32, 2, s); }
+static dt_tensor t4d(void *data, const int64_t *shape, const int64_t *strides)
+{
+    dt_tensor t = dt_tensor_view(data, DT_F32, 4, shape);
+    for (int i = 0; i < 4; i++) t.strides[i] = strides[i];
+    return t;
+}
+static dt_status alloc2(dt_arena *a, dt_tensor *t, int64_t r, int64_t c, dt_err *err)
+{
+    int64_t s[2] = {r, c};
+    return dt_arena_tensor(a, t, DT_F32, 2, s, err);
+}
+
+static dt_status position_embedding(latte_model *m, int h, int w, dt_err *err)
+{
+    if (m->pos && m->pos_h == h && m->pos_w == w) return DT_OK;
+    const latte_config *c = &m->cfg;
+    free(m->pos);
+    m->pos = malloc((size_t)h * w * c->inner * sizeof(float));
+    if (!m->pos) return dt_fail(err, DT_ENOMEM, "out of memory");
+    dt_sincos_pos_embed_2d(c->inner, h, w, c->sample_size / c->patch_size, c->interpolation_scale, m->pos);
+    m->pos_h = h;
+    m->pos_w = w;
+    return DT_OK;
+}
+
+static dt_status check_inputs(const latte_config *c, const latte_inputs *in, const dt_tensor *out, dt_err *err)
+{
+    const dt_tensor *hs = in->hidden_states, *eh = in->encoder_hidden_states;
+    if (!hs || hs->ndim != 5 || hs->shape[1] != c->in_channels)
+        return dt_fail(err, DT_EINVAL, "hidden_states: expected [B, %d, F, H, W]", c->in_channels);
+    if (hs->shape[0] <= 0 || hs->shape[2] <= 0 || hs->shape[2] > c->video_length)
+        return dt_fail(err, DT_EINVAL, "hidden_states: %lld frames, the model takes 1 to %d (video_length)",
+                       (long long)hs->shape[2], c->video_length);
+    if (hs->shape[3] % c->patch_size || hs->shape[4] % c->patch_size || hs->shape[3] <= 0 || hs->shape[4] <= 0)
+        return dt_fail(err, DT_EINVAL, "hidden_states: height and width must be positive multiples of patch_size %d", c->patch_size);
+    if (!eh || eh->ndim != 3 || eh->shape[0] != hs->shape[0] || eh->shape[2] != c->caption_channels || eh->shape[1] <= 0)
+        return dt_fail(err, DT_EINVAL, "encoder_hidden_states: expected [%lld, T, %d]", (long long)hs->shape[0], c->caption_channels);
+    if (!in->timestep) return dt_fail(err, DT_EINVAL, "timestep: missing");
+    if (!out || out->ndim != 5 || out->shape[0] != hs->shape[0] || out->shape[1] != c->out_channels ||
+        out->shape[2] != hs->shape[2] || out->shape[3] != hs->shape[3] || out->shape[4] != hs->shape[4])
+        return dt_fail(err, DT_EINVAL, "output: expected [B, %d, F, H, W]", c->out_channels);
+    return DT_OK;
+}
+
+/* [B, C, F, H, W] <-> [B·F, C, H, W], one 4-D strided copy per sample. */
+static dt_status frames_layout(dt_backend *be, float *video, float *frames, int B, int C, int F, int64_t HW, int64_t W,
+                               int to_frames, dt_err *err)
+{
+    int64_t shape[4] = {F, C, HW / W, W}, vs[4] = {HW, F * HW, W, 1}, fs[4] = {C * HW, HW, W, 1};
+    for (int b = 0; b < B; b++) {
+        dt_tensor v = t4d(video + (size_t)b * C * F * HW, shape, vs), f = t4d(frames + (size_t)b * F * C * HW, shape, fs);
+        DT_TRY(to_frames ? be->ops->copy4d(be, &v, &f, err) : be->ops->copy4d(be, &f, &v, err));
+    }
+    return DT_OK;
+}
+
+/* x [B, A, Bn, C] -> y [B, Bn, A, C]: the spatial <-> temporal token order. */
+static dt_status swap_axes(dt_backend *be, const float *x, float *y, int B, int A, int Bn, int C, dt_err *err)
+{
+    int64_t shape[4] = {B, Bn, A, C}, xs[4] = {(int64_t)A * Bn * C, C, (int64_t)Bn * C, 1},
+            ys[4] = {(int64_t)Bn * A * C, (int64_t)A * C, C, 1};
+    dt_tensor src = t4d((float *)x, shape, xs), dst = t4d(y, shape, ys);
+    return be->ops->copy4d(be, &src, &dst, err);
+}
+
+/* rows[b·reps + r] = t[b] for a [B, width] table. */
+static float *repeat_rows(dt_arena *a, const float *t, int B, int reps, int width)
+{
+    float *o = dt_arena_alloc(a, (size_t)B * reps * width * sizeof(float));
+    for (int b = 0; o && b < B; b++)
+        for (int r = 0; r < reps; r++) memcpy(o + ((size_t)b * reps + r) * width, t + (size_t)b * width, (size_t)width * sizeof(float));
+    return o;
+}
+
+typedef struct {
+    int B, F, N, T, C;
+    dt_tensor *x, *xt;   /* [B·F·N, C] spatial order, and the temporal-order buffer */
+    dt_tensor *ctx;      /* [B·F·T, C] */
+    float *key_bias, *t6s, *t6t;
+    dit_scratch *s;
+} latte_run;
+
+static dt_status layers(latte_model *m, latte_run *r, dt_arena *a, dt_err *err)
+{
+    dt_backend *be = m->be;
+    int B = r->B, F = r->F, N = r->N, C = r->C;
+    dt_attn_bias cross_bias = {.key = r->key_bias};
+    for (int i = 0; i < m->cfg.num_layers; i++) {
+        dit_block_args sa = {be, i, r->t6s, B * F, N, r->T, r->x, r->ctx, &cross_bias, r->s, a, NULL};
+        DT_TRY(dit_block_forward(&m->spatial[i], &m->sshape, &sa, err));
+        DT_TRY(swap_axes(be, r->x->data, r->xt->data, B, F, N, C, err));
+        if (i == 0 && F > 1) {
+            dt_tensor tp = t2d(m->tpos, F, C);
+            DT_TRY(be->ops->add_rows(be, r->xt, &tp, r->xt, err));
+        }
+        dit_block_args ta = {be, i, r->t6t, B * N, F, 0, r->xt, NULL, NULL, r->s, a, NULL};
+        DT_TRY(dit_block_forward(&m->temporal[i], &m->tshape, &ta, err));
+        DT_TRY(swap_axes(be, r->xt->data, r->x->data, B, N, F, C, err));
+    }
+    return DT_OK;
+}
+
+dt_status latte_forward(latte_model *m, const latte_inputs *in, dt_arena *a, dt_tensor *out, dt_err *err)
+{
+    const latte_config *c = &m->cfg;
+    dt_backend *be = m->be;
+    DT_TRY(check_inputs(c, in, out, err));
+    const dt_tensor *hs = in->hidden_states;
+    int B = (int)hs->shape[0], F = (int)hs->shape[2], H = (int)hs->shape[3], W = (int)hs->shape[4];
+    int p = c->patch_size, C = c->inner, h = H / p, w = W / p, N = h * w, T = (int)in->encoder_hidden_states->shape[1];
+    int S = B * F, cin = c->in_channels;
+    int64_t M = (int64_t)S * N;
+
+    /* frames as images, patch embedding + 2-D position embedding */
+    dt_tensor fr, patches, x, xt;
+    int64_t fshape[4] = {S, cin, H, W};
+    DT_TRY(dt_arena_tensor(a, &fr, DT_F32, 4, fshape, err));
+    DT_TRY(frames_layout(be, hs->data, fr.data, B, cin, F, (int64_t)H * W, W, 1, err));
+    DT_TRY(alloc2(a, &patches, M, (int64_t)cin * p * p, err));
+    DT_TRY(alloc2(a, &x, M, C, err));
+    DT_TRY(alloc2(a, &xt, M, C, err));
+    DT_TRY(be->ops->patchify(be, &fr, p, &patches, err));
+    DT_TRY(be->ops->linear_forward(be, m->patch, &patches, &x, err));
+    DT_TRY(position_embedding(m, h, w, err));
+    dt_tensor pos = t2d(m->pos, N, C);
+    DT_TRY(be->ops->add_rows(be, &x, &pos, &x, err));
+
+    /* timestep conditioning, repeated per frame (spatial) and per patch (temporal) */
+    dt_tensor emb, t6, ctx1, ctx;
+    DT_TRY(dit_timestep_embed(be, &m->ada, in->timestep, B, C, a, &emb, err));
+    DT_TRY(dit_adaln_out(be, &m->ada, &emb, C, a, &t6, err));
+    float *t6s = repeat_rows(a, t6.data, B, F, 6 * C), *t6t = repeat_rows(a, t6.data, B, N, 6 * C);
+    float *embs = repeat_rows(a, emb.data, B, F, C);
+    if (!t6s || !t6t || !embs) return dt_fail(err, DT_ENOMEM, "out of memory");
+
+    /* caption: projected once, repeated per frame (diffusers' repeat_interleave) */
+    DT_TRY(alloc2(a, &ctx1, (int64_t)B * T, C, err));
+    dt_tensor ehs = t2d(in->encoder_hidden_states->data, (int64_t)B * T, c->caption_channels);
+    DT_TRY(dit_caption_forward(be, &m->cap, &ehs, C, a, &ctx1, err));
+    float *cr = repeat_rows(a, ctx1.data, B, F, T * C);
+    if (!cr) return dt_fail(err, DT_ENOMEM, "out of memory");
+    ctx = t2d(cr, (int64_t)S * T, C);
+    float *key_bias;
+    DT_TRY(dit_key_bias(in->encoder_attention_mask, B, F, T, a, &key_bias, err));
+
+    dit_scratch s;
+    DT_TRY(dit_scratch_alloc(a, M, (int64_t)S * T, S > B * N ? S : B * N, C, &s, err));
+    latte_run r = {B, F, N, T, C, &x, &xt, &ctx, key_bias, t6s, t6t, &s};
+    DT_TRY(layers(m, &r, a, err));
+
+    /* final layer per frame, unpatchify, back to [B, C, F, H, W] */
+    int po = p * p * c->out_channels;
+    dt_tensor y, yf;
+    DT_TRY(alloc2(a, &y, M, po, err));
+    dit_final_args fa = {m->sst_out, embs, S, N, C, c->norm_eps, &x, &s.xn, &y, s.mod, m->proj_out};
+    DT_TRY(dit_final_layer(be, &fa, err));
+    int64_t oshape[4] = {S, c->out_channels, H, W}, y3s[3] = {S, N, po};
+    DT_TRY(dt_arena_tensor(a, &yf, DT_F32, 4, oshape, err));
+    dt_tensor y3 = dt_tensor_view(y.data, DT_F32, 3, y3s);
+    DT_TRY(be->ops->unpatchify(be, &y3, p, h, w, &yf, err));
+    return frames_layout(be, out->data, yf.data, B, c->out_channels, F, (int64_t)H * W, W, 0, err);
+}

@@ -1,0 +1,60 @@
+/* The Latte video diffusion transformer (diffusers LatteTransformer3DModel).
+ *
+ * Video latents [B, C, F, H, W]. Each layer runs a spatial DiT block (self-attention over
+ * one frame's patches, cross-attention to the caption) on B·F sequences, then a temporal
+ * block (self-attention over one patch's frames, no caption) on B·N sequences; the temporal
+ * sin-cos position embedding is added before the first temporal block when F > 1.
+ * Frames: 1 ≤ F ≤ video_length; F < video_length uses the first F rows of the table (what
+ * a model configured with video_length F has; diffusers itself only accepts F = video_length).
+ * A caption mask [B, T] masks the keys of every frame of its sample, as PixArt does. */
+#ifndef DT_LATTE_H
+#define DT_LATTE_H
+#include "arena.h"
+#include "../../kernels/backend.h"
+#include "weights.h"
+
+typedef struct {
+    int sample_size, patch_size, in_channels, out_channels;
+    int num_layers, heads, head_dim, inner;   /* inner = heads * head_dim */
+    int caption_channels, video_length;
+    float interpolation_scale, norm_eps;
+} latte_config;
+
+/* Reads and validates `<dir>/config.json` (diffusers' defaults for absent fields). */
+dt_status latte_config_load(const char *dir, latte_config *cfg, dt_err *err);
+/* 1 when `<dir>/config.json` names "_class_name": "LatteTransformer3DModel" (0 otherwise,
+ * also for a missing or unreadable file: the caller's own loader reports those). */
+int latte_is_model_dir(const char *dir);
+/* Latte-1 (maxin-cn/Latte-1) at a latent sample_size (res/8), for benchmarks. */
+latte_config latte_config_1(int sample_size);
+int64_t latte_param_count(const latte_config *cfg);
+/* Matmul FLOPs of one forward (for the GEMM-floor ratio). */
+double latte_matmul_flops(const latte_config *cfg, int batch, int frames, int h, int w, int text_len);
+
+typedef struct latte_model latte_model;
+dt_status latte_load(dt_backend *be, const char *dir, latte_model **out, dt_err *err);
+dt_status latte_create(dt_backend *be, const latte_config *cfg, dt_weight_source *src, latte_model **out, dt_err *err);
+void latte_free(latte_model *m);
+const latte_config *latte_get_config(const latte_model *m);
+
+typedef struct {
+    const dt_tensor *hidden_states;         /* [B, in_channels, F, H, W] f32 */
+    const dt_tensor *encoder_hidden_states; /* [B, T, caption_channels] f32 */
+    const float *timestep;                  /* [B] */
+    const float *encoder_attention_mask;    /* [B, T] of 1/0, or NULL */
+} latte_inputs;
+
+/* out: [B, out_channels, F, H, W] f32, caller-allocated; scratch from `arena`. */
+dt_status latte_forward(latte_model *m, const latte_inputs *in, dt_arena *arena, dt_tensor *out, dt_err *err);
+
+/* Inputs of one forward from a safetensors file named as in the diffusers call:
+ * hidden_states, encoder_hidden_states, timestep ([B] or 0-d), encoder_attention_mask (optional). */
+typedef struct {
+    float *hs, *ehs, *t, *mask;
+    dt_tensor ths, tehs, tt, tmask;
+    latte_inputs in;
+} latte_input_file;
+dt_status latte_inputs_load(const char *file, const latte_config *cfg, latte_input_file *x, dt_err *err);
+void latte_inputs_free(latte_input_file *x);
+
+#endif

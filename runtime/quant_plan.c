@@ -1,0 +1,209 @@
+#include "quant_plan.h"
+#include "json.h"
+#include "safetensors.h"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static dt_status write_json(const dt_quantizer *q, const char *dir, const char *scheme, const char *model, dt_err *err)
+{
+    cJSON *root = cJSON_CreateObject(), *layers = cJSON_AddArrayToObject(root, "layers");
+    cJSON_AddStringToObject(root, "format", "ditrt-quant-plan");
+    cJSON_AddNumberToObject(root, "version", 1);
+    cJSON_AddStringToObject(root, "scheme", scheme);
+    cJSON_AddStringToObject(root, "model", model);
+    cJSON_AddNumberToObject(root, "alpha", q->alpha);
+    for (int i = 0; i < q->nrec; i++) {
+        const dt_qrecord *r = &q->rec[i];
+        cJSON *l = cJSON_CreateObject();
+        cJSON_AddStringToObject(l, "name", r->name);
+        cJSON_AddNumberToObject(l, "in", r->qw.in);
+        cJSON_AddNumberToObject(l, "out", r->qw.out);
+        cJSON_AddNumberToObject(l, "weight_bits", r->qw.q ? r->qw.wbits : 0); /* 0: kept in floating point */
+        cJSON_AddNumberToObject(l, "act_bits", r->qw.q ? 8 : 0);
+        cJSON_AddBoolToObject(l, "balance", r->balance);
+        cJSON_AddNumberToObject(l, "rotate_seed", (double)r->seed); /* < 2^53 */
+        cJSON_AddNumberToObject(l, "rot_block", r->qw.signs ? r->qw.rot_block : 0);
+        cJSON_AddItemToArray(layers, l);
+    }
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!text) return dt_fail(err, DT_ENOMEM, "out of memory");
+    char path[1100], tmp[1110];
+    snprintf(path, sizeof path, "%s/plan.json", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    int ok = f && fputs(text, f) >= 0;
+    if (f && fclose(f)) ok = 0;
+    free(text);
+    if (!ok || rename(tmp, path)) {
+        remove(tmp);
+        return dt_fail(err, DT_EIO, "%s: cannot write (%s)", path, strerror(errno));
+    }
+    return DT_OK;
+}
+
+dt_status dt_qplan_save(const dt_quantizer *q, const char *dir, const char *scheme, const char *model, dt_err *err)
+{
+    if (mkdir(dir, 0777) && errno != EEXIST) return dt_fail(err, DT_EIO, "%s: cannot create (%s)", dir, strerror(errno));
+    int cap = 3 * q->nrec + 1, n = 0;
+    dt_st_item *items = calloc((size_t)cap, sizeof *items);
+    dt_tensor *ts = calloc((size_t)cap, sizeof *ts);
+    char (*names)[160] = calloc((size_t)cap, sizeof *names);
+    if (!items || !ts || !names) { free(items); free(ts); free(names); return dt_fail(err, DT_ENOMEM, "out of memory"); }
+    for (int i = 0; i < q->nrec; i++) {
+        const dt_qrecord *r = &q->rec[i];
+        if (!r->qw.q) continue;
+        int64_t qs[2] = {r->qw.out, r->qw.wbits == 4 ? r->qw.in / 2 : r->qw.in}, os[1] = {r->qw.out}, is[1] = {r->qw.in};
+        snprintf(names[n], sizeof names[n], "%s.q", r->name);
+        ts[n] = dt_tensor_view(r->qw.q, r->qw.wbits == 4 ? DT_U8 : DT_I8, 2, qs);
+        items[n] = (dt_st_item){names[n], &ts[n]}, n++;
+        snprintf(names[n], sizeof names[n], "%s.wscale", r->name);
+        ts[n] = dt_tensor_view(r->qw.wscale, DT_F32, 1, os);
+        items[n] = (dt_st_item){names[n], &ts[n]}, n++;
+        if (r->qw.smooth) {
+            snprintf(names[n], sizeof names[n], "%s.smooth", r->name);
+            ts[n] = dt_tensor_view(r->qw.smooth, DT_F32, 1, is);
+            items[n] = (dt_st_item){names[n], &ts[n]}, n++;
+        }
+    }
+    char path[1100];
+    snprintf(path, sizeof path, "%s/weights.safetensors", dir);
+    dt_status s = dt_st_write(path, items, n, err);
+    free(items); free(ts); free(names);
+    return s == DT_OK ? write_json(q, dir, scheme, model, err) : s;
+}
+
+void dt_qplan_free(dt_qplan *p)
+{
+    if (!p) return;
+    free(p->layers);
+    dt_st_close(p->st);
+    free(p);
+}
+
+static dt_status parse_layer(const cJSON *l, const char *file, int i, dt_qplan_layer *o, dt_err *err)
+{
+    char field[64];
+    snprintf(field, sizeof field, "layers[%d]", i);
+    if (!cJSON_IsObject(l)) return dt_fail(err, DT_EFORMAT, "%s: %s is not an object", file, field);
+    double seed;
+    DT_TRY(dt_json_str(l, file, "name", NULL, o->name, sizeof o->name, err));
+    DT_TRY(dt_json_int(l, file, "in", 0, 0, &o->in, err));
+    DT_TRY(dt_json_int(l, file, "out", 0, 0, &o->out, err));
+    DT_TRY(dt_json_int(l, file, "weight_bits", 0, 0, &o->wbits, err));
+    DT_TRY(dt_json_int(l, file, "act_bits", 1, 8, &o->abits, err));
+    DT_TRY(dt_json_bool(l, file, "balance", 0, &o->balance, err));
+    DT_TRY(dt_json_num(l, file, "rotate_seed", 1, 0, &seed, err));
+    DT_TRY(dt_json_int(l, file, "rot_block", 1, 0, &o->rot_block, err));
+    o->seed = (uint64_t)seed;
+    if (o->in <= 0 || o->out <= 0 || (o->wbits != 0 && o->wbits != 4 && o->wbits != 8) ||
+        (o->wbits && o->abits != 8) || (o->wbits == 4 && o->in % 2))
+        return dt_fail(err, DT_EFORMAT, "%s: layer %s: unsupported shape or bits ([%d, %d], W%d A%d)", file, o->name,
+                       o->out, o->in, o->wbits, o->abits);
+    if (o->seed && (o->rot_block != dt_hadamard_block(o->in)))
+        return dt_fail(err, DT_EFORMAT, "%s: layer %s: rot_block %d, expected %d for %d channels", file, o->name,
+                       o->rot_block, dt_hadamard_block(o->in), o->in);
+    return DT_OK;
+}
+
+dt_status dt_qplan_load(const char *dir, dt_qplan **out, dt_err *err)
+{
+    dt_qplan *p = calloc(1, sizeof *p);
+    if (!p) return dt_fail(err, DT_ENOMEM, "out of memory");
+    snprintf(p->dir, sizeof p->dir, "%s", dir);
+    char file[1100];
+    snprintf(file, sizeof file, "%s/plan.json", dir);
+    cJSON *root = NULL;
+    dt_status s = dt_json_load(file, &root, err);
+    char fmt[64];
+    if (s == DT_OK) s = dt_json_str(root, file, "format", NULL, fmt, sizeof fmt, err);
+    if (s == DT_OK && strcmp(fmt, "ditrt-quant-plan")) s = dt_fail(err, DT_EFORMAT, "%s: format \"%s\" is not ditrt-quant-plan", file, fmt);
+    if (s == DT_OK) s = dt_json_str(root, file, "scheme", "", p->scheme, sizeof p->scheme, err);
+    const cJSON *layers = root ? cJSON_GetObjectItemCaseSensitive(root, "layers") : NULL;
+    if (s == DT_OK && !cJSON_IsArray(layers)) s = dt_fail(err, DT_EFORMAT, "%s: field \"layers\" must be an array", file);
+    if (s == DT_OK) {
+        p->n = cJSON_GetArraySize(layers);
+        p->layers = calloc((size_t)(p->n ? p->n : 1), sizeof *p->layers);
+        if (!p->layers) s = dt_fail(err, DT_ENOMEM, "out of memory");
+    }
+    for (int i = 0; s == DT_OK && i < p->n; i++) s = parse_layer(cJSON_GetArrayItem(layers, i), file, i, &p->layers[i], err);
+    cJSON_Delete(root);
+    snprintf(file, sizeof file, "%s/weights.safetensors", dir);
+    if (s == DT_OK) s = dt_st_open(file, &p->st, err);
+    if (s != DT_OK) { dt_qplan_free(p); return s; }
+    *out = p;
+    return DT_OK;
+}
+
+/* The plan's tensor `name` with exactly this dtype and shape (size checks before any use). */
+static dt_status expect(const dt_qplan *p, const char *name, dt_dtype dt, int ndim, const int64_t *shape,
+                        const dt_st_entry **out, dt_err *err)
+{
+    const dt_st_entry *e = dt_st_find(p->st, name);
+    if (!e) return dt_fail(err, DT_EFORMAT, "%s/weights.safetensors: tensor \"%s\" is missing", p->dir, name);
+    int ok = e->dtype == dt && e->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = e->shape[i] == shape[i];
+    if (!ok)
+        return dt_fail(err, DT_EFORMAT, "%s/weights.safetensors: tensor \"%s\" is %s with %d dims [%lld, ...], expected %s [%lld%s]",
+                       p->dir, name, dt_dtype_name(e->dtype), e->ndim, (long long)(e->ndim ? e->shape[0] : 0),
+                       dt_dtype_name(dt), (long long)shape[0], ndim > 1 ? ", ..." : "");
+    *out = e;
+    return DT_OK;
+}
+
+static dt_qplan_layer *find(dt_qplan *p, const char *name)
+{
+    for (int i = 0; i < p->n; i++)
+        if (!strcmp(p->layers[i].name, name)) return &p->layers[i];
+    return NULL;
+}
+
+dt_status dt_qplan_make(dt_qplan *p, dt_backend *be, const char *name, const float *b, int in, int out, dt_act act,
+                        int m_hint, dt_linear **lin, double *bytes, int *keep_float, dt_err *err)
+{
+    *keep_float = 0;
+    dt_qplan_layer *l = find(p, name);
+    if (!l) return dt_fail(err, DT_EINVAL, "%s/plan.json: no entry for layer %s (a plan for another model?)", p->dir, name);
+    if (l->in != in || l->out != out)
+        return dt_fail(err, DT_EINVAL, "%s/plan.json: layer %s is [%d, %d] in the plan but [%d, %d] in the model", p->dir,
+                       name, l->out, l->in, out, in);
+    if (l->used) return dt_fail(err, DT_EINVAL, "%s/plan.json: layer %s built twice", p->dir, name);
+    l->used = 1;
+    if (!l->wbits) { *keep_float = 1; return DT_OK; }
+    char nm[160];
+    const dt_st_entry *eq, *es, *esm = NULL;
+    int64_t qs[2] = {out, l->wbits == 4 ? in / 2 : in}, os[1] = {out}, is[1] = {in};
+    snprintf(nm, sizeof nm, "%s.q", name);
+    DT_TRY(expect(p, nm, l->wbits == 4 ? DT_U8 : DT_I8, 2, qs, &eq, err));
+    snprintf(nm, sizeof nm, "%s.wscale", name);
+    DT_TRY(expect(p, nm, DT_F32, 1, os, &es, err));
+    if (l->balance) {
+        snprintf(nm, sizeof nm, "%s.smooth", name);
+        DT_TRY(expect(p, nm, DT_F32, 1, is, &esm, err));
+    }
+    dt_qweights qw = {.in = in, .out = out, .wbits = l->wbits, .q = (int8_t *)eq->data, .wscale = (float *)es->data,
+                      .smooth = esm ? (float *)esm->data : NULL, .rot_block = l->rot_block};
+    int8_t *signs = NULL;
+    if (l->seed) {
+        signs = malloc((size_t)in);
+        if (!signs) return dt_fail(err, DT_ENOMEM, "out of memory");
+        dt_rotation_signs(l->seed, in, signs);
+        qw.signs = signs;
+    }
+    dt_status s = be->ops->qlinear_create(be, &qw, b, act, m_hint, lin, err);
+    free(signs);
+    *bytes = (double)eq->nbytes + es->nbytes + (esm ? esm->nbytes : 0) + (b ? 4.0 * out : 0) + (l->seed ? in : 0);
+    return s;
+}
+
+dt_status dt_qplan_check_used(const dt_qplan *p, dt_err *err)
+{
+    for (int i = 0; i < p->n; i++)
+        if (!p->layers[i].used)
+            return dt_fail(err, DT_EINVAL, "%s/plan.json: layer %s is not in the model (a plan for another model?)", p->dir,
+                           p->layers[i].name);
+    return DT_OK;
+}

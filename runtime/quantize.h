@@ -1,0 +1,68 @@
+/* Quantizing a model's linear layers while it loads (the weight source's make_linear hook).
+ *
+ * Calibrate: attach a dt_quantizer in DT_QMODE_OBSERVE; every quantizable layer is built
+ * in float and wrapped to record max |x| per input channel over all calls (all steps, all
+ * prompts) into the quantizer's table. Then quantize: attach one in W8A8/W4A8 mode with that
+ * table; each quantizable layer gets ViDiT-Q's balancing (s from amax and alpha, when
+ * `balance`), a random block-Hadamard rotation (when `rotate`) and int8 activations.
+ * ViDiT-Q keeps in floating point everything outside the transformer blocks (patch
+ * embedding, timestep/adaLN-single, caption projection, proj_out); attention matmuls are
+ * not linears and stay float. The quantizer must outlive the models built through it. */
+#ifndef DT_QUANTIZE_H
+#define DT_QUANTIZE_H
+#include "models/weights.h"
+
+/* FLOAT: count bytes only; OBSERVE: calibrate; QUANT: quantize from the statistics (and
+ * keep the results when `record`, for dt_qplan_save); PLAN: build from a loaded plan. */
+typedef enum { DT_QMODE_FLOAT = 0, DT_QMODE_OBSERVE, DT_QMODE_QUANT, DT_QMODE_PLAN } dt_qmode;
+
+typedef struct {
+    char name[128];
+    int in, out;
+    float *amax; /* [in]: calibration max |x| per input channel */
+} dt_qlayer_stat;
+
+typedef struct dt_qplan dt_qplan; /* quant_plan.h */
+
+/* Mixed precision: the weight bits of one layer (0: keep it in floating point). */
+typedef struct {
+    char name[128];
+    int bits;
+} dt_qlayer_bits;
+typedef struct dt_qrecord dt_qrecord;
+
+typedef struct dt_quantizer {
+    dt_qmode mode;
+    int wbits;          /* DT_QMODE_QUANT: 8 or 4 (activations are always 8-bit); 0: float unless listed */
+    const dt_qlayer_bits *layer_bits; /* optional per-layer override of wbits (not owned) */
+    int nlayer_bits;
+    int balance;        /* smoothing from the calibration table (needs a table entry per layer) */
+    int rotate;         /* randomized block-Hadamard rotation */
+    float alpha;        /* balancing strength (ViDiT-Q's published PixArt configs: 0.99) */
+    uint64_t seed;      /* rotation signs: seed + layer index */
+    dt_qlayer_stat *stats;
+    int nstats, cap;
+    /* filled while building: resident bytes of every linear's weights (+ scales), and counts */
+    double weight_bytes;
+    double block_bytes; /* of those, the layers ViDiT-Q quantizes (whatever form they were built in) */
+    int nquant, nfloat;
+    int record;             /* QUANT: keep every quantized layer in rec (for dt_qplan_save) */
+    dt_qrecord *rec;
+    int nrec, reccap;
+    dt_qplan *plan;         /* PLAN mode (not owned) */
+} dt_quantizer;
+
+/* 1 when ViDiT-Q quantizes the layer `name` (a weight prefix), 0 when it stays float. */
+int dt_quant_layer_quantizable(const char *name);
+/* Routes src's linear layers through q. */
+void dt_quantizer_attach(dt_quantizer *q, dt_weight_source *src);
+/* Clears build counters (between models built with the same quantizer). */
+void dt_quantizer_reset_counts(dt_quantizer *q);
+const dt_qlayer_stat *dt_quantizer_find(const dt_quantizer *q, const char *name);
+/* Frees the statistics and records (not the plan). */
+void dt_quantizer_free(dt_quantizer *q);
+/* pixart_load() with the transformer's linears routed through q. */
+struct pixart_model;
+dt_status dt_quant_load_pixart(dt_backend *be, const char *dir, dt_quantizer *q, struct pixart_model **out, dt_err *err);
+
+#endif

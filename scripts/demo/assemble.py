@@ -1,0 +1,62 @@
+"""Assemble the demo pipeline folder (issue 8) from a training work directory.
+
+    .venv-ref/bin/python scripts/demo/assemble.py WORK_DIR [OUT_DIR=assets/demo-pixart] [--variant main]
+
+WORK_DIR holds vae/ (train_vae.py), tokenizer/ and ckpt-<variant>/{text_encoder,transformer}
+(train_dit.py). OUT_DIR becomes a diffusers PixArtSigmaPipeline folder: model_index.json,
+scheduler/scheduler_config.json (PixArt's DPM-Solver++ config), tokenizer/, text_encoder/,
+transformer/, vae/ — weights in f32 safetensors (the whole folder is a few MB).
+Σ, not α: the α pipeline passes micro-conditions whenever sample_size == 128 and encodes 120
+tokens; Σ encodes 300 and never passes them. The models were trained on 16 tokens with the
+padding masked, so 300 (masked) tokens give the same text features.
+"""
+import json
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
+from pipeline import SCHEDULER  # noqa: E402  (scripts/fixtures/pipeline.py: PixArt's scheduler config)
+
+INDEX = {
+    "_class_name": "PixArtSigmaPipeline",
+    "_diffusers_version": "0.30.3",
+    "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
+    "text_encoder": ["transformers", "T5EncoderModel"],
+    "tokenizer": ["transformers", "T5Tokenizer"],
+    "transformer": ["diffusers", "PixArtTransformer2DModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+}
+
+
+def copy_dir(src, dst):
+    if os.path.exists(dst):
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+
+
+def main():
+    args = [x for x in sys.argv[1:] if not x.startswith("--")]
+    variant = "small" if "--variant=small" in sys.argv or "--small" in sys.argv else "main"
+    work = args[0]
+    out = args[1] if len(args) > 1 else os.path.join("assets", "demo-pixart")
+    os.makedirs(os.path.join(out, "scheduler"), exist_ok=True)
+    copy_dir(os.path.join(work, "tokenizer"), os.path.join(out, "tokenizer"))
+    copy_dir(os.path.join(work, "vae"), os.path.join(out, "vae"))
+    for part in ("text_encoder", "transformer"):
+        copy_dir(os.path.join(work, f"ckpt-{variant}", part), os.path.join(out, part))
+    with open(os.path.join(out, "scheduler", "scheduler_config.json"), "w") as f:
+        json.dump(SCHEDULER, f, indent=2, sort_keys=True)
+        f.write("\n")
+    with open(os.path.join(out, "model_index.json"), "w") as f:
+        json.dump(INDEX, f, indent=2, sort_keys=True)
+        f.write("\n")
+    total = 0
+    for dp, _, fs in os.walk(out):
+        for fn in fs:
+            total += os.path.getsize(os.path.join(dp, fn))
+    print(f"{out}: {total / 1e6:.2f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Score demo-model images against their prompts by exact pixel analysis (issue 8).
+
+    .venv-ref/bin/python scripts/demo/quality.py [-m assets/demo-pixart] [--steps 20] [--cfg 4.5]
+        [--dtype f32|bf16] [--sampler ditrt|diffusers] [--keep DIR] [--self-test]
+
+For a fixed prompt set (every color x shape pair of scripts/demo/dataset.py twice, with
+positions and backgrounds rotated through, fixed seeds) it generates one 32x32 image per
+prompt with `./ditrt txt2img` (or the diffusers pipeline) and reads back from the pixels:
+  background  majority of the border pixels, snapped to the nearest background palette color;
+  color       majority over foreground pixels (nearest palette entry is a shape color and not
+              the background) of their nearest shape color;
+  shape       from the largest 4-connected foreground component: fill ratio of its bounding
+              box (circle pi/4 ~ 0.785, square ~1, upright triangle ~0.5), with the apex test
+              (top quarter of the box much narrower than the bottom quarter) for triangles;
+  position    bounding-box center offset from the image center (> 3.5 px on an axis names that side).
+It prints per-attribute accuracy and the main score, color AND shape correct.
+--self-test scores the dataset's own renders (must be 100%) to check the analysis itself.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dataset  # noqa: E402
+
+POS_NAMES = list(dataset.POSITIONS)
+BG_NAMES = list(dataset.BACKGROUNDS)
+
+
+def prompt_set():
+    """[(caption, attrs dict, seed)]: 30 prompts, deterministic."""
+    out, i = [], 0
+    for ci, color in enumerate(dataset.COLORS):
+        for si, shape in enumerate(dataset.SHAPES):
+            for rep in range(2):
+                pos = POS_NAMES[(ci + 2 * si + 3 * rep) % len(POS_NAMES)]
+                bg = BG_NAMES[(ci + si + rep) % len(BG_NAMES)]
+                out.append((dataset.caption(color, shape, pos, bg),
+                            dict(color=color, shape=shape, pos=pos, bg=bg), 1000 + i))
+                i += 1
+    return out
+
+
+def _nearest(px, palette):
+    cols = np.asarray(list(palette.values()), np.float32)
+    d = ((px[..., None, :].astype(np.float32) - cols) ** 2).sum(-1)
+    return d.argmin(-1)
+
+
+def _largest_component(mask):
+    seen = np.zeros_like(mask)
+    best = []
+    h, w = mask.shape
+    for y0, x0 in zip(*np.nonzero(mask)):
+        if seen[y0, x0]:
+            continue
+        comp, stack = [], [(y0, x0)]
+        seen[y0, x0] = True
+        while stack:
+            y, x = stack.pop()
+            comp.append((y, x))
+            for yy, xx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= yy < h and 0 <= xx < w and mask[yy, xx] and not seen[yy, xx]:
+                    seen[yy, xx] = True
+                    stack.append((yy, xx))
+        if len(comp) > len(best):
+            best = comp
+    return np.array(best).reshape(-1, 2)
+
+
+def analyze(img):
+    """img: HxWx3 uint8 -> dict(color, shape, pos, bg, fill); None where nothing is found."""
+    img = np.asarray(img)[..., :3].astype(np.float32)
+    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+    blab = _nearest(border, dataset.BACKGROUNDS)
+    bi = np.bincount(blab, minlength=len(BG_NAMES)).argmax()
+    bg = BG_NAMES[bi]
+    bgc = np.median(border[blab == bi], axis=0)  # the image's own background, not the palette's
+    pal = dict(dataset.COLORS)
+    pal["_bg"] = tuple(bgc)
+    lab = _nearest(img, pal)
+    fg = lab < len(dataset.COLORS)
+    res = dict(bg=bg, color=None, shape=None, pos=None, fill=None, taper=None, corner=None)
+    if fg.sum() < 8:
+        return res
+    ci = np.bincount(lab[fg], minlength=len(dataset.COLORS)).argmax()
+    res["color"] = list(dataset.COLORS)[ci]
+    # Coverage alpha of every pixel along the background -> shape-color line: soft edges (anti-
+    # aliasing, VAE blur) count fractionally, so the geometry below is nearly free of pixel rounding.
+    d = np.median(img[lab == ci], axis=0) - bgc
+    alpha = np.clip(((img - bgc) @ d) / max(float(d @ d), 1.0), 0.0, 1.0)
+    comp = _largest_component(alpha > 0.5)
+    if len(comp) < 4:
+        return res
+    ys, xs = comp[:, 0], comp[:, 1]
+    y0, y1 = max(ys.min() - 2, 0), ys.max() + 3
+    x0, x1 = max(xs.min() - 2, 0), xs.max() + 3
+    a = alpha[y0:y1, x0:x1]
+    w, h = a.max(axis=0).sum(), a.max(axis=1).sum()  # soft extents
+    fill = float(a.sum() / max(w * h, 1e-6))
+    # Apex test: a triangle's top quarter is much narrower than its bottom quarter.
+    widths = a.sum(axis=1)
+    cov = np.nonzero(a.max(axis=1) > 0.5)[0]
+    q = max(1, len(cov) // 4)
+    taper = float(widths[cov[0]:cov[0] + q].mean() / max(widths[cov[-1] - q + 1:cov[-1] + 1].mean(), 1e-6))
+    # Corner test: a square fills the corners of its box (the 0.5-contour box), a circle does not.
+    by0, by1, bx0, bx1 = ys.min(), ys.max(), xs.min(), xs.max()
+    corner = float(np.mean([alpha[by0, bx0], alpha[by0, bx1], alpha[by1, bx0], alpha[by1, bx1]]))
+    if fill < 0.66 or taper < 0.55:
+        shape = "triangle"
+    elif fill >= 0.88 or (fill >= 0.8 and corner > 0.3):
+        shape = "square"
+    else:
+        shape = "circle"
+    cy = (ys.min() + ys.max() + 1) / 2.0  # box center: a triangle's centroid sits low
+    cx = (xs.min() + xs.max() + 1) / 2.0
+    dx, dy = cx - dataset.SIZE / 2, cy - dataset.SIZE / 2
+    if max(abs(dx), abs(dy)) <= 3.5:
+        pos = ""
+    elif abs(dx) >= abs(dy):
+        pos = "on the left" if dx < 0 else "on the right"
+    else:
+        pos = "at the top" if dy < 0 else "at the bottom"
+    res.update(shape=shape, pos=pos, fill=round(fill, 3), taper=round(taper, 2), corner=round(corner, 2))
+    return res
+
+
+def gen_ditrt(a, prompt, seed, path):
+    cmd = [a.ditrt, "txt2img", "-m", a.model, "-p", prompt, "--steps", str(a.steps), "--cfg", str(a.cfg),
+           "--seed", str(seed), "--dtype", a.dtype, "--threads", str(a.threads), "--quiet", "-o", path]
+    subprocess.run(cmd, check=True)
+    return np.array(Image.open(path).convert("RGB"))
+
+
+class DiffusersGen:
+    def __init__(self, a):
+        import torch
+        from diffusers import PixArtSigmaPipeline
+        torch.set_num_threads(a.threads)
+        self.torch = torch
+        self.pipe = PixArtSigmaPipeline.from_pretrained(a.model, torch_dtype=torch.float32)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.a = a
+
+    def __call__(self, prompt, seed, path):
+        with self.torch.no_grad():
+            im = self.pipe(prompt, num_inference_steps=self.a.steps, guidance_scale=self.a.cfg,
+                           generator=self.torch.Generator().manual_seed(seed), use_resolution_binning=False,
+                           clean_caption=False).images[0]
+        im.save(path)
+        return np.array(im.convert("RGB"))
+
+
+def score(results):
+    n = len(results)
+    acc = {k: sum(r[0][k] == r[1][k] for r in results) / n for k in ("color", "shape", "pos", "bg")}
+    acc["color+shape"] = sum(r[0]["color"] == r[1]["color"] and r[0]["shape"] == r[1]["shape"] for r in results) / n
+    acc["all"] = sum(all(r[0][k] == r[1][k] for k in ("color", "shape", "pos", "bg")) for r in results) / n
+    return acc
+
+
+def main():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-m", "--model", default=os.path.join(root, "assets", "demo-pixart"))
+    ap.add_argument("--ditrt", default=os.path.join(root, "ditrt"))
+    ap.add_argument("--sampler", default="ditrt", choices=("ditrt", "diffusers"))
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--cfg", type=float, default=4.5)
+    ap.add_argument("--dtype", default="f32", choices=("f32", "bf16"))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--keep", help="directory to keep the generated PNGs in")
+    ap.add_argument("--self-test", action="store_true", help="score the dataset's own renders instead")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    a = ap.parse_args()
+    keep = a.keep or tempfile.mkdtemp(prefix="ditrt-quality-")
+    os.makedirs(keep, exist_ok=True)
+    gen = DiffusersGen(a) if a.sampler == "diffusers" and not a.self_test else None
+    results = []
+    for i, (prompt, want, seed) in enumerate(prompt_set()):
+        path = os.path.join(keep, f"{i:02d}.png")
+        if a.self_test:
+            img = dataset.render(want["color"], want["shape"], want["pos"], want["bg"], np.random.default_rng(seed))
+        elif gen:
+            img = gen(prompt, seed, path)
+        else:
+            img = gen_ditrt(a, prompt, seed, path)
+        got = analyze(img)
+        results.append((got, want))
+        if a.verbose or any(got[k] != want[k] for k in ("color", "shape")):
+            print(f"  {i:02d} {'ok ' if got['color'] == want['color'] and got['shape'] == want['shape'] else 'BAD'} "
+                  f"'{prompt}' -> {got}")
+    acc = score(results)
+    what = "dataset renders" if a.self_test else f"{a.sampler} {a.dtype} steps={a.steps} cfg={a.cfg}"
+    print(f"quality ({what}, {len(results)} prompts): " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in acc.items()))
+    print(f"images in {keep}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

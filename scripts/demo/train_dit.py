@@ -1,0 +1,197 @@
+"""Train the demo text encoder + PixArt transformer (issue 8), jointly, on VAE latents.
+
+    .venv-ref/bin/python scripts/demo/train_dit.py WORK_DIR [--minutes M] [--variant main|small]
+
+WORK_DIR must hold vae/ from train_vae.py. This script
+  1. trains a SentencePiece unigram model on the caption vocabulary (T5 ids: pad=0 eos=1
+     unk=2) and saves it through T5Tokenizer.save_pretrained to WORK_DIR/tokenizer,
+  2. encodes a fixed pool of dataset images with the frozen VAE (posterior mean and std),
+  3. trains a small T5EncoderModel and a PixArtTransformer2DModel (ada_norm_single,
+     no micro-conditions, out_channels = in_channels: epsilon only, no learned sigma)
+     together with the DDPM epsilon objective on PixArt's schedule (linear betas
+     1e-4..0.02, 1000 steps). 10% of captions are replaced by "" so classifier-free
+     guidance against the empty prompt works.
+It keeps an EMA of both models' weights and saves the EMA weights to WORK_DIR/ckpt-<variant>/
+{text_encoder,transformer} every few minutes, so whatever exists when time runs out is usable.
+One CPU thread, fixed seeds.
+"""
+import argparse
+import copy
+import io
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import sentencepiece as spm
+import torch
+import torch.nn.functional as F
+import transformers
+from diffusers import AutoencoderKL, PixArtTransformer2DModel
+from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dataset  # noqa: E402
+
+TEXT_LEN = 16  # longest caption is 12 tokens + </s>; padding beyond is masked, so 300 at inference is equivalent
+DROP_CAPTION = 0.1
+T5_CONFIG = dict(d_model=64, d_kv=16, num_heads=4, d_ff=128, num_layers=2, relative_attention_num_buckets=32,
+                 relative_attention_max_distance=128, feed_forward_proj="gated-gelu", layer_norm_epsilon=1e-6,
+                 dropout_rate=0.0, is_encoder_decoder=False, use_cache=False, tie_word_embeddings=False)
+DIT_CONFIGS = {
+    "main": dict(num_layers=4, num_attention_heads=3, attention_head_dim=32),
+    "small": dict(num_layers=2, num_attention_heads=2, attention_head_dim=32),
+}
+
+
+def dit_config(variant, latent_size):
+    c = dict(sample_size=latent_size, patch_size=2, in_channels=4, out_channels=4,
+             caption_channels=T5_CONFIG["d_model"], norm_type="ada_norm_single", use_additional_conditions=False,
+             activation_fn="gelu-approximate", attention_bias=True, norm_elementwise_affine=False, norm_eps=1e-6,
+             num_embeds_ada_norm=1000, interpolation_scale=1, dropout=0.0, upcast_attention=False)
+    c.update(DIT_CONFIGS[variant])
+    c["cross_attention_dim"] = c["num_attention_heads"] * c["attention_head_dim"]
+    return c
+
+
+def make_tokenizer(work):
+    d = os.path.join(work, "tokenizer")
+    if os.path.exists(os.path.join(d, "spiece.model")):
+        return T5Tokenizer.from_pretrained(d)
+    os.makedirs(d, exist_ok=True)
+    spm.set_random_generator_seed(0)
+    buf = io.BytesIO()
+    # The 225 captions alone seed too few pieces for whole words; random word strings add them.
+    caps = dataset.all_captions()
+    words = sorted({w for c in caps for w in c.split()})
+    r = random.Random(0)
+    caps = caps * 4 + [" ".join(r.choice(words) for _ in range(r.randint(1, 8))) for _ in range(3000)]
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(caps), model_writer=buf, model_type="unigram", vocab_size=48,
+        hard_vocab_limit=True, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>",
+        unk_piece="<unk>", normalization_rule_name="nmt_nfkc", character_coverage=1.0, num_threads=1,
+        byte_fallback=False, minloglevel=2)
+    tmp = os.path.join(work, "spiece.tmp.model")
+    with open(tmp, "wb") as f:
+        f.write(buf.getvalue())
+    T5Tokenizer(vocab_file=tmp, legacy=True).save_pretrained(d)
+    os.remove(tmp)
+    return T5Tokenizer.from_pretrained(d)
+
+
+def encode_pool(vae, n, seed):
+    rng = np.random.default_rng(seed)
+    means, stds, caps = [], [], []
+    with torch.no_grad():
+        for i in range(0, n, 256):
+            x, c = dataset.batch(rng, min(256, n - i))
+            post = vae.encode(torch.from_numpy(x)).latent_dist
+            means.append(post.mean)
+            stds.append(post.std)
+            caps += c
+    return torch.cat(means), torch.cat(stds), caps
+
+
+def ema_update(ema, model, decay):
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters()):
+            e.mul_(decay).add_(p, alpha=1 - decay)
+
+
+def save(work, variant, te, dit):
+    d = os.path.join(work, f"ckpt-{variant}")
+    te.save_pretrained(os.path.join(d, "text_encoder"), safe_serialization=True)
+    dit.save_pretrained(os.path.join(d, "transformer"), safe_serialization=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("work")
+    ap.add_argument("--minutes", type=float, default=50.0)
+    ap.add_argument("--variant", default="main", choices=sorted(DIT_CONFIGS))
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--pool", type=int, default=20000)
+    ap.add_argument("--save-every", type=float, default=150.0, help="seconds between checkpoints")
+    ap.add_argument("--max-steps", type=int, default=0)
+    ap.add_argument("--init", help="start from DIR/{text_encoder,transformer} (e.g. an earlier run's checkpoint)")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    transformers.logging.set_verbosity_error()
+    t_start = time.time()
+
+    tok = make_tokenizer(a.work)
+    print(f"tokenizer: {tok.sp_model.get_piece_size()} pieces, {len(tok)} ids; "
+          f"'{dataset.caption('red', 'circle', 'on the left', 'gray')}' -> "
+          f"{tok.convert_ids_to_tokens(tok('a red circle on the left on a gray background').input_ids)}", flush=True)
+    vae = AutoencoderKL.from_pretrained(os.path.join(a.work, "vae")).eval()
+    sf = vae.config.scaling_factor
+    means, stds, caps = encode_pool(vae, a.pool, seed=2024 if a.variant == "main" else 2025)
+    del vae
+    print(f"pool: {len(caps)} latents {tuple(means.shape[1:])} in {time.time() - t_start:.0f}s, scaling_factor {sf:.4f}", flush=True)
+    uniq = sorted(set(caps)) + [""]
+    enc = tok(uniq, max_length=TEXT_LEN, padding="max_length", truncation=True, return_tensors="pt")
+    cap_index = {c: i for i, c in enumerate(uniq)}
+    cap_ids = torch.tensor([cap_index[c] for c in caps])
+    empty = len(uniq) - 1
+
+    gen = torch.Generator().manual_seed(7 if a.variant == "main" else 8)
+    te = T5EncoderModel(T5Config(vocab_size=len(tok), **T5_CONFIG))
+    dit = PixArtTransformer2DModel(**dit_config(a.variant, means.shape[-1]))
+    if a.init:
+        te = T5EncoderModel.from_pretrained(os.path.join(a.init, "text_encoder"))
+        dit = PixArtTransformer2DModel.from_pretrained(os.path.join(a.init, "transformer"))
+    te.train(), dit.train()
+    ema_te, ema_dit = copy.deepcopy(te).eval(), copy.deepcopy(dit).eval()
+    print(f"t5 params {sum(p.numel() for p in te.parameters()) / 1e6:.3f} M, "
+          f"dit params {sum(p.numel() for p in dit.parameters()) / 1e6:.3f} M", flush=True)
+    params = list(te.parameters()) + list(dit.parameters())
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    ac = torch.cumprod(1 - betas, 0).float()
+
+    t0 = time.time()
+    budget = a.minutes * 60 - (t0 - t_start)
+    last_save, step, ema_loss = t0, 0, None
+    while time.time() - t0 < budget and (a.max_steps == 0 or step < a.max_steps):
+        frac = (time.time() - t0) / budget
+        for pg in opt.param_groups:
+            pg["lr"] = a.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
+        idx = torch.randint(len(caps), (a.batch,), generator=gen)
+        x0 = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen)) * sf
+        ci = cap_ids[idx].clone()
+        ci[torch.rand(a.batch, generator=gen) < DROP_CAPTION] = empty
+        ids, mask = enc.input_ids[ci], enc.attention_mask[ci]
+        # stratified timesteps: lower variance of the loss estimate for a small batch
+        t = ((torch.arange(a.batch) + torch.rand(a.batch, generator=gen)) * (1000 / a.batch)).long().clamp(max=999)
+        eps = torch.randn(x0.shape, generator=gen)
+        at = ac[t].view(-1, 1, 1, 1)
+        xt = at.sqrt() * x0 + (1 - at).sqrt() * eps
+        txt = te(input_ids=ids, attention_mask=mask).last_hidden_state
+        pred = dit(xt, encoder_hidden_states=txt, encoder_attention_mask=mask, timestep=t,
+                   added_cond_kwargs={"resolution": None, "aspect_ratio": None}, return_dict=False)[0]
+        loss = F.mse_loss(pred, eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        decay = min(0.999, (1 + step) / (10 + step))
+        ema_update(ema_te, te, decay)
+        ema_update(ema_dit, dit, decay)
+        ema_loss = float(loss) if ema_loss is None else 0.99 * ema_loss + 0.01 * float(loss)
+        if step % 50 == 0:
+            print(f"step {step} t={time.time() - t0:.0f}s loss={float(loss):.4f} ema={ema_loss:.4f} "
+                  f"lr={opt.param_groups[0]['lr']:.2e}", flush=True)
+        if time.time() - last_save > a.save_every:
+            save(a.work, a.variant, ema_te, ema_dit)
+            last_save = time.time()
+            print(f"saved at step {step}", flush=True)
+    save(a.work, a.variant, ema_te, ema_dit)
+    print(f"done: {step} steps in {time.time() - t0:.0f}s, loss ema {ema_loss:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,511 @@
+/* Quantized linear layers (kernels/cpu/qlinear.c, kernels/quant.c) against the plain-C
+ * reference: exact integer parity where both round the same float values, tolerances only
+ * where the reference rotates by a dense Hadamard in double. */
+#include "testutil.h"
+#include "../kernels/cpu/ref.h"
+#include "../kernels/quant.h"
+#include "arena.h"
+#include "safetensors.h"
+#include "quantize.h"
+#include "quant_plan.h"
+#include "models/pixart.h"
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#define TINY "tests/fixtures/pixart-sigma-tiny"
+
+typedef struct {
+    int M, K, N, wbits, bias, smooth, rotate;
+    dt_act act;
+} qcase;
+
+/* Runs one case through the backend and the reference; returns max |y - yref| / max |yref|. */
+static double run_case(const qcase *c, double *rel_to_float)
+{
+    tu_rng r = {(uint64_t)(c->M * 977 + c->K * 31 + c->N * 7 + c->wbits + c->smooth * 3 + c->rotate * 5 + c->act)};
+    dt_backend *be = tu_backend(DT_F32);
+    float *w = tu_alloc((size_t)c->N * c->K), *b = tu_alloc(c->N), *x = tu_alloc((size_t)c->M * c->K);
+    float *s = tu_alloc(c->K), *y = tu_poisoned((size_t)c->M * c->N), *yr = tu_alloc((size_t)c->M * c->N);
+    float *yf = tu_alloc((size_t)c->M * c->N);
+    tu_fill(&r, w, (size_t)c->N * c->K, 0.2f);
+    tu_fill(&r, b, c->N, 0.5f);
+    tu_fill(&r, x, (size_t)c->M * c->K, 1.0f);
+    for (int j = 0; j < c->K; j++) s[j] = 0.5f + 0.25f * (tu_uniform(&r) + 1.0f);
+    dt_err err = {0};
+    dt_qweights qw;
+    assert_int_equal(dt_qweights_make(w, c->K, c->N, c->wbits, c->smooth ? s : NULL, c->rotate ? 1234 : 0, &qw, &err), DT_OK);
+    dt_linear *l = NULL;
+    assert_int_equal(be->ops->qlinear_create(be, &qw, c->bias ? b : NULL, c->act, 64, &l, &err), DT_OK);
+    int64_t xs[2] = {c->M, c->K}, ys[2] = {c->M, c->N};
+    dt_tensor tx = dt_tensor_view(x, DT_F32, 2, xs), ty = dt_tensor_view(y, DT_F32, 2, ys);
+    assert_int_equal(be->ops->linear_forward(be, l, &tx, &ty, &err), DT_OK);
+    ref_qlinear(x, c->M, &qw, c->bias ? b : NULL, c->act, yr, NULL, NULL);
+    ref_linear(x, c->M, c->K, w, c->bias ? b : NULL, c->N, c->act, yf);
+    double maxd = 0, maxr = 0;
+    for (size_t i = 0; i < (size_t)c->M * c->N; i++) {
+        if (!isfinite(y[i])) { maxd = INFINITY; break; }
+        maxd = fmax(maxd, fabs((double)y[i] - yr[i]));
+        maxr = fmax(maxr, fabs((double)yr[i]));
+    }
+    *rel_to_float = tu_rel_l2(y, yf, (size_t)c->M * c->N);
+    be->ops->linear_destroy(l);
+    dt_qweights_free(&qw);
+    dt_backend_destroy(be);
+    free(w); free(b); free(x); free(s); free(y); free(yr); free(yf);
+    return maxr > 0 ? maxd / maxr : maxd;
+}
+
+/* Without rotation both sides round the same float products: results must be identical
+ * (no activation) or within the activation's approximation error (GELU/SiLU). */
+static void test_qlinear_exact(void **state)
+{
+    (void)state;
+    const qcase cases[] = {
+        {1, 8, 5, 8, 1, 0, 0, DT_ACT_NONE},     {37, 70, 45, 8, 1, 1, 0, DT_ACT_NONE},
+        {130, 64, 300, 8, 0, 0, 0, DT_ACT_NONE}, {65, 96, 33, 8, 1, 1, 0, DT_ACT_GELU_TANH},
+        {3, 10, 7, 4, 1, 0, 0, DT_ACT_NONE},     {70, 128, 600, 4, 1, 1, 0, DT_ACT_NONE},
+        {33, 50, 257, 4, 0, 0, 0, DT_ACT_SILU},   {6, 40, 2100, 4, 1, 1, 0, DT_ACT_NONE}, /* 2 full chunks + a rest */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        double rf, d = run_case(&cases[i], &rf);
+        double tol = cases[i].act == DT_ACT_NONE ? 0.0 : 2e-6;
+        if (getenv("DITRT_VERBOSE")) printf("case %zu: max diff %.3g, rel L2 to float %.3g\n", i, d, rf);
+        if (!(d <= tol)) fail_msg("case %zu (M=%d K=%d N=%d w%d): max diff %.3g vs reference", i, cases[i].M,
+                                  cases[i].K, cases[i].N, cases[i].wbits, d);
+        /* and the quantized layer approximates the float one (W8: ~1%, W4: ~10%) */
+        double ftol = cases[i].wbits == 8 ? 2e-2 : 2e-1;
+        if (!(rf <= ftol)) fail_msg("case %zu: rel L2 %.3g to the float layer exceeds %.3g", i, rf, ftol);
+    }
+}
+
+/* With rotation the reference's dense double Hadamard may round a code the other way
+ * (rarely); the rotation must still be exactly undone by the folded weights. */
+static void test_qlinear_rotated(void **state)
+{
+    (void)state;
+    const qcase cases[] = {
+        {20, 96, 40, 8, 1, 0, 1, DT_ACT_NONE}, /* 96 = 3 blocks of 32 */
+        {9, 128, 70, 8, 1, 1, 1, DT_ACT_GELU_TANH},
+        {17, 72, 300, 4, 1, 1, 1, DT_ACT_NONE}, /* 72 = 9 blocks of 8 */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        double rf, d = run_case(&cases[i], &rf);
+        if (getenv("DITRT_VERBOSE")) printf("rotated case %zu: max diff %.3g, rel L2 to float %.3g\n", i, d, rf);
+        if (!(d <= 5e-3)) fail_msg("rotated case %zu: max diff %.3g vs reference", i, d);
+        double ftol = cases[i].wbits == 8 ? 2e-2 : 2e-1;
+        if (!(rf <= ftol)) fail_msg("rotated case %zu: rel L2 %.3g to the float layer exceeds %.3g", i, rf, ftol);
+    }
+}
+
+/* Weights and activations dequantize to within half a step of the values they encode. */
+static void test_roundtrip_half_step(void **state)
+{
+    (void)state;
+    tu_rng r = {99};
+    const int K = 70, N = 33, M = 9;
+    float *w = tu_alloc((size_t)N * K), *wd = tu_alloc((size_t)N * K), *x = tu_alloc((size_t)M * K);
+    tu_fill(&r, w, (size_t)N * K, 1.0f);
+    tu_fill(&r, x, (size_t)M * K, 3.0f);
+    w[5] = 0; /* a zero row must stay exact */
+    for (int bits = 4; bits <= 8; bits += 4) {
+        dt_qweights qw;
+        dt_err err = {0};
+        assert_int_equal(dt_qweights_make(w, K, N, bits, NULL, 0, &qw, &err), DT_OK);
+        dt_qweights_dequant(&qw, wd);
+        for (int n = 0; n < N; n++)
+            for (int j = 0; j < K; j++) {
+                double e = fabs((double)wd[n * K + j] - w[n * K + j]);
+                if (e > 0.5 * qw.wscale[n] * (1 + 1e-5)) fail_msg("w%d [%d,%d]: error %.3g > half step %.3g", bits, n, j, e, 0.5 * qw.wscale[n]);
+            }
+        dt_qweights_free(&qw);
+    }
+    /* activations: through the reference quantizer (the kernel's codes equal it, tested above) */
+    dt_qweights qw;
+    dt_err err = {0};
+    assert_int_equal(dt_qweights_make(w, K, N, 8, NULL, 0, &qw, &err), DT_OK);
+    int8_t *q = malloc((size_t)M * K);
+    float as[9], *y = tu_alloc((size_t)M * N);
+    ref_qlinear(x, M, &qw, NULL, DT_ACT_NONE, y, q, as);
+    for (int m = 0; m < M; m++) {
+        int hit = 0;
+        for (int j = 0; j < K; j++) {
+            double e = fabs((double)q[m * K + j] * as[m] - x[m * K + j]);
+            if (e > 0.5 * as[m] * (1 + 1e-5)) fail_msg("x[%d,%d]: error %.3g > half step %.3g", m, j, e, 0.5 * as[m]);
+            hit |= abs(q[m * K + j]) == 127;
+        }
+        assert_true(hit); /* the row maximum uses the full range */
+    }
+    dt_qweights_free(&qw);
+    free(w); free(wd); free(x); free(q); free(y);
+}
+
+static void test_hadamard(void **state)
+{
+    (void)state;
+    assert_int_equal(dt_hadamard_block(1152), 128);
+    assert_int_equal(dt_hadamard_block(4608), 512);
+    assert_int_equal(dt_hadamard_block(72), 8);
+    /* H·H = n·I: twice the unnormalized transform scales by the block size */
+    float x[24], y[24];
+    tu_rng r = {5};
+    tu_fill(&r, x, 24, 1.0f);
+    memcpy(y, x, sizeof x);
+    dt_fwht_blocks(y, 24, 8);
+    dt_fwht_blocks(y, 24, 8);
+    for (int i = 0; i < 24; i++) assert_float_equal(y[i], 8 * x[i], 1e-5);
+    int8_t s1[64], s2[64];
+    dt_rotation_signs(7, 64, s1);
+    dt_rotation_signs(7, 64, s2);
+    int neg = 0;
+    for (int i = 0; i < 64; i++) { assert_true(s1[i] == 1 || s1[i] == -1); assert_int_equal(s1[i], s2[i]); neg += s1[i] < 0; }
+    assert_true(neg > 16 && neg < 48);
+}
+
+/* An activation with a few outlier channels: balancing must cut the W8A8 error. */
+static void test_balancing_helps(void **state)
+{
+    (void)state;
+    tu_rng r = {2024};
+    const int M = 64, K = 256, N = 96;
+    dt_backend *be = tu_backend(DT_F32);
+    float *w = tu_alloc((size_t)N * K), *x = tu_alloc((size_t)M * K), *yf = tu_alloc((size_t)M * N);
+    float *y = tu_alloc((size_t)M * N), *amax = tu_alloc(K), *s = tu_alloc(K);
+    tu_fill(&r, w, (size_t)N * K, 0.1f);
+    tu_fill(&r, x, (size_t)M * K, 1.0f);
+    for (int m = 0; m < M; m++) for (int j = 0; j < K; j += 37) x[m * K + j] *= 60.0f;
+    ref_linear(x, M, K, w, NULL, N, DT_ACT_NONE, yf);
+    for (int j = 0; j < K; j++) amax[j] = 0;
+    for (int m = 0; m < M; m++) for (int j = 0; j < K; j++) amax[j] = fmaxf(amax[j], fabsf(x[m * K + j]));
+    dt_smooth_factors(w, K, N, amax, 0.5f, s);
+    double e[3];
+    for (int v = 0; v < 3; v++) {
+        dt_qweights qw;
+        dt_err err = {0};
+        assert_int_equal(dt_qweights_make(w, K, N, 8, v >= 1 ? s : NULL, v == 2 ? 77 : 0, &qw, &err), DT_OK);
+        dt_linear *l;
+        assert_int_equal(be->ops->qlinear_create(be, &qw, NULL, DT_ACT_NONE, M, &l, &err), DT_OK);
+        int64_t xs[2] = {M, K}, ys[2] = {M, N};
+        dt_tensor tx = dt_tensor_view(x, DT_F32, 2, xs), ty = dt_tensor_view(y, DT_F32, 2, ys);
+        assert_int_equal(be->ops->linear_forward(be, l, &tx, &ty, &err), DT_OK);
+        e[v] = tu_rel_l2(y, yf, (size_t)M * N);
+        be->ops->linear_destroy(l);
+        dt_qweights_free(&qw);
+    }
+    if (getenv("DITRT_VERBOSE")) printf("outliers: plain %.3g, smoothed %.3g, +rotated %.3g\n", e[0], e[1], e[2]);
+    if (!(e[1] < 0.7 * e[0] && e[2] < 0.7 * e[0]))
+        fail_msg("balancing did not help: plain %.3g, smoothed %.3g, smoothed+rotated %.3g", e[0], e[1], e[2]);
+    dt_backend_destroy(be);
+    free(w); free(x); free(yf); free(y); free(amax); free(s);
+}
+
+/* The calibration wrapper records per-channel max |x| and leaves the output untouched. */
+static void test_observer(void **state)
+{
+    (void)state;
+    tu_rng r = {3};
+    const int M = 13, K = 70, N = 9;
+    dt_backend *be = tu_backend(DT_F32);
+    float *w = tu_alloc((size_t)N * K), *x = tu_alloc((size_t)M * K), *y = tu_poisoned((size_t)M * N);
+    float *yr = tu_alloc((size_t)M * N), amax[70] = {0};
+    tu_fill(&r, w, (size_t)N * K, 0.3f);
+    tu_fill(&r, x, (size_t)M * K, 2.0f);
+    dt_err err = {0};
+    dt_linear *inner, *l;
+    assert_int_equal(be->ops->linear_create(be, w, NULL, K, N, DT_ACT_NONE, M, DT_F32, &inner, &err), DT_OK);
+    assert_int_equal(be->ops->linear_observe(be, inner, K, amax, &l, &err), DT_OK);
+    int64_t xs[2] = {M, K}, ys[2] = {M, N};
+    dt_tensor tx = dt_tensor_view(x, DT_F32, 2, xs), ty = dt_tensor_view(y, DT_F32, 2, ys);
+    assert_int_equal(be->ops->linear_forward(be, l, &tx, &ty, &err), DT_OK);
+    ref_linear(x, M, K, w, NULL, N, DT_ACT_NONE, yr);
+    assert_rel_l2_below(y, yr, (size_t)M * N, 2e-5);
+    for (int j = 0; j < K; j++) {
+        float e = 0;
+        for (int m = 0; m < M; m++) e = fmaxf(e, fabsf(x[m * K + j]));
+        assert_float_equal(amax[j], e, 0);
+    }
+    be->ops->linear_destroy(l); /* frees inner too */
+    dt_backend_destroy(be);
+    free(w); free(x); free(y); free(yr);
+}
+
+static void test_rejects_bad_input(void **state)
+{
+    (void)state;
+    dt_backend *be = tu_backend(DT_F32);
+    float w[6 * 4] = {0};
+    dt_err err = {0};
+    dt_qweights qw;
+    assert_int_equal(dt_qweights_make(w, 3, 8, 4, NULL, 0, &qw, &err), DT_EINVAL); /* odd in for W4 */
+    assert_int_equal(dt_qweights_make(w, 4, 6, 3, NULL, 0, &qw, &(dt_err){0}), DT_EINVAL);
+    assert_int_equal(dt_qweights_make(w, 4, 6, 8, NULL, 9, &qw, &(dt_err){0}), DT_OK);
+    dt_linear *l = NULL;
+    qw.rot_block = 3; /* corrupt: not a power of two */
+    err = (dt_err){0};
+    assert_int_equal(be->ops->qlinear_create(be, &qw, NULL, DT_ACT_NONE, 1, &l, &err), DT_EINVAL);
+    assert_non_null(strstr(err.msg, "rotation block"));
+    qw.rot_block = 4;
+    err = (dt_err){0};
+    assert_int_equal(be->ops->qlinear_create(be, &qw, NULL, DT_ACT_NONE, 1, &l, &err), DT_OK);
+    float x[5] = {0}, y[6];
+    int64_t xs[2] = {1, 5}, ys[2] = {1, 6};
+    dt_tensor tx = dt_tensor_view(x, DT_F32, 2, xs), ty = dt_tensor_view(y, DT_F32, 2, ys);
+    assert_int_equal(be->ops->linear_forward(be, l, &tx, &ty, &err), DT_EINVAL);
+    be->ops->linear_destroy(l);
+    dt_qweights_free(&qw);
+    dt_backend_destroy(be);
+}
+
+/* Builds the tiny PixArt-Σ through quantizer q (NULL: plain float). */
+static pixart_model *tiny_model(dt_backend *be, dt_quantizer *q)
+{
+    pixart_config c;
+    dt_safetensors *st;
+    dt_err err = {0};
+    pixart_model *m = NULL;
+    if (pixart_config_load(TINY "/transformer", &c, &err) != DT_OK) fail_msg("%s", err.msg);
+    if (dt_st_open_dir(TINY "/transformer", "diffusion_pytorch_model", &st, &err) != DT_OK) fail_msg("%s", err.msg);
+    dt_weight_source src = dt_weights_from_file(st);
+    if (q) dt_quantizer_attach(q, &src);
+    if (pixart_create(be, &c, &src, &m, &err) != DT_OK) fail_msg("%s", err.msg);
+    dt_st_close(st);
+    return m;
+}
+
+static const char *tiny_cases[] = {"square", "nonsquare", "odd"};
+static const float tiny_steps[] = {999, 600, 250, 20};
+
+/* Output of case ci at timestep ti (every sample at that timestep); caller frees. */
+static float *tiny_forward(pixart_model *m, int ci, int ti, size_t *n)
+{
+    char path[256];
+    snprintf(path, sizeof path, TINY "/case_%s.in.safetensors", tiny_cases[ci]);
+    const pixart_config *c = pixart_get_config(m);
+    pixart_input_file x = {0};
+    dt_err err = {0};
+    if (pixart_inputs_load(path, c, &x, &err) != DT_OK) fail_msg("%s", err.msg);
+    for (int64_t b = 0; b < x.ths.shape[0]; b++) x.t[b] = tiny_steps[ti];
+    int64_t shape[4] = {x.ths.shape[0], c->out_channels, x.ths.shape[2], x.ths.shape[3]};
+    dt_tensor out = dt_tensor_view(NULL, DT_F32, 4, shape);
+    *n = (size_t)dt_tensor_numel(&out);
+    out.data = tu_poisoned(*n);
+    dt_arena arena;
+    dt_arena_init(&arena);
+    if (pixart_forward(m, &x.in, &arena, &out, &err) != DT_OK) fail_msg("%s", err.msg);
+    dt_arena_free(&arena);
+    pixart_inputs_free(&x);
+    return out.data;
+}
+
+/* Worst rel L2 over cases and timesteps of a quantized tiny model against the float one. */
+static double tiny_error(dt_backend *be, pixart_model *ref, dt_quantizer *q)
+{
+    pixart_model *m = tiny_model(be, q);
+    double worst = 0;
+    for (int ci = 0; ci < 3; ci++)
+        for (int ti = 0; ti < 4; ti++) {
+            size_t n, n2;
+            float *a = tiny_forward(m, ci, ti, &n), *b = tiny_forward(ref, ci, ti, &n2);
+            assert_int_equal(n, n2);
+            worst = fmax(worst, tu_rel_l2(a, b, n));
+            free(a);
+            free(b);
+        }
+    pixart_free(m);
+    return worst;
+}
+
+/* End to end on the tiny PixArt-Σ: calibrate (all cases, 4 timesteps), quantize the block
+ * linears ViDiT-Q quantizes, compare with the float model. */
+static void test_tiny_pixart_w8a8(void **state)
+{
+    (void)state;
+    dt_backend *be = tu_backend(DT_F32);
+    dt_quantizer cal = {.mode = DT_QMODE_OBSERVE};
+    pixart_model *ref = tiny_model(be, &cal);
+    assert_int_equal(cal.nstats, 3 * 7); /* per block: qkv (fused), out, q2, kv2 (fused), out2, fc1, fc2 */
+    assert_int_equal(cal.nfloat, 3 * 7 + 6); /* + patch, timestep (2), adaLN-single, caption (2) */
+    for (int ci = 0; ci < 3; ci++)
+        for (int ti = 0; ti < 4; ti++) {
+            size_t n;
+            free(tiny_forward(ref, ci, ti, &n));
+        }
+    const dt_qlayer_stat *st = dt_quantizer_find(&cal, "transformer_blocks.0.ff.net.2");
+    assert_non_null(st);
+    float mx = 0;
+    for (int j = 0; j < st->in; j++) mx = fmaxf(mx, st->amax[j]);
+    assert_true(mx > 0);
+    dt_quantizer q = cal; /* shares the statistics; only `cal` frees them */
+    q.mode = DT_QMODE_QUANT;
+    q.wbits = 8;
+    q.alpha = 0.5f;
+    q.seed = 11;
+    double e_plain, e_bal, e_rot, e_w4;
+    q.balance = 0, q.rotate = 0, e_plain = tiny_error(be, ref, &q);
+    q.balance = 1, q.rotate = 0, e_bal = tiny_error(be, ref, &q);
+    q.balance = 1, q.rotate = 1, e_rot = tiny_error(be, ref, &q);
+    q.wbits = 4, e_w4 = tiny_error(be, ref, &q);
+    dt_backend *be16 = tu_backend(DT_BF16); /* for scale: the same model in bf16 */
+    dt_quantizer fl = {.mode = DT_QMODE_FLOAT};
+    double e_bf16 = tiny_error(be16, ref, &fl);
+    dt_backend_destroy(be16);
+    printf("  tiny PixArt-Sigma vs f32 (worst of 3 cases x 4 timesteps): bf16 %.2e; W8A8 %.2e, balanced %.2e, "
+           "balanced+rotated %.2e; W4A8 balanced+rotated %.2e\n", e_bf16, e_plain, e_bal, e_rot, e_w4);
+    /* int8 per token has about 2-4x bf16's rounding error (a step of max/127 vs 2^-9 relative) */
+    double lim = 6 * e_bf16;
+    if (!(e_plain < lim && e_bal < lim && e_rot < lim)) fail_msg("W8A8 more than 6x the bf16 error %.3g", e_bf16);
+    if (!(e_w4 < 0.6)) fail_msg("W4A8 too far from f32: %.3g", e_w4);
+    pixart_free(ref);
+    dt_quantizer_free(&cal);
+    dt_backend_destroy(be);
+}
+
+/* ---- ditrt quantize / txt2img --quant on the tiny pipeline ---- */
+
+#define PIPE "tests/fixtures/pixart-pipe-tiny"
+
+/* Runs cmd; returns the exit code, stderr in err. */
+static int sh(const char *dir, const char *cmd, char *err, size_t n)
+{
+    char full[4096], ep[512];
+    snprintf(ep, sizeof ep, "%s/stderr.txt", dir);
+    snprintf(full, sizeof full, "%s >/dev/null 2>'%s'", cmd, ep);
+    int st = system(full);
+    FILE *f = fopen(ep, "r");
+    size_t got = f ? fread(err, 1, n - 1, f) : 0;
+    if (f) fclose(f);
+    err[got] = 0;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
+    b[n] = 0;
+    fclose(f);
+    return b;
+}
+
+/* A copy of plan `src` in `dst` whose plan.json has `from` (first occurrence) replaced by `to`. */
+static void edited_plan(const char *src, const char *dst, const char *from, const char *to)
+{
+    char path[600], cmd[1300];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s/weights.safetensors' '%s/'", dst, src, dst);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/plan.json", src);
+    char *j = slurp(path), *at = strstr(j, from);
+    assert_non_null(at);
+    snprintf(path, sizeof path, "%s/plan.json", dst);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fwrite(j, 1, (size_t)(at - j), f);
+    fputs(to, f);
+    fputs(at + strlen(from), f);
+    fclose(f);
+    free(j);
+}
+
+static void test_cli_quantize_roundtrip(void **state)
+{
+    (void)state;
+    char tmp[256], cmd[2048], err[4096], plan[300], bad[300], img[300], ref[300];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(cmd, sizeof cmd, "%s/prompts.txt", tmp);
+    tu_write_file(cmd, "a red cube\n\n", 12);
+    snprintf(plan, sizeof plan, "%s/plan", tmp);
+    snprintf(cmd, sizeof cmd, "./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --scheme w8a8 --steps 2 --out %s --quiet", tmp, plan);
+    if (sh(tmp, cmd, err, sizeof err)) fail_msg("quantize failed: %s", err);
+    /* the plan keeps ViDiT-Q's float layers and quantizes every block linear */
+    snprintf(cmd, sizeof cmd, "%s/plan.json", plan);
+    char *j = slurp(cmd);
+    assert_non_null(strstr(j, "\"adaln_single.linear\""));
+    assert_non_null(strstr(j, "\"transformer_blocks.1.ff.net.2\""));
+    free(j);
+    /* a quantized generation stays close to the float one */
+    snprintf(img, sizeof img, "%s/q.png", tmp);
+    snprintf(ref, sizeof ref, "%s/f.png", tmp);
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m " PIPE " -p 'a red cube' --steps 2 --dtype f32 --quiet -o %s", ref);
+    if (sh(tmp, cmd, err, sizeof err)) fail_msg("txt2img failed: %s", err);
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m " PIPE " -p 'a red cube' --steps 2 --dtype f32 --quiet -o %s --quant %s", img, plan);
+    if (sh(tmp, cmd, err, sizeof err)) fail_msg("txt2img --quant failed: %s", err);
+    snprintf(cmd, sizeof cmd, "./ditrt compare %s %s --min-psnr 28", img, ref);
+    if (sh(tmp, cmd, err, sizeof err)) fail_msg("quantized image too far from the float one: %s", err);
+    /* a plan for another model: the first differing layer is named, nothing is written */
+    struct { const char *from, *to, *needle; } bads[] = {
+        {"\"transformer_blocks.0.attn1.to_q\"", "\"transformer_blocks.9.attn1.to_q\"", "transformer_blocks.0.attn1.to_q"},
+        {"\"out\":\t48", "\"out\":\t96", "[96, 256] in the plan but [48, 256]"},
+        /* corrupt weights: 8-bit data declared 4-bit fails the size check */
+        {"\"weight_bits\":\t8", "\"weight_bits\":\t4", "transformer_blocks.0.attn1.to_q.q\" is i8"},
+    };
+    for (int i = 0; i < 3; i++) {
+        snprintf(bad, sizeof bad, "%s/bad%d", tmp, i);
+        edited_plan(plan, bad, bads[i].from, bads[i].to);
+        remove(img);
+        snprintf(cmd, sizeof cmd, "./ditrt txt2img -m " PIPE " -p x --steps 2 --quiet -o %s --quant %s", img, bad);
+        int rc = sh(tmp, cmd, err, sizeof err);
+        if (rc == 0) fail_msg("bad plan %d accepted", i);
+        if (!strstr(err, bads[i].needle)) fail_msg("bad plan %d: stderr lacks \"%s\": %s", i, bads[i].needle, err);
+        struct stat st;
+        if (stat(img, &st) == 0) fail_msg("bad plan %d: an image was written", i);
+    }
+    snprintf(cmd, sizeof cmd, "./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --scheme w3a8 --out %s/x", tmp, tmp);
+    assert_int_not_equal(sh(tmp, cmd, err, sizeof err), 0);
+    assert_non_null(strstr(err, "--scheme"));
+    tu_rmtree(tmp);
+}
+
+/* Mixed precision (DITRT_SLOW=1: one model load per layer): the plan mixes 4- and 8-bit
+ * layers with a parameter-weighted average within the budget, and loads. */
+static void test_cli_quantize_mixed(void **state)
+{
+    (void)state;
+    if (!getenv("DITRT_SLOW")) { skip(); return; }
+    char tmp[256], cmd[2048], err[4096];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(cmd, sizeof cmd, "%s/prompts.txt", tmp);
+    tu_write_file(cmd, "a red cube\n", 11);
+    snprintf(cmd, sizeof cmd, "./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --scheme mixed --budget 6 --steps 2 --out %s/plan --quiet", tmp, tmp);
+    if (sh(tmp, cmd, err, sizeof err)) fail_msg("quantize mixed failed: %s", err);
+    snprintf(cmd, sizeof cmd, "%s/plan", tmp);
+    dt_qplan *p = NULL;
+    dt_err e = {0};
+    if (dt_qplan_load(cmd, &p, &e) != DT_OK) fail_msg("%s", e.msg);
+    double params = 0, bits = 0;
+    int n4 = 0, n8 = 0;
+    for (int i = 0; i < p->n; i++) {
+        if (!p->layers[i].wbits) continue;
+        double w = (double)p->layers[i].in * p->layers[i].out;
+        params += w;
+        bits += w * p->layers[i].wbits;
+        n4 += p->layers[i].wbits == 4;
+        n8 += p->layers[i].wbits == 8;
+    }
+    dt_qplan_free(p);
+    assert_true(n4 > 0 && n8 > 0);
+    if (!(bits / params <= 6.0 + 1e-9)) fail_msg("average %.3f bits over the budget", bits / params);
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m " PIPE " -p 'a red cube' --steps 2 --quiet -o %s/m.png --quant %s/plan", tmp, tmp);
+    if (sh(tmp, cmd, err, sizeof err)) fail_msg("txt2img with the mixed plan failed: %s", err);
+    tu_rmtree(tmp);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_qlinear_exact),
+        cmocka_unit_test(test_qlinear_rotated),
+        cmocka_unit_test(test_roundtrip_half_step),
+        cmocka_unit_test(test_hadamard),
+        cmocka_unit_test(test_balancing_helps),
+        cmocka_unit_test(test_observer),
+        cmocka_unit_test(test_rejects_bad_input),
+        cmocka_unit_test(test_tiny_pixart_w8a8),
+        cmocka_unit_test(test_cli_quantize_roundtrip),
+        cmocka_unit_test(test_cli_quantize_mixed),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
