@@ -26,7 +26,9 @@ struct dt_pipeline {
     dt_backend *be, *text_be;
     dt_tokenizer *tok;
     t5_model *t5;          /* kept between generations only with keep_text_encoder */
-    pixart_model *tr;
+    pixart_model *tr;      /* zoo[0] */
+    pixart_model **zoo;    /* OMS-DPM zoo: tr, then cfg.zoo's transformers */
+    int nzoo;
     vae_model *vae;
     dt_scheduler *sched;
     dt_arena arena;
@@ -67,6 +69,46 @@ static dt_status make_backend(dt_dtype dt, int threads, dt_backend **be, dt_err 
     return dt_backend_create(&c, be, err);
 }
 
+/* A zoo member must be a PixArt transformer whose latents and captions match member 0's. */
+static dt_status load_zoo_member(dt_pipeline *p, const char *where, pixart_model **out, dt_err *err)
+{
+    char dir[4096], path[4200], cls[96];
+    DT_TRY(dt_model_component_dir(where, "transformer", dir, sizeof dir, err));
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    cJSON *j;
+    DT_TRY(dt_json_load(path, &j, err));
+    dt_status s = dt_json_str(j, path, "_class_name", "PixArtTransformer2DModel", cls, sizeof cls, err);
+    cJSON_Delete(j);
+    if (s == DT_OK && strcmp(cls, "PixArtTransformer2DModel"))
+        s = dt_fail(err, DT_EUNSUPPORTED, "zoo: %s: _class_name %s is not PixArtTransformer2DModel", path, cls);
+    if (s == DT_OK) s = pixart_load(p->be, dir, out, err);
+    if (s != DT_OK) return s;
+    const pixart_config *a = pixart_get_config(p->tr), *b = pixart_get_config(*out);
+    const char *field = a->in_channels != b->in_channels ? "in_channels"
+                      : a->out_channels != b->out_channels ? "out_channels"
+                      : a->patch_size != b->patch_size ? "patch_size"
+                      : a->caption_channels != b->caption_channels ? "caption_channels" : NULL;
+    if (field) {
+        pixart_free(*out);
+        *out = NULL;
+        return dt_fail(err, DT_EFORMAT, "zoo: %s: \"%s\" differs from the pipeline's transformer (latents and captions must match)", path, field);
+    }
+    return DT_OK;
+}
+
+static dt_status load_zoo(dt_pipeline *p, dt_err *err)
+{
+    p->zoo = calloc((size_t)p->cfg.nzoo + 1, sizeof *p->zoo);
+    if (!p->zoo) return dt_fail(err, DT_ENOMEM, "out of memory");
+    p->zoo[0] = p->tr;
+    p->nzoo = 1;
+    for (int i = 0; i < p->cfg.nzoo; i++) {
+        DT_TRY(load_zoo_member(p, p->cfg.zoo[i], &p->zoo[i + 1], err));
+        p->nzoo++;
+    }
+    return DT_OK;
+}
+
 static dt_status load_parts(dt_pipeline *p, dt_err *err)
 {
     char dir[4096];
@@ -92,7 +134,7 @@ static dt_status load_parts(dt_pipeline *p, dt_err *err)
     else
         DT_TRY(dt_scheduler_load_as(dir, p->cfg.solver, p->cfg.karras, &p->sched, err));
     if (p->cfg.keep_text_encoder) DT_TRY(t5_load(p->text_be, p->text_dir, &p->t5, err));
-    return DT_OK;
+    return load_zoo(p, err);
 }
 
 dt_status dt_pipeline_load(const dt_pipeline_config *cfg, dt_pipeline **out, dt_err *err)
@@ -113,6 +155,8 @@ void dt_pipeline_free(dt_pipeline *p)
 {
     if (!p) return;
     t5_free(p->t5);
+    for (int i = 1; i < p->nzoo; i++) pixart_free(p->zoo[i]);
+    free(p->zoo);
     pixart_free(p->tr);
     vae_free(p->vae);
     dt_tokenizer_free(p->tok);
@@ -126,6 +170,14 @@ void dt_pipeline_free(dt_pipeline *p)
 int dt_pipeline_native_size(const dt_pipeline *p) { return pixart_get_config(p->tr)->sample_size * vae_upscale(p->vae); }
 int dt_pipeline_size_multiple(const dt_pipeline *p) { return pixart_get_config(p->tr)->patch_size * vae_upscale(p->vae); }
 const char *dt_pipeline_solver_name(const dt_pipeline *p) { return dt_scheduler_class(p->sched); }
+int dt_pipeline_zoo_size(const dt_pipeline *p) { return p->nzoo; }
+
+dt_status dt_pipeline_evaluations(dt_pipeline *p, int steps, int *evals, dt_err *err)
+{
+    DT_TRY(dt_scheduler_set_timesteps(p->sched, steps, err));
+    *evals = dt_scheduler_num_steps(p->sched);
+    return DT_OK;
+}
 
 /* ---- request checks ---- */
 
@@ -258,9 +310,21 @@ static dt_status sample_loop(sampler *sp, dt_err *err)
     dt_tensor te = dt_tensor_view((void *)sp->embeds, DT_F32, 3, e_shape);
     pixart_inputs in = {.hidden_states = &tin, .encoder_hidden_states = &te, .timestep = sp->tsteps,
                         .encoder_attention_mask = sp->masks};
+    const int *ids = sp->r->model_ids;
+    if (ids && sp->r->n_model_ids != steps)
+        return dt_fail(err, DT_EINVAL, "model schedule: %d entries for %d model evaluations", sp->r->n_model_ids, steps);
+    int micro = 0;
+    for (int i = 0; i < steps; i++) {
+        if (ids && (ids[i] < 0 || ids[i] >= p->nzoo))
+            return dt_fail(err, DT_EINVAL, "model schedule: step %d names zoo member %d, the zoo has %d", i, ids[i], p->nzoo);
+        micro |= pixart_get_config(p->zoo[ids ? ids[i] : 0])->use_additional_conditions;
+    }
+    if (ids && sp->r->attn_plan)
+        for (int i = 0; i < steps; i++)
+            if (ids[i] != 0) return dt_fail(err, DT_EUNSUPPORTED, "model schedule: step %d uses zoo member %d; attention plans cover member 0 only", i, ids[i]);
     /* micro-conditions: the α pipeline passes (height, width) and h/w for 1024-px models */
     float *res = NULL, *ar = NULL;
-    if (pixart_get_config(p->tr)->use_additional_conditions) {
+    if (micro) {
         res = malloc((size_t)sp->rows * 2 * sizeof(float));
         ar = malloc((size_t)sp->rows * sizeof(float));
         if (!res || !ar) { free(res); free(ar); return dt_fail(err, DT_ENOMEM, "out of memory"); }
@@ -288,7 +352,7 @@ static dt_status sample_loop(sampler *sp, dt_err *err)
             s = sp->r->step_hook(sp->r->step_hook_user, i, p->tr, &in, &p->arena, err);
             dt_arena_reset(&p->arena);
         }
-        if (s == DT_OK) s = pixart_forward(p->tr, &in, &p->arena, &tout, err);
+        if (s == DT_OK) s = pixart_forward(p->zoo[ids ? ids[i] : 0], &in, &p->arena, &tout, err);
         if (s != DT_OK) break;
         guide(sp);
         s = dt_scheduler_step(p->sched, sp->guided, sp->latents, sp->latents, n, err);

@@ -22,6 +22,10 @@ typedef struct {
     const char *solver_schedule;   /* USF per-step schedule JSON (schedulers/usf.c) or NULL; fixes the steps */
     const char *solver_statistics; /* DPM-Solver-v3 statistics for it, or NULL */
     struct dt_quantizer *quant; /* transformer linears through this quantizer (runtime/quantize.h): calibration or a plan; NULL: float */
+    /* OMS-DPM zoo: more transformers sharing this pipeline's VAE, text encoder and noise
+     * schedule (model or transformer folders); zoo member 0 is the pipeline's own. */
+    const char *const *zoo;
+    int nzoo;
 } dt_pipeline_config;
 
 struct pixart_model;
@@ -45,6 +49,10 @@ typedef struct {
     dt_status (*step_hook)(void *user, int step, struct pixart_model *tr, const void *inputs, void *arena, dt_err *err);
     void *step_hook_user;
     float eta;  /* DDIM's eta (noise from the seed's generator); other solvers ignore it */
+    /* OMS-DPM model schedule: the zoo member of each model evaluation (one per timestep),
+     * or NULL (member 0 throughout). */
+    const int *model_ids;
+    int n_model_ids;
 } dt_gen_request;
 
 typedef struct {
@@ -64,6 +72,10 @@ void dt_pipeline_free(dt_pipeline *p);
 int dt_pipeline_native_size(const dt_pipeline *p);
 int dt_pipeline_size_multiple(const dt_pipeline *p);
 const char *dt_pipeline_solver_name(const dt_pipeline *p);
+/* Zoo members, the pipeline's own transformer included. */
+int dt_pipeline_zoo_size(const dt_pipeline *p);
+/* Model evaluations a generation of `steps` steps makes (the scheduler's timestep count). */
+dt_status dt_pipeline_evaluations(dt_pipeline *p, int steps, int *evals, dt_err *err);
 
 /* Checks a request (sizes, steps, cfg, memory) without running anything. */
 dt_status dt_pipeline_check(dt_pipeline *p, const dt_gen_request *r, dt_err *err);

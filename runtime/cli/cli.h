@@ -18,6 +18,7 @@ int cli_eval_noise(int argc, char **argv);
 int cli_info(int argc, char **argv);
 int cli_info_latte(const char *transformer_dir); /* info_latte.c */
 int cli_txt2img(int argc, char **argv);
+int cli_search_models(int argc, char **argv);
 int cli_search_solver(int argc, char **argv);
 int cli_txt2vid(int argc, char **argv);
 int cli_bench(int argc, char **argv);
@@ -42,6 +43,14 @@ int cli_parse_int(const char *flag, const char *v, int lo, int hi, int *out);
 dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *err);
 
 double cli_now(void);
+
+/* A comma-separated flag value split into owned strings; empty items are refused. */
+typedef struct {
+    char **items;
+    int n;
+} cli_list;
+int cli_split_list(const char *flag, const char *value, cli_list *out); /* 0, or 2 after a usage error */
+void cli_list_free(cli_list *l);
 
 /* Text side (eval_text_encoder.c): the pipeline's default max_sequence_length for a model
  * folder (300 for PixArtSigmaPipeline, else 120), and a prompt through caption

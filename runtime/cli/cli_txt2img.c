@@ -4,6 +4,7 @@
 #include "cli.h"
 #include "image.h"
 #include "pipeline.h"
+#include "model_schedule.h"
 #include "fastattn.h"
 #include "../schedulers/scheduler.h"
 #include "cli_quant.h"
@@ -23,6 +24,8 @@ typedef struct {
     dt_gen_request req;
     const char *attn_plan; /* DiTFastAttn plan file (--attn-plan) */
     const char *quant;     /* --quant DIR: a plan from ditrt quantize (cli_quant.c) */
+    const char *zoo;       /* --zoo DIR[,DIR...]: OMS-DPM zoo members after the model itself */
+    const char *model_schedule; /* --model-schedule FILE */
 } t2i_args;
 
 static int parse_float(const char *flag, const char *v, float *out)
@@ -52,6 +55,8 @@ static int parse(int argc, char **argv, t2i_args *a)
 #define F(s) (v = cli_flag(argc, argv, &i, s, &miss))
         if (F("-m") || F("--model")) a->model = v;
         else if (F("-p") || F("--prompt")) a->req.prompt = v;
+        else if (F("--zoo")) a->zoo = v;
+        else if (F("--model-schedule")) a->model_schedule = v;
         else if (F("-n") || F("--negative-prompt")) a->req.negative_prompt = v;
         else if (F("-W") || F("--width")) ok = cli_parse_int("--width", v, 1, 16384, &a->req.width);
         else if (F("-H") || F("--height")) ok = cli_parse_int("--height", v, 1, 16384, &a->req.height);
@@ -199,7 +204,12 @@ int cli_txt2img(int argc, char **argv)
     dt_quantizer qz = {0};
     if (a.quant && cli_quant_open(a.quant, &qz, &err) != DT_OK) return cli_die(&err);
     if (a.quant) cfg.quant = &qz;
+    cli_list zoo = {0};
+    if (a.zoo && cli_split_list("--zoo", a.zoo, &zoo) != 0) { cli_quant_close(&qz); return 2; }
+    cfg.zoo = (const char *const *)zoo.items;
+    cfg.nzoo = zoo.n;
     dt_status ls = dt_pipeline_load(&cfg, &p, &err);
+    cli_list_free(&zoo);
     cli_quant_close(&qz); /* the layers are built; the plan is no longer needed */
     if (ls != DT_OK) return cli_die(&err);
     if (a.req.eta > 0 && strcmp(dt_pipeline_solver_name(p), "DDIMScheduler")) {
@@ -209,6 +219,14 @@ int cli_txt2img(int argc, char **argv)
     dt_attn_plan plan = {0}; /* DiTFastAttn; checked against the model and steps when sampling */
     if (a.attn_plan && dt_attn_plan_load(a.attn_plan, &plan, &err) != DT_OK) { dt_pipeline_free(p); return cli_die(&err); }
     if (a.attn_plan) a.req.attn_plan = &plan;
+    dt_model_schedule ms = {0}; /* OMS-DPM */
+    if (a.model_schedule && dt_model_schedule_load(a.model_schedule, dt_pipeline_zoo_size(p), &ms, &err) != DT_OK) {
+        dt_attn_plan_free(&plan);
+        dt_pipeline_free(p);
+        return cli_die(&err);
+    }
+    a.req.model_ids = ms.ids;
+    a.req.n_model_ids = ms.n;
     double elapsed = 0;
     if (!a.quiet && isatty(2)) {
         a.req.progress = progress_bar;
@@ -226,6 +244,7 @@ int cli_txt2img(int argc, char **argv)
         if (s == DT_OK && a.json) print_json(&a, p, &res);
         free(res.image);
     }
+    dt_model_schedule_free(&ms);
     dt_attn_plan_free(&plan);
     dt_pipeline_free(p);
     return s == DT_OK ? 0 : cli_die(&err);

@@ -17,7 +17,9 @@ static void usage(FILE *f)
             "          [--dtype bf16|f32] [--text-encoder-dtype bf16|f32] [--threads N] [-o out.png] [--vae-tiling]\n"
             "          [--no-binning] [--no-clean-caption] [--max-length N] [--force] [--quiet] [--json] [--attn-plan PLAN.json]\n"
             "          [--solver NAME] [--karras] [--eta X] [--solver-schedule USF.json [--solver-statistics FILE]] | --list-solvers\n"
-            "          [--quant QUANT_DIR]\n"
+            "          [--quant QUANT_DIR] [--zoo DIR[,DIR...] --model-schedule SCHEDULE.json]\n"
+            "  search-models -m MODEL --zoo DIR[,DIR...] --prompts FILE --out SCHEDULE.json (--budget SECONDS | --budget-ratio R)\n"
+            "          [--steps N] [-W W] [-H H] [--cfg G] [--seed S] [--dtype bf16|f32] [--threads N] [--latency S0,S1,...]\n"
             "  txt2vid -m LATTE_DIR -p PROMPT [-n NEGATIVE] [-W W] [-H H] [--frames F] [--fps R] [--steps N] [--cfg G]\n"
             "          [--seed S] [--batch N] [--dtype bf16|f32] [--text-encoder-dtype bf16|f32] [--threads N]\n"
             "          [-o out.mp4|out.webp|dir/|frame_%%03d.png] [--decode-chunk K] [--no-clean-caption] [--force] [--quiet] [--json]\n"
@@ -82,6 +84,37 @@ dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *e
     return dt_backend_create(&cfg, be, err);
 }
 
+int cli_split_list(const char *flag, const char *value, cli_list *out)
+{
+    *out = (cli_list){0};
+    for (const char *p = value;;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (!len) {
+            cli_list_free(out);
+            return cli_usage_error("%s: empty item in \"%s\"", flag, value);
+        }
+        char **items = realloc(out->items, (size_t)(out->n + 1) * sizeof *items);
+        char *item = items ? strndup(p, len) : NULL;
+        if (!item) {
+            if (items) out->items = items;
+            cli_list_free(out);
+            return cli_usage_error("%s: out of memory", flag);
+        }
+        out->items = items;
+        out->items[out->n++] = item;
+        if (!e) return 0;
+        p = e + 1;
+    }
+}
+
+void cli_list_free(cli_list *l)
+{
+    for (int i = 0; i < l->n; i++) free(l->items[i]);
+    free(l->items);
+    *l = (cli_list){0};
+}
+
 double cli_now(void)
 {
     struct timespec ts;
@@ -96,6 +129,7 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "txt2img")) return cli_txt2img(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "search-models")) return cli_search_models(argc - 1, argv + 1);
     if (!strcmp(argv[1], "txt2vid")) return cli_txt2vid(argc - 1, argv + 1);
     if (!strcmp(argv[1], "eval")) return cli_eval(argc - 1, argv + 1);
     if (!strcmp(argv[1], "info")) return cli_info(argc - 1, argv + 1);

@@ -1,0 +1,161 @@
+/* OMS-DPM model schedules: a zoo of transformers sharing the pipeline's VAE, text encoder and
+ * noise schedule, one member per model evaluation; and the latency-budget search. */
+#include "testutil.h"
+#include "model_schedule.h"
+#include "model_search.h"
+#include "pipeline.h"
+
+#define PIPE "tests/fixtures/pixart-pipe-tiny"
+#define SMALL "tests/fixtures/pixart-alpha-tiny"
+
+static dt_pipeline *load(int with_zoo)
+{
+    static const char *zoo[] = {SMALL};
+    dt_pipeline_config c = {.model_dir = PIPE, .dtype = DT_F32, .text_dtype = DT_F32, .zoo = with_zoo ? zoo : NULL,
+                            .nzoo = with_zoo ? 1 : 0};
+    dt_pipeline *p;
+    dt_err err = {0};
+    if (dt_pipeline_load(&c, &p, &err) != DT_OK) fail_msg("%s", err.msg);
+    return p;
+}
+
+static float *generate(dt_pipeline *p, const int *ids, int n, size_t *npix)
+{
+    dt_gen_request r = dt_gen_request_default();
+    r.prompt = "a zoo";
+    r.steps = 4;
+    r.width = r.height = 64;
+    r.seed = 3;
+    r.model_ids = ids;
+    r.n_model_ids = n;
+    dt_gen_result res;
+    dt_err err = {0};
+    if (dt_pipeline_generate(p, &r, &res, &err) != DT_OK) fail_msg("%s", err.msg);
+    *npix = (size_t)3 * res.width * res.height;
+    return res.image;
+}
+
+/* A schedule using only the pipeline's own model equals the plain pipeline bit for bit;
+ * a mixed one differs and is deterministic. */
+static void test_schedules(void **state)
+{
+    (void)state;
+    dt_pipeline *plain = load(0), *zp = load(1);
+    assert_int_equal(dt_pipeline_zoo_size(plain), 1);
+    assert_int_equal(dt_pipeline_zoo_size(zp), 2);
+    int all0[4] = {0, 0, 0, 0}, mixed[4] = {0, 1, 1, 0};
+    size_t n1, n2, n3, n4;
+    float *a = generate(plain, NULL, 0, &n1), *b = generate(zp, all0, 4, &n2);
+    float *c = generate(zp, mixed, 4, &n3), *d = generate(zp, mixed, 4, &n4);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(a, b, n1 * sizeof(float));
+    assert_true(memcmp(a, c, n1 * sizeof(float)) != 0);
+    assert_memory_equal(c, d, n1 * sizeof(float));
+    free(a); free(b); free(c); free(d);
+    /* wrong length, out-of-range member */
+    dt_gen_request r = dt_gen_request_default();
+    r.prompt = "x";
+    r.steps = 4;
+    r.width = r.height = 64;
+    int three[3] = {0, 0, 0}, bad[4] = {0, 2, 0, 0};
+    dt_gen_result res;
+    dt_err err = {0};
+    r.model_ids = three;
+    r.n_model_ids = 3;
+    assert_int_equal(dt_pipeline_generate(zp, &r, &res, &err), DT_EINVAL);
+    assert_non_null(strstr(err.msg, "3 entries for 4 model evaluations"));
+    dt_err_clear(&err);
+    r.model_ids = bad;
+    r.n_model_ids = 4;
+    assert_int_equal(dt_pipeline_generate(zp, &r, &res, &err), DT_EINVAL);
+    assert_non_null(strstr(err.msg, "step 1"));
+    dt_pipeline_free(plain);
+    dt_pipeline_free(zp);
+}
+
+static void test_incompatible_zoo(void **state)
+{
+    (void)state;
+    static const char *zoo[] = {"tests/fixtures/latte-tiny"};
+    dt_pipeline_config c = {.model_dir = PIPE, .dtype = DT_F32, .text_dtype = DT_F32, .zoo = zoo, .nzoo = 1};
+    dt_pipeline *p = NULL;
+    dt_err err = {0};
+    assert_int_not_equal(dt_pipeline_load(&c, &p, &err), DT_OK);
+    assert_null(p);
+    assert_non_null(strstr(err.msg, "zoo"));
+    assert_non_null(strstr(err.msg, "LatteTransformer3DModel"));
+    static const char *missing[] = {"/no/zoo/member"};
+    c.zoo = missing;
+    dt_err_clear(&err);
+    assert_int_not_equal(dt_pipeline_load(&c, &p, &err), DT_OK);
+    assert_non_null(strstr(err.msg, "/no/zoo/member"));
+}
+
+static void test_schedule_files(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/ditrt-ms-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    int ids[5] = {0, 1, 1, 0, 1};
+    dt_model_schedule s = {5, ids}, back;
+    const char *zoo[2] = {"big", "small"};
+    dt_err err = {0};
+    assert_int_equal(dt_model_schedule_save(path, &s, zoo, 2, &err), DT_OK);
+    assert_int_equal(dt_model_schedule_load(path, 2, &back, &err), DT_OK);
+    assert_int_equal(back.n, 5);
+    assert_memory_equal(back.ids, ids, sizeof ids);
+    dt_model_schedule_free(&back);
+    assert_int_equal(dt_model_schedule_load(path, 1, &back, &err), DT_EFORMAT); /* member 1 of a 1-model zoo */
+    assert_non_null(strstr(err.msg, "step 1"));
+    const char *bads[] = {"{\"models\": []}", "{\"models\": [0, \"x\"]}", "{\"format\": \"other\", \"models\": [0]}", "{\"models\": [0,"};
+    for (size_t i = 0; i < sizeof bads / sizeof *bads; i++) {
+        tu_write_file(path, bads[i], strlen(bads[i]));
+        dt_err_clear(&err);
+        if (dt_model_schedule_load(path, 2, &back, &err) == DT_OK) fail_msg("accepted: %s", bads[i]);
+        assert_non_null(strstr(err.msg, path));
+    }
+    unlink(path);
+}
+
+/* With planning latencies given (1.0 s and 0.4 s per evaluation), a 70% budget over 3
+ * evaluations needs exactly two moves to the small model; the schedule fits and replays. */
+static void test_search(void **state)
+{
+    (void)state;
+    dt_pipeline *p = load(1);
+    const char *prompts[1] = {"a searched fox"};
+    dt_gen_request base = dt_gen_request_default();
+    base.steps = 3;
+    base.width = base.height = 64;
+    double lat[2] = {1.0, 0.4};
+    dt_model_search s = {p, prompts, 1, base, 0, 0.7, lat, NULL, NULL};
+    dt_model_search_result r;
+    dt_err err = {0};
+    if (dt_search_models(&s, &r, &err) != DT_OK) fail_msg("%s", err.msg);
+    assert_int_equal(r.schedule.n, 3);
+    int small = 0;
+    for (int i = 0; i < 3; i++) small += r.schedule.ids[i] == 1;
+    assert_int_equal(small, 2);
+    assert_true(fabs(r.est_seconds - 1.8) < 1e-9 && r.est_seconds <= r.budget + 1e-9);
+    assert_true(r.psnr > 10 && r.psnr < 200);
+    dt_model_search_result_free(&r);
+    /* an unreachable budget is refused */
+    s.budget_ratio = 0.1;
+    dt_err_clear(&err);
+    assert_int_equal(dt_search_models(&s, &r, &err), DT_EINVAL);
+    assert_non_null(strstr(err.msg, "budget"));
+    dt_pipeline_free(p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_schedules),
+        cmocka_unit_test(test_incompatible_zoo),
+        cmocka_unit_test(test_schedule_files),
+        cmocka_unit_test(test_search),
+    };
+    return cmocka_run_group_tests_name("oms", tests, NULL, NULL);
+}
