@@ -1,4 +1,5 @@
 #include "pipeline.h"
+#include "pipeline_parts.h"
 #include "arena.h"
 #include "json.h"
 #include "modeldir.h"
@@ -21,25 +22,14 @@
 
 struct dt_pipeline {
     dt_pipeline_config cfg;
-    char text_dir[4096];
-    int default_max_len;   /* 120 for PixArt-α, 300 for Σ (the pipelines' defaults) */
-    dt_backend *be, *text_be;
-    dt_tokenizer *tok;
-    t5_model *t5;          /* kept between generations only with keep_text_encoder */
-    pixart_model *tr;      /* zoo[0] */
-    pixart_model **zoo;    /* OMS-DPM zoo: tr, then cfg.zoo's transformers */
+    dt_pipeline_parts parts; /* backends, tokenizer, VAE, scheduler, arena */
+    int default_max_len;     /* 120 for PixArt-α, 300 for Σ (the pipelines' defaults) */
+    t5_model *t5;            /* kept between generations only with keep_text_encoder */
+    pixart_model *tr;        /* zoo[0] */
+    pixart_model **zoo;      /* OMS-DPM zoo: tr, then cfg.zoo's transformers */
     int nzoo;
-    vae_model *vae;
-    dt_scheduler *sched;
-    dt_arena arena;
 };
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 dt_gen_request dt_gen_request_default(void)
 {
@@ -48,25 +38,14 @@ dt_gen_request dt_gen_request_default(void)
 }
 
 /* The pipeline class decides the text length: PixArtSigmaPipeline encodes 300 tokens. */
-static dt_status read_index(dt_pipeline *p, dt_err *err)
+static dt_status check_class(dt_pipeline *p, dt_err *err)
 {
-    char path[4200], cls[128];
-    snprintf(path, sizeof path, "%s/model_index.json", p->cfg.model_dir);
-    cJSON *j;
-    DT_TRY(dt_json_load(path, &j, err));
-    dt_status s = dt_json_str(j, path, "_class_name", "", cls, sizeof cls, err);
-    cJSON_Delete(j);
-    if (s != DT_OK) return s;
+    const char *cls = p->parts.cls;
     if (!strcmp(cls, "PixArtSigmaPipeline")) p->default_max_len = 300;
     else if (!strcmp(cls, "PixArtAlphaPipeline") || !cls[0]) p->default_max_len = 120;
-    else return dt_fail(err, DT_EUNSUPPORTED, "%s: pipeline \"%s\" is not supported (PixArtAlphaPipeline or PixArtSigmaPipeline)", path, cls);
+    else return dt_fail(err, DT_EUNSUPPORTED, "%s/model_index.json: pipeline \"%s\" is not supported (PixArtAlphaPipeline or PixArtSigmaPipeline)",
+                        p->cfg.model_dir, cls);
     return DT_OK;
-}
-
-static dt_status make_backend(dt_dtype dt, int threads, dt_backend **be, dt_err *err)
-{
-    dt_backend_config c = {.device = DT_DEV_CPU, .compute = dt, .threads = threads};
-    return dt_backend_create(&c, be, err);
 }
 
 /* A zoo member must be a PixArt transformer whose latents and captions match member 0's. */
@@ -81,7 +60,7 @@ static dt_status load_zoo_member(dt_pipeline *p, const char *where, pixart_model
     cJSON_Delete(j);
     if (s == DT_OK && strcmp(cls, "PixArtTransformer2DModel"))
         s = dt_fail(err, DT_EUNSUPPORTED, "zoo: %s: _class_name %s is not PixArtTransformer2DModel", path, cls);
-    if (s == DT_OK) s = pixart_load(p->be, dir, out, err);
+    if (s == DT_OK) s = pixart_load(p->parts.be, dir, out, err);
     if (s != DT_OK) return s;
     const pixart_config *a = pixart_get_config(p->tr), *b = pixart_get_config(*out);
     const char *field = a->in_channels != b->in_channels ? "in_channels"
@@ -111,29 +90,17 @@ static dt_status load_zoo(dt_pipeline *p, dt_err *err)
 
 static dt_status load_parts(dt_pipeline *p, dt_err *err)
 {
+    const dt_pipeline_config *c = &p->cfg;
+    dt_parts_config pc = {c->model_dir, c->dtype, c->text_dtype, c->threads, c->solver, c->karras,
+                          c->solver_schedule, c->solver_statistics};
+    DT_TRY(dt_pipeline_parts_load(&pc, &p->parts, err));
+    DT_TRY(check_class(p, err));
     char dir[4096];
-    const char *m = p->cfg.model_dir;
-    DT_TRY(read_index(p, err));
-    DT_TRY(make_backend(p->cfg.dtype, p->cfg.threads, &p->be, err));
-    if (p->cfg.text_dtype == p->cfg.dtype) p->text_be = p->be;
-    else DT_TRY(make_backend(p->cfg.text_dtype, p->cfg.threads, &p->text_be, err));
-    DT_TRY(dt_tokenizer_find(m, dir, sizeof dir, err));
-    DT_TRY(dt_tokenizer_load(dir, &p->tok, err));
-    DT_TRY(dt_model_component_dir(m, "text_encoder", p->text_dir, sizeof p->text_dir, err));
-    DT_TRY(dt_model_component_dir(m, "transformer", dir, sizeof dir, err));
-    DT_TRY(p->cfg.quant ? dt_quant_load_pixart(p->be, dir, p->cfg.quant, &p->tr, err) : pixart_load(p->be, dir, &p->tr, err));
-    DT_TRY(dt_model_component_dir(m, "vae", dir, sizeof dir, err));
-    DT_TRY(vae_load(p->be, dir, &p->vae, err));
+    DT_TRY(dt_pipeline_parts_transformer_dir(c->model_dir, dir, sizeof dir, err));
+    DT_TRY(c->quant ? dt_quant_load_pixart(p->parts.be, dir, c->quant, &p->tr, err) : pixart_load(p->parts.be, dir, &p->tr, err));
     const pixart_config *tc = pixart_get_config(p->tr);
-    if (tc->in_channels != vae_get_config(p->vae)->latent_channels)
-        return dt_fail(err, DT_EFORMAT, "%s: transformer in_channels %d differs from the VAE's latent_channels %d", m,
-                       tc->in_channels, vae_get_config(p->vae)->latent_channels);
-    DT_TRY(dt_model_component_dir(m, "scheduler", dir, sizeof dir, err));
-    if (p->cfg.solver_schedule)
-        DT_TRY(dt_scheduler_load_usf(dir, p->cfg.solver_schedule, p->cfg.solver_statistics, &p->sched, err));
-    else
-        DT_TRY(dt_scheduler_load_as(dir, p->cfg.solver, p->cfg.karras, &p->sched, err));
-    if (p->cfg.keep_text_encoder) DT_TRY(t5_load(p->text_be, p->text_dir, &p->t5, err));
+    DT_TRY(dt_pipeline_parts_check_channels(&p->parts, c->model_dir, tc->in_channels, tc->out_channels, err));
+    if (c->keep_text_encoder) DT_TRY(t5_load(p->parts.text_be, p->parts.text_dir, &p->t5, err));
     return load_zoo(p, err);
 }
 
@@ -144,7 +111,6 @@ dt_status dt_pipeline_load(const dt_pipeline_config *cfg, dt_pipeline **out, dt_
     dt_pipeline *p = calloc(1, sizeof *p);
     if (!p) return dt_fail(err, DT_ENOMEM, "out of memory");
     p->cfg = *cfg;
-    dt_arena_init(&p->arena);
     dt_status s = load_parts(p, err);
     if (s != DT_OK) { dt_pipeline_free(p); return s; }
     *out = p;
@@ -158,24 +124,19 @@ void dt_pipeline_free(dt_pipeline *p)
     for (int i = 1; i < p->nzoo; i++) pixart_free(p->zoo[i]);
     free(p->zoo);
     pixart_free(p->tr);
-    vae_free(p->vae);
-    dt_tokenizer_free(p->tok);
-    dt_scheduler_free(p->sched);
-    dt_arena_free(&p->arena);
-    if (p->text_be != p->be) dt_backend_destroy(p->text_be);
-    dt_backend_destroy(p->be);
+    dt_pipeline_parts_free(&p->parts);
     free(p);
 }
 
-int dt_pipeline_native_size(const dt_pipeline *p) { return pixart_get_config(p->tr)->sample_size * vae_upscale(p->vae); }
-int dt_pipeline_size_multiple(const dt_pipeline *p) { return pixart_get_config(p->tr)->patch_size * vae_upscale(p->vae); }
-const char *dt_pipeline_solver_name(const dt_pipeline *p) { return dt_scheduler_class(p->sched); }
+int dt_pipeline_native_size(const dt_pipeline *p) { return pixart_get_config(p->tr)->sample_size * vae_upscale(p->parts.vae); }
+int dt_pipeline_size_multiple(const dt_pipeline *p) { return pixart_get_config(p->tr)->patch_size * vae_upscale(p->parts.vae); }
+const char *dt_pipeline_solver_name(const dt_pipeline *p) { return dt_scheduler_class(p->parts.sched); }
 int dt_pipeline_zoo_size(const dt_pipeline *p) { return p->nzoo; }
 
 dt_status dt_pipeline_evaluations(dt_pipeline *p, int steps, int *evals, dt_err *err)
 {
-    DT_TRY(dt_scheduler_set_timesteps(p->sched, steps, err));
-    *evals = dt_scheduler_num_steps(p->sched);
+    DT_TRY(dt_scheduler_set_timesteps(p->parts.sched, steps, err));
+    *evals = dt_scheduler_num_steps(p->parts.sched);
     return DT_OK;
 }
 
@@ -187,16 +148,6 @@ typedef struct {
     int max_len, cfg_on;
 } plan;
 
-static size_t mem_available(void)
-{
-    FILE *f = fopen("/proc/meminfo", "r");
-    char line[256];
-    size_t kb = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
-    if (f) fclose(f);
-    return kb * 1024;
-}
 
 /* Activation bytes of one transformer step (arena + attention scratch), from the
  * buffers pixart_forward allocates. */
@@ -234,12 +185,12 @@ static dt_status plan_request(dt_pipeline *p, const dt_gen_request *r, plan *pl,
         return dt_fail(err, DT_EINVAL, "size: %dx%d is larger than 16384 px on a side", pl->out_width, pl->out_height);
     pl->max_len = r->max_sequence_length ? r->max_sequence_length : p->default_max_len;
     pl->cfg_on = r->cfg > 1.0f; /* diffusers: do_classifier_free_guidance = guidance_scale > 1 */
-    int up = vae_upscale(p->vae), B = r->batch * (pl->cfg_on ? 2 : 1);
+    int up = vae_upscale(p->parts.vae), B = r->batch * (pl->cfg_on ? 2 : 1);
     size_t vae_bytes = 0;
-    DT_TRY(vae_decode_bytes(p->vae, r->batch, pl->height / up, pl->width / up, r->vae_tiling, &vae_bytes, err));
+    DT_TRY(vae_decode_bytes(p->parts.vae, r->batch, pl->height / up, pl->width / up, r->vae_tiling, &vae_bytes, err));
     double need = fmax(transformer_step_bytes(tc, B, pl->height / up, pl->width / up, pl->max_len), (double)vae_bytes)
                 + 4.0 * r->batch * 3 * (double)pl->height * pl->width * 2;
-    size_t avail = mem_available();
+    size_t avail = dt_mem_available();
     if (!r->force && avail && need > (double)avail)
         return dt_fail(err, DT_ENOMEM, "size: %dx%d x%d needs about %.1f GB of activations, %.1f GB is available "
                        "(try --vae-tiling, a smaller size, or --force)", pl->out_width, pl->out_height, r->batch,
@@ -258,10 +209,10 @@ dt_status dt_pipeline_check(dt_pipeline *p, const dt_gen_request *r, dt_err *err
 static dt_status encode_text(dt_pipeline *p, const dt_gen_request *r, const plan *pl, float **embeds,
                              float **masks, int *rows_out, dt_gen_result *res, dt_err *err)
 {
-    dt_prompt_encoder enc = {p->tok, p->text_dir, p->text_be, p->t5, pixart_get_config(p->tr)->caption_channels};
+    dt_prompt_encoder enc = {p->parts.tok, p->parts.text_dir, p->parts.text_be, p->t5, pixart_get_config(p->tr)->caption_channels};
     dt_prompt_request pr = {r->prompt, r->negative_prompt, pl->cfg_on, r->clean_caption, pl->max_len, r->batch};
     dt_prompt_result out;
-    DT_TRY(dt_encode_prompts(&enc, &pr, &p->arena, &out, err));
+    DT_TRY(dt_encode_prompts(&enc, &pr, &p->parts.arena, &out, err));
     *embeds = out.embeds;
     *masks = out.masks;
     *rows_out = out.rows;
@@ -301,9 +252,9 @@ static dt_status sample_loop(sampler *sp, dt_err *err)
 {
     dt_pipeline *p = sp->p;
     size_t n = (size_t)sp->B * sp->C * sp->h * sp->w;
-    DT_TRY(dt_scheduler_set_timesteps(p->sched, sp->r->steps, err));
-    int steps = dt_scheduler_num_steps(p->sched);
-    const double *ts = dt_scheduler_timesteps(p->sched);
+    DT_TRY(dt_scheduler_set_timesteps(p->parts.sched, sp->r->steps, err));
+    int steps = dt_scheduler_num_steps(p->parts.sched);
+    const double *ts = dt_scheduler_timesteps(p->parts.sched);
     int64_t in_shape[4] = {sp->rows, sp->C, sp->h, sp->w}, out_shape[4] = {sp->rows, sp->out_ch, sp->h, sp->w};
     int64_t e_shape[3] = {sp->rows, sp->pl->max_len, pixart_get_config(p->tr)->caption_channels};
     dt_tensor tin = dt_tensor_view(sp->model_in, DT_F32, 4, in_shape), tout = dt_tensor_view(sp->model_out, DT_F32, 4, out_shape);
@@ -340,23 +291,23 @@ static dt_status sample_loop(sampler *sp, dt_err *err)
     dt_status s = dt_fastattn_begin(sp->r->attn_plan, pixart_get_config(p->tr)->num_layers, steps, sp->pl->cfg_on, &fa, err);
     if (fa) pixart_set_attn_hook(p->tr, dt_fastattn_hook(fa));
     for (int i = 0; i < steps && s == DT_OK; i++) {
-        double t0 = now();
+        double t0 = dt_now();
         for (int k = 0; k < sp->rows; k++) {
             memcpy(sp->model_in + (size_t)k * n / sp->B, sp->latents + (size_t)(k % sp->B) * (n / sp->B), n / sp->B * sizeof(float));
             sp->tsteps[k] = (float)ts[i];
         }
-        dt_scheduler_scale_model_input(p->sched, sp->model_in, (size_t)sp->rows * n / sp->B);
-        dt_arena_reset(&p->arena);
+        dt_scheduler_scale_model_input(p->parts.sched, sp->model_in, (size_t)sp->rows * n / sp->B);
+        dt_arena_reset(&p->parts.arena);
         if (fa) s = dt_fastattn_set_step(fa, i, err);
         if (s == DT_OK && sp->r->step_hook) {
-            s = sp->r->step_hook(sp->r->step_hook_user, i, p->tr, &in, &p->arena, err);
-            dt_arena_reset(&p->arena);
+            s = sp->r->step_hook(sp->r->step_hook_user, i, p->tr, &in, &p->parts.arena, err);
+            dt_arena_reset(&p->parts.arena);
         }
-        if (s == DT_OK) s = pixart_forward(p->zoo[ids ? ids[i] : 0], &in, &p->arena, &tout, err);
+        if (s == DT_OK) s = pixart_forward(p->zoo[ids ? ids[i] : 0], &in, &p->parts.arena, &tout, err);
         if (s != DT_OK) break;
         guide(sp);
-        s = dt_scheduler_step(p->sched, sp->guided, sp->latents, sp->latents, n, err);
-        if (s == DT_OK && ((sp->r->progress && sp->r->progress(i + 1, steps, now() - t0, sp->r->progress_user)) ||
+        s = dt_scheduler_step(p->parts.sched, sp->guided, sp->latents, sp->latents, n, err);
+        if (s == DT_OK && ((sp->r->progress && sp->r->progress(i + 1, steps, dt_now() - t0, sp->r->progress_user)) ||
                            (sp->r->cancel && *sp->r->cancel)))
             s = dt_fail(err, DITRT_ECANCELLED, "cancelled after step %d of %d", i + 1, steps);
     }
@@ -377,13 +328,13 @@ static dt_status decode(dt_pipeline *p, const dt_gen_request *r, const plan *pl,
     int H = pl->height, W = pl->width;
     float *dec = malloc((size_t)B * 3 * H * W * sizeof(float));
     dt_status s = z && dec ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory for the decoded image");
-    float sf = vae_scaling_factor(p->vae);
+    float sf = vae_scaling_factor(p->parts.vae);
     for (size_t i = 0; s == DT_OK && i < n; i++) z[i] = latents[i] / sf;
     int64_t zs[4] = {B, C, h, w}, ds[4] = {B, 3, H, W};
     dt_tensor tz = dt_tensor_view(z, DT_F32, 4, zs), td = dt_tensor_view(dec, DT_F32, 4, ds);
     if (s == DT_OK) {
-        dt_arena_reset(&p->arena);
-        s = r->vae_tiling ? vae_decode_tiled(p->vae, &tz, &p->arena, &td, err) : vae_decode(p->vae, &tz, &p->arena, &td, err);
+        dt_arena_reset(&p->parts.arena);
+        s = r->vae_tiling ? vae_decode_tiled(p->parts.vae, &tz, &p->parts.arena, &td, err) : vae_decode(p->parts.vae, &tz, &p->parts.arena, &td, err);
     }
     if (s == DT_OK) {
         if (pl->out_height != H || pl->out_width != W) dt_resize_and_crop(dec, B, 3, H, W, image, pl->out_height, pl->out_width);
@@ -400,16 +351,16 @@ dt_status dt_pipeline_generate(dt_pipeline *p, const dt_gen_request *r, dt_gen_r
     plan pl;
     DT_TRY(plan_request(p, r, &pl, err));
     const pixart_config *tc = pixart_get_config(p->tr);
-    int up = vae_upscale(p->vae);
+    int up = vae_upscale(p->parts.vae);
     sampler sp = {.p = p, .r = r, .pl = &pl, .B = r->batch, .C = tc->in_channels, .h = pl.height / up,
                   .w = pl.width / up, .out_ch = tc->out_channels};
     if (sp.out_ch != sp.C && sp.out_ch != 2 * sp.C)
         return dt_fail(err, DT_EFORMAT, "transformer: out_channels %d must be in_channels %d or twice it (learned sigma)", sp.out_ch, sp.C);
     res->max_sequence_length = pl.max_len;
-    double t0 = now();
+    double t0 = dt_now();
     float *embeds = NULL, *masks = NULL;
     DT_TRY(encode_text(p, r, &pl, &embeds, &masks, &sp.rows, res, err));
-    res->seconds_text = now() - t0;
+    res->seconds_text = dt_now() - t0;
     sp.embeds = embeds;
     sp.masks = masks;
     size_t n = (size_t)sp.B * sp.C * sp.h * sp.w, plane = (size_t)sp.h * sp.w;
@@ -428,21 +379,21 @@ dt_status dt_pipeline_generate(dt_pipeline *p, const dt_gen_request *r, dt_gen_r
         dt_rng_randn(&g, sp.latents, n);
         /* stochastic solvers draw their step noise from the same generator, after the latents;
          * init_noise_sigma depends on the schedule, so set it first (diffusers does too) */
-        dt_scheduler_set_generator(p->sched, &g);
-        dt_scheduler_set_eta(p->sched, r->eta);
-        s = dt_scheduler_set_timesteps(p->sched, r->steps, err);
-        float sigma = (float)dt_scheduler_init_noise_sigma(p->sched);
+        dt_scheduler_set_generator(p->parts.sched, &g);
+        dt_scheduler_set_eta(p->parts.sched, r->eta);
+        s = dt_scheduler_set_timesteps(p->parts.sched, r->steps, err);
+        float sigma = (float)dt_scheduler_init_noise_sigma(p->parts.sched);
         if (sigma != 1.0f)
             for (size_t i = 0; i < n; i++) sp.latents[i] *= sigma;
-        t0 = now();
+        t0 = dt_now();
         if (s == DT_OK) s = sample_loop(&sp, err);
-        dt_scheduler_set_generator(p->sched, NULL); /* g goes out of scope */
-        res->seconds_sampling = now() - t0;
+        dt_scheduler_set_generator(p->parts.sched, NULL); /* g goes out of scope */
+        res->seconds_sampling = dt_now() - t0;
     }
     if (s == DT_OK) {
-        t0 = now();
+        t0 = dt_now();
         s = decode(p, r, &pl, sp.latents, sp.B, sp.C, sp.h, sp.w, image, err);
-        res->seconds_decode = now() - t0;
+        res->seconds_decode = dt_now() - t0;
     }
     free(embeds); free(masks); free(sp.latents); free(sp.model_in); free(sp.model_out); free(sp.guided); free(sp.tsteps);
     if (s != DT_OK) { free(image); return s; }

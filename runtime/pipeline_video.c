@@ -1,5 +1,6 @@
 /* LattePipeline, step by step (pipeline_latte.py of diffusers 0.30.3). */
 #include "pipeline_video.h"
+#include "pipeline_parts.h"
 #include "arena.h"
 #include "json.h"
 #include "modeldir.h"
@@ -21,70 +22,29 @@
 
 struct dt_video_pipeline {
     dt_video_pipeline_config cfg;
-    char text_dir[4096];
-    dt_backend *be, *text_be;
-    dt_tokenizer *tok;
+    dt_pipeline_parts parts; /* backends, tokenizer, VAE, scheduler, arena */
     latte_model *tr;
-    vae_model *vae;
-    dt_scheduler *sched;
-    dt_arena arena;
 };
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 dt_video_request dt_video_request_default(void)
 {
     return (dt_video_request){.negative_prompt = "", .steps = 50, .batch = 1, .cfg = 7.5f, .clean_caption = 1};
 }
 
-static dt_status read_index(const char *model_dir, dt_err *err)
-{
-    char path[4200], cls[128];
-    snprintf(path, sizeof path, "%s/model_index.json", model_dir);
-    cJSON *j;
-    DT_TRY(dt_json_load(path, &j, err));
-    dt_status s = dt_json_str(j, path, "_class_name", "", cls, sizeof cls, err);
-    cJSON_Delete(j);
-    if (s == DT_OK && strcmp(cls, "LattePipeline"))
-        s = dt_fail(err, DT_EUNSUPPORTED, "%s: pipeline \"%s\" is not a text-to-video pipeline (LattePipeline)", path, cls);
-    return s;
-}
-
-static dt_status make_backend(dt_dtype dt, int threads, dt_backend **be, dt_err *err)
-{
-    dt_backend_config c = {.device = DT_DEV_CPU, .compute = dt, .threads = threads};
-    return dt_backend_create(&c, be, err);
-}
-
 static dt_status load_parts(dt_video_pipeline *p, dt_err *err)
 {
+    const dt_video_pipeline_config *c = &p->cfg;
+    dt_parts_config pc = {.model_dir = c->model_dir, .dtype = c->dtype, .text_dtype = c->text_dtype, .threads = c->threads};
+    DT_TRY(dt_pipeline_parts_load(&pc, &p->parts, err));
+    if (strcmp(p->parts.cls, "LattePipeline"))
+        return dt_fail(err, DT_EUNSUPPORTED, "%s/model_index.json: pipeline \"%s\" is not a text-to-video pipeline (LattePipeline)",
+                       c->model_dir, p->parts.cls);
     char dir[4096];
-    const char *m = p->cfg.model_dir;
-    DT_TRY(read_index(m, err));
-    DT_TRY(make_backend(p->cfg.dtype, p->cfg.threads, &p->be, err));
-    if (p->cfg.text_dtype == p->cfg.dtype) p->text_be = p->be;
-    else DT_TRY(make_backend(p->cfg.text_dtype, p->cfg.threads, &p->text_be, err));
-    DT_TRY(dt_tokenizer_find(m, dir, sizeof dir, err));
-    DT_TRY(dt_tokenizer_load(dir, &p->tok, err));
-    DT_TRY(dt_model_component_dir(m, "text_encoder", p->text_dir, sizeof p->text_dir, err));
-    DT_TRY(dt_model_component_dir(m, "transformer", dir, sizeof dir, err));
-    DT_TRY(latte_load(p->be, dir, &p->tr, err));
-    DT_TRY(dt_model_component_dir(m, "vae", dir, sizeof dir, err));
-    DT_TRY(vae_load(p->be, dir, &p->vae, err));
+    DT_TRY(dt_pipeline_parts_transformer_dir(c->model_dir, dir, sizeof dir, err));
+    DT_TRY(latte_load(p->parts.be, dir, &p->tr, err));
     const latte_config *tc = latte_get_config(p->tr);
-    if (tc->in_channels != vae_get_config(p->vae)->latent_channels)
-        return dt_fail(err, DT_EFORMAT, "%s: transformer in_channels %d differs from the VAE's latent_channels %d", m,
-                       tc->in_channels, vae_get_config(p->vae)->latent_channels);
-    if (tc->out_channels != tc->in_channels && tc->out_channels != 2 * tc->in_channels)
-        return dt_fail(err, DT_EFORMAT, "%s: transformer out_channels %d must be in_channels %d or twice it (learned sigma)",
-                       m, tc->out_channels, tc->in_channels);
-    DT_TRY(dt_model_component_dir(m, "scheduler", dir, sizeof dir, err));
-    return dt_scheduler_load(dir, &p->sched, err);
+    return dt_pipeline_parts_check_channels(&p->parts, c->model_dir, tc->in_channels, tc->out_channels, err);
 }
 
 dt_status dt_video_pipeline_load(const dt_video_pipeline_config *cfg, dt_video_pipeline **out, dt_err *err)
@@ -94,7 +54,6 @@ dt_status dt_video_pipeline_load(const dt_video_pipeline_config *cfg, dt_video_p
     dt_video_pipeline *p = calloc(1, sizeof *p);
     if (!p) return dt_fail(err, DT_ENOMEM, "out of memory");
     p->cfg = *cfg;
-    dt_arena_init(&p->arena);
     dt_status s = load_parts(p, err);
     if (s != DT_OK) { dt_video_pipeline_free(p); return s; }
     *out = p;
@@ -105,18 +64,13 @@ void dt_video_pipeline_free(dt_video_pipeline *p)
 {
     if (!p) return;
     latte_free(p->tr);
-    vae_free(p->vae);
-    dt_tokenizer_free(p->tok);
-    dt_scheduler_free(p->sched);
-    dt_arena_free(&p->arena);
-    if (p->text_be != p->be) dt_backend_destroy(p->text_be);
-    dt_backend_destroy(p->be);
+    dt_pipeline_parts_free(&p->parts);
     free(p);
 }
 
-int dt_video_pipeline_native_size(const dt_video_pipeline *p) { return latte_get_config(p->tr)->sample_size * vae_upscale(p->vae); }
+int dt_video_pipeline_native_size(const dt_video_pipeline *p) { return latte_get_config(p->tr)->sample_size * vae_upscale(p->parts.vae); }
 int dt_video_pipeline_max_frames(const dt_video_pipeline *p) { return latte_get_config(p->tr)->video_length; }
-const char *dt_video_pipeline_solver_name(const dt_video_pipeline *p) { return dt_scheduler_class(p->sched); }
+const char *dt_video_pipeline_solver_name(const dt_video_pipeline *p) { return dt_scheduler_class(p->parts.sched); }
 
 /* ---- request checks ---- */
 
@@ -124,16 +78,6 @@ typedef struct {
     int width, height, frames, cfg_on, decode_chunk;
 } vplan;
 
-static size_t mem_available(void)
-{
-    FILE *f = fopen("/proc/meminfo", "r");
-    char line[256];
-    size_t kb = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
-    if (f) fclose(f);
-    return kb * 1024;
-}
 
 /* Activation bytes of one transformer step: the buffers latte_forward allocates plus the
  * attention score blocks. */
@@ -148,7 +92,7 @@ static double step_bytes(const latte_config *c, int rows, int F, int h, int w)
 static dt_status plan_request(dt_video_pipeline *p, const dt_video_request *r, vplan *pl, dt_err *err)
 {
     const latte_config *tc = latte_get_config(p->tr);
-    int up = vae_upscale(p->vae), mult = tc->patch_size * up, native = dt_video_pipeline_native_size(p);
+    int up = vae_upscale(p->parts.vae), mult = tc->patch_size * up, native = dt_video_pipeline_native_size(p);
     if (!r->prompt) return dt_fail(err, DT_EINVAL, "prompt: missing");
     if (r->steps <= 0 || r->steps > 1000) return dt_fail(err, DT_EINVAL, "steps: must be in 1..1000, got %d", r->steps);
     if (!(r->cfg >= 0.0f) || !isfinite(r->cfg)) return dt_fail(err, DT_EINVAL, "cfg: must be >= 0, got %g", r->cfg);
@@ -169,12 +113,12 @@ static dt_status plan_request(dt_video_pipeline *p, const dt_video_request *r, v
     int h = pl->height / up, w = pl->width / up, total = r->batch * pl->frames;
     pl->decode_chunk = r->decode_chunk ? r->decode_chunk : DECODE_CHUNK;
     if (pl->decode_chunk > total) pl->decode_chunk = total;
-    size_t avail = mem_available(), vb = 0;
+    size_t avail = dt_mem_available(), vb = 0;
     double video = 4.0 * total * 3 * (double)pl->height * pl->width;
     double tb = step_bytes(tc, r->batch * (pl->cfg_on ? 2 : 1), pl->frames, h, w);
     /* a smaller decode batch when the default one would not fit; results do not change */
     for (;;) {
-        DT_TRY(vae_decode_bytes(p->vae, pl->decode_chunk, h, w, 0, &vb, err));
+        DT_TRY(vae_decode_bytes(p->parts.vae, pl->decode_chunk, h, w, 0, &vb, err));
         if (r->decode_chunk || r->force || !avail || pl->decode_chunk == 1 || vb + video < 0.8 * avail) break;
         pl->decode_chunk /= 2;
     }
@@ -204,10 +148,10 @@ static dt_status encode_text(dt_video_pipeline *p, const dt_video_request *r, co
                              dt_video_result *res, dt_err *err)
 {
     int d = latte_get_config(p->tr)->caption_channels;
-    dt_prompt_encoder enc = {p->tok, p->text_dir, p->text_be, NULL, d};
+    dt_prompt_encoder enc = {p->parts.tok, p->parts.text_dir, p->parts.text_be, NULL, d};
     dt_prompt_request pr = {r->prompt, r->negative_prompt, pl->cfg_on, r->clean_caption, LATTE_MAX_LEN, r->batch};
     dt_prompt_result out;
-    DT_TRY(dt_encode_prompts(&enc, &pr, &p->arena, &out, err));
+    DT_TRY(dt_encode_prompts(&enc, &pr, &p->parts.arena, &out, err));
     res->prompt_truncated = out.prompt_truncated;
     res->negative_truncated = out.negative_truncated;
     int L = LATTE_MAX_LEN, rows = out.rows, first = pl->cfg_on ? r->batch : 0; /* first prompt row */
@@ -258,9 +202,9 @@ static dt_status sample_loop(vsampler *sp, dt_err *err)
 {
     dt_video_pipeline *p = sp->p;
     size_t per = (size_t)sp->C * sp->F * sp->h * sp->w, n = (size_t)sp->B * per;
-    DT_TRY(dt_scheduler_set_timesteps(p->sched, sp->r->steps, err));
-    int steps = dt_scheduler_num_steps(p->sched);
-    const double *ts = dt_scheduler_timesteps(p->sched);
+    DT_TRY(dt_scheduler_set_timesteps(p->parts.sched, sp->r->steps, err));
+    int steps = dt_scheduler_num_steps(p->parts.sched);
+    const double *ts = dt_scheduler_timesteps(p->parts.sched);
     int64_t in_shape[5] = {sp->rows, sp->C, sp->F, sp->h, sp->w}, out_shape[5] = {sp->rows, sp->out_ch, sp->F, sp->h, sp->w};
     int64_t e_shape[3] = {sp->rows, sp->text->T, sp->text->d};
     dt_tensor tin = dt_tensor_view(sp->model_in, DT_F32, 5, in_shape), tout = dt_tensor_view(sp->model_out, DT_F32, 5, out_shape);
@@ -268,18 +212,18 @@ static dt_status sample_loop(vsampler *sp, dt_err *err)
     latte_inputs in = {.hidden_states = &tin, .encoder_hidden_states = &te, .timestep = sp->tsteps};
     dt_status s = DT_OK;
     for (int i = 0; i < steps && s == DT_OK; i++) {
-        double t0 = now();
+        double t0 = dt_now();
         for (int k = 0; k < sp->rows; k++) {
             memcpy(sp->model_in + (size_t)k * per, sp->latents + (size_t)(k % sp->B) * per, per * sizeof(float));
             sp->tsteps[k] = (float)ts[i];
         }
-        dt_scheduler_scale_model_input(p->sched, sp->model_in, (size_t)sp->rows * per);
-        dt_arena_reset(&p->arena);
-        s = latte_forward(p->tr, &in, &p->arena, &tout, err);
+        dt_scheduler_scale_model_input(p->parts.sched, sp->model_in, (size_t)sp->rows * per);
+        dt_arena_reset(&p->parts.arena);
+        s = latte_forward(p->tr, &in, &p->parts.arena, &tout, err);
         if (s != DT_OK) break;
         guide(sp);
-        s = dt_scheduler_step(p->sched, sp->guided, sp->latents, sp->latents, n, err);
-        if (s == DT_OK && ((sp->r->progress && sp->r->progress(i + 1, steps, now() - t0, sp->r->progress_user)) ||
+        s = dt_scheduler_step(p->parts.sched, sp->guided, sp->latents, sp->latents, n, err);
+        if (s == DT_OK && ((sp->r->progress && sp->r->progress(i + 1, steps, dt_now() - t0, sp->r->progress_user)) ||
                            (sp->r->cancel && *sp->r->cancel)))
             s = dt_fail(err, DITRT_ECANCELLED, "cancelled after step %d of %d", i + 1, steps);
     }
@@ -297,9 +241,9 @@ static dt_status decode(dt_video_pipeline *p, const dt_video_request *r, const v
     float *z = malloc((size_t)chunk * C * plane * sizeof(float));
     if (!z) return dt_fail(err, DT_ENOMEM, "out of memory for the VAE input");
     /* diffusers: 1 / scaling_factor * latents (a multiply by the f32-rounded reciprocal) */
-    float inv = (float)(1.0 / vae_scaling_factor(p->vae));
+    float inv = (float)(1.0 / vae_scaling_factor(p->parts.vae));
     dt_status s = DT_OK;
-    double t0 = now();
+    double t0 = dt_now();
     for (int f0 = 0; f0 < total && s == DT_OK; f0 += chunk) {
         int k = total - f0 < chunk ? total - f0 : chunk;
         for (int j = 0; j < k; j++) {
@@ -312,12 +256,12 @@ static dt_status decode(dt_video_pipeline *p, const dt_video_request *r, const v
         }
         int64_t zs[4] = {k, C, sp->h, sp->w}, ds[4] = {k, 3, pl->height, pl->width};
         dt_tensor tz = dt_tensor_view(z, DT_F32, 4, zs), td = dt_tensor_view(video + (size_t)f0 * frame_px, DT_F32, 4, ds);
-        dt_arena_reset(&p->arena);
-        s = vae_decode(p->vae, &tz, &p->arena, &td, err);
-        if (s == DT_OK && ((r->frame_progress && r->frame_progress(f0 + k, total, now() - t0, r->progress_user)) ||
+        dt_arena_reset(&p->parts.arena);
+        s = vae_decode(p->parts.vae, &tz, &p->parts.arena, &td, err);
+        if (s == DT_OK && ((r->frame_progress && r->frame_progress(f0 + k, total, dt_now() - t0, r->progress_user)) ||
                            (r->cancel && *r->cancel)))
             s = dt_fail(err, DITRT_ECANCELLED, "cancelled after decoding %d of %d frames", f0 + k, total);
-        t0 = now();
+        t0 = dt_now();
     }
     free(z);
     return s;
@@ -345,11 +289,11 @@ dt_status dt_video_pipeline_generate(dt_video_pipeline *p, const dt_video_reques
     vplan pl;
     DT_TRY(plan_request(p, r, &pl, err));
     const latte_config *tc = latte_get_config(p->tr);
-    int up = vae_upscale(p->vae);
-    double t0 = now();
+    int up = vae_upscale(p->parts.vae);
+    double t0 = dt_now();
     text_out text;
     DT_TRY(encode_text(p, r, &pl, &text, res, err));
-    res->seconds_text = now() - t0;
+    res->seconds_text = dt_now() - t0;
     vsampler sp = {.p = p, .r = r, .pl = &pl, .text = &text, .B = r->batch, .rows = text.rows, .C = tc->in_channels,
                    .out_ch = tc->out_channels, .F = pl.frames, .h = pl.height / up, .w = pl.width / up};
     size_t n = (size_t)sp.B * sp.C * sp.F * sp.h * sp.w;
@@ -360,18 +304,18 @@ dt_status dt_video_pipeline_generate(dt_video_pipeline *p, const dt_video_reques
         dt_rng g;
         dt_rng_init(&g, r->seed, DT_RNG_VECTOR);
         dt_rng_randn(&g, sp.latents, n);
-        float sigma = (float)dt_scheduler_init_noise_sigma(p->sched);
+        float sigma = (float)dt_scheduler_init_noise_sigma(p->parts.sched);
         if (sigma != 1.0f)
             for (size_t i = 0; i < n; i++) sp.latents[i] *= sigma;
-        t0 = now();
+        t0 = dt_now();
         s = sample_loop(&sp, err);
-        res->seconds_sampling = now() - t0;
+        res->seconds_sampling = dt_now() - t0;
     }
     free(text.embeds);
     if (s == DT_OK) {
-        t0 = now();
+        t0 = dt_now();
         s = decode(p, r, &pl, &sp, video, err);
-        res->seconds_decode = now() - t0;
+        res->seconds_decode = dt_now() - t0;
     }
     free_sampler(&sp);
     if (s != DT_OK) { free(video); return s; }

@@ -1,0 +1,88 @@
+#include "pipeline_parts.h"
+#include "json.h"
+#include "modeldir.h"
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+double dt_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+size_t dt_mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    size_t kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb * 1024;
+}
+
+static dt_status read_class(const char *model_dir, char *cls, size_t n, dt_err *err)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/model_index.json", model_dir);
+    cJSON *j;
+    DT_TRY(dt_json_load(path, &j, err));
+    dt_status s = dt_json_str(j, path, "_class_name", "", cls, n, err);
+    cJSON_Delete(j);
+    return s;
+}
+
+static dt_status make_backend(dt_dtype dt, int threads, dt_backend **be, dt_err *err)
+{
+    dt_backend_config c = {.device = DT_DEV_CPU, .compute = dt, .threads = threads};
+    return dt_backend_create(&c, be, err);
+}
+
+dt_status dt_pipeline_parts_load(const dt_parts_config *c, dt_pipeline_parts *p, dt_err *err)
+{
+    char dir[4096];
+    const char *m = c->model_dir;
+    dt_arena_init(&p->arena);
+    if (!m) return dt_fail(err, DT_EINVAL, "model: no model folder given");
+    DT_TRY(read_class(m, p->cls, sizeof p->cls, err));
+    DT_TRY(make_backend(c->dtype, c->threads, &p->be, err));
+    if (c->text_dtype == c->dtype) p->text_be = p->be;
+    else DT_TRY(make_backend(c->text_dtype, c->threads, &p->text_be, err));
+    DT_TRY(dt_tokenizer_find(m, dir, sizeof dir, err));
+    DT_TRY(dt_tokenizer_load(dir, &p->tok, err));
+    DT_TRY(dt_model_component_dir(m, "text_encoder", p->text_dir, sizeof p->text_dir, err));
+    DT_TRY(dt_model_component_dir(m, "vae", dir, sizeof dir, err));
+    DT_TRY(vae_load(p->be, dir, &p->vae, err));
+    DT_TRY(dt_model_component_dir(m, "scheduler", dir, sizeof dir, err));
+    if (c->solver_schedule) return dt_scheduler_load_usf(dir, c->solver_schedule, c->solver_statistics, &p->sched, err);
+    return dt_scheduler_load_as(dir, c->solver, c->karras, &p->sched, err);
+}
+
+void dt_pipeline_parts_free(dt_pipeline_parts *p)
+{
+    vae_free(p->vae);
+    dt_tokenizer_free(p->tok);
+    dt_scheduler_free(p->sched);
+    dt_arena_free(&p->arena);
+    if (p->text_be != p->be) dt_backend_destroy(p->text_be);
+    dt_backend_destroy(p->be);
+    *p = (dt_pipeline_parts){0};
+}
+
+dt_status dt_pipeline_parts_check_channels(const dt_pipeline_parts *p, const char *m, int in, int out, dt_err *err)
+{
+    int lc = vae_get_config(p->vae)->latent_channels;
+    if (in != lc)
+        return dt_fail(err, DT_EFORMAT, "%s: transformer in_channels %d differs from the VAE's latent_channels %d", m, in, lc);
+    if (out != in && out != 2 * in)
+        return dt_fail(err, DT_EFORMAT, "%s: transformer out_channels %d must be in_channels %d or twice it (learned sigma)",
+                       m, out, in);
+    return DT_OK;
+}
+
+dt_status dt_pipeline_parts_transformer_dir(const char *model_dir, char *out, size_t n, dt_err *err)
+{
+    return dt_model_component_dir(model_dir, "transformer", out, n, err);
+}
