@@ -54,7 +54,7 @@ dt_status dt_pipeline_parts_load(const dt_parts_config *c, dt_pipeline_parts *p,
     DT_TRY(dt_tokenizer_load(dir, &p->tok, err));
     DT_TRY(dt_model_component_dir(m, "text_encoder", p->text_dir, sizeof p->text_dir, err));
     DT_TRY(dt_model_component_dir(m, "vae", dir, sizeof dir, err));
-    DT_TRY(vae_load(p->be, dir, &p->vae, err));
+    DT_TRY(vae_load_ex(p->be, dir, VAE_ENCODER_NONE, &p->vae, err)); /* text-to-X decodes only */
     DT_TRY(dt_model_component_dir(m, "scheduler", dir, sizeof dir, err));
     if (c->solver_schedule) return dt_scheduler_load_usf(dir, c->solver_schedule, c->solver_statistics, &p->sched, err);
     return dt_scheduler_load_as(dir, c->solver, c->karras, &p->sched, err);

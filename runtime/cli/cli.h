@@ -14,6 +14,7 @@ int cli_eval_transformer_latte(const char *dir, const char *in, const char *out,
 int cli_eval_text_encoder(int argc, char **argv);
 int cli_eval_tokenizer(int argc, char **argv);
 int cli_eval_vae_decoder(int argc, char **argv);
+int cli_eval_vae_encoder(int argc, char **argv);
 int cli_eval_noise(int argc, char **argv);
 int cli_info(int argc, char **argv);
 int cli_info_latte(const char *transformer_dir); /* info_latte.c */

@@ -11,6 +11,7 @@ static const struct {
     {"text-encoder", cli_eval_text_encoder},
     {"tokenizer", cli_eval_tokenizer},
     {"vae-decoder", cli_eval_vae_decoder},
+    {"vae-encoder", cli_eval_vae_encoder},
     {"noise", cli_eval_noise},
 };
 

@@ -26,20 +26,35 @@ typedef struct {
     dt_conv2d *c1, *c2, *sc; /* sc: 1x1 conv_shortcut when cin != cout */
 } vae_resnet;
 
+/* UpDecoderBlock2D / DownEncoderBlock2D: resnets, then the 2x resampling conv. */
 typedef struct {
     int cin, cout, nres;
     vae_resnet *res;
-    dt_conv2d *up; /* upsamplers.0.conv, NULL in the last block */
-} vae_up_block;
+    dt_conv2d *resample; /* upsamplers.0.conv / downsamplers.0.conv, NULL in the last block */
+} vae_block;
+
+/* UNetMidBlock2D: resnet, single-head attention, resnet (shared by encoder and decoder). */
+typedef struct {
+    vae_resnet res[2];
+    vae_norm attn_norm;
+    dt_linear *qkv, *attn_out; /* to_q|to_k|to_v fused, to_out.0; NULL without mid attention */
+} vae_mid;
+
+typedef struct {
+    dt_conv2d *conv_in, *conv_out, *qc; /* qc: quant_conv, NULL without use_quant_conv */
+    vae_block down[VAE_MAX_BLOCKS];
+    vae_mid mid;
+    vae_norm norm_out;
+} vae_encoder;
 
 struct vae_model {
     vae_config cfg;
     dt_backend *be;
     dt_conv2d *pq, *conv_in, *conv_out;
-    vae_resnet mid[2];
-    vae_norm attn_norm, norm_out;
-    dt_linear *qkv, *attn_out; /* to_q|to_k|to_v fused, to_out.0; NULL without mid attention */
-    vae_up_block up[VAE_MAX_BLOCKS];
+    vae_mid mid;
+    vae_norm norm_out;
+    vae_block up[VAE_MAX_BLOCKS];
+    vae_encoder *enc; /* NULL when loaded without the encoder */
 };
 
 /* ---- config ---- */
@@ -60,17 +75,18 @@ static dt_status int_list(const cJSON *j, const char *path, const char *field, i
     return DT_OK;
 }
 
-static dt_status check_up_blocks(const cJSON *j, const char *path, int n, dt_err *err)
+/* field: "up_block_types" / "down_block_types"; type: the one block class supported. */
+static dt_status check_blocks(const cJSON *j, const char *path, const char *field, const char *type, int n, dt_err *err)
 {
-    const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, "up_block_types");
-    if (!a || cJSON_IsNull(a)) return DT_OK; /* absent: the class default, all UpDecoderBlock2D */
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, field);
+    if (!a || cJSON_IsNull(a)) return DT_OK; /* absent: the class default, all of that type */
     if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) != n)
-        return dt_fail(err, DT_EFORMAT, "%s: field \"up_block_types\" must list %d block types (one per block_out_channels)", path, n);
+        return dt_fail(err, DT_EFORMAT, "%s: field \"%s\" must list %d block types (one per block_out_channels)", path, field, n);
     for (int i = 0; i < n; i++) {
         const cJSON *v = cJSON_GetArrayItem(a, i);
-        if (!cJSON_IsString(v) || strcmp(v->valuestring, "UpDecoderBlock2D"))
-            return dt_fail(err, DT_EUNSUPPORTED, "%s: field \"up_block_types\"[%d] is %s, only \"UpDecoderBlock2D\" is supported",
-                           path, i, cJSON_IsString(v) ? v->valuestring : "not a string");
+        if (!cJSON_IsString(v) || strcmp(v->valuestring, type))
+            return dt_fail(err, DT_EUNSUPPORTED, "%s: field \"%s\"[%d] is %s, only \"%s\" is supported",
+                           path, field, i, cJSON_IsString(v) ? v->valuestring : "not a string", type);
     }
     return DT_OK;
 }
@@ -102,10 +118,12 @@ static dt_status parse_config(const cJSON *j, const char *path, vae_config *c, d
     if (cJSON_GetObjectItemCaseSensitive(j, "block_out_channels"))
         DT_TRY(int_list(j, path, "block_out_channels", c->block_out_channels, &c->nblocks, err));
     else c->block_out_channels[0] = 64, c->nblocks = 1;
-    DT_TRY(check_up_blocks(j, path, c->nblocks, err));
+    DT_TRY(check_blocks(j, path, "up_block_types", "UpDecoderBlock2D", c->nblocks, err));
+    DT_TRY(check_blocks(j, path, "down_block_types", "DownEncoderBlock2D", c->nblocks, err));
     DT_TRY(sample_size(j, path, &c->sample_size, err));
     DT_TRY(dt_json_bool(j, path, "mid_block_add_attention", 1, &c->mid_block_add_attention, err));
     DT_TRY(dt_json_bool(j, path, "use_post_quant_conv", 1, &c->use_post_quant_conv, err));
+    DT_TRY(dt_json_bool(j, path, "use_quant_conv", 1, &c->use_quant_conv, err));
     DT_TRY(dt_json_num(j, path, "scaling_factor", 1, 0.18215, &d, err));
     c->scaling_factor = (float)d;
     const cJSON *sf = cJSON_GetObjectItemCaseSensitive(j, "shift_factor");
@@ -146,8 +164,9 @@ dt_status vae_config_load(const char *dir, vae_config *c, dt_err *err)
 
 /* ---- loading ---- */
 
-static dt_status load_conv_dt(vae_model *m, dt_weight_source *src, const char *prefix, int cin, int cout, int k,
-                              dt_dtype dt, dt_conv2d **out, dt_err *err)
+/* A k x k conv with stride and zero padding pad_lo before / pad_hi after each spatial dim. */
+static dt_status load_conv_geom(vae_model *m, dt_weight_source *src, const char *prefix, int cin, int cout, int k,
+                                int stride, int pad_lo, int pad_hi, dt_dtype dt, dt_conv2d **out, dt_err *err)
 {
     size_t wn = (size_t)cout * cin * k * k;
     float *w = malloc(wn * sizeof(float)), *b = malloc((size_t)cout * sizeof(float));
@@ -158,10 +177,16 @@ static dt_status load_conv_dt(vae_model *m, dt_weight_source *src, const char *p
     if (st == DT_OK) st = src->read(src, name, 4, ws, w, err);
     snprintf(name, sizeof name, "%s.bias", prefix);
     if (st == DT_OK) st = src->read(src, name, 1, bs, b, err);
-    if (st == DT_OK) st = m->be->ops->conv2d_create(m->be, w, b, cin, cout, k, 1, k / 2, k / 2, dt, out, err);
+    if (st == DT_OK) st = m->be->ops->conv2d_create(m->be, w, b, cin, cout, k, stride, pad_lo, pad_hi, dt, out, err);
     free(w);
     free(b);
     return st;
+}
+
+static dt_status load_conv_dt(vae_model *m, dt_weight_source *src, const char *prefix, int cin, int cout, int k,
+                              dt_dtype dt, dt_conv2d **out, dt_err *err)
+{
+    return load_conv_geom(m, src, prefix, cin, cout, k, 1, k / 2, k / 2, dt, out, err);
 }
 
 static dt_status load_conv(vae_model *m, dt_weight_source *src, const char *prefix, int cin, int cout, int k,
@@ -205,25 +230,32 @@ static dt_status load_linear(vae_model *m, dt_weight_source *src, const char *co
     return dt_load_linear(m->be, src, &spec, lin, err);
 }
 
-static dt_status load_mid(vae_model *m, dt_weight_source *src, dt_err *err)
+/* prefix: "decoder.mid_block" or "encoder.mid_block" */
+static dt_status load_mid(vae_model *m, dt_weight_source *src, const char *prefix, vae_mid *mid, dt_err *err)
 {
     int C = m->cfg.block_out_channels[m->cfg.nblocks - 1];
-    DT_TRY(load_resnet(m, src, "decoder.mid_block.resnets.0", C, C, &m->mid[0], err));
+    char n[5][200];
+    snprintf(n[0], sizeof n[0], "%s.resnets.0", prefix);
+    DT_TRY(load_resnet(m, src, n[0], C, C, &mid->res[0], err));
     if (m->cfg.mid_block_add_attention) {
-        const char *qkv[3] = {"decoder.mid_block.attentions.0.to_q", "decoder.mid_block.attentions.0.to_k",
-                              "decoder.mid_block.attentions.0.to_v"};
-        const char *out[1] = {"decoder.mid_block.attentions.0.to_out.0"};
-        DT_TRY(load_norm(src, "decoder.mid_block.attentions.0.group_norm", C, &m->attn_norm, err));
-        DT_TRY(load_linear(m, src, qkv, 3, C, &m->qkv, err));
-        DT_TRY(load_linear(m, src, out, 1, C, &m->attn_out, err));
+        snprintf(n[0], sizeof n[0], "%s.attentions.0.to_q", prefix);
+        snprintf(n[1], sizeof n[1], "%s.attentions.0.to_k", prefix);
+        snprintf(n[2], sizeof n[2], "%s.attentions.0.to_v", prefix);
+        snprintf(n[3], sizeof n[3], "%s.attentions.0.to_out.0", prefix);
+        snprintf(n[4], sizeof n[4], "%s.attentions.0.group_norm", prefix);
+        const char *qkv[3] = {n[0], n[1], n[2]}, *out[1] = {n[3]};
+        DT_TRY(load_norm(src, n[4], C, &mid->attn_norm, err));
+        DT_TRY(load_linear(m, src, qkv, 3, C, &mid->qkv, err));
+        DT_TRY(load_linear(m, src, out, 1, C, &mid->attn_out, err));
     }
-    return load_resnet(m, src, "decoder.mid_block.resnets.1", C, C, &m->mid[1], err);
+    snprintf(n[0], sizeof n[0], "%s.resnets.1", prefix);
+    return load_resnet(m, src, n[0], C, C, &mid->res[1], err);
 }
 
 static dt_status load_up(vae_model *m, dt_weight_source *src, int i, dt_err *err)
 {
     const vae_config *c = &m->cfg;
-    vae_up_block *u = &m->up[i];
+    vae_block *u = &m->up[i];
     int n = c->nblocks;
     u->cin = c->block_out_channels[n - (i > 0 ? i : 1)];
     u->cout = c->block_out_channels[n - 1 - i];
@@ -237,7 +269,42 @@ static dt_status load_up(vae_model *m, dt_weight_source *src, int i, dt_err *err
     }
     if (i == n - 1) return DT_OK;
     snprintf(p, sizeof p, "decoder.up_blocks.%d.upsamplers.0.conv", i);
-    return load_conv(m, src, p, u->cout, u->cout, 3, &u->up, err);
+    return load_conv(m, src, p, u->cout, u->cout, 3, &u->resample, err);
+}
+
+static dt_status load_down(vae_model *m, dt_weight_source *src, vae_encoder *e, int i, dt_err *err)
+{
+    const vae_config *c = &m->cfg;
+    vae_block *d = &e->down[i];
+    d->cin = c->block_out_channels[i > 0 ? i - 1 : 0];
+    d->cout = c->block_out_channels[i];
+    d->nres = c->layers_per_block;
+    d->res = calloc((size_t)(d->nres > 0 ? d->nres : 1), sizeof *d->res);
+    if (!d->res) return dt_fail(err, DT_ENOMEM, "out of memory");
+    char p[160];
+    for (int j = 0; j < d->nres; j++) {
+        snprintf(p, sizeof p, "encoder.down_blocks.%d.resnets.%d", i, j);
+        DT_TRY(load_resnet(m, src, p, j == 0 ? d->cin : d->cout, d->cout, &d->res[j], err));
+    }
+    if (i == c->nblocks - 1) return DT_OK;
+    /* Downsample2D with padding 0: F.pad(x, (0, 1, 0, 1)), then a 3x3 stride-2 conv */
+    snprintf(p, sizeof p, "encoder.down_blocks.%d.downsamplers.0.conv", i);
+    return load_conv_geom(m, src, p, d->cout, d->cout, 3, 2, 0, 1, m->be->cfg.compute, &d->resample, err);
+}
+
+/* Encoder (double_z: conv_out gives mean | logvar) and quant_conv. conv_in and quant_conv stay
+ * f32 in a bf16 run, like the decoder's latent-side convs (both are cheap). */
+static dt_status build_encoder(vae_model *m, dt_weight_source *src, vae_encoder *e, dt_err *err)
+{
+    const vae_config *c = &m->cfg;
+    int lc2 = 2 * c->latent_channels, top = c->block_out_channels[c->nblocks - 1], c0 = c->block_out_channels[0];
+    DT_TRY(load_conv_dt(m, src, "encoder.conv_in", c->in_channels, c0, 3, DT_F32, &e->conv_in, err));
+    for (int i = 0; i < c->nblocks; i++) DT_TRY(load_down(m, src, e, i, err));
+    DT_TRY(load_mid(m, src, "encoder.mid_block", &e->mid, err));
+    DT_TRY(load_norm(src, "encoder.conv_norm_out", top, &e->norm_out, err));
+    DT_TRY(load_conv(m, src, "encoder.conv_out", top, lc2, 3, &e->conv_out, err));
+    if (c->use_quant_conv) DT_TRY(load_conv_dt(m, src, "quant_conv", lc2, lc2, 1, DT_F32, &e->qc, err));
+    return DT_OK;
 }
 
 static dt_status build(vae_model *m, dt_weight_source *src, dt_err *err)
@@ -248,13 +315,14 @@ static dt_status build(vae_model *m, dt_weight_source *src, dt_err *err)
      * mid-block conv, and rounding the latent to bf16 is a fifth of the fixtures' bf16 error. */
     if (c->use_post_quant_conv) DT_TRY(load_conv_dt(m, src, "post_quant_conv", lc, lc, 1, DT_F32, &m->pq, err));
     DT_TRY(load_conv_dt(m, src, "decoder.conv_in", lc, top, 3, DT_F32, &m->conv_in, err));
-    DT_TRY(load_mid(m, src, err));
+    DT_TRY(load_mid(m, src, "decoder.mid_block", &m->mid, err));
     for (int i = 0; i < c->nblocks; i++) DT_TRY(load_up(m, src, i, err));
     DT_TRY(load_norm(src, "decoder.conv_norm_out", c0, &m->norm_out, err));
     return load_conv(m, src, "decoder.conv_out", c0, c->out_channels, 3, &m->conv_out, err);
 }
 
-dt_status vae_create(dt_backend *be, const vae_config *cfg, dt_weight_source *src, vae_model **out, dt_err *err)
+dt_status vae_create_ex(dt_backend *be, const vae_config *cfg, dt_weight_source *src, int with_encoder, vae_model **out,
+                        dt_err *err)
 {
     DT_TRY(validate(cfg, "vae config", err));
     vae_model *m = calloc(1, sizeof *m);
@@ -262,21 +330,36 @@ dt_status vae_create(dt_backend *be, const vae_config *cfg, dt_weight_source *sr
     m->cfg = *cfg;
     m->be = be;
     dt_status st = build(m, src, err);
+    if (st == DT_OK && with_encoder) {
+        m->enc = calloc(1, sizeof *m->enc);
+        st = m->enc ? build_encoder(m, src, m->enc, err) : dt_fail(err, DT_ENOMEM, "out of memory");
+    }
     if (st != DT_OK) { vae_free(m); return st; }
     *out = m;
     return DT_OK;
 }
 
-dt_status vae_load(dt_backend *be, const char *dir, vae_model **out, dt_err *err)
+dt_status vae_create(dt_backend *be, const vae_config *cfg, dt_weight_source *src, vae_model **out, dt_err *err)
+{
+    return vae_create_ex(be, cfg, src, 0, out, err);
+}
+
+dt_status vae_load_ex(dt_backend *be, const char *dir, vae_encoder_mode enc, vae_model **out, dt_err *err)
 {
     vae_config cfg;
     DT_TRY(vae_config_load(dir, &cfg, err));
     dt_safetensors *st;
     DT_TRY(dt_st_open_dir(dir, "diffusion_pytorch_model", &st, err));
     dt_weight_source src = dt_weights_from_file(st);
-    dt_status s = vae_create(be, &cfg, &src, out, err);
+    int with = enc == VAE_ENCODER_REQUIRED || (enc == VAE_ENCODER_IF_PRESENT && dt_st_find(st, "encoder.conv_in.weight"));
+    dt_status s = vae_create_ex(be, &cfg, &src, with, out, err);
     dt_st_close(st);
     return s;
+}
+
+dt_status vae_load(dt_backend *be, const char *dir, vae_model **out, dt_err *err)
+{
+    return vae_load_ex(be, dir, VAE_ENCODER_IF_PRESENT, out, err);
 }
 
 static void free_norm(vae_norm *n) { free(n->gamma); free(n->beta); }
@@ -290,6 +373,36 @@ static void free_resnet(dt_backend *be, vae_resnet *r)
     free_norm(&r->n2);
 }
 
+static void free_mid(dt_backend *be, vae_mid *mid)
+{
+    free_resnet(be, &mid->res[0]);
+    free_resnet(be, &mid->res[1]);
+    free_norm(&mid->attn_norm);
+    be->ops->linear_destroy(mid->qkv);
+    be->ops->linear_destroy(mid->attn_out);
+}
+
+static void free_blocks(dt_backend *be, vae_block *b, int n)
+{
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; b[i].res && j < b[i].nres; j++) free_resnet(be, &b[i].res[j]);
+        free(b[i].res);
+        be->ops->conv2d_destroy(b[i].resample);
+    }
+}
+
+static void free_encoder(dt_backend *be, vae_encoder *e, int nblocks)
+{
+    if (!e) return;
+    be->ops->conv2d_destroy(e->conv_in);
+    be->ops->conv2d_destroy(e->conv_out);
+    be->ops->conv2d_destroy(e->qc);
+    free_blocks(be, e->down, nblocks);
+    free_mid(be, &e->mid);
+    free_norm(&e->norm_out);
+    free(e);
+}
+
 void vae_free(vae_model *m)
 {
     if (!m) return;
@@ -297,17 +410,10 @@ void vae_free(vae_model *m)
     be->ops->conv2d_destroy(m->pq);
     be->ops->conv2d_destroy(m->conv_in);
     be->ops->conv2d_destroy(m->conv_out);
-    free_resnet(be, &m->mid[0]);
-    free_resnet(be, &m->mid[1]);
-    free_norm(&m->attn_norm);
+    free_mid(be, &m->mid);
     free_norm(&m->norm_out);
-    be->ops->linear_destroy(m->qkv);
-    be->ops->linear_destroy(m->attn_out);
-    for (int i = 0; i < m->cfg.nblocks; i++) {
-        for (int j = 0; m->up[i].res && j < m->up[i].nres; j++) free_resnet(be, &m->up[i].res[j]);
-        free(m->up[i].res);
-        be->ops->conv2d_destroy(m->up[i].up);
-    }
+    free_blocks(be, m->up, m->cfg.nblocks);
+    free_encoder(be, m->enc, m->cfg.nblocks);
     free(m);
 }
 
@@ -315,6 +421,7 @@ const vae_config *vae_get_config(const vae_model *m) { return &m->cfg; }
 float vae_scaling_factor(const vae_model *m) { return m->cfg.scaling_factor; }
 float vae_shift_factor(const vae_model *m) { return m->cfg.has_shift_factor ? m->cfg.shift_factor : 0.0f; }
 int vae_upscale(const vae_model *m) { return 1 << (m->cfg.nblocks - 1); }
+int vae_has_encoder(const vae_model *m) { return m->enc != NULL; }
 
 /* ---- activation pool ----
  * The decoder asks for and releases activations in a fixed order that depends only on the
@@ -512,9 +619,8 @@ static dt_status attend(vae_run *r, const act *qkv, act *o, dt_err *err)
 }
 
 /* The mid block's Attention: x += to_out(attn(group_norm(x))). */
-static dt_status attention(vae_run *r, act *x, dt_err *err)
+static dt_status attention(vae_run *r, const vae_mid *m, act *x, dt_err *err)
 {
-    vae_model *m = r->m;
     dt_backend *be = r->be;
     int64_t C = x->t.shape[3];
     act hn, qkv, ao, o;
@@ -540,14 +646,21 @@ static dt_status attention(vae_run *r, act *x, dt_err *err)
     return DT_OK;
 }
 
+static dt_status mid_block(vae_run *r, const vae_mid *mid, act *x, dt_err *err)
+{
+    DT_TRY(resnet(r, &mid->res[0], x, err));
+    if (mid->qkv) DT_TRY(attention(r, mid, x, err));
+    return resnet(r, &mid->res[1], x, err);
+}
+
 /* conv_norm_out, SiLU, conv_out: consumes x, writes img. */
-static dt_status head(vae_run *r, act *x, dt_tensor *img, dt_err *err)
+static dt_status head(vae_run *r, const vae_norm *n, dt_conv2d *c, act *x, dt_tensor *img, dt_err *err)
 {
     act hn = *x;
     if (r->cd != DT_F32) DT_TRY(act_new(r, &hn, SHAPE3(x), x->t.shape[3], r->cd, err));
-    DT_TRY(norm(r, &r->m->norm_out, &x->t, &hn.t, DT_ACT_SILU, err));
+    DT_TRY(norm(r, n, &x->t, &hn.t, DT_ACT_SILU, err));
     if (r->cd != DT_F32) act_del(r, x);
-    DT_TRY(conv(r, r->m->conv_out, &hn.t, img, 0, err));
+    DT_TRY(conv(r, c, &hn.t, img, 0, err));
     act_del(r, &hn);
     return DT_OK;
 }
@@ -568,14 +681,12 @@ static dt_status decoder_run(vae_run *r, const dt_tensor *lat, dt_tensor *img, d
     DT_TRY(act_new(r, &x, B, h, w, c->block_out_channels[c->nblocks - 1], DT_F32, err));
     DT_TRY(conv(r, m->conv_in, z, &x.t, 0, err));
     if (m->pq) act_del(r, &pq);
-    DT_TRY(resnet(r, &m->mid[0], &x, err));
-    if (m->qkv) DT_TRY(attention(r, &x, err));
-    DT_TRY(resnet(r, &m->mid[1], &x, err));
+    DT_TRY(mid_block(r, &m->mid, &x, err));
     for (int i = 0; i < c->nblocks; i++) {
         for (int j = 0; j < m->up[i].nres; j++) DT_TRY(resnet(r, &m->up[i].res[j], &x, err));
-        if (m->up[i].up) DT_TRY(upsample(r, m->up[i].up, &x, err));
+        if (m->up[i].resample) DT_TRY(upsample(r, m->up[i].resample, &x, err));
     }
-    return head(r, &x, img, err);
+    return head(r, &m->norm_out, m->conv_out, &x, img, err);
 }
 
 static vae_run run_new(vae_model *m, int plan)
@@ -644,6 +755,96 @@ dt_status vae_decode(vae_model *m, const dt_tensor *latent, dt_arena *a, dt_tens
     if (!r.pool.base) return dt_fail(err, DT_ENOMEM, "out of memory: the VAE decode needs %zu bytes of activations", r.pool.cap);
     DT_TRY(decoder_run(&r, &lat, &img, err));
     return be->ops->copy4d(be, &img, &dst, err);
+}
+
+/* ---- encode (AutoencoderKL.encode: Encoder + quant_conv) ---- */
+
+/* Downsample2D: pad (0, 1, 0, 1), 3x3 stride-2 conv (the padding is the conv's own). */
+static dt_status downsample(vae_run *r, dt_conv2d *c, act *x, dt_err *err)
+{
+    int64_t B = x->t.shape[0], H = x->t.shape[1] / 2, W = x->t.shape[2] / 2, C = x->t.shape[3];
+    act y;
+    DT_TRY(act_new(r, &y, B, H, W, C, DT_F32, err));
+    DT_TRY(conv(r, c, &x->t, &y.t, 0, err));
+    act_del(r, x);
+    *x = y;
+    return DT_OK;
+}
+
+/* Encoder.forward + quant_conv: img [B,H,W,in_channels] -> mom [B,H/s,W/s,2·latent_channels], NHWC. */
+static dt_status encoder_run(vae_run *r, const dt_tensor *img, dt_tensor *mom, dt_err *err)
+{
+    const vae_encoder *e = r->m->enc;
+    const vae_config *c = &r->m->cfg;
+    act x, h;
+    DT_TRY(act_new(r, &x, img->shape[0], img->shape[1], img->shape[2], c->block_out_channels[0], DT_F32, err));
+    DT_TRY(conv(r, e->conv_in, img, &x.t, 0, err));
+    for (int i = 0; i < c->nblocks; i++) {
+        for (int j = 0; j < e->down[i].nres; j++) DT_TRY(resnet(r, &e->down[i].res[j], &x, err));
+        if (e->down[i].resample) DT_TRY(downsample(r, e->down[i].resample, &x, err));
+    }
+    DT_TRY(mid_block(r, &e->mid, &x, err));
+    if (!e->qc) return head(r, &e->norm_out, e->conv_out, &x, mom, err);
+    DT_TRY(act_new(r, &h, SHAPE3(&x), 2 * c->latent_channels, DT_F32, err));
+    DT_TRY(head(r, &e->norm_out, e->conv_out, &x, &h.t, err));
+    DT_TRY(conv(r, e->qc, &h.t, mom, 0, err));
+    act_del(r, &h);
+    return DT_OK;
+}
+
+static dt_status check_enc_io(const vae_model *m, const dt_tensor *image, const dt_tensor *mom, dt_err *err)
+{
+    const vae_config *c = &m->cfg;
+    int64_t s = vae_upscale(m);
+    if (!m->enc)
+        return dt_fail(err, DT_EINVAL, "vae: the model was loaded without its encoder (no \"encoder.conv_in.weight\")");
+    if (!image || image->ndim != 4 || image->dtype != DT_F32 || image->shape[1] != c->in_channels || image->shape[0] <= 0 ||
+        image->shape[2] < s || image->shape[3] < s || !dt_tensor_is_contiguous(image))
+        return dt_fail(err, DT_EINVAL, "image: expected contiguous f32 [B, %d, H, W] with H, W >= %lld", c->in_channels,
+                       (long long)s);
+    int64_t B = image->shape[0], h = image->shape[2] / s, w = image->shape[3] / s;
+    if (!mom || mom->ndim != 4 || mom->dtype != DT_F32 || mom->shape[0] != B || mom->shape[1] != 2 * c->latent_channels ||
+        mom->shape[2] != h || mom->shape[3] != w || !dt_tensor_is_contiguous(mom))
+        return dt_fail(err, DT_EINVAL, "moments: expected contiguous f32 [%lld, %d, %lld, %lld]", (long long)B,
+                       2 * c->latent_channels, (long long)h, (long long)w);
+    return DT_OK;
+}
+
+dt_status vae_encode(vae_model *m, const dt_tensor *image, dt_arena *a, dt_tensor *moments, dt_err *err)
+{
+    DT_TRY(check_enc_io(m, image, moments, err));
+    dt_backend *be = m->be;
+    int64_t B = image->shape[0], H = image->shape[2], W = image->shape[3], h = moments->shape[2], w = moments->shape[3];
+    int64_t mc = moments->shape[1];
+    dt_tensor img, mom, src = nhwc_view(image), dst = nhwc_view(moments);
+    DT_TRY(arena_nhwc(a, &img, B, H, W, m->cfg.in_channels, err));
+    DT_TRY(arena_nhwc(a, &mom, B, h, w, mc, err));
+    DT_TRY(be->ops->copy4d(be, &src, &img, err));
+    vae_run plan = run_new(m, 1), r = run_new(m, 0);
+    DT_TRY(encoder_run(&plan, &img, &mom, err)); /* sizing pass */
+    r.pool.cap = plan.pool.peak;
+    r.pool.base = dt_arena_alloc(a, r.pool.cap);
+    if (!r.pool.base) return dt_fail(err, DT_ENOMEM, "out of memory: the VAE encode needs %zu bytes of activations", r.pool.cap);
+    DT_TRY(encoder_run(&r, &img, &mom, err));
+    return be->ops->copy4d(be, &mom, &dst, err);
+}
+
+dt_status vae_moments_mean(const vae_model *m, const dt_tensor *moments, float scale, dt_tensor *mean, dt_err *err)
+{
+    int64_t lc = m->cfg.latent_channels;
+    if (!moments || moments->ndim != 4 || moments->dtype != DT_F32 || moments->shape[1] != 2 * lc ||
+        !dt_tensor_is_contiguous(moments))
+        return dt_fail(err, DT_EINVAL, "moments: expected contiguous f32 [B, %lld, h, w]", (long long)(2 * lc));
+    int64_t B = moments->shape[0], hw = moments->shape[2] * moments->shape[3];
+    if (!mean || mean->ndim != 4 || mean->dtype != DT_F32 || mean->shape[0] != B || mean->shape[1] != lc ||
+        mean->shape[2] != moments->shape[2] || mean->shape[3] != moments->shape[3] || !dt_tensor_is_contiguous(mean))
+        return dt_fail(err, DT_EINVAL, "mean: expected contiguous f32 [%lld, %lld, %lld, %lld]", (long long)B, (long long)lc,
+                       (long long)moments->shape[2], (long long)moments->shape[3]);
+    const float *src = moments->data;
+    float *dst = mean->data;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t i = 0; i < lc * hw; i++) dst[b * lc * hw + i] = src[b * 2 * lc * hw + i] * scale;
+    return DT_OK;
 }
 
 /* ---- tiled decode (AutoencoderKL.tiled_decode) ---- */

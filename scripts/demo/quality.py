@@ -3,7 +3,7 @@
     .venv-ref/bin/python scripts/demo/quality.py [-m assets/demo-pixart] [--steps 20] [--cfg 4.5]
         [--dtype f32|bf16] [--sampler ditrt|diffusers] [--keep DIR] [--self-test]
 
-For a fixed prompt set (every color x shape pair of scripts/demo/dataset.py twice, with
+For a fixed prompt set (every color x shape pair of scripts/demo/dataset.py 4 times, with
 positions and backgrounds rotated through, fixed seeds) it generates one 32x32 image per
 prompt with `./ditrt txt2img` (or the diffusers pipeline) and reads back from the pixels:
   background  majority of the border pixels, snapped to the nearest background palette color;
@@ -33,11 +33,11 @@ BG_NAMES = list(dataset.BACKGROUNDS)
 
 
 def prompt_set():
-    """[(caption, attrs dict, seed)]: 30 prompts, deterministic."""
+    """[(caption, attrs dict, seed)]: 60 prompts, deterministic."""
     out, i = [], 0
     for ci, color in enumerate(dataset.COLORS):
         for si, shape in enumerate(dataset.SHAPES):
-            for rep in range(2):
+            for rep in range(4):
                 pos = POS_NAMES[(ci + 2 * si + 3 * rep) % len(POS_NAMES)]
                 bg = BG_NAMES[(ci + si + rep) % len(BG_NAMES)]
                 out.append((dataset.caption(color, shape, pos, bg),

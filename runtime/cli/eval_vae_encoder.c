@@ -1,0 +1,89 @@
+/* `ditrt eval vae-encoder`: vae.encode(image).latent_dist.parameters (quant_conv output, mean |
+ * logvar) on an image file, as diffusers computes it. */
+#include "cli.h"
+#include "arena.h"
+#include "modeldir.h"
+#include "models/vae.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *model, *in, *out, *dtype;
+    int threads;
+} enc_args;
+
+static int parse(int argc, char **argv, enc_args *a)
+{
+    *a = (enc_args){.dtype = "f32"};
+    for (int i = 2; i < argc; i++) {
+        int miss = 0;
+        const char *v;
+        if ((v = cli_flag(argc, argv, &i, "-m", &miss)) || (v = cli_flag(argc, argv, &i, "--model", &miss))) a->model = v;
+        else if ((v = cli_flag(argc, argv, &i, "--in", &miss))) a->in = v;
+        else if ((v = cli_flag(argc, argv, &i, "--out", &miss))) a->out = v;
+        else if ((v = cli_flag(argc, argv, &i, "--dtype", &miss))) a->dtype = v;
+        else if ((v = cli_flag(argc, argv, &i, "--threads", &miss))) { if (!cli_parse_int("--threads", v, 1, 1024, &a->threads)) return 0; }
+        else if (miss) return cli_usage_error("%s: missing value", argv[i]), 0;
+        else return cli_usage_error("eval vae-encoder: unknown option \"%s\"", argv[i]), 0;
+    }
+    if (!a->model || !a->in || !a->out)
+        return cli_usage_error("eval vae-encoder: -m MODEL_DIR, --in FILE and --out FILE are required"), 0;
+    return 1;
+}
+
+/* Reads tensor "image" [B, in_channels, H, W] (H, W >= s) into a malloc'd buffer. */
+static dt_status read_image(const char *file, const vae_config *c, dt_tensor *t, float **buf, dt_err *err)
+{
+    dt_safetensors *st;
+    DT_TRY(dt_st_open(file, &st, err));
+    int64_t shape[4] = {-1, c->in_channels, -1, -1}, s = (int64_t)1 << (c->nblocks - 1);
+    dt_status r = dt_st_read_input(st, file, "image", 4, shape, 0, t, buf, err);
+    dt_st_close(st);
+    if (r == DT_OK && (t->shape[0] <= 0 || t->shape[2] < s || t->shape[3] < s))
+        r = dt_fail(err, DT_EFORMAT, "%s: input tensor \"image\" is smaller than %lldx%lld", file, (long long)s, (long long)s);
+    if (r != DT_OK) { free(*buf); *buf = NULL; }
+    return r;
+}
+
+static int eval_encoder(const enc_args *a)
+{
+    dt_err err = {0};
+    char dir[4096];
+    vae_config cfg;
+    dt_backend *be = NULL;
+    vae_model *m = NULL;
+    float *img = NULL, *mom = NULL;
+    dt_tensor image, out;
+    dt_arena arena;
+    dt_arena_init(&arena);
+    dt_status s = dt_model_component_dir(a->model, "vae", dir, sizeof dir, &err);
+    if (s == DT_OK) s = vae_config_load(dir, &cfg, &err);
+    if (s == DT_OK) s = read_image(a->in, &cfg, &image, &img, &err);
+    if (s == DT_OK) s = cli_backend(a->dtype, a->threads, &be, &err);
+    if (s == DT_OK) s = vae_load_ex(be, dir, VAE_ENCODER_REQUIRED, &m, &err);
+    if (s == DT_OK) {
+        int64_t f = vae_upscale(m), shape[4] = {image.shape[0], 2 * cfg.latent_channels, image.shape[2] / f, image.shape[3] / f};
+        out = dt_tensor_view(NULL, DT_F32, 4, shape);
+        out.data = mom = malloc(dt_tensor_nbytes(&out));
+        if (!mom) s = dt_fail(&err, DT_ENOMEM, "out of memory for the moments");
+    }
+    if (s == DT_OK) s = vae_encode(m, &image, &arena, &out, &err);
+    if (s == DT_OK) {
+        dt_st_item item = {"moments", &out};
+        s = dt_st_write(a->out, &item, 1, &err);
+    }
+    free(mom);
+    free(img);
+    dt_arena_free(&arena);
+    vae_free(m);
+    dt_backend_destroy(be);
+    return s == DT_OK ? 0 : cli_die(&err);
+}
+
+int cli_eval_vae_encoder(int argc, char **argv)
+{
+    enc_args a;
+    if (!parse(argc, argv, &a)) return 2;
+    return eval_encoder(&a);
+}
