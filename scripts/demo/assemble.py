@@ -1,6 +1,12 @@
 """Assemble the demo pipeline folder (issue 8) from a training work directory.
 
-    .venv-ref/bin/python scripts/demo/assemble.py WORK_DIR [OUT_DIR=assets/demo-pixart] [--variant main]
+    .venv-ref/bin/python scripts/demo/assemble.py WORK_DIR [OUT_DIR=assets/demo-pixart]
+    .venv-ref/bin/python scripts/demo/assemble.py WORK_DIR assets/demo-pixart-small --small
+
+--small assembles the second, smaller transformer (train_dit.py --variant small, trained on
+the main folder's frozen text encoder) with tokenizer/, text_encoder/ and vae/ as relative
+symlinks into ../demo-pixart (as tests/fixtures/pixart-pipe-tiny does): a model zoo of two
+transformers over the same VAE and text encoder, nothing stored twice.
 
 WORK_DIR holds vae/ (train_vae.py), tokenizer/ and ckpt-<variant>/{text_encoder,transformer}
 (train_dit.py). OUT_DIR becomes a diffusers PixArtSigmaPipeline folder: model_index.json,
@@ -41,10 +47,18 @@ def main():
     work = args[0]
     out = args[1] if len(args) > 1 else os.path.join("assets", "demo-pixart")
     os.makedirs(os.path.join(out, "scheduler"), exist_ok=True)
-    copy_dir(os.path.join(work, "tokenizer"), os.path.join(out, "tokenizer"))
-    copy_dir(os.path.join(work, "vae"), os.path.join(out, "vae"))
-    for part in ("text_encoder", "transformer"):
-        copy_dir(os.path.join(work, f"ckpt-{variant}", part), os.path.join(out, part))
+    if variant == "small":
+        for part in ("tokenizer", "text_encoder", "vae"):
+            dst = os.path.join(out, part)
+            if os.path.islink(dst) or os.path.exists(dst):
+                shutil.rmtree(dst) if not os.path.islink(dst) else os.remove(dst)
+            os.symlink(os.path.join("..", "demo-pixart", part), dst)
+        copy_dir(os.path.join(work, "ckpt-small", "transformer"), os.path.join(out, "transformer"))
+    else:
+        copy_dir(os.path.join(work, "tokenizer"), os.path.join(out, "tokenizer"))
+        copy_dir(os.path.join(work, "vae"), os.path.join(out, "vae"))
+        for part in ("text_encoder", "transformer"):
+            copy_dir(os.path.join(work, f"ckpt-{variant}", part), os.path.join(out, part))
     with open(os.path.join(out, "scheduler", "scheduler_config.json"), "w") as f:
         json.dump(SCHEDULER, f, indent=2, sort_keys=True)
         f.write("\n")
@@ -52,7 +66,7 @@ def main():
         json.dump(INDEX, f, indent=2, sort_keys=True)
         f.write("\n")
     total = 0
-    for dp, _, fs in os.walk(out):
+    for dp, _, fs in os.walk(out):  # symlinked folders are not followed: counts what is stored
         for fn in fs:
             total += os.path.getsize(os.path.join(dp, fn))
     print(f"{out}: {total / 1e6:.2f} MB")

@@ -20,3 +20,8 @@ $py scripts/demo/train_vae.py "$work" --decoder-only --minutes 10 --lr 5e-4
 cp -r "$work/ckpt-main" "$work/ckpt-phase1"
 $fast $py scripts/demo/train_dit.py "$work" --minutes 33 --batch 64 --init "$work/ckpt-phase1"
 $py scripts/demo/assemble.py "$work" assets/demo-pixart
+# The second, smaller transformer (model zoo for OMS-DPM-style solver/model selection): same
+# VAE, tokenizer and frozen text encoder; its folder links those from assets/demo-pixart.
+$fast $py scripts/demo/train_dit.py "$work" --variant small --minutes 11 --batch 64 \
+  --text-encoder assets/demo-pixart/text_encoder
+$py scripts/demo/assemble.py "$work" assets/demo-pixart-small --small

@@ -115,6 +115,8 @@ def main():
     ap.add_argument("--pool", type=int, default=20000)
     ap.add_argument("--save-every", type=float, default=150.0, help="seconds between checkpoints")
     ap.add_argument("--max-steps", type=int, default=0)
+    ap.add_argument("--text-encoder", help="use DIR (a trained T5EncoderModel) frozen instead of training one; "
+                    "for a second transformer that shares the first one's text encoder")
     ap.add_argument("--init", help="start from DIR/{text_encoder,transformer} (e.g. an earlier run's checkpoint)")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -143,11 +145,13 @@ def main():
     if a.init:
         te = T5EncoderModel.from_pretrained(os.path.join(a.init, "text_encoder"))
         dit = PixArtTransformer2DModel.from_pretrained(os.path.join(a.init, "transformer"))
+    if a.text_encoder:
+        te = T5EncoderModel.from_pretrained(a.text_encoder).requires_grad_(False)
     te.train(), dit.train()
     ema_te, ema_dit = copy.deepcopy(te).eval(), copy.deepcopy(dit).eval()
     print(f"t5 params {sum(p.numel() for p in te.parameters()) / 1e6:.3f} M, "
           f"dit params {sum(p.numel() for p in dit.parameters()) / 1e6:.3f} M", flush=True)
-    params = list(te.parameters()) + list(dit.parameters())
+    params = [p for p in list(te.parameters()) + list(dit.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0, betas=(0.9, 0.99))
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
     ac = torch.cumprod(1 - betas, 0).float()
