@@ -451,7 +451,7 @@ static int run_cli(const char *args, char *errline, size_t n)
 static void test_cli(void **state)
 {
     (void)state;
-    if (access("./ditrt", X_OK)) skip();
+    if (access("./ditrt", X_OK)) { printf("  skipped: ./ditrt is not built (run from the repository root after make)\n"); skip(); }
     char e[1024], dir[64], path[128], args[512];
     tu_tmpdir(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/bad.json", dir);

@@ -464,7 +464,7 @@ static void test_cli_quantize_roundtrip(void **state)
 static void test_cli_quantize_mixed(void **state)
 {
     (void)state;
-    if (!getenv("DITRT_SLOW")) { skip(); return; }
+    if (!getenv("DITRT_SLOW")) { printf("  skipped: mixed-precision calibration runs only with DITRT_SLOW=1 (make check-slow), ~20 s\n"); skip(); return; }
     char tmp[256], cmd[2048], err[4096];
     tu_tmpdir(tmp, sizeof tmp);
     snprintf(cmd, sizeof cmd, "%s/prompts.txt", tmp);

@@ -789,7 +789,7 @@ static void planned(const char *name, vae_config c, dt_dtype cd)
 static void test_memory(void **state)
 {
     (void)state;
-    if (!getenv("DITRT_SLOW")) { skip(); return; }
+    if (!getenv("DITRT_SLOW")) { printf("  skipped: the VAE memory measurements run only with DITRT_SLOW=1 (make check-slow), ~90 s\n"); skip(); return; }
     vae_config sd = mid_size_vae();
     int sdc[4] = {128, 256, 512, 512};
     memcpy(sd.block_out_channels, sdc, sizeof sdc);
