@@ -1,7 +1,7 @@
 """Score demo-model images against their prompts by exact pixel analysis (issue 8).
 
     .venv-ref/bin/python scripts/demo/quality.py [-m assets/demo-pixart] [--steps 20] [--cfg 4.5]
-        [--dtype f32|bf16] [--sampler ditrt|diffusers] [--keep DIR] [--self-test]
+        [--dtype f32|bf16] [--sampler ditrt|diffusers] [--keep DIR] [--self-test] [--extra "ARGS"]
 
 For a fixed prompt set (every color x shape pair of scripts/demo/dataset.py 4 times, with
 positions and backgrounds rotated through, fixed seeds) it generates one 32x32 image per
@@ -133,6 +133,7 @@ def analyze(img):
 def gen_ditrt(a, prompt, seed, path):
     cmd = [a.ditrt, "txt2img", "-m", a.model, "-p", prompt, "--steps", str(a.steps), "--cfg", str(a.cfg),
            "--seed", str(seed), "--dtype", a.dtype, "--threads", str(a.threads), "--quiet", "-o", path]
+    cmd += a.extra.split() if a.extra else []
     subprocess.run(cmd, check=True)
     return np.array(Image.open(path).convert("RGB"))
 
@@ -177,6 +178,7 @@ def main():
     ap.add_argument("--keep", help="directory to keep the generated PNGs in")
     ap.add_argument("--self-test", action="store_true", help="score the dataset's own renders instead")
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--extra", help="more ditrt txt2img arguments, e.g. \"--quant DIR\" or \"--solver unipc\"")
     a = ap.parse_args()
     keep = a.keep or tempfile.mkdtemp(prefix="ditrt-quality-")
     os.makedirs(keep, exist_ok=True)
