@@ -49,6 +49,10 @@ typedef struct {
     const char *text_dtype;    /* "f32" or "bf16" (default): the T5 encoder */
     int threads;               /* 0: all cores */
     int keep_text_encoder;     /* 0 (default): load T5 per call and free it before sampling */
+    const char *solver;        /* NULL: the folder's scheduler; else a diffusers class or short
+                                * name (see `ditrt txt2img --list-solvers`), with the folder's
+                                * betas and spacing */
+    int karras;                /* Karras sigmas, for solvers that have them */
 } dit_ctx_params;
 
 void dit_ctx_params_init(dit_ctx_params *p);

@@ -4,6 +4,7 @@
 #include "error.h"
 #include "image.h"
 #include "pipeline.h"
+#include "../schedulers/scheduler.h"
 #include <omp.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -37,7 +38,13 @@ ditrt_status dit_ctx_create(const dit_ctx_params *p, dit_ctx **out)
     *out = c;
     if (!c) return DITRT_ENOMEM;
     dt_err err = {0};
-    dt_pipeline_config cfg = {.model_dir = p->model_dir, .threads = p->threads, .keep_text_encoder = p->keep_text_encoder};
+    dt_pipeline_config cfg = {.model_dir = p->model_dir, .threads = p->threads, .keep_text_encoder = p->keep_text_encoder,
+                              .karras = p->karras};
+    if (p->solver && !(cfg.solver = dt_scheduler_resolve_name(p->solver))) {
+        dt_fail(&err, DT_EINVAL, "solver: unknown solver \"%s\" (ditrt txt2img --list-solvers lists them)", p->solver);
+        set_msg(c, &err);
+        return err.status;
+    }
     if (!parse_dtype(p->dtype, &cfg.dtype)) dt_fail(&err, DT_EINVAL, "dtype: expected f32 or bf16, got \"%s\"", p->dtype);
     else if (!parse_dtype(p->text_dtype, &cfg.text_dtype)) dt_fail(&err, DT_EINVAL, "text_dtype: expected f32 or bf16, got \"%s\"", p->text_dtype);
     else {

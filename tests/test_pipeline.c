@@ -228,6 +228,37 @@ static void expect_gen_error(dit_ctx *c, dit_gen_params *gp, ditrt_status want, 
     assert_null(strchr(dit_errmsg(c), '\n'));
 }
 
+/* The solver chosen through the C API is the one the CLI gets for the same name. */
+static void test_api_solver(void **state)
+{
+    (void)state;
+    dit_ctx_params cp;
+    dit_ctx_params_init(&cp);
+    cp.model_dir = PIPE;
+    cp.dtype = cp.text_dtype = "f32";
+    cp.solver = "unipc";
+    dit_ctx *c = NULL;
+    if (dit_ctx_create(&cp, &c) != DITRT_OK) fail_msg("%s", dit_errmsg(c));
+    dit_gen_params gp;
+    dit_gen_params_init(&gp);
+    gp.prompt = "a solver";
+    gp.steps = 3;
+    gp.width = gp.height = 64;
+    dit_image *im;
+    int n;
+    assert_int_equal(dit_generate(c, &gp, &im, &n), DITRT_OK);
+    assert_int_equal(system("./ditrt txt2img -m " PIPE " -p 'a solver' --steps 3 -W 64 -H 64 --dtype f32 "
+                            "--text-encoder-dtype f32 --solver unipc --quiet -o /tmp/ditrt-api-solver.png"), 0);
+    dt_image ref;
+    dt_err err = {0};
+    assert_int_equal(dt_image_read("/tmp/ditrt-api-solver.png", &ref, &err), DT_OK);
+    assert_memory_equal(ref.rgb, im[0].rgb, 64 * 64 * 3);
+    dt_image_free(&ref);
+    unlink("/tmp/ditrt-api-solver.png");
+    dit_images_free(im, n);
+    dit_ctx_free(c);
+}
+
 static void test_bad_requests(void **state)
 {
     (void)state;
@@ -239,6 +270,11 @@ static void test_bad_requests(void **state)
     assert_non_null(strstr(dit_errmsg(bad), "/no/such/model"));
     dit_ctx_free(bad);
     cp.model_dir = PIPE;
+    cp.solver = "nosuch";
+    assert_int_equal(dit_ctx_create(&cp, &bad), DITRT_EINVAL);
+    assert_non_null(strstr(dit_errmsg(bad), "nosuch"));
+    dit_ctx_free(bad);
+    cp.solver = NULL;
     cp.dtype = "f16";
     assert_int_equal(dit_ctx_create(&cp, &bad), DITRT_EINVAL);
     assert_non_null(strstr(dit_errmsg(bad), "dtype"));
@@ -325,6 +361,7 @@ int main(void)
         cmocka_unit_test(test_deterministic_png),
         cmocka_unit_test(test_two_contexts_in_parallel),
         cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_api_solver),
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_cli_errors),
         cmocka_unit_test(test_batch_outputs),
