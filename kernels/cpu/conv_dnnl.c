@@ -25,7 +25,6 @@ struct dt_conv2d {
     int nprims, victim;
 };
 
-static dnnl_data_type_t dnnl_dt(dt_dtype t) { return t == DT_BF16 ? dnnl_bf16 : dnnl_f32; }
 
 static int64_t out_size(const struct dt_conv2d *c, int64_t n)
 {
@@ -37,7 +36,7 @@ static dnnl_status_t conv_pd(cpu_backend *cb, const struct dt_conv2d *c, int64_t
 {
     dnnl_memory_desc_t src, dst, bias;
     dnnl_dims_t sd = {B, c->cin, H, W}, dd = {B, c->cout, out_size(c, H), out_size(c, W)}, bd = {c->cout};
-    dnnl_memory_desc_init_by_tag(&src, 4, sd, dnnl_dt(c->dt), dnnl_nhwc);
+    dnnl_memory_desc_init_by_tag(&src, 4, sd, cpu_dnnl_dt(c->dt), dnnl_nhwc);
     dnnl_memory_desc_init_by_tag(&dst, 4, dd, dnnl_f32, dnnl_nhwc);
     dnnl_memory_desc_init_by_tag(&bias, 1, bd, dnnl_f32, dnnl_a);
     dnnl_dims_t strides = {c->stride, c->stride}, pl = {c->pad_lo, c->pad_lo}, pr = {c->pad_hi, c->pad_hi};
@@ -62,28 +61,6 @@ static dnnl_status_t conv_pd(cpu_backend *cb, const struct dt_conv2d *c, int64_t
     return st;
 }
 
-static dnnl_status_t reorder_weights(cpu_backend *cb, const dnnl_memory_desc_t *smd, const void *s,
-                                     const dnnl_memory_desc_t *dmd, void *d)
-{
-    dnnl_primitive_desc_t rpd;
-    dnnl_status_t st = dnnl_reorder_primitive_desc_create(&rpd, smd, cb->engine, dmd, cb->engine, NULL);
-    if (st != dnnl_success) return st;
-    dnnl_primitive_t r = NULL;
-    dnnl_memory_t ms = NULL, md = NULL;
-    st = dnnl_primitive_create(&r, rpd);
-    if (st == dnnl_success) st = dnnl_memory_create(&ms, smd, cb->engine, (void *)s);
-    if (st == dnnl_success) st = dnnl_memory_create(&md, dmd, cb->engine, d);
-    if (st == dnnl_success) {
-        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, md}};
-        st = dnnl_primitive_execute(r, cb->stream, 2, args);
-        if (st == dnnl_success) st = dnnl_stream_wait(cb->stream);
-    }
-    dnnl_memory_destroy(ms);
-    dnnl_memory_destroy(md);
-    dnnl_primitive_destroy(r);
-    dnnl_primitive_desc_destroy(rpd);
-    return st;
-}
 
 dt_status cpu_conv2d_create(dt_backend *be, const float *w, const float *b, int cin, int cout, int k, int stride,
                             int pad_lo, int pad_hi, dt_dtype dtype, dt_conv2d **out, dt_err *err)
@@ -104,7 +81,7 @@ dt_status cpu_conv2d_create(dt_backend *be, const float *w, const float *b, int 
     /* Ask oneDNN for its preferred weight layout at a typical size. */
     dnnl_memory_desc_t any, plain;
     dnnl_dims_t wd = {cout, cin, k, k};
-    dnnl_memory_desc_init_by_tag(&any, 4, wd, dnnl_dt(dtype), dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&any, 4, wd, cpu_dnnl_dt(dtype), dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&plain, 4, wd, dnnl_f32, dnnl_oihw);
     int64_t hw = CONV_HINT_HW > k ? CONV_HINT_HW : k;
     dnnl_primitive_desc_t pd;
@@ -115,7 +92,7 @@ dt_status cpu_conv2d_create(dt_backend *be, const float *w, const float *b, int 
     size_t nb = dnnl_memory_desc_get_size(&c->wmd);
     c->w = aligned_alloc(64, (nb + 63) / 64 * 64);
     if (!c->w) { cpu_conv2d_destroy(c); return dt_fail(err, DT_ENOMEM, "out of memory for %zu weight bytes", nb); }
-    st = reorder_weights(cb, &plain, w, &c->wmd, c->w);
+    st = cpu_reorder(cb, &plain, w, &c->wmd, c->w);
     if (st != dnnl_success) { cpu_conv2d_destroy(c); return cpu_dnnl_fail(err, st, "convolution weight reorder"); }
     *out = c;
     return DT_OK;

@@ -28,6 +28,13 @@ typedef struct {
 void *cpu_scratch(cpu_backend *cb, size_t bytes);
 dt_status cpu_dnnl_fail(dt_err *err, dnnl_status_t st, const char *what);
 
+/* oneDNN data type of a float compute dtype (bf16 or f32). */
+dnnl_data_type_t cpu_dnnl_dt(dt_dtype t);
+/* One-shot reorder of s (described by smd) into d (dmd): weights into a primitive's layout
+ * at creation time, never in a hot loop. */
+dnnl_status_t cpu_reorder(cpu_backend *cb, const dnnl_memory_desc_t *smd, const void *s,
+                          const dnnl_memory_desc_t *dmd, void *d);
+
 /* f32 -> bf16, n elements, threaded. */
 void cpu_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
 

@@ -48,6 +48,31 @@ dt_status cpu_dnnl_fail(dt_err *err, dnnl_status_t st, const char *what)
     return dt_fail(err, DT_EBACKEND, "oneDNN: %s failed (status %d)", what, (int)st);
 }
 
+dnnl_data_type_t cpu_dnnl_dt(dt_dtype t) { return t == DT_BF16 ? dnnl_bf16 : dnnl_f32; }
+
+dnnl_status_t cpu_reorder(cpu_backend *cb, const dnnl_memory_desc_t *smd, const void *s,
+                          const dnnl_memory_desc_t *dmd, void *d)
+{
+    dnnl_primitive_desc_t rpd;
+    dnnl_status_t st = dnnl_reorder_primitive_desc_create(&rpd, smd, cb->engine, dmd, cb->engine, NULL);
+    if (st != dnnl_success) return st;
+    dnnl_primitive_t r = NULL;
+    dnnl_memory_t ms = NULL, md = NULL;
+    st = dnnl_primitive_create(&r, rpd);
+    if (st == dnnl_success) st = dnnl_memory_create(&ms, smd, cb->engine, (void *)s);
+    if (st == dnnl_success) st = dnnl_memory_create(&md, dmd, cb->engine, d);
+    if (st == dnnl_success) {
+        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, md}};
+        st = dnnl_primitive_execute(r, cb->stream, 2, args);
+        if (st == dnnl_success) st = dnnl_stream_wait(cb->stream);
+    }
+    dnnl_memory_destroy(ms);
+    dnnl_memory_destroy(md);
+    dnnl_primitive_destroy(r);
+    dnnl_primitive_desc_destroy(rpd);
+    return st;
+}
+
 void *cpu_scratch(cpu_backend *cb, size_t bytes)
 {
     if (bytes > cb->scratch_size) {

@@ -19,7 +19,6 @@ struct dt_linear {
     int nprims;
 };
 
-static dnnl_data_type_t dnnl_dt(dt_dtype t) { return t == DT_BF16 ? dnnl_bf16 : dnnl_f32; }
 
 static dnnl_status_t make_attr(dt_act act, dnnl_primitive_attr_t *attr)
 {
@@ -41,7 +40,7 @@ static dnnl_status_t linear_pd(cpu_backend *cb, const struct dt_linear *l, int64
 {
     dnnl_memory_desc_t src, dst, bias;
     dnnl_dims_t sd = {m, l->in}, dd = {m, l->out}, bd = {1, l->out};
-    dnnl_memory_desc_init_by_tag(&src, 2, sd, dnnl_dt(l->dt), dnnl_ab);
+    dnnl_memory_desc_init_by_tag(&src, 2, sd, cpu_dnnl_dt(l->dt), dnnl_ab);
     dnnl_memory_desc_init_by_tag(&dst, 2, dd, dnnl_f32, dnnl_ab);
     dnnl_memory_desc_init_by_tag(&bias, 2, bd, dnnl_f32, dnnl_ab);
     dnnl_matmul_desc_t desc;
@@ -55,28 +54,6 @@ static dnnl_status_t linear_pd(cpu_backend *cb, const struct dt_linear *l, int64
     return st;
 }
 
-static dnnl_status_t reorder(cpu_backend *cb, const dnnl_memory_desc_t *smd, const void *s,
-                             const dnnl_memory_desc_t *dmd, void *d)
-{
-    dnnl_primitive_desc_t rpd;
-    dnnl_status_t st = dnnl_reorder_primitive_desc_create(&rpd, smd, cb->engine, dmd, cb->engine, NULL);
-    if (st != dnnl_success) return st;
-    dnnl_primitive_t r = NULL;
-    dnnl_memory_t ms = NULL, md = NULL;
-    st = dnnl_primitive_create(&r, rpd);
-    if (st == dnnl_success) st = dnnl_memory_create(&ms, smd, cb->engine, (void *)s);
-    if (st == dnnl_success) st = dnnl_memory_create(&md, dmd, cb->engine, d);
-    if (st == dnnl_success) {
-        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, md}};
-        st = dnnl_primitive_execute(r, cb->stream, 2, args);
-        if (st == dnnl_success) st = dnnl_stream_wait(cb->stream);
-    }
-    dnnl_memory_destroy(ms);
-    dnnl_memory_destroy(md);
-    dnnl_primitive_destroy(r);
-    dnnl_primitive_desc_destroy(rpd);
-    return st;
-}
 
 dt_status cpu_linear_create(dt_backend *be, const float *w, const float *b, int in, int out,
                             dt_act act, int m_hint, dt_dtype dtype, dt_linear **lout, dt_err *err)
@@ -98,7 +75,7 @@ dt_status cpu_linear_create(dt_backend *be, const float *w, const float *b, int 
     /* Ask oneDNN for its preferred weight layout at the expected M. */
     dnnl_memory_desc_t any, plain;
     dnnl_dims_t wd = {in, out}, ws = {1, in}; /* torch [out,in] seen as K x N */
-    dnnl_memory_desc_init_by_tag(&any, 2, wd, dnnl_dt(l->dt), dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&any, 2, wd, cpu_dnnl_dt(l->dt), dnnl_format_tag_any);
     dnnl_memory_desc_init_by_strides(&plain, 2, wd, dnnl_f32, ws);
     dnnl_primitive_desc_t pd;
     dnnl_status_t st = linear_pd(cb, l, m_hint > 0 ? m_hint : 256, &any, &pd);
@@ -108,7 +85,7 @@ dt_status cpu_linear_create(dt_backend *be, const float *w, const float *b, int 
     size_t nb = dnnl_memory_desc_get_size(&l->wmd);
     l->w = aligned_alloc(64, (nb + 63) / 64 * 64);
     if (!l->w) { cpu_linear_destroy(l); return dt_fail(err, DT_ENOMEM, "out of memory for %zu weight bytes", nb); }
-    st = reorder(cb, &plain, w, &l->wmd, l->w);
+    st = cpu_reorder(cb, &plain, w, &l->wmd, l->w);
     if (st != dnnl_success) { cpu_linear_destroy(l); return cpu_dnnl_fail(err, st, "weight reorder"); }
     *lout = l;
     return DT_OK;
@@ -210,9 +187,9 @@ static dt_status bmm_prim(cpu_backend *cb, dt_dtype dt, int64_t batch, int64_t m
     dnnl_memory_desc_t a, b, c;
     dnnl_dims_t ad = {batch, m, k}, bd = {batch, k, n}, cd = {batch, m, n};
     dnnl_dims_t bs_t = {n * k, 1, k}; /* B stored [batch, n, k] */
-    dnnl_memory_desc_init_by_tag(&a, 3, ad, dnnl_dt(dt), dnnl_abc);
-    if (trans_b) dnnl_memory_desc_init_by_strides(&b, 3, bd, dnnl_dt(dt), bs_t);
-    else dnnl_memory_desc_init_by_tag(&b, 3, bd, dnnl_dt(dt), dnnl_abc);
+    dnnl_memory_desc_init_by_tag(&a, 3, ad, cpu_dnnl_dt(dt), dnnl_abc);
+    if (trans_b) dnnl_memory_desc_init_by_strides(&b, 3, bd, cpu_dnnl_dt(dt), bs_t);
+    else dnnl_memory_desc_init_by_tag(&b, 3, bd, cpu_dnnl_dt(dt), dnnl_abc);
     dnnl_memory_desc_init_by_tag(&c, 3, cd, dnnl_f32, dnnl_abc);
     dnnl_matmul_desc_t desc;
     dnnl_primitive_desc_t pd;

@@ -152,7 +152,7 @@ static dt_status reorder_w8(cpu_backend *cb, cpu_qlinear *l, const int8_t *q, in
     dnnl_dims_t wd = {l->in, l->out}, ws = {1, l->in};
     dnnl_memory_desc_init_by_tag(&any, 2, wd, dnnl_s8, dnnl_format_tag_any);
     dnnl_memory_desc_init_by_strides(&plain, 2, wd, dnnl_s8, ws);
-    dnnl_primitive_desc_t pd, rpd;
+    dnnl_primitive_desc_t pd;
     dnnl_status_t st = gemm_pd(cb, l, m_hint > 0 ? m_hint : 256, l->out, &any, &pd);
     if (st != dnnl_success) return cpu_dnnl_fail(err, st, "int8 matmul descriptor");
     l->wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
@@ -160,22 +160,7 @@ static dt_status reorder_w8(cpu_backend *cb, cpu_qlinear *l, const int8_t *q, in
     size_t nb = dnnl_memory_desc_get_size(&l->wmd);
     l->w = aligned_alloc(64, (nb + 63) / 64 * 64);
     if (!l->w) return dt_fail(err, DT_ENOMEM, "out of memory for %zu int8 weight bytes", nb);
-    st = dnnl_reorder_primitive_desc_create(&rpd, &plain, cb->engine, &l->wmd, cb->engine, NULL);
-    if (st != dnnl_success) return cpu_dnnl_fail(err, st, "int8 weight reorder");
-    dnnl_primitive_t r = NULL;
-    dnnl_memory_t ms = NULL, md = NULL;
-    st = dnnl_primitive_create(&r, rpd);
-    if (st == dnnl_success) st = dnnl_memory_create(&ms, &plain, cb->engine, (void *)q);
-    if (st == dnnl_success) st = dnnl_memory_create(&md, &l->wmd, cb->engine, l->w);
-    if (st == dnnl_success) {
-        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, md}};
-        st = dnnl_primitive_execute(r, cb->stream, 2, args);
-        if (st == dnnl_success) st = dnnl_stream_wait(cb->stream);
-    }
-    dnnl_memory_destroy(ms);
-    dnnl_memory_destroy(md);
-    dnnl_primitive_destroy(r);
-    dnnl_primitive_desc_destroy(rpd);
+    st = cpu_reorder(cb, &plain, q, &l->wmd, l->w);
     return st == dnnl_success ? DT_OK : cpu_dnnl_fail(err, st, "int8 weight reorder");
 }
 
