@@ -9,6 +9,15 @@
 int cli_eval(int argc, char **argv);
 /* `ditrt eval <target>`: argv[0] is "eval", argv[1] the target; one file per target. */
 int cli_eval_transformer(int argc, char **argv);
+
+/* The arguments the file-to-file eval targets share: -m/--model, --in, --out, --dtype
+ * (default f32), --threads, and --tiling when allow_tiling is set. Returns 0 after printing
+ * a usage error. */
+typedef struct {
+    const char *model, *in, *out, *dtype;
+    int threads, tiling;
+} cli_eval_args;
+int cli_eval_parse(int argc, char **argv, int allow_tiling, cli_eval_args *a);
 /* eval transformer on a Latte folder (eval_transformer_latte.c) */
 int cli_eval_transformer_latte(const char *dir, const char *in, const char *out, const char *dtype, int threads);
 int cli_eval_text_encoder(int argc, char **argv);

@@ -8,31 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    const char *model, *in, *out, *dtype;
-    int threads;
-} eval_args;
 
-static int parse(int argc, char **argv, eval_args *a)
-{
-    *a = (eval_args){.dtype = "f32"};
-    for (int i = 2; i < argc; i++) {
-        int miss = 0;
-        const char *v;
-        if ((v = cli_flag(argc, argv, &i, "-m", &miss)) || (v = cli_flag(argc, argv, &i, "--model", &miss))) a->model = v;
-        else if ((v = cli_flag(argc, argv, &i, "--in", &miss))) a->in = v;
-        else if ((v = cli_flag(argc, argv, &i, "--out", &miss))) a->out = v;
-        else if ((v = cli_flag(argc, argv, &i, "--dtype", &miss))) a->dtype = v;
-        else if ((v = cli_flag(argc, argv, &i, "--threads", &miss))) { if (!cli_parse_int("--threads", v, 1, 1024, &a->threads)) return 0; }
-        else if (miss) return cli_usage_error("%s: missing value", argv[i]), 0;
-        else return cli_usage_error("eval transformer: unknown option \"%s\"", argv[i]), 0;
-    }
-    if (!a->model || !a->in || !a->out)
-        return cli_usage_error("eval transformer: -m MODEL_DIR, --in FILE and --out FILE are required"), 0;
-    return 1;
-}
-
-static int eval_transformer(const eval_args *a)
+static int eval_transformer(const cli_eval_args *a)
 {
     dt_err err = {0};
     char dir[4096];
@@ -73,7 +50,7 @@ static int eval_transformer(const eval_args *a)
 
 int cli_eval_transformer(int argc, char **argv)
 {
-    eval_args a;
-    if (!parse(argc, argv, &a)) return 2;
+    cli_eval_args a;
+    if (!cli_eval_parse(argc, argv, 0, &a)) return 2;
     return eval_transformer(&a);
 }
