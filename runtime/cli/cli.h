@@ -54,6 +54,19 @@ dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *e
 
 double cli_now(void);
 
+/* The fields every generation summary (`--json`) has; adds them to obj. */
+struct cJSON;
+typedef struct {
+    const char *model, *prompt, *negative_prompt, *solver, *dtype;
+    uint64_t seed;
+    int steps, width, height, prompt_truncated;
+    float cfg;
+    double seconds_text, seconds_sampling, seconds_decode;
+} cli_summary;
+void cli_summary_add(struct cJSON *obj, const cli_summary *s);
+/* Prints obj (indented) on stdout and frees it. */
+void cli_json_print(struct cJSON *obj);
+
 /* A comma-separated flag value split into owned strings; empty items are refused. */
 typedef struct {
     char **items;

@@ -152,25 +152,11 @@ static void print_json(const t2i_args *a, const dt_pipeline *p, const dt_gen_res
         item_path(a->output, i, res->batch, path, sizeof path);
         cJSON_AddItemToArray(outs, cJSON_CreateString(path));
     }
-    cJSON_AddStringToObject(j, "model", a->model);
-    cJSON_AddStringToObject(j, "prompt", a->req.prompt);
-    cJSON_AddStringToObject(j, "negative_prompt", a->req.negative_prompt);
-    cJSON_AddNumberToObject(j, "seed", (double)a->req.seed);
-    cJSON_AddNumberToObject(j, "steps", a->req.steps);
-    cJSON_AddNumberToObject(j, "cfg", a->req.cfg);
-    cJSON_AddStringToObject(j, "solver", dt_pipeline_solver_name(p));
-    cJSON_AddNumberToObject(j, "width", res->width);
-    cJSON_AddNumberToObject(j, "height", res->height);
-    cJSON_AddStringToObject(j, "dtype", a->dtype);
-    cJSON_AddBoolToObject(j, "prompt_truncated", res->prompt_truncated);
-    cJSON *t = cJSON_AddObjectToObject(j, "seconds");
-    cJSON_AddNumberToObject(t, "text", res->seconds_text);
-    cJSON_AddNumberToObject(t, "sampling", res->seconds_sampling);
-    cJSON_AddNumberToObject(t, "decode", res->seconds_decode);
-    char *s = cJSON_Print(j);
-    if (s) printf("%s\n", s);
-    free(s);
-    cJSON_Delete(j);
+    cli_summary sum = {a->model, a->req.prompt, a->req.negative_prompt, dt_pipeline_solver_name(p), a->dtype, a->req.seed,
+                       a->req.steps, res->width, res->height, res->prompt_truncated, a->req.cfg,
+                       res->seconds_text, res->seconds_sampling, res->seconds_decode};
+    cli_summary_add(j, &sum);
+    cli_json_print(j);
 }
 
 static int list_solvers(void)

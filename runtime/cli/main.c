@@ -1,4 +1,5 @@
 #include "cli.h"
+#include <cjson/cJSON.h>
 #include "cli_fastattn.h"
 #include "cli_quant.h"
 #include <stdarg.h>
@@ -82,6 +83,33 @@ dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *e
     else if (!strcmp(dtype, "bf16")) cfg.compute = DT_BF16;
     else return dt_fail(err, DT_EINVAL, "--dtype: expected f32 or bf16, got \"%s\"", dtype);
     return dt_backend_create(&cfg, be, err);
+}
+
+void cli_summary_add(struct cJSON *j, const cli_summary *s)
+{
+    cJSON_AddStringToObject(j, "model", s->model);
+    cJSON_AddStringToObject(j, "prompt", s->prompt);
+    cJSON_AddStringToObject(j, "negative_prompt", s->negative_prompt ? s->negative_prompt : "");
+    cJSON_AddNumberToObject(j, "seed", (double)s->seed);
+    cJSON_AddNumberToObject(j, "steps", s->steps);
+    cJSON_AddNumberToObject(j, "cfg", s->cfg);
+    cJSON_AddStringToObject(j, "solver", s->solver);
+    cJSON_AddNumberToObject(j, "width", s->width);
+    cJSON_AddNumberToObject(j, "height", s->height);
+    cJSON_AddStringToObject(j, "dtype", s->dtype);
+    cJSON_AddBoolToObject(j, "prompt_truncated", s->prompt_truncated);
+    cJSON *t = cJSON_AddObjectToObject(j, "seconds");
+    cJSON_AddNumberToObject(t, "text", s->seconds_text);
+    cJSON_AddNumberToObject(t, "sampling", s->seconds_sampling);
+    cJSON_AddNumberToObject(t, "decode", s->seconds_decode);
+}
+
+void cli_json_print(struct cJSON *j)
+{
+    char *txt = cJSON_Print(j);
+    if (txt) printf("%s\n", txt);
+    free(txt);
+    cJSON_Delete(j);
 }
 
 int cli_split_list(const char *flag, const char *value, cli_list *out)
