@@ -157,6 +157,23 @@ class DiffusersGen:
         return np.array(im.convert("RGB"))
 
 
+def compare(ditrt, x, y):
+    """(PSNR dB, SSIM) of two images from `ditrt compare` (inf PSNR for identical images)."""
+    out = subprocess.run([ditrt, "compare", x, y], check=True, capture_output=True, text=True).stdout
+    vals = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    return float(vals["PSNR"].split()[0]), float(vals["SSIM"])
+
+
+def report_vs_ref(a, keep, n):
+    res = [compare(a.ditrt, os.path.join(keep, f"{i:02d}.png"), os.path.join(a.ref, f"{i:02d}.png")) for i in range(n)]
+    ps, ss = [r[0] for r in res], [r[1] for r in res]
+    fin = [p for p in ps if p != float("inf")]
+    mean = sum(fin) / len(fin) if fin else float("inf")
+    worst = min(range(n), key=lambda i: ps[i])
+    print(f"vs {a.ref}: PSNR mean {mean:.1f} dB (over {len(fin)} non-identical), worst {ps[worst]:.1f} dB (#{worst:02d}), "
+          f"below 30 dB: {sum(p < 30 for p in ps)}; SSIM mean {sum(ss) / n:.4f}, worst {min(ss):.4f}")
+
+
 def score(results):
     n = len(results)
     acc = {k: sum(r[0][k] == r[1][k] for r in results) / n for k in ("color", "shape", "pos", "bg")}
@@ -179,6 +196,8 @@ def main():
     ap.add_argument("--self-test", action="store_true", help="score the dataset's own renders instead")
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("--extra", help="more ditrt txt2img arguments, e.g. \"--quant DIR\" or \"--solver unipc\"")
+    ap.add_argument("--ref", help="a --keep directory of an earlier run: also report PSNR/SSIM of each image against "
+                    "the same-numbered image there (ditrt compare)")
     a = ap.parse_args()
     keep = a.keep or tempfile.mkdtemp(prefix="ditrt-quality-")
     os.makedirs(keep, exist_ok=True)
@@ -201,6 +220,8 @@ def main():
     what = "dataset renders" if a.self_test else f"{a.sampler} {a.dtype} steps={a.steps} cfg={a.cfg}"
     print(f"quality ({what}, {len(results)} prompts): " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in acc.items()))
     print(f"images in {keep}")
+    if a.ref:
+        report_vs_ref(a, keep, len(results))
     return 0
 
 
