@@ -1,6 +1,7 @@
 /* `ditrt bench transformer --arch latte-1`: one CFG forward of a Latte-1-sized model (random
  * weights, 16 frames by default) against the GEMM floor measured in the same run. */
 #include "cli.h"
+#include "cli_fastattn.h"
 #include "arena.h"
 #include "models/latte.h"
 #include <stdio.h>
@@ -25,7 +26,14 @@ static void report(const latte_config *c, const char *dtype, const dt_backend *b
            ru.ru_maxrss / 1024.0, wbytes / 1e6, arena_peak / 1e6);
 }
 
-int cli_bench_latte(const char *dtype, int res, int frames, int threads, int iters, int layers)
+static dt_status latte_forward_any(void *m, const void *in, dt_arena *a, dt_tensor *out, dt_err *err)
+{
+    return latte_forward(m, in, a, out, err);
+}
+static void latte_set_hook_any(void *m, struct dit_attn_hook *h) { latte_set_attn_hook(m, h); }
+
+int cli_bench_latte(const char *dtype, int res, int frames, int threads, int iters, int layers, const char *const *plans,
+                    int nplans)
 {
     dt_err err = {0};
     dt_backend *be = NULL;
@@ -63,6 +71,9 @@ int cli_bench_latte(const char *dtype, int res, int frames, int threads, int ite
         if (r > 0) { total += dt; if (dt < best) best = dt; }
     }
     if (s == DT_OK) report(&c, dtype, be, res, F, (H / 2) * (W / 2), T, load_s, best, total, iters, peak, arena.peak);
+    cli_fa_bench fb = {m, &in, &tout, t, latte_forward_any, latte_set_hook_any, c.num_layers, c.num_layers, B, F,
+                       (H / 2) * (W / 2), c.inner};
+    if (s == DT_OK && nplans) s = cli_bench_attn_plans(&fb, &arena, plans, nplans, &err);
     free(hs); free(ehs); free(out);
     dt_arena_free(&arena);
     latte_free(m);

@@ -20,6 +20,7 @@ struct latte_model {
     dit_block_shape sshape, tshape;
     float *pos, *tpos;         /* cached 2-D embedding for pos_h x pos_w; temporal [video_length, C] */
     int pos_h, pos_w;
+    dit_attn_hook *hook;       /* self-attention of both kinds of block, or NULL */
 };
 
 /* ---- config ---- */
@@ -221,6 +222,7 @@ void latte_free(latte_model *m)
 }
 
 const latte_config *latte_get_config(const latte_model *m) { return &m->cfg; }
+void latte_set_attn_hook(latte_model *m, dit_attn_hook *hook) { m->hook = hook; }
 
 /* ---- forward ---- */
 
@@ -313,14 +315,14 @@ static dt_status layers(latte_model *m, latte_run *r, dt_arena *a, dt_err *err)
     int B = r->B, F = r->F, N = r->N, C = r->C;
     dt_attn_bias cross_bias = {.key = r->key_bias};
     for (int i = 0; i < m->cfg.num_layers; i++) {
-        dit_block_args sa = {be, i, r->t6s, B * F, N, r->T, r->x, r->ctx, &cross_bias, r->s, a, NULL};
+        dit_block_args sa = {be, i, r->t6s, B * F, N, r->T, r->x, r->ctx, &cross_bias, r->s, a, m->hook};
         DT_TRY(dit_block_forward(&m->spatial[i], &m->sshape, &sa, err));
         DT_TRY(swap_axes(be, r->x->data, r->xt->data, B, F, N, C, err));
         if (i == 0 && F > 1) {
             dt_tensor tp = t2d(m->tpos, F, C);
             DT_TRY(be->ops->add_rows(be, r->xt, &tp, r->xt, err));
         }
-        dit_block_args ta = {be, i, r->t6t, B * N, F, 0, r->xt, NULL, NULL, r->s, a, NULL};
+        dit_block_args ta = {be, m->cfg.num_layers + i, r->t6t, B * N, F, 0, r->xt, NULL, NULL, r->s, a, m->hook};
         DT_TRY(dit_block_forward(&m->temporal[i], &m->tshape, &ta, err));
         DT_TRY(swap_axes(be, r->xt->data, r->x->data, B, N, F, C, err));
     }

@@ -1,0 +1,318 @@
+/* The acceleration features on video (Latte): attention plans with spatial and temporal
+ * layers against a torch reference of the same math on the tiny Latte transformer
+ * (tests/fixtures/fastattn/latte, scripts/fixtures/fastattn.py), plan files and refusals,
+ * an all-"full" plan bit-identical to no plan (transformer and txt2vid), and txt2vid's
+ * --attn-plan / --eta on the command line. */
+#include "testutil.h"
+#include "arena.h"
+#include "fastattn.h"
+#include "pipeline_video.h"
+#include "safetensors.h"
+#include "models/latte.h"
+
+#define FIX "tests/fixtures/fastattn/latte"
+#define TINY "tests/fixtures/latte-tiny/transformer"
+#define PIPE "tests/fixtures/latte-pipe-tiny"
+#define NSTEPS 6
+#define NOUT ((size_t)2 * 8 * 4 * 8 * 8)
+
+static void load_sample(const char *path, float *dst, size_t n)
+{
+    dt_safetensors *st;
+    dt_err err = {0};
+    if (dt_st_open(path, &st, &err) != DT_OK) fail_msg("%s", err.msg);
+    const dt_st_entry *e = dt_st_find(st, "sample");
+    assert_non_null(e);
+    assert_int_equal(e->nbytes, n * sizeof(float));
+    dt_st_read_f32(e, dst);
+    dt_st_close(st);
+}
+
+/* The NSTEPS fixture inputs through the model, the plan's step set before each (fa NULL: none). */
+static void run_steps(latte_model *m, dt_fastattn *fa, float *outs /* [NSTEPS][NOUT] */)
+{
+    const latte_config *cfg = latte_get_config(m);
+    dt_arena arena;
+    dt_arena_init(&arena);
+    dt_err err = {0};
+    latte_set_attn_hook(m, fa ? dt_fastattn_hook(fa) : NULL);
+    for (int k = 0; k < NSTEPS; k++) {
+        char path[256];
+        snprintf(path, sizeof path, FIX "/step%d.in.safetensors", k);
+        latte_input_file x;
+        if (latte_inputs_load(path, cfg, &x, &err) != DT_OK) fail_msg("%s", err.msg);
+        int64_t os[5] = {x.ths.shape[0], cfg->out_channels, x.ths.shape[2], x.ths.shape[3], x.ths.shape[4]};
+        assert_int_equal((size_t)(os[0] * os[1] * os[2] * os[3] * os[4]), NOUT);
+        dt_tensor to = dt_tensor_view(outs + (size_t)k * NOUT, DT_F32, 5, os);
+        if (fa && dt_fastattn_set_step(fa, k, &err) != DT_OK) fail_msg("%s", err.msg);
+        dt_arena_reset(&arena);
+        if (latte_forward(m, &x.in, &arena, &to, &err) != DT_OK) fail_msg("step %d: %s", k, err.msg);
+        latte_inputs_free(&x);
+    }
+    latte_set_attn_hook(m, NULL);
+    dt_arena_free(&arena);
+}
+
+static void check_case(const char *name, dt_dtype cd, double tol)
+{
+    dt_backend *be = tu_backend(cd);
+    latte_model *m = NULL;
+    dt_err err = {0};
+    if (latte_load(be, TINY, &m, &err) != DT_OK) fail_msg("%s", err.msg);
+    const latte_config *c = latte_get_config(m);
+    char path[256];
+    snprintf(path, sizeof path, FIX "/plan_%s.json", name);
+    dt_attn_plan p;
+    if (dt_attn_plan_load(path, &p, &err) != DT_OK) fail_msg("%s", err.msg);
+    assert_int_equal(p.temporal, c->num_layers);
+    assert_int_equal(dt_attn_plan_check_video(&p, c->num_layers, c->num_layers, NSTEPS, &err), DT_OK);
+    dt_fastattn *fa = NULL;
+    assert_int_equal(dt_fastattn_create(&p, 1, &fa, &err), DT_OK);
+    float *outs = tu_poisoned(NSTEPS * NOUT), *want = tu_alloc(NOUT);
+    run_steps(m, fa, outs);
+    for (int k = 0; k < NSTEPS; k++) {
+        snprintf(path, sizeof path, FIX "/%s_step%d.out.safetensors", name, k);
+        load_sample(path, want, NOUT);
+        double e = tu_rel_l2(outs + (size_t)k * NOUT, want, NOUT);
+        print_message("  latte %s %s step %d: rel L2 %.2e\n", name, cd == DT_F32 ? "f32" : "bf16", k, e);
+        if (!(e <= tol)) fail_msg("%s step %d: rel L2 %.3g > %.3g", name, k, e, tol);
+    }
+    /* caches: held while needed, none after the last step */
+    dt_attn_plan_cost cost;
+    dt_attn_plan_cost_video(&p, 2, 4, 16, c->inner, &cost);
+    assert_true(dt_fastattn_cache_peak(fa) >= cost.cache_peak_bytes && cost.cache_peak_bytes > 0);
+    assert_int_equal(dt_fastattn_cache_bytes(fa), 0);
+    dt_fastattn_free(fa);
+    dt_attn_plan_free(&p);
+    free(outs); free(want);
+    latte_free(m);
+    dt_backend_destroy(be);
+}
+
+static void test_methods_match_torch(void **state)
+{
+    (void)state;
+    check_case("cond", DT_F32, 1e-4);
+    check_case("uncond_first", DT_F32, 1e-4);
+    check_case("cond", DT_BF16, 2e-2);
+}
+
+static void test_all_full_bit_identical_transformer(void **state)
+{
+    (void)state;
+    dt_backend *be = tu_backend(DT_F32);
+    latte_model *m = NULL;
+    dt_err err = {0};
+    if (latte_load(be, TINY, &m, &err) != DT_OK) fail_msg("%s", err.msg);
+    dt_attn_plan p;
+    assert_int_equal(dt_attn_plan_init_video(&p, latte_get_config(m)->num_layers, NSTEPS, 3, 1, &err), DT_OK);
+    dt_fastattn *fa = NULL;
+    assert_int_equal(dt_fastattn_create(&p, 1, &fa, &err), DT_OK);
+    float *a = tu_poisoned(NSTEPS * NOUT), *b = tu_poisoned(NSTEPS * NOUT);
+    run_steps(m, NULL, a);
+    run_steps(m, fa, b);
+    assert_memory_equal(a, b, NSTEPS * NOUT * sizeof(float));
+    assert_int_equal(dt_fastattn_cache_peak(fa), 0);
+    dt_fastattn_free(fa);
+    dt_attn_plan_free(&p);
+    free(a); free(b);
+    latte_free(m);
+    dt_backend_destroy(be);
+}
+
+/* ---- plan files ---- */
+
+static void expect_refused(const char *json, const char *needle)
+{
+    dt_attn_plan p;
+    dt_err err = {0};
+    if (dt_attn_plan_parse(json, "plan.json", &p, &err) == DT_OK) fail_msg("accepted: %s", json);
+    if (!strstr(err.msg, needle)) fail_msg("message \"%s\" does not name \"%s\"", err.msg, needle);
+}
+
+static void expect_check_refused(const dt_attn_plan *p, int layers, int temporal, int steps, const char *needle)
+{
+    dt_err err = {0};
+    if (dt_attn_plan_check_video(p, layers, temporal, steps, &err) == DT_OK) fail_msg("accepted for %d+%d layers", layers, temporal);
+    if (!strstr(err.msg, needle)) fail_msg("message \"%s\" does not name \"%s\"", err.msg, needle);
+}
+
+static void test_plan_files(void **state)
+{
+    (void)state;
+    dt_attn_plan p, q;
+    dt_err err = {0};
+    if (dt_attn_plan_load(FIX "/plan_cond.json", &p, &err) != DT_OK) fail_msg("%s", err.msg);
+    assert_int_equal(p.layers, 4);
+    assert_int_equal(p.temporal, 2);
+    assert_int_equal(dt_attn_plan_window(&p, 1), 3);
+    assert_int_equal(dt_attn_plan_window(&p, 2), 1);
+    char row[48];
+    dt_attn_plan_row_name(&p, 3, row, sizeof row);
+    assert_string_equal(row, "temporal layer 1");
+    /* save and reload: the same plan, kinds kept */
+    char dir[64], path[128];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/p.json", dir);
+    assert_int_equal(dt_attn_plan_save(&p, path, &err), DT_OK);
+    if (dt_attn_plan_load(path, &q, &err) != DT_OK) fail_msg("%s", err.msg);
+    assert_int_equal(q.temporal, p.temporal);
+    assert_int_equal(q.temporal_window, p.temporal_window);
+    assert_memory_equal(q.m, p.m, (size_t)p.layers * p.steps);
+    unlink(path);
+    rmdir(dir);
+    dt_attn_plan_free(&q);
+    /* the wrong kind or count of layers, or steps: refused naming layer and step */
+    expect_check_refused(&p, 2, 0, NSTEPS, "temporal layer 0 step 0");     /* a video plan for an image model */
+    expect_check_refused(&p, 3, 3, NSTEPS, "spatial layer 2 step 0");      /* deeper model */
+    expect_check_refused(&p, 2, 1, NSTEPS, "temporal layer 1 step 0");
+    expect_check_refused(&p, 2, 2, 20, "step 6: made for 6 steps");
+    dt_attn_plan_free(&p);
+    if (dt_attn_plan_load("tests/fixtures/fastattn/plan_cond.json", &p, &err) != DT_OK) fail_msg("%s", err.msg);
+    expect_check_refused(&p, 3, 3, NSTEPS, "temporal layer 0 step 0: the plan has no temporal layers"); /* PixArt's on Latte */
+    dt_attn_plan_free(&p);
+    /* rows named by kind in file errors */
+    const char *head = "{\"steps\": 2, \"window\": 2, \"layers\": [[\"full\", \"ast\"]], ";
+    char js[512];
+    snprintf(js, sizeof js, "%s\"temporal_window\": 1, \"temporal_layers\": [[\"full\", \"fast\"]]}", head);
+    expect_refused(js, "temporal layer 0 step 1: unknown method \"fast\"");
+    snprintf(js, sizeof js, "%s\"temporal_window\": 1, \"temporal_layers\": [[\"wars\", \"full\"]]}", head);
+    expect_refused(js, "temporal layer 0 step 0: \"wars\" has no cached residual");
+    snprintf(js, sizeof js, "%s\"temporal_layers\": [[\"full\", \"full\"]]}", head);
+    expect_refused(js, "\"temporal_window\"");
+    snprintf(js, sizeof js, "%s\"temporal_window\": -1, \"temporal_layers\": [[\"full\", \"full\"]]}", head);
+    expect_refused(js, "\"temporal_window\" must be >= 0");
+    snprintf(js, sizeof js, "%s\"temporal_window\": 1, \"temporal_layers\": [[\"full\"]]}", head);
+    expect_refused(js, "temporal layer 0: expected an array of 2");
+}
+
+/* Costs: spatial rows over B·F sequences of N tokens, temporal rows over B·N sequences of F. */
+static void test_plan_cost(void **state)
+{
+    (void)state;
+    dt_attn_plan p;
+    dt_err err = {0};
+    const char *js = "{\"steps\": 2, \"window\": 1, \"layers\": [[\"full\", \"wars\"]], \"temporal_window\": 0, "
+                     "\"temporal_layers\": [[\"full\", \"wars\"]]}";
+    if (dt_attn_plan_parse(js, "plan.json", &p, &err) != DT_OK) fail_msg("%s", err.msg);
+    int B = 2, F = 3, N = 5, C = 4;
+    dt_attn_plan_cost c;
+    dt_attn_plan_cost_video(&p, B, F, N, C, &c);
+    double sfull = 4.0 * B * F * N * N * C, swin = 4.0 * B * F * dt_fa_band_pairs(N, 1) * C;
+    double tfull = 4.0 * B * N * F * F * C, twin = 4.0 * B * N * F * C; /* window 0: the diagonal */
+    assert_true(fabs(c.attn_flops - (sfull + swin + swin + tfull + twin + twin)) < 1e-6 * sfull);
+    assert_true(fabs(c.attn_flops_full - 2 * (sfull + tfull)) < 1e-6 * sfull);
+    assert_int_equal(c.cache_peak_bytes, (size_t)2 * B * F * N * C * 4); /* both residuals after step 0 */
+    dt_attn_plan_free(&p);
+}
+
+/* ---- txt2vid ---- */
+
+static dt_video_request request(void)
+{
+    dt_video_request r = dt_video_request_default();
+    r.prompt = "A small red fox running in the snow.";
+    r.steps = 3;
+    r.frames = 4;
+    r.width = r.height = 32;
+    r.seed = 2;
+    r.cfg = 4.5f;
+    return r;
+}
+
+static void test_pipeline_all_full_and_refusal(void **state)
+{
+    (void)state;
+    dt_video_pipeline_config cfg = {.model_dir = PIPE, .dtype = DT_F32, .text_dtype = DT_F32};
+    dt_video_pipeline *pl = NULL;
+    dt_err err = {0};
+    if (dt_video_pipeline_load(&cfg, &pl, &err) != DT_OK) fail_msg("%s", err.msg);
+    dt_video_request r = request();
+    dt_video_result a, b;
+    if (dt_video_pipeline_generate(pl, &r, &a, &err) != DT_OK) fail_msg("%s", err.msg);
+    size_t n = (size_t)a.batch * a.frames * 3 * a.width * a.height;
+    latte_config lc;
+    assert_int_equal(latte_config_load(PIPE "/transformer", &lc, &err), DT_OK);
+    dt_attn_plan p;
+    assert_int_equal(dt_attn_plan_init_video(&p, lc.num_layers, r.steps, 2, 1, &err), DT_OK);
+    r.attn_plan = &p;
+    if (dt_video_pipeline_generate(pl, &r, &b, &err) != DT_OK) fail_msg("%s", err.msg);
+    assert_memory_equal(a.video, b.video, n * sizeof(float));
+    free(b.video);
+    /* compressed steps in both kinds: a different video, still close */
+    for (int l = 0; l < p.layers; l++) { p.m[l * 3 + 1] = DT_FA_WARS_ASC; p.m[l * 3 + 2] = l % 2 ? DT_FA_AST : DT_FA_WARS; }
+    if (dt_video_pipeline_generate(pl, &r, &b, &err) != DT_OK) fail_msg("%s", err.msg);
+    double e = tu_rel_l2(b.video, a.video, n);
+    print_message("  video with a compressed plan: rel L2 %.3g vs full attention\n", e);
+    assert_true(e > 0 && e < 1);
+    free(b.video);
+    /* another step count: refused by the request check, before any work */
+    r.steps = 4;
+    err = (dt_err){0};
+    assert_int_not_equal(dt_video_pipeline_check(pl, &r, &err), DT_OK);
+    assert_non_null(strstr(err.msg, "made for 3 steps"));
+    free(a.video);
+    dt_attn_plan_free(&p);
+    dt_video_pipeline_free(pl);
+}
+
+/* The CLI: --attn-plan with a plan of the wrong kind is one line before any output. */
+static int run_cli(const char *args, char *errline, size_t n)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 ./ditrt %s >/dev/null 2>/tmp/ditrt-va-err.txt", args);
+    int rc = system(cmd);
+    FILE *f = fopen("/tmp/ditrt-va-err.txt", "r");
+    assert_non_null(f);
+    size_t k = fread(errline, 1, n - 1, f);
+    errline[k] = 0;
+    fclose(f);
+    unlink("/tmp/ditrt-va-err.txt");
+    return rc;
+}
+
+static void test_cli(void **state)
+{
+    (void)state;
+    if (access("./ditrt", X_OK)) { printf("  skipped: ./ditrt is not built (run from the repository root after make)\n"); skip(); }
+    char e[2048], dir[64], args[1024], out[128];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(out, sizeof out, "%s/clip.webp", dir);
+    const char *base = "txt2vid -m " PIPE " -p fox --frames 2 -W 32 -H 32 --dtype f32 --text-encoder-dtype f32 -q";
+    /* PixArt's plan on Latte: refused naming the layer, nothing written */
+    snprintf(args, sizeof args, "%s --steps 6 -o %s --attn-plan tests/fixtures/fastattn/plan_cond.json", base, out);
+    assert_int_not_equal(run_cli(args, e, sizeof e), 0);
+    assert_non_null(strstr(e, "temporal layer 0 step 0"));
+    assert_null(strchr(strchr(e, '\n') + 1, '\n'));
+    assert_int_not_equal(access(out, F_OK), 0);
+    snprintf(args, sizeof args, "%s --steps 4 -o %s --attn-plan " FIX "/plan_cond.json", base, out);
+    assert_int_not_equal(run_cli(args, e, sizeof e), 0);
+    assert_non_null(strstr(e, "made for 6 steps"));
+    /* the fixture plan at its step count runs */
+    snprintf(args, sizeof args, "%s --steps 6 -o %s --attn-plan " FIX "/plan_cond.json", base, out);
+    if (run_cli(args, e, sizeof e) != 0) fail_msg("%s", e);
+    assert_int_equal(access(out, F_OK), 0);
+    unlink(out);
+    /* info shows both kinds; with -m the plan is checked against the model */
+    snprintf(args, sizeof args, "info -m " PIPE " --attn-plan " FIX "/plan_cond.json");
+    assert_int_equal(run_cli(args, e, sizeof e), 0);
+    snprintf(args, sizeof args, "info -m tests/fixtures/pixart-pipe-tiny --attn-plan " FIX "/plan_cond.json");
+    assert_int_not_equal(run_cli(args, e, sizeof e), 0);
+    assert_non_null(strstr(e, "temporal layer 0 step 0"));
+    assert_int_not_equal(run_cli("txt2vid -m " PIPE " -p fox --eta -1", e, sizeof e), 0);
+    assert_non_null(strstr(e, "--eta"));
+    rmdir(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_methods_match_torch),
+        cmocka_unit_test(test_all_full_bit_identical_transformer),
+        cmocka_unit_test(test_plan_files),
+        cmocka_unit_test(test_plan_cost),
+        cmocka_unit_test(test_pipeline_all_full_and_refusal),
+        cmocka_unit_test(test_cli),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
