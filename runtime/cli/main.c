@@ -24,6 +24,7 @@ static void usage(FILE *f)
             "  txt2vid -m LATTE_DIR -p PROMPT [-n NEGATIVE] [-W W] [-H H] [--frames F] [--fps R] [--steps N] [--cfg G]\n"
             "          [--seed S] [--batch N] [--dtype bf16|f32] [--text-encoder-dtype bf16|f32] [--threads N]\n"
             "          [-o out.mp4|out.webp|dir/|frame_%%03d.png] [--decode-chunk K] [--no-clean-caption] [--force] [--quiet] [--json]\n"
+            "          [--eta X] [--attn-plan PLAN.json] [--quant QUANT_DIR]\n"
             "  eval transformer -m MODEL_DIR --in INPUTS.safetensors --out OUT.safetensors [--dtype f32|bf16] [--threads N]\n"
             "  eval vae-decoder -m MODEL_DIR --in LATENTS.safetensors --out IMAGE.safetensors [--dtype f32|bf16] [--tiling] [--threads N]\n"
             "  info -m MODEL_DIR | info [-m MODEL_DIR] --attn-plan PLAN.json\n"
@@ -33,9 +34,10 @@ static void usage(FILE *f)
             "  search-solver -m MODEL_DIR -p PROMPT [--nfe N] [--population P] [--generations G] [--max-order 1-3]\n"
             "          [--samples K] [--ref-steps R] [--seed S] [--cfg G] [-W W] [-H H] [--dtype f32|bf16] [-o solver.json]\n"
             "  compare A.png B.png [--min-psnr X] [--min-ssim Y] [--diff DIFF.png]\n"
-            "  bench transformer [--arch pixart-xl-2] [--res 512] [--dtype bf16|f32] [--threads N] [--iters K] [--layers L]\n"
+            "  bench transformer [--arch pixart-xl-2|latte-1] [--frames F] [--res 512] [--dtype bf16|f32] [--threads N] [--iters K] [--layers L]\n"
             "          [--attn-plan PLAN.json ...] [--quant w8a8|w4a8]\n"
-            "  quantize -m MODEL_DIR --prompts FILE --scheme w8a8|w4a8 --out DIR [--alpha A] [--steps N] [-W W] [-H H]\n"
+            "  quantize -m MODEL_DIR --prompts FILE --scheme w8a8|w4a8|mixed --out DIR [--budget BITS] [--alpha A] [--steps N]\n"
+            "          [-W W] [-H H] [--frames F (Latte)]\n"
             "          [--cfg G] [--seed S] [--dtype bf16|f32] [--no-balance] [--no-rotate] [--threads N] [--quiet]\n"
             "  version\n");
 }
