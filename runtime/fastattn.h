@@ -161,6 +161,10 @@ void dt_fa_calib_free(dt_fa_calib *c);
 /* dt_gen_request.step_hook with user = the calibrator; it installs its attention hook on
  * the model (free the pipeline before the calibrator). */
 dt_status dt_fa_calib_step(void *user, int step, struct pixart_model *tr, const void *inputs, void *arena, dt_err *err);
+/* The same as dt_video_request.step_hook (Latte; a video plan of all "full"). Layers are
+ * decided in execution order (spatial 0, temporal 0, spatial 1, ...), δ_e = δ·(e+1)/(2L) by
+ * that position, and trials start at the block of the layer tried (latte_set_resume). */
+dt_status dt_fa_calib_step_video(void *user, int step, void *tr, const void *inputs, void *arena, dt_err *err);
 /* Between prompts: drops the caches; later prompts may only make decisions more conservative. */
 void dt_fa_calib_next_prompt(dt_fa_calib *c);
 /* Trial forwards run so far. */

@@ -262,6 +262,54 @@ static void test_pipeline_all_full_and_refusal(void **state)
     dt_video_pipeline_free(pl);
 }
 
+/* calibrate-attn's search on a video: trials (partial forwards from the tried block, in
+ * execution order) equal plain forwards of their plans, and generating with the found plan
+ * gives the calibration run's video bit for bit. */
+static void test_calibration(void **state)
+{
+    (void)state;
+    dt_video_pipeline_config cfg = {.model_dir = PIPE, .dtype = DT_F32, .text_dtype = DT_F32};
+    dt_video_pipeline *pl = NULL;
+    dt_err err = {0};
+    if (dt_video_pipeline_load(&cfg, &pl, &err) != DT_OK) fail_msg("%s", err.msg);
+    latte_config lc;
+    assert_int_equal(latte_config_load(PIPE "/transformer", &lc, &err), DT_OK);
+    const int steps = 5;
+    dt_attn_plan p;
+    assert_int_equal(dt_attn_plan_init_video(&p, lc.num_layers, steps, 5, 1, &err), DT_OK);
+    dt_fa_calib_opts o = {.threshold = 0.05, .metric = DT_FA_METRIC_REL, .verify = 1};
+    dt_fa_calib *cal = NULL;
+    assert_int_equal(dt_fa_calib_create(&p, 1, &o, &cal, &err), DT_OK);
+    dt_video_request r = request();
+    r.width = r.height = 64;
+    r.steps = steps;
+    r.step_hook = dt_fa_calib_step_video;
+    r.step_hook_user = cal;
+    dt_video_result a, b;
+    if (dt_video_pipeline_generate(pl, &r, &a, &err) != DT_OK) fail_msg("%s", err.msg);
+    assert_int_equal(dt_attn_plan_validate(&p, "calibrated", &err), DT_OK);
+    int kept[2] = {0};
+    for (int l = 0; l < p.layers; l++) {
+        assert_int_equal(dt_attn_plan_at(&p, l, 0), DT_FA_FULL);
+        for (int t = 1; t < steps; t++) kept[l >= lc.num_layers] += dt_attn_plan_at(&p, l, t) != DT_FA_FULL;
+    }
+    int total = lc.num_layers * (steps - 1);
+    print_message("  calibrated: %d of %d spatial and %d of %d temporal layer-steps compressed, %ld trials (%.1f forwards)\n",
+                  kept[0], total, kept[1], total, dt_fa_calib_trials(cal), dt_fa_calib_trial_forwards(cal));
+    assert_true(kept[0] + kept[1] > 0 && kept[0] + kept[1] < 2 * total);
+    assert_int_equal(dt_fa_calib_mismatches(cal), 0);
+    assert_true(dt_fa_calib_trial_forwards(cal) < 0.75 * dt_fa_calib_trials(cal)); /* partial forwards */
+    r.step_hook = NULL;
+    r.attn_plan = &p;
+    if (dt_video_pipeline_generate(pl, &r, &b, &err) != DT_OK) fail_msg("%s", err.msg);
+    assert_memory_equal(a.video, b.video, (size_t)a.batch * a.frames * 3 * a.width * a.height * sizeof(float));
+    free(a.video);
+    free(b.video);
+    dt_video_pipeline_free(pl);
+    dt_fa_calib_free(cal);
+    dt_attn_plan_free(&p);
+}
+
 /* The CLI: --attn-plan with a plan of the wrong kind is one line before any output. */
 static int run_cli(const char *args, char *errline, size_t n)
 {
@@ -299,6 +347,31 @@ static void test_cli(void **state)
     if (run_cli(args, e, sizeof e) != 0) fail_msg("%s", e);
     assert_int_equal(access(out, F_OK), 0);
     unlink(out);
+    /* calibrate-attn on the video pipeline writes a video plan that txt2vid takes */
+    char plan[128];
+    snprintf(plan, sizeof plan, "%s/cal.json", dir);
+    snprintf(out, sizeof out, "%s/prompts.txt", dir);
+    tu_write_file(out, "a fox\n", 6);
+    snprintf(args, sizeof args, "calibrate-attn -m " PIPE " --prompts %s --steps 3 --threshold 0.05 --window 5 "
+             "--temporal-window 1 -W 32 -H 32 --frames 2 --dtype f32 -q --out %s", out, plan);
+    if (run_cli(args, e, sizeof e) != 0) fail_msg("%s", e);
+    dt_attn_plan cp;
+    dt_err err = {0};
+    if (dt_attn_plan_load(plan, &cp, &err) != DT_OK) fail_msg("%s", err.msg);
+    assert_int_equal(cp.temporal, 2);
+    assert_int_equal(cp.temporal_window, 1);
+    dt_attn_plan_free(&cp);
+    snprintf(out, sizeof out, "%s/clip.webp", dir);
+    snprintf(args, sizeof args, "%s --steps 3 -o %s --attn-plan %s", base, out, plan);
+    if (run_cli(args, e, sizeof e) != 0) fail_msg("%s", e);
+    unlink(out);
+    unlink(plan);
+    snprintf(out, sizeof out, "%s/prompts.txt", dir);
+    snprintf(args, sizeof args, "calibrate-attn -m " PIPE " --prompts %s --steps 3 --threshold 0.05 --window 5 --out %s", out, plan);
+    assert_int_not_equal(run_cli(args, e, sizeof e), 0);
+    assert_non_null(strstr(e, "--temporal-window"));
+    unlink(out);
+    snprintf(out, sizeof out, "%s/clip.webp", dir);
     /* info shows both kinds; with -m the plan is checked against the model */
     snprintf(args, sizeof args, "info -m " PIPE " --attn-plan " FIX "/plan_cond.json");
     assert_int_equal(run_cli(args, e, sizeof e), 0);
@@ -484,6 +557,7 @@ int main(void)
         cmocka_unit_test(test_plan_files),
         cmocka_unit_test(test_plan_cost),
         cmocka_unit_test(test_pipeline_all_full_and_refusal),
+        cmocka_unit_test(test_calibration),
         cmocka_unit_test(test_cli),
         cmocka_unit_test(test_quant_w8a8_transformer),
         cmocka_unit_test(test_cli_quantize),

@@ -4,6 +4,7 @@
 #include "fastattn.h"
 #include "modeldir.h"
 #include "pipeline.h"
+#include "pipeline_video.h"
 #include "models/latte.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,6 +154,7 @@ dt_status cli_bench_attn_plans(const cli_fa_bench *b, dt_arena *a, const char *c
 typedef struct {
     const char *model, *prompts, *out, *dtype, *metric, *cfg_half, *asc_residual;
     int steps, window, threads, width, height, quiet;
+    int temporal_window, frames; /* video (Latte) models */
     double threshold, cfg;
     unsigned long long seed;
 } cal_args;
@@ -169,7 +171,7 @@ static int parse_num(const char *flag, const char *v, double lo, double *out)
 static int cal_parse(int argc, char **argv, cal_args *a)
 {
     *a = (cal_args){.dtype = "bf16", .metric = "rel", .cfg_half = "cond", .asc_residual = "same", .steps = 20,
-                    .window = -1, .threshold = -1, .cfg = 4.5};
+                    .window = -1, .threshold = -1, .cfg = 4.5, .temporal_window = -1};
     for (int i = 1; i < argc; i++) {
         int miss = 0, ok = 1;
         const char *v;
@@ -180,6 +182,8 @@ static int cal_parse(int argc, char **argv, cal_args *a)
         else if (F("--out") || F("-o")) a->out = v;
         else if (F("--steps")) ok = cli_parse_int("--steps", v, 1, 1000, &a->steps);
         else if (F("--window")) ok = cli_parse_int("--window", v, 0, 1 << 24, &a->window);
+        else if (F("--temporal-window")) ok = cli_parse_int("--temporal-window", v, 0, 4096, &a->temporal_window);
+        else if (F("--frames")) ok = cli_parse_int("--frames", v, 1, 4096, &a->frames);
         else if (F("--threshold")) ok = parse_num("--threshold", v, 0, &a->threshold);
         else if (F("--metric")) a->metric = v;
         else if (F("--cfg")) ok = parse_num("--cfg", v, 0, &a->cfg);
@@ -231,22 +235,90 @@ static dt_status read_prompts(const char *path, char ***out, int *n, dt_err *err
     return s;
 }
 
+/* The model calibrated: its kind, layer count (per kind), width and token count of a frame at
+ * the run's size, and frames. */
+typedef struct {
+    int video, layers, C, N, F;
+} cal_model;
+
+static dt_status cal_model_of(const cal_args *a, cal_model *m, dt_err *err)
+{
+    char dir[4096];
+    DT_TRY(dt_model_component_dir(a->model, "transformer", dir, sizeof dir, err));
+    int sample, patch;
+    *m = (cal_model){.video = latte_is_model_dir(dir), .F = 1};
+    if (m->video) {
+        latte_config c;
+        DT_TRY(latte_config_load(dir, &c, err));
+        m->layers = c.num_layers, m->C = c.inner, sample = c.sample_size, patch = c.patch_size;
+        m->F = a->frames ? a->frames : c.video_length;
+        if (a->temporal_window < 0) return dt_fail(err, DT_EINVAL, "--temporal-window: required for a video model (frames each side)");
+    } else {
+        pixart_config c;
+        DT_TRY(pixart_config_load(dir, &c, err));
+        m->layers = c.num_layers, m->C = c.inner, sample = c.sample_size, patch = c.patch_size;
+        if (a->temporal_window >= 0 || a->frames) return dt_fail(err, DT_EINVAL, "--temporal-window/--frames: only for video models");
+    }
+    int g = sample / patch;
+    m->N = a->width > 0 && a->height > 0 ? (a->width / 8 / patch) * (a->height / 8 / patch) : g * g;
+    return DT_OK;
+}
+
+/* One prompt through the model's pipeline (p: dt_pipeline or dt_video_pipeline) with the
+ * calibrator as its step hook. */
+static dt_status cal_prompt(const cal_args *a, const cal_model *cm, void *p, dt_fa_calib *cal, const char *prompt, int i,
+                            dt_err *err)
+{
+    if (cm->video) {
+        dt_video_request r = dt_video_request_default();
+        r.prompt = prompt;
+        r.steps = a->steps;
+        r.cfg = (float)a->cfg;
+        r.seed = a->seed + (unsigned long long)i;
+        r.width = a->width;
+        r.height = a->height;
+        r.frames = a->frames;
+        r.step_hook = dt_fa_calib_step_video;
+        r.step_hook_user = cal;
+        dt_video_result res;
+        DT_TRY(dt_video_pipeline_check(p, &r, err));
+        DT_TRY(dt_video_pipeline_generate(p, &r, &res, err));
+        free(res.video);
+        return DT_OK;
+    }
+    dt_gen_request r = dt_gen_request_default();
+    r.prompt = prompt;
+    r.steps = a->steps;
+    r.cfg = (float)a->cfg;
+    r.seed = a->seed + (unsigned long long)i;
+    r.width = a->width;
+    r.height = a->height;
+    r.step_hook = dt_fa_calib_step;
+    r.step_hook_user = cal;
+    dt_gen_result res;
+    DT_TRY(dt_pipeline_check(p, &r, err));
+    DT_TRY(dt_pipeline_generate(p, &r, &res, err));
+    free(res.image);
+    return DT_OK;
+}
+
 static dt_status calibrate(const cal_args *a, dt_err *err)
 {
-    char **prompts = NULL, dir[4096];
+    char **prompts = NULL;
     int np = 0;
-    pixart_config pc;
+    cal_model cm;
+    DT_TRY(cal_model_of(a, &cm, err));
     DT_TRY(read_prompts(a->prompts, &prompts, &np, err));
-    dt_pipeline_config cfg = {.model_dir = a->model, .threads = a->threads};
-    dt_status s = dt_model_component_dir(a->model, "transformer", dir, sizeof dir, err);
-    if (s == DT_OK) s = pixart_config_load(dir, &pc, err);
-    if (s == DT_OK && (!dt_dtype_parse(a->dtype, &cfg.dtype) || (cfg.dtype != DT_F32 && cfg.dtype != DT_BF16)))
+    dt_dtype dt = DT_F32;
+    dt_status s = DT_OK;
+    if (!dt_dtype_parse(a->dtype, &dt) || (dt != DT_F32 && dt != DT_BF16))
         s = dt_fail(err, DT_EINVAL, "--dtype: expected f32 or bf16, got \"%s\"", a->dtype);
-    cfg.text_dtype = cfg.dtype;
     dt_attn_plan plan = {0};
     dt_fa_calib *cal = NULL;
     dt_pipeline *p = NULL;
-    if (s == DT_OK) s = dt_attn_plan_init(&plan, pc.num_layers, a->steps, a->window, err);
+    dt_video_pipeline *vp = NULL;
+    if (s == DT_OK) s = cm.video ? dt_attn_plan_init_video(&plan, cm.layers, a->steps, a->window, a->temporal_window, err)
+                                 : dt_attn_plan_init(&plan, cm.layers, a->steps, a->window, err);
     if (s == DT_OK) {
         const char *base = strrchr(a->model, '/');
         snprintf(plan.model, sizeof plan.model, "%s", base && base[1] ? base + 1 : a->model);
@@ -255,36 +327,28 @@ static dt_status calibrate(const cal_args *a, dt_err *err)
     }
     dt_fa_calib_opts o = {a->threshold, strcmp(a->metric, "rel") ? DT_FA_METRIC_SSIM : DT_FA_METRIC_REL, !a->quiet, 0};
     if (s == DT_OK) s = dt_fa_calib_create(&plan, a->cfg > 1, &o, &cal, err);
-    if (s == DT_OK) s = dt_pipeline_load(&cfg, &p, err);
+    if (s == DT_OK && cm.video) {
+        dt_video_pipeline_config vc = {.model_dir = a->model, .threads = a->threads, .dtype = dt, .text_dtype = dt};
+        s = dt_video_pipeline_load(&vc, &vp, err);
+    } else if (s == DT_OK) {
+        dt_pipeline_config pc = {.model_dir = a->model, .threads = a->threads, .dtype = dt, .text_dtype = dt};
+        s = dt_pipeline_load(&pc, &p, err);
+    }
     double t0 = cli_now();
     for (int i = 0; s == DT_OK && i < np; i++) {
-        dt_gen_request r = dt_gen_request_default();
-        r.prompt = prompts[i];
-        r.steps = a->steps;
-        r.cfg = (float)a->cfg;
-        r.seed = a->seed + (unsigned long long)i;
-        r.width = a->width;
-        r.height = a->height;
-        r.step_hook = dt_fa_calib_step;
-        r.step_hook_user = cal;
         if (!a->quiet) fprintf(stderr, "calibrate-attn: prompt %d/%d: %s\n", i + 1, np, prompts[i]);
-        dt_gen_result res;
-        s = dt_pipeline_check(p, &r, err);
-        if (s == DT_OK) s = dt_pipeline_generate(p, &r, &res, err);
-        if (s == DT_OK) free(res.image);
+        s = cal_prompt(a, &cm, cm.video ? (void *)vp : (void *)p, cal, prompts[i], i, err);
         dt_fa_calib_next_prompt(cal);
     }
     dt_pipeline_free(p); /* before the calibrator: its hook is installed on the model */
+    dt_video_pipeline_free(vp);
     if (s == DT_OK) s = dt_attn_plan_validate(&plan, "calibrated plan", err);
     if (s == DT_OK) s = dt_attn_plan_save(&plan, a->out, err);
     if (s == DT_OK) {
-        int g = pc.sample_size / pc.patch_size;
-        if (a->width > 0 && a->height > 0) g = 0;
         printf("calibrate-attn: wrote %s (%d prompts, %.1f s; %ld trials costing %.1f forwards, vs %d for one full forward\n"
                "  per layer and candidate)\n", a->out, np, cli_now() - t0, dt_fa_calib_trials(cal), dt_fa_calib_trial_forwards(cal),
-               np * (a->steps - 1) * pc.num_layers * 4);
-        int N = g ? g * g : (a->width / 8 / pc.patch_size) * (a->height / 8 / pc.patch_size);
-        print_cost(&plan, 2, 1, N, pc.inner);
+               np * (a->steps - 1) * plan.layers * 4);
+        print_cost(&plan, 2, cm.F, cm.N, cm.C);
     }
     dt_fa_calib_free(cal);
     dt_attn_plan_free(&plan);

@@ -30,7 +30,7 @@ static void usage(FILE *f)
             "  info -m MODEL_DIR | info [-m MODEL_DIR] --attn-plan PLAN.json\n"
             "  calibrate-attn -m MODEL_DIR --prompts FILE --steps N --threshold DELTA --window W [--metric rel|ssim]\n"
             "          --out PLAN.json [--cfg G] [--seed S] [-W W] [-H H] [--dtype bf16|f32] [--cfg-half cond|uncond]\n"
-            "          [--asc-residual same|first] [--threads N] [--quiet]\n"
+            "          [--asc-residual same|first] [--temporal-window W --frames F (Latte)] [--threads N] [--quiet]\n"
             "  search-solver -m MODEL_DIR -p PROMPT [--nfe N] [--population P] [--generations G] [--max-order 1-3]\n"
             "          [--samples K] [--ref-steps R] [--seed S] [--cfg G] [-W W] [-H H] [--dtype f32|bf16] [-o solver.json]\n"
             "  compare A.png B.png [--min-psnr X] [--min-ssim Y] [--diff DIFF.png]\n"
