@@ -154,9 +154,8 @@ static int bench_transformer(int argc, char **argv)
         else return cli_usage_error("bench transformer: unknown option \"%s\"", argv[i]);
     }
     if (!strcmp(a.arch, "latte-1")) {
-        if (a.quant) return cli_usage_error("--quant: only for pixart-xl-2 (Latte: ditrt quantize, then txt2vid --quant)");
         if (a.res % 16) return cli_usage_error("--res: must be a multiple of 16, got %d", a.res);
-        return cli_bench_latte(a.dtype, a.res, a.frames, a.threads, a.iters, a.layers, a.plans, a.nplans);
+        return cli_bench_latte(a.dtype, a.res, a.frames, a.threads, a.iters, a.layers, a.plans, a.nplans, a.quant);
     }
     if (strcmp(a.arch, "pixart-xl-2")) return cli_usage_error("--arch: known: pixart-xl-2, latte-1; got \"%s\"", a.arch);
     if (a.res % 16) return cli_usage_error("--res: must be a multiple of 16, got %d", a.res);

@@ -60,16 +60,22 @@ static dt_status qlinear_peak(dt_backend *be, int wbits, double *gflops, dt_err 
 dt_status cli_bench_quant_report(dt_backend *be, const dt_quantizer *q, const pixart_config *c, int B, int tokens,
                                  int text, double step_s, double float_peak, dt_err *err)
 {
-    printf("  linear weights: %.1f MB (%d float layers, %d quantized); transformer-block linears %.1f MB\n",
-           q->weight_bytes / 1e6, q->nfloat, q->nquant, q->block_bytes / 1e6);
-    if (q->mode != DT_QMODE_QUANT) return DT_OK;
-    double peak = 0;
-    DT_TRY(qlinear_peak(be, q->wbits, &peak, err));
     /* quantized work: the block linears (q,k,v,out, cross q/out, 2 FFN: 14 C² per token; cross k,v over the text) */
     double C = c->inner, L = c->num_layers;
     double qflops = 2.0 * L * C * C * (14.0 * B * tokens + 2.0 * B * text);
     int hw = (int)(tokens > 0 ? tokens : 1);
     double all = pixart_matmul_flops(c, B, hw, 1, text); /* h·w = tokens */
+    return cli_bench_quant_report_flops(be, q, qflops, all, step_s, float_peak, err);
+}
+
+dt_status cli_bench_quant_report_flops(dt_backend *be, const dt_quantizer *q, double qflops, double all, double step_s,
+                                       double float_peak, dt_err *err)
+{
+    printf("  linear weights: %.1f MB (%d float layers, %d quantized); transformer-block linears %.1f MB\n",
+           q->weight_bytes / 1e6, q->nfloat, q->nquant, q->block_bytes / 1e6);
+    if (q->mode != DT_QMODE_QUANT) return DT_OK;
+    double peak = 0;
+    DT_TRY(qlinear_peak(be, q->wbits, &peak, err));
     double floor_s = qflops / (peak * 1e9) + (all - qflops) / (float_peak * 1e9);
     printf("  int8 linear peak (M=2048 K=1152 N=4608, w%d; includes the quantize pass and epilogue): %.0f GFLOP/s"
            " = %.2fx the float GEMM peak\n", q->wbits, peak, peak / float_peak);
