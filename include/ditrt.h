@@ -35,9 +35,10 @@ typedef struct {
 const char *ditrt_status_name(ditrt_status s);
 const char *ditrt_version(void);
 
-/* ---- text-to-image ------------------------------------------------------------
+/* ---- text-to-image and text-to-video -------------------------------------------
  * Create a context once per model folder (loads and prepares the weights), then call
- * dit_generate as often as needed. A context is used by one thread at a time; separate
+ * dit_generate (image pipelines) or dit_generate_video (video pipelines: LattePipeline
+ * folders) as often as needed. A context is used by one thread at a time; separate
  * contexts are independent and may run in parallel. dit_cancel may be called from any
  * thread while dit_generate runs. */
 
@@ -51,7 +52,7 @@ typedef struct {
     int keep_text_encoder;     /* 0 (default): load T5 per call and free it before sampling */
     const char *solver;        /* NULL: the folder's scheduler; else a diffusers class or short
                                 * name (see `ditrt txt2img --list-solvers`), with the folder's
-                                * betas and spacing */
+                                * betas and spacing (image pipelines) */
     int karras;                /* Karras sigmas, for solvers that have them */
 } dit_ctx_params;
 
@@ -81,9 +82,15 @@ typedef struct {
     int force;                   /* run even when the memory estimate exceeds the machine */
     dit_progress_fn progress;
     void *progress_user;
+    int frames;                  /* video: frames per video, 0: the model's video_length */
+    float eta;                   /* DDIM's eta (default 0); other solvers ignore it */
 } dit_gen_params;
 
+/* Defaults of the image pipelines (20 steps, cfg 4.5) ... */
 void dit_gen_params_init(dit_gen_params *p);
+/* ... and of LattePipeline (50 steps, cfg 7.5, video_length frames). Video generation
+ * ignores vae_tiling, resolution_binning and max_sequence_length (120 tokens). */
+void dit_gen_params_init_video(dit_gen_params *p);
 
 typedef struct {
     int width, height;
@@ -92,6 +99,15 @@ typedef struct {
 
 ditrt_status dit_generate(dit_ctx *ctx, const dit_gen_params *p, dit_image **images, int *n);
 void dit_images_free(dit_image *images, int n);
+
+typedef struct {
+    int frames, width, height;
+    uint8_t *rgb; /* frames * height * width * 3 bytes: frame after frame, each row-major RGB */
+} dit_video;
+
+/* One video per batch item (the frame rate is the container's business, not the model's). */
+ditrt_status dit_generate_video(dit_ctx *ctx, const dit_gen_params *p, dit_video **videos, int *n);
+void dit_videos_free(dit_video *videos, int n);
 void dit_cancel(dit_ctx *ctx);
 
 #ifdef __cplusplus

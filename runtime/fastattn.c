@@ -42,6 +42,23 @@ dt_status dt_attn_plan_init(dt_attn_plan *p, int layers, int steps, int window, 
     return p->m ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
 }
 
+dt_status dt_attn_plan_init_video(dt_attn_plan *p, int layers, int steps, int window, int temporal_window, dt_err *err)
+{
+    if (temporal_window < 0) return dt_fail(err, DT_EINVAL, "attention plan: temporal window must be >= 0");
+    DT_TRY(dt_attn_plan_init(p, 2 * layers, steps, window, err));
+    p->temporal = layers;
+    p->temporal_window = temporal_window;
+    return DT_OK;
+}
+
+void dt_attn_plan_row_name(const dt_attn_plan *p, int layer, char *buf, size_t size)
+{
+    int spatial = p->layers - p->temporal;
+    if (!p->temporal) snprintf(buf, size, "layer %d", layer);
+    else if (layer < spatial) snprintf(buf, size, "spatial layer %d", layer);
+    else snprintf(buf, size, "temporal layer %d", layer - spatial);
+}
+
 void dt_attn_plan_free(dt_attn_plan *p)
 {
     free(p->m);
@@ -52,14 +69,16 @@ dt_status dt_attn_plan_validate(const dt_attn_plan *p, const char *what, dt_err 
 {
     for (int l = 0; l < p->layers; l++) {
         int computed = 0, residual = 0;
+        char row[48];
+        dt_attn_plan_row_name(p, l, row, sizeof row);
         for (int t = 0; t < p->steps; t++) {
             dt_fa_method m = dt_attn_plan_at(p, l, t);
-            if (m >= DT_FA_COUNT) return dt_fail(err, DT_EFORMAT, "%s: layer %d step %d: unknown method %d", what, l, t, (int)m);
+            if (m >= DT_FA_COUNT) return dt_fail(err, DT_EFORMAT, "%s: %s step %d: unknown method %d", what, row, t, (int)m);
             if (m == DT_FA_AST && !computed)
-                return dt_fail(err, DT_EFORMAT, "%s: layer %d step %d: \"ast\" has no cached output (no computed step before it)", what, l, t);
+                return dt_fail(err, DT_EFORMAT, "%s: %s step %d: \"ast\" has no cached output (no computed step before it)", what, row, t);
             if (is_window(m) && !residual)
-                return dt_fail(err, DT_EFORMAT, "%s: layer %d step %d: \"%s\" has no cached residual (no full or asc step before it)",
-                               what, l, t, dt_fa_method_name(m));
+                return dt_fail(err, DT_EFORMAT, "%s: %s step %d: \"%s\" has no cached residual (no full or asc step before it)",
+                               what, row, t, dt_fa_method_name(m));
             computed |= m != DT_FA_AST;
             residual |= is_computed_full(m);
         }
@@ -67,34 +86,48 @@ dt_status dt_attn_plan_validate(const dt_attn_plan *p, const char *what, dt_err 
     return DT_OK;
 }
 
-dt_status dt_attn_plan_check(const dt_attn_plan *p, int layers, int steps, dt_err *err)
+dt_status dt_attn_plan_check_video(const dt_attn_plan *p, int layers, int temporal, int steps, dt_err *err)
 {
-    if (p->layers != layers)
-        return dt_fail(err, DT_EINVAL, "attention plan: made for %d layers, the model has %d", p->layers, layers);
+    int spatial = p->layers - p->temporal;
+    const char *kind = temporal ? "spatial layer" : "layer";
+    if (temporal && !p->temporal)
+        return dt_fail(err, DT_EINVAL, "attention plan: temporal layer 0 step 0: the plan has no temporal layers (an image "
+                                       "model's plan?), the model has %d spatial and %d temporal layers", layers, temporal);
+    if (!temporal && p->temporal)
+        return dt_fail(err, DT_EINVAL, "attention plan: temporal layer 0 step 0: the plan has %d temporal layers (a video "
+                                       "model's plan?), the model has none", p->temporal);
+    if (spatial != layers)
+        return dt_fail(err, DT_EINVAL, "attention plan: %s %d step 0: made for %d %ss, the model has %d", kind,
+                       spatial < layers ? spatial : layers, spatial, kind, layers);
+    if (p->temporal != temporal)
+        return dt_fail(err, DT_EINVAL, "attention plan: temporal layer %d step 0: made for %d temporal layers, the model has %d",
+                       p->temporal < temporal ? p->temporal : temporal, p->temporal, temporal);
     if (p->steps != steps)
-        return dt_fail(err, DT_EINVAL, "attention plan: made for %d steps, this run has %d", p->steps, steps);
+        return dt_fail(err, DT_EINVAL, "attention plan: step %d: made for %d steps, this run has %d",
+                       p->steps < steps ? p->steps : steps, p->steps, steps);
     return DT_OK;
 }
 
-static dt_status parse_layers(const cJSON *arr, const char *what, dt_attn_plan *p, dt_err *err)
+dt_status dt_attn_plan_check(const dt_attn_plan *p, int layers, int steps, dt_err *err)
 {
-    int L = cJSON_GetArraySize(arr);
-    if (L <= 0) return dt_fail(err, DT_EFORMAT, "%s: field \"layers\" must be a non-empty array of per-layer arrays", what);
-    dt_attn_plan opts = *p; /* init resets the options */
-    DT_TRY(dt_attn_plan_init(p, L, opts.steps, opts.window, err));
-    memcpy(p->model, opts.model, sizeof p->model);
-    p->cfg_half = opts.cfg_half;
-    p->asc_residual = opts.asc_residual;
-    int l = 0;
+    return dt_attn_plan_check_video(p, layers, 0, steps, err);
+}
+
+/* Rows of `arr` into p->m from row `row0` on. */
+static dt_status parse_rows(const cJSON *arr, const char *what, int row0, dt_attn_plan *p, dt_err *err)
+{
+    int l = row0;
     for (const cJSON *row = arr->child; row; row = row->next, l++) {
+        char name[48];
+        dt_attn_plan_row_name(p, l, name, sizeof name);
         if (!cJSON_IsArray(row) || cJSON_GetArraySize(row) != p->steps)
-            return dt_fail(err, DT_EFORMAT, "%s: layer %d: expected an array of %d methods (one per step)", what, l, p->steps);
+            return dt_fail(err, DT_EFORMAT, "%s: %s: expected an array of %d methods (one per step)", what, name, p->steps);
         int t = 0;
         for (const cJSON *e = row->child; e; e = e->next, t++) {
             dt_fa_method m;
             if (!cJSON_IsString(e) || !parse_method(e->valuestring, &m))
-                return dt_fail(err, DT_EFORMAT, "%s: layer %d step %d: unknown method %s%s%s (expected full, wars, ast, asc, wars+asc)",
-                               what, l, t, cJSON_IsString(e) ? "\"" : "", cJSON_IsString(e) ? e->valuestring : "(not a string)",
+                return dt_fail(err, DT_EFORMAT, "%s: %s step %d: unknown method %s%s%s (expected full, wars, ast, asc, wars+asc)",
+                               what, name, t, cJSON_IsString(e) ? "\"" : "", cJSON_IsString(e) ? e->valuestring : "(not a string)",
                                cJSON_IsString(e) ? "\"" : "");
             p->m[(size_t)l * p->steps + t] = (unsigned char)m;
         }
@@ -102,9 +135,28 @@ static dt_status parse_layers(const cJSON *arr, const char *what, dt_attn_plan *
     return DT_OK;
 }
 
+/* "layers" and, for video plans, "temporal_layers" (tarr, or NULL). */
+static dt_status parse_layers(const cJSON *arr, const cJSON *tarr, const char *what, dt_attn_plan *p, dt_err *err)
+{
+    int L = cJSON_GetArraySize(arr), Lt = tarr ? cJSON_GetArraySize(tarr) : 0;
+    if (L <= 0) return dt_fail(err, DT_EFORMAT, "%s: field \"layers\" must be a non-empty array of per-layer arrays", what);
+    if (tarr && Lt <= 0)
+        return dt_fail(err, DT_EFORMAT, "%s: field \"temporal_layers\" must be a non-empty array of per-layer arrays", what);
+    dt_attn_plan opts = *p; /* init resets the options */
+    DT_TRY(dt_attn_plan_init(p, L + Lt, opts.steps, opts.window, err));
+    memcpy(p->model, opts.model, sizeof p->model);
+    p->cfg_half = opts.cfg_half;
+    p->asc_residual = opts.asc_residual;
+    p->temporal = Lt;
+    p->temporal_window = opts.temporal_window;
+    DT_TRY(parse_rows(arr, what, 0, p, err));
+    return tarr ? parse_rows(tarr, what, L, p, err) : DT_OK;
+}
+
 static dt_status parse_obj(const cJSON *j, const char *what, dt_attn_plan *p, dt_err *err)
 {
-    static const char *known[] = {"format", "model", "steps", "window", "cfg_half", "asc_residual", "layers"};
+    static const char *known[] = {"format", "model", "steps", "window", "cfg_half", "asc_residual", "layers",
+                                  "temporal_window", "temporal_layers"};
     for (const cJSON *e = j->child; e; e = e->next) {
         size_t k = 0;
         while (k < sizeof known / sizeof *known && strcmp(e->string, known[k])) k++;
@@ -128,9 +180,20 @@ static dt_status parse_obj(const cJSON *j, const char *what, dt_attn_plan *p, dt
         return dt_fail(err, DT_EFORMAT, "%s: field \"asc_residual\" is \"%s\", expected \"same\" or \"first\"", what, s);
     q.asc_residual = strcmp(s, "same") ? DT_FA_RES_FIRST : DT_FA_RES_SAME;
     const cJSON *layers = cJSON_GetObjectItemCaseSensitive(j, "layers");
+    const cJSON *tl = cJSON_GetObjectItemCaseSensitive(j, "temporal_layers");
     if (!cJSON_IsArray(layers)) return dt_fail(err, DT_EFORMAT, "%s: field \"layers\" must be an array (one array of methods per layer)", what);
+    if (tl && !cJSON_IsArray(tl))
+        return dt_fail(err, DT_EFORMAT, "%s: field \"temporal_layers\" must be an array (one array of methods per temporal layer)", what);
+    int has_tw = cJSON_GetObjectItemCaseSensitive(j, "temporal_window") != NULL;
+    if (!tl != !has_tw)
+        return dt_fail(err, DT_EFORMAT, "%s: fields \"temporal_layers\" and \"temporal_window\" go together (video plans)", what);
+    if (tl) {
+        DT_TRY(dt_json_int(j, what, "temporal_window", 0, 0, &q.temporal_window, err));
+        if (q.temporal_window < 0)
+            return dt_fail(err, DT_EFORMAT, "%s: field \"temporal_window\" must be >= 0, got %d", what, q.temporal_window);
+    }
     *p = q;
-    return parse_layers(layers, what, p, err);
+    return parse_layers(layers, tl, what, p, err);
 }
 
 dt_status dt_attn_plan_parse(const char *text, const char *what, dt_attn_plan *p, dt_err *err)
@@ -187,10 +250,12 @@ dt_status dt_attn_plan_save(const dt_attn_plan *p, const char *path, dt_err *err
             p->asc_residual == DT_FA_RES_SAME ? "same" : "first");
     free(mq);
     cJSON_Delete(model);
+    int spatial = p->layers - p->temporal;
     for (int l = 0; l < p->layers; l++) {
+        if (l == spatial) fprintf(f, "  ],\n  \"temporal_window\": %d,\n  \"temporal_layers\": [\n", p->temporal_window);
         fprintf(f, "    [");
         for (int t = 0; t < p->steps; t++) fprintf(f, "%s\"%s\"", t ? ", " : "", dt_fa_method_name(dt_attn_plan_at(p, l, t)));
-        fprintf(f, "]%s\n", l + 1 < p->layers ? "," : "");
+        fprintf(f, "]%s\n", l + 1 < p->layers && l + 1 != spatial ? "," : "");
     }
     fprintf(f, "  ]\n}\n");
     int bad = ferror(f);
@@ -224,13 +289,12 @@ double dt_fa_band_pairs(int64_t N, int64_t w)
     return n;
 }
 
-void dt_attn_plan_cost_of(const dt_attn_plan *p, int B, int N, int C, dt_attn_plan_cost *o)
+/* Rows l0..l1-1 over B sequences of N tokens with window w. */
+static void cost_rows(const dt_attn_plan *p, int l0, int l1, double B, int N, int C, int w, dt_attn_plan_cost *o)
 {
-    *o = (dt_attn_plan_cost){0};
-    double full = 4.0 * B * (double)N * N * C, win = 4.0 * B * dt_fa_band_pairs(N, p->window) * C;
+    double full = 4.0 * B * (double)N * N * C, win = 4.0 * B * dt_fa_band_pairs(N, w) * C;
     double proj = 8.0 * B * (double)N * C * C;
-    size_t per = (size_t)B * N * C * sizeof(float);
-    for (int l = 0; l < p->layers; l++)
+    for (int l = l0; l < l1; l++)
         for (int t = 0; t < p->steps; t++) {
             dt_fa_method m = dt_attn_plan_at(p, l, t);
             double share = m == DT_FA_ASC || m == DT_FA_WARS_ASC ? 0.5 : 1.0, a = 0;
@@ -240,14 +304,28 @@ void dt_attn_plan_cost_of(const dt_attn_plan *p, int B, int N, int C, dt_attn_pl
             o->attn_flops += share * a;
             o->module_flops += m == DT_FA_AST ? 0 : share * (a + proj);
         }
-    o->attn_flops_full = full * p->layers * p->steps;
-    o->module_flops_full = (full + proj) * p->layers * p->steps;
+    o->attn_flops_full += full * (l1 - l0) * p->steps;
+    o->module_flops_full += (full + proj) * (l1 - l0) * p->steps;
+}
+
+void dt_attn_plan_cost_video(const dt_attn_plan *p, int B, int F, int N, int C, dt_attn_plan_cost *o)
+{
+    *o = (dt_attn_plan_cost){0};
+    int spatial = p->layers - p->temporal;
+    cost_rows(p, 0, spatial, (double)B * F, N, C, p->window, o);
+    cost_rows(p, spatial, p->layers, (double)B * N, F, C, p->temporal_window, o);
+    size_t per = (size_t)B * F * N * C * sizeof(float); /* a cache holds every sequence of a layer */
     for (int t = 0; t < p->steps; t++) {
         size_t held = 0;
         for (int l = 0; l < p->layers; l++)
             held += per * (size_t)(dt_attn_plan_residual_live(p, l, t) + dt_attn_plan_output_live(p, l, t));
         if (held > o->cache_peak_bytes) o->cache_peak_bytes = held;
     }
+}
+
+void dt_attn_plan_cost_of(const dt_attn_plan *p, int B, int N, int C, dt_attn_plan_cost *o)
+{
+    dt_attn_plan_cost_video(p, B, 1, N, C, o);
 }
 
 /* ---- runtime ---- */
@@ -295,10 +373,14 @@ static dt_status compute(dt_fastattn *fa, const dit_self_attn_args *a, dt_fa_met
     int asc = m == DT_FA_ASC || m == DT_FA_WARS_ASC;
     int64_t B = a->B, N = a->N, C = a->C, nb = asc ? B / 2 : B, h0 = asc && p->cfg_half == DT_FA_HALF_COND ? B / 2 : 0;
     int64_t rows = nb * N, half = (B / 2) * N * C;
+    int window = dt_attn_plan_window(p, a->layer);
     fa_buf *res = &fa->res[a->layer];
-    if (is_window(m) && (!res->data || res->n != (size_t)(B * N * C)))
-        return dt_fail(err, DT_EINVAL, "attention plan: layer %d step %d: \"%s\" has no cached residual of this shape",
-                       a->layer, fa->step, dt_fa_method_name(m));
+    if (is_window(m) && (!res->data || res->n != (size_t)(B * N * C))) {
+        char row[48];
+        dt_attn_plan_row_name(p, a->layer, row, sizeof row);
+        return dt_fail(err, DT_EINVAL, "attention plan: %s step %d: \"%s\" has no cached residual of this shape",
+                       row, fa->step, dt_fa_method_name(m));
+    }
     dt_tensor xin = t2((float *)a->xn->data + h0 * N * C, rows, C), qkv = t2(a->s->qkv.data, rows, 3 * C);
     DT_TRY(be->ops->linear_forward(be, a->blk->qkv, &xin, &qkv, err));
     dt_tensor q = t3(qkv.data, nb, N, C), k = q, v = q, ao = t3(a->s->ao.data, nb, N, C);
@@ -312,7 +394,7 @@ static dt_status compute(dt_fastattn *fa, const dit_self_attn_args *a, dt_fa_met
         if (want_res) {
             dt_tensor aw;
             DT_TRY(dt_arena_tensor(a->arena, &aw, DT_F32, 3, (int64_t[]){nb, N, C}, err));
-            DT_TRY(be->ops->window_attention(be, &q, &k, &v, a->heads, a->scale, p->window, &aw, err));
+            DT_TRY(be->ops->window_attention(be, &q, &k, &v, a->heads, a->scale, window, &aw, err));
             DT_TRY(buf_ensure(fa, res, (size_t)(B * N * C), err));
             float *r = res->data + h0 * N * C, *w = aw.data;
             int64_t nn = rows * C;
@@ -321,7 +403,7 @@ static dt_status compute(dt_fastattn *fa, const dit_self_attn_args *a, dt_fa_met
             if (asc) memcpy(res->data + (h0 ? 0 : half), r, (size_t)half * sizeof(float));
         }
     } else {
-        DT_TRY(be->ops->window_attention(be, &q, &k, &v, a->heads, a->scale, p->window, &ao, err));
+        DT_TRY(be->ops->window_attention(be, &q, &k, &v, a->heads, a->scale, window, &ao, err));
         const float *r = res->data + (asc && p->asc_residual == DT_FA_RES_SAME ? h0 * N * C : 0);
         int64_t nn = rows * C;
 #pragma omp parallel for simd schedule(static)
@@ -343,14 +425,18 @@ static dt_status fa_self_attn(dit_attn_hook *h, const dit_self_attn_args *a, dt_
     dt_fa_method m = dt_attn_plan_at(p, l, t);
     size_t n = (size_t)a->B * a->N * a->C;
     fa_buf *ob = &fa->out[l];
+    char row[48];
+    dt_attn_plan_row_name(p, l, row, sizeof row);
     if (m == DT_FA_AST) {
         if (!ob->data || ob->n != n)
-            return dt_fail(err, DT_EINVAL, "attention plan: layer %d step %d: \"ast\" has no cached output of this shape", l, t);
+            return dt_fail(err, DT_EINVAL, "attention plan: %s step %d: \"ast\" has no cached output of this shape", row, t);
         memcpy(a->out->data, ob->data, n * sizeof(float));
+        /* the last step that shares it frees it (a plan may end on "ast") */
+        if (!fa->frozen && !fa->keep_all && !dt_attn_plan_output_live(p, l, t)) buf_drop(fa, ob);
         return DT_OK;
     }
     if ((m == DT_FA_ASC || m == DT_FA_WARS_ASC) && (!fa->cfg || a->B % 2))
-        return dt_fail(err, DT_EINVAL, "attention plan: layer %d step %d: \"%s\" needs a CFG batch (guidance on)", l, t, dt_fa_method_name(m));
+        return dt_fail(err, DT_EINVAL, "attention plan: %s step %d: \"%s\" needs a CFG batch (guidance on)", row, t, dt_fa_method_name(m));
     int want_res = is_computed_full(m) && !fa->frozen && (fa->keep_all || dt_attn_plan_residual_live(p, l, t));
     if (m == DT_FA_FULL && !want_res) DT_TRY(dit_self_attention_full(a, err)); /* the plain path, bit for bit */
     else DT_TRY(compute(fa, a, m, want_res, err));
@@ -419,10 +505,10 @@ void dt_fastattn_set_calibration(dt_fastattn *fa, int keep_all, int frozen)
 int dt_fastattn_has_residual(const dt_fastattn *fa, int layer) { return fa->res[layer].data != NULL; }
 int dt_fastattn_has_output(const dt_fastattn *fa, int layer) { return fa->out[layer].data != NULL; }
 
-dt_status dt_fastattn_begin(const dt_attn_plan *plan, int layers, int steps, int cfg, dt_fastattn **out, dt_err *err)
+dt_status dt_fastattn_begin(const dt_attn_plan *plan, int layers, int temporal, int steps, int cfg, dt_fastattn **out, dt_err *err)
 {
     *out = NULL;
     if (!plan) return DT_OK;
-    DT_TRY(dt_attn_plan_check(plan, layers, steps, err));
+    DT_TRY(dt_attn_plan_check_video(plan, layers, temporal, steps, err));
     return dt_fastattn_create(plan, cfg, out, err);
 }

@@ -19,6 +19,16 @@
  * A plan is checked once at load (shape, names, nothing used before it is cached) and again
  * against a model's layer count and a run's step count.
  *
+ * Video models (Latte) have two kinds of self-attention per layer: spatial (over one frame's
+ * tokens) and temporal (over one token's frames). Their plans add
+ *   "temporal_window": wt, "temporal_layers": [[method per step] per temporal layer]
+ * and "layers" then lists the spatial layers. Rows are held spatial 0..L−1 then temporal
+ * 0..L−1 (row L+i is temporal layer i, the index Latte's temporal blocks give the hook);
+ * errors name rows "spatial layer i" / "temporal layer i". Windows: |i−j| <= window over the
+ * flattened row-major tokens of a frame (spatial, as for images), |i−j| <= temporal_window
+ * over frames (temporal). A plan without temporal layers is refused for a video model and
+ * one with them for an image model.
+ *
  * At run time dt_fastattn holds the per-layer caches: a residual or an output is kept only
  * while a later step of the plan still uses it (calibration keeps all of them). */
 #ifndef DT_FASTATTN_H
@@ -42,6 +52,7 @@ typedef enum { DT_FA_RES_SAME = 0, DT_FA_RES_FIRST } dt_fa_residual;
 typedef struct dt_attn_plan {
     char model[256];
     int steps, layers, window;
+    int temporal, temporal_window; /* video plans: the last `temporal` rows of `layers` are temporal */
     dt_fa_half cfg_half;
     dt_fa_residual asc_residual;
     unsigned char *m; /* [layers][steps] dt_fa_method */
@@ -53,8 +64,18 @@ static inline dt_fa_method dt_attn_plan_at(const dt_attn_plan *p, int layer, int
     return (dt_fa_method)p->m[(size_t)layer * p->steps + step];
 }
 
+/* The window of row `layer` (temporal rows: temporal_window). */
+static inline int dt_attn_plan_window(const dt_attn_plan *p, int layer)
+{
+    return layer >= p->layers - p->temporal ? p->temporal_window : p->window;
+}
+/* "layer 3" (image plans), "spatial layer 3" / "temporal layer 1" (video plans). */
+void dt_attn_plan_row_name(const dt_attn_plan *p, int layer, char *buf, size_t size);
+
 /* An all-"full" plan (methods set afterwards with p->m); free with dt_attn_plan_free. */
 dt_status dt_attn_plan_init(dt_attn_plan *p, int layers, int steps, int window, dt_err *err);
+/* An all-"full" video plan: `layers` spatial rows then `layers` temporal rows. */
+dt_status dt_attn_plan_init_video(dt_attn_plan *p, int layers, int steps, int window, int temporal_window, dt_err *err);
 void dt_attn_plan_free(dt_attn_plan *p);
 dt_status dt_attn_plan_load(const char *path, dt_attn_plan *p, dt_err *err);
 /* Parses JSON text; `what` names the source in errors. */
@@ -62,8 +83,11 @@ dt_status dt_attn_plan_parse(const char *text, const char *what, dt_attn_plan *p
 dt_status dt_attn_plan_save(const dt_attn_plan *p, const char *path, dt_err *err);
 /* Plan-internal rules (first offending layer and step named); `what` names the source. */
 dt_status dt_attn_plan_validate(const dt_attn_plan *p, const char *what, dt_err *err);
-/* Refuses a plan made for another step or layer count. */
+/* Refuses a plan made for another step or layer count, or for another kind of model
+ * (temporal = 0: an image model; else a video model with `layers` spatial and `temporal`
+ * temporal layers); the first layer without a match is named. */
 dt_status dt_attn_plan_check(const dt_attn_plan *p, int layers, int steps, dt_err *err);
+dt_status dt_attn_plan_check_video(const dt_attn_plan *p, int layers, int temporal, int steps, dt_err *err);
 
 /* Whether a layer's residual / output must still be held after `step` under the plan. */
 int dt_attn_plan_residual_live(const dt_attn_plan *p, int layer, int step);
@@ -79,6 +103,9 @@ typedef struct {
     int count[DT_FA_COUNT];
 } dt_attn_plan_cost;
 void dt_attn_plan_cost_of(const dt_attn_plan *p, int B, int N, int C, dt_attn_plan_cost *out);
+/* Video plans: B videos of F frames of N tokens (spatial rows: B·F sequences of N tokens;
+ * temporal rows: B·N sequences of F frames). */
+void dt_attn_plan_cost_video(const dt_attn_plan *p, int B, int F, int N, int C, dt_attn_plan_cost *out);
 /* Σ_i (min(N−1, i+w) − max(0, i−w) + 1): the score count of one head's band. */
 double dt_fa_band_pairs(int64_t N, int64_t w);
 
@@ -86,12 +113,14 @@ double dt_fa_band_pairs(int64_t N, int64_t w);
 typedef struct dt_fastattn dt_fastattn;
 
 /* The plan is borrowed and must outlive the runtime. cfg: whether the batch is a CFG batch
- * [uncond..., cond...] (ASC methods fail without one). */
+ * [uncond..., cond...] (ASC methods fail without one; Latte's temporal batch [b, token] is
+ * one too, its halves are the samples'). */
 dt_status dt_fastattn_create(const dt_attn_plan *plan, int cfg, dt_fastattn **out, dt_err *err);
 void dt_fastattn_free(dt_fastattn *fa);
 /* For a sampling loop: a NULL plan gives *out = NULL; else the plan is checked against the
- * model's layers and the run's steps and a runtime created. */
-dt_status dt_fastattn_begin(const dt_attn_plan *plan, int layers, int steps, int cfg, dt_fastattn **out, dt_err *err);
+ * model's layers (temporal: its temporal layers, 0 for image models) and the run's steps and
+ * a runtime created. */
+dt_status dt_fastattn_begin(const dt_attn_plan *plan, int layers, int temporal, int steps, int cfg, dt_fastattn **out, dt_err *err);
 dit_attn_hook *dt_fastattn_hook(dt_fastattn *fa);
 /* The step the next forward belongs to (0-based; the pipeline calls it every step). */
 dt_status dt_fastattn_set_step(dt_fastattn *fa, int step, dt_err *err);
@@ -132,6 +161,10 @@ void dt_fa_calib_free(dt_fa_calib *c);
 /* dt_gen_request.step_hook with user = the calibrator; it installs its attention hook on
  * the model (free the pipeline before the calibrator). */
 dt_status dt_fa_calib_step(void *user, int step, struct pixart_model *tr, const void *inputs, void *arena, dt_err *err);
+/* The same as dt_video_request.step_hook (Latte; a video plan of all "full"). Layers are
+ * decided in execution order (spatial 0, temporal 0, spatial 1, ...), δ_e = δ·(e+1)/(2L) by
+ * that position, and trials start at the block of the layer tried (latte_set_resume). */
+dt_status dt_fa_calib_step_video(void *user, int step, void *tr, const void *inputs, void *arena, dt_err *err);
 /* Between prompts: drops the caches; later prompts may only make decisions more conservative. */
 void dt_fa_calib_next_prompt(dt_fa_calib *c);
 /* Trial forwards run so far. */

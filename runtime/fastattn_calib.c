@@ -2,6 +2,7 @@
 #include "fastattn.h"
 #include "arena.h"
 #include "models/pixart.h"
+#include "models/latte.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,8 +26,10 @@ struct dt_fa_calib {
     float **rec;          /* per layer: its decided self-attention output at this step */
     float *pend_full, *pend_cand;
     float *x_start, *x_save; /* residual streams entering block `start` / saved by a trial */
-    int start;
+    int start;                /* execution position of the first block a trial runs */
     pixart_resume resume;
+    latte_resume vresume;
+    int video;                /* the model is Latte (plan rows: spatial then temporal) */
     size_t n;             /* B*N*C of the current shape */
     float *ref, *trial, *last; /* model outputs: all-full, a trial, the last accepted trial */
     float *check;              /* verify: a plain forward of a trial's plan */
@@ -34,6 +37,46 @@ struct dt_fa_calib {
     long trials, mismatches;
     double blocks;           /* blocks run by trials, in units of whole forwards */
 };
+
+/* ---- the model: PixArt (blocks = rows) or Latte (execution order spatial 0, temporal 0,
+ * spatial 1, ...; rows spatial 0..L-1 then temporal 0..L-1) ---- */
+
+static int exec_pos(const dt_fa_calib *c, int row)
+{
+    int L = c->plan->layers - c->plan->temporal;
+    if (!c->video) return row;
+    return row < L ? 2 * row : 2 * (row - L) + 1;
+}
+
+static int row_at(const dt_fa_calib *c, int e)
+{
+    int L = c->plan->layers - c->plan->temporal;
+    return !c->video ? e : e % 2 ? L + e / 2 : e / 2;
+}
+
+static void set_hook(const dt_fa_calib *c, void *m, dit_attn_hook *h)
+{
+    if (c->video) latte_set_attn_hook(m, h);
+    else pixart_set_attn_hook(m, h);
+}
+
+/* Partial forwards from execution position `from` (loading x_start when from > 0), saving the
+ * stream entering `save_at` into save; from < 0: plain forwards. */
+static void set_resume(dt_fa_calib *c, void *m, int from, int save_at, float *save)
+{
+    if (c->video) {
+        c->vresume = (latte_resume){from, c->x_start, save_at, save};
+        latte_set_resume(m, from < 0 ? NULL : &c->vresume);
+    } else {
+        c->resume = (pixart_resume){from, c->x_start, save_at, save};
+        pixart_set_resume(m, from < 0 ? NULL : &c->resume);
+    }
+}
+
+static dt_status model_forward(const dt_fa_calib *c, void *m, const void *in, dt_arena *a, dt_tensor *o, dt_err *err)
+{
+    return c->video ? latte_forward(m, in, a, o, err) : pixart_forward(m, in, a, o, err);
+}
 
 double dt_fa_loss_rel(const float *a, const float *ref, size_t n)
 {
@@ -98,7 +141,7 @@ static dt_status calib_attn(dit_attn_hook *h, const dit_self_attn_args *a, dt_er
         memcpy(c->rec[l], a->out->data, n * sizeof(float));
         return DT_OK;
     }
-    if (l < c->layer) { /* decided: the same input gives the recorded output */
+    if (exec_pos(c, l) < exec_pos(c, c->layer)) { /* decided: the same input gives the recorded output */
         memcpy(a->out->data, c->rec[l], n * sizeof(float));
         return DT_OK;
     }
@@ -165,30 +208,29 @@ static int usable(const dt_fa_calib *c, dt_fa_method m, int l)
     return 1;
 }
 
+/* SSIM over the [h, w] planes of the output ([B, C, H, W] or video [B, C, F, H, W]). */
 static double loss(const dt_fa_calib *c, const dt_tensor *o)
 {
-    if (c->o.metric == DT_FA_METRIC_SSIM)
-        return dt_fa_loss_ssim(c->trial, c->ref, (int)(o->shape[0] * o->shape[1]), (int)o->shape[2], (int)o->shape[3]);
+    int h = (int)o->shape[o->ndim - 2], w = (int)o->shape[o->ndim - 1];
+    if (c->o.metric == DT_FA_METRIC_SSIM) return dt_fa_loss_ssim(c->trial, c->ref, (int)(c->nout / ((size_t)h * w)), h, w);
     return dt_fa_loss_rel(c->trial, c->ref, c->nout);
 }
 
-static dt_status forward(dt_fa_calib *c, pixart_model *m, const pixart_inputs *in, dt_arena *a, float *dst,
-                         dt_tensor *o, dt_err *err)
+static dt_status forward(dt_fa_calib *c, void *m, const void *in, dt_arena *a, float *dst, dt_tensor *o, dt_err *err)
 {
     dt_arena_reset(a);
     o->data = dst;
-    return pixart_forward(m, in, a, o, err);
+    return model_forward(c, m, in, a, o, err);
 }
 
 /* A trial for layer l: blocks from `start` on (the stream entering it is known exactly); the
  * stream entering l is saved on the way, so the next trial starts there. */
-static dt_status trial(dt_fa_calib *c, int l, pixart_model *m, const pixart_inputs *in, dt_arena *a, dt_tensor *o,
-                       dt_err *err)
+static dt_status trial(dt_fa_calib *c, int l, void *m, const void *in, dt_arena *a, dt_tensor *o, dt_err *err)
 {
-    c->resume = (pixart_resume){c->start, c->x_start, l, c->start < l ? c->x_save : NULL};
-    pixart_set_resume(m, &c->resume);
+    int e = exec_pos(c, l);
+    set_resume(c, m, c->start, e, c->start < e ? c->x_save : NULL);
     dt_status s = forward(c, m, in, a, c->trial, o, err);
-    pixart_set_resume(m, NULL);
+    set_resume(c, m, -1, 0, NULL);
     c->trials++;
     c->blocks += (double)(c->plan->layers - c->start) / c->plan->layers;
     if (s == DT_OK && c->o.verify) { /* the same plan as a plain forward: no resume, no replay */
@@ -200,25 +242,37 @@ static dt_status trial(dt_fa_calib *c, int l, pixart_model *m, const pixart_inpu
         o->data = c->trial;
         c->mode = mode;
     }
-    if (s == DT_OK && c->start < l) {
+    if (s == DT_OK && c->start < e) {
         float *t = c->x_start;
         c->x_start = c->x_save;
         c->x_save = t;
-        c->start = l;
+        c->start = e;
     }
     return s;
 }
 
 /* The greedy decisions of one step; the pipeline's own forward follows. */
-static dt_status search_step(dt_fa_calib *c, int t, pixart_model *m, const pixart_inputs *in, dt_arena *a, dt_err *err)
+static dt_status search_step(dt_fa_calib *c, int t, void *m, const void *in, dt_arena *a, dt_err *err)
 {
     dt_attn_plan *p = c->plan;
-    const pixart_config *cfg = pixart_get_config(m);
-    const dt_tensor *hs = in->hidden_states;
-    int64_t os[4] = {hs->shape[0], cfg->out_channels, hs->shape[2], hs->shape[3]};
-    dt_tensor o = dt_tensor_view(NULL, DT_F32, 4, os);
-    size_t nout = (size_t)(os[0] * os[1] * os[2] * os[3]);
-    size_t n = (size_t)hs->shape[0] * (hs->shape[2] / cfg->patch_size) * (hs->shape[3] / cfg->patch_size) * cfg->inner;
+    const dt_tensor *hs;
+    int oc, patch, inner, ic;
+    if (c->video) {
+        const latte_config *lc = latte_get_config(m);
+        hs = ((const latte_inputs *)in)->hidden_states;
+        oc = lc->out_channels, patch = lc->patch_size, inner = lc->inner, ic = lc->in_channels;
+    } else {
+        const pixart_config *pc = pixart_get_config(m);
+        hs = ((const pixart_inputs *)in)->hidden_states;
+        oc = pc->out_channels, patch = pc->patch_size, inner = pc->inner, ic = pc->in_channels;
+    }
+    int64_t os[5];
+    for (int d = 0; d < hs->ndim; d++) os[d] = hs->shape[d];
+    os[1] = oc;
+    dt_tensor o = dt_tensor_view(NULL, DT_F32, hs->ndim, os);
+    size_t nout = (size_t)dt_tensor_numel(&o);
+    /* a self-attention call's B·N·C: every token of every frame */
+    size_t n = (size_t)dt_tensor_numel(hs) / ic / ((size_t)patch * patch) * inner;
     if (c->n != n || c->nout != nout) {
         for (int l = 0; l < p->layers; l++) { free(c->rec[l]); c->rec[l] = NULL; }
         free(c->pend_full); free(c->pend_cand); free(c->ref); free(c->trial); free(c->last);
@@ -240,8 +294,9 @@ static dt_status search_step(dt_fa_calib *c, int t, pixart_model *m, const pixar
     dt_status s = forward(c, m, in, a, c->ref, &o, err);
     c->start = 0;
     int kept = 0;
-    for (int l = 0; s == DT_OK && l < p->layers; l++) {
-        double delta = c->o.threshold * (l + 1) / p->layers;
+    for (int e = 0; s == DT_OK && e < p->layers; e++) {
+        int l = row_at(c, e);
+        double delta = c->o.threshold * (e + 1) / p->layers; /* by depth in the forward */
         c->mode = MODE_TRIAL;
         c->layer = l;
         c->full_ok = 0;
@@ -274,13 +329,12 @@ static dt_status search_step(dt_fa_calib *c, int t, pixart_model *m, const pixar
     return s;
 }
 
-dt_status dt_fa_calib_step(void *user, int step, struct pixart_model *tr, const void *inputs, void *arena, dt_err *err)
+static dt_status calib_step(dt_fa_calib *c, int step, void *tr, const void *inputs, void *arena, dt_err *err)
 {
-    dt_fa_calib *c = user;
     const dt_attn_plan *p = c->plan;
     if (step >= p->steps) return dt_fail(err, DT_EINVAL, "calibrate-attn: step %d beyond the plan's %d steps", step, p->steps);
     if (dt_fastattn_set_step(c->fa, step, err) != DT_OK) return DT_EINVAL;
-    pixart_set_attn_hook(tr, &c->hook);
+    set_hook(c, tr, &c->hook);
     if (step == 0) { /* always full: it fills the caches */
         dt_fastattn_reset(c->fa);
         c->mode = MODE_REAL;
@@ -299,4 +353,21 @@ dt_status dt_fa_calib_step(void *user, int step, struct pixart_model *tr, const 
                 cnt[DT_FA_FULL], cnt[DT_FA_AST], cnt[DT_FA_WARS_ASC], cnt[DT_FA_WARS], cnt[DT_FA_ASC]);
     }
     return DT_OK;
+}
+
+dt_status dt_fa_calib_step(void *user, int step, struct pixart_model *tr, const void *inputs, void *arena, dt_err *err)
+{
+    dt_fa_calib *c = user;
+    if (c->plan->temporal) return dt_fail(err, DT_EINVAL, "calibrate-attn: a video plan (temporal layers) for an image model");
+    c->video = 0;
+    return calib_step(c, step, tr, inputs, arena, err);
+}
+
+dt_status dt_fa_calib_step_video(void *user, int step, void *tr, const void *inputs, void *arena, dt_err *err)
+{
+    dt_fa_calib *c = user;
+    const latte_config *lc = latte_get_config(tr);
+    DT_TRY(dt_attn_plan_check_video(c->plan, lc->num_layers, lc->num_layers, c->plan->steps, err));
+    c->video = 1;
+    return calib_step(c, step, tr, inputs, arena, err);
 }

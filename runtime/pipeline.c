@@ -288,7 +288,7 @@ static dt_status sample_loop(sampler *sp, dt_err *err)
         in.aspect_ratio = ar;
     }
     dt_fastattn *fa = NULL; /* DiTFastAttn plan runtime */
-    dt_status s = dt_fastattn_begin(sp->r->attn_plan, pixart_get_config(p->tr)->num_layers, steps, sp->pl->cfg_on, &fa, err);
+    dt_status s = dt_fastattn_begin(sp->r->attn_plan, pixart_get_config(p->tr)->num_layers, 0, steps, sp->pl->cfg_on, &fa, err);
     if (fa) pixart_set_attn_hook(p->tr, dt_fastattn_hook(fa));
     for (int i = 0; i < steps && s == DT_OK; i++) {
         double t0 = dt_now();

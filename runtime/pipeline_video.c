@@ -8,6 +8,8 @@
 #include "models/latte.h"
 #include "models/vae.h"
 #include "prompt.h"
+#include "fastattn.h"
+#include "quantize.h"
 #include "text/tokenizer.h"
 #include "../kernels/backend.h"
 #include "../schedulers/scheduler.h"
@@ -42,7 +44,7 @@ static dt_status load_parts(dt_video_pipeline *p, dt_err *err)
                        c->model_dir, p->parts.cls);
     char dir[4096];
     DT_TRY(dt_pipeline_parts_transformer_dir(c->model_dir, dir, sizeof dir, err));
-    DT_TRY(latte_load(p->parts.be, dir, &p->tr, err));
+    DT_TRY(c->quant ? dt_quant_load_latte(p->parts.be, dir, c->quant, &p->tr, err) : latte_load(p->parts.be, dir, &p->tr, err));
     const latte_config *tc = latte_get_config(p->tr);
     return dt_pipeline_parts_check_channels(&p->parts, c->model_dir, tc->in_channels, tc->out_channels, err);
 }
@@ -96,6 +98,7 @@ static dt_status plan_request(dt_video_pipeline *p, const dt_video_request *r, v
     if (!r->prompt) return dt_fail(err, DT_EINVAL, "prompt: missing");
     if (r->steps <= 0 || r->steps > 1000) return dt_fail(err, DT_EINVAL, "steps: must be in 1..1000, got %d", r->steps);
     if (!(r->cfg >= 0.0f) || !isfinite(r->cfg)) return dt_fail(err, DT_EINVAL, "cfg: must be >= 0, got %g", r->cfg);
+    if (!(r->eta >= 0.0f) || !isfinite(r->eta)) return dt_fail(err, DT_EINVAL, "eta: must be >= 0, got %g", r->eta);
     if (r->batch <= 0 || r->batch > 64) return dt_fail(err, DT_EINVAL, "batch: must be in 1..64, got %d", r->batch);
     if (r->frames < 0 || r->frames > tc->video_length)
         return dt_fail(err, DT_EINVAL, "frames: this model takes 1 to %d frames (video_length), got %d", tc->video_length, r->frames);
@@ -110,6 +113,9 @@ static dt_status plan_request(dt_video_pipeline *p, const dt_video_request *r, v
     if (pl->width > 16384 || pl->height > 16384)
         return dt_fail(err, DT_EINVAL, "size: %dx%d is larger than 16384 px on a side", pl->width, pl->height);
     pl->cfg_on = r->cfg > 1.0f;
+    /* the plan against the model and the step count (DDIM: one evaluation a step; the sampling
+     * loop checks again against the scheduler's count) */
+    if (r->attn_plan) DT_TRY(dt_attn_plan_check_video(r->attn_plan, tc->num_layers, tc->num_layers, r->steps, err));
     int h = pl->height / up, w = pl->width / up, total = r->batch * pl->frames;
     pl->decode_chunk = r->decode_chunk ? r->decode_chunk : DECODE_CHUNK;
     if (pl->decode_chunk > total) pl->decode_chunk = total;
@@ -210,7 +216,10 @@ static dt_status sample_loop(vsampler *sp, dt_err *err)
     dt_tensor tin = dt_tensor_view(sp->model_in, DT_F32, 5, in_shape), tout = dt_tensor_view(sp->model_out, DT_F32, 5, out_shape);
     dt_tensor te = dt_tensor_view(sp->text->embeds, DT_F32, 3, e_shape);
     latte_inputs in = {.hidden_states = &tin, .encoder_hidden_states = &te, .timestep = sp->tsteps};
-    dt_status s = DT_OK;
+    const latte_config *tc = latte_get_config(p->tr);
+    dt_fastattn *fa = NULL; /* DiTFastAttn plan runtime */
+    dt_status s = dt_fastattn_begin(sp->r->attn_plan, tc->num_layers, tc->num_layers, steps, sp->pl->cfg_on, &fa, err);
+    if (fa) latte_set_attn_hook(p->tr, dt_fastattn_hook(fa));
     for (int i = 0; i < steps && s == DT_OK; i++) {
         double t0 = dt_now();
         for (int k = 0; k < sp->rows; k++) {
@@ -219,7 +228,12 @@ static dt_status sample_loop(vsampler *sp, dt_err *err)
         }
         dt_scheduler_scale_model_input(p->parts.sched, sp->model_in, (size_t)sp->rows * per);
         dt_arena_reset(&p->parts.arena);
-        s = latte_forward(p->tr, &in, &p->parts.arena, &tout, err);
+        if (fa) s = dt_fastattn_set_step(fa, i, err);
+        if (s == DT_OK && sp->r->step_hook) {
+            s = sp->r->step_hook(sp->r->step_hook_user, i, p->tr, &in, &p->parts.arena, err);
+            dt_arena_reset(&p->parts.arena);
+        }
+        if (s == DT_OK) s = latte_forward(p->tr, &in, &p->parts.arena, &tout, err);
         if (s != DT_OK) break;
         guide(sp);
         s = dt_scheduler_step(p->parts.sched, sp->guided, sp->latents, sp->latents, n, err);
@@ -227,6 +241,8 @@ static dt_status sample_loop(vsampler *sp, dt_err *err)
                            (sp->r->cancel && *sp->r->cancel)))
             s = dt_fail(err, DITRT_ECANCELLED, "cancelled after step %d of %d", i + 1, steps);
     }
+    if (fa) latte_set_attn_hook(p->tr, NULL);
+    dt_fastattn_free(fa);
     return s;
 }
 
@@ -304,11 +320,15 @@ dt_status dt_video_pipeline_generate(dt_video_pipeline *p, const dt_video_reques
         dt_rng g;
         dt_rng_init(&g, r->seed, DT_RNG_VECTOR);
         dt_rng_randn(&g, sp.latents, n);
+        /* DDIM's eta noise comes from the same generator, after the latents (diffusers) */
+        dt_scheduler_set_generator(p->parts.sched, &g);
+        dt_scheduler_set_eta(p->parts.sched, r->eta);
         float sigma = (float)dt_scheduler_init_noise_sigma(p->parts.sched);
         if (sigma != 1.0f)
             for (size_t i = 0; i < n; i++) sp.latents[i] *= sigma;
         t0 = dt_now();
         s = sample_loop(&sp, err);
+        dt_scheduler_set_generator(p->parts.sched, NULL); /* g goes out of scope */
         res->seconds_sampling = dt_now() - t0;
     }
     free(text.embeds);

@@ -20,6 +20,7 @@ typedef struct {
     dt_dtype dtype;      /* transformer + VAE: DT_F32 or DT_BF16 */
     dt_dtype text_dtype; /* T5 */
     int threads;         /* 0: all cores */
+    struct dt_quantizer *quant; /* transformer linears through this quantizer (runtime/quantize.h): calibration or a plan; NULL: float */
 } dt_video_pipeline_config;
 
 typedef struct {
@@ -35,6 +36,12 @@ typedef struct {
     dt_progress_fn frame_progress; /* per decoded frame (step = frames done); may be NULL */
     void *progress_user;
     const volatile int *cancel;
+    const struct dt_attn_plan *attn_plan; /* DiTFastAttn plan with spatial and temporal layers (runtime/fastattn.h) or NULL; borrowed */
+    float eta;                 /* DDIM's eta (noise from the seed's generator, after the latents); other solvers ignore it */
+    /* Called before each step's transformer forward with the model (struct latte_model *),
+     * that forward's inputs (const latte_inputs *) and the step arena (calibration). */
+    dt_status (*step_hook)(void *user, int step, void *model, const void *inputs, void *arena, dt_err *err);
+    void *step_hook_user;
 } dt_video_request;
 
 typedef struct {

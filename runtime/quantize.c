@@ -1,13 +1,19 @@
 #include "quantize.h"
 #include "quant_plan.h"
 #include "models/pixart.h"
+#include "models/latte.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 int dt_quant_layer_quantizable(const char *name)
 {
-    return strncmp(name, "transformer_blocks.", 19) == 0;
+    return strncmp(name, "transformer_blocks.", 19) == 0 || dt_quant_layer_temporal(name);
+}
+
+int dt_quant_layer_temporal(const char *name)
+{
+    return strncmp(name, "temporal_transformer_blocks.", 28) == 0;
 }
 
 const dt_qlayer_stat *dt_quantizer_find(const dt_quantizer *q, const char *name)
@@ -171,5 +177,21 @@ dt_status dt_quant_load_pixart(dt_backend *be, const char *dir, dt_quantizer *q,
     dt_st_close(st);
     if (s == DT_OK && q->mode == DT_QMODE_PLAN) s = dt_qplan_check_used(q->plan, err);
     if (s != DT_OK && *out) { pixart_free(*out); *out = NULL; }
+    return s;
+}
+
+dt_status dt_quant_load_latte(dt_backend *be, const char *dir, dt_quantizer *q, latte_model **out, dt_err *err)
+{
+    latte_config cfg;
+    *out = NULL;
+    DT_TRY(latte_config_load(dir, &cfg, err));
+    dt_safetensors *st;
+    DT_TRY(dt_st_open_dir(dir, "diffusion_pytorch_model", &st, err));
+    dt_weight_source src = dt_weights_from_file(st);
+    dt_quantizer_attach(q, &src);
+    dt_status s = latte_create(be, &cfg, &src, out, err);
+    dt_st_close(st);
+    if (s == DT_OK && q->mode == DT_QMODE_PLAN) s = dt_qplan_check_used(q->plan, err);
+    if (s != DT_OK && *out) { latte_free(*out); *out = NULL; }
     return s;
 }

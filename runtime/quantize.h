@@ -52,8 +52,11 @@ typedef struct dt_quantizer {
     dt_qplan *plan;         /* PLAN mode (not owned) */
 } dt_quantizer;
 
-/* 1 when ViDiT-Q quantizes the layer `name` (a weight prefix), 0 when it stays float. */
+/* 1 when ViDiT-Q quantizes the layer `name` (a weight prefix), 0 when it stays float: the
+ * linears of the DiT blocks, Latte's temporal blocks included. */
 int dt_quant_layer_quantizable(const char *name);
+/* 1 for a layer of a temporal block (Latte): its own sensitivity group in mixed precision. */
+int dt_quant_layer_temporal(const char *name);
 /* Routes src's linear layers through q. */
 void dt_quantizer_attach(dt_quantizer *q, dt_weight_source *src);
 /* Clears build counters (between models built with the same quantizer). */
@@ -64,5 +67,8 @@ void dt_quantizer_free(dt_quantizer *q);
 /* pixart_load() with the transformer's linears routed through q. */
 struct pixart_model;
 dt_status dt_quant_load_pixart(dt_backend *be, const char *dir, dt_quantizer *q, struct pixart_model **out, dt_err *err);
+/* latte_load() likewise. */
+struct latte_model;
+dt_status dt_quant_load_latte(dt_backend *be, const char *dir, dt_quantizer *q, struct latte_model **out, dt_err *err);
 
 #endif

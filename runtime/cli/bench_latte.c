@@ -1,6 +1,8 @@
 /* `ditrt bench transformer --arch latte-1`: one CFG forward of a Latte-1-sized model (random
  * weights, 16 frames by default) against the GEMM floor measured in the same run. */
 #include "cli.h"
+#include "cli_fastattn.h"
+#include "cli_quant.h"
 #include "arena.h"
 #include "models/latte.h"
 #include <stdio.h>
@@ -25,7 +27,23 @@ static void report(const latte_config *c, const char *dtype, const dt_backend *b
            ru.ru_maxrss / 1024.0, wbytes / 1e6, arena_peak / 1e6);
 }
 
-int cli_bench_latte(const char *dtype, int res, int frames, int threads, int iters, int layers)
+static dt_status latte_forward_any(void *m, const void *in, dt_arena *a, dt_tensor *out, dt_err *err)
+{
+    return latte_forward(m, in, a, out, err);
+}
+static void latte_set_hook_any(void *m, struct dit_attn_hook *h) { latte_set_attn_hook(m, h); }
+
+/* Matmul FLOPs of the linears ViDiT-Q quantizes: per layer, spatial blocks 14 C² per token
+ * (q, k, v, out, cross q and out, FFN 8) plus cross k, v over each frame's caption, temporal
+ * blocks 12 C² per token (no cross-attention). */
+static double quant_flops(const latte_config *c, int B, int F, int N, int T)
+{
+    double C = c->inner, M = (double)B * F * N;
+    return 2.0 * c->num_layers * C * C * (14.0 * M + 2.0 * B * F * T + 12.0 * M);
+}
+
+int cli_bench_latte(const char *dtype, int res, int frames, int threads, int iters, int layers, const char *const *plans,
+                    int nplans, const char *quant)
 {
     dt_err err = {0};
     dt_backend *be = NULL;
@@ -42,6 +60,9 @@ int cli_bench_latte(const char *dtype, int res, int frames, int threads, int ite
     float t[2] = {999.0f, 999.0f};
     if (!hs || !ehs || !out) { free(hs); free(ehs); free(out); fprintf(stderr, "ditrt: out of memory\n"); return 1; }
     dt_weight_source rnd = dt_weights_random(42, 0.02f);
+    dt_quantizer qz;
+    cli_quant_parse(quant, &qz); /* validated with the flags */
+    dt_quantizer_attach(&qz, &rnd);
     int64_t n1 = (int64_t)nin, n2 = (int64_t)B * T * c.caption_channels;
     rnd.read(&rnd, "", 1, &n1, hs, &err);
     rnd.read(&rnd, "", 1, &n2, ehs, &err);
@@ -63,9 +84,16 @@ int cli_bench_latte(const char *dtype, int res, int frames, int threads, int ite
         if (r > 0) { total += dt; if (dt < best) best = dt; }
     }
     if (s == DT_OK) report(&c, dtype, be, res, F, (H / 2) * (W / 2), T, load_s, best, total, iters, peak, arena.peak);
+    if (s == DT_OK)
+        s = cli_bench_quant_report_flops(be, &qz, quant_flops(&c, B, F, (H / 2) * (W / 2), T),
+                                         latte_matmul_flops(&c, B, F, H / 2, W / 2, T), best, peak, &err);
+    cli_fa_bench fb = {m, &in, &tout, t, latte_forward_any, latte_set_hook_any, c.num_layers, c.num_layers, B, F,
+                       (H / 2) * (W / 2), c.inner};
+    if (s == DT_OK && nplans) s = cli_bench_attn_plans(&fb, &arena, plans, nplans, &err);
     free(hs); free(ehs); free(out);
     dt_arena_free(&arena);
     latte_free(m);
+    dt_quantizer_free(&qz);
     dt_backend_destroy(be);
     return s == DT_OK ? 0 : cli_die(&err);
 }

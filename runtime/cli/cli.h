@@ -33,7 +33,8 @@ int cli_search_solver(int argc, char **argv);
 int cli_txt2vid(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 /* bench transformer --arch latte-1 (bench_latte.c); cli_gemm_peak is cli_bench.c's GEMM floor probe */
-int cli_bench_latte(const char *dtype, int res, int frames, int threads, int iters, int layers);
+int cli_bench_latte(const char *dtype, int res, int frames, int threads, int iters, int layers, const char *const *plans,
+                    int nplans, const char *quant);
 dt_status cli_gemm_peak(dt_backend *be, double *gflops, dt_err *err);
 int cli_compare(int argc, char **argv);
 /* compare for videos (cli_compare_video.c): .mp4/.webp, a frame folder or a %d pattern */

@@ -48,6 +48,12 @@ static dt_status gemm_peak(dt_backend *be, double *gflops, dt_err *err)
 
 dt_status cli_gemm_peak(dt_backend *be, double *gflops, dt_err *err) { return gemm_peak(be, gflops, err); }
 
+static dt_status pixart_forward_any(void *m, const void *in, dt_arena *a, dt_tensor *out, dt_err *err)
+{
+    return pixart_forward(m, in, a, out, err);
+}
+static void pixart_set_hook_any(void *m, struct dit_attn_hook *h) { pixart_set_attn_hook(m, h); }
+
 static int run(const bench_args *a)
 {
     dt_err err = {0};
@@ -111,7 +117,9 @@ static int run(const bench_args *a)
     }
     if (s == DT_OK) s = cli_bench_quant_report(be, &qz, &c, B, (H / 2) * (W / 2), T, best, peak, &err);
     if (s == DT_OK && a->quant) s = cli_bench_quant_ab(be, &c, m, &in, &arena, &tout, a->iters, &err);
-    if (s == DT_OK && a->nplans) s = cli_bench_attn_plans(m, &in, t, &arena, &tout, a->plans, a->nplans, &err);
+    cli_fa_bench fb = {m, &in, &tout, t, pixart_forward_any, pixart_set_hook_any, c.num_layers, 0, B, 1,
+                       (H / 2) * (W / 2), c.inner};
+    if (s == DT_OK && a->nplans) s = cli_bench_attn_plans(&fb, &arena, a->plans, a->nplans, &err);
     free(hs); free(ehs); free(out); free(mask);
     dt_arena_free(&arena);
     pixart_free(m);
@@ -146,9 +154,8 @@ static int bench_transformer(int argc, char **argv)
         else return cli_usage_error("bench transformer: unknown option \"%s\"", argv[i]);
     }
     if (!strcmp(a.arch, "latte-1")) {
-        if (a.nplans) return cli_usage_error("--attn-plan: only for pixart-xl-2");
         if (a.res % 16) return cli_usage_error("--res: must be a multiple of 16, got %d", a.res);
-        return cli_bench_latte(a.dtype, a.res, a.frames, a.threads, a.iters, a.layers);
+        return cli_bench_latte(a.dtype, a.res, a.frames, a.threads, a.iters, a.layers, a.plans, a.nplans, a.quant);
     }
     if (strcmp(a.arch, "pixart-xl-2")) return cli_usage_error("--arch: known: pixart-xl-2, latte-1; got \"%s\"", a.arch);
     if (a.res % 16) return cli_usage_error("--res: must be a multiple of 16, got %d", a.res);

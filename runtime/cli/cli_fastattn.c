@@ -4,23 +4,65 @@
 #include "fastattn.h"
 #include "modeldir.h"
 #include "pipeline.h"
+#include "pipeline_video.h"
+#include "models/latte.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- summary ---- */
 
-static void print_cost(const dt_attn_plan *p, int B, int N, int C)
+/* Method counts of rows l0..l1-1. */
+static void print_counts(const dt_attn_plan *p, const char *what, int l0, int l1)
+{
+    int count[DT_FA_COUNT] = {0}, total = (l1 - l0) * p->steps;
+    for (int l = l0; l < l1; l++)
+        for (int t = 0; t < p->steps; t++) count[dt_attn_plan_at(p, l, t)]++;
+    printf("  %s (of %d layer-steps):", what, total);
+    for (int m = 0; m < DT_FA_COUNT; m++) printf(" %s %d (%.0f%%)", dt_fa_method_name((dt_fa_method)m), count[m], 100.0 * count[m] / total);
+    printf("\n");
+}
+
+/* F frames (video plans; 1 for image plans) of N tokens. */
+static void print_cost(const dt_attn_plan *p, int B, int F, int N, int C)
 {
     dt_attn_plan_cost c;
-    dt_attn_plan_cost_of(p, B, N, C, &c);
-    int total = p->layers * p->steps;
-    printf("  methods (of %d layer-steps):", total);
-    for (int m = 0; m < DT_FA_COUNT; m++) printf(" %s %d (%.0f%%)", dt_fa_method_name((dt_fa_method)m), c.count[m], 100.0 * c.count[m] / total);
-    printf("\n  at %d tokens x %d, batch %d: attention FLOPs kept %.1f%% (%.4g of %.4g GFLOP), self-attention incl. projections %.1f%%\n",
-           N, C, B, 100 * c.attn_flops / c.attn_flops_full, c.attn_flops / 1e9, c.attn_flops_full / 1e9,
+    dt_attn_plan_cost_video(p, B, F, N, C, &c);
+    int spatial = p->layers - p->temporal;
+    if (p->temporal) {
+        print_counts(p, "spatial layers, methods", 0, spatial);
+        print_counts(p, "temporal layers, methods", spatial, p->layers);
+        printf("  at %d frames of %d tokens x %d, batch %d:", F, N, C, B);
+    } else {
+        print_counts(p, "methods", 0, p->layers);
+        printf("  at %d tokens x %d, batch %d:", N, C, B);
+    }
+    printf(" attention FLOPs kept %.1f%% (%.4g of %.4g GFLOP), self-attention incl. projections %.1f%%\n",
+           100 * c.attn_flops / c.attn_flops_full, c.attn_flops / 1e9, c.attn_flops_full / 1e9,
            100 * c.module_flops / c.module_flops_full);
     printf("  cache memory held between steps: peak %.1f MB (f32 residuals and outputs)\n", c.cache_peak_bytes / 1e6);
+}
+
+/* Token count, frames and width of the model in model_dir at its native size, checked
+ * against the plan. */
+static dt_status plan_model(const dt_attn_plan *p, const char *model_dir, int *F, int *N, int *C, dt_err *err)
+{
+    char dir[4096];
+    DT_TRY(dt_model_component_dir(model_dir, "transformer", dir, sizeof dir, err));
+    if (latte_is_model_dir(dir)) {
+        latte_config c;
+        DT_TRY(latte_config_load(dir, &c, err));
+        DT_TRY(dt_attn_plan_check_video(p, c.num_layers, c.num_layers, p->steps, err));
+        int g = c.sample_size / c.patch_size;
+        *F = c.video_length, *N = g * g, *C = c.inner;
+        return DT_OK;
+    }
+    pixart_config c;
+    DT_TRY(pixart_config_load(dir, &c, err));
+    DT_TRY(dt_attn_plan_check(p, c.num_layers, p->steps, err));
+    int g = c.sample_size / c.patch_size;
+    *F = 1, *N = g * g, *C = c.inner;
+    return DT_OK;
 }
 
 int cli_info_attn_plan(const char *path, const char *model_dir)
@@ -28,27 +70,27 @@ int cli_info_attn_plan(const char *path, const char *model_dir)
     dt_err err = {0};
     dt_attn_plan p;
     if (dt_attn_plan_load(path, &p, &err) != DT_OK) return cli_die(&err);
-    int N = 4096, C = 1152;
-    const char *what = "PixArt-XL-2 at 1024 px (assumed)";
+    int F = p.temporal ? 16 : 1, N = p.temporal ? 1024 : 4096, C = 1152;
+    const char *what = p.temporal ? "Latte-1 at 512 px, 16 frames (assumed)" : "PixArt-XL-2 at 1024 px (assumed)";
     if (model_dir) {
-        char dir[4096];
-        pixart_config c;
-        if (dt_model_component_dir(model_dir, "transformer", dir, sizeof dir, &err) != DT_OK ||
-            pixart_config_load(dir, &c, &err) != DT_OK || dt_attn_plan_check(&p, c.num_layers, p.steps, &err) != DT_OK) {
+        if (plan_model(&p, model_dir, &F, &N, &C, &err) != DT_OK) {
             dt_attn_plan_free(&p);
             return cli_die(&err);
         }
-        int g = c.sample_size / c.patch_size;
-        N = g * g;
-        C = c.inner;
         what = "the model's native size";
     }
     printf("attention plan: %s\n", path);
-    printf("  model: %s, layers: %d, steps: %d, window: %d, cfg_half: %s, asc_residual: %s\n", p.model[0] ? p.model : "(unnamed)",
-           p.layers, p.steps, p.window, p.cfg_half == DT_FA_HALF_COND ? "cond" : "uncond",
-           p.asc_residual == DT_FA_RES_SAME ? "same" : "first");
+    if (p.temporal)
+        printf("  model: %s, layers: %d spatial (window %d tokens) + %d temporal (window %d frames), steps: %d, cfg_half: %s, "
+               "asc_residual: %s\n", p.model[0] ? p.model : "(unnamed)", p.layers - p.temporal, p.window, p.temporal,
+               p.temporal_window, p.steps, p.cfg_half == DT_FA_HALF_COND ? "cond" : "uncond",
+               p.asc_residual == DT_FA_RES_SAME ? "same" : "first");
+    else
+        printf("  model: %s, layers: %d, steps: %d, window: %d, cfg_half: %s, asc_residual: %s\n", p.model[0] ? p.model : "(unnamed)",
+               p.layers, p.steps, p.window, p.cfg_half == DT_FA_HALF_COND ? "cond" : "uncond",
+               p.asc_residual == DT_FA_RES_SAME ? "same" : "first");
     printf("  costs for %s, CFG batch 2:\n", what);
-    print_cost(&p, 2, N, C);
+    print_cost(&p, 2, F, N, C);
     dt_attn_plan_free(&p);
     return 0;
 }
@@ -56,49 +98,47 @@ int cli_info_attn_plan(const char *path, const char *model_dir)
 /* ---- bench ---- */
 
 /* One forward timed; fa NULL: full attention. */
-static dt_status timed_forward(pixart_model *m, const pixart_inputs *in, dt_arena *a, dt_tensor *out, dt_fastattn *fa,
-                               int step, double *sec, dt_err *err)
+static dt_status timed_forward(const cli_fa_bench *b, dt_arena *a, dt_fastattn *fa, int step, double *sec, dt_err *err)
 {
-    pixart_set_attn_hook(m, fa ? dt_fastattn_hook(fa) : NULL);
+    b->set_hook(b->model, fa ? dt_fastattn_hook(fa) : NULL);
     dt_status s = fa ? dt_fastattn_set_step(fa, step, err) : DT_OK;
     dt_arena_reset(a);
     double t0 = cli_now();
-    if (s == DT_OK) s = pixart_forward(m, in, a, out, err);
+    if (s == DT_OK) s = b->forward(b->model, b->inputs, a, b->out, err);
     *sec = cli_now() - t0;
-    pixart_set_attn_hook(m, NULL);
+    b->set_hook(b->model, NULL);
     return s;
 }
 
 /* Each plan step is paired with a full-attention forward at the same timestep, right
  * before it, so a loaded machine's drift hits both alike. */
-dt_status cli_bench_attn_plans(pixart_model *m, const pixart_inputs *in, float *ts, dt_arena *a, dt_tensor *out,
-                               const char *const *plans, int nplans, dt_err *err)
+dt_status cli_bench_attn_plans(const cli_fa_bench *b, dt_arena *a, const char *const *plans, int nplans, dt_err *err)
 {
-    const pixart_config *c = pixart_get_config(m);
-    int B = (int)in->hidden_states->shape[0];
-    int N = (int)(in->hidden_states->shape[2] / c->patch_size * (in->hidden_states->shape[3] / c->patch_size));
     printf("  attention plans (each step paired with a full-attention forward at the same timestep):\n");
     for (int i = 0; i < nplans; i++) {
         dt_attn_plan p;
         DT_TRY(dt_attn_plan_load(plans[i], &p, err));
         dt_fastattn *fa = NULL;
-        dt_status s = dt_attn_plan_check(&p, c->num_layers, p.steps, err);
+        dt_status s = dt_attn_plan_check_video(&p, b->layers, b->temporal, p.steps, err);
         if (s == DT_OK) s = dt_fastattn_create(&p, 1, &fa, err);
         double full = 0, plan = 0, full_later = 0, plan_later = 0, f = 0, q = 0;
         for (int t = 0; s == DT_OK && t < p.steps; t++) {
-            ts[0] = ts[1] = 999.0f - (float)t * 999.0f / p.steps;
-            s = timed_forward(m, in, a, out, NULL, t, &f, err);
-            if (s == DT_OK) s = timed_forward(m, in, a, out, fa, t, &q, err);
+            for (int k = 0; k < b->B; k++) b->timesteps[k] = 999.0f - (float)t * 999.0f / p.steps;
+            s = timed_forward(b, a, NULL, t, &f, err);
+            if (s == DT_OK) s = timed_forward(b, a, fa, t, &q, err);
             full += f; plan += q;
             if (t > 0) { full_later += f; plan_later += q; }
         }
         if (s == DT_OK) {
             dt_attn_plan_cost cost;
-            dt_attn_plan_cost_of(&p, B, N, c->inner, &cost);
+            dt_attn_plan_cost_video(&p, b->B, b->F, b->N, b->C, &cost);
             int k = p.steps > 1 ? p.steps - 1 : 1;
-            printf("  plan %s (window %d, %d steps): %.3f s/step vs full %.3f s/step = %.2fx; steps after the first %.3f vs %.3f s = %.2fx\n"
+            char win[64];
+            if (p.temporal) snprintf(win, sizeof win, "window %d, temporal window %d", p.window, p.temporal_window);
+            else snprintf(win, sizeof win, "window %d", p.window);
+            printf("  plan %s (%s, %d steps): %.3f s/step vs full %.3f s/step = %.2fx; steps after the first %.3f vs %.3f s = %.2fx\n"
                    "    attention FLOPs kept %.1f%%, self-attention incl. projections %.1f%%; cache peak %.0f MB (measured %.0f MB)\n",
-                   plans[i], p.window, p.steps, plan / p.steps, full / p.steps, full / plan, plan_later / k, full_later / k,
+                   plans[i], win, p.steps, plan / p.steps, full / p.steps, full / plan, plan_later / k, full_later / k,
                    plan_later > 0 ? full_later / plan_later : 0, 100 * cost.attn_flops / cost.attn_flops_full,
                    100 * cost.module_flops / cost.module_flops_full, cost.cache_peak_bytes / 1e6, dt_fastattn_cache_peak(fa) / 1e6);
         }
@@ -114,6 +154,7 @@ dt_status cli_bench_attn_plans(pixart_model *m, const pixart_inputs *in, float *
 typedef struct {
     const char *model, *prompts, *out, *dtype, *metric, *cfg_half, *asc_residual;
     int steps, window, threads, width, height, quiet;
+    int temporal_window, frames; /* video (Latte) models */
     double threshold, cfg;
     unsigned long long seed;
 } cal_args;
@@ -130,7 +171,7 @@ static int parse_num(const char *flag, const char *v, double lo, double *out)
 static int cal_parse(int argc, char **argv, cal_args *a)
 {
     *a = (cal_args){.dtype = "bf16", .metric = "rel", .cfg_half = "cond", .asc_residual = "same", .steps = 20,
-                    .window = -1, .threshold = -1, .cfg = 4.5};
+                    .window = -1, .threshold = -1, .cfg = 4.5, .temporal_window = -1};
     for (int i = 1; i < argc; i++) {
         int miss = 0, ok = 1;
         const char *v;
@@ -141,6 +182,8 @@ static int cal_parse(int argc, char **argv, cal_args *a)
         else if (F("--out") || F("-o")) a->out = v;
         else if (F("--steps")) ok = cli_parse_int("--steps", v, 1, 1000, &a->steps);
         else if (F("--window")) ok = cli_parse_int("--window", v, 0, 1 << 24, &a->window);
+        else if (F("--temporal-window")) ok = cli_parse_int("--temporal-window", v, 0, 4096, &a->temporal_window);
+        else if (F("--frames")) ok = cli_parse_int("--frames", v, 1, 4096, &a->frames);
         else if (F("--threshold")) ok = parse_num("--threshold", v, 0, &a->threshold);
         else if (F("--metric")) a->metric = v;
         else if (F("--cfg")) ok = parse_num("--cfg", v, 0, &a->cfg);
@@ -192,22 +235,90 @@ static dt_status read_prompts(const char *path, char ***out, int *n, dt_err *err
     return s;
 }
 
+/* The model calibrated: its kind, layer count (per kind), width and token count of a frame at
+ * the run's size, and frames. */
+typedef struct {
+    int video, layers, C, N, F;
+} cal_model;
+
+static dt_status cal_model_of(const cal_args *a, cal_model *m, dt_err *err)
+{
+    char dir[4096];
+    DT_TRY(dt_model_component_dir(a->model, "transformer", dir, sizeof dir, err));
+    int sample, patch;
+    *m = (cal_model){.video = latte_is_model_dir(dir), .F = 1};
+    if (m->video) {
+        latte_config c;
+        DT_TRY(latte_config_load(dir, &c, err));
+        m->layers = c.num_layers, m->C = c.inner, sample = c.sample_size, patch = c.patch_size;
+        m->F = a->frames ? a->frames : c.video_length;
+        if (a->temporal_window < 0) return dt_fail(err, DT_EINVAL, "--temporal-window: required for a video model (frames each side)");
+    } else {
+        pixart_config c;
+        DT_TRY(pixart_config_load(dir, &c, err));
+        m->layers = c.num_layers, m->C = c.inner, sample = c.sample_size, patch = c.patch_size;
+        if (a->temporal_window >= 0 || a->frames) return dt_fail(err, DT_EINVAL, "--temporal-window/--frames: only for video models");
+    }
+    int g = sample / patch;
+    m->N = a->width > 0 && a->height > 0 ? (a->width / 8 / patch) * (a->height / 8 / patch) : g * g;
+    return DT_OK;
+}
+
+/* One prompt through the model's pipeline (p: dt_pipeline or dt_video_pipeline) with the
+ * calibrator as its step hook. */
+static dt_status cal_prompt(const cal_args *a, const cal_model *cm, void *p, dt_fa_calib *cal, const char *prompt, int i,
+                            dt_err *err)
+{
+    if (cm->video) {
+        dt_video_request r = dt_video_request_default();
+        r.prompt = prompt;
+        r.steps = a->steps;
+        r.cfg = (float)a->cfg;
+        r.seed = a->seed + (unsigned long long)i;
+        r.width = a->width;
+        r.height = a->height;
+        r.frames = a->frames;
+        r.step_hook = dt_fa_calib_step_video;
+        r.step_hook_user = cal;
+        dt_video_result res;
+        DT_TRY(dt_video_pipeline_check(p, &r, err));
+        DT_TRY(dt_video_pipeline_generate(p, &r, &res, err));
+        free(res.video);
+        return DT_OK;
+    }
+    dt_gen_request r = dt_gen_request_default();
+    r.prompt = prompt;
+    r.steps = a->steps;
+    r.cfg = (float)a->cfg;
+    r.seed = a->seed + (unsigned long long)i;
+    r.width = a->width;
+    r.height = a->height;
+    r.step_hook = dt_fa_calib_step;
+    r.step_hook_user = cal;
+    dt_gen_result res;
+    DT_TRY(dt_pipeline_check(p, &r, err));
+    DT_TRY(dt_pipeline_generate(p, &r, &res, err));
+    free(res.image);
+    return DT_OK;
+}
+
 static dt_status calibrate(const cal_args *a, dt_err *err)
 {
-    char **prompts = NULL, dir[4096];
+    char **prompts = NULL;
     int np = 0;
-    pixart_config pc;
+    cal_model cm;
+    DT_TRY(cal_model_of(a, &cm, err));
     DT_TRY(read_prompts(a->prompts, &prompts, &np, err));
-    dt_pipeline_config cfg = {.model_dir = a->model, .threads = a->threads};
-    dt_status s = dt_model_component_dir(a->model, "transformer", dir, sizeof dir, err);
-    if (s == DT_OK) s = pixart_config_load(dir, &pc, err);
-    if (s == DT_OK && (!dt_dtype_parse(a->dtype, &cfg.dtype) || (cfg.dtype != DT_F32 && cfg.dtype != DT_BF16)))
+    dt_dtype dt = DT_F32;
+    dt_status s = DT_OK;
+    if (!dt_dtype_parse(a->dtype, &dt) || (dt != DT_F32 && dt != DT_BF16))
         s = dt_fail(err, DT_EINVAL, "--dtype: expected f32 or bf16, got \"%s\"", a->dtype);
-    cfg.text_dtype = cfg.dtype;
     dt_attn_plan plan = {0};
     dt_fa_calib *cal = NULL;
     dt_pipeline *p = NULL;
-    if (s == DT_OK) s = dt_attn_plan_init(&plan, pc.num_layers, a->steps, a->window, err);
+    dt_video_pipeline *vp = NULL;
+    if (s == DT_OK) s = cm.video ? dt_attn_plan_init_video(&plan, cm.layers, a->steps, a->window, a->temporal_window, err)
+                                 : dt_attn_plan_init(&plan, cm.layers, a->steps, a->window, err);
     if (s == DT_OK) {
         const char *base = strrchr(a->model, '/');
         snprintf(plan.model, sizeof plan.model, "%s", base && base[1] ? base + 1 : a->model);
@@ -216,36 +327,28 @@ static dt_status calibrate(const cal_args *a, dt_err *err)
     }
     dt_fa_calib_opts o = {a->threshold, strcmp(a->metric, "rel") ? DT_FA_METRIC_SSIM : DT_FA_METRIC_REL, !a->quiet, 0};
     if (s == DT_OK) s = dt_fa_calib_create(&plan, a->cfg > 1, &o, &cal, err);
-    if (s == DT_OK) s = dt_pipeline_load(&cfg, &p, err);
+    if (s == DT_OK && cm.video) {
+        dt_video_pipeline_config vc = {.model_dir = a->model, .threads = a->threads, .dtype = dt, .text_dtype = dt};
+        s = dt_video_pipeline_load(&vc, &vp, err);
+    } else if (s == DT_OK) {
+        dt_pipeline_config pc = {.model_dir = a->model, .threads = a->threads, .dtype = dt, .text_dtype = dt};
+        s = dt_pipeline_load(&pc, &p, err);
+    }
     double t0 = cli_now();
     for (int i = 0; s == DT_OK && i < np; i++) {
-        dt_gen_request r = dt_gen_request_default();
-        r.prompt = prompts[i];
-        r.steps = a->steps;
-        r.cfg = (float)a->cfg;
-        r.seed = a->seed + (unsigned long long)i;
-        r.width = a->width;
-        r.height = a->height;
-        r.step_hook = dt_fa_calib_step;
-        r.step_hook_user = cal;
         if (!a->quiet) fprintf(stderr, "calibrate-attn: prompt %d/%d: %s\n", i + 1, np, prompts[i]);
-        dt_gen_result res;
-        s = dt_pipeline_check(p, &r, err);
-        if (s == DT_OK) s = dt_pipeline_generate(p, &r, &res, err);
-        if (s == DT_OK) free(res.image);
+        s = cal_prompt(a, &cm, cm.video ? (void *)vp : (void *)p, cal, prompts[i], i, err);
         dt_fa_calib_next_prompt(cal);
     }
     dt_pipeline_free(p); /* before the calibrator: its hook is installed on the model */
+    dt_video_pipeline_free(vp);
     if (s == DT_OK) s = dt_attn_plan_validate(&plan, "calibrated plan", err);
     if (s == DT_OK) s = dt_attn_plan_save(&plan, a->out, err);
     if (s == DT_OK) {
-        int g = pc.sample_size / pc.patch_size;
-        if (a->width > 0 && a->height > 0) g = 0;
         printf("calibrate-attn: wrote %s (%d prompts, %.1f s; %ld trials costing %.1f forwards, vs %d for one full forward\n"
                "  per layer and candidate)\n", a->out, np, cli_now() - t0, dt_fa_calib_trials(cal), dt_fa_calib_trial_forwards(cal),
-               np * (a->steps - 1) * pc.num_layers * 4);
-        int N = g ? g * g : (a->width / 8 / pc.patch_size) * (a->height / 8 / pc.patch_size);
-        print_cost(&plan, 2, N, pc.inner);
+               np * (a->steps - 1) * plan.layers * 4);
+        print_cost(&plan, 2, cm.F, cm.N, cm.C);
     }
     dt_fa_calib_free(cal);
     dt_attn_plan_free(&plan);

@@ -9,9 +9,21 @@ int cli_calibrate_attn(int argc, char **argv);
 /* Prints a plan's summary; model_dir (may be NULL) gives the layer check and the token
  * count at its native size (else PixArt-XL-2 at 1024 px: 4096 tokens, width 1152). */
 int cli_info_attn_plan(const char *path, const char *model_dir);
+/* The bench model a plan runs on: its forward and hook setter, layer counts (temporal: 0
+ * for image models) and the shape (B sequences/videos, F frames, N tokens, width C); the
+ * forward reads its B timesteps from `timesteps`. */
+struct dit_attn_hook;
+typedef struct {
+    void *model;
+    const void *inputs;
+    dt_tensor *out;
+    float *timesteps;
+    dt_status (*forward)(void *model, const void *inputs, dt_arena *a, dt_tensor *out, dt_err *err);
+    void (*set_hook)(void *model, struct dit_attn_hook *hook);
+    int layers, temporal, B, F, N, C;
+} cli_fa_bench;
 /* Times each plan's steps (CFG forwards, timesteps 999 down), each paired with a
  * full-attention forward at the same timestep, with the attention FLOPs kept and the cache
  * memory. */
-dt_status cli_bench_attn_plans(pixart_model *m, const pixart_inputs *in, float *timesteps, dt_arena *a,
-                               dt_tensor *out, const char *const *plans, int nplans, dt_err *err);
+dt_status cli_bench_attn_plans(const cli_fa_bench *b, dt_arena *a, const char *const *plans, int nplans, dt_err *err);
 #endif

@@ -1,10 +1,13 @@
-/* Quantized models on the command line: `ditrt quantize` (calibrate, quantize, write a plan),
- * `txt2img --quant DIR` (load one) and `bench transformer --quant w8a8|w4a8`. */
+/* Quantized models on the command line: `ditrt quantize` (calibrate, quantize, write a plan;
+ * PixArt or Latte pipelines), `txt2img/txt2vid --quant DIR` (load one) and
+ * `bench transformer --quant w8a8|w4a8`. */
 #include "cli.h"
 #include "cli_quant.h"
 #include "../../kernels/quant.h"
 #include "quant_plan.h"
 #include "pipeline.h"
+#include "pipeline_video.h"
+#include "models/latte.h"
 #include "modeldir.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,16 +60,22 @@ static dt_status qlinear_peak(dt_backend *be, int wbits, double *gflops, dt_err 
 dt_status cli_bench_quant_report(dt_backend *be, const dt_quantizer *q, const pixart_config *c, int B, int tokens,
                                  int text, double step_s, double float_peak, dt_err *err)
 {
-    printf("  linear weights: %.1f MB (%d float layers, %d quantized); transformer-block linears %.1f MB\n",
-           q->weight_bytes / 1e6, q->nfloat, q->nquant, q->block_bytes / 1e6);
-    if (q->mode != DT_QMODE_QUANT) return DT_OK;
-    double peak = 0;
-    DT_TRY(qlinear_peak(be, q->wbits, &peak, err));
     /* quantized work: the block linears (q,k,v,out, cross q/out, 2 FFN: 14 C² per token; cross k,v over the text) */
     double C = c->inner, L = c->num_layers;
     double qflops = 2.0 * L * C * C * (14.0 * B * tokens + 2.0 * B * text);
     int hw = (int)(tokens > 0 ? tokens : 1);
     double all = pixart_matmul_flops(c, B, hw, 1, text); /* h·w = tokens */
+    return cli_bench_quant_report_flops(be, q, qflops, all, step_s, float_peak, err);
+}
+
+dt_status cli_bench_quant_report_flops(dt_backend *be, const dt_quantizer *q, double qflops, double all, double step_s,
+                                       double float_peak, dt_err *err)
+{
+    printf("  linear weights: %.1f MB (%d float layers, %d quantized); transformer-block linears %.1f MB\n",
+           q->weight_bytes / 1e6, q->nfloat, q->nquant, q->block_bytes / 1e6);
+    if (q->mode != DT_QMODE_QUANT) return DT_OK;
+    double peak = 0;
+    DT_TRY(qlinear_peak(be, q->wbits, &peak, err));
     double floor_s = qflops / (peak * 1e9) + (all - qflops) / (float_peak * 1e9);
     printf("  int8 linear peak (M=2048 K=1152 N=4608, w%d; includes the quantize pass and epilogue): %.0f GFLOP/s"
            " = %.2fx the float GEMM peak\n", q->wbits, peak, peak / float_peak);
@@ -95,14 +104,16 @@ void cli_quant_close(dt_quantizer *q)
 
 typedef struct {
     const char *model, *prompts, *scheme, *out, *dtype;
-    float alpha, cfg, budget;
-    int steps, width, height, threads, balance, rotate, quiet, mixed;
+    float alpha, cfg, budget; /* cfg < 0: the pipeline's default guidance */
+    int steps, width, height, frames, threads, balance, rotate, quiet, mixed;
+    int video;                /* the folder is a Latte (text-to-video) pipeline */
+    char dir[1024];           /* its transformer folder */
     uint64_t seed;
 } quant_args;
 
 static int parse_quant(int argc, char **argv, quant_args *a)
 {
-    *a = (quant_args){.scheme = "w8a8", .dtype = "bf16", .alpha = 0.5f, .cfg = 4.5f, .steps = 20, .balance = 1,
+    *a = (quant_args){.scheme = "w8a8", .dtype = "bf16", .alpha = 0.5f, .cfg = -1, .steps = 20, .balance = 1,
                       .rotate = 1};
     for (int i = 1; i < argc; i++) {
         int miss = 0, ok = 1;
@@ -117,6 +128,7 @@ static int parse_quant(int argc, char **argv, quant_args *a)
         else if (F("--steps")) ok = cli_parse_int("--steps", v, 1, 1000, &a->steps);
         else if (F("-W") || F("--width")) ok = cli_parse_int("--width", v, 8, 16384, &a->width);
         else if (F("-H") || F("--height")) ok = cli_parse_int("--height", v, 8, 16384, &a->height);
+        else if (F("--frames")) ok = cli_parse_int("--frames", v, 1, 4096, &a->frames);
         else if (F("--threads")) ok = cli_parse_int("--threads", v, 1, 1024, &a->threads);
         else if (F("--alpha")) {
             a->alpha = strtof(v, &end);
@@ -175,6 +187,28 @@ static dt_status read_prompts(const char *path, char **buf, char ***lines, int *
     return DT_OK;
 }
 
+/* ---- the transformer of either pipeline kind ---- */
+
+static dt_status qm_load(int video, dt_backend *be, const char *dir, dt_quantizer *q, void **m, dt_err *err)
+{
+    if (video) {
+        latte_model *l = NULL;
+        dt_status s = dt_quant_load_latte(be, dir, q, &l, err);
+        *m = l;
+        return s;
+    }
+    pixart_model *p = NULL;
+    dt_status s = dt_quant_load_pixart(be, dir, q, &p, err);
+    *m = p;
+    return s;
+}
+
+static void qm_free(int video, void *m)
+{
+    if (video) latte_free(m);
+    else pixart_free(m);
+}
+
 /* ---- mixed precision: transformer inputs captured while calibrating ---- */
 
 #define MAX_CAPTURE 3
@@ -184,6 +218,7 @@ typedef struct {
     float *buf[MAX_CAPTURE][6];
     dt_tensor t[MAX_CAPTURE][2];
     pixart_inputs in[MAX_CAPTURE];
+    latte_inputs vin[MAX_CAPTURE]; /* video pipelines */
 } capture;
 
 static float *dup_f(const float *x, size_t n, int *fail)
@@ -195,29 +230,58 @@ static float *dup_f(const float *x, size_t n, int *fail)
     return d;
 }
 
-/* step_hook: keeps the inputs of the first, middle and last step of the first prompt. */
+/* Whether to keep this step (the first, middle and last of the first prompt), and copies of
+ * the inputs both kinds share (hidden states, caption, timestep, mask) in slot c->n - 1. */
+static dt_status capture_common(capture *c, int step, const dt_tensor *hs, const dt_tensor *ehs, const float *t,
+                                const float *mask, int *keep, dt_err *err)
+{
+    *keep = c->n < MAX_CAPTURE && (step == 0 || step == c->steps / 2 || step == c->steps - 1);
+    if (!*keep) return DT_OK;
+    if (!dt_tensor_is_contiguous(hs) || !dt_tensor_is_contiguous(ehs))
+        return dt_fail(err, DT_EINVAL, "quantize: non-contiguous transformer inputs");
+    int k = c->n++, fail = 0; /* counted even on failure so the buffers are freed */
+    int64_t B = hs->shape[0], T = ehs->shape[1];
+    c->buf[k][0] = dup_f(hs->data, (size_t)dt_tensor_numel(hs), &fail);
+    c->buf[k][1] = dup_f(ehs->data, (size_t)dt_tensor_numel(ehs), &fail);
+    c->buf[k][2] = dup_f(t, (size_t)B, &fail);
+    c->buf[k][3] = dup_f(mask, (size_t)(B * T), &fail);
+    if (fail) return dt_fail(err, DT_ENOMEM, "out of memory");
+    c->t[k][0] = dt_tensor_view(c->buf[k][0], DT_F32, hs->ndim, hs->shape);
+    c->t[k][1] = dt_tensor_view(c->buf[k][1], DT_F32, 3, ehs->shape);
+    return DT_OK;
+}
+
+/* step_hook of the image pipeline */
 static dt_status capture_step(void *user, int step, struct pixart_model *tr, const void *inputs, void *arena, dt_err *err)
 {
+    (void)arena;
     capture *c = user;
-    if (c->n >= MAX_CAPTURE || (step != 0 && step != c->steps / 2 && step != c->steps - 1)) return DT_OK;
     const pixart_inputs *in = inputs;
-    const pixart_config *cfg = pixart_get_config(tr);
-    int k = c->n, fail = 0;
-    int64_t B = in->hidden_states->shape[0], T = in->encoder_hidden_states->shape[1];
-    size_t nh = (size_t)dt_tensor_numel(in->hidden_states), ne = (size_t)dt_tensor_numel(in->encoder_hidden_states);
-    if (!dt_tensor_is_contiguous(in->hidden_states) || !dt_tensor_is_contiguous(in->encoder_hidden_states))
-        return dt_fail(err, DT_EINVAL, "quantize: non-contiguous transformer inputs");
-    c->buf[k][0] = dup_f(in->hidden_states->data, nh, &fail);
-    c->buf[k][1] = dup_f(in->encoder_hidden_states->data, ne, &fail);
-    c->buf[k][2] = dup_f(in->timestep, (size_t)B, &fail);
-    c->buf[k][3] = dup_f(in->encoder_attention_mask, (size_t)(B * T), &fail);
-    c->buf[k][4] = cfg->use_additional_conditions ? dup_f(in->resolution, (size_t)B * 2, &fail) : NULL;
-    c->buf[k][5] = cfg->use_additional_conditions ? dup_f(in->aspect_ratio, (size_t)B, &fail) : NULL;
-    c->n++; /* counted even on failure so the buffers are freed */
+    int keep = 0;
+    DT_TRY(capture_common(c, step, in->hidden_states, in->encoder_hidden_states, in->timestep, in->encoder_attention_mask,
+                          &keep, err));
+    if (!keep) return DT_OK;
+    int k = c->n - 1, fail = 0;
+    int64_t B = in->hidden_states->shape[0];
+    if (pixart_get_config(tr)->use_additional_conditions) {
+        c->buf[k][4] = dup_f(in->resolution, (size_t)B * 2, &fail);
+        c->buf[k][5] = dup_f(in->aspect_ratio, (size_t)B, &fail);
+    }
     if (fail) return dt_fail(err, DT_ENOMEM, "out of memory");
-    c->t[k][0] = dt_tensor_view(c->buf[k][0], DT_F32, in->hidden_states->ndim, in->hidden_states->shape);
-    c->t[k][1] = dt_tensor_view(c->buf[k][1], DT_F32, 3, in->encoder_hidden_states->shape);
     c->in[k] = (pixart_inputs){&c->t[k][0], &c->t[k][1], c->buf[k][2], c->buf[k][3], c->buf[k][4], c->buf[k][5]};
+    return DT_OK;
+}
+
+/* step_hook of the video pipeline */
+static dt_status capture_step_video(void *user, int step, void *tr, const void *inputs, void *arena, dt_err *err)
+{
+    (void)tr; (void)arena;
+    capture *c = user;
+    const latte_inputs *in = inputs;
+    int keep = 0;
+    DT_TRY(capture_common(c, step, in->hidden_states, in->encoder_hidden_states, in->timestep, in->encoder_attention_mask,
+                          &keep, err));
+    if (keep) c->vin[c->n - 1] = (latte_inputs){&c->t[c->n - 1][0], &c->t[c->n - 1][1], c->buf[c->n - 1][2], c->buf[c->n - 1][3]};
     return DT_OK;
 }
 
@@ -227,12 +291,18 @@ static void capture_free(capture *c)
         for (int j = 0; j < 6; j++) free(c->buf[k][j]);
 }
 
-/* Runs the pipeline over every prompt and step with the linears observed. */
-static dt_status calibrate(const quant_args *a, dt_quantizer *cal, char **prompts, int n, capture *cap, dt_err *err)
+static dt_status parse_dtype(const char *s, dt_dtype *dt, dt_err *err)
+{
+    if (!dt_dtype_parse(s, dt) || (*dt != DT_F32 && *dt != DT_BF16))
+        return dt_fail(err, DT_EINVAL, "--dtype: expected f32 or bf16, got \"%s\"", s);
+    return DT_OK;
+}
+
+/* Runs the image pipeline over every prompt and step with the linears observed. */
+static dt_status calibrate_image(const quant_args *a, dt_quantizer *cal, char **prompts, int n, capture *cap, dt_err *err)
 {
     dt_pipeline_config cfg = {.model_dir = a->model, .threads = a->threads, .quant = (struct dt_quantizer *)cal};
-    if (!dt_dtype_parse(a->dtype, &cfg.dtype) || (cfg.dtype != DT_F32 && cfg.dtype != DT_BF16))
-        return dt_fail(err, DT_EINVAL, "--dtype: expected f32 or bf16, got \"%s\"", a->dtype);
+    DT_TRY(parse_dtype(a->dtype, &cfg.dtype, err));
     cfg.text_dtype = cfg.dtype;
     dt_pipeline *p = NULL;
     DT_TRY(dt_pipeline_load(&cfg, &p, err));
@@ -242,7 +312,7 @@ static dt_status calibrate(const quant_args *a, dt_quantizer *cal, char **prompt
         r.prompt = prompts[i];
         r.negative_prompt = "";
         r.steps = a->steps;
-        r.cfg = a->cfg;
+        if (a->cfg >= 0) r.cfg = a->cfg;
         r.seed = a->seed + (uint64_t)i;
         r.width = a->width;
         r.height = a->height;
@@ -261,6 +331,45 @@ static dt_status calibrate(const quant_args *a, dt_quantizer *cal, char **prompt
     return s;
 }
 
+/* The same over the video pipeline: every step of every prompt's video (all frames), so the
+ * temporal blocks see their activations too. */
+static dt_status calibrate_video(const quant_args *a, dt_quantizer *cal, char **prompts, int n, capture *cap, dt_err *err)
+{
+    dt_video_pipeline_config cfg = {.model_dir = a->model, .threads = a->threads, .quant = cal};
+    DT_TRY(parse_dtype(a->dtype, &cfg.dtype, err));
+    cfg.text_dtype = cfg.dtype;
+    dt_video_pipeline *p = NULL;
+    DT_TRY(dt_video_pipeline_load(&cfg, &p, err));
+    dt_status s = DT_OK;
+    for (int i = 0; i < n && s == DT_OK; i++) {
+        dt_video_request r = dt_video_request_default();
+        r.prompt = prompts[i];
+        r.steps = a->steps;
+        if (a->cfg >= 0) r.cfg = a->cfg;
+        r.seed = a->seed + (uint64_t)i;
+        r.width = a->width;
+        r.height = a->height;
+        r.frames = a->frames;
+        if (cap && i == 0) {
+            cap->steps = a->steps;
+            r.step_hook = capture_step_video;
+            r.step_hook_user = cap;
+        }
+        dt_video_result res;
+        s = dt_video_pipeline_check(p, &r, err);
+        if (s == DT_OK) s = dt_video_pipeline_generate(p, &r, &res, err);
+        if (s == DT_OK) free(res.video);
+        if (s == DT_OK && !a->quiet) fprintf(stderr, "calibrated on prompt %d/%d\n", i + 1, n);
+    }
+    dt_video_pipeline_free(p);
+    return s;
+}
+
+static dt_status calibrate(const quant_args *a, dt_quantizer *cal, char **prompts, int n, capture *cap, dt_err *err)
+{
+    return a->video ? calibrate_video(a, cal, prompts, n, cap, err) : calibrate_image(a, cal, prompts, n, cap, err);
+}
+
 static dt_status quantize_and_save(const quant_args *a, dt_quantizer *cal, const dt_qlayer_bits *bits, int nbits,
                                    dt_err *err)
 {
@@ -276,27 +385,52 @@ static dt_status quantize_and_save(const quant_args *a, dt_quantizer *cal, const
     q.record = 1;
     q.rec = NULL, q.nrec = q.reccap = 0;
     dt_quantizer_reset_counts(&q);
-    char dir[1024];
     dt_backend *be = NULL;
-    pixart_model *m = NULL;
-    dt_status s = dt_model_component_dir(a->model, "transformer", dir, sizeof dir, err);
-    if (s == DT_OK) s = cli_backend("f32", a->threads, &be, err);
-    if (s == DT_OK) s = dt_quant_load_pixart(be, dir, &q, &m, err);
+    void *m = NULL;
+    dt_status s = cli_backend("f32", a->threads, &be, err);
+    if (s == DT_OK) s = qm_load(a->video, be, a->dir, &q, &m, err);
     if (s == DT_OK) s = dt_qplan_save(&q, a->out, a->scheme, a->model, err);
     if (s == DT_OK && !a->quiet)
         printf("quantize: %s, %d layers quantized, %d kept in floating point, weights %.1f MB -> %s\n", a->scheme,
                q.nquant, q.nfloat, q.weight_bytes / 1e6, a->out);
-    pixart_free(m);
+    if (m) qm_free(a->video, m);
     dt_backend_destroy(be);
     q.stats = NULL, q.nstats = q.cap = 0; /* owned by cal */
     dt_quantizer_free(&q);
     return s;
 }
 
+/* Adds the signal and noise energy of o against ref ([B, C, F, H, W] when F = shape[2] > 1
+ * and `temporal`: of their frame-to-frame differences, the temporal consistency ViDiT-Q
+ * judges temporal layers by; else of the values). */
+static void sqnr_add(const float *o, const float *ref, const dt_tensor *shape, int temporal, double *sig, double *noise)
+{
+    size_t n = (size_t)dt_tensor_numel(shape);
+    if (!temporal || shape->ndim != 5 || shape->shape[2] < 2) {
+        for (size_t i = 0; i < n; i++) {
+            double d = (double)o[i] - ref[i];
+            *sig += (double)ref[i] * ref[i];
+            *noise += d * d;
+        }
+        return;
+    }
+    size_t F = (size_t)shape->shape[2], hw = (size_t)(shape->shape[3] * shape->shape[4]), planes = n / (F * hw);
+    for (size_t p = 0; p < planes; p++)
+        for (size_t f = 0; f + 1 < F; f++) {
+            const float *r0 = ref + (p * F + f) * hw, *o0 = o + (p * F + f) * hw;
+            for (size_t i = 0; i < hw; i++) {
+                double dr = (double)r0[hw + i] - r0[i], dq = (double)o0[hw + i] - o0[i];
+                *sig += dr * dr;
+                *noise += (dq - dr) * (dq - dr);
+            }
+        }
+}
+
 /* SQNR (dB) of the transformer outputs on the captured inputs with only layer `only` at 4
- * bits (everything else float) against the float outputs `ref` (filled when only == NULL). */
-static dt_status sensitivity(const quant_args *a, dt_quantizer *cal, const capture *cap, const char *dir, dt_backend *be,
-                             const char *only, float **ref, double *sqnr, dt_err *err)
+ * bits (everything else float) against the float outputs `ref` (filled when only == NULL);
+ * a temporal layer of a video model is judged on frame differences (sqnr_add). */
+static dt_status sensitivity(const quant_args *a, dt_quantizer *cal, const capture *cap, dt_backend *be, const char *only,
+                             float **ref, double *sqnr, dt_err *err)
 {
     dt_quantizer q = *cal;
     q.mode = DT_QMODE_QUANT;
@@ -313,17 +447,20 @@ static dt_status sensitivity(const quant_args *a, dt_quantizer *cal, const captu
         q.layer_bits = &one;
         q.nlayer_bits = 1;
     }
-    pixart_model *m = NULL;
-    DT_TRY(dt_quant_load_pixart(be, dir, &q, &m, err));
-    const pixart_config *c = pixart_get_config(m);
+    void *m = NULL;
+    DT_TRY(qm_load(a->video, be, a->dir, &q, &m, err));
+    int oc = a->video ? latte_get_config(m)->out_channels : pixart_get_config(m)->out_channels;
+    int temporal = a->video && only && dt_quant_layer_temporal(only);
     dt_arena arena;
     dt_arena_init(&arena);
-    double num = 0, den = 0;
+    double sig = 0, noise = 0;
     dt_status s = DT_OK;
     for (int k = 0; k < cap->n && s == DT_OK; k++) {
-        const dt_tensor *h = cap->in[k].hidden_states;
-        int64_t shape[4] = {h->shape[0], c->out_channels, h->shape[2], h->shape[3]};
-        dt_tensor out = dt_tensor_view(NULL, DT_F32, 4, shape);
+        const dt_tensor *h = &cap->t[k][0];
+        int64_t shape[5];
+        for (int d = 0; d < h->ndim; d++) shape[d] = h->shape[d];
+        shape[1] = oc;
+        dt_tensor out = dt_tensor_view(NULL, DT_F32, h->ndim, shape);
         size_t n = (size_t)dt_tensor_numel(&out);
         if (!ref[k]) {
             ref[k] = malloc(n * sizeof(float));
@@ -333,34 +470,50 @@ static dt_status sensitivity(const quant_args *a, dt_quantizer *cal, const captu
         if (!o) { s = dt_fail(err, DT_ENOMEM, "out of memory"); break; }
         out.data = o;
         dt_arena_reset(&arena);
-        s = pixart_forward(m, &cap->in[k], &arena, &out, err);
-        for (size_t i = 0; only && s == DT_OK && i < n; i++) {
-            double d = (double)o[i] - ref[k][i];
-            num += (double)ref[k][i] * ref[k][i];
-            den += d * d;
-        }
+        s = a->video ? latte_forward(m, &cap->vin[k], &arena, &out, err) : pixart_forward(m, &cap->in[k], &arena, &out, err);
+        if (only && s == DT_OK) sqnr_add(o, ref[k], &out, temporal, &sig, &noise);
         if (only) free(o);
     }
     dt_arena_free(&arena);
-    pixart_free(m);
-    *sqnr = den > 0 ? 10 * log10(num / den) : 1e9;
+    qm_free(a->video, m);
+    *sqnr = noise > 0 ? 10 * log10(sig / noise) : 1e9;
     return s;
 }
 
-/* Greedy allocation under an average-bit budget (weighted by parameters): start with every
- * block linear at 8 bits and move layers to 4 bits, least sensitive (highest W4 SQNR) first,
- * until the average is within the budget. Bound: it stops at the first layer that brings the
- * average under the budget, so it gives up at most one layer's worth of bits more than needed
- * (less than max_i params_i·4 / total params below the budget); with the noise of single-layer
- * quantization taken as additive, this greedy order is optimal when the layers have equal
- * sizes (per-parameter ordering or a small DP over sizes would handle unequal ones better). */
+/* Greedy allocation under an average-bit budget (weighted by parameters), per sensitivity
+ * group: a video model's temporal-block layers are one group (ViDiT-Q treats them apart; their
+ * SQNR is on frame differences), every other quantized layer the other. In each group every
+ * layer starts at 8 bits and layers move to 4 bits, least sensitive (highest W4 SQNR) first,
+ * until the group's average is within the budget, so the whole model's is too. Bound: a group
+ * stops at the first layer that brings it under the budget, so it gives up at most one
+ * layer's worth of bits more than needed (less than max_i params_i·4 / group params below the
+ * budget); with the noise of single-layer quantization taken as additive, this greedy order
+ * is optimal when a group's layers have equal sizes (per-parameter ordering or a small DP
+ * over sizes would handle unequal ones better). */
+static void allocate_group(const quant_args *a, const dt_quantizer *cal, const int *order, int temporal, dt_qlayer_bits *bits)
+{
+    double params = 0, bitsum;
+    for (int i = 0; i < cal->nstats; i++)
+        if (dt_quant_layer_temporal(cal->stats[i].name) == temporal) params += (double)cal->stats[i].in * cal->stats[i].out;
+    if (params == 0) return;
+    bitsum = 8 * params;
+    for (int r = 0; r < cal->nstats; r++) {
+        int i = order[r];
+        if (dt_quant_layer_temporal(cal->stats[i].name) != temporal) continue;
+        if (bitsum / params <= a->budget) break;
+        bitsum -= 4 * (double)cal->stats[i].in * cal->stats[i].out;
+        bits[i].bits = 4;
+    }
+    if (!a->quiet)
+        fprintf(stderr, "mixed: %s layers: average weight bits %.2f (budget %.2f)\n", temporal ? "temporal" : a->video ? "spatial" : "all",
+                bitsum / params, a->budget);
+}
+
 static dt_status allocate_bits(const quant_args *a, dt_quantizer *cal, const capture *cap, dt_qlayer_bits **out,
                                int *nout, dt_err *err)
 {
     if (!cap->n) return dt_fail(err, DT_EINVAL, "quantize: no transformer inputs were captured for the sensitivity pass");
-    char dir[1024];
     dt_backend *be = NULL;
-    DT_TRY(dt_model_component_dir(a->model, "transformer", dir, sizeof dir, err));
     DT_TRY(cli_backend("f32", a->threads, &be, err));
     int L = cal->nstats;
     float *ref[MAX_CAPTURE] = {0};
@@ -368,29 +521,24 @@ static dt_status allocate_bits(const quant_args *a, dt_quantizer *cal, const cap
     int *order = calloc((size_t)L, sizeof(int));
     dt_qlayer_bits *bits = calloc((size_t)L, sizeof *bits);
     dt_status s = (sq && order && bits) ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
-    if (s == DT_OK) s = sensitivity(a, cal, cap, dir, be, NULL, ref, &dummy, err);
+    if (s == DT_OK) s = sensitivity(a, cal, cap, be, NULL, ref, &dummy, err);
     for (int i = 0; i < L && s == DT_OK; i++) {
-        s = sensitivity(a, cal, cap, dir, be, cal->stats[i].name, ref, &sq[i], err);
+        s = sensitivity(a, cal, cap, be, cal->stats[i].name, ref, &sq[i], err);
         order[i] = i;
-        if (s == DT_OK && !a->quiet) fprintf(stderr, "sensitivity %-48s W4 SQNR %.1f dB\n", cal->stats[i].name, sq[i]);
+        if (s == DT_OK && !a->quiet)
+            fprintf(stderr, "sensitivity %-48s W4 SQNR %.1f dB%s\n", cal->stats[i].name, sq[i],
+                    a->video && dt_quant_layer_temporal(cal->stats[i].name) ? " (frame differences)" : "");
     }
     for (int i = 1; i < L; i++) /* insertion sort: decreasing SQNR */
         for (int j = i; j > 0 && sq[order[j]] > sq[order[j - 1]]; j--) { int t = order[j]; order[j] = order[j - 1]; order[j - 1] = t; }
-    double params = 0, bitsum = 0;
-    for (int i = 0; i < L; i++) params += (double)cal->stats[i].in * cal->stats[i].out;
-    bitsum = 8 * params;
     for (int i = 0; i < L; i++) {
         snprintf(bits[i].name, sizeof bits[i].name, "%s", cal->stats[i].name);
         bits[i].bits = 8;
     }
-    for (int r = 0; r < L && s == DT_OK; r++) {
-        int i = order[r];
-        double p = (double)cal->stats[i].in * cal->stats[i].out;
-        if (bitsum / params <= a->budget) break;
-        bitsum -= 4 * p;
-        bits[i].bits = 4;
+    if (s == DT_OK) {
+        allocate_group(a, cal, order, 0, bits);
+        allocate_group(a, cal, order, 1, bits);
     }
-    if (s == DT_OK && !a->quiet) fprintf(stderr, "mixed: average weight bits %.2f (budget %.2f)\n", bitsum / params, a->budget);
     for (int k = 0; k < MAX_CAPTURE; k++) free(ref[k]);
     free(sq);
     free(order);
@@ -409,6 +557,17 @@ int cli_quantize(int argc, char **argv)
     char *buf = NULL, **prompts = NULL;
     int n = 0;
     if (read_prompts(a.prompts, &buf, &prompts, &n, &err) != DT_OK) return cli_die(&err);
+    if (dt_model_component_dir(a.model, "transformer", a.dir, sizeof a.dir, &err) != DT_OK) {
+        free(buf);
+        free(prompts);
+        return cli_die(&err);
+    }
+    a.video = latte_is_model_dir(a.dir);
+    if (!a.video && a.frames) {
+        free(buf);
+        free(prompts);
+        return cli_usage_error("--frames: only for video (Latte) pipelines");
+    }
     dt_quantizer cal = {.mode = DT_QMODE_OBSERVE};
     capture cap = {0};
     dt_qlayer_bits *bits = NULL;

@@ -10,6 +10,10 @@ int cli_quant_parse(const char *scheme, dt_quantizer *q);
 dt_status cli_bench_quant_report(dt_backend *be, const dt_quantizer *q, const pixart_config *c, int B, int tokens,
                                  int text, double step_s, double float_peak, dt_err *err);
 
+/* The same for any model: qflops of the quantized linears out of `all` matmul FLOPs a step. */
+dt_status cli_bench_quant_report_flops(dt_backend *be, const dt_quantizer *q, double qflops, double all, double step_s,
+                                       double float_peak, dt_err *err);
+
 /* bench --quant: times a float copy of the bench model and the quantized one alternately. */
 dt_status cli_bench_quant_ab(dt_backend *be, const pixart_config *c, pixart_model *qm, const pixart_inputs *in,
                              dt_arena *arena, dt_tensor *out, int rounds, dt_err *err);

@@ -2,6 +2,8 @@
  * runtime/video.h) with the generation parameters in its metadata. Every output path is
  * checked before any model is loaded; files are written atomically. */
 #include "cli.h"
+#include "cli_quant.h"
+#include "fastattn.h"
 #include "image.h"
 #include "modeldir.h"
 #include "models/latte.h"
@@ -17,6 +19,7 @@
 
 typedef struct {
     const char *model, *output, *dtype, *text_dtype;
+    const char *attn_plan, *quant; /* --attn-plan FILE, --quant DIR */
     int threads, quiet, json;
     double fps;
     dt_video_request req;
@@ -58,6 +61,9 @@ static int parse(int argc, char **argv, t2v_args *a)
         else if (F("--decode-chunk")) ok = cli_parse_int("--decode-chunk", v, 1, 4096, &a->req.decode_chunk);
         else if (F("--steps")) ok = cli_parse_int("--steps", v, 1, 1000, &a->req.steps);
         else if (F("--cfg")) { ok = parse_num("--cfg", v, 0, 1e6, &cfg); a->req.cfg = (float)cfg; }
+        else if (F("--eta")) { ok = parse_num("--eta", v, 0, 1e6, &cfg); a->req.eta = (float)cfg; }
+        else if (F("--attn-plan")) a->attn_plan = v;
+        else if (F("--quant")) a->quant = v;
         else if (F("--seed")) ok = parse_u64("--seed", v, &a->req.seed);
         else if (F("--batch")) ok = cli_parse_int("--batch", v, 1, 64, &a->req.batch);
         else if (F("--dtype")) a->dtype = v;
@@ -187,8 +193,18 @@ int cli_txt2vid(int argc, char **argv)
     dt_video_kind kind;
     if (dt_video_check_writable(a.output, &kind, &err) != DT_OK || check_frames(&a, &err) != DT_OK) return cli_die(&err);
     if (a.threads > 0) omp_set_num_threads(a.threads);
+    dt_attn_plan plan = {0}; /* checked against the model and steps with the request */
+    if (a.attn_plan && dt_attn_plan_load(a.attn_plan, &plan, &err) != DT_OK) return cli_die(&err);
+    if (a.attn_plan) a.req.attn_plan = &plan;
+    dt_quantizer qz = {0};
+    if (a.quant && cli_quant_open(a.quant, &qz, &err) != DT_OK) { dt_attn_plan_free(&plan); return cli_die(&err); }
+    if (a.quant) cfg.quant = &qz;
     dt_video_pipeline *p = NULL;
-    if (dt_video_pipeline_load(&cfg, &p, &err) != DT_OK) return cli_die(&err);
+    dt_status ls = dt_video_pipeline_load(&cfg, &p, &err);
+    cli_quant_close(&qz); /* the layers are built; the plan is no longer needed */
+    if (ls == DT_OK && a.req.eta > 0 && strcmp(dt_video_pipeline_solver_name(p), "DDIMScheduler"))
+        ls = dt_fail(&err, DT_EINVAL, "--eta: only DDIMScheduler uses eta, the solver is %s", dt_video_pipeline_solver_name(p));
+    if (ls != DT_OK) { dt_video_pipeline_free(p); dt_attn_plan_free(&plan); return cli_die(&err); }
     double elapsed = 0;
     if (!a.quiet && isatty(2)) {
         a.req.progress = step_bar;
@@ -205,5 +221,6 @@ int cli_txt2vid(int argc, char **argv)
         free(res.video);
     }
     dt_video_pipeline_free(p);
+    dt_attn_plan_free(&plan);
     return s == DT_OK ? 0 : cli_die(&err);
 }

@@ -20,6 +20,8 @@ struct latte_model {
     dit_block_shape sshape, tshape;
     float *pos, *tpos;         /* cached 2-D embedding for pos_h x pos_w; temporal [video_length, C] */
     int pos_h, pos_w;
+    dit_attn_hook *hook;       /* self-attention of both kinds of block, or NULL */
+    const latte_resume *resume; /* calibration's partial forwards, or NULL */
 };
 
 /* ---- config ---- */
@@ -221,6 +223,8 @@ void latte_free(latte_model *m)
 }
 
 const latte_config *latte_get_config(const latte_model *m) { return &m->cfg; }
+void latte_set_attn_hook(latte_model *m, dit_attn_hook *hook) { m->hook = hook; }
+void latte_set_resume(latte_model *m, const latte_resume *r) { m->resume = r; }
 
 /* ---- forward ---- */
 
@@ -307,24 +311,38 @@ typedef struct {
     dit_scratch *s;
 } latte_run;
 
+/* Blocks in execution order e = 0..2L-1: spatial block e/2 (even e, stream x in frame order)
+ * and temporal block e/2 (odd e, stream xt in token order, entered through a transpose and,
+ * before the first one, the temporal position embedding). */
 static dt_status layers(latte_model *m, latte_run *r, dt_arena *a, dt_err *err)
 {
     dt_backend *be = m->be;
-    int B = r->B, F = r->F, N = r->N, C = r->C;
+    int B = r->B, F = r->F, N = r->N, C = r->C, L = m->cfg.num_layers;
     dt_attn_bias cross_bias = {.key = r->key_bias};
-    for (int i = 0; i < m->cfg.num_layers; i++) {
-        dit_block_args sa = {be, i, r->t6s, B * F, N, r->T, r->x, r->ctx, &cross_bias, r->s, a, NULL};
-        DT_TRY(dit_block_forward(&m->spatial[i], &m->sshape, &sa, err));
-        DT_TRY(swap_axes(be, r->x->data, r->xt->data, B, F, N, C, err));
-        if (i == 0 && F > 1) {
-            dt_tensor tp = t2d(m->tpos, F, C);
-            DT_TRY(be->ops->add_rows(be, r->xt, &tp, r->xt, err));
+    const latte_resume *rs = m->resume;
+    int from = rs ? rs->from : 0;
+    size_t bytes = (size_t)B * F * N * C * sizeof(float);
+    for (int e = from; e < 2 * L; e++) {
+        int i = e / 2, temporal = e % 2;
+        dt_tensor *cur = temporal ? r->xt : r->x;
+        if (rs && e == from && from > 0) memcpy(cur->data, rs->load, bytes);
+        else if (temporal) {
+            DT_TRY(swap_axes(be, r->x->data, r->xt->data, B, F, N, C, err));
+            if (i == 0 && F > 1) {
+                dt_tensor tp = t2d(m->tpos, F, C);
+                DT_TRY(be->ops->add_rows(be, r->xt, &tp, r->xt, err));
+            }
+        } else if (e > 0) DT_TRY(swap_axes(be, r->xt->data, r->x->data, B, N, F, C, err));
+        if (rs && rs->save && e == rs->save_at) memcpy(rs->save, cur->data, bytes);
+        if (temporal) {
+            dit_block_args ta = {be, L + i, r->t6t, B * N, F, 0, r->xt, NULL, NULL, r->s, a, m->hook};
+            DT_TRY(dit_block_forward(&m->temporal[i], &m->tshape, &ta, err));
+        } else {
+            dit_block_args sa = {be, i, r->t6s, B * F, N, r->T, r->x, r->ctx, &cross_bias, r->s, a, m->hook};
+            DT_TRY(dit_block_forward(&m->spatial[i], &m->sshape, &sa, err));
         }
-        dit_block_args ta = {be, i, r->t6t, B * N, F, 0, r->xt, NULL, NULL, r->s, a, NULL};
-        DT_TRY(dit_block_forward(&m->temporal[i], &m->tshape, &ta, err));
-        DT_TRY(swap_axes(be, r->xt->data, r->x->data, B, N, F, C, err));
     }
-    return DT_OK;
+    return swap_axes(be, r->xt->data, r->x->data, B, N, F, C, err); /* the last block is temporal */
 }
 
 dt_status latte_forward(latte_model *m, const latte_inputs *in, dt_arena *a, dt_tensor *out, dt_err *err)

@@ -36,6 +36,18 @@ dt_status latte_load(dt_backend *be, const char *dir, latte_model **out, dt_err 
 dt_status latte_create(dt_backend *be, const latte_config *cfg, dt_weight_source *src, latte_model **out, dt_err *err);
 void latte_free(latte_model *m);
 const latte_config *latte_get_config(const latte_model *m);
+/* Self-attention hook (attention plans, runtime/fastattn.h) for every block, or NULL. The
+ * hook sees spatial block i as layer i and temporal block i as layer num_layers + i (an
+ * attention plan's row order); the temporal batch is [B, N] sequences of F frames. */
+struct dit_attn_hook;
+void latte_set_attn_hook(latte_model *m, struct dit_attn_hook *hook);
+/* Partial forwards (attention-plan calibration), in execution order: block e = 2i is spatial
+ * block i, e = 2i+1 temporal block i. Blocks before `from` are skipped, the stream entering
+ * block `from` (B·F·N·C floats; frame order before a spatial block, token order before a
+ * temporal one) read from `load` (from > 0); the stream entering block `save_at` is copied
+ * to `save` when save is set. NULL: plain forwards. Not owned. */
+typedef struct { int from; const float *load; int save_at; float *save; } latte_resume;
+void latte_set_resume(latte_model *m, const latte_resume *r);
 
 typedef struct {
     const dt_tensor *hidden_states;         /* [B, in_channels, F, H, W] f32 */

@@ -1,0 +1,108 @@
+/* The public C API for video (include/ditrt.h): dit_generate_video on the tiny Latte
+ * pipeline gives the frames `ditrt txt2vid` writes (PNG, lossless) byte for byte; the wrong
+ * call for a context's kind and bad requests fail with a message. */
+#include "testutil.h"
+#include "ditrt.h"
+#include "video.h"
+#include <sys/stat.h>
+
+#define PIPE "tests/fixtures/latte-pipe-tiny"
+
+static dit_ctx *open_ctx(const char *dir)
+{
+    dit_ctx_params cp;
+    dit_ctx_params_init(&cp);
+    cp.model_dir = dir;
+    cp.dtype = cp.text_dtype = "f32";
+    dit_ctx *c = NULL;
+    if (dit_ctx_create(&cp, &c) != DITRT_OK) fail_msg("%s", dit_errmsg(c));
+    return c;
+}
+
+static int steps_seen;
+static int on_step(int step, int steps, double s, void *u) { (void)steps; (void)s; (void)u; steps_seen = step; return 0; }
+
+static void test_same_frames_as_cli(void **state)
+{
+    (void)state;
+    if (access("./ditrt", X_OK)) { printf("  skipped: ./ditrt is not built (run from the repository root after make)\n"); skip(); }
+    dit_ctx *c = open_ctx(PIPE);
+    dit_gen_params gp;
+    dit_gen_params_init_video(&gp);
+    assert_int_equal(gp.steps, 50); /* LattePipeline's defaults */
+    assert_true(gp.cfg == 7.5f);
+    gp.prompt = "A paper boat drifting down a rainy street.";
+    gp.seed = 3;
+    gp.width = gp.height = 48;
+    gp.frames = 3;
+    gp.steps = 3;
+    gp.cfg = 4.5f;
+    gp.eta = 0.5f;
+    gp.progress = on_step;
+    dit_video *v = NULL;
+    int n = 0;
+    steps_seen = 0;
+    if (dit_generate_video(c, &gp, &v, &n) != DITRT_OK) fail_msg("%s", dit_errmsg(c));
+    assert_int_equal(n, 1);
+    assert_int_equal(steps_seen, 3);
+    assert_int_equal(v[0].frames, 3);
+    assert_int_equal(v[0].width, 48);
+    assert_string_equal(dit_errmsg(c), "");
+    char tmp[64], cmd[1024];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 ./ditrt txt2vid -m " PIPE " --dtype f32 --text-encoder-dtype f32 -q -p '%s' "
+             "--seed 3 -W 48 -H 48 --frames 3 --steps 3 --cfg 4.5 --eta 0.5 -o %s/", gp.prompt, tmp);
+    assert_int_equal(system(cmd), 0);
+    dt_video cli;
+    dt_err e = {0};
+    if (dt_video_read(tmp, &cli, &e) != DT_OK) fail_msg("%s", e.msg);
+    assert_int_equal(cli.frames, 3);
+    assert_memory_equal(cli.rgb, v[0].rgb, (size_t)3 * 48 * 48 * 3);
+    dt_video_free(&cli);
+    tu_rmtree(tmp);
+    dit_videos_free(v, n);
+    dit_ctx_free(c);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    dit_ctx *c = open_ctx(PIPE);
+    dit_gen_params gp;
+    dit_gen_params_init_video(&gp);
+    gp.prompt = "x";
+    gp.steps = 1;
+    dit_image *im = NULL;
+    int n = 0;
+    assert_int_equal(dit_generate(c, &gp, &im, &n), DITRT_EINVAL);
+    assert_non_null(strstr(dit_errmsg(c), "dit_generate_video"));
+    dit_video *v = NULL;
+    gp.frames = 99;
+    assert_int_equal(dit_generate_video(c, &gp, &v, &n), DITRT_EINVAL);
+    assert_non_null(strstr(dit_errmsg(c), "frames"));
+    assert_null(v);
+    dit_ctx_free(c);
+    c = open_ctx("tests/fixtures/pixart-pipe-tiny");
+    dit_gen_params_init(&gp);
+    gp.prompt = "x";
+    assert_int_equal(dit_generate_video(c, &gp, &v, &n), DITRT_EINVAL);
+    assert_non_null(strstr(dit_errmsg(c), "dit_generate"));
+    dit_ctx_free(c);
+    /* a solver override on a video folder */
+    dit_ctx_params cp;
+    dit_ctx_params_init(&cp);
+    cp.model_dir = PIPE;
+    cp.solver = "euler";
+    assert_int_equal(dit_ctx_create(&cp, &c), DITRT_EUNSUPPORTED);
+    assert_non_null(strstr(dit_errmsg(c), "solver"));
+    dit_ctx_free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_same_frames_as_cli),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
