@@ -179,7 +179,7 @@ dt_status cli_bench_attn_plans(const cli_fa_bench *b, dt_arena *a, const char *c
 
 typedef struct {
     const char *model, *prompts, *out, *dtype, *metric, *cfg_half, *asc_residual;
-    int steps, window, threads, width, height, quiet;
+    int steps, window, threads, width, height, quiet, no_binning;
     int temporal_window, frames; /* video (Latte) models */
     double threshold, cfg;
     unsigned long long seed;
@@ -222,6 +222,7 @@ static int cal_parse(int argc, char **argv, cal_args *a)
         else if (F("--asc-residual")) a->asc_residual = v;
         else if (miss) return cli_usage_error("%s: missing value", argv[i]), 0;
         else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) a->quiet = 1;
+        else if (!strcmp(argv[i], "--no-binning")) a->no_binning = 1;
         else return cli_usage_error("calibrate-attn: unknown option \"%s\"", argv[i]), 0;
 #undef F
         if (!ok) return 0;
@@ -319,6 +320,7 @@ static dt_status cal_prompt(const cal_args *a, const cal_model *cm, void *p, dt_
     r.seed = a->seed + (unsigned long long)i;
     r.width = a->width;
     r.height = a->height;
+    r.resolution_binning = !a->no_binning;
     r.step_hook = dt_fa_calib_step;
     r.step_hook_user = cal;
     dt_gen_result res;
