@@ -15,6 +15,7 @@
 #include <dirent.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <math.h>
 
 #define DIR_SOLVERS "tests/fixtures/solvers"
@@ -575,6 +576,81 @@ static int sh(const char *fmt, const char *arg)
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
+/* Runs `./ditrt search-solver ARGS` with stdout and stderr into buf; returns the exit code. */
+static int search_cli(const char *args, char *buf, size_t n)
+{
+    char cmd[2048], log[600];
+    snprintf(log, sizeof log, "%s/ss.txt", tmpd);
+    snprintf(cmd, sizeof cmd, "./ditrt search-solver %s > %s 2>&1", args, log);
+    int rc = system(cmd);
+    FILE *f = fopen(log, "r");
+    size_t got = f ? fread(buf, 1, n - 1, f) : 0;
+    if (f) fclose(f);
+    buf[got] = 0;
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* The interface: -m MODEL --nfe K --prompts FILE --out FILE; -p/-o stay aliases. */
+static void test_search_solver_cli(void **state)
+{
+    (void)state;
+    char ff[600], fc[600], empty[600], out[600], args[2048], buf[4096];
+    snprintf(ff, sizeof ff, "%s/ff.txt", tmpd);
+    snprintf(fc, sizeof fc, "%s/fc.txt", tmpd);
+    snprintf(empty, sizeof empty, "%s/empty.txt", tmpd);
+    snprintf(out, sizeof out, "%s/sched.json", tmpd);
+    write_text(ff, "fox\n\nfox\n"); /* blank lines are skipped */
+    write_text(fc, "fox\r\na cat\n");
+    write_text(empty, "\n\n");
+    const char *m = "-m tests/fixtures/pixart-pipe-tiny --nfe 3";
+    /* usage errors: exit 2, one line naming the flag, nothing written */
+    snprintf(args, sizeof args, "%s --out %s", m, out);
+    assert_int_equal(search_cli(args, buf, sizeof buf), 2);
+    assert_non_null(strstr(buf, "--prompts FILE"));
+    snprintf(args, sizeof args, "%s --prompts %s -p fox --out %s", m, fc, out);
+    assert_int_equal(search_cli(args, buf, sizeof buf), 2);
+    assert_non_null(strstr(buf, "exclusive"));
+    snprintf(args, sizeof args, "%s --prompts %s --out", m, fc);
+    assert_int_equal(search_cli(args, buf, sizeof buf), 2);
+    assert_non_null(strstr(buf, "--out: missing value"));
+    snprintf(args, sizeof args, "-m tests/fixtures/pixart-pipe-tiny --nfe 1 --prompts %s --out %s", fc, out);
+    assert_int_equal(search_cli(args, buf, sizeof buf), 2);
+    assert_non_null(strstr(buf, "--nfe"));
+    /* file errors: exit 1 before the model loads */
+    snprintf(args, sizeof args, "%s --prompts %s/none.txt --out %s", m, tmpd, out);
+    assert_int_equal(search_cli(args, buf, sizeof buf), 1);
+    assert_non_null(strstr(buf, "--prompts: cannot open"));
+    snprintf(args, sizeof args, "%s --prompts %s --out %s", m, empty, out);
+    assert_int_equal(search_cli(args, buf, sizeof buf), 1);
+    assert_non_null(strstr(buf, "has no prompt lines"));
+    assert_int_equal(access(out, F_OK), -1);
+    /* the score is the mean over (prompt, seed): a file with one prompt twice at one seed each
+     * is -p with two seeds (sample k uses seed + k), bit for bit; a different second prompt changes it */
+    const char *run = "-W 64 -H 64 --population 4 --generations 1 --ref-steps 4 -q --threads 1";
+    double sc[3];
+    for (int i = 0; i < 3; i++) {
+        if (i == 0) snprintf(args, sizeof args, "%s -p fox --samples 2 %s -o %s", m, run, out);
+        else snprintf(args, sizeof args, "%s --prompts %s --samples 1 %s --out %s", m, i == 1 ? ff : fc, run, out);
+        assert_int_equal(search_cli(args, buf, sizeof buf), 0);
+        const char *p = strstr(buf, "score ");
+        assert_non_null(p);
+        sc[i] = strtod(p + 6, NULL);
+        assert_int_equal(access(out, F_OK), 0);
+        assert_int_equal(remove(out), 0);
+    }
+    assert_non_null(strstr(buf, "over 2 prompts x 1 seeds"));
+    assert_true(sc[0] == sc[1]);
+    assert_true(sc[2] != sc[1]);
+}
+
 static void test_cli(void **state)
 {
     (void)state;
@@ -616,7 +692,6 @@ static void test_cli(void **state)
     dt_scheduler_free(u);
     snprintf(cmd, sizeof cmd, "%s--solver-schedule %%s -o %s/y.png", tiny, tmpd);
     assert_int_equal(sh(cmd, out), 0);
-    assert_int_equal(sh("./ditrt search-solver -m tests/fixtures/pixart-pipe-tiny -p fox --nfe 1 -o %s 2>/dev/null", out), 2);
 }
 
 int main(void)
@@ -631,6 +706,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_usf_afs, usf_setup, usf_teardown),
         cmocka_unit_test_setup_teardown(test_search_solver, usf_setup, usf_teardown),
         cmocka_unit_test_setup_teardown(test_cli, usf_setup, usf_teardown),
+        cmocka_unit_test_setup_teardown(test_search_solver_cli, usf_setup, usf_teardown),
         cmocka_unit_test_setup_teardown(test_usf_errors, usf_setup, usf_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
