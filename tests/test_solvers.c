@@ -472,6 +472,127 @@ static void test_usf_errors(void **state)
                      "afs", NULL);
 }
 
+/* ---- DPM-Solver-v3 steps (schedulers/usf_v3.c) ---- */
+
+/* Each case of scripts/fixtures/usf_v3.py: published (and one made-up) schedules with
+ * dpmsolver_v3_prediction steps on synthetic statistics, driven by a fixed model-output
+ * sequence, against a float64 Python reference of USF's math; every step within 1e-6. */
+static void test_usf_v3_matches_reference(void **state)
+{
+    (void)state;
+    const char *cases[] = {"sd_nfe5", "sd_nfe6", "sd_nfe10", "imagenet_nfe8_zero_x0", "imagenet_nfe6", "mixed"};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        char dir[512], sched[600], stats[600], traj[600];
+        snprintf(dir, sizeof dir, "tests/fixtures/usf_v3/%s", cases[c]);
+        snprintf(sched, sizeof sched, "%s/schedule.json", dir);
+        snprintf(stats, sizeof stats, "%s/stats.safetensors", dir);
+        snprintf(traj, sizeof traj, "%s/traj.safetensors", dir);
+        dt_err e = {0};
+        dt_safetensors *st;
+        if (dt_st_open(traj, &st, &e) != DT_OK) fail_msg("%s", e.msg);
+        const dt_st_entry *xt = dt_st_find(st, "x_T"), *mo = dt_st_find(st, "model_output"), *pv = dt_st_find(st, "prev_sample");
+        assert_non_null(xt); assert_non_null(mo); assert_non_null(pv);
+        size_t n = (size_t)xt->shape[0];
+        int K = (int)mo->shape[0];
+        float *x = malloc(n * 4), *m = malloc((size_t)K * n * 4), *want = malloc((size_t)K * n * 4);
+        dt_st_read_f32(xt, x); dt_st_read_f32(mo, m); dt_st_read_f32(pv, want);
+        char sdir[600];
+        snprintf(sdir, sizeof sdir, "%s/scheduler", dir);
+        dt_scheduler *u;
+        if (dt_scheduler_load_usf(sdir, sched, stats, &u, &e) != DT_OK) fail_msg("%s: %s", cases[c], e.msg);
+        assert_int_equal(dt_scheduler_set_timesteps(u, 1, &e), DT_OK);
+        assert_int_equal(dt_scheduler_num_steps(u), K);
+        double worst = 0;
+        for (int k = 0; k < K; k++) {
+            if (dt_scheduler_step(u, m + (size_t)k * n, x, x, n, &e) != DT_OK) fail_msg("%s: %s", cases[c], e.msg);
+            double r = tu_rel_l2(x, want + (size_t)k * n, n);
+            if (r > worst) worst = r;
+            if (!(r <= 1e-6)) fail_msg("%s: step %d: rel %.3g vs the Python reference", cases[c], k, r);
+        }
+        printf("  usf v3 %-22s %2d steps, worst step rel %.2g\n", cases[c], K, worst);
+        dt_scheduler_free(u);
+        dt_st_close(st);
+        free(x); free(m); free(want);
+    }
+}
+
+/* Writes statistics [N+1, D] with l = lv, s = sv, b = bv everywhere (and t_range when tr). */
+static void write_stats(const char *path, int N, int D, float lv, float sv, float bv, const float *tr)
+{
+    size_t n = (size_t)(N + 1) * D;
+    float *l = malloc(n * 4), *s = malloc(n * 4), *b = malloc(n * 4);
+    for (size_t i = 0; i < n; i++) { l[i] = lv; s[i] = sv; b[i] = bv; }
+    int64_t sh[2] = {N + 1, D}, sh2[1] = {2};
+    dt_tensor tl = dt_tensor_view(l, DT_F32, 2, sh), ts = dt_tensor_view(s, DT_F32, 2, sh), tb = dt_tensor_view(b, DT_F32, 2, sh);
+    dt_tensor tt = dt_tensor_view((void *)tr, DT_F32, 1, sh2);
+    dt_st_item it[4] = {{"l", &tl}, {"s", &ts}, {"b", &tb}, {"t_range", &tt}};
+    dt_err e = {0};
+    assert_int_equal(dt_st_write(path, it, tr ? 4 : 3, &e), DT_OK);
+    free(l); free(s); free(b);
+}
+
+/* DPM-Solver-v3 with the degenerate statistics l = 1, s = b = 0 is DPM-Solver++ (paper,
+ * App. A.2): its order-1 and order-2 steps match data prediction up to the grid (rows snap
+ * the points to the nearest grid lambda: with 20000 rows these points' step sizes move by
+ * 3.6e-4 and the steps differ by 7e-4; with 80000 by < 1e-6, measured 3e-6). */
+static void test_usf_v3_degenerate(void **state)
+{
+    (void)state;
+    char stats[600], a[600], b[600];
+    snprintf(stats, sizeof stats, "%s/deg.safetensors", tmpd);
+    write_stats(stats, 80000, 1, 1, 0, 0, NULL);
+    const char *body = "{\"timesteps\": [1.0, 0.6, 0.3, 0.05], \"orders\": [1, 2, 2], \"prediction_types\": [\"%s\", \"%s\", \"%s\"], "
+                       "\"start_points\": [-1, -1, -1], \"corrector_types\": [{\"type\": \"no_corrector\"}, {\"type\": \"no_corrector\"}, "
+                       "{\"type\": \"no_corrector\"}], \"derivative_types\": [[], [" D1 "], [" D1 "]]}";
+    char js[2048];
+    const char *v3 = "dpmsolver_v3_prediction", *dp = "data_prediction";
+    snprintf(a, sizeof a, "%s/v3.json", tmpd);
+    snprintf(js, sizeof js, body, v3, v3, v3);
+    tu_write_file(a, js, strlen(js));
+    snprintf(b, sizeof b, "%s/dp.json", tmpd);
+    snprintf(js, sizeof js, body, dp, dp, dp);
+    tu_write_file(b, js, strlen(js));
+    enum { N = 32 };
+    float x[2][N], m[N];
+    dt_rng g;
+    dt_rng_init(&g, 3, DT_RNG_VECTOR);
+    dt_rng_randn(&g, x[0], N);
+    memcpy(x[1], x[0], sizeof x[0]);
+    dt_scheduler *u[2];
+    dt_err e = {0};
+    if (dt_scheduler_load_usf("tests/fixtures/pixart-pipe-tiny/scheduler", a, stats, &u[0], &e) != DT_OK) fail_msg("%s", e.msg);
+    if (dt_scheduler_load_usf("tests/fixtures/pixart-pipe-tiny/scheduler", b, NULL, &u[1], &e) != DT_OK) fail_msg("%s", e.msg);
+    for (int r = 0; r < 2; r++) assert_int_equal(dt_scheduler_set_timesteps(u[r], 1, &e), DT_OK);
+    for (int k = 0; k < 3; k++) { /* both step from the same sample: the per-step difference */
+        for (int i = 0; i < N; i++) m[i] = 0.8f * x[1][i] + 0.3f * (float)sin(i + 3.0 * k);
+        for (int r = 0; r < 2; r++) assert_int_equal(dt_scheduler_step(u[r], m, x[1], x[r], N, &e), DT_OK);
+        double rel = tu_rel_l2(x[0], x[1], N);
+        printf("  v3 with l=1, s=b=0 vs data prediction, step %d: rel %.2g\n", k, rel);
+        assert_true(rel < 2e-5);
+    }
+    dt_scheduler_free(u[0]);
+    dt_scheduler_free(u[1]);
+    /* the same schedule ending below the statistics' t_end: refused naming the step and point */
+    float tr[2] = {1.0f, 0.1f};
+    write_stats(stats, 50, 1, 1, 0, 0, tr);
+    dt_scheduler *bad = NULL;
+    assert_int_not_equal(dt_scheduler_load_usf("tests/fixtures/pixart-pipe-tiny/scheduler", a, stats, &bad, &e), DT_OK);
+    assert_null(bad);
+    if (!strstr(e.msg, "step 2") || !strstr(e.msg, "point 3") || !strstr(e.msg, "outside")) fail_msg("message: %s", e.msg);
+    /* a statistics file without "b" */
+    size_t n = 51;
+    float *l = calloc(n, 4);
+    int64_t sh[1] = {51};
+    dt_tensor t1 = dt_tensor_view(l, DT_F32, 1, sh);
+    dt_st_item it[2] = {{"l", &t1}, {"s", &t1}};
+    e = (dt_err){0};
+    assert_int_equal(dt_st_write(stats, it, 2, &e), DT_OK);
+    free(l);
+    e = (dt_err){0};
+    assert_int_not_equal(dt_scheduler_load_usf("tests/fixtures/pixart-pipe-tiny/scheduler", a, stats, &bad, &e), DT_OK);
+    if (!strstr(e.msg, "\"b\"")) fail_msg("message: %s", e.msg);
+}
+
 /* ---- solver search (schedulers/usf_search.c) on an analytic denoiser ---- */
 
 /* Data: each element is +-1 (equal odds) plus N(0, 0.1^2); the exact epsilon of x at a noise
@@ -704,6 +825,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_usf_reproduces_solvers, usf_setup, usf_teardown),
         cmocka_unit_test(test_usf_configs),
         cmocka_unit_test_setup_teardown(test_usf_afs, usf_setup, usf_teardown),
+        cmocka_unit_test_setup_teardown(test_usf_v3_matches_reference, usf_setup, usf_teardown),
+        cmocka_unit_test_setup_teardown(test_usf_v3_degenerate, usf_setup, usf_teardown),
         cmocka_unit_test_setup_teardown(test_search_solver, usf_setup, usf_teardown),
         cmocka_unit_test_setup_teardown(test_cli, usf_setup, usf_teardown),
         cmocka_unit_test_setup_teardown(test_search_solver_cli, usf_setup, usf_teardown),
