@@ -716,14 +716,6 @@ static int search_cli(const char *args, char *buf, size_t n)
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 /* The interface: -m MODEL --nfe K --prompts FILE --out FILE; -p/-o stay aliases. */
 static void test_search_solver_cli(void **state)
 {
@@ -733,30 +725,29 @@ static void test_search_solver_cli(void **state)
     snprintf(fc, sizeof fc, "%s/fc.txt", tmpd);
     snprintf(empty, sizeof empty, "%s/empty.txt", tmpd);
     snprintf(out, sizeof out, "%s/sched.json", tmpd);
-    write_text(ff, "fox\n\nfox\n"); /* blank lines are skipped */
-    write_text(fc, "fox\r\na cat\n");
-    write_text(empty, "\n\n");
+    tu_write_file(ff, "fox\n\nfox\n", 10); /* blank lines are skipped */
+    tu_write_file(fc, "fox\r\na cat\n", 12);
+    tu_write_file(empty, "\n\n", 2);
     const char *m = "-m tests/fixtures/pixart-pipe-tiny --nfe 3";
-    /* usage errors: exit 2, one line naming the flag, nothing written */
-    snprintf(args, sizeof args, "%s --out %s", m, out);
-    assert_int_equal(search_cli(args, buf, sizeof buf), 2);
-    assert_non_null(strstr(buf, "--prompts FILE"));
-    snprintf(args, sizeof args, "%s --prompts %s -p fox --out %s", m, fc, out);
-    assert_int_equal(search_cli(args, buf, sizeof buf), 2);
-    assert_non_null(strstr(buf, "exclusive"));
-    snprintf(args, sizeof args, "%s --prompts %s --out", m, fc);
-    assert_int_equal(search_cli(args, buf, sizeof buf), 2);
-    assert_non_null(strstr(buf, "--out: missing value"));
-    snprintf(args, sizeof args, "-m tests/fixtures/pixart-pipe-tiny --nfe 1 --prompts %s --out %s", fc, out);
-    assert_int_equal(search_cli(args, buf, sizeof buf), 2);
-    assert_non_null(strstr(buf, "--nfe"));
-    /* file errors: exit 1 before the model loads */
-    snprintf(args, sizeof args, "%s --prompts %s/none.txt --out %s", m, tmpd, out);
-    assert_int_equal(search_cli(args, buf, sizeof buf), 1);
-    assert_non_null(strstr(buf, "--prompts: cannot open"));
-    snprintf(args, sizeof args, "%s --prompts %s --out %s", m, empty, out);
-    assert_int_equal(search_cli(args, buf, sizeof buf), 1);
-    assert_non_null(strstr(buf, "has no prompt lines"));
+    /* usage errors exit 2, file errors 1 (before the model loads); one line naming the flag,
+     * nothing written */
+    char none[600];
+    snprintf(none, sizeof none, "%s/none.txt", tmpd);
+    const struct { int nfe; const char *prompts, *extra, *out; int rc; const char *needle; } bad[] = {
+        {3, NULL, "", out, 2, "--prompts FILE"},
+        {3, fc, "-p fox", out, 2, "exclusive"},
+        {3, fc, "", "", 2, "--out: missing value"},
+        {1, fc, "", out, 2, "--nfe"},
+        {3, none, "", out, 1, "--prompts: cannot open"},
+        {3, empty, "", out, 1, "has no prompt lines"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(args, sizeof args, "-m tests/fixtures/pixart-pipe-tiny --nfe %d %s %s %s --out %s", bad[i].nfe,
+                 bad[i].prompts ? "--prompts" : "", bad[i].prompts ? bad[i].prompts : "", bad[i].extra, bad[i].out);
+        assert_int_equal(search_cli(args, buf, sizeof buf), bad[i].rc);
+        if (!strstr(buf, bad[i].needle) || strchr(buf, '\n') != strrchr(buf, '\n'))
+            fail_msg("search-solver %s: \"%s\" lacks \"%s\" or spans lines", args, buf, bad[i].needle);
+    }
     assert_int_equal(access(out, F_OK), -1);
     /* the score is the mean over (prompt, seed): a file with one prompt twice at one seed each
      * is -p with two seeds (sample k uses seed + k), bit for bit; a different second prompt changes it */

@@ -186,15 +186,6 @@ typedef struct {
     pixart_inputs in[MAX_CAPTURE];
 } capture;
 
-static float *dup_f(const float *x, size_t n, int *fail)
-{
-    if (!x) return NULL;
-    float *d = malloc(n * sizeof(float));
-    if (d) memcpy(d, x, n * sizeof(float));
-    else *fail = 1;
-    return d;
-}
-
 /* step_hook: keeps the inputs of the first, middle and last step of the first prompt. */
 static dt_status capture_step(void *user, int step, struct pixart_model *tr, const void *inputs, void *arena, dt_err *err)
 {
@@ -207,12 +198,12 @@ static dt_status capture_step(void *user, int step, struct pixart_model *tr, con
     size_t nh = (size_t)dt_tensor_numel(in->hidden_states), ne = (size_t)dt_tensor_numel(in->encoder_hidden_states);
     if (!dt_tensor_is_contiguous(in->hidden_states) || !dt_tensor_is_contiguous(in->encoder_hidden_states))
         return dt_fail(err, DT_EINVAL, "quantize: non-contiguous transformer inputs");
-    c->buf[k][0] = dup_f(in->hidden_states->data, nh, &fail);
-    c->buf[k][1] = dup_f(in->encoder_hidden_states->data, ne, &fail);
-    c->buf[k][2] = dup_f(in->timestep, (size_t)B, &fail);
-    c->buf[k][3] = dup_f(in->encoder_attention_mask, (size_t)(B * T), &fail);
-    c->buf[k][4] = cfg->use_additional_conditions ? dup_f(in->resolution, (size_t)B * 2, &fail) : NULL;
-    c->buf[k][5] = cfg->use_additional_conditions ? dup_f(in->aspect_ratio, (size_t)B, &fail) : NULL;
+    c->buf[k][0] = cli_dup_floats(in->hidden_states->data, nh, &fail);
+    c->buf[k][1] = cli_dup_floats(in->encoder_hidden_states->data, ne, &fail);
+    c->buf[k][2] = cli_dup_floats(in->timestep, (size_t)B, &fail);
+    c->buf[k][3] = cli_dup_floats(in->encoder_attention_mask, (size_t)(B * T), &fail);
+    c->buf[k][4] = cfg->use_additional_conditions ? cli_dup_floats(in->resolution, (size_t)B * 2, &fail) : NULL;
+    c->buf[k][5] = cfg->use_additional_conditions ? cli_dup_floats(in->aspect_ratio, (size_t)B, &fail) : NULL;
     c->n++; /* counted even on failure so the buffers are freed */
     if (fail) return dt_fail(err, DT_ENOMEM, "out of memory");
     c->t[k][0] = dt_tensor_view(c->buf[k][0], DT_F32, in->hidden_states->ndim, in->hidden_states->shape);

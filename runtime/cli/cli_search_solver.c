@@ -119,15 +119,6 @@ static dt_status denoise(void *user, int sample, const float *x, double t, float
     return DT_OK;
 }
 
-static float *dup_floats(const float *src, size_t n, int *fail)
-{
-    if (!src) return NULL;
-    float *d = malloc(n * sizeof(float));
-    if (d) memcpy(d, src, n * sizeof(float));
-    else *fail = 1;
-    return d;
-}
-
 /* Keeps a copy of the text inputs (embeddings, mask, micro-conditions) of one prompt. */
 static dt_status capture(ss_text *tx, const pixart_inputs *in, dt_err *err)
 {
@@ -135,10 +126,10 @@ static dt_status capture(ss_text *tx, const pixart_inputs *in, dt_err *err)
     int64_t rows = e->shape[0], len = e->shape[1];
     int fail = 0;
     memcpy(tx->shape, e->shape, sizeof tx->shape);
-    tx->embeds = dup_floats(e->data, (size_t)(rows * len * e->shape[2]), &fail);
-    tx->mask = dup_floats(in->encoder_attention_mask, (size_t)(rows * len), &fail);
-    tx->res = dup_floats(in->resolution, (size_t)rows * 2, &fail);
-    tx->ar = dup_floats(in->aspect_ratio, (size_t)rows, &fail);
+    tx->embeds = cli_dup_floats(e->data, (size_t)(rows * len * e->shape[2]), &fail);
+    tx->mask = cli_dup_floats(in->encoder_attention_mask, (size_t)(rows * len), &fail);
+    tx->res = cli_dup_floats(in->resolution, (size_t)rows * 2, &fail);
+    tx->ar = cli_dup_floats(in->aspect_ratio, (size_t)rows, &fail);
     if (fail) return dt_fail(err, DT_ENOMEM, "search-solver: out of memory");
     tx->t = dt_tensor_view(tx->embeds, DT_F32, 3, tx->shape);
     return DT_OK;

@@ -143,6 +143,15 @@ void cli_list_free(cli_list *l)
     *l = (cli_list){0};
 }
 
+float *cli_dup_floats(const float *x, size_t n, int *fail)
+{
+    if (!x) return NULL;
+    float *d = malloc(n * sizeof(float));
+    if (d) memcpy(d, x, n * sizeof(float));
+    else *fail = 1;
+    return d;
+}
+
 double cli_now(void)
 {
     struct timespec ts;
