@@ -584,6 +584,15 @@ static void test_usf_v3_degenerate(void **state)
     assert_int_not_equal(dt_scheduler_load_usf("tests/fixtures/pixart-pipe-tiny/scheduler", a, stats, &bad, &e), DT_OK);
     assert_null(bad);
     if (!strstr(e.msg, "step 2") || !strstr(e.msg, "point 3") || !strstr(e.msg, "outside")) fail_msg("message: %s", e.msg);
+    /* rows of 7 values cannot cover 32 latent values: refused at the first step */
+    write_stats(stats, 50, 7, 1, 0, 0, NULL);
+    e = (dt_err){0};
+    if (dt_scheduler_load_usf("tests/fixtures/pixart-pipe-tiny/scheduler", a, stats, &bad, &e) != DT_OK) fail_msg("%s", e.msg);
+    assert_int_equal(dt_scheduler_set_timesteps(bad, 1, &e), DT_OK);
+    assert_int_not_equal(dt_scheduler_step(bad, m, x[0], x[0], N, &e), DT_OK);
+    if (!strstr(e.msg, "7 values per grid row")) fail_msg("message: %s", e.msg);
+    dt_scheduler_free(bad);
+    bad = NULL;
     /* a statistics file without "b" */
     size_t n = 51;
     float *l = calloc(n, 4);
@@ -797,6 +806,15 @@ static void test_cli(void **state)
     snprintf(cmd, sizeof cmd, "%s--solver-schedule %%s/none.json -o %%s/x.png 2>/dev/null", tiny);
     assert_int_not_equal(sh(cmd, tmpd), 0);
     snprintf(cmd, sizeof cmd, "%s--solver ddim --eta 0.5 --steps 3 -o %%s/x.png", tiny);
+    assert_int_equal(sh(cmd, tmpd), 0);
+    /* a published schedule with DPM-Solver-v3 steps: refused without statistics, runs with */
+    char stats[600];
+    snprintf(stats, sizeof stats, "%s/ems.safetensors", tmpd);
+    write_stats(stats, 40, 256, 1.0f, 0.1f, 0.05f, NULL); /* rows = the [4, 8, 8] latent of 64x64 */
+    snprintf(cmd, sizeof cmd, "%s--solver-schedule tests/fixtures/usf_v3/sd_nfe5/schedule.json -o %%s/v3.png 2>/dev/null", tiny);
+    assert_int_equal(sh(cmd, tmpd), 1);
+    snprintf(cmd, sizeof cmd, "%s--solver-schedule tests/fixtures/usf_v3/sd_nfe5/schedule.json --solver-statistics %s -o %%s/v3.png",
+             tiny, stats);
     assert_int_equal(sh(cmd, tmpd), 0);
     /* search-solver writes a schedule that txt2img runs */
     assert_int_equal(sh("./ditrt search-solver -m tests/fixtures/pixart-pipe-tiny -p fox -W 64 -H 64 --nfe 3 "

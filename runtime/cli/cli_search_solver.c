@@ -259,7 +259,10 @@ int cli_search_solver(int argc, char **argv)
         s = dt_pipeline_check(p, &r, &err);
         if (s == DT_OK) s = dt_pipeline_generate(p, &r, &res, &err);
         if (s == DT_OK) { free(res.image); s = dt_fail(&err, DT_EINVAL, "search-solver: the generation never reached its first step"); }
-        else if (c.captured == i + 1 && (c.done || i + 1 < c.nprompts)) s = DT_OK; /* the hook stopped it, as intended */
+        else if (c.captured == i + 1 && (c.done || i + 1 < c.nprompts)) { /* the hook stopped it, as intended */
+            s = DT_OK;
+            err = (dt_err){0};
+        }
     }
     dt_pipeline_free(p);
     free(c.model_in); free(c.model_out); free(c.tsteps);
