@@ -12,13 +12,18 @@
  * evaluation; the last step never corrects). AFS "zero_x0" replaces the first model output by
  * x_T (the model is still called once by the pipeline: its output is ignored).
  *
+ * dpmsolver_v3_prediction steps (DPM-Solver-v3's EMS update, schedulers/usf_v3.h) need a
+ * statistics file; every evaluated point and each v3 step's target must then lie on the
+ * statistics' grid. Relaxations use h (-h for the empirical ones under data prediction), as
+ * the published code does.
+ *
  * Arithmetic is double for the coefficients and the derivative weights, f32 for the arrays.
- * Not supported (fail at load naming step and field): dpmsolver_v3_prediction (needs
- * DPM-Solver-v3 statistics: without a statistics file the message says so, with one it says
- * they are not implemented), implicit correctors, relaxation on derivatives other than the
- * first, an order above 1 into t = 0. num_inference_steps is ignored: the schedule fixes it. */
+ * Not supported (fail at load naming step and field): dpmsolver_v3_prediction without a
+ * statistics file, implicit correctors, relaxation on derivatives other than the first, an
+ * order above 1 into t = 0. num_inference_steps is ignored: the schedule fixes it. */
 #include "scheduler_impl.h"
 #include "json.h"
+#include "usf_v3.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +33,7 @@
 #define USF_MAX_STEPS 1000
 
 enum { REL_NONE, REL_LINEAR, REL_BH2, REL_BH1 };
-enum { P_NOISE, P_DATA };
+enum { P_NOISE, P_DATA, P_V3 };
 
 typedef struct {
     int m;                       /* active points */
@@ -53,6 +58,11 @@ typedef struct {
     /* per point: the sample (corrected), eps and x0 from the model output */
     float **x, **eps, **x0;
     size_t n;
+    /* DPM-Solver-v3: statistics, each point's grid row and f from the model output */
+    int has_v3, has_ems;
+    dt_ems ems;
+    long *row;
+    float **f;
 } usf;
 
 /* ---- the noise schedule ---- */
@@ -151,13 +161,13 @@ static dt_status parse_pred(const cJSON *p, const char *path, int step, int has_
     const char *v = cJSON_IsString(p) ? p->valuestring : "";
     if (!strcmp(v, "noise_prediction")) *out = P_NOISE;
     else if (!strcmp(v, "data_prediction")) *out = P_DATA;
-    else if (!strcmp(v, "dpmsolver_v3_prediction"))
-        return has_stats ? dt_fail(err, DT_EUNSUPPORTED, "%s: step %d: field \"prediction_types\" is \"dpmsolver_v3_prediction\": "
-                                                         "DPM-Solver-v3 statistics are not implemented", path, step)
-                         : dt_fail(err, DT_EUNSUPPORTED, "%s: step %d: field \"prediction_types\" is \"dpmsolver_v3_prediction\", "
-                                                         "which needs a DPM-Solver-v3 statistics file", path, step);
-    else return dt_fail(err, DT_EFORMAT, "%s: step %d: field \"prediction_types\" is \"%s\"; supported: noise_prediction, "
-                                         "data_prediction", path, step, v);
+    else if (!strcmp(v, "dpmsolver_v3_prediction")) {
+        if (!has_stats)
+            return dt_fail(err, DT_EUNSUPPORTED, "%s: step %d: field \"prediction_types\" is \"dpmsolver_v3_prediction\", "
+                                                 "which needs a DPM-Solver-v3 statistics file (--solver-statistics)", path, step);
+        *out = P_V3;
+    } else return dt_fail(err, DT_EFORMAT, "%s: step %d: field \"prediction_types\" is \"%s\"; supported: noise_prediction, "
+                                           "data_prediction, dpmsolver_v3_prediction", path, step, v);
     return DT_OK;
 }
 
@@ -219,6 +229,7 @@ static dt_status parse_schedule(usf *u, const cJSON *j, const char *path, int ha
                            path, i, have);
         s->start = sp->valueint;
         DT_TRY(parse_pred(p, path, i, has_stats, &s->pred, err));
+        u->has_v3 |= s->pred == P_V3;
         DT_TRY(parse_derivs(d, path, "derivative_types", i, s->order, have, s->start, s->d, err));
         if (u->t[i + 1] == 0 && s->order > 1)
             return dt_fail(err, DT_EINVAL, "%s: step %d: field \"orders\": order %d into t = 0 (sigma 0) is undefined; use 1",
@@ -232,13 +243,35 @@ static dt_status parse_schedule(usf *u, const cJSON *j, const char *path, int ha
     return DT_OK;
 }
 
+/* ---- DPM-Solver-v3 statistics ---- */
+
+static double lambda_of(const void *user, double t) { return vp_at(user, t).lambda; }
+
+/* Loads the statistics and places every point on their grid: the evaluated points (their
+ * f feeds the v3 steps) and each v3 step's target must fall on a row. */
+static dt_status load_statistics(usf *u, const char *path, const char *stats, dt_err *err)
+{
+    DT_TRY(dt_ems_load(stats, lambda_of, u, &u->ems, err));
+    u->has_ems = 1;
+    if (!(u->row = malloc((size_t)(u->nsteps + 1) * sizeof *u->row))) return dt_fail(err, DT_ENOMEM, "%s: out of memory", path);
+    for (int i = 0; i <= u->nsteps; i++) u->row[i] = dt_ems_index(&u->ems, vp_at(u, u->t[i]).lambda);
+    for (int i = 0; i < u->nsteps; i++) {
+        int k = u->row[i] < 0 || u->row[i] > u->ems.N ? i : u->st[i].pred == P_V3 && u->row[i + 1] > u->ems.N ? i + 1 : -1;
+        if (k >= 0)
+            return dt_fail(err, DT_EINVAL, "%s: step %d: point %d (t = %g) is outside the DPM-Solver-v3 statistics' range "
+                                           "t in [%g, %g] of %s", path, i, k, u->t[k], u->ems.t_end, u->ems.t_start, stats);
+    }
+    return DT_OK;
+}
+
 /* ---- create / set_timesteps ---- */
 
 static void usf_free_points(usf *u)
 {
     for (int i = 0; u->x && i <= u->nsteps; i++) { free(u->x[i]); free(u->eps[i]); free(u->x0[i]); }
-    free(u->x); free(u->eps); free(u->x0);
-    u->x = u->eps = u->x0 = NULL;
+    for (int i = 0; u->f && i <= u->nsteps; i++) free(u->f[i]);
+    free(u->x); free(u->eps); free(u->x0); free(u->f);
+    u->x = u->eps = u->x0 = u->f = NULL;
     u->n = 0;
 }
 
@@ -247,7 +280,8 @@ static void usf_destroy(void *impl)
     usf *u = impl;
     if (!u) return;
     usf_free_points(u);
-    free(u->log_alpha); free(u->t); free(u->st);
+    free(u->log_alpha); free(u->t); free(u->st); free(u->row);
+    if (u->has_ems) dt_ems_free(&u->ems);
     free(u);
 }
 
@@ -275,6 +309,7 @@ static dt_status usf_create(dt_scheduler *s, const cJSON *cfg, const char *path,
     DT_TRY(dt_json_load(sf->valuestring, &j, err));
     st = parse_schedule(u, j, sf->valuestring, cJSON_IsString(stats), err);
     cJSON_Delete(j);
+    if (st == DT_OK && u->has_v3) st = load_statistics(u, sf->valuestring, stats->valuestring, err);
     s->init_noise_sigma = 1.0;
     return st;
 }
@@ -313,6 +348,9 @@ static dt_status ensure_points(usf *u, size_t n, const char *path, dt_err *err)
     for (int i = 0; i < np; i++)
         if (!(u->x[i] = malloc(m * 4)) || !(u->eps[i] = malloc(m * 4)) || !(u->x0[i] = malloc(m * 4)))
             return dt_fail(err, DT_ENOMEM, "%s: out of memory for the solver history (%d x %zu values)", path, np, n);
+    if (u->has_v3 && !(u->f = calloc((size_t)np, sizeof *u->f))) return dt_fail(err, DT_ENOMEM, "%s: out of memory", path);
+    for (int i = 0; u->f && i < np; i++)
+        if (!(u->f[i] = malloc(m * 4))) return dt_fail(err, DT_ENOMEM, "%s: out of memory for the solver history", path);
     u->n = n;
     return DT_OK;
 }
@@ -340,26 +378,55 @@ static void deriv_weights(int m, const double *dl, int order, double *a)
     for (int k = 0; k < m; k++) a[k] = A[k][m] / A[k][k];
 }
 
-static double relaxation(const usf_deriv *d, double hh)
+/* The factor on the first derivative; h = lambda_t - lambda_s, hh = -h for the empirical
+ * relaxations under data prediction (the linear one always takes h, as USF.py does). */
+static double relaxation(const usf_deriv *d, double h, double hh)
 {
     double e = expm1(hh);
-    if (d->relax == REL_LINEAR) return 1 + d->coef * hh;
+    if (d->relax == REL_LINEAR) return 1 + d->coef * h;
     if (d->relax == REL_BH2) return 0.5 * hh * e / (e - hh);
     if (d->relax == REL_BH1) return 0.5 * hh * hh / (e - hh);
     return 1;
 }
 
+/* The dpmsolver_v3 step from point s to point tp: derivatives of g over the exact lambdas
+ * of the active points, the EMS coefficients from the statistics (usf_v3.c). */
+static dt_status v3_update(const usf *u, int s, int tp, int p, const usf_deriv *d, int top, float *out, size_t n, dt_err *err)
+{
+    vp S = vp_at(u, u->t[s]), T = vp_at(u, u->t[tp]);
+    dt_ems_step st = {.p = p, .is = (int)u->row[s], .it = (int)u->row[tp], .alpha_s = S.alpha, .alpha_t = T.alpha,
+                      .xs = u->x[s], .fs = u->f[s]};
+    double h = T.lambda - S.lambda;
+    for (int k = 1; k < p; k++) {
+        const usf_deriv *e = &d[k - 1];
+        double dl[USF_MAX_ORDER];
+        st.m[k] = e->m;
+        for (int j = 0; j < e->m; j++) {
+            int a = top + 1 + e->active[j];
+            st.F[k][j] = u->f[a];
+            st.rows[k][j] = (int)u->row[a];
+            dl[j] = vp_at(u, u->t[a]).lambda - S.lambda;
+        }
+        deriv_weights(e->m, dl, k, st.w[k]);
+        double r = k == 1 ? relaxation(e, h, h) : 1;
+        for (int j = 0; j < e->m; j++) st.w[k][j] *= r;
+    }
+    return dt_ems_update(&u->ems, &st, out, n, err);
+}
+
 /* x_t from point `s` (absolute index) with Taylor order p and derivative estimates d over
  * points relative to `top` (the newest point in the list). */
-static void taylor_update(const usf *u, int s, int tp, int p, int pred, const usf_deriv *d, int top, float *out, size_t n)
+static dt_status taylor_update(const usf *u, int s, int tp, int p, int pred, const usf_deriv *d, int top, float *out,
+                               size_t n, dt_err *err)
 {
+    if (pred == P_V3) return v3_update(u, s, tp, p, d, top, out, n, err);
     vp S = vp_at(u, u->t[s]), T = vp_at(u, u->t[tp]);
     float *const *F = pred == P_DATA ? u->x0 : u->eps;
     const float *xs = u->x[s], *Fs = F[s];
     if (T.sigma == 0) { /* order 1 into the clean end point */
         double c = T.alpha / S.alpha;
         for (size_t i = 0; i < n; i++) out[i] = pred == P_DATA ? Fs[i] : (float)(c * ((double)xs[i] - S.sigma * Fs[i]));
-        return;
+        return DT_OK;
     }
     double h = T.lambda - S.lambda, hh = pred == P_DATA ? -h : h;
     /* psi_k(x) = x^k phi_k(x): psi_1 = e^x - 1, psi_{k+1} = psi_k - x^k / k! */
@@ -389,7 +456,7 @@ static void taylor_update(const usf *u, int s, int tp, int p, int pred, const us
             dl[j] = vp_at(u, u->t[idx[k][j]]).lambda - S.lambda;
         }
         deriv_weights(e->m, dl, k, w[k]);
-        double r = k == 1 ? relaxation(e, hh) : 1;
+        double r = k == 1 ? relaxation(e, h, hh) : 1;
         for (int j = 0; j < e->m; j++) w[k][j] *= r * c[k];
     }
     for (size_t i = 0; i < n; i++) {
@@ -398,6 +465,7 @@ static void taylor_update(const usf *u, int s, int tp, int p, int pred, const us
             for (int j = 0; j < d[k - 1].m; j++) v += w[k][j] * ((double)F[idx[k][j]][i] - Fs[i]);
         out[i] = (float)v;
     }
+    return DT_OK;
 }
 
 static void convert(const usf *u, int k, const float *mo, const float *x, size_t n)
@@ -414,11 +482,21 @@ static void convert(const usf *u, int k, const float *mo, const float *x, size_t
     }
 }
 
+/* f of point k from its eps and (uncorrected) sample, for the dpmsolver_v3 steps. */
+static void convert_f(const usf *u, int k, const float *x, size_t n)
+{
+    vp p = vp_at(u, u->t[k]);
+    if (u->f) dt_ems_f(&u->ems, (int)u->row[k], p.alpha, p.sigma, x, u->eps[k], u->f[k], n);
+}
+
 static dt_status usf_do_step(dt_scheduler *s, const float *mo, const float *x, float *out, size_t n, dt_err *err)
 {
     usf *u = s->impl;
     int i = s->step_index;
     if (i == 0 || u->n != n) DT_TRY(ensure_points(u, n, s->path, err));
+    if (u->has_v3 && n % u->ems.D)
+        return dt_fail(err, DT_EINVAL, "%s: the DPM-Solver-v3 statistics hold %zu values per grid row, which does not "
+                                       "divide the %zu latent values", s->path, u->ems.D, n);
     memcpy(u->x[i], x, n * 4);
     if (i == 0 && u->afs) { /* zero_x0: eps(x_T, T) = x_T */
         memcpy(u->eps[i], x, n * 4);
@@ -427,12 +505,13 @@ static dt_status usf_do_step(dt_scheduler *s, const float *mo, const float *x, f
     } else {
         convert(u, i, mo, x, n);
     }
+    convert_f(u, i, x, n);
     if (i > 0 && u->st[i - 1].corr) { /* pseudo corrector of the previous step, with this output */
         const usf_step *c = &u->st[i - 1];
-        taylor_update(u, i + 1 + c->c_start, i, c->c_order, c->pred, c->cd, i, u->x[i], n);
+        DT_TRY(taylor_update(u, i + 1 + c->c_start, i, c->c_order, c->pred, c->cd, i, u->x[i], n, err));
     }
     const usf_step *st = &u->st[i];
-    taylor_update(u, i + 1 + st->start, i + 1, st->order, st->pred, st->d, i, out, n);
+    DT_TRY(taylor_update(u, i + 1 + st->start, i + 1, st->order, st->pred, st->d, i, out, n, err));
     s->step_index++;
     return DT_OK;
 }

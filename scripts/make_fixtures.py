@@ -15,7 +15,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Order matters only for reading the log; each module seeds its own generators.
-FIXTURES = ["pixart", "t5", "noise_sched", "vae", "pipeline", "latte", "latte_pipe", "fastattn", "solvers", "solver_pipe"]
+FIXTURES = ["pixart", "t5", "noise_sched", "vae", "pipeline", "latte", "latte_pipe", "fastattn", "solvers", "solver_pipe", "usf_v3"]
 
 
 def main():

@@ -75,6 +75,10 @@ typedef struct {
 } cli_list;
 int cli_split_list(const char *flag, const char *value, cli_list *out); /* 0, or 2 after a usage error */
 void cli_list_free(cli_list *l);
+/* A malloc'd copy of n floats (NULL for x NULL); sets *fail when out of memory. */
+float *cli_dup_floats(const float *x, size_t n, int *fail);
+/* The non-empty lines of a prompts file (cli_prompts.c); an empty file is an error. */
+dt_status cli_read_prompts(const char *path, cli_list *out, dt_err *err);
 
 /* Text side (eval_text_encoder.c): the pipeline's default max_sequence_length for a model
  * folder (300 for PixArtSigmaPipeline, else 120), and a prompt through caption

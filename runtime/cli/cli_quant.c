@@ -221,15 +221,6 @@ typedef struct {
     latte_inputs vin[MAX_CAPTURE]; /* video pipelines */
 } capture;
 
-static float *dup_f(const float *x, size_t n, int *fail)
-{
-    if (!x) return NULL;
-    float *d = malloc(n * sizeof(float));
-    if (d) memcpy(d, x, n * sizeof(float));
-    else *fail = 1;
-    return d;
-}
-
 /* Whether to keep this step (the first, middle and last of the first prompt), and copies of
  * the inputs both kinds share (hidden states, caption, timestep, mask) in slot c->n - 1. */
 static dt_status capture_common(capture *c, int step, const dt_tensor *hs, const dt_tensor *ehs, const float *t,
@@ -241,10 +232,10 @@ static dt_status capture_common(capture *c, int step, const dt_tensor *hs, const
         return dt_fail(err, DT_EINVAL, "quantize: non-contiguous transformer inputs");
     int k = c->n++, fail = 0; /* counted even on failure so the buffers are freed */
     int64_t B = hs->shape[0], T = ehs->shape[1];
-    c->buf[k][0] = dup_f(hs->data, (size_t)dt_tensor_numel(hs), &fail);
-    c->buf[k][1] = dup_f(ehs->data, (size_t)dt_tensor_numel(ehs), &fail);
-    c->buf[k][2] = dup_f(t, (size_t)B, &fail);
-    c->buf[k][3] = dup_f(mask, (size_t)(B * T), &fail);
+    c->buf[k][0] = cli_dup_floats(hs->data, (size_t)dt_tensor_numel(hs), &fail);
+    c->buf[k][1] = cli_dup_floats(ehs->data, (size_t)dt_tensor_numel(ehs), &fail);
+    c->buf[k][2] = cli_dup_floats(t, (size_t)B, &fail);
+    c->buf[k][3] = cli_dup_floats(mask, (size_t)(B * T), &fail);
     if (fail) return dt_fail(err, DT_ENOMEM, "out of memory");
     c->t[k][0] = dt_tensor_view(c->buf[k][0], DT_F32, hs->ndim, hs->shape);
     c->t[k][1] = dt_tensor_view(c->buf[k][1], DT_F32, 3, ehs->shape);
@@ -264,8 +255,8 @@ static dt_status capture_step(void *user, int step, struct pixart_model *tr, con
     int k = c->n - 1, fail = 0;
     int64_t B = in->hidden_states->shape[0];
     if (pixart_get_config(tr)->use_additional_conditions) {
-        c->buf[k][4] = dup_f(in->resolution, (size_t)B * 2, &fail);
-        c->buf[k][5] = dup_f(in->aspect_ratio, (size_t)B, &fail);
+        c->buf[k][4] = cli_dup_floats(in->resolution, (size_t)B * 2, &fail);
+        c->buf[k][5] = cli_dup_floats(in->aspect_ratio, (size_t)B, &fail);
     }
     if (fail) return dt_fail(err, DT_ENOMEM, "out of memory");
     c->in[k] = (pixart_inputs){&c->t[k][0], &c->t[k][1], c->buf[k][2], c->buf[k][3], c->buf[k][4], c->buf[k][5]};

@@ -12,28 +12,6 @@ static void log_line(void *user, const char *line)
     fprintf(stderr, "search-models: %s\n", line);
 }
 
-/* Non-empty lines of a prompts file. */
-static dt_status read_prompts(const char *path, cli_list *out, dt_err *err)
-{
-    *out = (cli_list){0};
-    FILE *f = fopen(path, "r");
-    if (!f) return dt_fail(err, DT_EIO, "%s: cannot open the prompts file", path);
-    char line[4096];
-    dt_status s = DT_OK;
-    while (s == DT_OK && fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\r\n")] = 0;
-        if (!line[0]) continue;
-        char **items = realloc(out->items, (size_t)(out->n + 1) * sizeof *items);
-        if (!items) { s = dt_fail(err, DT_ENOMEM, "out of memory"); break; }
-        out->items = items;
-        if (!(out->items[out->n] = strdup(line))) s = dt_fail(err, DT_ENOMEM, "out of memory");
-        else out->n++;
-    }
-    fclose(f);
-    if (s == DT_OK && out->n == 0) s = dt_fail(err, DT_EINVAL, "%s: no prompts in the file", path);
-    return s;
-}
-
 /* --latency S0,S1,...: seconds per evaluation of each zoo member, model first. */
 static dt_status parse_latency(const char *arg, int nzoo, double **out, dt_err *err)
 {
@@ -94,7 +72,7 @@ int cli_search_models(int argc, char **argv)
     cfg.text_dtype = cfg.dtype;
     cli_list zoo, prompts;
     if (cli_split_list("--zoo", zoo_arg, &zoo) != 0) return 2;
-    if (read_prompts(prompts_path, &prompts, &err) != DT_OK) { cli_list_free(&zoo); return cli_die(&err); }
+    if (cli_read_prompts(prompts_path, &prompts, &err) != DT_OK) { cli_list_free(&zoo); return cli_die(&err); }
     cfg.zoo = (const char *const *)zoo.items;
     cfg.nzoo = zoo.n;
     if (threads > 0) omp_set_num_threads(threads);

@@ -30,9 +30,9 @@ static void usage(FILE *f)
             "  info -m MODEL_DIR | info [-m MODEL_DIR] --attn-plan PLAN.json\n"
             "  calibrate-attn -m MODEL_DIR --prompts FILE --steps N --threshold DELTA --window W [--metric rel|ssim]\n"
             "          --out PLAN.json [--cfg G] [--seed S] [-W W] [-H H] [--dtype bf16|f32] [--cfg-half cond|uncond]\n"
-            "          [--asc-residual same|first] [--temporal-window W --frames F (Latte)] [--threads N] [--quiet]\n"
-            "  search-solver -m MODEL_DIR -p PROMPT [--nfe N] [--population P] [--generations G] [--max-order 1-3]\n"
-            "          [--samples K] [--ref-steps R] [--seed S] [--cfg G] [-W W] [-H H] [--dtype f32|bf16] [-o solver.json]\n"
+            "          [--asc-residual same|first] [--temporal-window W --frames F (Latte)] [--no-binning] [--threads N] [--quiet]\n"
+            "  search-solver -m MODEL_DIR --nfe N --prompts FILE|-p PROMPT --out schedule.json [--population P] [--generations G]\n"
+            "          [--max-order 1-3] [--samples K per prompt] [--ref-steps R] [--seed S] [--cfg G] [-W W] [-H H] [--dtype f32|bf16]\n"
             "  compare A.png B.png [--min-psnr X] [--min-ssim Y] [--diff DIFF.png]\n"
             "  bench transformer [--arch pixart-xl-2|latte-1] [--frames F] [--res 512] [--dtype bf16|f32] [--threads N] [--iters K] [--layers L]\n"
             "          [--attn-plan PLAN.json ...] [--quant w8a8|w4a8]\n"
@@ -143,6 +143,15 @@ void cli_list_free(cli_list *l)
     for (int i = 0; i < l->n; i++) free(l->items[i]);
     free(l->items);
     *l = (cli_list){0};
+}
+
+float *cli_dup_floats(const float *x, size_t n, int *fail)
+{
+    if (!x) return NULL;
+    float *d = malloc(n * sizeof(float));
+    if (d) memcpy(d, x, n * sizeof(float));
+    else *fail = 1;
+    return d;
 }
 
 double cli_now(void)
