@@ -6,6 +6,7 @@
 #include "pipeline.h"
 #include "pipeline_video.h"
 #include "models/latte.h"
+#include "models/vae.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -286,8 +287,11 @@ static dt_status cal_model_of(const cal_args *a, cal_model *m, dt_err *err)
         m->layers = c.num_layers, m->C = c.inner, sample = c.sample_size, patch = c.patch_size;
         if (a->temporal_window >= 0 || a->frames) return dt_fail(err, DT_EINVAL, "--temporal-window/--frames: only for video models");
     }
-    int g = sample / patch;
-    m->N = a->width > 0 && a->height > 0 ? (a->width / 8 / patch) * (a->height / 8 / patch) : g * g;
+    int g = sample / patch, up = 8; /* pixels per latent cell: 2^(VAE blocks - 1) */
+    vae_config vc;
+    if (dt_model_component_dir(a->model, "vae", dir, sizeof dir, err) == DT_OK && vae_config_load(dir, &vc, err) == DT_OK)
+        up = 1 << (vc.nblocks - 1);
+    m->N = a->width > 0 && a->height > 0 ? (a->width / up / patch) * (a->height / up / patch) : g * g;
     return DT_OK;
 }
 
