@@ -472,6 +472,17 @@ static void test_cli(void **state)
     assert_non_null(strstr(e, "made for 6 steps"));
     snprintf(path, sizeof path, "%s/x.png", dir);
     assert_int_not_equal(access(path, F_OK), 0); /* no output file */
+    /* a run with a plan says so in the PNG's text chunks (tEXt: key NUL value) */
+    snprintf(args, sizeof args, "txt2img -m " PIPE " -p fox --steps 6 -q -o %s/x.png --attn-plan " FIX "/plan_cond.json", dir);
+    assert_int_equal(run_cli(args, e, sizeof e), 0);
+    f = fopen(path, "rb");
+    assert_non_null(f);
+    char png[1 << 16];
+    size_t np = fread(png, 1, sizeof png, f);
+    fclose(f);
+    static const char want[] = "attn_plan\0" FIX "/plan_cond.json";
+    assert_non_null(memmem(png, np, want, sizeof want - 1));
+    unlink(path);
     assert_int_equal(run_cli("calibrate-attn -m " PIPE " --prompts /dev/null --steps 4 --window 4 --out /tmp/x.json", e, sizeof e) >> 8, 2);
     assert_non_null(strstr(e, "--threshold"));
     assert_int_not_equal(run_cli("calibrate-attn -m " PIPE " --prompts /dev/null --steps 4 --window 4 --threshold 0.1 --metric l2 --out /tmp/x.json", e, sizeof e), 0);

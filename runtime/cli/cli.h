@@ -2,6 +2,7 @@
 #ifndef DT_CLI_H
 #define DT_CLI_H
 #include "error.h"
+#include "image.h"
 #include "tensor.h"
 #include "safetensors.h"
 #include "../../kernels/backend.h"
@@ -65,6 +66,17 @@ typedef struct {
     double seconds_text, seconds_sampling, seconds_decode;
 } cli_summary;
 void cli_summary_add(struct cJSON *obj, const cli_summary *s);
+/* The optional settings that change what a run computes (set only when given): recorded in the
+ * output's metadata and the --json summary so an image or clip says how it was made. */
+typedef struct {
+    const char *attn_plan, *quant, *solver_schedule, *solver_statistics, *zoo, *model_schedule;
+    double eta;
+    int karras;
+    char eta_text[32]; /* storage for the metadata value */
+} cli_settings;
+/* Appends the set fields of x to text[n..cap) as key/value pairs; returns the new count. */
+int cli_settings_text(cli_settings *x, dt_image_text *text, int n, int cap);
+void cli_settings_json(struct cJSON *obj, const cli_settings *x);
 /* Prints obj (indented) on stdout and frees it. */
 void cli_json_print(struct cJSON *obj);
 

@@ -118,6 +118,13 @@ static int progress_bar(int step, int steps, double seconds, void *user)
     return 0;
 }
 
+static cli_settings settings_of(const t2i_args *a)
+{
+    return (cli_settings){.attn_plan = a->attn_plan, .quant = a->quant, .solver_schedule = a->schedule,
+                          .solver_statistics = a->statistics, .zoo = a->zoo, .model_schedule = a->model_schedule,
+                          .eta = a->req.eta, .karras = a->karras};
+}
+
 static dt_status write_images(const t2i_args *a, const dt_pipeline *p, const dt_gen_result *res, dt_err *err)
 {
     char seed[32], steps[16], cfg[32], size[48], path[4200];
@@ -130,7 +137,9 @@ static dt_status write_images(const t2i_args *a, const dt_pipeline *p, const dt_
     dt_image_text text[] = {
         {"prompt", a->req.prompt}, {"negative_prompt", a->req.negative_prompt}, {"seed", seed},
         {"steps", steps}, {"cfg", cfg}, {"solver", dt_pipeline_solver_name(p)}, {"model", a->model},
-        {"size", size}, {"dtype", a->dtype}, {"Software", software}};
+        {"size", size}, {"dtype", a->dtype}, {"Software", software}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}};
+    cli_settings set = settings_of(a);
+    int ntext = cli_settings_text(&set, text, 10, (int)(sizeof text / sizeof *text));
     size_t px = (size_t)res->width * res->height;
     uint8_t *rgb = malloc(px * 3);
     if (!rgb) return dt_fail(err, DT_ENOMEM, "out of memory");
@@ -138,7 +147,7 @@ static dt_status write_images(const t2i_args *a, const dt_pipeline *p, const dt_
     for (int i = 0; i < res->batch && s == DT_OK; i++) {
         dt_image_from_float(res->image + (size_t)i * 3 * px, res->height, res->width, rgb);
         item_path(a->output, i, res->batch, path, sizeof path);
-        s = dt_image_write(path, rgb, res->width, res->height, text, (int)(sizeof text / sizeof *text), err);
+        s = dt_image_write(path, rgb, res->width, res->height, text, ntext, err);
     }
     free(rgb);
     return s;
@@ -156,6 +165,8 @@ static void print_json(const t2i_args *a, const dt_pipeline *p, const dt_gen_res
                        a->req.steps, res->width, res->height, res->prompt_truncated, a->req.cfg,
                        res->seconds_text, res->seconds_sampling, res->seconds_decode};
     cli_summary_add(j, &sum);
+    cli_settings set = settings_of(a);
+    cli_settings_json(j, &set);
     cli_json_print(j);
 }
 

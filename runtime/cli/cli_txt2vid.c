@@ -117,6 +117,11 @@ static int frame_bar(int done, int total, double seconds, void *user)
     return 0;
 }
 
+static cli_settings settings_of(const t2v_args *a)
+{
+    return (cli_settings){.attn_plan = a->attn_plan, .quant = a->quant, .eta = a->req.eta};
+}
+
 static dt_status write_videos(const t2v_args *a, dt_video_kind kind, const dt_video_pipeline *p, const dt_video_result *res, dt_err *err)
 {
     char seed[32], steps[16], cfg[32], size[48], frames[16], fps[32], software[64], path[4200];
@@ -130,7 +135,9 @@ static dt_status write_videos(const t2v_args *a, dt_video_kind kind, const dt_vi
     dt_image_text text[] = {
         {"prompt", a->req.prompt}, {"negative_prompt", a->req.negative_prompt}, {"seed", seed},
         {"steps", steps}, {"cfg", cfg}, {"solver", dt_video_pipeline_solver_name(p)}, {"model", a->model},
-        {"size", size}, {"frames", frames}, {"fps", fps}, {"dtype", a->dtype}, {"Software", software}};
+        {"size", size}, {"frames", frames}, {"fps", fps}, {"dtype", a->dtype}, {"Software", software}, {0}, {0}, {0}};
+    cli_settings set = settings_of(a);
+    int ntext = cli_settings_text(&set, text, 12, (int)(sizeof text / sizeof *text));
     size_t px = (size_t)res->width * res->height, F = (size_t)res->frames;
     uint8_t *rgb = malloc(F * px * 3);
     if (!rgb) return dt_fail(err, DT_ENOMEM, "out of memory");
@@ -141,7 +148,7 @@ static dt_status write_videos(const t2v_args *a, dt_video_kind kind, const dt_vi
         item_path(a->output, kind, i, res->batch, path, sizeof path);
         if (kind == DT_VIDEO_PNG_DIR && res->batch > 1 && mkdir(path, 0755) != 0 && access(path, W_OK) != 0)
             s = dt_fail(err, DT_EIO, "%s: cannot create the frame folder", path);
-        dt_video_frames v = {res->frames, res->width, res->height, a->fps, rgb, text, (int)(sizeof text / sizeof *text)};
+        dt_video_frames v = {res->frames, res->width, res->height, a->fps, rgb, text, ntext};
         if (s == DT_OK) s = dt_video_write(path, &v, err);
     }
     free(rgb);
@@ -160,6 +167,8 @@ static void print_json(const t2v_args *a, dt_video_kind kind, const dt_video_pip
                        a->req.steps, res->width, res->height, res->prompt_truncated, a->req.cfg,
                        res->seconds_text, res->seconds_sampling, res->seconds_decode};
     cli_summary_add(j, &sum);
+    cli_settings set = settings_of(a);
+    cli_settings_json(j, &set);
     cJSON_AddNumberToObject(j, "frames", res->frames);
     cJSON_AddNumberToObject(j, "fps", a->fps);
     cli_json_print(j);

@@ -106,6 +106,33 @@ void cli_summary_add(struct cJSON *j, const cli_summary *s)
     cJSON_AddNumberToObject(t, "decode", s->seconds_decode);
 }
 
+/* One table for both outputs, so the metadata and --json name the same settings. */
+#define SETTINGS(X)                                                                              \
+    X("attn_plan", attn_plan) X("quant", quant) X("solver_schedule", solver_schedule)           \
+    X("solver_statistics", solver_statistics) X("zoo", zoo) X("model_schedule", model_schedule)
+
+int cli_settings_text(cli_settings *x, dt_image_text *t, int n, int cap)
+{
+#define ADD(key, field) if (x->field && n < cap) t[n++] = (dt_image_text){key, x->field};
+    SETTINGS(ADD)
+#undef ADD
+    if (x->eta > 0 && n < cap) {
+        snprintf(x->eta_text, sizeof x->eta_text, "%g", x->eta);
+        t[n++] = (dt_image_text){"eta", x->eta_text};
+    }
+    if (x->karras && n < cap) t[n++] = (dt_image_text){"karras", "1"};
+    return n;
+}
+
+void cli_settings_json(struct cJSON *j, const cli_settings *x)
+{
+#define ADD(key, field) if (x->field) cJSON_AddStringToObject(j, key, x->field);
+    SETTINGS(ADD)
+#undef ADD
+    if (x->eta > 0) cJSON_AddNumberToObject(j, "eta", x->eta);
+    if (x->karras) cJSON_AddBoolToObject(j, "karras", 1);
+}
+
 void cli_json_print(struct cJSON *j)
 {
     char *txt = cJSON_Print(j);
