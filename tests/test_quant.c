@@ -3,6 +3,7 @@
  * where the reference rotates by a dense Hadamard in double. */
 #include "testutil.h"
 #include "../kernels/cpu/ref.h"
+#include "../kernels/cpu/cpu.h"
 #include "../kernels/quant.h"
 #include "arena.h"
 #include "safetensors.h"
@@ -94,6 +95,36 @@ static void test_qlinear_rotated(void **state)
         if (!(d <= 5e-3)) fail_msg("rotated case %zu: max diff %.3g vs reference", i, d);
         double ftol = cases[i].wbits == 8 ? 2e-2 : 2e-1;
         if (!(rf <= ftol)) fail_msg("rotated case %zu: rel L2 %.3g to the float layer exceeds %.3g", i, rf, ftol);
+    }
+}
+
+/* The vectorized balance+rotate+quantize row kernel against the plain one: the same
+ * butterflies in the same order, so codes and amax must be bit-identical (every Hadamard
+ * block size the models use, plus the small ones the tests use; with and without smoothing). */
+static void test_qrow_parity(void **state)
+{
+    (void)state;
+    const int Ks[] = {72, 96, 256, 384, 1152, 4608, 1536};
+    tu_rng r = {4242};
+    for (size_t c = 0; c < sizeof Ks / sizeof *Ks; c++) {
+        const int K = Ks[c], block = dt_hadamard_block(K);
+        float *x = tu_alloc(K), *sm = tu_alloc(K), *ss = tu_alloc(K), *t1 = tu_alloc(K), *t2 = tu_alloc(K);
+        int8_t *sg = malloc((size_t)K), *q1 = malloc((size_t)K), *q2 = malloc((size_t)K);
+        dt_rotation_signs(c + 1, K, sg);
+        for (int j = 0; j < K; j++) sm[j] = 0.25f + 2.0f * (tu_uniform(&r) + 1.0f);
+        for (int smooth = 0; smooth < 2; smooth++)
+            for (int row = 0; row < 4; row++) {
+                tu_fill(&r, x, K, row == 3 ? 1e-3f : 4.0f);
+                if (row == 1) x[K / 3] = 300.0f; /* an outlier channel */
+                if (row == 2) memset(x, 0, (size_t)K * sizeof(float)); /* all zero: scale 0 */
+                cpu_qrow_signed_smooth(smooth ? sm : NULL, sg, K, ss);
+                float a1 = cpu_qrow(x, K, ss, smooth ? sm : NULL, sg, block, t1, q1);
+                float a2 = cpu_qrow_plain(x, K, smooth ? sm : NULL, sg, block, t2, q2);
+                if (memcmp(&a1, &a2, sizeof a1)) fail_msg("K=%d smooth=%d row %d: amax %.9g vs plain %.9g", K, smooth, row, a1, a2);
+                if (memcmp(q1, q2, (size_t)K)) fail_msg("K=%d smooth=%d row %d: int8 codes differ from the plain kernel", K, smooth, row);
+                if (memcmp(t1, t2, (size_t)K * sizeof(float))) fail_msg("K=%d smooth=%d row %d: rotated row differs", K, smooth, row);
+            }
+        free(x); free(sm); free(ss); free(t1); free(t2); free(sg); free(q1); free(q2);
     }
 }
 
@@ -498,6 +529,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_qlinear_exact),
         cmocka_unit_test(test_qlinear_rotated),
+        cmocka_unit_test(test_qrow_parity),
         cmocka_unit_test(test_roundtrip_half_step),
         cmocka_unit_test(test_hadamard),
         cmocka_unit_test(test_balancing_helps),

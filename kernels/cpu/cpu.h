@@ -85,5 +85,13 @@ dt_status cpu_qlinear_create(dt_backend *be, const dt_qweights *qw, const float 
 dt_status cpu_linear_observe(dt_backend *be, dt_linear *inner, int in, float *amax, dt_linear **lin, dt_err *err);
 dt_status cpu_qlinear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err);
 void cpu_qlinear_destroy(dt_linear *l);
+/* One activation row x[K] balanced (⊙ smooth), rotated (±1 signs, then the block Hadamard of
+ * quant.h, unnormalized) and quantized to q[K] (symmetric int8 at 127/amax); returns amax.
+ * t: K floats of scratch. cpu_qrow is the AVX2 version, bit-identical to cpu_qrow_plain; it
+ * takes ss = smooth·signs from cpu_qrow_signed_smooth (qrows.c). */
+float cpu_qrow_plain(const float *x, int K, const float *smooth, const int8_t *signs, int block, float *t, int8_t *q);
+float cpu_qrow(const float *x, int K, const float *ss, const float *smooth, const int8_t *signs, int block, float *t,
+               int8_t *q);
+void cpu_qrow_signed_smooth(const float *smooth, const int8_t *signs, int K, float *ss);
 
 #endif

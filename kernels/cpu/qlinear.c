@@ -24,6 +24,7 @@ typedef struct {
     int in, out, wbits, block;
     dt_act act;
     float *wscale, *bias, *smooth;
+    float *ss;              /* smooth·signs when rotated (cpu_qrow) */
     int8_t *signs;
     void *w;                /* W8: int8 in oneDNN's layout wmd; W4: packed [out, in/2] */
     dnnl_memory_desc_t wmd; /* W8: the whole layer; W4: one full chunk of QL_CHUNK channels */
@@ -87,6 +88,7 @@ static void qlinear_free(cpu_qlinear *l)
     free(l->wscale);
     free(l->bias);
     free(l->smooth);
+    free(l->ss);
     free(l->signs);
     free(l->w);
     free(l);
@@ -188,6 +190,11 @@ dt_status cpu_qlinear_create(dt_backend *be, const dt_qweights *qw, const float 
     l->bias = dup(b, (size_t)qw->out * sizeof(float), &fail);
     l->smooth = dup(qw->smooth, (size_t)qw->in * sizeof(float), &fail);
     l->signs = dup(qw->signs, (size_t)qw->in, &fail);
+    if (qw->signs) {
+        l->ss = malloc((size_t)qw->in * sizeof(float));
+        if (l->ss) cpu_qrow_signed_smooth(qw->smooth, qw->signs, qw->in, l->ss);
+        else fail = 1;
+    }
     if (!fail && qw->wbits == 4) l->w = dup(qw->q, dt_qweights_qbytes(qw->in, qw->out, 4), &fail);
     if (fail) { qlinear_free(l); return dt_fail(err, DT_ENOMEM, "out of memory"); }
     dt_status s = qw->wbits == 8 ? reorder_w8(cb, l, qw->q, m_hint, err) : setup_w4(cb, l, m_hint, err);
@@ -205,36 +212,8 @@ static void quantize_rows(const cpu_qlinear *l, const float *x, int64_t M, int8_
     {
         float *t = tmp + (size_t)omp_get_thread_num() * K;
 #pragma omp for schedule(static)
-        for (int64_t m = 0; m < M; m++) {
-            const float *xr = x + m * K, *src = xr;
-            if (l->smooth || l->signs) { /* balanced/rotated copy; otherwise quantize x in place */
-                const float *sm = l->smooth;
-                const int8_t *sg = l->signs;
-#pragma omp simd
-                for (int j = 0; j < K; j++) {
-                    float v = sm ? xr[j] * sm[j] : xr[j];
-                    t[j] = sg && sg[j] < 0 ? -v : v;
-                }
-                if (sg) dt_fwht_blocks(t, K, l->block);
-                src = t;
-            }
-            float amax = 0;
-#pragma omp simd reduction(max : amax)
-            for (int j = 0; j < K; j++) {
-                float a = fabsf(src[j]); /* not fmaxf: libm's NaN rules keep it a call */
-                amax = a > amax ? a : amax;
-            }
-            float inv = amax > 0 ? 127.0f / amax : 0.0f;
-            int8_t *qr = q + m * K;
-#pragma omp simd
-            for (int j = 0; j < K; j++) {
-                float v = nearbyintf(src[j] * inv);
-                v = v > 127.0f ? 127.0f : v;
-                v = v < -127.0f ? -127.0f : v;
-                qr[j] = (int8_t)(int32_t)v;
-            }
-            ascale[m] = amax / rs;
-        }
+        for (int64_t m = 0; m < M; m++)
+            ascale[m] = cpu_qrow(x + m * K, K, l->ss, l->smooth, l->signs, l->block, t, q + m * K) / rs;
     }
 }
 
