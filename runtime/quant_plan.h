@@ -1,7 +1,8 @@
 /* Quantization plans on disk: `DIR/plan.json` (per layer: weight and activation bits,
  * balancing, rotation, and the layers kept in floating point) and `DIR/weights.safetensors`
  * (per quantized layer: `<name>.q` I8 [out, in] or U8 [out, in/2] for 4-bit, `<name>.wscale`
- * F32 [out], `<name>.smooth` F32 [in] when balanced; rotation signs are regenerated from the
+ * F32 [out], `<name>.smooth` F32 [in] when balanced, `<name>.gscale` U8 [out, in/group] for
+ * group-wise 4-bit layers (plan field "group"); rotation signs are regenerated from the
  * plan's seed). A quantized model then loads without calibrating: the float weights are
  * still read from the model (biases, the float layers), the quantized ones come from here.
  * A plan made for another model is refused naming the first layer that differs. */
@@ -19,7 +20,7 @@ struct dt_qrecord {
 
 typedef struct {
     char name[128];
-    int in, out, wbits, abits, balance, rot_block, used;
+    int in, out, wbits, abits, balance, rot_block, group, used;
     uint64_t seed;
 } dt_qplan_layer;
 

@@ -103,13 +103,19 @@ static dt_status make_quant(dt_quantizer *q, dt_backend *be, const char *name, c
     }
     dt_qweights qw;
     uint64_t seed = q->rotate ? q->seed + (uint64_t)q->nquant + 1 : 0;
-    dt_status r = dt_qweights_make(w, in, out, wbits, s, seed, &qw, err);
+    if (wbits == 4 && q->group && in % q->group) {
+        free(s);
+        return dt_fail(err, DT_EINVAL, "quantize: group size %d does not divide the %d input channels of layer %s",
+                       q->group, in, name);
+    }
+    dt_status r = dt_qweights_make(w, in, out, wbits, wbits == 4 ? q->group : 0, s, seed, &qw, err);
     free(s);
     if (r != DT_OK) return r;
     r = be->ops->qlinear_create(be, &qw, b, act, m_hint, lin, err);
     if (r == DT_OK) {
         double bytes = (double)dt_qweights_qbytes(in, out, wbits) + 4.0 * out + (b ? 4.0 * out : 0) +
-                       (qw.smooth ? 4.0 * in : 0) + (qw.signs ? in : 0);
+                       (qw.smooth ? 4.0 * in : 0) + (qw.signs ? in : 0) +
+                       (qw.group ? (double)out * (in / qw.group) : 0);
         q->weight_bytes += bytes;
         q->block_bytes += bytes;
         q->nquant++;

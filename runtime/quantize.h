@@ -38,6 +38,7 @@ typedef struct dt_quantizer {
     int nlayer_bits;
     int balance;        /* smoothing from the calibration table (needs a table entry per layer) */
     int rotate;         /* randomized block-Hadamard rotation */
+    int group;          /* 4-bit layers: group-wise scales over this many input channels (0: per channel) */
     float alpha;        /* balancing strength (ViDiT-Q's published PixArt configs: 0.99) */
     uint64_t seed;      /* rotation signs: seed + layer index */
     dt_qlayer_stat *stats;

@@ -18,12 +18,13 @@
 typedef struct {
     int M, K, N, wbits, bias, smooth, rotate;
     dt_act act;
+    int group; /* W4 group size along K (0: per channel) */
 } qcase;
 
 /* Runs one case through the backend and the reference; returns max |y - yref| / max |yref|. */
 static double run_case(const qcase *c, double *rel_to_float)
 {
-    tu_rng r = {(uint64_t)(c->M * 977 + c->K * 31 + c->N * 7 + c->wbits + c->smooth * 3 + c->rotate * 5 + c->act)};
+    tu_rng r = {(uint64_t)(c->M * 977 + c->K * 31 + c->N * 7 + c->wbits + c->smooth * 3 + c->rotate * 5 + c->act + c->group)};
     dt_backend *be = tu_backend(DT_F32);
     float *w = tu_alloc((size_t)c->N * c->K), *b = tu_alloc(c->N), *x = tu_alloc((size_t)c->M * c->K);
     float *s = tu_alloc(c->K), *y = tu_poisoned((size_t)c->M * c->N), *yr = tu_alloc((size_t)c->M * c->N);
@@ -34,7 +35,7 @@ static double run_case(const qcase *c, double *rel_to_float)
     for (int j = 0; j < c->K; j++) s[j] = 0.5f + 0.25f * (tu_uniform(&r) + 1.0f);
     dt_err err = {0};
     dt_qweights qw;
-    assert_int_equal(dt_qweights_make(w, c->K, c->N, c->wbits, c->smooth ? s : NULL, c->rotate ? 1234 : 0, &qw, &err), DT_OK);
+    assert_int_equal(dt_qweights_make(w, c->K, c->N, c->wbits, c->group, c->smooth ? s : NULL, c->rotate ? 1234 : 0, &qw, &err), DT_OK);
     dt_linear *l = NULL;
     assert_int_equal(be->ops->qlinear_create(be, &qw, c->bias ? b : NULL, c->act, 64, &l, &err), DT_OK);
     int64_t xs[2] = {c->M, c->K}, ys[2] = {c->M, c->N};
@@ -62,10 +63,11 @@ static void test_qlinear_exact(void **state)
 {
     (void)state;
     const qcase cases[] = {
-        {1, 8, 5, 8, 1, 0, 0, DT_ACT_NONE},     {37, 70, 45, 8, 1, 1, 0, DT_ACT_NONE},
-        {130, 64, 300, 8, 0, 0, 0, DT_ACT_NONE}, {65, 96, 33, 8, 1, 1, 0, DT_ACT_GELU_TANH},
-        {3, 10, 7, 4, 1, 0, 0, DT_ACT_NONE},     {70, 128, 600, 4, 1, 1, 0, DT_ACT_NONE},
-        {33, 50, 257, 4, 0, 0, 0, DT_ACT_SILU},   {6, 40, 2100, 4, 1, 1, 0, DT_ACT_NONE}, /* 2 full chunks + a rest */
+        {1, 8, 5, 8, 1, 0, 0, DT_ACT_NONE, 0},     {37, 70, 45, 8, 1, 1, 0, DT_ACT_NONE, 0},
+        {130, 64, 300, 8, 0, 0, 0, DT_ACT_NONE, 0}, {65, 96, 33, 8, 1, 1, 0, DT_ACT_GELU_TANH, 0},
+        {3, 10, 7, 4, 1, 0, 0, DT_ACT_NONE, 0},     {70, 128, 600, 4, 1, 1, 0, DT_ACT_NONE, 0},
+        {33, 50, 257, 4, 0, 0, 0, DT_ACT_SILU, 0},   {6, 40, 2100, 4, 1, 1, 0, DT_ACT_NONE, 0}, /* 2 full chunks + a rest */
+        {70, 128, 600, 4, 1, 1, 0, DT_ACT_NONE, 32}, {6, 40, 2400, 4, 1, 0, 0, DT_ACT_GELU_TANH, 8}, /* group-wise */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         double rf, d = run_case(&cases[i], &rf);
@@ -85,9 +87,10 @@ static void test_qlinear_rotated(void **state)
 {
     (void)state;
     const qcase cases[] = {
-        {20, 96, 40, 8, 1, 0, 1, DT_ACT_NONE}, /* 96 = 3 blocks of 32 */
-        {9, 128, 70, 8, 1, 1, 1, DT_ACT_GELU_TANH},
-        {17, 72, 300, 4, 1, 1, 1, DT_ACT_NONE}, /* 72 = 9 blocks of 8 */
+        {20, 96, 40, 8, 1, 0, 1, DT_ACT_NONE, 0}, /* 96 = 3 blocks of 32 */
+        {9, 128, 70, 8, 1, 1, 1, DT_ACT_GELU_TANH, 0},
+        {17, 72, 300, 4, 1, 1, 1, DT_ACT_NONE, 0}, /* 72 = 9 blocks of 8 */
+        {17, 72, 300, 4, 1, 1, 1, DT_ACT_NONE, 24}, /* group-wise on the rotated weights */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         double rf, d = run_case(&cases[i], &rf);
@@ -141,7 +144,7 @@ static void test_roundtrip_half_step(void **state)
     for (int bits = 4; bits <= 8; bits += 4) {
         dt_qweights qw;
         dt_err err = {0};
-        assert_int_equal(dt_qweights_make(w, K, N, bits, NULL, 0, &qw, &err), DT_OK);
+        assert_int_equal(dt_qweights_make(w, K, N, bits, 0, NULL, 0, &qw, &err), DT_OK);
         dt_qweights_dequant(&qw, wd);
         for (int n = 0; n < N; n++)
             for (int j = 0; j < K; j++) {
@@ -153,7 +156,7 @@ static void test_roundtrip_half_step(void **state)
     /* activations: through the reference quantizer (the kernel's codes equal it, tested above) */
     dt_qweights qw;
     dt_err err = {0};
-    assert_int_equal(dt_qweights_make(w, K, N, 8, NULL, 0, &qw, &err), DT_OK);
+    assert_int_equal(dt_qweights_make(w, K, N, 8, 0, NULL, 0, &qw, &err), DT_OK);
     int8_t *q = malloc((size_t)M * K);
     float as[9], *y = tu_alloc((size_t)M * N);
     ref_qlinear(x, M, &qw, NULL, DT_ACT_NONE, y, q, as);
@@ -168,6 +171,55 @@ static void test_roundtrip_half_step(void **state)
     }
     dt_qweights_free(&qw);
     free(w); free(wd); free(x); free(q); free(y);
+}
+
+/* Group-wise 4-bit: every weight within half its group's step (the step covers the group's
+ * range), multipliers in range, and a clearly smaller error than per-channel scales when the
+ * column ranges vary along K; corrupt multipliers are refused when the layer is built. */
+static void test_w4_groups(void **state)
+{
+    (void)state;
+    tu_rng r = {77};
+    const int K = 256, N = 40, G = 32;
+    float *w = tu_alloc((size_t)N * K), *wd = tu_alloc((size_t)N * K);
+    tu_fill(&r, w, (size_t)N * K, 1.0f);
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < K; j++) w[n * K + j] *= (j / G) % 4 == 0 ? 1.0f : 0.05f; /* 1 group in 4 is wide */
+    for (int j = 0; j < K; j++) w[3 * K + j] = 0; /* a zero row stays exact */
+    double err2[2][2] = {{0, 0}, {0, 0}}; /* [per channel, grouped][narrow, wide groups] */
+    dt_qweights qw[2];
+    dt_err err = {0};
+    for (int v = 0; v < 2; v++) {
+        assert_int_equal(dt_qweights_make(w, K, N, 4, v ? G : 0, NULL, 0, &qw[v], &err), DT_OK);
+        dt_qweights_dequant(&qw[v], wd);
+        for (size_t i = 0; i < (size_t)N * K; i++)
+            err2[v][(i % K) / G % 4 == 0] += ((double)wd[i] - w[i]) * ((double)wd[i] - w[i]);
+    }
+    dt_qweights_dequant(&qw[1], wd);
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < K; j++) {
+            int m = qw[1].gscale[n * (K / G) + j / G];
+            assert_true(m >= 1 && m <= DT_QGROUP_RMAX);
+            double step = (double)qw[1].wscale[n] * m, e = fabs((double)wd[n * K + j] - w[n * K + j]);
+            if (e > 0.5 * step * (1 + 1e-5)) fail_msg("[%d,%d]: error %.3g > half the group step %.3g", n, j, e, 0.5 * step);
+        }
+    if (getenv("DITRT_VERBOSE"))
+        printf("W4 weight error, narrow/wide groups: per channel %.3g/%.3g, group %d %.3g/%.3g\n", sqrt(err2[0][0]),
+               sqrt(err2[0][1]), G, sqrt(err2[1][0]), sqrt(err2[1][1]));
+    /* narrow groups get a step ~18x finer; the widest group of a row keeps the per-channel step */
+    if (!(err2[1][0] < 0.01 * err2[0][0])) fail_msg("group-wise error on narrow groups %.3g not well below per-channel %.3g", sqrt(err2[1][0]), sqrt(err2[0][0]));
+    if (!(err2[1][1] <= err2[0][1] * (1 + 1e-6))) fail_msg("group-wise error on wide groups %.3g above per-channel %.3g", sqrt(err2[1][1]), sqrt(err2[0][1]));
+    dt_backend *be = tu_backend(DT_F32);
+    dt_linear *l = NULL;
+    qw[1].gscale[5] = DT_QGROUP_RMAX + 1; /* 7 x 19 would overflow int8 */
+    err = (dt_err){0};
+    assert_int_equal(be->ops->qlinear_create(be, &qw[1], NULL, DT_ACT_NONE, 1, &l, &err), DT_EFORMAT);
+    assert_non_null(strstr(err.msg, "group multiplier"));
+    assert_int_equal(dt_qweights_make(w, K, N, 8, G, NULL, 0, &qw[0], &(dt_err){0}), DT_EINVAL); /* W8: no groups */
+    assert_int_equal(dt_qweights_make(w, K, N, 4, 48, NULL, 0, &qw[0], &(dt_err){0}), DT_EINVAL); /* 48 does not divide 256 */
+    dt_qweights_free(&qw[1]);
+    dt_backend_destroy(be);
+    free(w); free(wd);
 }
 
 static void test_hadamard(void **state)
@@ -212,7 +264,7 @@ static void test_balancing_helps(void **state)
     for (int v = 0; v < 3; v++) {
         dt_qweights qw;
         dt_err err = {0};
-        assert_int_equal(dt_qweights_make(w, K, N, 8, v >= 1 ? s : NULL, v == 2 ? 77 : 0, &qw, &err), DT_OK);
+        assert_int_equal(dt_qweights_make(w, K, N, 8, 0, v >= 1 ? s : NULL, v == 2 ? 77 : 0, &qw, &err), DT_OK);
         dt_linear *l;
         assert_int_equal(be->ops->qlinear_create(be, &qw, NULL, DT_ACT_NONE, M, &l, &err), DT_OK);
         int64_t xs[2] = {M, K}, ys[2] = {M, N};
@@ -266,9 +318,9 @@ static void test_rejects_bad_input(void **state)
     float w[6 * 4] = {0};
     dt_err err = {0};
     dt_qweights qw;
-    assert_int_equal(dt_qweights_make(w, 3, 8, 4, NULL, 0, &qw, &err), DT_EINVAL); /* odd in for W4 */
-    assert_int_equal(dt_qweights_make(w, 4, 6, 3, NULL, 0, &qw, &(dt_err){0}), DT_EINVAL);
-    assert_int_equal(dt_qweights_make(w, 4, 6, 8, NULL, 9, &qw, &(dt_err){0}), DT_OK);
+    assert_int_equal(dt_qweights_make(w, 3, 8, 4, 0, NULL, 0, &qw, &err), DT_EINVAL); /* odd in for W4 */
+    assert_int_equal(dt_qweights_make(w, 4, 6, 3, 0, NULL, 0, &qw, &(dt_err){0}), DT_EINVAL);
+    assert_int_equal(dt_qweights_make(w, 4, 6, 8, 0, NULL, 9, &qw, &(dt_err){0}), DT_OK);
     dt_linear *l = NULL;
     qw.rot_block = 3; /* corrupt: not a power of two */
     err = (dt_err){0};
@@ -490,6 +542,39 @@ static void test_cli_quantize_roundtrip(void **state)
     tu_rmtree(tmp);
 }
 
+/* Group-wise W4 through the CLI: the plan records the group and its multipliers, loads and
+ * generates; a group that does not divide a layer is refused naming the layer; a plan whose
+ * group disagrees with its stored multipliers fails the shape check. */
+static void test_cli_quantize_groups(void **state)
+{
+    (void)state;
+    char tmp[256], cmd[2048], err[4096], plan[300], bad[300];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(cmd, sizeof cmd, "%s/prompts.txt", tmp);
+    tu_write_file(cmd, "a red cube\n", 11);
+    snprintf(plan, sizeof plan, "%s/plan", tmp);
+    snprintf(cmd, sizeof cmd, "./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --scheme w4a8 --group 16 --steps 1 --out %s --quiet", tmp, plan);
+    if (sh(tmp, cmd, err, sizeof err)) fail_msg("quantize --group failed: %s", err);
+    snprintf(cmd, sizeof cmd, "%s/plan.json", plan);
+    char *j = slurp(cmd);
+    assert_non_null(strstr(j, "\"group\":\t16"));
+    free(j);
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m " PIPE " -p 'a red cube' --steps 2 --quiet -o %s/g.png --quant %s", tmp, plan);
+    if (sh(tmp, cmd, err, sizeof err)) fail_msg("txt2img with a group-wise plan failed: %s", err);
+    snprintf(bad, sizeof bad, "%s/bad", tmp);
+    edited_plan(plan, bad, "\"group\":\t16", "\"group\":\t8");
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m " PIPE " -p x --steps 2 --quiet -o %s/b.png --quant %s", tmp, bad);
+    assert_int_not_equal(sh(tmp, cmd, err, sizeof err), 0);
+    if (!strstr(err, ".gscale\" is u8")) fail_msg("stderr lacks the gscale shape error: %s", err);
+    snprintf(cmd, sizeof cmd, "./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --scheme w4a8 --group 20 --steps 1 --out %s/x --quiet", tmp, tmp);
+    assert_int_not_equal(sh(tmp, cmd, err, sizeof err), 0);
+    if (!strstr(err, "group size 20 does not divide")) fail_msg("stderr lacks the group error: %s", err);
+    snprintf(cmd, sizeof cmd, "./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --scheme w8a8 --group 16 --out %s/x", tmp, tmp);
+    assert_int_not_equal(sh(tmp, cmd, err, sizeof err), 0);
+    assert_non_null(strstr(err, "--group"));
+    tu_rmtree(tmp);
+}
+
 /* Mixed precision (DITRT_SLOW=1: one model load per layer): the plan mixes 4- and 8-bit
  * layers with a parameter-weighted average within the budget, and loads. */
 static void test_cli_quantize_mixed(void **state)
@@ -532,11 +617,13 @@ int main(void)
         cmocka_unit_test(test_qrow_parity),
         cmocka_unit_test(test_roundtrip_half_step),
         cmocka_unit_test(test_hadamard),
+        cmocka_unit_test(test_w4_groups),
         cmocka_unit_test(test_balancing_helps),
         cmocka_unit_test(test_observer),
         cmocka_unit_test(test_rejects_bad_input),
         cmocka_unit_test(test_tiny_pixart_w8a8),
         cmocka_unit_test(test_cli_quantize_roundtrip),
+        cmocka_unit_test(test_cli_quantize_groups),
         cmocka_unit_test(test_cli_quantize_mixed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

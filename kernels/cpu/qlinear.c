@@ -21,7 +21,8 @@
 
 typedef struct {
     int kind; /* CPU_LIN_QUANT */
-    int in, out, wbits, block;
+    int in, out, wbits, block, group;
+    uint8_t *gscale;        /* W4 group-wise: [out, in/group] multipliers applied while expanding */
     dt_act act;
     float *wscale, *bias, *smooth;
     float *ss;              /* smooth·signs when rotated (cpu_qrow) */
@@ -90,6 +91,7 @@ static void qlinear_free(cpu_qlinear *l)
     free(l->smooth);
     free(l->ss);
     free(l->signs);
+    free(l->gscale);
     free(l->w);
     free(l);
 }
@@ -177,6 +179,7 @@ dt_status cpu_qlinear_create(dt_backend *be, const dt_qweights *qw, const float 
     if (qw->signs && (qw->rot_block <= 0 || (qw->rot_block & (qw->rot_block - 1)) || qw->in % qw->rot_block))
         return dt_fail(err, DT_EINVAL, "qlinear: rotation block %d does not tile %d channels in powers of two",
                        qw->rot_block, qw->in);
+    DT_TRY(dt_qweights_check_groups(qw, err));
     cpu_qlinear *l = calloc(1, sizeof *l);
     if (!l) return dt_fail(err, DT_ENOMEM, "out of memory");
     l->kind = CPU_LIN_QUANT;
@@ -185,11 +188,13 @@ dt_status cpu_qlinear_create(dt_backend *be, const dt_qweights *qw, const float 
     l->wbits = qw->wbits;
     l->act = act;
     l->block = qw->signs ? qw->rot_block : 1;
+    l->group = qw->group;
     int fail = 0;
     l->wscale = dup(qw->wscale, (size_t)qw->out * sizeof(float), &fail);
     l->bias = dup(b, (size_t)qw->out * sizeof(float), &fail);
     l->smooth = dup(qw->smooth, (size_t)qw->in * sizeof(float), &fail);
     l->signs = dup(qw->signs, (size_t)qw->in, &fail);
+    if (qw->group) l->gscale = dup(qw->gscale, (size_t)qw->out * (size_t)(qw->in / qw->group), &fail);
     if (qw->signs) {
         l->ss = malloc((size_t)qw->in * sizeof(float));
         if (l->ss) cpu_qrow_signed_smooth(qw->smooth, qw->signs, qw->in, l->ss);
@@ -244,18 +249,24 @@ static void epilogue(const cpu_qlinear *l, int64_t M, int n0, int n, const float
     }
 }
 
-/* Expands packed 4-bit rows [n0, n0+n) to plain int8 [n, K] (torch layout). */
+/* Expands packed 4-bit rows [n0, n0+n) to plain int8 [n, K] (torch layout), times the
+ * group multipliers when group-wise. */
 static void expand_w4(const cpu_qlinear *l, int n0, int n, int8_t *dst)
 {
-    const int K = l->in, half = K / 2;
+    const int K = l->in, half = K / 2, G = l->group ? l->group : K, ng = K / G;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < n; r++) {
         const uint8_t *s = (const uint8_t *)l->w + (size_t)(n0 + r) * half;
         int8_t *d = dst + (size_t)r * K;
+        for (int g = 0; g < ng; g++) {
+            const int8_t m = l->group ? (int8_t)l->gscale[(size_t)(n0 + r) * ng + g] : 1;
+            const uint8_t *sg = s + g * (G / 2);
+            int8_t *dg = d + g * G;
 #pragma omp simd
-        for (int j = 0; j < half; j++) {
-            d[2 * j] = (int8_t)(s[j] << 4) >> 4;
-            d[2 * j + 1] = (int8_t)s[j] >> 4;
+            for (int j = 0; j < G / 2; j++) {
+                dg[2 * j] = (int8_t)(((int8_t)(sg[j] << 4) >> 4) * m);
+                dg[2 * j + 1] = (int8_t)(((int8_t)sg[j] >> 4) * m);
+            }
         }
     }
 }

@@ -37,7 +37,7 @@ static dt_status qlinear_peak(dt_backend *be, int wbits, double *gflops, dt_err 
     for (size_t i = 0; s == DT_OK && i < (size_t)M * K; i++) x[i] = (float)((i * 104729) % 1000) * 1e-3f - 0.5f;
     dt_qweights qw = {0};
     dt_linear *l = NULL;
-    if (s == DT_OK) s = dt_qweights_make(w, K, N, wbits, NULL, 0, &qw, err);
+    if (s == DT_OK) s = dt_qweights_make(w, K, N, wbits, 0, NULL, 0, &qw, err);
     if (s == DT_OK) s = be->ops->qlinear_create(be, &qw, NULL, DT_ACT_NONE, M, &l, err);
     int64_t xs[2] = {M, K}, ys[2] = {M, N};
     dt_tensor tx = dt_tensor_view(x, DT_F32, 2, xs), ty = dt_tensor_view(y, DT_F32, 2, ys);
@@ -97,7 +97,7 @@ void cli_quant_close(dt_quantizer *q)
 typedef struct {
     const char *model, *prompts, *scheme, *out, *dtype;
     float alpha, cfg, budget;
-    int steps, width, height, threads, balance, rotate, quiet, mixed;
+    int steps, width, height, threads, balance, rotate, quiet, mixed, group;
     uint64_t seed;
 } quant_args;
 
@@ -119,6 +119,7 @@ static int parse_quant(int argc, char **argv, quant_args *a)
         else if (F("-W") || F("--width")) ok = cli_parse_int("--width", v, 8, 16384, &a->width);
         else if (F("-H") || F("--height")) ok = cli_parse_int("--height", v, 8, 16384, &a->height);
         else if (F("--threads")) ok = cli_parse_int("--threads", v, 1, 1024, &a->threads);
+        else if (F("--group")) ok = cli_parse_int("--group", v, 2, 1 << 20, &a->group);
         else if (F("--alpha")) {
             a->alpha = strtof(v, &end);
             if (!*v || *end || !(a->alpha >= 0 && a->alpha <= 1)) return cli_usage_error("--alpha: expected a number in [0, 1], got \"%s\"", v), 0;
@@ -148,6 +149,8 @@ static int parse_quant(int argc, char **argv, quant_args *a)
     if (!a->mixed && a->budget) return cli_usage_error("--budget: only with --scheme mixed"), 0;
     if (!a->mixed && strcmp(a->scheme, "w8a8") && strcmp(a->scheme, "w4a8"))
         return cli_usage_error("--scheme: expected w8a8, w4a8 or mixed, got \"%s\"", a->scheme), 0;
+    if (a->group && (a->group % 2 || !strcmp(a->scheme, "w8a8")))
+        return cli_usage_error("--group: expected an even group size, for the 4-bit layers of w4a8 or mixed, got %d", a->group), 0;
     return 1;
 }
 
@@ -272,6 +275,7 @@ static dt_status quantize_and_save(const quant_args *a, dt_quantizer *cal, const
     q.nlayer_bits = nbits;
     q.balance = a->balance;
     q.rotate = a->rotate;
+    q.group = a->group;
     q.alpha = a->alpha;
     q.seed = 1;
     q.record = 1;
@@ -304,6 +308,7 @@ static dt_status sensitivity(const quant_args *a, dt_quantizer *cal, const captu
     q.wbits = 0;
     q.balance = a->balance;
     q.rotate = a->rotate;
+    q.group = a->group;
     q.alpha = a->alpha;
     q.seed = 1;
     q.record = 0;
