@@ -27,6 +27,7 @@ static dt_status write_json(const dt_quantizer *q, const char *dir, const char *
         cJSON_AddNumberToObject(l, "rotate_seed", (double)r->seed); /* < 2^53 */
         cJSON_AddNumberToObject(l, "rot_block", r->qw.signs ? r->qw.rot_block : 0);
         if (r->qw.q && r->qw.group) cJSON_AddNumberToObject(l, "group", r->qw.group);
+        if (r->qw.q && r->nfp) cJSON_AddItemToObject(l, "fp_tokens", cJSON_CreateIntArray(r->fp_tokens, r->nfp));
         cJSON_AddItemToArray(layers, l);
     }
     char *text = cJSON_Print(root);
@@ -107,6 +108,20 @@ static dt_status parse_layer(const cJSON *l, const char *file, int i, dt_qplan_l
     DT_TRY(dt_json_int(l, file, "rot_block", 1, 0, &o->rot_block, err));
     DT_TRY(dt_json_int(l, file, "group", 1, 0, &o->group, err));
     o->seed = (uint64_t)seed;
+    const cJSON *fp = cJSON_GetObjectItemCaseSensitive(l, "fp_tokens");
+    if (fp) {
+        int n = cJSON_IsArray(fp) ? cJSON_GetArraySize(fp) : -1;
+        if (n < 1 || n > DT_QMAX_FP_TOKENS || !o->wbits)
+            return dt_fail(err, DT_EFORMAT, "%s: layer %s: fp_tokens must be 1..%d token indices of a quantized layer", file,
+                           o->name, DT_QMAX_FP_TOKENS);
+        for (int k = 0; k < n; k++) {
+            const cJSON *t = cJSON_GetArrayItem(fp, k);
+            if (!cJSON_IsNumber(t) || t->valuedouble < 0 || t->valuedouble > 65535 || t->valuedouble != (int)t->valuedouble)
+                return dt_fail(err, DT_EFORMAT, "%s: layer %s: fp_tokens[%d] is not a token index", file, o->name, k);
+            o->fp_tokens[k] = (int)t->valuedouble;
+        }
+        o->nfp = n;
+    }
     if (o->in <= 0 || o->out <= 0 || (o->wbits != 0 && o->wbits != 4 && o->wbits != 8) ||
         (o->wbits && o->abits != 8) || (o->wbits == 4 && o->in % 2) || o->group < 0 ||
         (o->group && (o->wbits != 4 || o->group % 2 || o->in % o->group)))
@@ -170,8 +185,8 @@ static dt_qplan_layer *find(dt_qplan *p, const char *name)
     return NULL;
 }
 
-dt_status dt_qplan_make(dt_qplan *p, dt_backend *be, const char *name, const float *b, int in, int out, dt_act act,
-                        int m_hint, dt_linear **lin, double *bytes, int *keep_float, dt_err *err)
+dt_status dt_qplan_make(dt_qplan *p, dt_backend *be, const char *name, const float *w, const float *b, int in, int out,
+                        dt_act act, int m_hint, dt_dtype dt, dt_linear **lin, double *bytes, int *keep_float, dt_err *err)
 {
     *keep_float = 0;
     dt_qplan_layer *l = find(p, name);
@@ -212,6 +227,9 @@ dt_status dt_qplan_make(dt_qplan *p, dt_backend *be, const char *name, const flo
     free(signs);
     *bytes = (double)eq->nbytes + es->nbytes + (esm ? esm->nbytes : 0) + (eg ? eg->nbytes : 0) + (b ? 4.0 * out : 0) +
              (l->seed ? in : 0);
+    if (s == DT_OK && l->nfp)
+        s = dt_quant_keep_tokens(be, w, b, in, out, act, m_hint, dt, l->fp_tokens, l->nfp, *lin, bytes, err);
+    if (s != DT_OK && *lin) { be->ops->linear_destroy(*lin); *lin = NULL; }
     return s;
 }
 

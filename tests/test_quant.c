@@ -222,6 +222,54 @@ static void test_w4_groups(void **state)
     free(w); free(wd);
 }
 
+/* MixDQ float text tokens: with tokens {0, 3} kept, those rows of every sequence equal the
+ * float layer, the others stay bit-identical to the plain quantized layer; a 2-D input
+ * (no sequence length) is refused. */
+static void test_fp_tokens(void **state)
+{
+    (void)state;
+    tu_rng r = {31};
+    const int B = 2, T = 5, K = 64, N = 48, M = B * T;
+    dt_backend *be = tu_backend(DT_F32);
+    float *w = tu_alloc((size_t)N * K), *b = tu_alloc(N), *x = tu_alloc((size_t)M * K);
+    float *y = tu_poisoned((size_t)M * N), *yq = tu_alloc((size_t)M * N), *yf = tu_alloc((size_t)M * N);
+    tu_fill(&r, w, (size_t)N * K, 0.2f);
+    tu_fill(&r, b, N, 0.3f);
+    tu_fill(&r, x, (size_t)M * K, 1.0f);
+    x[5] = 80.0f; /* an outlier in token 0 of sequence 0 */
+    dt_err err = {0};
+    dt_qweights qw;
+    assert_int_equal(dt_qweights_make(w, K, N, 8, 0, NULL, 5, &qw, &err), DT_OK);
+    dt_linear *lq, *lk, *fp;
+    assert_int_equal(be->ops->qlinear_create(be, &qw, b, DT_ACT_NONE, M, &lq, &err), DT_OK);
+    assert_int_equal(be->ops->qlinear_create(be, &qw, b, DT_ACT_NONE, M, &lk, &err), DT_OK);
+    assert_int_equal(be->ops->linear_create(be, w, b, K, N, DT_ACT_NONE, 4, DT_F32, &fp, &err), DT_OK);
+    const int toks[2] = {3, 0};
+    assert_int_equal(be->ops->qlinear_keep_tokens(be, lk, fp, toks, 2, &err), DT_OK);
+    int64_t xs[3] = {B, T, K}, ys[3] = {B, T, N};
+    dt_tensor tx = dt_tensor_view(x, DT_F32, 3, xs), ty = dt_tensor_view(y, DT_F32, 3, ys), tq = dt_tensor_view(yq, DT_F32, 3, ys);
+    assert_int_equal(be->ops->linear_forward(be, lk, &tx, &ty, &err), DT_OK);
+    assert_int_equal(be->ops->linear_forward(be, lq, &tx, &tq, &err), DT_OK);
+    ref_linear(x, M, K, w, b, N, DT_ACT_NONE, yf);
+    for (int m = 0; m < M; m++) {
+        int t = m % T, kept = t == 0 || t == 3;
+        const float *got = y + (size_t)m * N;
+        if (kept) assert_rel_l2_below(got, yf + (size_t)m * N, N, 1e-6);
+        else if (memcmp(got, yq + (size_t)m * N, (size_t)N * sizeof(float))) fail_msg("row %d (token %d) changed", m, t);
+    }
+    assert_true(tu_rel_l2(yq, yf, N) > 1e-4); /* the quantized token-0 row really differs from the float one */
+    int64_t x2[2] = {M, K}, y2[2] = {M, N};
+    dt_tensor tx2 = dt_tensor_view(x, DT_F32, 2, x2), ty2 = dt_tensor_view(y, DT_F32, 2, y2);
+    err = (dt_err){0};
+    assert_int_equal(be->ops->linear_forward(be, lk, &tx2, &ty2, &err), DT_EINVAL);
+    assert_non_null(strstr(err.msg, "[B, T, 64]"));
+    be->ops->linear_destroy(lk);
+    be->ops->linear_destroy(lq);
+    dt_qweights_free(&qw);
+    dt_backend_destroy(be);
+    free(w); free(b); free(x); free(y); free(yq); free(yf);
+}
+
 static void test_hadamard(void **state)
 {
     (void)state;
@@ -575,6 +623,41 @@ static void test_cli_quantize_groups(void **state)
     tu_rmtree(tmp);
 }
 
+/* --fp-text-tokens: recorded on the cross-attention k|v layers only, loads and generates. */
+static void test_cli_fp_tokens(void **state)
+{
+    (void)state;
+    char tmp[256], cmd[2048], err[4096], plan[300];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(cmd, sizeof cmd, "%s/prompts.txt", tmp);
+    tu_write_file(cmd, "a red cube\n", 11);
+    snprintf(plan, sizeof plan, "%s/plan", tmp);
+    snprintf(cmd, sizeof cmd, "./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --fp-text-tokens 0,2 --steps 1 --out %s --quiet", tmp, plan);
+    if (sh(tmp, cmd, err, sizeof err)) fail_msg("quantize --fp-text-tokens failed: %s", err);
+    dt_qplan *p = NULL;
+    dt_err e = {0};
+    snprintf(cmd, sizeof cmd, "%s", plan);
+    if (dt_qplan_load(cmd, &p, &e) != DT_OK) fail_msg("%s", e.msg);
+    int kv = 0;
+    for (int i = 0; i < p->n; i++) {
+        const dt_qplan_layer *l = &p->layers[i];
+        if (dt_quant_layer_text_kv(l->name)) {
+            kv++;
+            assert_int_equal(l->nfp, 2);
+            assert_int_equal(l->fp_tokens[0], 0);
+            assert_int_equal(l->fp_tokens[1], 2);
+        } else assert_int_equal(l->nfp, 0);
+    }
+    assert_true(kv > 0);
+    dt_qplan_free(p);
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m " PIPE " -p 'a red cube' --steps 2 --quiet -o %s/t.png --quant %s", tmp, plan);
+    if (sh(tmp, cmd, err, sizeof err)) fail_msg("txt2img with float text tokens failed: %s", err);
+    snprintf(cmd, sizeof cmd, "./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --fp-text-tokens 0,x --out %s/x", tmp, tmp);
+    assert_int_not_equal(sh(tmp, cmd, err, sizeof err), 0);
+    assert_non_null(strstr(err, "--fp-text-tokens"));
+    tu_rmtree(tmp);
+}
+
 /* Mixed precision (DITRT_SLOW=1: one model load per layer): the plan mixes 4- and 8-bit
  * layers with a parameter-weighted average within the budget, and loads. */
 static void test_cli_quantize_mixed(void **state)
@@ -618,12 +701,14 @@ int main(void)
         cmocka_unit_test(test_roundtrip_half_step),
         cmocka_unit_test(test_hadamard),
         cmocka_unit_test(test_w4_groups),
+        cmocka_unit_test(test_fp_tokens),
         cmocka_unit_test(test_balancing_helps),
         cmocka_unit_test(test_observer),
         cmocka_unit_test(test_rejects_bad_input),
         cmocka_unit_test(test_tiny_pixart_w8a8),
         cmocka_unit_test(test_cli_quantize_roundtrip),
         cmocka_unit_test(test_cli_quantize_groups),
+        cmocka_unit_test(test_cli_fp_tokens),
         cmocka_unit_test(test_cli_quantize_mixed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

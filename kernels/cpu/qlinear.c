@@ -31,6 +31,8 @@ typedef struct {
     dnnl_memory_desc_t wmd; /* W8: the whole layer; W4: one full chunk of QL_CHUNK channels */
     dnnl_memory_desc_t wmd_last; /* W4: the last (narrower) chunk */
     dnnl_primitive_t reo, reo_last; /* W4: plain int8 chunk -> wmd / wmd_last */
+    dt_linear *fp;          /* MixDQ: float layer for the rows of tokens fp_tok (NULL: none) */
+    int *fp_tok, nfp;
     struct { int64_t m; int n; dnnl_primitive_t prim; } prims[QL_PRIMS];
     int nprims, next;
 } cpu_qlinear;
@@ -92,6 +94,8 @@ static void qlinear_free(cpu_qlinear *l)
     free(l->ss);
     free(l->signs);
     free(l->gscale);
+    free(l->fp_tok);
+    if (l->fp) cpu_linear_destroy(l->fp);
     free(l->w);
     free(l);
 }
@@ -312,9 +316,8 @@ static dt_status reorder_chunk(cpu_backend *cb, const cpu_qlinear *l, int n, voi
     return st == dnnl_success ? DT_OK : cpu_dnnl_fail(err, st, "int4 chunk reorder");
 }
 
-static dt_status qlinear_forward(cpu_backend *cb, cpu_qlinear *l, const dt_tensor *x, dt_tensor *y, dt_err *err)
+static dt_status qlinear_forward(cpu_backend *cb, cpu_qlinear *l, const float *xd, int64_t M, float *yd, dt_err *err)
 {
-    int64_t M = x->shape[0];
     const int K = l->in;
     size_t qb = ((size_t)M * K + 63) / 64 * 64, sb = ((size_t)M * 4 + 63) / 64 * 64;
     size_t tb = ((size_t)omp_get_max_threads() * K * 4 + 63) / 64 * 64, eb = 0, bb = 0;
@@ -326,8 +329,7 @@ static dt_status qlinear_forward(cpu_backend *cb, cpu_qlinear *l, const dt_tenso
     if (!scr) return dt_fail(err, DT_ENOMEM, "out of memory for int8 activations");
     int8_t *q = (int8_t *)scr, *wexp = (int8_t *)(scr + qb + sb + tb), *wblk = (int8_t *)(scr + qb + sb + tb + eb);
     float *ascale = (float *)(scr + qb), *tmp = (float *)(scr + qb + sb);
-    quantize_rows(l, x->data, M, q, ascale, tmp);
-    float *yd = y->data;
+    quantize_rows(l, xd, M, q, ascale, tmp);
     if (l->wbits == 8) {
         DT_TRY(run_gemm(cb, l, M, l->out, q, l->w, yd, err));
         epilogue(l, M, 0, l->out, ascale, yd);
@@ -367,22 +369,59 @@ dt_status cpu_linear_observe(dt_backend *be, dt_linear *inner, int in, float *am
     return DT_OK;
 }
 
+/* Recomputes the rows of the kept tokens (each of the M/T sequences) with the float layer. */
+static dt_status float_tokens(cpu_backend *cb, cpu_qlinear *l, const float *x, int64_t M, int64_t T, float *y, dt_err *err)
+{
+    if (T <= 0 || M % T) return dt_fail(err, DT_EINVAL, "linear: layer with float text tokens needs a [B, T, %d] input", l->in);
+    int64_t B = M / T, r = 0;
+    float *xs = malloc((size_t)(B * l->nfp) * l->in * sizeof(float)), *ys = malloc((size_t)(B * l->nfp) * l->out * sizeof(float));
+    dt_status s = xs && ys ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
+    for (int64_t b = 0; b < B && s == DT_OK; b++)
+        for (int i = 0; i < l->nfp; i++)
+            if (l->fp_tok[i] < T) memcpy(xs + (r++) * l->in, x + (b * T + l->fp_tok[i]) * l->in, (size_t)l->in * sizeof(float));
+    int64_t xsh[2] = {r, l->in}, ysh[2] = {r, l->out};
+    dt_tensor tx = dt_tensor_view(xs, DT_F32, 2, xsh), ty = dt_tensor_view(ys, DT_F32, 2, ysh);
+    if (s == DT_OK && r) s = cpu_linear_forward(&cb->base, l->fp, &tx, &ty, err);
+    r = 0;
+    for (int64_t b = 0; b < B && s == DT_OK; b++)
+        for (int i = 0; i < l->nfp; i++)
+            if (l->fp_tok[i] < T) memcpy(y + (b * T + l->fp_tok[i]) * l->out, ys + (r++) * l->out, (size_t)l->out * sizeof(float));
+    free(xs);
+    free(ys);
+    return s;
+}
+
+dt_status cpu_qlinear_keep_tokens(dt_backend *be, dt_linear *q, dt_linear *fp, const int *tokens, int n, dt_err *err)
+{
+    cpu_qlinear *l = (cpu_qlinear *)q;
+    if (*(const int *)q != CPU_LIN_QUANT || !fp || n <= 0 || l->fp)
+        return dt_fail(err, DT_EINVAL, "qlinear: float tokens need a quantized layer (once) and a float one");
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0) return dt_fail(err, DT_EINVAL, "qlinear: float token index %d is negative", tokens[i]);
+    l->fp_tok = malloc((size_t)n * sizeof(int));
+    if (!l->fp_tok) return dt_fail(err, DT_ENOMEM, "out of memory");
+    memcpy(l->fp_tok, tokens, (size_t)n * sizeof(int));
+    l->nfp = n;
+    l->fp = fp;
+    return DT_OK;
+}
+
 dt_status cpu_qlinear_forward(dt_backend *be, dt_linear *lin, const dt_tensor *x, dt_tensor *y, dt_err *err)
 {
     int kind = *(const int *)lin;
     int in = kind == CPU_LIN_QUANT ? ((cpu_qlinear *)lin)->in : ((cpu_observer *)lin)->in;
-    if (x->ndim != 2 || x->shape[1] != in || !dt_tensor_is_contiguous(x) || x->dtype != DT_F32)
-        return dt_fail(err, DT_EINVAL, "linear: expected contiguous f32 [M,%d] input", in);
+    int64_t M = cpu_rows(x, in);
+    if (M < 0) return dt_fail(err, DT_EINVAL, "linear: expected contiguous f32 [M,%d] input", in);
     if (kind == CPU_LIN_OBSERVE) {
         cpu_observer *o = (cpu_observer *)lin;
-        observe(x->data, x->shape[0], o->in, o->amax);
+        observe(x->data, M, o->in, o->amax);
         return cpu_linear_forward(be, o->inner, x, y, err);
     }
     cpu_qlinear *l = (cpu_qlinear *)lin;
-    if (y->ndim != 2 || y->shape[0] != x->shape[0] || y->shape[1] != l->out || !dt_tensor_is_contiguous(y) ||
-        y->dtype != DT_F32)
+    if (cpu_rows(y, l->out) != M)
         return dt_fail(err, DT_EINVAL, "linear: expected contiguous f32 [M,%d] -> [M,%d]", l->in, l->out);
-    return qlinear_forward((cpu_backend *)be, l, x, y, err);
+    DT_TRY(qlinear_forward((cpu_backend *)be, l, x->data, M, y->data, err));
+    return l->nfp ? float_tokens((cpu_backend *)be, l, x->data, M, x->ndim == 3 ? x->shape[1] : 0, y->data, err) : DT_OK;
 }
 
 void cpu_qlinear_destroy(dt_linear *lin)

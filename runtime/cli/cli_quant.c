@@ -97,9 +97,12 @@ void cli_quant_close(dt_quantizer *q)
 typedef struct {
     const char *model, *prompts, *scheme, *out, *dtype;
     float alpha, cfg, budget;
-    int steps, width, height, threads, balance, rotate, quiet, mixed, group;
+    int steps, width, height, threads, balance, rotate, quiet, mixed, group, nfp;
+    int fp_tokens[DT_QMAX_FP_TOKENS];
     uint64_t seed;
 } quant_args;
+
+static int parse_tokens(const char *v, quant_args *a);
 
 static int parse_quant(int argc, char **argv, quant_args *a)
 {
@@ -120,6 +123,7 @@ static int parse_quant(int argc, char **argv, quant_args *a)
         else if (F("-H") || F("--height")) ok = cli_parse_int("--height", v, 8, 16384, &a->height);
         else if (F("--threads")) ok = cli_parse_int("--threads", v, 1, 1024, &a->threads);
         else if (F("--group")) ok = cli_parse_int("--group", v, 2, 1 << 20, &a->group);
+        else if (F("--fp-text-tokens")) ok = parse_tokens(v, a);
         else if (F("--alpha")) {
             a->alpha = strtof(v, &end);
             if (!*v || *end || !(a->alpha >= 0 && a->alpha <= 1)) return cli_usage_error("--alpha: expected a number in [0, 1], got \"%s\"", v), 0;
@@ -152,6 +156,24 @@ static int parse_quant(int argc, char **argv, quant_args *a)
     if (a->group && (a->group % 2 || !strcmp(a->scheme, "w8a8")))
         return cli_usage_error("--group: expected an even group size, for the 4-bit layers of w4a8 or mixed, got %d", a->group), 0;
     return 1;
+}
+
+/* "0,3,7": up to DT_QMAX_FP_TOKENS distinct token indices. */
+static int parse_tokens(const char *v, quant_args *a)
+{
+    a->nfp = 0;
+    for (const char *p = v;;) {
+        char *end;
+        long t = strtol(p, &end, 10);
+        if (end == p || t < 0 || t > 65535 || *p == '-' || *p == '+' || a->nfp == DT_QMAX_FP_TOKENS || (*end && *end != ','))
+            return cli_usage_error("--fp-text-tokens: expected up to %d comma-separated token indices, got \"%s\"",
+                                   DT_QMAX_FP_TOKENS, v), 0;
+        for (int i = 0; i < a->nfp; i++)
+            if (a->fp_tokens[i] == t) return cli_usage_error("--fp-text-tokens: token %ld listed twice", t), 0;
+        a->fp_tokens[a->nfp++] = (int)t;
+        if (!*end) return 1;
+        p = end + 1;
+    }
 }
 
 /* Non-empty lines of the prompt file (malloc'd buffer holding them, lines point into it). */
@@ -276,6 +298,8 @@ static dt_status quantize_and_save(const quant_args *a, dt_quantizer *cal, const
     q.balance = a->balance;
     q.rotate = a->rotate;
     q.group = a->group;
+    q.fp_tokens = a->fp_tokens;
+    q.nfp_tokens = a->nfp;
     q.alpha = a->alpha;
     q.seed = 1;
     q.record = 1;
