@@ -226,6 +226,18 @@ static void quantize_rows(const cpu_qlinear *l, const float *x, int64_t M, int8_
     }
 }
 
+static inline float act_none(float x) { return x; }
+
+/* One pass per row: scale, bias and activation together while the row is in L1. */
+#define EPILOGUE_ROW(F)                                                                                   \
+    do {                                                                                                  \
+        if (b) {                                                                                          \
+            _Pragma("omp simd") for (int j = 0; j < n; j++) yr[j] = F((float)ar[j] * as * ws[j] + b[j]); \
+        } else {                                                                                          \
+            _Pragma("omp simd") for (int j = 0; j < n; j++) yr[j] = F((float)ar[j] * as * ws[j]);        \
+        }                                                                                                 \
+    } while (0)
+
 /* y[M, n0:n0+n] = act(acc·ascale[m]·wscale[n] + b[n]), in place over the s32 accumulators. */
 static void epilogue(const cpu_qlinear *l, int64_t M, int n0, int n, const float *ascale, float *y)
 {
@@ -236,22 +248,12 @@ static void epilogue(const cpu_qlinear *l, int64_t M, int n0, int n, const float
         float *yr = y + m * N + n0;
         const int32_t *ar = (const int32_t *)yr;
         const float as = ascale[m];
-        if (b) {
-#pragma omp simd
-            for (int j = 0; j < n; j++) yr[j] = (float)ar[j] * as * ws[j] + b[j];
-        } else {
-#pragma omp simd
-            for (int j = 0; j < n; j++) yr[j] = (float)ar[j] * as * ws[j];
-        }
-        if (l->act == DT_ACT_GELU_TANH) {
-#pragma omp simd
-            for (int j = 0; j < n; j++) yr[j] = vm_gelu_tanh(yr[j]);
-        } else if (l->act == DT_ACT_SILU) {
-#pragma omp simd
-            for (int j = 0; j < n; j++) yr[j] = vm_silu(yr[j]);
-        }
+        if (l->act == DT_ACT_GELU_TANH) EPILOGUE_ROW(vm_gelu_tanh_sigmoid);
+        else if (l->act == DT_ACT_SILU) EPILOGUE_ROW(vm_silu);
+        else EPILOGUE_ROW(act_none);
     }
 }
+#undef EPILOGUE_ROW
 
 /* Expands packed 4-bit rows [n0, n0+n) to plain int8 [n, K] (torch layout), times the
  * group multipliers when group-wise. */
