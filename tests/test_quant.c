@@ -658,6 +658,58 @@ static void test_cli_fp_tokens(void **state)
     tu_rmtree(tmp);
 }
 
+static int same_file(const char *a, const char *b)
+{
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa && fb;
+    while (same) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        if (ca != cb) same = 0;
+        if (ca == EOF || cb == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
+/* Timestep-dependent plans: a plan folder as a zoo member is the pipeline's transformer
+ * through that plan, picked per step by a model schedule. All steps on the W8 member equal
+ * a plain --quant W8 run exactly; W8 for the first step then W4 differs from all-W4. */
+static void test_cli_timestep_plans(void **state)
+{
+    (void)state;
+    char tmp[256], cmd[2048], err[4096], a[300], b[300];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(cmd, sizeof cmd, "%s/prompts.txt", tmp);
+    tu_write_file(cmd, "a red cube\n", 11);
+    const char *schemes[2] = {"w4a8", "w8a8"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd, "./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --scheme %s --steps 2 --out %s/%s --quiet", tmp, schemes[i], tmp, schemes[i]);
+        if (sh(tmp, cmd, err, sizeof err)) fail_msg("quantize %s failed: %s", schemes[i], err);
+    }
+    const char *scheds[2] = {"[1, 1]", "[1, 0]"};
+    for (int i = 0; i < 2; i++) {
+        char js[256];
+        int n = snprintf(js, sizeof js, "{\"format\": \"ditrt-model-schedule\", \"zoo\": [\"w8a8\"], \"models\": %s}", scheds[i]);
+        snprintf(cmd, sizeof cmd, "%s/s%d.json", tmp, i);
+        tu_write_file(cmd, js, (size_t)n);
+        snprintf(cmd, sizeof cmd, "./ditrt txt2img -m " PIPE " -p 'a red cube' --steps 2 --quiet -o %s/s%d.png --quant %s/w4a8 --zoo %s/w8a8 --model-schedule %s/s%d.json",
+                 tmp, i, tmp, tmp, tmp, i);
+        if (sh(tmp, cmd, err, sizeof err)) fail_msg("txt2img with schedule %s failed: %s", scheds[i], err);
+    }
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd, "./ditrt txt2img -m " PIPE " -p 'a red cube' --steps 2 --quiet -o %s/%s.png --quant %s/%s", tmp, schemes[i], tmp, schemes[i]);
+        if (sh(tmp, cmd, err, sizeof err)) fail_msg("txt2img --quant %s failed: %s", schemes[i], err);
+    }
+    snprintf(a, sizeof a, "%s/s0.png", tmp);
+    snprintf(b, sizeof b, "%s/w8a8.png", tmp);
+    if (!same_file(a, b)) fail_msg("every step on the W8 member differs from --quant w8a8");
+    snprintf(a, sizeof a, "%s/s1.png", tmp);
+    snprintf(b, sizeof b, "%s/w4a8.png", tmp);
+    if (same_file(a, b)) fail_msg("W8 on the first step changed nothing against all-W4");
+    tu_rmtree(tmp);
+}
+
 /* Mixed precision (DITRT_SLOW=1: one model load per layer): the plan mixes 4- and 8-bit
  * layers with a parameter-weighted average within the budget, and loads. */
 static void test_cli_quantize_mixed(void **state)
@@ -709,6 +761,7 @@ int main(void)
         cmocka_unit_test(test_cli_quantize_roundtrip),
         cmocka_unit_test(test_cli_quantize_groups),
         cmocka_unit_test(test_cli_fp_tokens),
+        cmocka_unit_test(test_cli_timestep_plans),
         cmocka_unit_test(test_cli_quantize_mixed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
