@@ -104,6 +104,9 @@ typedef struct {
     /* Calibration: wraps `inner` (owned from then on) so each forward first folds max_m |x[m,j]|
      * into amax[j] (the caller's buffer of `in` floats). */
     dt_status (*linear_observe)(dt_backend *be, dt_linear *inner, int in, float *amax, dt_linear **lin, dt_err *err);
+    /* MixDQ: the quantized layer q computes the rows of tokens[0..n) (indices within each
+     * sequence; x must then be [B, T, in]) with the float layer fp instead (owned from then on). */
+    dt_status (*qlinear_keep_tokens)(dt_backend *be, dt_linear *q, dt_linear *fp, const int *tokens, int n, dt_err *err);
 } dt_backend_ops;
 
 struct dt_backend {

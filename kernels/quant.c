@@ -73,6 +73,7 @@ void dt_qweights_free(dt_qweights *qw)
     free(qw->wscale);
     free(qw->smooth);
     free(qw->signs);
+    free(qw->gscale);
     memset(qw, 0, sizeof *qw);
 }
 
@@ -87,22 +88,85 @@ static void transform_row(const float *w, int in, const float *smooth, const int
     for (int j = 0; j < in; j++) out[j] *= norm;
 }
 
-dt_status dt_qweights_make(const float *w, int in, int out, int wbits, const float *smooth, uint64_t rot_seed,
-                           dt_qweights *qw, dt_err *err)
+dt_status dt_qweights_check_groups(const dt_qweights *qw, dt_err *err)
+{
+    if (!qw->group) return DT_OK;
+    if (qw->wbits != 4 || qw->group < 2 || qw->group % 2 || qw->in % qw->group || !qw->gscale)
+        return dt_fail(err, DT_EINVAL, "quantize: group size %d needs 4-bit weights and an even divisor of %d channels",
+                       qw->group, qw->in);
+    size_t n = (size_t)qw->out * (size_t)(qw->in / qw->group);
+    for (size_t i = 0; i < n; i++)
+        if (qw->gscale[i] < 1 || qw->gscale[i] > DT_QGROUP_RMAX)
+            return dt_fail(err, DT_EFORMAT, "quantize: group multiplier %d outside [1, %d] (row %zu)", qw->gscale[i],
+                           DT_QGROUP_RMAX, i / (size_t)(qw->in / qw->group));
+    return DT_OK;
+}
+
+static void put_code(dt_qweights *qw, int n, int j, int q)
+{
+    if (qw->wbits == 8) qw->q[(size_t)n * qw->in + j] = (int8_t)q;
+    else {
+        uint8_t *b = (uint8_t *)qw->q + (size_t)n * (qw->in / 2) + j / 2;
+        *b = (j & 1) ? (uint8_t)((*b & 0x0F) | ((q & 0xF) << 4)) : (uint8_t)(q & 0xF);
+    }
+}
+
+/* Codes of row[j0, j1) times inv (1/step; 0: all zero), clamped to ±qmax. */
+static void round_codes(dt_qweights *qw, int n, const float *row, int j0, int j1, float inv, int qmax)
+{
+    for (int j = j0; j < j1; j++) {
+        float v = nearbyintf(row[j] * inv);
+        put_code(qw, n, j, v > qmax ? qmax : v < -qmax ? -qmax : (int)v);
+    }
+}
+
+static float absmax(const float *x, int n)
+{
+    float m = 0;
+    for (int j = 0; j < n; j++) m = fmaxf(m, fabsf(x[j]));
+    return m;
+}
+
+/* Row n in groups: base = widest group step / RMAX, each group's multiplier the smallest
+ * integer whose step covers its range (so nothing clips). */
+static void quantize_groups(dt_qweights *qw, int n, const float *row)
+{
+    const int G = qw->group, ng = qw->in / G;
+    uint8_t *r = qw->gscale + (size_t)n * ng;
+    float widest = 0;
+    for (int g = 0; g < ng; g++) widest = fmaxf(widest, absmax(row + g * G, G) / 7);
+    float base = widest / DT_QGROUP_RMAX;
+    qw->wscale[n] = base;
+    for (int g = 0; g < ng; g++) {
+        float need = base > 0 ? absmax(row + g * G, G) / 7 / base : 0;
+        int m = (int)ceilf(need);
+        r[g] = (uint8_t)(m < 1 ? 1 : m > DT_QGROUP_RMAX ? DT_QGROUP_RMAX : m);
+        float step = base * r[g];
+        round_codes(qw, n, row, g * G, (g + 1) * G, step > 0 ? 1.0f / step : 0, 7);
+    }
+}
+
+dt_status dt_qweights_make(const float *w, int in, int out, int wbits, int group, const float *smooth,
+                           uint64_t rot_seed, dt_qweights *qw, dt_err *err)
 {
     memset(qw, 0, sizeof *qw);
     if (wbits != 8 && wbits != 4) return dt_fail(err, DT_EINVAL, "quantize: weight bits must be 4 or 8, got %d", wbits);
     if (in <= 0 || out <= 0 || (wbits == 4 && in % 2))
         return dt_fail(err, DT_EINVAL, "quantize: bad layer size %d x %d for %d-bit weights", out, in, wbits);
+    if (group && (wbits != 4 || group < 2 || group % 2 || in % group))
+        return dt_fail(err, DT_EINVAL, "quantize: group size %d needs 4-bit weights and an even divisor of %d channels",
+                       group, in);
     qw->in = in;
     qw->out = out;
     qw->wbits = wbits;
+    qw->group = group;
     qw->q = malloc(dt_qweights_qbytes(in, out, wbits));
     qw->wscale = malloc((size_t)out * sizeof(float));
     qw->smooth = smooth ? malloc((size_t)in * sizeof(float)) : NULL;
     qw->signs = rot_seed ? malloc((size_t)in) : NULL;
+    qw->gscale = group ? malloc((size_t)out * (size_t)(in / group)) : NULL;
     float *row = malloc((size_t)in * sizeof(float));
-    if (!qw->q || !qw->wscale || (smooth && !qw->smooth) || (rot_seed && !qw->signs) || !row) {
+    if (!qw->q || !qw->wscale || (smooth && !qw->smooth) || (rot_seed && !qw->signs) || (group && !qw->gscale) || !row) {
         free(row);
         dt_qweights_free(qw);
         return dt_fail(err, DT_ENOMEM, "quantize: out of memory for a %d x %d layer", out, in);
@@ -115,19 +179,10 @@ dt_status dt_qweights_make(const float *w, int in, int out, int wbits, const flo
     const int qmax = wbits == 8 ? 127 : 7;
     for (int n = 0; n < out; n++) {
         transform_row(w + (size_t)n * in, in, qw->smooth, qw->signs, qw->rot_block, row);
-        float amax = 0;
-        for (int j = 0; j < in; j++) amax = fmaxf(amax, fabsf(row[j]));
-        float scale = amax / qmax, inv = amax > 0 ? qmax / amax : 0;
-        qw->wscale[n] = scale;
-        for (int j = 0; j < in; j++) {
-            float v = nearbyintf(row[j] * inv);
-            int q = v > qmax ? qmax : v < -qmax ? -qmax : (int)v;
-            if (wbits == 8) qw->q[(size_t)n * in + j] = (int8_t)q;
-            else {
-                uint8_t *b = (uint8_t *)qw->q + (size_t)n * (in / 2) + j / 2;
-                *b = (j & 1) ? (uint8_t)((*b & 0x0F) | ((q & 0xF) << 4)) : (uint8_t)(q & 0xF);
-            }
-        }
+        if (group) { quantize_groups(qw, n, row); continue; }
+        float amax = absmax(row, in);
+        qw->wscale[n] = amax / qmax;
+        round_codes(qw, n, row, 0, in, amax > 0 ? qmax / amax : 0, qmax);
     }
     free(row);
     return DT_OK;
@@ -142,6 +197,7 @@ void dt_qweights_dequant(const dt_qweights *qw, float *w)
             else {
                 uint8_t b = (uint8_t)qw->q[(size_t)n * (qw->in / 2) + j / 2];
                 q = (int8_t)((j & 1 ? b >> 4 : b & 0xF) << 4) >> 4; /* sign-extend the nibble */
+                if (qw->group) q *= qw->gscale[(size_t)n * (qw->in / qw->group) + j / qw->group];
             }
             w[(size_t)n * qw->in + j] = (float)q * qw->wscale[n];
         }

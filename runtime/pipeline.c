@@ -8,6 +8,8 @@
 #include "models/pixart.h"
 #include "models/t5.h"
 #include "models/vae.h"
+#include "quant_plan.h"
+#include <sys/stat.h>
 #include "prompt.h"
 #include "quantize.h"
 #include "fastattn.h"
@@ -48,10 +50,29 @@ static dt_status check_class(dt_pipeline *p, dt_err *err)
     return DT_OK;
 }
 
+/* A zoo member that is a quantization plan (a folder with plan.json from `ditrt quantize`):
+ * the pipeline's own transformer built through it, so a model schedule can run different
+ * plans (bit allocations) on different timestep ranges. The built layers copy what they
+ * use, so the plan is closed right after. */
+static dt_status load_quant_member(dt_pipeline *p, const char *plan_dir, pixart_model **out, dt_err *err)
+{
+    char dir[4096];
+    DT_TRY(dt_pipeline_parts_transformer_dir(p->cfg.model_dir, dir, sizeof dir, err));
+    dt_quantizer q = {.mode = DT_QMODE_PLAN};
+    DT_TRY(dt_qplan_load(plan_dir, &q.plan, err));
+    dt_status s = dt_quant_load_pixart(p->parts.be, dir, &q, out, err);
+    dt_qplan_free(q.plan);
+    dt_quantizer_free(&q);
+    return s;
+}
+
 /* A zoo member must be a PixArt transformer whose latents and captions match member 0's. */
 static dt_status load_zoo_member(dt_pipeline *p, const char *where, pixart_model **out, dt_err *err)
 {
     char dir[4096], path[4200], cls[96];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/plan.json", where);
+    if (stat(path, &sb) == 0) return load_quant_member(p, where, out, err);
     DT_TRY(dt_model_component_dir(where, "transformer", dir, sizeof dir, err));
     snprintf(path, sizeof path, "%s/config.json", dir);
     cJSON *j;

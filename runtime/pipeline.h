@@ -23,7 +23,9 @@ typedef struct {
     const char *solver_statistics; /* DPM-Solver-v3 statistics for it, or NULL */
     struct dt_quantizer *quant; /* transformer linears through this quantizer (runtime/quantize.h): calibration or a plan; NULL: float */
     /* OMS-DPM zoo: more transformers sharing this pipeline's VAE, text encoder and noise
-     * schedule (model or transformer folders); zoo member 0 is the pipeline's own. */
+     * schedule (model or transformer folders); zoo member 0 is the pipeline's own. A folder
+     * holding a quantization plan (plan.json) stands for this pipeline's transformer built
+     * through that plan: timestep-dependent quantization is a model schedule over such members. */
     const char *const *zoo;
     int nzoo;
 } dt_pipeline_config;

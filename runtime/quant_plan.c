@@ -26,6 +26,8 @@ static dt_status write_json(const dt_quantizer *q, const char *dir, const char *
         cJSON_AddBoolToObject(l, "balance", r->balance);
         cJSON_AddNumberToObject(l, "rotate_seed", (double)r->seed); /* < 2^53 */
         cJSON_AddNumberToObject(l, "rot_block", r->qw.signs ? r->qw.rot_block : 0);
+        if (r->qw.q && r->qw.group) cJSON_AddNumberToObject(l, "group", r->qw.group);
+        if (r->qw.q && r->nfp) cJSON_AddItemToObject(l, "fp_tokens", cJSON_CreateIntArray(r->fp_tokens, r->nfp));
         cJSON_AddItemToArray(layers, l);
     }
     char *text = cJSON_Print(root);
@@ -48,7 +50,7 @@ static dt_status write_json(const dt_quantizer *q, const char *dir, const char *
 dt_status dt_qplan_save(const dt_quantizer *q, const char *dir, const char *scheme, const char *model, dt_err *err)
 {
     if (mkdir(dir, 0777) && errno != EEXIST) return dt_fail(err, DT_EIO, "%s: cannot create (%s)", dir, strerror(errno));
-    int cap = 3 * q->nrec + 1, n = 0;
+    int cap = 4 * q->nrec + 1, n = 0;
     dt_st_item *items = calloc((size_t)cap, sizeof *items);
     dt_tensor *ts = calloc((size_t)cap, sizeof *ts);
     char (*names)[160] = calloc((size_t)cap, sizeof *names);
@@ -66,6 +68,12 @@ dt_status dt_qplan_save(const dt_quantizer *q, const char *dir, const char *sche
         if (r->qw.smooth) {
             snprintf(names[n], sizeof names[n], "%s.smooth", r->name);
             ts[n] = dt_tensor_view(r->qw.smooth, DT_F32, 1, is);
+            items[n] = (dt_st_item){names[n], &ts[n]}, n++;
+        }
+        if (r->qw.group) {
+            int64_t gs[2] = {r->qw.out, r->qw.in / r->qw.group};
+            snprintf(names[n], sizeof names[n], "%s.gscale", r->name);
+            ts[n] = dt_tensor_view(r->qw.gscale, DT_U8, 2, gs);
             items[n] = (dt_st_item){names[n], &ts[n]}, n++;
         }
     }
@@ -98,9 +106,25 @@ static dt_status parse_layer(const cJSON *l, const char *file, int i, dt_qplan_l
     DT_TRY(dt_json_bool(l, file, "balance", 0, &o->balance, err));
     DT_TRY(dt_json_num(l, file, "rotate_seed", 1, 0, &seed, err));
     DT_TRY(dt_json_int(l, file, "rot_block", 1, 0, &o->rot_block, err));
+    DT_TRY(dt_json_int(l, file, "group", 1, 0, &o->group, err));
     o->seed = (uint64_t)seed;
+    const cJSON *fp = cJSON_GetObjectItemCaseSensitive(l, "fp_tokens");
+    if (fp) {
+        int n = cJSON_IsArray(fp) ? cJSON_GetArraySize(fp) : -1;
+        if (n < 1 || n > DT_QMAX_FP_TOKENS || !o->wbits)
+            return dt_fail(err, DT_EFORMAT, "%s: layer %s: fp_tokens must be 1..%d token indices of a quantized layer", file,
+                           o->name, DT_QMAX_FP_TOKENS);
+        for (int k = 0; k < n; k++) {
+            const cJSON *t = cJSON_GetArrayItem(fp, k);
+            if (!cJSON_IsNumber(t) || t->valuedouble < 0 || t->valuedouble > 65535 || t->valuedouble != (int)t->valuedouble)
+                return dt_fail(err, DT_EFORMAT, "%s: layer %s: fp_tokens[%d] is not a token index", file, o->name, k);
+            o->fp_tokens[k] = (int)t->valuedouble;
+        }
+        o->nfp = n;
+    }
     if (o->in <= 0 || o->out <= 0 || (o->wbits != 0 && o->wbits != 4 && o->wbits != 8) ||
-        (o->wbits && o->abits != 8) || (o->wbits == 4 && o->in % 2))
+        (o->wbits && o->abits != 8) || (o->wbits == 4 && o->in % 2) || o->group < 0 ||
+        (o->group && (o->wbits != 4 || o->group % 2 || o->in % o->group)))
         return dt_fail(err, DT_EFORMAT, "%s: layer %s: unsupported shape or bits ([%d, %d], W%d A%d)", file, o->name,
                        o->out, o->in, o->wbits, o->abits);
     if (o->seed && (o->rot_block != dt_hadamard_block(o->in)))
@@ -161,8 +185,8 @@ static dt_qplan_layer *find(dt_qplan *p, const char *name)
     return NULL;
 }
 
-dt_status dt_qplan_make(dt_qplan *p, dt_backend *be, const char *name, const float *b, int in, int out, dt_act act,
-                        int m_hint, dt_linear **lin, double *bytes, int *keep_float, dt_err *err)
+dt_status dt_qplan_make(dt_qplan *p, dt_backend *be, const char *name, const float *w, const float *b, int in, int out,
+                        dt_act act, int m_hint, dt_dtype dt, dt_linear **lin, double *bytes, int *keep_float, dt_err *err)
 {
     *keep_float = 0;
     dt_qplan_layer *l = find(p, name);
@@ -174,7 +198,7 @@ dt_status dt_qplan_make(dt_qplan *p, dt_backend *be, const char *name, const flo
     l->used = 1;
     if (!l->wbits) { *keep_float = 1; return DT_OK; }
     char nm[160];
-    const dt_st_entry *eq, *es, *esm = NULL;
+    const dt_st_entry *eq, *es, *esm = NULL, *eg = NULL;
     int64_t qs[2] = {out, l->wbits == 4 ? in / 2 : in}, os[1] = {out}, is[1] = {in};
     snprintf(nm, sizeof nm, "%s.q", name);
     DT_TRY(expect(p, nm, l->wbits == 4 ? DT_U8 : DT_I8, 2, qs, &eq, err));
@@ -184,8 +208,14 @@ dt_status dt_qplan_make(dt_qplan *p, dt_backend *be, const char *name, const flo
         snprintf(nm, sizeof nm, "%s.smooth", name);
         DT_TRY(expect(p, nm, DT_F32, 1, is, &esm, err));
     }
+    if (l->group) {
+        int64_t gs[2] = {out, in / l->group};
+        snprintf(nm, sizeof nm, "%s.gscale", name);
+        DT_TRY(expect(p, nm, DT_U8, 2, gs, &eg, err));
+    }
     dt_qweights qw = {.in = in, .out = out, .wbits = l->wbits, .q = (int8_t *)eq->data, .wscale = (float *)es->data,
-                      .smooth = esm ? (float *)esm->data : NULL, .rot_block = l->rot_block};
+                      .smooth = esm ? (float *)esm->data : NULL, .rot_block = l->rot_block, .group = l->group,
+                      .gscale = eg ? (uint8_t *)eg->data : NULL};
     int8_t *signs = NULL;
     if (l->seed) {
         signs = malloc((size_t)in);
@@ -195,7 +225,11 @@ dt_status dt_qplan_make(dt_qplan *p, dt_backend *be, const char *name, const flo
     }
     dt_status s = be->ops->qlinear_create(be, &qw, b, act, m_hint, lin, err);
     free(signs);
-    *bytes = (double)eq->nbytes + es->nbytes + (esm ? esm->nbytes : 0) + (b ? 4.0 * out : 0) + (l->seed ? in : 0);
+    *bytes = (double)eq->nbytes + es->nbytes + (esm ? esm->nbytes : 0) + (eg ? eg->nbytes : 0) + (b ? 4.0 * out : 0) +
+             (l->seed ? in : 0);
+    if (s == DT_OK && l->nfp)
+        s = dt_quant_keep_tokens(be, w, b, in, out, act, m_hint, dt, l->fp_tokens, l->nfp, *lin, bytes, err);
+    if (s != DT_OK && *lin) { be->ops->linear_destroy(*lin); *lin = NULL; }
     return s;
 }
 

@@ -1,7 +1,8 @@
 /* Quantization plans on disk: `DIR/plan.json` (per layer: weight and activation bits,
  * balancing, rotation, and the layers kept in floating point) and `DIR/weights.safetensors`
  * (per quantized layer: `<name>.q` I8 [out, in] or U8 [out, in/2] for 4-bit, `<name>.wscale`
- * F32 [out], `<name>.smooth` F32 [in] when balanced; rotation signs are regenerated from the
+ * F32 [out], `<name>.smooth` F32 [in] when balanced, `<name>.gscale` U8 [out, in/group] for
+ * group-wise 4-bit layers (plan field "group"); rotation signs are regenerated from the
  * plan's seed). A quantized model then loads without calibrating: the float weights are
  * still read from the model (biases, the float layers), the quantized ones come from here.
  * A plan made for another model is refused naming the first layer that differs. */
@@ -10,17 +11,21 @@
 #include "quantize.h"
 #include "../kernels/quant.h"
 
+#define DT_QMAX_FP_TOKENS 16
+
 struct dt_qrecord {
     char name[128];
     dt_qweights qw; /* qw.q == NULL: kept in floating point (in/out still set) */
     int balance;
     uint64_t seed; /* 0: no rotation */
+    int nfp, fp_tokens[DT_QMAX_FP_TOKENS]; /* text tokens computed in floating point (plan field fp_tokens) */
 };
 
 typedef struct {
     char name[128];
-    int in, out, wbits, abits, balance, rot_block, used;
+    int in, out, wbits, abits, balance, rot_block, group, used;
     uint64_t seed;
+    int nfp, fp_tokens[DT_QMAX_FP_TOKENS];
 } dt_qplan_layer;
 
 struct dt_qplan {
@@ -36,8 +41,8 @@ dt_status dt_qplan_load(const char *dir, dt_qplan **out, dt_err *err);
 void dt_qplan_free(dt_qplan *p);
 /* Builds layer `name` from the plan (the quantizer's hook in PLAN mode); a layer the plan
  * keeps in floating point sets *keep_float and builds nothing. */
-dt_status dt_qplan_make(dt_qplan *p, dt_backend *be, const char *name, const float *b, int in, int out, dt_act act,
-                        int m_hint, dt_linear **lin, double *bytes, int *keep_float, dt_err *err);
+dt_status dt_qplan_make(dt_qplan *p, dt_backend *be, const char *name, const float *w, const float *b, int in, int out,
+                        dt_act act, int m_hint, dt_dtype dt, dt_linear **lin, double *bytes, int *keep_float, dt_err *err);
 /* After a model is built: fails naming the first plan layer the model did not have. */
 dt_status dt_qplan_check_used(const dt_qplan *p, dt_err *err);
 

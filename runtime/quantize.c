@@ -16,6 +16,24 @@ int dt_quant_layer_temporal(const char *name)
     return strncmp(name, "temporal_transformer_blocks.", 28) == 0;
 }
 
+int dt_quant_layer_text_kv(const char *name)
+{
+    size_t n = strlen(name), k = strlen(".attn2.to_k"); /* the fused to_k|to_v carries to_k's name */
+    return n > k && !strcmp(name + n - k, ".attn2.to_k");
+}
+
+dt_status dt_quant_keep_tokens(dt_backend *be, const float *w, const float *b, int in, int out, dt_act act, int m_hint,
+                               dt_dtype dt, const int *tokens, int n, dt_linear *lin, double *bytes, dt_err *err)
+{
+    if (!w) return dt_fail(err, DT_EINVAL, "quantize: float text tokens need the layer's float weights");
+    dt_linear *fp = NULL;
+    DT_TRY(be->ops->linear_create(be, w, b, in, out, act, m_hint > 0 ? n * 2 : 2, dt, &fp, err));
+    dt_status s = be->ops->qlinear_keep_tokens(be, lin, fp, tokens, n, err);
+    if (s != DT_OK) { be->ops->linear_destroy(fp); return s; }
+    *bytes += (double)in * out * dt_dtype_size(dt);
+    return DT_OK;
+}
+
 const dt_qlayer_stat *dt_quantizer_find(const dt_quantizer *q, const char *name)
 {
     for (int i = 0; i < q->nstats; i++)
@@ -94,7 +112,7 @@ static int layer_bits(const dt_quantizer *q, const char *name)
 }
 
 static dt_status make_quant(dt_quantizer *q, dt_backend *be, const char *name, const float *w, const float *b, int in,
-                            int out, int wbits, dt_act act, int m_hint, dt_linear **lin, dt_err *err)
+                            int out, int wbits, dt_act act, int m_hint, dt_dtype dt, dt_linear **lin, dt_err *err)
 {
     float *s = NULL;
     if (q->balance) {
@@ -109,17 +127,31 @@ static dt_status make_quant(dt_quantizer *q, dt_backend *be, const char *name, c
     }
     dt_qweights qw;
     uint64_t seed = q->rotate ? q->seed + (uint64_t)q->nquant + 1 : 0;
-    dt_status r = dt_qweights_make(w, in, out, wbits, s, seed, &qw, err);
+    if (wbits == 4 && q->group && in % q->group) {
+        free(s);
+        return dt_fail(err, DT_EINVAL, "quantize: group size %d does not divide the %d input channels of layer %s",
+                       q->group, in, name);
+    }
+    dt_status r = dt_qweights_make(w, in, out, wbits, wbits == 4 ? q->group : 0, s, seed, &qw, err);
     free(s);
     if (r != DT_OK) return r;
     r = be->ops->qlinear_create(be, &qw, b, act, m_hint, lin, err);
     if (r == DT_OK) {
         double bytes = (double)dt_qweights_qbytes(in, out, wbits) + 4.0 * out + (b ? 4.0 * out : 0) +
-                       (qw.smooth ? 4.0 * in : 0) + (qw.signs ? in : 0);
+                       (qw.smooth ? 4.0 * in : 0) + (qw.signs ? in : 0) +
+                       (qw.group ? (double)out * (in / qw.group) : 0);
+        int keep = q->nfp_tokens > 0 && dt_quant_layer_text_kv(name);
+        if (keep) r = dt_quant_keep_tokens(be, w, b, in, out, act, m_hint, dt, q->fp_tokens, q->nfp_tokens, *lin, &bytes, err);
+        if (r != DT_OK) { be->ops->linear_destroy(*lin); *lin = NULL; dt_qweights_free(&qw); return r; }
         q->weight_bytes += bytes;
         q->block_bytes += bytes;
         q->nquant++;
         if (q->record) r = add_record(q, name, &qw, in, out, seed, err);
+        if (r == DT_OK && q->record && keep) {
+            dt_qrecord *rec = &q->rec[q->nrec - 1];
+            rec->nfp = q->nfp_tokens;
+            memcpy(rec->fp_tokens, q->fp_tokens, (size_t)q->nfp_tokens * sizeof(int));
+        }
     }
     dt_qweights_free(&qw);
     return r;
@@ -132,7 +164,7 @@ static dt_status hook(dt_weight_source *src, dt_backend *be, const char *name, c
     if (q->mode == DT_QMODE_PLAN) {
         double bytes = 0;
         int keep = 0;
-        DT_TRY(dt_qplan_make(q->plan, be, name, b, in, out, act, m_hint, lin, &bytes, &keep, err));
+        DT_TRY(dt_qplan_make(q->plan, be, name, w, b, in, out, act, m_hint, dt, lin, &bytes, &keep, err));
         if (!keep) {
             q->weight_bytes += bytes;
             q->block_bytes += bytes;
@@ -142,7 +174,7 @@ static dt_status hook(dt_weight_source *src, dt_backend *be, const char *name, c
     }
     int quant = (q->mode == DT_QMODE_OBSERVE || q->mode == DT_QMODE_QUANT) && dt_quant_layer_quantizable(name);
     int bits = quant && q->mode == DT_QMODE_QUANT ? layer_bits(q, name) : 0;
-    if (bits) return make_quant(q, be, name, w, b, in, out, bits, act, m_hint, lin, err);
+    if (bits) return make_quant(q, be, name, w, b, in, out, bits, act, m_hint, dt, lin, err);
     if (q->mode == DT_QMODE_QUANT) quant = 0; /* kept in floating point by the bit allocation */
     DT_TRY(be->ops->linear_create(be, w, b, in, out, act, m_hint, dt, lin, err));
     double bytes = (double)in * out * dt_dtype_size(dt) + (b ? 4.0 * out : 0);

@@ -38,6 +38,9 @@ typedef struct dt_quantizer {
     int nlayer_bits;
     int balance;        /* smoothing from the calibration table (needs a table entry per layer) */
     int rotate;         /* randomized block-Hadamard rotation */
+    int group;          /* 4-bit layers: group-wise scales over this many input channels (0: per channel) */
+    const int *fp_tokens; /* MixDQ: text tokens (indices per sequence) the cross-attention k|v layers */
+    int nfp_tokens;       /* compute with their float weights (not owned) */
     float alpha;        /* balancing strength (ViDiT-Q's published PixArt configs: 0.99) */
     uint64_t seed;      /* rotation signs: seed + layer index */
     dt_qlayer_stat *stats;
@@ -57,6 +60,11 @@ typedef struct dt_quantizer {
 int dt_quant_layer_quantizable(const char *name);
 /* 1 for a layer of a temporal block (Latte): its own sensitivity group in mixed precision. */
 int dt_quant_layer_temporal(const char *name);
+/* 1 for the cross-attention k|v projections (the layers that may keep text tokens in FP). */
+int dt_quant_layer_text_kv(const char *name);
+/* Gives the quantized layer *lin a float copy (weights w, dtype dt) for the text tokens. */
+dt_status dt_quant_keep_tokens(dt_backend *be, const float *w, const float *b, int in, int out, dt_act act, int m_hint,
+                               dt_dtype dt, const int *tokens, int n, dt_linear *lin, double *bytes, dt_err *err);
 /* Routes src's linear layers through q. */
 void dt_quantizer_attach(dt_quantizer *q, dt_weight_source *src);
 /* Clears build counters (between models built with the same quantizer). */

@@ -3,12 +3,14 @@
  * where the reference rotates by a dense Hadamard in double. */
 #include "testutil.h"
 #include "../kernels/cpu/ref.h"
+#include "../kernels/cpu/cpu.h"
 #include "../kernels/quant.h"
 #include "arena.h"
 #include "safetensors.h"
 #include "quantize.h"
 #include "quant_plan.h"
 #include "models/pixart.h"
+#include "image.h"
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -17,12 +19,13 @@
 typedef struct {
     int M, K, N, wbits, bias, smooth, rotate;
     dt_act act;
+    int group; /* W4 group size along K (0: per channel) */
 } qcase;
 
 /* Runs one case through the backend and the reference; returns max |y - yref| / max |yref|. */
 static double run_case(const qcase *c, double *rel_to_float)
 {
-    tu_rng r = {(uint64_t)(c->M * 977 + c->K * 31 + c->N * 7 + c->wbits + c->smooth * 3 + c->rotate * 5 + c->act)};
+    tu_rng r = {(uint64_t)(c->M * 977 + c->K * 31 + c->N * 7 + c->wbits + c->smooth * 3 + c->rotate * 5 + c->act + c->group)};
     dt_backend *be = tu_backend(DT_F32);
     float *w = tu_alloc((size_t)c->N * c->K), *b = tu_alloc(c->N), *x = tu_alloc((size_t)c->M * c->K);
     float *s = tu_alloc(c->K), *y = tu_poisoned((size_t)c->M * c->N), *yr = tu_alloc((size_t)c->M * c->N);
@@ -33,7 +36,7 @@ static double run_case(const qcase *c, double *rel_to_float)
     for (int j = 0; j < c->K; j++) s[j] = 0.5f + 0.25f * (tu_uniform(&r) + 1.0f);
     dt_err err = {0};
     dt_qweights qw;
-    assert_int_equal(dt_qweights_make(w, c->K, c->N, c->wbits, c->smooth ? s : NULL, c->rotate ? 1234 : 0, &qw, &err), DT_OK);
+    assert_int_equal(dt_qweights_make(w, c->K, c->N, c->wbits, c->group, c->smooth ? s : NULL, c->rotate ? 1234 : 0, &qw, &err), DT_OK);
     dt_linear *l = NULL;
     assert_int_equal(be->ops->qlinear_create(be, &qw, c->bias ? b : NULL, c->act, 64, &l, &err), DT_OK);
     int64_t xs[2] = {c->M, c->K}, ys[2] = {c->M, c->N};
@@ -61,10 +64,11 @@ static void test_qlinear_exact(void **state)
 {
     (void)state;
     const qcase cases[] = {
-        {1, 8, 5, 8, 1, 0, 0, DT_ACT_NONE},     {37, 70, 45, 8, 1, 1, 0, DT_ACT_NONE},
-        {130, 64, 300, 8, 0, 0, 0, DT_ACT_NONE}, {65, 96, 33, 8, 1, 1, 0, DT_ACT_GELU_TANH},
-        {3, 10, 7, 4, 1, 0, 0, DT_ACT_NONE},     {70, 128, 600, 4, 1, 1, 0, DT_ACT_NONE},
-        {33, 50, 257, 4, 0, 0, 0, DT_ACT_SILU},   {6, 40, 2100, 4, 1, 1, 0, DT_ACT_NONE}, /* 2 full chunks + a rest */
+        {1, 8, 5, 8, 1, 0, 0, DT_ACT_NONE, 0},     {37, 70, 45, 8, 1, 1, 0, DT_ACT_NONE, 0},
+        {130, 64, 300, 8, 0, 0, 0, DT_ACT_NONE, 0}, {65, 96, 33, 8, 1, 1, 0, DT_ACT_GELU_TANH, 0},
+        {3, 10, 7, 4, 1, 0, 0, DT_ACT_NONE, 0},     {70, 128, 600, 4, 1, 1, 0, DT_ACT_NONE, 0},
+        {33, 50, 257, 4, 0, 0, 0, DT_ACT_SILU, 0},   {6, 40, 2100, 4, 1, 1, 0, DT_ACT_NONE, 0}, /* 2 full chunks + a rest */
+        {70, 128, 600, 4, 1, 1, 0, DT_ACT_NONE, 32}, {6, 40, 2400, 4, 1, 0, 0, DT_ACT_GELU_TANH, 8}, /* group-wise */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         double rf, d = run_case(&cases[i], &rf);
@@ -84,9 +88,10 @@ static void test_qlinear_rotated(void **state)
 {
     (void)state;
     const qcase cases[] = {
-        {20, 96, 40, 8, 1, 0, 1, DT_ACT_NONE}, /* 96 = 3 blocks of 32 */
-        {9, 128, 70, 8, 1, 1, 1, DT_ACT_GELU_TANH},
-        {17, 72, 300, 4, 1, 1, 1, DT_ACT_NONE}, /* 72 = 9 blocks of 8 */
+        {20, 96, 40, 8, 1, 0, 1, DT_ACT_NONE, 0}, /* 96 = 3 blocks of 32 */
+        {9, 128, 70, 8, 1, 1, 1, DT_ACT_GELU_TANH, 0},
+        {17, 72, 300, 4, 1, 1, 1, DT_ACT_NONE, 0}, /* 72 = 9 blocks of 8 */
+        {17, 72, 300, 4, 1, 1, 1, DT_ACT_NONE, 24}, /* group-wise on the rotated weights */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         double rf, d = run_case(&cases[i], &rf);
@@ -94,6 +99,36 @@ static void test_qlinear_rotated(void **state)
         if (!(d <= 5e-3)) fail_msg("rotated case %zu: max diff %.3g vs reference", i, d);
         double ftol = cases[i].wbits == 8 ? 2e-2 : 2e-1;
         if (!(rf <= ftol)) fail_msg("rotated case %zu: rel L2 %.3g to the float layer exceeds %.3g", i, rf, ftol);
+    }
+}
+
+/* The vectorized balance+rotate+quantize row kernel against the plain one: the same
+ * butterflies in the same order, so codes and amax must be bit-identical (every Hadamard
+ * block size the models use, plus the small ones the tests use; with and without smoothing). */
+static void test_qrow_parity(void **state)
+{
+    (void)state;
+    const int Ks[] = {72, 96, 256, 384, 1152, 4608, 1536};
+    tu_rng r = {4242};
+    for (size_t c = 0; c < sizeof Ks / sizeof *Ks; c++) {
+        const int K = Ks[c], block = dt_hadamard_block(K);
+        float *x = tu_alloc(K), *sm = tu_alloc(K), *ss = tu_alloc(K), *t1 = tu_alloc(K), *t2 = tu_alloc(K);
+        int8_t *sg = malloc((size_t)K), *q1 = malloc((size_t)K), *q2 = malloc((size_t)K);
+        dt_rotation_signs(c + 1, K, sg);
+        for (int j = 0; j < K; j++) sm[j] = 0.25f + 2.0f * (tu_uniform(&r) + 1.0f);
+        for (int smooth = 0; smooth < 2; smooth++)
+            for (int row = 0; row < 4; row++) {
+                tu_fill(&r, x, K, row == 3 ? 1e-3f : 4.0f);
+                if (row == 1) x[K / 3] = 300.0f; /* an outlier channel */
+                if (row == 2) memset(x, 0, (size_t)K * sizeof(float)); /* all zero: scale 0 */
+                cpu_qrow_signed_smooth(smooth ? sm : NULL, sg, K, ss);
+                float a1 = cpu_qrow(x, K, ss, smooth ? sm : NULL, sg, block, t1, q1);
+                float a2 = cpu_qrow_plain(x, K, smooth ? sm : NULL, sg, block, t2, q2);
+                if (memcmp(&a1, &a2, sizeof a1)) fail_msg("K=%d smooth=%d row %d: amax %.9g vs plain %.9g", K, smooth, row, a1, a2);
+                if (memcmp(q1, q2, (size_t)K)) fail_msg("K=%d smooth=%d row %d: int8 codes differ from the plain kernel", K, smooth, row);
+                if (memcmp(t1, t2, (size_t)K * sizeof(float))) fail_msg("K=%d smooth=%d row %d: rotated row differs", K, smooth, row);
+            }
+        free(x); free(sm); free(ss); free(t1); free(t2); free(sg); free(q1); free(q2);
     }
 }
 
@@ -110,7 +145,7 @@ static void test_roundtrip_half_step(void **state)
     for (int bits = 4; bits <= 8; bits += 4) {
         dt_qweights qw;
         dt_err err = {0};
-        assert_int_equal(dt_qweights_make(w, K, N, bits, NULL, 0, &qw, &err), DT_OK);
+        assert_int_equal(dt_qweights_make(w, K, N, bits, 0, NULL, 0, &qw, &err), DT_OK);
         dt_qweights_dequant(&qw, wd);
         for (int n = 0; n < N; n++)
             for (int j = 0; j < K; j++) {
@@ -122,7 +157,7 @@ static void test_roundtrip_half_step(void **state)
     /* activations: through the reference quantizer (the kernel's codes equal it, tested above) */
     dt_qweights qw;
     dt_err err = {0};
-    assert_int_equal(dt_qweights_make(w, K, N, 8, NULL, 0, &qw, &err), DT_OK);
+    assert_int_equal(dt_qweights_make(w, K, N, 8, 0, NULL, 0, &qw, &err), DT_OK);
     int8_t *q = malloc((size_t)M * K);
     float as[9], *y = tu_alloc((size_t)M * N);
     ref_qlinear(x, M, &qw, NULL, DT_ACT_NONE, y, q, as);
@@ -137,6 +172,103 @@ static void test_roundtrip_half_step(void **state)
     }
     dt_qweights_free(&qw);
     free(w); free(wd); free(x); free(q); free(y);
+}
+
+/* Group-wise 4-bit: every weight within half its group's step (the step covers the group's
+ * range), multipliers in range, and a clearly smaller error than per-channel scales when the
+ * column ranges vary along K; corrupt multipliers are refused when the layer is built. */
+static void test_w4_groups(void **state)
+{
+    (void)state;
+    tu_rng r = {77};
+    const int K = 256, N = 40, G = 32;
+    float *w = tu_alloc((size_t)N * K), *wd = tu_alloc((size_t)N * K);
+    tu_fill(&r, w, (size_t)N * K, 1.0f);
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < K; j++) w[n * K + j] *= (j / G) % 4 == 0 ? 1.0f : 0.05f; /* 1 group in 4 is wide */
+    for (int j = 0; j < K; j++) w[3 * K + j] = 0; /* a zero row stays exact */
+    double err2[2][2] = {{0, 0}, {0, 0}}; /* [per channel, grouped][narrow, wide groups] */
+    dt_qweights qw[2];
+    dt_err err = {0};
+    for (int v = 0; v < 2; v++) {
+        assert_int_equal(dt_qweights_make(w, K, N, 4, v ? G : 0, NULL, 0, &qw[v], &err), DT_OK);
+        dt_qweights_dequant(&qw[v], wd);
+        for (size_t i = 0; i < (size_t)N * K; i++)
+            err2[v][(i % K) / G % 4 == 0] += ((double)wd[i] - w[i]) * ((double)wd[i] - w[i]);
+    }
+    dt_qweights_dequant(&qw[1], wd);
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < K; j++) {
+            int m = qw[1].gscale[n * (K / G) + j / G];
+            assert_true(m >= 1 && m <= DT_QGROUP_RMAX);
+            double step = (double)qw[1].wscale[n] * m, e = fabs((double)wd[n * K + j] - w[n * K + j]);
+            if (e > 0.5 * step * (1 + 1e-5)) fail_msg("[%d,%d]: error %.3g > half the group step %.3g", n, j, e, 0.5 * step);
+        }
+    if (getenv("DITRT_VERBOSE"))
+        printf("W4 weight error, narrow/wide groups: per channel %.3g/%.3g, group %d %.3g/%.3g\n", sqrt(err2[0][0]),
+               sqrt(err2[0][1]), G, sqrt(err2[1][0]), sqrt(err2[1][1]));
+    /* narrow groups get a step ~18x finer; the widest group of a row keeps the per-channel step */
+    if (!(err2[1][0] < 0.01 * err2[0][0])) fail_msg("group-wise error on narrow groups %.3g not well below per-channel %.3g", sqrt(err2[1][0]), sqrt(err2[0][0]));
+    if (!(err2[1][1] <= err2[0][1] * (1 + 1e-6))) fail_msg("group-wise error on wide groups %.3g above per-channel %.3g", sqrt(err2[1][1]), sqrt(err2[0][1]));
+    dt_backend *be = tu_backend(DT_F32);
+    dt_linear *l = NULL;
+    qw[1].gscale[5] = DT_QGROUP_RMAX + 1; /* 7 x 19 would overflow int8 */
+    err = (dt_err){0};
+    assert_int_equal(be->ops->qlinear_create(be, &qw[1], NULL, DT_ACT_NONE, 1, &l, &err), DT_EFORMAT);
+    assert_non_null(strstr(err.msg, "group multiplier"));
+    assert_int_equal(dt_qweights_make(w, K, N, 8, G, NULL, 0, &qw[0], &(dt_err){0}), DT_EINVAL); /* W8: no groups */
+    assert_int_equal(dt_qweights_make(w, K, N, 4, 48, NULL, 0, &qw[0], &(dt_err){0}), DT_EINVAL); /* 48 does not divide 256 */
+    dt_qweights_free(&qw[1]);
+    dt_backend_destroy(be);
+    free(w); free(wd);
+}
+
+/* MixDQ float text tokens: with tokens {0, 3} kept, those rows of every sequence equal the
+ * float layer, the others stay bit-identical to the plain quantized layer; a 2-D input
+ * (no sequence length) is refused. */
+static void test_fp_tokens(void **state)
+{
+    (void)state;
+    tu_rng r = {31};
+    const int B = 2, T = 5, K = 64, N = 48, M = B * T;
+    dt_backend *be = tu_backend(DT_F32);
+    float *w = tu_alloc((size_t)N * K), *b = tu_alloc(N), *x = tu_alloc((size_t)M * K);
+    float *y = tu_poisoned((size_t)M * N), *yq = tu_alloc((size_t)M * N), *yf = tu_alloc((size_t)M * N);
+    tu_fill(&r, w, (size_t)N * K, 0.2f);
+    tu_fill(&r, b, N, 0.3f);
+    tu_fill(&r, x, (size_t)M * K, 1.0f);
+    x[5] = 80.0f; /* an outlier in token 0 of sequence 0 */
+    dt_err err = {0};
+    dt_qweights qw;
+    assert_int_equal(dt_qweights_make(w, K, N, 8, 0, NULL, 5, &qw, &err), DT_OK);
+    dt_linear *lq, *lk, *fp;
+    assert_int_equal(be->ops->qlinear_create(be, &qw, b, DT_ACT_NONE, M, &lq, &err), DT_OK);
+    assert_int_equal(be->ops->qlinear_create(be, &qw, b, DT_ACT_NONE, M, &lk, &err), DT_OK);
+    assert_int_equal(be->ops->linear_create(be, w, b, K, N, DT_ACT_NONE, 4, DT_F32, &fp, &err), DT_OK);
+    const int toks[2] = {3, 0};
+    assert_int_equal(be->ops->qlinear_keep_tokens(be, lk, fp, toks, 2, &err), DT_OK);
+    int64_t xs[3] = {B, T, K}, ys[3] = {B, T, N};
+    dt_tensor tx = dt_tensor_view(x, DT_F32, 3, xs), ty = dt_tensor_view(y, DT_F32, 3, ys), tq = dt_tensor_view(yq, DT_F32, 3, ys);
+    assert_int_equal(be->ops->linear_forward(be, lk, &tx, &ty, &err), DT_OK);
+    assert_int_equal(be->ops->linear_forward(be, lq, &tx, &tq, &err), DT_OK);
+    ref_linear(x, M, K, w, b, N, DT_ACT_NONE, yf);
+    for (int m = 0; m < M; m++) {
+        int t = m % T, kept = t == 0 || t == 3;
+        const float *got = y + (size_t)m * N;
+        if (kept) assert_rel_l2_below(got, yf + (size_t)m * N, N, 1e-6);
+        else if (memcmp(got, yq + (size_t)m * N, (size_t)N * sizeof(float))) fail_msg("row %d (token %d) changed", m, t);
+    }
+    assert_true(tu_rel_l2(yq, yf, N) > 1e-4); /* the quantized token-0 row really differs from the float one */
+    int64_t x2[2] = {M, K}, y2[2] = {M, N};
+    dt_tensor tx2 = dt_tensor_view(x, DT_F32, 2, x2), ty2 = dt_tensor_view(y, DT_F32, 2, y2);
+    err = (dt_err){0};
+    assert_int_equal(be->ops->linear_forward(be, lk, &tx2, &ty2, &err), DT_EINVAL);
+    assert_non_null(strstr(err.msg, "[B, T, 64]"));
+    be->ops->linear_destroy(lk);
+    be->ops->linear_destroy(lq);
+    dt_qweights_free(&qw);
+    dt_backend_destroy(be);
+    free(w); free(b); free(x); free(y); free(yq); free(yf);
 }
 
 static void test_hadamard(void **state)
@@ -181,7 +313,7 @@ static void test_balancing_helps(void **state)
     for (int v = 0; v < 3; v++) {
         dt_qweights qw;
         dt_err err = {0};
-        assert_int_equal(dt_qweights_make(w, K, N, 8, v >= 1 ? s : NULL, v == 2 ? 77 : 0, &qw, &err), DT_OK);
+        assert_int_equal(dt_qweights_make(w, K, N, 8, 0, v >= 1 ? s : NULL, v == 2 ? 77 : 0, &qw, &err), DT_OK);
         dt_linear *l;
         assert_int_equal(be->ops->qlinear_create(be, &qw, NULL, DT_ACT_NONE, M, &l, &err), DT_OK);
         int64_t xs[2] = {M, K}, ys[2] = {M, N};
@@ -235,9 +367,9 @@ static void test_rejects_bad_input(void **state)
     float w[6 * 4] = {0};
     dt_err err = {0};
     dt_qweights qw;
-    assert_int_equal(dt_qweights_make(w, 3, 8, 4, NULL, 0, &qw, &err), DT_EINVAL); /* odd in for W4 */
-    assert_int_equal(dt_qweights_make(w, 4, 6, 3, NULL, 0, &qw, &(dt_err){0}), DT_EINVAL);
-    assert_int_equal(dt_qweights_make(w, 4, 6, 8, NULL, 9, &qw, &(dt_err){0}), DT_OK);
+    assert_int_equal(dt_qweights_make(w, 3, 8, 4, 0, NULL, 0, &qw, &err), DT_EINVAL); /* odd in for W4 */
+    assert_int_equal(dt_qweights_make(w, 4, 6, 3, 0, NULL, 0, &qw, &(dt_err){0}), DT_EINVAL);
+    assert_int_equal(dt_qweights_make(w, 4, 6, 8, 0, NULL, 9, &qw, &(dt_err){0}), DT_OK);
     dt_linear *l = NULL;
     qw.rot_block = 3; /* corrupt: not a power of two */
     err = (dt_err){0};
@@ -459,6 +591,125 @@ static void test_cli_quantize_roundtrip(void **state)
     tu_rmtree(tmp);
 }
 
+/* Group-wise W4 through the CLI: the plan records the group and its multipliers, loads and
+ * generates; a group that does not divide a layer is refused naming the layer; a plan whose
+ * group disagrees with its stored multipliers fails the shape check. */
+static void test_cli_quantize_groups(void **state)
+{
+    (void)state;
+    char tmp[256], cmd[2048], err[4096], plan[300], bad[300];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(cmd, sizeof cmd, "%s/prompts.txt", tmp);
+    tu_write_file(cmd, "a red cube\n", 11);
+    snprintf(plan, sizeof plan, "%s/plan", tmp);
+    snprintf(cmd, sizeof cmd, "./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --scheme w4a8 --group 16 --steps 1 --out %s --quiet", tmp, plan);
+    if (sh(tmp, cmd, err, sizeof err)) fail_msg("quantize --group failed: %s", err);
+    snprintf(cmd, sizeof cmd, "%s/plan.json", plan);
+    char *j = slurp(cmd);
+    assert_non_null(strstr(j, "\"group\":\t16"));
+    free(j);
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m " PIPE " -p 'a red cube' --steps 2 --quiet -o %s/g.png --quant %s", tmp, plan);
+    if (sh(tmp, cmd, err, sizeof err)) fail_msg("txt2img with a group-wise plan failed: %s", err);
+    snprintf(bad, sizeof bad, "%s/bad", tmp);
+    edited_plan(plan, bad, "\"group\":\t16", "\"group\":\t8");
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m " PIPE " -p x --steps 2 --quiet -o %s/b.png --quant %s", tmp, bad);
+    assert_int_not_equal(sh(tmp, cmd, err, sizeof err), 0);
+    if (!strstr(err, ".gscale\" is u8")) fail_msg("stderr lacks the gscale shape error: %s", err);
+    snprintf(cmd, sizeof cmd, "./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --scheme w4a8 --group 20 --steps 1 --out %s/x --quiet", tmp, tmp);
+    assert_int_not_equal(sh(tmp, cmd, err, sizeof err), 0);
+    if (!strstr(err, "group size 20 does not divide")) fail_msg("stderr lacks the group error: %s", err);
+    snprintf(cmd, sizeof cmd, "./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --scheme w8a8 --group 16 --out %s/x", tmp, tmp);
+    assert_int_not_equal(sh(tmp, cmd, err, sizeof err), 0);
+    assert_non_null(strstr(err, "--group"));
+    tu_rmtree(tmp);
+}
+
+/* --fp-text-tokens: recorded on the cross-attention k|v layers only, loads and generates. */
+static void test_cli_fp_tokens(void **state)
+{
+    (void)state;
+    char tmp[256], cmd[2048], err[4096], plan[300];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(cmd, sizeof cmd, "%s/prompts.txt", tmp);
+    tu_write_file(cmd, "a red cube\n", 11);
+    snprintf(plan, sizeof plan, "%s/plan", tmp);
+    snprintf(cmd, sizeof cmd, "./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --fp-text-tokens 0,2 --steps 1 --out %s --quiet", tmp, plan);
+    if (sh(tmp, cmd, err, sizeof err)) fail_msg("quantize --fp-text-tokens failed: %s", err);
+    dt_qplan *p = NULL;
+    dt_err e = {0};
+    snprintf(cmd, sizeof cmd, "%s", plan);
+    if (dt_qplan_load(cmd, &p, &e) != DT_OK) fail_msg("%s", e.msg);
+    int kv = 0;
+    for (int i = 0; i < p->n; i++) {
+        const dt_qplan_layer *l = &p->layers[i];
+        if (dt_quant_layer_text_kv(l->name)) {
+            kv++;
+            assert_int_equal(l->nfp, 2);
+            assert_int_equal(l->fp_tokens[0], 0);
+            assert_int_equal(l->fp_tokens[1], 2);
+        } else assert_int_equal(l->nfp, 0);
+    }
+    assert_true(kv > 0);
+    dt_qplan_free(p);
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m " PIPE " -p 'a red cube' --steps 2 --quiet -o %s/t.png --quant %s", tmp, plan);
+    if (sh(tmp, cmd, err, sizeof err)) fail_msg("txt2img with float text tokens failed: %s", err);
+    snprintf(cmd, sizeof cmd, "./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --fp-text-tokens 0,x --out %s/x", tmp, tmp);
+    assert_int_not_equal(sh(tmp, cmd, err, sizeof err), 0);
+    assert_non_null(strstr(err, "--fp-text-tokens"));
+    tu_rmtree(tmp);
+}
+
+/* Same pixels (the text chunks name each run's settings, so the files differ). */
+static int same_pixels(const char *a, const char *b)
+{
+    dt_image ia = {0}, ib = {0};
+    dt_err e = {0};
+    int same = dt_image_read(a, &ia, &e) == DT_OK && dt_image_read(b, &ib, &e) == DT_OK &&
+               ia.width == ib.width && ia.height == ib.height &&
+               !memcmp(ia.rgb, ib.rgb, (size_t)ia.width * ia.height * 3);
+    dt_image_free(&ia);
+    dt_image_free(&ib);
+    return same;
+}
+
+/* Timestep-dependent plans: a plan folder as a zoo member is the pipeline's transformer
+ * through that plan, picked per step by a model schedule. All steps on the W8 member equal
+ * a plain --quant W8 run exactly; W8 for the first step then W4 differs from all-W4. */
+static void test_cli_timestep_plans(void **state)
+{
+    (void)state;
+    char tmp[256], cmd[2048], err[4096], a[300], b[300];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(cmd, sizeof cmd, "%s/prompts.txt", tmp);
+    tu_write_file(cmd, "a red cube\n", 11);
+    const char *schemes[2] = {"w4a8", "w8a8"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd, "./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --scheme %s --steps 2 --out %s/%s --quiet", tmp, schemes[i], tmp, schemes[i]);
+        if (sh(tmp, cmd, err, sizeof err)) fail_msg("quantize %s failed: %s", schemes[i], err);
+    }
+    const char *scheds[2] = {"[1, 1]", "[1, 0]"};
+    for (int i = 0; i < 2; i++) {
+        char js[256];
+        int n = snprintf(js, sizeof js, "{\"format\": \"ditrt-model-schedule\", \"zoo\": [\"w8a8\"], \"models\": %s}", scheds[i]);
+        snprintf(cmd, sizeof cmd, "%s/s%d.json", tmp, i);
+        tu_write_file(cmd, js, (size_t)n);
+        snprintf(cmd, sizeof cmd, "./ditrt txt2img -m " PIPE " -p 'a red cube' --steps 2 --quiet -o %s/s%d.png --quant %s/w4a8 --zoo %s/w8a8 --model-schedule %s/s%d.json",
+                 tmp, i, tmp, tmp, tmp, i);
+        if (sh(tmp, cmd, err, sizeof err)) fail_msg("txt2img with schedule %s failed: %s", scheds[i], err);
+    }
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd, "./ditrt txt2img -m " PIPE " -p 'a red cube' --steps 2 --quiet -o %s/%s.png --quant %s/%s", tmp, schemes[i], tmp, schemes[i]);
+        if (sh(tmp, cmd, err, sizeof err)) fail_msg("txt2img --quant %s failed: %s", schemes[i], err);
+    }
+    snprintf(a, sizeof a, "%s/s0.png", tmp);
+    snprintf(b, sizeof b, "%s/w8a8.png", tmp);
+    if (!same_pixels(a, b)) fail_msg("every step on the W8 member differs from --quant w8a8");
+    snprintf(a, sizeof a, "%s/s1.png", tmp);
+    snprintf(b, sizeof b, "%s/w4a8.png", tmp);
+    if (same_pixels(a, b)) fail_msg("W8 on the first step changed nothing against all-W4");
+    tu_rmtree(tmp);
+}
+
 /* Mixed precision (DITRT_SLOW=1: one model load per layer): the plan mixes 4- and 8-bit
  * layers with a parameter-weighted average within the budget, and loads. */
 static void test_cli_quantize_mixed(void **state)
@@ -498,13 +749,19 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_qlinear_exact),
         cmocka_unit_test(test_qlinear_rotated),
+        cmocka_unit_test(test_qrow_parity),
         cmocka_unit_test(test_roundtrip_half_step),
         cmocka_unit_test(test_hadamard),
+        cmocka_unit_test(test_w4_groups),
+        cmocka_unit_test(test_fp_tokens),
         cmocka_unit_test(test_balancing_helps),
         cmocka_unit_test(test_observer),
         cmocka_unit_test(test_rejects_bad_input),
         cmocka_unit_test(test_tiny_pixart_w8a8),
         cmocka_unit_test(test_cli_quantize_roundtrip),
+        cmocka_unit_test(test_cli_quantize_groups),
+        cmocka_unit_test(test_cli_fp_tokens),
+        cmocka_unit_test(test_cli_timestep_plans),
         cmocka_unit_test(test_cli_quantize_mixed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

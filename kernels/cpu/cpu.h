@@ -45,7 +45,10 @@ dt_status cpu_bmm(cpu_backend *cb, dt_dtype dt, int64_t batch, int64_t m, int64_
 
 dt_status cpu_linear_create(dt_backend *be, const float *w, const float *b, int in, int out,
                             dt_act act, int m_hint, dt_dtype dtype, dt_linear **lin, dt_err *err);
+/* linear_forward takes x [M, in] or [B, T, in] (rows of both), y the same with `out`. */
 dt_status cpu_linear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err);
+/* Rows of a contiguous f32 [M, n] or [B, T, n] tensor; -1 when it is not one. */
+int64_t cpu_rows(const dt_tensor *t, int n);
 void cpu_linear_destroy(dt_linear *l);
 dt_status cpu_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
                         const dt_attn_bias *bias, int heads, float scale, dt_tensor *out, dt_err *err);
@@ -85,5 +88,14 @@ dt_status cpu_qlinear_create(dt_backend *be, const dt_qweights *qw, const float 
 dt_status cpu_linear_observe(dt_backend *be, dt_linear *inner, int in, float *amax, dt_linear **lin, dt_err *err);
 dt_status cpu_qlinear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err);
 void cpu_qlinear_destroy(dt_linear *l);
+dt_status cpu_qlinear_keep_tokens(dt_backend *be, dt_linear *q, dt_linear *fp, const int *tokens, int n, dt_err *err);
+/* One activation row x[K] balanced (⊙ smooth), rotated (±1 signs, then the block Hadamard of
+ * quant.h, unnormalized) and quantized to q[K] (symmetric int8 at 127/amax); returns amax.
+ * t: K floats of scratch. cpu_qrow is the AVX2 version, bit-identical to cpu_qrow_plain; it
+ * takes ss = smooth·signs from cpu_qrow_signed_smooth (qrows.c). */
+float cpu_qrow_plain(const float *x, int K, const float *smooth, const int8_t *signs, int block, float *t, int8_t *q);
+float cpu_qrow(const float *x, int K, const float *ss, const float *smooth, const int8_t *signs, int block, float *t,
+               int8_t *q);
+void cpu_qrow_signed_smooth(const float *smooth, const int8_t *signs, int K, float *ss);
 
 #endif

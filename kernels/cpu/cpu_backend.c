@@ -41,6 +41,7 @@ static const dt_backend_ops cpu_ops = {
     /* quantized linears */
     .qlinear_create = cpu_qlinear_create,
     .linear_observe = cpu_linear_observe,
+    .qlinear_keep_tokens = cpu_qlinear_keep_tokens,
 };
 
 dt_status cpu_dnnl_fail(dt_err *err, dnnl_status_t st, const char *what)

@@ -126,13 +126,19 @@ static dt_status wrap(cpu_backend *cb, dnnl_primitive_t p, dnnl_query_t q, void 
     return st == dnnl_success ? DT_OK : cpu_dnnl_fail(err, st, "memory wrap");
 }
 
+int64_t cpu_rows(const dt_tensor *t, int n)
+{
+    if ((t->ndim != 2 && t->ndim != 3) || t->shape[t->ndim - 1] != n || !dt_tensor_is_contiguous(t) || t->dtype != DT_F32)
+        return -1;
+    return t->ndim == 2 ? t->shape[0] : t->shape[0] * t->shape[1];
+}
+
 dt_status cpu_linear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err)
 {
     if (l->kind != CPU_LIN_FLOAT) return cpu_qlinear_forward(be, l, x, y, err);
     cpu_backend *cb = (cpu_backend *)be;
-    int64_t m = x->shape[0];
-    if (x->ndim != 2 || y->ndim != 2 || x->shape[1] != l->in || y->shape[0] != m || y->shape[1] != l->out ||
-        !dt_tensor_is_contiguous(x) || !dt_tensor_is_contiguous(y) || x->dtype != DT_F32 || y->dtype != DT_F32)
+    int64_t m = cpu_rows(x, l->in);
+    if (m < 0 || cpu_rows(y, l->out) != m)
         return dt_fail(err, DT_EINVAL, "linear: expected contiguous f32 [M,%d] -> [M,%d]", l->in, l->out);
     dnnl_primitive_t p = NULL;
     DT_TRY(linear_prim(cb, l, m, &p, err));

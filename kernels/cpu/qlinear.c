@@ -21,14 +21,18 @@
 
 typedef struct {
     int kind; /* CPU_LIN_QUANT */
-    int in, out, wbits, block;
+    int in, out, wbits, block, group;
+    uint8_t *gscale;        /* W4 group-wise: [out, in/group] multipliers applied while expanding */
     dt_act act;
     float *wscale, *bias, *smooth;
+    float *ss;              /* smooth·signs when rotated (cpu_qrow) */
     int8_t *signs;
     void *w;                /* W8: int8 in oneDNN's layout wmd; W4: packed [out, in/2] */
     dnnl_memory_desc_t wmd; /* W8: the whole layer; W4: one full chunk of QL_CHUNK channels */
     dnnl_memory_desc_t wmd_last; /* W4: the last (narrower) chunk */
     dnnl_primitive_t reo, reo_last; /* W4: plain int8 chunk -> wmd / wmd_last */
+    dt_linear *fp;          /* MixDQ: float layer for the rows of tokens fp_tok (NULL: none) */
+    int *fp_tok, nfp;
     struct { int64_t m; int n; dnnl_primitive_t prim; } prims[QL_PRIMS];
     int nprims, next;
 } cpu_qlinear;
@@ -87,7 +91,11 @@ static void qlinear_free(cpu_qlinear *l)
     free(l->wscale);
     free(l->bias);
     free(l->smooth);
+    free(l->ss);
     free(l->signs);
+    free(l->gscale);
+    free(l->fp_tok);
+    if (l->fp) cpu_linear_destroy(l->fp);
     free(l->w);
     free(l);
 }
@@ -175,6 +183,7 @@ dt_status cpu_qlinear_create(dt_backend *be, const dt_qweights *qw, const float 
     if (qw->signs && (qw->rot_block <= 0 || (qw->rot_block & (qw->rot_block - 1)) || qw->in % qw->rot_block))
         return dt_fail(err, DT_EINVAL, "qlinear: rotation block %d does not tile %d channels in powers of two",
                        qw->rot_block, qw->in);
+    DT_TRY(dt_qweights_check_groups(qw, err));
     cpu_qlinear *l = calloc(1, sizeof *l);
     if (!l) return dt_fail(err, DT_ENOMEM, "out of memory");
     l->kind = CPU_LIN_QUANT;
@@ -183,11 +192,18 @@ dt_status cpu_qlinear_create(dt_backend *be, const dt_qweights *qw, const float 
     l->wbits = qw->wbits;
     l->act = act;
     l->block = qw->signs ? qw->rot_block : 1;
+    l->group = qw->group;
     int fail = 0;
     l->wscale = dup(qw->wscale, (size_t)qw->out * sizeof(float), &fail);
     l->bias = dup(b, (size_t)qw->out * sizeof(float), &fail);
     l->smooth = dup(qw->smooth, (size_t)qw->in * sizeof(float), &fail);
     l->signs = dup(qw->signs, (size_t)qw->in, &fail);
+    if (qw->group) l->gscale = dup(qw->gscale, (size_t)qw->out * (size_t)(qw->in / qw->group), &fail);
+    if (qw->signs) {
+        l->ss = malloc((size_t)qw->in * sizeof(float));
+        if (l->ss) cpu_qrow_signed_smooth(qw->smooth, qw->signs, qw->in, l->ss);
+        else fail = 1;
+    }
     if (!fail && qw->wbits == 4) l->w = dup(qw->q, dt_qweights_qbytes(qw->in, qw->out, 4), &fail);
     if (fail) { qlinear_free(l); return dt_fail(err, DT_ENOMEM, "out of memory"); }
     dt_status s = qw->wbits == 8 ? reorder_w8(cb, l, qw->q, m_hint, err) : setup_w4(cb, l, m_hint, err);
@@ -205,38 +221,22 @@ static void quantize_rows(const cpu_qlinear *l, const float *x, int64_t M, int8_
     {
         float *t = tmp + (size_t)omp_get_thread_num() * K;
 #pragma omp for schedule(static)
-        for (int64_t m = 0; m < M; m++) {
-            const float *xr = x + m * K, *src = xr;
-            if (l->smooth || l->signs) { /* balanced/rotated copy; otherwise quantize x in place */
-                const float *sm = l->smooth;
-                const int8_t *sg = l->signs;
-#pragma omp simd
-                for (int j = 0; j < K; j++) {
-                    float v = sm ? xr[j] * sm[j] : xr[j];
-                    t[j] = sg && sg[j] < 0 ? -v : v;
-                }
-                if (sg) dt_fwht_blocks(t, K, l->block);
-                src = t;
-            }
-            float amax = 0;
-#pragma omp simd reduction(max : amax)
-            for (int j = 0; j < K; j++) {
-                float a = fabsf(src[j]); /* not fmaxf: libm's NaN rules keep it a call */
-                amax = a > amax ? a : amax;
-            }
-            float inv = amax > 0 ? 127.0f / amax : 0.0f;
-            int8_t *qr = q + m * K;
-#pragma omp simd
-            for (int j = 0; j < K; j++) {
-                float v = nearbyintf(src[j] * inv);
-                v = v > 127.0f ? 127.0f : v;
-                v = v < -127.0f ? -127.0f : v;
-                qr[j] = (int8_t)(int32_t)v;
-            }
-            ascale[m] = amax / rs;
-        }
+        for (int64_t m = 0; m < M; m++)
+            ascale[m] = cpu_qrow(x + m * K, K, l->ss, l->smooth, l->signs, l->block, t, q + m * K) / rs;
     }
 }
+
+static inline float act_none(float x) { return x; }
+
+/* One pass per row: scale, bias and activation together while the row is in L1. */
+#define EPILOGUE_ROW(F)                                                                                   \
+    do {                                                                                                  \
+        if (b) {                                                                                          \
+            _Pragma("omp simd") for (int j = 0; j < n; j++) yr[j] = F((float)ar[j] * as * ws[j] + b[j]); \
+        } else {                                                                                          \
+            _Pragma("omp simd") for (int j = 0; j < n; j++) yr[j] = F((float)ar[j] * as * ws[j]);        \
+        }                                                                                                 \
+    } while (0)
 
 /* y[M, n0:n0+n] = act(acc·ascale[m]·wscale[n] + b[n]), in place over the s32 accumulators. */
 static void epilogue(const cpu_qlinear *l, int64_t M, int n0, int n, const float *ascale, float *y)
@@ -248,35 +248,31 @@ static void epilogue(const cpu_qlinear *l, int64_t M, int n0, int n, const float
         float *yr = y + m * N + n0;
         const int32_t *ar = (const int32_t *)yr;
         const float as = ascale[m];
-        if (b) {
-#pragma omp simd
-            for (int j = 0; j < n; j++) yr[j] = (float)ar[j] * as * ws[j] + b[j];
-        } else {
-#pragma omp simd
-            for (int j = 0; j < n; j++) yr[j] = (float)ar[j] * as * ws[j];
-        }
-        if (l->act == DT_ACT_GELU_TANH) {
-#pragma omp simd
-            for (int j = 0; j < n; j++) yr[j] = vm_gelu_tanh(yr[j]);
-        } else if (l->act == DT_ACT_SILU) {
-#pragma omp simd
-            for (int j = 0; j < n; j++) yr[j] = vm_silu(yr[j]);
-        }
+        if (l->act == DT_ACT_GELU_TANH) EPILOGUE_ROW(vm_gelu_tanh_sigmoid);
+        else if (l->act == DT_ACT_SILU) EPILOGUE_ROW(vm_silu);
+        else EPILOGUE_ROW(act_none);
     }
 }
+#undef EPILOGUE_ROW
 
-/* Expands packed 4-bit rows [n0, n0+n) to plain int8 [n, K] (torch layout). */
+/* Expands packed 4-bit rows [n0, n0+n) to plain int8 [n, K] (torch layout), times the
+ * group multipliers when group-wise. */
 static void expand_w4(const cpu_qlinear *l, int n0, int n, int8_t *dst)
 {
-    const int K = l->in, half = K / 2;
+    const int K = l->in, half = K / 2, G = l->group ? l->group : K, ng = K / G;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < n; r++) {
         const uint8_t *s = (const uint8_t *)l->w + (size_t)(n0 + r) * half;
         int8_t *d = dst + (size_t)r * K;
+        for (int g = 0; g < ng; g++) {
+            const int8_t m = l->group ? (int8_t)l->gscale[(size_t)(n0 + r) * ng + g] : 1;
+            const uint8_t *sg = s + g * (G / 2);
+            int8_t *dg = d + g * G;
 #pragma omp simd
-        for (int j = 0; j < half; j++) {
-            d[2 * j] = (int8_t)(s[j] << 4) >> 4;
-            d[2 * j + 1] = (int8_t)s[j] >> 4;
+            for (int j = 0; j < G / 2; j++) {
+                dg[2 * j] = (int8_t)(((int8_t)(sg[j] << 4) >> 4) * m);
+                dg[2 * j + 1] = (int8_t)(((int8_t)sg[j] >> 4) * m);
+            }
         }
     }
 }
@@ -322,9 +318,8 @@ static dt_status reorder_chunk(cpu_backend *cb, const cpu_qlinear *l, int n, voi
     return st == dnnl_success ? DT_OK : cpu_dnnl_fail(err, st, "int4 chunk reorder");
 }
 
-static dt_status qlinear_forward(cpu_backend *cb, cpu_qlinear *l, const dt_tensor *x, dt_tensor *y, dt_err *err)
+static dt_status qlinear_forward(cpu_backend *cb, cpu_qlinear *l, const float *xd, int64_t M, float *yd, dt_err *err)
 {
-    int64_t M = x->shape[0];
     const int K = l->in;
     size_t qb = ((size_t)M * K + 63) / 64 * 64, sb = ((size_t)M * 4 + 63) / 64 * 64;
     size_t tb = ((size_t)omp_get_max_threads() * K * 4 + 63) / 64 * 64, eb = 0, bb = 0;
@@ -336,8 +331,7 @@ static dt_status qlinear_forward(cpu_backend *cb, cpu_qlinear *l, const dt_tenso
     if (!scr) return dt_fail(err, DT_ENOMEM, "out of memory for int8 activations");
     int8_t *q = (int8_t *)scr, *wexp = (int8_t *)(scr + qb + sb + tb), *wblk = (int8_t *)(scr + qb + sb + tb + eb);
     float *ascale = (float *)(scr + qb), *tmp = (float *)(scr + qb + sb);
-    quantize_rows(l, x->data, M, q, ascale, tmp);
-    float *yd = y->data;
+    quantize_rows(l, xd, M, q, ascale, tmp);
     if (l->wbits == 8) {
         DT_TRY(run_gemm(cb, l, M, l->out, q, l->w, yd, err));
         epilogue(l, M, 0, l->out, ascale, yd);
@@ -377,22 +371,59 @@ dt_status cpu_linear_observe(dt_backend *be, dt_linear *inner, int in, float *am
     return DT_OK;
 }
 
+/* Recomputes the rows of the kept tokens (each of the M/T sequences) with the float layer. */
+static dt_status float_tokens(cpu_backend *cb, cpu_qlinear *l, const float *x, int64_t M, int64_t T, float *y, dt_err *err)
+{
+    if (T <= 0 || M % T) return dt_fail(err, DT_EINVAL, "linear: layer with float text tokens needs a [B, T, %d] input", l->in);
+    int64_t B = M / T, r = 0;
+    float *xs = malloc((size_t)(B * l->nfp) * l->in * sizeof(float)), *ys = malloc((size_t)(B * l->nfp) * l->out * sizeof(float));
+    dt_status s = xs && ys ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
+    for (int64_t b = 0; b < B && s == DT_OK; b++)
+        for (int i = 0; i < l->nfp; i++)
+            if (l->fp_tok[i] < T) memcpy(xs + (r++) * l->in, x + (b * T + l->fp_tok[i]) * l->in, (size_t)l->in * sizeof(float));
+    int64_t xsh[2] = {r, l->in}, ysh[2] = {r, l->out};
+    dt_tensor tx = dt_tensor_view(xs, DT_F32, 2, xsh), ty = dt_tensor_view(ys, DT_F32, 2, ysh);
+    if (s == DT_OK && r) s = cpu_linear_forward(&cb->base, l->fp, &tx, &ty, err);
+    r = 0;
+    for (int64_t b = 0; b < B && s == DT_OK; b++)
+        for (int i = 0; i < l->nfp; i++)
+            if (l->fp_tok[i] < T) memcpy(y + (b * T + l->fp_tok[i]) * l->out, ys + (r++) * l->out, (size_t)l->out * sizeof(float));
+    free(xs);
+    free(ys);
+    return s;
+}
+
+dt_status cpu_qlinear_keep_tokens(dt_backend *be, dt_linear *q, dt_linear *fp, const int *tokens, int n, dt_err *err)
+{
+    cpu_qlinear *l = (cpu_qlinear *)q;
+    if (*(const int *)q != CPU_LIN_QUANT || !fp || n <= 0 || l->fp)
+        return dt_fail(err, DT_EINVAL, "qlinear: float tokens need a quantized layer (once) and a float one");
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0) return dt_fail(err, DT_EINVAL, "qlinear: float token index %d is negative", tokens[i]);
+    l->fp_tok = malloc((size_t)n * sizeof(int));
+    if (!l->fp_tok) return dt_fail(err, DT_ENOMEM, "out of memory");
+    memcpy(l->fp_tok, tokens, (size_t)n * sizeof(int));
+    l->nfp = n;
+    l->fp = fp;
+    return DT_OK;
+}
+
 dt_status cpu_qlinear_forward(dt_backend *be, dt_linear *lin, const dt_tensor *x, dt_tensor *y, dt_err *err)
 {
     int kind = *(const int *)lin;
     int in = kind == CPU_LIN_QUANT ? ((cpu_qlinear *)lin)->in : ((cpu_observer *)lin)->in;
-    if (x->ndim != 2 || x->shape[1] != in || !dt_tensor_is_contiguous(x) || x->dtype != DT_F32)
-        return dt_fail(err, DT_EINVAL, "linear: expected contiguous f32 [M,%d] input", in);
+    int64_t M = cpu_rows(x, in);
+    if (M < 0) return dt_fail(err, DT_EINVAL, "linear: expected contiguous f32 [M,%d] input", in);
     if (kind == CPU_LIN_OBSERVE) {
         cpu_observer *o = (cpu_observer *)lin;
-        observe(x->data, x->shape[0], o->in, o->amax);
+        observe(x->data, M, o->in, o->amax);
         return cpu_linear_forward(be, o->inner, x, y, err);
     }
     cpu_qlinear *l = (cpu_qlinear *)lin;
-    if (y->ndim != 2 || y->shape[0] != x->shape[0] || y->shape[1] != l->out || !dt_tensor_is_contiguous(y) ||
-        y->dtype != DT_F32)
+    if (cpu_rows(y, l->out) != M)
         return dt_fail(err, DT_EINVAL, "linear: expected contiguous f32 [M,%d] -> [M,%d]", l->in, l->out);
-    return qlinear_forward((cpu_backend *)be, l, x, y, err);
+    DT_TRY(qlinear_forward((cpu_backend *)be, l, x->data, M, y->data, err));
+    return l->nfp ? float_tokens((cpu_backend *)be, l, x->data, M, x->ndim == 3 ? x->shape[1] : 0, y->data, err) : DT_OK;
 }
 
 void cpu_qlinear_destroy(dt_linear *lin)

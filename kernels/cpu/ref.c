@@ -272,7 +272,8 @@ static int ref_qweight(const dt_qweights *qw, int n, int j)
     if (qw->wbits == 8) return qw->q[(size_t)n * qw->in + j];
     int v = ((const uint8_t *)qw->q)[(size_t)n * (qw->in / 2) + j / 2];
     v = (j % 2) ? v >> 4 : v & 15;
-    return v >= 8 ? v - 16 : v;
+    v = v >= 8 ? v - 16 : v;
+    return qw->group ? v * qw->gscale[(size_t)n * (qw->in / qw->group) + j / qw->group] : v;
 }
 
 /* One row: balanced, rotated (dense Hadamard, double), quantized; returns its scale. */

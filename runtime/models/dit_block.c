@@ -121,8 +121,9 @@ dt_status dit_block_forward(const dit_block *blk, const dit_block_shape *shape, 
     if (blk->q2) {
         dt_tensor q2 = t2d(s->qkv.data, (int64_t)B * N, C);
         LIN(blk->q2, a->x, &q2);
-        dt_tensor kv = t2d(s->kv.data, (int64_t)B * T, 2 * C);
-        LIN(blk->kv2, a->ctx, &kv);
+        /* [B, T, ·] so a quantized kv2 can find the text tokens it keeps in floating point */
+        dt_tensor ctx3 = t3d(a->ctx->data, B, T, C), kv = t3d(s->kv.data, B, T, 2 * C);
+        LIN(blk->kv2, &ctx3, &kv);
         dt_tensor q23 = t3d(q2.data, B, N, C), k2 = t3d(kv.data, B, T, C), v2 = k2, ao3 = t3d(s->ao.data, B, N, C);
         k2.strides[0] = v2.strides[0] = (int64_t)T * 2 * C;
         k2.strides[1] = v2.strides[1] = 2 * C;
