@@ -239,30 +239,6 @@ static int cal_parse(int argc, char **argv, cal_args *a)
     return 1;
 }
 
-/* Non-empty lines of the prompts file; *n of them. */
-static dt_status read_prompts(const char *path, char ***out, int *n, dt_err *err)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return dt_fail(err, DT_EIO, "--prompts: cannot open \"%s\"", path);
-    char line[8192], **v = NULL;
-    int k = 0;
-    dt_status s = DT_OK;
-    while (s == DT_OK && fgets(line, sizeof line, f)) {
-        size_t len = strcspn(line, "\r\n");
-        line[len] = 0;
-        if (!len) continue;
-        char **nv = realloc(v, (size_t)(k + 1) * sizeof *v);
-        if (!nv || !(nv[k] = strdup(line))) { v = nv ? nv : v; s = dt_fail(err, DT_ENOMEM, "out of memory"); break; }
-        v = nv;
-        k++;
-    }
-    fclose(f);
-    if (s == DT_OK && !k) s = dt_fail(err, DT_EINVAL, "--prompts: \"%s\" has no prompt lines", path);
-    *out = v;
-    *n = k;
-    return s;
-}
-
 /* The model calibrated: its kind, layer count (per kind), width and token count of a frame at
  * the run's size, and frames. */
 typedef struct {
@@ -336,11 +312,12 @@ static dt_status cal_prompt(const cal_args *a, const cal_model *cm, void *p, dt_
 
 static dt_status calibrate(const cal_args *a, dt_err *err)
 {
-    char **prompts = NULL;
-    int np = 0;
+    cli_list pl;
     cal_model cm;
     DT_TRY(cal_model_of(a, &cm, err));
-    DT_TRY(read_prompts(a->prompts, &prompts, &np, err));
+    DT_TRY(cli_read_prompts(a->prompts, &pl, err));
+    char **prompts = pl.items;
+    int np = pl.n;
     dt_dtype dt = DT_F32;
     dt_status s = DT_OK;
     if (!dt_dtype_parse(a->dtype, &dt) || (dt != DT_F32 && dt != DT_BF16))
@@ -384,8 +361,7 @@ static dt_status calibrate(const cal_args *a, dt_err *err)
     }
     dt_fa_calib_free(cal);
     dt_attn_plan_free(&plan);
-    for (int i = 0; i < np; i++) free(prompts[i]);
-    free(prompts);
+    cli_list_free(&pl);
     return s;
 }
 

@@ -13,7 +13,7 @@ dt_status cli_read_prompts(const char *path, cli_list *out, dt_err *err)
     dt_status s = DT_OK;
     while (s == DT_OK && fgets(line, sizeof line, f)) {
         line[strcspn(line, "\r\n")] = 0;
-        if (!line[0]) continue;
+        if (!line[strspn(line, " \t")]) continue; /* blank lines separate, they are not prompts */
         char **items = realloc(out->items, (size_t)(out->n + 1) * sizeof *items);
         if (!items) { s = dt_fail(err, DT_ENOMEM, "out of memory"); break; }
         out->items = items;

@@ -189,30 +189,6 @@ static int parse_tokens(const char *v, quant_args *a)
 }
 
 /* Non-empty lines of the prompt file (malloc'd buffer holding them, lines point into it). */
-static dt_status read_prompts(const char *path, char **buf, char ***lines, int *n, dt_err *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return dt_fail(err, DT_EIO, "--prompts: cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    *buf = size >= 0 ? malloc((size_t)size + 1) : NULL;
-    if (!*buf || fread(*buf, 1, (size_t)size, f) != (size_t)size) {
-        fclose(f);
-        free(*buf);
-        return dt_fail(err, DT_EIO, "--prompts: cannot read %s", path);
-    }
-    fclose(f);
-    (*buf)[size] = 0;
-    *lines = malloc(sizeof(char *) * ((size_t)size / 1 + 1));
-    if (!*lines) { free(*buf); return dt_fail(err, DT_ENOMEM, "out of memory"); }
-    *n = 0;
-    for (char *s = strtok(*buf, "\r\n"); s; s = strtok(NULL, "\r\n"))
-        if (strspn(s, " \t") < strlen(s)) (*lines)[(*n)++] = s;
-    if (!*n) { free(*buf); free(*lines); return dt_fail(err, DT_EINVAL, "--prompts: %s has no prompt", path); }
-    return DT_OK;
-}
-
 /* ---- the transformer of either pipeline kind ---- */
 
 static dt_status qm_load(int video, dt_backend *be, const char *dir, dt_quantizer *q, void **m, dt_err *err)
@@ -575,18 +551,17 @@ int cli_quantize(int argc, char **argv)
     quant_args a;
     if (!parse_quant(argc, argv, &a)) return 2;
     dt_err err = {0};
-    char *buf = NULL, **prompts = NULL;
-    int n = 0;
-    if (read_prompts(a.prompts, &buf, &prompts, &n, &err) != DT_OK) return cli_die(&err);
+    cli_list pl;
+    if (cli_read_prompts(a.prompts, &pl, &err) != DT_OK) return cli_die(&err);
+    char **prompts = pl.items;
+    int n = pl.n;
     if (dt_model_component_dir(a.model, "transformer", a.dir, sizeof a.dir, &err) != DT_OK) {
-        free(buf);
-        free(prompts);
+        cli_list_free(&pl);
         return cli_die(&err);
     }
     a.video = latte_is_model_dir(a.dir);
     if (!a.video && a.frames) {
-        free(buf);
-        free(prompts);
+        cli_list_free(&pl);
         return cli_usage_error("--frames: only for video (Latte) pipelines");
     }
     dt_quantizer cal = {.mode = DT_QMODE_OBSERVE};
@@ -599,8 +574,7 @@ int cli_quantize(int argc, char **argv)
     capture_free(&cap);
     free(bits);
     dt_quantizer_free(&cal);
-    free(buf);
-    free(prompts);
+    cli_list_free(&pl);
     return s == DT_OK ? 0 : cli_die(&err);
 }
 
