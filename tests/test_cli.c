@@ -11,18 +11,7 @@ static int setup(void **state) { (void)state; tu_tmpdir(tmp, sizeof tmp); return
 static int teardown(void **state) { (void)state; tu_rmtree(tmp); return 0; }
 
 /* Runs a shell command; returns its exit code and captures stderr into err (n bytes). */
-static int run(const char *cmd, char *err, size_t n)
-{
-    char full[4096], errpath[512];
-    snprintf(errpath, sizeof errpath, "%s/stderr.txt", tmp);
-    snprintf(full, sizeof full, "%s >/dev/null 2>'%s'", cmd, errpath);
-    int st = system(full);
-    FILE *f = fopen(errpath, "r");
-    size_t got = f ? fread(err, 1, n - 1, f) : 0;
-    if (f) fclose(f);
-    err[got] = 0;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
-}
+static int run(const char *cmd, char *err, size_t n) { return tu_run(tmp, cmd, 0, err, n); }
 
 static int exists(const char *p) { struct stat s; return stat(p, &s) == 0; }
 

@@ -23,18 +23,7 @@ static int setup(void **state) { (void)state; tu_tmpdir(tmp, sizeof tmp); return
 static int teardown(void **state) { (void)state; tu_rmtree(tmp); return 0; }
 
 /* Runs a shell command with stdout+stderr captured into out (n bytes); returns the exit code. */
-static int run(const char *cmd, char *out, size_t n)
-{
-    char full[4096], path[512];
-    snprintf(path, sizeof path, "%s/out.txt", tmp);
-    snprintf(full, sizeof full, "%s >'%s' 2>&1", cmd, path);
-    int st = system(full);
-    FILE *f = fopen(path, "r");
-    size_t got = f ? fread(out, 1, n - 1, f) : 0;
-    if (f) fclose(f);
-    out[got] = 0;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
-}
+static int run(const char *cmd, char *out, size_t n) { return tu_run(tmp, cmd, 1, out, n); }
 
 static int load_cases(golden_case *c, int max)
 {

@@ -190,19 +190,7 @@ static void test_bad_requests(void **state)
 }
 
 /* Runs a shell command with stderr captured; returns the exit code. */
-static int run(const char *cmd, char *err, size_t n, const char *tmp)
-{
-    char full[4096], errpath[512];
-    snprintf(errpath, sizeof errpath, "%s/stderr.txt", tmp);
-    snprintf(full, sizeof full, "%s >/dev/null 2>'%s'", cmd, errpath);
-    int st = system(full);
-    FILE *f = fopen(errpath, "r");
-    size_t got = f ? fread(err, 1, n - 1, f) : 0;
-    if (f) fclose(f);
-    err[got] = 0;
-    unlink(errpath);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
-}
+static int run(const char *cmd, char *err, size_t n, const char *tmp) { return tu_run(tmp, cmd, 0, err, n); }
 
 #define T2V "./ditrt txt2vid -m " PIPE " --dtype f32 --text-encoder-dtype f32 -q"
 

@@ -496,18 +496,7 @@ static void test_tiny_pixart_w8a8(void **state)
 #define PIPE "tests/fixtures/pixart-pipe-tiny"
 
 /* Runs cmd; returns the exit code, stderr in err. */
-static int sh(const char *dir, const char *cmd, char *err, size_t n)
-{
-    char full[4096], ep[512];
-    snprintf(ep, sizeof ep, "%s/stderr.txt", dir);
-    snprintf(full, sizeof full, "%s >/dev/null 2>'%s'", cmd, ep);
-    int st = system(full);
-    FILE *f = fopen(ep, "r");
-    size_t got = f ? fread(err, 1, n - 1, f) : 0;
-    if (f) fclose(f);
-    err[got] = 0;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
-}
+static int sh(const char *dir, const char *cmd, char *err, size_t n) { return tu_run(dir, cmd, 0, err, n); }
 
 static char *slurp(const char *path)
 {

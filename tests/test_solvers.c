@@ -714,15 +714,9 @@ static int sh(const char *fmt, const char *arg)
 /* Runs `./ditrt search-solver ARGS` with stdout and stderr into buf; returns the exit code. */
 static int search_cli(const char *args, char *buf, size_t n)
 {
-    char cmd[2048], log[600];
-    snprintf(log, sizeof log, "%s/ss.txt", tmpd);
-    snprintf(cmd, sizeof cmd, "./ditrt search-solver %s > %s 2>&1", args, log);
-    int rc = system(cmd);
-    FILE *f = fopen(log, "r");
-    size_t got = f ? fread(buf, 1, n - 1, f) : 0;
-    if (f) fclose(f);
-    buf[got] = 0;
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "./ditrt search-solver %s", args);
+    return tu_run(tmpd, cmd, 1, buf, n);
 }
 
 /* The interface: -m MODEL --nfe K --prompts FILE --out FILE; -p/-o stay aliases. */

@@ -465,15 +465,9 @@ static void test_quant_w8a8_transformer(void **state)
 
 static int sh(const char *dir, const char *cmd, char *err, size_t n)
 {
-    char full[4096], ep[512];
-    snprintf(ep, sizeof ep, "%s/stderr.txt", dir);
-    snprintf(full, sizeof full, "OMP_NUM_THREADS=1 %s >/dev/null 2>'%s'", cmd, ep);
-    int st = system(full);
-    FILE *f = fopen(ep, "r");
-    size_t got = f ? fread(err, 1, n - 1, f) : 0;
-    if (f) fclose(f);
-    err[got] = 0;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
+    char full[4096];
+    snprintf(full, sizeof full, "OMP_NUM_THREADS=1 %s", cmd);
+    return tu_run(dir, full, 0, err, n);
 }
 
 #define T2V "./ditrt txt2vid -m " PIPE " -p 'A small red fox running in the snow.' --frames 4 -W 32 -H 32 --steps 3 --dtype f32 --text-encoder-dtype f32 -q"

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/wait.h>
 #include "ditrt.h"
 #include "tensor.h"
 #include "../kernels/backend.h"
@@ -93,6 +94,24 @@ static inline void tu_write_file(const char *path, const void *data, size_t n)
     assert_non_null(f);
     assert_int_equal(fwrite(data, 1, n, f), n);
     fclose(f);
+}
+
+/* Runs cmd through the shell with its stderr (and stdout too when with_stdout) captured in
+ * out (n bytes, NUL-terminated) through a file in dir; returns the exit code, 255 when the
+ * command did not exit normally. */
+static inline int tu_run(const char *dir, const char *cmd, int with_stdout, char *out, size_t n)
+{
+    char full[4096], path[512];
+    snprintf(path, sizeof path, "%s/tu_run.txt", dir);
+    int len = snprintf(full, sizeof full, with_stdout ? "%s >'%s' 2>&1" : "%s >/dev/null 2>'%s'", cmd, path);
+    if (len < 0 || (size_t)len >= sizeof full) return 255;
+    int st = system(full);
+    FILE *f = fopen(path, "r");
+    size_t got = f ? fread(out, 1, n - 1, f) : 0;
+    if (f) fclose(f);
+    out[got] = 0;
+    unlink(path);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
 }
 
 #endif
