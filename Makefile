@@ -76,17 +76,20 @@ bench: ditrt
 	./ditrt bench transformer --arch pixart-xl-2 --res 512 --dtype f32
 
 # The first command on a fresh machine: builds ditrt and draws out/demo.png (32x32) with the
-# small PixArt-Σ-architecture model trained on synthetic shapes (assets/demo-pixart, scripts/demo/).
+# small PixArt-Σ-architecture model trained on synthetic shapes (assets/demo-pixart, scripts/demo/),
+# and out/demo.mp4 (8 frames of 32x32) with the Latte-architecture one (assets/demo-latte).
 .PHONY: demo update-golden
 DEMO_PROMPT ?= a red circle on the left on a black background
+DEMO_VIDEO_PROMPT ?= a blue triangle moving up on a white background
 # The build runs in parallel on all cores so a fresh checkout draws its first image within ~2 minutes;
 # one thread draws a 32x32 image fastest (OpenMP barriers cost more than they save at this size).
 demo:
 	@$(MAKE) --no-print-directory -j$$(nproc) ditrt
 	@mkdir -p out
 	./ditrt txt2img -m assets/demo-pixart -p "$(DEMO_PROMPT)" --steps 20 --cfg 4.5 --seed 0 --threads 1 -o out/demo.png
+	./ditrt txt2vid -m assets/demo-latte -p "$(DEMO_VIDEO_PROMPT)" --steps 20 --cfg 4.5 --seed 0 --fps 4 --threads 1 -o out/demo.mp4
 
-# Regenerates assets/golden/*.png (checked by tests/test_golden.c) after an intended change.
+# Regenerates assets/golden/ (checked by tests/test_golden.c) after an intended change.
 update-golden: ditrt
 	sh scripts/update-golden.sh
 

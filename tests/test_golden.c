@@ -1,9 +1,11 @@
 /* Golden-image regression suite (issue 8): every case of assets/golden/cases.tsv is
  * regenerated from the trained demo model assets/demo-pixart with `./ditrt txt2img` and
- * compared with its stored PNG by `ditrt compare --min-psnr GOLDEN_MIN_PSNR`. Cases
- * alternate --threads 1 and 2, so a thread-count dependence shows up as well. A negative
- * control checks that two different goldens do fail the same comparison. Images are 32x32,
- * so the suite takes about a second. `make update-golden` regenerates the PNGs on purpose. */
+ * compared with its stored PNG by `ditrt compare --min-psnr GOLDEN_MIN_PSNR`; every case of
+ * video_cases.tsv likewise from assets/demo-latte with `./ditrt txt2vid` against its folder of
+ * PNG frames (compare's mean PSNR over the frames). Cases alternate --threads 1 and 2, so a
+ * thread-count dependence shows up as well. A negative control checks that two different
+ * goldens do fail the same comparison. Images are 32x32 (videos 8 of them), so the suite
+ * takes a few seconds. `make update-golden` regenerates the goldens on purpose. */
 #include "testutil.h"
 #include <sys/wait.h>
 
@@ -25,10 +27,10 @@ static int teardown(void **state) { (void)state; tu_rmtree(tmp); return 0; }
 /* Runs a shell command with stdout+stderr captured into out (n bytes); returns the exit code. */
 static int run(const char *cmd, char *out, size_t n) { return tu_run(tmp, cmd, 1, out, n); }
 
-static int load_cases(golden_case *c, int max)
+static int load_cases_from(const char *path, golden_case *c, int max)
 {
-    FILE *f = fopen(GOLDEN_DIR "/cases.tsv", "r");
-    if (!f) fail_msg(GOLDEN_DIR "/cases.tsv: cannot open (run from the repository root)");
+    FILE *f = fopen(path, "r");
+    if (!f) fail_msg("%s: cannot open (run from the repository root)", path);
     char line[512];
     int n = 0;
     while (n < max && fgets(line, sizeof line, f)) {
@@ -38,13 +40,15 @@ static int load_cases(golden_case *c, int max)
         int used = 0;
         if (sscanf(line, "%63[^\t]\t%d\t%lf\t%d\t%7[^\t]\t%n", g->name, &g->steps, &g->cfg, &g->seed, g->dtype, &used) != 5 ||
             !used || !line[used])
-            fail_msg(GOLDEN_DIR "/cases.tsv: bad line \"%s\" (want name steps cfg seed dtype prompt, tab-separated)", line);
+            fail_msg("%s: bad line \"%s\" (want name steps cfg seed dtype prompt, tab-separated)", path, line);
         snprintf(g->prompt, sizeof g->prompt, "%s", line + used);
         n++;
     }
     fclose(f);
     return n;
 }
+
+static int load_cases(golden_case *c, int max) { return load_cases_from(GOLDEN_DIR "/cases.tsv", c, max); }
 
 static void test_goldens_match(void **state)
 {
@@ -92,11 +96,44 @@ static void test_threshold_rejects_other_images(void **state)
     }
 }
 
+/* Video cases: txt2vid writes PNG frames into a folder, compared with the golden folder. */
+static void test_video_goldens_match(void **state)
+{
+    (void)state;
+    golden_case cases[MAX_CASES];
+    int n = load_cases_from(GOLDEN_DIR "/video_cases.tsv", cases, MAX_CASES);
+    assert_true(n >= 2);
+    char cmd[2048], out[8192];
+    for (int i = 0; i < n; i++) {
+        const golden_case *g = &cases[i];
+        if (snprintf(cmd, sizeof cmd,
+                     "mkdir -p '%s/%s' && OMP_WAIT_POLICY=PASSIVE ./ditrt txt2vid -m assets/demo-latte -p '%s' --steps %d "
+                     "--cfg %g --seed %d --dtype %s --threads %d --quiet -o '%s/%s/'",
+                     tmp, g->name, g->prompt, g->steps, g->cfg, g->seed, g->dtype, 1 + i % 2, tmp, g->name) >= (int)sizeof cmd)
+            fail_msg("case %s: command too long", g->name);
+        if (run(cmd, out, sizeof out) != 0) fail_msg("case %s: txt2vid failed: %s", g->name, out);
+        if (snprintf(cmd, sizeof cmd, "./ditrt compare '%s/%s/' " GOLDEN_DIR "/%s/ --min-psnr %g", tmp, g->name, g->name,
+                     GOLDEN_MIN_PSNR) >= (int)sizeof cmd)
+            fail_msg("case %s: command too long", g->name);
+        if (run(cmd, out, sizeof out) != 0)
+            fail_msg("case %s differs from " GOLDEN_DIR "/%s/ (run `make update-golden` if intended): %s", g->name,
+                     g->name, out);
+    }
+    /* negative control: the first two cases (other prompt, seed or dtype) must not pass */
+    if (snprintf(cmd, sizeof cmd, "./ditrt compare " GOLDEN_DIR "/%s/ " GOLDEN_DIR "/%s/ --min-psnr %g", cases[0].name,
+                 cases[1].name, GOLDEN_MIN_PSNR) >= (int)sizeof cmd)
+        fail_msg("command too long");
+    if (run(cmd, out, sizeof out) == 0)
+        fail_msg("%s and %s pass --min-psnr %g: the video golden check could not catch such a change (%s)",
+                 cases[0].name, cases[1].name, GOLDEN_MIN_PSNR, out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_goldens_match, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threshold_rejects_other_images, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_video_goldens_match, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,11 +2,14 @@
 
     .venv-ref/bin/python scripts/demo/assemble.py WORK_DIR [OUT_DIR=assets/demo-pixart]
     .venv-ref/bin/python scripts/demo/assemble.py WORK_DIR assets/demo-pixart-small --small
+    .venv-ref/bin/python scripts/demo/assemble.py WORK_DIR assets/demo-latte --latte
 
 --small assembles the second, smaller transformer (train_dit.py --variant small, trained on
 the main folder's frozen text encoder) with tokenizer/, text_encoder/ and vae/ as relative
 symlinks into ../demo-pixart (as tests/fixtures/pixart-pipe-tiny does): a model zoo of two
 transformers over the same VAE and text encoder, nothing stored twice.
+--latte assembles the text-to-video model (train_latte.py) as a LattePipeline folder: its own
+tokenizer (tokenizer-latte/) and text encoder, vae/ a relative symlink into ../demo-pixart.
 
 WORK_DIR holds vae/ (train_vae.py), tokenizer/ and ckpt-<variant>/{text_encoder,transformer}
 (train_dit.py). OUT_DIR becomes a diffusers PixArtSigmaPipeline folder: model_index.json,
@@ -35,6 +38,9 @@ INDEX = {
 }
 
 
+LATTE_INDEX = dict(INDEX, _class_name="LattePipeline", transformer=["diffusers", "LatteTransformer3DModel"])
+
+
 def copy_dir(src, dst):
     if os.path.exists(dst):
         shutil.rmtree(dst)
@@ -44,16 +50,22 @@ def copy_dir(src, dst):
 def main():
     args = [x for x in sys.argv[1:] if not x.startswith("--")]
     variant = "small" if "--variant=small" in sys.argv or "--small" in sys.argv else "main"
+    variant = "latte" if "--latte" in sys.argv else variant
     work = args[0]
     out = args[1] if len(args) > 1 else os.path.join("assets", "demo-pixart")
     os.makedirs(os.path.join(out, "scheduler"), exist_ok=True)
-    if variant == "small":
-        for part in ("tokenizer", "text_encoder", "vae"):
+    if variant in ("small", "latte"):
+        for part in ("tokenizer", "text_encoder", "vae") if variant == "small" else ("vae",):
             dst = os.path.join(out, part)
             if os.path.islink(dst) or os.path.exists(dst):
                 shutil.rmtree(dst) if not os.path.islink(dst) else os.remove(dst)
             os.symlink(os.path.join("..", "demo-pixart", part), dst)
-        copy_dir(os.path.join(work, "ckpt-small", "transformer"), os.path.join(out, "transformer"))
+        if variant == "small":
+            copy_dir(os.path.join(work, "ckpt-small", "transformer"), os.path.join(out, "transformer"))
+        else:
+            copy_dir(os.path.join(work, "tokenizer-latte"), os.path.join(out, "tokenizer"))
+            for part in ("text_encoder", "transformer"):
+                copy_dir(os.path.join(work, "ckpt-latte", part), os.path.join(out, part))
     else:
         copy_dir(os.path.join(work, "tokenizer"), os.path.join(out, "tokenizer"))
         copy_dir(os.path.join(work, "vae"), os.path.join(out, "vae"))
@@ -63,7 +75,7 @@ def main():
         json.dump(SCHEDULER, f, indent=2, sort_keys=True)
         f.write("\n")
     with open(os.path.join(out, "model_index.json"), "w") as f:
-        json.dump(INDEX, f, indent=2, sort_keys=True)
+        json.dump(LATTE_INDEX if variant == "latte" else INDEX, f, indent=2, sort_keys=True)
         f.write("\n")
     total = 0
     for dp, _, fs in os.walk(out):  # symlinked folders are not followed: counts what is stored

@@ -48,11 +48,15 @@ def all_captions():
 
 def render(color, shape, pos, bg, rng):
     """One HxWx3 uint8 image; size and position are jittered by rng."""
-    n = SIZE * SS
     cx, cy = POSITIONS[pos]
-    cx = (cx + rng.uniform(-1.5, 1.5)) * SS
-    cy = (cy + rng.uniform(-1.5, 1.5)) * SS
-    r = rng.uniform(5.0, 6.5) * SS  # half-extent
+    cx, cy = cx + rng.uniform(-1.5, 1.5), cy + rng.uniform(-1.5, 1.5)
+    return render_at(color, shape, cx, cy, rng.uniform(5.0, 6.5), bg)
+
+
+def render_at(color, shape, cx, cy, r, bg):
+    """One HxWx3 uint8 image of the shape centered at (cx, cy) px with half-extent r px."""
+    n = SIZE * SS
+    cx, cy, r = cx * SS, cy * SS, r * SS
     ys, xs = np.mgrid[0:n, 0:n].astype(np.float32) + 0.5
     if shape == "circle":
         m = (xs - cx) ** 2 + (ys - cy) ** 2 <= r * r
@@ -81,6 +85,54 @@ def batch(rng, n):
     """n samples as float32 [n,3,32,32] in [-1,1] (the VAE's range) and a caption list."""
     imgs, caps = zip(*(sample(rng) for _ in range(n)))
     x = np.stack(imgs).astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
+    return x, list(caps)
+
+
+# ---- video (the Latte demo model) ----
+# A clip is FRAMES frames of one shape sliding TRAVEL px in a straight line at constant speed,
+# centered on the middle of its path (jittered like the still images). 8 frames: enough for the
+# motion to read at a glance (1.7 px per frame, 3 latent cells in all) while a clip costs only
+# 8x an image to train on one CPU thread.
+FRAMES = 8
+TRAVEL = 12.0
+DIRECTIONS = {"right": (1, 0), "left": (-1, 0), "up": (0, -1), "down": (0, 1)}  # image y grows downward
+STATIC_FRACTION = 0.25  # clips of a still shape, captioned like the images ("... on the left ...")
+
+
+def video_caption(color, shape, direction, bg):
+    return f"a {color} {shape} moving {direction} on a {bg} background"
+
+
+def all_video_captions():
+    return [video_caption(c, s, d, b) for c in COLORS for s in SHAPES for d in DIRECTIONS for b in BACKGROUNDS]
+
+
+def render_clip(color, shape, direction, bg, rng):
+    """[FRAMES, H, W, 3] uint8: the shape sliding TRAVEL px toward `direction`."""
+    dx, dy = DIRECTIONS[direction]
+    cx, cy = 16.0 + rng.uniform(-1.5, 1.5), 16.0 + rng.uniform(-1.5, 1.5)
+    r = rng.uniform(5.0, 6.5)
+    steps = np.linspace(-TRAVEL / 2, TRAVEL / 2, FRAMES)
+    return np.stack([render_at(color, shape, cx + dx * s, cy + dy * s, r, bg) for s in steps])
+
+
+def sample_clip(rng):
+    """(clip uint8 [FRAMES,32,32,3], caption): a moving shape, or (STATIC_FRACTION) a still image
+    repeated, with every attribute uniform."""
+    if rng.random() < STATIC_FRACTION:
+        img, cap = sample(rng)
+        return np.repeat(img[None], FRAMES, 0), cap
+    color = list(COLORS)[rng.integers(len(COLORS))]
+    shape = SHAPES[rng.integers(len(SHAPES))]
+    direction = list(DIRECTIONS)[rng.integers(len(DIRECTIONS))]
+    bg = list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]
+    return render_clip(color, shape, direction, bg, rng), video_caption(color, shape, direction, bg)
+
+
+def clip_batch(rng, n):
+    """n clips as float32 [n,FRAMES,3,32,32] in [-1,1] and a caption list."""
+    clips, caps = zip(*(sample_clip(rng) for _ in range(n)))
+    x = np.stack(clips).astype(np.float32).transpose(0, 1, 4, 2, 3) / 127.5 - 1.0
     return x, list(caps)
 
 

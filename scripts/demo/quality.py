@@ -74,7 +74,8 @@ def _largest_component(mask):
 
 
 def analyze(img):
-    """img: HxWx3 uint8 -> dict(color, shape, pos, bg, fill); None where nothing is found."""
+    """img: HxWx3 uint8 -> dict(color, shape, pos, bg, fill, center (x, y) px of the shape's box);
+    None where nothing is found."""
     img = np.asarray(img)[..., :3].astype(np.float32)
     border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
     blab = _nearest(border, dataset.BACKGROUNDS)
@@ -85,7 +86,7 @@ def analyze(img):
     pal["_bg"] = tuple(bgc)
     lab = _nearest(img, pal)
     fg = lab < len(dataset.COLORS)
-    res = dict(bg=bg, color=None, shape=None, pos=None, fill=None, taper=None, corner=None)
+    res = dict(bg=bg, color=None, shape=None, pos=None, fill=None, taper=None, corner=None, center=None)
     if fg.sum() < 8:
         return res
     ci = np.bincount(lab[fg], minlength=len(dataset.COLORS)).argmax()
@@ -126,7 +127,8 @@ def analyze(img):
         pos = "on the left" if dx < 0 else "on the right"
     else:
         pos = "at the top" if dy < 0 else "at the bottom"
-    res.update(shape=shape, pos=pos, fill=round(fill, 3), taper=round(taper, 2), corner=round(corner, 2))
+    res.update(shape=shape, pos=pos, fill=round(fill, 3), taper=round(taper, 2), corner=round(corner, 2),
+               center=(float(cx), float(cy)))
     return res
 
 

@@ -4,6 +4,7 @@
 
 demo.png: the `make demo` prompt and seed, upscaled 4x (nearest) from 32x32.
 grid.png: 16 prompts in a 4x4 grid, each 32x32 upscaled 4x, 20 DPM-Solver++ steps, cfg 4.5.
+demo-video.png: the 8 frames of `make demo`'s out/demo.mp4 (assets/demo-latte) side by side, 4x.
 """
 import os
 import subprocess
@@ -14,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 DEMO_PROMPT = "a red circle on the left on a black background"
+DEMO_VIDEO_PROMPT = "a blue triangle moving up on a white background"  # the Makefile's DEMO_VIDEO_PROMPT
 GRID = [
     "a red circle on the left on a black background", "a green square on a white background",
     "a blue triangle at the top on a gray background", "a yellow circle at the bottom on a black background",
@@ -32,6 +34,18 @@ def gen(prompt, seed, path):
     return np.array(Image.open(path).convert("RGB"))
 
 
+def video_strip(out, tmp):
+    """The make-demo clip as PNG frames (the MP4 is lossy), concatenated left to right."""
+    d = os.path.join(tmp, "clip")
+    os.makedirs(d)
+    subprocess.run(["./ditrt", "txt2vid", "-m", "assets/demo-latte", "-p", DEMO_VIDEO_PROMPT, "--steps", "20", "--cfg",
+                    "4.5", "--seed", "0", "--threads", "1", "--quiet", "-o", d + "/"], check=True)
+    frames = sorted(f for f in os.listdir(d) if f.endswith(".png"))
+    strip = np.concatenate([np.array(Image.open(os.path.join(d, f)).convert("RGB")) for f in frames], 1)
+    Image.fromarray(strip).resize((strip.shape[1] * 4, strip.shape[0] * 4), Image.NEAREST).save(
+        os.path.join(out, "demo-video.png"))
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join("assets", "readme")
     os.makedirs(out, exist_ok=True)
@@ -44,7 +58,8 @@ def main():
     with open(os.path.join(out, "grid.txt"), "w") as f:
         f.write("grid.png, row by row (seed 100 + index; 20 DPM-Solver++ steps, cfg 4.5):\n")
         f.writelines(f"{i:2d} {p}\n" for i, p in enumerate(GRID))
-    print(f"wrote {out}/demo.png, {out}/grid.png")
+    video_strip(out, tmp)
+    print(f"wrote {out}/demo.png, {out}/grid.png, {out}/demo-video.png")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 # Retrains the demo model from scratch and rebuilds assets/demo-pixart (issue 8), as the committed
 # weights were made. One CPU thread per script, seeded; the runs are time-budgeted (see
 # scripts/demo/README.md), so a re-run on a faster or slower machine trains for more or fewer
-# steps. About 65 minutes in all.
+# steps. About 65 minutes for the image models, about 65 more for the video model.
 set -eu
 cd "$(dirname "$0")/../.."
 work=${1:-build/demo-train}
@@ -25,3 +25,11 @@ $py scripts/demo/assemble.py "$work" assets/demo-pixart
 $fast $py scripts/demo/train_dit.py "$work" --variant small --minutes 11 --batch 64 \
   --text-encoder assets/demo-pixart/text_encoder
 $py scripts/demo/assemble.py "$work" assets/demo-pixart-small --small
+# The text-to-video model (Latte architecture), started from the image model above: its own
+# tokenizer (adds "moving", "up", "down") and text encoder; its folder links vae/ from demo-pixart.
+# Phase 1 (uniform timesteps) was stopped at its step-1414 checkpoint, 20 minutes in; phase 2
+# continues from it with lr 1e-3 and half of each batch at the noise levels that decide motion.
+$fast $py scripts/demo/train_latte.py "$work" --minutes 42 --max-steps 1414 --init assets/demo-pixart
+cp -r "$work/ckpt-latte" "$work/ckpt-latte-phase1"
+$fast $py scripts/demo/train_latte.py "$work" --minutes 40 --resume "$work/ckpt-latte-phase1" --lr 1e-3 --focus 0.5
+$py scripts/demo/assemble.py "$work" assets/demo-latte --latte

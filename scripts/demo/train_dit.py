@@ -55,20 +55,21 @@ def dit_config(variant, latent_size):
     return c
 
 
-def make_tokenizer(work):
-    d = os.path.join(work, "tokenizer")
+def make_tokenizer(work, captions=None, vocab_size=48, name="tokenizer"):
+    """WORK/NAME, trained on `captions` (default: the image captions) unless it exists."""
+    d = os.path.join(work, name)
     if os.path.exists(os.path.join(d, "spiece.model")):
         return T5Tokenizer.from_pretrained(d)
     os.makedirs(d, exist_ok=True)
     spm.set_random_generator_seed(0)
     buf = io.BytesIO()
     # The 225 captions alone seed too few pieces for whole words; random word strings add them.
-    caps = dataset.all_captions()
+    caps = captions or dataset.all_captions()
     words = sorted({w for c in caps for w in c.split()})
     r = random.Random(0)
     caps = caps * 4 + [" ".join(r.choice(words) for _ in range(r.randint(1, 8))) for _ in range(3000)]
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(caps), model_writer=buf, model_type="unigram", vocab_size=48,
+        sentence_iterator=iter(caps), model_writer=buf, model_type="unigram", vocab_size=vocab_size,
         hard_vocab_limit=True, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>",
         unk_piece="<unk>", normalization_rule_name="nmt_nfkc", character_coverage=1.0, num_threads=1,
         byte_fallback=False, minloglevel=2)

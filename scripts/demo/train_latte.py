@@ -1,0 +1,231 @@
+"""Train the demo text-to-video model (issue 8): a small LatteTransformer3DModel plus its text encoder.
+
+    .venv-ref/bin/python scripts/demo/train_latte.py WORK_DIR [--minutes M] [--init assets/demo-pixart]
+
+Starts from the trained image model so that training only has to teach motion:
+  * tokenizer: a new SentencePiece model trained on the image AND video captions (the shipped
+    one has no "moving", "up", "down"), 52 pieces, every word one piece;
+  * text encoder: the image model's T5 with its embedding rows carried over by piece string (new
+    words get fresh rows), so an image caption gives exactly the image model's text features;
+  * transformer: spatial blocks, patch embedding, timestep/caption embeddings and output head
+    copied from the image PixArt transformer (the same BasicTransformerBlock structure); temporal
+    blocks new, with their attention and feed-forward output projections zero, so they start as
+    identities. (Not quite a per-frame image model: Latte adds a sin-cos frame embedding to the
+    residual stream after the first spatial block, which training has to absorb.) out_channels
+    is 8 as LattePipeline expects (it drops the second half unless the scheduler learns sigma);
+    only the first 4 are trained, the rest stay zero.
+Then the text encoder and transformer train jointly on VAE latents of clips from dataset.py
+(DDPM epsilon loss, linear betas 1e-4..0.02, 1000 steps, stratified timesteps, EMA, 10% empty
+captions). Text features are used as LattePipeline uses them: the prompt truncated to its own
+tokens, the empty prompt padded to the same length with its pad positions NOT masked.
+One CPU thread, fixed seeds, time-budgeted; EMA weights saved to WORK_DIR/ckpt-latte/ every few minutes.
+--resume continues from such a checkpoint (a second phase); --focus draws part of each batch from
+the mid-to-high noise levels, where a clip's layout (and so its motion) is decided: with plain
+uniform timesteps the model first learned coherent but still clips (see scripts/demo/README.md).
+"""
+import argparse
+import copy
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import transformers
+from diffusers import AutoencoderKL, LatteTransformer3DModel, PixArtTransformer2DModel
+from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dataset  # noqa: E402
+from train_dit import DROP_CAPTION, TEXT_LEN, T5_CONFIG, ema_update, make_tokenizer  # noqa: E402
+
+VOCAB = 52
+FOCUS_LO, FOCUS_HI = 200, 700  # --focus timesteps: alpha_bar 0.66 .. 0.01 on the linear schedule
+
+
+def latte_config(image_cfg):
+    keep = ("num_attention_heads", "attention_head_dim", "in_channels", "num_layers", "cross_attention_dim",
+            "attention_bias", "sample_size", "patch_size", "activation_fn", "num_embeds_ada_norm", "norm_type",
+            "norm_elementwise_affine", "norm_eps", "caption_channels", "dropout")
+    c = {k: image_cfg[k] for k in keep}
+    c.update(out_channels=2 * image_cfg["in_channels"], video_length=dataset.FRAMES)
+    return c
+
+
+def text_encoder_from(image_dir, image_tok, tok):
+    """The image T5 with the embedding table re-indexed for the new tokenizer."""
+    old = T5EncoderModel.from_pretrained(os.path.join(image_dir, "text_encoder"))
+    te = T5EncoderModel(T5Config(vocab_size=len(tok), **T5_CONFIG))
+    sd = {k: v for k, v in old.state_dict().items() if "embed_tokens" not in k and k != "shared.weight"}
+    te.load_state_dict(sd, strict=False)
+    emb = te.get_input_embeddings().weight
+    old_emb = old.get_input_embeddings().weight
+    carried = []
+    with torch.no_grad():
+        for i in range(tok.sp_model.get_piece_size()):
+            piece = tok.sp_model.id_to_piece(i)
+            j = image_tok.sp_model.piece_to_id(piece)
+            if image_tok.sp_model.id_to_piece(j) == piece:
+                emb[i] = old_emb[j]
+                carried.append(piece)
+    return te, carried
+
+
+def transformer_from(image_dir):
+    img = PixArtTransformer2DModel.from_pretrained(os.path.join(image_dir, "transformer"))
+    dit = LatteTransformer3DModel(**latte_config(img.config))
+    sd = img.state_dict()
+    p, c_in = img.config.patch_size, img.config.out_channels
+    c_out = dit.config.out_channels
+    # proj_out rows are ordered (p, p, channels): spread the image head's rows into the first half
+    w = torch.zeros(p * p * c_out, sd["proj_out.weight"].shape[1])
+    b = torch.zeros(p * p * c_out)
+    for k in range(p * p):
+        w[k * c_out:k * c_out + c_in] = sd["proj_out.weight"][k * c_in:(k + 1) * c_in]
+        b[k * c_out:k * c_out + c_in] = sd["proj_out.bias"][k * c_in:(k + 1) * c_in]
+    sd["proj_out.weight"], sd["proj_out.bias"] = w, b
+    missing, unexpected = dit.load_state_dict(sd, strict=False)
+    assert not unexpected, unexpected
+    assert all(k.startswith("temporal_transformer_blocks.") for k in missing), missing
+    with torch.no_grad():
+        for blk in dit.temporal_transformer_blocks:
+            for lin in (blk.attn1.to_out[0], blk.ff.net[2]):
+                lin.weight.zero_()
+                lin.bias.zero_()
+    return dit
+
+
+def encode_pool(vae, n, seed):
+    """n clips -> posterior mean/std [n, C, F, h, w] and captions."""
+    rng = np.random.default_rng(seed)
+    means, stds, caps = [], [], []
+    with torch.no_grad():
+        for i in range(0, n, 32):
+            x, c = dataset.clip_batch(rng, min(32, n - i))
+            b, f = x.shape[:2]
+            post = vae.encode(torch.from_numpy(x.reshape(b * f, *x.shape[2:]))).latent_dist
+            for t, out in ((post.mean, means), (post.std, stds)):
+                out.append(t.reshape(b, f, *t.shape[1:]).transpose(1, 2).contiguous())
+            caps += c
+    return torch.cat(means), torch.cat(stds), caps
+
+
+def save(work, te, dit):
+    d = os.path.join(work, "ckpt-latte")
+    te.save_pretrained(os.path.join(d, "text_encoder"), safe_serialization=True)
+    dit.save_pretrained(os.path.join(d, "transformer"), safe_serialization=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("work")
+    ap.add_argument("--minutes", type=float, default=42.0)
+    ap.add_argument("--init", default="assets/demo-pixart", help="the trained image pipeline to start from")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--pool", type=int, default=5000, help="clips encoded once with the frozen VAE")
+    ap.add_argument("--save-every", type=float, default=150.0, help="seconds between checkpoints")
+    ap.add_argument("--max-steps", type=int, default=0)
+    ap.add_argument("--resume", help="start from DIR/{text_encoder,transformer} (an earlier run's checkpoint) "
+                    "instead of the image model")
+    ap.add_argument("--focus", type=float, default=0.0,
+                    help="fraction of each batch whose timesteps are drawn from [FOCUS_LO, FOCUS_HI) only: the "
+                    "noise levels (SNR ~1.9 .. 0.01) where the layout, and so the motion, is decided")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    transformers.logging.set_verbosity_error()
+    t_start = time.time()
+
+    tok = make_tokenizer(a.work, dataset.all_captions() + dataset.all_video_captions(), VOCAB, "tokenizer-latte")
+    image_tok = T5Tokenizer.from_pretrained(os.path.join(a.init, "tokenizer"))
+    words = sorted({w for c in dataset.all_captions() + dataset.all_video_captions() for w in c.split()})
+    assert all(len(tok.tokenize(w)) == 1 for w in words), "a caption word is not one piece"
+    te, carried = text_encoder_from(a.init, image_tok, tok)
+    if a.resume:
+        te = T5EncoderModel.from_pretrained(os.path.join(a.resume, "text_encoder"))
+    new_words = [w for w in words if "\u2581" + w not in carried]
+    print(f"tokenizer: {tok.sp_model.get_piece_size()} pieces, {len(carried)} carried from the image model, "
+          f"new words {new_words}", flush=True)
+    dit = LatteTransformer3DModel.from_pretrained(os.path.join(a.resume, "transformer")) if a.resume \
+        else transformer_from(a.init)
+    vae = AutoencoderKL.from_pretrained(os.path.join(a.init, "vae")).eval()
+    sf = vae.config.scaling_factor
+    cache = os.path.join(a.work, f"pool-latte-{a.pool}.pt")  # the VAE encoding is minutes; phases share it
+    if os.path.exists(cache):
+        means, stds, caps = torch.load(cache)
+    else:
+        means, stds, caps = encode_pool(vae, a.pool, seed=2026)
+        torch.save((means, stds, caps), cache)
+    del vae
+    print(f"pool: {len(caps)} clips {tuple(means.shape[1:])} in {time.time() - t_start:.0f}s", flush=True)
+    uniq = sorted(set(caps))
+    enc = tok(uniq, max_length=TEXT_LEN, padding="max_length", truncation=True, return_tensors="pt")
+    empty = tok([""], max_length=TEXT_LEN, padding="max_length", return_tensors="pt")
+    cap_index = {c: i for i, c in enumerate(uniq)}
+    cap_ids = torch.tensor([cap_index[c] for c in caps])
+    lengths = enc.attention_mask.sum(1)
+
+    gen = torch.Generator().manual_seed(9)
+    te.train(), dit.train()
+    ema_te, ema_dit = copy.deepcopy(te).eval(), copy.deepcopy(dit).eval()
+    print(f"t5 params {sum(p.numel() for p in te.parameters()) / 1e6:.3f} M, "
+          f"latte params {sum(p.numel() for p in dit.parameters()) / 1e6:.3f} M", flush=True)
+    params = list(te.parameters()) + list(dit.parameters())
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    ac = torch.cumprod(1 - betas, 0).float()
+    C, Fr = means.shape[1], means.shape[2]
+    pos = torch.arange(TEXT_LEN)
+
+    t0 = time.time()
+    budget = a.minutes * 60 - (t0 - t_start)
+    last_save, step, ema_loss = t0, 0, None
+    while time.time() - t0 < budget and (a.max_steps == 0 or step < a.max_steps):
+        frac = (time.time() - t0) / budget
+        for pg in opt.param_groups:
+            pg["lr"] = a.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
+        idx = torch.randint(len(caps), (a.batch,), generator=gen)
+        x0 = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen)) * sf
+        ci = cap_ids[idx]
+        drop = torch.rand(a.batch, generator=gen) < DROP_CAPTION
+        ids = torch.where(drop[:, None], empty.input_ids, enc.input_ids[ci])
+        t5_mask = torch.where(drop[:, None], empty.attention_mask, enc.attention_mask[ci])
+        # cross-attention sees the caption's own tokens; a dropped caption is "" padded to that
+        # length, pads included (LattePipeline truncates both rows to the prompt's length)
+        keep = (pos[None] < lengths[ci][:, None]).float()
+        bias = ((1 - keep) * -10000.0).repeat_interleave(Fr, 0)[:, None, :]
+        # stratified timesteps (lower variance for a small batch); the last n_f over the focus range only
+        n_f = int(round(a.focus * a.batch))
+        u = (torch.arange(a.batch - n_f) + torch.rand(a.batch - n_f, generator=gen)) / (a.batch - n_f) * 1000
+        u_f = FOCUS_LO + (FOCUS_HI - FOCUS_LO) * (torch.arange(n_f) + torch.rand(n_f, generator=gen)) / max(n_f, 1)
+        t = torch.cat([u, u_f]).long().clamp(max=999)
+        eps = torch.randn(x0.shape, generator=gen)
+        at = ac[t].view(-1, 1, 1, 1, 1)
+        xt = at.sqrt() * x0 + (1 - at).sqrt() * eps
+        txt = te(input_ids=ids, attention_mask=t5_mask).last_hidden_state
+        pred = dit(xt, encoder_hidden_states=txt, encoder_attention_mask=bias, timestep=t, return_dict=False)[0]
+        loss = F.mse_loss(pred[:, :C], eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        decay = min(0.999, (1 + step) / (10 + step))
+        ema_update(ema_te, te, decay)
+        ema_update(ema_dit, dit, decay)
+        ema_loss = float(loss) if ema_loss is None else 0.99 * ema_loss + 0.01 * float(loss)
+        if step % 50 == 0 or step == 1:
+            print(f"step {step} t={time.time() - t0:.0f}s loss={float(loss):.4f} ema={ema_loss:.4f} "
+                  f"lr={opt.param_groups[0]['lr']:.2e}", flush=True)
+        if time.time() - last_save > a.save_every:
+            save(a.work, ema_te, ema_dit)
+            last_save = time.time()
+            print(f"saved at step {step}", flush=True)
+    save(a.work, ema_te, ema_dit)
+    print(f"done: {step} steps in {time.time() - t0:.0f}s, loss ema {ema_loss:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
