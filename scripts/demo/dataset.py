@@ -95,10 +95,7 @@ def batch(rng, n):
 # 8x an image to train on one CPU thread.
 FRAMES = 8
 TRAVEL = 12.0
-# Motion has its own words: "right"/"left" already name a still shape's position in the image
-# captions, and the video model (whose text encoder starts from the image model's) bound them to
-# position, leaving horizontal motion at chance (v1 of the model, see scripts/demo/README.md).
-DIRECTIONS = {"rightward": (1, 0), "leftward": (-1, 0), "upward": (0, -1), "downward": (0, 1)}  # image y grows downward
+DIRECTIONS = {"right": (1, 0), "left": (-1, 0), "up": (0, -1), "down": (0, 1)}  # image y grows downward
 STATIC_FRACTION = 0.25  # clips of a still shape, captioned like the images ("... on the left ...")
 
 

@@ -2,7 +2,7 @@
 # Retrains the demo model from scratch and rebuilds assets/demo-pixart (issue 8), as the committed
 # weights were made. One CPU thread per script, seeded; the runs are time-budgeted (see
 # scripts/demo/README.md), so a re-run on a faster or slower machine trains for more or fewer
-# steps. About 65 minutes for the image models, about 100 more for the video model.
+# steps. About 65 minutes for the image models, about 65 more for the video model.
 set -eu
 cd "$(dirname "$0")/../.."
 work=${1:-build/demo-train}
@@ -26,19 +26,10 @@ $fast $py scripts/demo/train_dit.py "$work" --variant small --minutes 11 --batch
   --text-encoder assets/demo-pixart/text_encoder
 $py scripts/demo/assemble.py "$work" assets/demo-pixart-small --small
 # The text-to-video model (Latte architecture), started from the image model above: its own
-# tokenizer (adds "moving", "rightward", "leftward", "upward", "downward") and text encoder; its
-# folder links vae/ from demo-pixart. Phase 1 (uniform timesteps) was stopped at its step-1414
-# checkpoint, 20 minutes in; phase 2 continues from it with lr 1e-3 and half of each batch at the
-# noise levels that decide motion. The committed weights (v2) ran phases 1-2 on the v1 captions
-# ("moving right|left|up|down": dataset.py at 2e1877c), and phase 3 moved them to the v2 words:
-# the text encoder's rows re-indexed by piece string, upward/downward starting from up/down's
-# rows, rightward/leftward fresh, on the same 5000 clips (the v1 pool, captions renamed). A re-run
-# of this script does phases 1-2 on the v2 captions already (not what the committed model saw).
+# tokenizer (adds "moving", "up", "down") and text encoder; its folder links vae/ from demo-pixart.
+# Phase 1 (uniform timesteps) was stopped at its step-1414 checkpoint, 20 minutes in; phase 2
+# continues from it with lr 1e-3 and half of each batch at the noise levels that decide motion.
 $fast $py scripts/demo/train_latte.py "$work" --minutes 42 --max-steps 1414 --init assets/demo-pixart
 cp -r "$work/ckpt-latte" "$work/ckpt-latte-phase1"
 $fast $py scripts/demo/train_latte.py "$work" --minutes 40 --resume "$work/ckpt-latte-phase1" --lr 1e-3 --focus 0.5
-cp -r "$work/ckpt-latte" "$work/ckpt-latte-phase2" && cp -r "$work/tokenizer-latte" "$work/ckpt-latte-phase2/tokenizer"
-# phase 3: 7/8 of each batch moving clips (the pool has 3/4)
-$fast $py scripts/demo/train_latte.py "$work" --minutes 33 --resume "$work/ckpt-latte-phase2" \
-  --word-init upward=up,downward=down --lr 1e-3 --focus 0.5 --still 0.125
 $py scripts/demo/assemble.py "$work" assets/demo-latte --latte

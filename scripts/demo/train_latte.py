@@ -4,8 +4,7 @@
 
 Starts from the trained image model so that training only has to teach motion:
   * tokenizer: a new SentencePiece model trained on the image AND video captions (the shipped
-    one has no "moving", "rightward", "leftward", "upward", "downward"), 54 pieces, every word
-    one piece;
+    one has no "moving", "up", "down"), 52 pieces, every word one piece;
   * text encoder: the image model's T5 with its embedding rows carried over by piece string (new
     words get fresh rows), so an image caption gives exactly the image model's text features;
   * transformer: spatial blocks, patch embedding, timestep/caption embeddings and output head
@@ -44,7 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset  # noqa: E402
 from train_dit import DROP_CAPTION, TEXT_LEN, T5_CONFIG, ema_update, make_tokenizer  # noqa: E402
 
-VOCAB = 54  # every caption word one piece (52 with v1's "right|left|up|down" motion words)
+VOCAB = 52  # every caption word one piece (54 with the v2 attempt's "rightward|leftward|upward|downward")
 FOCUS_LO, FOCUS_HI = 200, 700  # --focus timesteps: alpha_bar 0.66 .. 0.01 on the linear schedule
 
 
