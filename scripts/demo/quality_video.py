@@ -33,6 +33,7 @@ from quality import analyze  # noqa: E402
 
 MIN_TRAVEL = 4.0  # px; a third of the training clips' travel
 DIRS = list(dataset.DIRECTIONS)
+DIR_OF_UNIT = {v: k for k, v in dataset.DIRECTIONS.items()}  # (1, 0) -> "rightward", ...
 KEYS = ("color", "shape", "bg", "direction")
 
 
@@ -62,9 +63,8 @@ def direction_of(centers):
     big, small = max(abs(dx), abs(dy)), min(abs(dx), abs(dy))
     if big < MIN_TRAVEL or big < 2 * small:
         return "still", (dx, dy)
-    if abs(dx) >= abs(dy):
-        return ("right" if dx > 0 else "left"), (dx, dy)
-    return ("down" if dy > 0 else "up"), (dx, dy)
+    unit = (int(np.sign(dx)), 0) if abs(dx) >= abs(dy) else (0, int(np.sign(dy)))
+    return DIR_OF_UNIT[unit], (dx, dy)
 
 
 def analyze_clip(frames):

@@ -19,9 +19,12 @@ Then the text encoder and transformer train jointly on VAE latents of clips from
 captions). Text features are used as LattePipeline uses them: the prompt truncated to its own
 tokens, the empty prompt padded to the same length with its pad positions NOT masked.
 One CPU thread, fixed seeds, time-budgeted; EMA weights saved to WORK_DIR/ckpt-latte/ every few minutes.
---resume continues from such a checkpoint (a second phase); --focus draws part of each batch from
-the mid-to-high noise levels, where a clip's layout (and so its motion) is decided: with plain
-uniform timesteps the model first learned coherent but still clips (see scripts/demo/README.md).
+--resume continues from such a checkpoint (a second phase); with the checkpoint's tokenizer in
+it, the caption words may change (the embedding rows are re-indexed, --word-init seeds new words
+from old ones). --focus draws part of each batch from the mid-to-high noise levels, where a
+clip's layout (and so its motion) is decided: with plain uniform timesteps the model first
+learned coherent but still clips (see scripts/demo/README.md). --still sets the share of still
+clips in each batch (they come first, so the --focus part is all moving clips).
 """
 import argparse
 import copy
@@ -40,7 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset  # noqa: E402
 from train_dit import DROP_CAPTION, TEXT_LEN, T5_CONFIG, ema_update, make_tokenizer  # noqa: E402
 
-VOCAB = 52
+VOCAB = 52  # every caption word one piece (54 with the v2 attempt's "rightward|leftward|upward|downward")
 FOCUS_LO, FOCUS_HI = 200, 700  # --focus timesteps: alpha_bar 0.66 .. 0.01 on the linear schedule
 
 
@@ -53,9 +56,12 @@ def latte_config(image_cfg):
     return c
 
 
-def text_encoder_from(image_dir, image_tok, tok):
-    """The image T5 with the embedding table re-indexed for the new tokenizer."""
-    old = T5EncoderModel.from_pretrained(os.path.join(image_dir, "text_encoder"))
+def text_encoder_from(te_dir, old_tok, tok, alias=None):
+    """The T5 in te_dir (trained with old_tok) with the embedding table re-indexed for tok by piece
+    string; alias {new word: old word} starts a word old_tok lacks from an old word's row; other
+    new words get fresh rows."""
+    old = T5EncoderModel.from_pretrained(te_dir)
+    alias = {"\u2581" + k: "\u2581" + v for k, v in (alias or {}).items()}
     te = T5EncoderModel(T5Config(vocab_size=len(tok), **T5_CONFIG))
     sd = {k: v for k, v in old.state_dict().items() if "embed_tokens" not in k and k != "shared.weight"}
     te.load_state_dict(sd, strict=False)
@@ -65,8 +71,10 @@ def text_encoder_from(image_dir, image_tok, tok):
     with torch.no_grad():
         for i in range(tok.sp_model.get_piece_size()):
             piece = tok.sp_model.id_to_piece(i)
-            j = image_tok.sp_model.piece_to_id(piece)
-            if image_tok.sp_model.id_to_piece(j) == piece:
+            known = old_tok.sp_model.id_to_piece(old_tok.sp_model.piece_to_id(piece)) == piece
+            src = piece if known else alias.get(piece, piece)
+            j = old_tok.sp_model.piece_to_id(src)
+            if old_tok.sp_model.id_to_piece(j) == src:
                 emb[i] = old_emb[j]
                 carried.append(piece)
     return te, carried
@@ -128,7 +136,12 @@ def main():
     ap.add_argument("--save-every", type=float, default=150.0, help="seconds between checkpoints")
     ap.add_argument("--max-steps", type=int, default=0)
     ap.add_argument("--resume", help="start from DIR/{text_encoder,transformer} (an earlier run's checkpoint) "
-                    "instead of the image model")
+                    "instead of the image model; with DIR/tokenizer (that run's tokenizer) the embedding rows "
+                    "are carried over by piece string, so the caption words may have changed")
+    ap.add_argument("--word-init", default="", help="NEW=OLD,...: new words whose embedding rows start from an "
+                    "old word's row (with --resume DIR/tokenizer); other new words get fresh rows")
+    ap.add_argument("--still", type=float, default=-1.0, help="fraction of each batch drawn from the pool's "
+                    "still clips (image captions), the rest from the moving ones; default: uniform over the pool")
     ap.add_argument("--focus", type=float, default=0.0,
                     help="fraction of each batch whose timesteps are drawn from [FOCUS_LO, FOCUS_HI) only: the "
                     "noise levels (SNR ~1.9 .. 0.01) where the layout, and so the motion, is decided")
@@ -142,10 +155,16 @@ def main():
     image_tok = T5Tokenizer.from_pretrained(os.path.join(a.init, "tokenizer"))
     words = sorted({w for c in dataset.all_captions() + dataset.all_video_captions() for w in c.split()})
     assert all(len(tok.tokenize(w)) == 1 for w in words), "a caption word is not one piece"
-    te, carried = text_encoder_from(a.init, image_tok, tok)
-    if a.resume:
-        te = T5EncoderModel.from_pretrained(os.path.join(a.resume, "text_encoder"))
+    te, carried = text_encoder_from(os.path.join(a.init, "text_encoder"), image_tok, tok)
     new_words = [w for w in words if "\u2581" + w not in carried]
+    if a.resume and os.path.exists(os.path.join(a.resume, "tokenizer")):
+        alias = dict(kv.split("=") for kv in a.word_init.split(",") if kv)
+        te, carried = text_encoder_from(os.path.join(a.resume, "text_encoder"),
+                                        T5Tokenizer.from_pretrained(os.path.join(a.resume, "tokenizer")), tok, alias)
+        new_words = [w for w in words if "\u2581" + w not in carried]
+        print(f"resumed text encoder: rows of {sorted(alias.items())} from the old words", flush=True)
+    elif a.resume:
+        te = T5EncoderModel.from_pretrained(os.path.join(a.resume, "text_encoder"))
     print(f"tokenizer: {tok.sp_model.get_piece_size()} pieces, {len(carried)} carried from the image model, "
           f"new words {new_words}", flush=True)
     dit = LatteTransformer3DModel.from_pretrained(os.path.join(a.resume, "transformer")) if a.resume \
@@ -155,6 +174,7 @@ def main():
     cache = os.path.join(a.work, f"pool-latte-{a.pool}.pt")  # the VAE encoding is minutes; phases share it
     if os.path.exists(cache):
         means, stds, caps = torch.load(cache)
+        assert set(caps) <= set(dataset.all_captions() + dataset.all_video_captions()), f"{cache}: other captions"
     else:
         means, stds, caps = encode_pool(vae, a.pool, seed=2026)
         torch.save((means, stds, caps), cache)
@@ -166,6 +186,12 @@ def main():
     cap_index = {c: i for i, c in enumerate(uniq)}
     cap_ids = torch.tensor([cap_index[c] for c in caps])
     lengths = enc.attention_mask.sum(1)
+    moving = torch.tensor([" moving " in c for c in caps])
+    still_idx, moving_idx = torch.nonzero(~moving)[:, 0], torch.nonzero(moving)[:, 0]
+    n_still = int(round(a.still * a.batch))
+    if a.still >= 0:
+        print(f"batch: {n_still} of {a.batch} from the {len(still_idx)} still clips, the rest from the "
+              f"{len(moving_idx)} moving ones", flush=True)
 
     gen = torch.Generator().manual_seed(9)
     te.train(), dit.train()
@@ -186,7 +212,11 @@ def main():
         frac = (time.time() - t0) / budget
         for pg in opt.param_groups:
             pg["lr"] = a.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
-        idx = torch.randint(len(caps), (a.batch,), generator=gen)
+        if a.still < 0:
+            idx = torch.randint(len(caps), (a.batch,), generator=gen)
+        else:
+            idx = torch.cat([still_idx[torch.randint(len(still_idx), (n_still,), generator=gen)],
+                             moving_idx[torch.randint(len(moving_idx), (a.batch - n_still,), generator=gen)]])
         x0 = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen)) * sf
         ci = cap_ids[idx]
         drop = torch.rand(a.batch, generator=gen) < DROP_CAPTION
