@@ -39,18 +39,6 @@ typedef struct {
 
 /* ---- config ---- */
 
-static dt_status read_choice(const cJSON *cfg, const char *path, const char *field, const char *dflt,
-                             const char *const *names, int count, int *out, dt_err *err)
-{
-    char v[64], list[256] = "";
-    DT_TRY(dt_json_str(cfg, path, field, dflt, v, sizeof v, err));
-    for (int i = 0; i < count; i++) {
-        if (!strcmp(v, names[i])) { *out = i; return DT_OK; }
-        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", names[i]);
-    }
-    return dt_fail(err, DT_EUNSUPPORTED, "%s: field \"%s\" is \"%s\"; supported: %s", path, field, v, list);
-}
-
 static dt_status require_false(const cJSON *cfg, const char *path, const char *field, dt_err *err)
 {
     int b;
@@ -71,11 +59,11 @@ static dt_status read_solver(dpm *d, const cJSON *cfg, const char *path, dt_err 
     DT_TRY(dt_json_int(cfg, path, "solver_order", 1, 2, &d->order, err));
     if (d->order < 1 || d->order > 3)
         return dt_fail(err, DT_EUNSUPPORTED, "%s: field \"solver_order\" is %d; supported: 1, 2, 3", path, d->order);
-    DT_TRY(read_choice(cfg, path, "algorithm_type", "dpmsolver++", algos, 3, &algo, err));
-    DT_TRY(read_choice(cfg, path, "solver_type", "midpoint", types, 5, &type, err));
-    DT_TRY(read_choice(cfg, path, "prediction_type", "epsilon", preds, 3, &d->pred, err));
-    DT_TRY(read_choice(cfg, path, "timestep_spacing", "linspace", spacings, 3, &d->spacing, err));
-    DT_TRY(read_choice(cfg, path, "final_sigmas_type", "zero", finals, 2, &fin, err));
+    DT_TRY(dt_cfg_choice(cfg, path, "algorithm_type", "dpmsolver++", algos, 3, &algo, err));
+    DT_TRY(dt_cfg_choice(cfg, path, "solver_type", "midpoint", types, 5, &type, err));
+    DT_TRY(dt_cfg_choice(cfg, path, "prediction_type", "epsilon", preds, 3, &d->pred, err));
+    DT_TRY(dt_cfg_choice(cfg, path, "timestep_spacing", "linspace", spacings, 3, &d->spacing, err));
+    DT_TRY(dt_cfg_choice(cfg, path, "final_sigmas_type", "zero", finals, 2, &fin, err));
     d->plus_plus = algo != 1;
     d->heun = type == 1;
     d->final_sigma_zero = fin == 0;

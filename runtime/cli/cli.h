@@ -37,6 +37,8 @@ int cli_bench(int argc, char **argv);
 int cli_bench_latte(const char *dtype, int res, int frames, int threads, int iters, int layers, const char *const *plans,
                     int nplans, const char *quant);
 dt_status cli_gemm_peak(dt_backend *be, double *gflops, dt_err *err);
+/* The same probe for a float (wbits 0) or quantized (8, 4) linear (cli_bench.c). */
+dt_status cli_linear_peak(dt_backend *be, int wbits, double *gflops, dt_err *err);
 int cli_compare(int argc, char **argv);
 /* compare for videos (cli_compare_video.c): .mp4/.webp, a frame folder or a %d pattern */
 int cli_is_video_path(const char *path);

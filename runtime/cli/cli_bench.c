@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "cli_fastattn.h"
 #include "cli_quant.h"
+#include "../../kernels/quant.h"
 #include "arena.h"
 #include "models/pixart.h"
 #include "models/t5.h"
@@ -20,33 +21,38 @@ typedef struct {
     const char *quant;    /* --quant w8a8|w4a8 (cli_quant.c), NULL: float */
 } bench_args;
 
-/* Peak throughput of the GEMM library for this dtype on the reference shape
- * (M=2048, K=1152, N=4608: a PixArt-XL-2 MLP matmul at 512 px with CFG). */
-static dt_status gemm_peak(dt_backend *be, double *gflops, dt_err *err)
+/* Peak throughput on the reference shape (M=2048, K=1152, N=4608: a PixArt-XL-2 MLP matmul at
+ * 512 px with CFG) of a float linear (wbits 0: the GEMM library at the backend's dtype) or of
+ * our quantized linear (wbits 8 or 4: quantize pass + int8 GEMM + epilogue). */
+dt_status cli_linear_peak(dt_backend *be, int wbits, double *gflops, dt_err *err)
 {
     const int M = 2048, K = 1152, N = 4608;
     float *w = malloc((size_t)K * N * 4), *x = malloc((size_t)M * K * 4), *y = malloc((size_t)M * N * 4);
     dt_status s = (w && x && y) ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
     for (size_t i = 0; s == DT_OK && i < (size_t)K * N; i++) w[i] = (float)((i * 7919) % 1000) * 1e-4f - 0.05f;
     for (size_t i = 0; s == DT_OK && i < (size_t)M * K; i++) x[i] = (float)((i * 104729) % 1000) * 1e-3f - 0.5f;
+    dt_qweights qw = {0};
     dt_linear *l = NULL;
-    if (s == DT_OK) s = be->ops->linear_create(be, w, NULL, K, N, DT_ACT_NONE, M, be->cfg.compute, &l, err);
+    if (s == DT_OK && wbits) s = dt_qweights_make(w, K, N, wbits, 0, NULL, 0, &qw, err);
+    if (s == DT_OK && wbits) s = be->ops->qlinear_create(be, &qw, NULL, DT_ACT_NONE, M, &l, err);
+    if (s == DT_OK && !wbits) s = be->ops->linear_create(be, w, NULL, K, N, DT_ACT_NONE, M, be->cfg.compute, &l, err);
     int64_t xs[2] = {M, K}, ys[2] = {M, N};
     dt_tensor tx = dt_tensor_view(x, DT_F32, 2, xs), ty = dt_tensor_view(y, DT_F32, 2, ys);
     double best = 1e30;
-    for (int r = 0; s == DT_OK && r < 6; r++) {
+    for (int r = 0; s == DT_OK && r < 6; r++) { /* r == 0 warms up */
         double t0 = cli_now();
         s = be->ops->linear_forward(be, l, &tx, &ty, err);
         double dt = cli_now() - t0;
         if (r > 0 && dt < best) best = dt;
     }
     if (s == DT_OK) *gflops = 2.0 * M * K * N / best / 1e9;
-    be->ops->linear_destroy(l);
+    if (l) be->ops->linear_destroy(l);
+    dt_qweights_free(&qw);
     free(w); free(x); free(y);
     return s;
 }
 
-dt_status cli_gemm_peak(dt_backend *be, double *gflops, dt_err *err) { return gemm_peak(be, gflops, err); }
+dt_status cli_gemm_peak(dt_backend *be, double *gflops, dt_err *err) { return cli_linear_peak(be, 0, gflops, err); }
 
 static dt_status pixart_forward_any(void *m, const void *in, dt_arena *a, dt_tensor *out, dt_err *err)
 {
@@ -79,7 +85,7 @@ static int run(const bench_args *a)
 
     double peak = 0;
     dt_status s = cli_backend(a->dtype, a->threads, &be, &err);
-    if (s == DT_OK) s = gemm_peak(be, &peak, &err);
+    if (s == DT_OK) s = cli_gemm_peak(be, &peak, &err);
     double t0 = cli_now();
     if (s == DT_OK) s = pixart_create(be, &c, &rnd, &m, &err);
     double load_s = cli_now() - t0;
@@ -208,7 +214,7 @@ static int te_run(const te_bench_args *a)
     }
     double peak = 0, load_s = 0, best = 1e30, total = 0;
     dt_status s = cli_backend(a->dtype, a->threads, &be, &err);
-    if (s == DT_OK) s = gemm_peak(be, &peak, &err);
+    if (s == DT_OK) s = cli_gemm_peak(be, &peak, &err);
     dt_weight_source rnd = dt_weights_random(42, 0.02f);
     double t0 = cli_now();
     if (s == DT_OK) s = t5_create(be, &c, &rnd, B * N, &m, &err);

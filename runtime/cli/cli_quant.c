@@ -30,34 +30,6 @@ int cli_quant_parse(const char *scheme, dt_quantizer *q)
     return 1;
 }
 
-/* Peak of our int8 linear (quantize pass + int8 GEMM + epilogue) on the GEMM-floor shape. */
-static dt_status qlinear_peak(dt_backend *be, int wbits, double *gflops, dt_err *err)
-{
-    const int M = 2048, K = 1152, N = 4608;
-    float *w = malloc((size_t)K * N * 4), *x = malloc((size_t)M * K * 4), *y = malloc((size_t)M * N * 4);
-    dt_status s = (w && x && y) ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
-    for (size_t i = 0; s == DT_OK && i < (size_t)K * N; i++) w[i] = (float)((i * 7919) % 1000) * 1e-4f - 0.05f;
-    for (size_t i = 0; s == DT_OK && i < (size_t)M * K; i++) x[i] = (float)((i * 104729) % 1000) * 1e-3f - 0.5f;
-    dt_qweights qw = {0};
-    dt_linear *l = NULL;
-    if (s == DT_OK) s = dt_qweights_make(w, K, N, wbits, 0, NULL, 0, &qw, err);
-    if (s == DT_OK) s = be->ops->qlinear_create(be, &qw, NULL, DT_ACT_NONE, M, &l, err);
-    int64_t xs[2] = {M, K}, ys[2] = {M, N};
-    dt_tensor tx = dt_tensor_view(x, DT_F32, 2, xs), ty = dt_tensor_view(y, DT_F32, 2, ys);
-    double best = 1e30;
-    for (int r = 0; s == DT_OK && r < 6; r++) {
-        double t0 = cli_now();
-        s = be->ops->linear_forward(be, l, &tx, &ty, err);
-        double dt = cli_now() - t0;
-        if (r > 0 && dt < best) best = dt;
-    }
-    if (s == DT_OK) *gflops = 2.0 * M * K * N / best / 1e9;
-    if (l) be->ops->linear_destroy(l);
-    dt_qweights_free(&qw);
-    free(w); free(x); free(y);
-    return s;
-}
-
 dt_status cli_bench_quant_report(dt_backend *be, const dt_quantizer *q, const pixart_config *c, int B, int tokens,
                                  int text, double step_s, double float_peak, dt_err *err)
 {
@@ -76,7 +48,7 @@ dt_status cli_bench_quant_report_flops(dt_backend *be, const dt_quantizer *q, do
            q->weight_bytes / 1e6, q->nfloat, q->nquant, q->block_bytes / 1e6);
     if (q->mode != DT_QMODE_QUANT) return DT_OK;
     double peak = 0;
-    DT_TRY(qlinear_peak(be, q->wbits, &peak, err));
+    DT_TRY(cli_linear_peak(be, q->wbits, &peak, err));
     double floor_s = qflops / (peak * 1e9) + (all - qflops) / (float_peak * 1e9);
     printf("  int8 linear peak (M=2048 K=1152 N=4608, w%d; includes the quantize pass and epilogue): %.0f GFLOP/s"
            " = %.2fx the float GEMM peak\n", q->wbits, peak, peak / float_peak);
