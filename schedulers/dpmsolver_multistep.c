@@ -226,39 +226,7 @@ static dt_status dpm_set_timesteps(dt_scheduler *s, int steps, dt_err *err)
 
 /* ---- step ---- */
 
-typedef struct { float alpha, sigma, lambda; } dpm_point;
-
-/* _sigma_to_alpha_sigma_t and lambda = log(alpha) - log(sigma), in f32. */
-static dpm_point point_at(const dt_scheduler *s, int i)
-{
-    float sg = s->sigmas[i];
-    float a = 1.0f / sqrtf(sg * sg + 1.0f);
-    float st = sg * a;
-    return (dpm_point){a, st, torch_logf(a) - torch_logf(st)};
-}
-
 #define PAR_N (1 << 16) /* below this, threads cost more than they save */
-
-/* convert_model_output: the data prediction x0 (dpmsolver++) or the noise (dpmsolver). */
-static void convert_output(const dpm *d, dpm_point p, const float *mo, const float *x, float *out, size_t n)
-{
-    const float a = p.alpha, sg = p.sigma;
-    if (d->plus_plus && d->pred == PRED_EPSILON) {
-        #pragma omp parallel for simd schedule(static) if (n >= PAR_N)
-        for (size_t i = 0; i < n; i++) out[i] = (x[i] - sg * mo[i]) / a;
-    } else if (d->plus_plus && d->pred == PRED_V) {
-        #pragma omp parallel for simd schedule(static) if (n >= PAR_N)
-        for (size_t i = 0; i < n; i++) out[i] = a * x[i] - sg * mo[i];
-    } else if (!d->plus_plus && d->pred == PRED_SAMPLE) {
-        #pragma omp parallel for simd schedule(static) if (n >= PAR_N)
-        for (size_t i = 0; i < n; i++) out[i] = (x[i] - a * mo[i]) / sg;
-    } else if (!d->plus_plus && d->pred == PRED_V) {
-        #pragma omp parallel for simd schedule(static) if (n >= PAR_N)
-        for (size_t i = 0; i < n; i++) out[i] = a * mo[i] + sg * x[i];
-    } else {
-        if (out != mo) memcpy(out, mo, n * sizeof *out);
-    }
-}
 
 /* x_t = c_x*x - c0*D0 (+ c1*D1 [+ c2*D2]), D1/D2 from the history; the coefficient signs
  * follow diffusers' expressions so every rounding matches. */
@@ -272,7 +240,7 @@ typedef struct {
 static step_coef coefficients(const dt_scheduler *s, const dpm *d, int order)
 {
     int i = s->step_index;
-    dpm_point t = point_at(s, i + 1), s0 = point_at(s, i);
+    dt_vp_point t = dt_vp_point_at(s, i + 1), s0 = dt_vp_point_at(s, i);
     float h = t.lambda - s0.lambda;
     step_coef c = {.order = order};
     /* dpmsolver++: cx = sigma_t/sigma_s0, base = alpha_t*(exp(-h)-1); dpmsolver: the mirror */
@@ -281,7 +249,7 @@ static step_coef coefficients(const dt_scheduler *s, const dpm *d, int order)
     c.cx = d->plus_plus ? t.sigma / s0.sigma : t.alpha / s0.alpha;
     c.c0 = scale * em;
     if (order == 1) return c;
-    dpm_point s1 = point_at(s, i - 1);
+    dt_vp_point s1 = dt_vp_point_at(s, i - 1);
     float h0 = s0.lambda - s1.lambda, r0 = h0 / h;
     c.inv_r0 = 1.0f / r0;
     if (order == 2) {
@@ -297,7 +265,7 @@ static step_coef coefficients(const dt_scheduler *s, const dpm *d, int order)
         }
         return c;
     }
-    dpm_point s2 = point_at(s, i - 2);
+    dt_vp_point s2 = dt_vp_point_at(s, i - 2);
     float h1 = s1.lambda - s2.lambda, r1 = h1 / h;
     c.inv_r1 = 1.0f / r1;
     c.k1 = r0 / (r0 + r1);
@@ -372,7 +340,7 @@ static dt_status dpm_step(dt_scheduler *s, const float *mo, const float *x, floa
     float *slot = d->hist[0];
     for (int k = 0; k < d->order - 1; k++) d->hist[k] = d->hist[k + 1];
     d->hist[d->order - 1] = slot;
-    convert_output(d, point_at(s, i), mo, x, slot, n);
+    dt_vp_convert(d->plus_plus, d->pred, dt_vp_point_at(s, i), mo, x, slot, n);
 
     int order = 3;
     if (d->order == 1 || d->lower_order_nums < 1 || lower_final) order = 1;

@@ -149,36 +149,11 @@ static dt_status ss_set_timesteps(dt_scheduler *s, int steps, dt_err *err)
     return DT_OK;
 }
 
-typedef struct { float alpha, sigma, lambda; } pt;
-
-static pt point_at(const dt_scheduler *s, int i)
-{
-    float sg = s->sigmas[i];
-    float a = 1.0f / sqrtf(sg * sg + 1.0f), st = sg * a;
-    return (pt){a, st, torch_logf(a) - torch_logf(st)};
-}
-
-static void convert(const single *d, pt p, const float *mo, const float *x, float *out, size_t n)
-{
-    const float a = p.alpha, sg = p.sigma;
-    for (size_t i = 0; i < n; i++) {
-        float v = mo[i];
-        if (d->plus_plus) {
-            if (d->pred == DT_PRED_EPSILON) v = (x[i] - sg * mo[i]) / a;
-            else if (d->pred == DT_PRED_V) v = a * x[i] - sg * mo[i];
-        } else {
-            if (d->pred == DT_PRED_SAMPLE) v = (x[i] - a * mo[i]) / sg;
-            else if (d->pred == DT_PRED_V) v = a * mo[i] + sg * x[i];
-        }
-        out[i] = v;
-    }
-}
-
 /* order 1..3 update from the saved sample at index i+1-order to i+1 (diffusers' formulas). */
 static void update(const dt_scheduler *s, const single *d, int order, float *out, size_t n)
 {
     int i = s->step_index;
-    pt t = point_at(s, i + 1), sb = point_at(s, i + 1 - order);
+    dt_vp_point t = dt_vp_point_at(s, i + 1), sb = dt_vp_point_at(s, i + 1 - order);
     const float *x = d->saved, *m0 = d->hist[2], *m1 = d->hist[1], *m2 = d->hist[0];
     float cx = d->plus_plus ? t.sigma / sb.sigma : t.alpha / sb.alpha;
     float sc = d->plus_plus ? t.alpha : t.sigma;
@@ -188,7 +163,7 @@ static void update(const dt_scheduler *s, const single *d, int order, float *out
         for (size_t j = 0; j < n; j++) out[j] = cx * x[j] - c0 * m0[j];
         return;
     }
-    pt s0 = point_at(s, i);
+    dt_vp_point s0 = dt_vp_point_at(s, i);
     float h = t.lambda - sb.lambda, em = d->plus_plus ? torch_expf(-h) - 1.0f : torch_expf(h) - 1.0f;
     float c0 = sc * em;
     if (order == 2) {
@@ -202,7 +177,7 @@ static void update(const dt_scheduler *s, const single *d, int order, float *out
         }
         return;
     }
-    pt s1 = point_at(s, i - 1);
+    dt_vp_point s1 = dt_vp_point_at(s, i - 1);
     float r0 = (s0.lambda - sb.lambda) / h, r1 = (s1.lambda - sb.lambda) / h;
     float ir0 = 1.0f / r0, ir1 = 1.0f / r1, dr = r0 - r1;
     float c1 = d->plus_plus ? sc * (em / h + 1.0f) : sc * (em / h - 1.0f);
@@ -245,7 +220,7 @@ static dt_status ss_step(dt_scheduler *s, const float *mo, const float *x, float
     d->hist[0] = d->hist[1];
     d->hist[1] = d->hist[2];
     d->hist[2] = slot;
-    convert(d, point_at(s, i), mo, x, slot, n);
+    dt_vp_convert(d->plus_plus, d->pred, dt_vp_point_at(s, i), mo, x, slot, n);
     if (d->have < 3) d->have++;
     int order = d->orders[i];
     while (order > d->have) order--; /* model_outputs[-order] is None */

@@ -85,6 +85,14 @@ dt_status dt_cfg_require_false(const cJSON *cfg, const char *path, const char *f
 dt_status dt_cfg_pred(const cJSON *cfg, const char *path, int *pred, dt_err *err);
 dt_status dt_cfg_spacing(const cJSON *cfg, const char *path, const char *dflt, int *spacing, dt_err *err);
 
+/* A point of the VP schedule at sigmas[i]: _sigma_to_alpha_sigma_t and lambda = log(alpha) -
+ * log(sigma), in f32 as diffusers computes them (multistep, single-step and UniPC solvers). */
+typedef struct { float alpha, sigma, lambda; } dt_vp_point;
+dt_vp_point dt_vp_point_at(const dt_scheduler *s, int i);
+/* convert_model_output: the data prediction x0 (data_pred) or the noise, from a model output
+ * of prediction type pred (DT_PRED_*) at point p. out may alias mo. */
+void dt_vp_convert(int data_pred, int pred, dt_vp_point p, const float *mo, const float *x, float *out, size_t n);
+
 /* sqrt((1 - ac) / ac) in f32, as torch computes the training sigmas (t clamped to the table). */
 float dt_train_sigma(const float *ac, int n, int64_t t);
 /* np.interp(x, arange(n), fp) in float64. */

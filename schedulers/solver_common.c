@@ -3,6 +3,7 @@
  * cast by the callers), and the generator hook for stochastic steps. */
 #include "scheduler_impl.h"
 #include "json.h"
+#include "torch_f32.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,4 +188,34 @@ dt_status dt_sched_buf(float **buf, size_t *cap, size_t n, const char *path, dt_
     *buf = b;
     *cap = n;
     return DT_OK;
+}
+
+dt_vp_point dt_vp_point_at(const dt_scheduler *s, int i)
+{
+    float sg = s->sigmas[i];
+    float a = 1.0f / sqrtf(sg * sg + 1.0f);
+    float st = sg * a;
+    return (dt_vp_point){a, st, torch_logf(a) - torch_logf(st)};
+}
+
+#define VP_PAR_N (1 << 16) /* below this, threads cost more than they save */
+
+void dt_vp_convert(int data_pred, int pred, dt_vp_point p, const float *mo, const float *x, float *out, size_t n)
+{
+    const float a = p.alpha, sg = p.sigma;
+    if (data_pred && pred == DT_PRED_EPSILON) {
+        #pragma omp parallel for simd schedule(static) if (n >= VP_PAR_N)
+        for (size_t i = 0; i < n; i++) out[i] = (x[i] - sg * mo[i]) / a;
+    } else if (data_pred && pred == DT_PRED_V) {
+        #pragma omp parallel for simd schedule(static) if (n >= VP_PAR_N)
+        for (size_t i = 0; i < n; i++) out[i] = a * x[i] - sg * mo[i];
+    } else if (!data_pred && pred == DT_PRED_SAMPLE) {
+        #pragma omp parallel for simd schedule(static) if (n >= VP_PAR_N)
+        for (size_t i = 0; i < n; i++) out[i] = (x[i] - a * mo[i]) / sg;
+    } else if (!data_pred && pred == DT_PRED_V) {
+        #pragma omp parallel for simd schedule(static) if (n >= VP_PAR_N)
+        for (size_t i = 0; i < n; i++) out[i] = a * mo[i] + sg * x[i];
+    } else if (out != mo) {
+        memcpy(out, mo, n * sizeof *out);
+    }
 }

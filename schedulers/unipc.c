@@ -134,31 +134,6 @@ static dt_status uni_set_timesteps(dt_scheduler *s, int steps, dt_err *err)
 
 /* ---- step ---- */
 
-typedef struct { float alpha, sigma, lambda; } pt;
-
-static pt point_at(const dt_scheduler *s, int i)
-{
-    float sg = s->sigmas[i];
-    float a = 1.0f / sqrtf(sg * sg + 1.0f), st = sg * a;
-    return (pt){a, st, torch_logf(a) - torch_logf(st)};
-}
-
-static void convert(const unipc *u, pt p, const float *mo, const float *x, float *out, size_t n)
-{
-    const float a = p.alpha, sg = p.sigma;
-    for (size_t i = 0; i < n; i++) {
-        float v = mo[i];
-        if (u->predict_x0) {
-            if (u->pred == DT_PRED_EPSILON) v = (x[i] - sg * mo[i]) / a;
-            else if (u->pred == DT_PRED_V) v = a * x[i] - sg * mo[i];
-        } else {
-            if (u->pred == DT_PRED_SAMPLE) v = (x[i] - a * mo[i]) / sg;
-            else if (u->pred == DT_PRED_V) v = a * mo[i] + sg * x[i];
-        }
-        out[i] = v;
-    }
-}
-
 /* Solves the k x k system A rho = b (Gaussian elimination with partial pivoting, double). */
 static void solve(int k, double A[UNI_MAX_ORDER][UNI_MAX_ORDER], double *b, float *rho)
 {
@@ -193,12 +168,12 @@ typedef struct {
  * the step index of each older output. corrector: rho from the full system. */
 static uni_coef coefficients(const dt_scheduler *s, const unipc *u, int it, int is0, int order, int corrector)
 {
-    pt t = point_at(s, it), s0 = point_at(s, is0);
+    dt_vp_point t = dt_vp_point_at(s, it), s0 = dt_vp_point_at(s, is0);
     float h = t.lambda - s0.lambda;
     uni_coef c = {.k = order - 1};
     float rks[UNI_MAX_ORDER + 1];
     for (int i = 1; i < order; i++) {
-        pt si = point_at(s, is0 - i);
+        dt_vp_point si = dt_vp_point_at(s, is0 - i);
         float rk = (si.lambda - s0.lambda) / h;
         rks[i - 1] = rk;
         c.inv_rk[i - 1] = rk;
@@ -288,7 +263,7 @@ static dt_status uni_step(dt_scheduler *s, const float *mo, const float *x, floa
     unipc *u = s->impl;
     DT_TRY(ensure(u, n, s->path, err));
     int i = s->step_index, K = u->order;
-    convert(u, point_at(s, i), mo, x, u->conv, n);
+    dt_vp_convert(u->predict_x0, u->pred, dt_vp_point_at(s, i), mo, x, u->conv, n);
     const float *sample = x;
     if (i > 0 && !corrector_disabled(u, i - 1) && u->have_last) {
         /* UniC from the previous point to this one, with this step's output */
