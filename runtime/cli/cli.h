@@ -52,6 +52,8 @@ int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * a flag with no value is reported through *missing. */
 const char *cli_flag(int argc, char **argv, int *i, const char *flag, int *missing);
 int cli_parse_int(const char *flag, const char *v, int lo, int hi, int *out);
+/* A decimal unsigned 64-bit value (seeds); 0 after a usage error. */
+int cli_parse_u64(const char *flag, const char *v, uint64_t *out);
 
 /* Creates the CPU backend for "f32"/"bf16". */
 dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *err);

@@ -115,8 +115,7 @@ static int parse_quant(int argc, char **argv, quant_args *a)
             a->cfg = strtof(v, &end);
             if (!*v || *end || !(a->cfg >= 0)) return cli_usage_error("--cfg: expected a number >= 0, got \"%s\"", v), 0;
         } else if (F("--seed")) {
-            a->seed = strtoull(v, &end, 10);
-            if (!*v || *end || *v == '-') return cli_usage_error("--seed: expected a non-negative integer, got \"%s\"", v), 0;
+            if (!cli_parse_u64("--seed", v, &a->seed)) return 0;
         } else if (F("--budget")) {
             a->budget = strtof(v, &end);
             if (!*v || *end || !(a->budget >= 4 && a->budget <= 8)) return cli_usage_error("--budget: expected average weight bits in [4, 8], got \"%s\"", v), 0;

@@ -24,7 +24,7 @@ typedef struct {
     const char *model, *prompt, *prompts_file, *negative, *out, *dtype;
     int width, height, nfe, population, generations, max_order, samples, ref_steps, threads, quiet;
     float cfg;
-    unsigned long long seed;
+    uint64_t seed;
 } ss_args;
 
 /* One prompt's text inputs, copied out of its generation. */
@@ -79,9 +79,7 @@ static int parse(int argc, char **argv, ss_args *a)
             a->cfg = strtof(v, &end);
             if (!*v || *end || a->cfg < 0) return cli_usage_error("--cfg: expected a number >= 0, got \"%s\"", v), 0;
         } else if (F("--seed")) {
-            char *end;
-            a->seed = strtoull(v, &end, 10);
-            if (!*v || *end || *v == '-') return cli_usage_error("--seed: expected a non-negative integer, got \"%s\"", v), 0;
+            if (!cli_parse_u64("--seed", v, &a->seed)) return 0;
         } else if (miss) return cli_usage_error("%s: missing value", argv[i]), 0;
         else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) a->quiet = 1;
         else return cli_usage_error("search-solver: unknown option \"%s\"", argv[i]), 0;

@@ -37,15 +37,6 @@ static int parse_float(const char *flag, const char *v, float *out)
     return 1;
 }
 
-static int parse_u64(const char *flag, const char *v, uint64_t *out)
-{
-    char *end;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (!*v || *end || *v == '-') return cli_usage_error("%s: expected a non-negative integer, got \"%s\"", flag, v), 0;
-    *out = x;
-    return 1;
-}
-
 static int parse(int argc, char **argv, t2i_args *a)
 {
     *a = (t2i_args){.dtype = "bf16", .text_dtype = "bf16", .output = "out.png", .req = dt_gen_request_default()};
@@ -62,7 +53,7 @@ static int parse(int argc, char **argv, t2i_args *a)
         else if (F("-H") || F("--height")) ok = cli_parse_int("--height", v, 1, 16384, &a->req.height);
         else if (F("--steps")) ok = cli_parse_int("--steps", v, 1, 1000, &a->req.steps);
         else if (F("--cfg")) ok = parse_float("--cfg", v, &a->req.cfg) && (a->req.cfg >= 0 || (cli_usage_error("--cfg: must be >= 0, got %s", v), 0));
-        else if (F("--seed")) ok = parse_u64("--seed", v, &a->req.seed);
+        else if (F("--seed")) ok = cli_parse_u64("--seed", v, &a->req.seed);
         else if (F("--batch")) ok = cli_parse_int("--batch", v, 1, 64, &a->req.batch);
         else if (F("--max-length")) ok = cli_parse_int("--max-length", v, 2, 4096, &a->req.max_sequence_length);
         else if (F("--dtype")) a->dtype = v;

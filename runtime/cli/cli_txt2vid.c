@@ -34,15 +34,6 @@ static int parse_num(const char *flag, const char *v, double lo, double hi, doub
     return 1;
 }
 
-static int parse_u64(const char *flag, const char *v, uint64_t *out)
-{
-    char *end;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (!*v || *end || *v == '-') return cli_usage_error("%s: expected a non-negative integer, got \"%s\"", flag, v), 0;
-    *out = x;
-    return 1;
-}
-
 static int parse(int argc, char **argv, t2v_args *a)
 {
     *a = (t2v_args){.dtype = "bf16", .text_dtype = "bf16", .output = "out.mp4", .fps = 8, .req = dt_video_request_default()};
@@ -64,7 +55,7 @@ static int parse(int argc, char **argv, t2v_args *a)
         else if (F("--eta")) { ok = parse_num("--eta", v, 0, 1e6, &cfg); a->req.eta = (float)cfg; }
         else if (F("--attn-plan")) a->attn_plan = v;
         else if (F("--quant")) a->quant = v;
-        else if (F("--seed")) ok = parse_u64("--seed", v, &a->req.seed);
+        else if (F("--seed")) ok = cli_parse_u64("--seed", v, &a->req.seed);
         else if (F("--batch")) ok = cli_parse_int("--batch", v, 1, 64, &a->req.batch);
         else if (F("--dtype")) a->dtype = v;
         else if (F("--text-encoder-dtype")) a->text_dtype = v;

@@ -78,6 +78,15 @@ int cli_parse_int(const char *flag, const char *v, int lo, int hi, int *out)
     return 1;
 }
 
+int cli_parse_u64(const char *flag, const char *v, uint64_t *out)
+{
+    char *end;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (!*v || *end || *v == '-') return cli_usage_error("%s: expected a non-negative integer, got \"%s\"", flag, v), 0;
+    *out = x;
+    return 1;
+}
+
 dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *err)
 {
     dt_backend_config cfg = {.device = DT_DEV_CPU, .threads = threads};
