@@ -2,6 +2,9 @@
  * with NaN-poisoned outputs, for both GEMM compute dtypes. */
 #include "testutil.h"
 #include "../kernels/cpu/ref.h"
+#include "../kernels/cpu/cpu.h"
+#include "../runtime/backend_timing.h"
+#include <math.h>
 
 static double tol_for(dt_dtype t) { return t == DT_BF16 ? 1.5e-2 : 2e-5; }
 
@@ -269,6 +272,82 @@ static void test_pos_embed(void **state)
         }
 }
 
+/* The vectorized softmax row against its plain reference and against a double-precision
+ * softmax, for lengths around the vector width and scores far from 0. */
+static void test_softmax_row(void **state)
+{
+    (void)state;
+    tu_rng r = {99};
+    const int64_t lens[] = {1, 5, 8, 9, 63, 120, 1024, 1031};
+    const float scales[] = {1.0f, 0.11785113f, 0.02f};
+    for (size_t li = 0; li < sizeof lens / sizeof *lens; li++)
+        for (size_t si = 0; si < 3; si++) {
+            int64_t n = lens[li];
+            float *x = tu_alloc(n), *a = tu_alloc(n), *b = tu_alloc(n);
+            uint16_t *pa = calloc(n, 2), *pb = calloc(n, 2);
+            tu_fill(&r, x, n, 40.0f);
+            for (int64_t j = 0; j < n; j++) x[j] += 7.0f;
+            double mx = -INFINITY, sum = 0;
+            for (int64_t j = 0; j < n; j++) mx = x[j] > mx ? x[j] : mx;
+            for (int64_t j = 0; j < n; j++) sum += exp(((double)x[j] - mx) * scales[si]);
+            memcpy(a, x, n * 4); memcpy(b, x, n * 4);
+            cpu_softmax_row(a, n, scales[si], NULL);
+            cpu_softmax_row_plain(b, n, scales[si], NULL);
+            for (int64_t j = 0; j < n; j++) {
+                double arg = ((double)x[j] - mx) * scales[si], want = exp(arg) / sum;
+                /* the f32 argument x·scale − max·scale carries ~|arg|·2^-24 of rounding */
+                double tol = 2e-6 + 2.5e-7 * fabs(arg);
+                assert_true(fabs(a[j] - b[j]) <= tol * b[j] + 1e-30);
+                assert_true(fabs(a[j] - want) <= tol * want + 1e-30);
+            }
+            memcpy(a, x, n * 4); memcpy(b, x, n * 4);
+            cpu_softmax_row(a, n, scales[si], pa);
+            cpu_softmax_row_plain(b, n, scales[si], pb);
+            for (int64_t j = 0; j < n; j++) /* bf16 codes of values a few ulp apart: equal or adjacent */
+                assert_true(abs((int)pa[j] - (int)pb[j]) <= 1);
+            free(x); free(a); free(b); free(pa); free(pb);
+        }
+}
+
+/* The timing wrapper forwards to the real backend (same results) and counts by op kind. */
+static void test_timed_backend(void **state)
+{
+    (void)state;
+    tu_rng r = {5};
+    dt_backend *plain = tu_backend(DT_BF16), *inner = tu_backend(DT_BF16), *tb = NULL;
+    dt_err err = {0};
+    assert_null(dt_backend_times(plain));
+    assert_int_equal(dt_backend_timed(inner, &tb, &err), DT_OK);
+    dt_op_times *t = dt_backend_times(tb);
+    assert_non_null(t);
+    int M = 33, K = 40, N = 24;
+    float *w = tu_alloc((size_t)N * K), *x = tu_alloc((size_t)M * K), *y1 = tu_poisoned((size_t)M * N),
+          *y2 = tu_poisoned((size_t)M * N);
+    tu_fill(&r, w, (size_t)N * K, 0.3f);
+    tu_fill(&r, x, (size_t)M * K, 1.0f);
+    dt_backend *bes[2] = {plain, tb};
+    float *ys[2] = {y1, y2};
+    for (int i = 0; i < 2; i++) {
+        dt_linear *l;
+        assert_int_equal(bes[i]->ops->linear_create(bes[i], w, NULL, K, N, DT_ACT_GELU_TANH, M, DT_BF16, &l, &err), DT_OK);
+        int64_t xs[2] = {M, K}, ysh[2] = {M, N};
+        dt_tensor tx = dt_tensor_view(x, DT_F32, 2, xs), ty = dt_tensor_view(ys[i], DT_F32, 2, ysh);
+        assert_int_equal(bes[i]->ops->linear_forward(bes[i], l, &tx, &ty, &err), DT_OK);
+        int64_t s3[3] = {1, M, N};
+        dt_tensor q = dt_tensor_view(ys[i], DT_F32, 3, s3);
+        assert_int_equal(bes[i]->ops->gated_add(bes[i], &q, &q, NULL, &err), DT_OK);
+        bes[i]->ops->linear_destroy(l);
+    }
+    assert_memory_equal(y1, y2, (size_t)M * N * 4);
+    assert_int_equal(t->calls[DT_OPK_LINEAR], 1);
+    assert_int_equal(t->calls[DT_OPK_ELEMENTWISE], 1);
+    assert_int_equal(t->calls[DT_OPK_ATTENTION], 0);
+    assert_true(t->seconds[DT_OPK_LINEAR] > 0);
+    dt_backend_destroy(tb); /* destroys the inner backend too */
+    dt_backend_destroy(plain);
+    free(w); free(x); free(y1); free(y2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -282,6 +361,8 @@ int main(void)
         cmocka_unit_test(test_add_rows),
         cmocka_unit_test(test_timestep_embedding),
         cmocka_unit_test(test_pos_embed),
+        cmocka_unit_test(test_softmax_row),
+        cmocka_unit_test(test_timed_backend),
     };
     return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
 }

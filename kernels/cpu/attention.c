@@ -32,35 +32,13 @@ static void softmax_rows(float *s, void *p, int64_t gn, int64_t g0, int heads, i
             float *row = s + (g * nq + i) * nk;
             const float *kb = bias && bias->key ? bias->key + ((g0 + g) / heads) * nk : NULL;
             const float *hb = bias && bias->head ? bias->head + (((g0 + g) % heads) * nq + i) * nk : NULL;
-            float mx = -INFINITY, sum = 0.0f;
+            float rs = scale;
+            if (kb || hb) { /* biases add to the scaled scores: scale first, then softmax at 1 */
 #pragma omp simd
-            for (int64_t j = 0; j < nk; j++) row[j] *= scale;
-            if (kb) {
-#pragma omp simd
-                for (int64_t j = 0; j < nk; j++) row[j] += kb[j];
+                for (int64_t j = 0; j < nk; j++) row[j] = row[j] * scale + (kb ? kb[j] : 0.0f) + (hb ? hb[j] : 0.0f);
+                rs = 1.0f;
             }
-            if (hb) {
-#pragma omp simd
-                for (int64_t j = 0; j < nk; j++) row[j] += hb[j];
-            }
-#pragma omp simd reduction(max : mx)
-            for (int64_t j = 0; j < nk; j++) mx = row[j] > mx ? row[j] : mx;
-#pragma omp simd reduction(+ : sum)
-            for (int64_t j = 0; j < nk; j++) {
-                float e = vm_exp(row[j] - mx);
-                row[j] = e;
-                sum += e;
-            }
-            float inv = 1.0f / sum;
-            if (cd == DT_BF16) {
-                uint16_t *prow = (uint16_t *)p + (g * nq + i) * nk;
-#pragma omp simd
-                for (int64_t j = 0; j < nk; j++) row[j] *= inv;
-                cpu_f32_to_bf16(row, prow, (size_t)nk);
-            } else {
-#pragma omp simd
-                for (int64_t j = 0; j < nk; j++) row[j] *= inv;
-            }
+            cpu_softmax_row(row, nk, rs, cd == DT_BF16 ? (uint16_t *)p + (g * nq + i) * nk : NULL);
         }
 }
 

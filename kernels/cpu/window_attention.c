@@ -45,22 +45,15 @@ static void band_softmax(float *s, void *p, int64_t gn, const wgeom *G, int64_t 
             int64_t qi = q0 + r;
             int64_t lo = (qi - G->w > k0 ? qi - G->w : k0) - k0;
             int64_t hi = (qi + G->w < k0 + span - 1 ? qi + G->w : k0 + span - 1) - k0;
-            float mx = -INFINITY, sum = 0.0f;
-            for (int64_t j = 0; j < lo; j++) row[j] = 0.0f;
-            for (int64_t j = hi + 1; j < span; j++) row[j] = 0.0f;
-#pragma omp simd reduction(max : mx)
-            for (int64_t j = lo; j <= hi; j++) mx = row[j] > mx ? row[j] : mx;
-            mx *= scale; /* scale > 0: max commutes with it */
-#pragma omp simd reduction(+ : sum)
-            for (int64_t j = lo; j <= hi; j++) {
-                float e = vm_exp(row[j] * scale - mx);
-                row[j] = e;
-                sum += e;
+            uint16_t *prow = G->cd == DT_BF16 ? (uint16_t *)p + (g * R + r) * span : NULL;
+            if (prow) { /* the zeros outside the band go where the GEMM reads P */
+                memset(prow, 0, (size_t)lo * sizeof(uint16_t));
+                memset(prow + hi + 1, 0, (size_t)(span - hi - 1) * sizeof(uint16_t));
+            } else {
+                memset(row, 0, (size_t)lo * sizeof(float));
+                memset(row + hi + 1, 0, (size_t)(span - hi - 1) * sizeof(float));
             }
-            float inv = 1.0f / sum;
-#pragma omp simd
-            for (int64_t j = lo; j <= hi; j++) row[j] *= inv;
-            if (G->cd == DT_BF16) cpu_f32_to_bf16(row, (uint16_t *)p + (g * R + r) * span, (size_t)span);
+            cpu_softmax_row(row + lo, hi - lo + 1, scale, prow ? prow + lo : NULL);
         }
 }
 

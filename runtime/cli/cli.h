@@ -6,6 +6,7 @@
 #include "tensor.h"
 #include "safetensors.h"
 #include "../../kernels/backend.h"
+#include "../backend_timing.h"
 
 int cli_eval(int argc, char **argv);
 /* `ditrt eval <target>`: argv[0] is "eval", argv[1] the target; one file per target. */
@@ -59,6 +60,10 @@ int cli_parse_u64(const char *flag, const char *v, uint64_t *out);
 dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *err);
 
 double cli_now(void);
+/* `bench --breakdown` table: per op kind, mean s/step of ncol runs (t: sums over `rounds`
+ * steps; step: each run's mean step time). */
+void cli_print_breakdown(const char *const cols[], const dt_op_times *t, const double *step, int ncol, int rounds);
+
 
 /* The fields every generation summary (`--json`) has; adds them to obj. */
 struct cJSON;

@@ -5,6 +5,7 @@
 #include "cli_quant.h"
 #include "../../kernels/quant.h"
 #include "arena.h"
+#include "backend_timing.h"
 #include "models/pixart.h"
 #include "models/t5.h"
 #include <stdio.h>
@@ -19,7 +20,32 @@ typedef struct {
     int nplans;
     int frames;           /* latte-1: frames per video (0: video_length) */
     const char *quant;    /* --quant w8a8|w4a8 (cli_quant.c), NULL: float */
+    int breakdown;        /* --breakdown: time the step's ops by kind (runtime/backend_timing.h) */
 } bench_args;
+
+/* Mean seconds per step of each op kind for ncol runs (sums over `rounds` steps), then what
+ * no op accounts for (embeddings, host work, the ops' own dispatch) against each step time. */
+void cli_print_breakdown(const char *const cols[], const dt_op_times *t, const double *step, int ncol, int rounds)
+{
+    printf("  breakdown, mean s/step over %d:", rounds);
+    for (int c = 0; c < ncol; c++) printf(" %12s", cols[c]);
+    printf("\n");
+    for (int k = 0; k < DT_OPK_COUNT; k++) {
+        int any = 0;
+        for (int c = 0; c < ncol; c++) any |= t[c].calls[k] > 0;
+        if (!any) continue;
+        printf("    %-27s", dt_op_kind_names[k]);
+        for (int c = 0; c < ncol; c++) printf(" %12.3f", t[c].seconds[k] / rounds);
+        printf("\n");
+    }
+    printf("    %-27s", "other (not in an op)");
+    for (int c = 0; c < ncol; c++) {
+        double ops = 0;
+        for (int k = 0; k < DT_OPK_COUNT; k++) ops += t[c].seconds[k] / rounds;
+        printf(" %12.3f", step[c] - ops);
+    }
+    printf("\n");
+}
 
 /* Peak throughput on the reference shape (M=2048, K=1152, N=4608: a PixArt-XL-2 MLP matmul at
  * 512 px with CFG) of a float linear (wbits 0: the GEMM library at the backend's dtype) or of
@@ -85,6 +111,11 @@ static int run(const bench_args *a)
 
     double peak = 0;
     dt_status s = cli_backend(a->dtype, a->threads, &be, &err);
+    if (s == DT_OK && a->breakdown) {
+        dt_backend *tb = NULL;
+        s = dt_backend_timed(be, &tb, &err);
+        be = tb; /* on failure the wrapper has destroyed the inner backend */
+    }
     if (s == DT_OK) s = cli_gemm_peak(be, &peak, &err);
     double t0 = cli_now();
     if (s == DT_OK) s = pixart_create(be, &c, &rnd, &m, &err);
@@ -97,7 +128,9 @@ static int run(const bench_args *a)
     float cond_res[4] = {(float)a->res, (float)a->res, (float)a->res, (float)a->res}, cond_ar[2] = {1.0f, 1.0f};
     if (c.use_additional_conditions) { in.resolution = cond_res; in.aspect_ratio = cond_ar; }
     double best = 1e30, total = 0;
+    dt_op_times *times = dt_backend_times(be);
     for (int r = 0; s == DT_OK && r <= a->iters; r++) { /* r == 0 is the warm-up */
+        if (r == 1 && times) *times = (dt_op_times){0};
         dt_arena_reset(&arena);
         double ts = cli_now();
         s = pixart_forward(m, &in, &arena, &tout, &err);
@@ -120,6 +153,8 @@ static int run(const bench_args *a)
         printf("  memory: peak RSS %.0f MB; weights %.0f MB + activation arena %.0f MB = %.0f MB (RSS / that = %.2fx)\n",
                ru.ru_maxrss / 1024.0, wbytes / 1e6, arena.peak / 1e6, (wbytes + arena.peak) / 1e6,
                ru.ru_maxrss * 1024.0 / (wbytes + arena.peak));
+        double mean = total / a->iters;
+        if (times) cli_print_breakdown((const char *const[]){a->quant ? a->quant : a->dtype}, times, &mean, 1, a->iters);
     }
     if (s == DT_OK) s = cli_bench_quant_report(be, &qz, &c, B, (H / 2) * (W / 2), T, best, peak, &err);
     if (s == DT_OK && a->quant) s = cli_bench_quant_ab(be, &c, m, &in, &arena, &tout, a->iters, &err);
@@ -156,10 +191,12 @@ static int bench_transformer(int argc, char **argv)
             if (a.nplans == 8) return cli_usage_error("--attn-plan: at most 8 plans");
             a.plans[a.nplans++] = v;
         }
+        else if (!strcmp(argv[i], "--breakdown")) a.breakdown = 1;
         else if (miss) return cli_usage_error("%s: missing value", argv[i]);
         else return cli_usage_error("bench transformer: unknown option \"%s\"", argv[i]);
     }
     if (!strcmp(a.arch, "latte-1")) {
+        if (a.breakdown) return cli_usage_error("--breakdown: only for --arch pixart-xl-2 so far");
         if (a.res % 16) return cli_usage_error("--res: must be a multiple of 16, got %d", a.res);
         return cli_bench_latte(a.dtype, a.res, a.frames, a.threads, a.iters, a.layers, a.plans, a.nplans, a.quant);
     }

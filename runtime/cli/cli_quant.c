@@ -5,6 +5,7 @@
 #include "cli_quant.h"
 #include "../../kernels/quant.h"
 #include "quant_plan.h"
+#include "backend_timing.h"
 #include "pipeline.h"
 #include "pipeline_video.h"
 #include "models/latte.h"
@@ -568,22 +569,37 @@ dt_status cli_bench_quant_ab(dt_backend *be, const pixart_config *c, pixart_mode
     dt_quantizer_attach(&fq, &rnd);
     pixart_model *fm = NULL;
     DT_TRY(pixart_create(be, c, &rnd, &fm, err));
-    double best[2] = {1e30, 1e30}, cpu[2] = {1e30, 1e30};
+    double best[2] = {1e30, 1e30}, cpu[2] = {1e30, 1e30}, mean[2] = {0, 0};
+    dt_op_times *times = dt_backend_times(be), per[2] = {{{0}}};
     dt_status s = DT_OK;
     for (int r = 0; r <= rounds && s == DT_OK; r++) /* r == 0 warms both up */
         for (int k = 0; k < 2 && s == DT_OK; k++) {
             dt_arena_reset(arena);
+            dt_op_times before = times ? *times : (dt_op_times){{0}};
             double t0 = cli_now(), c0 = cpu_seconds();
             s = pixart_forward(k ? qm : fm, in, arena, out, err);
             double dt = cli_now() - t0, dc = cpu_seconds() - c0;
             if (r > 0 && dt < best[k]) best[k] = dt;
             if (r > 0 && dc < cpu[k]) cpu[k] = dc;
+            if (r > 0) mean[k] += dt / rounds;
+            for (int o = 0; r > 0 && times && o < DT_OPK_COUNT; o++) {
+                per[k].seconds[o] += times->seconds[o] - before.seconds[o];
+                per[k].calls[o] += times->calls[o] - before.calls[o];
+            }
         }
     /* CPU seconds of the process: with --threads 1 they ignore time lost to other processes */
     if (s == DT_OK)
         printf("  interleaved (%d rounds): float %.3f s, quantized %.3f s -> quantized step %.2fx faster"
                " (process CPU time: %.3f s vs %.3f s, %.2fx)\n", rounds, best[0], best[1], best[0] / best[1], cpu[0],
                cpu[1], cpu[0] / cpu[1]);
+    if (s == DT_OK && times) {
+        cli_print_breakdown((const char *const[]){"float", "quantized"}, per, mean, 2, rounds);
+        /* what the float parts alone allow: the quantized step minus its linears */
+        double rest = mean[1] - per[1].seconds[DT_OPK_LINEAR] / rounds;
+        printf("  quantized step without its linears: %.3f s -> even free linears give at most %.2fx; "
+               "1.6x needs the quantized linears at <= %.3f s/step (now %.3f s)\n", rest, mean[0] / rest,
+               mean[0] / 1.6 - rest, per[1].seconds[DT_OPK_LINEAR] / rounds);
+    }
     pixart_free(fm);
     return s;
 }
