@@ -570,19 +570,21 @@ dt_status cli_bench_quant_ab(dt_backend *be, const pixart_config *c, pixart_mode
     pixart_model *fm = NULL;
     DT_TRY(pixart_create(be, c, &rnd, &fm, err));
     double best[2] = {1e30, 1e30}, cpu[2] = {1e30, 1e30}, mean[2] = {0, 0};
-    dt_op_times *times = dt_backend_times(be), per[2] = {{{0}}};
+    dt_op_times *times = dt_backend_times(be), per[2];
+    memset(per, 0, sizeof per);
     dt_status s = DT_OK;
     for (int r = 0; r <= rounds && s == DT_OK; r++) /* r == 0 warms both up */
         for (int k = 0; k < 2 && s == DT_OK; k++) {
             dt_arena_reset(arena);
-            dt_op_times before = times ? *times : (dt_op_times){{0}};
+            dt_op_times before;
+            if (times) before = *times;
             double t0 = cli_now(), c0 = cpu_seconds();
             s = pixart_forward(k ? qm : fm, in, arena, out, err);
             double dt = cli_now() - t0, dc = cpu_seconds() - c0;
             if (r > 0 && dt < best[k]) best[k] = dt;
             if (r > 0 && dc < cpu[k]) cpu[k] = dc;
             if (r > 0) mean[k] += dt / rounds;
-            for (int o = 0; r > 0 && times && o < DT_OPK_COUNT; o++) {
+            for (int o = 0; r > 0 && times && o < DT_OPK_COUNT; o++) { /* before is set when times is */
                 per[k].seconds[o] += times->seconds[o] - before.seconds[o];
                 per[k].calls[o] += times->calls[o] - before.calls[o];
             }
