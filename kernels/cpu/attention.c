@@ -34,8 +34,17 @@ static void softmax_rows(float *s, void *p, int64_t gn, int64_t g0, int heads, i
             const float *hb = bias && bias->head ? bias->head + (((g0 + g) % heads) * nq + i) * nk : NULL;
             float rs = scale;
             if (kb || hb) { /* biases add to the scaled scores: scale first, then softmax at 1 */
+                if (kb) {
 #pragma omp simd
-                for (int64_t j = 0; j < nk; j++) row[j] = row[j] * scale + (kb ? kb[j] : 0.0f) + (hb ? hb[j] : 0.0f);
+                    for (int64_t j = 0; j < nk; j++) row[j] = row[j] * scale + kb[j];
+                } else {
+#pragma omp simd
+                    for (int64_t j = 0; j < nk; j++) row[j] *= scale;
+                }
+                if (hb) {
+#pragma omp simd
+                    for (int64_t j = 0; j < nk; j++) row[j] += hb[j];
+                }
                 rs = 1.0f;
             }
             cpu_softmax_row(row, nk, rs, cd == DT_BF16 ? (uint16_t *)p + (g * nq + i) * nk : NULL);
