@@ -4,6 +4,7 @@
 #include "cpu.h"
 #include "vmath.h"
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #define ATTN_SCORE_BYTES ((size_t)48 << 20)
@@ -23,8 +24,9 @@ static void gather_heads(const dt_tensor *t, int64_t g0, int64_t gn, int heads, 
         }
 }
 
+/* tmp: nk floats per thread for the bf16 path's exponentials */
 static void softmax_rows(float *s, void *p, int64_t gn, int64_t g0, int heads, int64_t nq, int64_t nk,
-                         const dt_attn_bias *bias, float scale, dt_dtype cd)
+                         const dt_attn_bias *bias, float scale, dt_dtype cd, float *tmp)
 {
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t g = 0; g < gn; g++)
@@ -47,7 +49,10 @@ static void softmax_rows(float *s, void *p, int64_t gn, int64_t g0, int heads, i
                 }
                 rs = 1.0f;
             }
-            cpu_softmax_row(row, nk, rs, cd == DT_BF16 ? (uint16_t *)p + (g * nq + i) * nk : NULL);
+            if (cd == DT_BF16)
+                cpu_softmax_row(row, nk, rs, tmp + (size_t)omp_get_thread_num() * nk, (uint16_t *)p + (g * nq + i) * nk);
+            else
+                cpu_softmax_row(row, nk, rs, row, NULL);
         }
 }
 
@@ -79,23 +84,25 @@ dt_status cpu_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, 
     size_t limit = be->cfg.attn_block_bytes ? be->cfg.attn_block_bytes : ATTN_SCORE_BYTES;
     int64_t G = (int64_t)(limit / ((size_t)nq * nk * sizeof(float)));
     G = G < 1 ? 1 : (G > bh ? bh : G);
-    /* scratch: Q | K | V (compute dtype) | S (f32) | P (bf16 only) | O (f32) */
+    /* scratch: Q | K | V (compute dtype) | S (f32) | P (bf16 only) | O (f32) | softmax rows (bf16 only) */
     size_t qb = (size_t)G * nq * d * es, kb = (size_t)G * nk * d * es, sb = (size_t)G * nq * nk * 4;
     size_t pb = cd == DT_BF16 ? (size_t)G * nq * nk * 2 : 0, ob = (size_t)G * nq * d * 4;
-    qb = (qb + 63) & ~(size_t)63; kb = (kb + 63) & ~(size_t)63; pb = (pb + 63) & ~(size_t)63;
-    unsigned char *base = cpu_scratch(cb, qb + 2 * kb + sb + pb + ob);
+    size_t tb = cd == DT_BF16 ? (size_t)omp_get_max_threads() * nk * 4 : 0;
+    qb = (qb + 63) & ~(size_t)63; kb = (kb + 63) & ~(size_t)63; pb = (pb + 63) & ~(size_t)63; ob = (ob + 63) & ~(size_t)63;
+    unsigned char *base = cpu_scratch(cb, qb + 2 * kb + sb + pb + ob + tb);
     if (!base) return dt_fail(err, DT_ENOMEM, "attention: out of memory for the score block");
     void *Q = base, *K = base + qb, *V = base + qb + kb;
     float *S = (float *)(base + qb + 2 * kb);
     void *P = pb ? (void *)(base + qb + 2 * kb + sb) : (void *)S;
     float *O = (float *)(base + qb + 2 * kb + sb + pb);
+    float *tmp = (float *)(base + qb + 2 * kb + sb + pb + ob);
     for (int64_t g0 = 0; g0 < bh; g0 += G) {
         int64_t gn = bh - g0 < G ? bh - g0 : G;
         gather_heads(q, g0, gn, heads, d, cd, Q);
         gather_heads(k, g0, gn, heads, d, cd, K);
         gather_heads(v, g0, gn, heads, d, cd, V);
         DT_TRY(cpu_bmm(cb, cd, gn, nq, d, nk, Q, K, 1, S, err));
-        softmax_rows(S, P, gn, g0, heads, nq, nk, bias, scale, cd);
+        softmax_rows(S, P, gn, g0, heads, nq, nk, bias, scale, cd, tmp);
         DT_TRY(cpu_bmm(cb, cd, gn, nq, nk, d, P, V, 0, O, err));
         scatter_heads(O, g0, gn, heads, d, out);
     }

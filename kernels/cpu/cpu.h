@@ -35,11 +35,12 @@ dnnl_data_type_t cpu_dnnl_dt(dt_dtype t);
 dnnl_status_t cpu_reorder(cpu_backend *cb, const dnnl_memory_desc_t *smd, const void *s,
                           const dnnl_memory_desc_t *dmd, void *d);
 
-/* Softmax of one score row x[0..n) with scores x·scale (scale > 0): the probabilities go to
- * out16 as bf16 (x then holds the unnormalized exponentials) or, out16 NULL, back into x.
- * cpu_softmax_row is the AVX2 path where built with it; _plain is its reference (softmax.c). */
-void cpu_softmax_row(float *x, int64_t n, float scale, uint16_t *out16);
-void cpu_softmax_row_plain(float *x, int64_t n, float scale, uint16_t *out16);
+/* Softmax of one score row x[0..n) with scores x·scale (scale > 0). The exponentials go to
+ * e (n floats; may be x); with out16 the probabilities are rounded to bf16 there (e is then
+ * scratch), without it they are left in e. cpu_softmax_row is the AVX2 path where built
+ * with it; _plain is its reference (softmax.c). */
+void cpu_softmax_row(const float *x, int64_t n, float scale, float *e, uint16_t *out16);
+void cpu_softmax_row_plain(const float *x, int64_t n, float scale, float *e, uint16_t *out16);
 
 /* f32 -> bf16, n elements, threaded. */
 void cpu_f32_to_bf16(const float *src, uint16_t *dst, size_t n);

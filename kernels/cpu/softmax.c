@@ -4,7 +4,9 @@
  * and their sum, then one pass that normalizes and (for bf16 attention) rounds to bf16
  * straight into P. The AVX2 version does the same three passes on 8 lanes with vm_exp's
  * range reduction and polynomial (FMA-contracted, and its sum in another order), so it
- * agrees with the plain one to a few ulp, tested so. It was written because the attention
+ * agrees with the plain one to a few ulp, tested so. For bf16 the exponentials go to a
+ * scratch row the caller keeps in L1, so the f32 scores are only read: writing them back
+ * would send the whole score block (4 MB a head at 1024 tokens) back to memory. It was written because the attention
  * softmax took about a third of the attention time of a PixArt step at 512 px here, more
  * than either attention matmul beyond its floor. */
 #include "cpu.h"
@@ -23,7 +25,7 @@ static inline uint16_t bf16_round(float f)
     return (uint16_t)(u >> 16);
 }
 
-void cpu_softmax_row_plain(float *x, int64_t n, float scale, uint16_t *out16)
+void cpu_softmax_row_plain(const float *x, int64_t n, float scale, float *e, uint16_t *out16)
 {
     float mx = -INFINITY, sum = 0.0f;
 #pragma omp simd reduction(max : mx)
@@ -31,17 +33,17 @@ void cpu_softmax_row_plain(float *x, int64_t n, float scale, uint16_t *out16)
     mx *= scale; /* scale > 0: max commutes with it */
 #pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < n; j++) {
-        float e = vm_exp(x[j] * scale - mx);
-        x[j] = e;
-        sum += e;
+        float v = vm_exp(x[j] * scale - mx);
+        e[j] = v;
+        sum += v;
     }
     float inv = 1.0f / sum;
     if (out16) {
 #pragma omp simd
-        for (int64_t j = 0; j < n; j++) out16[j] = bf16_round(x[j] * inv);
+        for (int64_t j = 0; j < n; j++) out16[j] = bf16_round(e[j] * inv);
     } else {
 #pragma omp simd
-        for (int64_t j = 0; j < n; j++) x[j] *= inv;
+        for (int64_t j = 0; j < n; j++) e[j] *= inv;
     }
 }
 
@@ -91,9 +93,9 @@ static inline __m128i bf16x8(__m256 v)
     return _mm_packus_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
 }
 
-void cpu_softmax_row(float *x, int64_t n, float scale, uint16_t *out16)
+void cpu_softmax_row(const float *x, int64_t n, float scale, float *e, uint16_t *out16)
 {
-    if (n < 8) { cpu_softmax_row_plain(x, n, scale, out16); return; }
+    if (n < 8) { cpu_softmax_row_plain(x, n, scale, e, out16); return; }
     int64_t n8 = n & ~(int64_t)7, j;
     __m256 m = _mm256_loadu_ps(x);
     for (j = 8; j < n8; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + j));
@@ -103,26 +105,29 @@ void cpu_softmax_row(float *x, int64_t n, float scale, uint16_t *out16)
     const __m256 vs = _mm256_set1_ps(scale), vm = _mm256_set1_ps(-mx);
     __m256 acc = _mm256_setzero_ps();
     for (j = 0; j < n8; j += 8) {
-        __m256 e = exp8(_mm256_fmadd_ps(_mm256_loadu_ps(x + j), vs, vm));
-        _mm256_storeu_ps(x + j, e);
-        acc = _mm256_add_ps(acc, e);
+        __m256 v = exp8(_mm256_fmadd_ps(_mm256_loadu_ps(x + j), vs, vm));
+        _mm256_storeu_ps(e + j, v);
+        acc = _mm256_add_ps(acc, v);
     }
     float sum = hsum8(acc);
     for (; j < n; j++) {
-        float e = vm_exp(x[j] * scale - mx);
-        x[j] = e;
-        sum += e;
+        float v = vm_exp(x[j] * scale - mx);
+        e[j] = v;
+        sum += v;
     }
     const float inv = 1.0f / sum;
     const __m256 vi = _mm256_set1_ps(inv);
     if (out16) {
-        for (j = 0; j < n8; j += 8) _mm_storeu_si128((__m128i *)(out16 + j), bf16x8(_mm256_mul_ps(_mm256_loadu_ps(x + j), vi)));
-        for (; j < n; j++) out16[j] = bf16_round(x[j] * inv);
+        for (j = 0; j < n8; j += 8) _mm_storeu_si128((__m128i *)(out16 + j), bf16x8(_mm256_mul_ps(_mm256_loadu_ps(e + j), vi)));
+        for (; j < n; j++) out16[j] = bf16_round(e[j] * inv);
     } else {
-        for (j = 0; j < n8; j += 8) _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), vi));
-        for (; j < n; j++) x[j] *= inv;
+        for (j = 0; j < n8; j += 8) _mm256_storeu_ps(e + j, _mm256_mul_ps(_mm256_loadu_ps(e + j), vi));
+        for (; j < n; j++) e[j] *= inv;
     }
 }
 #else
-void cpu_softmax_row(float *x, int64_t n, float scale, uint16_t *out16) { cpu_softmax_row_plain(x, n, scale, out16); }
+void cpu_softmax_row(const float *x, int64_t n, float scale, float *e, uint16_t *out16)
+{
+    cpu_softmax_row_plain(x, n, scale, e, out16);
+}
 #endif

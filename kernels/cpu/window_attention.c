@@ -9,6 +9,7 @@
 #include "cpu.h"
 #include "vmath.h"
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #define WATTN_SCORE_BYTES ((size_t)48 << 20)
@@ -35,7 +36,8 @@ static void gather_rows(const dt_tensor *t, int64_t g0, int64_t gn, int heads, i
 }
 
 /* softmax over the band part of each score row; zero elsewhere (P may alias S for f32) */
-static void band_softmax(float *s, void *p, int64_t gn, const wgeom *G, int64_t q0, int64_t k0, float scale)
+/* tmp: span floats per thread for the bf16 path's exponentials */
+static void band_softmax(float *s, void *p, int64_t gn, const wgeom *G, int64_t q0, int64_t k0, float scale, float *tmp)
 {
     int64_t R = G->R, span = G->span;
 #pragma omp parallel for collapse(2) schedule(static)
@@ -53,7 +55,10 @@ static void band_softmax(float *s, void *p, int64_t gn, const wgeom *G, int64_t 
                 memset(row, 0, (size_t)lo * sizeof(float));
                 memset(row + hi + 1, 0, (size_t)(span - hi - 1) * sizeof(float));
             }
-            cpu_softmax_row(row + lo, hi - lo + 1, scale, prow ? prow + lo : NULL);
+            if (prow)
+                cpu_softmax_row(row + lo, hi - lo + 1, scale, tmp + (size_t)omp_get_thread_num() * span, prow + lo);
+            else
+                cpu_softmax_row(row + lo, hi - lo + 1, scale, row + lo, NULL);
         }
 }
 
@@ -93,16 +98,19 @@ dt_status cpu_window_attention(dt_backend *be, const dt_tensor *q, const dt_tens
     size_t es = dt_dtype_size(G.cd);
     int64_t gmax = (int64_t)(WATTN_SCORE_BYTES / ((size_t)R * span * sizeof(float)));
     gmax = gmax < 1 ? 1 : (gmax > bh ? bh : gmax);
-    /* scratch: Q | K | V (compute dtype) | S (f32) | P (bf16 only) | O (f32) */
+    /* scratch: Q | K | V (compute dtype) | S (f32) | P (bf16 only) | O (f32) | softmax rows (bf16 only) */
     size_t qb = (size_t)gmax * R * d * es, kb = (size_t)gmax * span * d * es, sb = (size_t)gmax * R * span * 4;
     size_t pb = G.cd == DT_BF16 ? (size_t)gmax * R * span * 2 : 0, ob = (size_t)gmax * R * d * 4;
+    size_t tb = G.cd == DT_BF16 ? (size_t)omp_get_max_threads() * span * 4 : 0;
     qb = (qb + 63) & ~(size_t)63; kb = (kb + 63) & ~(size_t)63; sb = (sb + 63) & ~(size_t)63; pb = (pb + 63) & ~(size_t)63;
-    unsigned char *base = cpu_scratch(cb, qb + 2 * kb + sb + pb + ob);
+    ob = (ob + 63) & ~(size_t)63;
+    unsigned char *base = cpu_scratch(cb, qb + 2 * kb + sb + pb + ob + tb);
     if (!base) return dt_fail(err, DT_ENOMEM, "window_attention: out of memory for the score block");
     void *Q = base, *K = base + qb, *V = base + qb + kb;
     float *S = (float *)(base + qb + 2 * kb);
     void *P = pb ? (void *)(base + qb + 2 * kb + sb) : (void *)S;
     float *O = (float *)(base + qb + 2 * kb + sb + pb);
+    float *tmp = (float *)(base + qb + 2 * kb + sb + pb + ob);
     for (int64_t g0 = 0; g0 < bh; g0 += gmax) {
         int64_t gn = bh - g0 < gmax ? bh - g0 : gmax;
         for (int64_t t0 = 0; t0 < N; t0 += R) {
@@ -113,7 +121,7 @@ dt_status cpu_window_attention(dt_backend *be, const dt_tensor *q, const dt_tens
             gather_rows(k, g0, gn, heads, d, k0, span, G.cd, K);
             gather_rows(v, g0, gn, heads, d, k0, span, G.cd, V);
             DT_TRY(cpu_bmm(cb, G.cd, gn, R, d, span, Q, K, 1, S, err));
-            band_softmax(S, P, gn, &G, q0, k0, scale);
+            band_softmax(S, P, gn, &G, q0, k0, scale, tmp);
             DT_TRY(cpu_bmm(cb, G.cd, gn, R, span, d, P, V, 0, O, err));
             scatter_rows(O, g0, gn, heads, d, q0, R, out);
         }
