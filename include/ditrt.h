@@ -54,6 +54,11 @@ typedef struct {
                                 * name (see `ditrt txt2img --list-solvers`), with the folder's
                                 * betas and spacing (image pipelines) */
     int karras;                /* Karras sigmas, for solvers that have them */
+    const char *quant_dir;     /* NULL: float; else a plan folder from `ditrt quantize` (ViDiT-Q
+                                * W8A8/W4A8/mixed): the transformer's linears are built from it */
+    const char *attn_plan;     /* NULL: full attention; else a DiTFastAttn plan (JSON from `ditrt
+                                * calibrate-attn`) used by every generation, whose steps must
+                                * then equal the plan's */
 } dit_ctx_params;
 
 void dit_ctx_params_init(dit_ctx_params *p);

@@ -6,6 +6,8 @@
 #include "pipeline.h"
 #include "pipeline_video.h"
 #include "modeldir.h"
+#include "fastattn.h"
+#include "quantize.h"
 #include "models/latte.h"
 #include "../schedulers/scheduler.h"
 #include <omp.h>
@@ -17,6 +19,8 @@ struct dit_ctx {
     dt_pipeline *p;
     dt_video_pipeline *vp; /* a video pipeline's context instead */
     int threads;
+    dt_attn_plan plan; /* DiTFastAttn, when has_plan */
+    int has_plan;
     atomic_int cancel;
     char msg[DITRT_ERRMSG_MAX];
 };
@@ -56,14 +60,17 @@ ditrt_status dit_ctx_create(const dit_ctx_params *p, dit_ctx **out)
     if (!parse_dtype(p->dtype, &cfg.dtype)) dt_fail(&err, DT_EINVAL, "dtype: expected f32 or bf16, got \"%s\"", p->dtype);
     else if (!parse_dtype(p->text_dtype, &cfg.text_dtype)) dt_fail(&err, DT_EINVAL, "text_dtype: expected f32 or bf16, got \"%s\"", p->text_dtype);
     else if (video && (p->solver || p->karras)) dt_fail(&err, DT_EUNSUPPORTED, "solver: video pipelines use their folder's scheduler");
-    else {
+    else if (p->attn_plan && dt_attn_plan_load(p->attn_plan, &c->plan, &err) == DT_OK) c->has_plan = 1;
+    if (err.status == DT_OK) {
         c->threads = p->threads;
         if (p->threads > 0) omp_set_num_threads(p->threads);
-        if (video) {
-            dt_video_pipeline_config vc = {.model_dir = p->model_dir, .dtype = cfg.dtype, .text_dtype = cfg.text_dtype,
-                                           .threads = p->threads};
-            dt_video_pipeline_load(&vc, &c->vp, &err);
-        } else dt_pipeline_load(&cfg, &c->p, &err);
+        dt_quantizer qz;
+        if (p->quant_dir && dt_quantizer_open_plan(p->quant_dir, &qz, &err) == DT_OK) cfg.quant = &qz;
+        dt_video_pipeline_config vc = {.model_dir = p->model_dir, .dtype = cfg.dtype, .text_dtype = cfg.text_dtype,
+                                       .threads = p->threads, .quant = cfg.quant};
+        if (err.status == DT_OK && video) dt_video_pipeline_load(&vc, &c->vp, &err);
+        else if (err.status == DT_OK) dt_pipeline_load(&cfg, &c->p, &err);
+        if (cfg.quant) dt_quantizer_close_plan(&qz); /* the layers are built; the plan is no longer needed */
     }
     set_msg(c, &err);
     return err.status;
@@ -74,6 +81,7 @@ void dit_ctx_free(dit_ctx *c)
     if (!c) return;
     dt_pipeline_free(c->p);
     dt_video_pipeline_free(c->vp);
+    if (c->has_plan) dt_attn_plan_free(&c->plan);
     free(c);
 }
 
@@ -138,7 +146,8 @@ ditrt_status dit_generate(dit_ctx *c, const dit_gen_params *p, dit_image **image
                         .height = p->height, .steps = p->steps, .batch = p->batch, .cfg = p->cfg, .seed = p->seed,
                         .vae_tiling = p->vae_tiling, .resolution_binning = p->resolution_binning,
                         .clean_caption = p->clean_caption, .max_sequence_length = p->max_sequence_length,
-                        .force = p->force, .progress = progress_hook, .progress_user = &h, .eta = p->eta};
+                        .force = p->force, .progress = progress_hook, .progress_user = &h, .eta = p->eta,
+                        .attn_plan = c->has_plan ? &c->plan : NULL};
     dt_gen_result res;
     if (dt_pipeline_generate(c->p, &r, &res, &err) == DT_OK) {
         dit_image *im = calloc((size_t)res.batch, sizeof *im);
@@ -173,7 +182,8 @@ ditrt_status dit_generate_video(dit_ctx *c, const dit_gen_params *p, dit_video *
     dt_video_request r = {.prompt = p->prompt, .negative_prompt = p->negative_prompt, .width = p->width,
                           .height = p->height, .frames = p->frames, .steps = p->steps, .batch = p->batch, .cfg = p->cfg,
                           .seed = p->seed, .clean_caption = p->clean_caption, .force = p->force,
-                          .progress = progress_hook, .progress_user = &h, .eta = p->eta};
+                          .progress = progress_hook, .progress_user = &h, .eta = p->eta,
+                          .attn_plan = c->has_plan ? &c->plan : NULL};
     dt_video_result res;
     if (dt_video_pipeline_check(c->vp, &r, &err) == DT_OK && dt_video_pipeline_generate(c->vp, &r, &res, &err) == DT_OK) {
         dit_video *v = calloc((size_t)res.batch, sizeof *v);

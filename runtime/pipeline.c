@@ -58,11 +58,10 @@ static dt_status load_quant_member(dt_pipeline *p, const char *plan_dir, pixart_
 {
     char dir[4096];
     DT_TRY(dt_pipeline_parts_transformer_dir(p->cfg.model_dir, dir, sizeof dir, err));
-    dt_quantizer q = {.mode = DT_QMODE_PLAN};
-    DT_TRY(dt_qplan_load(plan_dir, &q.plan, err));
+    dt_quantizer q;
+    DT_TRY(dt_quantizer_open_plan(plan_dir, &q, err));
     dt_status s = dt_quant_load_pixart(p->parts.be, dir, &q, out, err);
-    dt_qplan_free(q.plan);
-    dt_quantizer_free(&q);
+    dt_quantizer_close_plan(&q);
     return s;
 }
 

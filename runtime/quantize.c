@@ -53,6 +53,20 @@ void dt_quantizer_free(dt_quantizer *q)
     q->nrec = q->reccap = 0;
 }
 
+dt_status dt_quantizer_open_plan(const char *dir, dt_quantizer *q, dt_err *err)
+{
+    memset(q, 0, sizeof *q);
+    q->mode = DT_QMODE_PLAN;
+    return dt_qplan_load(dir, &q->plan, err);
+}
+
+void dt_quantizer_close_plan(dt_quantizer *q)
+{
+    dt_qplan_free(q->plan);
+    q->plan = NULL;
+    dt_quantizer_free(q);
+}
+
 /* Keeps a layer for dt_qplan_save (takes qw; NULL: a float-kept layer of in x out). */
 static dt_status add_record(dt_quantizer *q, const char *name, dt_qweights *qw, int in, int out, uint64_t seed,
                             dt_err *err)

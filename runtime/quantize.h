@@ -72,6 +72,11 @@ void dt_quantizer_reset_counts(dt_quantizer *q);
 const dt_qlayer_stat *dt_quantizer_find(const dt_quantizer *q, const char *name);
 /* Frees the statistics and records (not the plan). */
 void dt_quantizer_free(dt_quantizer *q);
+/* A PLAN-mode quantizer over the plan folder dir (plan.json + weights.safetensors from
+ * `ditrt quantize`), for building a model; the built layers copy what they use, so close it
+ * right after (dt_quantizer_close_plan frees the plan too). */
+dt_status dt_quantizer_open_plan(const char *dir, dt_quantizer *q, dt_err *err);
+void dt_quantizer_close_plan(dt_quantizer *q);
 /* pixart_load() with the transformer's linears routed through q. */
 struct pixart_model;
 dt_status dt_quant_load_pixart(dt_backend *be, const char *dir, dt_quantizer *q, struct pixart_model **out, dt_err *err);

@@ -354,6 +354,74 @@ static void test_batch_outputs(void **state)
     unlink("/tmp/ditrt-b-1.png");
 }
 
+/* Quantization and attention plans through the C API: the image `ditrt txt2img --quant DIR
+ * --attn-plan FILE` writes, byte for byte; a plain context gives another image; a missing
+ * plan folder and a step count the attention plan was not made for are refused by name. */
+static void test_api_quant_and_attn_plan(void **state)
+{
+    (void)state;
+    if (access("./ditrt", X_OK)) { printf("  skipped: ./ditrt is not built (run from the repository root after make)\n"); skip(); }
+    const char *aplan = "tests/fixtures/fastattn/plan_cond.json"; /* 3 layers x 6 steps, as the tiny pipeline */
+    char tmp[64], cmd[1024], out[1024], qdir[256], png[256];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(cmd, sizeof cmd, "%s/prompts.txt", tmp);
+    tu_write_file(cmd, "a red fox\na blue bird\n", 22);
+    snprintf(qdir, sizeof qdir, "%s/plan", tmp);
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 ./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --scheme w8a8 "
+             "--steps 2 --out %s --quiet", tmp, qdir);
+    if (tu_run(tmp, cmd, 0, out, sizeof out)) fail_msg("quantize failed: %s", out);
+    snprintf(png, sizeof png, "%s/cli.png", tmp);
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 ./ditrt txt2img -m " PIPE " --dtype f32 --text-encoder-dtype f32 -q "
+             "-p 'a cat in a hat' --seed 5 --steps 6 --quant %s --attn-plan %s -o %s", qdir, aplan, png);
+    if (tu_run(tmp, cmd, 0, out, sizeof out)) fail_msg("txt2img failed: %s", out);
+
+    dit_ctx_params cp;
+    dit_ctx_params_init(&cp);
+    assert_null(cp.quant_dir);
+    assert_null(cp.attn_plan);
+    cp.model_dir = PIPE;
+    cp.dtype = cp.text_dtype = "f32";
+    cp.quant_dir = qdir;
+    cp.attn_plan = aplan;
+    dit_ctx *c = NULL, *plain = make_ctx("f32");
+    if (dit_ctx_create(&cp, &c) != DITRT_OK) fail_msg("%s", dit_errmsg(c));
+    dit_gen_params gp;
+    dit_gen_params_init(&gp);
+    gp.prompt = "a cat in a hat";
+    gp.seed = 5;
+    gp.steps = 6;
+    dit_image *im, *pim;
+    int n, pn;
+    if (dit_generate(c, &gp, &im, &n) != DITRT_OK) fail_msg("%s", dit_errmsg(c));
+    if (dit_generate(plain, &gp, &pim, &pn) != DITRT_OK) fail_msg("%s", dit_errmsg(plain));
+    dt_image cli;
+    dt_err e = {0};
+    if (dt_image_read(png, &cli, &e) != DT_OK) fail_msg("%s", e.msg);
+    assert_int_equal(cli.width, im[0].width);
+    assert_int_equal(cli.height, im[0].height);
+    size_t nb = (size_t)cli.width * cli.height * 3;
+    assert_memory_equal(cli.rgb, im[0].rgb, nb);
+    assert_memory_not_equal(pim[0].rgb, im[0].rgb, nb);
+    dt_image_free(&cli);
+    dit_images_free(im, n);
+    dit_images_free(pim, pn);
+    gp.steps = 5;
+    expect_gen_error(c, &gp, DITRT_EINVAL, "steps");
+    dit_ctx_free(c);
+    dit_ctx_free(plain);
+
+    const char *bad[2][2] = {{"/no/such/plan", NULL}, {NULL, "/no/such/plan.json"}}; /* quant_dir, attn_plan */
+    for (int i = 0; i < 2; i++) {
+        cp.quant_dir = bad[i][0];
+        cp.attn_plan = bad[i][1];
+        c = NULL;
+        assert_int_not_equal(dit_ctx_create(&cp, &c), DITRT_OK);
+        assert_non_null(strstr(dit_errmsg(c), bad[i][0] ? bad[i][0] : bad[i][1]));
+        dit_ctx_free(c);
+    }
+    tu_rmtree(tmp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -365,6 +433,7 @@ int main(void)
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_cli_errors),
         cmocka_unit_test(test_batch_outputs),
+        cmocka_unit_test(test_api_quant_and_attn_plan),
     };
     return cmocka_run_group_tests_name("pipeline", tests, NULL, NULL);
 }

@@ -60,20 +60,6 @@ dt_status cli_bench_quant_report_flops(dt_backend *be, const dt_quantizer *q, do
 
 /* ---- txt2img --quant DIR ---- */
 
-dt_status cli_quant_open(const char *dir, dt_quantizer *q, dt_err *err)
-{
-    memset(q, 0, sizeof *q);
-    q->mode = DT_QMODE_PLAN;
-    return dt_qplan_load(dir, &q->plan, err);
-}
-
-void cli_quant_close(dt_quantizer *q)
-{
-    dt_qplan_free(q->plan);
-    q->plan = NULL;
-    dt_quantizer_free(q);
-}
-
 /* ---- ditrt quantize ---- */
 
 typedef struct {

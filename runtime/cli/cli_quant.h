@@ -17,9 +17,6 @@ dt_status cli_bench_quant_report_flops(dt_backend *be, const dt_quantizer *q, do
 /* bench --quant: times a float copy of the bench model and the quantized one alternately. */
 dt_status cli_bench_quant_ab(dt_backend *be, const pixart_config *c, pixart_model *qm, const pixart_inputs *in,
                              dt_arena *arena, dt_tensor *out, int rounds, dt_err *err);
-/* txt2img --quant DIR: a PLAN-mode quantizer over the plan in dir; close frees it. */
-dt_status cli_quant_open(const char *dir, dt_quantizer *q, dt_err *err);
-void cli_quant_close(dt_quantizer *q);
 /* `ditrt quantize` */
 int cli_quantize(int argc, char **argv);
 

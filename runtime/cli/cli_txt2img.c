@@ -190,15 +190,15 @@ int cli_txt2img(int argc, char **argv)
     if (a.threads > 0) omp_set_num_threads(a.threads);
     dt_pipeline *p = NULL;
     dt_quantizer qz = {0};
-    if (a.quant && cli_quant_open(a.quant, &qz, &err) != DT_OK) return cli_die(&err);
+    if (a.quant && dt_quantizer_open_plan(a.quant, &qz, &err) != DT_OK) return cli_die(&err);
     if (a.quant) cfg.quant = &qz;
     cli_list zoo = {0};
-    if (a.zoo && cli_split_list("--zoo", a.zoo, &zoo) != 0) { cli_quant_close(&qz); return 2; }
+    if (a.zoo && cli_split_list("--zoo", a.zoo, &zoo) != 0) { dt_quantizer_close_plan(&qz); return 2; }
     cfg.zoo = (const char *const *)zoo.items;
     cfg.nzoo = zoo.n;
     dt_status ls = dt_pipeline_load(&cfg, &p, &err);
     cli_list_free(&zoo);
-    cli_quant_close(&qz); /* the layers are built; the plan is no longer needed */
+    dt_quantizer_close_plan(&qz); /* the layers are built; the plan is no longer needed */
     if (ls != DT_OK) return cli_die(&err);
     if (a.req.eta > 0 && strcmp(dt_pipeline_solver_name(p), "DDIMScheduler")) {
         dt_pipeline_free(p);

@@ -197,11 +197,11 @@ int cli_txt2vid(int argc, char **argv)
     if (a.attn_plan && dt_attn_plan_load(a.attn_plan, &plan, &err) != DT_OK) return cli_die(&err);
     if (a.attn_plan) a.req.attn_plan = &plan;
     dt_quantizer qz = {0};
-    if (a.quant && cli_quant_open(a.quant, &qz, &err) != DT_OK) { dt_attn_plan_free(&plan); return cli_die(&err); }
+    if (a.quant && dt_quantizer_open_plan(a.quant, &qz, &err) != DT_OK) { dt_attn_plan_free(&plan); return cli_die(&err); }
     if (a.quant) cfg.quant = &qz;
     dt_video_pipeline *p = NULL;
     dt_status ls = dt_video_pipeline_load(&cfg, &p, &err);
-    cli_quant_close(&qz); /* the layers are built; the plan is no longer needed */
+    dt_quantizer_close_plan(&qz); /* the layers are built; the plan is no longer needed */
     if (ls == DT_OK && a.req.eta > 0 && strcmp(dt_video_pipeline_solver_name(p), "DDIMScheduler"))
         ls = dt_fail(&err, DT_EINVAL, "--eta: only DDIMScheduler uses eta, the solver is %s", dt_video_pipeline_solver_name(p));
     if (ls != DT_OK) { dt_video_pipeline_free(p); dt_attn_plan_free(&plan); return cli_die(&err); }
