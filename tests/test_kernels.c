@@ -115,6 +115,9 @@ static void test_attention(void **state)
         /* a tiny score-block bound forces one (batch, head) pair per GEMM group */
         check_attention(cds[c], 2, 33, 19, 3, 8, 1, 1, 64);
         check_attention(cds[c], 2, 33, 19, 3, 8, 1, 1, 33 * 19 * 4 * 4);
+        /* one head at a time in blocks of 32 query rows (the last block 1 row; then 32, 32, 6) */
+        check_attention(cds[c], 2, 33, 19, 3, 8, 1, 1, 19 * 4 * 40);
+        check_attention(cds[c], 1, 70, 70, 2, 8, 0, 0, 70 * 4 * 33);
     }
 }
 

@@ -42,6 +42,14 @@ dnnl_status_t cpu_reorder(cpu_backend *cb, const dnnl_memory_desc_t *smd, const 
 void cpu_softmax_row(const float *x, int64_t n, float scale, float *e, uint16_t *out16);
 void cpu_softmax_row_plain(const float *x, int64_t n, float scale, float *e, uint16_t *out16);
 
+/* Attention blocks (attention.c; window_attention.c too): rows [r0, r0+n) of (batch, head)
+ * pairs g0..g0+gn of a [B, N, heads·d] view t, into dst [gn, n, d] in dtype cd; and back from
+ * o [gn, n, d] f32 into out. */
+void cpu_attn_gather_rows(const dt_tensor *t, int64_t g0, int64_t gn, int heads, int64_t d, int64_t r0, int64_t n,
+                          dt_dtype cd, void *dst);
+void cpu_attn_scatter_rows(const float *o, int64_t g0, int64_t gn, int heads, int64_t d, int64_t r0, int64_t n,
+                           dt_tensor *out);
+
 /* f32 -> bf16, n elements, threaded. */
 void cpu_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
 

@@ -20,21 +20,6 @@ typedef struct {
     dt_dtype cd;
 } wgeom;
 
-/* rows [r0, r0+n) of every group g0..g0+gn of t into dst [gn, n, d] (compute dtype) */
-static void gather_rows(const dt_tensor *t, int64_t g0, int64_t gn, int heads, int64_t d, int64_t r0,
-                        int64_t n, dt_dtype cd, void *dst)
-{
-    const float *src = t->data;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t g = 0; g < gn; g++)
-        for (int64_t i = 0; i < n; i++) {
-            int64_t b = (g0 + g) / heads, h = (g0 + g) % heads;
-            const float *row = src + b * t->strides[0] + (r0 + i) * t->strides[1] + h * d;
-            if (cd == DT_BF16) cpu_f32_to_bf16(row, (uint16_t *)dst + (g * n + i) * d, (size_t)d);
-            else memcpy((float *)dst + (g * n + i) * d, row, (size_t)d * sizeof(float));
-        }
-}
-
 /* softmax over the band part of each score row; zero elsewhere (P may alias S for f32) */
 /* tmp: span floats per thread for the bf16 path's exponentials */
 static void band_softmax(float *s, void *p, int64_t gn, const wgeom *G, int64_t q0, int64_t k0, float scale, float *tmp)
@@ -59,19 +44,6 @@ static void band_softmax(float *s, void *p, int64_t gn, const wgeom *G, int64_t 
                 cpu_softmax_row(row + lo, hi - lo + 1, scale, tmp + (size_t)omp_get_thread_num() * span, prow + lo);
             else
                 cpu_softmax_row(row + lo, hi - lo + 1, scale, row + lo, NULL);
-        }
-}
-
-static void scatter_rows(const float *o, int64_t g0, int64_t gn, int heads, int64_t d, int64_t r0, int64_t n,
-                         dt_tensor *out)
-{
-    float *dst = out->data;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t g = 0; g < gn; g++)
-        for (int64_t i = 0; i < n; i++) {
-            int64_t b = (g0 + g) / heads, h = (g0 + g) % heads;
-            memcpy(dst + b * out->strides[0] + (r0 + i) * out->strides[1] + h * d, o + (g * n + i) * d,
-                   (size_t)d * sizeof(float));
         }
 }
 
@@ -117,13 +89,13 @@ dt_status cpu_window_attention(dt_backend *be, const dt_tensor *q, const dt_tens
             int64_t q0 = t0 + R <= N ? t0 : N - R; /* the last tile overlaps its neighbour: same values */
             int64_t k0 = q0 - G.w;
             k0 = k0 < 0 ? 0 : (k0 > N - span ? N - span : k0);
-            gather_rows(q, g0, gn, heads, d, q0, R, G.cd, Q);
-            gather_rows(k, g0, gn, heads, d, k0, span, G.cd, K);
-            gather_rows(v, g0, gn, heads, d, k0, span, G.cd, V);
+            cpu_attn_gather_rows(q, g0, gn, heads, d, q0, R, G.cd, Q);
+            cpu_attn_gather_rows(k, g0, gn, heads, d, k0, span, G.cd, K);
+            cpu_attn_gather_rows(v, g0, gn, heads, d, k0, span, G.cd, V);
             DT_TRY(cpu_bmm(cb, G.cd, gn, R, d, span, Q, K, 1, S, err));
             band_softmax(S, P, gn, &G, q0, k0, scale, tmp);
             DT_TRY(cpu_bmm(cb, G.cd, gn, R, span, d, P, V, 0, O, err));
-            scatter_rows(O, g0, gn, heads, d, q0, R, out);
+            cpu_attn_scatter_rows(O, g0, gn, heads, d, q0, R, out);
         }
     }
     return DT_OK;
