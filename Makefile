@@ -72,8 +72,9 @@ check-slow: $(TESTS)
 	DITRT_SLOW=1 $(MAKE) test
 
 bench: ditrt
-	./ditrt bench transformer --arch pixart-xl-2 --res 512 --dtype bf16
+	./ditrt bench transformer --arch pixart-xl-2 --res 512 --dtype bf16 --breakdown
 	./ditrt bench transformer --arch pixart-xl-2 --res 512 --dtype f32
+	./ditrt bench transformer --arch pixart-xl-2 --res 512 --dtype bf16 --quant w8a8 --breakdown
 
 # The first command on a fresh machine: builds ditrt and draws out/demo.png (32x32) with the
 # small PixArt-Σ-architecture model trained on synthetic shapes (assets/demo-pixart, scripts/demo/),
