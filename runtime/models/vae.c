@@ -12,7 +12,6 @@
 #include <string.h>
 
 #define VAE_EPS 1e-6f                      /* resnet_eps and the GroupNorms of Decoder */
-#define ATTN_SCORE_BYTES ((size_t)48 << 20) /* bound on one attention call's score block */
 #define POOL_LIVE 16                       /* most activations alive at once (5 today) */
 
 typedef struct {
@@ -594,28 +593,19 @@ static dt_tensor rows2d(const act *a, int64_t cols)
     return dt_tensor_view(a->t.data, DT_F32, 2, s);
 }
 
-/* Single-head self-attention over the h·w tokens: softmax(q·kᵀ/√C)·v in query chunks that
- * bound the score block (N² floats would be 1 GiB at a 128x128 latent). */
+/* Single-head self-attention over the h·w tokens: softmax(q·kᵀ/√C)·v. The backend bounds
+ * the score block itself (N² floats would be 1 GiB at a 128x128 latent). */
 static dt_status attend(vae_run *r, const act *qkv, act *o, dt_err *err)
 {
     dt_backend *be = r->be;
     int64_t B = qkv->t.shape[0], N = qkv->t.shape[1] * qkv->t.shape[2], C = o->t.shape[3];
-    size_t limit = be->cfg.attn_block_bytes ? be->cfg.attn_block_bytes : ATTN_SCORE_BYTES;
-    int64_t chunk = (int64_t)(limit / ((size_t)N * sizeof(float)));
-    chunk = chunk < 1 ? 1 : (chunk > N ? N : chunk);
-    float scale = 1.0f / sqrtf((float)C);
-    for (int64_t q0 = 0; q0 < N; q0 += chunk) {
-        int64_t nq = N - q0 < chunk ? N - q0 : chunk;
-        int64_t qs[3] = {B, nq, C}, ks[3] = {B, N, C};
-        float *base = qkv->t.data;
-        dt_tensor q = dt_tensor_view(base + q0 * 3 * C, DT_F32, 3, qs), k = dt_tensor_view(base + C, DT_F32, 3, ks),
-                  v = dt_tensor_view(base + 2 * C, DT_F32, 3, ks), out = dt_tensor_view((float *)o->t.data + q0 * C, DT_F32, 3, qs);
-        q.strides[0] = k.strides[0] = v.strides[0] = N * 3 * C;
-        q.strides[1] = k.strides[1] = v.strides[1] = 3 * C;
-        out.strides[0] = N * C;
-        DT_TRY(be->ops->attention(be, &q, &k, &v, NULL, 1, scale, &out, err));
-    }
-    return DT_OK;
+    int64_t s3[3] = {B, N, C};
+    float *base = qkv->t.data;
+    dt_tensor q = dt_tensor_view(base, DT_F32, 3, s3), k = dt_tensor_view(base + C, DT_F32, 3, s3),
+              v = dt_tensor_view(base + 2 * C, DT_F32, 3, s3), out = dt_tensor_view(o->t.data, DT_F32, 3, s3);
+    q.strides[0] = k.strides[0] = v.strides[0] = N * 3 * C;
+    q.strides[1] = k.strides[1] = v.strides[1] = 3 * C;
+    return be->ops->attention(be, &q, &k, &v, NULL, 1, 1.0f / sqrtf((float)C), &out, err);
 }
 
 /* The mid block's Attention: x += to_out(attn(group_norm(x))). */
