@@ -1,9 +1,10 @@
 /* Attention as two batched GEMMs per block of (batch, head) pairs and query rows, with a
  * softmax pass between them. Heads are gathered into contiguous [G, R, d] blocks in the
  * compute dtype. The f32 score block (G heads x R rows x Nk keys) is bounded
- * (ATTN_SCORE_BYTES): memory stays flat as N grows, and the block the QK^T GEMM writes is
- * still in cache when the softmax reads it (at 48 MB it went to DRAM and back). Whole heads
- * are grouped while one fits; past that, one head at a time in blocks of query rows. */
+ * (ATTN_SCORE_BYTES) so memory stays flat as N grows: whole heads are grouped while one
+ * fits, past that one head at a time in blocks of query rows (at 4096 tokens one head's
+ * scores alone are 64 MB). Speed hardly depends on the bound here: 1 to 48 MB measured
+ * within noise at 1024 and 4096 tokens (bf16, one thread). */
 #include "cpu.h"
 #include "vmath.h"
 #include <math.h>
