@@ -16,7 +16,7 @@ typedef struct {
     dt_device device;
     dt_dtype compute; /* DT_F32 or DT_BF16 */
     int threads;      /* 0: all cores */
-    size_t attn_block_bytes; /* attention score block bound (f32 scores of one GEMM pair); 0: default (4 MB) */
+    size_t attn_block_bytes; /* attention score block bound (f32 scores of one GEMM pair); 0: default (48 MB) */
 } dt_backend_config;
 
 /* Additive attention-score biases; either may be NULL. */

@@ -3,15 +3,16 @@
  * compute dtype. The f32 score block (G heads x R rows x Nk keys) is bounded
  * (ATTN_SCORE_BYTES) so memory stays flat as N grows: whole heads are grouped while one
  * fits, past that one head at a time in blocks of query rows (at 4096 tokens one head's
- * scores alone are 64 MB). Speed hardly depends on the bound here: 1 to 48 MB measured
- * within noise at 1024 and 4096 tokens (bf16, one thread). */
+ * scores alone are 64 MB). Smaller bounds did not pay here: 1 to 48 MB were within noise on
+ * one thread, and on two 4 MB blocks ran 1.3x slower than 48 MB at 1024 tokens (more,
+ * smaller GEMMs and parallel regions). */
 #include "cpu.h"
 #include "vmath.h"
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
-#define ATTN_SCORE_BYTES ((size_t)4 << 20)
+#define ATTN_SCORE_BYTES ((size_t)48 << 20)
 
 void cpu_attn_gather_rows(const dt_tensor *t, int64_t g0, int64_t gn, int heads, int64_t d, int64_t r0, int64_t n,
                           dt_dtype cd, void *dst)
