@@ -157,6 +157,8 @@ def main():
                     "plus K x the x0 MSE (K = 1: the v-prediction loss); 0: the plain epsilon loss")
     ap.add_argument("--x0-cap", type=float, default=200.0, help="the --x0-weight factor 1/SNR is capped here "
                     "(200: SNR 0.005, t ~ 725 on the linear schedule; above it the x0 weight falls with SNR)")
+    ap.add_argument("--drop", type=float, default=DROP_CAPTION, help="share of captions replaced by \"\" "
+                    "(trains the unconditional half of CFG)")
     ap.add_argument("--pair-reverse", action="store_true", help="the second half of each batch's moving clips "
                     "are the first half reversed in time with the opposite direction word (needs --still)")
     a = ap.parse_args()
@@ -240,7 +242,7 @@ def main():
         twin = torch.arange(nb - n_pair, nb)
         x0 = torch.cat([x0, x0[twin].flip(2)])  # dim 2 is the frame axis
         ci = torch.cat([ci, rev_ids[ci[twin]]])
-        drop = torch.rand(a.batch, generator=gen) < DROP_CAPTION
+        drop = torch.rand(a.batch, generator=gen) < a.drop
         ids = torch.where(drop[:, None], empty.input_ids, enc.input_ids[ci])
         t5_mask = torch.where(drop[:, None], empty.attention_mask, enc.attention_mask[ci])
         # cross-attention sees the caption's own tokens; a dropped caption is "" padded to that
