@@ -96,6 +96,7 @@ def batch(rng, n):
 FRAMES = 8
 TRAVEL = 12.0
 DIRECTIONS = {"right": (1, 0), "left": (-1, 0), "up": (0, -1), "down": (0, 1)}  # image y grows downward
+OPPOSITE = {d: next(e for e, v in DIRECTIONS.items() if v == (-u[0], -u[1])) for d, u in DIRECTIONS.items()}
 STATIC_FRACTION = 0.25  # clips of a still shape, captioned like the images ("... on the left ...")
 
 
@@ -105,6 +106,16 @@ def video_caption(color, shape, direction, bg):
 
 def all_video_captions():
     return [video_caption(c, s, d, b) for c in COLORS for s in SHAPES for d in DIRECTIONS for b in BACKGROUNDS]
+
+
+def reversed_caption(cap):
+    """The caption of a clip played backwards: a moving shape's direction flipped (a reversed clip of
+    render_clip is exactly a clip toward the opposite direction); other captions unchanged."""
+    words = cap.split()
+    if "moving" in words:
+        i = words.index("moving") + 1
+        words[i] = OPPOSITE[words[i]]
+    return " ".join(words)
 
 
 def render_clip(color, shape, direction, bg, rng):

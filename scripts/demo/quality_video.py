@@ -37,7 +37,7 @@ DIR_OF_UNIT = {v: k for k, v in dataset.DIRECTIONS.items()}  # (1, 0) -> "rightw
 KEYS = ("color", "shape", "bg", "direction")
 
 
-def prompt_set():
+def prompt_set(seed_base=2000):
     """[(caption, attrs dict, seed)]: 60 prompts, deterministic."""
     out, i = [], 0
     bgs = list(dataset.BACKGROUNDS)
@@ -46,7 +46,7 @@ def prompt_set():
             for di, direction in enumerate(DIRS):
                 bg = bgs[(ci + si + di) % len(bgs)]
                 out.append((dataset.video_caption(color, shape, direction, bg),
-                            dict(color=color, shape=shape, direction=direction, bg=bg), 2000 + i))
+                            dict(color=color, shape=shape, direction=direction, bg=bg), seed_base + i))
                 i += 1
     return out
 
@@ -136,12 +136,14 @@ def main():
     ap.add_argument("--self-test", action="store_true", help="score the dataset's own clips instead")
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("--extra", help="more ditrt txt2vid arguments")
+    ap.add_argument("--seed-base", type=int, default=2000, help="seeds SEED_BASE.. (2000: the held set; another "
+                    "base gives a second set, e.g. to pick a checkpoint without tuning on the held one)")
     a = ap.parse_args()
     keep = a.keep or tempfile.mkdtemp(prefix="ditrt-quality-video-")
     os.makedirs(keep, exist_ok=True)
     gen = DiffusersGen(a) if a.sampler == "diffusers" and not a.self_test else None
     results = []
-    for i, (prompt, want, seed) in enumerate(prompt_set()):
+    for i, (prompt, want, seed) in enumerate(prompt_set(a.seed_base)):
         path = os.path.join(keep, f"{i:02d}")
         if a.self_test:
             frames = dataset.render_clip(want["color"], want["shape"], want["direction"], want["bg"],

@@ -2,7 +2,7 @@
 # Retrains the demo model from scratch and rebuilds assets/demo-pixart (issue 8), as the committed
 # weights were made. One CPU thread per script, seeded; the runs are time-budgeted (see
 # scripts/demo/README.md), so a re-run on a faster or slower machine trains for more or fewer
-# steps. About 65 minutes for the image models, about 65 more for the video model.
+# steps. About 65 minutes for the image models, about 80 more for the video model.
 set -eu
 cd "$(dirname "$0")/../.."
 work=${1:-build/demo-train}
@@ -32,4 +32,10 @@ $py scripts/demo/assemble.py "$work" assets/demo-pixart-small --small
 $fast $py scripts/demo/train_latte.py "$work" --minutes 42 --max-steps 1414 --init assets/demo-pixart
 cp -r "$work/ckpt-latte" "$work/ckpt-latte-phase1"
 $fast $py scripts/demo/train_latte.py "$work" --minutes 40 --resume "$work/ckpt-latte-phase1" --lr 1e-3 --focus 0.5
+# Phase 3: x0-space loss at the high noise levels (capped) and time-reversed twins with the
+# opposite direction word; the committed weights are its step-2421 checkpoint (~16 of 45 minutes;
+# the later ones scored lower, see scripts/demo/README.md).
+cp -r "$work/ckpt-latte" "$work/ckpt-latte-phase2"
+$fast $py scripts/demo/train_latte.py "$work" --minutes 45 --max-steps 2421 --resume "$work/ckpt-latte-phase2" \
+  --lr 5e-4 --still 0.125 --pair-reverse --x0-weight 1 --x0-cap 200 --save-every 240
 $py scripts/demo/assemble.py "$work" assets/demo-latte --latte

@@ -25,6 +25,14 @@ from old ones). --focus draws part of each batch from the mid-to-high noise leve
 clip's layout (and so its motion) is decided: with plain uniform timesteps the model first
 learned coherent but still clips (see scripts/demo/README.md). --still sets the share of still
 clips in each batch (they come first, so the --focus part is all moving clips).
+--x0-weight K adds K x the x0-space error to the epsilon loss (per clip: eps MSE x (1 + K min(1/SNR(t),
+--x0-cap)); uncapped, K = 1 is the v-prediction loss), so the high noise levels, where the epsilon loss
+weights the x0 error by SNR ~ 0, teach the clip's layout; the model still predicts epsilon. The cap
+is needed because x0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar) magnifies the eps error
+158x at t = 999: uncapped, the loss rose from the first steps. --pair-reverse makes
+half of each batch's moving clips the other half played backwards with the opposite direction
+word (same posterior sample, noise and timestep): the word and the frame order are then the only
+difference between the two, so the loss can only drop by reading the word.
 """
 import argparse
 import copy
@@ -145,7 +153,16 @@ def main():
     ap.add_argument("--focus", type=float, default=0.0,
                     help="fraction of each batch whose timesteps are drawn from [FOCUS_LO, FOCUS_HI) only: the "
                     "noise levels (SNR ~1.9 .. 0.01) where the layout, and so the motion, is decided")
+    ap.add_argument("--x0-weight", type=float, default=0.0, help="K: loss = eps MSE x (1 + K / SNR(t)), i.e. "
+                    "plus K x the x0 MSE (K = 1: the v-prediction loss); 0: the plain epsilon loss")
+    ap.add_argument("--x0-cap", type=float, default=200.0, help="the --x0-weight factor 1/SNR is capped here "
+                    "(200: SNR 0.005, t ~ 725 on the linear schedule; above it the x0 weight falls with SNR)")
+    ap.add_argument("--drop", type=float, default=DROP_CAPTION, help="share of captions replaced by \"\" "
+                    "(trains the unconditional half of CFG)")
+    ap.add_argument("--pair-reverse", action="store_true", help="the second half of each batch's moving clips "
+                    "are the first half reversed in time with the opposite direction word (needs --still)")
     a = ap.parse_args()
+    assert not a.pair_reverse or a.still >= 0, "--pair-reverse needs --still"
     torch.set_num_threads(1)
     torch.manual_seed(0)
     transformers.logging.set_verbosity_error()
@@ -180,7 +197,7 @@ def main():
         torch.save((means, stds, caps), cache)
     del vae
     print(f"pool: {len(caps)} clips {tuple(means.shape[1:])} in {time.time() - t_start:.0f}s", flush=True)
-    uniq = sorted(set(caps))
+    uniq = sorted(set(caps) | {dataset.reversed_caption(c) for c in caps})
     enc = tok(uniq, max_length=TEXT_LEN, padding="max_length", truncation=True, return_tensors="pt")
     empty = tok([""], max_length=TEXT_LEN, padding="max_length", return_tensors="pt")
     cap_index = {c: i for i, c in enumerate(uniq)}
@@ -189,6 +206,8 @@ def main():
     moving = torch.tensor([" moving " in c for c in caps])
     still_idx, moving_idx = torch.nonzero(~moving)[:, 0], torch.nonzero(moving)[:, 0]
     n_still = int(round(a.still * a.batch))
+    n_pair = (a.batch - n_still) // 2 if a.pair_reverse else 0  # moving clips that get a reversed twin
+    rev_ids = torch.tensor([cap_index[dataset.reversed_caption(c)] for c in uniq])
     if a.still >= 0:
         print(f"batch: {n_still} of {a.batch} from the {len(still_idx)} still clips, the rest from the "
               f"{len(moving_idx)} moving ones", flush=True)
@@ -212,14 +231,18 @@ def main():
         frac = (time.time() - t0) / budget
         for pg in opt.param_groups:
             pg["lr"] = a.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
+        nb = a.batch - n_pair  # clips drawn; the last n_pair moving ones are then repeated reversed
         if a.still < 0:
-            idx = torch.randint(len(caps), (a.batch,), generator=gen)
+            idx = torch.randint(len(caps), (nb,), generator=gen)
         else:
             idx = torch.cat([still_idx[torch.randint(len(still_idx), (n_still,), generator=gen)],
-                             moving_idx[torch.randint(len(moving_idx), (a.batch - n_still,), generator=gen)]])
+                             moving_idx[torch.randint(len(moving_idx), (nb - n_still,), generator=gen)]])
         x0 = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen)) * sf
         ci = cap_ids[idx]
-        drop = torch.rand(a.batch, generator=gen) < DROP_CAPTION
+        twin = torch.arange(nb - n_pair, nb)
+        x0 = torch.cat([x0, x0[twin].flip(2)])  # dim 2 is the frame axis
+        ci = torch.cat([ci, rev_ids[ci[twin]]])
+        drop = torch.rand(a.batch, generator=gen) < a.drop
         ids = torch.where(drop[:, None], empty.input_ids, enc.input_ids[ci])
         t5_mask = torch.where(drop[:, None], empty.attention_mask, enc.attention_mask[ci])
         # cross-attention sees the caption's own tokens; a dropped caption is "" padded to that
@@ -227,16 +250,21 @@ def main():
         keep = (pos[None] < lengths[ci][:, None]).float()
         bias = ((1 - keep) * -10000.0).repeat_interleave(Fr, 0)[:, None, :]
         # stratified timesteps (lower variance for a small batch); the last n_f over the focus range only
-        n_f = int(round(a.focus * a.batch))
-        u = (torch.arange(a.batch - n_f) + torch.rand(a.batch - n_f, generator=gen)) / (a.batch - n_f) * 1000
+        n_f = int(round(a.focus * nb))
+        u = (torch.arange(nb - n_f) + torch.rand(nb - n_f, generator=gen)) / (nb - n_f) * 1000
         u_f = FOCUS_LO + (FOCUS_HI - FOCUS_LO) * (torch.arange(n_f) + torch.rand(n_f, generator=gen)) / max(n_f, 1)
         t = torch.cat([u, u_f]).long().clamp(max=999)
-        eps = torch.randn(x0.shape, generator=gen)
+        eps = torch.randn((nb,) + x0.shape[1:], generator=gen)
+        t, eps = torch.cat([t, t[twin]]), torch.cat([eps, eps[twin]])  # a twin shares its noise and timestep
         at = ac[t].view(-1, 1, 1, 1, 1)
         xt = at.sqrt() * x0 + (1 - at).sqrt() * eps
         txt = te(input_ids=ids, attention_mask=t5_mask).last_hidden_state
         pred = dit(xt, encoder_hidden_states=txt, encoder_attention_mask=bias, timestep=t, return_dict=False)[0]
-        loss = F.mse_loss(pred[:, :C], eps)
+        if a.x0_weight:
+            per_clip = ((pred[:, :C] - eps) ** 2).mean(dim=(1, 2, 3, 4))
+            loss = (per_clip * (1 + a.x0_weight * ((1 - ac[t]) / ac[t]).clamp(max=a.x0_cap))).mean()
+        else:
+            loss = F.mse_loss(pred[:, :C], eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
