@@ -150,6 +150,21 @@ static void test_info(void **state)
     expect_fail("./ditrt bench transformer --arch sd15", "--arch", NULL);
 }
 
+/* `ditrt CMD --help` prints the usage (every command's options) and exits 0; a prompt that
+ * happens to be "--help" is still a prompt. */
+static void test_help(void **state)
+{
+    (void)state;
+    const char *cmds[] = {"txt2img --help", "txt2vid -h", "quantize --help", "bench transformer --help", "eval transformer -h"};
+    char cmd[512], out[8192];
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+        snprintf(cmd, sizeof cmd, "./ditrt %s", cmds[i]);
+        assert_int_equal(tu_run(tmp, cmd, 1, out, sizeof out), 0);
+        if (!strstr(out, "usage: ditrt") || !strstr(out, "txt2img -m MODEL_DIR")) fail_msg("%s printed: %s", cmd, out);
+    }
+    expect_fail("./ditrt txt2img -p --help", "-m", NULL); /* the prompt is "--help"; the model is missing */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -157,6 +172,7 @@ int main(void)
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_failed_run_keeps_existing_output),
         cmocka_unit_test(test_info),
+        cmocka_unit_test(test_help),
     };
     return cmocka_run_group_tests_name("cli", tests, setup, teardown);
 }

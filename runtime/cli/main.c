@@ -197,11 +197,20 @@ double cli_now(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+static int is_help(const char *a) { return !strcmp(a, "-h") || !strcmp(a, "--help"); }
+
 int main(int argc, char **argv)
 {
-    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+    if (argc < 2 || is_help(argv[1])) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
+    }
+    /* `ditrt CMD --help` (and `ditrt bench|eval TARGET --help`): the usage, which lists every
+     * command's options, on stdout; only right after the command so a value can be "--help" */
+    int two_word = !strcmp(argv[1], "bench") || !strcmp(argv[1], "eval");
+    if ((argc > 2 && is_help(argv[2])) || (two_word && argc > 3 && is_help(argv[3]))) {
+        usage(stdout);
+        return 0;
     }
     if (!strcmp(argv[1], "txt2img")) return cli_txt2img(argc - 1, argv + 1);
     if (!strcmp(argv[1], "search-models")) return cli_search_models(argc - 1, argv + 1);
