@@ -2,6 +2,7 @@
 #ifndef DT_CPU_H
 #define DT_CPU_H
 #include <dnnl.h>
+#include <string.h>
 #include "../backend.h"
 
 #define CPU_BMM_CACHE 32
@@ -49,6 +50,15 @@ void cpu_attn_gather_rows(const dt_tensor *t, int64_t g0, int64_t gn, int heads,
                           dt_dtype cd, void *dst);
 void cpu_attn_scatter_rows(const float *o, int64_t g0, int64_t gn, int heads, int64_t d, int64_t r0, int64_t n,
                            dt_tensor *out);
+
+/* One f32 -> bf16, round to nearest even (no NaN handling: activations and probabilities). */
+static inline uint16_t cpu_bf16_round(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7fffu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
 
 /* f32 -> bf16, n elements, threaded. */
 void cpu_f32_to_bf16(const float *src, uint16_t *dst, size_t n);

@@ -9,14 +9,8 @@
 
 void cpu_f32_to_bf16(const float *src, uint16_t *dst, size_t n)
 {
-    /* round to nearest even; NaN handling is not needed for activations here */
 #pragma omp simd
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &src[i], 4);
-        u += 0x7fffu + ((u >> 16) & 1);
-        dst[i] = (uint16_t)(u >> 16);
-    }
+    for (size_t i = 0; i < n; i++) dst[i] = cpu_bf16_round(src[i]);
 }
 
 static int same3(const dt_tensor *a, const dt_tensor *b)

@@ -17,14 +17,6 @@
 #include <immintrin.h>
 #endif
 
-static inline uint16_t bf16_round(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    u += 0x7fffu + ((u >> 16) & 1); /* round to nearest even, as cpu_f32_to_bf16 */
-    return (uint16_t)(u >> 16);
-}
-
 void cpu_softmax_row_plain(const float *x, int64_t n, float scale, float *e, uint16_t *out16)
 {
     float mx = -INFINITY, sum = 0.0f;
@@ -40,7 +32,7 @@ void cpu_softmax_row_plain(const float *x, int64_t n, float scale, float *e, uin
     float inv = 1.0f / sum;
     if (out16) {
 #pragma omp simd
-        for (int64_t j = 0; j < n; j++) out16[j] = bf16_round(e[j] * inv);
+        for (int64_t j = 0; j < n; j++) out16[j] = cpu_bf16_round(e[j] * inv);
     } else {
 #pragma omp simd
         for (int64_t j = 0; j < n; j++) e[j] *= inv;
@@ -119,7 +111,7 @@ void cpu_softmax_row(const float *x, int64_t n, float scale, float *e, uint16_t 
     const __m256 vi = _mm256_set1_ps(inv);
     if (out16) {
         for (j = 0; j < n8; j += 8) _mm_storeu_si128((__m128i *)(out16 + j), bf16x8(_mm256_mul_ps(_mm256_loadu_ps(e + j), vi)));
-        for (; j < n; j++) out16[j] = bf16_round(e[j] * inv);
+        for (; j < n; j++) out16[j] = cpu_bf16_round(e[j] * inv);
     } else {
         for (j = 0; j < n8; j += 8) _mm256_storeu_ps(e + j, _mm256_mul_ps(_mm256_loadu_ps(e + j), vi));
         for (; j < n; j++) e[j] *= inv;
