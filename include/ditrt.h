@@ -52,7 +52,7 @@ typedef struct {
     int keep_text_encoder;     /* 0 (default): load T5 per call and free it before sampling */
     const char *solver;        /* NULL: the folder's scheduler; else a diffusers class or short
                                 * name (see `ditrt txt2img --list-solvers`), with the folder's
-                                * betas and spacing (image pipelines) */
+                                * betas and spacing (image and video pipelines) */
     int karras;                /* Karras sigmas, for solvers that have them */
     const char *quant_dir;     /* NULL: float; else a plan folder from `ditrt quantize` (ViDiT-Q
                                 * W8A8/W4A8/mixed): the transformer's linears are built from it */

@@ -59,7 +59,6 @@ ditrt_status dit_ctx_create(const dit_ctx_params *p, dit_ctx **out)
                 latte_is_model_dir(dir);
     if (!parse_dtype(p->dtype, &cfg.dtype)) dt_fail(&err, DT_EINVAL, "dtype: expected f32 or bf16, got \"%s\"", p->dtype);
     else if (!parse_dtype(p->text_dtype, &cfg.text_dtype)) dt_fail(&err, DT_EINVAL, "text_dtype: expected f32 or bf16, got \"%s\"", p->text_dtype);
-    else if (video && (p->solver || p->karras)) dt_fail(&err, DT_EUNSUPPORTED, "solver: video pipelines use their folder's scheduler");
     else if (p->attn_plan && dt_attn_plan_load(p->attn_plan, &c->plan, &err) == DT_OK) c->has_plan = 1;
     if (err.status == DT_OK) {
         c->threads = p->threads;
@@ -67,7 +66,7 @@ ditrt_status dit_ctx_create(const dit_ctx_params *p, dit_ctx **out)
         dt_quantizer qz;
         if (p->quant_dir && dt_quantizer_open_plan(p->quant_dir, &qz, &err) == DT_OK) cfg.quant = &qz;
         dt_video_pipeline_config vc = {.model_dir = p->model_dir, .dtype = cfg.dtype, .text_dtype = cfg.text_dtype,
-                                       .threads = p->threads, .quant = cfg.quant};
+                                       .threads = p->threads, .quant = cfg.quant, .solver = cfg.solver, .karras = cfg.karras};
         if (err.status == DT_OK && video) dt_video_pipeline_load(&vc, &c->vp, &err);
         else if (err.status == DT_OK) dt_pipeline_load(&cfg, &c->p, &err);
         if (cfg.quant) dt_quantizer_close_plan(&qz); /* the layers are built; the plan is no longer needed */

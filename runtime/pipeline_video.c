@@ -37,7 +37,8 @@ dt_video_request dt_video_request_default(void)
 static dt_status load_parts(dt_video_pipeline *p, dt_err *err)
 {
     const dt_video_pipeline_config *c = &p->cfg;
-    dt_parts_config pc = {.model_dir = c->model_dir, .dtype = c->dtype, .text_dtype = c->text_dtype, .threads = c->threads};
+    dt_parts_config pc = {.model_dir = c->model_dir, .dtype = c->dtype, .text_dtype = c->text_dtype, .threads = c->threads,
+                          .solver = c->solver, .karras = c->karras};
     DT_TRY(dt_pipeline_parts_load(&pc, &p->parts, err));
     if (strcmp(p->parts.cls, "LattePipeline"))
         return dt_fail(err, DT_EUNSUPPORTED, "%s/model_index.json: pipeline \"%s\" is not a text-to-video pipeline (LattePipeline)",
@@ -320,14 +321,16 @@ dt_status dt_video_pipeline_generate(dt_video_pipeline *p, const dt_video_reques
         dt_rng g;
         dt_rng_init(&g, r->seed, DT_RNG_VECTOR);
         dt_rng_randn(&g, sp.latents, n);
-        /* DDIM's eta noise comes from the same generator, after the latents (diffusers) */
+        /* stochastic solvers draw their step noise from the same generator, after the latents;
+         * init_noise_sigma depends on the schedule, so set it first (LattePipeline does too) */
         dt_scheduler_set_generator(p->parts.sched, &g);
         dt_scheduler_set_eta(p->parts.sched, r->eta);
+        s = dt_scheduler_set_timesteps(p->parts.sched, r->steps, err);
         float sigma = (float)dt_scheduler_init_noise_sigma(p->parts.sched);
         if (sigma != 1.0f)
             for (size_t i = 0; i < n; i++) sp.latents[i] *= sigma;
         t0 = dt_now();
-        s = sample_loop(&sp, err);
+        if (s == DT_OK) s = sample_loop(&sp, err);
         dt_scheduler_set_generator(p->parts.sched, NULL); /* g goes out of scope */
         res->seconds_sampling = dt_now() - t0;
     }

@@ -21,6 +21,8 @@ typedef struct {
     dt_dtype text_dtype; /* T5 */
     int threads;         /* 0: all cores */
     struct dt_quantizer *quant; /* transformer linears through this quantizer (runtime/quantize.h): calibration or a plan; NULL: float */
+    const char *solver;  /* scheduler class to use with the folder's config (NULL: the folder's), as in txt2img */
+    int karras;          /* use_karras_sigmas=True (solvers that have it) */
 } dt_video_pipeline_config;
 
 typedef struct {

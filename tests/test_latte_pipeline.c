@@ -15,8 +15,8 @@
 #define PIPE "tests/fixtures/latte-pipe-tiny"
 
 typedef struct {
-    char prompt[256], negative[256];
-    int seed, width, height, frames, steps, batch;
+    char prompt[256], negative[256], solver[64];
+    int seed, width, height, frames, steps, batch, karras;
     double cfg, eta;
 } case_meta;
 
@@ -37,6 +37,8 @@ static void read_meta(const char *name, case_meta *m)
     assert_int_equal(dt_json_num(j, path, "cfg", 0, 0, &m->cfg, &err), DT_OK);
     assert_int_equal(dt_json_int(j, path, "batch", 1, 1, &m->batch, &err), DT_OK);
     assert_int_equal(dt_json_num(j, path, "eta", 1, 0, &m->eta, &err), DT_OK);
+    assert_int_equal(dt_json_str(j, path, "solver", "", m->solver, sizeof m->solver, &err), DT_OK);
+    assert_int_equal(dt_json_bool(j, path, "karras", 0, &m->karras, &err), DT_OK);
     cJSON_Delete(j);
 }
 
@@ -125,6 +127,28 @@ static void test_parity_f32(void **state)
     /* the other case runs through the CLI in test_cli; both here with DITRT_SLOW=1 */
     if (getenv("DITRT_SLOW")) run_case(p, "wide_s7_neg", 40);
     dt_video_pipeline_free(p);
+}
+
+/* The folder's scheduler swapped for another solver (`txt2vid --solver`), as diffusers users
+ * do with Solver.from_config: Euler (scaled initial noise and model input), Euler ancestral
+ * (step noise from the generator) and DPM-Solver++ 2M with Karras sigmas. */
+static void test_parity_solvers(void **state)
+{
+    (void)state;
+    const char *cases[] = {"euler_s1", "euler_a_s2", "dpmpp2m_karras_s4"};
+    for (int i = 0; i < 3; i++) {
+        case_meta m;
+        read_meta(cases[i], &m);
+        assert_true(m.solver[0]);
+        dt_video_pipeline_config cfg = {.model_dir = PIPE, .dtype = DT_F32, .text_dtype = DT_F32,
+                                        .solver = m.solver, .karras = m.karras};
+        dt_video_pipeline *p;
+        dt_err err = {0};
+        if (dt_video_pipeline_load(&cfg, &p, &err) != DT_OK) fail_msg("%s", err.msg);
+        assert_string_equal(dt_video_pipeline_solver_name(p), m.solver);
+        run_case(p, cases[i], 40);
+        dt_video_pipeline_free(p);
+    }
 }
 
 /* bf16 transformer/VAE and T5 against diffusers f32 (measured 42.8 dB mean on square_s0). */
@@ -269,6 +293,8 @@ static void test_cli_errors(void **state)
         {"-W 60 -o %s/a.mp4", "multiples of 16"},
         {"--fps 0 -o %s/a.mp4", "--fps"},
         {"--eta -1 -o %s/a.mp4", "--eta"},
+        {"--solver nope -o %s/a.mp4", "unknown solver \"nope\""},
+        {"--solver euler --eta 0.5 -o %s/a.mp4", "only DDIMScheduler uses eta"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char opt[600];
@@ -292,6 +318,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parity_f32),
+        cmocka_unit_test(test_parity_solvers),
         cmocka_unit_test(test_parity_bf16),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_bad_requests),

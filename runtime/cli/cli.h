@@ -88,6 +88,8 @@ int cli_settings_text(cli_settings *x, dt_image_text *text, int n, int cap);
 void cli_settings_json(struct cJSON *obj, const cli_settings *x);
 /* Prints obj (indented) on stdout and frees it. */
 void cli_json_print(struct cJSON *obj);
+/* `--list-solvers`: the short names and diffusers classes --solver takes; returns 0. */
+int cli_list_solvers(void);
 
 /* A comma-separated flag value split into owned strings; empty items are refused. */
 typedef struct {

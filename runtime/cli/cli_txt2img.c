@@ -161,7 +161,7 @@ static void print_json(const t2i_args *a, const dt_pipeline *p, const dt_gen_res
     cli_json_print(j);
 }
 
-static int list_solvers(void)
+int cli_list_solvers(void)
 {
     for (int i = 0; i < dt_scheduler_solver_count(); i++)
         printf("%-12s %s\n", dt_scheduler_solver_alias(i), dt_scheduler_solver_name(i));
@@ -172,7 +172,7 @@ int cli_txt2img(int argc, char **argv)
 {
     t2i_args a;
     for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--list-solvers")) return list_solvers();
+        if (!strcmp(argv[i], "--list-solvers")) return cli_list_solvers();
     if (!parse(argc, argv, &a)) return 2;
     dt_err err = {0};
     dt_pipeline_config cfg = {.model_dir = a.model, .threads = a.threads, .solver = a.solver, .karras = a.karras,

@@ -9,6 +9,7 @@
 #include "models/latte.h"
 #include "pipeline_video.h"
 #include "video.h"
+#include "../schedulers/scheduler.h"
 #include <cjson/cJSON.h>
 #include <omp.h>
 #include <stdio.h>
@@ -20,7 +21,8 @@
 typedef struct {
     const char *model, *output, *dtype, *text_dtype;
     const char *attn_plan, *quant; /* --attn-plan FILE, --quant DIR */
-    int threads, quiet, json;
+    const char *solver;            /* resolved class name or NULL: the folder's */
+    int threads, quiet, json, karras;
     double fps;
     dt_video_request req;
 } t2v_args;
@@ -55,7 +57,10 @@ static int parse(int argc, char **argv, t2v_args *a)
         else if (F("--eta")) { ok = parse_num("--eta", v, 0, 1e6, &cfg); a->req.eta = (float)cfg; }
         else if (F("--attn-plan")) a->attn_plan = v;
         else if (F("--quant")) a->quant = v;
-        else if (F("--seed")) ok = cli_parse_u64("--seed", v, &a->req.seed);
+        else if (F("--solver")) {
+            if (!(a->solver = dt_scheduler_resolve_name(v)))
+                return cli_usage_error("--solver: unknown solver \"%s\" (see ditrt txt2vid --list-solvers)", v), 0;
+        } else if (F("--seed")) ok = cli_parse_u64("--seed", v, &a->req.seed);
         else if (F("--batch")) ok = cli_parse_int("--batch", v, 1, 64, &a->req.batch);
         else if (F("--dtype")) a->dtype = v;
         else if (F("--text-encoder-dtype")) a->text_dtype = v;
@@ -64,6 +69,7 @@ static int parse(int argc, char **argv, t2v_args *a)
         else if (miss) return cli_usage_error("%s: missing value", argv[i]), 0;
         else if (!strcmp(argv[i], "--no-clean-caption")) a->req.clean_caption = 0;
         else if (!strcmp(argv[i], "--force")) a->req.force = 1;
+        else if (!strcmp(argv[i], "--karras")) a->karras = 1;
         else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) a->quiet = 1;
         else if (!strcmp(argv[i], "--json")) a->json = 1;
         else return cli_usage_error("txt2vid: unknown option \"%s\"", argv[i]), 0;
@@ -110,7 +116,7 @@ static int frame_bar(int done, int total, double seconds, void *user)
 
 static cli_settings settings_of(const t2v_args *a)
 {
-    return (cli_settings){.attn_plan = a->attn_plan, .quant = a->quant, .eta = a->req.eta};
+    return (cli_settings){.attn_plan = a->attn_plan, .quant = a->quant, .eta = a->req.eta, .karras = a->karras};
 }
 
 static dt_status write_videos(const t2v_args *a, dt_video_kind kind, const dt_video_pipeline *p, const dt_video_result *res, dt_err *err)
@@ -183,9 +189,11 @@ static dt_status check_frames(const t2v_args *a, dt_err *err)
 int cli_txt2vid(int argc, char **argv)
 {
     t2v_args a;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--list-solvers")) return cli_list_solvers();
     if (!parse(argc, argv, &a)) return 2;
     dt_err err = {0};
-    dt_video_pipeline_config cfg = {.model_dir = a.model, .threads = a.threads};
+    dt_video_pipeline_config cfg = {.model_dir = a.model, .threads = a.threads, .solver = a.solver, .karras = a.karras};
     if (!dt_dtype_parse(a.dtype, &cfg.dtype) || (cfg.dtype != DT_F32 && cfg.dtype != DT_BF16))
         return cli_usage_error("--dtype: expected f32 or bf16, got \"%s\"", a.dtype);
     if (!dt_dtype_parse(a.text_dtype, &cfg.text_dtype) || (cfg.text_dtype != DT_F32 && cfg.text_dtype != DT_BF16))
