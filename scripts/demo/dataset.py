@@ -55,16 +55,26 @@ def render(color, shape, pos, bg, rng):
 
 def render_at(color, shape, cx, cy, r, bg):
     """One HxWx3 uint8 image of the shape centered at (cx, cy) px with half-extent r px."""
-    n = SIZE * SS
-    cx, cy, r = cx * SS, cy * SS, r * SS
-    ys, xs = np.mgrid[0:n, 0:n].astype(np.float32) + 0.5
+    return render_shapes(color, shape, [(cx, cy)], r, bg)
+
+
+def _shape_mask(shape, cx, cy, r, xs, ys):
     if shape == "circle":
-        m = (xs - cx) ** 2 + (ys - cy) ** 2 <= r * r
-    elif shape == "square":
-        m = (np.abs(xs - cx) <= r) & (np.abs(ys - cy) <= r)
-    else:  # upright isosceles triangle filling the box [cx-r, cx+r] x [cy-r, cy+r]
-        t = (ys - (cy - r)) / (2 * r)  # 0 at the apex, 1 at the base
-        m = (t >= 0) & (t <= 1) & (np.abs(xs - cx) <= t * r)
+        return (xs - cx) ** 2 + (ys - cy) ** 2 <= r * r
+    if shape == "square":
+        return (np.abs(xs - cx) <= r) & (np.abs(ys - cy) <= r)
+    # upright isosceles triangle filling the box [cx-r, cx+r] x [cy-r, cy+r]
+    t = (ys - (cy - r)) / (2 * r)  # 0 at the apex, 1 at the base
+    return (t >= 0) & (t <= 1) & (np.abs(xs - cx) <= t * r)
+
+
+def render_shapes(color, shape, centers, r, bg):
+    """One HxWx3 uint8 image of the same shape at each (cx, cy) px of centers, half-extent r px."""
+    n = SIZE * SS
+    ys, xs = np.mgrid[0:n, 0:n].astype(np.float32) + 0.5
+    m = np.zeros((n, n), bool)
+    for cx, cy in centers:
+        m |= _shape_mask(shape, cx * SS, cy * SS, r * SS, xs, ys)
     fg = np.asarray(COLORS[color], np.float32)
     bgc = np.asarray(BACKGROUNDS[bg], np.float32)
     img = np.where(m[..., None], fg, bgc)
@@ -147,12 +157,87 @@ def clip_batch(rng, n):
     return x, list(caps)
 
 
+# ---- scenes: sizes and counts (the demo-pixart-scenes model) ----
+# The plain images above plus the same shapes captioned with a size ("a small red circle on the
+# left on a black background"; small and large lie outside the plain shapes' 5..6.5 px) or a
+# count ("two green squares on a white background": 2 or 3 equal shapes in a row or a column).
+SIZES = {"small": (4.0, 4.5), "large": (7.25, 8.25)}  # half-extent ranges, px
+COUNTS = {"two": 2, "three": 3}
+PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles"}
+COUNT_RADIUS = {2: (4.5, 5.25), 3: (3.75, 4.1)}  # smaller shapes when there are more of them
+COUNT_SPACING = {2: 13.0, 3: 10.5}  # center to center, px
+SCENE_MIX = {"plain": 0.25, "sized": 0.4, "count": 0.35}
+
+
+def sized_caption(size, color, shape, pos, bg):
+    where = f" {pos}" if pos else ""
+    return f"a {size} {color} {shape}{where} on a {bg} background"
+
+
+def count_caption(count, color, shape, bg):
+    return f"{count} {color} {PLURALS[shape]} on a {bg} background"
+
+
+def all_scene_captions():
+    return (all_captions()
+            + [sized_caption(z, c, s, p, b) for z in SIZES for c in COLORS for s in SHAPES for p in POSITIONS
+               for b in BACKGROUNDS]
+            + [count_caption(k, c, s, b) for k in COUNTS for c in COLORS for s in SHAPES for b in BACKGROUNDS])
+
+
+def render_sized(size, color, shape, pos, bg, rng):
+    cx, cy = POSITIONS[pos]
+    cx, cy, r = cx + rng.uniform(-1.5, 1.5), cy + rng.uniform(-1.5, 1.5), rng.uniform(*SIZES[size])
+    # a large shape on a side is moved in until it fits (still > 3.5 px off center)
+    cx, cy = (float(np.clip(v, r + 0.5, SIZE - r - 0.5)) for v in (cx, cy))
+    return render_at(color, shape, cx, cy, r, bg)
+
+
+def count_centers(n, vertical, rng):
+    """n centers COUNT_SPACING apart along one axis through the (jittered) image center (the
+    shapes stay >= 2.3 px apart, so they read as separate)."""
+    c0, c1 = 16.0 + rng.uniform(-1.0, 1.0), 16.0 + rng.uniform(-1.0, 1.0)
+    offs = (np.arange(n) - (n - 1) / 2) * COUNT_SPACING[n]
+    return [(c1, c0 + o) if vertical else (c0 + o, c1) for o in offs]
+
+
+def render_count(count, color, shape, bg, rng):
+    n = COUNTS[count]
+    centers = count_centers(n, bool(rng.integers(2)), rng)
+    return render_shapes(color, shape, centers, rng.uniform(*COUNT_RADIUS[n]), bg)
+
+
+def sample_scene(rng):
+    """(image uint8 [32,32,3], caption): plain, sized or counted (SCENE_MIX), attributes uniform."""
+    kind = rng.choice(list(SCENE_MIX), p=list(SCENE_MIX.values()))
+    if kind == "plain":
+        return sample(rng)
+    color = list(COLORS)[rng.integers(len(COLORS))]
+    shape = SHAPES[rng.integers(len(SHAPES))]
+    bg = list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]
+    if kind == "sized":
+        size = list(SIZES)[rng.integers(len(SIZES))]
+        pos = list(POSITIONS)[rng.integers(len(POSITIONS))]
+        return render_sized(size, color, shape, pos, bg, rng), sized_caption(size, color, shape, pos, bg)
+    count = list(COUNTS)[rng.integers(len(COUNTS))]
+    return render_count(count, color, shape, bg, rng), count_caption(count, color, shape, bg)
+
+
+def scene_batch(rng, n):
+    """n scenes as float32 [n,3,32,32] in [-1,1] and a caption list."""
+    imgs, caps = zip(*(sample_scene(rng) for _ in range(n)))
+    x = np.stack(imgs).astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
+    return x, list(caps)
+
+
 if __name__ == "__main__":
     import sys
     from PIL import Image
     rng = np.random.default_rng(0)
-    tiles = [sample(rng) for _ in range(16)]
+    draw = sample_scene if "--scenes" in sys.argv else sample
+    tiles = [draw(rng) for _ in range(16)]
     grid = np.concatenate([np.concatenate([t[0] for t in tiles[i:i + 4]], 1) for i in range(0, 16, 4)], 0)
-    Image.fromarray(grid).resize((256, 256), Image.NEAREST).save(sys.argv[1] if len(sys.argv) > 1 else "/tmp/grid.png")
+    out = [x for x in sys.argv[1:] if not x.startswith("--")]
+    Image.fromarray(grid).resize((256, 256), Image.NEAREST).save(out[0] if out else "/tmp/grid.png")
     for _, c in tiles:
         print(c)

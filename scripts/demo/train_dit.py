@@ -39,6 +39,7 @@ DROP_CAPTION = 0.1
 T5_CONFIG = dict(d_model=64, d_kv=16, num_heads=4, d_ff=128, num_layers=2, relative_attention_num_buckets=32,
                  relative_attention_max_distance=128, feed_forward_proj="gated-gelu", layer_norm_epsilon=1e-6,
                  dropout_rate=0.0, is_encoder_decoder=False, use_cache=False, tie_word_embeddings=False)
+SCENES_VOCAB = 56  # the scene captions' 27 words, every one a piece, plus sub-pieces
 DIT_CONFIGS = {
     "main": dict(num_layers=4, num_attention_heads=3, attention_head_dim=32),
     "small": dict(num_layers=2, num_attention_heads=2, attention_head_dim=32),
@@ -81,12 +82,36 @@ def make_tokenizer(work, captions=None, vocab_size=48, name="tokenizer"):
     return T5Tokenizer.from_pretrained(d)
 
 
-def encode_pool(vae, n, seed):
+def text_encoder_from(te_dir, old_tok, tok, alias=None):
+    """The T5 in te_dir (trained with old_tok) with the embedding table re-indexed for tok by piece
+    string; alias {new word: old word} starts a word old_tok lacks from an old word's row; other
+    new words get fresh rows. Returns (model, the pieces carried over)."""
+    old = T5EncoderModel.from_pretrained(te_dir)
+    alias = {"\u2581" + k: "\u2581" + v for k, v in (alias or {}).items()}
+    te = T5EncoderModel(T5Config(vocab_size=len(tok), **T5_CONFIG))
+    sd = {k: v for k, v in old.state_dict().items() if "embed_tokens" not in k and k != "shared.weight"}
+    te.load_state_dict(sd, strict=False)
+    emb = te.get_input_embeddings().weight
+    old_emb = old.get_input_embeddings().weight
+    carried = []
+    with torch.no_grad():
+        for i in range(tok.sp_model.get_piece_size()):
+            piece = tok.sp_model.id_to_piece(i)
+            known = old_tok.sp_model.id_to_piece(old_tok.sp_model.piece_to_id(piece)) == piece
+            src = piece if known else alias.get(piece, piece)
+            j = old_tok.sp_model.piece_to_id(src)
+            if old_tok.sp_model.id_to_piece(j) == src:
+                emb[i] = old_emb[j]
+                carried.append(piece)
+    return te, carried
+
+
+def encode_pool(vae, n, seed, draw=None):
     rng = np.random.default_rng(seed)
     means, stds, caps = [], [], []
     with torch.no_grad():
         for i in range(0, n, 256):
-            x, c = dataset.batch(rng, min(256, n - i))
+            x, c = (draw or dataset.batch)(rng, min(256, n - i))
             post = vae.encode(torch.from_numpy(x)).latent_dist
             means.append(post.mean)
             stds.append(post.std)
@@ -100,8 +125,8 @@ def ema_update(ema, model, decay):
             e.mul_(decay).add_(p, alpha=1 - decay)
 
 
-def save(work, variant, te, dit):
-    d = os.path.join(work, f"ckpt-{variant}")
+def save(work, name, te, dit):
+    d = os.path.join(work, f"ckpt-{name}")
     te.save_pretrained(os.path.join(d, "text_encoder"), safe_serialization=True)
     dit.save_pretrained(os.path.join(d, "transformer"), safe_serialization=True)
 
@@ -118,20 +143,31 @@ def main():
     ap.add_argument("--max-steps", type=int, default=0)
     ap.add_argument("--text-encoder", help="use DIR (a trained T5EncoderModel) frozen instead of training one; "
                     "for a second transformer that shares the first one's text encoder")
-    ap.add_argument("--init", help="start from DIR/{text_encoder,transformer} (e.g. an earlier run's checkpoint)")
+    ap.add_argument("--init", help="start from DIR/{text_encoder,transformer} (e.g. an earlier run's checkpoint); "
+                    "with DIR/tokenizer the text encoder's rows are carried over by piece string (new words: fresh rows)")
+    ap.add_argument("--data", default="plain", choices=("plain", "scenes"),
+                    help="plain: one shape (dataset.sample); scenes: plain + sized + counted shapes "
+                    "(dataset.sample_scene, its own tokenizer-scenes/ and ckpt-scenes/)")
     a = ap.parse_args()
+    scenes = a.data == "scenes"
+    name = "scenes" if scenes else a.variant
     torch.set_num_threads(1)
     torch.manual_seed(0)
     transformers.logging.set_verbosity_error()
     t_start = time.time()
 
-    tok = make_tokenizer(a.work)
+    tok = (make_tokenizer(a.work, dataset.all_scene_captions(), SCENES_VOCAB, "tokenizer-scenes") if scenes
+           else make_tokenizer(a.work))
+    if scenes:
+        words = sorted({w for c in dataset.all_scene_captions() for w in c.split()})
+        assert all(len(tok.tokenize(w)) == 1 for w in words), "a caption word is not one piece"
     print(f"tokenizer: {tok.sp_model.get_piece_size()} pieces, {len(tok)} ids; "
           f"'{dataset.caption('red', 'circle', 'on the left', 'gray')}' -> "
           f"{tok.convert_ids_to_tokens(tok('a red circle on the left on a gray background').input_ids)}", flush=True)
     vae = AutoencoderKL.from_pretrained(os.path.join(a.work, "vae")).eval()
     sf = vae.config.scaling_factor
-    means, stds, caps = encode_pool(vae, a.pool, seed=2024 if a.variant == "main" else 2025)
+    means, stds, caps = encode_pool(vae, a.pool, seed=2026 if scenes else 2024 if a.variant == "main" else 2025,
+                                    draw=dataset.scene_batch if scenes else None)
     del vae
     print(f"pool: {len(caps)} latents {tuple(means.shape[1:])} in {time.time() - t_start:.0f}s, scaling_factor {sf:.4f}", flush=True)
     uniq = sorted(set(caps)) + [""]
@@ -146,6 +182,12 @@ def main():
     if a.init:
         te = T5EncoderModel.from_pretrained(os.path.join(a.init, "text_encoder"))
         dit = PixArtTransformer2DModel.from_pretrained(os.path.join(a.init, "transformer"))
+        if os.path.exists(os.path.join(a.init, "tokenizer")):
+            te, carried = text_encoder_from(os.path.join(a.init, "text_encoder"),
+                                            T5Tokenizer.from_pretrained(os.path.join(a.init, "tokenizer")), tok)
+            words = sorted({w for c in uniq for w in c.split()})
+            print(f"text encoder rows carried for {len(carried)} pieces; new words "
+                  f"{[w for w in words if chr(0x2581) + w not in carried]}", flush=True)
     if a.text_encoder:
         te = T5EncoderModel.from_pretrained(a.text_encoder).requires_grad_(False)
     te.train(), dit.train()
@@ -191,10 +233,10 @@ def main():
             print(f"step {step} t={time.time() - t0:.0f}s loss={float(loss):.4f} ema={ema_loss:.4f} "
                   f"lr={opt.param_groups[0]['lr']:.2e}", flush=True)
         if time.time() - last_save > a.save_every:
-            save(a.work, a.variant, ema_te, ema_dit)
+            save(a.work, name, ema_te, ema_dit)
             last_save = time.time()
             print(f"saved at step {step}", flush=True)
-    save(a.work, a.variant, ema_te, ema_dit)
+    save(a.work, name, ema_te, ema_dit)
     print(f"done: {step} steps in {time.time() - t0:.0f}s, loss ema {ema_loss:.4f}", flush=True)
 
 

@@ -45,11 +45,11 @@ import torch
 import torch.nn.functional as F
 import transformers
 from diffusers import AutoencoderKL, LatteTransformer3DModel, PixArtTransformer2DModel
-from transformers import T5Config, T5EncoderModel, T5Tokenizer
+from transformers import T5EncoderModel, T5Tokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset  # noqa: E402
-from train_dit import DROP_CAPTION, TEXT_LEN, T5_CONFIG, ema_update, make_tokenizer  # noqa: E402
+from train_dit import DROP_CAPTION, TEXT_LEN, T5_CONFIG, ema_update, make_tokenizer, text_encoder_from  # noqa: E402
 
 VOCAB = 52  # every caption word one piece (54 with the v2 attempt's "rightward|leftward|upward|downward")
 FOCUS_LO, FOCUS_HI = 200, 700  # --focus timesteps: alpha_bar 0.66 .. 0.01 on the linear schedule
@@ -62,30 +62,6 @@ def latte_config(image_cfg):
     c = {k: image_cfg[k] for k in keep}
     c.update(out_channels=2 * image_cfg["in_channels"], video_length=dataset.FRAMES)
     return c
-
-
-def text_encoder_from(te_dir, old_tok, tok, alias=None):
-    """The T5 in te_dir (trained with old_tok) with the embedding table re-indexed for tok by piece
-    string; alias {new word: old word} starts a word old_tok lacks from an old word's row; other
-    new words get fresh rows."""
-    old = T5EncoderModel.from_pretrained(te_dir)
-    alias = {"\u2581" + k: "\u2581" + v for k, v in (alias or {}).items()}
-    te = T5EncoderModel(T5Config(vocab_size=len(tok), **T5_CONFIG))
-    sd = {k: v for k, v in old.state_dict().items() if "embed_tokens" not in k and k != "shared.weight"}
-    te.load_state_dict(sd, strict=False)
-    emb = te.get_input_embeddings().weight
-    old_emb = old.get_input_embeddings().weight
-    carried = []
-    with torch.no_grad():
-        for i in range(tok.sp_model.get_piece_size()):
-            piece = tok.sp_model.id_to_piece(i)
-            known = old_tok.sp_model.id_to_piece(old_tok.sp_model.piece_to_id(piece)) == piece
-            src = piece if known else alias.get(piece, piece)
-            j = old_tok.sp_model.piece_to_id(src)
-            if old_tok.sp_model.id_to_piece(j) == src:
-                emb[i] = old_emb[j]
-                carried.append(piece)
-    return te, carried
 
 
 def transformer_from(image_dir):

@@ -54,7 +54,11 @@ def main():
     ap.add_argument("--decoder-only", action="store_true",
                     help="continue from OUT_DIR/vae training only post_quant_conv + decoder: the latents (and so a "
                          "transformer trained on them) and scaling_factor stay valid")
+    ap.add_argument("--data", default="plain", choices=("plain", "scenes"),
+                    help="scenes: dataset.scene_batch (plain, sized and counted shapes), for the scenes model's "
+                         "decoder (with --decoder-only)")
     a = ap.parse_args()
+    draw = dataset.scene_batch if a.data == "scenes" else dataset.batch
     torch.set_num_threads(1)
     torch.manual_seed(0)
     rng = np.random.default_rng(1234)
@@ -78,7 +82,7 @@ def main():
         frac = (time.time() - t0) / budget
         for pg in opt.param_groups:  # short warmup, cosine decay over the time budget
             pg["lr"] = a.lr * min(1.0, (step + 1) / 50) * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * frac)))
-        x, _ = dataset.batch(rng, a.batch)
+        x, _ = draw(rng, a.batch)
         x = torch.from_numpy(x)
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
