@@ -135,6 +135,8 @@ def main():
                     "(200: SNR 0.005, t ~ 725 on the linear schedule; above it the x0 weight falls with SNR)")
     ap.add_argument("--drop", type=float, default=DROP_CAPTION, help="share of captions replaced by \"\" "
                     "(trains the unconditional half of CFG)")
+    ap.add_argument("--upweight", default="", help="WORD=K: moving clips whose caption has WORD are drawn K times "
+                    "as often (hard-example weighting; with --still)")
     ap.add_argument("--pair-reverse", action="store_true", help="the second half of each batch's moving clips "
                     "are the first half reversed in time with the opposite direction word (needs --still)")
     a = ap.parse_args()
@@ -187,6 +189,12 @@ def main():
     if a.still >= 0:
         print(f"batch: {n_still} of {a.batch} from the {len(still_idx)} still clips, the rest from the "
               f"{len(moving_idx)} moving ones", flush=True)
+    moving_w = torch.ones(len(moving_idx))
+    if a.upweight:
+        word, k = a.upweight.split("=")
+        hit = torch.tensor([word in caps[int(i)].split() for i in moving_idx])
+        moving_w[hit] = float(k)
+        print(f"upweight: {int(hit.sum())} moving clips with '{word}' drawn x{k}", flush=True)
 
     gen = torch.Generator().manual_seed(9)
     te.train(), dit.train()
@@ -212,7 +220,9 @@ def main():
             idx = torch.randint(len(caps), (nb,), generator=gen)
         else:
             idx = torch.cat([still_idx[torch.randint(len(still_idx), (n_still,), generator=gen)],
-                             moving_idx[torch.randint(len(moving_idx), (nb - n_still,), generator=gen)]])
+                             moving_idx[torch.multinomial(moving_w, nb - n_still, replacement=True, generator=gen)
+                                        if a.upweight else
+                                        torch.randint(len(moving_idx), (nb - n_still,), generator=gen)]])
         x0 = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen)) * sf
         ci = cap_ids[idx]
         twin = torch.arange(nb - n_pair, nb)
