@@ -151,6 +151,7 @@ void dt_pipeline_free(dt_pipeline *p)
 int dt_pipeline_native_size(const dt_pipeline *p) { return pixart_get_config(p->tr)->sample_size * vae_upscale(p->parts.vae); }
 int dt_pipeline_size_multiple(const dt_pipeline *p) { return pixart_get_config(p->tr)->patch_size * vae_upscale(p->parts.vae); }
 const char *dt_pipeline_solver_name(const dt_pipeline *p) { return dt_scheduler_class(p->parts.sched); }
+const char *dt_pipeline_solver_warning(const dt_pipeline *p) { return dt_pipeline_parts_solver_warning(&p->parts); }
 int dt_pipeline_zoo_size(const dt_pipeline *p) { return p->nzoo; }
 
 dt_status dt_pipeline_evaluations(dt_pipeline *p, int steps, int *evals, dt_err *err)

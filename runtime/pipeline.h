@@ -74,6 +74,8 @@ void dt_pipeline_free(dt_pipeline *p);
 int dt_pipeline_native_size(const dt_pipeline *p);
 int dt_pipeline_size_multiple(const dt_pipeline *p);
 const char *dt_pipeline_solver_name(const dt_pipeline *p);
+/* A one-line warning about the solver's settings, or NULL (dt_pipeline_parts_solver_warning). */
+const char *dt_pipeline_solver_warning(const dt_pipeline *p);
 /* Zoo members, the pipeline's own transformer included. */
 int dt_pipeline_zoo_size(const dt_pipeline *p);
 /* Model evaluations a generation of `steps` steps makes (the scheduler's timestep count). */

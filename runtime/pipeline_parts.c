@@ -86,3 +86,11 @@ dt_status dt_pipeline_parts_transformer_dir(const char *model_dir, char *out, si
 {
     return dt_model_component_dir(model_dir, "transformer", out, n, err);
 }
+
+const char *dt_pipeline_parts_solver_warning(const dt_pipeline_parts *p)
+{
+    if (dt_scheduler_clips_by_default(p->sched))
+        return "DDIMScheduler clips the predicted sample to [-1, 1] (the folder's scheduler config has no "
+               "clip_sample, and DDIM's default is true, as in diffusers); latent models usually need it off";
+    return NULL;
+}

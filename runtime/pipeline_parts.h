@@ -34,6 +34,10 @@ typedef struct {
 
 dt_status dt_pipeline_parts_load(const dt_parts_config *c, dt_pipeline_parts *p, dt_err *err);
 void dt_pipeline_parts_free(dt_pipeline_parts *p);
+/* A one-line warning about the scheduler's settings worth a user's attention, or NULL: DDIM
+ * clipping x0 to [-1, 1] only because the folder's config (made for another solver) has no
+ * clip_sample. Behaviour is diffusers' either way; this only says so. */
+const char *dt_pipeline_parts_solver_warning(const dt_pipeline_parts *p);
 /* The transformer's latent channels must be the VAE's; out_channels C or 2C (learned sigma). */
 dt_status dt_pipeline_parts_check_channels(const dt_pipeline_parts *p, const char *model_dir, int in_channels,
                                            int out_channels, dt_err *err);

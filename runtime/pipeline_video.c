@@ -74,6 +74,7 @@ void dt_video_pipeline_free(dt_video_pipeline *p)
 int dt_video_pipeline_native_size(const dt_video_pipeline *p) { return latte_get_config(p->tr)->sample_size * vae_upscale(p->parts.vae); }
 int dt_video_pipeline_max_frames(const dt_video_pipeline *p) { return latte_get_config(p->tr)->video_length; }
 const char *dt_video_pipeline_solver_name(const dt_video_pipeline *p) { return dt_scheduler_class(p->parts.sched); }
+const char *dt_video_pipeline_solver_warning(const dt_video_pipeline *p) { return dt_pipeline_parts_solver_warning(&p->parts); }
 
 /* ---- request checks ---- */
 

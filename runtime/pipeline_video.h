@@ -60,6 +60,7 @@ void dt_video_pipeline_free(dt_video_pipeline *p);
 int dt_video_pipeline_native_size(const dt_video_pipeline *p);
 int dt_video_pipeline_max_frames(const dt_video_pipeline *p);
 const char *dt_video_pipeline_solver_name(const dt_video_pipeline *p);
+const char *dt_video_pipeline_solver_warning(const dt_video_pipeline *p); /* as dt_pipeline_solver_warning */
 
 /* LattePipeline's defaults: 50 steps, cfg 7.5, batch 1, caption cleaning on, native size and
  * video_length frames. */

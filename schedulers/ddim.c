@@ -54,6 +54,7 @@ static dt_status ddim_create_kind(dt_scheduler *s, const cJSON *cfg, const char 
     s->impl = d;
     d->lcm = lcm;
     DT_TRY(ddim_read(d, cfg, path, err));
+    s->clip_by_default = d->clip && !cJSON_HasObjectItem(cfg, "clip_sample");
     dt_beta_config bc;
     float *trained = NULL;
     DT_TRY(dt_beta_config_read_dflt(cfg, path, &bc, &trained, lcm ? 0.00085 : 0.0001, lcm ? 0.012 : 0.02,

@@ -169,3 +169,4 @@ dt_status dt_scheduler_step(dt_scheduler *s, const float *model_output, const fl
 void dt_scheduler_set_generator(dt_scheduler *s, dt_rng *gen) { s->gen = gen; }
 void dt_scheduler_set_eta(dt_scheduler *s, double eta) { s->eta = eta; }
 int dt_scheduler_is_stochastic(const dt_scheduler *s) { return s->ops->stochastic; }
+int dt_scheduler_clips_by_default(const dt_scheduler *s) { return s->clip_by_default; }

@@ -74,5 +74,9 @@ void dt_scheduler_set_generator(dt_scheduler *s, dt_rng *gen);
 void dt_scheduler_set_eta(dt_scheduler *s, double eta);
 /* Whether step may draw from the generator. */
 int dt_scheduler_is_stochastic(const dt_scheduler *s);
+/* Whether it clips the predicted x0 to [-1, 1] only because the config has no clip_sample
+ * (DDIMScheduler's default is true, as in diffusers: a DPM-Solver config swapped to DDIM
+ * clips latents, which ruins latent-diffusion samples; the pipelines warn). */
+int dt_scheduler_clips_by_default(const dt_scheduler *s);
 
 #endif

@@ -32,6 +32,7 @@ struct dt_scheduler {
     double init_noise_sigma;
     dt_rng *gen;       /* the pipeline's generator for stochastic steps, or NULL (not owned) */
     double eta;        /* DDIM's step(eta=...) */
+    int clip_by_default; /* clips x0 to [-1, 1] only because the config omits clip_sample (DDIM's default) */
 };
 
 extern const dt_solver_ops dt_dpmsolver_multistep_ops;

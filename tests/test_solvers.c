@@ -160,8 +160,17 @@ static void test_load_as_every_solver(void **state)
             assert_int_equal(dt_scheduler_step(s, m, x, x, 8, &e), DT_OK);
         }
         for (int k = 0; k < 8; k++) assert_true(isfinite(x[k]));
+        /* the DPM-Solver config has no clip_sample: DDIM (and only DDIM) clips by default */
+        assert_int_equal(dt_scheduler_clips_by_default(s), !strcmp(name, "DDIMScheduler"));
         dt_scheduler_free(s);
     }
+    /* a DDIM config that sets clip_sample (false, as Latte-1's) is not flagged */
+    dt_scheduler *s;
+    dt_err e = {0};
+    if (dt_scheduler_load("tests/fixtures/latte-pipe-tiny/scheduler", &s, &e) != DT_OK) fail_msg("%s", e.msg);
+    assert_string_equal(dt_scheduler_class(s), "DDIMScheduler");
+    assert_int_equal(dt_scheduler_clips_by_default(s), 0);
+    dt_scheduler_free(s);
 }
 
 static void test_errors(void **state)

@@ -204,6 +204,8 @@ int cli_txt2img(int argc, char **argv)
         dt_pipeline_free(p);
         return cli_usage_error("--eta: only DDIMScheduler uses eta, the solver is %s", cfg.solver ? cfg.solver : "the folder's");
     }
+    const char *warn = dt_pipeline_solver_warning(p);
+    if (warn && !a.quiet) fprintf(stderr, "ditrt: warning: %s\n", warn);
     dt_attn_plan plan = {0}; /* DiTFastAttn; checked against the model and steps when sampling */
     if (a.attn_plan && dt_attn_plan_load(a.attn_plan, &plan, &err) != DT_OK) { dt_pipeline_free(p); return cli_die(&err); }
     if (a.attn_plan) a.req.attn_plan = &plan;

@@ -213,6 +213,8 @@ int cli_txt2vid(int argc, char **argv)
     if (ls == DT_OK && a.req.eta > 0 && strcmp(dt_video_pipeline_solver_name(p), "DDIMScheduler"))
         ls = dt_fail(&err, DT_EINVAL, "--eta: only DDIMScheduler uses eta, the solver is %s", dt_video_pipeline_solver_name(p));
     if (ls != DT_OK) { dt_video_pipeline_free(p); dt_attn_plan_free(&plan); return cli_die(&err); }
+    const char *warn = dt_video_pipeline_solver_warning(p);
+    if (warn && !a.quiet) fprintf(stderr, "ditrt: warning: %s\n", warn);
     double elapsed = 0;
     if (!a.quiet && isatty(2)) {
         a.req.progress = step_bar;
