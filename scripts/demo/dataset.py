@@ -91,9 +91,10 @@ def sample(rng):
     return render(color, shape, pos, bg, rng), caption(color, shape, pos, bg)
 
 
-def batch(rng, n):
-    """n samples as float32 [n,3,32,32] in [-1,1] (the VAE's range) and a caption list."""
-    imgs, caps = zip(*(sample(rng) for _ in range(n)))
+def batch(rng, n, draw=None):
+    """n samples of draw (default: sample) as float32 [n,3,32,32] in [-1,1] (the VAE's range) and
+    a caption list."""
+    imgs, caps = zip(*((draw or sample)(rng) for _ in range(n)))
     x = np.stack(imgs).astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
     return x, list(caps)
 
@@ -225,9 +226,7 @@ def sample_scene(rng):
 
 def scene_batch(rng, n):
     """n scenes as float32 [n,3,32,32] in [-1,1] and a caption list."""
-    imgs, caps = zip(*(sample_scene(rng) for _ in range(n)))
-    x = np.stack(imgs).astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
-    return x, list(caps)
+    return batch(rng, n, sample_scene)
 
 
 if __name__ == "__main__":

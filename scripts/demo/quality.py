@@ -205,20 +205,31 @@ def score(results):
     return acc
 
 
-def main():
+def common_args(model, keep_help, extra_help, seed_base=None):
+    """The options every quality script takes: model folder (under assets/), sampler, steps, cfg,
+    dtype, threads, --keep, --self-test, -v, --extra and, with a held-set seed_base, --seed-base."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     ap = argparse.ArgumentParser()
-    ap.add_argument("-m", "--model", default=os.path.join(root, "assets", "demo-pixart"))
+    ap.add_argument("-m", "--model", default=os.path.join(root, "assets", model))
     ap.add_argument("--ditrt", default=os.path.join(root, "ditrt"))
     ap.add_argument("--sampler", default="ditrt", choices=("ditrt", "diffusers"))
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--cfg", type=float, default=4.5)
     ap.add_argument("--dtype", default="f32", choices=("f32", "bf16"))
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--keep", help="directory to keep the generated PNGs in")
+    ap.add_argument("--keep", help=keep_help)
     ap.add_argument("--self-test", action="store_true", help="score the dataset's own renders instead")
     ap.add_argument("-v", "--verbose", action="store_true")
-    ap.add_argument("--extra", help="more ditrt txt2img arguments, e.g. \"--quant DIR\" or \"--solver unipc\"")
+    ap.add_argument("--extra", help=extra_help)
+    if seed_base is not None:
+        ap.add_argument("--seed-base", type=int, default=seed_base, help=f"seeds SEED_BASE.. ({seed_base}: the held "
+                        "set; another base gives a second set, e.g. to pick a checkpoint without tuning on the held one)")
+    return ap
+
+
+def main():
+    ap = common_args("demo-pixart", "directory to keep the generated PNGs in",
+                     "more ditrt txt2img arguments, e.g. \"--quant DIR\" or \"--solver unipc\"")
     ap.add_argument("--ref", help="a --keep directory of an earlier run: also report PSNR/SSIM of each image against "
                     "the same-numbered image there (ditrt compare)")
     a = ap.parse_args()

@@ -19,7 +19,6 @@ Seeds SEED_BASE.. (3000: the held set). From the pixels (quality.py's analysis):
 Headline: color AND shape AND count AND size correct (position and background reported apart).
 --self-test scores the dataset's own renders (must be 100%).
 """
-import argparse
 import os
 import sys
 import tempfile
@@ -28,7 +27,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset  # noqa: E402
-from quality import DiffusersGen, _background_and_color, _components, classify, gen_ditrt, position_of  # noqa: E402
+from quality import (DiffusersGen, _background_and_color, _components, classify, common_args, gen_ditrt,  # noqa: E402
+                     position_of)
 
 MIN_PIXELS = 6       # smaller regions are specks, not shapes (a small shape covers ~45 px)
 SMALL_BELOW = 9.5    # px: small shapes are 8..9 wide, plain ones 10..13
@@ -106,21 +106,8 @@ def score(results):
 
 
 def main():
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    ap = argparse.ArgumentParser()
-    ap.add_argument("-m", "--model", default=os.path.join(root, "assets", "demo-pixart-scenes"))
-    ap.add_argument("--ditrt", default=os.path.join(root, "ditrt"))
-    ap.add_argument("--sampler", default="ditrt", choices=("ditrt", "diffusers"))
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--cfg", type=float, default=4.5)
-    ap.add_argument("--dtype", default="f32", choices=("f32", "bf16"))
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--keep", help="directory to keep the generated PNGs in")
-    ap.add_argument("--self-test", action="store_true", help="score the dataset's own renders instead")
-    ap.add_argument("-v", "--verbose", action="store_true")
-    ap.add_argument("--extra", help="more ditrt txt2img arguments")
-    ap.add_argument("--seed-base", type=int, default=3000, help="seeds SEED_BASE.. (3000: the held set; another "
-                    "base gives a second set, e.g. to pick a checkpoint without tuning on the held one)")
+    ap = common_args("demo-pixart-scenes", "directory to keep the generated PNGs in", "more ditrt txt2img arguments",
+                     seed_base=3000)
     a = ap.parse_args()
     keep = a.keep or tempfile.mkdtemp(prefix="ditrt-quality-scenes-")
     os.makedirs(keep, exist_ok=True)

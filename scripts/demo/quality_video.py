@@ -17,7 +17,6 @@ with `./ditrt txt2vid` (PNG frames) or diffusers' LattePipeline, and reads back:
 It prints per-attribute accuracy and the main score: color AND shape AND direction correct.
 --self-test scores the dataset's own clips (must be 100%) to check the analysis itself.
 """
-import argparse
 import os
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset  # noqa: E402
-from quality import analyze  # noqa: E402
+from quality import analyze, common_args  # noqa: E402
 
 MIN_TRAVEL = 4.0  # px; a third of the training clips' travel
 DIRS = list(dataset.DIRECTIONS)
@@ -123,21 +122,8 @@ def score(results):
 
 
 def main():
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    ap = argparse.ArgumentParser()
-    ap.add_argument("-m", "--model", default=os.path.join(root, "assets", "demo-latte"))
-    ap.add_argument("--ditrt", default=os.path.join(root, "ditrt"))
-    ap.add_argument("--sampler", default="ditrt", choices=("ditrt", "diffusers"))
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--cfg", type=float, default=4.5)
-    ap.add_argument("--dtype", default="f32", choices=("f32", "bf16"))
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--keep", help="directory to keep the generated frames in (one folder per clip)")
-    ap.add_argument("--self-test", action="store_true", help="score the dataset's own clips instead")
-    ap.add_argument("-v", "--verbose", action="store_true")
-    ap.add_argument("--extra", help="more ditrt txt2vid arguments")
-    ap.add_argument("--seed-base", type=int, default=2000, help="seeds SEED_BASE.. (2000: the held set; another "
-                    "base gives a second set, e.g. to pick a checkpoint without tuning on the held one)")
+    ap = common_args("demo-latte", "directory to keep the generated frames in (one folder per clip)",
+                     "more ditrt txt2vid arguments", seed_base=2000)
     a = ap.parse_args()
     keep = a.keep or tempfile.mkdtemp(prefix="ditrt-quality-video-")
     os.makedirs(keep, exist_ok=True)

@@ -49,7 +49,7 @@ from transformers import T5EncoderModel, T5Tokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset  # noqa: E402
-from train_dit import DROP_CAPTION, TEXT_LEN, T5_CONFIG, ema_update, make_tokenizer, text_encoder_from  # noqa: E402
+from train_dit import DROP_CAPTION, TEXT_LEN, ema_update, make_tokenizer, text_encoder_from  # noqa: E402
 
 VOCAB = 52  # every caption word one piece (54 with the v2 attempt's "rightward|leftward|upward|downward")
 FOCUS_LO, FOCUS_HI = 200, 700  # --focus timesteps: alpha_bar 0.66 .. 0.01 on the linear schedule

@@ -9,7 +9,6 @@ still leaves a usable model. At the end scaling_factor is set to 1/std of the la
 Stable Diffusion does, so scaled latents have unit variance.
 """
 import argparse
-import json
 import os
 import sys
 import time
