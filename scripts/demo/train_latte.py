@@ -64,6 +64,30 @@ def latte_config(image_cfg):
     return c
 
 
+def grow(dit, n):
+    """dit with n more spatial + temporal block pairs appended, each starting as the identity (its
+    attention and feed-forward output projections zero, so the residual stream passes through):
+    the same function as before, with more capacity to train."""
+    if n <= 0:
+        return dit
+    cfg = dict(dit.config)
+    cfg["num_layers"] = dit.config.num_layers + n
+    big = LatteTransformer3DModel(**{k: v for k, v in cfg.items() if not k.startswith("_")})
+    missing, unexpected = big.load_state_dict(dit.state_dict(), strict=False)
+    assert not unexpected, unexpected
+    new = {f"{kind}.{i}." for kind in ("transformer_blocks", "temporal_transformer_blocks")
+           for i in range(dit.config.num_layers, cfg["num_layers"])}
+    assert all(any(k.startswith(p) for p in new) for k in missing), missing
+    with torch.no_grad():
+        for i in range(dit.config.num_layers, cfg["num_layers"]):
+            for blk in (big.transformer_blocks[i], big.temporal_transformer_blocks[i]):
+                outs = [blk.attn1.to_out[0], blk.ff.net[2]] + ([blk.attn2.to_out[0]] if blk.attn2 is not None else [])
+                for lin in outs:
+                    lin.weight.zero_()
+                    lin.bias.zero_()
+    return big
+
+
 def transformer_from(image_dir):
     img = PixArtTransformer2DModel.from_pretrained(os.path.join(image_dir, "transformer"))
     dit = LatteTransformer3DModel(**latte_config(img.config))
@@ -137,6 +161,8 @@ def main():
                     "(trains the unconditional half of CFG)")
     ap.add_argument("--upweight", default="", help="WORD=K: moving clips whose caption has WORD are drawn K times "
                     "as often (hard-example weighting; with --still)")
+    ap.add_argument("--grow", type=int, default=0, help="append N spatial + temporal block pairs that start as the "
+                    "identity (zero output projections) to the resumed transformer")
     ap.add_argument("--pair-reverse", action="store_true", help="the second half of each batch's moving clips "
                     "are the first half reversed in time with the opposite direction word (needs --still)")
     a = ap.parse_args()
@@ -164,6 +190,7 @@ def main():
           f"new words {new_words}", flush=True)
     dit = LatteTransformer3DModel.from_pretrained(os.path.join(a.resume, "transformer")) if a.resume \
         else transformer_from(a.init)
+    dit = grow(dit, a.grow)
     vae = AutoencoderKL.from_pretrained(os.path.join(a.init, "vae")).eval()
     sf = vae.config.scaling_factor
     cache = os.path.join(a.work, f"pool-latte-{a.pool}.pt")  # the VAE encoding is minutes; phases share it
