@@ -165,6 +165,26 @@ static void test_help(void **state)
     expect_fail("./ditrt txt2img -p --help", "-m", NULL); /* the prompt is "--help"; the model is missing */
 }
 
+/* --solver ddim on a DPM-Solver folder: DDIM's default clip_sample=true clips the latents
+ * (diffusers does the same); the run succeeds with one warning line, none with -q, and none
+ * with the folder's own solver. */
+static void test_ddim_clip_warning(void **state)
+{
+    (void)state;
+    char cmd[1024], err[4096];
+    const char *base = "./ditrt txt2img -m tests/fixtures/pixart-pipe-tiny -p x --steps 2 -W 64 -H 64 --no-binning "
+                       "--dtype f32 --text-encoder-dtype f32 --threads 1";
+    snprintf(cmd, sizeof cmd, "%s --solver ddim -o %s/a.png", base, tmp);
+    assert_int_equal(run(cmd, err, sizeof err), 0);
+    if (count_lines(err) != 1 || !strstr(err, "warning: DDIMScheduler clips")) fail_msg("stderr: %s", err);
+    snprintf(cmd, sizeof cmd, "%s --solver ddim -q -o %s/b.png", base, tmp);
+    assert_int_equal(run(cmd, err, sizeof err), 0);
+    assert_string_equal(err, "");
+    snprintf(cmd, sizeof cmd, "%s -o %s/c.png", base, tmp);
+    assert_int_equal(run(cmd, err, sizeof err), 0);
+    assert_null(strstr(err, "warning"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -173,6 +193,7 @@ int main(void)
         cmocka_unit_test(test_failed_run_keeps_existing_output),
         cmocka_unit_test(test_info),
         cmocka_unit_test(test_help),
+        cmocka_unit_test(test_ddim_clip_warning),
     };
     return cmocka_run_group_tests_name("cli", tests, setup, teardown);
 }
