@@ -273,7 +273,7 @@ static dt_status sample_loop(sampler *sp, dt_err *err)
 {
     dt_pipeline *p = sp->p;
     size_t n = (size_t)sp->B * sp->C * sp->h * sp->w;
-    DT_TRY(dt_scheduler_set_timesteps(p->parts.sched, sp->r->steps, err));
+    /* the timesteps were set by the caller, before init_noise_sigma was read */
     int steps = dt_scheduler_num_steps(p->parts.sched);
     const double *ts = dt_scheduler_timesteps(p->parts.sched);
     int64_t in_shape[4] = {sp->rows, sp->C, sp->h, sp->w}, out_shape[4] = {sp->rows, sp->out_ch, sp->h, sp->w};

@@ -210,7 +210,7 @@ static dt_status sample_loop(vsampler *sp, dt_err *err)
 {
     dt_video_pipeline *p = sp->p;
     size_t per = (size_t)sp->C * sp->F * sp->h * sp->w, n = (size_t)sp->B * per;
-    DT_TRY(dt_scheduler_set_timesteps(p->parts.sched, sp->r->steps, err));
+    /* the timesteps were set by the caller, before init_noise_sigma was read */
     int steps = dt_scheduler_num_steps(p->parts.sched);
     const double *ts = dt_scheduler_timesteps(p->parts.sched);
     int64_t in_shape[5] = {sp->rows, sp->C, sp->F, sp->h, sp->w}, out_shape[5] = {sp->rows, sp->out_ch, sp->F, sp->h, sp->w};

@@ -180,9 +180,10 @@ def main():
     te = T5EncoderModel(T5Config(vocab_size=len(tok), **T5_CONFIG))
     dit = PixArtTransformer2DModel(**dit_config(a.variant, means.shape[-1]))
     if a.init:
-        te = T5EncoderModel.from_pretrained(os.path.join(a.init, "text_encoder"))
         dit = PixArtTransformer2DModel.from_pretrained(os.path.join(a.init, "transformer"))
-        if os.path.exists(os.path.join(a.init, "tokenizer")):
+        if not os.path.exists(os.path.join(a.init, "tokenizer")):
+            te = T5EncoderModel.from_pretrained(os.path.join(a.init, "text_encoder"))
+        else:
             te, carried = text_encoder_from(os.path.join(a.init, "text_encoder"),
                                             T5Tokenizer.from_pretrained(os.path.join(a.init, "tokenizer")), tok)
             words = sorted({w for c in uniq for w in c.split()})
