@@ -112,6 +112,13 @@ def transformer_from(image_dir):
     return dit
 
 
+def scratch_transformer(image_dir, heads):
+    cfg = latte_config(PixArtTransformer2DModel.load_config(os.path.join(image_dir, "transformer")))
+    cfg["num_attention_heads"] = heads
+    cfg["cross_attention_dim"] = heads * cfg["attention_head_dim"]  # captions are projected to the width
+    return LatteTransformer3DModel(**cfg)
+
+
 def encode_pool(vae, n, seed):
     """n clips -> posterior mean/std [n, C, F, h, w] and captions."""
     rng = np.random.default_rng(seed)
@@ -163,6 +170,9 @@ def main():
                     "as often (hard-example weighting; with --still)")
     ap.add_argument("--grow", type=int, default=0, help="append N spatial + temporal block pairs that start as the "
                     "identity (zero output projections) to the resumed transformer")
+    ap.add_argument("--scratch-heads", type=int, default=0, help="a transformer of this many heads (x the image "
+                    "model's head dim), randomly initialized instead of copied from the image model; the text "
+                    "encoder is still the image model's")
     ap.add_argument("--pair-reverse", action="store_true", help="the second half of each batch's moving clips "
                     "are the first half reversed in time with the opposite direction word (needs --still)")
     a = ap.parse_args()
@@ -189,7 +199,7 @@ def main():
     print(f"tokenizer: {tok.sp_model.get_piece_size()} pieces, {len(carried)} carried from the image model, "
           f"new words {new_words}", flush=True)
     dit = LatteTransformer3DModel.from_pretrained(os.path.join(a.resume, "transformer")) if a.resume \
-        else transformer_from(a.init)
+        else scratch_transformer(a.init, a.scratch_heads) if a.scratch_heads else transformer_from(a.init)
     dit = grow(dit, a.grow)
     vae = AutoencoderKL.from_pretrained(os.path.join(a.init, "vae")).eval()
     sf = vae.config.scaling_factor
