@@ -3,6 +3,7 @@
     .venv-ref/bin/python scripts/demo/assemble.py WORK_DIR [OUT_DIR=assets/demo-pixart]
     .venv-ref/bin/python scripts/demo/assemble.py WORK_DIR assets/demo-pixart-small --small
     .venv-ref/bin/python scripts/demo/assemble.py WORK_DIR assets/demo-latte --latte
+    .venv-ref/bin/python scripts/demo/assemble.py WORK_DIR assets/demo-pixart-scenes --scenes
 
 --small assembles the second, smaller transformer (train_dit.py --variant small, trained on
 the main folder's frozen text encoder) with tokenizer/, text_encoder/ and vae/ as relative
@@ -10,6 +11,8 @@ symlinks into ../demo-pixart (as tests/fixtures/pixart-pipe-tiny does): a model 
 transformers over the same VAE and text encoder, nothing stored twice.
 --latte assembles the text-to-video model (train_latte.py) as a LattePipeline folder: its own
 tokenizer (tokenizer-latte/) and text encoder, vae/ a relative symlink into ../demo-pixart.
+--scenes assembles the sizes-and-counts image model (train_dit.py --data scenes on a train_vae.py
+--down 2 VAE): everything its own (tokenizer-scenes/, vae/, ckpt-scenes/).
 
 WORK_DIR holds vae/ (train_vae.py), tokenizer/ and ckpt-<variant>/{text_encoder,transformer}
 (train_dit.py). OUT_DIR becomes a diffusers PixArtSigmaPipeline folder: model_index.json,
@@ -50,7 +53,7 @@ def copy_dir(src, dst):
 def main():
     args = [x for x in sys.argv[1:] if not x.startswith("--")]
     variant = "small" if "--variant=small" in sys.argv or "--small" in sys.argv else "main"
-    variant = "latte" if "--latte" in sys.argv else variant
+    variant = "latte" if "--latte" in sys.argv else "scenes" if "--scenes" in sys.argv else variant
     work = args[0]
     out = args[1] if len(args) > 1 else os.path.join("assets", "demo-pixart")
     os.makedirs(os.path.join(out, "scheduler"), exist_ok=True)
@@ -67,7 +70,8 @@ def main():
             for part in ("text_encoder", "transformer"):
                 copy_dir(os.path.join(work, "ckpt-latte", part), os.path.join(out, part))
     else:
-        copy_dir(os.path.join(work, "tokenizer"), os.path.join(out, "tokenizer"))
+        copy_dir(os.path.join(work, "tokenizer-scenes" if variant == "scenes" else "tokenizer"),
+                 os.path.join(out, "tokenizer"))
         copy_dir(os.path.join(work, "vae"), os.path.join(out, "vae"))
         for part in ("text_encoder", "transformer"):
             copy_dir(os.path.join(work, f"ckpt-{variant}", part), os.path.join(out, part))

@@ -91,6 +91,22 @@ def render(want, seed):
     return dataset.render_count(count, want["color"], want["shape"], want["bg"], rng)
 
 
+class VaeRoundTrip:
+    """A render through a VAE (posterior mean, decoded): the best any transformer on it can do."""
+
+    def __init__(self, vae_dir):
+        import torch
+        from diffusers import AutoencoderKL
+        self.torch = torch
+        self.vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+
+    def __call__(self, img):
+        x = self.torch.from_numpy(img.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
+        with self.torch.no_grad():
+            y = self.vae.decode(self.vae.encode(x).latent_dist.mean).sample[0]
+        return ((y.permute(1, 2, 0).numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
+
+
 def matches(got, want, k):
     return want[k] is None or got[k] == want[k]  # counted prompts name no position or size
 
@@ -108,21 +124,25 @@ def score(results):
 def main():
     ap = common_args("demo-pixart-scenes", "directory to keep the generated PNGs in", "more ditrt txt2img arguments",
                      seed_base=3000)
+    ap.add_argument("--vae", help="score the renders after a round trip through this VAE folder (the ceiling for "
+                    "any model on it) instead of generating")
     a = ap.parse_args()
+    a.self_test |= bool(a.vae)
+    trip = VaeRoundTrip(a.vae) if a.vae else (lambda img: img)
     keep = a.keep or tempfile.mkdtemp(prefix="ditrt-quality-scenes-")
     os.makedirs(keep, exist_ok=True)
     gen = DiffusersGen(a) if a.sampler == "diffusers" and not a.self_test else None
     results = []
     for i, (prompt, want, seed) in enumerate(prompt_set(a.seed_base)):
         path = os.path.join(keep, f"{i:02d}.png")
-        img = render(want, seed) if a.self_test else gen(prompt, seed, path) if gen else gen_ditrt(a, prompt, seed, path)
+        img = trip(render(want, seed)) if a.self_test else gen(prompt, seed, path) if gen else gen_ditrt(a, prompt, seed, path)
         got = analyze_scene(img)
         results.append((got, want))
         ok = all(matches(got, want, k) for k in HEADLINE)
         if a.verbose or not ok:
             print(f"  {i:02d} {'ok ' if ok else 'BAD'} '{prompt}' -> {got}")
     acc = score(results)
-    what = "dataset renders" if a.self_test else f"{a.sampler} {a.dtype} steps={a.steps} cfg={a.cfg}"
+    what = f"renders through {a.vae}" if a.vae else "dataset renders" if a.self_test else f"{a.sampler} {a.dtype} steps={a.steps} cfg={a.cfg}"
     print(f"scenes quality ({what}, {len(results)} prompts): " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in acc.items()))
     print(f"images in {keep}")
     return 0

@@ -46,8 +46,8 @@ DIT_CONFIGS = {
 }
 
 
-def dit_config(variant, latent_size):
-    c = dict(sample_size=latent_size, patch_size=2, in_channels=4, out_channels=4,
+def dit_config(variant, latent_size, patch=2):
+    c = dict(sample_size=latent_size, patch_size=patch, in_channels=4, out_channels=4,
              caption_channels=T5_CONFIG["d_model"], norm_type="ada_norm_single", use_additional_conditions=False,
              activation_fn="gelu-approximate", attention_bias=True, norm_elementwise_affine=False, norm_eps=1e-6,
              num_embeds_ada_norm=1000, interpolation_scale=1, dropout=0.0, upcast_attention=False)
@@ -143,6 +143,8 @@ def main():
     ap.add_argument("--max-steps", type=int, default=0)
     ap.add_argument("--text-encoder", help="use DIR (a trained T5EncoderModel) frozen instead of training one; "
                     "for a second transformer that shares the first one's text encoder")
+    ap.add_argument("--patch", type=int, default=2, help="patch size; 4 on a 2x VAE's 16x16 latents gives the same "
+                    "16 tokens as 2 on the 4x VAE's 8x8")
     ap.add_argument("--init", help="start from DIR/{text_encoder,transformer} (e.g. an earlier run's checkpoint); "
                     "with DIR/tokenizer the text encoder's rows are carried over by piece string (new words: fresh rows)")
     ap.add_argument("--data", default="plain", choices=("plain", "scenes"),
@@ -178,7 +180,7 @@ def main():
 
     gen = torch.Generator().manual_seed(7 if a.variant == "main" else 8)
     te = T5EncoderModel(T5Config(vocab_size=len(tok), **T5_CONFIG))
-    dit = PixArtTransformer2DModel(**dit_config(a.variant, means.shape[-1]))
+    dit = PixArtTransformer2DModel(**dit_config(a.variant, means.shape[-1], a.patch))
     if a.init:
         dit = PixArtTransformer2DModel.from_pretrained(os.path.join(a.init, "transformer"))
         if not os.path.exists(os.path.join(a.init, "tokenizer")):

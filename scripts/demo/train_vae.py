@@ -26,11 +26,15 @@ VAE_CONFIG = dict(
     block_out_channels=[16, 32, 64], layers_per_block=1, norm_num_groups=8,
     sample_size=dataset.SIZE, act_fn="silu",
 )
+# --down 2: one downsampling step (16x16 latents of a 32x32 image), for the scenes model, whose
+# 8-10 px shapes lose their corners in the 4x latent (see scripts/demo/README.md)
+VAE_CONFIG_2X = dict(VAE_CONFIG, down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+                     block_out_channels=[32, 64])
 KL_WEIGHT = 1e-4  # on the per-element mean KL: keeps latents bounded without blurring
 
 
-def scaling_factor(vae, rng, n=1024):
-    x, _ = dataset.batch(rng, n)
+def scaling_factor(vae, rng, draw, n=1024):
+    x, _ = draw(rng, n)
     with torch.no_grad():
         z = vae.encode(torch.from_numpy(x)).latent_dist.sample(torch.Generator().manual_seed(1))
     return float(1.0 / z.std()), float(z.mean())
@@ -54,15 +58,15 @@ def main():
                     help="continue from OUT_DIR/vae training only post_quant_conv + decoder: the latents (and so a "
                          "transformer trained on them) and scaling_factor stay valid")
     ap.add_argument("--data", default="plain", choices=("plain", "scenes"),
-                    help="scenes: dataset.scene_batch (plain, sized and counted shapes), for the scenes model's "
-                         "decoder (with --decoder-only)")
+                    help="scenes: dataset.scene_batch (plain, sized and counted shapes), for the scenes model")
+    ap.add_argument("--down", type=int, default=4, choices=(2, 4), help="downsampling factor of a new VAE")
     a = ap.parse_args()
     draw = dataset.scene_batch if a.data == "scenes" else dataset.batch
     torch.set_num_threads(1)
     torch.manual_seed(0)
     rng = np.random.default_rng(1234)
     a.resume |= a.decoder_only
-    vae = AutoencoderKL.from_pretrained(os.path.join(a.out, "vae")) if a.resume else AutoencoderKL(**VAE_CONFIG)
+    vae = AutoencoderKL.from_pretrained(os.path.join(a.out, "vae")) if a.resume else AutoencoderKL(**(VAE_CONFIG_2X if a.down == 2 else VAE_CONFIG))
     if a.resume:
         rng = np.random.default_rng(4321 if not a.decoder_only else 5678)
     if a.decoder_only:
@@ -105,7 +109,7 @@ def main():
         save(vae, a.out)
         print(f"done: {step} decoder-only steps, {time.time() - t0:.0f}s, final mse ema {ema:.5f}", flush=True)
         return
-    sf, mean = scaling_factor(vae, np.random.default_rng(99))
+    sf, mean = scaling_factor(vae, np.random.default_rng(99), draw)
     save(vae, a.out, sf)
     print(f"done: {step} steps, {time.time() - t0:.0f}s, final mse ema {ema:.5f}, scaling_factor {sf:.5f} (latent mean {mean:.3f})", flush=True)
 
