@@ -43,6 +43,7 @@ SCENES_VOCAB = 56  # the scene captions' 27 words, every one a piece, plus sub-p
 DIT_CONFIGS = {
     "main": dict(num_layers=4, num_attention_heads=3, attention_head_dim=32),
     "small": dict(num_layers=2, num_attention_heads=2, attention_head_dim=32),
+    "wide": dict(num_layers=4, num_attention_heads=4, attention_head_dim=32),
 }
 
 
