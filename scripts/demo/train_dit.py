@@ -120,6 +120,18 @@ def encode_pool(vae, n, seed, draw=None):
     return torch.cat(means), torch.cat(stds), caps
 
 
+def eps_loss(pred, eps, alpha_bar_t, x0_weight=0.0, x0_cap=200.0):
+    """Epsilon MSE; with x0_weight K each sample's MSE is scaled by 1 + K min(1/SNR(t), x0_cap),
+    adding K x its x0-space error (x0 error = eps error / SNR), so the high noise levels, where
+    the layout is decided and plain epsilon MSE weights x0 error by SNR ~ 0, teach it too.
+    Uncapped, K = 1 is the v-prediction loss; the cap keeps t near 999 (1/SNR ~ 2e4) from
+    swamping the rest."""
+    if not x0_weight:
+        return F.mse_loss(pred, eps)
+    per_sample = ((pred - eps) ** 2).flatten(1).mean(1)
+    return (per_sample * (1 + x0_weight * ((1 - alpha_bar_t) / alpha_bar_t).clamp(max=x0_cap))).mean()
+
+
 def ema_update(ema, model, decay):
     with torch.no_grad():
         for e, p in zip(ema.parameters(), model.parameters()):
@@ -146,6 +158,9 @@ def main():
                     "for a second transformer that shares the first one's text encoder")
     ap.add_argument("--patch", type=int, default=2, help="patch size; 4 on a 2x VAE's 16x16 latents gives the same "
                     "16 tokens as 2 on the 4x VAE's 8x8")
+    ap.add_argument("--x0-weight", type=float, default=0.0, help="K: loss = eps MSE x (1 + K min(1/SNR(t), "
+                    "--x0-cap)), see eps_loss")
+    ap.add_argument("--x0-cap", type=float, default=20.0)
     ap.add_argument("--init", help="start from DIR/{text_encoder,transformer} (e.g. an earlier run's checkpoint); "
                     "with DIR/tokenizer the text encoder's rows are carried over by piece string (new words: fresh rows)")
     ap.add_argument("--data", default="plain", choices=("plain", "scenes"),
@@ -223,7 +238,7 @@ def main():
         txt = te(input_ids=ids, attention_mask=mask).last_hidden_state
         pred = dit(xt, encoder_hidden_states=txt, encoder_attention_mask=mask, timestep=t,
                    added_cond_kwargs={"resolution": None, "aspect_ratio": None}, return_dict=False)[0]
-        loss = F.mse_loss(pred, eps)
+        loss = eps_loss(pred, eps, ac[t], a.x0_weight, a.x0_cap)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -42,14 +42,13 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import transformers
 from diffusers import AutoencoderKL, LatteTransformer3DModel, PixArtTransformer2DModel
 from transformers import T5EncoderModel, T5Tokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataset  # noqa: E402
-from train_dit import DROP_CAPTION, TEXT_LEN, ema_update, make_tokenizer, text_encoder_from  # noqa: E402
+from train_dit import DROP_CAPTION, TEXT_LEN, ema_update, eps_loss, make_tokenizer, text_encoder_from  # noqa: E402
 
 VOCAB = 52  # every caption word one piece (54 with the v2 attempt's "rightward|leftward|upward|downward")
 FOCUS_LO, FOCUS_HI = 200, 700  # --focus timesteps: alpha_bar 0.66 .. 0.01 on the linear schedule
@@ -283,11 +282,7 @@ def main():
         xt = at.sqrt() * x0 + (1 - at).sqrt() * eps
         txt = te(input_ids=ids, attention_mask=t5_mask).last_hidden_state
         pred = dit(xt, encoder_hidden_states=txt, encoder_attention_mask=bias, timestep=t, return_dict=False)[0]
-        if a.x0_weight:
-            per_clip = ((pred[:, :C] - eps) ** 2).mean(dim=(1, 2, 3, 4))
-            loss = (per_clip * (1 + a.x0_weight * ((1 - ac[t]) / ac[t]).clamp(max=a.x0_cap))).mean()
-        else:
-            loss = F.mse_loss(pred[:, :C], eps)
+        loss = eps_loss(pred[:, :C], eps, ac[t], a.x0_weight, a.x0_cap)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
