@@ -50,30 +50,53 @@ static int load_cases_from(const char *path, golden_case *c, int max)
 
 static int load_cases(golden_case *c, int max) { return load_cases_from(GOLDEN_DIR "/cases.tsv", c, max); }
 
-static void test_goldens_match(void **state)
+/* Regenerates every case of tsv from model (txt2img to NAME.png, or with video txt2vid into a
+ * folder NAME/ of frames) and compares it with its golden; at least min_cases cases. */
+static void match_cases(const char *tsv, const char *model, int video, int min_cases, golden_case *cases)
 {
-    (void)state;
-    golden_case cases[MAX_CASES];
-    int n = load_cases(cases, MAX_CASES);
-    assert_true(n >= 8);
+    int n = load_cases_from(tsv, cases, MAX_CASES);
+    assert_true(n >= min_cases);
+    const char *verb = video ? "txt2vid" : "txt2img", *ext = video ? "/" : ".png";
     char cmd[2048], out[8192];
     for (int i = 0; i < n; i++) {
         const golden_case *g = &cases[i];
         /* Passive OpenMP waiting changes no result; spinning barriers made one 32x32 image take
          * over a minute with --threads 2 on a loaded 2-core machine. */
+        char mkdir[600] = "";
+        if (video) snprintf(mkdir, sizeof mkdir, "mkdir -p '%s/%s' && ", tmp, g->name);
         if (snprintf(cmd, sizeof cmd,
-                     "OMP_WAIT_POLICY=PASSIVE ./ditrt txt2img -m assets/demo-pixart -p '%s' --steps %d --cfg %g --seed %d "
-                     "--dtype %s --threads %d --quiet -o '%s/%s.png'",
-                     g->prompt, g->steps, g->cfg, g->seed, g->dtype, 1 + i % 2, tmp, g->name) >= (int)sizeof cmd)
+                     "%sOMP_WAIT_POLICY=PASSIVE ./ditrt %s -m %s -p '%s' --steps %d --cfg %g --seed %d "
+                     "--dtype %s --threads %d --quiet -o '%s/%s%s'",
+                     mkdir, verb, model, g->prompt, g->steps, g->cfg, g->seed, g->dtype, 1 + i % 2, tmp, g->name,
+                     ext) >= (int)sizeof cmd)
             fail_msg("case %s: command too long", g->name);
-        if (run(cmd, out, sizeof out) != 0) fail_msg("case %s: txt2img failed: %s", g->name, out);
-        if (snprintf(cmd, sizeof cmd, "./ditrt compare '%s/%s.png' " GOLDEN_DIR "/%s.png --min-psnr %g", tmp, g->name,
-                     g->name, GOLDEN_MIN_PSNR) >= (int)sizeof cmd)
+        if (run(cmd, out, sizeof out) != 0) fail_msg("case %s: %s failed: %s", g->name, verb, out);
+        if (snprintf(cmd, sizeof cmd, "./ditrt compare '%s/%s%s' " GOLDEN_DIR "/%s%s --min-psnr %g", tmp, g->name, ext,
+                     g->name, ext, GOLDEN_MIN_PSNR) >= (int)sizeof cmd)
             fail_msg("case %s: command too long", g->name);
         if (run(cmd, out, sizeof out) != 0)
-            fail_msg("case %s differs from " GOLDEN_DIR "/%s.png (run `make update-golden` if intended): %s", g->name,
-                     g->name, out);
+            fail_msg("case %s differs from " GOLDEN_DIR "/%s%s (run `make update-golden` if intended): %s", g->name,
+                     g->name, ext, out);
     }
+}
+
+/* Negative control: goldens a and b (NAME + ext) must not pass the comparison. */
+static void expect_differ(const char *a, const char *b, const char *ext)
+{
+    char cmd[1024], out[4096];
+    if (snprintf(cmd, sizeof cmd, "./ditrt compare " GOLDEN_DIR "/%s%s " GOLDEN_DIR "/%s%s --min-psnr %g", a, ext, b, ext,
+                 GOLDEN_MIN_PSNR) >= (int)sizeof cmd)
+        fail_msg("command too long");
+    if (run(cmd, out, sizeof out) == 0)
+        fail_msg("%s and %s pass --min-psnr %g: the golden check could not catch such a change (%s)", a, b,
+                 GOLDEN_MIN_PSNR, out);
+}
+
+static void test_goldens_match(void **state)
+{
+    (void)state;
+    golden_case cases[MAX_CASES];
+    match_cases(GOLDEN_DIR "/cases.tsv", "assets/demo-pixart", 0, 8, cases);
 }
 
 /* The threshold must separate: different prompts and seeds, and 8 vs 20 steps of the same
@@ -83,49 +106,30 @@ static void test_threshold_rejects_other_images(void **state)
     (void)state;
     golden_case c[MAX_CASES];
     int n = load_cases(c, MAX_CASES);
-    char cmd[1024], out[4096];
     int pairs[][2] = {{0, 4}, {0, 2}, {1, 3}, {4, 6}};
     for (size_t k = 0; k < sizeof pairs / sizeof pairs[0]; k++) {
         assert_true(pairs[k][0] < n && pairs[k][1] < n);
-        if (snprintf(cmd, sizeof cmd, "./ditrt compare " GOLDEN_DIR "/%s.png " GOLDEN_DIR "/%s.png --min-psnr %g",
-                     c[pairs[k][0]].name, c[pairs[k][1]].name, GOLDEN_MIN_PSNR) >= (int)sizeof cmd)
-            fail_msg("command too long");
-        if (run(cmd, out, sizeof out) == 0)
-            fail_msg("%s and %s pass --min-psnr %g: the golden check could not catch such a change (%s)",
-                     c[pairs[k][0]].name, c[pairs[k][1]].name, GOLDEN_MIN_PSNR, out);
+        expect_differ(c[pairs[k][0]].name, c[pairs[k][1]].name, ".png");
     }
 }
 
-/* Video cases: txt2vid writes PNG frames into a folder, compared with the golden folder. */
+/* Video cases: txt2vid writes PNG frames into a folder, compared with the golden folder; the
+ * first two cases (other prompt, seed or dtype) must not pass against each other. */
 static void test_video_goldens_match(void **state)
 {
     (void)state;
     golden_case cases[MAX_CASES];
-    int n = load_cases_from(GOLDEN_DIR "/video_cases.tsv", cases, MAX_CASES);
-    assert_true(n >= 2);
-    char cmd[2048], out[8192];
-    for (int i = 0; i < n; i++) {
-        const golden_case *g = &cases[i];
-        if (snprintf(cmd, sizeof cmd,
-                     "mkdir -p '%s/%s' && OMP_WAIT_POLICY=PASSIVE ./ditrt txt2vid -m assets/demo-latte -p '%s' --steps %d "
-                     "--cfg %g --seed %d --dtype %s --threads %d --quiet -o '%s/%s/'",
-                     tmp, g->name, g->prompt, g->steps, g->cfg, g->seed, g->dtype, 1 + i % 2, tmp, g->name) >= (int)sizeof cmd)
-            fail_msg("case %s: command too long", g->name);
-        if (run(cmd, out, sizeof out) != 0) fail_msg("case %s: txt2vid failed: %s", g->name, out);
-        if (snprintf(cmd, sizeof cmd, "./ditrt compare '%s/%s/' " GOLDEN_DIR "/%s/ --min-psnr %g", tmp, g->name, g->name,
-                     GOLDEN_MIN_PSNR) >= (int)sizeof cmd)
-            fail_msg("case %s: command too long", g->name);
-        if (run(cmd, out, sizeof out) != 0)
-            fail_msg("case %s differs from " GOLDEN_DIR "/%s/ (run `make update-golden` if intended): %s", g->name,
-                     g->name, out);
-    }
-    /* negative control: the first two cases (other prompt, seed or dtype) must not pass */
-    if (snprintf(cmd, sizeof cmd, "./ditrt compare " GOLDEN_DIR "/%s/ " GOLDEN_DIR "/%s/ --min-psnr %g", cases[0].name,
-                 cases[1].name, GOLDEN_MIN_PSNR) >= (int)sizeof cmd)
-        fail_msg("command too long");
-    if (run(cmd, out, sizeof out) == 0)
-        fail_msg("%s and %s pass --min-psnr %g: the video golden check could not catch such a change (%s)",
-                 cases[0].name, cases[1].name, GOLDEN_MIN_PSNR, out);
+    match_cases(GOLDEN_DIR "/video_cases.tsv", "assets/demo-latte", 1, 2, cases);
+    expect_differ(cases[0].name, cases[1].name, "/");
+}
+
+/* The sizes-and-counts model (its own 2x VAE, patch 4): the same check on its cases. */
+static void test_scenes_goldens_match(void **state)
+{
+    (void)state;
+    golden_case cases[MAX_CASES];
+    match_cases(GOLDEN_DIR "/scenes_cases.tsv", "assets/demo-pixart-scenes", 0, 2, cases);
+    expect_differ(cases[0].name, cases[1].name, ".png");
 }
 
 int main(void)
@@ -134,6 +138,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_goldens_match, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threshold_rejects_other_images, setup, teardown),
         cmocka_unit_test_setup_teardown(test_video_goldens_match, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scenes_goldens_match, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
