@@ -123,22 +123,12 @@ static void test_video_goldens_match(void **state)
     expect_differ(cases[0].name, cases[1].name, "/");
 }
 
-/* The sizes-and-counts model (its own 2x VAE, patch 4): the same check on its cases. */
-static void test_scenes_goldens_match(void **state)
-{
-    (void)state;
-    golden_case cases[MAX_CASES];
-    match_cases(GOLDEN_DIR "/scenes_cases.tsv", "assets/demo-pixart-scenes", 0, 2, cases);
-    expect_differ(cases[0].name, cases[1].name, ".png");
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_goldens_match, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threshold_rejects_other_images, setup, teardown),
         cmocka_unit_test_setup_teardown(test_video_goldens_match, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_scenes_goldens_match, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
