@@ -2,7 +2,7 @@
 
     .venv-ref/bin/python scripts/demo/quality_scenes.py [-m assets/demo-pixart-scenes] [--steps 20]
         [--cfg 4.5] [--dtype f32|bf16] [--sampler ditrt|diffusers] [--keep DIR] [--self-test]
-        [--seed-base 3000] [--extra "ARGS"]
+        [--seed-base 3000] [--extra "ARGS"] [--vae VAE_DIR]
 
 The prompt set (60, deterministic): every color x shape x size of scripts/demo/dataset.py once
 ("a small red circle on the left on a black background", positions and backgrounds rotated
@@ -17,7 +17,8 @@ Seeds SEED_BASE.. (3000: the held set). From the pixels (quality.py's analysis):
   position           of the largest component's box (sized prompts; counted ones name neither
                      a position nor a size, so neither is checked there).
 Headline: color AND shape AND count AND size correct (position and background reported apart).
---self-test scores the dataset's own renders (must be 100%).
+--self-test scores the dataset's own renders (must be 100%); --vae VAE_DIR scores them after a
+round trip through that VAE, the ceiling for any transformer on it.
 """
 import os
 import sys

@@ -2,7 +2,7 @@
 
     .venv-ref/bin/python scripts/demo/train_vae.py OUT_DIR [--minutes M]
 
-A small diffusers AutoencoderKL (3 blocks: 4x downsampling, 4 latent channels) trained with
+A small diffusers AutoencoderKL (3 blocks: 4x downsampling, 4 latent channels; --down 2: 2 blocks) trained with
 MSE on posterior samples plus a small KL term, one CPU thread, seeded. It trains for a fixed
 wall-clock budget and saves OUT_DIR/vae (diffusers layout) every minute, so an interrupted run
 still leaves a usable model. At the end scaling_factor is set to 1/std of the latents, as
