@@ -2,8 +2,8 @@
 
     .venv-ref/bin/python scripts/demo/train_vae.py OUT_DIR [--minutes M]
 
-A small diffusers AutoencoderKL (3 blocks: 4x downsampling, 4 latent channels; --down 2: 2 blocks) trained with
-MSE on posterior samples plus a small KL term, one CPU thread, seeded. It trains for a fixed
+A small diffusers AutoencoderKL (3 blocks: 4x downsampling, 4 latent channels; --down 2: 2 blocks)
+trained with MSE on posterior samples plus a small KL term, one CPU thread, seeded. It trains for a fixed
 wall-clock budget and saves OUT_DIR/vae (diffusers layout) every minute, so an interrupted run
 still leaves a usable model. At the end scaling_factor is set to 1/std of the latents, as
 Stable Diffusion does, so scaled latents have unit variance.
@@ -66,7 +66,8 @@ def main():
     torch.manual_seed(0)
     rng = np.random.default_rng(1234)
     a.resume |= a.decoder_only
-    vae = AutoencoderKL.from_pretrained(os.path.join(a.out, "vae")) if a.resume else AutoencoderKL(**(VAE_CONFIG_2X if a.down == 2 else VAE_CONFIG))
+    new_config = VAE_CONFIG_2X if a.down == 2 else VAE_CONFIG
+    vae = AutoencoderKL.from_pretrained(os.path.join(a.out, "vae")) if a.resume else AutoencoderKL(**new_config)
     if a.resume:
         rng = np.random.default_rng(4321 if not a.decoder_only else 5678)
     if a.decoder_only:
