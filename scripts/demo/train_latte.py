@@ -33,6 +33,9 @@ is needed because x0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar) magnifi
 half of each batch's moving clips the other half played backwards with the opposite direction
 word (same posterior sample, noise and timestep): the word and the frame order are then the only
 difference between the two, so the loss can only drop by reading the word.
+--spatial-from IMAGE_DIR --freeze-spatial puts the image model's weights back into everything but
+the temporal blocks and trains only those (and the text encoder): a diagnosis of where the video
+model's per-frame drawing goes soft (scripts/demo/README.md, session 6).
 """
 import argparse
 import copy
@@ -51,6 +54,7 @@ import dataset  # noqa: E402
 from train_dit import DROP_CAPTION, TEXT_LEN, ema_update, eps_loss, make_tokenizer, text_encoder_from  # noqa: E402
 
 VOCAB = 52  # every caption word one piece (54 with the v2 attempt's "rightward|leftward|upward|downward")
+TEMPORAL = "temporal_transformer_blocks."
 FOCUS_LO, FOCUS_HI = 200, 700  # --focus timesteps: alpha_bar 0.66 .. 0.01 on the linear schedule
 
 
@@ -174,6 +178,11 @@ def main():
                     "encoder is still the image model's")
     ap.add_argument("--pair-reverse", action="store_true", help="the second half of each batch's moving clips "
                     "are the first half reversed in time with the opposite direction word (needs --still)")
+    ap.add_argument("--spatial-from", help="IMAGE_DIR: after --resume, put that image pipeline's transformer weights "
+                    "back into everything but the temporal blocks (spatial blocks, embeddings, head), as at the "
+                    "start of video training")
+    ap.add_argument("--freeze-spatial", action="store_true", help="train only the temporal blocks (and the text "
+                    "encoder): the per-frame drawing stays the starting weights'")
     a = ap.parse_args()
     assert not a.pair_reverse or a.still >= 0, "--pair-reverse needs --still"
     torch.set_num_threads(1)
@@ -199,7 +208,13 @@ def main():
           f"new words {new_words}", flush=True)
     dit = LatteTransformer3DModel.from_pretrained(os.path.join(a.resume, "transformer")) if a.resume \
         else scratch_transformer(a.init, a.scratch_heads) if a.scratch_heads else transformer_from(a.init)
+    if a.spatial_from:
+        image_sd = transformer_from(a.spatial_from).state_dict()
+        dit.load_state_dict({k: v for k, v in image_sd.items() if not k.startswith(TEMPORAL)}, strict=False)
     dit = grow(dit, a.grow)
+    if a.freeze_spatial:
+        for name, p in dit.named_parameters():
+            p.requires_grad_(name.startswith(TEMPORAL))
     vae = AutoencoderKL.from_pretrained(os.path.join(a.init, "vae")).eval()
     sf = vae.config.scaling_factor
     cache = os.path.join(a.work, f"pool-latte-{a.pool}.pt")  # the VAE encoding is minutes; phases share it
@@ -237,7 +252,7 @@ def main():
     ema_te, ema_dit = copy.deepcopy(te).eval(), copy.deepcopy(dit).eval()
     print(f"t5 params {sum(p.numel() for p in te.parameters()) / 1e6:.3f} M, "
           f"latte params {sum(p.numel() for p in dit.parameters()) / 1e6:.3f} M", flush=True)
-    params = list(te.parameters()) + list(dit.parameters())
+    params = list(te.parameters()) + [p for p in dit.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0, betas=(0.9, 0.99))
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
     ac = torch.cumprod(1 - betas, 0).float()
