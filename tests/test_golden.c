@@ -15,10 +15,21 @@
  * ~2.5 of 255) leaves room for f32 rounding on other ISAs/compilers while real changes land far
  * below it. */
 #define GOLDEN_MIN_PSNR 40.0
+/* Except bf16 below 20 steps: that trajectory amplifies a one-ulp rounding difference (f32 vs
+ * bf16 is 25-31 dB at 8 steps), and the CI machine, whose bf16 kernels round differently from
+ * the dev machine's, gave 29.5 dB for dpm8_bf16_red_circle against its golden. 20 dB still
+ * rejects 8 vs 20 steps (12.9 dB) and another prompt and seed (10.7 dB) in bf16. */
+#define GOLDEN_MIN_PSNR_BF16_FEW_STEPS 20.0
 #define GOLDEN_DIR "assets/golden"
 #define MAX_CASES 64
 
 typedef struct { char name[64], prompt[256], dtype[8]; int steps, seed; double cfg; } golden_case;
+
+/* The PSNR a regenerated case must reach against its golden. */
+static double case_min_psnr(const golden_case *g)
+{
+    return strcmp(g->dtype, "bf16") == 0 && g->steps < 20 ? GOLDEN_MIN_PSNR_BF16_FEW_STEPS : GOLDEN_MIN_PSNR;
+}
 
 static char tmp[256];
 static int setup(void **state) { (void)state; tu_tmpdir(tmp, sizeof tmp); return 0; }
@@ -72,7 +83,7 @@ static void match_cases(const char *tsv, const char *model, int video, int min_c
             fail_msg("case %s: command too long", g->name);
         if (run(cmd, out, sizeof out) != 0) fail_msg("case %s: %s failed: %s", g->name, verb, out);
         if (snprintf(cmd, sizeof cmd, "./ditrt compare '%s/%s%s' " GOLDEN_DIR "/%s%s --min-psnr %g", tmp, g->name, ext,
-                     g->name, ext, GOLDEN_MIN_PSNR) >= (int)sizeof cmd)
+                     g->name, ext, case_min_psnr(g)) >= (int)sizeof cmd)
             fail_msg("case %s: command too long", g->name);
         if (run(cmd, out, sizeof out) != 0)
             fail_msg("case %s differs from " GOLDEN_DIR "/%s%s (run `make update-golden` if intended): %s", g->name,
@@ -80,16 +91,21 @@ static void match_cases(const char *tsv, const char *model, int video, int min_c
     }
 }
 
-/* Negative control: goldens a and b (NAME + ext) must not pass the comparison. */
-static void expect_differ(const char *a, const char *b, const char *ext)
+/* Negative control: goldens a and b (NAME + ext) must not pass a comparison at min_psnr. */
+static void expect_differ_at(const char *a, const char *b, const char *ext, double min_psnr)
 {
     char cmd[1024], out[4096];
     if (snprintf(cmd, sizeof cmd, "./ditrt compare " GOLDEN_DIR "/%s%s " GOLDEN_DIR "/%s%s --min-psnr %g", a, ext, b, ext,
-                 GOLDEN_MIN_PSNR) >= (int)sizeof cmd)
+                 min_psnr) >= (int)sizeof cmd)
         fail_msg("command too long");
     if (run(cmd, out, sizeof out) == 0)
-        fail_msg("%s and %s pass --min-psnr %g: the golden check could not catch such a change (%s)", a, b,
-                 GOLDEN_MIN_PSNR, out);
+        fail_msg("%s and %s pass --min-psnr %g: the golden check could not catch such a change (%s)", a, b, min_psnr,
+                 out);
+}
+
+static void expect_differ(const char *a, const char *b, const char *ext)
+{
+    expect_differ_at(a, b, ext, GOLDEN_MIN_PSNR);
 }
 
 static void test_goldens_match(void **state)
@@ -99,17 +115,19 @@ static void test_goldens_match(void **state)
     match_cases(GOLDEN_DIR "/cases.tsv", "assets/demo-pixart", 0, 8, cases);
 }
 
-/* The threshold must separate: different prompts and seeds, and 8 vs 20 steps of the same
- * prompt, all fail it (f32 vs bf16 of one case is closer, see GOLDEN_MIN_PSNR). */
+/* The thresholds must separate: different prompts and seeds, and 8 vs 20 steps of the same
+ * prompt, all fail the looser one of the pair's (f32 vs bf16 of one case is closer, see
+ * GOLDEN_MIN_PSNR). */
 static void test_threshold_rejects_other_images(void **state)
 {
     (void)state;
     golden_case c[MAX_CASES];
     int n = load_cases(c, MAX_CASES);
-    int pairs[][2] = {{0, 4}, {0, 2}, {1, 3}, {4, 6}};
+    int pairs[][2] = {{0, 4}, {0, 2}, {1, 3}, {4, 6}, {3, 7}};
     for (size_t k = 0; k < sizeof pairs / sizeof pairs[0]; k++) {
         assert_true(pairs[k][0] < n && pairs[k][1] < n);
-        expect_differ(c[pairs[k][0]].name, c[pairs[k][1]].name, ".png");
+        const golden_case *a = &c[pairs[k][0]], *b = &c[pairs[k][1]];
+        expect_differ_at(a->name, b->name, ".png", fmin(case_min_psnr(a), case_min_psnr(b)));
     }
 }
 
