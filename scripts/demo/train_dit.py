@@ -20,7 +20,6 @@ import copy
 import io
 import os
 import random
-import socket
 import sys
 import time
 
@@ -33,6 +32,7 @@ from diffusers import AutoencoderKL, PixArtTransformer2DModel
 from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dataparallel  # noqa: E402
 import dataset  # noqa: E402
 
 TEXT_LEN = 16  # longest caption is 12 tokens + </s>; padding beyond is masked, so 300 at inference is equivalent
@@ -167,8 +167,9 @@ def main():
     ap.add_argument("--data", default="plain", choices=("plain", "scenes"),
                     help="plain: one shape (dataset.sample); scenes: plain + sized + counted shapes "
                     "(dataset.sample_scene, its own tokenizer-scenes/ and ckpt-scenes/)")
-    ap.add_argument("--procs", type=int, default=1, help="data-parallel processes (gloo, one thread each, "
-                    "--batch split among them, gradients averaged): 2 on 2 cores trains ~1.8x the steps per minute")
+    ap.add_argument("--procs", type=int, default=1, help="data-parallel processes (dataparallel.py: gloo, one "
+                    "thread each, --batch split among them, gradients averaged): 2 on 2 cores trains ~1.3x the steps "
+                    "per minute of one at batch 64")
     a = ap.parse_args()
     if a.batch % a.procs:
         sys.exit(f"train_dit.py: --batch {a.batch} is not a multiple of --procs {a.procs}")
@@ -198,13 +199,7 @@ def main():
     data = dict(means=means, stds=stds, sf=sf, cap_ids=torch.tensor([cap_index[c] for c in caps]),
                 input_ids=enc.input_ids, mask=enc.attention_mask, empty=len(uniq) - 1, words=sorted(
                     {w for c in uniq for w in c.split()}), t_start=t_start)
-    if a.procs > 1:
-        with socket.socket() as s:  # a free port for the processes' rendezvous
-            s.bind(("127.0.0.1", 0))
-            os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(s.getsockname()[1])
-        torch.multiprocessing.spawn(train, args=(a, data), nprocs=a.procs)
-    else:
-        train(0, a, data)
+    dataparallel.run(train, a.procs, a, data)
 
 
 def make_models(a, latent_size, words):
@@ -226,25 +221,11 @@ def make_models(a, latent_size, words):
     return te, dit
 
 
-def average_grads(params, procs):
-    """All-reduce the gradients as one flat buffer, so every process takes the same optimizer step."""
-    for p in params:
-        if p.grad is None:  # a parameter this batch did not reach
-            p.grad = torch.zeros_like(p)
-    grads = [p.grad for p in params]
-    flat = torch.cat([g.flatten() for g in grads])
-    torch.distributed.all_reduce(flat)
-    flat /= procs
-    torch.nn.utils.vector_to_parameters(flat, grads)
-
-
 def train(rank, a, data):
     """The training loop of process `rank` of a.procs; rank 0 keeps the EMA, logs and saves, and its
     clock decides the learning rate and when to stop, so all processes step alike."""
-    torch.set_num_threads(1)
     procs = a.procs
-    if procs > 1:
-        torch.distributed.init_process_group("gloo", rank=rank, world_size=procs)
+    dataparallel.init(rank, procs)
     transformers.logging.set_verbosity_error()
     name = "scenes" if a.data == "scenes" else a.variant
     means, stds, cap_ids, empty = data["means"], data["stds"], data["cap_ids"], data["empty"]
@@ -266,10 +247,7 @@ def train(rank, a, data):
     budget = a.minutes * 60 - (t0 - data["t_start"])
     last_save, step, ema_loss = t0, 0, None
     while True:
-        clock = torch.tensor([(time.time() - t0) / budget])  # rank 0's fraction of the budget
-        if procs > 1:
-            torch.distributed.broadcast(clock, 0)
-        frac = float(clock)
+        frac = dataparallel.budget_fraction(time.time() - t0, budget, procs)
         if frac >= 1 or (a.max_steps and step >= a.max_steps):
             break
         for pg in opt.param_groups:
@@ -292,16 +270,11 @@ def train(rank, a, data):
         loss = eps_loss(pred, eps, ac[t], a.x0_weight, a.x0_cap)
         opt.zero_grad(set_to_none=False)
         loss.backward()
-        if procs > 1:
-            average_grads(params, procs)
+        dataparallel.average_grads(params, procs)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        if procs > 1 and step % 1000 == 0:  # the updates are identical; this keeps rounding from drifting
-            flat = torch.nn.utils.parameters_to_vector(params).detach()
-            torch.distributed.broadcast(flat, 0)
-            with torch.no_grad():
-                torch.nn.utils.vector_to_parameters(flat, params)
+        dataparallel.resync(params, procs, step)
         if rank:
             continue
         decay = min(0.999, (1 + step) / (10 + step))
@@ -318,8 +291,7 @@ def train(rank, a, data):
     if rank == 0:
         save(a.work, name, ema_te, ema_dit)
         print(f"done: {step} steps in {time.time() - t0:.0f}s, loss ema {ema_loss:.4f}", flush=True)
-    if procs > 1:
-        torch.distributed.destroy_process_group()
+    dataparallel.finish(procs)
 
 
 if __name__ == "__main__":

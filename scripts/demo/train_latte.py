@@ -18,7 +18,8 @@ Then the text encoder and transformer train jointly on VAE latents of clips from
 (DDPM epsilon loss, linear betas 1e-4..0.02, 1000 steps, stratified timesteps, EMA, 10% empty
 captions). Text features are used as LattePipeline uses them: the prompt truncated to its own
 tokens, the empty prompt padded to the same length with its pad positions NOT masked.
-One CPU thread, fixed seeds, time-budgeted; EMA weights saved to WORK_DIR/ckpt-latte/ every few minutes.
+One CPU thread per process (--procs N: N data-parallel processes, dataparallel.py), fixed seeds,
+time-budgeted; EMA weights saved to WORK_DIR/ckpt-latte/ every few minutes.
 --resume continues from such a checkpoint (a second phase); with the checkpoint's tokenizer in
 it, the caption words may change (the embedding rows are re-indexed, --word-init seeds new words
 from old ones). --focus draws part of each batch from the mid-to-high noise levels, where a
@@ -50,6 +51,7 @@ from diffusers import AutoencoderKL, LatteTransformer3DModel, PixArtTransformer2
 from transformers import T5EncoderModel, T5Tokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dataparallel  # noqa: E402
 import dataset  # noqa: E402
 from train_dit import DROP_CAPTION, TEXT_LEN, ema_update, eps_loss, make_tokenizer, text_encoder_from  # noqa: E402
 
@@ -183,8 +185,12 @@ def main():
                     "start of video training")
     ap.add_argument("--freeze-spatial", action="store_true", help="train only the temporal blocks (and the text "
                     "encoder): the per-frame drawing stays the starting weights'")
+    ap.add_argument("--procs", type=int, default=1, help="data-parallel processes (dataparallel.py: gloo, one "
+                    "thread each, --batch split among them, gradients averaged)")
     a = ap.parse_args()
     assert not a.pair_reverse or a.still >= 0, "--pair-reverse needs --still"
+    if a.batch % a.procs:
+        sys.exit(f"train_latte.py: --batch {a.batch} is not a multiple of --procs {a.procs}")
     torch.set_num_threads(1)
     torch.manual_seed(0)
     transformers.logging.set_verbosity_error()
@@ -234,11 +240,10 @@ def main():
     lengths = enc.attention_mask.sum(1)
     moving = torch.tensor([" moving " in c for c in caps])
     still_idx, moving_idx = torch.nonzero(~moving)[:, 0], torch.nonzero(moving)[:, 0]
-    n_still = int(round(a.still * a.batch))
-    n_pair = (a.batch - n_still) // 2 if a.pair_reverse else 0  # moving clips that get a reversed twin
     rev_ids = torch.tensor([cap_index[dataset.reversed_caption(c)] for c in uniq])
     if a.still >= 0:
-        print(f"batch: {n_still} of {a.batch} from the {len(still_idx)} still clips, the rest from the "
+        print(f"batch: {int(round(a.still * (a.batch // a.procs)))} of {a.batch // a.procs} per process from the "
+              f"{len(still_idx)} still clips, the rest from the "
               f"{len(moving_idx)} moving ones", flush=True)
     moving_w = torch.ones(len(moving_idx))
     if a.upweight:
@@ -247,11 +252,32 @@ def main():
         moving_w[hit] = float(k)
         print(f"upweight: {int(hit.sum())} moving clips with '{word}' drawn x{k}", flush=True)
 
-    gen = torch.Generator().manual_seed(9)
+    data = dict(te=te, dit=dit, means=means, stds=stds, sf=sf, cap_ids=cap_ids, ids=enc.input_ids,
+                mask=enc.attention_mask, empty_ids=empty.input_ids, empty_mask=empty.attention_mask,
+                lengths=lengths, still_idx=still_idx, moving_idx=moving_idx, rev_ids=rev_ids, moving_w=moving_w,
+                t_start=t_start)
+    dataparallel.run(train, a.procs, a, data)
+
+
+def train(rank, a, d):
+    """The training loop of process `rank` of a.procs (see dataparallel.py): each draws a.batch /
+    a.procs clips a step (with its share of still clips and reversed twins); rank 0 keeps the EMA,
+    logs and saves."""
+    procs = a.procs
+    dataparallel.init(rank, procs)
+    transformers.logging.set_verbosity_error()
+    te, dit = copy.deepcopy(d["te"]), copy.deepcopy(d["dit"])  # not the storage shared with the others
+    means, stds, sf, cap_ids, lengths = d["means"], d["stds"], d["sf"], d["cap_ids"], d["lengths"]
+    still_idx, moving_idx, rev_ids, moving_w = d["still_idx"], d["moving_idx"], d["rev_ids"], d["moving_w"]
+    batch = a.batch // procs
+    n_still = int(round(a.still * batch))
+    n_pair = (batch - n_still) // 2 if a.pair_reverse else 0  # moving clips that get a reversed twin
+    gen = torch.Generator().manual_seed(9 + 1000 * rank)
     te.train(), dit.train()
-    ema_te, ema_dit = copy.deepcopy(te).eval(), copy.deepcopy(dit).eval()
-    print(f"t5 params {sum(p.numel() for p in te.parameters()) / 1e6:.3f} M, "
-          f"latte params {sum(p.numel() for p in dit.parameters()) / 1e6:.3f} M", flush=True)
+    ema_te, ema_dit = (copy.deepcopy(te).eval(), copy.deepcopy(dit).eval()) if rank == 0 else (None, None)
+    if rank == 0:
+        print(f"t5 params {sum(p.numel() for p in te.parameters()) / 1e6:.3f} M, "
+              f"latte params {sum(p.numel() for p in dit.parameters()) / 1e6:.3f} M, {procs} process(es)", flush=True)
     params = list(te.parameters()) + [p for p in dit.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0, betas=(0.9, 0.99))
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
@@ -260,15 +286,17 @@ def main():
     pos = torch.arange(TEXT_LEN)
 
     t0 = time.time()
-    budget = a.minutes * 60 - (t0 - t_start)
+    budget = a.minutes * 60 - (t0 - d["t_start"])
     last_save, step, ema_loss = t0, 0, None
-    while time.time() - t0 < budget and (a.max_steps == 0 or step < a.max_steps):
-        frac = (time.time() - t0) / budget
+    while True:
+        frac = dataparallel.budget_fraction(time.time() - t0, budget, procs)
+        if frac >= 1 or (a.max_steps and step >= a.max_steps):
+            break
         for pg in opt.param_groups:
             pg["lr"] = a.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
-        nb = a.batch - n_pair  # clips drawn; the last n_pair moving ones are then repeated reversed
+        nb = batch - n_pair  # clips drawn; the last n_pair moving ones are then repeated reversed
         if a.still < 0:
-            idx = torch.randint(len(caps), (nb,), generator=gen)
+            idx = torch.randint(len(cap_ids), (nb,), generator=gen)
         else:
             idx = torch.cat([still_idx[torch.randint(len(still_idx), (n_still,), generator=gen)],
                              moving_idx[torch.multinomial(moving_w, nb - n_still, replacement=True, generator=gen)
@@ -279,9 +307,9 @@ def main():
         twin = torch.arange(nb - n_pair, nb)
         x0 = torch.cat([x0, x0[twin].flip(2)])  # dim 2 is the frame axis
         ci = torch.cat([ci, rev_ids[ci[twin]]])
-        drop = torch.rand(a.batch, generator=gen) < a.drop
-        ids = torch.where(drop[:, None], empty.input_ids, enc.input_ids[ci])
-        t5_mask = torch.where(drop[:, None], empty.attention_mask, enc.attention_mask[ci])
+        drop = torch.rand(batch, generator=gen) < a.drop
+        ids = torch.where(drop[:, None], d["empty_ids"], d["ids"][ci])
+        t5_mask = torch.where(drop[:, None], d["empty_mask"], d["mask"][ci])
         # cross-attention sees the caption's own tokens; a dropped caption is "" padded to that
         # length, pads included (LattePipeline truncates both rows to the prompt's length)
         keep = (pos[None] < lengths[ci][:, None]).float()
@@ -300,9 +328,13 @@ def main():
         loss = eps_loss(pred[:, :C], eps, ac[t], a.x0_weight, a.x0_cap)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        dataparallel.average_grads(params, procs)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
+        dataparallel.resync(params, procs, step)
+        if rank:
+            continue
         decay = min(0.999, (1 + step) / (10 + step))
         ema_update(ema_te, te, decay)
         ema_update(ema_dit, dit, decay)
@@ -314,8 +346,10 @@ def main():
             save(a.work, ema_te, ema_dit)
             last_save = time.time()
             print(f"saved at step {step}", flush=True)
-    save(a.work, ema_te, ema_dit)
-    print(f"done: {step} steps in {time.time() - t0:.0f}s, loss ema {ema_loss:.4f}", flush=True)
+    if rank == 0:
+        save(a.work, ema_te, ema_dit)
+        print(f"done: {step} steps in {time.time() - t0:.0f}s, loss ema {ema_loss:.4f}", flush=True)
+    dataparallel.finish(procs)
 
 
 if __name__ == "__main__":
