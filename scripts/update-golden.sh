@@ -1,8 +1,9 @@
 #!/bin/sh
 # Regenerates the golden images of assets/golden/ with ./ditrt (`make update-golden`): cases.tsv
-# from assets/demo-pixart and the golden videos (folders of PNG frames) of video_cases.tsv from
-# assets/demo-latte. Run it only when a change is meant to alter them, look at the new PNGs, and
-# commit them with that change. tests/test_golden.c checks ditrt against them.
+# from assets/demo-pixart, scenes_cases.tsv from assets/demo-pixart-scenes, and the golden videos
+# (folders of PNG frames) of video_cases.tsv from assets/demo-latte. Run it only when a change is
+# meant to alter them, look at the new PNGs, and commit them with that change.
+# tests/test_golden.c checks ditrt against them.
 set -eu
 cd "$(dirname "$0")/.."
 dir=assets/golden
@@ -24,4 +25,5 @@ regen() {
 }
 
 regen cases.tsv assets/demo-pixart txt2img
+regen scenes_cases.tsv assets/demo-pixart-scenes txt2img
 regen video_cases.tsv assets/demo-latte txt2vid

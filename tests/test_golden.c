@@ -1,6 +1,7 @@
 /* Golden-image regression suite (issue 8): every case of assets/golden/cases.tsv is
  * regenerated from the trained demo model assets/demo-pixart with `./ditrt txt2img` and
- * compared with its stored PNG by `ditrt compare --min-psnr GOLDEN_MIN_PSNR`; every case of
+ * compared with its stored PNG by `ditrt compare --min-psnr GOLDEN_MIN_PSNR`, scenes_cases.tsv
+ * likewise from the counts-and-sizes model assets/demo-pixart-scenes; every case of
  * video_cases.tsv likewise from assets/demo-latte with `./ditrt txt2vid` against its folder of
  * PNG frames (compare's mean PSNR over the frames). Cases alternate --threads 1 and 2, so a
  * thread-count dependence shows up as well. A negative control checks that two different
@@ -131,6 +132,16 @@ static void test_threshold_rejects_other_images(void **state)
     }
 }
 
+/* Counts and sizes: a second image model with its own VAE (2x downsampling, patch 4); the two
+ * prompts of cases 0 and 2 must not pass against each other. */
+static void test_scenes_goldens_match(void **state)
+{
+    (void)state;
+    golden_case cases[MAX_CASES];
+    match_cases(GOLDEN_DIR "/scenes_cases.tsv", "assets/demo-pixart-scenes", 0, 3, cases);
+    expect_differ(cases[0].name, cases[2].name, ".png");
+}
+
 /* Video cases: txt2vid writes PNG frames into a folder, compared with the golden folder; the
  * first two cases (other prompt, seed or dtype) must not pass against each other. */
 static void test_video_goldens_match(void **state)
@@ -146,6 +157,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_goldens_match, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threshold_rejects_other_images, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scenes_goldens_match, setup, teardown),
         cmocka_unit_test_setup_teardown(test_video_goldens_match, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

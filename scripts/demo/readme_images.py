@@ -4,6 +4,7 @@
 
 demo.png: the `make demo` prompt and seed, upscaled 4x (nearest) from 32x32.
 grid.png: 16 prompts in a 4x4 grid, each 32x32 upscaled 4x, 20 DPM-Solver++ steps, cfg 4.5.
+scenes.png: 8 counts-and-sizes prompts from assets/demo-pixart-scenes in a 4x2 grid, 4x (scenes.txt).
 demo-video.png: the 8 frames of `make demo`'s out/demo.mp4 (assets/demo-latte) side by side, 4x.
 """
 import os
@@ -27,11 +28,31 @@ GRID = [
     "a purple triangle at the bottom on a white background", "a green square on the left on a gray background",
 ]
 
+SCENES = [
+    "two green squares on a black background", "three red circles on a white background",
+    "a small blue triangle on a gray background", "a large yellow square on a black background",
+    "two purple triangles on a white background", "three yellow squares on a gray background",
+    "a small red circle at the top on a black background", "a large green circle on a white background",
+]
 
-def gen(prompt, seed, path):
-    subprocess.run(["./ditrt", "txt2img", "-m", os.environ.get("DEMO_MODEL", "assets/demo-pixart"), "-p", prompt, "--steps", "20", "--cfg", "4.5",
+
+def gen(prompt, seed, path, model=None):
+    model = model or os.environ.get("DEMO_MODEL", "assets/demo-pixart")
+    subprocess.run(["./ditrt", "txt2img", "-m", model, "-p", prompt, "--steps", "20", "--cfg", "4.5",
                     "--seed", str(seed), "--quiet", "-o", path], check=True)
     return np.array(Image.open(path).convert("RGB"))
+
+
+def grid_png(tiles, cols, path):
+    rows = [np.concatenate(tiles[r * cols:(r + 1) * cols], 1) for r in range(len(tiles) // cols)]
+    grid = np.concatenate(rows, 0)
+    Image.fromarray(grid).resize((grid.shape[1] * 4, grid.shape[0] * 4), Image.NEAREST).save(path)
+
+
+def write_list(path, what, prompts):
+    with open(path, "w") as f:
+        f.write(f"{what}, row by row (seed 100 + index; 20 DPM-Solver++ steps, cfg 4.5):\n")
+        f.writelines(f"{i:2d} {p}\n" for i, p in enumerate(prompts))
 
 
 def video_strip(out, tmp):
@@ -52,14 +73,14 @@ def main():
     tmp = tempfile.mkdtemp()
     demo = gen(DEMO_PROMPT, 0, os.path.join(tmp, "demo.png"))
     Image.fromarray(demo).resize((128, 128), Image.NEAREST).save(os.path.join(out, "demo.png"))
-    tiles = [gen(p, 100 + i, os.path.join(tmp, f"{i}.png")) for i, p in enumerate(GRID)]
-    grid = np.concatenate([np.concatenate(tiles[r * 4:r * 4 + 4], 1) for r in range(4)], 0)
-    Image.fromarray(grid).resize((512, 512), Image.NEAREST).save(os.path.join(out, "grid.png"))
-    with open(os.path.join(out, "grid.txt"), "w") as f:
-        f.write("grid.png, row by row (seed 100 + index; 20 DPM-Solver++ steps, cfg 4.5):\n")
-        f.writelines(f"{i:2d} {p}\n" for i, p in enumerate(GRID))
+    grid_png([gen(p, 100 + i, os.path.join(tmp, f"{i}.png")) for i, p in enumerate(GRID)], 4,
+             os.path.join(out, "grid.png"))
+    write_list(os.path.join(out, "grid.txt"), "grid.png", GRID)
+    grid_png([gen(p, 100 + i, os.path.join(tmp, f"s{i}.png"), "assets/demo-pixart-scenes") for i, p in enumerate(SCENES)],
+             4, os.path.join(out, "scenes.png"))
+    write_list(os.path.join(out, "scenes.txt"), "scenes.png (assets/demo-pixart-scenes)", SCENES)
     video_strip(out, tmp)
-    print(f"wrote {out}/demo.png, {out}/grid.png, {out}/demo-video.png")
+    print(f"wrote {out}/demo.png, {out}/grid.png, {out}/scenes.png, {out}/demo-video.png")
 
 
 if __name__ == "__main__":
