@@ -241,10 +241,6 @@ def main():
     moving = torch.tensor([" moving " in c for c in caps])
     still_idx, moving_idx = torch.nonzero(~moving)[:, 0], torch.nonzero(moving)[:, 0]
     rev_ids = torch.tensor([cap_index[dataset.reversed_caption(c)] for c in uniq])
-    if a.still >= 0:
-        print(f"batch: {int(round(a.still * (a.batch // a.procs)))} of {a.batch // a.procs} per process from the "
-              f"{len(still_idx)} still clips, the rest from the "
-              f"{len(moving_idx)} moving ones", flush=True)
     moving_w = torch.ones(len(moving_idx))
     if a.upweight:
         word, k = a.upweight.split("=")
@@ -275,6 +271,9 @@ def train(rank, a, d):
     gen = torch.Generator().manual_seed(9 + 1000 * rank)
     te.train(), dit.train()
     ema_te, ema_dit = (copy.deepcopy(te).eval(), copy.deepcopy(dit).eval()) if rank == 0 else (None, None)
+    if rank == 0 and a.still >= 0:
+        print(f"batch: {n_still} of {batch} per process from the {len(still_idx)} still clips, the rest from the "
+              f"{len(moving_idx)} moving ones", flush=True)
     if rank == 0:
         print(f"t5 params {sum(p.numel() for p in te.parameters()) / 1e6:.3f} M, "
               f"latte params {sum(p.numel() for p in dit.parameters()) / 1e6:.3f} M, {procs} process(es)", flush=True)
