@@ -2,7 +2,7 @@
 
     .venv-ref/bin/python scripts/demo/assemble.py WORK_DIR [OUT_DIR=assets/demo-pixart]
     .venv-ref/bin/python scripts/demo/assemble.py WORK_DIR assets/demo-pixart-small --small
-    .venv-ref/bin/python scripts/demo/assemble.py WORK_DIR assets/demo-latte --latte
+    .venv-ref/bin/python scripts/demo/assemble.py WORK_DIR assets/demo-latte --latte [--vae=demo-pixart-scenes]
     .venv-ref/bin/python scripts/demo/assemble.py WORK_DIR assets/demo-pixart-scenes --scenes
 
 --small assembles the second, smaller transformer (train_dit.py --variant small, trained on
@@ -10,7 +10,8 @@ the main folder's frozen text encoder) with tokenizer/, text_encoder/ and vae/ a
 symlinks into ../demo-pixart (as tests/fixtures/pixart-pipe-tiny does): a model zoo of two
 transformers over the same VAE and text encoder, nothing stored twice.
 --latte assembles the text-to-video model (train_latte.py) as a LattePipeline folder: its own
-tokenizer (tokenizer-latte/) and text encoder, vae/ a relative symlink into ../demo-pixart.
+tokenizer (tokenizer-latte/) and text encoder, vae/ a relative symlink into ../demo-pixart, or
+into the folder --vae= names (the image model train_latte.py --init started from).
 --scenes assembles the sizes-and-counts image model (train_dit.py --data scenes on a train_vae.py
 --down 2 VAE): everything its own (tokenizer-scenes/, vae/, ckpt-scenes/).
 
@@ -56,13 +57,14 @@ def main():
     variant = "latte" if "--latte" in sys.argv else "scenes" if "--scenes" in sys.argv else variant
     work = args[0]
     out = args[1] if len(args) > 1 else os.path.join("assets", "demo-pixart")
+    vae_from = next((x.split("=", 1)[1] for x in sys.argv if x.startswith("--vae=")), "demo-pixart")
     os.makedirs(os.path.join(out, "scheduler"), exist_ok=True)
     if variant in ("small", "latte"):
         for part in ("tokenizer", "text_encoder", "vae") if variant == "small" else ("vae",):
             dst = os.path.join(out, part)
             if os.path.islink(dst) or os.path.exists(dst):
                 shutil.rmtree(dst) if not os.path.islink(dst) else os.remove(dst)
-            os.symlink(os.path.join("..", "demo-pixart", part), dst)
+            os.symlink(os.path.join("..", vae_from if part == "vae" else "demo-pixart", part), dst)
         if variant == "small":
             copy_dir(os.path.join(work, "ckpt-small", "transformer"), os.path.join(out, "transformer"))
         else:

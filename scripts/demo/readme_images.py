@@ -6,6 +6,7 @@ demo.png: the `make demo` prompt and seed, upscaled 4x (nearest) from 32x32.
 grid.png: 16 prompts in a 4x4 grid, each 32x32 upscaled 4x, 20 DPM-Solver++ steps, cfg 4.5.
 scenes.png: 8 counts-and-sizes prompts from assets/demo-pixart-scenes in a 4x2 grid, 4x (scenes.txt).
 demo-video.png: the 8 frames of `make demo`'s out/demo.mp4 (assets/demo-latte) side by side, 4x.
+videos.png: 4 more clips from assets/demo-latte, one row of 8 frames each, 4x (videos.txt).
 """
 import os
 import subprocess
@@ -35,6 +36,11 @@ SCENES = [
     "a small red circle at the top on a black background", "a large green circle on a white background",
 ]
 
+VIDEOS = [
+    "a red square moving right on a black background", "a green circle moving left on a white background",
+    "a purple triangle moving down on a gray background", "a yellow square moving up on a white background",
+]
+
 
 def gen(prompt, seed, path, model=None):
     model = model or os.environ.get("DEMO_MODEL", "assets/demo-pixart")
@@ -55,16 +61,13 @@ def write_list(path, what, prompts):
         f.writelines(f"{i:2d} {p}\n" for i, p in enumerate(prompts))
 
 
-def video_strip(out, tmp):
-    """The make-demo clip as PNG frames (the MP4 is lossy), concatenated left to right."""
-    d = os.path.join(tmp, "clip")
+def clip_strip(prompt, seed, d):
+    """One clip as PNG frames (the MP4 is lossy) in folder d, concatenated left to right."""
     os.makedirs(d)
-    subprocess.run(["./ditrt", "txt2vid", "-m", "assets/demo-latte", "-p", DEMO_VIDEO_PROMPT, "--steps", "20", "--cfg",
-                    "4.5", "--seed", "0", "--threads", "1", "--quiet", "-o", d + "/"], check=True)
+    subprocess.run(["./ditrt", "txt2vid", "-m", "assets/demo-latte", "-p", prompt, "--steps", "20", "--cfg",
+                    "4.5", "--seed", str(seed), "--threads", "1", "--quiet", "-o", d + "/"], check=True)
     frames = sorted(f for f in os.listdir(d) if f.endswith(".png"))
-    strip = np.concatenate([np.array(Image.open(os.path.join(d, f)).convert("RGB")) for f in frames], 1)
-    Image.fromarray(strip).resize((strip.shape[1] * 4, strip.shape[0] * 4), Image.NEAREST).save(
-        os.path.join(out, "demo-video.png"))
+    return np.concatenate([np.array(Image.open(os.path.join(d, f)).convert("RGB")) for f in frames], 1)
 
 
 def main():
@@ -79,8 +82,11 @@ def main():
     grid_png([gen(p, 100 + i, os.path.join(tmp, f"s{i}.png"), "assets/demo-pixart-scenes") for i, p in enumerate(SCENES)],
              4, os.path.join(out, "scenes.png"))
     write_list(os.path.join(out, "scenes.txt"), "scenes.png (assets/demo-pixart-scenes)", SCENES)
-    video_strip(out, tmp)
-    print(f"wrote {out}/demo.png, {out}/grid.png, {out}/scenes.png, {out}/demo-video.png")
+    grid_png([clip_strip(DEMO_VIDEO_PROMPT, 0, os.path.join(tmp, "clip"))], 1, os.path.join(out, "demo-video.png"))
+    grid_png([clip_strip(p, 100 + i, os.path.join(tmp, f"clip{i}")) for i, p in enumerate(VIDEOS)], 1,
+             os.path.join(out, "videos.png"))
+    write_list(os.path.join(out, "videos.txt"), "videos.png (assets/demo-latte, 8 frames a row)", VIDEOS)
+    print(f"wrote {out}/demo.png, {out}/grid.png, {out}/scenes.png, {out}/demo-video.png, {out}/videos.png")
 
 
 if __name__ == "__main__":

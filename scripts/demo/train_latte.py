@@ -2,7 +2,8 @@
 
     .venv-ref/bin/python scripts/demo/train_latte.py WORK_DIR [--minutes M] [--init assets/demo-pixart]
 
-Starts from the trained image model so that training only has to teach motion:
+Starts from a trained image model so that training only has to teach motion (the shipped one
+from assets/demo-pixart-scenes, whose 2x VAE keeps a moving square's corners; see train_all.sh):
   * tokenizer: a new SentencePiece model trained on the image AND video captions (the shipped
     one has no "moving", "up", "down"), 52 pieces, every word one piece;
   * text encoder: the image model's T5 with its embedding rows carried over by piece string (new
