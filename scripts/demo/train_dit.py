@@ -145,6 +145,41 @@ def save(work, name, te, dit):
     dit.save_pretrained(os.path.join(d, "transformer"), safe_serialization=True)
 
 
+def cosine_lr(base, step, frac):
+    """The transformers' learning rate: linear warm-up over 200 steps, then a cosine from base down
+    to base/10 over the time budget (frac: the elapsed share of it)."""
+    return base * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
+
+
+class Keeper:
+    """Rank 0's bookkeeping after each optimizer step (train_dit.py and train_latte.py): the EMA of
+    the weights (what is saved), a loss line every 50 steps, and the EMA weights saved to
+    WORK/ckpt-NAME/ every save_every seconds and at the end."""
+
+    def __init__(self, work, name, te, dit, save_every):
+        self.work, self.name, self.save_every = work, name, save_every
+        self.te, self.dit = copy.deepcopy(te).eval(), copy.deepcopy(dit).eval()
+        self.loss = None
+        self.t0 = self.last_save = time.time()
+
+    def update(self, step, loss, lr, te, dit):
+        decay = min(0.999, (1 + step) / (10 + step))
+        ema_update(self.te, te, decay)
+        ema_update(self.dit, dit, decay)
+        self.loss = loss if self.loss is None else 0.99 * self.loss + 0.01 * loss
+        if step % 50 == 0 or step == 1:
+            print(f"step {step} t={time.time() - self.t0:.0f}s loss={loss:.4f} ema={self.loss:.4f} lr={lr:.2e}",
+                  flush=True)
+        if time.time() - self.last_save > self.save_every:
+            save(self.work, self.name, self.te, self.dit)
+            self.last_save = time.time()
+            print(f"saved at step {step}", flush=True)
+
+    def finish(self, step):
+        save(self.work, self.name, self.te, self.dit)
+        print(f"done: {step} steps in {time.time() - self.t0:.0f}s, loss ema {self.loss:.4f}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("work")
@@ -233,7 +268,7 @@ def train(rank, a, data):
     gen = torch.Generator().manual_seed((7 if a.variant == "main" else 8) + 1000 * rank)
     te, dit = make_models(a, means.shape[-1], data["words"])
     te.train(), dit.train()
-    ema_te, ema_dit = (copy.deepcopy(te).eval(), copy.deepcopy(dit).eval()) if rank == 0 else (None, None)
+    keeper = Keeper(a.work, name, te, dit, a.save_every) if rank == 0 else None
     if rank == 0:
         print(f"t5 params {sum(p.numel() for p in te.parameters()) / 1e6:.3f} M, "
               f"dit params {sum(p.numel() for p in dit.parameters()) / 1e6:.3f} M, {procs} process(es)", flush=True)
@@ -245,13 +280,13 @@ def train(rank, a, data):
 
     t0 = time.time()
     budget = a.minutes * 60 - (t0 - data["t_start"])
-    last_save, step, ema_loss = t0, 0, None
+    step = 0
     while True:
         frac = dataparallel.budget_fraction(time.time() - t0, budget, procs)
         if frac >= 1 or (a.max_steps and step >= a.max_steps):
             break
         for pg in opt.param_groups:
-            pg["lr"] = a.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
+            pg["lr"] = cosine_lr(a.lr, step, frac)
         idx = torch.randint(len(cap_ids), (local,), generator=gen)
         x0 = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen)) * data["sf"]
         ci = cap_ids[idx].clone()
@@ -275,22 +310,10 @@ def train(rank, a, data):
         opt.step()
         step += 1
         dataparallel.resync(params, procs, step)
-        if rank:
-            continue
-        decay = min(0.999, (1 + step) / (10 + step))
-        ema_update(ema_te, te, decay)
-        ema_update(ema_dit, dit, decay)
-        ema_loss = float(loss) if ema_loss is None else 0.99 * ema_loss + 0.01 * float(loss)
-        if step % 50 == 0:
-            print(f"step {step} t={time.time() - t0:.0f}s loss={float(loss):.4f} ema={ema_loss:.4f} "
-                  f"lr={opt.param_groups[0]['lr']:.2e}", flush=True)
-        if time.time() - last_save > a.save_every:
-            save(a.work, name, ema_te, ema_dit)
-            last_save = time.time()
-            print(f"saved at step {step}", flush=True)
+        if rank == 0:
+            keeper.update(step, float(loss), opt.param_groups[0]["lr"], te, dit)
     if rank == 0:
-        save(a.work, name, ema_te, ema_dit)
-        print(f"done: {step} steps in {time.time() - t0:.0f}s, loss ema {ema_loss:.4f}", flush=True)
+        keeper.finish(step)
     dataparallel.finish(procs)
 
 

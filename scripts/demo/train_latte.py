@@ -54,7 +54,8 @@ from transformers import T5EncoderModel, T5Tokenizer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dataparallel  # noqa: E402
 import dataset  # noqa: E402
-from train_dit import DROP_CAPTION, TEXT_LEN, ema_update, eps_loss, make_tokenizer, text_encoder_from  # noqa: E402
+from train_dit import (DROP_CAPTION, TEXT_LEN, Keeper, cosine_lr, eps_loss, make_tokenizer,  # noqa: E402
+                       text_encoder_from)
 
 VOCAB = 52  # every caption word one piece (54 with the v2 attempt's "rightward|leftward|upward|downward")
 TEMPORAL = "temporal_transformer_blocks."
@@ -138,12 +139,6 @@ def encode_pool(vae, n, seed):
                 out.append(t.reshape(b, f, *t.shape[1:]).transpose(1, 2).contiguous())
             caps += c
     return torch.cat(means), torch.cat(stds), caps
-
-
-def save(work, te, dit):
-    d = os.path.join(work, "ckpt-latte")
-    te.save_pretrained(os.path.join(d, "text_encoder"), safe_serialization=True)
-    dit.save_pretrained(os.path.join(d, "transformer"), safe_serialization=True)
 
 
 def main():
@@ -271,11 +266,11 @@ def train(rank, a, d):
     n_pair = (batch - n_still) // 2 if a.pair_reverse else 0  # moving clips that get a reversed twin
     gen = torch.Generator().manual_seed(9 + 1000 * rank)
     te.train(), dit.train()
-    ema_te, ema_dit = (copy.deepcopy(te).eval(), copy.deepcopy(dit).eval()) if rank == 0 else (None, None)
-    if rank == 0 and a.still >= 0:
-        print(f"batch: {n_still} of {batch} per process from the {len(still_idx)} still clips, the rest from the "
-              f"{len(moving_idx)} moving ones", flush=True)
+    keeper = Keeper(a.work, "latte", te, dit, a.save_every) if rank == 0 else None
     if rank == 0:
+        if a.still >= 0:
+            print(f"batch: {n_still} of {batch} per process from the {len(still_idx)} still clips, the rest from "
+                  f"the {len(moving_idx)} moving ones", flush=True)
         print(f"t5 params {sum(p.numel() for p in te.parameters()) / 1e6:.3f} M, "
               f"latte params {sum(p.numel() for p in dit.parameters()) / 1e6:.3f} M, {procs} process(es)", flush=True)
     params = list(te.parameters()) + [p for p in dit.parameters() if p.requires_grad]
@@ -287,13 +282,13 @@ def train(rank, a, d):
 
     t0 = time.time()
     budget = a.minutes * 60 - (t0 - d["t_start"])
-    last_save, step, ema_loss = t0, 0, None
+    step = 0
     while True:
         frac = dataparallel.budget_fraction(time.time() - t0, budget, procs)
         if frac >= 1 or (a.max_steps and step >= a.max_steps):
             break
         for pg in opt.param_groups:
-            pg["lr"] = a.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
+            pg["lr"] = cosine_lr(a.lr, step, frac)
         nb = batch - n_pair  # clips drawn; the last n_pair moving ones are then repeated reversed
         if a.still < 0:
             idx = torch.randint(len(cap_ids), (nb,), generator=gen)
@@ -333,22 +328,10 @@ def train(rank, a, d):
         opt.step()
         step += 1
         dataparallel.resync(params, procs, step)
-        if rank:
-            continue
-        decay = min(0.999, (1 + step) / (10 + step))
-        ema_update(ema_te, te, decay)
-        ema_update(ema_dit, dit, decay)
-        ema_loss = float(loss) if ema_loss is None else 0.99 * ema_loss + 0.01 * float(loss)
-        if step % 50 == 0 or step == 1:
-            print(f"step {step} t={time.time() - t0:.0f}s loss={float(loss):.4f} ema={ema_loss:.4f} "
-                  f"lr={opt.param_groups[0]['lr']:.2e}", flush=True)
-        if time.time() - last_save > a.save_every:
-            save(a.work, ema_te, ema_dit)
-            last_save = time.time()
-            print(f"saved at step {step}", flush=True)
+        if rank == 0:
+            keeper.update(step, float(loss), opt.param_groups[0]["lr"], te, dit)
     if rank == 0:
-        save(a.work, ema_te, ema_dit)
-        print(f"done: {step} steps in {time.time() - t0:.0f}s, loss ema {ema_loss:.4f}", flush=True)
+        keeper.finish(step)
     dataparallel.finish(procs)
 
 
