@@ -159,10 +159,11 @@ class Keeper:
     def __init__(self, work, name, te, dit, save_every):
         self.work, self.name, self.save_every = work, name, save_every
         self.te, self.dit = copy.deepcopy(te).eval(), copy.deepcopy(dit).eval()
-        self.loss = None
+        self.loss, self.step = None, 0
         self.t0 = self.last_save = time.time()
 
     def update(self, step, loss, lr, te, dit):
+        self.step = step
         decay = min(0.999, (1 + step) / (10 + step))
         ema_update(self.te, te, decay)
         ema_update(self.dit, dit, decay)
@@ -175,9 +176,9 @@ class Keeper:
             self.last_save = time.time()
             print(f"saved at step {step}", flush=True)
 
-    def finish(self, step):
+    def finish(self):
         save(self.work, self.name, self.te, self.dit)
-        print(f"done: {step} steps in {time.time() - self.t0:.0f}s, loss ema {self.loss:.4f}", flush=True)
+        print(f"done: {self.step} steps in {time.time() - self.t0:.0f}s, loss ema {self.loss:.4f}", flush=True)
 
 
 def main():
@@ -278,13 +279,7 @@ def train(rank, a, data):
     ac = torch.cumprod(1 - betas, 0).float()
     local = a.batch // procs
 
-    t0 = time.time()
-    budget = a.minutes * 60 - (t0 - data["t_start"])
-    step = 0
-    while True:
-        frac = dataparallel.budget_fraction(time.time() - t0, budget, procs)
-        if frac >= 1 or (a.max_steps and step >= a.max_steps):
-            break
+    for step, frac in dataparallel.budget_steps(data["t_start"], a.minutes, a.max_steps, procs):
         for pg in opt.param_groups:
             pg["lr"] = cosine_lr(a.lr, step, frac)
         idx = torch.randint(len(cap_ids), (local,), generator=gen)
@@ -305,15 +300,11 @@ def train(rank, a, data):
         loss = eps_loss(pred, eps, ac[t], a.x0_weight, a.x0_cap)
         opt.zero_grad(set_to_none=False)
         loss.backward()
-        dataparallel.average_grads(params, procs)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        step += 1
-        dataparallel.resync(params, procs, step)
+        dataparallel.optimizer_step(opt, params, procs, step + 1)
         if rank == 0:
-            keeper.update(step, float(loss), opt.param_groups[0]["lr"], te, dit)
+            keeper.update(step + 1, float(loss), opt.param_groups[0]["lr"], te, dit)
     if rank == 0:
-        keeper.finish(step)
+        keeper.finish()
     dataparallel.finish(procs)
 
 

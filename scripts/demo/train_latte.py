@@ -280,13 +280,7 @@ def train(rank, a, d):
     C, Fr = means.shape[1], means.shape[2]
     pos = torch.arange(TEXT_LEN)
 
-    t0 = time.time()
-    budget = a.minutes * 60 - (t0 - d["t_start"])
-    step = 0
-    while True:
-        frac = dataparallel.budget_fraction(time.time() - t0, budget, procs)
-        if frac >= 1 or (a.max_steps and step >= a.max_steps):
-            break
+    for step, frac in dataparallel.budget_steps(d["t_start"], a.minutes, a.max_steps, procs):
         for pg in opt.param_groups:
             pg["lr"] = cosine_lr(a.lr, step, frac)
         nb = batch - n_pair  # clips drawn; the last n_pair moving ones are then repeated reversed
@@ -323,15 +317,11 @@ def train(rank, a, d):
         loss = eps_loss(pred[:, :C], eps, ac[t], a.x0_weight, a.x0_cap)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        dataparallel.average_grads(params, procs)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        step += 1
-        dataparallel.resync(params, procs, step)
+        dataparallel.optimizer_step(opt, params, procs, step + 1)
         if rank == 0:
-            keeper.update(step, float(loss), opt.param_groups[0]["lr"], te, dit)
+            keeper.update(step + 1, float(loss), opt.param_groups[0]["lr"], te, dit)
     if rank == 0:
-        keeper.finish(step)
+        keeper.finish()
     dataparallel.finish(procs)
 
 
