@@ -46,8 +46,10 @@ typedef struct dit_ctx dit_ctx;
 
 typedef struct {
     const char *model_dir;     /* diffusers pipeline folder (model_index.json) */
-    const char *dtype;         /* "f32" or "bf16" (default): transformer and VAE GEMMs */
-    const char *text_dtype;    /* "f32" or "bf16" (default): the T5 encoder */
+    const char *dtype;         /* "f32" or "bf16": transformer and VAE GEMMs; NULL (default): bf16
+                                * where the CPU runs it natively (AVX512-BF16, AMX), else f32;
+                                * "bf16" on a CPU without it fails with DITRT_EUNSUPPORTED */
+    const char *text_dtype;    /* the same for the T5 encoder */
     int threads;               /* 0: all cores */
     int keep_text_encoder;     /* 0 (default): load T5 per call and free it before sampling */
     const char *solver;        /* NULL: the folder's scheduler; else a diffusers class or short

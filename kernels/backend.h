@@ -114,7 +114,12 @@ struct dt_backend {
     dt_backend_config cfg;
 };
 
+/* Fails with a one-line error when cfg->compute is a dtype the device does not run natively. */
 dt_status dt_backend_create(const dt_backend_config *cfg, dt_backend **out, dt_err *err);
+/* Whether the device runs dtype t natively: f32 always; bf16 on CPUs with AVX512-BF16 or AMX. */
+int dt_backend_native_dtype(dt_device dev, dt_dtype t);
+/* The float compute dtype used when the user names none: bf16 where native, else f32. */
+dt_dtype dt_backend_default_dtype(dt_device dev);
 static inline void dt_backend_destroy(dt_backend *be) { if (be) be->ops->destroy(be); }
 
 /* Host-side embeddings computed once per shape or step (tiny; shared by every backend). */

@@ -29,12 +29,13 @@ static void set_msg(dit_ctx *c, const dt_err *e) { strcpy(c->msg, e->msg); }
 
 void dit_ctx_params_init(dit_ctx_params *p)
 {
-    *p = (dit_ctx_params){.dtype = "bf16", .text_dtype = "bf16"};
+    *p = (dit_ctx_params){0}; /* dtype, text_dtype NULL: the device's default */
 }
 
 static int parse_dtype(const char *s, dt_dtype *out)
 {
-    if (!s || !strcmp(s, "bf16")) *out = DT_BF16;
+    if (!s) *out = dt_backend_default_dtype(DT_DEV_CPU);
+    else if (!strcmp(s, "bf16")) *out = DT_BF16;
     else if (!strcmp(s, "f32")) *out = DT_F32;
     else return 0;
     return 1;

@@ -185,9 +185,36 @@ static void test_ddim_clip_warning(void **state)
     assert_null(strstr(err, "warning"));
 }
 
+/* A CPU without native bf16 (forced with ONEDNN_MAX_CPU_ISA=AVX2, so this runs on every machine):
+ * the default dtype is f32 and recorded as such; an explicit bf16 is one line naming the ISA,
+ * and writes nothing; every command that builds a backend says the same. */
+static void test_no_bf16_cpu(void **state)
+{
+    (void)state;
+    char cmd[1024], out[512];
+    const char *base = "ONEDNN_MAX_CPU_ISA=AVX2 ./ditrt txt2img -m tests/fixtures/pixart-pipe-tiny -p x --steps 1 "
+                       "-W 64 -H 64 --threads 1";
+    snprintf(out, sizeof out, "%s/nobf16.png", tmp);
+    snprintf(cmd, sizeof cmd, "%s --dtype bf16 -o %s", base, out);
+    expect_fail(cmd, "no native bf16 (oneDNN ISA avx2", out);
+    snprintf(cmd, sizeof cmd, "%s --dtype f32 --text-encoder-dtype bf16 -o %s", base, out);
+    expect_fail(cmd, "no native bf16", out);
+    snprintf(cmd, sizeof cmd, "ONEDNN_MAX_CPU_ISA=AVX2 ./ditrt eval transformer -m " FIX " --in " FIX
+             "/case_square.in.safetensors --out %s/o.safetensors --dtype bf16", tmp);
+    snprintf(out, sizeof out, "%s/o.safetensors", tmp);
+    expect_fail(cmd, "no native bf16", out);
+    snprintf(out, sizeof out, "%s/nobf16.png", tmp);
+    snprintf(cmd, sizeof cmd, "%s --json -q -o %s", base, out);
+    char json[4096];
+    if (tu_run(tmp, cmd, 1, json, sizeof json) != 0) fail_msg("default dtype on an AVX2 CPU failed: %s", json);
+    if (!strstr(json, "\"dtype\":\t\"f32\"")) fail_msg("default dtype on an AVX2 CPU is not f32: %s", json);
+    assert_true(exists(out));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_no_bf16_cpu),
         cmocka_unit_test(test_eval_writes_sample),
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_failed_run_keeps_existing_output),

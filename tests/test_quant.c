@@ -476,10 +476,16 @@ static void test_tiny_pixart_w8a8(void **state)
     q.balance = 1, q.rotate = 0, e_bal = tiny_error(be, ref, &q);
     q.balance = 1, q.rotate = 1, e_rot = tiny_error(be, ref, &q);
     q.wbits = 4, e_w4 = tiny_error(be, ref, &q);
-    dt_backend *be16 = tu_backend(DT_BF16); /* for scale: the same model in bf16 */
-    dt_quantizer fl = {.mode = DT_QMODE_FLOAT};
-    double e_bf16 = tiny_error(be16, ref, &fl);
-    dt_backend_destroy(be16);
+    /* for scale: the same model in bf16. Without native bf16, the bound is fixed instead: the
+     * int8 path is exact on every CPU (kernels/cpu/qlinear.c), so these errors are the same
+     * everywhere (5.0-6.2e-2 measured), and 6x the bf16 error was >= 5.3e-2 where bf16 ran. */
+    double e_bf16 = 0.08 / 6;
+    if (tu_have_bf16()) {
+        dt_backend *be16 = tu_backend(DT_BF16);
+        dt_quantizer fl = {.mode = DT_QMODE_FLOAT};
+        e_bf16 = tiny_error(be16, ref, &fl);
+        dt_backend_destroy(be16);
+    }
     printf("  tiny PixArt-Sigma vs f32 (worst of 3 cases x 4 timesteps): bf16 %.2e; W8A8 %.2e, balanced %.2e, "
            "balanced+rotated %.2e; W4A8 balanced+rotated %.2e\n", e_bf16, e_plain, e_bal, e_rot, e_w4);
     /* int8 per token has about 2-4x bf16's rounding error (a step of max/127 vs 2^-9 relative) */

@@ -15,6 +15,7 @@ static dit_ctx *open_ctx_solver(const char *dir, const char *solver)
     cp.model_dir = dir;
     cp.dtype = cp.text_dtype = "f32";
     cp.solver = solver;
+    cp.threads = 1; /* as the CLI runs below: oneDNN's f32 GEMMs may round differently per thread count */
     dit_ctx *c = NULL;
     if (dit_ctx_create(&cp, &c) != DITRT_OK) fail_msg("%s", dit_errmsg(c));
     return c;

@@ -62,6 +62,18 @@ static inline double tu_rel_l2(const float *a, const float *b, size_t n)
     if (!(_e <= (tol))) fail_msg("relative L2 error %.3g exceeds %.3g", _e, (double)(tol)); \
 } while (0)
 
+/* bf16 runs only where the CPU has it natively (AVX512-BF16, AMX; kernels/backend.h): without
+ * it, a bf16 check is skipped with the reason printed (an AVX-512 machine runs this path with
+ * ONEDNN_MAX_CPU_ISA=AVX2). tu_fast_dtype is the dtype a user gets by default. */
+static inline int tu_have_bf16(void)
+{
+    if (dt_backend_native_dtype(DT_DEV_CPU, DT_BF16)) return 1;
+    print_message("  skipped (bf16 part): this CPU has no native bf16\n");
+    return 0;
+}
+#define TU_REQUIRE_BF16() do { if (!tu_have_bf16()) skip(); } while (0)
+static inline dt_dtype tu_fast_dtype(void) { return dt_backend_default_dtype(DT_DEV_CPU); }
+
 static inline dt_backend *tu_backend(dt_dtype compute)
 {
     dt_backend *be = NULL;

@@ -70,6 +70,7 @@ dt_status cpu_conv2d_create(dt_backend *be, const float *w, const float *b, int 
         return dt_fail(err, DT_EINVAL, "conv2d: bad geometry (cin %d, cout %d, kernel %d, stride %d, padding %d/%d)",
                        cin, cout, k, stride, pad_lo, pad_hi);
     if (dtype != DT_F32 && dtype != DT_BF16) return dt_fail(err, DT_EINVAL, "conv2d: dtype must be f32 or bf16");
+    DT_TRY(cpu_check_dtype(dtype, "conv2d", err));
     struct dt_conv2d *c = calloc(1, sizeof *c);
     if (!c) return dt_fail(err, DT_ENOMEM, "out of memory");
     *c = (struct dt_conv2d){.cin = cin, .cout = cout, .k = k, .stride = stride, .pad_lo = pad_lo, .pad_hi = pad_hi, .dt = dtype};

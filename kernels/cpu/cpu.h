@@ -29,6 +29,13 @@ typedef struct {
 void *cpu_scratch(cpu_backend *cb, size_t bytes);
 dt_status cpu_dnnl_fail(dt_err *err, dnnl_status_t st, const char *what);
 
+/* What this CPU runs natively (cpu_backend.c): bf16 GEMMs (AVX512-BF16/AMX), exact int8 GEMMs
+ * (VNNI); the oneDNN ISA name for messages; a one-line "no native bf16" error for `what`. */
+int cpu_native_bf16(void);
+int cpu_exact_int8(void);
+const char *cpu_isa_name(void);
+dt_status cpu_check_dtype(dt_dtype t, const char *what, dt_err *err);
+
 /* oneDNN data type of a float compute dtype (bf16 or f32). */
 dnnl_data_type_t cpu_dnnl_dt(dt_dtype t);
 /* One-shot reorder of s (described by smd) into d (dmd): weights into a primitive's layout

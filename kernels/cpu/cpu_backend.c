@@ -1,4 +1,5 @@
 #include "cpu.h"
+#include <dnnl_debug.h>
 #include <omp.h>
 #include <stdlib.h>
 
@@ -51,6 +52,43 @@ dt_status cpu_dnnl_fail(dt_err *err, dnnl_status_t st, const char *what)
 
 dnnl_data_type_t cpu_dnnl_dt(dt_dtype t) { return t == DT_BF16 ? dnnl_bf16 : dnnl_f32; }
 
+/* oneDNN's ISA flags are cumulative bit sets, so "has X" is "contains X's bits". The
+ * effective ISA honours ONEDNN_MAX_CPU_ISA, which is how an AVX-512 machine tests the AVX2 path. */
+static int isa_has(dnnl_cpu_isa_t isa, dnnl_cpu_isa_t want) { return ((unsigned)isa & (unsigned)want) == (unsigned)want; }
+
+int cpu_native_bf16(void) { return isa_has(dnnl_get_effective_cpu_isa(), dnnl_cpu_isa_avx512_core_bf16); }
+
+/* Without VNNI, oneDNN's int8 GEMMs multiply through vpmaddubsw, whose int16 pair sums saturate;
+ * it then halves the weights, which rounds them: results are off by up to a weight LSB. */
+int cpu_exact_int8(void)
+{
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    return isa_has(isa, dnnl_cpu_isa_avx512_core_vnni) || isa_has(isa, dnnl_cpu_isa_avx2_vnni);
+}
+
+const char *cpu_isa_name(void)
+{
+    const char *s = dnnl_cpu_isa2str(dnnl_get_effective_cpu_isa());
+    return strncmp(s, "cpu_isa_", 8) ? s : s + 8;
+}
+
+dt_status cpu_check_dtype(dt_dtype t, const char *what, dt_err *err)
+{
+    if (t == DT_BF16 && !cpu_native_bf16())
+        return dt_fail(err, DT_EUNSUPPORTED,
+                       "%s bf16: this CPU has no native bf16 (oneDNN ISA %s; bf16 needs AVX512-BF16 or AMX): use f32",
+                       what, cpu_isa_name());
+    return DT_OK;
+}
+
+int dt_backend_native_dtype(dt_device dev, dt_dtype t)
+{
+    if (dev != DT_DEV_CPU) return 0;
+    return t == DT_F32 || (t == DT_BF16 && cpu_native_bf16());
+}
+
+dt_dtype dt_backend_default_dtype(dt_device dev) { return dt_backend_native_dtype(dev, DT_BF16) ? DT_BF16 : DT_F32; }
+
 dnnl_status_t cpu_reorder(cpu_backend *cb, const dnnl_memory_desc_t *smd, const void *s,
                           const dnnl_memory_desc_t *dmd, void *d)
 {
@@ -90,6 +128,7 @@ dt_status dt_backend_create(const dt_backend_config *cfg, dt_backend **out, dt_e
         return dt_fail(err, DT_EUNSUPPORTED, "device: only the CPU backend is built in this version");
     if (cfg->compute != DT_F32 && cfg->compute != DT_BF16)
         return dt_fail(err, DT_EINVAL, "dtype: compute dtype must be f32 or bf16, got %s", dt_dtype_name(cfg->compute));
+    DT_TRY(cpu_check_dtype(cfg->compute, "dtype", err));
     cpu_backend *cb = calloc(1, sizeof *cb);
     if (!cb) return dt_fail(err, DT_ENOMEM, "out of memory");
     cb->base.ops = &cpu_ops;

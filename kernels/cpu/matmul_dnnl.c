@@ -61,6 +61,7 @@ dt_status cpu_linear_create(dt_backend *be, const float *w, const float *b, int 
     cpu_backend *cb = (cpu_backend *)be;
     if (in <= 0 || out <= 0) return dt_fail(err, DT_EINVAL, "linear: bad size %d x %d", out, in);
     if (dtype != DT_F32 && dtype != DT_BF16) return dt_fail(err, DT_EINVAL, "linear: dtype must be f32 or bf16");
+    DT_TRY(cpu_check_dtype(dtype, "linear", err));
     struct dt_linear *l = calloc(1, sizeof *l);
     if (!l) return dt_fail(err, DT_ENOMEM, "out of memory");
     l->in = in;
@@ -190,6 +191,7 @@ static dt_status bmm_prim(cpu_backend *cb, dt_dtype dt, int64_t batch, int64_t m
             return DT_OK;
         }
     }
+    DT_TRY(cpu_check_dtype(dt, "attention", err));
     dnnl_memory_desc_t a, b, c;
     dnnl_dims_t ad = {batch, m, k}, bd = {batch, k, n}, cd = {batch, m, n};
     dnnl_dims_t bs_t = {n * k, 1, k}; /* B stored [batch, n, k] */

@@ -8,7 +8,10 @@
  * for a slower GEMM), so the epilogue is ours; it also makes W4 chunks share one primitive.
  * W8 weights are reordered once into oneDNN's layout. W4 weights stay packed (two per byte)
  * and are expanded to int8 QL_CHUNK output channels at a time into a small buffer right
- * before each GEMM call, so only the packed copy is resident. */
+ * before each GEMM call, so only the packed copy is resident.
+ * On CPUs without VNNI, oneDNN's int8 GEMM is inexact (it halves the weights to keep its int16
+ * pair sums from saturating), so there the same integer operands run through an f32 GEMM:
+ * exact while |partial sums| < 2^24 (K up to 1040 always), 4x the weight memory, no speed-up. */
 #include "cpu.h"
 #include "vmath.h"
 #include <math.h>
@@ -28,6 +31,7 @@ typedef struct {
     float *ss;              /* smooth·signs when rotated (cpu_qrow) */
     int8_t *signs;
     void *w;                /* W8: int8 in oneDNN's layout wmd; W4: packed [out, in/2] */
+    dnnl_data_type_t gdt;   /* GEMM operand type: s8 (s32 accumulators), or f32 holding the integers */
     dnnl_memory_desc_t wmd; /* W8: the whole layer; W4: one full chunk of QL_CHUNK channels */
     dnnl_memory_desc_t wmd_last; /* W4: the last (narrower) chunk */
     dnnl_primitive_t reo, reo_last; /* W4: plain int8 chunk -> wmd / wmd_last */
@@ -50,10 +54,10 @@ static dnnl_status_t gemm_pd(cpu_backend *cb, const cpu_qlinear *l, int64_t m, i
 {
     dnnl_memory_desc_t src, wei, dst;
     dnnl_dims_t sd = {m, l->in}, wd = {l->in, n}, dd = {m, n}, ws = {1, l->in}, ds = {l->out, 1};
-    dnnl_memory_desc_init_by_tag(&src, 2, sd, dnnl_s8, dnnl_ab);
+    dnnl_memory_desc_init_by_tag(&src, 2, sd, l->gdt, dnnl_ab);
     if (wmd) wei = *wmd;
-    else dnnl_memory_desc_init_by_strides(&wei, 2, wd, dnnl_s8, ws);
-    dnnl_memory_desc_init_by_strides(&dst, 2, dd, dnnl_s32, ds);
+    else dnnl_memory_desc_init_by_strides(&wei, 2, wd, l->gdt, ws);
+    dnnl_memory_desc_init_by_strides(&dst, 2, dd, l->gdt == dnnl_s8 ? dnnl_s32 : dnnl_f32, ds);
     dnnl_matmul_desc_t desc;
     dnnl_status_t st = dnnl_matmul_desc_init(&desc, &src, &wei, NULL, &dst);
     return st == dnnl_success ? dnnl_primitive_desc_create(pd, &desc, NULL, cb->engine, NULL) : st;
@@ -114,7 +118,7 @@ static dt_status pick_layout(cpu_backend *cb, const cpu_qlinear *l, int n, int m
 {
     dnnl_memory_desc_t any;
     dnnl_dims_t wd = {l->in, n};
-    dnnl_memory_desc_init_by_tag(&any, 2, wd, dnnl_s8, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&any, 2, wd, l->gdt, dnnl_format_tag_any);
     dnnl_primitive_desc_t pd;
     dnnl_status_t st = gemm_pd(cb, l, m_hint > 0 ? m_hint : 256, n, &any, &pd);
     if (st != dnnl_success) return cpu_dnnl_fail(err, st, "int8 matmul descriptor");
@@ -158,7 +162,7 @@ static dt_status reorder_w8(cpu_backend *cb, cpu_qlinear *l, const int8_t *q, in
 {
     dnnl_memory_desc_t any, plain;
     dnnl_dims_t wd = {l->in, l->out}, ws = {1, l->in};
-    dnnl_memory_desc_init_by_tag(&any, 2, wd, dnnl_s8, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&any, 2, wd, l->gdt, dnnl_format_tag_any);
     dnnl_memory_desc_init_by_strides(&plain, 2, wd, dnnl_s8, ws);
     dnnl_primitive_desc_t pd;
     dnnl_status_t st = gemm_pd(cb, l, m_hint > 0 ? m_hint : 256, l->out, &any, &pd);
@@ -193,6 +197,7 @@ dt_status cpu_qlinear_create(dt_backend *be, const dt_qweights *qw, const float 
     l->act = act;
     l->block = qw->signs ? qw->rot_block : 1;
     l->group = qw->group;
+    l->gdt = cpu_exact_int8() ? dnnl_s8 : dnnl_f32;
     int fail = 0;
     l->wscale = dup(qw->wscale, (size_t)qw->out * sizeof(float), &fail);
     l->bias = dup(b, (size_t)qw->out * sizeof(float), &fail);
@@ -229,7 +234,7 @@ static void quantize_rows(const cpu_qlinear *l, const float *x, int64_t M, int8_
 static inline float act_none(float x) { return x; }
 
 /* One pass per row: scale, bias and activation together while the row is in L1. */
-#define EPILOGUE_ROW(F)                                                                                   \
+#define EPILOGUE_ROW(F, ar)                                                                               \
     do {                                                                                                  \
         if (b) {                                                                                          \
             _Pragma("omp simd") for (int j = 0; j < n; j++) yr[j] = F((float)ar[j] * as * ws[j] + b[j]); \
@@ -237,8 +242,14 @@ static inline float act_none(float x) { return x; }
             _Pragma("omp simd") for (int j = 0; j < n; j++) yr[j] = F((float)ar[j] * as * ws[j]);        \
         }                                                                                                 \
     } while (0)
+#define EPILOGUE_ACT(ar)                                                   \
+    do {                                                                   \
+        if (l->act == DT_ACT_GELU_TANH) EPILOGUE_ROW(vm_gelu_tanh_sigmoid, ar); \
+        else if (l->act == DT_ACT_SILU) EPILOGUE_ROW(vm_silu, ar);         \
+        else EPILOGUE_ROW(act_none, ar);                                   \
+    } while (0)
 
-/* y[M, n0:n0+n] = act(acc·ascale[m]·wscale[n] + b[n]), in place over the s32 accumulators. */
+/* y[M, n0:n0+n] = act(acc·ascale[m]·wscale[n] + b[n]), in place over the s32 (or f32) accumulators. */
 static void epilogue(const cpu_qlinear *l, int64_t M, int n0, int n, const float *ascale, float *y)
 {
     const int N = l->out;
@@ -246,13 +257,17 @@ static void epilogue(const cpu_qlinear *l, int64_t M, int n0, int n, const float
 #pragma omp parallel for schedule(static)
     for (int64_t m = 0; m < M; m++) {
         float *yr = y + m * N + n0;
-        const int32_t *ar = (const int32_t *)yr;
         const float as = ascale[m];
-        if (l->act == DT_ACT_GELU_TANH) EPILOGUE_ROW(vm_gelu_tanh_sigmoid);
-        else if (l->act == DT_ACT_SILU) EPILOGUE_ROW(vm_silu);
-        else EPILOGUE_ROW(act_none);
+        if (l->gdt == dnnl_s8) {
+            const int32_t *ai = (const int32_t *)yr;
+            EPILOGUE_ACT(ai);
+        } else {
+            const float *af = yr;
+            EPILOGUE_ACT(af);
+        }
     }
 }
+#undef EPILOGUE_ACT
 #undef EPILOGUE_ROW
 
 /* Expands packed 4-bit rows [n0, n0+n) to plain int8 [n, K] (torch layout), times the
@@ -277,7 +292,7 @@ static void expand_w4(const cpu_qlinear *l, int n0, int n, int8_t *dst)
     }
 }
 
-static dt_status run_gemm(cpu_backend *cb, cpu_qlinear *l, int64_t M, int n, const int8_t *q, const void *w, void *y,
+static dt_status run_gemm(cpu_backend *cb, cpu_qlinear *l, int64_t M, int n, const void *q, const void *w, void *y,
                           dt_err *err)
 {
     dnnl_primitive_t p = NULL;
@@ -323,17 +338,25 @@ static dt_status qlinear_forward(cpu_backend *cb, cpu_qlinear *l, const float *x
     const int K = l->in;
     size_t qb = ((size_t)M * K + 63) / 64 * 64, sb = ((size_t)M * 4 + 63) / 64 * 64;
     size_t tb = ((size_t)omp_get_max_threads() * K * 4 + 63) / 64 * 64, eb = 0, bb = 0;
+    size_t fb = l->gdt == dnnl_f32 ? ((size_t)M * K * 4 + 63) / 64 * 64 : 0;
     if (l->wbits == 4) {
         eb = ((size_t)QL_CHUNK * K + 63) / 64 * 64;
         bb = dnnl_memory_desc_get_size(l->out >= QL_CHUNK ? &l->wmd : &l->wmd_last);
     }
-    char *scr = cpu_scratch(cb, qb + sb + tb + eb + bb);
+    char *scr = cpu_scratch(cb, qb + sb + tb + eb + bb + fb);
     if (!scr) return dt_fail(err, DT_ENOMEM, "out of memory for int8 activations");
     int8_t *q = (int8_t *)scr, *wexp = (int8_t *)(scr + qb + sb + tb), *wblk = (int8_t *)(scr + qb + sb + tb + eb);
     float *ascale = (float *)(scr + qb), *tmp = (float *)(scr + qb + sb);
     quantize_rows(l, xd, M, q, ascale, tmp);
+    const void *src = q;
+    if (fb) { /* no VNNI: the int8 values as f32 (exact) */
+        float *qf = (float *)(scr + qb + sb + tb + eb + bb);
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < M * K; i++) qf[i] = (float)q[i];
+        src = qf;
+    }
     if (l->wbits == 8) {
-        DT_TRY(run_gemm(cb, l, M, l->out, q, l->w, yd, err));
+        DT_TRY(run_gemm(cb, l, M, l->out, src, l->w, yd, err));
         epilogue(l, M, 0, l->out, ascale, yd);
         return DT_OK;
     }
@@ -341,7 +364,7 @@ static dt_status qlinear_forward(cpu_backend *cb, cpu_qlinear *l, const float *x
         int n = l->out - n0 < QL_CHUNK ? l->out - n0 : QL_CHUNK;
         expand_w4(l, n0, n, wexp);
         DT_TRY(reorder_chunk(cb, l, n, wexp, wblk, err));
-        DT_TRY(run_gemm(cb, l, M, n, q, wblk, yd + n0, err));
+        DT_TRY(run_gemm(cb, l, M, n, src, wblk, yd + n0, err));
     }
     epilogue(l, M, 0, l->out, ascale, yd); /* once: each parallel region costs on a busy machine */
     return DT_OK;

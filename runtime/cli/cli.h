@@ -58,6 +58,8 @@ int cli_parse_u64(const char *flag, const char *v, uint64_t *out);
 
 /* Creates the CPU backend for "f32"/"bf16". */
 dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *err);
+/* The --dtype default: bf16 where the CPU runs it natively, else f32. */
+const char *cli_default_dtype(void);
 
 double cli_now(void);
 /* `bench --breakdown` table: per op kind, mean s/step of ncol runs (t: sums over `rounds`

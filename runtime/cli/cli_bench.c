@@ -171,7 +171,7 @@ static int run(const bench_args *a)
 
 static int bench_transformer(int argc, char **argv)
 {
-    bench_args a = {.arch = "pixart-xl-2", .dtype = "bf16", .res = 512, .iters = 2};
+    bench_args a = {.arch = "pixart-xl-2", .dtype = cli_default_dtype(), .res = 512, .iters = 2};
     for (int i = 2; i < argc; i++) {
         int miss = 0;
         const char *v;
@@ -273,7 +273,7 @@ static int te_run(const te_bench_args *a)
 
 static int bench_text_encoder(int argc, char **argv)
 {
-    te_bench_args a = {.arch = "t5-xxl", .dtype = "bf16", .iters = 2};
+    te_bench_args a = {.arch = "t5-xxl", .dtype = cli_default_dtype(), .iters = 2};
     for (int i = 2; i < argc; i++) {
         int miss = 0;
         const char *v;

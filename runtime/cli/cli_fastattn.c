@@ -197,7 +197,7 @@ static int parse_num(const char *flag, const char *v, double lo, double *out)
 
 static int cal_parse(int argc, char **argv, cal_args *a)
 {
-    *a = (cal_args){.dtype = "bf16", .metric = "rel", .cfg_half = "cond", .asc_residual = "same", .steps = 20,
+    *a = (cal_args){.dtype = cli_default_dtype(), .metric = "rel", .cfg_half = "cond", .asc_residual = "same", .steps = 20,
                     .window = -1, .threshold = -1, .cfg = 4.5, .temporal_window = -1};
     for (int i = 1; i < argc; i++) {
         int miss = 0, ok = 1;

@@ -76,7 +76,7 @@ static int parse_tokens(const char *v, quant_args *a);
 
 static int parse_quant(int argc, char **argv, quant_args *a)
 {
-    *a = (quant_args){.scheme = "w8a8", .dtype = "bf16", .alpha = 0.5f, .cfg = -1, .steps = 20, .balance = 1,
+    *a = (quant_args){.scheme = "w8a8", .dtype = cli_default_dtype(), .alpha = 0.5f, .cfg = -1, .steps = 20, .balance = 1,
                       .rotate = 1};
     for (int i = 1; i < argc; i++) {
         int miss = 0, ok = 1;

@@ -33,7 +33,7 @@ static dt_status parse_latency(const char *arg, int nzoo, double **out, dt_err *
 
 int cli_search_models(int argc, char **argv)
 {
-    const char *model = NULL, *zoo_arg = NULL, *prompts_path = NULL, *out_path = NULL, *dtype = "bf16";
+    const char *model = NULL, *zoo_arg = NULL, *prompts_path = NULL, *out_path = NULL, *dtype = cli_default_dtype();
     double budget = 0, ratio = 0;
     const char *latency_arg = NULL;
     int threads = 0;

@@ -39,7 +39,7 @@ static int parse_float(const char *flag, const char *v, float *out)
 
 static int parse(int argc, char **argv, t2i_args *a)
 {
-    *a = (t2i_args){.dtype = "bf16", .text_dtype = "bf16", .output = "out.png", .req = dt_gen_request_default()};
+    *a = (t2i_args){.dtype = cli_default_dtype(), .text_dtype = cli_default_dtype(), .output = "out.png", .req = dt_gen_request_default()};
     for (int i = 1; i < argc; i++) {
         int miss = 0, ok = 1;
         const char *v;

@@ -38,7 +38,7 @@ static int parse_num(const char *flag, const char *v, double lo, double hi, doub
 
 static int parse(int argc, char **argv, t2v_args *a)
 {
-    *a = (t2v_args){.dtype = "bf16", .text_dtype = "bf16", .output = "out.mp4", .fps = 8, .req = dt_video_request_default()};
+    *a = (t2v_args){.dtype = cli_default_dtype(), .text_dtype = cli_default_dtype(), .output = "out.mp4", .fps = 8, .req = dt_video_request_default()};
     double cfg;
     for (int i = 1; i < argc; i++) {
         int miss = 0, ok = 1;

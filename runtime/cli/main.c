@@ -87,6 +87,8 @@ int cli_parse_u64(const char *flag, const char *v, uint64_t *out)
     return 1;
 }
 
+const char *cli_default_dtype(void) { return dt_dtype_name(dt_backend_default_dtype(DT_DEV_CPU)); }
+
 dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *err)
 {
     dt_backend_config cfg = {.device = DT_DEV_CPU, .threads = threads};
