@@ -19,25 +19,25 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s MODEL_DIR PROMPT OUT.ppm\n", argv[0]);
         return 2;
     }
-    dit_ctx_params cp;
-    dit_ctx_params_init(&cp);
+    ditrt_ctx_params cp;
+    ditrt_ctx_params_init(&cp);
     cp.model_dir = argv[1];
-    dit_ctx *ctx = NULL;
-    if (dit_ctx_create(&cp, &ctx) != DITRT_OK) {
-        fprintf(stderr, "load failed: %s\n", dit_errmsg(ctx));
-        dit_ctx_free(ctx);
+    ditrt_ctx *ctx = NULL;
+    if (ditrt_ctx_create(&cp, &ctx) != DITRT_OK) {
+        fprintf(stderr, "load failed: %s\n", ditrt_errmsg(ctx));
+        ditrt_ctx_free(ctx);
         return 1;
     }
-    dit_gen_params gp;
-    dit_gen_params_init(&gp);
+    ditrt_gen_params gp;
+    ditrt_gen_params_init(&gp);
     gp.prompt = argv[2];
     gp.steps = 4;
     gp.progress = on_step;
-    dit_image *images = NULL;
+    ditrt_image *images = NULL;
     int n = 0;
-    if (dit_generate(ctx, &gp, &images, &n) != DITRT_OK) {
-        fprintf(stderr, "generate failed: %s\n", dit_errmsg(ctx));
-        dit_ctx_free(ctx);
+    if (ditrt_generate(ctx, &gp, &images, &n) != DITRT_OK) {
+        fprintf(stderr, "generate failed: %s\n", ditrt_errmsg(ctx));
+        ditrt_ctx_free(ctx);
         return 1;
     }
     FILE *f = fopen(argv[3], "wb");
@@ -45,7 +45,7 @@ int main(int argc, char **argv)
              fwrite(images[0].rgb, 3, (size_t)images[0].width * images[0].height, f) == (size_t)images[0].width * images[0].height;
     if (f) ok = (fclose(f) == 0) && ok;
     if (!ok) fprintf(stderr, "cannot write %s\n", argv[3]);
-    dit_images_free(images, n);
-    dit_ctx_free(ctx);
+    ditrt_images_free(images, n);
+    ditrt_ctx_free(ctx);
     return ok ? 0 : 1;
 }
