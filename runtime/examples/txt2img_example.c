@@ -1,7 +1,12 @@
 /* Embedding ditrt: generate one image through the public C API and save it as a binary
  * PPM (no image library needed by the embedding app).
  *
- *     build/examples/txt2img_example MODEL_DIR "a prompt" out.ppm
+ *     build/examples/txt2img_example MODEL_DIR "a prompt" out.ppm [f32|bf16]
+ *
+ * The optional last argument sets the transformer, VAE and text-encoder dtype (default: the
+ * library's, bf16; f32 on machines without native bf16). Built from an install:
+ *
+ *     cc txt2img_example.c $(pkg-config --cflags --libs ditrt)            # shared
  */
 #include <ditrt.h>
 #include <stdio.h>
@@ -15,13 +20,15 @@ static int on_step(int step, int steps, double seconds, void *user)
 
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s MODEL_DIR PROMPT OUT.ppm\n", argv[0]);
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: %s MODEL_DIR PROMPT OUT.ppm [f32|bf16]\n", argv[0]);
         return 2;
     }
+    fprintf(stderr, "ditrt %s (header %s)\n", ditrt_version(), DITRT_VERSION);
     ditrt_ctx_params cp;
-    ditrt_ctx_params_init(&cp);
+    ditrt_ctx_params_init(&cp); /* always first: sets struct_size and the defaults */
     cp.model_dir = argv[1];
+    if (argc == 5) cp.dtype = cp.text_dtype = argv[4];
     ditrt_ctx *ctx = NULL;
     if (ditrt_ctx_create(&cp, &ctx) != DITRT_OK) {
         fprintf(stderr, "load failed: %s\n", ditrt_errmsg(ctx));
