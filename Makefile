@@ -1,19 +1,32 @@
-# ditrt — one build entry. `make` builds libditrt.a, libditrt.so and ditrt;
-# `make test` runs the CMocka suites; `make bench` times the PixArt-XL-2 step.
+# ditrt — one build entry. `make` builds libditrt.a, libditrt.so (+ soname links), ditrt.pc and
+# ditrt; `make test` runs the CMocka suites and the install check; `make bench` times the
+# PixArt-XL-2 step; `make install PREFIX=... DESTDIR=...` installs.
 CC      ?= cc
 # x86-64-v3 (AVX2/FMA) keeps the binary portable across CI machines; oneDNN picks
 # AVX-512/AMX at run time by itself. -fno-trapping-math lets GCC if-convert and
 # vectorize the branch-free exp/tanh in kernels/cpu/vmath.h (no code here relies on FP traps
 # or errno).
 CFLAGS  ?= -O2 -march=x86-64-v3 -g
+# -fvisibility=hidden: libditrt.so exports only what include/ditrt.h marks DITRT_API (the
+# static libditrt.a still links every symbol, as the tests need).
 CFLAGS  += -fno-math-errno -fno-trapping-math -ffp-contract=off -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -fPIC -MMD -MP \
-           -Iinclude -Iruntime -Ikernels
+           -fvisibility=hidden -Iinclude -Iruntime -Ikernels
 LDLIBS  = -ldnnl -lcjson -lpng -lsentencepiece -lwebpmux -lwebpdemux -lwebp -lavformat -lavcodec -lswscale -lavutil -lstdc++ -lm -fopenmp
 BUILD   = build
 
+# The version comes from include/ditrt.h (DITRT_VERSION_MAJOR/MINOR/PATCH); the shared library
+# is libditrt.so.MAJOR.MINOR.PATCH with soname libditrt.so.MAJOR, and libditrt.so.MAJOR and
+# libditrt.so link to it.
+version_part = $(shell awk '$$2 == "DITRT_VERSION_$(1)" { print $$3 }' include/ditrt.h)
+VERSION_MAJOR := $(call version_part,MAJOR)
+VERSION := $(VERSION_MAJOR).$(call version_part,MINOR).$(call version_part,PATCH)
+SONAME  = libditrt.so.$(VERSION_MAJOR)
+SHLIB   = libditrt.so.$(VERSION)
+PREFIX ?= /usr/local
+
 CXX     ?= c++
 CXXFLAGS ?= -O2 -march=x86-64-v3 -g
-CXXFLAGS += -std=c++17 -Wall -Wextra -fPIC -MMD -MP -Iinclude -Iruntime
+CXXFLAGS += -std=c++17 -Wall -Wextra -fPIC -MMD -MP -fvisibility=hidden -Iinclude -Iruntime
 LIB_SRC = $(wildcard runtime/*.c runtime/models/*.c runtime/text/*.c kernels/*.c kernels/cpu/*.c schedulers/*.c)
 # C++ only where a C++ library is wrapped behind a C shim (the SentencePiece tokenizer).
 LIB_CXX = $(wildcard runtime/text/*.cc)
@@ -24,15 +37,16 @@ CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS   = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 DEPS_STAMP = $(BUILD)/.deps
 
-.PHONY: all test test-avx2 check-slow bench clean deps install
+.PHONY: all test test-avx2 check-slow check-install bench clean deps install FORCE
 EXAMPLES = $(patsubst runtime/examples/%.c,$(BUILD)/examples/%,$(wildcard runtime/examples/*.c))
 
-all: libditrt.a libditrt.so ditrt $(EXAMPLES)
+all: libditrt.a libditrt.so ditrt.pc ditrt $(EXAMPLES)
 
-# Installs missing Debian packages when a needed header is absent (fresh machines).
+# Installs missing Debian packages when a needed header (or pkg-config, for the install
+# check) is absent (fresh machines).
 $(DEPS_STAMP):
-	@for h in /usr/include/dnnl.h /usr/include/cmocka.h /usr/include/cjson/cJSON.h /usr/include/png.h /usr/include/stb/stb_image_write.h /usr/include/sentencepiece_processor.h /usr/include/webp/mux.h /usr/include/x86_64-linux-gnu/libavformat/avformat.h /usr/include/x86_64-linux-gnu/libswscale/swscale.h; do \
-	  [ -f $$h ] || { sh scripts/install-deps.sh || exit 1; break; }; done
+	@for h in /usr/include/dnnl.h /usr/include/cmocka.h /usr/include/cjson/cJSON.h /usr/include/png.h /usr/include/stb/stb_image_write.h /usr/include/sentencepiece_processor.h /usr/include/webp/mux.h /usr/include/x86_64-linux-gnu/libavformat/avformat.h /usr/include/x86_64-linux-gnu/libswscale/swscale.h pkg-config; do \
+	  if [ $$h = pkg-config ]; then command -v pkg-config >/dev/null 2>&1; else [ -f $$h ]; fi || { sh scripts/install-deps.sh || exit 1; break; }; done
 	@mkdir -p $(BUILD) && touch $@
 deps: $(DEPS_STAMP)
 
@@ -47,8 +61,21 @@ $(BUILD)/%.o: %.cc | $(DEPS_STAMP)
 libditrt.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
-libditrt.so: $(LIB_OBJ)
-	$(CC) -shared -o $@ $^ $(LDLIBS)
+# Only the ditrt_* functions are exported: hidden visibility by default, and the version
+# script as a backstop for what C++ headers mark default (template instantiations).
+$(SHLIB): $(LIB_OBJ) runtime/libditrt.map
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=runtime/libditrt.map -o $@ $(LIB_OBJ) $(LDLIBS)
+
+libditrt.so: $(SHLIB)
+	ln -sf $(SHLIB) $(SONAME)
+	ln -sf $(SHLIB) $@
+
+# pkg-config file, rewritten only when its text (PREFIX, version, LDLIBS) changes.
+ditrt.pc: FORCE
+	@printf '%s\n' 'prefix=$(PREFIX)' 'exec_prefix=$${prefix}' 'libdir=$${exec_prefix}/lib' 'includedir=$${prefix}/include' '' \
+	  'Name: ditrt' 'Description: diffusion sampler runtime (text-to-image and text-to-video diffusion transformers on the CPU)' \
+	  'Version: $(VERSION)' 'Libs: -L$${libdir} -lditrt' 'Libs.private: $(LDLIBS)' 'Cflags: -I$${includedir}' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; echo "wrote $@ (prefix $(PREFIX))"; fi
 
 ditrt: $(CLI_OBJ) libditrt.a
 	$(CC) -o $@ $(CLI_OBJ) libditrt.a $(LDLIBS)
@@ -64,14 +91,21 @@ $(BUILD)/tests/%: tests/%.c tests/testutil.h libditrt.a ditrt $(EXAMPLES) | $(DE
 
 # Passive OpenMP waiting: with anything else running, libgomp's default spin-waiting makes
 # the small test models 10-100x slower (measured: 43 s -> 0.4 s for test_oms on a busy machine).
+# The install check (scripts/check-install.sh) runs as one more suite.
 test: $(TESTS)
 	@fail=0; for t in $(TESTS); do echo "== $$t"; OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive $$t || fail=1; done; \
+	echo "== scripts/check-install.sh"; OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive MAKE="$(MAKE)" sh scripts/check-install.sh || fail=1; \
 	if [ $$fail -ne 0 ]; then echo "make test: FAILED"; exit 1; fi; echo "make test: all suites passed"
 
 # The suites as on a CPU without AVX-512 (no native bf16, int8 GEMMs through f32): oneDNN takes
 # no instruction above AVX2, and ditrt's dtype defaults and refusals follow (the .ci/run second pass).
 test-avx2: $(TESTS)
 	ONEDNN_MAX_CPU_ISA=AVX2 $(MAKE) --no-print-directory test
+
+# Installs into a temporary DESTDIR, builds runtime/examples/txt2img_example.c against it
+# through pkg-config (shared and static), runs both, checks the .so exports only ditrt_*.
+check-install: all
+	MAKE="$(MAKE)" sh scripts/check-install.sh
 
 check-slow: $(TESTS)
 	DITRT_SLOW=1 $(MAKE) test
@@ -99,14 +133,19 @@ demo:
 update-golden: ditrt
 	sh scripts/update-golden.sh
 
-PREFIX ?= /usr/local
+# `make install PREFIX=/usr DESTDIR=/tmp/stage`: lib/ (libditrt.a, libditrt.so.X.Y.Z and its
+# libditrt.so.X, libditrt.so links), lib/pkgconfig/ditrt.pc, include/ditrt.h, bin/ditrt.
+LIBDIR = $(DESTDIR)$(PREFIX)/lib
 install: all
-	install -d $(PREFIX)/lib $(PREFIX)/include $(PREFIX)/bin
-	install -m 644 libditrt.a libditrt.so $(PREFIX)/lib
-	install -m 644 include/ditrt.h $(PREFIX)/include
-	install -m 755 ditrt $(PREFIX)/bin
+	install -d $(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin
+	install -m 644 libditrt.a $(SHLIB) $(LIBDIR)
+	ln -sf $(SHLIB) $(LIBDIR)/$(SONAME)
+	ln -sf $(SHLIB) $(LIBDIR)/libditrt.so
+	install -m 644 ditrt.pc $(LIBDIR)/pkgconfig
+	install -m 644 include/ditrt.h $(DESTDIR)$(PREFIX)/include
+	install -m 755 ditrt $(DESTDIR)$(PREFIX)/bin
 
 clean:
-	rm -rf $(BUILD) libditrt.a libditrt.so ditrt
+	rm -rf $(BUILD) libditrt.a libditrt.so libditrt.so.* ditrt.pc ditrt
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

@@ -1,8 +1,24 @@
 /* ditrt — diffusion sampler runtime: the public C API.
  *
+ * Every public name starts with `ditrt_` (functions, types) or `DITRT_` (macros, enum values).
+ *
  * Contract: every call returns a ditrt_status; on failure the handle's (or the
  * caller's) ditrt_error holds a one-line message naming what was wrong. The library
- * never calls exit()/abort() and keeps no global mutable state. */
+ * never calls exit()/abort() and keeps no global mutable state.
+ *
+ * Ownership: strings passed in (model_dir, dtype, prompts, paths ...) are borrowed for the
+ * duration of the call only; the library copies what it keeps, so the caller may free or reuse
+ * them once the call returns. Strings returned (ditrt_version, ditrt_status_name, ditrt_errmsg)
+ * belong to the library: never free them; ditrt_errmsg's string lives until the next call on
+ * that context or ditrt_ctx_free. Images and videos returned by ditrt_generate* belong to the
+ * caller, who frees them with ditrt_images_free / ditrt_videos_free (not free()).
+ *
+ * Growable parameter structs: ditrt_ctx_params and ditrt_gen_params start with
+ * `size_t struct_size`, set to sizeof the struct by their *_init functions. Always fill them
+ * with the *_init function first, then set fields. Fields are only ever appended, so a program
+ * built against an older header keeps working with a newer library (the fields it does not
+ * know take their defaults); struct_size 0 (not initialized) or larger than this library knows
+ * (a newer header than the library) is refused with DITRT_EINVAL. */
 #ifndef DITRT_H
 #define DITRT_H
 
@@ -11,6 +27,23 @@
 
 #ifdef __cplusplus
 extern "C" {
+#endif
+
+/* The header's version; ditrt_version() returns the library's (the same string when the
+ * header and the library come from one release). DITRT_VERSION_NUMBER is
+ * MAJOR * 1000000 + MINOR * 1000 + PATCH, for #if comparisons. The shared library's
+ * soname is libditrt.so.MAJOR. */
+#define DITRT_VERSION_MAJOR 0
+#define DITRT_VERSION_MINOR 1
+#define DITRT_VERSION_PATCH 0
+#define DITRT_VERSION "0.1.0"
+#define DITRT_VERSION_NUMBER (DITRT_VERSION_MAJOR * 1000000 + DITRT_VERSION_MINOR * 1000 + DITRT_VERSION_PATCH)
+
+/* Marks the exported functions: libditrt.so exports these and nothing else. */
+#if defined(__GNUC__) || defined(__clang__)
+#define DITRT_API __attribute__((visibility("default")))
+#else
+#define DITRT_API
 #endif
 
 typedef enum {
@@ -32,19 +65,23 @@ typedef struct {
     char msg[DITRT_ERRMSG_MAX];
 } ditrt_error;
 
-const char *ditrt_status_name(ditrt_status s);
-const char *ditrt_version(void);
+/* A static string naming the status ("ok", "invalid argument", ...). */
+DITRT_API const char *ditrt_status_name(ditrt_status s);
+/* The library's version, "MAJOR.MINOR.PATCH" (DITRT_VERSION of the release it was built from);
+ * a static string. */
+DITRT_API const char *ditrt_version(void);
 
 /* ---- text-to-image and text-to-video -------------------------------------------
  * Create a context once per model folder (loads and prepares the weights), then call
- * dit_generate (image pipelines) or dit_generate_video (video pipelines: LattePipeline
+ * ditrt_generate (image pipelines) or ditrt_generate_video (video pipelines: LattePipeline
  * folders) as often as needed. A context is used by one thread at a time; separate
- * contexts are independent and may run in parallel. dit_cancel may be called from any
- * thread while dit_generate runs. */
+ * contexts are independent and may run in parallel. ditrt_cancel may be called from any
+ * thread while ditrt_generate* runs. */
 
-typedef struct dit_ctx dit_ctx;
+typedef struct ditrt_ctx ditrt_ctx;
 
 typedef struct {
+    size_t struct_size;        /* sizeof(ditrt_ctx_params), set by ditrt_ctx_params_init */
     const char *model_dir;     /* diffusers pipeline folder (model_index.json) */
     const char *dtype;         /* "f32" or "bf16": transformer and VAE GEMMs; NULL (default): bf16
                                 * where the CPU runs it natively (AVX512-BF16, AMX), else f32;
@@ -61,23 +98,33 @@ typedef struct {
     const char *attn_plan;     /* NULL: full attention; else a DiTFastAttn plan (JSON from `ditrt
                                 * calibrate-attn`) used by every generation, whose steps must
                                 * then equal the plan's */
-} dit_ctx_params;
+} ditrt_ctx_params;
 
-void dit_ctx_params_init(dit_ctx_params *p);
-/* Always sets *ctx (unless out of memory) so dit_errmsg can say why a load failed;
- * free it with dit_ctx_free either way. */
-ditrt_status dit_ctx_create(const dit_ctx_params *p, dit_ctx **ctx);
-void dit_ctx_free(dit_ctx *ctx);
-/* Message of the last failure on this context ("" after a success). */
-const char *dit_errmsg(const dit_ctx *ctx);
+/* Sets struct_size and the defaults (all other fields 0/NULL).
+ * The strings are read during ditrt_ctx_create only (the plan files are loaded then). */
+DITRT_API void ditrt_ctx_params_init(ditrt_ctx_params *p);
+/* Always sets *ctx (unless out of memory) so ditrt_errmsg can say why a load failed;
+ * free it with ditrt_ctx_free either way. */
+DITRT_API ditrt_status ditrt_ctx_create(const ditrt_ctx_params *p, ditrt_ctx **ctx);
+/* Frees the context and its weights; NULL is a no-op. Images and videos already returned stay
+ * valid (they are the caller's). */
+DITRT_API void ditrt_ctx_free(ditrt_ctx *ctx);
+/* Message of the last failure on this context ("" after a success): a one-line string owned
+ * by the context, overwritten by the next call on it; "out of memory" for a NULL context. */
+DITRT_API const char *ditrt_errmsg(const ditrt_ctx *ctx);
 
-/* Called after every denoising step; return non-zero to cancel the generation. */
-typedef int (*dit_progress_fn)(int step, int steps, double seconds, void *user);
+/* Called after every denoising step (not during text encoding or the VAE decode) on the
+ * thread that called ditrt_generate*: `step` counts the steps done, 1..steps; `seconds` is the
+ * wall-clock time (monotonic clock) that step took, not the time since the generation started.
+ * Return non-zero to cancel the generation (it then fails with DITRT_ECANCELLED). */
+typedef int (*ditrt_progress_fn)(int step, int steps, double seconds, void *user);
 
 typedef struct {
-    const char *prompt;
+    size_t struct_size;          /* sizeof(ditrt_gen_params), set by ditrt_gen_params_init* */
+    const char *prompt;          /* required; read during the call only */
     const char *negative_prompt; /* default "" */
-    int width, height;           /* 0: the model's native size */
+    int width, height;           /* pixels; 0: the model's native size (sample_size x the VAE's
+                                  * upscale); see "Sizes" below */
     int steps;                   /* default 20 */
     float cfg;                   /* guidance scale, default 4.5; <= 1 disables CFG */
     uint64_t seed;               /* default 0 */
@@ -87,35 +134,56 @@ typedef struct {
     int clean_caption;           /* default 1: the pipeline's caption preprocessing */
     int max_sequence_length;     /* 0: the pipeline's (120 for PixArt-α, 300 for Σ) */
     int force;                   /* run even when the memory estimate exceeds the machine */
-    dit_progress_fn progress;
-    void *progress_user;
+    ditrt_progress_fn progress;  /* may be NULL */
+    void *progress_user;         /* passed to progress as is */
     int frames;                  /* video: frames per video, 0: the model's video_length */
     float eta;                   /* DDIM's eta (default 0); other solvers ignore it */
-} dit_gen_params;
+} ditrt_gen_params;
 
-/* Defaults of the image pipelines (20 steps, cfg 4.5) ... */
-void dit_gen_params_init(dit_gen_params *p);
+/* Sizes: the generated size must be a multiple of M = the transformer's patch_size times the
+ * VAE's upscale (2^(VAE blocks - 1)); M is 16 for PixArt-XL-2 and Latte-1 (patch 2, VAE 8x).
+ * Images with resolution_binning (the default), on models whose sample_size has PixArt's bins
+ * (32, 64, 128, 256): any width and height in 1..16384 are accepted; the image is generated
+ * at the nearest aspect-ratio bin and resized back to width x height. Otherwise (binning off,
+ * other models, and all videos): width and height must be multiples of M, at most 16384.
+ * Anything else fails with DITRT_EINVAL, the message naming M. */
+
+/* Sets struct_size and the defaults of the image pipelines (20 steps, cfg 4.5) ... */
+DITRT_API void ditrt_gen_params_init(ditrt_gen_params *p);
 /* ... and of LattePipeline (50 steps, cfg 7.5, video_length frames). Video generation
  * ignores vae_tiling, resolution_binning and max_sequence_length (120 tokens). */
-void dit_gen_params_init_video(dit_gen_params *p);
+DITRT_API void ditrt_gen_params_init_video(ditrt_gen_params *p);
 
 typedef struct {
     int width, height;
     uint8_t *rgb; /* width * height * 3 bytes, row-major */
-} dit_image;
+} ditrt_image;
 
-ditrt_status dit_generate(dit_ctx *ctx, const dit_gen_params *p, dit_image **images, int *n);
-void dit_images_free(dit_image *images, int n);
+/* On DITRT_OK, *images is an array of *n = batch images, allocated by the library and owned by
+ * the caller, who frees it (array and pixels) with one ditrt_images_free(*images, *n). On
+ * failure *images is NULL and *n 0. */
+DITRT_API ditrt_status ditrt_generate(ditrt_ctx *ctx, const ditrt_gen_params *p, ditrt_image **images, int *n);
+/* Frees the n images and the array; NULL is a no-op. */
+DITRT_API void ditrt_images_free(ditrt_image *images, int n);
 
 typedef struct {
     int frames, width, height;
     uint8_t *rgb; /* frames * height * width * 3 bytes: frame after frame, each row-major RGB */
-} dit_video;
+} ditrt_video;
 
-/* One video per batch item (the frame rate is the container's business, not the model's). */
-ditrt_status dit_generate_video(dit_ctx *ctx, const dit_gen_params *p, dit_video **videos, int *n);
-void dit_videos_free(dit_video *videos, int n);
-void dit_cancel(dit_ctx *ctx);
+/* One video per batch item (the frame rate is the container's business, not the model's).
+ * Ownership as for ditrt_generate: free with one ditrt_videos_free(*videos, *n). */
+DITRT_API ditrt_status ditrt_generate_video(ditrt_ctx *ctx, const ditrt_gen_params *p, ditrt_video **videos, int *n);
+/* Frees the n videos and the array; NULL is a no-op. */
+DITRT_API void ditrt_videos_free(ditrt_video *videos, int n);
+
+/* Asks the running ditrt_generate* on ctx to stop: it sets a flag that is checked after each
+ * denoising step, so the generation fails with DITRT_ECANCELLED after the step in progress
+ * (a cancel during the VAE decode, after the last step's check, is not seen and the
+ * generation succeeds). Safe from any thread; NULL is a no-op. Every ditrt_generate* clears
+ * the flag when it starts, so a cancel on an idle context (none running, or one called just
+ * before a generation starts) is lost: it does not cancel the next generation. */
+DITRT_API void ditrt_cancel(ditrt_ctx *ctx);
 
 #ifdef __cplusplus
 }

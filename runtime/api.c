@@ -12,10 +12,11 @@
 #include "../schedulers/scheduler.h"
 #include <omp.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-struct dit_ctx {
+struct ditrt_ctx {
     dt_pipeline *p;
     dt_video_pipeline *vp; /* a video pipeline's context instead */
     int threads;
@@ -25,11 +26,61 @@ struct dit_ctx {
     char msg[DITRT_ERRMSG_MAX];
 };
 
-static void set_msg(dit_ctx *c, const dt_err *e) { strcpy(c->msg, e->msg); }
+static void set_msg(ditrt_ctx *c, const dt_err *e) { strcpy(c->msg, e->msg); }
 
-void dit_ctx_params_init(dit_ctx_params *p)
+void ditrt_ctx_params_init(ditrt_ctx_params *p)
 {
-    *p = (dit_ctx_params){0}; /* dtype, text_dtype NULL: the device's default */
+    *p = (ditrt_ctx_params){.struct_size = sizeof *p}; /* dtype, text_dtype NULL: the device's default */
+}
+
+/* ---- growable parameter structs ----
+ * A caller passes struct_size = sizeof the struct in the header it was built against. The
+ * smallest accepted is the first published layout (0.1.0), up to the end of its last field;
+ * these minimums never change. Fields are only appended, and an appended field must grow
+ * sizeof (put explicit padding before it if it would fit in the old layout's tail padding),
+ * so that an older caller's struct_size never covers a field it does not know. The library
+ * copies the caller's prefix over its own defaults and reads only the copy. */
+#define END_OF(type, field) (offsetof(type, field) + sizeof(((type *)0)->field))
+#define CTX_PARAMS_MIN_SIZE END_OF(ditrt_ctx_params, attn_plan)
+#define GEN_PARAMS_MIN_SIZE END_OF(ditrt_gen_params, eta)
+
+static dt_status check_struct_size(const char *type, size_t got, size_t min, size_t known, const char *init, dt_err *err)
+{
+    if (got == 0)
+        return dt_fail(err, DT_EINVAL, "%s: struct_size is 0 (not initialized); call %s on it before setting fields", type, init);
+    if (got > known)
+        return dt_fail(err, DT_EINVAL, "%s: struct_size %zu is larger than this library's %zu (a newer ditrt.h than "
+                       "libditrt %s); call %s and build against the library's header", type, got, known,
+                       ditrt_version(), init);
+    if (got < min)
+        return dt_fail(err, DT_EINVAL, "%s: struct_size %zu is smaller than any published layout (%zu); call %s on it",
+                       type, got, min, init);
+    return DT_OK;
+}
+
+/* The caller's ctx params as this library's struct: the known prefix over the defaults. */
+static dt_status read_ctx_params(const ditrt_ctx_params *in, ditrt_ctx_params *out, dt_err *err)
+{
+    if (!in) return dt_fail(err, DT_EINVAL, "ditrt_ctx_params: NULL");
+    DT_TRY(check_struct_size("ditrt_ctx_params", in->struct_size, CTX_PARAMS_MIN_SIZE, sizeof *out,
+                             "ditrt_ctx_params_init", err));
+    ditrt_ctx_params_init(out);
+    memcpy(out, in, in->struct_size);
+    out->struct_size = sizeof *out;
+    return DT_OK;
+}
+
+/* The same for gen params; `video` picks the defaults of the fields the caller lacks. */
+static dt_status read_gen_params(const ditrt_gen_params *in, int video, ditrt_gen_params *out, dt_err *err)
+{
+    if (!in) return dt_fail(err, DT_EINVAL, "ditrt_gen_params: NULL");
+    DT_TRY(check_struct_size("ditrt_gen_params", in->struct_size, GEN_PARAMS_MIN_SIZE, sizeof *out,
+                             video ? "ditrt_gen_params_init_video" : "ditrt_gen_params_init", err));
+    if (video) ditrt_gen_params_init_video(out);
+    else ditrt_gen_params_init(out);
+    memcpy(out, in, in->struct_size);
+    out->struct_size = sizeof *out;
+    return DT_OK;
 }
 
 static int parse_dtype(const char *s, dt_dtype *out)
@@ -41,12 +92,18 @@ static int parse_dtype(const char *s, dt_dtype *out)
     return 1;
 }
 
-ditrt_status dit_ctx_create(const dit_ctx_params *p, dit_ctx **out)
+ditrt_status ditrt_ctx_create(const ditrt_ctx_params *params, ditrt_ctx **out)
 {
-    dit_ctx *c = calloc(1, sizeof *c);
+    ditrt_ctx *c = calloc(1, sizeof *c);
     *out = c;
     if (!c) return DITRT_ENOMEM;
     dt_err err = {0};
+    ditrt_ctx_params pv;
+    if (read_ctx_params(params, &pv, &err) != DT_OK) {
+        set_msg(c, &err);
+        return err.status;
+    }
+    const ditrt_ctx_params *p = &pv;
     dt_pipeline_config cfg = {.model_dir = p->model_dir, .threads = p->threads, .keep_text_encoder = p->keep_text_encoder,
                               .karras = p->karras};
     if (p->solver && !(cfg.solver = dt_scheduler_resolve_name(p->solver))) {
@@ -76,7 +133,7 @@ ditrt_status dit_ctx_create(const dit_ctx_params *p, dit_ctx **out)
     return err.status;
 }
 
-void dit_ctx_free(dit_ctx *c)
+void ditrt_ctx_free(ditrt_ctx *c)
 {
     if (!c) return;
     dt_pipeline_free(c->p);
@@ -85,31 +142,32 @@ void dit_ctx_free(dit_ctx *c)
     free(c);
 }
 
-const char *dit_errmsg(const dit_ctx *c) { return c ? c->msg : "out of memory"; }
+const char *ditrt_errmsg(const ditrt_ctx *c) { return c ? c->msg : "out of memory"; }
 
-void dit_gen_params_init(dit_gen_params *p)
+void ditrt_gen_params_init(ditrt_gen_params *p)
 {
     dt_gen_request d = dt_gen_request_default();
-    *p = (dit_gen_params){.negative_prompt = d.negative_prompt, .steps = d.steps, .cfg = d.cfg, .batch = d.batch,
-                          .resolution_binning = d.resolution_binning, .clean_caption = d.clean_caption};
+    *p = (ditrt_gen_params){.struct_size = sizeof *p, .negative_prompt = d.negative_prompt, .steps = d.steps,
+                            .cfg = d.cfg, .batch = d.batch, .resolution_binning = d.resolution_binning,
+                            .clean_caption = d.clean_caption};
 }
 
-void dit_gen_params_init_video(dit_gen_params *p)
+void ditrt_gen_params_init_video(ditrt_gen_params *p)
 {
     dt_video_request d = dt_video_request_default();
-    *p = (dit_gen_params){.negative_prompt = d.negative_prompt, .steps = d.steps, .cfg = d.cfg, .batch = d.batch,
-                          .clean_caption = d.clean_caption};
+    *p = (ditrt_gen_params){.struct_size = sizeof *p, .negative_prompt = d.negative_prompt, .steps = d.steps,
+                            .cfg = d.cfg, .batch = d.batch, .clean_caption = d.clean_caption};
 }
 
-void dit_cancel(dit_ctx *c)
+void ditrt_cancel(ditrt_ctx *c)
 {
     if (c) atomic_store(&c->cancel, 1);
 }
 
 /* The pipeline polls a plain int; mirror the atomic flag through the progress hook. */
 typedef struct {
-    dit_ctx *c;
-    const dit_gen_params *p;
+    ditrt_ctx *c;
+    const ditrt_gen_params *p;
 } hook;
 
 static int progress_hook(int step, int steps, double seconds, void *user)
@@ -120,11 +178,11 @@ static int progress_hook(int step, int steps, double seconds, void *user)
 }
 
 /* A loaded context of the wanted kind, the cancel flag cleared and the threads set. */
-static int begin(dit_ctx *c, int video, dt_err *err)
+static int begin(ditrt_ctx *c, int video, dt_err *err)
 {
     if (!c->p && !c->vp) dt_fail(err, DT_EINVAL, "context: the model failed to load");
-    else if (video && !c->vp) dt_fail(err, DT_EINVAL, "context: an image pipeline; use dit_generate");
-    else if (!video && !c->p) dt_fail(err, DT_EINVAL, "context: a video pipeline; use dit_generate_video");
+    else if (video && !c->vp) dt_fail(err, DT_EINVAL, "context: an image pipeline; use ditrt_generate");
+    else if (!video && !c->p) dt_fail(err, DT_EINVAL, "context: a video pipeline; use ditrt_generate_video");
     else {
         atomic_store(&c->cancel, 0);
         if (c->threads > 0) omp_set_num_threads(c->threads); /* per calling thread in OpenMP */
@@ -134,12 +192,18 @@ static int begin(dit_ctx *c, int video, dt_err *err)
     return 0;
 }
 
-ditrt_status dit_generate(dit_ctx *c, const dit_gen_params *p, dit_image **images, int *n)
+ditrt_status ditrt_generate(ditrt_ctx *c, const ditrt_gen_params *params, ditrt_image **images, int *n)
 {
     if (!c) return DITRT_EINVAL;
     *images = NULL;
     *n = 0;
     dt_err err = {0};
+    ditrt_gen_params pv;
+    if (read_gen_params(params, 0, &pv, &err) != DT_OK) {
+        set_msg(c, &err);
+        return err.status;
+    }
+    const ditrt_gen_params *p = &pv;
     if (!begin(c, 0, &err)) return err.status;
     hook h = {c, p};
     dt_gen_request r = {.prompt = p->prompt, .negative_prompt = p->negative_prompt, .width = p->width,
@@ -150,11 +214,11 @@ ditrt_status dit_generate(dit_ctx *c, const dit_gen_params *p, dit_image **image
                         .attn_plan = c->has_plan ? &c->plan : NULL};
     dt_gen_result res;
     if (dt_pipeline_generate(c->p, &r, &res, &err) == DT_OK) {
-        dit_image *im = calloc((size_t)res.batch, sizeof *im);
+        ditrt_image *im = calloc((size_t)res.batch, sizeof *im);
         size_t px = (size_t)res.width * res.height;
         for (int i = 0; im && i < res.batch; i++) {
-            im[i] = (dit_image){res.width, res.height, malloc(px * 3)};
-            if (!im[i].rgb) { dit_images_free(im, i); im = NULL; break; }
+            im[i] = (ditrt_image){res.width, res.height, malloc(px * 3)};
+            if (!im[i].rgb) { ditrt_images_free(im, i); im = NULL; break; }
             dt_image_from_float(res.image + (size_t)i * 3 * px, res.height, res.width, im[i].rgb);
         }
         free(res.image);
@@ -165,18 +229,24 @@ ditrt_status dit_generate(dit_ctx *c, const dit_gen_params *p, dit_image **image
     return err.status;
 }
 
-void dit_images_free(dit_image *images, int n)
+void ditrt_images_free(ditrt_image *images, int n)
 {
     for (int i = 0; images && i < n; i++) free(images[i].rgb);
     free(images);
 }
 
-ditrt_status dit_generate_video(dit_ctx *c, const dit_gen_params *p, dit_video **videos, int *n)
+ditrt_status ditrt_generate_video(ditrt_ctx *c, const ditrt_gen_params *params, ditrt_video **videos, int *n)
 {
     if (!c) return DITRT_EINVAL;
     *videos = NULL;
     *n = 0;
     dt_err err = {0};
+    ditrt_gen_params pv;
+    if (read_gen_params(params, 1, &pv, &err) != DT_OK) {
+        set_msg(c, &err);
+        return err.status;
+    }
+    const ditrt_gen_params *p = &pv;
     if (!begin(c, 1, &err)) return err.status;
     hook h = {c, p};
     dt_video_request r = {.prompt = p->prompt, .negative_prompt = p->negative_prompt, .width = p->width,
@@ -186,11 +256,11 @@ ditrt_status dit_generate_video(dit_ctx *c, const dit_gen_params *p, dit_video *
                           .attn_plan = c->has_plan ? &c->plan : NULL};
     dt_video_result res;
     if (dt_video_pipeline_check(c->vp, &r, &err) == DT_OK && dt_video_pipeline_generate(c->vp, &r, &res, &err) == DT_OK) {
-        dit_video *v = calloc((size_t)res.batch, sizeof *v);
+        ditrt_video *v = calloc((size_t)res.batch, sizeof *v);
         size_t px = (size_t)res.width * res.height, F = (size_t)res.frames;
         for (int i = 0; v && i < res.batch; i++) {
-            v[i] = (dit_video){res.frames, res.width, res.height, malloc(F * px * 3)};
-            if (!v[i].rgb) { dit_videos_free(v, i); v = NULL; break; }
+            v[i] = (ditrt_video){res.frames, res.width, res.height, malloc(F * px * 3)};
+            if (!v[i].rgb) { ditrt_videos_free(v, i); v = NULL; break; }
             for (size_t f = 0; f < F; f++)
                 dt_image_from_float(res.video + ((size_t)i * F + f) * 3 * px, res.height, res.width, v[i].rgb + f * px * 3);
         }
@@ -202,7 +272,7 @@ ditrt_status dit_generate_video(dit_ctx *c, const dit_gen_params *p, dit_video *
     return err.status;
 }
 
-void dit_videos_free(dit_video *videos, int n)
+void ditrt_videos_free(ditrt_video *videos, int n)
 {
     for (int i = 0; videos && i < n; i++) free(videos[i].rgb);
     free(videos);

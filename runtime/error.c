@@ -37,4 +37,5 @@ const char *ditrt_status_name(ditrt_status s)
     return "unknown";
 }
 
-const char *ditrt_version(void) { return "0.1.0"; }
+/* The header this library was built with: DITRT_VERSION (tests/test_pipeline.c checks the two agree). */
+const char *ditrt_version(void) { return DITRT_VERSION; }

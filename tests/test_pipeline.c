@@ -36,21 +36,21 @@ static void read_meta(const char *name, case_meta *m)
     cJSON_Delete(j);
 }
 
-static dit_ctx *make_ctx(const char *dtype)
+static ditrt_ctx *make_ctx(const char *dtype)
 {
-    dit_ctx_params cp;
-    dit_ctx_params_init(&cp);
+    ditrt_ctx_params cp;
+    ditrt_ctx_params_init(&cp);
     cp.model_dir = PIPE;
     cp.dtype = dtype;
     cp.text_dtype = dtype;
-    dit_ctx *c = NULL;
-    if (dit_ctx_create(&cp, &c) != DITRT_OK) fail_msg("dit_ctx_create: %s", dit_errmsg(c));
+    ditrt_ctx *c = NULL;
+    if (ditrt_ctx_create(&cp, &c) != DITRT_OK) fail_msg("ditrt_ctx_create: %s", ditrt_errmsg(c));
     return c;
 }
 
-static void params_for(const case_meta *m, dit_gen_params *gp)
+static void params_for(const case_meta *m, ditrt_gen_params *gp)
 {
-    dit_gen_params_init(gp);
+    ditrt_gen_params_init(gp);
     gp->prompt = m->prompt;
     gp->negative_prompt = m->negative;
     gp->seed = (uint64_t)m->seed;
@@ -72,15 +72,15 @@ static double psnr_f(const float *a, const float *b, size_t n)
 static void test_matches_diffusers(void **state)
 {
     (void)state;
-    dit_ctx *c = make_ctx("f32");
+    ditrt_ctx *c = make_ctx("f32");
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         case_meta m;
         read_meta(cases[i], &m);
-        dit_gen_params gp;
+        ditrt_gen_params gp;
         params_for(&m, &gp);
-        dit_image *im;
+        ditrt_image *im;
         int n;
-        if (dit_generate(c, &gp, &im, &n) != DITRT_OK) fail_msg("%s: %s", cases[i], dit_errmsg(c));
+        if (ditrt_generate(c, &gp, &im, &n) != DITRT_OK) fail_msg("%s: %s", cases[i], ditrt_errmsg(c));
         assert_int_equal(n, 1);
         assert_int_equal(im[0].width, m.width);
         assert_int_equal(im[0].height, m.height);
@@ -115,9 +115,9 @@ static void test_matches_diffusers(void **state)
         free(ref); free(mine); free(res.image);
         dt_pipeline_free(p);
         dt_st_close(st);
-        dit_images_free(im, n);
+        ditrt_images_free(im, n);
     }
-    dit_ctx_free(c);
+    ditrt_ctx_free(c);
 }
 
 /* Same seed, settings and threads: byte-identical PNG files. */
@@ -143,9 +143,9 @@ static void test_deterministic_png(void **state)
 }
 
 typedef struct {
-    dit_ctx *ctx;
+    ditrt_ctx *ctx;
     int seed;
-    dit_image *im;
+    ditrt_image *im;
     int n;
     ditrt_status st;
 } job;
@@ -153,14 +153,14 @@ typedef struct {
 static void *run_job(void *arg)
 {
     job *j = arg;
-    dit_gen_params gp;
-    dit_gen_params_init(&gp);
+    ditrt_gen_params gp;
+    ditrt_gen_params_init(&gp);
     gp.prompt = "two threads";
     gp.seed = (uint64_t)j->seed;
     gp.width = 64;
     gp.height = 64;
     gp.steps = 3;
-    j->st = dit_generate(j->ctx, &gp, &j->im, &j->n);
+    j->st = ditrt_generate(j->ctx, &gp, &j->im, &j->n);
     return NULL;
 }
 
@@ -178,9 +178,9 @@ static void test_two_contexts_in_parallel(void **state)
         assert_int_equal(solo[i].st, DITRT_OK);
         assert_int_equal(par[i].st, DITRT_OK);
         assert_memory_equal(solo[i].im[0].rgb, par[i].im[0].rgb, 64 * 64 * 3);
-        dit_images_free(solo[i].im, solo[i].n);
-        dit_images_free(par[i].im, par[i].n);
-        dit_ctx_free(solo[i].ctx);
+        ditrt_images_free(solo[i].im, solo[i].n);
+        ditrt_images_free(par[i].im, par[i].n);
+        ditrt_ctx_free(solo[i].ctx);
     }
 }
 
@@ -194,59 +194,59 @@ static int cancel_at_2(int step, int steps, double seconds, void *user)
 static void test_cancel(void **state)
 {
     (void)state;
-    dit_ctx *c = make_ctx("f32");
-    dit_gen_params gp;
-    dit_gen_params_init(&gp);
+    ditrt_ctx *c = make_ctx("f32");
+    ditrt_gen_params gp;
+    ditrt_gen_params_init(&gp);
     gp.prompt = "stop";
     gp.steps = 5;
     gp.width = gp.height = 64;
     int last = 0;
     gp.progress = cancel_at_2;
     gp.progress_user = &last;
-    dit_image *im = (dit_image *)1;
+    ditrt_image *im = (ditrt_image *)1;
     int n = 7;
-    assert_int_equal(dit_generate(c, &gp, &im, &n), DITRT_ECANCELLED);
+    assert_int_equal(ditrt_generate(c, &gp, &im, &n), DITRT_ECANCELLED);
     assert_int_equal(last, 2);
     assert_null(im);
     assert_int_equal(n, 0);
-    assert_non_null(strstr(dit_errmsg(c), "cancelled"));
+    assert_non_null(strstr(ditrt_errmsg(c), "cancelled"));
     /* the context still works after a cancel */
     gp.progress = NULL;
-    assert_int_equal(dit_generate(c, &gp, &im, &n), DITRT_OK);
-    assert_string_equal(dit_errmsg(c), "");
-    dit_images_free(im, n);
-    dit_ctx_free(c);
+    assert_int_equal(ditrt_generate(c, &gp, &im, &n), DITRT_OK);
+    assert_string_equal(ditrt_errmsg(c), "");
+    ditrt_images_free(im, n);
+    ditrt_ctx_free(c);
 }
 
-static void expect_gen_error(dit_ctx *c, dit_gen_params *gp, ditrt_status want, const char *needle)
+static void expect_gen_error(ditrt_ctx *c, ditrt_gen_params *gp, ditrt_status want, const char *needle)
 {
-    dit_image *im;
+    ditrt_image *im;
     int n;
-    ditrt_status s = dit_generate(c, gp, &im, &n);
-    if (s != want) fail_msg("status %d, expected %d (%s)", (int)s, (int)want, dit_errmsg(c));
-    if (!strstr(dit_errmsg(c), needle)) fail_msg("message lacks \"%s\": %s", needle, dit_errmsg(c));
-    assert_null(strchr(dit_errmsg(c), '\n'));
+    ditrt_status s = ditrt_generate(c, gp, &im, &n);
+    if (s != want) fail_msg("status %d, expected %d (%s)", (int)s, (int)want, ditrt_errmsg(c));
+    if (!strstr(ditrt_errmsg(c), needle)) fail_msg("message lacks \"%s\": %s", needle, ditrt_errmsg(c));
+    assert_null(strchr(ditrt_errmsg(c), '\n'));
 }
 
 /* The solver chosen through the C API is the one the CLI gets for the same name. */
 static void test_api_solver(void **state)
 {
     (void)state;
-    dit_ctx_params cp;
-    dit_ctx_params_init(&cp);
+    ditrt_ctx_params cp;
+    ditrt_ctx_params_init(&cp);
     cp.model_dir = PIPE;
     cp.dtype = cp.text_dtype = "f32";
     cp.solver = "unipc";
-    dit_ctx *c = NULL;
-    if (dit_ctx_create(&cp, &c) != DITRT_OK) fail_msg("%s", dit_errmsg(c));
-    dit_gen_params gp;
-    dit_gen_params_init(&gp);
+    ditrt_ctx *c = NULL;
+    if (ditrt_ctx_create(&cp, &c) != DITRT_OK) fail_msg("%s", ditrt_errmsg(c));
+    ditrt_gen_params gp;
+    ditrt_gen_params_init(&gp);
     gp.prompt = "a solver";
     gp.steps = 3;
     gp.width = gp.height = 64;
-    dit_image *im;
+    ditrt_image *im;
     int n;
-    assert_int_equal(dit_generate(c, &gp, &im, &n), DITRT_OK);
+    assert_int_equal(ditrt_generate(c, &gp, &im, &n), DITRT_OK);
     assert_int_equal(system("./ditrt txt2img -m " PIPE " -p 'a solver' --steps 3 -W 64 -H 64 --dtype f32 "
                             "--text-encoder-dtype f32 --solver unipc --quiet -o /tmp/ditrt-api-solver.png"), 0);
     dt_image ref;
@@ -255,34 +255,34 @@ static void test_api_solver(void **state)
     assert_memory_equal(ref.rgb, im[0].rgb, 64 * 64 * 3);
     dt_image_free(&ref);
     unlink("/tmp/ditrt-api-solver.png");
-    dit_images_free(im, n);
-    dit_ctx_free(c);
+    ditrt_images_free(im, n);
+    ditrt_ctx_free(c);
 }
 
 static void test_bad_requests(void **state)
 {
     (void)state;
-    dit_ctx_params cp;
-    dit_ctx_params_init(&cp);
+    ditrt_ctx_params cp;
+    ditrt_ctx_params_init(&cp);
     cp.model_dir = "/no/such/model";
-    dit_ctx *bad = NULL;
-    assert_int_not_equal(dit_ctx_create(&cp, &bad), DITRT_OK);
-    assert_non_null(strstr(dit_errmsg(bad), "/no/such/model"));
-    dit_ctx_free(bad);
+    ditrt_ctx *bad = NULL;
+    assert_int_not_equal(ditrt_ctx_create(&cp, &bad), DITRT_OK);
+    assert_non_null(strstr(ditrt_errmsg(bad), "/no/such/model"));
+    ditrt_ctx_free(bad);
     cp.model_dir = PIPE;
     cp.solver = "nosuch";
-    assert_int_equal(dit_ctx_create(&cp, &bad), DITRT_EINVAL);
-    assert_non_null(strstr(dit_errmsg(bad), "nosuch"));
-    dit_ctx_free(bad);
+    assert_int_equal(ditrt_ctx_create(&cp, &bad), DITRT_EINVAL);
+    assert_non_null(strstr(ditrt_errmsg(bad), "nosuch"));
+    ditrt_ctx_free(bad);
     cp.solver = NULL;
     cp.dtype = "f16";
-    assert_int_equal(dit_ctx_create(&cp, &bad), DITRT_EINVAL);
-    assert_non_null(strstr(dit_errmsg(bad), "dtype"));
-    dit_ctx_free(bad);
+    assert_int_equal(ditrt_ctx_create(&cp, &bad), DITRT_EINVAL);
+    assert_non_null(strstr(ditrt_errmsg(bad), "dtype"));
+    ditrt_ctx_free(bad);
 
-    dit_ctx *c = make_ctx("f32");
-    dit_gen_params gp;
-    dit_gen_params_init(&gp);
+    ditrt_ctx *c = make_ctx("f32");
+    ditrt_gen_params gp;
+    ditrt_gen_params_init(&gp);
     gp.prompt = "x";
     gp.steps = 0;
     expect_gen_error(c, &gp, DITRT_EINVAL, "steps");
@@ -300,7 +300,7 @@ static void test_bad_requests(void **state)
     expect_gen_error(c, &gp, DITRT_EINVAL, "UTF-8");
     gp.prompt = NULL;
     expect_gen_error(c, &gp, DITRT_EINVAL, "prompt");
-    dit_ctx_free(c);
+    ditrt_ctx_free(c);
 }
 
 /* CLI: errors before any work, one line, no file left behind. */
@@ -375,25 +375,25 @@ static void test_api_quant_and_attn_plan(void **state)
              "-p 'a cat in a hat' --seed 5 --steps 6 --quant %s --attn-plan %s -o %s", qdir, aplan, png);
     if (tu_run(tmp, cmd, 0, out, sizeof out)) fail_msg("txt2img failed: %s", out);
 
-    dit_ctx_params cp;
-    dit_ctx_params_init(&cp);
+    ditrt_ctx_params cp;
+    ditrt_ctx_params_init(&cp);
     assert_null(cp.quant_dir);
     assert_null(cp.attn_plan);
     cp.model_dir = PIPE;
     cp.dtype = cp.text_dtype = "f32";
     cp.quant_dir = qdir;
     cp.attn_plan = aplan;
-    dit_ctx *c = NULL, *plain = make_ctx("f32");
-    if (dit_ctx_create(&cp, &c) != DITRT_OK) fail_msg("%s", dit_errmsg(c));
-    dit_gen_params gp;
-    dit_gen_params_init(&gp);
+    ditrt_ctx *c = NULL, *plain = make_ctx("f32");
+    if (ditrt_ctx_create(&cp, &c) != DITRT_OK) fail_msg("%s", ditrt_errmsg(c));
+    ditrt_gen_params gp;
+    ditrt_gen_params_init(&gp);
     gp.prompt = "a cat in a hat";
     gp.seed = 5;
     gp.steps = 6;
-    dit_image *im, *pim;
+    ditrt_image *im, *pim;
     int n, pn;
-    if (dit_generate(c, &gp, &im, &n) != DITRT_OK) fail_msg("%s", dit_errmsg(c));
-    if (dit_generate(plain, &gp, &pim, &pn) != DITRT_OK) fail_msg("%s", dit_errmsg(plain));
+    if (ditrt_generate(c, &gp, &im, &n) != DITRT_OK) fail_msg("%s", ditrt_errmsg(c));
+    if (ditrt_generate(plain, &gp, &pim, &pn) != DITRT_OK) fail_msg("%s", ditrt_errmsg(plain));
     dt_image cli;
     dt_err e = {0};
     if (dt_image_read(png, &cli, &e) != DT_OK) fail_msg("%s", e.msg);
@@ -403,23 +403,86 @@ static void test_api_quant_and_attn_plan(void **state)
     assert_memory_equal(cli.rgb, im[0].rgb, nb);
     assert_memory_not_equal(pim[0].rgb, im[0].rgb, nb);
     dt_image_free(&cli);
-    dit_images_free(im, n);
-    dit_images_free(pim, pn);
+    ditrt_images_free(im, n);
+    ditrt_images_free(pim, pn);
     gp.steps = 5;
     expect_gen_error(c, &gp, DITRT_EINVAL, "steps");
-    dit_ctx_free(c);
-    dit_ctx_free(plain);
+    ditrt_ctx_free(c);
+    ditrt_ctx_free(plain);
 
     const char *bad[2][2] = {{"/no/such/plan", NULL}, {NULL, "/no/such/plan.json"}}; /* quant_dir, attn_plan */
     for (int i = 0; i < 2; i++) {
         cp.quant_dir = bad[i][0];
         cp.attn_plan = bad[i][1];
         c = NULL;
-        assert_int_not_equal(dit_ctx_create(&cp, &c), DITRT_OK);
-        assert_non_null(strstr(dit_errmsg(c), bad[i][0] ? bad[i][0] : bad[i][1]));
-        dit_ctx_free(c);
+        assert_int_not_equal(ditrt_ctx_create(&cp, &c), DITRT_OK);
+        assert_non_null(strstr(ditrt_errmsg(c), bad[i][0] ? bad[i][0] : bad[i][1]));
+        ditrt_ctx_free(c);
     }
     tu_rmtree(tmp);
+}
+
+/* The version macros agree with each other and with the library; the growable parameter
+ * structs refuse an uninitialized or too-new struct_size with a message naming the *_init
+ * function, and read a caller's shorter (but published) prefix. */
+static void test_api_version_and_struct_size(void **state)
+{
+    (void)state;
+    char v[64];
+    snprintf(v, sizeof v, "%d.%d.%d", DITRT_VERSION_MAJOR, DITRT_VERSION_MINOR, DITRT_VERSION_PATCH);
+    assert_string_equal(v, DITRT_VERSION);
+    assert_string_equal(ditrt_version(), DITRT_VERSION);
+    assert_string_equal(ditrt_version(), "0.1.0");
+    assert_int_equal(DITRT_VERSION_NUMBER, DITRT_VERSION_MAJOR * 1000000 + DITRT_VERSION_MINOR * 1000 + DITRT_VERSION_PATCH);
+#if DITRT_VERSION_NUMBER < 1000
+#error "DITRT_VERSION_NUMBER must be usable in #if"
+#endif
+
+    ditrt_ctx_params cp;
+    ditrt_ctx_params_init(&cp);
+    assert_int_equal(cp.struct_size, sizeof cp);
+    cp.model_dir = PIPE;
+    cp.dtype = cp.text_dtype = "f32";
+    size_t bad_ctx[] = {0, sizeof cp + 8, 1};
+    for (size_t i = 0; i < sizeof bad_ctx / sizeof *bad_ctx; i++) {
+        cp.struct_size = bad_ctx[i];
+        ditrt_ctx *c = NULL;
+        assert_int_equal(ditrt_ctx_create(&cp, &c), DITRT_EINVAL);
+        assert_non_null(c);
+        if (!strstr(ditrt_errmsg(c), "ditrt_ctx_params_init")) fail_msg("struct_size %zu: %s", bad_ctx[i], ditrt_errmsg(c));
+        assert_null(strchr(ditrt_errmsg(c), '\n'));
+        ditrt_ctx_free(c);
+    }
+    ditrt_ctx *c = NULL;
+    assert_int_equal(ditrt_ctx_create(NULL, &c), DITRT_EINVAL);
+    ditrt_ctx_free(c);
+
+    c = make_ctx("f32");
+    ditrt_gen_params gp;
+    ditrt_gen_params_init(&gp);
+    assert_int_equal(gp.struct_size, sizeof gp);
+    gp.prompt = "a prefix";
+    gp.steps = 2;
+    gp.width = gp.height = 64;
+    size_t bad_gen[] = {0, sizeof gp + 8, offsetof(ditrt_gen_params, eta)};
+    for (size_t i = 0; i < sizeof bad_gen / sizeof *bad_gen; i++) {
+        gp.struct_size = bad_gen[i];
+        expect_gen_error(c, &gp, DITRT_EINVAL, "ditrt_gen_params_init");
+    }
+    ditrt_image *full, *prefix;
+    int n1, n2;
+    gp.struct_size = sizeof gp;
+    assert_int_equal(ditrt_generate(c, &gp, &full, &n1), DITRT_OK);
+    /* the first published layout without its tail padding: still the same request */
+    gp.struct_size = offsetof(ditrt_gen_params, eta) + sizeof gp.eta;
+    if (ditrt_generate(c, &gp, &prefix, &n2) != DITRT_OK) fail_msg("%s", ditrt_errmsg(c));
+    assert_int_equal(n1, n2);
+    assert_memory_equal(full[0].rgb, prefix[0].rgb, (size_t)full[0].width * full[0].height * 3);
+    ditrt_images_free(full, n1);
+    ditrt_images_free(prefix, n2);
+    ditrt_gen_params_init_video(&gp);
+    assert_int_equal(gp.struct_size, sizeof gp);
+    ditrt_ctx_free(c);
 }
 
 int main(void)
@@ -431,6 +494,7 @@ int main(void)
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_api_solver),
         cmocka_unit_test(test_bad_requests),
+        cmocka_unit_test(test_api_version_and_struct_size),
         cmocka_unit_test(test_cli_errors),
         cmocka_unit_test(test_batch_outputs),
         cmocka_unit_test(test_api_quant_and_attn_plan),

@@ -1,4 +1,4 @@
-/* The public C API for video (include/ditrt.h): dit_generate_video on the tiny Latte
+/* The public C API for video (include/ditrt.h): ditrt_generate_video on the tiny Latte
  * pipeline gives the frames `ditrt txt2vid` writes (PNG, lossless) byte for byte; the wrong
  * call for a context's kind and bad requests fail with a message. */
 #include "testutil.h"
@@ -8,20 +8,20 @@
 
 #define PIPE "tests/fixtures/latte-pipe-tiny"
 
-static dit_ctx *open_ctx_solver(const char *dir, const char *solver)
+static ditrt_ctx *open_ctx_solver(const char *dir, const char *solver)
 {
-    dit_ctx_params cp;
-    dit_ctx_params_init(&cp);
+    ditrt_ctx_params cp;
+    ditrt_ctx_params_init(&cp);
     cp.model_dir = dir;
     cp.dtype = cp.text_dtype = "f32";
     cp.solver = solver;
     cp.threads = 1; /* as the CLI runs below: oneDNN's f32 GEMMs may round differently per thread count */
-    dit_ctx *c = NULL;
-    if (dit_ctx_create(&cp, &c) != DITRT_OK) fail_msg("%s", dit_errmsg(c));
+    ditrt_ctx *c = NULL;
+    if (ditrt_ctx_create(&cp, &c) != DITRT_OK) fail_msg("%s", ditrt_errmsg(c));
     return c;
 }
 
-static dit_ctx *open_ctx(const char *dir) { return open_ctx_solver(dir, NULL); }
+static ditrt_ctx *open_ctx(const char *dir) { return open_ctx_solver(dir, NULL); }
 
 static int steps_seen;
 static int on_step(int step, int steps, double s, void *u) { (void)steps; (void)s; (void)u; steps_seen = step; return 0; }
@@ -30,9 +30,9 @@ static int on_step(int step, int steps, double s, void *u) { (void)steps; (void)
  * with cli_flags; the PNG frames must be the same bytes. */
 static void same_as_cli(const char *solver, float eta, const char *cli_flags)
 {
-    dit_ctx *c = open_ctx_solver(PIPE, solver);
-    dit_gen_params gp;
-    dit_gen_params_init_video(&gp);
+    ditrt_ctx *c = open_ctx_solver(PIPE, solver);
+    ditrt_gen_params gp;
+    ditrt_gen_params_init_video(&gp);
     assert_int_equal(gp.steps, 50); /* LattePipeline's defaults */
     assert_true(gp.cfg == 7.5f);
     gp.prompt = "A paper boat drifting down a rainy street.";
@@ -43,15 +43,15 @@ static void same_as_cli(const char *solver, float eta, const char *cli_flags)
     gp.cfg = 4.5f;
     gp.eta = eta;
     gp.progress = on_step;
-    dit_video *v = NULL;
+    ditrt_video *v = NULL;
     int n = 0;
     steps_seen = 0;
-    if (dit_generate_video(c, &gp, &v, &n) != DITRT_OK) fail_msg("%s", dit_errmsg(c));
+    if (ditrt_generate_video(c, &gp, &v, &n) != DITRT_OK) fail_msg("%s", ditrt_errmsg(c));
     assert_int_equal(n, 1);
     assert_int_equal(steps_seen, 3);
     assert_int_equal(v[0].frames, 3);
     assert_int_equal(v[0].width, 48);
-    assert_string_equal(dit_errmsg(c), "");
+    assert_string_equal(ditrt_errmsg(c), "");
     char tmp[64], cmd[1024];
     tu_tmpdir(tmp, sizeof tmp);
     snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 ./ditrt txt2vid -m " PIPE " --dtype f32 --text-encoder-dtype f32 -q -p '%s' "
@@ -64,8 +64,8 @@ static void same_as_cli(const char *solver, float eta, const char *cli_flags)
     assert_memory_equal(cli.rgb, v[0].rgb, (size_t)3 * 48 * 48 * 3);
     dt_video_free(&cli);
     tu_rmtree(tmp);
-    dit_videos_free(v, n);
-    dit_ctx_free(c);
+    ditrt_videos_free(v, n);
+    ditrt_ctx_free(c);
 }
 
 static void test_same_frames_as_cli(void **state)
@@ -80,35 +80,35 @@ static void test_same_frames_as_cli(void **state)
 static void test_errors(void **state)
 {
     (void)state;
-    dit_ctx *c = open_ctx(PIPE);
-    dit_gen_params gp;
-    dit_gen_params_init_video(&gp);
+    ditrt_ctx *c = open_ctx(PIPE);
+    ditrt_gen_params gp;
+    ditrt_gen_params_init_video(&gp);
     gp.prompt = "x";
     gp.steps = 1;
-    dit_image *im = NULL;
+    ditrt_image *im = NULL;
     int n = 0;
-    assert_int_equal(dit_generate(c, &gp, &im, &n), DITRT_EINVAL);
-    assert_non_null(strstr(dit_errmsg(c), "dit_generate_video"));
-    dit_video *v = NULL;
+    assert_int_equal(ditrt_generate(c, &gp, &im, &n), DITRT_EINVAL);
+    assert_non_null(strstr(ditrt_errmsg(c), "ditrt_generate_video"));
+    ditrt_video *v = NULL;
     gp.frames = 99;
-    assert_int_equal(dit_generate_video(c, &gp, &v, &n), DITRT_EINVAL);
-    assert_non_null(strstr(dit_errmsg(c), "frames"));
+    assert_int_equal(ditrt_generate_video(c, &gp, &v, &n), DITRT_EINVAL);
+    assert_non_null(strstr(ditrt_errmsg(c), "frames"));
     assert_null(v);
-    dit_ctx_free(c);
+    ditrt_ctx_free(c);
     c = open_ctx("tests/fixtures/pixart-pipe-tiny");
-    dit_gen_params_init(&gp);
+    ditrt_gen_params_init(&gp);
     gp.prompt = "x";
-    assert_int_equal(dit_generate_video(c, &gp, &v, &n), DITRT_EINVAL);
-    assert_non_null(strstr(dit_errmsg(c), "dit_generate"));
-    dit_ctx_free(c);
+    assert_int_equal(ditrt_generate_video(c, &gp, &v, &n), DITRT_EINVAL);
+    assert_non_null(strstr(ditrt_errmsg(c), "ditrt_generate"));
+    ditrt_ctx_free(c);
     /* an unknown solver on a video folder is refused by name */
-    dit_ctx_params cp;
-    dit_ctx_params_init(&cp);
+    ditrt_ctx_params cp;
+    ditrt_ctx_params_init(&cp);
     cp.model_dir = PIPE;
     cp.solver = "no-such-solver";
-    assert_int_equal(dit_ctx_create(&cp, &c), DITRT_EINVAL);
-    assert_non_null(strstr(dit_errmsg(c), "no-such-solver"));
-    dit_ctx_free(c);
+    assert_int_equal(ditrt_ctx_create(&cp, &c), DITRT_EINVAL);
+    assert_non_null(strstr(ditrt_errmsg(c), "no-such-solver"));
+    ditrt_ctx_free(c);
 }
 
 int main(void)
