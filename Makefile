@@ -10,7 +10,7 @@ CFLAGS  ?= -O2 -march=x86-64-v3 -g
 # -fvisibility=hidden: libditrt.so exports only what include/ditrt.h marks DITRT_API (the
 # static libditrt.a still links every symbol, as the tests need).
 CFLAGS  += -fno-math-errno -fno-trapping-math -ffp-contract=off -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -fPIC -MMD -MP \
-           -fvisibility=hidden -Iinclude -Iruntime -Ikernels
+           -fvisibility=hidden -Iinclude -I.
 LDLIBS  = -ldnnl -lcjson -lpng -lsentencepiece -lwebpmux -lwebpdemux -lwebp -lavformat -lavcodec -lswscale -lavutil -lstdc++ -lm -fopenmp
 BUILD   = build
 
@@ -26,8 +26,8 @@ PREFIX ?= /usr/local
 
 CXX     ?= c++
 CXXFLAGS ?= -O2 -march=x86-64-v3 -g
-CXXFLAGS += -std=c++17 -Wall -Wextra -fPIC -MMD -MP -fvisibility=hidden -Iinclude -Iruntime
-LIB_SRC = $(wildcard runtime/*.c runtime/models/*.c runtime/text/*.c kernels/*.c kernels/cpu/*.c schedulers/*.c)
+CXXFLAGS += -std=c++17 -Wall -Wextra -fPIC -MMD -MP -fvisibility=hidden -Iinclude -I.
+LIB_SRC = $(wildcard runtime/core/*.c runtime/io/*.c runtime/models/*.c runtime/text/*.c runtime/pipeline/*.c runtime/plans/*.c runtime/api/*.c kernels/*.c kernels/cpu/*.c schedulers/*.c)
 # C++ only where a C++ library is wrapped behind a C shim (the SentencePiece tokenizer).
 LIB_CXX = $(wildcard runtime/text/*.cc)
 CLI_SRC = $(wildcard runtime/cli/*.c)
@@ -63,8 +63,8 @@ libditrt.a: $(LIB_OBJ)
 
 # Only the ditrt_* functions are exported: hidden visibility by default, and the version
 # script as a backstop for what C++ headers mark default (template instantiations).
-$(SHLIB): $(LIB_OBJ) runtime/libditrt.map
-	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=runtime/libditrt.map -o $@ $(LIB_OBJ) $(LDLIBS)
+$(SHLIB): $(LIB_OBJ) runtime/api/libditrt.map
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=runtime/api/libditrt.map -o $@ $(LIB_OBJ) $(LDLIBS)
 
 libditrt.so: $(SHLIB)
 	ln -sf $(SHLIB) $(SONAME)

@@ -8,7 +8,7 @@
  * CPU is implemented (kernels/cpu); CUDA plugs in as another dt_backend_ops table. */
 #ifndef DT_BACKEND_H
 #define DT_BACKEND_H
-#include "../runtime/tensor.h"
+#include "runtime/core/tensor.h"
 
 typedef enum { DT_ACT_NONE = 0, DT_ACT_GELU_TANH, DT_ACT_SILU } dt_act;
 
@@ -89,7 +89,7 @@ typedef struct {
      * x contiguous f32 [M, 2F], y contiguous f32 [M, F]. */
     dt_status (*gated_act)(dt_backend *be, dt_act act, const dt_tensor *x, dt_tensor *y, dt_err *err);
 
-    /* ---- DiTFastAttn attention plans (runtime/fastattn.c) ---- */
+    /* ---- DiTFastAttn attention plans (runtime/plans/fastattn.c) ---- */
     /* Banded self-attention: out[b,i] = Σ_j softmax_j(q_i·k_j·scale)·v_j over |i − j| <= window
      * only (a 1-D band in token order; window >= N−1 is full attention). q, k, v, out as in
      * `attention` with Nq == Nk; scale > 0. Work ∝ N·(2·window+1)·d per head. */

@@ -16,7 +16,7 @@
 #ifndef DT_QUANT_H
 #define DT_QUANT_H
 #include <stdint.h>
-#include "../runtime/error.h"
+#include "runtime/core/error.h"
 
 typedef struct dt_qweights {
     int in, out;

@@ -9,7 +9,7 @@
  * thresholding. With rescale_betas_zero_snr, alphas_cumprod[-1] is 0 here (these classes do
  * not clamp it to 2^-24 as the others do). */
 #include "scheduler_impl.h"
-#include "json.h"
+#include "runtime/core/json.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -16,7 +16,7 @@
  * (nothing fused: see the Makefile's -std=c11). On the fixtures this gives diffusers' results
  * bit for bit. */
 #include "scheduler_impl.h"
-#include "json.h"
+#include "runtime/core/json.h"
 #include "torch_f32.h"
 #include <math.h>
 #include <stdio.h>

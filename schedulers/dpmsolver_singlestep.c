@@ -8,7 +8,7 @@
  * f32 coefficients as torch computes them (torch_f32.h exp/log), f32 elementwise updates in
  * diffusers' order. Not implemented (fail at load): thresholding, sde-dpmsolver++. */
 #include "scheduler_impl.h"
-#include "json.h"
+#include "runtime/core/json.h"
 #include "torch_f32.h"
 #include <math.h>
 #include <stdlib.h>

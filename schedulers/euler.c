@@ -9,7 +9,7 @@
  * load naming the field): interpolation_type log_linear, Heun's beta_schedule "exp",
  * EulerAncestral's prediction_type "sample" (diffusers raises too). Euler's s_churn is 0. */
 #include "scheduler_impl.h"
-#include "json.h"
+#include "runtime/core/json.h"
 #include "torch_f32.h"
 #include <math.h>
 #include <stdlib.h>

@@ -5,7 +5,7 @@
  * diffusers' class has neither scale_model_input nor init_noise_sigma: here they are the
  * identity and 1. Not implemented (fail at load): use_dynamic_shifting (needs mu per image). */
 #include "scheduler_impl.h"
-#include "json.h"
+#include "runtime/core/json.h"
 #include <math.h>
 #include <stdlib.h>
 

@@ -7,7 +7,7 @@
  *  - torch.cumprod on the CPU accumulates in double and rounds each prefix to f32.
  *  - betas_for_alpha_bar is Python float (double) math rounded to f32 at the end. */
 #include "scheduler_impl.h"
-#include "json.h"
+#include "runtime/core/json.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

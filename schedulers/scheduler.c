@@ -1,6 +1,6 @@
 /* Scheduler loading and the generic entry points; the solvers live in their own files. */
 #include "scheduler_impl.h"
-#include "json.h"
+#include "runtime/core/json.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -21,8 +21,8 @@
 #ifndef DT_SCHEDULER_H
 #define DT_SCHEDULER_H
 #include <stddef.h>
-#include "error.h"
-#include "rng.h"
+#include "runtime/core/error.h"
+#include "runtime/core/rng.h"
 
 typedef struct dt_scheduler dt_scheduler;
 
@@ -65,7 +65,7 @@ void dt_scheduler_scale_model_input(const dt_scheduler *s, float *x, size_t n);
 dt_status dt_scheduler_step(dt_scheduler *s, const float *model_output, const float *sample,
                             float *prev_sample, size_t n, dt_err *err);
 
-/* The pipeline's generator (runtime/rng.h), from which stochastic steps (DDIM with eta > 0,
+/* The pipeline's generator (runtime/core/rng.h), from which stochastic steps (DDIM with eta > 0,
  * EulerAncestral, LCM) draw randn_tensor(model_output.shape, generator) noise, in call order.
  * Not owned; NULL (the default) makes such a step fail. */
 void dt_scheduler_set_generator(dt_scheduler *s, dt_rng *gen);

@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <cjson/cJSON.h>
 #include "scheduler.h"
-#include "rng.h"
+#include "runtime/core/rng.h"
 
 typedef struct {
     const char *class_name;

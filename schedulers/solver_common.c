@@ -2,7 +2,7 @@
  * helpers of their set_timesteps (float64 like numpy; values that numpy casts to float32 are
  * cast by the callers), and the generator hook for stochastic steps. */
 #include "scheduler_impl.h"
-#include "json.h"
+#include "runtime/core/json.h"
 #include "torch_f32.h"
 #include <math.h>
 #include <stdio.h>

@@ -10,7 +10,7 @@
  * elementwise in diffusers' order. Not implemented (fail at load): thresholding, solver_p,
  * solver_order > 3. */
 #include "scheduler_impl.h"
-#include "json.h"
+#include "runtime/core/json.h"
 #include "torch_f32.h"
 #include <math.h>
 #include <stdio.h>

@@ -22,7 +22,7 @@
  * statistics file, implicit correctors, relaxation on derivatives other than the first, an
  * order above 1 into t = 0. num_inference_steps is ignored: the schedule fixes it. */
 #include "scheduler_impl.h"
-#include "json.h"
+#include "runtime/core/json.h"
 #include "usf_v3.h"
 #include <math.h>
 #include <stdio.h>

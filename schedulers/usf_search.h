@@ -16,7 +16,7 @@
 #define DT_USF_SEARCH_H
 #include <stddef.h>
 #include <stdint.h>
-#include "error.h"
+#include "runtime/core/error.h"
 
 typedef dt_status (*dt_denoise_fn)(void *user, int sample, const float *x, double timestep, float *model_out,
                                    dt_err *err);

@@ -1,6 +1,6 @@
 /* DPM-Solver-v3 statistics and update for the USF interpreter (see usf_v3.h). */
 #include "usf_v3.h"
-#include "safetensors.h"
+#include "runtime/core/safetensors.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -15,7 +15,7 @@
 #ifndef DT_USF_V3_H
 #define DT_USF_V3_H
 #include <stddef.h>
-#include "error.h"
+#include "runtime/core/error.h"
 
 typedef struct {
     int N;                         /* grid intervals */

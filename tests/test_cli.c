@@ -2,7 +2,7 @@
  * input gives one line on stderr naming what is wrong, a non-zero exit, and no output
  * file (an existing one is left as it was). */
 #include "testutil.h"
-#include "safetensors.h"
+#include "runtime/core/safetensors.h"
 #include <sys/stat.h>
 #include <sys/wait.h>
 

@@ -1,7 +1,7 @@
 /* Runtime core: tensors, the activation arena, JSON helpers, error reporting. */
 #include "testutil.h"
-#include "arena.h"
-#include "json.h"
+#include "runtime/core/arena.h"
+#include "runtime/core/json.h"
 
 static void test_tensor_views(void **state)
 {

@@ -3,12 +3,12 @@
  * PixArt fixture (tests/fixtures/fastattn, scripts/fixtures/fastattn.py), the cache
  * lifetime, and an all-"full" plan being bit-identical to no plan. */
 #include "testutil.h"
-#include "arena.h"
-#include "fastattn.h"
-#include "pipeline.h"
-#include "safetensors.h"
-#include "models/pixart.h"
-#include "../kernels/cpu/ref.h"
+#include "runtime/core/arena.h"
+#include "runtime/plans/fastattn.h"
+#include "runtime/pipeline/pipeline.h"
+#include "runtime/core/safetensors.h"
+#include "runtime/models/pixart.h"
+#include "kernels/cpu/ref.h"
 
 #define FIX "tests/fixtures/fastattn"
 #define TINY "tests/fixtures/pixart-sigma-tiny/transformer"

@@ -2,9 +2,9 @@
  * trips with PNG text chunks, PNG flavours read as RGB8, atomic writes and early path checks,
  * PSNR/SSIM against a direct numpy computation (tests/fixtures/image), and `ditrt compare`. */
 #include "testutil.h"
-#include "image.h"
-#include "json.h"
-#include "safetensors.h"
+#include "runtime/io/image.h"
+#include "runtime/core/json.h"
+#include "runtime/core/safetensors.h"
 #include <dirent.h>
 #include <png.h>
 #include <sys/stat.h>

@@ -1,9 +1,9 @@
 /* Every CPU kernel against its plain-C reference on random inputs of awkward sizes,
  * with NaN-poisoned outputs, for both GEMM compute dtypes. */
 #include "testutil.h"
-#include "../kernels/cpu/ref.h"
-#include "../kernels/cpu/cpu.h"
-#include "../runtime/backend_timing.h"
+#include "kernels/cpu/ref.h"
+#include "kernels/cpu/cpu.h"
+#include "kernels/backend_timing.h"
 #include <math.h>
 
 static double tol_for(dt_dtype t) { return t == DT_BF16 ? 1.5e-2 : 2e-5; }

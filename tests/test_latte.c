@@ -1,9 +1,9 @@
 /* Latte video transformer against diffusers on tests/fixtures/latte-tiny (made by
  * scripts/fixtures/latte.py), in f32 and bf16; input checks; parameter count. */
 #include "testutil.h"
-#include "arena.h"
-#include "safetensors.h"
-#include "models/latte.h"
+#include "runtime/core/arena.h"
+#include "runtime/core/safetensors.h"
+#include "runtime/models/latte.h"
 
 #define DIR_ "tests/fixtures/latte-tiny"
 

@@ -3,11 +3,11 @@
  * per frame >= 40 dB, through the library and through `ditrt txt2vid`; request checks and
  * the CLI's one-line errors before any work. */
 #include "testutil.h"
-#include "image.h"
-#include "json.h"
-#include "safetensors.h"
-#include "pipeline_video.h"
-#include "video.h"
+#include "runtime/io/image.h"
+#include "runtime/core/json.h"
+#include "runtime/core/safetensors.h"
+#include "runtime/pipeline/pipeline_video.h"
+#include "runtime/io/video.h"
 #include <dirent.h>
 #include <sys/stat.h>
 #include <sys/wait.h>

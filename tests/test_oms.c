@@ -1,9 +1,9 @@
 /* OMS-DPM model schedules: a zoo of transformers sharing the pipeline's VAE, text encoder and
  * noise schedule, one member per model evaluation; and the latency-budget search. */
 #include "testutil.h"
-#include "model_schedule.h"
-#include "model_search.h"
-#include "pipeline.h"
+#include "runtime/plans/model_schedule.h"
+#include "runtime/plans/model_search.h"
+#include "runtime/pipeline/pipeline.h"
 
 #define PIPE "tests/fixtures/pixart-pipe-tiny"
 #define SMALL "tests/fixtures/pixart-alpha-tiny"

@@ -2,10 +2,10 @@
  * (tests/fixtures/pixart-pipe-tiny), through the public C API; determinism, contexts in
  * parallel threads, cancellation, and the request checks. */
 #include "testutil.h"
-#include "image.h"
-#include "json.h"
-#include "pipeline.h"
-#include "safetensors.h"
+#include "runtime/io/image.h"
+#include "runtime/core/json.h"
+#include "runtime/pipeline/pipeline.h"
+#include "runtime/core/safetensors.h"
 #include <pthread.h>
 #include <sys/stat.h>
 

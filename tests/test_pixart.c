@@ -1,9 +1,9 @@
 /* PixArt-α and -Σ transformers against diffusers on the committed fixtures
  * (tests/fixtures, made by scripts/make_fixtures.py), in f32 and bf16. */
 #include "testutil.h"
-#include "arena.h"
-#include "safetensors.h"
-#include "models/pixart.h"
+#include "runtime/core/arena.h"
+#include "runtime/core/safetensors.h"
+#include "runtime/models/pixart.h"
 
 #define FIX "tests/fixtures"
 

@@ -2,15 +2,15 @@
  * reference: exact integer parity where both round the same float values, tolerances only
  * where the reference rotates by a dense Hadamard in double. */
 #include "testutil.h"
-#include "../kernels/cpu/ref.h"
-#include "../kernels/cpu/cpu.h"
-#include "../kernels/quant.h"
-#include "arena.h"
-#include "safetensors.h"
-#include "quantize.h"
-#include "quant_plan.h"
-#include "models/pixart.h"
-#include "image.h"
+#include "kernels/cpu/ref.h"
+#include "kernels/cpu/cpu.h"
+#include "kernels/quant.h"
+#include "runtime/core/arena.h"
+#include "runtime/core/safetensors.h"
+#include "runtime/plans/quantize.h"
+#include "runtime/plans/quant_plan.h"
+#include "runtime/models/pixart.h"
+#include "runtime/io/image.h"
 #include <sys/stat.h>
 #include <sys/wait.h>
 

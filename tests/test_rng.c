@@ -2,8 +2,8 @@
  * recorded tensor must match bit for bit, on both of torch's CPU kernels, including
  * successive draws from one generator; `ditrt eval noise` writes the same bits. */
 #include "testutil.h"
-#include "rng.h"
-#include "safetensors.h"
+#include "runtime/core/rng.h"
+#include "runtime/core/safetensors.h"
 #include <sys/wait.h>
 
 #define NOISE "tests/fixtures/noise"

@@ -1,10 +1,10 @@
 /* safetensors reader/writer, model folders and configs: valid files round-trip; every
  * malformed input fails with one line naming the file and the tensor or field. */
 #include "testutil.h"
-#include "safetensors.h"
-#include "json.h"
-#include "modeldir.h"
-#include "models/pixart.h"
+#include "runtime/core/safetensors.h"
+#include "runtime/core/json.h"
+#include "runtime/models/modeldir.h"
+#include "runtime/models/pixart.h"
 
 static char tmp[256];
 

@@ -5,9 +5,9 @@
  * kernels round them); a step off by more than relative L2 1e-6 is reported first. Bad
  * configs fail at load with a message naming the field. */
 #include "testutil.h"
-#include "safetensors.h"
-#include "../schedulers/scheduler.h"
-#include "../schedulers/scheduler_impl.h"
+#include "runtime/core/safetensors.h"
+#include "schedulers/scheduler.h"
+#include "schedulers/scheduler_impl.h"
 #include <dirent.h>
 #include <sys/stat.h>
 

@@ -6,12 +6,12 @@
  * torch.Generator. Also: --solver style loading of another class from a folder's config,
  * Karras on a solver without it, a stochastic step without a generator. */
 #include "testutil.h"
-#include "json.h"
-#include "safetensors.h"
-#include "../schedulers/scheduler.h"
-#include "image.h"
-#include "pipeline.h"
-#include "../schedulers/usf_search.h"
+#include "runtime/core/json.h"
+#include "runtime/core/safetensors.h"
+#include "schedulers/scheduler.h"
+#include "runtime/io/image.h"
+#include "runtime/pipeline/pipeline.h"
+#include "schedulers/usf_search.h"
 #include <dirent.h>
 #include <sys/stat.h>
 #include <sys/wait.h>

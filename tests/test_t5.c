@@ -4,13 +4,13 @@
  * f32 and bf16; the rms_norm / gated_act kernels against their references; bad tokenizer
  * files, invalid UTF-8, truncation, and the eval text-encoder / tokenizer command lines. */
 #include "testutil.h"
-#include "arena.h"
-#include "json.h"
-#include "safetensors.h"
-#include "models/t5.h"
-#include "text/caption.h"
-#include "text/tokenizer.h"
-#include "../kernels/cpu/ref.h"
+#include "runtime/core/arena.h"
+#include "runtime/core/json.h"
+#include "runtime/core/safetensors.h"
+#include "runtime/models/t5.h"
+#include "runtime/text/caption.h"
+#include "runtime/text/tokenizer.h"
+#include "kernels/cpu/ref.h"
 #include <sys/stat.h>
 #include <sys/wait.h>
 

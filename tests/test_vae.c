@@ -4,10 +4,10 @@
  * `ditrt eval vae-decoder` command line. DITRT_SLOW=1 adds a peak-memory measurement of a
  * mid-size random VAE at 1024 px (and 2048 px tiled). */
 #include "testutil.h"
-#include "arena.h"
-#include "safetensors.h"
-#include "models/vae.h"
-#include "../kernels/cpu/ref.h"
+#include "runtime/core/arena.h"
+#include "runtime/core/safetensors.h"
+#include "runtime/models/vae.h"
+#include "kernels/cpu/ref.h"
 #include <cjson/cJSON.h>
 #include <sys/resource.h>
 #include <sys/stat.h>

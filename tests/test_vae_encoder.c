@@ -3,9 +3,9 @@
  * optional loading (a decoder-only folder still loads and decodes; a partial encoder fails
  * naming the tensor); input checks; and `ditrt eval vae-encoder`. */
 #include "testutil.h"
-#include "arena.h"
-#include "safetensors.h"
-#include "models/vae.h"
+#include "runtime/core/arena.h"
+#include "runtime/core/safetensors.h"
+#include "runtime/models/vae.h"
 #include <sys/stat.h>
 #include <sys/wait.h>
 

@@ -2,8 +2,8 @@
  * (libavformat/libavcodec, libwebpdemux, libpng) with frame count, size, rate, content and
  * metadata checked; bad output paths; atomic writes (no temp files left, nothing on failure). */
 #include "testutil.h"
-#include "image.h"
-#include "video.h"
+#include "runtime/io/image.h"
+#include "runtime/io/video.h"
 #include <dirent.h>
 #include <sys/stat.h>
 #include <sys/wait.h>

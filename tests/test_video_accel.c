@@ -6,13 +6,13 @@
  * float, `ditrt quantize` on a Latte pipeline, txt2vid --quant, plans of other models refused,
  * mixed precision with the temporal layers as their own group). */
 #include "testutil.h"
-#include "arena.h"
-#include "fastattn.h"
-#include "pipeline_video.h"
-#include "safetensors.h"
-#include "models/latte.h"
-#include "quantize.h"
-#include "quant_plan.h"
+#include "runtime/core/arena.h"
+#include "runtime/plans/fastattn.h"
+#include "runtime/pipeline/pipeline_video.h"
+#include "runtime/core/safetensors.h"
+#include "runtime/models/latte.h"
+#include "runtime/plans/quantize.h"
+#include "runtime/plans/quant_plan.h"
 #include <sys/stat.h>
 #include <sys/wait.h>
 

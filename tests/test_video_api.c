@@ -3,7 +3,7 @@
  * call for a context's kind and bad requests fail with a message. */
 #include "testutil.h"
 #include "ditrt.h"
-#include "video.h"
+#include "runtime/io/video.h"
 #include <sys/stat.h>
 
 #define PIPE "tests/fixtures/latte-pipe-tiny"

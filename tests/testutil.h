@@ -13,8 +13,8 @@
 #include <unistd.h>
 #include <sys/wait.h>
 #include "ditrt.h"
-#include "tensor.h"
-#include "../kernels/backend.h"
+#include "runtime/core/tensor.h"
+#include "kernels/backend.h"
 
 typedef struct { uint64_t s; } tu_rng;
 

@@ -3,7 +3,7 @@
 #define DT_CPU_H
 #include <dnnl.h>
 #include <string.h>
-#include "../backend.h"
+#include "kernels/backend.h"
 
 #define CPU_BMM_CACHE 32
 
@@ -113,7 +113,7 @@ dt_status cpu_window_attention(dt_backend *be, const dt_tensor *q, const dt_tens
 
 /* Quantized and calibration linears (qlinear.c). Every CPU dt_linear struct starts with
  * `int kind`; cpu_linear_forward/destroy hand the non-float kinds to qlinear.c. */
-#include "../quant.h"
+#include "kernels/quant.h"
 enum { CPU_LIN_FLOAT = 0, CPU_LIN_QUANT = 1, CPU_LIN_OBSERVE = 2 };
 dt_status cpu_qlinear_create(dt_backend *be, const dt_qweights *qw, const float *b, dt_act act, int m_hint,
                              dt_linear **lin, dt_err *err);

@@ -7,7 +7,7 @@
  * its codes and scale are bit-identical to the plain ones, and tested so. It was ~5x faster
  * on this machine than the plain path, which spent more time rotating than the GEMM saved. */
 #include "cpu.h"
-#include "../quant.h"
+#include "kernels/quant.h"
 #include <math.h>
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>

@@ -2,7 +2,7 @@
  * the optimized kernels against. Same contracts as the dt_backend_ops of the same name. */
 #ifndef DT_CPU_REF_H
 #define DT_CPU_REF_H
-#include "../backend.h"
+#include "kernels/backend.h"
 
 float ref_act(dt_act act, float x);
 void ref_linear(const float *x, int M, int K, const float *w, const float *b, int N, dt_act act, float *y);
@@ -32,7 +32,7 @@ void ref_window_attention(const dt_tensor *q, const dt_tensor *k, const dt_tenso
 /* Quantized linear (kernels/quant.h): x·diag(smooth)·D·H quantized per row (the rotation as a
  * dense Hadamard product in double), int64 dot products with the unpacked weights,
  * y = act(acc·ascale[m]·wscale[n] + b). qx [M,K] / ascale [M] receive the codes (may be NULL). */
-#include "../quant.h"
+#include "kernels/quant.h"
 void ref_qlinear(const float *x, int M, const dt_qweights *qw, const float *b, dt_act act, float *y, int8_t *qx,
                  float *ascale);
 

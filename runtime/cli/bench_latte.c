@@ -3,8 +3,8 @@
 #include "cli.h"
 #include "cli_fastattn.h"
 #include "cli_quant.h"
-#include "arena.h"
-#include "models/latte.h"
+#include "runtime/core/arena.h"
+#include "runtime/models/latte.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>

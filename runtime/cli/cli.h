@@ -1,12 +1,12 @@
 /* ditrt command line: shared helpers for the subcommands. */
 #ifndef DT_CLI_H
 #define DT_CLI_H
-#include "error.h"
-#include "image.h"
-#include "tensor.h"
-#include "safetensors.h"
-#include "../../kernels/backend.h"
-#include "../backend_timing.h"
+#include "runtime/core/error.h"
+#include "runtime/io/image.h"
+#include "runtime/core/tensor.h"
+#include "runtime/core/safetensors.h"
+#include "kernels/backend.h"
+#include "kernels/backend_timing.h"
 
 int cli_eval(int argc, char **argv);
 /* `ditrt eval <target>`: argv[0] is "eval", argv[1] the target; one file per target. */

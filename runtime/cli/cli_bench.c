@@ -3,11 +3,11 @@
 #include "cli.h"
 #include "cli_fastattn.h"
 #include "cli_quant.h"
-#include "../../kernels/quant.h"
-#include "arena.h"
-#include "backend_timing.h"
-#include "models/pixart.h"
-#include "models/t5.h"
+#include "kernels/quant.h"
+#include "runtime/core/arena.h"
+#include "kernels/backend_timing.h"
+#include "runtime/models/pixart.h"
+#include "runtime/models/t5.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -2,7 +2,7 @@
  * images (definitions in image.h). Exit 0 when the thresholds hold, 1 when one does not
  * (naming it), 2 on bad input (missing file, not an image, sizes differ, bad flags). */
 #include "cli.h"
-#include "image.h"
+#include "runtime/io/image.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,8 +2,8 @@
  * SSIM per frame and their means; --min-psnr / --min-ssim apply to the means. Exit codes as
  * for images: 0 ok, 1 a threshold failed, 2 bad input. */
 #include "cli.h"
-#include "image.h"
-#include "video.h"
+#include "runtime/io/image.h"
+#include "runtime/io/video.h"
 #include <math.h>
 #include <stdio.h>
 #include <string.h>

@@ -1,12 +1,12 @@
 /* DiTFastAttn commands: calibrate-attn, the plan summary, the plan benchmark. */
 #include "cli.h"
 #include "cli_fastattn.h"
-#include "fastattn.h"
-#include "modeldir.h"
-#include "pipeline.h"
-#include "pipeline_video.h"
-#include "models/latte.h"
-#include "models/vae.h"
+#include "runtime/plans/fastattn.h"
+#include "runtime/models/modeldir.h"
+#include "runtime/pipeline/pipeline.h"
+#include "runtime/pipeline/pipeline_video.h"
+#include "runtime/models/latte.h"
+#include "runtime/models/vae.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -2,8 +2,8 @@
  * `ditrt info --attn-plan`, and the plan runs of `ditrt bench transformer --attn-plan`. */
 #ifndef DT_CLI_FASTATTN_H
 #define DT_CLI_FASTATTN_H
-#include "arena.h"
-#include "models/pixart.h"
+#include "runtime/core/arena.h"
+#include "runtime/models/pixart.h"
 
 int cli_calibrate_attn(int argc, char **argv);
 /* Prints a plan's summary; model_dir (may be NULL) gives the layer check and the token

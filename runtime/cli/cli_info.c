@@ -1,9 +1,9 @@
 /* `ditrt info -m DIR`: architecture, parameter count, stored dtypes, memory estimate. */
 #include "cli.h"
 #include "cli_fastattn.h"
-#include "modeldir.h"
-#include "models/pixart.h"
-#include "models/latte.h"
+#include "runtime/models/modeldir.h"
+#include "runtime/models/pixart.h"
+#include "runtime/models/latte.h"
 #include <stdio.h>
 #include <string.h>
 

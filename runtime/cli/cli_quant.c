@@ -3,19 +3,19 @@
  * `bench transformer --quant w8a8|w4a8`. */
 #include "cli.h"
 #include "cli_quant.h"
-#include "../../kernels/quant.h"
-#include "quant_plan.h"
-#include "backend_timing.h"
-#include "pipeline.h"
-#include "pipeline_video.h"
-#include "models/latte.h"
-#include "modeldir.h"
+#include "kernels/quant.h"
+#include "runtime/plans/quant_plan.h"
+#include "kernels/backend_timing.h"
+#include "runtime/pipeline/pipeline.h"
+#include "runtime/pipeline/pipeline_video.h"
+#include "runtime/models/latte.h"
+#include "runtime/models/modeldir.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
 #include <time.h>
-#include "arena.h"
+#include "runtime/core/arena.h"
 
 int cli_quant_parse(const char *scheme, dt_quantizer *q)
 {

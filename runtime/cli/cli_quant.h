@@ -1,8 +1,8 @@
 /* Quantized models on the command line (cli_quant.c). */
 #ifndef DT_CLI_QUANT_H
 #define DT_CLI_QUANT_H
-#include "quantize.h"
-#include "models/pixart.h"
+#include "runtime/plans/quantize.h"
+#include "runtime/models/pixart.h"
 
 /* Parses --quant w8a8|w4a8 into q (NULL scheme: float, counting bytes only); 0 when unknown. */
 int cli_quant_parse(const char *scheme, dt_quantizer *q);

@@ -1,6 +1,6 @@
 /* `ditrt search-models`: an OMS-DPM model schedule under a latency budget (model_search.h). */
 #include "cli.h"
-#include "model_search.h"
+#include "runtime/plans/model_search.h"
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -9,13 +9,13 @@
  * hook keeps a copy of that prompt's text inputs, and for the last prompt runs the whole
  * search on the transformer, switching the text inputs per sample. */
 #include "cli.h"
-#include "modeldir.h"
-#include "pipeline.h"
-#include "rng.h"
-#include "arena.h"
-#include "models/pixart.h"
-#include "../schedulers/scheduler.h"
-#include "../schedulers/usf_search.h"
+#include "runtime/models/modeldir.h"
+#include "runtime/pipeline/pipeline.h"
+#include "runtime/core/rng.h"
+#include "runtime/core/arena.h"
+#include "runtime/models/pixart.h"
+#include "schedulers/scheduler.h"
+#include "schedulers/usf_search.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

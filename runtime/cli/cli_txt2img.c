@@ -2,11 +2,11 @@
  * chunks; JPEG/BMP by extension). Output paths are checked before any work; each image is
  * written atomically. */
 #include "cli.h"
-#include "image.h"
-#include "pipeline.h"
-#include "model_schedule.h"
-#include "fastattn.h"
-#include "../schedulers/scheduler.h"
+#include "runtime/io/image.h"
+#include "runtime/pipeline/pipeline.h"
+#include "runtime/plans/model_schedule.h"
+#include "runtime/plans/fastattn.h"
+#include "schedulers/scheduler.h"
 #include "cli_quant.h"
 #include <cjson/cJSON.h>
 #include <omp.h>

@@ -3,13 +3,13 @@
  * checked before any model is loaded; files are written atomically. */
 #include "cli.h"
 #include "cli_quant.h"
-#include "fastattn.h"
-#include "image.h"
-#include "modeldir.h"
-#include "models/latte.h"
-#include "pipeline_video.h"
-#include "video.h"
-#include "../schedulers/scheduler.h"
+#include "runtime/plans/fastattn.h"
+#include "runtime/io/image.h"
+#include "runtime/models/modeldir.h"
+#include "runtime/models/latte.h"
+#include "runtime/pipeline/pipeline_video.h"
+#include "runtime/io/video.h"
+#include "schedulers/scheduler.h"
 #include <cjson/cJSON.h>
 #include <omp.h>
 #include <stdio.h>

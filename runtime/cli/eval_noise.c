@@ -1,7 +1,7 @@
 /* `ditrt eval noise`: torch.randn(shape, generator=torch.Generator().manual_seed(seed)) as
  * tensor "noise" (f32), to check the generator against torch. */
 #include "cli.h"
-#include "rng.h"
+#include "runtime/core/rng.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

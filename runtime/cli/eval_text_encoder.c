@@ -6,12 +6,12 @@
  * PixArtSigmaPipeline in model_index.json, else 120). --no-clean skips the pipeline's
  * lower().strip() preprocessing and tokenizes the prompt as given. */
 #include "cli.h"
-#include "arena.h"
-#include "json.h"
-#include "modeldir.h"
-#include "models/t5.h"
-#include "text/caption.h"
-#include "text/tokenizer.h"
+#include "runtime/core/arena.h"
+#include "runtime/core/json.h"
+#include "runtime/models/modeldir.h"
+#include "runtime/models/t5.h"
+#include "runtime/text/caption.h"
+#include "runtime/text/tokenizer.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

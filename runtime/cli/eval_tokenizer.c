@@ -1,7 +1,7 @@
 /* `ditrt eval tokenizer`: prints the input_ids row (padded to --max-length) that the PixArt
  * pipeline feeds its text encoder for a prompt, space-separated on one line. */
 #include "cli.h"
-#include "text/tokenizer.h"
+#include "runtime/text/tokenizer.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

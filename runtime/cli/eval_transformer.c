@@ -1,9 +1,9 @@
 /* `ditrt eval transformer`: one denoiser forward on tensors named as in the diffusers call. */
 #include "cli.h"
-#include "arena.h"
-#include "modeldir.h"
-#include "models/pixart.h"
-#include "models/latte.h"
+#include "runtime/core/arena.h"
+#include "runtime/models/modeldir.h"
+#include "runtime/models/pixart.h"
+#include "runtime/models/latte.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,8 +1,8 @@
 /* `ditrt eval transformer` for a Latte folder (dispatched from eval_transformer.c on
  * config.json's _class_name): hidden_states [B,C,F,H,W] in, sample [B,out,F,H,W] out. */
 #include "cli.h"
-#include "arena.h"
-#include "models/latte.h"
+#include "runtime/core/arena.h"
+#include "runtime/models/latte.h"
 #include <stdlib.h>
 
 int cli_eval_transformer_latte(const char *dir, const char *in, const char *outp, const char *dtype, int threads)

@@ -1,9 +1,9 @@
 /* `ditrt eval vae-decoder`: vae.decode(latent).sample on a latent file, as diffusers computes it
  * (with --tiling: after vae.enable_tiling()). The output is float, before any 8-bit rounding. */
 #include "cli.h"
-#include "arena.h"
-#include "modeldir.h"
-#include "models/vae.h"
+#include "runtime/core/arena.h"
+#include "runtime/models/modeldir.h"
+#include "runtime/models/vae.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,9 +1,9 @@
 /* `ditrt eval vae-encoder`: vae.encode(image).latent_dist.parameters (quant_conv output, mean |
  * logvar) on an image file, as diffusers computes it. */
 #include "cli.h"
-#include "arena.h"
-#include "modeldir.h"
-#include "models/vae.h"
+#include "runtime/core/arena.h"
+#include "runtime/models/modeldir.h"
+#include "runtime/models/vae.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

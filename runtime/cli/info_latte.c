@@ -1,6 +1,6 @@
 /* `ditrt info` for a Latte transformer (dispatched from cli_info.c on config.json's _class_name). */
 #include "cli.h"
-#include "models/latte.h"
+#include "runtime/models/latte.h"
 #include <stdio.h>
 
 int cli_info_latte(const char *dir)

@@ -7,7 +7,7 @@
  * it per layer and step; dit_self_attention_full is the plain computation a hook may call. */
 #ifndef DT_DIT_BLOCK_H
 #define DT_DIT_BLOCK_H
-#include "arena.h"
+#include "runtime/core/arena.h"
 #include "layers.h"
 
 typedef struct {

@@ -7,7 +7,7 @@
  * dtype: their outputs scale every block, and rounding them nearly doubles the bf16 error. */
 #ifndef DT_DIT_COMMON_H
 #define DT_DIT_COMMON_H
-#include "arena.h"
+#include "runtime/core/arena.h"
 #include "layers.h"
 
 #define DIT_TPROJ_DIM 256 /* Timesteps(num_channels=256) in PixArtAlphaCombinedTimestepSizeEmbeddings */

@@ -3,7 +3,7 @@
 #include "latte.h"
 #include "dit_block.h"
 #include "dit_common.h"
-#include "json.h"
+#include "runtime/core/json.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

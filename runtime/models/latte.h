@@ -9,8 +9,8 @@
  * A caption mask [B, T] masks the keys of every frame of its sample, as PixArt does. */
 #ifndef DT_LATTE_H
 #define DT_LATTE_H
-#include "arena.h"
-#include "../../kernels/backend.h"
+#include "runtime/core/arena.h"
+#include "kernels/backend.h"
 #include "weights.h"
 
 typedef struct {
@@ -36,7 +36,7 @@ dt_status latte_load(dt_backend *be, const char *dir, latte_model **out, dt_err 
 dt_status latte_create(dt_backend *be, const latte_config *cfg, dt_weight_source *src, latte_model **out, dt_err *err);
 void latte_free(latte_model *m);
 const latte_config *latte_get_config(const latte_model *m);
-/* Self-attention hook (attention plans, runtime/fastattn.h) for every block, or NULL. The
+/* Self-attention hook (attention plans, runtime/plans/fastattn.h) for every block, or NULL. The
  * hook sees spatial block i as layer i and temporal block i as layer num_layers + i (an
  * attention plan's row order); the temporal batch is [B, N] sequences of F frames. */
 struct dit_attn_hook;

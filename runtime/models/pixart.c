@@ -4,7 +4,7 @@
 #include "pixart.h"
 #include "dit_block.h"
 #include "dit_common.h"
-#include "json.h"
+#include "runtime/core/json.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

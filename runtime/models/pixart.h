@@ -5,8 +5,8 @@
  * the file mapped. pixart_forward() runs one denoiser call on a batch (CFG is batch 2). */
 #ifndef DT_PIXART_H
 #define DT_PIXART_H
-#include "arena.h"
-#include "../../kernels/backend.h"
+#include "runtime/core/arena.h"
+#include "kernels/backend.h"
 #include "weights.h"
 
 typedef struct {

@@ -3,7 +3,7 @@
  * T5DenseGatedActDense, T5LayerNorm). */
 #include "t5.h"
 #include "layers.h"
-#include "json.h"
+#include "runtime/core/json.h"
 #include <float.h>
 #include <math.h>
 #include <stdio.h>

@@ -12,8 +12,8 @@
  * unscaled, norms are T5LayerNorm (RMS, f32 statistics). */
 #ifndef DT_T5_H
 #define DT_T5_H
-#include "arena.h"
-#include "../../kernels/backend.h"
+#include "runtime/core/arena.h"
+#include "kernels/backend.h"
 #include "weights.h"
 
 typedef struct {

@@ -4,7 +4,7 @@
  * attention_processor.py Attention with group_norm and residual_connection). */
 #include "vae.h"
 #include "layers.h"
-#include "json.h"
+#include "runtime/core/json.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>

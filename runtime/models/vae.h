@@ -14,8 +14,8 @@
  * SiLU + conv_out to 2·latent_channels (mean | logvar), quant_conv; same pool and dtypes. */
 #ifndef DT_VAE_H
 #define DT_VAE_H
-#include "arena.h"
-#include "backend.h"
+#include "runtime/core/arena.h"
+#include "kernels/backend.h"
 #include "weights.h"
 
 #define VAE_MAX_BLOCKS 8

@@ -3,8 +3,8 @@
  * asks for one named tensor of a given shape, as f32, into a buffer it owns. */
 #ifndef DT_WEIGHTS_H
 #define DT_WEIGHTS_H
-#include "safetensors.h"
-#include "../../kernels/backend.h"
+#include "runtime/core/safetensors.h"
+#include "kernels/backend.h"
 
 typedef struct dt_weight_source {
     /* Fills dst (product of shape floats) or fails naming the tensor. */

@@ -21,7 +21,7 @@
 #include <locale.h>
 #include <stddef.h>
 #include <stdint.h>
-#include "error.h"
+#include "runtime/core/error.h"
 
 /* Checks that s[0..n) is valid UTF-8; `what` names the string in the message. */
 dt_status dt_utf8_check(const char *s, size_t n, const char *what, dt_err *err);

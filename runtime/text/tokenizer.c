@@ -2,7 +2,7 @@
  * splitting, truncation and padding in C; SentencePiece itself behind sp_shim.cc. */
 #include "tokenizer.h"
 #include "caption.h"
-#include "json.h"
+#include "runtime/core/json.h"
 #include "sp_shim.h"
 #include <errno.h>
 #include <stdio.h>

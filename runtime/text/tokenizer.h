@@ -14,7 +14,7 @@
 #define DT_TOKENIZER_H
 #include <stddef.h>
 #include <stdint.h>
-#include "error.h"
+#include "runtime/core/error.h"
 
 typedef struct dt_tokenizer dt_tokenizer;
 

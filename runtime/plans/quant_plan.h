@@ -9,7 +9,7 @@
 #ifndef DT_QUANT_PLAN_H
 #define DT_QUANT_PLAN_H
 #include "quantize.h"
-#include "../kernels/quant.h"
+#include "kernels/quant.h"
 
 #define DT_QMAX_FP_TOKENS 16
 

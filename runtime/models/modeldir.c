@@ -1,5 +1,5 @@
 #include "modeldir.h"
-#include "json.h"
+#include "runtime/core/json.h"
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>

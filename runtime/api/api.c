@@ -1,15 +1,15 @@
 /* The public C API (include/ditrt.h) over the pipeline: opaque contexts, defaults by init
  * functions, a status and a per-context message for every failure. */
 #include "ditrt.h"
-#include "error.h"
-#include "image.h"
-#include "pipeline.h"
-#include "pipeline_video.h"
-#include "modeldir.h"
-#include "fastattn.h"
-#include "quantize.h"
-#include "models/latte.h"
-#include "../schedulers/scheduler.h"
+#include "runtime/core/error.h"
+#include "runtime/io/image.h"
+#include "runtime/pipeline/pipeline.h"
+#include "runtime/pipeline/pipeline_video.h"
+#include "runtime/models/modeldir.h"
+#include "runtime/plans/fastattn.h"
+#include "runtime/plans/quantize.h"
+#include "runtime/models/latte.h"
+#include "schedulers/scheduler.h"
 #include <omp.h>
 #include <stdatomic.h>
 #include <stddef.h>

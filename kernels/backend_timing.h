@@ -5,7 +5,7 @@
  * The wrapper owns the inner backend: dt_backend_destroy on it destroys both. */
 #ifndef DT_BACKEND_TIMING_H
 #define DT_BACKEND_TIMING_H
-#include "../kernels/backend.h"
+#include "backend.h"
 
 typedef enum {
     DT_OPK_LINEAR,      /* linear_forward: float or quantized layers */

@@ -1,6 +1,6 @@
 #include "pipeline_parts.h"
-#include "json.h"
-#include "modeldir.h"
+#include "runtime/core/json.h"
+#include "runtime/models/modeldir.h"
 #include <stdio.h>
 #include <string.h>
 #include <time.h>

@@ -1,5 +1,5 @@
 #include "prompt.h"
-#include "text/caption.h"
+#include "runtime/text/caption.h"
 #include <stdlib.h>
 #include <string.h>
 

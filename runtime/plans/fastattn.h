@@ -34,8 +34,8 @@
 #ifndef DT_FASTATTN_H
 #define DT_FASTATTN_H
 #include <stddef.h>
-#include "error.h"
-#include "models/dit_block.h"
+#include "runtime/core/error.h"
+#include "runtime/models/dit_block.h"
 
 typedef enum {
     DT_FA_FULL = 0,

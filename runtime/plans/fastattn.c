@@ -1,6 +1,6 @@
 /* DiTFastAttn: plan files, their cost, and the self-attention hook with its caches. */
 #include "fastattn.h"
-#include "json.h"
+#include "runtime/core/json.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

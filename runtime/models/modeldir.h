@@ -3,7 +3,7 @@
 #ifndef DT_MODELDIR_H
 #define DT_MODELDIR_H
 #include <stddef.h>
-#include "error.h"
+#include "runtime/core/error.h"
 
 /* Finds the folder of `component` (e.g. "transformer") under `model_dir`: the component
  * listed in model_index.json, or model_dir itself when it holds a config.json and no

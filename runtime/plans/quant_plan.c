@@ -1,6 +1,6 @@
 #include "quant_plan.h"
-#include "json.h"
-#include "safetensors.h"
+#include "runtime/core/json.h"
+#include "runtime/core/safetensors.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -6,7 +6,7 @@
  *        "models": [m_0, m_1, ..., m_{n-1}]} with one zoo index per evaluation. */
 #ifndef DT_MODEL_SCHEDULE_H
 #define DT_MODEL_SCHEDULE_H
-#include "error.h"
+#include "runtime/core/error.h"
 
 typedef struct {
     int n;    /* evaluations */

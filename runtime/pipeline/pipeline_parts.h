@@ -5,12 +5,12 @@
 #ifndef DT_PIPELINE_PARTS_H
 #define DT_PIPELINE_PARTS_H
 #include <stddef.h>
-#include "arena.h"
-#include "tensor.h"
-#include "models/vae.h"
-#include "text/tokenizer.h"
-#include "../kernels/backend.h"
-#include "../schedulers/scheduler.h"
+#include "runtime/core/arena.h"
+#include "runtime/core/tensor.h"
+#include "runtime/models/vae.h"
+#include "runtime/text/tokenizer.h"
+#include "kernels/backend.h"
+#include "schedulers/scheduler.h"
 
 typedef struct {
     const char *model_dir;

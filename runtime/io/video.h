@@ -15,7 +15,7 @@
 #define DT_VIDEO_H
 #include <stddef.h>
 #include <stdint.h>
-#include "error.h"
+#include "runtime/core/error.h"
 #include "image.h"
 
 typedef enum { DT_VIDEO_PNG_DIR, DT_VIDEO_PNG_PATTERN, DT_VIDEO_WEBP, DT_VIDEO_MP4 } dt_video_kind;

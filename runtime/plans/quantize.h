@@ -10,7 +10,7 @@
  * not linears and stay float. The quantizer must outlive the models built through it. */
 #ifndef DT_QUANTIZE_H
 #define DT_QUANTIZE_H
-#include "models/weights.h"
+#include "runtime/models/weights.h"
 
 /* FLOAT: count bytes only; OBSERVE: calibrate; QUANT: quantize from the statistics (and
  * keep the results when `record`, for dt_qplan_save); PLAN: build from a loaded plan. */

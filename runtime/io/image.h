@@ -10,7 +10,7 @@
 #define DT_IMAGE_H
 #include <stddef.h>
 #include <stdint.h>
-#include "error.h"
+#include "runtime/core/error.h"
 
 typedef struct {
     int width, height;

@@ -4,9 +4,9 @@
  * num_images_per_prompt times, negatives first). */
 #ifndef DT_PROMPT_H
 #define DT_PROMPT_H
-#include "arena.h"
-#include "models/t5.h"
-#include "text/tokenizer.h"
+#include "runtime/core/arena.h"
+#include "runtime/models/t5.h"
+#include "runtime/text/tokenizer.h"
 
 typedef struct {
     const dt_tokenizer *tok;

@@ -12,7 +12,7 @@
 #ifndef DT_PIPELINE_VIDEO_H
 #define DT_PIPELINE_VIDEO_H
 #include <stdint.h>
-#include "tensor.h"
+#include "runtime/core/tensor.h"
 #include "pipeline.h"
 
 typedef struct {
@@ -20,7 +20,7 @@ typedef struct {
     dt_dtype dtype;      /* transformer + VAE: DT_F32 or DT_BF16 */
     dt_dtype text_dtype; /* T5 */
     int threads;         /* 0: all cores */
-    struct dt_quantizer *quant; /* transformer linears through this quantizer (runtime/quantize.h): calibration or a plan; NULL: float */
+    struct dt_quantizer *quant; /* transformer linears through this quantizer (runtime/plans/quantize.h): calibration or a plan; NULL: float */
     const char *solver;  /* scheduler class to use with the folder's config (NULL: the folder's), as in txt2img */
     int karras;          /* use_karras_sigmas=True (solvers that have it) */
 } dt_video_pipeline_config;
@@ -38,7 +38,7 @@ typedef struct {
     dt_progress_fn frame_progress; /* per decoded frame (step = frames done); may be NULL */
     void *progress_user;
     const volatile int *cancel;
-    const struct dt_attn_plan *attn_plan; /* DiTFastAttn plan with spatial and temporal layers (runtime/fastattn.h) or NULL; borrowed */
+    const struct dt_attn_plan *attn_plan; /* DiTFastAttn plan with spatial and temporal layers (runtime/plans/fastattn.h) or NULL; borrowed */
     float eta;                 /* DDIM's eta (noise from the seed's generator, after the latents); other solvers ignore it */
     /* Called before each step's transformer forward with the model (struct latte_model *),
      * that forward's inputs (const latte_inputs *) and the step arena (calibration). */

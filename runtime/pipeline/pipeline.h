@@ -9,7 +9,7 @@
 #ifndef DT_PIPELINE_H
 #define DT_PIPELINE_H
 #include <stdint.h>
-#include "tensor.h"
+#include "runtime/core/tensor.h"
 
 typedef struct {
     const char *model_dir;
@@ -21,7 +21,7 @@ typedef struct {
     int karras;          /* use_karras_sigmas=True (solvers that have it) */
     const char *solver_schedule;   /* USF per-step schedule JSON (schedulers/usf.c) or NULL; fixes the steps */
     const char *solver_statistics; /* DPM-Solver-v3 statistics for it, or NULL */
-    struct dt_quantizer *quant; /* transformer linears through this quantizer (runtime/quantize.h): calibration or a plan; NULL: float */
+    struct dt_quantizer *quant; /* transformer linears through this quantizer (runtime/plans/quantize.h): calibration or a plan; NULL: float */
     /* OMS-DPM zoo: more transformers sharing this pipeline's VAE, text encoder and noise
      * schedule (model or transformer folders); zoo member 0 is the pipeline's own. A folder
      * holding a quantization plan (plan.json) stands for this pipeline's transformer built
@@ -44,7 +44,7 @@ typedef struct {
     dt_progress_fn progress; /* may be NULL; non-zero return cancels */
     void *progress_user;
     const volatile int *cancel; /* polled between steps; may be NULL */
-    const struct dt_attn_plan *attn_plan; /* DiTFastAttn plan (runtime/fastattn.h) or NULL; borrowed */
+    const struct dt_attn_plan *attn_plan; /* DiTFastAttn plan (runtime/plans/fastattn.h) or NULL; borrowed */
     /* Attention-plan calibration: when set, called before each step's transformer forward
      * with the model, that forward's inputs (const pixart_inputs *) and the step arena
      * (dt_arena *, reset again afterwards). */

@@ -1,8 +1,8 @@
 /* DiTFastAttn plan calibration: the greedy per-step, per-layer search (see fastattn.h). */
 #include "fastattn.h"
-#include "arena.h"
-#include "models/pixart.h"
-#include "models/latte.h"
+#include "runtime/core/arena.h"
+#include "runtime/models/pixart.h"
+#include "runtime/models/latte.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -10,7 +10,7 @@
 #ifndef DT_MODEL_SEARCH_H
 #define DT_MODEL_SEARCH_H
 #include "model_schedule.h"
-#include "pipeline.h"
+#include "runtime/pipeline/pipeline.h"
 
 typedef struct {
     dt_pipeline *p;

@@ -1,7 +1,7 @@
 #include "quantize.h"
 #include "quant_plan.h"
-#include "models/pixart.h"
-#include "models/latte.h"
+#include "runtime/models/pixart.h"
+#include "runtime/models/latte.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 #include "model_schedule.h"
-#include "json.h"
+#include "runtime/core/json.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

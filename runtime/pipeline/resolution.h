@@ -3,7 +3,7 @@
  * decoded image is resized (bilinear) and center-cropped back to the request. */
 #ifndef DT_RESOLUTION_H
 #define DT_RESOLUTION_H
-#include "error.h"
+#include "runtime/core/error.h"
 
 /* Bins for a transformer sample_size (32 -> 256 px, 64 -> 512, 128 -> 1024, 256 -> 2048).
  * Returns 0 when the size has no table (binning is then skipped). */
