@@ -34,9 +34,9 @@ extern "C" {
  * MAJOR * 1000000 + MINOR * 1000 + PATCH, for #if comparisons. The shared library's
  * soname is libditrt.so.MAJOR. */
 #define DITRT_VERSION_MAJOR 0
-#define DITRT_VERSION_MINOR 1
+#define DITRT_VERSION_MINOR 2
 #define DITRT_VERSION_PATCH 0
-#define DITRT_VERSION "0.1.0"
+#define DITRT_VERSION "0.2.0"
 #define DITRT_VERSION_NUMBER (DITRT_VERSION_MAJOR * 1000000 + DITRT_VERSION_MINOR * 1000 + DITRT_VERSION_PATCH)
 
 /* Marks the exported functions: libditrt.so exports these and nothing else. */
@@ -98,6 +98,17 @@ typedef struct {
     const char *attn_plan;     /* NULL: full attention; else a DiTFastAttn plan (JSON from `ditrt
                                 * calibrate-attn`) used by every generation, whose steps must
                                 * then equal the plan's */
+    /* ---- since 0.2: fields appended here only ---- */
+    const char *solver_schedule;   /* NULL; else a USF per-step solver schedule (JSON from `ditrt
+                                    * search-solver`), used instead of `solver`: it fixes the
+                                    * model evaluations, and the steps must match it */
+    const char *solver_statistics; /* DPM-Solver-v3 statistics the schedule needs, or NULL */
+    const char *const *zoo;        /* OMS-DPM: nzoo more model (or transformer, or quantization
+                                    * plan) folders sharing this pipeline's VAE and text encoder;
+                                    * member 0 is model_dir's own. Borrowed for ditrt_ctx_create. */
+    int nzoo;
+    const char *model_schedule;    /* NULL; else the zoo member of each model evaluation (JSON from
+                                    * `ditrt search-models`): every generation follows it */
 } ditrt_ctx_params;
 
 /* Sets struct_size and the defaults (all other fields 0/NULL).

@@ -103,12 +103,12 @@ static void test_plan_parse(void **state)
     assert_false(dt_attn_plan_residual_live(&p, 0, 1));
     assert_false(dt_attn_plan_output_live(&p, 0, 0));
     assert_true(dt_attn_plan_output_live(&p, 0, 1));
-    assert_int_equal(dt_attn_plan_check(&p, 2, 3, &err), DT_OK);
+    assert_int_equal(dt_attn_plan_check(&p, 2, 0, 3, &err), DT_OK);
     err = (dt_err){0};
-    assert_int_not_equal(dt_attn_plan_check(&p, 3, 3, &err), DT_OK);
+    assert_int_not_equal(dt_attn_plan_check(&p, 3, 0, 3, &err), DT_OK);
     assert_non_null(strstr(err.msg, "2 layers"));
     err = (dt_err){0};
-    assert_int_not_equal(dt_attn_plan_check(&p, 2, 20, &err), DT_OK);
+    assert_int_not_equal(dt_attn_plan_check(&p, 2, 0, 20, &err), DT_OK);
     assert_non_null(strstr(err.msg, "3 steps"));
     /* save and reload: the same plan */
     char dir[64], path[128];
@@ -219,7 +219,7 @@ static void check_case(const char *name, dt_dtype cd, double tol)
     snprintf(path, sizeof path, FIX "/plan_%s.json", name);
     dt_attn_plan p;
     if (dt_attn_plan_load(path, &p, &err) != DT_OK) fail_msg("%s", err.msg);
-    assert_int_equal(dt_attn_plan_check(&p, pixart_get_config(m)->num_layers, NSTEPS, &err), DT_OK);
+    assert_int_equal(dt_attn_plan_check(&p, pixart_get_config(m)->num_layers, 0, NSTEPS, &err), DT_OK);
     dt_fastattn *fa = NULL;
     assert_int_equal(dt_fastattn_create(&p, 1, &fa, &err), DT_OK);
     float *outs = tu_poisoned(NSTEPS * NOUT), *want = tu_alloc(NOUT);
@@ -347,20 +347,20 @@ static void test_all_full_bit_identical_image(void **state)
     r.attn_plan = &p;
     if (dt_pipeline_generate(pl, &r, &b, &err) != DT_OK) fail_msg("%s", err.msg);
     assert_int_equal(a.width, b.width);
-    assert_memory_equal(a.image, b.image, (size_t)a.batch * 3 * a.width * a.height * sizeof(float));
-    free(b.image);
+    assert_memory_equal(a.pixels, b.pixels, (size_t)a.batch * 3 * a.width * a.height * sizeof(float));
+    free(b.pixels);
     /* a plan with shared steps changes the image but runs; one for other steps is refused */
     for (int l = 0; l < layers; l++) { p.m[l * 4 + 1] = DT_FA_AST; p.m[l * 4 + 2] = DT_FA_WARS_ASC; p.m[l * 4 + 3] = DT_FA_WARS; }
     if (dt_pipeline_generate(pl, &r, &b, &err) != DT_OK) fail_msg("%s", err.msg);
-    double e = tu_rel_l2(b.image, a.image, (size_t)a.batch * 3 * a.width * a.height);
+    double e = tu_rel_l2(b.pixels, a.pixels, (size_t)a.batch * 3 * a.width * a.height);
     print_message("  image with a compressed plan: rel L2 %.3g vs full attention\n", e);
     assert_true(e > 0 && e < 1);
-    free(b.image);
+    free(b.pixels);
     r.steps = 5;
     err = (dt_err){0};
     assert_int_not_equal(dt_pipeline_generate(pl, &r, &b, &err), DT_OK);
     assert_non_null(strstr(err.msg, "made for 4 steps"));
-    free(a.image);
+    free(a.pixels);
     dt_attn_plan_free(&p);
     dt_pipeline_free(pl);
 }
@@ -405,12 +405,12 @@ static void test_calibration(void **state)
     r.step_hook = NULL;
     r.attn_plan = &p;
     if (dt_pipeline_generate(pl, &r, &b, &err) != DT_OK) fail_msg("%s", err.msg);
-    assert_memory_equal(a.image, b.image, (size_t)a.batch * 3 * a.width * a.height * sizeof(float));
-    free(b.image);
+    assert_memory_equal(a.pixels, b.pixels, (size_t)a.batch * 3 * a.width * a.height * sizeof(float));
+    free(b.pixels);
     dt_pipeline_free(pl);
     dt_fa_calib_free(cal);
     dt_attn_plan_free(&p);
-    free(a.image);
+    free(a.pixels);
 }
 
 static void test_losses(void **state)

@@ -103,7 +103,7 @@ static void test_bad_inputs(void **state)
     dt_tensor out = dt_tensor_view(NULL, DT_F32, 5, os);
     out.data = calloc((size_t)dt_tensor_numel(&out), sizeof(float));
     float t = 1;
-    latte_inputs in = {&hs, &eh, &t, NULL};
+    latte_inputs in = {&hs, &eh, &t, NULL, NULL, NULL};
     dt_arena arena;
     dt_arena_init(&arena);
     assert_int_equal(latte_forward(m, &in, &arena, &out, &err), DT_EINVAL);

@@ -32,7 +32,7 @@ static float *generate(dt_pipeline *p, const int *ids, int n, size_t *npix)
     dt_err err = {0};
     if (dt_pipeline_generate(p, &r, &res, &err) != DT_OK) fail_msg("%s", err.msg);
     *npix = (size_t)3 * res.width * res.height;
-    return res.image;
+    return res.pixels;
 }
 
 /* A schedule using only the pipeline's own model equals the plain pipeline bit for bit;

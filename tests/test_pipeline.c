@@ -106,13 +106,13 @@ static void test_matches_diffusers(void **state)
         float *ref = tu_alloc(nf), *mine = tu_alloc(nf);
         dt_st_read_f32(fl, ref);
         for (size_t k = 0; k < nf; k++) { /* VaeImageProcessor.denormalize */
-            float v = res.image[k] / 2 + 0.5f;
+            float v = res.pixels[k] / 2 + 0.5f;
             mine[k] = v < 0 ? 0 : (v > 1 ? 1 : v);
         }
         double pf = psnr_f(mine, ref, nf);
         printf("  %-14s %dx%d: PSNR 8-bit %.1f dB, float %.1f dB\n", cases[i], m.width, m.height, p8, pf);
         if (!(p8 >= 40 && pf >= 40)) fail_msg("%s: PSNR %.1f / %.1f dB below 40", cases[i], p8, pf);
-        free(ref); free(mine); free(res.image);
+        free(ref); free(mine); free(res.pixels);
         dt_pipeline_free(p);
         dt_st_close(st);
         ditrt_images_free(im, n);
@@ -432,7 +432,7 @@ static void test_api_version_and_struct_size(void **state)
     snprintf(v, sizeof v, "%d.%d.%d", DITRT_VERSION_MAJOR, DITRT_VERSION_MINOR, DITRT_VERSION_PATCH);
     assert_string_equal(v, DITRT_VERSION);
     assert_string_equal(ditrt_version(), DITRT_VERSION);
-    assert_string_equal(ditrt_version(), "0.1.0");
+    assert_string_equal(ditrt_version(), "0.2.0");
     assert_int_equal(DITRT_VERSION_NUMBER, DITRT_VERSION_MAJOR * 1000000 + DITRT_VERSION_MINOR * 1000 + DITRT_VERSION_PATCH);
 #if DITRT_VERSION_NUMBER < 1000
 #error "DITRT_VERSION_NUMBER must be usable in #if"

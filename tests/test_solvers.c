@@ -237,7 +237,7 @@ static void test_pipeline_solvers(void **state)
         if (dt_pipeline_generate(p, &r, &res, &e) != DT_OK) fail_msg("%s: %s", pipe_cases[c], e.msg);
         uint8_t *rgb = malloc((size_t)w * h * 3);
         assert_non_null(rgb);
-        dt_image_from_float(res.image, h, w, rgb);
+        dt_image_from_float(res.pixels, h, w, rgb);
         snprintf(path, sizeof path, "tests/fixtures/solver-pipe/%s.safetensors", pipe_cases[c]);
         dt_safetensors *st;
         if (dt_st_open(path, &st, &e) != DT_OK) fail_msg("%s", e.msg);
@@ -255,7 +255,7 @@ static void test_pipeline_solvers(void **state)
         if (!(psnr >= floor_db)) fail_msg("%s: PSNR %.1f dB below %.0f", pipe_cases[c], psnr, floor_db);
         dt_st_close(st);
         free(rgb);
-        free(res.image);
+        free(res.pixels);
         dt_pipeline_free(p);
     }
 }

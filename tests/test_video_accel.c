@@ -7,8 +7,8 @@
  * mixed precision with the temporal layers as their own group). */
 #include "testutil.h"
 #include "runtime/core/arena.h"
+#include "runtime/pipeline/pipeline.h"
 #include "runtime/plans/fastattn.h"
-#include "runtime/pipeline/pipeline_video.h"
 #include "runtime/core/safetensors.h"
 #include "runtime/models/latte.h"
 #include "runtime/plans/quantize.h"
@@ -71,7 +71,7 @@ static void check_case(const char *name, dt_dtype cd, double tol)
     dt_attn_plan p;
     if (dt_attn_plan_load(path, &p, &err) != DT_OK) fail_msg("%s", err.msg);
     assert_int_equal(p.temporal, c->num_layers);
-    assert_int_equal(dt_attn_plan_check_video(&p, c->num_layers, c->num_layers, NSTEPS, &err), DT_OK);
+    assert_int_equal(dt_attn_plan_check(&p, c->num_layers, c->num_layers, NSTEPS, &err), DT_OK);
     dt_fastattn *fa = NULL;
     assert_int_equal(dt_fastattn_create(&p, 1, &fa, &err), DT_OK);
     float *outs = tu_poisoned(NSTEPS * NOUT), *want = tu_alloc(NOUT);
@@ -139,7 +139,7 @@ static void expect_refused(const char *json, const char *needle)
 static void expect_check_refused(const dt_attn_plan *p, int layers, int temporal, int steps, const char *needle)
 {
     dt_err err = {0};
-    if (dt_attn_plan_check_video(p, layers, temporal, steps, &err) == DT_OK) fail_msg("accepted for %d+%d layers", layers, temporal);
+    if (dt_attn_plan_check(p, layers, temporal, steps, &err) == DT_OK) fail_msg("accepted for %d+%d layers", layers, temporal);
     if (!strstr(err.msg, needle)) fail_msg("message \"%s\" does not name \"%s\"", err.msg, needle);
 }
 
@@ -214,9 +214,9 @@ static void test_plan_cost(void **state)
 
 /* ---- txt2vid ---- */
 
-static dt_video_request request(void)
+static dt_gen_request request(void)
 {
-    dt_video_request r = dt_video_request_default();
+    dt_gen_request r = dt_gen_request_default_video();
     r.prompt = "A small red fox running in the snow.";
     r.steps = 3;
     r.frames = 4;
@@ -229,37 +229,37 @@ static dt_video_request request(void)
 static void test_pipeline_all_full_and_refusal(void **state)
 {
     (void)state;
-    dt_video_pipeline_config cfg = {.model_dir = PIPE, .dtype = DT_F32, .text_dtype = DT_F32};
-    dt_video_pipeline *pl = NULL;
+    dt_pipeline_config cfg = {.model_dir = PIPE, .dtype = DT_F32, .text_dtype = DT_F32};
+    dt_pipeline *pl = NULL;
     dt_err err = {0};
-    if (dt_video_pipeline_load(&cfg, &pl, &err) != DT_OK) fail_msg("%s", err.msg);
-    dt_video_request r = request();
-    dt_video_result a, b;
-    if (dt_video_pipeline_generate(pl, &r, &a, &err) != DT_OK) fail_msg("%s", err.msg);
+    if (dt_pipeline_load(&cfg, &pl, &err) != DT_OK) fail_msg("%s", err.msg);
+    dt_gen_request r = request();
+    dt_gen_result a, b;
+    if (dt_pipeline_generate(pl, &r, &a, &err) != DT_OK) fail_msg("%s", err.msg);
     size_t n = (size_t)a.batch * a.frames * 3 * a.width * a.height;
     latte_config lc;
     assert_int_equal(latte_config_load(PIPE "/transformer", &lc, &err), DT_OK);
     dt_attn_plan p;
     assert_int_equal(dt_attn_plan_init_video(&p, lc.num_layers, r.steps, 2, 1, &err), DT_OK);
     r.attn_plan = &p;
-    if (dt_video_pipeline_generate(pl, &r, &b, &err) != DT_OK) fail_msg("%s", err.msg);
-    assert_memory_equal(a.video, b.video, n * sizeof(float));
-    free(b.video);
+    if (dt_pipeline_generate(pl, &r, &b, &err) != DT_OK) fail_msg("%s", err.msg);
+    assert_memory_equal(a.pixels, b.pixels, n * sizeof(float));
+    free(b.pixels);
     /* compressed steps in both kinds: a different video, still close */
     for (int l = 0; l < p.layers; l++) { p.m[l * 3 + 1] = DT_FA_WARS_ASC; p.m[l * 3 + 2] = l % 2 ? DT_FA_AST : DT_FA_WARS; }
-    if (dt_video_pipeline_generate(pl, &r, &b, &err) != DT_OK) fail_msg("%s", err.msg);
-    double e = tu_rel_l2(b.video, a.video, n);
+    if (dt_pipeline_generate(pl, &r, &b, &err) != DT_OK) fail_msg("%s", err.msg);
+    double e = tu_rel_l2(b.pixels, a.pixels, n);
     print_message("  video with a compressed plan: rel L2 %.3g vs full attention\n", e);
     assert_true(e > 0 && e < 1);
-    free(b.video);
+    free(b.pixels);
     /* another step count: refused by the request check, before any work */
     r.steps = 4;
     err = (dt_err){0};
-    assert_int_not_equal(dt_video_pipeline_check(pl, &r, &err), DT_OK);
+    assert_int_not_equal(dt_pipeline_check(pl, &r, &err), DT_OK);
     assert_non_null(strstr(err.msg, "made for 3 steps"));
-    free(a.video);
+    free(a.pixels);
     dt_attn_plan_free(&p);
-    dt_video_pipeline_free(pl);
+    dt_pipeline_free(pl);
 }
 
 /* calibrate-attn's search on a video: trials (partial forwards from the tried block, in
@@ -268,10 +268,10 @@ static void test_pipeline_all_full_and_refusal(void **state)
 static void test_calibration(void **state)
 {
     (void)state;
-    dt_video_pipeline_config cfg = {.model_dir = PIPE, .dtype = DT_F32, .text_dtype = DT_F32};
-    dt_video_pipeline *pl = NULL;
+    dt_pipeline_config cfg = {.model_dir = PIPE, .dtype = DT_F32, .text_dtype = DT_F32};
+    dt_pipeline *pl = NULL;
     dt_err err = {0};
-    if (dt_video_pipeline_load(&cfg, &pl, &err) != DT_OK) fail_msg("%s", err.msg);
+    if (dt_pipeline_load(&cfg, &pl, &err) != DT_OK) fail_msg("%s", err.msg);
     latte_config lc;
     assert_int_equal(latte_config_load(PIPE "/transformer", &lc, &err), DT_OK);
     const int steps = 5;
@@ -280,13 +280,13 @@ static void test_calibration(void **state)
     dt_fa_calib_opts o = {.threshold = 0.05, .metric = DT_FA_METRIC_REL, .verify = 1};
     dt_fa_calib *cal = NULL;
     assert_int_equal(dt_fa_calib_create(&p, 1, &o, &cal, &err), DT_OK);
-    dt_video_request r = request();
+    dt_gen_request r = request();
     r.width = r.height = 64;
     r.steps = steps;
-    r.step_hook = dt_fa_calib_step_video;
+    r.step_hook = dt_fa_calib_step;
     r.step_hook_user = cal;
-    dt_video_result a, b;
-    if (dt_video_pipeline_generate(pl, &r, &a, &err) != DT_OK) fail_msg("%s", err.msg);
+    dt_gen_result a, b;
+    if (dt_pipeline_generate(pl, &r, &a, &err) != DT_OK) fail_msg("%s", err.msg);
     assert_int_equal(dt_attn_plan_validate(&p, "calibrated", &err), DT_OK);
     int kept[2] = {0};
     for (int l = 0; l < p.layers; l++) {
@@ -301,11 +301,11 @@ static void test_calibration(void **state)
     assert_true(dt_fa_calib_trial_forwards(cal) < 0.75 * dt_fa_calib_trials(cal)); /* partial forwards */
     r.step_hook = NULL;
     r.attn_plan = &p;
-    if (dt_video_pipeline_generate(pl, &r, &b, &err) != DT_OK) fail_msg("%s", err.msg);
-    assert_memory_equal(a.video, b.video, (size_t)a.batch * a.frames * 3 * a.width * a.height * sizeof(float));
-    free(a.video);
-    free(b.video);
-    dt_video_pipeline_free(pl);
+    if (dt_pipeline_generate(pl, &r, &b, &err) != DT_OK) fail_msg("%s", err.msg);
+    assert_memory_equal(a.pixels, b.pixels, (size_t)a.batch * a.frames * 3 * a.width * a.height * sizeof(float));
+    free(a.pixels);
+    free(b.pixels);
+    dt_pipeline_free(pl);
     dt_fa_calib_free(cal);
     dt_attn_plan_free(&p);
 }
@@ -383,27 +383,27 @@ static void test_cli(void **state)
 
 /* ---- quantization ---- */
 
-static latte_model *tiny_model(dt_backend *be, dt_quantizer *q)
+static dt_denoiser *tiny_model(dt_backend *be, dt_quantizer *q)
 {
-    latte_model *m = NULL;
+    dt_denoiser *m = NULL;
     dt_err err = {0};
-    if (dt_quant_load_latte(be, TINY, q, &m, &err) != DT_OK) fail_msg("%s", err.msg);
+    if (dt_quant_load(be, TINY, q, &m, &err) != DT_OK) fail_msg("%s", err.msg);
     return m;
 }
 
 static const char *tiny_cases[] = {"f4", "f3_odd"};
 
 /* Worst rel L2 over the fixture cases of model m against model ref (NULL: only runs m). */
-static double tiny_error(latte_model *m, latte_model *ref)
+static double tiny_error(dt_denoiser *m, dt_denoiser *ref)
 {
     double worst = 0;
     for (int ci = 0; ci < 2; ci++) {
         char path[256];
         snprintf(path, sizeof path, "tests/fixtures/latte-tiny/case_%s.in.safetensors", tiny_cases[ci]);
-        const latte_config *c = latte_get_config(m);
-        latte_input_file x;
+        const dt_denoiser_info *c = dt_denoiser_get_info(m);
+        dt_denoiser_input_file x;
         dt_err err = {0};
-        if (latte_inputs_load(path, c, &x, &err) != DT_OK) fail_msg("%s", err.msg);
+        if (dt_denoiser_inputs_load(path, c, &x, &err) != DT_OK) fail_msg("%s", err.msg);
         int64_t shape[5] = {x.ths.shape[0], c->out_channels, x.ths.shape[2], x.ths.shape[3], x.ths.shape[4]};
         dt_tensor a = dt_tensor_view(NULL, DT_F32, 5, shape), b = a;
         size_t n = (size_t)dt_tensor_numel(&a);
@@ -411,11 +411,11 @@ static double tiny_error(latte_model *m, latte_model *ref)
         b.data = tu_poisoned(n);
         dt_arena arena;
         dt_arena_init(&arena);
-        if (latte_forward(m, &x.in, &arena, &a, &err) != DT_OK) fail_msg("%s", err.msg);
-        if (ref && latte_forward(ref, &x.in, &arena, &b, &err) != DT_OK) fail_msg("%s", err.msg);
+        if (dt_denoiser_forward(m, &x.in, &arena, &a, &err) != DT_OK) fail_msg("%s", err.msg);
+        if (ref && dt_denoiser_forward(ref, &x.in, &arena, &b, &err) != DT_OK) fail_msg("%s", err.msg);
         if (ref) worst = fmax(worst, tu_rel_l2(a.data, b.data, n));
         dt_arena_free(&arena);
-        latte_inputs_free(&x);
+        dt_denoiser_inputs_free(&x);
         free(a.data);
         free(b.data);
     }
@@ -429,7 +429,7 @@ static void test_quant_w8a8_transformer(void **state)
     (void)state;
     dt_backend *be = tu_backend(DT_F32);
     dt_quantizer cal = {.mode = DT_QMODE_OBSERVE};
-    latte_model *ref = tiny_model(be, &cal);
+    dt_denoiser *ref = tiny_model(be, &cal);
     assert_int_equal(cal.nstats, 2 * 7 + 2 * 4); /* spatial: qkv, out, q2, kv2, out2, fc1, fc2; temporal: no attn2 */
     int temporal = 0;
     for (int i = 0; i < cal.nstats; i++) temporal += dt_quant_layer_temporal(cal.stats[i].name);
@@ -446,23 +446,23 @@ static void test_quant_w8a8_transformer(void **state)
     q.alpha = 0.5f;
     q.seed = 11;
     q.balance = q.rotate = 1;
-    latte_model *m8 = tiny_model(be, &q);
+    dt_denoiser *m8 = tiny_model(be, &q);
     assert_int_equal(q.nquant, 22);
     double e8 = tiny_error(m8, ref);
-    latte_free(m8);
+    dt_denoiser_free(m8);
     /* without native bf16 a fixed bound: the int8 path is exact on every CPU, 1.76e-2 measured */
     double e16 = 0.03 / 6;
     if (tu_have_bf16()) {
         dt_backend *be16 = tu_backend(DT_BF16);
         dt_quantizer fl = {.mode = DT_QMODE_FLOAT};
-        latte_model *m16 = tiny_model(be16, &fl);
+        dt_denoiser *m16 = tiny_model(be16, &fl);
         e16 = tiny_error(m16, ref);
-        latte_free(m16);
+        dt_denoiser_free(m16);
         dt_backend_destroy(be16);
     }
     printf("  tiny Latte vs f32 (worst of 2 cases): bf16 %.2e, W8A8 balanced+rotated %.2e\n", e16, e8);
     if (!(e8 > 0 && e8 < 6 * e16)) fail_msg("W8A8 error %.3g not within 6x the bf16 error %.3g", e8, e16);
-    latte_free(ref);
+    dt_denoiser_free(ref);
     dt_quantizer_free(&cal);
     dt_backend_destroy(be);
 }

@@ -4,11 +4,9 @@
 #include "runtime/core/error.h"
 #include "runtime/io/image.h"
 #include "runtime/pipeline/pipeline.h"
-#include "runtime/pipeline/pipeline_video.h"
-#include "runtime/models/modeldir.h"
 #include "runtime/plans/fastattn.h"
+#include "runtime/plans/model_schedule.h"
 #include "runtime/plans/quantize.h"
-#include "runtime/models/latte.h"
 #include "schedulers/scheduler.h"
 #include <omp.h>
 #include <stdatomic.h>
@@ -18,10 +16,10 @@
 
 struct ditrt_ctx {
     dt_pipeline *p;
-    dt_video_pipeline *vp; /* a video pipeline's context instead */
     int threads;
     dt_attn_plan plan; /* DiTFastAttn, when has_plan */
     int has_plan;
+    dt_model_schedule ms; /* OMS-DPM model schedule (ms.ids NULL: none) */
     atomic_int cancel;
     char msg[DITRT_ERRMSG_MAX];
 };
@@ -92,6 +90,38 @@ static int parse_dtype(const char *s, dt_dtype *out)
     return 1;
 }
 
+/* The context's pipeline and plans from checked params; err says why not. */
+static void create(ditrt_ctx *c, const ditrt_ctx_params *p, dt_err *err)
+{
+    dt_pipeline_config cfg = {.model_dir = p->model_dir, .threads = p->threads, .keep_text_encoder = p->keep_text_encoder,
+                              .karras = p->karras, .solver_schedule = p->solver_schedule,
+                              .solver_statistics = p->solver_statistics, .zoo = p->zoo, .nzoo = p->nzoo};
+    if (p->solver && !(cfg.solver = dt_scheduler_resolve_name(p->solver))) {
+        dt_fail(err, DT_EINVAL, "solver: unknown solver \"%s\" (ditrt txt2img --list-solvers lists them)", p->solver);
+        return;
+    }
+    if (p->solver && p->solver_schedule) {
+        dt_fail(err, DT_EINVAL, "solver_schedule: a USF schedule is its own solver; leave solver unset");
+        return;
+    }
+    if (p->nzoo < 0 || (p->nzoo && !p->zoo)) {
+        dt_fail(err, DT_EINVAL, "zoo: %d members given with %s list", p->nzoo, p->zoo ? "a" : "no");
+        return;
+    }
+    if (!parse_dtype(p->dtype, &cfg.dtype)) dt_fail(err, DT_EINVAL, "dtype: expected f32 or bf16, got \"%s\"", p->dtype);
+    else if (!parse_dtype(p->text_dtype, &cfg.text_dtype)) dt_fail(err, DT_EINVAL, "text_dtype: expected f32 or bf16, got \"%s\"", p->text_dtype);
+    else if (p->attn_plan && dt_attn_plan_load(p->attn_plan, &c->plan, err) == DT_OK) c->has_plan = 1;
+    if (err->status != DT_OK) return;
+    c->threads = p->threads;
+    if (p->threads > 0) omp_set_num_threads(p->threads);
+    dt_quantizer qz;
+    if (p->quant_dir && dt_quantizer_open_plan(p->quant_dir, &qz, err) == DT_OK) cfg.quant = &qz;
+    if (err->status == DT_OK) dt_pipeline_load(&cfg, &c->p, err);
+    if (cfg.quant) dt_quantizer_close_plan(&qz); /* the layers are built; the plan is no longer needed */
+    if (err->status == DT_OK && p->model_schedule)
+        dt_model_schedule_load(p->model_schedule, dt_pipeline_zoo_size(c->p), &c->ms, err);
+}
+
 ditrt_status ditrt_ctx_create(const ditrt_ctx_params *params, ditrt_ctx **out)
 {
     ditrt_ctx *c = calloc(1, sizeof *c);
@@ -99,35 +129,10 @@ ditrt_status ditrt_ctx_create(const ditrt_ctx_params *params, ditrt_ctx **out)
     if (!c) return DITRT_ENOMEM;
     dt_err err = {0};
     ditrt_ctx_params pv;
-    if (read_ctx_params(params, &pv, &err) != DT_OK) {
-        set_msg(c, &err);
-        return err.status;
-    }
-    const ditrt_ctx_params *p = &pv;
-    dt_pipeline_config cfg = {.model_dir = p->model_dir, .threads = p->threads, .keep_text_encoder = p->keep_text_encoder,
-                              .karras = p->karras};
-    if (p->solver && !(cfg.solver = dt_scheduler_resolve_name(p->solver))) {
-        dt_fail(&err, DT_EINVAL, "solver: unknown solver \"%s\" (ditrt txt2img --list-solvers lists them)", p->solver);
-        set_msg(c, &err);
-        return err.status;
-    }
-    char dir[4096];
-    dt_err ignored = {0};
-    int video = p->model_dir && dt_model_component_dir(p->model_dir, "transformer", dir, sizeof dir, &ignored) == DT_OK &&
-                latte_is_model_dir(dir);
-    if (!parse_dtype(p->dtype, &cfg.dtype)) dt_fail(&err, DT_EINVAL, "dtype: expected f32 or bf16, got \"%s\"", p->dtype);
-    else if (!parse_dtype(p->text_dtype, &cfg.text_dtype)) dt_fail(&err, DT_EINVAL, "text_dtype: expected f32 or bf16, got \"%s\"", p->text_dtype);
-    else if (p->attn_plan && dt_attn_plan_load(p->attn_plan, &c->plan, &err) == DT_OK) c->has_plan = 1;
-    if (err.status == DT_OK) {
-        c->threads = p->threads;
-        if (p->threads > 0) omp_set_num_threads(p->threads);
-        dt_quantizer qz;
-        if (p->quant_dir && dt_quantizer_open_plan(p->quant_dir, &qz, &err) == DT_OK) cfg.quant = &qz;
-        dt_video_pipeline_config vc = {.model_dir = p->model_dir, .dtype = cfg.dtype, .text_dtype = cfg.text_dtype,
-                                       .threads = p->threads, .quant = cfg.quant, .solver = cfg.solver, .karras = cfg.karras};
-        if (err.status == DT_OK && video) dt_video_pipeline_load(&vc, &c->vp, &err);
-        else if (err.status == DT_OK) dt_pipeline_load(&cfg, &c->p, &err);
-        if (cfg.quant) dt_quantizer_close_plan(&qz); /* the layers are built; the plan is no longer needed */
+    if (read_ctx_params(params, &pv, &err) == DT_OK) create(c, &pv, &err);
+    if (err.status != DT_OK && c->p) { /* a failed context has no model, as before */
+        dt_pipeline_free(c->p);
+        c->p = NULL;
     }
     set_msg(c, &err);
     return err.status;
@@ -137,8 +142,8 @@ void ditrt_ctx_free(ditrt_ctx *c)
 {
     if (!c) return;
     dt_pipeline_free(c->p);
-    dt_video_pipeline_free(c->vp);
     if (c->has_plan) dt_attn_plan_free(&c->plan);
+    dt_model_schedule_free(&c->ms);
     free(c);
 }
 
@@ -154,9 +159,10 @@ void ditrt_gen_params_init(ditrt_gen_params *p)
 
 void ditrt_gen_params_init_video(ditrt_gen_params *p)
 {
-    dt_video_request d = dt_video_request_default();
+    dt_gen_request d = dt_gen_request_default_video();
     *p = (ditrt_gen_params){.struct_size = sizeof *p, .negative_prompt = d.negative_prompt, .steps = d.steps,
-                            .cfg = d.cfg, .batch = d.batch, .clean_caption = d.clean_caption};
+                            .cfg = d.cfg, .batch = d.batch, .resolution_binning = d.resolution_binning,
+                            .clean_caption = d.clean_caption};
 }
 
 void ditrt_cancel(ditrt_ctx *c)
@@ -180,9 +186,9 @@ static int progress_hook(int step, int steps, double seconds, void *user)
 /* A loaded context of the wanted kind, the cancel flag cleared and the threads set. */
 static int begin(ditrt_ctx *c, int video, dt_err *err)
 {
-    if (!c->p && !c->vp) dt_fail(err, DT_EINVAL, "context: the model failed to load");
-    else if (video && !c->vp) dt_fail(err, DT_EINVAL, "context: an image pipeline; use ditrt_generate");
-    else if (!video && !c->p) dt_fail(err, DT_EINVAL, "context: a video pipeline; use ditrt_generate_video");
+    if (!c->p) dt_fail(err, DT_EINVAL, "context: the model failed to load");
+    else if (video && !dt_pipeline_max_frames(c->p)) dt_fail(err, DT_EINVAL, "context: an image pipeline; use ditrt_generate");
+    else if (!video && dt_pipeline_max_frames(c->p)) dt_fail(err, DT_EINVAL, "context: a video pipeline; use ditrt_generate_video");
     else {
         atomic_store(&c->cancel, 0);
         if (c->threads > 0) omp_set_num_threads(c->threads); /* per calling thread in OpenMP */
@@ -192,36 +198,43 @@ static int begin(ditrt_ctx *c, int video, dt_err *err)
     return 0;
 }
 
+/* Checks params, then runs the pipeline (images: frames 0); res holds float pixels on success. */
+static ditrt_status run(ditrt_ctx *c, const ditrt_gen_params *params, int video, dt_gen_result *res, dt_err *err)
+{
+    ditrt_gen_params pv;
+    if (read_gen_params(params, video, &pv, err) != DT_OK) {
+        set_msg(c, err);
+        return err->status;
+    }
+    const ditrt_gen_params *p = &pv;
+    if (!begin(c, video, err)) return err->status;
+    hook h = {c, p};
+    dt_gen_request r = {.prompt = p->prompt, .negative_prompt = p->negative_prompt, .width = p->width,
+                        .height = p->height, .frames = video ? p->frames : 0, .steps = p->steps, .batch = p->batch,
+                        .cfg = p->cfg, .seed = p->seed, .vae_tiling = p->vae_tiling,
+                        .resolution_binning = p->resolution_binning, .clean_caption = p->clean_caption,
+                        .max_sequence_length = p->max_sequence_length, .force = p->force, .progress = progress_hook,
+                        .progress_user = &h, .eta = p->eta, .attn_plan = c->has_plan ? &c->plan : NULL,
+                        .model_ids = c->ms.ids, .n_model_ids = c->ms.n};
+    return dt_pipeline_generate(c->p, &r, res, err);
+}
+
 ditrt_status ditrt_generate(ditrt_ctx *c, const ditrt_gen_params *params, ditrt_image **images, int *n)
 {
     if (!c) return DITRT_EINVAL;
     *images = NULL;
     *n = 0;
     dt_err err = {0};
-    ditrt_gen_params pv;
-    if (read_gen_params(params, 0, &pv, &err) != DT_OK) {
-        set_msg(c, &err);
-        return err.status;
-    }
-    const ditrt_gen_params *p = &pv;
-    if (!begin(c, 0, &err)) return err.status;
-    hook h = {c, p};
-    dt_gen_request r = {.prompt = p->prompt, .negative_prompt = p->negative_prompt, .width = p->width,
-                        .height = p->height, .steps = p->steps, .batch = p->batch, .cfg = p->cfg, .seed = p->seed,
-                        .vae_tiling = p->vae_tiling, .resolution_binning = p->resolution_binning,
-                        .clean_caption = p->clean_caption, .max_sequence_length = p->max_sequence_length,
-                        .force = p->force, .progress = progress_hook, .progress_user = &h, .eta = p->eta,
-                        .attn_plan = c->has_plan ? &c->plan : NULL};
     dt_gen_result res;
-    if (dt_pipeline_generate(c->p, &r, &res, &err) == DT_OK) {
+    if (run(c, params, 0, &res, &err) == DT_OK) {
         ditrt_image *im = calloc((size_t)res.batch, sizeof *im);
         size_t px = (size_t)res.width * res.height;
         for (int i = 0; im && i < res.batch; i++) {
             im[i] = (ditrt_image){res.width, res.height, malloc(px * 3)};
             if (!im[i].rgb) { ditrt_images_free(im, i); im = NULL; break; }
-            dt_image_from_float(res.image + (size_t)i * 3 * px, res.height, res.width, im[i].rgb);
+            dt_image_from_float(res.pixels + (size_t)i * 3 * px, res.height, res.width, im[i].rgb);
         }
-        free(res.image);
+        free(res.pixels);
         if (!im) dt_fail(&err, DT_ENOMEM, "out of memory for the images");
         else { *images = im; *n = res.batch; }
     }
@@ -241,30 +254,17 @@ ditrt_status ditrt_generate_video(ditrt_ctx *c, const ditrt_gen_params *params, 
     *videos = NULL;
     *n = 0;
     dt_err err = {0};
-    ditrt_gen_params pv;
-    if (read_gen_params(params, 1, &pv, &err) != DT_OK) {
-        set_msg(c, &err);
-        return err.status;
-    }
-    const ditrt_gen_params *p = &pv;
-    if (!begin(c, 1, &err)) return err.status;
-    hook h = {c, p};
-    dt_video_request r = {.prompt = p->prompt, .negative_prompt = p->negative_prompt, .width = p->width,
-                          .height = p->height, .frames = p->frames, .steps = p->steps, .batch = p->batch, .cfg = p->cfg,
-                          .seed = p->seed, .clean_caption = p->clean_caption, .force = p->force,
-                          .progress = progress_hook, .progress_user = &h, .eta = p->eta,
-                          .attn_plan = c->has_plan ? &c->plan : NULL};
-    dt_video_result res;
-    if (dt_video_pipeline_check(c->vp, &r, &err) == DT_OK && dt_video_pipeline_generate(c->vp, &r, &res, &err) == DT_OK) {
+    dt_gen_result res;
+    if (run(c, params, 1, &res, &err) == DT_OK) {
         ditrt_video *v = calloc((size_t)res.batch, sizeof *v);
         size_t px = (size_t)res.width * res.height, F = (size_t)res.frames;
         for (int i = 0; v && i < res.batch; i++) {
             v[i] = (ditrt_video){res.frames, res.width, res.height, malloc(F * px * 3)};
             if (!v[i].rgb) { ditrt_videos_free(v, i); v = NULL; break; }
             for (size_t f = 0; f < F; f++)
-                dt_image_from_float(res.video + ((size_t)i * F + f) * 3 * px, res.height, res.width, v[i].rgb + f * px * 3);
+                dt_image_from_float(res.pixels + ((size_t)i * F + f) * 3 * px, res.height, res.width, v[i].rgb + f * px * 3);
         }
-        free(res.video);
+        free(res.pixels);
         if (!v) dt_fail(&err, DT_ENOMEM, "out of memory for the videos");
         else { *videos = v; *n = res.batch; }
     }

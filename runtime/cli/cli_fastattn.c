@@ -4,8 +4,7 @@
 #include "runtime/plans/fastattn.h"
 #include "runtime/models/modeldir.h"
 #include "runtime/pipeline/pipeline.h"
-#include "runtime/pipeline/pipeline_video.h"
-#include "runtime/models/latte.h"
+#include "runtime/models/denoiser.h"
 #include "runtime/models/vae.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,25 +43,25 @@ static void print_cost(const dt_attn_plan *p, int B, int F, int N, int C)
     printf("  cache memory held between steps: peak %.1f MB (f32 residuals and outputs)\n", c.cache_peak_bytes / 1e6);
 }
 
+/* The denoiser's info from its config (no weights read). */
+static dt_status describe(const char *dir, dt_denoiser_info *info, dt_err *err)
+{
+    char head[1024], tail[256];
+    const dt_denoiser_class *cls = dt_denoiser_class_of_dir(dir, err);
+    return cls ? cls->describe(dir, info, head, tail, sizeof head, err) : err->status;
+}
+
 /* Token count, frames and width of the model in model_dir at its native size, checked
  * against the plan. */
 static dt_status plan_model(const dt_attn_plan *p, const char *model_dir, int *F, int *N, int *C, dt_err *err)
 {
     char dir[4096];
     DT_TRY(dt_model_component_dir(model_dir, "transformer", dir, sizeof dir, err));
-    if (latte_is_model_dir(dir)) {
-        latte_config c;
-        DT_TRY(latte_config_load(dir, &c, err));
-        DT_TRY(dt_attn_plan_check_video(p, c.num_layers, c.num_layers, p->steps, err));
-        int g = c.sample_size / c.patch_size;
-        *F = c.video_length, *N = g * g, *C = c.inner;
-        return DT_OK;
-    }
-    pixart_config c;
-    DT_TRY(pixart_config_load(dir, &c, err));
-    DT_TRY(dt_attn_plan_check(p, c.num_layers, p->steps, err));
+    dt_denoiser_info c;
+    DT_TRY(describe(dir, &c, err));
+    DT_TRY(dt_attn_plan_check(p, c.spatial_layers, c.temporal_layers, p->steps, err));
     int g = c.sample_size / c.patch_size;
-    *F = 1, *N = g * g, *C = c.inner;
+    *F = c.max_frames ? c.max_frames : 1, *N = g * g, *C = c.inner;
     return DT_OK;
 }
 
@@ -151,7 +150,7 @@ dt_status cli_bench_attn_plans(const cli_fa_bench *b, dt_arena *a, const char *c
     for (int i = 0; s == DT_OK && i < nplans; i++) {
         s = dt_attn_plan_load(plans[i], &r[i].p, err);
         r[i].loaded = s == DT_OK;
-        if (s == DT_OK) s = dt_attn_plan_check_video(&r[i].p, b->layers, b->temporal, r[i].p.steps, err);
+        if (s == DT_OK) s = dt_attn_plan_check(&r[i].p, b->layers, b->temporal, r[i].p.steps, err);
         if (s == DT_OK) s = dt_fastattn_create(&r[i].p, 1, &r[i].fa, err);
         if (s == DT_OK && r[i].p.steps > steps) steps = r[i].p.steps;
     }
@@ -249,19 +248,15 @@ static dt_status cal_model_of(const cal_args *a, cal_model *m, dt_err *err)
 {
     char dir[4096];
     DT_TRY(dt_model_component_dir(a->model, "transformer", dir, sizeof dir, err));
-    int sample, patch;
-    *m = (cal_model){.video = latte_is_model_dir(dir), .F = 1};
+    dt_denoiser_info c;
+    DT_TRY(describe(dir, &c, err));
+    int sample = c.sample_size, patch = c.patch_size;
+    *m = (cal_model){.video = c.temporal_layers > 0, .F = 1, .layers = c.spatial_layers, .C = c.inner};
     if (m->video) {
-        latte_config c;
-        DT_TRY(latte_config_load(dir, &c, err));
-        m->layers = c.num_layers, m->C = c.inner, sample = c.sample_size, patch = c.patch_size;
-        m->F = a->frames ? a->frames : c.video_length;
+        m->F = a->frames ? a->frames : c.max_frames;
         if (a->temporal_window < 0) return dt_fail(err, DT_EINVAL, "--temporal-window: required for a video model (frames each side)");
-    } else {
-        pixart_config c;
-        DT_TRY(pixart_config_load(dir, &c, err));
-        m->layers = c.num_layers, m->C = c.inner, sample = c.sample_size, patch = c.patch_size;
-        if (a->temporal_window >= 0 || a->frames) return dt_fail(err, DT_EINVAL, "--temporal-window/--frames: only for video models");
+    } else if (a->temporal_window >= 0 || a->frames) {
+        return dt_fail(err, DT_EINVAL, "--temporal-window/--frames: only for video models");
     }
     int g = sample / patch, up = 8; /* pixels per latent cell: 2^(VAE blocks - 1) */
     vae_config vc;
@@ -271,28 +266,9 @@ static dt_status cal_model_of(const cal_args *a, cal_model *m, dt_err *err)
     return DT_OK;
 }
 
-/* One prompt through the model's pipeline (p: dt_pipeline or dt_video_pipeline) with the
- * calibrator as its step hook. */
-static dt_status cal_prompt(const cal_args *a, const cal_model *cm, void *p, dt_fa_calib *cal, const char *prompt, int i,
-                            dt_err *err)
+/* One prompt through the pipeline with the calibrator as its step hook. */
+static dt_status cal_prompt(const cal_args *a, dt_pipeline *p, dt_fa_calib *cal, const char *prompt, int i, dt_err *err)
 {
-    if (cm->video) {
-        dt_video_request r = dt_video_request_default();
-        r.prompt = prompt;
-        r.steps = a->steps;
-        r.cfg = (float)a->cfg;
-        r.seed = a->seed + (unsigned long long)i;
-        r.width = a->width;
-        r.height = a->height;
-        r.frames = a->frames;
-        r.step_hook = dt_fa_calib_step_video;
-        r.step_hook_user = cal;
-        dt_video_result res;
-        DT_TRY(dt_video_pipeline_check(p, &r, err));
-        DT_TRY(dt_video_pipeline_generate(p, &r, &res, err));
-        free(res.video);
-        return DT_OK;
-    }
     dt_gen_request r = dt_gen_request_default();
     r.prompt = prompt;
     r.steps = a->steps;
@@ -300,13 +276,13 @@ static dt_status cal_prompt(const cal_args *a, const cal_model *cm, void *p, dt_
     r.seed = a->seed + (unsigned long long)i;
     r.width = a->width;
     r.height = a->height;
+    r.frames = a->frames;
     r.resolution_binning = !a->no_binning;
     r.step_hook = dt_fa_calib_step;
     r.step_hook_user = cal;
     dt_gen_result res;
-    DT_TRY(dt_pipeline_check(p, &r, err));
     DT_TRY(dt_pipeline_generate(p, &r, &res, err));
-    free(res.image);
+    free(res.pixels);
     return DT_OK;
 }
 
@@ -325,7 +301,6 @@ static dt_status calibrate(const cal_args *a, dt_err *err)
     dt_attn_plan plan = {0};
     dt_fa_calib *cal = NULL;
     dt_pipeline *p = NULL;
-    dt_video_pipeline *vp = NULL;
     if (s == DT_OK) s = cm.video ? dt_attn_plan_init_video(&plan, cm.layers, a->steps, a->window, a->temporal_window, err)
                                  : dt_attn_plan_init(&plan, cm.layers, a->steps, a->window, err);
     if (s == DT_OK) {
@@ -336,21 +311,15 @@ static dt_status calibrate(const cal_args *a, dt_err *err)
     }
     dt_fa_calib_opts o = {a->threshold, strcmp(a->metric, "rel") ? DT_FA_METRIC_SSIM : DT_FA_METRIC_REL, !a->quiet, 0};
     if (s == DT_OK) s = dt_fa_calib_create(&plan, a->cfg > 1, &o, &cal, err);
-    if (s == DT_OK && cm.video) {
-        dt_video_pipeline_config vc = {.model_dir = a->model, .threads = a->threads, .dtype = dt, .text_dtype = dt};
-        s = dt_video_pipeline_load(&vc, &vp, err);
-    } else if (s == DT_OK) {
-        dt_pipeline_config pc = {.model_dir = a->model, .threads = a->threads, .dtype = dt, .text_dtype = dt};
-        s = dt_pipeline_load(&pc, &p, err);
-    }
+    dt_pipeline_config pc = {.model_dir = a->model, .threads = a->threads, .dtype = dt, .text_dtype = dt};
+    if (s == DT_OK) s = dt_pipeline_load(&pc, &p, err);
     double t0 = cli_now();
     for (int i = 0; s == DT_OK && i < np; i++) {
         if (!a->quiet) fprintf(stderr, "calibrate-attn: prompt %d/%d: %s\n", i + 1, np, prompts[i]);
-        s = cal_prompt(a, &cm, cm.video ? (void *)vp : (void *)p, cal, prompts[i], i, err);
+        s = cal_prompt(a, p, cal, prompts[i], i, err);
         dt_fa_calib_next_prompt(cal);
     }
     dt_pipeline_free(p); /* before the calibrator: its hook is installed on the model */
-    dt_video_pipeline_free(vp);
     if (s == DT_OK) s = dt_attn_plan_validate(&plan, "calibrated plan", err);
     if (s == DT_OK) s = dt_attn_plan_save(&plan, a->out, err);
     if (s == DT_OK) {

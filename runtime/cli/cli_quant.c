@@ -7,8 +7,8 @@
 #include "runtime/plans/quant_plan.h"
 #include "kernels/backend_timing.h"
 #include "runtime/pipeline/pipeline.h"
-#include "runtime/pipeline/pipeline_video.h"
-#include "runtime/models/latte.h"
+#include "runtime/models/denoiser.h"
+#include "runtime/models/pixart.h"
 #include "runtime/models/modeldir.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,26 +149,6 @@ static int parse_tokens(const char *v, quant_args *a)
 /* Non-empty lines of the prompt file (malloc'd buffer holding them, lines point into it). */
 /* ---- the transformer of either pipeline kind ---- */
 
-static dt_status qm_load(int video, dt_backend *be, const char *dir, dt_quantizer *q, void **m, dt_err *err)
-{
-    if (video) {
-        latte_model *l = NULL;
-        dt_status s = dt_quant_load_latte(be, dir, q, &l, err);
-        *m = l;
-        return s;
-    }
-    pixart_model *p = NULL;
-    dt_status s = dt_quant_load_pixart(be, dir, q, &p, err);
-    *m = p;
-    return s;
-}
-
-static void qm_free(int video, void *m)
-{
-    if (video) latte_free(m);
-    else pixart_free(m);
-}
-
 /* ---- mixed precision: transformer inputs captured while calibrating ---- */
 
 #define MAX_CAPTURE 3
@@ -177,62 +157,34 @@ typedef struct {
     int n, steps;
     float *buf[MAX_CAPTURE][6];
     dt_tensor t[MAX_CAPTURE][2];
-    pixart_inputs in[MAX_CAPTURE];
-    latte_inputs vin[MAX_CAPTURE]; /* video pipelines */
+    dt_denoiser_inputs in[MAX_CAPTURE];
 } capture;
 
-/* Whether to keep this step (the first, middle and last of the first prompt), and copies of
- * the inputs both kinds share (hidden states, caption, timestep, mask) in slot c->n - 1. */
-static dt_status capture_common(capture *c, int step, const dt_tensor *hs, const dt_tensor *ehs, const float *t,
-                                const float *mask, int *keep, dt_err *err)
+/* A pipeline step hook: keeps copies of the denoiser inputs of the first, middle and last
+ * step of the first prompt. */
+static dt_status capture_step(void *user, int step, dt_denoiser *tr, const dt_denoiser_inputs *in, dt_arena *arena,
+                              dt_err *err)
 {
-    *keep = c->n < MAX_CAPTURE && (step == 0 || step == c->steps / 2 || step == c->steps - 1);
-    if (!*keep) return DT_OK;
+    (void)arena;
+    capture *c = user;
+    const dt_tensor *hs = in->hidden_states, *ehs = in->encoder_hidden_states;
+    if (!(c->n < MAX_CAPTURE && (step == 0 || step == c->steps / 2 || step == c->steps - 1))) return DT_OK;
     if (!dt_tensor_is_contiguous(hs) || !dt_tensor_is_contiguous(ehs))
         return dt_fail(err, DT_EINVAL, "quantize: non-contiguous transformer inputs");
     int k = c->n++, fail = 0; /* counted even on failure so the buffers are freed */
     int64_t B = hs->shape[0], T = ehs->shape[1];
     c->buf[k][0] = cli_dup_floats(hs->data, (size_t)dt_tensor_numel(hs), &fail);
     c->buf[k][1] = cli_dup_floats(ehs->data, (size_t)dt_tensor_numel(ehs), &fail);
-    c->buf[k][2] = cli_dup_floats(t, (size_t)B, &fail);
-    c->buf[k][3] = cli_dup_floats(mask, (size_t)(B * T), &fail);
-    if (fail) return dt_fail(err, DT_ENOMEM, "out of memory");
-    c->t[k][0] = dt_tensor_view(c->buf[k][0], DT_F32, hs->ndim, hs->shape);
-    c->t[k][1] = dt_tensor_view(c->buf[k][1], DT_F32, 3, ehs->shape);
-    return DT_OK;
-}
-
-/* step_hook of the image pipeline */
-static dt_status capture_step(void *user, int step, struct pixart_model *tr, const void *inputs, void *arena, dt_err *err)
-{
-    (void)arena;
-    capture *c = user;
-    const pixart_inputs *in = inputs;
-    int keep = 0;
-    DT_TRY(capture_common(c, step, in->hidden_states, in->encoder_hidden_states, in->timestep, in->encoder_attention_mask,
-                          &keep, err));
-    if (!keep) return DT_OK;
-    int k = c->n - 1, fail = 0;
-    int64_t B = in->hidden_states->shape[0];
-    if (pixart_get_config(tr)->use_additional_conditions) {
+    c->buf[k][2] = cli_dup_floats(in->timestep, (size_t)B, &fail);
+    c->buf[k][3] = cli_dup_floats(in->encoder_attention_mask, (size_t)(B * T), &fail);
+    if (dt_denoiser_get_info(tr)->micro_conditions) {
         c->buf[k][4] = cli_dup_floats(in->resolution, (size_t)B * 2, &fail);
         c->buf[k][5] = cli_dup_floats(in->aspect_ratio, (size_t)B, &fail);
     }
     if (fail) return dt_fail(err, DT_ENOMEM, "out of memory");
-    c->in[k] = (pixart_inputs){&c->t[k][0], &c->t[k][1], c->buf[k][2], c->buf[k][3], c->buf[k][4], c->buf[k][5]};
-    return DT_OK;
-}
-
-/* step_hook of the video pipeline */
-static dt_status capture_step_video(void *user, int step, void *tr, const void *inputs, void *arena, dt_err *err)
-{
-    (void)tr; (void)arena;
-    capture *c = user;
-    const latte_inputs *in = inputs;
-    int keep = 0;
-    DT_TRY(capture_common(c, step, in->hidden_states, in->encoder_hidden_states, in->timestep, in->encoder_attention_mask,
-                          &keep, err));
-    if (keep) c->vin[c->n - 1] = (latte_inputs){&c->t[c->n - 1][0], &c->t[c->n - 1][1], c->buf[c->n - 1][2], c->buf[c->n - 1][3]};
+    c->t[k][0] = dt_tensor_view(c->buf[k][0], DT_F32, hs->ndim, hs->shape);
+    c->t[k][1] = dt_tensor_view(c->buf[k][1], DT_F32, 3, ehs->shape);
+    c->in[k] = (dt_denoiser_inputs){&c->t[k][0], &c->t[k][1], c->buf[k][2], c->buf[k][3], c->buf[k][4], c->buf[k][5]};
     return DT_OK;
 }
 
@@ -249,52 +201,19 @@ static dt_status parse_dtype(const char *s, dt_dtype *dt, dt_err *err)
     return DT_OK;
 }
 
-/* Runs the image pipeline over every prompt and step with the linears observed. */
-static dt_status calibrate_image(const quant_args *a, dt_quantizer *cal, char **prompts, int n, capture *cap, dt_err *err)
+/* Runs the pipeline over every prompt and step (every frame of a video) with the linears observed. */
+static dt_status calibrate(const quant_args *a, dt_quantizer *cal, char **prompts, int n, capture *cap, dt_err *err)
 {
-    dt_pipeline_config cfg = {.model_dir = a->model, .threads = a->threads, .quant = (struct dt_quantizer *)cal};
+    dt_pipeline_config cfg = {.model_dir = a->model, .threads = a->threads, .quant = cal};
     DT_TRY(parse_dtype(a->dtype, &cfg.dtype, err));
     cfg.text_dtype = cfg.dtype;
     dt_pipeline *p = NULL;
     DT_TRY(dt_pipeline_load(&cfg, &p, err));
     dt_status s = DT_OK;
     for (int i = 0; i < n && s == DT_OK; i++) {
-        dt_gen_request r = dt_gen_request_default();
+        dt_gen_request r = a->video ? dt_gen_request_default_video() : dt_gen_request_default();
         r.prompt = prompts[i];
         r.negative_prompt = "";
-        r.steps = a->steps;
-        if (a->cfg >= 0) r.cfg = a->cfg;
-        r.seed = a->seed + (uint64_t)i;
-        r.width = a->width;
-        r.height = a->height;
-        if (cap && i == 0) {
-            cap->steps = a->steps;
-            r.step_hook = capture_step;
-            r.step_hook_user = cap;
-        }
-        dt_gen_result res;
-        s = dt_pipeline_check(p, &r, err);
-        if (s == DT_OK) s = dt_pipeline_generate(p, &r, &res, err);
-        if (s == DT_OK) free(res.image);
-        if (s == DT_OK && !a->quiet) fprintf(stderr, "calibrated on prompt %d/%d\n", i + 1, n);
-    }
-    dt_pipeline_free(p);
-    return s;
-}
-
-/* The same over the video pipeline: every step of every prompt's video (all frames), so the
- * temporal blocks see their activations too. */
-static dt_status calibrate_video(const quant_args *a, dt_quantizer *cal, char **prompts, int n, capture *cap, dt_err *err)
-{
-    dt_video_pipeline_config cfg = {.model_dir = a->model, .threads = a->threads, .quant = cal};
-    DT_TRY(parse_dtype(a->dtype, &cfg.dtype, err));
-    cfg.text_dtype = cfg.dtype;
-    dt_video_pipeline *p = NULL;
-    DT_TRY(dt_video_pipeline_load(&cfg, &p, err));
-    dt_status s = DT_OK;
-    for (int i = 0; i < n && s == DT_OK; i++) {
-        dt_video_request r = dt_video_request_default();
-        r.prompt = prompts[i];
         r.steps = a->steps;
         if (a->cfg >= 0) r.cfg = a->cfg;
         r.seed = a->seed + (uint64_t)i;
@@ -303,22 +222,16 @@ static dt_status calibrate_video(const quant_args *a, dt_quantizer *cal, char **
         r.frames = a->frames;
         if (cap && i == 0) {
             cap->steps = a->steps;
-            r.step_hook = capture_step_video;
+            r.step_hook = capture_step;
             r.step_hook_user = cap;
         }
-        dt_video_result res;
-        s = dt_video_pipeline_check(p, &r, err);
-        if (s == DT_OK) s = dt_video_pipeline_generate(p, &r, &res, err);
-        if (s == DT_OK) free(res.video);
+        dt_gen_result res;
+        s = dt_pipeline_generate(p, &r, &res, err);
+        if (s == DT_OK) free(res.pixels);
         if (s == DT_OK && !a->quiet) fprintf(stderr, "calibrated on prompt %d/%d\n", i + 1, n);
     }
-    dt_video_pipeline_free(p);
+    dt_pipeline_free(p);
     return s;
-}
-
-static dt_status calibrate(const quant_args *a, dt_quantizer *cal, char **prompts, int n, capture *cap, dt_err *err)
-{
-    return a->video ? calibrate_video(a, cal, prompts, n, cap, err) : calibrate_image(a, cal, prompts, n, cap, err);
 }
 
 static dt_status quantize_and_save(const quant_args *a, dt_quantizer *cal, const dt_qlayer_bits *bits, int nbits,
@@ -340,14 +253,14 @@ static dt_status quantize_and_save(const quant_args *a, dt_quantizer *cal, const
     q.rec = NULL, q.nrec = q.reccap = 0;
     dt_quantizer_reset_counts(&q);
     dt_backend *be = NULL;
-    void *m = NULL;
+    dt_denoiser *m = NULL;
     dt_status s = cli_backend("f32", a->threads, &be, err);
-    if (s == DT_OK) s = qm_load(a->video, be, a->dir, &q, &m, err);
+    if (s == DT_OK) s = dt_quant_load(be, a->dir, &q, &m, err);
     if (s == DT_OK) s = dt_qplan_save(&q, a->out, a->scheme, a->model, err);
     if (s == DT_OK && !a->quiet)
         printf("quantize: %s, %d layers quantized, %d kept in floating point, weights %.1f MB -> %s\n", a->scheme,
                q.nquant, q.nfloat, q.weight_bytes / 1e6, a->out);
-    if (m) qm_free(a->video, m);
+    dt_denoiser_free(m);
     dt_backend_destroy(be);
     q.stats = NULL, q.nstats = q.cap = 0; /* owned by cal */
     dt_quantizer_free(&q);
@@ -402,9 +315,9 @@ static dt_status sensitivity(const quant_args *a, dt_quantizer *cal, const captu
         q.layer_bits = &one;
         q.nlayer_bits = 1;
     }
-    void *m = NULL;
-    DT_TRY(qm_load(a->video, be, a->dir, &q, &m, err));
-    int oc = a->video ? latte_get_config(m)->out_channels : pixart_get_config(m)->out_channels;
+    dt_denoiser *m = NULL;
+    DT_TRY(dt_quant_load(be, a->dir, &q, &m, err));
+    int oc = dt_denoiser_get_info(m)->out_channels;
     int temporal = a->video && only && dt_quant_layer_temporal(only);
     dt_arena arena;
     dt_arena_init(&arena);
@@ -425,12 +338,12 @@ static dt_status sensitivity(const quant_args *a, dt_quantizer *cal, const captu
         if (!o) { s = dt_fail(err, DT_ENOMEM, "out of memory"); break; }
         out.data = o;
         dt_arena_reset(&arena);
-        s = a->video ? latte_forward(m, &cap->vin[k], &arena, &out, err) : pixart_forward(m, &cap->in[k], &arena, &out, err);
+        s = dt_denoiser_forward(m, &cap->in[k], &arena, &out, err);
         if (only && s == DT_OK) sqnr_add(o, ref[k], &out, temporal, &sig, &noise);
         if (only) free(o);
     }
     dt_arena_free(&arena);
-    qm_free(a->video, m);
+    dt_denoiser_free(m);
     *sqnr = noise > 0 ? 10 * log10(sig / noise) : 1e9;
     return s;
 }
@@ -517,7 +430,12 @@ int cli_quantize(int argc, char **argv)
         cli_list_free(&pl);
         return cli_die(&err);
     }
-    a.video = latte_is_model_dir(a.dir);
+    const dt_denoiser_class *cls = dt_denoiser_class_of_dir(a.dir, &err);
+    if (!cls) { cli_list_free(&pl); return cli_die(&err); }
+    dt_denoiser_info info;
+    char head[1024], tail[256];
+    if (cls->describe(a.dir, &info, head, tail, sizeof head, &err) != DT_OK) { cli_list_free(&pl); return cli_die(&err); }
+    a.video = info.max_frames > 0;
     if (!a.video && a.frames) {
         cli_list_free(&pl);
         return cli_usage_error("--frames: only for video (Latte) pipelines");

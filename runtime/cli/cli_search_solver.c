@@ -13,7 +13,7 @@
 #include "runtime/pipeline/pipeline.h"
 #include "runtime/core/rng.h"
 #include "runtime/core/arena.h"
-#include "runtime/models/pixart.h"
+#include "runtime/models/denoiser.h"
 #include "schedulers/scheduler.h"
 #include "schedulers/usf_search.h"
 #include <stdio.h>
@@ -41,8 +41,8 @@ typedef struct {
     ss_text *text;
     dt_usf_search_result res;
     /* the guided denoiser, valid inside the hook */
-    pixart_model *tr;
-    pixart_inputs in;
+    dt_denoiser *tr;
+    dt_denoiser_inputs in;
     dt_arena *arena;
     int rows, C, OC;
     size_t plane;
@@ -109,7 +109,7 @@ static dt_status denoise(void *user, int sample, const float *x, double t, float
         c->tsteps[k] = (float)t;
     }
     dt_arena_reset(c->arena);
-    DT_TRY(pixart_forward(c->tr, &c->in, c->arena, &c->tout, err));
+    DT_TRY(dt_denoiser_forward(c->tr, &c->in, c->arena, &c->tout, err));
     size_t on = (size_t)c->OC * c->plane;
     const float *u = c->model_out, *cond = c->rows > 1 ? c->model_out + on : c->model_out;
     float g = c->a->cfg;
@@ -118,7 +118,7 @@ static dt_status denoise(void *user, int sample, const float *x, double t, float
 }
 
 /* Keeps a copy of the text inputs (embeddings, mask, micro-conditions) of one prompt. */
-static dt_status capture(ss_text *tx, const pixart_inputs *in, dt_err *err)
+static dt_status capture(ss_text *tx, const dt_denoiser_inputs *in, dt_err *err)
 {
     const dt_tensor *e = in->encoder_hidden_states;
     int64_t rows = e->shape[0], len = e->shape[1];
@@ -141,7 +141,7 @@ static void free_texts(ss_ctx *c)
     free(c->text);
 }
 
-static dt_status bind(ss_ctx *c, pixart_model *tr, const pixart_inputs *in, dt_arena *arena, dt_err *err)
+static dt_status bind(ss_ctx *c, dt_denoiser *tr, const dt_denoiser_inputs *in, dt_arena *arena, dt_err *err)
 {
     const dt_tensor *hs = in->hidden_states;
     c->tr = tr;
@@ -149,7 +149,7 @@ static dt_status bind(ss_ctx *c, pixart_model *tr, const pixart_inputs *in, dt_a
     c->rows = (int)hs->shape[0];
     c->C = (int)hs->shape[1];
     c->plane = (size_t)hs->shape[2] * hs->shape[3];
-    c->OC = pixart_get_config(tr)->out_channels;
+    c->OC = dt_denoiser_get_info(tr)->out_channels;
     c->model_in = malloc((size_t)c->rows * c->C * c->plane * sizeof(float));
     c->model_out = malloc((size_t)c->rows * c->OC * c->plane * sizeof(float));
     c->tsteps = malloc((size_t)c->rows * sizeof(float));
@@ -211,7 +211,7 @@ static dt_status run_search(ss_ctx *c, dt_err *err)
     return st;
 }
 
-static dt_status hook(void *user, int step, struct pixart_model *tr, const void *inputs, void *arena, dt_err *err)
+static dt_status hook(void *user, int step, dt_denoiser *tr, const dt_denoiser_inputs *inputs, dt_arena *arena, dt_err *err)
 {
     ss_ctx *c = user;
     if (step != 0 || c->done || c->captured >= c->nprompts) return DT_OK;
@@ -256,7 +256,7 @@ int cli_search_solver(int argc, char **argv)
         if (!a.quiet && c.nprompts > 1) fprintf(stderr, "search-solver: prompt %d/%d: %s\n", i + 1, c.nprompts, r.prompt);
         s = dt_pipeline_check(p, &r, &err);
         if (s == DT_OK) s = dt_pipeline_generate(p, &r, &res, &err);
-        if (s == DT_OK) { free(res.image); s = dt_fail(&err, DT_EINVAL, "search-solver: the generation never reached its first step"); }
+        if (s == DT_OK) { free(res.pixels); s = dt_fail(&err, DT_EINVAL, "search-solver: the generation never reached its first step"); }
         else if (c.captured == i + 1 && (c.done || i + 1 < c.nprompts)) { /* the hook stopped it, as intended */
             s = DT_OK;
             err = (dt_err){0};

@@ -136,7 +136,7 @@ static dt_status write_images(const t2i_args *a, const dt_pipeline *p, const dt_
     if (!rgb) return dt_fail(err, DT_ENOMEM, "out of memory");
     dt_status s = DT_OK;
     for (int i = 0; i < res->batch && s == DT_OK; i++) {
-        dt_image_from_float(res->image + (size_t)i * 3 * px, res->height, res->width, rgb);
+        dt_image_from_float(res->pixels + (size_t)i * 3 * px, res->height, res->width, rgb);
         item_path(a->output, i, res->batch, path, sizeof path);
         s = dt_image_write(path, rgb, res->width, res->height, text, ntext, err);
     }
@@ -232,7 +232,7 @@ int cli_txt2img(int argc, char **argv)
             fprintf(stderr, "ditrt: warning: the negative prompt is longer than %d tokens and was truncated\n", res.max_sequence_length);
         s = write_images(&a, p, &res, &err);
         if (s == DT_OK && a.json) print_json(&a, p, &res);
-        free(res.image);
+        free(res.pixels);
     }
     dt_model_schedule_free(&ms);
     dt_attn_plan_free(&plan);

@@ -6,8 +6,8 @@
 #include "runtime/plans/fastattn.h"
 #include "runtime/io/image.h"
 #include "runtime/models/modeldir.h"
-#include "runtime/models/latte.h"
-#include "runtime/pipeline/pipeline_video.h"
+#include "runtime/models/denoiser.h"
+#include "runtime/pipeline/pipeline.h"
 #include "runtime/io/video.h"
 #include "schedulers/scheduler.h"
 #include <cjson/cJSON.h>
@@ -24,7 +24,7 @@ typedef struct {
     const char *solver;            /* resolved class name or NULL: the folder's */
     int threads, quiet, json, karras;
     double fps;
-    dt_video_request req;
+    dt_gen_request req;
 } t2v_args;
 
 static int parse_num(const char *flag, const char *v, double lo, double hi, double *out)
@@ -38,7 +38,7 @@ static int parse_num(const char *flag, const char *v, double lo, double hi, doub
 
 static int parse(int argc, char **argv, t2v_args *a)
 {
-    *a = (t2v_args){.dtype = cli_default_dtype(), .text_dtype = cli_default_dtype(), .output = "out.mp4", .fps = 8, .req = dt_video_request_default()};
+    *a = (t2v_args){.dtype = cli_default_dtype(), .text_dtype = cli_default_dtype(), .output = "out.mp4", .fps = 8, .req = dt_gen_request_default_video()};
     double cfg;
     for (int i = 1; i < argc; i++) {
         int miss = 0, ok = 1;
@@ -119,7 +119,7 @@ static cli_settings settings_of(const t2v_args *a)
     return (cli_settings){.attn_plan = a->attn_plan, .quant = a->quant, .eta = a->req.eta, .karras = a->karras};
 }
 
-static dt_status write_videos(const t2v_args *a, dt_video_kind kind, const dt_video_pipeline *p, const dt_video_result *res, dt_err *err)
+static dt_status write_videos(const t2v_args *a, dt_video_kind kind, const dt_pipeline *p, const dt_gen_result *res, dt_err *err)
 {
     char seed[32], steps[16], cfg[32], size[48], frames[16], fps[32], software[64], path[4200];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)a->req.seed);
@@ -131,7 +131,7 @@ static dt_status write_videos(const t2v_args *a, dt_video_kind kind, const dt_vi
     snprintf(software, sizeof software, "ditrt %s", ditrt_version());
     dt_image_text text[] = {
         {"prompt", a->req.prompt}, {"negative_prompt", a->req.negative_prompt}, {"seed", seed},
-        {"steps", steps}, {"cfg", cfg}, {"solver", dt_video_pipeline_solver_name(p)}, {"model", a->model},
+        {"steps", steps}, {"cfg", cfg}, {"solver", dt_pipeline_solver_name(p)}, {"model", a->model},
         {"size", size}, {"frames", frames}, {"fps", fps}, {"dtype", a->dtype}, {"Software", software}, {0}, {0}, {0}};
     cli_settings set = settings_of(a);
     int ntext = cli_settings_text(&set, text, 12, (int)(sizeof text / sizeof *text));
@@ -141,7 +141,7 @@ static dt_status write_videos(const t2v_args *a, dt_video_kind kind, const dt_vi
     dt_status s = DT_OK;
     for (int i = 0; i < res->batch && s == DT_OK; i++) {
         for (size_t f = 0; f < F; f++)
-            dt_image_from_float(res->video + ((size_t)i * F + f) * 3 * px, res->height, res->width, rgb + f * px * 3);
+            dt_image_from_float(res->pixels + ((size_t)i * F + f) * 3 * px, res->height, res->width, rgb + f * px * 3);
         item_path(a->output, kind, i, res->batch, path, sizeof path);
         if (kind == DT_VIDEO_PNG_DIR && res->batch > 1 && mkdir(path, 0755) != 0 && access(path, W_OK) != 0)
             s = dt_fail(err, DT_EIO, "%s: cannot create the frame folder", path);
@@ -152,7 +152,7 @@ static dt_status write_videos(const t2v_args *a, dt_video_kind kind, const dt_vi
     return s;
 }
 
-static void print_json(const t2v_args *a, dt_video_kind kind, const dt_video_pipeline *p, const dt_video_result *res)
+static void print_json(const t2v_args *a, dt_video_kind kind, const dt_pipeline *p, const dt_gen_result *res)
 {
     cJSON *j = cJSON_CreateObject(), *outs = cJSON_AddArrayToObject(j, "outputs");
     char path[4200];
@@ -160,7 +160,7 @@ static void print_json(const t2v_args *a, dt_video_kind kind, const dt_video_pip
         item_path(a->output, kind, i, res->batch, path, sizeof path);
         cJSON_AddItemToArray(outs, cJSON_CreateString(path));
     }
-    cli_summary sum = {a->model, a->req.prompt, a->req.negative_prompt, dt_video_pipeline_solver_name(p), a->dtype, a->req.seed,
+    cli_summary sum = {a->model, a->req.prompt, a->req.negative_prompt, dt_pipeline_solver_name(p), a->dtype, a->req.seed,
                        a->req.steps, res->width, res->height, res->prompt_truncated, a->req.cfg,
                        res->seconds_text, res->seconds_sampling, res->seconds_decode};
     cli_summary_add(j, &sum);
@@ -175,14 +175,16 @@ static void print_json(const t2v_args *a, dt_video_kind kind, const dt_video_pip
  * is not a Latte pipeline is reported by the pipeline loader instead). */
 static dt_status check_frames(const t2v_args *a, dt_err *err)
 {
-    char dir[4096];
-    latte_config c;
+    char dir[4096], head[1024], tail[256];
+    dt_denoiser_info info;
     dt_err ignored = {0};
+    const dt_denoiser_class *cls;
     if (dt_model_component_dir(a->model, "transformer", dir, sizeof dir, &ignored) != DT_OK ||
-        latte_config_load(dir, &c, &ignored) != DT_OK)
+        !(cls = dt_denoiser_class_of_dir(dir, &ignored)) || cls->describe(dir, &info, head, tail, sizeof head, &ignored) != DT_OK ||
+        !info.max_frames)
         return DT_OK;
-    if (a->req.frames > c.video_length)
-        return dt_fail(err, DT_EINVAL, "--frames: this model takes 1 to %d frames (video_length), got %d", c.video_length, a->req.frames);
+    if (a->req.frames > info.max_frames)
+        return dt_fail(err, DT_EINVAL, "--frames: this model takes 1 to %d frames (video_length), got %d", info.max_frames, a->req.frames);
     return DT_OK;
 }
 
@@ -193,7 +195,7 @@ int cli_txt2vid(int argc, char **argv)
         if (!strcmp(argv[i], "--list-solvers")) return cli_list_solvers();
     if (!parse(argc, argv, &a)) return 2;
     dt_err err = {0};
-    dt_video_pipeline_config cfg = {.model_dir = a.model, .threads = a.threads, .solver = a.solver, .karras = a.karras};
+    dt_pipeline_config cfg = {.model_dir = a.model, .threads = a.threads, .solver = a.solver, .karras = a.karras};
     if (!dt_dtype_parse(a.dtype, &cfg.dtype) || (cfg.dtype != DT_F32 && cfg.dtype != DT_BF16))
         return cli_usage_error("--dtype: expected f32 or bf16, got \"%s\"", a.dtype);
     if (!dt_dtype_parse(a.text_dtype, &cfg.text_dtype) || (cfg.text_dtype != DT_F32 && cfg.text_dtype != DT_BF16))
@@ -207,13 +209,13 @@ int cli_txt2vid(int argc, char **argv)
     dt_quantizer qz = {0};
     if (a.quant && dt_quantizer_open_plan(a.quant, &qz, &err) != DT_OK) { dt_attn_plan_free(&plan); return cli_die(&err); }
     if (a.quant) cfg.quant = &qz;
-    dt_video_pipeline *p = NULL;
-    dt_status ls = dt_video_pipeline_load(&cfg, &p, &err);
+    dt_pipeline *p = NULL;
+    dt_status ls = dt_pipeline_load(&cfg, &p, &err);
     dt_quantizer_close_plan(&qz); /* the layers are built; the plan is no longer needed */
-    if (ls == DT_OK && a.req.eta > 0 && strcmp(dt_video_pipeline_solver_name(p), "DDIMScheduler"))
-        ls = dt_fail(&err, DT_EINVAL, "--eta: only DDIMScheduler uses eta, the solver is %s", dt_video_pipeline_solver_name(p));
-    if (ls != DT_OK) { dt_video_pipeline_free(p); dt_attn_plan_free(&plan); return cli_die(&err); }
-    const char *warn = dt_video_pipeline_solver_warning(p);
+    if (ls == DT_OK && a.req.eta > 0 && strcmp(dt_pipeline_solver_name(p), "DDIMScheduler"))
+        ls = dt_fail(&err, DT_EINVAL, "--eta: only DDIMScheduler uses eta, the solver is %s", dt_pipeline_solver_name(p));
+    if (ls != DT_OK) { dt_pipeline_free(p); dt_attn_plan_free(&plan); return cli_die(&err); }
+    const char *warn = dt_pipeline_solver_warning(p);
     if (warn && !a.quiet) fprintf(stderr, "ditrt: warning: %s\n", warn);
     double elapsed = 0;
     if (!a.quiet && isatty(2)) {
@@ -221,16 +223,16 @@ int cli_txt2vid(int argc, char **argv)
         a.req.frame_progress = frame_bar;
         a.req.progress_user = &elapsed;
     }
-    dt_video_result res;
-    dt_status s = dt_video_pipeline_check(p, &a.req, &err);
-    if (s == DT_OK) s = dt_video_pipeline_generate(p, &a.req, &res, &err);
+    dt_gen_result res;
+    dt_status s = dt_pipeline_check(p, &a.req, &err);
+    if (s == DT_OK) s = dt_pipeline_generate(p, &a.req, &res, &err);
     if (s == DT_OK) {
         if (res.prompt_truncated && !a.quiet) fprintf(stderr, "ditrt: warning: the prompt is longer than 120 tokens and was truncated\n");
         s = write_videos(&a, kind, p, &res, &err);
         if (s == DT_OK && a.json) print_json(&a, kind, p, &res);
-        free(res.video);
+        free(res.pixels);
     }
-    dt_video_pipeline_free(p);
+    dt_pipeline_free(p);
     dt_attn_plan_free(&plan);
     return s == DT_OK ? 0 : cli_die(&err);
 }

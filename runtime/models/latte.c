@@ -405,3 +405,83 @@ dt_status latte_forward(latte_model *m, const latte_inputs *in, dt_arena *a, dt_
     DT_TRY(be->ops->unpatchify(be, &y3, p, h, w, &yf, err));
     return frames_layout(be, out->data, yf.data, B, c->out_channels, F, (int64_t)H * W, W, 0, err);
 }
+
+/* ---- the denoiser interface (denoiser.h) ---- */
+
+static void info_of(const latte_config *c, dt_denoiser_info *d)
+{
+    *d = (dt_denoiser_info){.class_name = "LatteTransformer3DModel", .latent_rank = 5, .in_channels = c->in_channels,
+                            .out_channels = c->out_channels, .sample_size = c->sample_size, .patch_size = c->patch_size,
+                            .caption_channels = c->caption_channels, .max_frames = c->video_length,
+                            .spatial_layers = c->num_layers, .temporal_layers = c->num_layers, .inner = c->inner,
+                            .param_count = latte_param_count(c)};
+}
+
+dt_status latte_inputs_load(const char *file, const latte_config *cfg, latte_input_file *x, dt_err *err)
+{
+    dt_denoiser_info info;
+    info_of(cfg, &info);
+    return dt_denoiser_inputs_load(file, &info, x, err);
+}
+
+static dt_status den_describe(const char *dir, dt_denoiser_info *info, char *head, char *tail, size_t n, dt_err *err)
+{
+    latte_config c;
+    DT_TRY(latte_config_load(dir, &c, err));
+    info_of(&c, info);
+    snprintf(head, n,
+             "  architecture: LatteTransformer3DModel (spatial + temporal DiT blocks)\n"
+             "  layers: %d (x2 blocks), hidden: %d, heads: %d x %d, patch: %d, sample_size: %d, in/out channels: %d/%d\n"
+             "  video_length: %d, caption_channels: %d, interpolation_scale: %g, norm_eps: %g\n",
+             c.num_layers, c.inner, c.heads, c.head_dim, c.patch_size, c.sample_size, c.in_channels, c.out_channels,
+             c.video_length, c.caption_channels, c.interpolation_scale, c.norm_eps);
+    if (n) tail[0] = 0;
+    return DT_OK;
+}
+
+static dt_status den_create(dt_backend *be, const char *dir, int sample_size, int layers, dt_weight_source *src,
+                            void **model, dt_err *err)
+{
+    latte_config c;
+    if (dir) DT_TRY(latte_config_load(dir, &c, err));
+    else c = latte_config_1(sample_size);
+    if (layers > 0) c.num_layers = layers;
+    return latte_create(be, &c, src, (latte_model **)model, err);
+}
+
+static void den_info(const void *m, dt_denoiser_info *out) { info_of(&((const latte_model *)m)->cfg, out); }
+static dt_status den_forward(void *m, const dt_denoiser_inputs *in, dt_arena *a, dt_tensor *out, dt_err *err)
+{
+    return latte_forward(m, in, a, out, err);
+}
+static void den_set_hook(void *m, dit_attn_hook *h) { latte_set_attn_hook(m, h); }
+static void den_set_resume(void *m, const dt_denoiser_resume *r) { latte_set_resume(m, r); }
+
+/* The buffers latte_forward allocates plus the attention score blocks. */
+static double den_step_bytes(const void *m, int rows, int F, int h, int w, int T)
+{
+    const latte_config *c = &((const latte_model *)m)->cfg;
+    double N = (double)(h / c->patch_size) * (w / c->patch_size), C = c->inner, M = (double)rows * F * N;
+    double po = (double)c->out_channels * c->patch_size * c->patch_size;
+    return 4 * (M * (13 * C + 2.0 * c->in_channels * c->patch_size * c->patch_size + 2 * po)
+                + (double)rows * F * T * 4 * C + (double)rows * (F + N) * 6 * C) + 48e6;
+}
+
+static double den_flops(const void *m, int batch, int frames, int h, int w, int T)
+{
+    return latte_matmul_flops(&((const latte_model *)m)->cfg, batch, frames, h, w, T);
+}
+
+static void den_free(void *m) { latte_free(m); }
+
+/* LattePipeline (pipeline_latte.py of diffusers 0.30.3): encode_prompt's fixed 120 tokens with
+ * mask_feature, 1 / scaling_factor * latents, decode_chunk_size 14. */
+static const dt_pipeline_class pipelines[] = {
+    {.name = "LattePipeline", .max_len = 120, .fixed_len = 1, .mask_feature = 1, .decode_reciprocal = 1, .decode_chunk = 14},
+};
+
+const dt_denoiser_class dt_latte_class = {
+    .class_name = "LatteTransformer3DModel", .preset = "latte-1", .pipelines = pipelines, .npipelines = 1, .describe = den_describe, .create = den_create,
+    .info = den_info, .forward = den_forward, .set_attn_hook = den_set_hook, .set_resume = den_set_resume,
+    .step_bytes = den_step_bytes, .matmul_flops = den_flops, .free = den_free,
+};

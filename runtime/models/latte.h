@@ -12,6 +12,7 @@
 #include "runtime/core/arena.h"
 #include "kernels/backend.h"
 #include "weights.h"
+#include "denoiser.h"
 
 typedef struct {
     int sample_size, patch_size, in_channels, out_channels;
@@ -46,27 +47,21 @@ void latte_set_attn_hook(latte_model *m, struct dit_attn_hook *hook);
  * block `from` (B·F·N·C floats; frame order before a spatial block, token order before a
  * temporal one) read from `load` (from > 0); the stream entering block `save_at` is copied
  * to `save` when save is set. NULL: plain forwards. Not owned. */
-typedef struct { int from; const float *load; int save_at; float *save; } latte_resume;
+typedef dt_denoiser_resume latte_resume;
 void latte_set_resume(latte_model *m, const latte_resume *r);
 
-typedef struct {
-    const dt_tensor *hidden_states;         /* [B, in_channels, F, H, W] f32 */
-    const dt_tensor *encoder_hidden_states; /* [B, T, caption_channels] f32 */
-    const float *timestep;                  /* [B] */
-    const float *encoder_attention_mask;    /* [B, T] of 1/0, or NULL */
-} latte_inputs;
+/* hidden_states [B, in_channels, F, H, W]; no micro-conditions (resolution/aspect_ratio ignored). */
+typedef dt_denoiser_inputs latte_inputs;
 
 /* out: [B, out_channels, F, H, W] f32, caller-allocated; scratch from `arena`. */
 dt_status latte_forward(latte_model *m, const latte_inputs *in, dt_arena *arena, dt_tensor *out, dt_err *err);
 
-/* Inputs of one forward from a safetensors file named as in the diffusers call:
- * hidden_states, encoder_hidden_states, timestep ([B] or 0-d), encoder_attention_mask (optional). */
-typedef struct {
-    float *hs, *ehs, *t, *mask;
-    dt_tensor ths, tehs, tt, tmask;
-    latte_inputs in;
-} latte_input_file;
+/* Inputs of one forward from a safetensors file (dt_denoiser_inputs_load for this config). */
+typedef dt_denoiser_input_file latte_input_file;
 dt_status latte_inputs_load(const char *file, const latte_config *cfg, latte_input_file *x, dt_err *err);
-void latte_inputs_free(latte_input_file *x);
+#define latte_inputs_free dt_denoiser_inputs_free
+
+/* The registry's entry (denoiser.c). */
+extern const dt_denoiser_class dt_latte_class;
 
 #endif

@@ -337,3 +337,91 @@ dt_status pixart_forward(pixart_model *m, const pixart_inputs *in, dt_arena *a, 
     dt_tensor y3 = t3d(y.data, B, N, po);
     return be->ops->unpatchify(be, &y3, p, h, w, out, err);
 }
+
+/* ---- the denoiser interface (denoiser.h) ---- */
+
+static void info_of(const pixart_config *c, dt_denoiser_info *d)
+{
+    *d = (dt_denoiser_info){.class_name = "PixArtTransformer2DModel", .latent_rank = 4, .in_channels = c->in_channels,
+                            .out_channels = c->out_channels, .sample_size = c->sample_size, .patch_size = c->patch_size,
+                            .caption_channels = c->caption_channels, .spatial_layers = c->num_layers,
+                            .inner = c->inner, .micro_conditions = c->use_additional_conditions,
+                            .param_count = pixart_param_count(c)};
+}
+
+dt_status pixart_inputs_load(const char *file, const pixart_config *cfg, pixart_input_file *x, dt_err *err)
+{
+    dt_denoiser_info info;
+    info_of(cfg, &info);
+    return dt_denoiser_inputs_load(file, &info, x, err);
+}
+
+static dt_status den_describe(const char *dir, dt_denoiser_info *info, char *head, char *tail, size_t n, dt_err *err)
+{
+    pixart_config c;
+    DT_TRY(pixart_config_load(dir, &c, err));
+    info_of(&c, info);
+    snprintf(head, n,
+             "  architecture: PixArtTransformer2DModel (%s)\n"
+             "  blocks: %d, hidden: %d, heads: %d x %d, patch: %d, sample_size: %d, in/out channels: %d/%d\n"
+             "  caption_channels: %d, interpolation_scale: %g, norm_eps: %g\n",
+             c.use_additional_conditions ? "PixArt-alpha style, resolution/aspect-ratio conditions" : "no micro-conditions",
+             c.num_layers, c.inner, c.heads, c.head_dim, c.patch_size, c.sample_size, c.in_channels, c.out_channels,
+             c.caption_channels, c.interpolation_scale, c.norm_eps);
+    /* activations of one CFG step at the native size with 120 (alpha) / 300 (sigma) tokens */
+    int g = c.sample_size / c.patch_size, T = c.use_additional_conditions ? 120 : 300;
+    double M = 2.0 * g * g, C = c.inner, params = (double)info->param_count;
+    double act = 4 * (M * C * 10 + 2.0 * T * C * 3) + 4 * 2.0 * c.heads * M * M;
+    snprintf(tail, n, "  estimated memory, CFG batch 2 at %dx%d px: f32 %.1f MB, bf16 %.1f MB (weights + activations)\n",
+             c.sample_size * 8, c.sample_size * 8, (params * 4 + act) / 1e6, (params * 2 + act) / 1e6);
+    return DT_OK;
+}
+
+static dt_status den_create(dt_backend *be, const char *dir, int sample_size, int layers, dt_weight_source *src,
+                            void **model, dt_err *err)
+{
+    pixart_config c;
+    if (dir) DT_TRY(pixart_config_load(dir, &c, err));
+    else c = pixart_config_xl2(sample_size);
+    if (layers > 0) c.num_layers = layers;
+    return pixart_create(be, &c, src, (pixart_model **)model, err);
+}
+
+static void den_info(const void *m, dt_denoiser_info *out) { info_of(&((const pixart_model *)m)->cfg, out); }
+static dt_status den_forward(void *m, const dt_denoiser_inputs *in, dt_arena *a, dt_tensor *out, dt_err *err)
+{
+    return pixart_forward(m, in, a, out, err);
+}
+static void den_set_hook(void *m, dit_attn_hook *h) { pixart_set_attn_hook(m, h); }
+static void den_set_resume(void *m, const dt_denoiser_resume *r) { pixart_set_resume(m, r); }
+
+/* The buffers pixart_forward allocates (arena), plus the attention score blocks. */
+static double den_step_bytes(const void *m, int B, int frames, int h, int w, int T)
+{
+    const pixart_config *c = &((const pixart_model *)m)->cfg;
+    double N = (double)(h / c->patch_size) * (w / c->patch_size), C = c->inner, BN = B * N;
+    double arena = 4 * (BN * (11 * C + 2.0 * c->in_channels * c->patch_size * c->patch_size + c->out_channels * c->patch_size * c->patch_size)
+                        + (double)B * T * 4 * C);
+    double scores = fmin(48e6, 4 * (double)B * c->heads * N * N) + 4 * 4 * BN * C;
+    return arena + scores;
+}
+
+static double den_flops(const void *m, int batch, int frames, int h, int w, int T)
+{
+    return pixart_matmul_flops(&((const pixart_model *)m)->cfg, batch, h, w, T);
+}
+
+static void den_free(void *m) { pixart_free(m); }
+
+/* diffusers' PixArt pipelines; a folder without a class runs as α */
+static const dt_pipeline_class pipelines[] = {
+    {.name = "PixArtAlphaPipeline", .max_len = 120, .binning = 1},
+    {.name = "PixArtSigmaPipeline", .max_len = 300, .binning = 1},
+    {.name = "", .max_len = 120, .binning = 1},
+};
+
+const dt_denoiser_class dt_pixart_class = {
+    .class_name = "PixArtTransformer2DModel", .preset = "pixart-xl-2", .pipelines = pipelines, .npipelines = 3, .describe = den_describe, .create = den_create,
+    .info = den_info, .forward = den_forward, .set_attn_hook = den_set_hook, .set_resume = den_set_resume,
+    .step_bytes = den_step_bytes, .matmul_flops = den_flops, .free = den_free,
+};

@@ -1,19 +1,27 @@
-/* The PixArt text-to-image pipeline (diffusers PixArtAlphaPipeline / PixArtSigmaPipeline):
- * prompt -> T5 -> CFG sampling loop over the transformer with the folder's scheduler ->
- * VAE decode -> float RGB in [-1, 1] (before VaeImageProcessor.postprocess), as diffusers
- * computes it step by step; dt_image_from_float (image.h) makes 8-bit RGB of it.
+/* The text-to-image and text-to-video pipeline: prompt -> T5 -> CFG sampling loop over the
+ * denoiser with the folder's scheduler -> VAE decode, frame chunk by frame chunk -> float RGB
+ * in [-1, 1] (before VaeImageProcessor.postprocess; dt_image_from_float makes 8-bit RGB).
+ * It computes what the diffusers pipeline named by model_index.json computes, step by step
+ * (PixArtAlphaPipeline, PixArtSigmaPipeline, LattePipeline: runtime/models/denoiser.h says
+ * how they differ). An image is a video of zero frames: latents [B, C, h, w] for image
+ * models, [B, C, F, h, w] for video models, one request and one loop for both.
  *
- * dt_pipeline_load() prepares the transformer, VAE, tokenizer and scheduler once. The T5
- * encoder is loaded per generation and freed before sampling unless keep_text_encoder is
- * set (it is the largest component). A pipeline is used by one thread at a time. */
+ * dt_pipeline_load() prepares the denoiser (and its OMS-DPM zoo), VAE, tokenizer and scheduler
+ * once. The T5 encoder is loaded per generation and freed before sampling unless
+ * keep_text_encoder is set (it is the largest component). dt_pipeline_check() validates a
+ * request completely (sizes, frames, steps against the attention plan and the model
+ * schedule, eta against the solver, memory) before any model work; dt_pipeline_generate()
+ * checks the same first. A pipeline is used by one thread at a time. */
 #ifndef DT_PIPELINE_H
 #define DT_PIPELINE_H
 #include <stdint.h>
+#include "runtime/core/arena.h"
 #include "runtime/core/tensor.h"
+#include "runtime/models/denoiser.h"
 
 typedef struct {
     const char *model_dir;
-    dt_dtype dtype;      /* transformer + VAE GEMM inputs: DT_F32 or DT_BF16 */
+    dt_dtype dtype;      /* denoiser + VAE GEMM inputs: DT_F32 or DT_BF16 */
     dt_dtype text_dtype; /* T5 */
     int threads;         /* 0: all cores */
     int keep_text_encoder;
@@ -21,36 +29,45 @@ typedef struct {
     int karras;          /* use_karras_sigmas=True (solvers that have it) */
     const char *solver_schedule;   /* USF per-step schedule JSON (schedulers/usf.c) or NULL; fixes the steps */
     const char *solver_statistics; /* DPM-Solver-v3 statistics for it, or NULL */
-    struct dt_quantizer *quant; /* transformer linears through this quantizer (runtime/plans/quantize.h): calibration or a plan; NULL: float */
-    /* OMS-DPM zoo: more transformers sharing this pipeline's VAE, text encoder and noise
-     * schedule (model or transformer folders); zoo member 0 is the pipeline's own. A folder
-     * holding a quantization plan (plan.json) stands for this pipeline's transformer built
-     * through that plan: timestep-dependent quantization is a model schedule over such members. */
+    struct dt_quantizer *quant; /* denoiser linears through this quantizer (runtime/plans/quantize.h): calibration or a plan; NULL: float */
+    /* OMS-DPM zoo: more denoisers sharing this pipeline's VAE, text encoder and noise
+     * schedule (model or transformer folders of the same class, latents and captions); member
+     * 0 is the pipeline's own. A folder holding a quantization plan (plan.json) stands for
+     * this pipeline's denoiser built through that plan: timestep-dependent quantization is a
+     * model schedule over such members. */
     const char *const *zoo;
     int nzoo;
 } dt_pipeline_config;
 
-struct pixart_model;
 struct dt_attn_plan;
 typedef int (*dt_progress_fn)(int step, int steps, double seconds, void *user);
+
+/* Called before each step's denoiser forward with the model, that forward's inputs and the
+ * step arena (reset again afterwards): attention-plan calibration. */
+typedef dt_status (*dt_step_hook_fn)(void *user, int step, dt_denoiser *model, const dt_denoiser_inputs *inputs,
+                                     dt_arena *arena, dt_err *err);
 
 typedef struct {
     const char *prompt, *negative_prompt;
     int width, height;  /* 0: native */
+    int frames;         /* video models: 1..max_frames, 0: max_frames; image models: 0 */
     int steps, batch;
     float cfg;
     uint64_t seed;
-    int vae_tiling, resolution_binning, clean_caption, max_sequence_length, force;
-    dt_progress_fn progress; /* may be NULL; non-zero return cancels */
+    int vae_tiling;           /* decode in overlapping tiles (bounded memory) */
+    int resolution_binning;   /* where the pipeline class has bins (PixArt) */
+    int clean_caption;
+    int max_sequence_length;  /* 0: the pipeline's; a fixed-length pipeline (Latte) ignores it */
+    int decode_chunk;         /* frames per VAE call; 0: the pipeline's (all / 14), smaller if memory is short */
+    int force;                /* skip the memory check */
+    dt_progress_fn progress;       /* per denoising step; may be NULL; non-zero return cancels */
+    dt_progress_fn frame_progress; /* per decoded chunk (step = frames done); may be NULL */
     void *progress_user;
-    const volatile int *cancel; /* polled between steps; may be NULL */
-    const struct dt_attn_plan *attn_plan; /* DiTFastAttn plan (runtime/plans/fastattn.h) or NULL; borrowed */
-    /* Attention-plan calibration: when set, called before each step's transformer forward
-     * with the model, that forward's inputs (const pixart_inputs *) and the step arena
-     * (dt_arena *, reset again afterwards). */
-    dt_status (*step_hook)(void *user, int step, struct pixart_model *tr, const void *inputs, void *arena, dt_err *err);
+    const volatile int *cancel;    /* polled between steps and decoded chunks; may be NULL */
+    const struct dt_attn_plan *attn_plan; /* DiTFastAttn plan (runtime/plans/fastattn.h; spatial and temporal rows for video models) or NULL; borrowed */
+    dt_step_hook_fn step_hook;
     void *step_hook_user;
-    float eta;  /* DDIM's eta (noise from the seed's generator); other solvers ignore it */
+    float eta;  /* DDIM's eta (noise from the seed's generator, after the latents); only for DDIM */
     /* OMS-DPM model schedule: the zoo member of each model evaluation (one per timestep),
      * or NULL (member 0 throughout). */
     const int *model_ids;
@@ -58,8 +75,8 @@ typedef struct {
 } dt_gen_request;
 
 typedef struct {
-    int batch, width, height;  /* what was produced (after binning, the requested size) */
-    float *image;              /* [batch, 3, height, width], decoded, in about [-1, 1]; caller frees */
+    int batch, frames, width, height; /* what was produced (frames 0 for images; after binning, the requested size) */
+    float *pixels;             /* [batch, max(frames, 1), 3, height, width], decoded, in about [-1, 1]; caller frees */
     int prompt_truncated;      /* the prompt had more tokens than max_sequence_length */
     int negative_truncated;
     int max_sequence_length;
@@ -70,22 +87,27 @@ typedef struct dt_pipeline dt_pipeline;
 
 dt_status dt_pipeline_load(const dt_pipeline_config *cfg, dt_pipeline **out, dt_err *err);
 void dt_pipeline_free(dt_pipeline *p);
-/* Native output size (transformer sample_size x VAE upscale) and the size multiple. */
+const dt_denoiser_info *dt_pipeline_denoiser_info(const dt_pipeline *p);
+/* Native output size (denoiser sample_size x VAE upscale) and the size multiple. */
 int dt_pipeline_native_size(const dt_pipeline *p);
 int dt_pipeline_size_multiple(const dt_pipeline *p);
+/* Frames a generation can have: the video model's video_length, 0 for image models. */
+int dt_pipeline_max_frames(const dt_pipeline *p);
 const char *dt_pipeline_solver_name(const dt_pipeline *p);
 /* A one-line warning about the solver's settings, or NULL (dt_pipeline_parts_solver_warning). */
 const char *dt_pipeline_solver_warning(const dt_pipeline *p);
-/* Zoo members, the pipeline's own transformer included. */
+/* Zoo members, the pipeline's own denoiser included. */
 int dt_pipeline_zoo_size(const dt_pipeline *p);
 /* Model evaluations a generation of `steps` steps makes (the scheduler's timestep count). */
 dt_status dt_pipeline_evaluations(dt_pipeline *p, int steps, int *evals, dt_err *err);
 
-/* Checks a request (sizes, steps, cfg, memory) without running anything. */
+/* Checks a request completely without running any model. */
 dt_status dt_pipeline_check(dt_pipeline *p, const dt_gen_request *r, dt_err *err);
 dt_status dt_pipeline_generate(dt_pipeline *p, const dt_gen_request *r, dt_gen_result *res, dt_err *err);
 
-/* diffusers' default request: 20 steps, cfg 4.5, batch 1, binning and caption cleaning on. */
+/* diffusers' defaults: PixArt's pipelines (20 steps, cfg 4.5), LattePipeline's (50 steps,
+ * cfg 7.5); batch 1, binning and caption cleaning on, native size and frames. */
 dt_gen_request dt_gen_request_default(void);
+dt_gen_request dt_gen_request_default_video(void);
 
 #endif

@@ -86,7 +86,7 @@ dt_status dt_attn_plan_validate(const dt_attn_plan *p, const char *what, dt_err 
     return DT_OK;
 }
 
-dt_status dt_attn_plan_check_video(const dt_attn_plan *p, int layers, int temporal, int steps, dt_err *err)
+dt_status dt_attn_plan_check(const dt_attn_plan *p, int layers, int temporal, int steps, dt_err *err)
 {
     int spatial = p->layers - p->temporal;
     const char *kind = temporal ? "spatial layer" : "layer";
@@ -106,11 +106,6 @@ dt_status dt_attn_plan_check_video(const dt_attn_plan *p, int layers, int tempor
         return dt_fail(err, DT_EINVAL, "attention plan: step %d: made for %d steps, this run has %d",
                        p->steps < steps ? p->steps : steps, p->steps, steps);
     return DT_OK;
-}
-
-dt_status dt_attn_plan_check(const dt_attn_plan *p, int layers, int steps, dt_err *err)
-{
-    return dt_attn_plan_check_video(p, layers, 0, steps, err);
 }
 
 /* Rows of `arr` into p->m from row `row0` on. */
@@ -509,6 +504,6 @@ dt_status dt_fastattn_begin(const dt_attn_plan *plan, int layers, int temporal, 
 {
     *out = NULL;
     if (!plan) return DT_OK;
-    DT_TRY(dt_attn_plan_check_video(plan, layers, temporal, steps, err));
+    DT_TRY(dt_attn_plan_check(plan, layers, temporal, steps, err));
     return dt_fastattn_create(plan, cfg, out, err);
 }

@@ -36,6 +36,7 @@
 #include <stddef.h>
 #include "runtime/core/error.h"
 #include "runtime/models/dit_block.h"
+#include "runtime/models/denoiser.h"
 
 typedef enum {
     DT_FA_FULL = 0,
@@ -86,8 +87,7 @@ dt_status dt_attn_plan_validate(const dt_attn_plan *p, const char *what, dt_err 
 /* Refuses a plan made for another step or layer count, or for another kind of model
  * (temporal = 0: an image model; else a video model with `layers` spatial and `temporal`
  * temporal layers); the first layer without a match is named. */
-dt_status dt_attn_plan_check(const dt_attn_plan *p, int layers, int steps, dt_err *err);
-dt_status dt_attn_plan_check_video(const dt_attn_plan *p, int layers, int temporal, int steps, dt_err *err);
+dt_status dt_attn_plan_check(const dt_attn_plan *p, int layers, int temporal, int steps, dt_err *err);
 
 /* Whether a layer's residual / output must still be held after `step` under the plan. */
 int dt_attn_plan_residual_live(const dt_attn_plan *p, int layer, int step);
@@ -140,7 +140,7 @@ int dt_fastattn_has_output(const dt_fastattn *fa, int layer);
  * Per step t > 0 and layer l = 0..L−1, candidates AST → WA-RS+ASC → WA-RS → ASC are tried in
  * order (ASC ones only with CFG; none whose cache is missing); the first whose loss against
  * this step's all-full output is below δ·(l+1)/L is kept, else "full". Trials are frozen
- * partial forwards (pixart_set_resume): they start at block l (or l−1, replaying its decided
+ * partial forwards (dt_denoiser_set_resume): they start at block l (or l−1, replaying its decided
  * self-attention output) from the saved residual stream, so a trial costs about (L−l+1)/L of
  * a forward and a step about L forwards' worth instead of 4·L. The real forward then follows
  * the compressed trajectory. Over several prompts a (layer, step) only ever
@@ -154,17 +154,15 @@ typedef struct {
                        * plan bit for bit, and the decided step the last accepted trial (else counted) */
 } dt_fa_calib_opts;
 typedef struct dt_fa_calib dt_fa_calib;
-struct pixart_model;
 /* plan: all-"full" of the model's layers and the run's steps, filled in place. */
 dt_status dt_fa_calib_create(dt_attn_plan *plan, int cfg, const dt_fa_calib_opts *o, dt_fa_calib **out, dt_err *err);
 void dt_fa_calib_free(dt_fa_calib *c);
 /* dt_gen_request.step_hook with user = the calibrator; it installs its attention hook on
- * the model (free the pipeline before the calibrator). */
-dt_status dt_fa_calib_step(void *user, int step, struct pixart_model *tr, const void *inputs, void *arena, dt_err *err);
-/* The same as dt_video_request.step_hook (Latte; a video plan of all "full"). Layers are
- * decided in execution order (spatial 0, temporal 0, spatial 1, ...), δ_e = δ·(e+1)/(2L) by
- * that position, and trials start at the block of the layer tried (latte_set_resume). */
-dt_status dt_fa_calib_step_video(void *user, int step, void *tr, const void *inputs, void *arena, dt_err *err);
+ * the model (free the pipeline before the calibrator). A video model's plan has spatial and
+ * temporal rows; its layers are decided in execution order (spatial 0, temporal 0, spatial 1,
+ * ...), δ_e = δ·(e+1)/(2L) by that position, and trials start at the block of the layer tried. */
+dt_status dt_fa_calib_step(void *user, int step, dt_denoiser *tr, const dt_denoiser_inputs *inputs, dt_arena *arena,
+                           dt_err *err);
 /* Between prompts: drops the caches; later prompts may only make decisions more conservative. */
 void dt_fa_calib_next_prompt(dt_fa_calib *c);
 /* Trial forwards run so far. */

@@ -1,8 +1,7 @@
 /* DiTFastAttn plan calibration: the greedy per-step, per-layer search (see fastattn.h). */
 #include "fastattn.h"
 #include "runtime/core/arena.h"
-#include "runtime/models/pixart.h"
-#include "runtime/models/latte.h"
+#include "runtime/models/denoiser.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,9 +26,8 @@ struct dt_fa_calib {
     float *pend_full, *pend_cand;
     float *x_start, *x_save; /* residual streams entering block `start` / saved by a trial */
     int start;                /* execution position of the first block a trial runs */
-    pixart_resume resume;
-    latte_resume vresume;
-    int video;                /* the model is Latte (plan rows: spatial then temporal) */
+    dt_denoiser_resume resume;
+    dt_denoiser_info info;    /* the model's (plan rows: spatial, then temporal) */
     size_t n;             /* B*N*C of the current shape */
     float *ref, *trial, *last; /* model outputs: all-full, a trial, the last accepted trial */
     float *check;              /* verify: a plain forward of a trial's plan */
@@ -38,44 +36,24 @@ struct dt_fa_calib {
     double blocks;           /* blocks run by trials, in units of whole forwards */
 };
 
-/* ---- the model: PixArt (blocks = rows) or Latte (execution order spatial 0, temporal 0,
- * spatial 1, ...; rows spatial 0..L-1 then temporal 0..L-1) ---- */
+/* ---- the model: blocks in execution order (spatial and temporal blocks alternate in a video
+ * model), plan rows spatial 0..L-1 then temporal 0..L-1 (dt_denoiser_row_at) ---- */
 
-static int exec_pos(const dt_fa_calib *c, int row)
-{
-    int L = c->plan->layers - c->plan->temporal;
-    if (!c->video) return row;
-    return row < L ? 2 * row : 2 * (row - L) + 1;
-}
-
-static int row_at(const dt_fa_calib *c, int e)
-{
-    int L = c->plan->layers - c->plan->temporal;
-    return !c->video ? e : e % 2 ? L + e / 2 : e / 2;
-}
-
-static void set_hook(const dt_fa_calib *c, void *m, dit_attn_hook *h)
-{
-    if (c->video) latte_set_attn_hook(m, h);
-    else pixart_set_attn_hook(m, h);
-}
+static int exec_pos(const dt_fa_calib *c, int row) { return dt_denoiser_exec_pos(&c->info, row); }
+static int row_at(const dt_fa_calib *c, int e) { return dt_denoiser_row_at(&c->info, e); }
 
 /* Partial forwards from execution position `from` (loading x_start when from > 0), saving the
  * stream entering `save_at` into save; from < 0: plain forwards. */
-static void set_resume(dt_fa_calib *c, void *m, int from, int save_at, float *save)
+static void set_resume(dt_fa_calib *c, dt_denoiser *m, int from, int save_at, float *save)
 {
-    if (c->video) {
-        c->vresume = (latte_resume){from, c->x_start, save_at, save};
-        latte_set_resume(m, from < 0 ? NULL : &c->vresume);
-    } else {
-        c->resume = (pixart_resume){from, c->x_start, save_at, save};
-        pixart_set_resume(m, from < 0 ? NULL : &c->resume);
-    }
+    c->resume = (dt_denoiser_resume){from, c->x_start, save_at, save};
+    dt_denoiser_set_resume(m, from < 0 ? NULL : &c->resume);
 }
 
-static dt_status model_forward(const dt_fa_calib *c, void *m, const void *in, dt_arena *a, dt_tensor *o, dt_err *err)
+static dt_status model_forward(const dt_fa_calib *c, dt_denoiser *m, const dt_denoiser_inputs *in, dt_arena *a,
+                               dt_tensor *o, dt_err *err)
 {
-    return c->video ? latte_forward(m, in, a, o, err) : pixart_forward(m, in, a, o, err);
+    return dt_denoiser_forward(m, in, a, o, err);
 }
 
 double dt_fa_loss_rel(const float *a, const float *ref, size_t n)
@@ -216,7 +194,7 @@ static double loss(const dt_fa_calib *c, const dt_tensor *o)
     return dt_fa_loss_rel(c->trial, c->ref, c->nout);
 }
 
-static dt_status forward(dt_fa_calib *c, void *m, const void *in, dt_arena *a, float *dst, dt_tensor *o, dt_err *err)
+static dt_status forward(dt_fa_calib *c, dt_denoiser *m, const dt_denoiser_inputs *in, dt_arena *a, float *dst, dt_tensor *o, dt_err *err)
 {
     dt_arena_reset(a);
     o->data = dst;
@@ -225,7 +203,7 @@ static dt_status forward(dt_fa_calib *c, void *m, const void *in, dt_arena *a, f
 
 /* A trial for layer l: blocks from `start` on (the stream entering it is known exactly); the
  * stream entering l is saved on the way, so the next trial starts there. */
-static dt_status trial(dt_fa_calib *c, int l, void *m, const void *in, dt_arena *a, dt_tensor *o, dt_err *err)
+static dt_status trial(dt_fa_calib *c, int l, dt_denoiser *m, const dt_denoiser_inputs *in, dt_arena *a, dt_tensor *o, dt_err *err)
 {
     int e = exec_pos(c, l);
     set_resume(c, m, c->start, e, c->start < e ? c->x_save : NULL);
@@ -252,20 +230,11 @@ static dt_status trial(dt_fa_calib *c, int l, void *m, const void *in, dt_arena 
 }
 
 /* The greedy decisions of one step; the pipeline's own forward follows. */
-static dt_status search_step(dt_fa_calib *c, int t, void *m, const void *in, dt_arena *a, dt_err *err)
+static dt_status search_step(dt_fa_calib *c, int t, dt_denoiser *m, const dt_denoiser_inputs *in, dt_arena *a, dt_err *err)
 {
     dt_attn_plan *p = c->plan;
-    const dt_tensor *hs;
-    int oc, patch, inner, ic;
-    if (c->video) {
-        const latte_config *lc = latte_get_config(m);
-        hs = ((const latte_inputs *)in)->hidden_states;
-        oc = lc->out_channels, patch = lc->patch_size, inner = lc->inner, ic = lc->in_channels;
-    } else {
-        const pixart_config *pc = pixart_get_config(m);
-        hs = ((const pixart_inputs *)in)->hidden_states;
-        oc = pc->out_channels, patch = pc->patch_size, inner = pc->inner, ic = pc->in_channels;
-    }
+    const dt_tensor *hs = in->hidden_states;
+    int oc = c->info.out_channels, patch = c->info.patch_size, inner = c->info.inner, ic = c->info.in_channels;
     int64_t os[5];
     for (int d = 0; d < hs->ndim; d++) os[d] = hs->shape[d];
     os[1] = oc;
@@ -329,12 +298,19 @@ static dt_status search_step(dt_fa_calib *c, int t, void *m, const void *in, dt_
     return s;
 }
 
-static dt_status calib_step(dt_fa_calib *c, int step, void *tr, const void *inputs, void *arena, dt_err *err)
+dt_status dt_fa_calib_step(void *user, int step, dt_denoiser *tr, const dt_denoiser_inputs *inputs, dt_arena *arena,
+                           dt_err *err)
 {
+    dt_fa_calib *c = user;
     const dt_attn_plan *p = c->plan;
+    c->info = *dt_denoiser_get_info(tr);
+    if (!c->info.temporal_layers && p->temporal)
+        return dt_fail(err, DT_EINVAL, "calibrate-attn: a video plan (temporal layers) for an image model");
+    if (c->info.temporal_layers)
+        DT_TRY(dt_attn_plan_check(p, c->info.spatial_layers, c->info.temporal_layers, p->steps, err));
     if (step >= p->steps) return dt_fail(err, DT_EINVAL, "calibrate-attn: step %d beyond the plan's %d steps", step, p->steps);
     if (dt_fastattn_set_step(c->fa, step, err) != DT_OK) return DT_EINVAL;
-    set_hook(c, tr, &c->hook);
+    dt_denoiser_set_attn_hook(tr, &c->hook);
     if (step == 0) { /* always full: it fills the caches */
         dt_fastattn_reset(c->fa);
         c->mode = MODE_REAL;
@@ -353,21 +329,4 @@ static dt_status calib_step(dt_fa_calib *c, int step, void *tr, const void *inpu
                 cnt[DT_FA_FULL], cnt[DT_FA_AST], cnt[DT_FA_WARS_ASC], cnt[DT_FA_WARS], cnt[DT_FA_ASC]);
     }
     return DT_OK;
-}
-
-dt_status dt_fa_calib_step(void *user, int step, struct pixart_model *tr, const void *inputs, void *arena, dt_err *err)
-{
-    dt_fa_calib *c = user;
-    if (c->plan->temporal) return dt_fail(err, DT_EINVAL, "calibrate-attn: a video plan (temporal layers) for an image model");
-    c->video = 0;
-    return calib_step(c, step, tr, inputs, arena, err);
-}
-
-dt_status dt_fa_calib_step_video(void *user, int step, void *tr, const void *inputs, void *arena, dt_err *err)
-{
-    dt_fa_calib *c = user;
-    const latte_config *lc = latte_get_config(tr);
-    DT_TRY(dt_attn_plan_check_video(c->plan, lc->num_layers, lc->num_layers, c->plan->steps, err));
-    c->video = 1;
-    return calib_step(c, step, tr, inputs, arena, err);
 }

@@ -36,7 +36,7 @@ static dt_status run(search_ctx *c, int k, const int *ids, float **image, double
     dt_gen_result res;
     DT_TRY(dt_pipeline_generate(c->s->p, &r, &res, err));
     c->npix = (size_t)3 * res.width * res.height;
-    *image = res.image;
+    *image = res.pixels;
     if (seconds) *seconds = res.seconds_sampling;
     c->generations++;
     return DT_OK;

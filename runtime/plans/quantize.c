@@ -1,7 +1,6 @@
 #include "quantize.h"
 #include "quant_plan.h"
-#include "runtime/models/pixart.h"
-#include "runtime/models/latte.h"
+#include "runtime/models/denoiser.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,34 +209,10 @@ void dt_quantizer_attach(dt_quantizer *q, dt_weight_source *src)
     src->user = q;
 }
 
-dt_status dt_quant_load_pixart(dt_backend *be, const char *dir, dt_quantizer *q, pixart_model **out, dt_err *err)
+dt_status dt_quant_load(dt_backend *be, const char *dir, dt_quantizer *q, dt_denoiser **out, dt_err *err)
 {
-    pixart_config cfg;
-    *out = NULL;
-    DT_TRY(pixart_config_load(dir, &cfg, err));
-    dt_safetensors *st;
-    DT_TRY(dt_st_open_dir(dir, "diffusion_pytorch_model", &st, err));
-    dt_weight_source src = dt_weights_from_file(st);
-    dt_quantizer_attach(q, &src);
-    dt_status s = pixart_create(be, &cfg, &src, out, err);
-    dt_st_close(st);
+    dt_status s = dt_denoiser_load(be, dir, hook, q, out, err);
     if (s == DT_OK && q->mode == DT_QMODE_PLAN) s = dt_qplan_check_used(q->plan, err);
-    if (s != DT_OK && *out) { pixart_free(*out); *out = NULL; }
-    return s;
-}
-
-dt_status dt_quant_load_latte(dt_backend *be, const char *dir, dt_quantizer *q, latte_model **out, dt_err *err)
-{
-    latte_config cfg;
-    *out = NULL;
-    DT_TRY(latte_config_load(dir, &cfg, err));
-    dt_safetensors *st;
-    DT_TRY(dt_st_open_dir(dir, "diffusion_pytorch_model", &st, err));
-    dt_weight_source src = dt_weights_from_file(st);
-    dt_quantizer_attach(q, &src);
-    dt_status s = latte_create(be, &cfg, &src, out, err);
-    dt_st_close(st);
-    if (s == DT_OK && q->mode == DT_QMODE_PLAN) s = dt_qplan_check_used(q->plan, err);
-    if (s != DT_OK && *out) { latte_free(*out); *out = NULL; }
+    if (s != DT_OK && *out) { dt_denoiser_free(*out); *out = NULL; }
     return s;
 }

@@ -77,11 +77,9 @@ void dt_quantizer_free(dt_quantizer *q);
  * right after (dt_quantizer_close_plan frees the plan too). */
 dt_status dt_quantizer_open_plan(const char *dir, dt_quantizer *q, dt_err *err);
 void dt_quantizer_close_plan(dt_quantizer *q);
-/* pixart_load() with the transformer's linears routed through q. */
-struct pixart_model;
-dt_status dt_quant_load_pixart(dt_backend *be, const char *dir, dt_quantizer *q, struct pixart_model **out, dt_err *err);
-/* latte_load() likewise. */
-struct latte_model;
-dt_status dt_quant_load_latte(dt_backend *be, const char *dir, dt_quantizer *q, struct latte_model **out, dt_err *err);
+/* dt_denoiser_load() of the transformer folder dir with its linears routed through q (a
+ * PLAN-mode q must then have used every layer of its plan). */
+struct dt_denoiser;
+dt_status dt_quant_load(dt_backend *be, const char *dir, dt_quantizer *q, struct dt_denoiser **out, dt_err *err);
 
 #endif
