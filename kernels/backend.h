@@ -1,19 +1,34 @@
 /* The compute backend: what model code calls, never touching tensor memory itself.
  *
- * A backend is created once (engine, stream, thread count, GEMM compute dtype) and
- * owns the caches its primitives need. Linear layers are "create once, execute many":
- * weights are converted and reordered to the GEMM library's layout at creation.
- * Every op returns a status; tensors must live on the backend's device.
- * Activations are f32; `compute` (f32 or bf16) is the dtype GEMM inputs are rounded to.
- * CPU is implemented (kernels/cpu); CUDA plugs in as another dt_backend_ops table. */
+ * Contract (who owns what):
+ *  - A backend is created for one device (dt_backend_create dispatches on cfg->device through
+ *    the registry in kernels/backend.c) and owns that device's memory: activation buffers come
+ *    from buffer_alloc (directly or through an arena backed by dt_backend_allocator) and go back
+ *    through buffer_free. Tensors are non-owning views; a tensor an op takes must live on the
+ *    backend's device (t->device == be->cfg.device).
+ *  - Host code never dereferences the data of a device tensor: it writes one with tensor_set,
+ *    reads it with tensor_get and copies between device tensors with copy. (On the CPU backend
+ *    device memory is host memory, so older host-side code still works there; new code must not
+ *    rely on it.) Every op that touches activations runs through this table.
+ *  - Host pointers in the table (weights at *_create, attention biases, rms_norm weights,
+ *    observe's amax) are host memory the backend reads or writes itself.
+ *  - Linear layers are "create once, execute many": weights are converted and reordered to the
+ *    GEMM library's layout at creation. Every op returns a status with a one-line message.
+ *  - Activations are f32; `compute` (f32 or bf16) is the dtype GEMM inputs are rounded to.
+ *    `supports` answers which ops and dtypes the backend runs (bf16 GEMMs only where native).
+ * CPU is implemented (kernels/cpu); CUDA plugs in as another dt_backend_ops table and one more
+ * registry entry. Ops are synchronous as seen by the caller (a GPU backend orders them on one
+ * stream; tensor_get returns once the data is on the host). */
 #ifndef DT_BACKEND_H
 #define DT_BACKEND_H
 #include "runtime/core/tensor.h"
+#include "runtime/core/arena.h"
 
 typedef enum { DT_ACT_NONE = 0, DT_ACT_GELU_TANH, DT_ACT_SILU } dt_act;
 
 typedef struct {
     dt_device device;
+    int device_index; /* which device of that kind (cuda:N); 0 for the CPU */
     dt_dtype compute; /* DT_F32 or DT_BF16 */
     int threads;      /* 0: all cores */
     size_t attn_block_bytes; /* attention score block bound (f32 scores of one GEMM pair); 0: default (48 MB) */
@@ -25,12 +40,60 @@ typedef struct {
     const float *head; /* [H, Nq, Nk]: per head and position, shared by the batch (T5's relative position bias) */
 } dt_attn_bias;
 
+/* Op kinds for the `supports` query. The dtype asked about is, per kind: the GEMM dtype (weights
+ * and GEMM inputs) for LINEAR, ATTENTION, WINDOW_ATTENTION and CONV2D; the int8 code dtype DT_I8
+ * for QLINEAR; the storage dtype for COPY (tensor_set/get/copy), COPY4D, GROUP_NORM's and
+ * UPSAMPLE's outputs; the activation dtype (f32) for the rest. BUFFER (buffer_alloc/free)
+ * ignores the dtype. */
+typedef enum {
+    DT_OP_BUFFER = 0,
+    DT_OP_COPY,
+    DT_OP_LINEAR,
+    DT_OP_QLINEAR,
+    DT_OP_ATTENTION,
+    DT_OP_WINDOW_ATTENTION,
+    DT_OP_LAYERNORM_MODULATE,
+    DT_OP_GATED_ADD,
+    DT_OP_ACTIVATION,
+    DT_OP_PATCHIFY, /* and unpatchify */
+    DT_OP_ADD_ROWS,
+    DT_OP_CONV2D,
+    DT_OP_GROUP_NORM,
+    DT_OP_UPSAMPLE,
+    DT_OP_COPY4D,
+    DT_OP_BLEND_EDGE,
+    DT_OP_RMS_NORM,
+    DT_OP_GATED_ACT,
+    DT_OP_REPEAT_ROWS,
+    DT_OP_SUB,
+    DT_OP_CFG_COMBINE,
+    DT_OP_COUNT
+} dt_op;
+
 typedef struct dt_backend dt_backend;
 typedef struct dt_linear dt_linear;
 typedef struct dt_conv2d dt_conv2d;
 typedef struct dt_qweights dt_qweights; /* kernels/quant.h */
 
 typedef struct {
+    /* ---- Memory (the backend owns it; see the contract above) ---- */
+    /* *ptr = `bytes` of device memory, 64-byte aligned (0 bytes gives a valid 64-byte block);
+     * DT_ENOMEM with a one-line message when the device has no room. */
+    dt_status (*buffer_alloc)(dt_backend *be, size_t bytes, void **ptr, dt_err *err);
+    /* Frees what buffer_alloc returned; NULL is a no-op. */
+    void (*buffer_free)(dt_backend *be, void *ptr);
+    /* Host -> device: dst (contiguous, on the backend's device) = the `bytes` at host;
+     * bytes must equal dt_tensor_nbytes(dst). Any dtype. */
+    dt_status (*tensor_set)(dt_backend *be, dt_tensor *dst, const void *host, size_t bytes, dt_err *err);
+    /* Device -> host: the `bytes` at host = src (contiguous, on the backend's device);
+     * bytes must equal dt_tensor_nbytes(src). Any dtype. */
+    dt_status (*tensor_get)(dt_backend *be, const dt_tensor *src, void *host, size_t bytes, dt_err *err);
+    /* Device -> device: dst = src, both contiguous on the backend's device, same dtype (f32 or
+     * bf16) and numel (shapes may differ); src == dst is a no-op, other overlaps are not allowed. */
+    dt_status (*copy)(dt_backend *be, const dt_tensor *src, dt_tensor *dst, dt_err *err);
+    /* Whether this backend runs `op` with `dtype` (see dt_op for what the dtype means per kind). */
+    int (*supports)(dt_backend *be, dt_op op, dt_dtype dtype);
+
     /* y[M,out] = act(x[M,in] · Wᵀ + b); W is torch layout [out, in] f32, b may be NULL.
      * m_hint: the row count most calls will use (picks the weight layout); dtype: f32 or
      * bf16 weights and GEMM inputs for this layer (usually cfg.compute). */
@@ -55,6 +118,19 @@ typedef struct {
     dt_status (*unpatchify)(dt_backend *be, const dt_tensor *x, int p, int h, int w, dt_tensor *y, dt_err *err);
     /* y = x + r, r repeated over x's leading dims (numel(x) a multiple of numel(r)); in place allowed. */
     dt_status (*add_rows)(dt_backend *be, const dt_tensor *x, const dt_tensor *r, dt_tensor *y, dt_err *err);
+    /* Each row of x written `reps` (>= 1) times in succession: x contiguous f32 viewed as [R, W] with
+     * R = x->shape[0] and W = numel(x)/R (a 2-D [R, W] view; a [B, N, C] tensor repeats each
+     * sample), y contiguous f32 with numel R·reps·W, not overlapping x:
+     * y[(r·reps + k)·W + j] = x[r·W + j]. (x viewed as [1, n] gives y = reps copies of x.) */
+    dt_status (*repeat_rows)(dt_backend *be, const dt_tensor *x, int reps, dt_tensor *y, dt_err *err);
+    /* y[i] = a[i] − b[i]: contiguous f32 of equal numel; y may be a or b (the same buffer). */
+    dt_status (*sub)(dt_backend *be, const dt_tensor *a, const dt_tensor *b, dt_tensor *y, dt_err *err);
+    /* Classifier-free guidance: y[b,i] = u[b,i] + g·(c[b,i] − u[b,i]), computed in f32 in exactly
+     * that order (no fused multiply-add). uncond, cond, y are f32 2-D views [B, n] of one shape
+     * with unit element stride and any row stride strides[0] >= n; y may be uncond or cond (the
+     * same view), no other overlap. */
+    dt_status (*cfg_combine)(dt_backend *be, const dt_tensor *uncond, const dt_tensor *cond, float g, dt_tensor *y,
+                             dt_err *err);
     void (*destroy)(dt_backend *be);
 
     /* ---- VAE decoder (runtime/models/vae.c). Images are NHWC: [B, H, W, C], channels innermost. ---- */
@@ -114,13 +190,29 @@ struct dt_backend {
     dt_backend_config cfg;
 };
 
-/* Fails with a one-line error when cfg->compute is a dtype the device does not run natively. */
+/* ---- The backend registry (kernels/backend.c): one entry per device kind built in ---- */
+/* Creates the backend of cfg->device. Fails with a one-line error when that device is not built
+ * into this ditrt (DT_EUNSUPPORTED, naming the built-in ones), is not usable here, or when
+ * cfg->compute is a dtype the device does not run natively. */
 dt_status dt_backend_create(const dt_backend_config *cfg, dt_backend **out, dt_err *err);
-/* Whether the device runs dtype t natively: f32 always; bf16 on CPUs with AVX512-BF16 or AMX. */
+/* Whether the device runs dtype t natively: f32 always; bf16 on CPUs with AVX512-BF16 or AMX
+ * (oneDNN ISA >= avx512_core_bf16). 0 for a device not built in. */
 int dt_backend_native_dtype(dt_device dev, dt_dtype t);
 /* The float compute dtype used when the user names none: bf16 where native, else f32. */
 dt_dtype dt_backend_default_dtype(dt_device dev);
+/* Whether a backend for dev is built into this ditrt, and whether it is also usable here. */
+int dt_backend_built(dt_device dev);
+int dt_backend_available(dt_device dev);
+/* "cpu", "cuda" ("?" for anything else); known whether or not the device is built in. */
+const char *dt_backend_device_name(dt_device dev);
+/* Parses a device spelling: "cpu", "cuda" (index 0) or "cuda:N" (N a decimal index); anything
+ * else is a one-line DT_EINVAL error. index may be NULL. Says nothing about whether the device is
+ * built in (dt_backend_create does). */
+dt_status dt_backend_parse_device(const char *s, dt_device *dev, int *index, dt_err *err);
 static inline void dt_backend_destroy(dt_backend *be) { if (be) be->ops->destroy(be); }
+/* An arena allocator over be's buffer_alloc/buffer_free, so that `dt_arena_init_with(&a, &alloc)`
+ * puts the arena's memory (and the tensors it hands out) on be's device. be must outlive the arena. */
+dt_allocator dt_backend_allocator(dt_backend *be);
 
 /* Host-side embeddings computed once per shape or step (tiny; shared by every backend). */
 /* diffusers get_timestep_embedding: t[n] -> out[n, dim]; flip puts cos first. */

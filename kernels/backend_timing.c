@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-const char *const dt_op_kind_names[DT_OPK_COUNT] = {"linear", "attention", "norm", "elementwise", "conv"};
+const char *const dt_op_kind_names[DT_OPK_COUNT] = {"linear", "attention", "norm", "elementwise", "conv", "memory"};
 
 typedef struct {
     dt_backend base; /* base.ops points at `ops` below */
@@ -83,6 +83,47 @@ static dt_status t_add_rows(dt_backend *be, const dt_tensor *x, const dt_tensor 
 {
     TIMED(DT_OPK_ELEMENTWISE, add_rows, x, r, y, err);
 }
+static dt_status t_repeat_rows(dt_backend *be, const dt_tensor *x, int reps, dt_tensor *y, dt_err *err)
+{
+    TIMED(DT_OPK_ELEMENTWISE, repeat_rows, x, reps, y, err);
+}
+static dt_status t_sub(dt_backend *be, const dt_tensor *a, const dt_tensor *b, dt_tensor *y, dt_err *err)
+{
+    TIMED(DT_OPK_ELEMENTWISE, sub, a, b, y, err);
+}
+static dt_status t_cfg_combine(dt_backend *be, const dt_tensor *uncond, const dt_tensor *cond, float g, dt_tensor *y,
+                               dt_err *err)
+{
+    TIMED(DT_OPK_ELEMENTWISE, cfg_combine, uncond, cond, g, y, err);
+}
+static dt_status t_buffer_alloc(dt_backend *be, size_t bytes, void **ptr, dt_err *err)
+{
+    TIMED(DT_OPK_MEMORY, buffer_alloc, bytes, ptr, err);
+}
+static void t_buffer_free(dt_backend *be, void *ptr)
+{
+    timed_backend *tb = (timed_backend *)be;
+    double t0 = now();
+    tb->inner->ops->buffer_free(tb->inner, ptr);
+    tb->times.seconds[DT_OPK_MEMORY] += now() - t0;
+    tb->times.calls[DT_OPK_MEMORY]++;
+}
+static dt_status t_tensor_set(dt_backend *be, dt_tensor *dst, const void *host, size_t bytes, dt_err *err)
+{
+    TIMED(DT_OPK_MEMORY, tensor_set, dst, host, bytes, err);
+}
+static dt_status t_tensor_get(dt_backend *be, const dt_tensor *src, void *host, size_t bytes, dt_err *err)
+{
+    TIMED(DT_OPK_MEMORY, tensor_get, src, host, bytes, err);
+}
+static dt_status t_copy(dt_backend *be, const dt_tensor *src, dt_tensor *dst, dt_err *err)
+{
+    TIMED(DT_OPK_MEMORY, copy, src, dst, err);
+}
+static int t_supports(dt_backend *be, dt_op op, dt_dtype dtype)
+{
+    return INNER(be)->ops->supports(INNER(be), op, dtype);
+}
 static dt_status t_upsample(dt_backend *be, const dt_tensor *x, dt_tensor *y, dt_err *err)
 {
     TIMED(DT_OPK_ELEMENTWISE, upsample_nearest2x, x, y, err);
@@ -137,6 +178,15 @@ dt_status dt_backend_timed(dt_backend *inner, dt_backend **out, dt_err *err)
     }
     const dt_backend_ops *in = inner->ops;
     tb->ops = *in; /* destroy-only entries (linear_destroy, conv2d_destroy) take no backend */
+    tb->ops.buffer_alloc = t_buffer_alloc;
+    tb->ops.buffer_free = t_buffer_free;
+    tb->ops.tensor_set = t_tensor_set;
+    tb->ops.tensor_get = t_tensor_get;
+    tb->ops.copy = t_copy;
+    tb->ops.supports = t_supports;
+    tb->ops.repeat_rows = t_repeat_rows;
+    tb->ops.sub = t_sub;
+    tb->ops.cfg_combine = t_cfg_combine;
     tb->ops.linear_create = t_linear_create;
     tb->ops.linear_forward = t_linear_forward;
     tb->ops.attention = t_attention;

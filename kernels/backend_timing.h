@@ -2,7 +2,9 @@
  * ops by kind, so a benchmark can say where a step goes (`ditrt bench transformer
  * --breakdown`). CPU ops are synchronous, so the time around a call is its cost; a GPU
  * backend would need a stream sync in each wrapper before this means anything there.
- * The wrapper owns the inner backend: dt_backend_destroy on it destroys both. */
+ * The wrapper owns the inner backend: dt_backend_destroy on it destroys both. Every entry of
+ * the op table that takes a backend is forwarded with the inner one (a new entry must be added
+ * here too, or the inner backend would receive the wrapper). */
 #ifndef DT_BACKEND_TIMING_H
 #define DT_BACKEND_TIMING_H
 #include "backend.h"
@@ -13,6 +15,7 @@ typedef enum {
     DT_OPK_NORM,        /* layernorm_modulate, group_norm, rms_norm */
     DT_OPK_ELEMENTWISE, /* gated_add, activation, add_rows, gated_act, patchify/unpatchify, copies */
     DT_OPK_CONV,        /* conv2d_forward */
+    DT_OPK_MEMORY,      /* buffer_alloc/free, tensor_set/get, copy (repeat_rows, sub, cfg_combine: elementwise) */
     DT_OPK_COUNT
 } dt_op_kind;
 

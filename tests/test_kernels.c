@@ -242,6 +242,148 @@ static void test_add_rows(void **state)
     free(x); free(p); free(y);
 }
 
+/* repeat_rows against its loop, bit for bit: 2-D and 3-D x, one row (a whole-tensor repeat),
+ * widths around the vector width, outputs poisoned. */
+static void check_repeat_rows(dt_backend *be, int ndim, const int64_t *shape, int reps)
+{
+    dt_tensor tx = dt_tensor_view(NULL, DT_F32, ndim, shape);
+    int64_t n = dt_tensor_numel(&tx), R = shape[0], W = n / R;
+    tu_rng r = {(uint64_t)(n * 31 + reps)};
+    float *x = tu_alloc(n), *y = tu_poisoned(n * reps), *yr = tu_poisoned(n * reps);
+    tu_fill(&r, x, n, 2.0f);
+    tx.data = x;
+    int64_t ys[2] = {R * reps, W};
+    dt_tensor ty = dt_tensor_view(y, DT_F32, 2, ys);
+    dt_err err = {0};
+    assert_int_equal(be->ops->repeat_rows(be, &tx, reps, &ty, &err), DT_OK);
+    ref_repeat_rows(x, R, W, reps, yr);
+    assert_memory_equal(y, yr, (size_t)(n * reps) * sizeof(float));
+    free(x); free(y); free(yr);
+}
+
+static void test_repeat_rows(void **state)
+{
+    (void)state;
+    dt_backend *be = tu_backend(DT_F32);
+    int64_t s1[2] = {1, 1}, s2[2] = {3, 17}, s3[2] = {5, 1031}, s4[3] = {2, 7, 11}, s5[2] = {1, 20011}, s6[2] = {37, 8};
+    check_repeat_rows(be, 2, s1, 1);
+    check_repeat_rows(be, 2, s2, 2);
+    check_repeat_rows(be, 2, s3, 3);
+    check_repeat_rows(be, 3, s4, 2); /* each sample of [B, N, C] */
+    check_repeat_rows(be, 2, s5, 2); /* cat([x, x]) */
+    check_repeat_rows(be, 2, s6, 5);
+    /* refusals: reps < 1, a wrong output size, a non-f32 tensor */
+    float x[6] = {0}, y[12];
+    int64_t xs[2] = {2, 3}, ys[2] = {4, 3}, bad[2] = {3, 3};
+    dt_tensor tx = dt_tensor_view(x, DT_F32, 2, xs), ty = dt_tensor_view(y, DT_F32, 2, ys), tb = dt_tensor_view(y, DT_F32, 2, bad);
+    dt_err err = {0};
+    assert_int_equal(be->ops->repeat_rows(be, &tx, 0, &ty, &err), DT_EINVAL);
+    dt_err_clear(&err);
+    assert_int_equal(be->ops->repeat_rows(be, &tx, 2, &tb, &err), DT_EINVAL);
+    assert_non_null(strstr(err.msg, "repeat_rows"));
+    dt_err_clear(&err);
+    tx.dtype = DT_BF16;
+    assert_int_equal(be->ops->repeat_rows(be, &tx, 2, &ty, &err), DT_EINVAL);
+    dt_backend_destroy(be);
+}
+
+/* sub against its loop, bit for bit, out of place and in place on either operand. */
+static void test_sub(void **state)
+{
+    (void)state;
+    dt_backend *be = tu_backend(DT_F32);
+    const int64_t sizes[] = {1, 7, 17, 1031, 100003};
+    dt_err err = {0};
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        int64_t n = sizes[si];
+        tu_rng r = {(uint64_t)n};
+        float *a = tu_alloc(n), *b = tu_alloc(n), *y = tu_poisoned(n), *yr = tu_poisoned(n), *t = tu_alloc(n);
+        tu_fill(&r, a, n, 3.0f);
+        tu_fill(&r, b, n, 1e-3f);
+        int64_t s1[1] = {n}, s3[3] = {1, 1, n};
+        dt_tensor ta = dt_tensor_view(a, DT_F32, 1, s1), tb = dt_tensor_view(b, DT_F32, 3, s3), ty = dt_tensor_view(y, DT_F32, 1, s1);
+        ref_sub(a, b, n, yr);
+        assert_int_equal(be->ops->sub(be, &ta, &tb, &ty, &err), DT_OK);
+        assert_memory_equal(y, yr, (size_t)n * 4);
+        /* y = a */
+        memcpy(t, a, (size_t)n * 4);
+        dt_tensor tt = dt_tensor_view(t, DT_F32, 1, s1);
+        assert_int_equal(be->ops->sub(be, &tt, &tb, &tt, &err), DT_OK);
+        assert_memory_equal(t, yr, (size_t)n * 4);
+        /* y = b */
+        memcpy(t, b, (size_t)n * 4);
+        assert_int_equal(be->ops->sub(be, &ta, &tt, &tt, &err), DT_OK);
+        assert_memory_equal(t, yr, (size_t)n * 4);
+        free(a); free(b); free(y); free(yr); free(t);
+    }
+    float v[4] = {0}, w[3] = {0};
+    int64_t s4[1] = {4}, s3[1] = {3};
+    dt_tensor t4 = dt_tensor_view(v, DT_F32, 1, s4), t3 = dt_tensor_view(w, DT_F32, 1, s3);
+    assert_int_equal(be->ops->sub(be, &t4, &t3, &t4, &err), DT_EINVAL);
+    assert_non_null(strstr(err.msg, "sub"));
+    dt_backend_destroy(be);
+}
+
+/* cfg_combine against u + g·(c − u) in float, bit for bit, on strided rows (the gaps must stay
+ * poisoned), several guidance scales, rows longer than one parallel block, in place. */
+static void check_cfg_combine(dt_backend *be, int64_t B, int64_t n, float g, int64_t su, int64_t sc, int64_t sy,
+                              int in_place)
+{
+    tu_rng r = {(uint64_t)(B * 7 + n + su)};
+    float *u = tu_poisoned((size_t)(B * su)), *c = tu_poisoned((size_t)(B * sc));
+    float *y = tu_poisoned((size_t)(B * sy)), *yr = tu_poisoned((size_t)(B * sy));
+    for (int64_t b = 0; b < B; b++) {
+        tu_fill(&r, u + b * su, n, 2.0f);
+        tu_fill(&r, c + b * sc, n, 2.0f);
+    }
+    int64_t s2[2] = {B, n};
+    dt_tensor tu = dt_tensor_view(u, DT_F32, 2, s2), tc = dt_tensor_view(c, DT_F32, 2, s2);
+    dt_tensor ty = dt_tensor_view(y, DT_F32, 2, s2), tr = dt_tensor_view(yr, DT_F32, 2, s2);
+    tu.strides[0] = su;
+    tc.strides[0] = sc;
+    ty.strides[0] = tr.strides[0] = sy;
+    ref_cfg_combine(&tu, &tc, g, &tr);
+    dt_err err = {0};
+    if (in_place) { /* y = uncond: the reference result against u's own layout */
+        assert_int_equal(be->ops->cfg_combine(be, &tu, &tc, g, &tu, &err), DT_OK);
+        for (int64_t b = 0; b < B; b++) assert_memory_equal(u + b * su, yr + b * sy, (size_t)n * 4);
+    } else {
+        assert_int_equal(be->ops->cfg_combine(be, &tu, &tc, g, &ty, &err), DT_OK);
+        assert_memory_equal(y, yr, (size_t)(B * sy) * 4); /* the gaps too: still the same NaNs */
+    }
+    free(u); free(c); free(y); free(yr);
+}
+
+static void test_cfg_combine(void **state)
+{
+    (void)state;
+    dt_backend *be = tu_backend(DT_F32);
+    const float gs[] = {0.0f, 1.0f, 4.5f, 7.5f};
+    for (int gi = 0; gi < 4; gi++) {
+        check_cfg_combine(be, 1, 1, gs[gi], 1, 1, 1, 0);
+        check_cfg_combine(be, 2, 13, gs[gi], 2 * 13 + 3, 13, 13 + 5, 0);
+        check_cfg_combine(be, 3, 9001, gs[gi], 2 * 9001, 9001 + 1, 9001, 0); /* three blocks per row */
+        check_cfg_combine(be, 2, 4096, gs[gi], 8192, 4096, 4100, 0);
+        check_cfg_combine(be, 2, 1031, gs[gi], 2062, 1031, 1031, 1);
+    }
+    /* refusals: shape mismatch, non-unit element stride, a row stride shorter than a row */
+    float buf[64] = {0};
+    int64_t s2[2] = {2, 8}, s3[2] = {2, 7};
+    dt_tensor a = dt_tensor_view(buf, DT_F32, 2, s2), b = dt_tensor_view(buf + 16, DT_F32, 2, s3);
+    dt_err err = {0};
+    assert_int_equal(be->ops->cfg_combine(be, &a, &b, 4.5f, &a, &err), DT_EINVAL);
+    assert_non_null(strstr(err.msg, "cfg_combine"));
+    dt_tensor e = a;
+    e.strides[1] = 2;
+    dt_err_clear(&err);
+    assert_int_equal(be->ops->cfg_combine(be, &a, &e, 4.5f, &a, &err), DT_EINVAL);
+    e = a;
+    e.strides[0] = 4;
+    dt_err_clear(&err);
+    assert_int_equal(be->ops->cfg_combine(be, &a, &e, 4.5f, &a, &err), DT_EINVAL);
+    dt_backend_destroy(be);
+}
+
 static void test_timestep_embedding(void **state)
 {
     (void)state;
@@ -366,6 +508,9 @@ int main(void)
         cmocka_unit_test(test_activations),
         cmocka_unit_test(test_patchify_roundtrip),
         cmocka_unit_test(test_add_rows),
+        cmocka_unit_test(test_repeat_rows),
+        cmocka_unit_test(test_sub),
+        cmocka_unit_test(test_cfg_combine),
         cmocka_unit_test(test_timestep_embedding),
         cmocka_unit_test(test_pos_embed),
         cmocka_unit_test(test_softmax_row),

@@ -4,6 +4,7 @@
 #include <dnnl.h>
 #include <string.h>
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_entry.h"
 
 #define CPU_BMM_CACHE 32
 
@@ -91,6 +92,17 @@ dt_status cpu_activation(dt_backend *be, dt_act act, const dt_tensor *x, dt_tens
 dt_status cpu_patchify(dt_backend *be, const dt_tensor *x, int p, dt_tensor *y, dt_err *err);
 dt_status cpu_unpatchify(dt_backend *be, const dt_tensor *x, int p, int h, int w, dt_tensor *y, dt_err *err);
 dt_status cpu_add_rows(dt_backend *be, const dt_tensor *x, const dt_tensor *r, dt_tensor *y, dt_err *err);
+dt_status cpu_repeat_rows(dt_backend *be, const dt_tensor *x, int reps, dt_tensor *y, dt_err *err);
+dt_status cpu_sub(dt_backend *be, const dt_tensor *a, const dt_tensor *b, dt_tensor *y, dt_err *err);
+dt_status cpu_cfg_combine(dt_backend *be, const dt_tensor *uncond, const dt_tensor *cond, float g, dt_tensor *y,
+                          dt_err *err);
+
+/* Memory (memory.c): device memory is host memory on the CPU. */
+dt_status cpu_buffer_alloc(dt_backend *be, size_t bytes, void **ptr, dt_err *err);
+void cpu_buffer_free(dt_backend *be, void *ptr);
+dt_status cpu_tensor_set(dt_backend *be, dt_tensor *dst, const void *host, size_t bytes, dt_err *err);
+dt_status cpu_tensor_get(dt_backend *be, const dt_tensor *src, void *host, size_t bytes, dt_err *err);
+dt_status cpu_copy(dt_backend *be, const dt_tensor *src, dt_tensor *dst, dt_err *err);
 
 /* VAE decoder ops (conv_dnnl.c, image_ops.c) */
 dt_status cpu_conv2d_create(dt_backend *be, const float *w, const float *b, int cin, int cout, int k, int stride,

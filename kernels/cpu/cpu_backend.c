@@ -14,7 +14,43 @@ static void cpu_destroy(dt_backend *be)
     free(cb);
 }
 
+static int cpu_supports(dt_backend *be, dt_op op, dt_dtype t)
+{
+    (void)be;
+    switch (op) {
+    case DT_OP_BUFFER: return 1;
+    case DT_OP_LINEAR:
+    case DT_OP_ATTENTION:
+    case DT_OP_WINDOW_ATTENTION:
+    case DT_OP_CONV2D: return t == DT_F32 || (t == DT_BF16 && cpu_native_bf16());
+    case DT_OP_QLINEAR: return t == DT_I8; /* exact through f32 without VNNI (cpu_exact_int8) */
+    case DT_OP_COPY:
+    case DT_OP_COPY4D:
+    case DT_OP_GROUP_NORM:
+    case DT_OP_UPSAMPLE: return t == DT_F32 || t == DT_BF16; /* storage: plain conversions */
+    case DT_OP_LAYERNORM_MODULATE:
+    case DT_OP_GATED_ADD:
+    case DT_OP_ACTIVATION:
+    case DT_OP_PATCHIFY:
+    case DT_OP_ADD_ROWS:
+    case DT_OP_BLEND_EDGE:
+    case DT_OP_RMS_NORM:
+    case DT_OP_GATED_ACT:
+    case DT_OP_REPEAT_ROWS:
+    case DT_OP_SUB:
+    case DT_OP_CFG_COMBINE: return t == DT_F32;
+    default: return 0;
+    }
+}
+
 static const dt_backend_ops cpu_ops = {
+    /* memory */
+    .buffer_alloc = cpu_buffer_alloc,
+    .buffer_free = cpu_buffer_free,
+    .tensor_set = cpu_tensor_set,
+    .tensor_get = cpu_tensor_get,
+    .copy = cpu_copy,
+    .supports = cpu_supports,
     .linear_create = cpu_linear_create,
     .linear_forward = cpu_linear_forward,
     .linear_destroy = cpu_linear_destroy,
@@ -25,6 +61,9 @@ static const dt_backend_ops cpu_ops = {
     .patchify = cpu_patchify,
     .unpatchify = cpu_unpatchify,
     .add_rows = cpu_add_rows,
+    .repeat_rows = cpu_repeat_rows,
+    .sub = cpu_sub,
+    .cfg_combine = cpu_cfg_combine,
     .destroy = cpu_destroy,
     /* VAE decoder */
     .conv2d_create = cpu_conv2d_create,
@@ -81,13 +120,9 @@ dt_status cpu_check_dtype(dt_dtype t, const char *what, dt_err *err)
     return DT_OK;
 }
 
-int dt_backend_native_dtype(dt_device dev, dt_dtype t)
-{
-    if (dev != DT_DEV_CPU) return 0;
-    return t == DT_F32 || (t == DT_BF16 && cpu_native_bf16());
-}
-
-dt_dtype dt_backend_default_dtype(dt_device dev) { return dt_backend_native_dtype(dev, DT_BF16) ? DT_BF16 : DT_F32; }
+/* Registry entry points (kernels/backend.c). */
+int cpu_backend_native_dtype(dt_dtype t) { return t == DT_F32 || (t == DT_BF16 && cpu_native_bf16()); }
+int cpu_backend_available(void) { return 1; }
 
 dnnl_status_t cpu_reorder(cpu_backend *cb, const dnnl_memory_desc_t *smd, const void *s,
                           const dnnl_memory_desc_t *dmd, void *d)
@@ -122,10 +157,10 @@ void *cpu_scratch(cpu_backend *cb, size_t bytes)
     return cb->scratch;
 }
 
-dt_status dt_backend_create(const dt_backend_config *cfg, dt_backend **out, dt_err *err)
+dt_status cpu_backend_create(const dt_backend_config *cfg, dt_backend **out, dt_err *err)
 {
-    if (cfg->device != DT_DEV_CPU)
-        return dt_fail(err, DT_EUNSUPPORTED, "device: only the CPU backend is built in this version");
+    if (cfg->device != DT_DEV_CPU || cfg->device_index != 0)
+        return dt_fail(err, DT_EINVAL, "device: the CPU backend has one device, cpu (got index %d)", cfg->device_index);
     if (cfg->compute != DT_F32 && cfg->compute != DT_BF16)
         return dt_fail(err, DT_EINVAL, "dtype: compute dtype must be f32 or bf16, got %s", dt_dtype_name(cfg->compute));
     DT_TRY(cpu_check_dtype(cfg->compute, "dtype", err));

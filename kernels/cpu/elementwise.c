@@ -159,3 +159,67 @@ dt_status cpu_add_rows(dt_backend *be, const dt_tensor *x, const dt_tensor *r, d
         for (int64_t c = 0; c < period; c++) o[i * period + c] = a[i * period + c] + rv[c];
     return DT_OK;
 }
+
+static int f32_on_cpu(const dt_tensor *t) { return t->dtype == DT_F32 && t->device == DT_DEV_CPU; }
+
+dt_status cpu_repeat_rows(dt_backend *be, const dt_tensor *x, int reps, dt_tensor *y, dt_err *err)
+{
+    (void)be;
+    if (!f32_on_cpu(x) || !f32_on_cpu(y) || x->ndim < 1 || reps < 1 || !dt_tensor_is_contiguous(x) ||
+        !dt_tensor_is_contiguous(y))
+        return dt_fail(err, DT_EINVAL, "repeat_rows: expected contiguous f32 cpu tensors and reps >= 1 (got %d)", reps);
+    int64_t R = x->shape[0], n = dt_tensor_numel(x), W = R ? n / R : 0;
+    if (dt_tensor_numel(y) != n * reps)
+        return dt_fail(err, DT_EINVAL, "repeat_rows: output has %lld elements, expected %lld x %d",
+                       (long long)dt_tensor_numel(y), (long long)n, reps);
+    const float *src = x->data;
+    float *dst = y->data;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t r = 0; r < R; r++)
+        for (int k = 0; k < reps; k++) memcpy(dst + (r * reps + k) * W, src + r * W, (size_t)W * sizeof(float));
+    return DT_OK;
+}
+
+dt_status cpu_sub(dt_backend *be, const dt_tensor *a, const dt_tensor *b, dt_tensor *y, dt_err *err)
+{
+    (void)be;
+    int64_t n = dt_tensor_numel(a);
+    if (!f32_on_cpu(a) || !f32_on_cpu(b) || !f32_on_cpu(y) || n != dt_tensor_numel(b) || n != dt_tensor_numel(y) ||
+        !dt_tensor_is_contiguous(a) || !dt_tensor_is_contiguous(b) || !dt_tensor_is_contiguous(y))
+        return dt_fail(err, DT_EINVAL, "sub: expected contiguous f32 cpu tensors of equal size");
+    const float *pa = a->data, *pb = b->data;
+    float *o = y->data;
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) o[i] = pa[i] - pb[i];
+    return DT_OK;
+}
+
+static int row_view(const dt_tensor *t, int64_t B, int64_t n)
+{
+    return f32_on_cpu(t) && t->ndim == 2 && t->shape[0] == B && t->shape[1] == n && (t->strides[1] == 1 || n <= 1) &&
+           (t->strides[0] >= n || B <= 1);
+}
+
+#define CFG_BLOCK 4096 /* elements per task along a row */
+
+dt_status cpu_cfg_combine(dt_backend *be, const dt_tensor *uncond, const dt_tensor *cond, float g, dt_tensor *y,
+                          dt_err *err)
+{
+    (void)be;
+    int64_t B = uncond->ndim == 2 ? uncond->shape[0] : -1, n = uncond->ndim == 2 ? uncond->shape[1] : -1;
+    if (B < 0 || !row_view(uncond, B, n) || !row_view(cond, B, n) || !row_view(y, B, n))
+        return dt_fail(err, DT_EINVAL, "cfg_combine: expected f32 cpu [B, n] views of one shape with unit element stride");
+    int64_t nblk = (n + CFG_BLOCK - 1) / CFG_BLOCK;
+    const float *u0 = uncond->data, *c0 = cond->data;
+    float *y0 = y->data;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t blk = 0; blk < nblk; blk++) {
+            const float *u = u0 + b * uncond->strides[0], *c = c0 + b * cond->strides[0];
+            float *o = y0 + b * y->strides[0];
+            int64_t i0 = blk * CFG_BLOCK, i1 = i0 + CFG_BLOCK < n ? i0 + CFG_BLOCK : n;
+#pragma omp simd
+            for (int64_t i = i0; i < i1; i++) o[i] = u[i] + g * (c[i] - u[i]);
+        }
+    return DT_OK;
+}

@@ -323,3 +323,26 @@ void ref_qlinear(const float *x, int M, const dt_qweights *qw, const float *b, d
     free(t);
     free(q);
 }
+
+void ref_repeat_rows(const float *x, int64_t R, int64_t W, int reps, float *y)
+{
+    for (int64_t r = 0; r < R; r++)
+        for (int k = 0; k < reps; k++)
+            for (int64_t j = 0; j < W; j++) y[(r * reps + k) * W + j] = x[r * W + j];
+}
+
+void ref_sub(const float *a, const float *b, int64_t n, float *y)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = a[i] - b[i];
+}
+
+void ref_cfg_combine(const dt_tensor *uncond, const dt_tensor *cond, float g, dt_tensor *y)
+{
+    int64_t B = uncond->shape[0], n = uncond->shape[1];
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t i = 0; i < n; i++) {
+            float u = ((const float *)uncond->data)[b * uncond->strides[0] + i];
+            float c = ((const float *)cond->data)[b * cond->strides[0] + i];
+            ((float *)y->data)[b * y->strides[0] + i] = u + g * (c - u);
+        }
+}

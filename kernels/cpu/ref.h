@@ -13,6 +13,10 @@ void ref_layernorm_modulate(const dt_tensor *x, const dt_tensor *shift, const dt
 void ref_gated_add(dt_tensor *x, const dt_tensor *y, const dt_tensor *gate);
 void ref_patchify(const dt_tensor *x, int p, dt_tensor *y);
 void ref_unpatchify(const dt_tensor *x, int p, int h, int w, dt_tensor *y);
+/* The straightforward loops the optimized ops must match bit for bit. */
+void ref_repeat_rows(const float *x, int64_t R, int64_t W, int reps, float *y);
+void ref_sub(const float *a, const float *b, int64_t n, float *y);
+void ref_cfg_combine(const dt_tensor *uncond, const dt_tensor *cond, float g, dt_tensor *y);
 
 /* VAE decoder ops, NHWC; x may be f32 or bf16 where the op allows it. */
 void ref_conv2d(const dt_tensor *x, const float *w, const float *b, int k, int stride, int pad_lo, int pad_hi,

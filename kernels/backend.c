@@ -1,0 +1,111 @@
+/* The backend registry: which device kinds this ditrt is built with, and the dispatch of
+ * dt_backend_create / dt_backend_native_dtype through it. A CUDA build adds one entry. */
+#include "backend.h"
+#include "kernels/cpu/cpu_entry.h"
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    dt_device device;
+    const char *name;
+    dt_status (*create)(const dt_backend_config *cfg, dt_backend **out, dt_err *err);
+    int (*available)(void);           /* built in and usable on this machine */
+    int (*native_dtype)(dt_dtype t);  /* runs t natively (GEMM inputs) */
+} dt_backend_entry;
+
+static const dt_backend_entry registry[] = {
+    {DT_DEV_CPU, "cpu", cpu_backend_create, cpu_backend_available, cpu_backend_native_dtype},
+};
+#define N_ENTRIES (sizeof registry / sizeof *registry)
+
+/* Every device kind's name, built in or not (for messages and parsing). */
+static const char *const device_names[] = {[DT_DEV_CPU] = "cpu", [DT_DEV_CUDA] = "cuda"};
+#define N_DEVICES (sizeof device_names / sizeof *device_names)
+
+static const dt_backend_entry *find(dt_device dev)
+{
+    for (size_t i = 0; i < N_ENTRIES; i++)
+        if (registry[i].device == dev) return &registry[i];
+    return NULL;
+}
+
+const char *dt_backend_device_name(dt_device dev)
+{
+    return (unsigned)dev < N_DEVICES && device_names[dev] ? device_names[dev] : "?";
+}
+
+int dt_backend_built(dt_device dev) { return find(dev) != NULL; }
+
+int dt_backend_available(dt_device dev)
+{
+    const dt_backend_entry *e = find(dev);
+    return e && e->available();
+}
+
+dt_status dt_backend_create(const dt_backend_config *cfg, dt_backend **out, dt_err *err)
+{
+    const dt_backend_entry *e = find(cfg->device);
+    if (!e) {
+        char names[128] = "";
+        size_t o = 0;
+        for (size_t i = 0; i < N_ENTRIES && o < sizeof names; i++)
+            o += (size_t)snprintf(names + o, sizeof names - o, i ? ", %s" : "%s", registry[i].name);
+        return dt_fail(err, DT_EUNSUPPORTED, "device %s: not built into this ditrt (built-in backends: %s)",
+                       dt_backend_device_name(cfg->device), names);
+    }
+    if (!e->available())
+        return dt_fail(err, DT_EUNSUPPORTED, "device %s: built in, but no usable %s device here", e->name, e->name);
+    return e->create(cfg, out, err);
+}
+
+int dt_backend_native_dtype(dt_device dev, dt_dtype t)
+{
+    const dt_backend_entry *e = find(dev);
+    return e && e->native_dtype(t);
+}
+
+dt_dtype dt_backend_default_dtype(dt_device dev) { return dt_backend_native_dtype(dev, DT_BF16) ? DT_BF16 : DT_F32; }
+
+dt_status dt_backend_parse_device(const char *s, dt_device *dev, int *index, dt_err *err)
+{
+    int idx = 0;
+    dt_device d;
+    if (s && !strcmp(s, "cpu")) d = DT_DEV_CPU;
+    else if (s && !strcmp(s, "cuda")) d = DT_DEV_CUDA;
+    else if (s && !strncmp(s, "cuda:", 5) && s[5]) {
+        long v = 0;
+        for (const char *p = s + 5; *p; p++) {
+            if (*p < '0' || *p > '9' || v > (INT_MAX - 9) / 10) goto bad;
+            v = v * 10 + (*p - '0');
+        }
+        d = DT_DEV_CUDA;
+        idx = (int)v;
+    } else
+        goto bad;
+    *dev = d;
+    if (index) *index = idx;
+    return DT_OK;
+bad:
+    return dt_fail(err, DT_EINVAL, "device \"%s\": expected cpu, cuda or cuda:N", s ? s : "");
+}
+
+/* ---- arena allocator over a backend's buffers ---- */
+static void *be_alloc(void *user, size_t bytes)
+{
+    dt_backend *be = user;
+    dt_err err = {0};
+    void *p = NULL;
+    return be->ops->buffer_alloc(be, bytes, &p, &err) == DT_OK ? p : NULL;
+}
+
+static void be_free(void *user, void *ptr)
+{
+    dt_backend *be = user;
+    be->ops->buffer_free(be, ptr);
+}
+
+dt_allocator dt_backend_allocator(dt_backend *be)
+{
+    return (dt_allocator){.alloc = be_alloc, .free = be_free, .user = be, .device = be->cfg.device};
+}
