@@ -196,6 +196,29 @@ DITRT_API void ditrt_videos_free(ditrt_video *videos, int n);
  * before a generation starts) is lost: it does not cancel the next generation. */
 DITRT_API void ditrt_cancel(ditrt_ctx *ctx);
 
+/* ---- solvers ----------------------------------------------------------------------
+ * The solvers `solver` takes (ditrt_ctx_params): i in [0, ditrt_solver_count()). Names are
+ * static strings. */
+DITRT_API int ditrt_solver_count(void);
+DITRT_API const char *ditrt_solver_name(int i);  /* diffusers class, e.g. "DPMSolverMultistepScheduler" */
+DITRT_API const char *ditrt_solver_alias(int i); /* short name, e.g. "dpm++2m" */
+
+/* A key/value text pair: output metadata (PNG tEXt, MP4 tags, ...). Strings are borrowed. */
+typedef struct {
+    const char *key, *value;
+} ditrt_meta;
+
+/* One line of progress text from long-running library work (no newline), or NULL. */
+typedef void (*ditrt_log_fn)(const char *line, void *user);
+
+/* ---- section: outputs and comparisons (files) ---- */
+
+/* ---- section: quantization (ViDiT-Q / MixDQ) ---- */
+
+/* ---- section: attention plans (DiTFastAttn calibration) ---- */
+
+/* ---- section: solver and model schedule search (USF, OMS-DPM) ---- */
+
 #ifdef __cplusplus
 }
 #endif

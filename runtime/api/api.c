@@ -1,6 +1,7 @@
 /* The public C API (include/ditrt.h) over the pipeline: opaque contexts, defaults by init
  * functions, a status and a per-context message for every failure. */
 #include "ditrt.h"
+#include "api_internal.h"
 #include "runtime/core/error.h"
 #include "runtime/io/image.h"
 #include "runtime/pipeline/pipeline.h"
@@ -31,16 +32,8 @@ void ditrt_ctx_params_init(ditrt_ctx_params *p)
     *p = (ditrt_ctx_params){.struct_size = sizeof *p}; /* dtype, text_dtype NULL: the device's default */
 }
 
-/* ---- growable parameter structs ----
- * A caller passes struct_size = sizeof the struct in the header it was built against. The
- * smallest accepted is the first published layout (0.1.0), up to the end of its last field;
- * these minimums never change. Fields are only appended, and an appended field must grow
- * sizeof (put explicit padding before it if it would fit in the old layout's tail padding),
- * so that an older caller's struct_size never covers a field it does not know. The library
- * copies the caller's prefix over its own defaults and reads only the copy. */
-#define END_OF(type, field) (offsetof(type, field) + sizeof(((type *)0)->field))
-#define CTX_PARAMS_MIN_SIZE END_OF(ditrt_ctx_params, attn_plan)
-#define GEN_PARAMS_MIN_SIZE END_OF(ditrt_gen_params, eta)
+#define CTX_PARAMS_MIN_SIZE DT_END_OF(ditrt_ctx_params, attn_plan)
+#define GEN_PARAMS_MIN_SIZE DT_END_OF(ditrt_gen_params, eta)
 
 static dt_status check_struct_size(const char *type, size_t got, size_t min, size_t known, const char *init, dt_err *err)
 {
@@ -53,6 +46,17 @@ static dt_status check_struct_size(const char *type, size_t got, size_t min, siz
     if (got < min)
         return dt_fail(err, DT_EINVAL, "%s: struct_size %zu is smaller than any published layout (%zu); call %s on it",
                        type, got, min, init);
+    return DT_OK;
+}
+
+dt_status dt_api_read_params(const void *in, size_t min, size_t known, const char *type, const char *init, void *out,
+                             dt_err *err)
+{
+    if (!in) return dt_fail(err, DT_EINVAL, "%s: NULL", type);
+    size_t got = *(const size_t *)in; /* every parameter struct starts with struct_size */
+    DT_TRY(check_struct_size(type, got, min, known, init, err));
+    memcpy(out, in, got);
+    *(size_t *)out = known;
     return DT_OK;
 }
 
@@ -81,7 +85,7 @@ static dt_status read_gen_params(const ditrt_gen_params *in, int video, ditrt_ge
     return DT_OK;
 }
 
-static int parse_dtype(const char *s, dt_dtype *out)
+int dt_api_parse_dtype(const char *s, dt_dtype *out)
 {
     if (!s) *out = dt_backend_default_dtype(DT_DEV_CPU);
     else if (!strcmp(s, "bf16")) *out = DT_BF16;
@@ -108,8 +112,8 @@ static void create(ditrt_ctx *c, const ditrt_ctx_params *p, dt_err *err)
         dt_fail(err, DT_EINVAL, "zoo: %d members given with %s list", p->nzoo, p->zoo ? "a" : "no");
         return;
     }
-    if (!parse_dtype(p->dtype, &cfg.dtype)) dt_fail(err, DT_EINVAL, "dtype: expected f32 or bf16, got \"%s\"", p->dtype);
-    else if (!parse_dtype(p->text_dtype, &cfg.text_dtype)) dt_fail(err, DT_EINVAL, "text_dtype: expected f32 or bf16, got \"%s\"", p->text_dtype);
+    if (!dt_api_parse_dtype(p->dtype, &cfg.dtype)) dt_fail(err, DT_EINVAL, "dtype: expected f32 or bf16, got \"%s\"", p->dtype);
+    else if (!dt_api_parse_dtype(p->text_dtype, &cfg.text_dtype)) dt_fail(err, DT_EINVAL, "text_dtype: expected f32 or bf16, got \"%s\"", p->text_dtype);
     else if (p->attn_plan && dt_attn_plan_load(p->attn_plan, &c->plan, err) == DT_OK) c->has_plan = 1;
     if (err->status != DT_OK) return;
     c->threads = p->threads;
@@ -277,3 +281,7 @@ void ditrt_videos_free(ditrt_video *videos, int n)
     for (int i = 0; videos && i < n; i++) free(videos[i].rgb);
     free(videos);
 }
+
+int ditrt_solver_count(void) { return dt_scheduler_solver_count(); }
+const char *ditrt_solver_name(int i) { return i >= 0 && i < dt_scheduler_solver_count() ? dt_scheduler_solver_name(i) : NULL; }
+const char *ditrt_solver_alias(int i) { return i >= 0 && i < dt_scheduler_solver_count() ? dt_scheduler_solver_alias(i) : NULL; }

@@ -1,6 +1,8 @@
-/* ditrt command line: shared helpers for the subcommands. */
+/* ditrt command line: what the developer tools (eval, bench, info) share; they may use the
+ * library's internal headers. The user commands use client.h only. */
 #ifndef DT_CLI_H
 #define DT_CLI_H
+#include "client.h"
 #include "runtime/core/error.h"
 #include "runtime/io/image.h"
 #include "runtime/core/tensor.h"
@@ -29,10 +31,6 @@ int cli_eval_vae_encoder(int argc, char **argv);
 int cli_eval_noise(int argc, char **argv);
 int cli_info(int argc, char **argv);
 int cli_info_latte(const char *transformer_dir); /* info_latte.c */
-int cli_txt2img(int argc, char **argv);
-int cli_search_models(int argc, char **argv);
-int cli_search_solver(int argc, char **argv);
-int cli_txt2vid(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 /* bench transformer --arch latte-1 (bench_latte.c); cli_gemm_peak is cli_bench.c's GEMM floor probe */
 int cli_bench_latte(const char *dtype, int res, int frames, int threads, int iters, int layers, const char *const *plans,
@@ -40,70 +38,22 @@ int cli_bench_latte(const char *dtype, int res, int frames, int threads, int ite
 dt_status cli_gemm_peak(dt_backend *be, double *gflops, dt_err *err);
 /* The same probe for a float (wbits 0) or quantized (8, 4) linear (cli_bench.c). */
 dt_status cli_linear_peak(dt_backend *be, int wbits, double *gflops, dt_err *err);
-int cli_compare(int argc, char **argv);
 /* compare for videos (cli_compare_video.c): .mp4/.webp, a frame folder or a %d pattern */
 int cli_is_video_path(const char *path);
 int cli_compare_video(const char *a, const char *b, const double *min_psnr, const double *min_ssim, const char *diff);
-
-/* Prints "ditrt: <msg>" and returns the exit code 1. */
-int cli_die(const dt_err *err);
-int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* Flag parsing: returns the value after argv[*i] when argv[*i] == flag, else NULL;
- * a flag with no value is reported through *missing. */
-const char *cli_flag(int argc, char **argv, int *i, const char *flag, int *missing);
-int cli_parse_int(const char *flag, const char *v, int lo, int hi, int *out);
-/* A decimal unsigned 64-bit value (seeds); 0 after a usage error. */
-int cli_parse_u64(const char *flag, const char *v, uint64_t *out);
 
 /* Creates the CPU backend for "f32"/"bf16". */
 dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *err);
 /* The --dtype default: bf16 where the CPU runs it natively, else f32. */
 const char *cli_default_dtype(void);
 
-double cli_now(void);
 /* `bench --breakdown` table: per op kind, mean s/step of ncol runs (t: sums over `rounds`
  * steps; step: each run's mean step time). */
 void cli_print_breakdown(const char *const cols[], const dt_op_times *t, const double *step, int ncol, int rounds);
 
 
-/* The fields every generation summary (`--json`) has; adds them to obj. */
-struct cJSON;
-typedef struct {
-    const char *model, *prompt, *negative_prompt, *solver, *dtype;
-    uint64_t seed;
-    int steps, width, height, prompt_truncated;
-    float cfg;
-    double seconds_text, seconds_sampling, seconds_decode;
-} cli_summary;
-void cli_summary_add(struct cJSON *obj, const cli_summary *s);
-/* The optional settings that change what a run computes (set only when given): recorded in the
- * output's metadata and the --json summary so an image or clip says how it was made. */
-typedef struct {
-    const char *attn_plan, *quant, *solver_schedule, *solver_statistics, *zoo, *model_schedule;
-    double eta;
-    int karras;
-    char eta_text[32]; /* storage for the metadata value */
-} cli_settings;
-/* Appends the set fields of x to text[n..cap) as key/value pairs; returns the new count. */
-int cli_settings_text(cli_settings *x, dt_image_text *text, int n, int cap);
-void cli_settings_json(struct cJSON *obj, const cli_settings *x);
-/* Prints obj (indented) on stdout and frees it. */
-void cli_json_print(struct cJSON *obj);
-/* `--list-solvers`: the short names and diffusers classes --solver takes; returns 0. */
-int cli_list_solvers(void);
-
-/* A comma-separated flag value split into owned strings; empty items are refused. */
-typedef struct {
-    char **items;
-    int n;
-} cli_list;
-int cli_split_list(const char *flag, const char *value, cli_list *out); /* 0, or 2 after a usage error */
-void cli_list_free(cli_list *l);
 /* A malloc'd copy of n floats (NULL for x NULL); sets *fail when out of memory. */
 float *cli_dup_floats(const float *x, size_t n, int *fail);
-/* The non-empty lines of a prompts file (cli_prompts.c); an empty file is an error. */
-dt_status cli_read_prompts(const char *path, cli_list *out, dt_err *err);
 
 /* Text side (eval_text_encoder.c): the pipeline's default max_sequence_length for a model
  * folder (300 for PixArtSigmaPipeline, else 120), and a prompt through caption

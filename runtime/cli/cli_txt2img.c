@@ -130,7 +130,7 @@ static dt_status write_images(const t2i_args *a, const dt_pipeline *p, const dt_
         {"steps", steps}, {"cfg", cfg}, {"solver", dt_pipeline_solver_name(p)}, {"model", a->model},
         {"size", size}, {"dtype", a->dtype}, {"Software", software}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}};
     cli_settings set = settings_of(a);
-    int ntext = cli_settings_text(&set, text, 10, (int)(sizeof text / sizeof *text));
+    int ntext = cli_settings_meta(&set, text, 10, (int)(sizeof text / sizeof *text));
     size_t px = (size_t)res->width * res->height;
     uint8_t *rgb = malloc(px * 3);
     if (!rgb) return dt_fail(err, DT_ENOMEM, "out of memory");
@@ -159,13 +159,6 @@ static void print_json(const t2i_args *a, const dt_pipeline *p, const dt_gen_res
     cli_settings set = settings_of(a);
     cli_settings_json(j, &set);
     cli_json_print(j);
-}
-
-int cli_list_solvers(void)
-{
-    for (int i = 0; i < dt_scheduler_solver_count(); i++)
-        printf("%-12s %s\n", dt_scheduler_solver_alias(i), dt_scheduler_solver_name(i));
-    return 0;
 }
 
 int cli_txt2img(int argc, char **argv)

@@ -134,7 +134,7 @@ static dt_status write_videos(const t2v_args *a, dt_video_kind kind, const dt_pi
         {"steps", steps}, {"cfg", cfg}, {"solver", dt_pipeline_solver_name(p)}, {"model", a->model},
         {"size", size}, {"frames", frames}, {"fps", fps}, {"dtype", a->dtype}, {"Software", software}, {0}, {0}, {0}};
     cli_settings set = settings_of(a);
-    int ntext = cli_settings_text(&set, text, 12, (int)(sizeof text / sizeof *text));
+    int ntext = cli_settings_meta(&set, text, 12, (int)(sizeof text / sizeof *text));
     size_t px = (size_t)res->width * res->height, F = (size_t)res->frames;
     uint8_t *rgb = malloc(F * px * 3);
     if (!rgb) return dt_fail(err, DT_ENOMEM, "out of memory");

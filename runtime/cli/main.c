@@ -42,51 +42,6 @@ static void usage(FILE *f)
             "  version\n");
 }
 
-int cli_die(const dt_err *err)
-{
-    fprintf(stderr, "ditrt: %s\n", err->msg[0] ? err->msg : ditrt_status_name(err->status));
-    return 1;
-}
-
-int cli_usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "ditrt: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    return 2;
-}
-
-const char *cli_flag(int argc, char **argv, int *i, const char *flag, int *missing)
-{
-    if (strcmp(argv[*i], flag)) return NULL;
-    if (*i + 1 >= argc) { *missing = 1; return NULL; }
-    return argv[++*i];
-}
-
-int cli_parse_int(const char *flag, const char *v, int lo, int hi, int *out)
-{
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || x < lo || x > hi) {
-        cli_usage_error("%s: expected an integer in [%d, %d], got \"%s\"", flag, lo, hi, v);
-        return 0;
-    }
-    *out = (int)x;
-    return 1;
-}
-
-int cli_parse_u64(const char *flag, const char *v, uint64_t *out)
-{
-    char *end;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (!*v || *end || *v == '-') return cli_usage_error("%s: expected a non-negative integer, got \"%s\"", flag, v), 0;
-    *out = x;
-    return 1;
-}
-
 const char *cli_default_dtype(void) { return dt_dtype_name(dt_backend_default_dtype(DT_DEV_CPU)); }
 
 dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *err)
@@ -98,91 +53,6 @@ dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *e
     return dt_backend_create(&cfg, be, err);
 }
 
-void cli_summary_add(struct cJSON *j, const cli_summary *s)
-{
-    cJSON_AddStringToObject(j, "model", s->model);
-    cJSON_AddStringToObject(j, "prompt", s->prompt);
-    cJSON_AddStringToObject(j, "negative_prompt", s->negative_prompt ? s->negative_prompt : "");
-    cJSON_AddNumberToObject(j, "seed", (double)s->seed);
-    cJSON_AddNumberToObject(j, "steps", s->steps);
-    cJSON_AddNumberToObject(j, "cfg", s->cfg);
-    cJSON_AddStringToObject(j, "solver", s->solver);
-    cJSON_AddNumberToObject(j, "width", s->width);
-    cJSON_AddNumberToObject(j, "height", s->height);
-    cJSON_AddStringToObject(j, "dtype", s->dtype);
-    cJSON_AddBoolToObject(j, "prompt_truncated", s->prompt_truncated);
-    cJSON *t = cJSON_AddObjectToObject(j, "seconds");
-    cJSON_AddNumberToObject(t, "text", s->seconds_text);
-    cJSON_AddNumberToObject(t, "sampling", s->seconds_sampling);
-    cJSON_AddNumberToObject(t, "decode", s->seconds_decode);
-}
-
-/* One table for both outputs, so the metadata and --json name the same settings. */
-#define SETTINGS(X)                                                                              \
-    X("attn_plan", attn_plan) X("quant", quant) X("solver_schedule", solver_schedule)           \
-    X("solver_statistics", solver_statistics) X("zoo", zoo) X("model_schedule", model_schedule)
-
-int cli_settings_text(cli_settings *x, dt_image_text *t, int n, int cap)
-{
-#define ADD(key, field) if (x->field && n < cap) t[n++] = (dt_image_text){key, x->field};
-    SETTINGS(ADD)
-#undef ADD
-    if (x->eta > 0 && n < cap) {
-        snprintf(x->eta_text, sizeof x->eta_text, "%g", x->eta);
-        t[n++] = (dt_image_text){"eta", x->eta_text};
-    }
-    if (x->karras && n < cap) t[n++] = (dt_image_text){"karras", "1"};
-    return n;
-}
-
-void cli_settings_json(struct cJSON *j, const cli_settings *x)
-{
-#define ADD(key, field) if (x->field) cJSON_AddStringToObject(j, key, x->field);
-    SETTINGS(ADD)
-#undef ADD
-    if (x->eta > 0) cJSON_AddNumberToObject(j, "eta", x->eta);
-    if (x->karras) cJSON_AddBoolToObject(j, "karras", 1);
-}
-
-void cli_json_print(struct cJSON *j)
-{
-    char *txt = cJSON_Print(j);
-    if (txt) printf("%s\n", txt);
-    free(txt);
-    cJSON_Delete(j);
-}
-
-int cli_split_list(const char *flag, const char *value, cli_list *out)
-{
-    *out = (cli_list){0};
-    for (const char *p = value;;) {
-        const char *e = strchr(p, ',');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (!len) {
-            cli_list_free(out);
-            return cli_usage_error("%s: empty item in \"%s\"", flag, value);
-        }
-        char **items = realloc(out->items, (size_t)(out->n + 1) * sizeof *items);
-        char *item = items ? strndup(p, len) : NULL;
-        if (!item) {
-            if (items) out->items = items;
-            cli_list_free(out);
-            return cli_usage_error("%s: out of memory", flag);
-        }
-        out->items = items;
-        out->items[out->n++] = item;
-        if (!e) return 0;
-        p = e + 1;
-    }
-}
-
-void cli_list_free(cli_list *l)
-{
-    for (int i = 0; i < l->n; i++) free(l->items[i]);
-    free(l->items);
-    *l = (cli_list){0};
-}
-
 float *cli_dup_floats(const float *x, size_t n, int *fail)
 {
     if (!x) return NULL;
@@ -190,13 +60,6 @@ float *cli_dup_floats(const float *x, size_t n, int *fail)
     if (d) memcpy(d, x, n * sizeof(float));
     else *fail = 1;
     return d;
-}
-
-double cli_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static int is_help(const char *a) { return !strcmp(a, "-h") || !strcmp(a, "--help"); }

@@ -8,6 +8,7 @@
  * Pixels are row-major [height][width][3], no padding. */
 #ifndef DT_IMAGE_H
 #define DT_IMAGE_H
+#include "ditrt.h"
 #include <stddef.h>
 #include <stdint.h>
 #include "runtime/core/error.h"
@@ -19,9 +20,7 @@ typedef struct {
 
 /* A PNG text chunk (tEXt, or iTXt for a value that is not plain ASCII). Keys are 1..79
  * printable Latin-1 characters (PNG rule); JPEG and BMP outputs carry no text. */
-typedef struct {
-    const char *key, *value;
-} dt_image_text;
+typedef ditrt_meta dt_image_text;
 
 /* Fails (naming the path) unless the extension is .png, .jpg, .jpeg or .bmp (any case) and a
  * file can be created in the target's folder; creates nothing that stays. */

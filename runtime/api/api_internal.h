@@ -1,0 +1,29 @@
+/* What the files of the public API share (runtime/api/): growable parameter structs and dtype
+ * names. Internal to the library. */
+#ifndef DT_API_INTERNAL_H
+#define DT_API_INTERNAL_H
+#include <stddef.h>
+#include "ditrt.h"
+#include "runtime/core/error.h"
+#include "runtime/core/tensor.h"
+
+/* ---- growable parameter structs ----
+ * A caller passes struct_size = sizeof the struct in the header it was built against. The
+ * smallest accepted is the first published layout, up to the end of its last field (these
+ * minimums never change). Fields are only appended, and an appended field must grow sizeof
+ * (put explicit padding before it if it would fit in the old layout's tail padding), so an
+ * older caller's struct_size never covers a field it does not know. The library copies the
+ * caller's prefix over its own defaults (`out`, already initialized) and reads only the copy. */
+#define DT_END_OF(type, field) (offsetof(type, field) + sizeof(((type *)0)->field))
+dt_status dt_api_read_params(const void *in, size_t min, size_t known, const char *type, const char *init, void *out,
+                             dt_err *err);
+/* Usage: ditrt_x_params p; DT_TRY(DT_API_READ(ditrt_x_params, in, &p, last_field_of_first_layout,
+ * ditrt_x_params_init, err)); */
+#define DT_API_READ(type, in, out, first_layout_last_field, init_fn, err)                                   \
+    (init_fn(out), dt_api_read_params((in), DT_END_OF(type, first_layout_last_field), sizeof(type), #type, \
+                                      #init_fn, (out), (err)))
+
+/* "f32" / "bf16"; NULL: the device's default. 0 for anything else. */
+int dt_api_parse_dtype(const char *s, dt_dtype *out);
+
+#endif

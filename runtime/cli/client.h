@@ -1,0 +1,69 @@
+/* What the user commands of the ditrt command line share: flag parsing, messages, prompt
+ * files and the --json summary. Like the commands themselves, it depends on nothing but the
+ * public API (include/ditrt.h), so everything the CLI does an application can do too. */
+#ifndef DT_CLI_CLIENT_H
+#define DT_CLI_CLIENT_H
+#include <stdint.h>
+#include "ditrt.h"
+
+/* The user commands (one file each). */
+int cli_txt2img(int argc, char **argv);
+int cli_txt2vid(int argc, char **argv);
+int cli_compare(int argc, char **argv);
+int cli_quantize(int argc, char **argv);
+int cli_calibrate_attn(int argc, char **argv);
+int cli_search_solver(int argc, char **argv);
+int cli_search_models(int argc, char **argv);
+
+/* Prints "ditrt: <msg>" and returns the exit code 1. */
+int cli_die(const ditrt_error *err);
+/* Prints "ditrt: <formatted>" and returns the exit code 2. */
+int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Fills err (status and one-line message) and returns the status. */
+ditrt_status cli_fail(ditrt_error *err, ditrt_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Flag parsing: returns the value after argv[*i] when argv[*i] == flag, else NULL;
+ * a flag with no value is reported through *missing. */
+const char *cli_flag(int argc, char **argv, int *i, const char *flag, int *missing);
+int cli_parse_int(const char *flag, const char *v, int lo, int hi, int *out);
+/* A decimal unsigned 64-bit value (seeds); 0 after a usage error. */
+int cli_parse_u64(const char *flag, const char *v, uint64_t *out);
+double cli_now(void);
+
+/* A comma-separated flag value split into owned strings; empty items are refused. */
+typedef struct {
+    char **items;
+    int n;
+} cli_list;
+int cli_split_list(const char *flag, const char *value, cli_list *out); /* 0, or 2 after a usage error */
+void cli_list_free(cli_list *l);
+/* The non-empty lines of a prompts file; an empty file is an error. */
+ditrt_status cli_read_prompts(const char *path, cli_list *out, ditrt_error *err);
+/* `--list-solvers`: the short names and diffusers classes --solver takes; returns 0. */
+int cli_list_solvers(void);
+
+/* The fields every generation summary (`--json`) has; adds them to obj. */
+struct cJSON;
+typedef struct {
+    const char *model, *prompt, *negative_prompt, *solver, *dtype;
+    uint64_t seed;
+    int steps, width, height, prompt_truncated;
+    float cfg;
+    double seconds_text, seconds_sampling, seconds_decode;
+} cli_summary;
+void cli_summary_add(struct cJSON *obj, const cli_summary *s);
+/* The optional settings that change what a run computes (set only when given): recorded in the
+ * output's metadata and the --json summary so an image or clip says how it was made. */
+typedef struct {
+    const char *attn_plan, *quant, *solver_schedule, *solver_statistics, *zoo, *model_schedule;
+    double eta;
+    int karras;
+    char eta_text[32]; /* storage for the metadata value */
+} cli_settings;
+/* Appends the set fields of x to meta[n..cap) as key/value pairs; returns the new count. */
+int cli_settings_meta(cli_settings *x, ditrt_meta *meta, int n, int cap);
+void cli_settings_json(struct cJSON *obj, const cli_settings *x);
+/* Prints obj (indented) on stdout and frees it. */
+void cli_json_print(struct cJSON *obj);
+
+#endif
