@@ -109,3 +109,37 @@ dt_allocator dt_backend_allocator(dt_backend *be)
 {
     return (dt_allocator){.alloc = be_alloc, .free = be_free, .user = be, .device = be->cfg.device};
 }
+
+/* ---- host <-> device helpers over the table ---- */
+
+static dt_tensor flat(float *p, size_t n)
+{
+    int64_t s[1] = {(int64_t)n};
+    return dt_tensor_view(p, DT_F32, 1, s);
+}
+
+dt_status dt_backend_write(dt_backend *be, float *dst, const float *host, size_t n, dt_err *err)
+{
+    dt_tensor t = flat(dst, n);
+    t.device = be->cfg.device;
+    return be->ops->tensor_set(be, &t, host, n * sizeof(float), err);
+}
+
+dt_status dt_backend_read(dt_backend *be, const float *src, float *host, size_t n, dt_err *err)
+{
+    dt_tensor t = flat((float *)src, n);
+    t.device = be->cfg.device;
+    return be->ops->tensor_get(be, &t, host, n * sizeof(float), err);
+}
+
+dt_status dt_backend_upload(dt_backend *be, const float *host, size_t n, float **out, dt_err *err)
+{
+    void *p = NULL;
+    *out = NULL;
+    DT_TRY(be->ops->buffer_alloc(be, n * sizeof(float), &p, err));
+    dt_status s = dt_backend_write(be, p, host, n, err);
+    if (s != DT_OK) { be->ops->buffer_free(be, p); return s; }
+    *out = p;
+    return DT_OK;
+}
+

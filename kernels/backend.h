@@ -213,6 +213,12 @@ static inline void dt_backend_destroy(dt_backend *be) { if (be) be->ops->destroy
 /* An arena allocator over be's buffer_alloc/buffer_free, so that `dt_arena_init_with(&a, &alloc)`
  * puts the arena's memory (and the tensors it hands out) on be's device. be must outlive the arena. */
 dt_allocator dt_backend_allocator(dt_backend *be);
+/* Host <-> device for flat f32 buffers: n host floats written into device memory dst; n floats
+ * of device memory src read into host; n host floats uploaded into a new buffer *out (free
+ * with ops->buffer_free). */
+dt_status dt_backend_write(dt_backend *be, float *dst, const float *host, size_t n, dt_err *err);
+dt_status dt_backend_read(dt_backend *be, const float *src, float *host, size_t n, dt_err *err);
+dt_status dt_backend_upload(dt_backend *be, const float *host, size_t n, float **out, dt_err *err);
 
 /* Host-side embeddings computed once per shape or step (tiny; shared by every backend). */
 /* diffusers get_timestep_embedding: t[n] -> out[n, dim]; flip puts cos first. */

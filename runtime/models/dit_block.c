@@ -23,7 +23,7 @@ dt_status dit_block_load(dt_backend *be, dt_weight_source *src, const char *pref
     const char *pp[3] = {p[0], p[1], p[2]};
 #define PFX(k, fmt) snprintf(p[k], sizeof p[k], "%s." fmt, prefix)
     PFX(0, "scale_shift_table");
-    DT_TRY(dt_load_param(src, p[0], 2, (int64_t[]){6, C}, &b->sst, err));
+    DT_TRY(dt_load_param_dev(be, src, p[0], 2, (int64_t[]){6, C}, &b->sst, err));
     PFX(0, "attn1.to_q"); PFX(1, "attn1.to_k"); PFX(2, "attn1.to_v");
     dt_linear_spec qkv = {pp, 3, C, C, 1, DT_ACT_NONE, s->tok_hint, s->dtype};
     DT_TRY(dt_load_linear(be, src, &qkv, &b->qkv, err));
@@ -50,7 +50,7 @@ void dit_block_free(dt_backend *be, dit_block *b)
 {
     void (*del)(dt_linear *) = be->ops->linear_destroy;
     del(b->qkv); del(b->out1); del(b->q2); del(b->kv2); del(b->out2); del(b->fc1); del(b->fc2);
-    free(b->sst);
+    dt_free_param(be, b->sst);
     *b = (dit_block){0};
 }
 
@@ -90,10 +90,11 @@ dt_status dit_self_attention_full(const dit_self_attn_args *a, dt_err *err)
 }
 
 /* mod[b, :] = table + t6[b, :]: the per-sample shift/scale/gate of the six chunks. */
-static void modulation(const float *table, const float *t6, int B, int C, float *mod)
+/* mod[b] = table + t6[b]: the block's shift/scale/gate for each sequence. */
+static dt_status modulation(dt_backend *be, const float *table, const float *t6, int B, int C, float *mod, dt_err *err)
 {
-    for (int b = 0; b < B; b++)
-        for (int k = 0; k < 6 * C; k++) mod[(size_t)b * 6 * C + k] = table[k] + t6[(size_t)b * 6 * C + k];
+    dt_tensor t = t2d((float *)t6, B, 6 * C), tab = t2d((float *)table, 1, 6 * C), m = t2d(mod, B, 6 * C);
+    return be->ops->add_rows(be, &t, &tab, &m, err);
 }
 
 dt_status dit_block_forward(const dit_block *blk, const dit_block_shape *shape, const dit_block_args *a, dt_err *err)
@@ -102,7 +103,7 @@ dt_status dit_block_forward(const dit_block *blk, const dit_block_shape *shape, 
     dit_scratch *s = a->s;
     int C = shape->C, B = a->B, N = a->N, T = a->T;
     float *mod = s->mod;
-    modulation(blk->sst, a->t6, B, C, mod);
+    DT_TRY(modulation(be, blk->sst, a->t6, B, C, mod, err));
     dt_tensor shift_msa = dit_rowvec(mod, B, C, 6 * C), scale_msa = dit_rowvec(mod + C, B, C, 6 * C),
               gate_msa = dit_rowvec(mod + 2 * C, B, C, 6 * C), shift_mlp = dit_rowvec(mod + 3 * C, B, C, 6 * C),
               scale_mlp = dit_rowvec(mod + 4 * C, B, C, 6 * C), gate_mlp = dit_rowvec(mod + 5 * C, B, C, 6 * C);

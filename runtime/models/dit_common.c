@@ -41,14 +41,22 @@ void dit_adaln_free(dt_backend *be, dit_adaln_single *a)
     *a = (dit_adaln_single){0};
 }
 
+dt_status dit_sinusoid(dt_backend *be, const float *t, int n, dt_stage *st, dt_tensor *proj, dt_err *err)
+{
+    float *h = dt_stage_get(st, (size_t)n * DIT_TPROJ_DIM);
+    if (!h) return dt_fail(err, DT_ENOMEM, "out of memory");
+    dt_timestep_embedding(t, n, DIT_TPROJ_DIM, 1, 0.0f, h);
+    return dt_backend_write(be, proj->data, h, (size_t)n * DIT_TPROJ_DIM, err);
+}
+
 dt_status dit_timestep_embed(dt_backend *be, const dit_adaln_single *a, const float *t, int B, int C,
-                             dt_arena *ar, dt_tensor *emb, dt_err *err)
+                             dt_arena *ar, dt_stage *st, dt_tensor *emb, dt_err *err)
 {
     dt_tensor proj, hid;
     DT_TRY(alloc2(ar, &proj, B, DIT_TPROJ_DIM, err));
     DT_TRY(alloc2(ar, &hid, B, C, err));
     DT_TRY(alloc2(ar, emb, B, C, err));
-    dt_timestep_embedding(t, B, DIT_TPROJ_DIM, 1, 0.0f, proj.data);
+    DT_TRY(dit_sinusoid(be, t, B, st, &proj, err));
     LIN(a->t1, &proj, &hid);
     LIN(a->t2, &hid, emb);
     return DT_OK;
@@ -90,26 +98,29 @@ dt_status dit_caption_forward(dt_backend *be, const dit_caption_proj *c, const d
     return DT_OK;
 }
 
-dt_status dit_key_bias(const float *mask, int B, int reps, int T, dt_arena *ar, float **out, dt_err *err)
+dt_status dit_key_bias(dt_backend *be, const float *mask, int B, int reps, int T, dt_arena *ar, dt_stage *st, float **out,
+                       dt_err *err)
 {
     *out = NULL;
     if (!mask) return DT_OK;
-    float *kb = dt_arena_alloc(ar, (size_t)B * reps * T * sizeof(float));
-    if (!kb) return dt_fail(err, DT_ENOMEM, "out of memory");
+    size_t n = (size_t)B * reps * T;
+    float *kb = dt_arena_alloc(ar, n * sizeof(float)), *h = dt_stage_get(st, n);
+    if (!kb || !h) return dt_fail(err, DT_ENOMEM, "out of memory");
     for (int b = 0; b < B; b++)
         for (int r = 0; r < reps; r++)
-            for (int i = 0; i < T; i++) kb[((size_t)b * reps + r) * T + i] = (1.0f - mask[(size_t)b * T + i]) * -10000.0f;
+            for (int i = 0; i < T; i++) h[((size_t)b * reps + r) * T + i] = (1.0f - mask[(size_t)b * T + i]) * -10000.0f;
     *out = kb;
-    return DT_OK;
+    return dt_backend_write(be, kb, h, n, err);
 }
 
 dt_status dit_final_layer(dt_backend *be, const dit_final_args *f, dt_err *err)
 {
     int S = f->S, C = f->C;
-    for (int s = 0; s < S; s++)
-        for (int k = 0; k < 2; k++)
-            for (int j = 0; j < C; j++)
-                f->mod[(size_t)s * 2 * C + k * C + j] = f->table[k * C + j] + f->emb[(size_t)s * C + j];
+    /* mod[s, k·C + j] = emb[s, j] + table[k, j]: each emb row twice, then the table added */
+    dt_tensor emb = t2d((float *)f->emb, S, C), rep = t2d(f->mod, 2 * S, C), mod = t2d(f->mod, S, 2 * C),
+              tab = t2d((float *)f->table, 1, 2 * C);
+    DT_TRY(be->ops->repeat_rows(be, &emb, 2, &rep, err));
+    DT_TRY(be->ops->add_rows(be, &mod, &tab, &mod, err));
     dt_tensor shift = t2d(f->mod, S, C), scl = t2d(f->mod + C, S, C);
     shift.strides[0] = scl.strides[0] = 2 * C;
     dt_tensor x3 = t3d(f->x->data, S, f->N, C), xn3 = t3d(f->xn->data, S, f->N, C);
@@ -117,4 +128,24 @@ dt_status dit_final_layer(dt_backend *be, const dit_final_args *f, dt_err *err)
     dt_tensor xn = t2d(f->xn->data, (int64_t)S * f->N, C);
     LIN(f->proj_out, &xn, f->y);
     return DT_OK;
+}
+
+dt_status dit_pos_embed(dt_backend *be, int C, int h, int w, int base_size, float interpolation_scale, dit_pos_cache *pc,
+                        dt_err *err)
+{
+    if (pc->dev && pc->h == h && pc->w == w) return DT_OK;
+    dit_pos_free(be, pc);
+    float *host = malloc((size_t)h * w * C * sizeof(float));
+    if (!host) return dt_fail(err, DT_ENOMEM, "out of memory");
+    dt_sincos_pos_embed_2d(C, h, w, base_size, interpolation_scale, host);
+    dt_status s = dt_backend_upload(be, host, (size_t)h * w * C, &pc->dev, err);
+    free(host);
+    if (s == DT_OK) pc->h = h, pc->w = w;
+    return s;
+}
+
+void dit_pos_free(dt_backend *be, dit_pos_cache *pc)
+{
+    dt_free_param(be, pc->dev);
+    *pc = (dit_pos_cache){0};
 }

@@ -26,7 +26,10 @@ void dit_adaln_free(dt_backend *be, dit_adaln_single *a);
 /* emb [B, C] (arena) = timestep_embedder(sinusoid(t)), diffusers' "embedded_timestep"
  * before any micro-conditions are added. */
 dt_status dit_timestep_embed(dt_backend *be, const dit_adaln_single *a, const float *t, int B, int C,
-                             dt_arena *ar, dt_tensor *emb, dt_err *err);
+                             dt_arena *ar, dt_stage *st, dt_tensor *emb, dt_err *err);
+/* proj [n, 256] (device) = diffusers' get_timestep_embedding of t[n] (flip_sin_to_cos), computed
+ * on the host in st and written to proj. */
+dt_status dit_sinusoid(dt_backend *be, const float *t, int n, dt_stage *st, dt_tensor *proj, dt_err *err);
 /* t6 [B, 6C] (arena) = linear(SiLU(emb)). */
 dt_status dit_adaln_out(dt_backend *be, const dit_adaln_single *a, const dt_tensor *emb, int C,
                         dt_arena *ar, dt_tensor *t6, dt_err *err);
@@ -39,15 +42,26 @@ void dit_caption_free(dt_backend *be, dit_caption_proj *c);
 dt_status dit_caption_forward(dt_backend *be, const dit_caption_proj *c, const dt_tensor *ehs, int C,
                               dt_arena *ar, dt_tensor *ctx, dt_err *err);
 
+/* diffusers' get_2d_sincos_pos_embed for an h x w patch grid, computed on the host and kept in
+ * backend memory until the grid changes. */
+typedef struct {
+    float *dev; /* [h·w, C] */
+    int h, w;
+} dit_pos_cache;
+dt_status dit_pos_embed(dt_backend *be, int C, int h, int w, int base_size, float interpolation_scale, dit_pos_cache *pc,
+                        dt_err *err);
+void dit_pos_free(dt_backend *be, dit_pos_cache *pc);
+
 /* diffusers' additive caption key mask, (1 - mask) * -10000, [B*reps, T] with each
  * sample's row repeated `reps` times (Latte's frames); NULL mask gives NULL. */
-dt_status dit_key_bias(const float *mask, int B, int reps, int T, dt_arena *ar, float **out, dt_err *err);
+dt_status dit_key_bias(dt_backend *be, const float *mask, int B, int reps, int T, dt_arena *ar, dt_stage *st, float **out,
+                       dt_err *err);
 
 /* Final layer on S sequences of N tokens: LN(x)·(1 + table[1] + emb) + table[0] + emb, then
  * proj_out into y [S*N, p*p*out]. emb [S, C] rows (one per sequence); xn [S*N, C] and
  * mod [S, 2C] are scratch. */
 typedef struct {
-    const float *table;      /* scale_shift_table [2, C] */
+    const float *table;      /* scale_shift_table [2, C] (backend memory) */
     const float *emb;        /* [S, C] */
     int S, N, C;
     float eps;

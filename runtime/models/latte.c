@@ -18,8 +18,9 @@ struct latte_model {
     float *sst_out;            /* [2, C] */
     dit_block *spatial, *temporal;
     dit_block_shape sshape, tshape;
-    float *pos, *tpos;         /* cached 2-D embedding for pos_h x pos_w; temporal [video_length, C] */
-    int pos_h, pos_w;
+    dit_pos_cache pos;         /* 2-D position embedding of the last patch grid (backend memory) */
+    float *tpos;               /* temporal position embedding [video_length, C] (backend memory) */
+    dt_stage stage;            /* host staging for the sinusoids and the key mask */
     dit_attn_hook *hook;       /* self-attention of both kinds of block, or NULL */
     const latte_resume *resume; /* calibration's partial forwards, or NULL */
 };
@@ -168,13 +169,15 @@ static dt_status build(latte_model *m, dt_weight_source *src, dt_err *err)
         snprintf(prefix, sizeof prefix, "temporal_transformer_blocks.%d", i);
         DT_TRY(dit_block_load(be, src, prefix, &m->tshape, &m->temporal[i], err));
     }
-    DT_TRY(dt_load_param(src, "scale_shift_table", 2, (int64_t[]){2, C}, &m->sst_out, err));
+    DT_TRY(dt_load_param_dev(be, src, "scale_shift_table", 2, (int64_t[]){2, C}, &m->sst_out, err));
     DT_TRY(dt_load_linear1(be, src, "proj_out", C, c->patch_size * c->patch_size * c->out_channels, 1,
                            DT_ACT_NONE, tok_hint, cd, &m->proj_out, err));
-    m->tpos = malloc((size_t)F * C * sizeof(float));
-    if (!m->tpos) return dt_fail(err, DT_ENOMEM, "out of memory");
-    sincos_1d_table(C, F, m->tpos);
-    return DT_OK;
+    float *tpos = malloc((size_t)F * C * sizeof(float));
+    if (!tpos) return dt_fail(err, DT_ENOMEM, "out of memory");
+    sincos_1d_table(C, F, tpos);
+    dt_status s = dt_backend_upload(be, tpos, (size_t)F * C, &m->tpos, err);
+    free(tpos);
+    return s;
 }
 
 dt_status latte_create(dt_backend *be, const latte_config *cfg, dt_weight_source *src, latte_model **out, dt_err *err)
@@ -216,9 +219,10 @@ void latte_free(latte_model *m)
     }
     free(m->spatial);
     free(m->temporal);
-    free(m->sst_out);
-    free(m->pos);
-    free(m->tpos);
+    dt_free_param(m->be, m->sst_out);
+    dit_pos_free(m->be, &m->pos);
+    dt_free_param(m->be, m->tpos);
+    dt_stage_free(&m->stage);
     free(m);
 }
 
@@ -243,15 +247,8 @@ static dt_status alloc2(dt_arena *a, dt_tensor *t, int64_t r, int64_t c, dt_err 
 
 static dt_status position_embedding(latte_model *m, int h, int w, dt_err *err)
 {
-    if (m->pos && m->pos_h == h && m->pos_w == w) return DT_OK;
     const latte_config *c = &m->cfg;
-    free(m->pos);
-    m->pos = malloc((size_t)h * w * c->inner * sizeof(float));
-    if (!m->pos) return dt_fail(err, DT_ENOMEM, "out of memory");
-    dt_sincos_pos_embed_2d(c->inner, h, w, c->sample_size / c->patch_size, c->interpolation_scale, m->pos);
-    m->pos_h = h;
-    m->pos_w = w;
-    return DT_OK;
+    return dit_pos_embed(m->be, c->inner, h, w, c->sample_size / c->patch_size, c->interpolation_scale, &m->pos, err);
 }
 
 static dt_status check_inputs(const latte_config *c, const latte_inputs *in, const dt_tensor *out, dt_err *err)
@@ -294,13 +291,13 @@ static dt_status swap_axes(dt_backend *be, const float *x, float *y, int B, int 
     return be->ops->copy4d(be, &src, &dst, err);
 }
 
-/* rows[b·reps + r] = t[b] for a [B, width] table. */
-static float *repeat_rows(dt_arena *a, const float *t, int B, int reps, int width)
+/* *out [B·reps, width] (arena): rows[b·reps + r] = t[b] for a [B, width] table. */
+static dt_status repeat_rows(dt_backend *be, dt_arena *a, const float *t, int B, int reps, int width, float **out, dt_err *err)
 {
-    float *o = dt_arena_alloc(a, (size_t)B * reps * width * sizeof(float));
-    for (int b = 0; o && b < B; b++)
-        for (int r = 0; r < reps; r++) memcpy(o + ((size_t)b * reps + r) * width, t + (size_t)b * width, (size_t)width * sizeof(float));
-    return o;
+    dt_tensor y, x = t2d((float *)t, B, width);
+    DT_TRY(alloc2(a, &y, (int64_t)B * reps, width, err));
+    *out = y.data;
+    return be->ops->repeat_rows(be, &x, reps, &y, err);
 }
 
 typedef struct {
@@ -321,11 +318,11 @@ static dt_status layers(latte_model *m, latte_run *r, dt_arena *a, dt_err *err)
     dt_attn_bias cross_bias = {.key = r->key_bias};
     const latte_resume *rs = m->resume;
     int from = rs ? rs->from : 0;
-    size_t bytes = (size_t)B * F * N * C * sizeof(float);
+    size_t count = (size_t)B * F * N * C;
     for (int e = from; e < 2 * L; e++) {
         int i = e / 2, temporal = e % 2;
         dt_tensor *cur = temporal ? r->xt : r->x;
-        if (rs && e == from && from > 0) memcpy(cur->data, rs->load, bytes);
+        if (rs && e == from && from > 0) DT_TRY(dt_backend_write(be, cur->data, rs->load, count, err));
         else if (temporal) {
             DT_TRY(swap_axes(be, r->x->data, r->xt->data, B, F, N, C, err));
             if (i == 0 && F > 1) {
@@ -333,7 +330,7 @@ static dt_status layers(latte_model *m, latte_run *r, dt_arena *a, dt_err *err)
                 DT_TRY(be->ops->add_rows(be, r->xt, &tp, r->xt, err));
             }
         } else if (e > 0) DT_TRY(swap_axes(be, r->xt->data, r->x->data, B, N, F, C, err));
-        if (rs && rs->save && e == rs->save_at) memcpy(rs->save, cur->data, bytes);
+        if (rs && rs->save && e == rs->save_at) DT_TRY(dt_backend_read(be, cur->data, rs->save, count, err));
         if (temporal) {
             dit_block_args ta = {be, L + i, r->t6t, B * N, F, 0, r->xt, NULL, NULL, r->s, a, m->hook};
             DT_TRY(dit_block_forward(&m->temporal[i], &m->tshape, &ta, err));
@@ -367,26 +364,27 @@ dt_status latte_forward(latte_model *m, const latte_inputs *in, dt_arena *a, dt_
     DT_TRY(be->ops->patchify(be, &fr, p, &patches, err));
     DT_TRY(be->ops->linear_forward(be, m->patch, &patches, &x, err));
     DT_TRY(position_embedding(m, h, w, err));
-    dt_tensor pos = t2d(m->pos, N, C);
+    dt_tensor pos = t2d(m->pos.dev, N, C);
     DT_TRY(be->ops->add_rows(be, &x, &pos, &x, err));
 
     /* timestep conditioning, repeated per frame (spatial) and per patch (temporal) */
     dt_tensor emb, t6, ctx1, ctx;
-    DT_TRY(dit_timestep_embed(be, &m->ada, in->timestep, B, C, a, &emb, err));
+    DT_TRY(dit_timestep_embed(be, &m->ada, in->timestep, B, C, a, &m->stage, &emb, err));
     DT_TRY(dit_adaln_out(be, &m->ada, &emb, C, a, &t6, err));
-    float *t6s = repeat_rows(a, t6.data, B, F, 6 * C), *t6t = repeat_rows(a, t6.data, B, N, 6 * C);
-    float *embs = repeat_rows(a, emb.data, B, F, C);
-    if (!t6s || !t6t || !embs) return dt_fail(err, DT_ENOMEM, "out of memory");
+    float *t6s, *t6t, *embs;
+    DT_TRY(repeat_rows(be, a, t6.data, B, F, 6 * C, &t6s, err));
+    DT_TRY(repeat_rows(be, a, t6.data, B, N, 6 * C, &t6t, err));
+    DT_TRY(repeat_rows(be, a, emb.data, B, F, C, &embs, err));
 
     /* caption: projected once, repeated per frame (diffusers' repeat_interleave) */
     DT_TRY(alloc2(a, &ctx1, (int64_t)B * T, C, err));
     dt_tensor ehs = t2d(in->encoder_hidden_states->data, (int64_t)B * T, c->caption_channels);
     DT_TRY(dit_caption_forward(be, &m->cap, &ehs, C, a, &ctx1, err));
-    float *cr = repeat_rows(a, ctx1.data, B, F, T * C);
-    if (!cr) return dt_fail(err, DT_ENOMEM, "out of memory");
+    float *cr;
+    DT_TRY(repeat_rows(be, a, ctx1.data, B, F, T * C, &cr, err));
     ctx = t2d(cr, (int64_t)S * T, C);
     float *key_bias;
-    DT_TRY(dit_key_bias(in->encoder_attention_mask, B, F, T, a, &key_bias, err));
+    DT_TRY(dit_key_bias(be, in->encoder_attention_mask, B, F, T, a, &m->stage, &key_bias, err));
 
     dit_scratch s;
     DT_TRY(dit_scratch_alloc(a, M, (int64_t)S * T, S > B * N ? S : B * N, C, &s, err));

@@ -40,3 +40,38 @@ dt_status dt_load_param(dt_weight_source *src, const char *name, int ndim, const
     if (!*out) return dt_fail(err, DT_ENOMEM, "out of memory loading %s", name);
     return src->read(src, name, ndim, shape, *out, err);
 }
+
+dt_status dt_load_param_dev(dt_backend *be, dt_weight_source *src, const char *name, int ndim, const int64_t *shape,
+                            float **out, dt_err *err)
+{
+    float *host = NULL;
+    *out = NULL;
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
+    dt_status s = dt_load_param(src, name, ndim, shape, &host, err);
+    if (s == DT_OK) s = dt_backend_upload(be, host, n, out, err);
+    free(host);
+    return s;
+}
+
+void dt_free_param(dt_backend *be, float *p)
+{
+    if (p) be->ops->buffer_free(be, p);
+}
+
+float *dt_stage_get(dt_stage *s, size_t n)
+{
+    if (n > s->n) {
+        float *p = realloc(s->p, n * sizeof(float));
+        if (!p) return NULL;
+        s->p = p;
+        s->n = n;
+    }
+    return s->p;
+}
+
+void dt_stage_free(dt_stage *s)
+{
+    free(s->p);
+    *s = (dt_stage){0};
+}

@@ -23,8 +23,8 @@ struct pixart_model {
     dit_block_shape shape;
     dit_attn_hook *hook;
     const pixart_resume *resume; /* calibration's partial forwards, or NULL */
-    float *pos;     /* cached position embedding for pos_h x pos_w patches */
-    int pos_h, pos_w;
+    dit_pos_cache pos;           /* position embedding of the last patch grid (backend memory) */
+    dt_stage stage;              /* host staging for the sinusoids and the key mask */
 };
 
 /* ---- config ---- */
@@ -129,9 +129,10 @@ static dt_status load_one(pixart_model *m, dt_weight_source *src, const char *na
     return dt_load_linear1(m->be, src, name, in, out, 1, act, m_hint, dt, lin, err);
 }
 
-static dt_status load_table(dt_weight_source *src, const char *name, int rows, int C, float **out, dt_err *err)
+static dt_status load_table(pixart_model *m, dt_weight_source *src, const char *name, int rows, int C, float **out,
+                            dt_err *err)
 {
-    return dt_load_param(src, name, 2, (int64_t[]){rows, C}, out, err);
+    return dt_load_param_dev(m->be, src, name, 2, (int64_t[]){rows, C}, out, err);
 }
 
 static dt_status build(pixart_model *m, dt_weight_source *src, dt_err *err)
@@ -159,7 +160,7 @@ static dt_status build(pixart_model *m, dt_weight_source *src, dt_err *err)
         snprintf(prefix, sizeof prefix, "transformer_blocks.%d", i);
         DT_TRY(dit_block_load(m->be, src, prefix, &m->shape, &m->blocks[i], err));
     }
-    DT_TRY(load_table(src, "scale_shift_table", 2, C, &m->sst_out, err));
+    DT_TRY(load_table(m, src, "scale_shift_table", 2, C, &m->sst_out, err));
     DT_TRY(load_one(m, src, "proj_out", C, c->patch_size * c->patch_size * c->out_channels, DT_ACT_NONE, tok_hint, cd, &m->proj_out, err));
     return DT_OK;
 }
@@ -200,8 +201,9 @@ void pixart_free(pixart_model *m)
     dit_caption_free(m->be, &m->cap);
     for (int i = 0; m->blocks && i < m->cfg.num_layers; i++) dit_block_free(m->be, &m->blocks[i]);
     free(m->blocks);
-    free(m->sst_out);
-    free(m->pos);
+    dt_free_param(m->be, m->sst_out);
+    dit_pos_free(m->be, &m->pos);
+    dt_stage_free(&m->stage);
     free(m);
 }
 
@@ -228,7 +230,7 @@ static dt_status adaln_single(pixart_model *m, const pixart_inputs *in, int B, d
     dt_backend *be = m->be;
     const pixart_config *c = &m->cfg;
     int C = c->inner, S = C / 3;
-    DT_TRY(dit_timestep_embed(be, &m->ada, in->timestep, B, C, a, emb, err));
+    DT_TRY(dit_timestep_embed(be, &m->ada, in->timestep, B, C, a, &m->stage, emb, err));
     if (c->use_additional_conditions) {
         dt_tensor proj, hid;
         DT_TRY(alloc2(a, &proj, 2 * B, TPROJ_DIM, err));
@@ -238,35 +240,31 @@ static dt_status adaln_single(pixart_model *m, const pixart_inputs *in, int B, d
         dt_tensor rp = t2d(proj.data, 2 * B, TPROJ_DIM), rh = t2d(hid.data, 2 * B, S), ro, ah = t2d(hid.data, B, S), ao;
         DT_TRY(alloc2(a, &ro, 2 * B, S, err));
         DT_TRY(alloc2(a, &ao, B, S, err));
-        dt_timestep_embedding(in->resolution, 2 * B, TPROJ_DIM, 1, 0.0f, rp.data);
+        DT_TRY(dit_sinusoid(be, in->resolution, 2 * B, &m->stage, &rp, err));
         LIN(m->res1, &rp, &rh);
         LIN(m->res2, &rh, &ro);
         dt_tensor ap = t2d(proj.data, B, TPROJ_DIM);
-        dt_timestep_embedding(in->aspect_ratio, B, TPROJ_DIM, 1, 0.0f, ap.data);
+        DT_TRY(dit_sinusoid(be, in->aspect_ratio, B, &m->stage, &ap, err));
         LIN(m->ar1, &ap, &ah);
         LIN(m->ar2, &ah, &ao);
-        float *e = emb->data, *r = ro.data, *ar = ao.data;
-        for (int b = 0; b < B; b++)
-            for (int k = 0; k < S; k++) {
-                e[b * C + k] += r[(2 * b) * S + k];
-                e[b * C + S + k] += r[(2 * b + 1) * S + k];
-                e[b * C + 2 * S + k] += ar[b * S + k];
-            }
+        /* emb[b] += cat(res[b] (2S), ar[b] (S)); C = 3S (checked at load) */
+        dt_tensor cat;
+        DT_TRY(alloc2(a, &cat, B, C, err));
+        int64_t rs[4] = {1, 1, B, 2 * S}, as[4] = {1, 1, B, S};
+        dt_tensor rsrc = dt_tensor_view(ro.data, DT_F32, 4, rs), rdst = rsrc, asrc = dt_tensor_view(ao.data, DT_F32, 4, as), adst = asrc;
+        rdst.data = cat.data, rdst.strides[2] = C;
+        adst.data = (float *)cat.data + 2 * S, adst.strides[2] = C;
+        DT_TRY(be->ops->copy4d(be, &rsrc, &rdst, err));
+        DT_TRY(be->ops->copy4d(be, &asrc, &adst, err));
+        DT_TRY(be->ops->add_rows(be, emb, &cat, emb, err));
     }
     return dit_adaln_out(be, &m->ada, emb, C, a, t6, err);
 }
 
 static dt_status position_embedding(pixart_model *m, int h, int w, dt_err *err)
 {
-    if (m->pos && m->pos_h == h && m->pos_w == w) return DT_OK;
     const pixart_config *c = &m->cfg;
-    free(m->pos);
-    m->pos = malloc((size_t)h * w * c->inner * sizeof(float));
-    if (!m->pos) return dt_fail(err, DT_ENOMEM, "out of memory");
-    dt_sincos_pos_embed_2d(c->inner, h, w, c->sample_size / c->patch_size, c->interpolation_scale, m->pos);
-    m->pos_h = h;
-    m->pos_w = w;
-    return DT_OK;
+    return dit_pos_embed(m->be, c->inner, h, w, c->sample_size / c->patch_size, c->interpolation_scale, &m->pos, err);
 }
 
 static dt_status check_inputs(const pixart_config *c, const pixart_inputs *in, const dt_tensor *out, dt_err *err)
@@ -304,7 +302,7 @@ dt_status pixart_forward(pixart_model *m, const pixart_inputs *in, dt_arena *a, 
     DT_TRY(be->ops->patchify(be, in->hidden_states, p, &patches, err));
     LIN(m->patch, &patches, &x);
     DT_TRY(position_embedding(m, h, w, err));
-    dt_tensor pos = t2d(m->pos, N, C);
+    dt_tensor pos = t2d(m->pos.dev, N, C);
     DT_TRY(be->ops->add_rows(be, &x, &pos, &x, err));
 
     dt_tensor t6, emb;
@@ -316,15 +314,15 @@ dt_status pixart_forward(pixart_model *m, const pixart_inputs *in, dt_arena *a, 
     dt_tensor ehs = t2d(in->encoder_hidden_states->data, (int64_t)B * T, c->caption_channels);
     DT_TRY(dit_caption_forward(be, &m->cap, &ehs, C, a, &ctx, err));
     float *key_bias;
-    DT_TRY(dit_key_bias(in->encoder_attention_mask, B, 1, T, a, &key_bias, err));
+    DT_TRY(dit_key_bias(be, in->encoder_attention_mask, B, 1, T, a, &m->stage, &key_bias, err));
 
     dt_attn_bias cross_bias = {.key = key_bias};
     dit_scratch s;
     DT_TRY(dit_scratch_alloc(a, BN, (int64_t)B * T, B, C, &s, err));
     const pixart_resume *rs = m->resume;
-    if (rs && rs->from > 0) memcpy(x.data, rs->load, (size_t)BN * C * sizeof(float));
+    if (rs && rs->from > 0) DT_TRY(dt_backend_write(be, x.data, rs->load, (size_t)BN * C, err));
     for (int i = rs ? rs->from : 0; i < c->num_layers; i++) {
-        if (rs && rs->save && i == rs->save_at) memcpy(rs->save, x.data, (size_t)BN * C * sizeof(float));
+        if (rs && rs->save && i == rs->save_at) DT_TRY(dt_backend_read(be, x.data, rs->save, (size_t)BN * C, err));
         dit_block_args ba = {be, i, t6.data, B, N, T, &x, &ctx, &cross_bias, &s, a, m->hook};
         DT_TRY(dit_block_forward(&m->blocks[i], &m->shape, &ba, err));
     }

@@ -331,32 +331,41 @@ static dt_status encode_text(dt_pipeline *p, const dt_gen_request *r, const plan
 
 /* ---- sampling ---- */
 
+/* The solver steps the latents on the host (they are small); the denoiser's inputs and outputs
+ * live on the backend's device, with explicit transfers each step. */
 typedef struct {
     dt_pipeline *p;
     const dt_gen_request *r;
     const plan *pl;
     const text_out *text;
     int B, rows, C, out_ch, h, w;
-    float *latents, *model_in, *model_out, *guided, *tsteps;
+    float *latents, *model_in, *guided, *tsteps;  /* host */
+    float *d_in, *d_out, *d_guided, *d_text;      /* device: model input, output, guided output, captions */
 } sampler;
 
 /* The latents of one batch item: C·F·h·w floats (F = 1 for an image). */
 static size_t item_size(const sampler *sp) { return (size_t)sp->C * sp->pl->frames * sp->h * sp->w; }
 
-/* u + g (c - u) over the latent channels (a learned-sigma half is dropped). */
-static void guide(const sampler *sp)
+/* guided = u + g (c - u) over the latent channels (a learned-sigma half is dropped), or the
+ * conditional output without CFG; then to the host for the solver. */
+static dt_status guide(const sampler *sp, dt_err *err)
 {
-    size_t vol = (size_t)sp->pl->frames * sp->h * sp->w, chw = (size_t)sp->C * vol, ochw = (size_t)sp->out_ch * vol;
-    float g = sp->r->cfg;
-    for (int b = 0; b < sp->B; b++) {
-        const float *c = sp->model_out + (size_t)(sp->pl->cfg_on ? sp->B + b : b) * ochw;
-        const float *u = sp->model_out + (size_t)b * ochw;
-        float *o = sp->guided + (size_t)b * chw;
-        if (sp->pl->cfg_on)
-            for (size_t i = 0; i < chw; i++) o[i] = u[i] + g * (c[i] - u[i]);
-        else
-            memcpy(o, c, chw * sizeof(float));
+    dt_backend *be = sp->p->parts.be;
+    int64_t vol = (int64_t)sp->pl->frames * sp->h * sp->w, chw = sp->C * vol, ochw = sp->out_ch * vol, B = sp->B;
+    int64_t rs[2] = {B, chw}, s4[4] = {1, 1, B, chw};
+    if (sp->pl->cfg_on) {
+        dt_tensor u = dt_tensor_view(sp->d_out, DT_F32, 2, rs), c = u, y = dt_tensor_view(sp->d_guided, DT_F32, 2, rs);
+        u.strides[0] = c.strides[0] = ochw;
+        c.data = sp->d_out + B * ochw;
+        u.device = c.device = y.device = be->cfg.device;
+        DT_TRY(be->ops->cfg_combine(be, &u, &c, sp->r->cfg, &y, err));
+    } else {
+        dt_tensor c = dt_tensor_view(sp->d_out, DT_F32, 4, s4), y = dt_tensor_view(sp->d_guided, DT_F32, 4, s4);
+        c.strides[2] = ochw;
+        c.device = y.device = be->cfg.device;
+        DT_TRY(be->ops->copy4d(be, &c, &y, err));
     }
+    return dt_backend_read(be, sp->d_guided, sp->guided, (size_t)(B * chw), err);
 }
 
 /* The micro-conditions (PixArt-α at 1024 px): the generated (height, width) and h/w per row,
@@ -395,8 +404,10 @@ static dt_status sample_loop(sampler *sp, dt_err *err)
         out_shape[2] = sp->h, out_shape[3] = sp->w;
     }
     int64_t e_shape[3] = {sp->rows, sp->text->T, sp->text->d};
-    dt_tensor tin = dt_tensor_view(sp->model_in, DT_F32, rank, in_shape), tout = dt_tensor_view(sp->model_out, DT_F32, rank, out_shape);
-    dt_tensor te = dt_tensor_view(sp->text->embeds, DT_F32, 3, e_shape);
+    dt_backend *be = p->parts.be;
+    dt_tensor tin = dt_tensor_view(sp->d_in, DT_F32, rank, in_shape), tout = dt_tensor_view(sp->d_out, DT_F32, rank, out_shape);
+    dt_tensor te = dt_tensor_view(sp->d_text, DT_F32, 3, e_shape);
+    tin.device = tout.device = te.device = be->cfg.device;
     dt_denoiser_inputs in = {.hidden_states = &tin, .encoder_hidden_states = &te, .timestep = sp->tsteps,
                              .encoder_attention_mask = sp->text->masks};
     float *res = NULL, *ar = NULL;
@@ -414,15 +425,16 @@ static dt_status sample_loop(sampler *sp, dt_err *err)
             sp->tsteps[k] = (float)ts[i];
         }
         dt_scheduler_scale_model_input(p->parts.sched, sp->model_in, (size_t)sp->rows * per);
+        s = dt_backend_write(be, sp->d_in, sp->model_in, (size_t)sp->rows * per, err);
         dt_arena_reset(&p->parts.arena);
-        if (fa) s = dt_fastattn_set_step(fa, i, err);
+        if (s == DT_OK && fa) s = dt_fastattn_set_step(fa, i, err);
         if (s == DT_OK && r->step_hook) {
             s = r->step_hook(r->step_hook_user, i, p->tr, &in, &p->parts.arena, err);
             dt_arena_reset(&p->parts.arena);
         }
         if (s == DT_OK) s = dt_denoiser_forward(p->zoo[ids ? ids[i] : 0], &in, &p->parts.arena, &tout, err);
+        if (s == DT_OK) s = guide(sp, err);
         if (s != DT_OK) break;
-        guide(sp);
         s = dt_scheduler_step(p->parts.sched, sp->guided, sp->latents, sp->latents, n, err);
         if (s == DT_OK && ((r->progress && r->progress(i + 1, steps, dt_now() - t0, r->progress_user)) ||
                            (r->cancel && *r->cancel)))
@@ -444,9 +456,12 @@ static dt_status decode(dt_pipeline *p, const plan *pl, const sampler *sp, float
     const dt_gen_request *r = sp->r;
     int C = sp->C, F = pl->frames, total = sp->B * F, chunk = pl->decode_chunk, H = pl->height, W = pl->width;
     size_t plane = (size_t)sp->h * sp->w, out_px = (size_t)3 * pl->out_height * pl->out_width;
-    float *z = malloc((size_t)chunk * C * plane * sizeof(float));
-    float *dec = malloc((size_t)chunk * 3 * H * W * sizeof(float));
+    dt_backend *be = p->parts.be;
+    size_t nz = (size_t)chunk * C * plane, nd = (size_t)chunk * 3 * H * W;
+    float *z = malloc(nz * sizeof(float)), *dec = malloc(nd * sizeof(float)), *d_z = NULL, *d_dec = NULL;
     dt_status s = z && dec ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory for the decoded frames");
+    if (s == DT_OK) s = be->ops->buffer_alloc(be, nz * sizeof(float), (void **)&d_z, err);
+    if (s == DT_OK) s = be->ops->buffer_alloc(be, nd * sizeof(float), (void **)&d_dec, err);
     /* diffusers: latents / scaling_factor (PixArt) or 1 / scaling_factor * latents (Latte: a
      * multiply by the f32-rounded reciprocal) */
     float sf = vae_scaling_factor(p->parts.vae), inv = (float)(1.0 / vae_scaling_factor(p->parts.vae));
@@ -466,10 +481,14 @@ static dt_status decode(dt_pipeline *p, const plan *pl, const sampler *sp, float
             }
         }
         int64_t zs[4] = {k, C, sp->h, sp->w}, ds[4] = {k, 3, H, W};
-        dt_tensor tz = dt_tensor_view(z, DT_F32, 4, zs), td = dt_tensor_view(dec, DT_F32, 4, ds);
+        dt_tensor tz = dt_tensor_view(d_z, DT_F32, 4, zs), td = dt_tensor_view(d_dec, DT_F32, 4, ds);
+        tz.device = td.device = be->cfg.device;
         dt_arena_reset(&p->parts.arena);
-        s = r->vae_tiling ? vae_decode_tiled(p->parts.vae, &tz, &p->parts.arena, &td, err)
-                          : vae_decode(p->parts.vae, &tz, &p->parts.arena, &td, err);
+        s = dt_backend_write(be, d_z, z, (size_t)k * C * plane, err);
+        if (s == DT_OK)
+            s = r->vae_tiling ? vae_decode_tiled(p->parts.vae, &tz, &p->parts.arena, &td, err)
+                              : vae_decode(p->parts.vae, &tz, &p->parts.arena, &td, err);
+        if (s == DT_OK) s = dt_backend_read(be, d_dec, dec, (size_t)k * 3 * H * W, err);
         if (s != DT_OK) break;
         float *dst = pixels + (size_t)f0 * out_px;
         if (pl->out_height != H || pl->out_width != W) dt_resize_and_crop(dec, k, 3, H, W, dst, pl->out_height, pl->out_width);
@@ -480,23 +499,35 @@ static dt_status decode(dt_pipeline *p, const plan *pl, const sampler *sp, float
     }
     free(z);
     free(dec);
+    be->ops->buffer_free(be, d_z);
+    be->ops->buffer_free(be, d_dec);
     return s;
 }
 
 static dt_status alloc_sampler(sampler *sp, dt_err *err)
 {
-    size_t per = item_size(sp), vol = per / sp->C;
+    dt_backend *be = sp->p->parts.be;
+    size_t per = item_size(sp), vol = per / sp->C, text = (size_t)sp->rows * sp->text->T * sp->text->d;
     sp->latents = malloc((size_t)sp->B * per * sizeof(float));
     sp->model_in = malloc((size_t)sp->rows * per * sizeof(float));
-    sp->model_out = malloc((size_t)sp->rows * sp->out_ch * vol * sizeof(float));
     sp->guided = malloc((size_t)sp->B * per * sizeof(float));
     sp->tsteps = malloc((size_t)sp->rows * sizeof(float));
-    return sp->latents && sp->model_in && sp->model_out && sp->guided && sp->tsteps ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
+    if (!sp->latents || !sp->model_in || !sp->guided || !sp->tsteps) return dt_fail(err, DT_ENOMEM, "out of memory");
+    DT_TRY(be->ops->buffer_alloc(be, (size_t)sp->rows * per * sizeof(float), (void **)&sp->d_in, err));
+    DT_TRY(be->ops->buffer_alloc(be, (size_t)sp->rows * sp->out_ch * vol * sizeof(float), (void **)&sp->d_out, err));
+    DT_TRY(be->ops->buffer_alloc(be, (size_t)sp->B * per * sizeof(float), (void **)&sp->d_guided, err));
+    DT_TRY(dt_backend_upload(be, sp->text->embeds, text, &sp->d_text, err));
+    return DT_OK;
 }
 
 static void free_sampler(sampler *sp)
 {
-    free(sp->latents); free(sp->model_in); free(sp->model_out); free(sp->guided); free(sp->tsteps);
+    dt_backend *be = sp->p->parts.be;
+    free(sp->latents); free(sp->model_in); free(sp->guided); free(sp->tsteps);
+    be->ops->buffer_free(be, sp->d_in);
+    be->ops->buffer_free(be, sp->d_out);
+    be->ops->buffer_free(be, sp->d_guided);
+    be->ops->buffer_free(be, sp->d_text);
 }
 
 /* prepare_latents (randn(shape, generator) · init_noise_sigma), then the loop. Stochastic

@@ -48,6 +48,8 @@ dt_status dt_pipeline_parts_load(const dt_parts_config *c, dt_pipeline_parts *p,
     if (!m) return dt_fail(err, DT_EINVAL, "model: no model folder given");
     DT_TRY(read_class(m, p->cls, sizeof p->cls, err));
     DT_TRY(make_backend(c->dtype, c->threads, &p->be, err));
+    dt_allocator alloc = dt_backend_allocator(p->be); /* activations live on the backend's device */
+    dt_arena_init_with(&p->arena, &alloc);
     if (c->text_dtype == c->dtype) p->text_be = p->be;
     else DT_TRY(make_backend(c->text_dtype, c->threads, &p->text_be, err));
     DT_TRY(dt_tokenizer_find(m, dir, sizeof dir, err));
