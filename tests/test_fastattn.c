@@ -407,8 +407,8 @@ static void test_calibration(void **state)
     if (dt_pipeline_generate(pl, &r, &b, &err) != DT_OK) fail_msg("%s", err.msg);
     assert_memory_equal(a.pixels, b.pixels, (size_t)a.batch * 3 * a.width * a.height * sizeof(float));
     free(b.pixels);
+    dt_fa_calib_free(cal); /* its caches are in the pipeline's backend memory */
     dt_pipeline_free(pl);
-    dt_fa_calib_free(cal);
     dt_attn_plan_free(&p);
     free(a.pixels);
 }

@@ -305,8 +305,8 @@ static void test_calibration(void **state)
     assert_memory_equal(a.pixels, b.pixels, (size_t)a.batch * a.frames * 3 * a.width * a.height * sizeof(float));
     free(a.pixels);
     free(b.pixels);
+    dt_fa_calib_free(cal); /* its caches are in the pipeline's backend memory */
     dt_pipeline_free(pl);
-    dt_fa_calib_free(cal);
     dt_attn_plan_free(&p);
 }
 

@@ -440,7 +440,7 @@ static dt_status sample_loop(sampler *sp, dt_err *err)
                            (r->cancel && *r->cancel)))
             s = dt_fail(err, DITRT_ECANCELLED, "cancelled after step %d of %d", i + 1, steps);
     }
-    if (fa) dt_denoiser_set_attn_hook(p->tr, NULL);
+    dt_denoiser_set_attn_hook(p->tr, NULL); /* no hook outlives its generation (a calibrator's neither) */
     dt_fastattn_free(fa);
     free(res);
     free(ar);

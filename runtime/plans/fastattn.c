@@ -333,6 +333,7 @@ typedef struct {
 struct dt_fastattn {
     dit_attn_hook hook; /* first: the hook pointer is the runtime */
     const dt_attn_plan *plan;
+    dt_backend *be;     /* whose memory holds the caches (the model's, set at the first cache) */
     int cfg, step, keep_all, frozen;
     fa_buf *res, *out; /* per layer */
     size_t bytes, peak;
@@ -341,16 +342,18 @@ struct dt_fastattn {
 static void buf_drop(dt_fastattn *fa, fa_buf *b)
 {
     fa->bytes -= b->n * sizeof(float);
-    free(b->data);
+    if (b->data) fa->be->ops->buffer_free(fa->be, b->data);
     *b = (fa_buf){0};
 }
 
-static dt_status buf_ensure(dt_fastattn *fa, fa_buf *b, size_t n, dt_err *err)
+static dt_status buf_ensure(dt_fastattn *fa, dt_backend *be, fa_buf *b, size_t n, dt_err *err)
 {
     if (b->data && b->n == n) return DT_OK;
+    if (fa->be && fa->be != be) return dt_fail(err, DT_EINVAL, "attention plan: one plan runtime used by two models");
+    fa->be = be;
     buf_drop(fa, b);
-    b->data = malloc(n * sizeof(float));
-    if (!b->data) return dt_fail(err, DT_ENOMEM, "attention plan: out of memory for a %zu MB cache", n * 4 >> 20);
+    if (be->ops->buffer_alloc(be, n * sizeof(float), (void **)&b->data, err) != DT_OK)
+        return dt_fail(err, DT_ENOMEM, "attention plan: out of memory for a %zu MB cache", n * 4 >> 20);
     b->n = n;
     fa->bytes += n * sizeof(float);
     if (fa->bytes > fa->peak) fa->peak = fa->bytes;
@@ -359,6 +362,14 @@ static dt_status buf_ensure(dt_fastattn *fa, fa_buf *b, size_t n, dt_err *err)
 
 static dt_tensor t2(float *d, int64_t r, int64_t c) { int64_t s[2] = {r, c}; return dt_tensor_view(d, DT_F32, 2, s); }
 static dt_tensor t3(float *d, int64_t a, int64_t b, int64_t c) { int64_t s[3] = {a, b, c}; return dt_tensor_view(d, DT_F32, 3, s); }
+
+/* dst[0..n) = src[0..n) in the backend's memory. */
+static dt_status copy_n(dt_backend *be, float *dst, const float *src, int64_t n, dt_err *err)
+{
+    dt_tensor s = dt_tensor_view((void *)src, DT_F32, 1, &n), d = dt_tensor_view(dst, DT_F32, 1, &n);
+    s.device = d.device = be->cfg.device;
+    return be->ops->copy(be, &s, &d, err);
+}
 
 /* The computing methods: projections and attention on nb = B or B/2 sequences from h0. */
 static dt_status compute(dt_fastattn *fa, const dit_self_attn_args *a, dt_fa_method m, int want_res, dt_err *err)
@@ -390,23 +401,20 @@ static dt_status compute(dt_fastattn *fa, const dit_self_attn_args *a, dt_fa_met
             dt_tensor aw;
             DT_TRY(dt_arena_tensor(a->arena, &aw, DT_F32, 3, (int64_t[]){nb, N, C}, err));
             DT_TRY(be->ops->window_attention(be, &q, &k, &v, a->heads, a->scale, window, &aw, err));
-            DT_TRY(buf_ensure(fa, res, (size_t)(B * N * C), err));
-            float *r = res->data + h0 * N * C, *w = aw.data;
-            int64_t nn = rows * C;
-#pragma omp parallel for simd schedule(static)
-            for (int64_t i = 0; i < nn; i++) r[i] = aod[i] - w[i];
-            if (asc) memcpy(res->data + (h0 ? 0 : half), r, (size_t)half * sizeof(float));
+            DT_TRY(buf_ensure(fa, be, res, (size_t)(B * N * C), err));
+            /* the residual full - window, kept for the steps that reuse it */
+            dt_tensor r = t3(res->data + h0 * N * C, nb, N, C);
+            DT_TRY(be->ops->sub(be, &ao, &aw, &r, err));
+            if (asc) DT_TRY(copy_n(be, res->data + (h0 ? 0 : half), r.data, half, err));
         }
     } else {
         DT_TRY(be->ops->window_attention(be, &q, &k, &v, a->heads, a->scale, window, &ao, err));
-        const float *r = res->data + (asc && p->asc_residual == DT_FA_RES_SAME ? h0 * N * C : 0);
-        int64_t nn = rows * C;
-#pragma omp parallel for simd schedule(static)
-        for (int64_t i = 0; i < nn; i++) aod[i] += r[i];
+        dt_tensor r = t3(res->data + (asc && p->asc_residual == DT_FA_RES_SAME ? h0 * N * C : 0), nb, N, C);
+        DT_TRY(be->ops->add_rows(be, &ao, &r, &ao, err));
     }
     dt_tensor ao2 = t2(aod, rows, C), o = t2((float *)a->out->data + h0 * N * C, rows, C);
     DT_TRY(be->ops->linear_forward(be, a->blk->out1, &ao2, &o, err));
-    if (asc) memcpy((float *)a->out->data + (h0 ? 0 : half), o.data, (size_t)half * sizeof(float));
+    if (asc) DT_TRY(copy_n(be, (float *)a->out->data + (h0 ? 0 : half), o.data, half, err));
     return DT_OK;
 }
 
@@ -425,7 +433,7 @@ static dt_status fa_self_attn(dit_attn_hook *h, const dit_self_attn_args *a, dt_
     if (m == DT_FA_AST) {
         if (!ob->data || ob->n != n)
             return dt_fail(err, DT_EINVAL, "attention plan: %s step %d: \"ast\" has no cached output of this shape", row, t);
-        memcpy(a->out->data, ob->data, n * sizeof(float));
+        DT_TRY(copy_n(a->be, a->out->data, ob->data, (int64_t)n, err));
         /* the last step that shares it frees it (a plan may end on "ast") */
         if (!fa->frozen && !fa->keep_all && !dt_attn_plan_output_live(p, l, t)) buf_drop(fa, ob);
         return DT_OK;
@@ -439,8 +447,8 @@ static dt_status fa_self_attn(dit_attn_hook *h, const dit_self_attn_args *a, dt_
     /* drop before storing: the peak stays what the plan's accounting says */
     if (!fa->keep_all && fa->res[l].data && !dt_attn_plan_residual_live(p, l, t)) buf_drop(fa, &fa->res[l]);
     if (fa->keep_all || dt_attn_plan_output_live(p, l, t)) {
-        DT_TRY(buf_ensure(fa, ob, n, err));
-        memcpy(ob->data, a->out->data, n * sizeof(float));
+        DT_TRY(buf_ensure(fa, a->be, ob, n, err));
+        DT_TRY(copy_n(a->be, ob->data, a->out->data, (int64_t)n, err));
     } else if (ob->data) buf_drop(fa, ob);
     return DT_OK;
 }

@@ -157,8 +157,9 @@ typedef struct dt_fa_calib dt_fa_calib;
 /* plan: all-"full" of the model's layers and the run's steps, filled in place. */
 dt_status dt_fa_calib_create(dt_attn_plan *plan, int cfg, const dt_fa_calib_opts *o, dt_fa_calib **out, dt_err *err);
 void dt_fa_calib_free(dt_fa_calib *c);
-/* dt_gen_request.step_hook with user = the calibrator; it installs its attention hook on
- * the model (free the pipeline before the calibrator). A video model's plan has spatial and
+/* dt_gen_request.step_hook with user = the calibrator; it installs its attention hook on the
+ * model for that generation (the pipeline removes it at the end). Its caches live in the
+ * model's backend memory: free the calibrator before the pipeline. A video model's plan has spatial and
  * temporal rows; its layers are decided in execution order (spatial 0, temporal 0, spatial 1,
  * ...), δ_e = δ·(e+1)/(2L) by that position, and trials start at the block of the layer tried. */
 dt_status dt_fa_calib_step(void *user, int step, dt_denoiser *tr, const dt_denoiser_inputs *inputs, dt_arena *arena,
