@@ -22,15 +22,12 @@ typedef struct {
     int threads, tiling;
 } cli_eval_args;
 int cli_eval_parse(int argc, char **argv, int allow_tiling, cli_eval_args *a);
-/* eval transformer on a Latte folder (eval_transformer_latte.c) */
-int cli_eval_transformer_latte(const char *dir, const char *in, const char *out, const char *dtype, int threads);
 int cli_eval_text_encoder(int argc, char **argv);
 int cli_eval_tokenizer(int argc, char **argv);
 int cli_eval_vae_decoder(int argc, char **argv);
 int cli_eval_vae_encoder(int argc, char **argv);
 int cli_eval_noise(int argc, char **argv);
 int cli_info(int argc, char **argv);
-int cli_info_latte(const char *transformer_dir); /* info_latte.c */
 int cli_bench(int argc, char **argv);
 /* bench transformer --arch latte-1 (bench_latte.c); cli_gemm_peak is cli_bench.c's GEMM floor probe */
 int cli_bench_latte(const char *dtype, int res, int frames, int threads, int iters, int layers, const char *const *plans,

@@ -67,6 +67,14 @@ const dt_pipeline_class *dt_pipeline_class_find(const char *name, dt_err *err)
     return NULL;
 }
 
+dt_status dt_denoiser_describe(const char *dir, dt_denoiser_info *info, char *head, char *tail, size_t n, dt_err *err)
+{
+    char h[1024], t[512];
+    const dt_denoiser_class *cls = dt_denoiser_class_of_dir(dir, err);
+    if (!cls) return err->status;
+    return n ? cls->describe(dir, info, head, tail, n, err) : cls->describe(dir, info, h, t, sizeof h, err);
+}
+
 static dt_status wrap(const dt_denoiser_class *cls, void *model, dt_denoiser **out, dt_err *err)
 {
     dt_denoiser *d = calloc(1, sizeof *d);

@@ -92,6 +92,9 @@ const dt_pipeline_class *dt_pipeline_class_find(const char *name, dt_err *err);
  * NULL with a one-line error naming the class and the supported ones. */
 const dt_denoiser_class *dt_denoiser_class_of_dir(const char *dir, dt_err *err);
 const dt_denoiser_class *dt_denoiser_class_of_preset(const char *arch, dt_err *err);
+/* The class's describe() of a transformer folder (info from config.json, no weights read);
+ * head/tail may be NULL when n is 0. */
+dt_status dt_denoiser_describe(const char *dir, dt_denoiser_info *info, char *head, char *tail, size_t n, dt_err *err);
 
 /* Loads the transformer folder dir. make_linear/user (NULL: float layers) build each linear
  * layer instead of the backend (a quantizer's hook, runtime/plans/quantize.h). */
