@@ -219,6 +219,106 @@ typedef void (*ditrt_log_fn)(const char *line, void *user);
 
 /* ---- section: solver and model schedule search (USF, OMS-DPM) ---- */
 
+/* USF solver-schedule search (`ditrt search-solver`): an evolutionary search of a per-step
+ * solver schedule at a fixed number of model evaluations (nfe) for one model folder, scored on
+ * the final latents of `samples` seeds per calibration prompt (sample k: prompt k / samples,
+ * seed seed + k) against the folder's own solver at ref_steps steps; the score is the mean
+ * relative L2 over every (prompt, seed), lower is better. Model outputs are cached, so
+ * candidates sharing a prefix of decisions share its evaluations. Writes the best schedule
+ * (JSON, atomically) to out_path, for ditrt_ctx_params.solver_schedule / `txt2img
+ * --solver-schedule` at nfe steps. Deterministic for a seed, dtype and thread count. */
+typedef struct {
+    size_t struct_size;          /* sizeof(ditrt_search_solver_params), set by _init */
+    const char *model_dir;       /* required: a diffusers pipeline folder */
+    const char *dtype;           /* "f32" or "bf16" (transformer, VAE and T5); NULL: the device's default */
+    int threads;                 /* 0: all cores */
+    const char *const *prompts;  /* required: nprompts calibration prompts (>= 1) */
+    int nprompts;
+    const char *negative_prompt; /* default "" */
+    int width, height;           /* pixels; 0: the model's native size (binning as ditrt_generate) */
+    float cfg;                   /* guidance scale, default 4.5 (>= 0) */
+    uint64_t seed;               /* default 0 */
+    int nfe;                     /* model evaluations = steps of the schedule, 2..200, default 8 */
+    int population;              /* 4..10000, default 16 */
+    int generations;             /* 0..100000, default 10 */
+    int max_order;               /* Taylor order of the steps, 1..3, default 3 */
+    int samples;                 /* seeds per prompt, 1..1000, default 2 */
+    int ref_steps;               /* steps of the reference run, 2..1000, default 50 */
+    const char *out_path;        /* required: where the schedule JSON is written */
+    ditrt_log_fn log;            /* progress lines ("reference 1/2 (50 steps)" ...), or NULL */
+    void *log_user;
+} ditrt_search_solver_params;
+
+typedef struct {
+    double score;        /* the schedule written: mean relative L2 against the references */
+    double ddim_score;   /* DDIM on the same timesteps, for comparison */
+    int candidates;      /* schedules scored */
+    int64_t model_calls; /* denoiser evaluations the search made (references not counted) */
+    int64_t cache_hits;  /* evaluations served from the cache */
+    int prompts, samples;
+    double seconds;      /* wall-clock time of the call (model load included) */
+} ditrt_search_solver_result;
+
+DITRT_API void ditrt_search_solver_params_init(ditrt_search_solver_params *p);
+/* Loads model_dir, runs the search and writes out_path. On failure *result is zeroed and err
+ * (may be NULL) holds a one-line message naming the field, folder or file. */
+DITRT_API ditrt_status ditrt_search_solver(const ditrt_search_solver_params *p, ditrt_search_solver_result *result,
+                                           ditrt_error *err);
+
+/* OMS-DPM model-schedule search (`ditrt search-models`): which zoo member runs each model
+ * evaluation of a `steps`-step generation so that it fits a latency budget while staying
+ * closest (mean PSNR over the prompts) to the all-member-0 images. Member 0 is model_dir's
+ * own transformer, members 1..nzoo the `zoo` folders (as ditrt_ctx_params.zoo). Latencies
+ * per evaluation are measured here (one warm-up and one timed generation per member) unless
+ * given; the search is greedy (each round moves the one evaluation to a faster member that
+ * keeps PSNR highest) and stops when the estimate fits. Writes the schedule (JSON, for
+ * ditrt_ctx_params.model_schedule / `txt2img --model-schedule`) to out_path. Generations are
+ * at exactly width x height (no resolution binning). */
+typedef struct {
+    size_t struct_size;          /* sizeof(ditrt_search_models_params), set by _init */
+    const char *model_dir;       /* required: a diffusers pipeline folder (zoo member 0) */
+    const char *const *zoo;      /* required: nzoo (>= 1) more model, transformer or quantization plan folders */
+    int nzoo;
+    const char *dtype;           /* "f32" or "bf16"; NULL: the device's default */
+    int threads;                 /* 0: all cores */
+    const char *const *prompts;  /* required: nprompts calibration prompts (>= 1) */
+    int nprompts;
+    int steps;                   /* default 20 */
+    int width, height;           /* pixels; 0: the model's native size */
+    float cfg;                   /* default 4.5 */
+    uint64_t seed;               /* default 0 */
+    double budget_seconds;       /* sampling seconds per image; <= 0: use budget_ratio */
+    double budget_ratio;         /* in (0, 1]: of the all-member-0 latency */
+    const double *latency;       /* NULL: measured; else nzoo + 1 seconds per evaluation (> 0),
+                                  * model first, to plan with (e.g. another machine's) */
+    int nlatency;
+    const char *out_path;        /* where the schedule JSON is written; NULL: not written */
+    ditrt_log_fn log;            /* progress lines ("zoo member 0: ..." ...), or NULL */
+    void *log_user;
+} ditrt_search_models_params;
+
+typedef struct {
+    int evaluations;     /* model evaluations of one generation */
+    int *models;         /* [evaluations]: the zoo member of each (the schedule written) */
+    int nzoo;            /* zoo members, model_dir's included */
+    double *latency;     /* [nzoo]: seconds per evaluation planned with (measured or given) */
+    double est_seconds;  /* the schedule's estimated sampling seconds per image */
+    double ref_seconds;  /* all-member-0's */
+    double budget_seconds; /* the budget it fits (budget_ratio * ref_seconds when given as a ratio) */
+    double psnr;         /* mean PSNR (dB) against the all-member-0 images (200: identical) */
+    int generations;     /* generations the search ran */
+    double seconds;      /* wall-clock time of the call (model load included) */
+} ditrt_search_models_result;
+
+DITRT_API void ditrt_search_models_params_init(ditrt_search_models_params *p);
+/* On DITRT_OK the result's arrays are the caller's: free them with
+ * ditrt_search_models_result_free. On failure *result is zeroed and err (may be NULL) names
+ * the field, folder or file (an unreachable budget: "budget: ..."). */
+DITRT_API ditrt_status ditrt_search_models(const ditrt_search_models_params *p, ditrt_search_models_result *result,
+                                           ditrt_error *err);
+/* Frees the arrays and zeroes the result; NULL is a no-op. */
+DITRT_API void ditrt_search_models_result_free(ditrt_search_models_result *r);
+
 #ifdef __cplusplus
 }
 #endif

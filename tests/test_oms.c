@@ -4,6 +4,7 @@
 #include "runtime/plans/model_schedule.h"
 #include "runtime/plans/model_search.h"
 #include "runtime/pipeline/pipeline.h"
+#include <sys/wait.h>
 
 #define PIPE "tests/fixtures/pixart-pipe-tiny"
 #define SMALL "tests/fixtures/pixart-alpha-tiny"
@@ -149,6 +150,131 @@ static void test_search(void **state)
     dt_pipeline_free(p);
 }
 
+static char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)len + 1);
+    *n = b ? fread(b, 1, (size_t)len, f) : 0;
+    fclose(f);
+    if (b) b[*n] = 0;
+    return b;
+}
+
+static void count_line(const char *line, void *user)
+{
+    (void)line;
+    ++*(int *)user;
+}
+
+/* ditrt_search_models from an embedding program's side: the schedule file `ditrt
+ * search-models` writes with the same settings, byte for byte, and the numbers it prints; bad
+ * params are refused before any model work, the message naming the field. */
+static void test_search_api(void **state)
+{
+    (void)state;
+    char dir[256], api_out[400], cli_out[400], prompts_file[400], cmd[2048], buf[4096];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(api_out, sizeof api_out, "%s/api.json", dir);
+    snprintf(cli_out, sizeof cli_out, "%s/cli.json", dir);
+    snprintf(prompts_file, sizeof prompts_file, "%s/prompts.txt", dir);
+    tu_write_file(prompts_file, "a searched fox\na cat\n", 21);
+    const char *zoo[1] = {SMALL}, *prompts[2] = {"a searched fox", "a cat"};
+    const double lat[2] = {1.0, 0.4};
+    ditrt_search_models_params p;
+    ditrt_search_models_params_init(&p);
+    assert_int_equal(p.struct_size, sizeof p);
+    assert_int_equal(p.steps, 20);
+    p.model_dir = PIPE;
+    p.zoo = zoo;
+    p.nzoo = 1;
+    p.dtype = "f32";
+    p.prompts = prompts;
+    p.nprompts = 2;
+    p.steps = 3;
+    p.width = p.height = 64;
+    p.budget_ratio = 0.7;
+    p.latency = lat;
+    p.nlatency = 2;
+    p.out_path = api_out;
+    int lines = 0;
+    p.log = count_line;
+    p.log_user = &lines;
+    ditrt_search_models_result r;
+    ditrt_error err = {0};
+    if (ditrt_search_models(&p, &r, &err) != DITRT_OK) fail_msg("%s", err.msg);
+    assert_int_equal(r.evaluations, 3);
+    assert_int_equal(r.nzoo, 2);
+    assert_true(r.latency[0] == 1.0 && r.latency[1] == 0.4);
+    int small = 0;
+    for (int i = 0; i < 3; i++) small += r.models[i] == 1;
+    assert_int_equal(small, 2);
+    assert_true(fabs(r.est_seconds - 1.8) < 1e-9 && fabs(r.ref_seconds - 3.0) < 1e-9 && fabs(r.budget_seconds - 2.1) < 1e-9);
+    assert_true(r.psnr > 10 && r.psnr < 200 && r.generations > 0 && r.seconds > 0);
+    assert_int_equal(lines, 3); /* member 0's latency (given), two moves */
+    snprintf(cmd, sizeof cmd, "./ditrt search-models -m %s --zoo %s --prompts %s --steps 3 -W 64 -H 64 --latency 1,0.4 "
+             "--budget-ratio 0.7 --dtype f32 --out %s 2>/dev/null", PIPE, SMALL, prompts_file, cli_out);
+    assert_int_equal(tu_run(dir, cmd, 1, buf, sizeof buf), 0);
+    char line[600];
+    snprintf(line, sizeof line, "%.4f s per image (all-model-0 %.4f s, budget %.4f s), mean PSNR vs all-model-0 %.2f dB, %d generations\n",
+             r.est_seconds, r.ref_seconds, r.budget_seconds, r.psnr, r.generations);
+    if (!strstr(buf, line)) fail_msg("the CLI printed \"%s\", the API's result is \"%s\"", buf, line);
+    size_t na, nc;
+    char *a = slurp(api_out, &na), *c = slurp(cli_out, &nc);
+    assert_non_null(a);
+    assert_non_null(c);
+    assert_int_equal(na, nc);
+    assert_memory_equal(a, c, na);
+    free(a);
+    free(c);
+    ditrt_search_models_result_free(&r);
+    assert_null(r.models);
+    ditrt_search_models_result_free(NULL);
+    /* bad params */
+    assert_int_equal(ditrt_search_models(NULL, &r, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "ditrt_search_models_params: NULL"));
+    ditrt_search_models_params q = p;
+    q.struct_size = 0;
+    err = (ditrt_error){0};
+    assert_int_equal(ditrt_search_models(&q, &r, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "struct_size is 0"));
+    const double bad_lat[2] = {1.0, -1};
+    const char *fields[] = {"zoo", "latency", "latency", "budget", "prompts", "steps", "model_dir"};
+    char never[400];
+    snprintf(never, sizeof never, "%s/never.json", dir);
+    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+        q = p;
+        q.out_path = never;
+        switch (i) {
+        case 0: q.nzoo = 0; break;
+        case 1: q.nlatency = 3; break;
+        case 2: q.latency = bad_lat; break;
+        case 3: q.budget_ratio = 0; break;
+        case 4: q.prompts = NULL; break;
+        case 5: q.steps = 0; break;
+        case 6: q.model_dir = NULL; break;
+        }
+        err = (ditrt_error){0};
+        assert_int_equal(ditrt_search_models(&q, &r, &err), DITRT_EINVAL);
+        if (strncmp(err.msg, fields[i], strlen(fields[i])) || strchr(err.msg, '\n'))
+            fail_msg("case %zu: \"%s\" does not start with \"%s\"", i, err.msg, fields[i]);
+        assert_null(r.models);
+    }
+    /* an unreachable budget: the search's message, no file */
+    q = p;
+    q.out_path = never;
+    q.budget_ratio = 0.1;
+    err = (ditrt_error){0};
+    assert_int_equal(ditrt_search_models(&q, &r, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "budget: "));
+    assert_null(r.models);
+    assert_int_equal(access(never, F_OK), -1);
+    tu_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -156,6 +282,7 @@ int main(void)
         cmocka_unit_test(test_incompatible_zoo),
         cmocka_unit_test(test_schedule_files),
         cmocka_unit_test(test_search),
+        cmocka_unit_test(test_search_api),
     };
     return cmocka_run_group_tests_name("oms", tests, NULL, NULL);
 }

@@ -780,6 +780,131 @@ static void test_search_solver_cli(void **state)
     assert_true(sc[2] != sc[1]);
 }
 
+/* Whole file contents (malloc'd, NUL-terminated), or NULL. */
+static char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)len + 1);
+    *n = b ? fread(b, 1, (size_t)len, f) : 0;
+    fclose(f);
+    if (b) b[*n] = 0;
+    return b;
+}
+
+typedef struct { int lines, references; } log_count;
+static void count_log(const char *line, void *user)
+{
+    log_count *c = user;
+    c->lines++;
+    if (!strncmp(line, "reference ", 10)) c->references++;
+}
+
+/* ditrt_search_solver from an embedding program's side: the same schedule file, byte for
+ * byte, as `ditrt search-solver` with the same settings; the progress lines through log; bad
+ * params refused before any model work, the message naming the field. */
+static void test_search_solver_api(void **state)
+{
+    (void)state;
+    char api_out[600], cli_out[600], args[2048], buf[4096];
+    snprintf(api_out, sizeof api_out, "%s/api.json", tmpd);
+    snprintf(cli_out, sizeof cli_out, "%s/cli.json", tmpd);
+    const char *prompts[2] = {"fox", "a cat"};
+    ditrt_search_solver_params p;
+    ditrt_search_solver_params_init(&p);
+    assert_int_equal(p.struct_size, sizeof p);
+    assert_int_equal(p.nfe, 8);
+    assert_int_equal(p.samples, 2);
+    assert_int_equal(p.ref_steps, 50);
+    p.model_dir = "tests/fixtures/pixart-pipe-tiny";
+    p.dtype = "f32";
+    p.threads = 1;
+    p.prompts = prompts;
+    p.nprompts = 2;
+    p.width = p.height = 64;
+    p.nfe = 3;
+    p.population = 4;
+    p.generations = 1;
+    p.ref_steps = 4;
+    p.samples = 1;
+    p.seed = 3;
+    p.out_path = api_out;
+    log_count lc = {0};
+    p.log = count_log;
+    p.log_user = &lc;
+    ditrt_search_solver_result r;
+    ditrt_error err = {0};
+    if (ditrt_search_solver(&p, &r, &err) != DITRT_OK) fail_msg("%s", err.msg);
+    assert_int_equal(r.prompts, 2);
+    assert_int_equal(r.samples, 1);
+    assert_true(r.candidates > 0 && r.model_calls > 0);
+    assert_int_equal(r.model_calls + r.cache_hits, (int64_t)r.candidates * p.nfe * 2);
+    assert_true(r.score > 0 && r.ddim_score > 0);
+    assert_true(r.seconds > 0);
+    assert_int_equal(lc.references, 2);
+    assert_int_equal(lc.lines, 2 + 2 + 1); /* prompt 1/2, 2/2, two references, the search line */
+    char fc[600];
+    snprintf(fc, sizeof fc, "%s/api_prompts.txt", tmpd);
+    tu_write_file(fc, "fox\na cat\n", 10);
+    snprintf(args, sizeof args, "./ditrt search-solver -m tests/fixtures/pixart-pipe-tiny --prompts %s -W 64 -H 64 --nfe 3 "
+             "--population 4 --generations 1 --ref-steps 4 --samples 1 --seed 3 --threads 1 --dtype f32 -q --out %s",
+             fc, cli_out);
+    assert_int_equal(tu_run(tmpd, args, 1, buf, sizeof buf), 0);
+    char line[512];
+    snprintf(line, sizeof line, "score %.6g (DDIM on the same steps %.6g) over 2 prompts x 1 seeds, %d candidates, %ld model calls, %ld cache hits\n",
+             r.score, r.ddim_score, r.candidates, (long)r.model_calls, (long)r.cache_hits);
+    if (!strstr(buf, line)) fail_msg("the CLI printed \"%s\", the API's result is \"%s\"", buf, line);
+    size_t na, nc;
+    char *a = slurp(api_out, &na), *c = slurp(cli_out, &nc);
+    assert_non_null(a);
+    assert_non_null(c);
+    assert_int_equal(na, nc);
+    assert_memory_equal(a, c, na);
+    free(a);
+    free(c);
+    /* bad params: refused before loading anything, the message naming what is wrong */
+    assert_int_equal(ditrt_search_solver(NULL, &r, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "ditrt_search_solver_params: NULL"));
+    assert_int_equal(ditrt_search_solver(NULL, &r, NULL), DITRT_EINVAL); /* err may be NULL */
+    ditrt_search_solver_params q = p;
+    q.struct_size = 0;
+    err = (ditrt_error){0};
+    assert_int_equal(ditrt_search_solver(&q, &r, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "struct_size is 0"));
+    const struct { const char *field; } cases[] = {{"nfe"}, {"prompts"}, {"out_path"}, {"model_dir"}, {"dtype"}, {"cfg"}, {"samples"}};
+    snprintf(line, sizeof line, "%s/never.json", tmpd);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        q = p;
+        q.out_path = line;
+        switch (i) {
+        case 0: q.nfe = 1; break;
+        case 1: q.nprompts = 0; break;
+        case 2: q.out_path = NULL; break;
+        case 3: q.model_dir = NULL; break;
+        case 4: q.dtype = "f16"; break;
+        case 5: q.cfg = -1; break;
+        case 6: q.samples = 0; break;
+        }
+        err = (ditrt_error){0};
+        assert_int_equal(ditrt_search_solver(&q, &r, &err), DITRT_EINVAL);
+        if (strncmp(err.msg, cases[i].field, strlen(cases[i].field)) || strchr(err.msg, '\n'))
+            fail_msg("case %zu: \"%s\" does not start with \"%s\"", i, err.msg, cases[i].field);
+        assert_true(r.candidates == 0 && r.score == 0);
+    }
+    assert_int_equal(access(line, F_OK), -1);
+    /* a missing folder: the folder's error, no file */
+    q = p;
+    q.model_dir = "/no/such/model";
+    q.out_path = line;
+    err = (ditrt_error){0};
+    assert_int_not_equal(ditrt_search_solver(&q, &r, &err), DITRT_OK);
+    assert_non_null(strstr(err.msg, "/no/such/model"));
+    assert_int_equal(access(line, F_OK), -1);
+}
+
 static void test_cli(void **state)
 {
     (void)state;
@@ -847,6 +972,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_search_solver, usf_setup, usf_teardown),
         cmocka_unit_test_setup_teardown(test_cli, usf_setup, usf_teardown),
         cmocka_unit_test_setup_teardown(test_search_solver_cli, usf_setup, usf_teardown),
+        cmocka_unit_test_setup_teardown(test_search_solver_api, usf_setup, usf_teardown),
         cmocka_unit_test_setup_teardown(test_usf_errors, usf_setup, usf_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -22,7 +22,7 @@ static void logf_(const dt_model_search *s, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    s->log(s->log_user, line);
+    s->log(line, s->log_user);
 }
 
 /* One generation of prompt `k` with the given schedule; the image is returned (caller frees). */
@@ -143,12 +143,20 @@ static dt_status search(search_ctx *c, dt_model_search_result *o, dt_err *err)
     return DT_OK;
 }
 
+dt_status dt_model_search_check(const dt_model_search *s, dt_err *err)
+{
+    if (s->nprompts < 1 || !s->prompts) return dt_fail(err, DT_EINVAL, "prompts: at least one calibration prompt is needed");
+    for (int k = 0; k < s->nprompts; k++)
+        if (!s->prompts[k]) return dt_fail(err, DT_EINVAL, "prompts: prompt %d is NULL", k);
+    if (s->budget_seconds <= 0 && !(s->budget_ratio > 0 && s->budget_ratio <= 1))
+        return dt_fail(err, DT_EINVAL, "budget: give seconds > 0 or a ratio in (0, 1]");
+    return DT_OK;
+}
+
 dt_status dt_search_models(const dt_model_search *s, dt_model_search_result *out, dt_err *err)
 {
     *out = (dt_model_search_result){0};
-    if (s->nprompts < 1) return dt_fail(err, DT_EINVAL, "prompts: at least one calibration prompt is needed");
-    if (s->budget_seconds <= 0 && !(s->budget_ratio > 0 && s->budget_ratio <= 1))
-        return dt_fail(err, DT_EINVAL, "budget: give seconds > 0 or a ratio in (0, 1]");
+    DT_TRY(dt_model_search_check(s, err));
     out->nzoo = dt_pipeline_zoo_size(s->p);
     if (out->nzoo < 2) return dt_fail(err, DT_EINVAL, "zoo: the search needs at least one zoo member besides the model");
     search_ctx c = {.s = s};

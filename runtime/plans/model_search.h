@@ -21,7 +21,7 @@ typedef struct {
     double budget_ratio;   /* of the all-member-0 latency */
     const double *latency; /* [zoo] seconds per evaluation to plan with (e.g. another machine's);
                             * NULL: measured here */
-    void (*log)(void *user, const char *line);
+    ditrt_log_fn log;      /* progress lines, or NULL */
     void *log_user;
 } dt_model_search;
 
@@ -33,6 +33,8 @@ typedef struct {
     int generations;       /* how many generations the search ran */
 } dt_model_search_result;
 
+/* Checks the settings that need no model (prompts, budget), as dt_search_models does first. */
+dt_status dt_model_search_check(const dt_model_search *s, dt_err *err);
 dt_status dt_search_models(const dt_model_search *s, dt_model_search_result *out, dt_err *err);
 void dt_model_search_result_free(dt_model_search_result *r);
 
