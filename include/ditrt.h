@@ -214,6 +214,63 @@ typedef void (*ditrt_log_fn)(const char *line, void *user);
 /* ---- section: outputs and comparisons (files) ---- */
 
 /* ---- section: quantization (ViDiT-Q / MixDQ) ---- */
+/* Post-training quantization of a pipeline's transformer into a plan folder (`ditrt quantize`;
+ * load it with ditrt_ctx_params.quant_dir): calibration over the prompts (ViDiT-Q: max |x| per
+ * input channel of every block linear, all steps, CFG halves and frames), then the quantized
+ * layers (balancing, random Hadamard rotation, 8-bit activations) written to out_dir
+ * (plan.json + weights.safetensors). Scheme "mixed" also scores every layer alone at W4 by the
+ * SQNR of the transformer output (a video model's temporal layers on frame differences, as
+ * their own group) and puts the least sensitive layers at 4 bits until each group's
+ * parameter-weighted average is within `budget`. Image (PixArt) and video (Latte) pipelines. */
+
+#define DITRT_QUANT_MAX_FP_TEXT_TOKENS 16
+
+typedef struct {
+    size_t struct_size;             /* sizeof(ditrt_quantize_params), set by ditrt_quantize_params_init */
+    const char *model_dir;          /* required: a pipeline folder (model_index.json) */
+    const char *const *prompts;     /* required: nprompts >= 1 calibration prompts (prompt i seeded seed + i) */
+    int nprompts;
+    const char *out_dir;            /* required: the plan folder written (created; files replaced) */
+    const char *scheme;             /* "w8a8" (default), "w4a8" or "mixed" (W4/W8 per layer) */
+    float budget;                   /* "mixed" only, and required there: average weight bits in [4, 8]; else 0 */
+    int group;                      /* 4-bit layers (w4a8, mixed): group-wise scales over this many input
+                                     * channels, even; 0 (default): per output channel */
+    const int *fp_text_tokens;      /* MixDQ: text-token indices (per sequence, distinct, 0..65535) the
+                                     * cross-attention k|v layers compute in floating point; borrowed */
+    int n_fp_text_tokens;           /* 0..DITRT_QUANT_MAX_FP_TEXT_TOKENS */
+    const char *dtype;              /* calibration compute, "f32" or "bf16"; NULL: as ditrt_ctx_params.dtype */
+    float alpha;                    /* balancing strength in [0, 1], default 0.5 */
+    int balance, rotate;            /* default 1 each: ViDiT-Q's channel balancing, the Hadamard rotation */
+    float cfg;                      /* guidance while calibrating; < 0 (default): the pipeline's */
+    int steps;                      /* denoising steps per prompt, 1..1000, default 20 */
+    int width, height;              /* 0 (default): the pipeline's native size */
+    int frames;                     /* video pipelines: frames (0: video_length); must be 0 for images */
+    int threads;                    /* 0: all cores */
+    uint64_t seed;                  /* default 0 */
+    ditrt_log_fn log;               /* progress lines ("calibrated on prompt i/n", per-layer sensitivity
+                                     * and the allocation for "mixed"); NULL (default): silent */
+    void *log_user;
+} ditrt_quantize_params;
+
+/* What was written (struct_size set by ditrt_quantize_result_init; fields appended only). */
+typedef struct {
+    size_t struct_size;
+    int quantized;       /* layers quantized */
+    int kept_float;      /* linears kept in floating point (outside the transformer blocks) */
+    double weight_bytes; /* resident bytes of all the transformer's linear weights (+ scales) */
+} ditrt_quantize_result;
+
+DITRT_API void ditrt_quantize_params_init(ditrt_quantize_params *p);
+DITRT_API void ditrt_quantize_result_init(ditrt_quantize_result *r);
+/* The rules on the settings alone (scheme, budget, group, alpha, steps, sizes, fp_text_tokens),
+ * reading no file: DITRT_EINVAL and a message naming the field ("budget: ..."). ditrt_quantize
+ * applies them first as well. */
+DITRT_API ditrt_status ditrt_quantize_check(const ditrt_quantize_params *p, ditrt_error *err);
+/* Calibrates, allocates (mixed) and writes the plan folder; fills *r when r is not NULL (its
+ * struct_size set). Long-running (a pipeline generation per prompt; "mixed" one more model load
+ * and forward pass per layer). Frames given for an image pipeline fail with DITRT_EINVAL
+ * ("frames: only for video (Latte) pipelines"). err may be NULL. */
+DITRT_API ditrt_status ditrt_quantize(const ditrt_quantize_params *p, ditrt_quantize_result *r, ditrt_error *err);
 
 /* ---- section: attention plans (DiTFastAttn calibration) ---- */
 

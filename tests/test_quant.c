@@ -654,6 +654,158 @@ static void test_cli_fp_tokens(void **state)
     tu_rmtree(tmp);
 }
 
+/* ---- ditrt_quantize (include/ditrt.h) from an embedding application's side ---- */
+
+/* 1 when files a and b hold the same bytes. */
+static int same_file(const char *a, const char *b)
+{
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa && fb;
+    while (same) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        if (ca != cb) same = 0;
+        if (ca == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
+/* Both plan files of folders a and b are byte-identical. */
+static void assert_same_plan(const char *a, const char *b)
+{
+    const char *files[2] = {"plan.json", "weights.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        char pa[600], pb[600];
+        snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
+        snprintf(pb, sizeof pb, "%s/%s", b, files[i]);
+        if (!same_file(pa, pb)) fail_msg("%s differs from %s", pa, pb);
+    }
+}
+
+typedef struct {
+    int lines, calibrated;
+} log_count;
+
+static void count_line(const char *line, void *user)
+{
+    log_count *c = user;
+    c->lines++;
+    c->calibrated += !strncmp(line, "calibrated on prompt ", 21);
+}
+
+/* ditrt_quantize writes the same plan folder as `ditrt quantize` with the same settings. */
+static void test_api_quantize(void **state)
+{
+    (void)state;
+    char tmp[256], cmd[2048], err[4096], cli[300], api[300];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(cmd, sizeof cmd, "%s/prompts.txt", tmp);
+    tu_write_file(cmd, "a red cube\na blue ball\n", 23);
+    snprintf(cli, sizeof cli, "%s/cli", tmp);
+    snprintf(api, sizeof api, "%s/api", tmp);
+    snprintf(cmd, sizeof cmd, "./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --scheme w4a8 --group 16 "
+             "--fp-text-tokens 0,2 --steps 2 --seed 5 --dtype f32 --out %s --quiet", tmp, cli);
+    if (sh(tmp, cmd, err, sizeof err)) fail_msg("quantize failed: %s", err);
+    const char *prompts[2] = {"a red cube", "a blue ball"};
+    const int tokens[2] = {0, 2};
+    log_count lc = {0};
+    ditrt_quantize_params p;
+    ditrt_quantize_params_init(&p);
+    assert_string_equal(p.scheme, "w8a8");
+    assert_int_equal(p.steps, 20);
+    p.model_dir = PIPE;
+    p.prompts = prompts;
+    p.nprompts = 2;
+    p.out_dir = api;
+    p.scheme = "w4a8";
+    p.group = 16;
+    p.fp_text_tokens = tokens;
+    p.n_fp_text_tokens = 2;
+    p.steps = 2;
+    p.seed = 5;
+    p.dtype = "f32";
+    p.log = count_line;
+    p.log_user = &lc;
+    ditrt_quantize_result r;
+    ditrt_quantize_result_init(&r);
+    ditrt_error e = {0};
+    assert_int_equal(ditrt_quantize_check(&p, &e), DITRT_OK);
+    if (ditrt_quantize(&p, &r, &e) != DITRT_OK) fail_msg("ditrt_quantize: %s", e.msg);
+    assert_same_plan(cli, api);
+    assert_true(r.quantized > 0 && r.kept_float > 0 && r.weight_bytes > 0);
+    assert_int_equal(r.struct_size, sizeof r);
+    assert_int_equal(lc.calibrated, 2);
+    assert_int_equal(lc.lines, 2);
+    tu_rmtree(tmp);
+}
+
+/* Bad arguments: a status and a message naming the field; nothing written. */
+static void test_api_quantize_rejects(void **state)
+{
+    (void)state;
+    char tmp[256], out[300];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(out, sizeof out, "%s/plan", tmp);
+    const char *prompts[1] = {"a red cube"};
+    const int dup[2] = {3, 3};
+    ditrt_error e = {0};
+    assert_int_equal(ditrt_quantize(NULL, NULL, &e), DITRT_EINVAL);
+    assert_non_null(strstr(e.msg, "ditrt_quantize_params: NULL"));
+    assert_int_equal(ditrt_quantize(NULL, NULL, NULL), DITRT_EINVAL); /* err may be NULL */
+    ditrt_quantize_params p = {0};
+    assert_int_equal(ditrt_quantize(&p, NULL, &e), DITRT_EINVAL);
+    assert_non_null(strstr(e.msg, "struct_size is 0"));
+    struct {
+        const char *field, *needle;
+    } cases[] = {
+        {"scheme", "scheme: expected w8a8, w4a8 or mixed, got \"w3a8\""},
+        {"budget", "budget: only with scheme mixed"},
+        {"mixed", "scheme mixed: needs budget"},
+        {"group", "group: expected an even group size"},
+        {"alpha", "alpha: expected a number in [0, 1]"},
+        {"steps", "steps: expected 1 to 1000, got 0"},
+        {"tokens", "fp_text_tokens: token 3 listed twice"},
+        {"prompts", "prompts: no calibration prompts"},
+        {"model", "model_dir: NULL"},
+        {"frames", "frames: only for video (Latte) pipelines"},
+        {"dtype", "dtype: expected f32 or bf16, got \"f16\""},
+        {"result", "ditrt_quantize_result: struct_size is 0"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        ditrt_quantize_params_init(&p);
+        p.model_dir = PIPE;
+        p.prompts = prompts;
+        p.nprompts = 1;
+        p.out_dir = out;
+        p.steps = 1;
+        ditrt_quantize_result r, *rp = NULL;
+        const char *f = cases[i].field;
+        int settings = 1; /* a rule on the settings alone: ditrt_quantize_check says so too */
+        if (!strcmp(f, "scheme")) p.scheme = "w3a8";
+        else if (!strcmp(f, "budget")) p.budget = 6;
+        else if (!strcmp(f, "mixed")) p.scheme = "mixed";
+        else if (!strcmp(f, "group")) p.scheme = "w4a8", p.group = 3;
+        else if (!strcmp(f, "alpha")) p.alpha = 2;
+        else if (!strcmp(f, "steps")) p.steps = 0;
+        else if (!strcmp(f, "tokens")) p.fp_text_tokens = dup, p.n_fp_text_tokens = 2;
+        else if (!strcmp(f, "prompts")) p.nprompts = 0, settings = 0;
+        else if (!strcmp(f, "model")) p.model_dir = NULL, settings = 0;
+        else if (!strcmp(f, "frames")) p.frames = 2, settings = 0; /* an image pipeline */
+        else if (!strcmp(f, "dtype")) p.dtype = "f16", settings = 0;
+        else if (!strcmp(f, "result")) r = (ditrt_quantize_result){0}, rp = &r, settings = 0;
+        e = (ditrt_error){0};
+        assert_int_equal(ditrt_quantize_check(&p, &e), settings ? DITRT_EINVAL : DITRT_OK);
+        if (settings && !strstr(e.msg, cases[i].needle)) fail_msg("check %s: \"%s\" lacks \"%s\"", f, e.msg, cases[i].needle);
+        e = (ditrt_error){0};
+        assert_int_equal(ditrt_quantize(&p, rp, &e), DITRT_EINVAL);
+        if (!strstr(e.msg, cases[i].needle)) fail_msg("%s: \"%s\" lacks \"%s\"", f, e.msg, cases[i].needle);
+        struct stat st;
+        if (stat(out, &st) == 0) fail_msg("%s: the plan folder was created", f);
+    }
+    tu_rmtree(tmp);
+}
+
 /* Same pixels (the text chunks name each run's settings, so the files differ). */
 static int same_pixels(const char *a, const char *b)
 {
@@ -736,6 +888,22 @@ static void test_cli_quantize_mixed(void **state)
     if (!(bits / params <= 6.0 + 1e-9)) fail_msg("average %.3f bits over the budget", bits / params);
     snprintf(cmd, sizeof cmd, "./ditrt txt2img -m " PIPE " -p 'a red cube' --steps 2 --quiet -o %s/m.png --quant %s/plan", tmp, tmp);
     if (sh(tmp, cmd, err, sizeof err)) fail_msg("txt2img with the mixed plan failed: %s", err);
+    /* ditrt_quantize: the same plan */
+    char cli[300], api[300];
+    snprintf(cli, sizeof cli, "%s/plan", tmp);
+    snprintf(api, sizeof api, "%s/api", tmp);
+    const char *prompts[1] = {"a red cube"};
+    ditrt_quantize_params qp;
+    ditrt_quantize_params_init(&qp);
+    qp.model_dir = PIPE;
+    qp.prompts = prompts;
+    qp.nprompts = 1;
+    qp.out_dir = api;
+    qp.scheme = "mixed";
+    qp.budget = 6;
+    qp.steps = 2;
+    if (ditrt_quantize(&qp, NULL, &e) != DITRT_OK) fail_msg("ditrt_quantize mixed: %s", e.msg);
+    assert_same_plan(cli, api);
     tu_rmtree(tmp);
 }
 
@@ -758,6 +926,8 @@ int main(void)
         cmocka_unit_test(test_cli_fp_tokens),
         cmocka_unit_test(test_cli_timestep_plans),
         cmocka_unit_test(test_cli_quantize_mixed),
+        cmocka_unit_test(test_api_quantize),
+        cmocka_unit_test(test_api_quantize_rejects),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

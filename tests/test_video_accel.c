@@ -477,8 +477,58 @@ static int sh(const char *dir, const char *cmd, char *err, size_t n)
 #define T2V "./ditrt txt2vid -m " PIPE " -p 'A small red fox running in the snow.' --frames 4 -W 32 -H 32 --steps 3 --dtype f32 --text-encoder-dtype f32 -q"
 #define QUANT "./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --steps 3 --frames 4 -W 32 -H 32 --dtype f32 --quiet"
 
+/* Both plan files of folders a and b are byte-identical. */
+static void assert_same_plan(const char *a, const char *b)
+{
+    const char *files[2] = {"plan.json", "weights.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        char pa[600], pb[600];
+        snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
+        snprintf(pb, sizeof pb, "%s/%s", b, files[i]);
+        FILE *fa = fopen(pa, "rb"), *fb = fopen(pb, "rb");
+        int same = fa && fb;
+        while (same) {
+            int ca = fgetc(fa), cb = fgetc(fb);
+            if (ca != cb) same = 0;
+            if (ca == EOF) break;
+        }
+        if (fa) fclose(fa);
+        if (fb) fclose(fb);
+        if (!same) fail_msg("%s differs from %s", pa, pb);
+    }
+}
+
+/* ditrt_quantize with the settings of QUANT (plus scheme and budget) into tmp/out; its plan
+ * must equal the CLI's in tmp/cli_out. */
+static void api_quantize_same(const char *tmp, const char *scheme, float budget, const char *out, const char *cli_out)
+{
+    const char *prompts[2] = {"A small red fox running in the snow.", "Waves breaking on a rocky shore"};
+    char dir[300], ref[300];
+    snprintf(dir, sizeof dir, "%s/%s", tmp, out);
+    snprintf(ref, sizeof ref, "%s/%s", tmp, cli_out);
+    ditrt_quantize_params p;
+    ditrt_quantize_params_init(&p);
+    p.model_dir = PIPE;
+    p.prompts = prompts;
+    p.nprompts = 2;
+    p.out_dir = dir;
+    p.scheme = scheme;
+    p.budget = budget;
+    p.steps = 3;
+    p.frames = 4;
+    p.width = p.height = 32;
+    p.dtype = "f32";
+    p.threads = 1; /* as the CLI under OMP_NUM_THREADS=1 */
+    ditrt_quantize_result r;
+    ditrt_quantize_result_init(&r);
+    ditrt_error e = {0};
+    if (ditrt_quantize(&p, &r, &e) != DITRT_OK) fail_msg("ditrt_quantize %s: %s", scheme, e.msg);
+    assert_true(r.quantized > 0);
+    assert_same_plan(ref, dir);
+}
+
 /* `ditrt quantize` on the Latte pipeline, txt2vid --quant, a PixArt plan refused, and mixed
- * precision with the temporal layers as their own group. */
+ * precision with the temporal layers as their own group; ditrt_quantize writes the same plans. */
 static void test_cli_quantize(void **state)
 {
     (void)state;
@@ -490,6 +540,7 @@ static void test_cli_quantize(void **state)
     tu_write_file(path, prompts, strlen(prompts));
     snprintf(cmd, sizeof cmd, QUANT " --scheme w8a8 --out %s/plan", tmp, tmp);
     if (sh(tmp, cmd, err, sizeof err)) fail_msg("quantize failed: %s", err);
+    api_quantize_same(tmp, "w8a8", 0, "aplan", "plan");
     dt_qplan *p = NULL;
     dt_err e = {0};
     snprintf(path, sizeof path, "%s/plan", tmp);
@@ -524,6 +575,7 @@ static void test_cli_quantize(void **state)
     /* mixed: each group (spatial, temporal) within the budget, both bit widths in each */
     snprintf(cmd, sizeof cmd, QUANT " --scheme mixed --budget 6 --out %s/mplan", tmp, tmp);
     if (sh(tmp, cmd, err, sizeof err)) fail_msg("quantize mixed failed: %s", err);
+    api_quantize_same(tmp, "mixed", 6, "amplan", "mplan");
     snprintf(path, sizeof path, "%s/mplan", tmp);
     if (dt_qplan_load(path, &p, &e) != DT_OK) fail_msg("%s", e.msg);
     double params[2] = {0}, bits[2] = {0};

@@ -1,4 +1,6 @@
-/* Quantized models on the command line (cli_quant.c). */
+/* Developer tools over quantized models (bench_quant.c): `ditrt bench transformer --quant`
+ * (cli_bench.c, bench_latte.c). The user command `ditrt quantize` (cli_quant.c, over
+ * ditrt_quantize) is declared in client.h. */
 #ifndef DT_CLI_QUANT_H
 #define DT_CLI_QUANT_H
 #include "runtime/plans/quantize.h"
@@ -17,7 +19,5 @@ dt_status cli_bench_quant_report_flops(dt_backend *be, const dt_quantizer *q, do
 /* bench --quant: times a float copy of the bench model and the quantized one alternately. */
 dt_status cli_bench_quant_ab(dt_backend *be, const pixart_config *c, pixart_model *qm, const pixart_inputs *in,
                              dt_arena *arena, dt_tensor *out, int rounds, dt_err *err);
-/* `ditrt quantize` */
-int cli_quantize(int argc, char **argv);
 
 #endif
