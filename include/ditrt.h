@@ -274,6 +274,90 @@ DITRT_API ditrt_status ditrt_quantize(const ditrt_quantize_params *p, ditrt_quan
 
 /* ---- section: attention plans (DiTFastAttn calibration) ---- */
 
+/* DiTFastAttn plan calibration (`ditrt calibrate-attn`): per denoising step and self-attention
+ * layer, the greedy search of the published code keeps the cheapest method whose output stays
+ * within the threshold, over every prompt, and writes the plan JSON that ditrt_ctx_params
+ * .attn_plan (and `--attn-plan`) takes. Image models (PixArt) and video models (Latte: spatial
+ * and temporal layers) alike. Messages that the command line can also produce name the option
+ * (e.g. "--temporal-window: required for a video model"); the others name the field. */
+typedef struct {
+    size_t struct_size;          /* sizeof(ditrt_attn_calib_params), set by ditrt_attn_calib_params_init */
+    const char *model_dir;       /* required: diffusers pipeline folder */
+    const char *const *prompts;  /* required: nprompts >= 1 prompts; prompt i runs with seed + i */
+    int nprompts;
+    const char *out_path;        /* required: the plan file written */
+    int steps;                   /* denoising steps, default 20 (the plan is for this count) */
+    int window;                  /* required (-1: unset): spatial window, tokens each side */
+    int temporal_window;         /* video models: required, frames each side; -1 (default) unset;
+                                  * image models: must stay -1 */
+    int frames;                  /* video models: frames per video, 0 (default): the model's; images: 0 */
+    double threshold;            /* required (-1: unset): delta >= 0 (e.g. 0.0725) */
+    const char *metric;          /* "rel" (default, the published loss) or "ssim" */
+    double cfg;                  /* guidance scale, default 4.5; <= 1: no CFG (no ASC methods) */
+    uint64_t seed;               /* default 0 */
+    int width, height;           /* pixels, 0: native */
+    int resolution_binning;      /* default 1 */
+    const char *dtype;           /* "f32" / "bf16"; NULL (default): the CPU's native choice */
+    int threads;                 /* 0: all cores */
+    const char *cfg_half;        /* "cond" (default) or "uncond": the CFG half ASC computes */
+    const char *asc_residual;    /* "same" (default) or "first": the residual WA-RS+ASC adds */
+    ditrt_log_fn log;            /* progress: a line per prompt and per step; NULL: silent */
+    void *log_user;
+} ditrt_attn_calib_params;
+
+/* What a calibration did. The caller sets struct_size = sizeof(ditrt_attn_calib_result); the
+ * library fills what that size covers (fields are only appended). */
+typedef struct {
+    size_t struct_size;
+    int nprompts, steps;
+    int layers;                  /* self-attention layers decided: spatial (all, for images) ... */
+    int temporal_layers;         /* ... and temporal (video models; 0 for images) */
+    long trials;                 /* trial forwards run */
+    double trial_forwards;       /* their cost in whole forwards (trials run from the tried block on) */
+    long exhaustive_trials;      /* nprompts * (steps - 1) * (layers + temporal_layers) * 4: one whole
+                                  * forward per layer and candidate */
+    double seconds;              /* wall time after the model load (prompts, validation, save) */
+} ditrt_attn_calib_result;
+
+/* Sets struct_size and the defaults (required fields unset: NULL, window and threshold -1). */
+DITRT_API void ditrt_attn_calib_params_init(ditrt_attn_calib_params *p);
+/* Runs the calibration and writes p->out_path (only when it succeeds). r may be NULL. */
+DITRT_API ditrt_status ditrt_calibrate_attn(const ditrt_attn_calib_params *p, ditrt_attn_calib_result *r, ditrt_error *err);
+
+/* Attention methods, in the order of ditrt_attn_plan_summary.methods. */
+#define DITRT_ATTN_NMETHODS 5
+/* "full", "wars", "ast", "asc", "wars+asc" for 0..DITRT_ATTN_NMETHODS-1 (static); NULL otherwise. */
+DITRT_API const char *ditrt_attn_method_name(int method);
+
+/* A plan file's summary and its cost (what `ditrt info --attn-plan` prints). The caller sets
+ * struct_size = sizeof(ditrt_attn_plan_summary); the library fills what that size covers. */
+typedef struct {
+    size_t struct_size;
+    char model[256];             /* the plan's "model" ("" when unnamed) */
+    int layers;                  /* spatial layers (all layers of an image plan) */
+    int temporal_layers;         /* video plans: temporal layers; 0 for image plans */
+    int steps;
+    int window;                  /* spatial window, tokens each side */
+    int temporal_window;         /* video plans: frames each side */
+    const char *cfg_half;        /* "cond" / "uncond" (static strings) */
+    const char *asc_residual;    /* "same" / "first" */
+    int methods[2][DITRT_ATTN_NMETHODS]; /* layer-steps per method: [0] spatial, [1] temporal */
+    /* The cost at this shape: batch sequences (2: a CFG batch), frames per video (1 for image
+     * plans), tokens per frame, hidden width: */
+    int batch, frames, tokens, channels;
+    double attn_flops, attn_flops_full;     /* attention FLOPs (QK^T and PV) kept / all full */
+    double module_flops, module_flops_full; /* the same with the qkv and out projections */
+    double cache_peak_bytes;                /* peak cache held between steps (f32) */
+} ditrt_attn_plan_summary;
+
+/* Loads and checks the plan at plan_path. With model_dir, the plan must fit that pipeline's
+ * denoiser (layers, kind) and is costed at width x height (0: native) and `frames` (video
+ * models; 0: the model's); without (NULL), at PixArt-XL-2 (1152 wide, 16 pixels a token;
+ * 1024 px) for an image plan or Latte-1 (512 px, 16 frames) for a video plan, at width x
+ * height / frames when given. Batch 2 (CFG). Reads configs, no weights. */
+DITRT_API ditrt_status ditrt_attn_plan_summarize(const char *plan_path, const char *model_dir, int width, int height,
+                                                 int frames, ditrt_attn_plan_summary *s, ditrt_error *err);
+
 /* ---- section: solver and model schedule search (USF, OMS-DPM) ---- */
 
 /* USF solver-schedule search (`ditrt search-solver`): an evolutionary search of a per-step

@@ -491,6 +491,155 @@ static void test_cli(void **state)
     rmdir(dir);
 }
 
+/* The whole file as a malloc'd buffer (*n bytes). */
+static char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long k = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)k + 1);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)k, f), (size_t)k);
+    fclose(f);
+    *n = (size_t)k;
+    return b;
+}
+
+static void assert_same_file(const char *a, const char *b)
+{
+    size_t na, nb;
+    char *x = slurp(a, &na), *y = slurp(b, &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(x, y, na);
+    free(x); free(y);
+}
+
+static void count_line(const char *line, void *user)
+{
+    assert_non_null(strstr(line, "calibrate-attn: "));
+    ++*(int *)user;
+}
+
+/* ditrt_calibrate_attn as an application calls it (ditrt.h only): the same plan file as
+ * `ditrt calibrate-attn` with the same settings, the summary `info` prints, and refusals that
+ * name the field. */
+static void test_api_calibrate(void **state)
+{
+    (void)state;
+    if (access("./ditrt", X_OK)) { printf("  skipped: ./ditrt is not built (run from the repository root after make)\n"); skip(); }
+    char dir[64], prompts[128], cli_plan[128], api_plan[128], args[1024], e[1024];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(prompts, sizeof prompts, "%s/prompts.txt", dir);
+    snprintf(cli_plan, sizeof cli_plan, "%s/cli.json", dir);
+    snprintf(api_plan, sizeof api_plan, "%s/api.json", dir);
+    tu_write_file(prompts, "a fox\n\na lighthouse at dusk\n", 28);
+    const char *const lines[] = {"a fox", "a lighthouse at dusk"};
+    for (int metric = 0; metric < 2; metric++) {
+        snprintf(args, sizeof args, "calibrate-attn -m " PIPE " --prompts %s --steps 4 --threshold %s --window 4 --metric %s "
+                 "--seed 5 --dtype f32 -q --out %s", prompts, metric ? "0.1" : "0.05", metric ? "ssim" : "rel", cli_plan);
+        if (run_cli(args, e, sizeof e) != 0) fail_msg("%s", e);
+        ditrt_attn_calib_params p;
+        ditrt_attn_calib_params_init(&p);
+        p.model_dir = PIPE;
+        p.prompts = lines;
+        p.nprompts = 2;
+        p.out_path = api_plan;
+        p.steps = 4;
+        p.threshold = metric ? 0.1 : 0.05;
+        p.window = 4;
+        p.metric = metric ? "ssim" : "rel";
+        p.seed = 5;
+        p.dtype = "f32";
+        int nlines = 0;
+        p.log = count_line;
+        p.log_user = &nlines;
+        ditrt_attn_calib_result r = {.struct_size = sizeof r};
+        ditrt_error err;
+        if (ditrt_calibrate_attn(&p, &r, &err) != DITRT_OK) fail_msg("%s", err.msg);
+        assert_same_file(cli_plan, api_plan);
+        assert_int_equal(nlines, 2 + 2 * 3); /* a line per prompt and per step after the first */
+        assert_int_equal(r.nprompts, 2);
+        assert_int_equal(r.steps, 4);
+        assert_int_equal(r.layers, 3);
+        assert_int_equal(r.temporal_layers, 0);
+        assert_int_equal(r.exhaustive_trials, 2 * 3 * 3 * 4);
+        assert_true(r.trials > 0 && r.trials <= r.exhaustive_trials && r.trial_forwards < r.trials);
+        ditrt_attn_plan_summary s = {.struct_size = sizeof s};
+        if (ditrt_attn_plan_summarize(api_plan, PIPE, 0, 0, 0, &s, &err) != DITRT_OK) fail_msg("%s", err.msg);
+        int total = 0;
+        for (int m = 0; m < DITRT_ATTN_NMETHODS; m++) total += s.methods[0][m] + s.methods[1][m];
+        assert_int_equal(total, 3 * 4);
+        assert_true(s.methods[0][0] >= 3); /* step 0 is full */
+        assert_string_equal(s.model, "pixart-pipe-tiny");
+        assert_int_equal(s.batch, 2);
+        assert_int_equal(s.frames, 1);
+        assert_int_equal(s.tokens, 64);
+        assert_int_equal(s.channels, 48);
+        assert_true(s.attn_flops <= s.attn_flops_full && s.attn_flops_full > 0);
+        unlink(cli_plan);
+        unlink(api_plan);
+    }
+    assert_string_equal(ditrt_attn_method_name(4), "wars+asc");
+    assert_null(ditrt_attn_method_name(5));
+    /* refusals: status and the field named, no plan written */
+    ditrt_attn_calib_params p;
+    ditrt_attn_calib_params_init(&p);
+    p.model_dir = PIPE;
+    p.prompts = lines;
+    p.nprompts = 2;
+    p.out_path = api_plan;
+    p.steps = 3;
+    p.dtype = "f32";
+    ditrt_error err;
+    assert_int_equal(ditrt_calibrate_attn(NULL, NULL, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "ditrt_attn_calib_params: NULL"));
+    ditrt_attn_calib_params zero = p;
+    zero.struct_size = 0;
+    assert_int_equal(ditrt_calibrate_attn(&zero, NULL, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "struct_size is 0"));
+    assert_int_equal(ditrt_calibrate_attn(&p, NULL, &err), DITRT_EINVAL); /* window and threshold unset */
+    assert_non_null(strstr(err.msg, "threshold"));
+    p.threshold = 0.05;
+    assert_int_equal(ditrt_calibrate_attn(&p, NULL, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "window"));
+    p.window = 4;
+    p.metric = "l2";
+    assert_int_equal(ditrt_calibrate_attn(&p, NULL, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "metric: expected \"rel\" or \"ssim\", got \"l2\""));
+    p.metric = "rel";
+    p.nprompts = 0;
+    assert_int_equal(ditrt_calibrate_attn(&p, NULL, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "prompts"));
+    p.nprompts = 2;
+    p.temporal_window = 1; /* an image model */
+    assert_int_equal(ditrt_calibrate_attn(&p, NULL, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "--temporal-window/--frames: only for video models"));
+    p.temporal_window = -1;
+    p.dtype = "f16";
+    assert_int_equal(ditrt_calibrate_attn(&p, NULL, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "--dtype"));
+    p.dtype = "f32";
+    ditrt_attn_calib_result r = {0};
+    assert_int_equal(ditrt_calibrate_attn(&p, &r, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "ditrt_attn_calib_result: struct_size is 0"));
+    p.model_dir = "tests/fixtures/no-such-model";
+    assert_int_not_equal(ditrt_calibrate_attn(&p, NULL, &err), DITRT_OK);
+    assert_non_null(strstr(err.msg, "no-such-model"));
+    assert_int_not_equal(access(api_plan, F_OK), 0);
+    ditrt_attn_plan_summary s = {.struct_size = sizeof s};
+    assert_int_not_equal(ditrt_attn_plan_summarize(FIX "/plan_cond.json", "tests/fixtures/latte-pipe-tiny", 0, 0, 0, &s, &err), DITRT_OK);
+    assert_non_null(strstr(err.msg, "temporal layer 0 step 0"));
+    assert_int_equal(ditrt_attn_plan_summarize(FIX "/plan_cond.json", NULL, 0, 0, 0, &s, &err), DITRT_OK);
+    assert_int_equal(s.tokens, 4096); /* PixArt-XL-2 at 1024 px */
+    s.struct_size = 0;
+    assert_int_equal(ditrt_attn_plan_summarize(FIX "/plan_cond.json", NULL, 0, 0, 0, &s, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "ditrt_attn_plan_summary"));
+    unlink(prompts);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -505,6 +654,7 @@ int main(void)
         cmocka_unit_test(test_calibration),
         cmocka_unit_test(test_losses),
         cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_api_calibrate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -357,6 +357,49 @@ static void test_cli(void **state)
     if (run_cli(args, e, sizeof e) != 0) fail_msg("%s", e);
     dt_attn_plan cp;
     dt_err err = {0};
+    /* ditrt_calibrate_attn (the public API) with the same settings writes the same bytes */
+    {
+        char api_plan[128];
+        snprintf(api_plan, sizeof api_plan, "%s/api.json", dir);
+        const char *const prompts[] = {"a fox"};
+        ditrt_attn_calib_params p;
+        ditrt_attn_calib_params_init(&p);
+        p.model_dir = PIPE;
+        p.prompts = prompts;
+        p.nprompts = 1;
+        p.out_path = api_plan;
+        p.steps = 3;
+        p.threshold = 0.05;
+        p.window = 5;
+        p.width = p.height = 32;
+        p.frames = 2;
+        p.dtype = "f32";
+        ditrt_attn_calib_result r = {.struct_size = sizeof r};
+        assert_int_equal(ditrt_calibrate_attn(&p, &r, &err), DITRT_EINVAL); /* no temporal window */
+        assert_non_null(strstr(err.msg, "--temporal-window: required for a video model"));
+        assert_int_not_equal(access(api_plan, F_OK), 0);
+        p.temporal_window = 1;
+        if (ditrt_calibrate_attn(&p, &r, &err) != DITRT_OK) fail_msg("%s", err.msg);
+        assert_int_equal(r.layers, 2);
+        assert_int_equal(r.temporal_layers, 2);
+        assert_int_equal(r.exhaustive_trials, 1 * 2 * 4 * 4);
+        FILE *fa = fopen(plan, "rb"), *fb = fopen(api_plan, "rb");
+        assert_non_null(fa);
+        assert_non_null(fb);
+        char ba[1 << 14], bb[1 << 14];
+        size_t na = fread(ba, 1, sizeof ba, fa), nb = fread(bb, 1, sizeof bb, fb);
+        fclose(fa); fclose(fb);
+        assert_true(na > 0 && na < sizeof ba);
+        assert_int_equal(na, nb);
+        assert_memory_equal(ba, bb, na);
+        ditrt_attn_plan_summary sum = {.struct_size = sizeof sum};
+        if (ditrt_attn_plan_summarize(api_plan, PIPE, 32, 32, 2, &sum, &err) != DITRT_OK) fail_msg("%s", err.msg);
+        assert_int_equal(sum.temporal_layers, 2);
+        assert_int_equal(sum.temporal_window, 1);
+        assert_int_equal(sum.frames, 2);
+        assert_int_equal(sum.tokens, 4);
+        unlink(api_plan);
+    }
     if (dt_attn_plan_load(plan, &cp, &err) != DT_OK) fail_msg("%s", err.msg);
     assert_int_equal(cp.temporal, 2);
     assert_int_equal(cp.temporal_window, 1);

@@ -1,11 +1,11 @@
-/* DiTFastAttn on the command line: `ditrt calibrate-attn`, the plan summary of
- * `ditrt info --attn-plan`, and the plan runs of `ditrt bench transformer --attn-plan`. */
+/* DiTFastAttn developer tools on the command line: the plan summary of `ditrt info
+ * --attn-plan` (info_attn_plan.c) and the plan runs of `ditrt bench transformer --attn-plan`
+ * (bench_attn_plan.c). The user command `ditrt calibrate-attn` (cli_fastattn.c) is declared in
+ * client.h and uses the public API only. */
 #ifndef DT_CLI_FASTATTN_H
 #define DT_CLI_FASTATTN_H
 #include "runtime/core/arena.h"
-#include "runtime/models/pixart.h"
 
-int cli_calibrate_attn(int argc, char **argv);
 /* Prints a plan's summary; model_dir (may be NULL) gives the layer check and the token
  * count at its native size (else PixArt-XL-2 at 1024 px: 4096 tokens, width 1152). */
 int cli_info_attn_plan(const char *path, const char *model_dir);

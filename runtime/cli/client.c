@@ -184,3 +184,31 @@ ditrt_status cli_read_prompts(const char *path, cli_list *out, ditrt_error *err)
     if (s != DITRT_OK) cli_list_free(out);
     return s;
 }
+
+/* ---- attention plans (calibrate-attn, info --attn-plan) ---- */
+
+/* Method counts of one kind of layers (k: 0 spatial, 1 temporal) of `layers` rows. */
+static void print_attn_counts(const ditrt_attn_plan_summary *s, const char *what, int k, int layers)
+{
+    int total = layers * s->steps;
+    printf("  %s (of %d layer-steps):", what, total);
+    for (int m = 0; m < DITRT_ATTN_NMETHODS; m++)
+        printf(" %s %d (%.0f%%)", ditrt_attn_method_name(m), s->methods[k][m], 100.0 * s->methods[k][m] / total);
+    printf("\n");
+}
+
+void cli_print_attn_cost(const ditrt_attn_plan_summary *s)
+{
+    if (s->temporal_layers) {
+        print_attn_counts(s, "spatial layers, methods", 0, s->layers);
+        print_attn_counts(s, "temporal layers, methods", 1, s->temporal_layers);
+        printf("  at %d frames of %d tokens x %d, batch %d:", s->frames, s->tokens, s->channels, s->batch);
+    } else {
+        print_attn_counts(s, "methods", 0, s->layers);
+        printf("  at %d tokens x %d, batch %d:", s->tokens, s->channels, s->batch);
+    }
+    printf(" attention FLOPs kept %.1f%% (%.4g of %.4g GFLOP), self-attention incl. projections %.1f%%\n",
+           100 * s->attn_flops / s->attn_flops_full, s->attn_flops / 1e9, s->attn_flops_full / 1e9,
+           100 * s->module_flops / s->module_flops_full);
+    printf("  cache memory held between steps: peak %.1f MB (f32 residuals and outputs)\n", s->cache_peak_bytes / 1e6);
+}

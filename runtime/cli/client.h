@@ -66,4 +66,8 @@ void cli_settings_json(struct cJSON *obj, const cli_settings *x);
 /* Prints obj (indented) on stdout and frees it. */
 void cli_json_print(struct cJSON *obj);
 
+/* Attention plans (added for calibrate-attn and info --attn-plan): the method counts and the
+ * cost lines of a plan summary (ditrt_attn_plan_summarize), on stdout. */
+void cli_print_attn_cost(const ditrt_attn_plan_summary *s);
+
 #endif

@@ -149,7 +149,8 @@ typedef enum { DT_FA_METRIC_REL = 0, DT_FA_METRIC_SSIM } dt_fa_metric;
 typedef struct {
     double threshold; /* δ */
     dt_fa_metric metric;
-    int verbose;      /* progress lines on stderr */
+    ditrt_log_fn log; /* progress lines (one per step), or NULL */
+    void *log_user;
     int verify;       /* tests: each trial (partial, replaying) must equal a plain forward of its
                        * plan bit for bit, and the decided step the last accepted trial (else counted) */
 } dt_fa_calib_opts;

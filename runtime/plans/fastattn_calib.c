@@ -321,12 +321,14 @@ dt_status dt_fa_calib_step(void *user, int step, dt_denoiser *tr, const dt_denoi
     long before = c->trials;
     DT_TRY(search_step(c, step, tr, inputs, arena, err));
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    if (c->o.verbose) {
+    if (c->o.log) {
         int cnt[DT_FA_COUNT] = {0};
+        char line[256];
         for (int l = 0; l < p->layers; l++) cnt[dt_attn_plan_at(p, l, step)]++;
-        fprintf(stderr, "calibrate-attn: step %d/%d: %ld trials, %.1f s; full %d, ast %d, wars+asc %d, wars %d, asc %d\n",
+        snprintf(line, sizeof line, "calibrate-attn: step %d/%d: %ld trials, %.1f s; full %d, ast %d, wars+asc %d, wars %d, asc %d",
                 step + 1, p->steps, c->trials - before, (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9,
                 cnt[DT_FA_FULL], cnt[DT_FA_AST], cnt[DT_FA_WARS_ASC], cnt[DT_FA_WARS], cnt[DT_FA_ASC]);
+        c->o.log(line, c->o.log_user);
     }
     return DT_OK;
 }
