@@ -66,4 +66,9 @@ void cli_settings_json(struct cJSON *obj, const cli_settings *x);
 /* Prints obj (indented) on stdout and frees it. */
 void cli_json_print(struct cJSON *obj);
 
+/* `ditrt compare` for videos (cli_compare_video.c; also declared in cli.h): whether a path is a
+ * video (.mp4/.webp, a frame folder or a %d pattern), and the comparison with its output. */
+int cli_is_video_path(const char *path);
+int cli_compare_video(const char *a, const char *b, const double *min_psnr, const double *min_ssim, const char *diff);
+
 #endif
