@@ -148,7 +148,13 @@ typedef struct {
     ditrt_progress_fn progress;  /* may be NULL */
     void *progress_user;         /* passed to progress as is */
     int frames;                  /* video: frames per video, 0: the model's video_length */
-    float eta;                   /* DDIM's eta (default 0); other solvers ignore it */
+    float eta;                   /* DDIM's eta (default 0); with any other solver eta > 0 is refused */
+    /* ---- since 0.2: fields appended here only ---- */
+    int decode_chunk;                  /* video: frames per VAE decode call; 0: the pipeline's (all, or
+                                        * 14 as diffusers; halved until it fits in memory) */
+    ditrt_progress_fn frame_progress;  /* called after each VAE decode call with the frames (images)
+                                        * decoded so far and in all, and that call's seconds; gets
+                                        * progress_user; non-zero cancels. May be NULL */
 } ditrt_gen_params;
 
 /* Sizes: the generated size must be a multiple of M = the transformer's patch_size times the
@@ -164,6 +170,33 @@ DITRT_API void ditrt_gen_params_init(ditrt_gen_params *p);
 /* ... and of LattePipeline (50 steps, cfg 7.5, video_length frames). Video generation
  * ignores vae_tiling, resolution_binning and max_sequence_length (120 tokens). */
 DITRT_API void ditrt_gen_params_init_video(ditrt_gen_params *p);
+
+/* What a context holds, for the caller to check a request or label its outputs before
+ * generating. Output structs with struct_size: set it to sizeof the struct before the call;
+ * the library fills what it knows up to that size (a newer header's extra fields read 0). */
+typedef struct {
+    size_t struct_size;
+    int native_width, native_height; /* the size width/height 0 gives */
+    int size_multiple;               /* M of "Sizes" above */
+    int max_frames;                  /* video_length; 0: an image model (use ditrt_generate) */
+    int zoo_size;                    /* OMS-DPM members, the model's own included (1 without a zoo) */
+    const char *solver;              /* the scheduler's diffusers class, e.g. "DDIMScheduler" */
+    const char *solver_warning;      /* one line about the solver's settings worth a warning, or NULL */
+    const char *dtype, *text_dtype;  /* resolved compute types: "f32" or "bf16" */
+} ditrt_ctx_info;
+/* Strings belong to the context (valid until ditrt_ctx_free). Fails (DITRT_EINVAL) for a NULL
+ * or failed context or struct_size 0. */
+DITRT_API ditrt_status ditrt_ctx_get_info(const ditrt_ctx *ctx, ditrt_ctx_info *info);
+
+/* What the last successful ditrt_generate* on a context did. Fails before any success. */
+typedef struct {
+    size_t struct_size;             /* as for ditrt_ctx_info */
+    int prompt_truncated;           /* the prompt had more than max_sequence_length tokens */
+    int negative_truncated;         /* the same for the negative prompt */
+    int max_sequence_length;        /* text tokens used */
+    double seconds_text, seconds_sampling, seconds_decode; /* wall time of the three stages */
+} ditrt_gen_info;
+DITRT_API ditrt_status ditrt_last_gen_info(const ditrt_ctx *ctx, ditrt_gen_info *info);
 
 typedef struct {
     int width, height;
@@ -212,6 +245,59 @@ typedef struct {
 typedef void (*ditrt_log_fn)(const char *line, void *user);
 
 /* ---- section: outputs and comparisons (files) ---- */
+/* Images are PNG (the meta pairs as tEXt chunks, iTXt for non-ASCII values; keys 1..79
+ * printable Latin-1 characters), JPEG (quality 95) or BMP, by extension (any case); JPEG and BMP
+ * carry no text. Videos by path: a folder (ending in '/' or existing) of frame_000.png ...,
+ * a pattern with one integer conversion ("out_%03d.png"), .webp (animated, quality 90, meta in
+ * XMP) or .mp4 (H.264, CRF 18, yuv420p, meta as mdta tags and `comment`). Every file is
+ * written to a temp file in its folder and renamed into place when complete: a failure
+ * leaves no partial file and an earlier file untouched. Errors name the path. */
+typedef enum {
+    DITRT_OUTPUT_IMAGE,         /* .png, .jpg/.jpeg, .bmp */
+    DITRT_OUTPUT_FRAME_FOLDER,  /* <folder>/frame_000.png ... */
+    DITRT_OUTPUT_FRAME_PATTERN, /* printf pattern of .png files */
+    DITRT_OUTPUT_WEBP,
+    DITRT_OUTPUT_MP4
+} ditrt_output_kind;
+/* Whether `path` can be written as an image (video 0) or a video (video 1), before any work:
+ * the type by extension (or pattern, folder) and a file can be created in its folder; creates
+ * nothing that stays. *kind (may be NULL) gets the path's kind. */
+DITRT_API ditrt_status ditrt_output_check(const char *path, int video, ditrt_output_kind *kind, ditrt_error *err);
+/* Writes one image with n meta pairs (meta may be NULL when n is 0). */
+DITRT_API ditrt_status ditrt_image_save(const char *path, const ditrt_image *image, const ditrt_meta *meta, int n,
+                                        ditrt_error *err);
+/* Writes one video at fps frames per second (the container's rate; PNG frames ignore it) with n
+ * meta pairs, each PNG frame carrying them all. */
+DITRT_API ditrt_status ditrt_video_save(const char *path, const ditrt_video *video, double fps, const ditrt_meta *meta,
+                                        int n, ditrt_error *err);
+/* Reads a PNG (any bit depth or colour type: palette expanded, gray replicated, alpha dropped,
+ * 16-bit rounded to 8), JPEG or BMP by content into 8-bit RGB; free with ditrt_image_free. */
+DITRT_API ditrt_status ditrt_image_load(const char *path, ditrt_image *out, ditrt_error *err);
+/* Frees the pixels of one image and zeroes it (not the ditrt_generate arrays:
+ * ditrt_images_free); NULL is a no-op. */
+DITRT_API void ditrt_image_free(ditrt_image *image);
+/* Reads an .mp4 or .webp file or a PNG frame folder/pattern (frames until one is missing);
+ * *fps (may be NULL) gets the container's rate, 0 for PNG frames. Free with ditrt_video_free. */
+DITRT_API ditrt_status ditrt_video_load(const char *path, ditrt_video *out, double *fps, ditrt_error *err);
+DITRT_API void ditrt_video_free(ditrt_video *video);
+
+/* PSNR (dB, 255^2 / MSE over all samples; +inf when identical) and SSIM (Wang et al. 2004:
+ * 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, valid positions, the mean of R, G, B;
+ * NaN for images under 11x11) of two files of the same size. Two videos when either path is a
+ * video path (.mp4, .webp, a '%' pattern or a folder): the metrics of each frame pair and their
+ * means (the frame counts must match). */
+typedef struct {
+    int frames;              /* 0: two images; else the frames compared */
+    int width, height;
+    double psnr, ssim;       /* images: the values; videos: the means over the frames */
+    double *frame_psnr, *frame_ssim; /* videos: `frames` values each (owned); NULL for images */
+} ditrt_compare_result;
+/* diff_path (images only; may be NULL): writes |A - B| per sample scaled so the largest
+ * difference is 255 (all black when identical), checked writable before anything is read.
+ * Free the result with ditrt_compare_result_free (also after a failure: it is zeroed). */
+DITRT_API ditrt_status ditrt_compare_files(const char *a, const char *b, const char *diff_path,
+                                           ditrt_compare_result *out, ditrt_error *err);
+DITRT_API void ditrt_compare_result_free(ditrt_compare_result *r);
 
 /* ---- section: quantization (ViDiT-Q / MixDQ) ---- */
 /* Post-training quantization of a pipeline's transformer into a plan folder (`ditrt quantize`;

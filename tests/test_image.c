@@ -372,6 +372,157 @@ static void test_cli_compare(void **state)
     assert_int_equal(access(diff, F_OK), -1);
 }
 
+/* ---- the public file API (include/ditrt.h), as an embedding application calls it ---- */
+
+/* ditrt_image_save writes the bytes dt_image_write (the CLI's writer until now) writes, text
+ * chunks included; ditrt_image_load reads them back; JPEG/BMP by extension. */
+static void test_api_save_load(void **state)
+{
+    (void)state;
+    int w = 37, h = 23;
+    uint8_t *px = pattern(w, h);
+    ditrt_image im = {w, h, px}, back = {0};
+    ditrt_meta meta[] = {{"prompt", "a cat"}, {"seed", "42"}, {"negative", "caf\xc3\xa9"}};
+    char a[512], b[512];
+    ditrt_error err = {0};
+    snprintf(a, sizeof a, "%s/api.png", tmp);
+    snprintf(b, sizeof b, "%s/ref.png", tmp);
+    ditrt_output_kind kind = DITRT_OUTPUT_MP4;
+    assert_int_equal(ditrt_output_check(a, 0, &kind, &err), DITRT_OK);
+    assert_int_equal(kind, DITRT_OUTPUT_IMAGE);
+    assert_int_equal(dir_entries(tmp), 0); /* the check leaves nothing */
+    if (ditrt_image_save(a, &im, meta, 3, &err) != DITRT_OK) fail_msg("%s", err.msg);
+    dt_err e = {0};
+    assert_int_equal(dt_image_write(b, px, w, h, meta, 3, &e), DT_OK);
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "cmp -s %s %s", a, b);
+    assert_int_equal(system(cmd), 0);
+    expect_png_text(a, "prompt", "a cat");
+    expect_png_text(a, "negative", "caf\xc3\xa9");
+    assert_int_equal(ditrt_image_load(a, &back, &err), DITRT_OK);
+    assert_int_equal(back.width, w);
+    assert_int_equal(back.height, h);
+    assert_memory_equal(back.rgb, px, (size_t)w * h * 3);
+    ditrt_image_free(&back);
+    assert_null(back.rgb);
+    ditrt_image_free(NULL);
+    snprintf(a, sizeof a, "%s/api.bmp", tmp); /* lossless */
+    assert_int_equal(ditrt_image_save(a, &im, NULL, 0, &err), DITRT_OK);
+    assert_int_equal(ditrt_image_load(a, &back, &err), DITRT_OK);
+    assert_memory_equal(back.rgb, px, (size_t)w * h * 3);
+    ditrt_image_free(&back);
+    snprintf(a, sizeof a, "%s/api.JPG", tmp);
+    assert_int_equal(ditrt_image_save(a, &im, meta, 1, &err), DITRT_OK);
+    assert_int_equal(ditrt_image_load(a, &back, &err), DITRT_OK);
+    assert_int_equal(back.width, w);
+    ditrt_image_free(&back);
+    assert_int_equal(dir_entries(tmp), 4); /* no temp files */
+    free(px);
+}
+
+/* Refusals name the path (or the argument), create nothing and leave an earlier file as it was. */
+static void test_api_refusals(void **state)
+{
+    (void)state;
+    char path[512];
+    ditrt_error err = {0};
+    ditrt_output_kind kind;
+    const char *bad_image[][2] = {{"%s/out.gif", "unknown image extension"}, {"%s/no/such/x.png", "/no/such/x.png"},
+                                  {"%s/clip.mp4", "clip.mp4"}};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, bad_image[i][0], tmp);
+        assert_int_not_equal(ditrt_output_check(path, 0, &kind, &err), DITRT_OK);
+        if (!strstr(err.msg, bad_image[i][1])) fail_msg("%s: \"%s\"", path, err.msg);
+    }
+    const char *bad_video[][2] = {{"%s/clip.avi", "unknown video output type"}, {"%s/missing/", "does not exist"},
+                                  {"%s/f_%%d_%%d.png", "exactly one integer conversion"}};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, bad_video[i][0], tmp);
+        assert_int_not_equal(ditrt_output_check(path, 1, &kind, &err), DITRT_OK);
+        if (!strstr(err.msg, bad_video[i][1])) fail_msg("%s: \"%s\"", path, err.msg);
+    }
+    /* the kinds of good video paths */
+    const char *good[] = {"%s/a.MP4", "%s/a.webp", "%s/f_%%03d.png", "%s/"};
+    ditrt_output_kind want[] = {DITRT_OUTPUT_MP4, DITRT_OUTPUT_WEBP, DITRT_OUTPUT_FRAME_PATTERN, DITRT_OUTPUT_FRAME_FOLDER};
+    for (int i = 0; i < 4; i++) {
+        snprintf(path, sizeof path, good[i], tmp);
+        if (ditrt_output_check(path, 1, &kind, &err) != DITRT_OK) fail_msg("%s: %s", path, err.msg);
+        assert_int_equal(kind, want[i]);
+        assert_string_equal(err.msg, "");
+    }
+    assert_int_equal(ditrt_output_check(NULL, 0, NULL, &err), DITRT_EINVAL);
+    assert_int_equal(ditrt_output_check("x.gif", 0, NULL, NULL), DITRT_EINVAL); /* err may be NULL */
+    /* bad images and meta: refused before anything is written */
+    snprintf(path, sizeof path, "%s/keep.png", tmp);
+    tu_write_file(path, "old", 3);
+    uint8_t px[12] = {0};
+    ditrt_image im = {2, 2, px}, empty = {0, 2, px};
+    ditrt_meta bad_key = {"", "v"}, null_value = {"k", NULL};
+    assert_int_equal(ditrt_image_save(path, &empty, NULL, 0, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "keep.png"));
+    assert_int_equal(ditrt_image_save(path, NULL, NULL, 0, &err), DITRT_EINVAL);
+    assert_int_equal(ditrt_image_save(path, &im, NULL, 2, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "meta"));
+    assert_int_equal(ditrt_image_save(path, &im, &null_value, 1, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "meta[0]"));
+    assert_int_not_equal(ditrt_image_save(path, &im, &bad_key, 1, &err), DITRT_OK);
+    assert_non_null(strstr(err.msg, "text key"));
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_size, 3);
+    /* loading: missing file, not an image; the output is zeroed */
+    ditrt_image back = {5, 5, NULL};
+    assert_int_equal(ditrt_image_load("/nonexistent/a.png", &back, &err), DITRT_EIO);
+    assert_non_null(strstr(err.msg, "/nonexistent/a.png"));
+    assert_int_equal(back.width, 0);
+    assert_int_not_equal(ditrt_image_load("README.md", &back, &err), DITRT_OK);
+    assert_non_null(strstr(err.msg, "README.md"));
+    assert_null(back.rgb);
+    assert_int_equal(dir_entries(tmp), 1); /* keep.png only */
+}
+
+/* ditrt_compare_files gives the numbers `ditrt compare` prints and the same --diff file. */
+static void test_api_compare(void **state)
+{
+    (void)state;
+    const char *A = IMG "/a.png", *B = IMG "/b.png";
+    char diff[512], cli_diff[512], cmd[2048], out[4096], err_txt[4096], want[128];
+    snprintf(diff, sizeof diff, "%s/api-diff.png", tmp);
+    snprintf(cli_diff, sizeof cli_diff, "%s/cli-diff.png", tmp);
+    ditrt_compare_result r;
+    ditrt_error err = {0};
+    if (ditrt_compare_files(A, B, diff, &r, &err) != DITRT_OK) fail_msg("%s", err.msg);
+    assert_int_equal(r.frames, 0);
+    assert_null(r.frame_psnr);
+    snprintf(cmd, sizeof cmd, "./ditrt compare %s %s --diff %s", A, B, cli_diff);
+    assert_int_equal(run(cmd, out, err_txt, sizeof out), 0);
+    snprintf(want, sizeof want, "PSNR: %.4f dB\nSSIM: %.6f\n", r.psnr, r.ssim);
+    assert_string_equal(out, want);
+    snprintf(cmd, sizeof cmd, "cmp -s %s %s", diff, cli_diff);
+    assert_int_equal(system(cmd), 0);
+    ditrt_compare_result_free(&r);
+    assert_int_equal(ditrt_compare_files(A, A, NULL, &r, &err), DITRT_OK);
+    assert_true(isinf(r.psnr));
+    assert_true(r.ssim == 1.0);
+    /* under 11x11: no SSIM */
+    assert_int_equal(ditrt_compare_files(IMG "/gray.png", IMG "/gray.png", NULL, &r, &err), DITRT_OK);
+    if (r.width < 11 || r.height < 11) assert_true(isnan(r.ssim));
+    /* bad input names the file; nothing is written; the result is zeroed */
+    unlink(diff);
+    assert_int_equal(ditrt_compare_files(A, IMG "/gray.png", diff, &r, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "sizes differ"));
+    assert_int_equal(r.width, 0);
+    assert_int_not_equal(ditrt_compare_files(A, "/nonexistent.png", NULL, &r, &err), DITRT_OK);
+    assert_non_null(strstr(err.msg, "/nonexistent.png"));
+    assert_int_equal(ditrt_compare_files(A, B, "/nonexistent/dir/d.png", &r, &err), DITRT_EIO);
+    assert_non_null(strstr(err.msg, "/nonexistent/dir/d.png"));
+    assert_int_equal(ditrt_compare_files(A, B, NULL, NULL, &err), DITRT_EINVAL);
+    assert_int_equal(ditrt_compare_files(NULL, B, NULL, &r, &err), DITRT_EINVAL);
+    assert_int_equal(access(diff, F_OK), -1);
+    ditrt_compare_result_free(&r);
+    ditrt_compare_result_free(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -382,6 +533,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_paths_and_files, setup, teardown),
         cmocka_unit_test(test_metrics),
         cmocka_unit_test_setup_teardown(test_cli_compare, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_api_save_load, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_api_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_api_compare, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

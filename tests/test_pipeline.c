@@ -485,6 +485,116 @@ static void test_api_version_and_struct_size(void **state)
     ditrt_ctx_free(c);
 }
 
+/* What `ditrt txt2img` does, through the public API only: ditrt_ctx_get_info (solver, sizes,
+ * resolved dtypes), ditrt_generate with a frame_progress per decode chunk, ditrt_last_gen_info,
+ * then ditrt_image_save with the CLI's metadata gives the CLI's PNG byte for byte (batch 2, a
+ * non-default solver, decode_chunk 1). Bad calls of the info functions are refused. */
+static int chunks_seen, chunk_total;
+static int on_chunk(int done, int total, double s, void *u) { (void)done; (void)s; (void)u; chunks_seen++; chunk_total = total; return 0; }
+static int stop_chunk(int done, int total, double s, void *u) { (void)done; (void)total; (void)s; (void)u; return 1; }
+
+static void test_api_as_cli(void **state)
+{
+    (void)state;
+    if (access("./ditrt", X_OK)) { printf("  skipped: ./ditrt is not built\n"); skip(); }
+    ditrt_ctx_params cp;
+    ditrt_ctx_params_init(&cp);
+    cp.model_dir = PIPE;
+    cp.threads = 1;
+    cp.solver = "euler_a";
+    cp.dtype = "f32";
+    ditrt_ctx *c = NULL;
+    if (ditrt_ctx_create(&cp, &c) != DITRT_OK) fail_msg("%s", ditrt_errmsg(c));
+    ditrt_gen_info g = {.struct_size = sizeof g};
+    assert_int_equal(ditrt_last_gen_info(c, &g), DITRT_EINVAL); /* nothing generated yet */
+    ditrt_ctx_info info = {.struct_size = sizeof info};
+    assert_int_equal(ditrt_ctx_get_info(c, &info), DITRT_OK);
+    assert_int_equal(info.struct_size, sizeof info);
+    assert_string_equal(info.solver, "EulerAncestralDiscreteScheduler");
+    assert_null(info.solver_warning);
+    assert_int_equal(info.max_frames, 0);
+    assert_int_equal(info.zoo_size, 1);
+    assert_int_equal(info.size_multiple % 8, 0);
+    assert_true(info.native_width > 0 && info.native_width == info.native_height);
+    assert_string_equal(info.dtype, "f32");
+    assert_true(!strcmp(info.text_dtype, "f32") || !strcmp(info.text_dtype, "bf16")); /* the device's default */
+    ditrt_gen_params gp;
+    ditrt_gen_params_init(&gp);
+    assert_int_equal(gp.decode_chunk, 0);
+    assert_null(gp.frame_progress);
+    gp.prompt = "a red fox";
+    gp.negative_prompt = "blurry";
+    gp.seed = 11;
+    gp.steps = 3;
+    gp.width = 48;
+    gp.height = 64;
+    gp.batch = 2;
+    gp.decode_chunk = 1;
+    gp.frame_progress = on_chunk;
+    ditrt_image *im = NULL;
+    int n = 0;
+    chunks_seen = 0;
+    if (ditrt_generate(c, &gp, &im, &n) != DITRT_OK) fail_msg("%s", ditrt_errmsg(c));
+    assert_int_equal(n, 2);
+    assert_int_equal(chunks_seen, 2); /* one image per decode call */
+    assert_int_equal(chunk_total, 2);
+    assert_int_equal(ditrt_last_gen_info(c, &g), DITRT_OK);
+    assert_int_equal(g.prompt_truncated, 0);
+    assert_true(g.max_sequence_length > 0);
+    assert_true(g.seconds_sampling > 0 && g.seconds_text >= 0 && g.seconds_decode >= 0);
+    char tmp[64], cmd[1200], api[256], cli[256], software[64];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(software, sizeof software, "ditrt %s", ditrt_version());
+    ditrt_meta meta[] = {{"prompt", gp.prompt}, {"negative_prompt", gp.negative_prompt}, {"seed", "11"}, {"steps", "3"},
+                         {"cfg", "4.5"}, {"solver", info.solver}, {"model", PIPE}, {"size", "48x64"},
+                         {"dtype", info.dtype}, {"Software", software}};
+    ditrt_error err = {0};
+    for (int i = 0; i < n; i++) {
+        snprintf(api, sizeof api, "%s/api-%d.png", tmp, i);
+        assert_int_equal(ditrt_output_check(api, 0, NULL, &err), DITRT_OK);
+        if (ditrt_image_save(api, &im[i], meta, 10, &err) != DITRT_OK) fail_msg("%s", err.msg);
+    }
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m " PIPE " --threads 1 --dtype f32 -q -p '%s' -n '%s' --seed 11 --steps 3 "
+             "-W 48 -H 64 --batch 2 --solver euler_a -o %s/cli.png", gp.prompt, gp.negative_prompt, tmp);
+    assert_int_equal(system(cmd), 0);
+    for (int i = 0; i < n; i++) {
+        snprintf(api, sizeof api, "%s/api-%d.png", tmp, i);
+        snprintf(cli, sizeof cli, "%s/cli-%d.png", tmp, i);
+        snprintf(cmd, sizeof cmd, "cmp %s %s", api, cli);
+        if (system(cmd) != 0) fail_msg("%s differs from the CLI's %s", api, cli);
+    }
+    tu_rmtree(tmp);
+    ditrt_images_free(im, n);
+    /* bad calls */
+    ditrt_ctx_info small = {.struct_size = 0};
+    assert_int_equal(ditrt_ctx_get_info(c, &small), DITRT_EINVAL);
+    assert_int_equal(ditrt_ctx_get_info(NULL, &info), DITRT_EINVAL);
+    assert_int_equal(ditrt_ctx_get_info(c, NULL), DITRT_EINVAL);
+    assert_int_equal(ditrt_last_gen_info(NULL, &g), DITRT_EINVAL);
+    g.struct_size = 8;
+    assert_int_equal(ditrt_last_gen_info(c, &g), DITRT_EINVAL);
+    /* a newer header's larger struct: the known fields filled, the rest zeroed */
+    struct { ditrt_ctx_info info; int newer; } big;
+    memset(&big, 0xff, sizeof big);
+    big.info.struct_size = sizeof big;
+    assert_int_equal(ditrt_ctx_get_info(c, &big.info), DITRT_OK);
+    assert_int_equal(big.newer, 0);
+    assert_string_equal(big.info.solver, "EulerAncestralDiscreteScheduler");
+    /* frame_progress cancels; a negative decode_chunk is refused */
+    gp.batch = 1;
+    gp.frame_progress = stop_chunk;
+    expect_gen_error(c, &gp, DITRT_ECANCELLED, "cancelled after decoding 1 of 1");
+    gp.frame_progress = NULL;
+    gp.decode_chunk = -1;
+    expect_gen_error(c, &gp, DITRT_EINVAL, "decode chunk");
+    ditrt_ctx_free(c);
+    /* a failed context has no info */
+    cp.model_dir = "/nonexistent";
+    assert_int_not_equal(ditrt_ctx_create(&cp, &c), DITRT_OK);
+    assert_int_equal(ditrt_ctx_get_info(c, &info), DITRT_EINVAL);
+    ditrt_ctx_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -498,6 +608,7 @@ int main(void)
         cmocka_unit_test(test_cli_errors),
         cmocka_unit_test(test_batch_outputs),
         cmocka_unit_test(test_api_quant_and_attn_plan),
+        cmocka_unit_test(test_api_as_cli),
     };
     return cmocka_run_group_tests_name("pipeline", tests, NULL, NULL);
 }

@@ -149,12 +149,101 @@ static void test_cli_compare(void **state)
     tu_rmtree(dir);
 }
 
+/* The public file API for videos: ditrt_video_save writes what dt_video_write (the CLI's writer
+ * until now) writes, byte for byte; ditrt_video_load reads it back with the rate;
+ * ditrt_compare_files gives the per-frame numbers and means `ditrt compare` prints; a diff
+ * image is refused for videos and a bad fps or empty video before anything is written. */
+static void test_api(void **state)
+{
+    (void)state;
+    char dir[256], a[600], b[600], cmd[1600];
+    tu_tmpdir(dir, sizeof dir);
+    uint8_t *frames = make_frames();
+    ditrt_video v = {FR, W, H, frames};
+    ditrt_error err = {0};
+    const char *names[] = {"clip.mp4", "clip.webp", "f_%03d.png"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(a, sizeof a, "%s/api-%s", dir, names[i]);
+        snprintf(b, sizeof b, "%s/ref-%s", dir, names[i]);
+        if (ditrt_video_save(a, &v, 8, meta, 2, &err) != DITRT_OK) fail_msg("%s: %s", a, err.msg);
+        dt_video_frames ref = {FR, W, H, 8, frames, meta, 2};
+        assert_int_equal(dt_video_write(b, &ref, &err), DT_OK);
+        if (i < 2) snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
+        else snprintf(cmd, sizeof cmd, "cd %s && for f in api-f_*.png; do cmp -s $f ref-${f#api-} || exit 1; done", dir);
+        if (system(cmd) != 0) fail_msg("%s differs from dt_video_write's file", a);
+        ditrt_video back;
+        double fps = -1;
+        if (ditrt_video_load(a, &back, &fps, &err) != DITRT_OK) fail_msg("%s: %s", a, err.msg);
+        assert_int_equal(back.frames, FR);
+        assert_int_equal(back.width, W);
+        assert_int_equal(back.height, H);
+        if (i == 2) {
+            assert_true(fps == 0);
+            assert_memory_equal(back.rgb, frames, (size_t)FR * W * H * 3); /* lossless */
+        } else
+            assert_true(fabs(fps - 8) < 1e-3);
+        ditrt_video_free(&back);
+        assert_null(back.rgb);
+    }
+    /* compare: the numbers the CLI prints */
+    snprintf(a, sizeof a, "%s/api-clip.mp4", dir);
+    snprintf(b, sizeof b, "%s/api-clip.webp", dir);
+    ditrt_compare_result r;
+    if (ditrt_compare_files(a, b, NULL, &r, &err) != DITRT_OK) fail_msg("%s", err.msg);
+    assert_int_equal(r.frames, FR);
+    assert_non_null(r.frame_psnr);
+    snprintf(cmd, sizeof cmd, "./ditrt compare %s %s > %s/out.txt", a, b, dir);
+    assert_int_equal(system(cmd), 0);
+    char want[2048] = "", got[2048] = "", p[700];
+    size_t len = 0;
+    for (int f = 0; f < FR; f++)
+        len += (size_t)snprintf(want + len, sizeof want - len, "frame %3d: PSNR %.4f dB, SSIM %.6f\n", f, r.frame_psnr[f], r.frame_ssim[f]);
+    snprintf(want + len, sizeof want - len, "mean PSNR: %.4f dB\nmean SSIM: %.6f\n", r.psnr, r.ssim);
+    snprintf(p, sizeof p, "%s/out.txt", dir);
+    FILE *f = fopen(p, "r");
+    assert_non_null(f);
+    got[fread(got, 1, sizeof got - 1, f)] = 0;
+    fclose(f);
+    assert_string_equal(got, want);
+    ditrt_compare_result_free(&r);
+    assert_null(r.frame_psnr);
+    /* a frame pattern against itself: identical */
+    snprintf(a, sizeof a, "%s/api-f_%%03d.png", dir);
+    assert_int_equal(ditrt_compare_files(a, a, NULL, &r, &err), DITRT_OK);
+    assert_true(isinf(r.psnr) && r.ssim == 1.0);
+    ditrt_compare_result_free(&r);
+    /* refusals */
+    snprintf(p, sizeof p, "%s/d.png", dir);
+    assert_int_equal(ditrt_compare_files(a, b, p, &r, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "diff_path"));
+    assert_int_equal(access(p, F_OK), -1);
+    v.frames = FR - 1;
+    snprintf(p, sizeof p, "%s/short.webp", dir);
+    assert_int_equal(ditrt_video_save(p, &v, 8, NULL, 0, &err), DITRT_OK);
+    assert_int_equal(ditrt_compare_files(b, p, NULL, &r, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "short.webp"));
+    snprintf(p, sizeof p, "%s/bad.mp4", dir);
+    assert_int_equal(ditrt_video_save(p, &v, 0, NULL, 0, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "fps"));
+    v.frames = 0;
+    assert_int_equal(ditrt_video_save(p, &v, 8, NULL, 0, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "bad.mp4"));
+    assert_int_equal(access(p, F_OK), -1);
+    ditrt_video back = {1, 1, 1, NULL};
+    assert_int_not_equal(ditrt_video_load("/nonexistent.mp4", &back, NULL, &err), DITRT_OK);
+    assert_non_null(strstr(err.msg, "/nonexistent.mp4"));
+    assert_int_equal(back.frames, 0);
+    free(frames);
+    tu_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_formats),
         cmocka_unit_test(test_bad_paths),
         cmocka_unit_test(test_cli_compare),
+        cmocka_unit_test(test_api),
     };
     return cmocka_run_group_tests_name("video", tests, NULL, NULL);
 }

@@ -111,11 +111,83 @@ static void test_errors(void **state)
     ditrt_ctx_free(c);
 }
 
+/* What `ditrt txt2vid` does, through the public API only: ditrt_ctx_get_info, ditrt_generate_video
+ * with decode_chunk and frame_progress, ditrt_video_save with the CLI's metadata: the PNG frame
+ * files of `txt2vid --decode-chunk 2 -o DIR/` byte for byte; ditrt_video_load reads them back. */
+static int frames_done[8], nchunks;
+static int on_chunk(int done, int total, double s, void *u)
+{
+    (void)s;
+    (void)u;
+    if (nchunks < 8) frames_done[nchunks++] = done * 100 + total;
+    return 0;
+}
+
+static void test_api_as_cli(void **state)
+{
+    (void)state;
+    if (access("./ditrt", X_OK)) { printf("  skipped: ./ditrt is not built\n"); skip(); }
+    ditrt_ctx *c = open_ctx(PIPE);
+    ditrt_ctx_info info = {.struct_size = sizeof info};
+    assert_int_equal(ditrt_ctx_get_info(c, &info), DITRT_OK);
+    assert_true(info.max_frames >= 3);
+    assert_string_equal(info.dtype, "f32");
+    assert_int_equal(info.size_multiple % 8, 0);
+    ditrt_gen_params gp;
+    ditrt_gen_params_init_video(&gp);
+    gp.prompt = "A paper boat drifting down a rainy street.";
+    gp.seed = 5;
+    gp.width = gp.height = 48;
+    gp.frames = 3;
+    gp.steps = 2;
+    gp.decode_chunk = 2;
+    gp.frame_progress = on_chunk;
+    ditrt_video *v = NULL;
+    int n = 0;
+    nchunks = 0;
+    if (ditrt_generate_video(c, &gp, &v, &n) != DITRT_OK) fail_msg("%s", ditrt_errmsg(c));
+    assert_int_equal(nchunks, 2); /* frames 1-2, then 3 */
+    assert_int_equal(frames_done[0], 203);
+    assert_int_equal(frames_done[1], 303);
+    ditrt_gen_info g = {.struct_size = sizeof g};
+    assert_int_equal(ditrt_last_gen_info(c, &g), DITRT_OK);
+    assert_int_equal(g.max_sequence_length, 120);
+    char tmp[64], cmd[1200], sub[128], software[64];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(sub, sizeof sub, "%s/api/", tmp);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    ditrt_output_kind kind;
+    ditrt_error err = {0};
+    assert_int_equal(ditrt_output_check(sub, 1, &kind, &err), DITRT_OK);
+    assert_int_equal(kind, DITRT_OUTPUT_FRAME_FOLDER);
+    snprintf(software, sizeof software, "ditrt %s", ditrt_version());
+    ditrt_meta meta[] = {{"prompt", gp.prompt}, {"negative_prompt", ""}, {"seed", "5"}, {"steps", "2"}, {"cfg", "7.5"},
+                         {"solver", info.solver}, {"model", PIPE}, {"size", "48x48"}, {"frames", "3"}, {"fps", "8"},
+                         {"dtype", info.dtype}, {"Software", software}};
+    if (ditrt_video_save(sub, &v[0], 8, meta, 12, &err) != DITRT_OK) fail_msg("%s", err.msg);
+    snprintf(cmd, sizeof cmd, "mkdir %s/cli && ./ditrt txt2vid -m " PIPE " --threads 1 --dtype f32 --text-encoder-dtype f32 -q "
+             "-p '%s' --seed 5 -W 48 -H 48 --frames 3 --steps 2 --decode-chunk 2 -o %s/cli/ && "
+             "for f in 000 001 002; do cmp %s/api/frame_$f.png %s/cli/frame_$f.png || exit 1; done",
+             tmp, gp.prompt, tmp, tmp, tmp);
+    assert_int_equal(system(cmd), 0);
+    ditrt_video back;
+    double fps = -1;
+    assert_int_equal(ditrt_video_load(sub, &back, &fps, &err), DITRT_OK);
+    assert_int_equal(back.frames, 3);
+    assert_true(fps == 0);
+    assert_memory_equal(back.rgb, v[0].rgb, (size_t)3 * 48 * 48 * 3);
+    ditrt_video_free(&back);
+    tu_rmtree(tmp);
+    ditrt_videos_free(v, n);
+    ditrt_ctx_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_same_frames_as_cli),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_api_as_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,6 +21,8 @@ struct ditrt_ctx {
     dt_attn_plan plan; /* DiTFastAttn, when has_plan */
     int has_plan;
     dt_model_schedule ms; /* OMS-DPM model schedule (ms.ids NULL: none) */
+    dt_dtype dtype, text_dtype; /* resolved (ditrt_ctx_get_info) */
+    ditrt_gen_info last;        /* the last successful generation (struct_size 0: none yet) */
     atomic_int cancel;
     char msg[DITRT_ERRMSG_MAX];
 };
@@ -116,6 +118,8 @@ static void create(ditrt_ctx *c, const ditrt_ctx_params *p, dt_err *err)
     else if (!dt_api_parse_dtype(p->text_dtype, &cfg.text_dtype)) dt_fail(err, DT_EINVAL, "text_dtype: expected f32 or bf16, got \"%s\"", p->text_dtype);
     else if (p->attn_plan && dt_attn_plan_load(p->attn_plan, &c->plan, err) == DT_OK) c->has_plan = 1;
     if (err->status != DT_OK) return;
+    c->dtype = cfg.dtype;
+    c->text_dtype = cfg.text_dtype;
     c->threads = p->threads;
     if (p->threads > 0) omp_set_num_threads(p->threads);
     dt_quantizer qz;
@@ -153,6 +157,35 @@ void ditrt_ctx_free(ditrt_ctx *c)
 
 const char *ditrt_errmsg(const ditrt_ctx *c) { return c ? c->msg : "out of memory"; }
 
+/* An output struct: the caller's struct_size bytes zeroed, then the known prefix of `full`. */
+static ditrt_status fill_out(void *out, const void *full, size_t known, size_t min)
+{
+    size_t got = *(const size_t *)out;
+    if (got < min) return DITRT_EINVAL; /* 0: not set; smaller than any published layout */
+    memset(out, 0, got);
+    memcpy(out, full, got < known ? got : known);
+    *(size_t *)out = got;
+    return DITRT_OK;
+}
+
+ditrt_status ditrt_ctx_get_info(const ditrt_ctx *c, ditrt_ctx_info *info)
+{
+    if (!c || !c->p || !info) return DITRT_EINVAL;
+    int native = dt_pipeline_native_size(c->p);
+    ditrt_ctx_info full = {.struct_size = sizeof full, .native_width = native, .native_height = native,
+                           .size_multiple = dt_pipeline_size_multiple(c->p), .max_frames = dt_pipeline_max_frames(c->p),
+                           .zoo_size = dt_pipeline_zoo_size(c->p), .solver = dt_pipeline_solver_name(c->p),
+                           .solver_warning = dt_pipeline_solver_warning(c->p), .dtype = dt_dtype_name(c->dtype),
+                           .text_dtype = dt_dtype_name(c->text_dtype)};
+    return fill_out(info, &full, sizeof full, DT_END_OF(ditrt_ctx_info, text_dtype));
+}
+
+ditrt_status ditrt_last_gen_info(const ditrt_ctx *c, ditrt_gen_info *info)
+{
+    if (!c || !info || !c->last.struct_size) return DITRT_EINVAL;
+    return fill_out(info, &c->last, sizeof c->last, DT_END_OF(ditrt_gen_info, seconds_decode));
+}
+
 void ditrt_gen_params_init(ditrt_gen_params *p)
 {
     dt_gen_request d = dt_gen_request_default();
@@ -187,6 +220,12 @@ static int progress_hook(int step, int steps, double seconds, void *user)
     return h->p->progress ? h->p->progress(step, steps, seconds, h->p->progress_user) : 0;
 }
 
+static int frame_hook(int done, int total, double seconds, void *user)
+{
+    hook *h = user;
+    return h->p->frame_progress(done, total, seconds, h->p->progress_user);
+}
+
 /* A loaded context of the wanted kind, the cancel flag cleared and the threads set. */
 static int begin(ditrt_ctx *c, int video, dt_err *err)
 {
@@ -219,8 +258,14 @@ static ditrt_status run(ditrt_ctx *c, const ditrt_gen_params *params, int video,
                         .resolution_binning = p->resolution_binning, .clean_caption = p->clean_caption,
                         .max_sequence_length = p->max_sequence_length, .force = p->force, .progress = progress_hook,
                         .progress_user = &h, .eta = p->eta, .attn_plan = c->has_plan ? &c->plan : NULL,
-                        .model_ids = c->ms.ids, .n_model_ids = c->ms.n};
-    return dt_pipeline_generate(c->p, &r, res, err);
+                        .model_ids = c->ms.ids, .n_model_ids = c->ms.n, .decode_chunk = p->decode_chunk,
+                        .frame_progress = p->frame_progress ? frame_hook : NULL};
+    DT_TRY(dt_pipeline_generate(c->p, &r, res, err));
+    c->last = (ditrt_gen_info){.struct_size = sizeof c->last, .prompt_truncated = res->prompt_truncated,
+                               .negative_truncated = res->negative_truncated,
+                               .max_sequence_length = res->max_sequence_length, .seconds_text = res->seconds_text,
+                               .seconds_sampling = res->seconds_sampling, .seconds_decode = res->seconds_decode};
+    return DT_OK;
 }
 
 ditrt_status ditrt_generate(ditrt_ctx *c, const ditrt_gen_params *params, ditrt_image **images, int *n)

@@ -35,9 +35,6 @@ int cli_bench_latte(const char *dtype, int res, int frames, int threads, int ite
 dt_status cli_gemm_peak(dt_backend *be, double *gflops, dt_err *err);
 /* The same probe for a float (wbits 0) or quantized (8, 4) linear (cli_bench.c). */
 dt_status cli_linear_peak(dt_backend *be, int wbits, double *gflops, dt_err *err);
-/* compare for videos (cli_compare_video.c): .mp4/.webp, a frame folder or a %d pattern */
-int cli_is_video_path(const char *path);
-int cli_compare_video(const char *a, const char *b, const double *min_psnr, const double *min_ssim, const char *diff);
 
 /* Creates the CPU backend for "f32"/"bf16". */
 dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *err);

@@ -1,8 +1,8 @@
 /* `ditrt compare A B [--min-psnr X] [--min-ssim Y] [--diff D.png]`: PSNR and SSIM of two
  * images (definitions in image.h). Exit 0 when the thresholds hold, 1 when one does not
- * (naming it), 2 on bad input (missing file, not an image, sizes differ, bad flags). */
-#include "cli.h"
-#include "runtime/io/image.h"
+ * (naming it), 2 on bad input (missing file, not an image, sizes differ, bad flags). The
+ * metrics and the diff image are ditrt_compare_files'. */
+#include "client.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,22 +45,6 @@ static int parse(int argc, char **argv, compare_args *a)
     return 1;
 }
 
-/* |A - B| per sample, scaled so the largest difference is 255 (all black when identical). */
-static dt_status write_diff(const char *path, const dt_image *x, const dt_image *y, dt_err *err)
-{
-    size_t n = (size_t)x->width * x->height * 3;
-    uint8_t *d = malloc(n), top = 0;
-    if (!d) return dt_fail(err, DT_ENOMEM, "%s: out of memory", path);
-    for (size_t i = 0; i < n; i++) {
-        d[i] = (uint8_t)abs((int)x->rgb[i] - (int)y->rgb[i]);
-        top = d[i] > top ? d[i] : top;
-    }
-    for (size_t i = 0; top && i < n; i++) d[i] = (uint8_t)((d[i] * 255 + top / 2) / top);
-    dt_status s = dt_image_write(path, d, x->width, x->height, NULL, 0, err);
-    free(d);
-    return s;
-}
-
 static int report(const compare_args *a, double psnr, double ssim)
 {
     if (isinf(psnr)) printf("PSNR: inf dB\n");
@@ -84,24 +68,21 @@ int cli_compare(int argc, char **argv)
     if (!parse(argc, argv, &a)) return 2;
     if (cli_is_video_path(a.a) || cli_is_video_path(a.b))
         return cli_compare_video(a.a, a.b, a.has_psnr ? &a.min_psnr : NULL, a.has_ssim ? &a.min_ssim : NULL, a.diff);
-    dt_err err = {0};
-    dt_image x = {0}, y = {0};
-    dt_status s = a.diff ? dt_image_check_writable(a.diff, &err) : DT_OK;
-    if (s == DT_OK) s = dt_image_read(a.a, &x, &err);
-    if (s == DT_OK) s = dt_image_read(a.b, &y, &err);
-    if (s == DT_OK && (x.width != y.width || x.height != y.height))
-        s = dt_fail(&err, DT_EINVAL, "compare: %s is %dx%d but %s is %dx%d: sizes differ",
-                    a.a, x.width, x.height, a.b, y.width, y.height);
-    double psnr = 0, ssim = NAN;
-    if (s == DT_OK) psnr = dt_image_psnr(x.rgb, y.rgb, x.width, x.height);
-    if (s == DT_OK) s = dt_image_ssim(x.rgb, y.rgb, x.width, x.height, &ssim, &err);
-    if (s == DT_OK && a.has_ssim && isnan(ssim))
-        s = dt_fail(&err, DT_EINVAL, "--min-ssim: SSIM needs images of at least 11x11, these are %dx%d", x.width, x.height);
-    if (s == DT_OK && a.diff) s = write_diff(a.diff, &x, &y, &err);
+    ditrt_error err = {0};
+    ditrt_compare_result r = {0};
+    /* the diff path is checked before anything is read; it is written only once the
+     * thresholds' inputs are known to be valid (--min-ssim needs an SSIM) */
+    ditrt_status s = a.diff ? ditrt_output_check(a.diff, 0, NULL, &err) : DITRT_OK;
+    if (s == DITRT_OK) s = ditrt_compare_files(a.a, a.b, a.has_ssim ? NULL : a.diff, &r, &err);
+    if (s == DITRT_OK && a.has_ssim && isnan(r.ssim))
+        s = cli_fail(&err, DITRT_EINVAL, "--min-ssim: SSIM needs images of at least 11x11, these are %dx%d", r.width, r.height);
+    if (s == DITRT_OK && a.has_ssim && a.diff) {
+        ditrt_compare_result_free(&r);
+        s = ditrt_compare_files(a.a, a.b, a.diff, &r, &err);
+    }
     int rc = 2;
-    if (s == DT_OK) rc = report(&a, psnr, ssim);
+    if (s == DITRT_OK) rc = report(&a, r.psnr, r.ssim);
     else cli_die(&err);
-    dt_image_free(&x);
-    dt_image_free(&y);
+    ditrt_compare_result_free(&r);
     return rc;
 }

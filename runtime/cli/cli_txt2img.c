@@ -1,18 +1,12 @@
 /* `ditrt txt2img`: prompt in, image files out (PNG with the generation parameters in tEXt
  * chunks; JPEG/BMP by extension). Output paths are checked before any work; each image is
- * written atomically. */
-#include "cli.h"
-#include "runtime/io/image.h"
-#include "runtime/pipeline/pipeline.h"
-#include "runtime/plans/model_schedule.h"
-#include "runtime/plans/fastattn.h"
-#include "schedulers/scheduler.h"
-#include "cli_quant.h"
+ * written atomically. A client of the public API (ditrt.h) only. */
+#include "client.h"
 #include <cjson/cJSON.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 typedef struct {
@@ -21,7 +15,7 @@ typedef struct {
     const char *solver; /* resolved class name or NULL */
     const char *schedule, *statistics;
     int karras;
-    dt_gen_request req;
+    ditrt_gen_params req;
     const char *attn_plan; /* DiTFastAttn plan file (--attn-plan) */
     const char *quant;     /* --quant DIR: a plan from ditrt quantize (cli_quant.c) */
     const char *zoo;       /* --zoo DIR[,DIR...]: OMS-DPM zoo members after the model itself */
@@ -37,9 +31,24 @@ static int parse_float(const char *flag, const char *v, float *out)
     return 1;
 }
 
+/* The diffusers class of a --solver value (class name, or short name in any case), or NULL. */
+static const char *solver_class(const char *name)
+{
+    for (int i = 0; i < ditrt_solver_count(); i++)
+        if (!strcmp(name, ditrt_solver_name(i)) || !strcasecmp(name, ditrt_solver_alias(i))) return ditrt_solver_name(i);
+    return NULL;
+}
+
+/* --dtype / --text-encoder-dtype: f32 (float32) or bf16 (bfloat16), as the API spells them. */
+static const char *dtype_param(const char *v)
+{
+    return !strcmp(v, "f32") || !strcmp(v, "float32") ? "f32" : !strcmp(v, "bf16") || !strcmp(v, "bfloat16") ? "bf16" : NULL;
+}
+
 static int parse(int argc, char **argv, t2i_args *a)
 {
-    *a = (t2i_args){.dtype = cli_default_dtype(), .text_dtype = cli_default_dtype(), .output = "out.png", .req = dt_gen_request_default()};
+    *a = (t2i_args){.output = "out.png"}; /* dtypes NULL: the device's default (ditrt_ctx_info names it) */
+    ditrt_gen_params_init(&a->req);
     for (int i = 1; i < argc; i++) {
         int miss = 0, ok = 1;
         const char *v;
@@ -63,7 +72,7 @@ static int parse(int argc, char **argv, t2i_args *a)
         else if (F("--quant")) a->quant = v;
         else if (F("-o") || F("--output")) a->output = v;
         else if (F("--solver")) {
-            if (!(a->solver = dt_scheduler_resolve_name(v)))
+            if (!(a->solver = solver_class(v)))
                 return cli_usage_error("--solver: unknown solver \"%s\" (see ditrt txt2img --list-solvers)", v), 0;
         } else if (F("--solver-schedule")) a->schedule = v;
         else if (F("--solver-statistics")) a->statistics = v;
@@ -116,49 +125,54 @@ static cli_settings settings_of(const t2i_args *a)
                           .eta = a->req.eta, .karras = a->karras};
 }
 
-static dt_status write_images(const t2i_args *a, const dt_pipeline *p, const dt_gen_result *res, dt_err *err)
+static ditrt_status write_images(const t2i_args *a, const ditrt_ctx_info *info, const ditrt_image *im, int n,
+                                 ditrt_error *err)
 {
     char seed[32], steps[16], cfg[32], size[48], path[4200];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)a->req.seed);
     snprintf(steps, sizeof steps, "%d", a->req.steps);
     snprintf(cfg, sizeof cfg, "%g", a->req.cfg);
-    snprintf(size, sizeof size, "%dx%d", res->width, res->height);
+    snprintf(size, sizeof size, "%dx%d", im[0].width, im[0].height);
     char software[64];
     snprintf(software, sizeof software, "ditrt %s", ditrt_version());
-    dt_image_text text[] = {
+    ditrt_meta text[] = {
         {"prompt", a->req.prompt}, {"negative_prompt", a->req.negative_prompt}, {"seed", seed},
-        {"steps", steps}, {"cfg", cfg}, {"solver", dt_pipeline_solver_name(p)}, {"model", a->model},
+        {"steps", steps}, {"cfg", cfg}, {"solver", info->solver}, {"model", a->model},
         {"size", size}, {"dtype", a->dtype}, {"Software", software}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}};
     cli_settings set = settings_of(a);
     int ntext = cli_settings_meta(&set, text, 10, (int)(sizeof text / sizeof *text));
-    size_t px = (size_t)res->width * res->height;
-    uint8_t *rgb = malloc(px * 3);
-    if (!rgb) return dt_fail(err, DT_ENOMEM, "out of memory");
-    dt_status s = DT_OK;
-    for (int i = 0; i < res->batch && s == DT_OK; i++) {
-        dt_image_from_float(res->pixels + (size_t)i * 3 * px, res->height, res->width, rgb);
-        item_path(a->output, i, res->batch, path, sizeof path);
-        s = dt_image_write(path, rgb, res->width, res->height, text, ntext, err);
+    ditrt_status s = DITRT_OK;
+    for (int i = 0; i < n && s == DITRT_OK; i++) {
+        item_path(a->output, i, n, path, sizeof path);
+        s = ditrt_image_save(path, &im[i], text, ntext, err);
     }
-    free(rgb);
     return s;
 }
 
-static void print_json(const t2i_args *a, const dt_pipeline *p, const dt_gen_result *res)
+static void print_json(const t2i_args *a, const ditrt_ctx_info *info, const ditrt_gen_info *g, const ditrt_image *im, int n)
 {
     cJSON *j = cJSON_CreateObject(), *outs = cJSON_AddArrayToObject(j, "outputs");
     char path[4200];
-    for (int i = 0; i < res->batch; i++) {
-        item_path(a->output, i, res->batch, path, sizeof path);
+    for (int i = 0; i < n; i++) {
+        item_path(a->output, i, n, path, sizeof path);
         cJSON_AddItemToArray(outs, cJSON_CreateString(path));
     }
-    cli_summary sum = {a->model, a->req.prompt, a->req.negative_prompt, dt_pipeline_solver_name(p), a->dtype, a->req.seed,
-                       a->req.steps, res->width, res->height, res->prompt_truncated, a->req.cfg,
-                       res->seconds_text, res->seconds_sampling, res->seconds_decode};
+    cli_summary sum = {a->model, a->req.prompt, a->req.negative_prompt, info->solver, a->dtype, a->req.seed,
+                       a->req.steps, im[0].width, im[0].height, g->prompt_truncated, a->req.cfg,
+                       g->seconds_text, g->seconds_sampling, g->seconds_decode};
     cli_summary_add(j, &sum);
     cli_settings set = settings_of(a);
     cli_settings_json(j, &set);
     cli_json_print(j);
+}
+
+/* The context's failure as the command's error (exit 1). */
+static int ctx_die(ditrt_ctx *c, ditrt_status s)
+{
+    ditrt_error err = {s, ""};
+    snprintf(err.msg, sizeof err.msg, "%s", ditrt_errmsg(c));
+    ditrt_ctx_free(c);
+    return cli_die(&err);
 }
 
 int cli_txt2img(int argc, char **argv)
@@ -167,68 +181,65 @@ int cli_txt2img(int argc, char **argv)
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--list-solvers")) return cli_list_solvers();
     if (!parse(argc, argv, &a)) return 2;
-    dt_err err = {0};
-    dt_pipeline_config cfg = {.model_dir = a.model, .threads = a.threads, .solver = a.solver, .karras = a.karras,
-                              .solver_schedule = a.schedule, .solver_statistics = a.statistics};
-    if (!dt_dtype_parse(a.dtype, &cfg.dtype) || (cfg.dtype != DT_F32 && cfg.dtype != DT_BF16))
+    ditrt_error err = {0};
+    ditrt_ctx_params cp;
+    ditrt_ctx_params_init(&cp);
+    cp.model_dir = a.model;
+    cp.threads = a.threads;
+    cp.solver = a.solver;
+    cp.karras = a.karras;
+    cp.solver_schedule = a.schedule;
+    cp.solver_statistics = a.statistics;
+    cp.quant_dir = a.quant;
+    cp.attn_plan = a.attn_plan;
+    cp.model_schedule = a.model_schedule;
+    if (a.dtype && !(cp.dtype = dtype_param(a.dtype)))
         return cli_usage_error("--dtype: expected f32 or bf16, got \"%s\"", a.dtype);
-    if (!dt_dtype_parse(a.text_dtype, &cfg.text_dtype) || (cfg.text_dtype != DT_F32 && cfg.text_dtype != DT_BF16))
+    if (a.text_dtype && !(cp.text_dtype = dtype_param(a.text_dtype)))
         return cli_usage_error("--text-encoder-dtype: expected f32 or bf16, got \"%s\"", a.text_dtype);
     /* every output path is checked before the model is even loaded */
     char path[4200];
     for (int i = 0; i < a.req.batch; i++) {
         item_path(a.output, i, a.req.batch, path, sizeof path);
-        if (dt_image_check_writable(path, &err) != DT_OK) return cli_die(&err);
+        if (ditrt_output_check(path, 0, NULL, &err) != DITRT_OK) return cli_die(&err);
     }
-    if (a.threads > 0) omp_set_num_threads(a.threads);
-    dt_pipeline *p = NULL;
-    dt_quantizer qz = {0};
-    if (a.quant && dt_quantizer_open_plan(a.quant, &qz, &err) != DT_OK) return cli_die(&err);
-    if (a.quant) cfg.quant = &qz;
     cli_list zoo = {0};
-    if (a.zoo && cli_split_list("--zoo", a.zoo, &zoo) != 0) { dt_quantizer_close_plan(&qz); return 2; }
-    cfg.zoo = (const char *const *)zoo.items;
-    cfg.nzoo = zoo.n;
-    dt_status ls = dt_pipeline_load(&cfg, &p, &err);
+    if (a.zoo && cli_split_list("--zoo", a.zoo, &zoo) != 0) return 2;
+    cp.zoo = (const char *const *)zoo.items;
+    cp.nzoo = zoo.n;
+    ditrt_ctx *c = NULL;
+    ditrt_status s = ditrt_ctx_create(&cp, &c);
     cli_list_free(&zoo);
-    dt_quantizer_close_plan(&qz); /* the layers are built; the plan is no longer needed */
-    if (ls != DT_OK) return cli_die(&err);
-    if (a.req.eta > 0 && strcmp(dt_pipeline_solver_name(p), "DDIMScheduler")) {
-        dt_pipeline_free(p);
-        return cli_usage_error("--eta: only DDIMScheduler uses eta, the solver is %s", cfg.solver ? cfg.solver : "the folder's");
+    if (s != DITRT_OK) return ctx_die(c, s);
+    ditrt_ctx_info info = {.struct_size = sizeof info};
+    ditrt_ctx_get_info(c, &info);
+    if (info.max_frames) {
+        ditrt_ctx_free(c);
+        return cli_usage_error("txt2img: %s is a video model (%d frames); use ditrt txt2vid", a.model, info.max_frames);
     }
-    const char *warn = dt_pipeline_solver_warning(p);
-    if (warn && !a.quiet) fprintf(stderr, "ditrt: warning: %s\n", warn);
-    dt_attn_plan plan = {0}; /* DiTFastAttn; checked against the model and steps when sampling */
-    if (a.attn_plan && dt_attn_plan_load(a.attn_plan, &plan, &err) != DT_OK) { dt_pipeline_free(p); return cli_die(&err); }
-    if (a.attn_plan) a.req.attn_plan = &plan;
-    dt_model_schedule ms = {0}; /* OMS-DPM */
-    if (a.model_schedule && dt_model_schedule_load(a.model_schedule, dt_pipeline_zoo_size(p), &ms, &err) != DT_OK) {
-        dt_attn_plan_free(&plan);
-        dt_pipeline_free(p);
-        return cli_die(&err);
+    if (!a.dtype) a.dtype = info.dtype;
+    if (a.req.eta > 0 && strcmp(info.solver, "DDIMScheduler")) {
+        ditrt_ctx_free(c);
+        return cli_usage_error("--eta: only DDIMScheduler uses eta, the solver is %s", a.solver ? a.solver : "the folder's");
     }
-    a.req.model_ids = ms.ids;
-    a.req.n_model_ids = ms.n;
+    if (info.solver_warning && !a.quiet) fprintf(stderr, "ditrt: warning: %s\n", info.solver_warning);
     double elapsed = 0;
     if (!a.quiet && isatty(2)) {
         a.req.progress = progress_bar;
         a.req.progress_user = &elapsed;
     }
-    dt_gen_result res;
-    dt_status s = dt_pipeline_check(p, &a.req, &err);
-    if (s == DT_OK) s = dt_pipeline_generate(p, &a.req, &res, &err);
-    if (s == DT_OK) {
-        if (res.prompt_truncated && !a.quiet)
-            fprintf(stderr, "ditrt: warning: the prompt is longer than %d tokens and was truncated\n", res.max_sequence_length);
-        if (res.negative_truncated && !a.quiet)
-            fprintf(stderr, "ditrt: warning: the negative prompt is longer than %d tokens and was truncated\n", res.max_sequence_length);
-        s = write_images(&a, p, &res, &err);
-        if (s == DT_OK && a.json) print_json(&a, p, &res);
-        free(res.pixels);
-    }
-    dt_model_schedule_free(&ms);
-    dt_attn_plan_free(&plan);
-    dt_pipeline_free(p);
-    return s == DT_OK ? 0 : cli_die(&err);
+    ditrt_image *im = NULL;
+    int n = 0;
+    if ((s = ditrt_generate(c, &a.req, &im, &n)) != DITRT_OK) return ctx_die(c, s);
+    ditrt_gen_info g = {.struct_size = sizeof g};
+    ditrt_last_gen_info(c, &g);
+    if (g.prompt_truncated && !a.quiet)
+        fprintf(stderr, "ditrt: warning: the prompt is longer than %d tokens and was truncated\n", g.max_sequence_length);
+    if (g.negative_truncated && !a.quiet)
+        fprintf(stderr, "ditrt: warning: the negative prompt is longer than %d tokens and was truncated\n", g.max_sequence_length);
+    s = write_images(&a, &info, im, n, &err);
+    if (s == DITRT_OK && a.json) print_json(&a, &info, &g, im, n);
+    ditrt_images_free(im, n);
+    ditrt_ctx_free(c);
+    return s == DITRT_OK ? 0 : cli_die(&err);
 }

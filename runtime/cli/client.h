@@ -70,4 +70,9 @@ void cli_json_print(struct cJSON *obj);
  * cost lines of a plan summary (ditrt_attn_plan_summarize), on stdout. */
 void cli_print_attn_cost(const ditrt_attn_plan_summary *s);
 
+/* `ditrt compare` for videos (cli_compare_video.c; also declared in cli.h): whether a path is a
+ * video (.mp4/.webp, a frame folder or a %d pattern), and the comparison with its output. */
+int cli_is_video_path(const char *path);
+int cli_compare_video(const char *a, const char *b, const double *min_psnr, const double *min_ssim, const char *diff);
+
 #endif
