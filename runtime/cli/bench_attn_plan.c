@@ -9,13 +9,13 @@
 /* One forward timed; fa NULL: full attention. */
 static dt_status timed_forward(const cli_fa_bench *b, dt_arena *a, dt_fastattn *fa, int step, double *sec, dt_err *err)
 {
-    b->set_hook(b->model, fa ? dt_fastattn_hook(fa) : NULL);
+    dt_denoiser_set_attn_hook(b->model, fa ? dt_fastattn_hook(fa) : NULL);
     dt_status s = fa ? dt_fastattn_set_step(fa, step, err) : DT_OK;
     dt_arena_reset(a);
     double t0 = cli_now();
-    if (s == DT_OK) s = b->forward(b->model, b->inputs, a, b->out, err);
+    if (s == DT_OK) s = dt_denoiser_forward(b->model, b->inputs, a, b->out, err);
     *sec = cli_now() - t0;
-    b->set_hook(b->model, NULL);
+    dt_denoiser_set_attn_hook(b->model, NULL);
     return s;
 }
 

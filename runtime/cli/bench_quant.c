@@ -1,5 +1,5 @@
 /* Developer-tool code for quantized models: `ditrt bench transformer --quant w8a8|w4a8`
- * (PixArt in cli_bench.c, Latte in bench_latte.c): the quantizer of a scheme, the weight-byte
+ * (cli_bench.c): the quantizer of a scheme, the weight-byte
  * and int8-peak report, and the float/quantized A/B timing. May use internal headers; the user
  * command `ditrt quantize` is cli_quant.c (client.h only). */
 #include "cli.h"
@@ -24,17 +24,6 @@ int cli_quant_parse(const char *scheme, dt_quantizer *q)
     q->alpha = 0.5f;
     q->seed = 1;
     return 1;
-}
-
-dt_status cli_bench_quant_report(dt_backend *be, const dt_quantizer *q, const pixart_config *c, int B, int tokens,
-                                 int text, double step_s, double float_peak, dt_err *err)
-{
-    /* quantized work: the block linears (q,k,v,out, cross q/out, 2 FFN: 14 C² per token; cross k,v over the text) */
-    double C = c->inner, L = c->num_layers;
-    double qflops = 2.0 * L * C * C * (14.0 * B * tokens + 2.0 * B * text);
-    int hw = (int)(tokens > 0 ? tokens : 1);
-    double all = pixart_matmul_flops(c, B, hw, 1, text); /* h·w = tokens */
-    return cli_bench_quant_report_flops(be, q, qflops, all, step_s, float_peak, err);
 }
 
 dt_status cli_bench_quant_report_flops(dt_backend *be, const dt_quantizer *q, double qflops, double all, double step_s,
@@ -64,14 +53,14 @@ static double cpu_seconds(void)
 
 /* The machine may be shared: alternating the two models round by round exposes both to
  * the same load, so the ratio of their best times is steadier than two separate runs. */
-dt_status cli_bench_quant_ab(dt_backend *be, const pixart_config *c, pixart_model *qm, const pixart_inputs *in,
-                             dt_arena *arena, dt_tensor *out, int rounds, dt_err *err)
+dt_status cli_bench_quant_ab(dt_backend *be, const char *arch, int sample_size, int layers, dt_denoiser *qm,
+                             const dt_denoiser_inputs *in, dt_arena *arena, dt_tensor *out, int rounds, dt_err *err)
 {
     dt_weight_source rnd = dt_weights_random(42, 0.02f); /* the same weights as the bench's model */
     dt_quantizer fq = {.mode = DT_QMODE_FLOAT};
     dt_quantizer_attach(&fq, &rnd);
-    pixart_model *fm = NULL;
-    DT_TRY(pixart_create(be, c, &rnd, &fm, err));
+    dt_denoiser *fm = NULL;
+    DT_TRY(dt_denoiser_create_preset(be, arch, sample_size, layers, &rnd, &fm, err));
     double best[2] = {1e30, 1e30}, cpu[2] = {1e30, 1e30}, mean[2] = {0, 0};
     dt_op_times *times = dt_backend_times(be), per[2];
     memset(per, 0, sizeof per);
@@ -82,7 +71,7 @@ dt_status cli_bench_quant_ab(dt_backend *be, const pixart_config *c, pixart_mode
             dt_op_times before;
             if (times) before = *times;
             double t0 = cli_now(), c0 = cpu_seconds();
-            s = pixart_forward(k ? qm : fm, in, arena, out, err);
+            s = dt_denoiser_forward(k ? qm : fm, in, arena, out, err);
             double dt = cli_now() - t0, dc = cpu_seconds() - c0;
             if (r > 0 && dt < best[k]) best[k] = dt;
             if (r > 0 && dc < cpu[k]) cpu[k] = dc;
@@ -105,6 +94,6 @@ dt_status cli_bench_quant_ab(dt_backend *be, const pixart_config *c, pixart_mode
                "1.6x needs the quantized linears at <= %.3f s/step (now %.3f s)\n", rest, mean[0] / rest,
                mean[0] / 1.6 - rest, per[1].seconds[DT_OPK_LINEAR] / rounds);
     }
-    pixart_free(fm);
+    dt_denoiser_free(fm);
     return s;
 }

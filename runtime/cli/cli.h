@@ -29,9 +29,7 @@ int cli_eval_vae_encoder(int argc, char **argv);
 int cli_eval_noise(int argc, char **argv);
 int cli_info(int argc, char **argv);
 int cli_bench(int argc, char **argv);
-/* bench transformer --arch latte-1 (bench_latte.c); cli_gemm_peak is cli_bench.c's GEMM floor probe */
-int cli_bench_latte(const char *dtype, int res, int frames, int threads, int iters, int layers, const char *const *plans,
-                    int nplans, const char *quant);
+/* cli_gemm_peak is cli_bench.c's GEMM floor probe */
 dt_status cli_gemm_peak(dt_backend *be, double *gflops, dt_err *err);
 /* The same probe for a float (wbits 0) or quantized (8, 4) linear (cli_bench.c). */
 dt_status cli_linear_peak(dt_backend *be, int wbits, double *gflops, dt_err *err);

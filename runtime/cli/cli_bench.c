@@ -6,7 +6,7 @@
 #include "kernels/quant.h"
 #include "runtime/core/arena.h"
 #include "kernels/backend_timing.h"
-#include "runtime/models/pixart.h"
+#include "runtime/models/denoiser.h"
 #include "runtime/models/t5.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,35 +80,97 @@ dt_status cli_linear_peak(dt_backend *be, int wbits, double *gflops, dt_err *err
 
 dt_status cli_gemm_peak(dt_backend *be, double *gflops, dt_err *err) { return cli_linear_peak(be, 0, gflops, err); }
 
-static dt_status pixart_forward_any(void *m, const void *in, dt_arena *a, dt_tensor *out, dt_err *err)
+/* Matmul FLOPs of the linears ViDiT-Q quantizes: per spatial block 14 C² per token (q, k, v,
+ * out, cross q and out, FFN 8) plus cross k, v over each sequence's caption; per temporal
+ * block 12 C² per token (no cross-attention). */
+static double quant_flops(const dt_denoiser_info *c, int B, int F, int N, int T)
 {
-    return pixart_forward(m, in, a, out, err);
+    double C = c->inner, M = (double)B * F * N;
+    return 2.0 * C * C * (c->spatial_layers * (14.0 * M + 2.0 * B * F * T) + c->temporal_layers * 12.0 * M);
 }
-static void pixart_set_hook_any(void *m, struct dit_attn_hook *h) { pixart_set_attn_hook(m, h); }
 
+static int c_patch(const dt_denoiser_info *c) { return c ? c->patch_size : 1; }
+
+static void report(const bench_args *a, const dt_denoiser_info *c, const dt_backend *be, double flops, int B, int F,
+                   int N, int T, double load_s, double best, double total, double peak, size_t arena_peak)
+{
+    double floor_s = flops / (peak * 1e9);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double wbytes = (double)c->param_count * dt_dtype_size(be->cfg.compute);
+    char frames[32] = "", tokens[32];
+    if (c->max_frames) snprintf(frames, sizeof frames, "frames=%d ", F);
+    if (c->max_frames) snprintf(tokens, sizeof tokens, "%dx%d", F, N);
+    else snprintf(tokens, sizeof tokens, "%d", N);
+    printf("bench transformer: arch=%s res=%d %slayers=%d dtype=%s threads=%d batch=%d tokens=%s text=%d\n", a->arch,
+           a->res, frames, c->spatial_layers, a->dtype, be->cfg.threads, B, tokens, T);
+    printf("  weight prep: %.2f s\n", load_s);
+    printf("  step: %.3f s (best of %d; mean %.3f s)\n", best, a->iters, total / a->iters);
+    printf("  matmul work: %.1f GFLOP/step, achieved %.0f GFLOP/s\n", flops / 1e9, flops / best / 1e9);
+    printf("  GEMM peak (M=2048 K=1152 N=4608, %s): %.0f GFLOP/s -> floor %.3f s, ratio to floor %.2fx\n",
+           a->dtype, peak, floor_s, best / floor_s);
+    printf("  memory: peak RSS %.0f MB; weights %.0f MB + activation arena %.0f MB = %.0f MB (RSS / that = %.2fx)\n",
+           ru.ru_maxrss / 1024.0, wbytes / 1e6, arena_peak / 1e6, (wbytes + arena_peak) / 1e6,
+           ru.ru_maxrss * 1024.0 / (wbytes + arena_peak));
+}
+
+/* Random inputs of one CFG forward (B = 2, T = 120 caption tokens, timestep 999) of the
+ * model's latent rank; the caption mask only for models whose pipeline passes one. */
+typedef struct {
+    float *hs, *ehs, *out, *mask, t[2], res[4], ar[2];
+    dt_tensor ths, tehs, tout;
+    dt_denoiser_inputs in;
+} bench_inputs;
+
+static dt_status make_inputs(const dt_denoiser_info *c, int mask_feature, int F, int H, int W, bench_inputs *x, dt_err *err)
+{
+    enum { B = 2, T = 120 };
+    int rank = c->latent_rank;
+    int64_t hsh[5] = {B, c->in_channels, F, H, W}, osh[5] = {B, c->out_channels, F, H, W}, esh[3] = {B, T, c->caption_channels};
+    if (rank == 4) hsh[2] = osh[2] = H, hsh[3] = osh[3] = W; /* no frame axis */
+    x->ths = dt_tensor_view(NULL, DT_F32, rank, hsh);
+    x->tout = dt_tensor_view(NULL, DT_F32, rank, osh);
+    x->tehs = dt_tensor_view(NULL, DT_F32, 3, esh);
+    x->hs = x->ths.data = malloc(dt_tensor_nbytes(&x->ths));
+    x->out = x->tout.data = malloc(dt_tensor_nbytes(&x->tout));
+    x->ehs = x->tehs.data = malloc(dt_tensor_nbytes(&x->tehs));
+    x->mask = malloc(sizeof(float) * B * T);
+    if (!x->hs || !x->out || !x->ehs || !x->mask) return dt_fail(err, DT_ENOMEM, "out of memory");
+    dt_weight_source rnd = dt_weights_random(7, 1.0f);
+    int64_t n1 = dt_tensor_numel(&x->ths), n2 = dt_tensor_numel(&x->tehs);
+    DT_TRY(rnd.read(&rnd, "", 1, &n1, x->hs, err));
+    DT_TRY(rnd.read(&rnd, "", 1, &n2, x->ehs, err));
+    for (int i = 0; i < B * T; i++) x->mask[i] = 1.0f;
+    x->t[0] = x->t[1] = 999.0f;
+    for (int i = 0; i < 4; i++) x->res[i] = (float)(i % 2 ? W : H) * 8;
+    x->ar[0] = x->ar[1] = (float)H / W;
+    x->in = (dt_denoiser_inputs){.hidden_states = &x->ths, .encoder_hidden_states = &x->tehs, .timestep = x->t,
+                                 .encoder_attention_mask = mask_feature ? NULL : x->mask};
+    if (c->micro_conditions) x->in.resolution = x->res, x->in.aspect_ratio = x->ar; /* PixArt-α at 1024 px */
+    return DT_OK;
+}
+
+static void free_inputs(bench_inputs *x)
+{
+    free(x->hs); free(x->ehs); free(x->out); free(x->mask);
+}
+
+/* One CFG forward of a preset architecture (random weights) timed against the GEMM floor,
+ * then the quantized A/B and attention-plan runs when asked. */
 static int run(const bench_args *a)
 {
     dt_err err = {0};
     dt_backend *be = NULL;
-    pixart_model *m = NULL;
+    dt_denoiser *m = NULL;
     dt_arena arena;
     dt_arena_init(&arena);
-    pixart_config c = pixart_config_xl2(a->res / 8);
-    if (a->layers > 0) c.num_layers = a->layers;
-    int B = 2, T = 120, H = a->res / 8, W = a->res / 8;
-    float *hs = malloc((size_t)B * 4 * H * W * 4), *ehs = malloc((size_t)B * T * c.caption_channels * 4);
-    float *out = malloc((size_t)B * c.out_channels * H * W * 4), *mask = malloc((size_t)B * T * 4);
-    float t[2] = {999.0f, 999.0f};
-    if (!hs || !ehs || !out || !mask) { fprintf(stderr, "ditrt: out of memory\n"); return 1; }
+    bench_inputs x = {0};
+    const dt_denoiser_class *cls = dt_denoiser_class_of_preset(a->arch, &err);
+    if (!cls) return cli_usage_error("%s", err.msg);
     dt_weight_source rnd = dt_weights_random(42, 0.02f);
     dt_quantizer qz;
     cli_quant_parse(a->quant, &qz); /* validated with the flags */
     dt_quantizer_attach(&qz, &rnd);
-    for (size_t i = 0; i < (size_t)B * 4 * H * W; i++) rnd.read(&rnd, "", 1, (int64_t[]){1}, &hs[i], &err);
-    int64_t n_ehs = (int64_t)B * T * c.caption_channels;
-    rnd.read(&rnd, "", 1, &n_ehs, ehs, &err);
-    for (int i = 0; i < B * T; i++) mask[i] = 1.0f;
-
     double peak = 0;
     dt_status s = cli_backend(a->dtype, a->threads, &be, &err);
     if (s == DT_OK && a->breakdown) {
@@ -118,52 +180,40 @@ static int run(const bench_args *a)
     }
     if (s == DT_OK) s = cli_gemm_peak(be, &peak, &err);
     double t0 = cli_now();
-    if (s == DT_OK) s = pixart_create(be, &c, &rnd, &m, &err);
+    if (s == DT_OK) s = dt_denoiser_create_preset(be, a->arch, a->res / 8, a->layers, &rnd, &m, &err);
     double load_s = cli_now() - t0;
-    int64_t hsh[4] = {B, 4, H, W}, esh[3] = {B, T, c.caption_channels}, osh[4] = {B, c.out_channels, H, W};
-    dt_tensor ths = dt_tensor_view(hs, DT_F32, 4, hsh), tehs = dt_tensor_view(ehs, DT_F32, 3, esh),
-              tout = dt_tensor_view(out, DT_F32, 4, osh);
-    pixart_inputs in = {.hidden_states = &ths, .encoder_hidden_states = &tehs, .timestep = t, .encoder_attention_mask = mask};
-    /* PixArt-α at 1024 px conditions on (height, width) and the aspect ratio */
-    float cond_res[4] = {(float)a->res, (float)a->res, (float)a->res, (float)a->res}, cond_ar[2] = {1.0f, 1.0f};
-    if (c.use_additional_conditions) { in.resolution = cond_res; in.aspect_ratio = cond_ar; }
+    const dt_denoiser_info *c = m ? dt_denoiser_get_info(m) : NULL;
+    int B = 2, T = 120, H = a->res / 8, W = a->res / 8, F = 1, N = (H / c_patch(c)) * (W / c_patch(c));
+    if (s == DT_OK && c->max_frames) {
+        F = a->frames ? a->frames : c->max_frames;
+        if (F > c->max_frames) s = dt_fail(&err, DT_EINVAL, "--frames: %s takes 1 to %d frames, got %d", a->arch, c->max_frames, F);
+    } else if (s == DT_OK && a->frames) s = dt_fail(&err, DT_EINVAL, "--frames: %s is an image model", a->arch);
+    if (s == DT_OK) s = make_inputs(c, cls->pipelines[0].mask_feature, F, H, W, &x, &err);
     double best = 1e30, total = 0;
     dt_op_times *times = dt_backend_times(be);
     for (int r = 0; s == DT_OK && r <= a->iters; r++) { /* r == 0 is the warm-up */
         if (r == 1 && times) *times = (dt_op_times){0};
         dt_arena_reset(&arena);
         double ts = cli_now();
-        s = pixart_forward(m, &in, &arena, &tout, &err);
+        s = dt_denoiser_forward(m, &x.in, &arena, &x.tout, &err);
         double dt = cli_now() - ts;
         if (r > 0) { total += dt; if (dt < best) best = dt; }
     }
+    double flops = s == DT_OK ? dt_denoiser_matmul_flops(m, B, F, H / c_patch(c), W / c_patch(c), T) : 0;
     if (s == DT_OK) {
-        double flops = pixart_matmul_flops(&c, B, H / 2, W / 2, T);
-        double floor_s = flops / (peak * 1e9);
-        struct rusage ru;
-        getrusage(RUSAGE_SELF, &ru);
-        double wbytes = (double)pixart_param_count(&c) * dt_dtype_size(be->cfg.compute);
-        printf("bench transformer: arch=%s res=%d layers=%d dtype=%s threads=%d batch=%d tokens=%d text=%d\n",
-               a->arch, a->res, c.num_layers, a->dtype, be->cfg.threads, B, (H / 2) * (W / 2), T);
-        printf("  weight prep: %.2f s\n", load_s);
-        printf("  step: %.3f s (best of %d; mean %.3f s)\n", best, a->iters, total / a->iters);
-        printf("  matmul work: %.1f GFLOP/step, achieved %.0f GFLOP/s\n", flops / 1e9, flops / best / 1e9);
-        printf("  GEMM peak (M=2048 K=1152 N=4608, %s): %.0f GFLOP/s -> floor %.3f s, ratio to floor %.2fx\n",
-               a->dtype, peak, floor_s, best / floor_s);
-        printf("  memory: peak RSS %.0f MB; weights %.0f MB + activation arena %.0f MB = %.0f MB (RSS / that = %.2fx)\n",
-               ru.ru_maxrss / 1024.0, wbytes / 1e6, arena.peak / 1e6, (wbytes + arena.peak) / 1e6,
-               ru.ru_maxrss * 1024.0 / (wbytes + arena.peak));
+        report(a, c, be, flops, B, F, N, T, load_s, best, total, peak, arena.peak);
         double mean = total / a->iters;
         if (times) cli_print_breakdown((const char *const[]){a->quant ? a->quant : a->dtype}, times, &mean, 1, a->iters);
+        s = cli_bench_quant_report_flops(be, &qz, quant_flops(c, B, F, N, T), flops, best, peak, &err);
     }
-    if (s == DT_OK) s = cli_bench_quant_report(be, &qz, &c, B, (H / 2) * (W / 2), T, best, peak, &err);
-    if (s == DT_OK && a->quant) s = cli_bench_quant_ab(be, &c, m, &in, &arena, &tout, a->iters, &err);
-    cli_fa_bench fb = {m, &in, &tout, t, pixart_forward_any, pixart_set_hook_any, c.num_layers, 0, B, 1,
-                       (H / 2) * (W / 2), c.inner};
-    if (s == DT_OK && a->nplans) s = cli_bench_attn_plans(&fb, &arena, a->plans, a->nplans, &err);
-    free(hs); free(ehs); free(out); free(mask);
+    if (s == DT_OK && a->quant) s = cli_bench_quant_ab(be, a->arch, a->res / 8, a->layers, m, &x.in, &arena, &x.tout, a->iters, &err);
+    if (s == DT_OK && a->nplans) {
+        cli_fa_bench fb = {m, &x.in, &x.tout, x.t, c->spatial_layers, c->temporal_layers, B, F, N, c->inner};
+        s = cli_bench_attn_plans(&fb, &arena, a->plans, a->nplans, &err);
+    }
+    free_inputs(&x);
     dt_arena_free(&arena);
-    pixart_free(m);
+    dt_denoiser_free(m);
     dt_quantizer_free(&qz);
     dt_backend_destroy(be);
     return s == DT_OK ? 0 : cli_die(&err);
@@ -195,12 +245,8 @@ static int bench_transformer(int argc, char **argv)
         else if (miss) return cli_usage_error("%s: missing value", argv[i]);
         else return cli_usage_error("bench transformer: unknown option \"%s\"", argv[i]);
     }
-    if (!strcmp(a.arch, "latte-1")) {
-        if (a.breakdown) return cli_usage_error("--breakdown: only for --arch pixart-xl-2 so far");
-        if (a.res % 16) return cli_usage_error("--res: must be a multiple of 16, got %d", a.res);
-        return cli_bench_latte(a.dtype, a.res, a.frames, a.threads, a.iters, a.layers, a.plans, a.nplans, a.quant);
-    }
-    if (strcmp(a.arch, "pixart-xl-2")) return cli_usage_error("--arch: known: pixart-xl-2, latte-1; got \"%s\"", a.arch);
+    dt_err err = {0};
+    if (!dt_denoiser_class_of_preset(a.arch, &err)) return cli_usage_error("%s", err.msg);
     if (a.res % 16) return cli_usage_error("--res: must be a multiple of 16, got %d", a.res);
     return run(&a);
 }

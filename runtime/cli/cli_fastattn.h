@@ -5,6 +5,7 @@
 #ifndef DT_CLI_FASTATTN_H
 #define DT_CLI_FASTATTN_H
 #include "runtime/core/arena.h"
+#include "runtime/models/denoiser.h"
 
 /* Prints a plan's summary; model_dir (may be NULL) gives the layer check and the token
  * count at its native size (else PixArt-XL-2 at 1024 px: 4096 tokens, width 1152). */
@@ -12,14 +13,11 @@ int cli_info_attn_plan(const char *path, const char *model_dir);
 /* The bench model a plan runs on: its forward and hook setter, layer counts (temporal: 0
  * for image models) and the shape (B sequences/videos, F frames, N tokens, width C); the
  * forward reads its B timesteps from `timesteps`. */
-struct dit_attn_hook;
 typedef struct {
-    void *model;
-    const void *inputs;
+    dt_denoiser *model;
+    const dt_denoiser_inputs *inputs;
     dt_tensor *out;
     float *timesteps;
-    dt_status (*forward)(void *model, const void *inputs, dt_arena *a, dt_tensor *out, dt_err *err);
-    void (*set_hook)(void *model, struct dit_attn_hook *hook);
     int layers, temporal, B, F, N, C;
 } cli_fa_bench;
 /* Times each plan's steps (CFG forwards, timesteps 999 down), each paired with a

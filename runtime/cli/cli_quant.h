@@ -4,20 +4,18 @@
 #ifndef DT_CLI_QUANT_H
 #define DT_CLI_QUANT_H
 #include "runtime/plans/quantize.h"
-#include "runtime/models/pixart.h"
+#include "runtime/models/denoiser.h"
 
 /* Parses --quant w8a8|w4a8 into q (NULL scheme: float, counting bytes only); 0 when unknown. */
 int cli_quant_parse(const char *scheme, dt_quantizer *q);
-/* Prints linear-weight bytes and, when quantized, the int8 linear peak and the mixed floor. */
-dt_status cli_bench_quant_report(dt_backend *be, const dt_quantizer *q, const pixart_config *c, int B, int tokens,
-                                 int text, double step_s, double float_peak, dt_err *err);
-
-/* The same for any model: qflops of the quantized linears out of `all` matmul FLOPs a step. */
+/* Prints linear-weight bytes and, when quantized, the int8 linear peak and the mixed floor:
+ * qflops of the quantized linears out of `all` matmul FLOPs a step. */
 dt_status cli_bench_quant_report_flops(dt_backend *be, const dt_quantizer *q, double qflops, double all, double step_s,
                                        double float_peak, dt_err *err);
 
-/* bench --quant: times a float copy of the bench model and the quantized one alternately. */
-dt_status cli_bench_quant_ab(dt_backend *be, const pixart_config *c, pixart_model *qm, const pixart_inputs *in,
-                             dt_arena *arena, dt_tensor *out, int rounds, dt_err *err);
+/* bench --quant: times a float copy of the bench model (preset arch at sample_size, `layers`)
+ * and the quantized one alternately. */
+dt_status cli_bench_quant_ab(dt_backend *be, const char *arch, int sample_size, int layers, dt_denoiser *qm,
+                             const dt_denoiser_inputs *in, dt_arena *arena, dt_tensor *out, int rounds, dt_err *err);
 
 #endif
