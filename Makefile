@@ -27,7 +27,7 @@ PREFIX ?= /usr/local
 CXX     ?= c++
 CXXFLAGS ?= -O2 -march=x86-64-v3 -g
 CXXFLAGS += -std=c++17 -Wall -Wextra -fPIC -MMD -MP -fvisibility=hidden -Iinclude -I.
-LIB_SRC = $(wildcard runtime/core/*.c runtime/io/*.c runtime/models/*.c runtime/text/*.c runtime/pipeline/*.c runtime/plans/*.c runtime/api/*.c kernels/*.c kernels/cpu/*.c schedulers/*.c)
+LIB_SRC = $(wildcard runtime/tuning/*.c runtime/core/*.c runtime/io/*.c runtime/models/*.c runtime/text/*.c runtime/pipeline/*.c runtime/plans/*.c runtime/api/*.c kernels/*.c kernels/cpu/*.c schedulers/*.c)
 # C++ only where a C++ library is wrapped behind a C shim (the SentencePiece tokenizer).
 LIB_CXX = $(wildcard runtime/text/*.cc)
 CLI_SRC = $(wildcard runtime/cli/*.c)
@@ -91,9 +91,11 @@ $(BUILD)/tests/%: tests/%.c tests/testutil.h libditrt.a ditrt $(EXAMPLES) | $(DE
 
 # Passive OpenMP waiting: with anything else running, libgomp's default spin-waiting makes
 # the small test models 10-100x slower (measured: 43 s -> 0.4 s for test_oms on a busy machine).
-# The install check (scripts/check-install.sh) runs as one more suite.
+# The architecture check (scripts/check-layers.sh: folder layers, no concrete model outside
+# runtime/models, user commands over ditrt.h) and the install check run as two more suites.
 test: $(TESTS)
 	@fail=0; for t in $(TESTS); do echo "== $$t"; OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive $$t || fail=1; done; \
+	echo "== scripts/check-layers.sh"; sh scripts/check-layers.sh || fail=1; \
 	echo "== scripts/check-install.sh"; OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive MAKE="$(MAKE)" sh scripts/check-install.sh || fail=1; \
 	if [ $$fail -ne 0 ]; then echo "make test: FAILED"; exit 1; fi; echo "make test: all suites passed"
 

@@ -2,7 +2,7 @@
  * noise schedule, one member per model evaluation; and the latency-budget search. */
 #include "testutil.h"
 #include "runtime/plans/model_schedule.h"
-#include "runtime/plans/model_search.h"
+#include "runtime/tuning/model_search.h"
 #include "runtime/pipeline/pipeline.h"
 #include <sys/wait.h>
 

@@ -4,7 +4,7 @@
 #include "api_internal.h"
 #include "runtime/core/error.h"
 #include "runtime/plans/fastattn.h"
-#include "runtime/plans/fastattn_calibrate.h"
+#include "runtime/tuning/fastattn_calibrate.h"
 #include <stdio.h>
 #include <string.h>
 

@@ -2,7 +2,7 @@
  * runtime/plans/quant_calib.c. */
 #include "ditrt.h"
 #include "api_internal.h"
-#include "runtime/plans/quant_calib.h"
+#include "runtime/tuning/quant_calib.h"
 #include "runtime/plans/quant_plan.h"
 #include <string.h>
 

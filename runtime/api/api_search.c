@@ -1,6 +1,6 @@
 /* The public API of the schedule searches (include/ditrt.h, section "solver and model
- * schedule search"): USF solver schedules (runtime/plans/solver_search.h) and OMS-DPM model
- * schedules (runtime/plans/model_search.h). Each call checks its params, loads the model
+ * schedule search"): USF solver schedules (runtime/tuning/solver_search.h) and OMS-DPM model
+ * schedules (runtime/tuning/model_search.h). Each call checks its params, loads the model
  * folder, runs the search and writes the schedule file. */
 #include "ditrt.h"
 #include "api_internal.h"
@@ -8,8 +8,8 @@
 #include "runtime/models/modeldir.h"
 #include "runtime/pipeline/pipeline.h"
 #include "runtime/plans/model_schedule.h"
-#include "runtime/plans/model_search.h"
-#include "runtime/plans/solver_search.h"
+#include "runtime/tuning/model_search.h"
+#include "runtime/tuning/solver_search.h"
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>

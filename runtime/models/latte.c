@@ -90,18 +90,6 @@ dt_status latte_config_load(const char *dir, latte_config *c, dt_err *err)
     return DT_OK;
 }
 
-int latte_is_model_dir(const char *dir)
-{
-    char path[4096], s[64];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    cJSON *j;
-    dt_err err = {0};
-    if (dt_json_load(path, &j, &err) != DT_OK) return 0;
-    int yes = dt_json_str(j, path, "_class_name", "", s, sizeof s, &err) == DT_OK && !strcmp(s, "LatteTransformer3DModel");
-    cJSON_Delete(j);
-    return yes;
-}
-
 latte_config latte_config_1(int sample_size)
 {
     latte_config c = {.sample_size = sample_size, .patch_size = 2, .in_channels = 4, .out_channels = 8,

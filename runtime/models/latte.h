@@ -23,9 +23,6 @@ typedef struct {
 
 /* Reads and validates `<dir>/config.json` (diffusers' defaults for absent fields). */
 dt_status latte_config_load(const char *dir, latte_config *cfg, dt_err *err);
-/* 1 when `<dir>/config.json` names "_class_name": "LatteTransformer3DModel" (0 otherwise,
- * also for a missing or unreadable file: the caller's own loader reports those). */
-int latte_is_model_dir(const char *dir);
 /* Latte-1 (maxin-cn/Latte-1) at a latent sample_size (res/8), for benchmarks. */
 latte_config latte_config_1(int sample_size);
 int64_t latte_param_count(const latte_config *cfg);

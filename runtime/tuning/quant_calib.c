@@ -2,8 +2,8 @@
  * the denoiser-input capture and SQNR sensitivity pass of mixed precision, the bit allocation,
  * and the quantized build that is saved (quant_calib.h says how). */
 #include "quant_calib.h"
-#include "quant_plan.h"
-#include "quantize.h"
+#include "runtime/plans/quant_plan.h"
+#include "runtime/plans/quantize.h"
 #include "runtime/core/arena.h"
 #include "runtime/models/denoiser.h"
 #include "runtime/models/modeldir.h"

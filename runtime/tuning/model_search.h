@@ -9,7 +9,7 @@
  * generations; OMS-DPM's learned predictor would replace them at scale. */
 #ifndef DT_MODEL_SEARCH_H
 #define DT_MODEL_SEARCH_H
-#include "model_schedule.h"
+#include "runtime/plans/model_schedule.h"
 #include "runtime/pipeline/pipeline.h"
 
 typedef struct {
