@@ -33,7 +33,7 @@ allowed() { # folder -> allowed include prefixes
     esac
 }
 # The user commands: the CLI files that must be clients of the public API.
-USER_COMMANDS="cli_txt2img.c cli_txt2vid.c cli_compare.c cli_compare_video.c cli_quant.c cli_fastattn.c
+USER_COMMANDS="cli_generate.c cli_compare.c cli_compare_video.c cli_quant.c cli_fastattn.c
                cli_search_solver.c cli_search_models.c client.c client.h"
 # Concrete denoisers: the model files the registry lists (runtime/models/denoiser.c).
 CONCRETE=$(sed -n 's/^ *&dt_\([a-z0-9_]*\)_class,.*/runtime\/models\/\1.h/p' runtime/models/denoiser.c)

@@ -182,12 +182,123 @@ static void test_api_as_cli(void **state)
     ditrt_ctx_free(c);
 }
 
+/* ---- solver schedules, zoos and model schedules on the demo video model ---- */
+
+#define DEMO "assets/demo-latte"
+#define DEMO_PROMPT "a blue triangle moving up on a white background"
+
+/* One demo clip through the API with the given context settings (4 steps unless a schedule
+ * fixes them); the caller frees it. */
+static ditrt_video *demo_clip(const char *schedule, const char *const *zoo, int nzoo, const char *model_schedule)
+{
+    ditrt_ctx_params cp;
+    ditrt_ctx_params_init(&cp);
+    cp.model_dir = DEMO;
+    cp.dtype = cp.text_dtype = "f32";
+    cp.threads = 1;
+    cp.solver_schedule = schedule;
+    cp.zoo = zoo;
+    cp.nzoo = nzoo;
+    cp.model_schedule = model_schedule;
+    ditrt_ctx *c = NULL;
+    if (ditrt_ctx_create(&cp, &c) != DITRT_OK) fail_msg("%s", ditrt_errmsg(c));
+    ditrt_gen_params gp;
+    ditrt_gen_params_init_video(&gp);
+    gp.prompt = DEMO_PROMPT;
+    gp.steps = 4;
+    gp.cfg = 4.5f;
+    gp.seed = 5;
+    ditrt_video *v = NULL;
+    int n = 0;
+    if (ditrt_generate_video(c, &gp, &v, &n) != DITRT_OK) fail_msg("%s", ditrt_errmsg(c));
+    assert_int_equal(n, 1);
+    ditrt_ctx_free(c);
+    return v;
+}
+
+/* `ditrt txt2vid` with flags into a frame folder; its frames must be v's bytes. */
+static void expect_cli_frames(const char *flags, const ditrt_video *v)
+{
+    char tmp[64], cmd[2048];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(cmd, sizeof cmd, "./ditrt txt2vid -m " DEMO " -p '" DEMO_PROMPT "' --dtype f32 --text-encoder-dtype f32 "
+             "--threads 1 -q --steps 4 --cfg 4.5 --seed 5 %s -o %s/", flags, tmp);
+    if (system(cmd) != 0) fail_msg("failed: %s", cmd);
+    dt_video cli;
+    dt_err e = {0};
+    if (dt_video_read(tmp, &cli, &e) != DT_OK) fail_msg("%s", e.msg);
+    assert_int_equal(cli.frames, v->frames);
+    assert_memory_equal(cli.rgb, v->rgb, (size_t)v->frames * v->width * v->height * 3);
+    dt_video_free(&cli);
+    tu_rmtree(tmp);
+}
+
+static int differs(const ditrt_video *a, const ditrt_video *b)
+{
+    return memcmp(a->rgb, b->rgb, (size_t)a->frames * a->width * a->height * 3) != 0;
+}
+
+/* A USF solver schedule (6 evaluations, whatever --steps says), and an OMS-DPM zoo whose second
+ * member is the model's W8A8 plan run on the middle steps: the API and txt2vid give the same
+ * frames, and each changes the clip (so the setting reached the video pipeline). */
+static void test_video_schedules_and_zoo(void **state)
+{
+    (void)state;
+    if (access("./ditrt", X_OK)) { printf("  skipped: ./ditrt is not built\n"); skip(); }
+    ditrt_video *plain = demo_clip(NULL, NULL, 0, NULL);
+    const char *sched = "configs/solvers/demo-pixart-usf-nfe6.json";
+    ditrt_video *usf = demo_clip(sched, NULL, 0, NULL);
+    assert_true(differs(plain, usf));
+    expect_cli_frames("--solver-schedule configs/solvers/demo-pixart-usf-nfe6.json", usf);
+
+    char tmp[64], plan[128], ms[128], prompts[128], cmd[1024];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(plan, sizeof plan, "%s/w8a8", tmp);
+    snprintf(ms, sizeof ms, "%s/models.json", tmp);
+    snprintf(prompts, sizeof prompts, "%s/prompts.txt", tmp);
+    tu_write_file(prompts, "a red circle moving left on a black background\n", 48);
+    const char *p1[] = {"a red circle moving left on a black background"};
+    ditrt_quantize_params qp;
+    ditrt_quantize_params_init(&qp);
+    qp.model_dir = DEMO;
+    qp.prompts = p1;
+    qp.nprompts = 1;
+    qp.out_dir = plan;
+    qp.dtype = "f32";
+    qp.steps = 4;
+    qp.threads = 1;
+    ditrt_error err = {0};
+    if (ditrt_quantize(&qp, NULL, &err) != DITRT_OK) fail_msg("%s", err.msg);
+    const char *schedule = "{\"format\": \"ditrt-model-schedule\", \"models\": [0, 1, 1, 0]}\n";
+    tu_write_file(ms, schedule, strlen(schedule));
+    const char *zoo[] = {plan};
+    ditrt_video *mixed = demo_clip(NULL, zoo, 1, ms);
+    assert_true(differs(plain, mixed));
+    snprintf(cmd, sizeof cmd, "--zoo %s --model-schedule %s", plan, ms);
+    expect_cli_frames(cmd, mixed);
+    /* a schedule naming a member the zoo lacks is refused when the context is made */
+    ditrt_ctx_params cp;
+    ditrt_ctx_params_init(&cp);
+    cp.model_dir = DEMO;
+    cp.dtype = cp.text_dtype = "f32";
+    cp.model_schedule = ms;
+    ditrt_ctx *c = NULL;
+    assert_int_not_equal(ditrt_ctx_create(&cp, &c), DITRT_OK);
+    assert_non_null(strstr(ditrt_errmsg(c), "models.json"));
+    ditrt_ctx_free(c);
+    ditrt_videos_free(plain, 1);
+    ditrt_videos_free(usf, 1);
+    ditrt_videos_free(mixed, 1);
+    tu_rmtree(tmp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_same_frames_as_cli),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_api_as_cli),
+        cmocka_unit_test(test_video_schedules_and_zoo),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

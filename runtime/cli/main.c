@@ -25,6 +25,7 @@ static void usage(FILE *f)
             "          [--seed S] [--batch N] [--dtype bf16|f32] [--text-encoder-dtype bf16|f32] [--threads N]\n"
             "          [-o out.mp4|out.webp|dir/|frame_%%03d.png] [--decode-chunk K] [--no-clean-caption] [--force] [--quiet] [--json]\n"
             "          [--eta X] [--attn-plan PLAN.json] [--quant QUANT_DIR] [--solver NAME] [--karras] | --list-solvers\n"
+            "          [--solver-schedule USF.json [--solver-statistics FILE]] [--zoo DIR[,DIR...] --model-schedule SCHEDULE.json]\n"
             "  eval transformer -m MODEL_DIR --in INPUTS.safetensors --out OUT.safetensors [--dtype f32|bf16] [--threads N]\n"
             "  eval vae-decoder -m MODEL_DIR --in LATENTS.safetensors --out IMAGE.safetensors [--dtype f32|bf16] [--tiling] [--threads N]\n"
             "  info -m MODEL_DIR | info [-m MODEL_DIR] --attn-plan PLAN.json\n"
