@@ -112,10 +112,11 @@ check-install: all
 check-slow: $(TESTS)
 	DITRT_SLOW=1 $(MAKE) test
 
+# Without --dtype the bench takes the CPU's fast dtype: bf16 where native, f32 elsewhere.
 bench: ditrt
-	./ditrt bench transformer --arch pixart-xl-2 --res 512 --dtype bf16 --breakdown
+	./ditrt bench transformer --arch pixart-xl-2 --res 512 --breakdown
 	./ditrt bench transformer --arch pixart-xl-2 --res 512 --dtype f32
-	./ditrt bench transformer --arch pixart-xl-2 --res 512 --dtype bf16 --quant w8a8 --breakdown
+	./ditrt bench transformer --arch pixart-xl-2 --res 512 --quant w8a8 --breakdown
 
 # The first command on a fresh machine: builds ditrt and draws out/demo.png (32x32) with the
 # small PixArt-Σ-architecture model trained on synthetic shapes (assets/demo-pixart, scripts/demo/),

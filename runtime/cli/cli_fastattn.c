@@ -68,12 +68,6 @@ static int cal_parse(int argc, char **argv, cal_args *a)
 }
 
 /* Progress lines on stderr. */
-static void log_stderr(const char *line, void *user)
-{
-    (void)user;
-    fprintf(stderr, "%s\n", line);
-}
-
 static ditrt_status calibrate(const cal_args *a, ditrt_error *err)
 {
     cli_list pl;
@@ -100,7 +94,7 @@ static ditrt_status calibrate(const cal_args *a, ditrt_error *err)
     p.threads = a->threads;
     p.cfg_half = a->cfg_half;
     p.asc_residual = a->asc_residual;
-    p.log = a->quiet ? NULL : log_stderr;
+    p.log = a->quiet ? NULL : cli_log_stderr;
     ditrt_attn_calib_result r = {.struct_size = sizeof r};
     ditrt_attn_plan_summary sum = {.struct_size = sizeof sum};
     s = ditrt_calibrate_attn(&p, &r, err);

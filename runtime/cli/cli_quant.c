@@ -129,12 +129,6 @@ static int quant_fail(const ditrt_error *err, int settings_rule)
     return cli_die(&e);
 }
 
-static void log_stderr(const char *line, void *user)
-{
-    (void)user;
-    fprintf(stderr, "%s\n", line);
-}
-
 int cli_quantize(int argc, char **argv)
 {
     quant_args a;
@@ -159,7 +153,7 @@ int cli_quantize(int argc, char **argv)
     p.frames = a.frames;
     p.threads = a.threads;
     p.seed = a.seed;
-    p.log = a.quiet ? NULL : log_stderr;
+    p.log = a.quiet ? NULL : cli_log_stderr;
     ditrt_error err = {0};
     if (ditrt_quantize_check(&p, &err) != DITRT_OK) return quant_fail(&err, 1);
     cli_list pl;

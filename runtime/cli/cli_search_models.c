@@ -5,12 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void log_line(const char *line, void *user)
-{
-    (void)user;
-    fprintf(stderr, "search-models: %s\n", line);
-}
-
 /* --latency S0,S1,...: seconds per evaluation of each zoo member, model first. */
 static ditrt_status parse_latency(const char *arg, int nzoo, double **out, ditrt_error *err)
 {
@@ -91,7 +85,8 @@ int cli_search_models(int argc, char **argv)
         p.latency = lat;
         p.nlatency = lat ? zoo.n + 1 : 0;
         p.out_path = out_path;
-        p.log = log_line;
+        p.log = cli_log_stderr;
+        p.log_user = "search-models";
         s = ditrt_search_models(&p, &res, &err);
     }
     free(lat);

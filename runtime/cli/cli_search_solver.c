@@ -65,12 +65,6 @@ static const char *dtype_name(const char *v)
     return NULL;
 }
 
-static void log_line(const char *line, void *user)
-{
-    (void)user;
-    fprintf(stderr, "search-solver: %s\n", line);
-}
-
 int cli_search_solver(int argc, char **argv)
 {
     ss_args a;
@@ -99,7 +93,8 @@ int cli_search_solver(int argc, char **argv)
     p.samples = a.samples;
     p.ref_steps = a.ref_steps;
     p.out_path = a.out;
-    p.log = a.quiet ? NULL : log_line;
+    p.log = a.quiet ? NULL : cli_log_stderr;
+    p.log_user = "search-solver";
     ditrt_search_solver_result r;
     ditrt_status s = ditrt_search_solver(&p, &r, &err);
     cli_list_free(&prompts);

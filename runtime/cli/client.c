@@ -212,3 +212,9 @@ void cli_print_attn_cost(const ditrt_attn_plan_summary *s)
            100 * s->module_flops / s->module_flops_full);
     printf("  cache memory held between steps: peak %.1f MB (f32 residuals and outputs)\n", s->cache_peak_bytes / 1e6);
 }
+
+void cli_log_stderr(const char *line, void *user)
+{
+    if (user) fprintf(stderr, "%s: %s\n", (const char *)user, line);
+    else fprintf(stderr, "%s\n", line);
+}

@@ -75,4 +75,7 @@ void cli_print_attn_cost(const ditrt_attn_plan_summary *s);
 int cli_is_video_path(const char *path);
 int cli_compare_video(const char *a, const char *b, const double *min_psnr, const double *min_ssim, const char *diff);
 
+/* A ditrt_log_fn printing each line on stderr, after "<user>: " when user (a string) is set. */
+void cli_log_stderr(const char *line, void *user);
+
 #endif

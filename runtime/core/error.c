@@ -39,3 +39,14 @@ const char *ditrt_status_name(ditrt_status s)
 
 /* The header this library was built with: DITRT_VERSION (tests/test_pipeline.c checks the two agree). */
 const char *ditrt_version(void) { return DITRT_VERSION; }
+
+void dt_logf(ditrt_log_fn log, void *user, const char *fmt, ...)
+{
+    if (!log) return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    log(line, user);
+}

@@ -19,6 +19,8 @@ typedef ditrt_error dt_err;
 dt_status dt_fail(dt_err *e, dt_status s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void dt_err_clear(dt_err *e);
+/* One formatted line to a ditrt_log_fn (no newline); nothing when log is NULL. */
+void dt_logf(ditrt_log_fn log, void *user, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Propagate a failure: `DT_TRY(f(x, err));` returns the status if not OK. */
 #define DT_TRY(expr) do { dt_status _s = (expr); if (_s != DT_OK) return _s; } while (0)

@@ -66,18 +66,6 @@ static dt_status check_config(const dt_fa_calibrate_config *c, dt_err *err)
     return DT_OK;
 }
 
-static void logf_line(const dt_fa_calibrate_config *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void logf_line(const dt_fa_calibrate_config *c, const char *fmt, ...)
-{
-    if (!c->log) return;
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    c->log(line, c->log_user);
-}
-
 /* One prompt through the pipeline with the calibrator as its step hook. */
 static dt_status run_prompt(const dt_fa_calibrate_config *c, dt_pipeline *p, dt_fa_calib *cal, int i, dt_err *err)
 {
@@ -131,7 +119,7 @@ dt_status dt_fa_calibrate(const dt_fa_calibrate_config *c, dt_fa_calibrate_resul
     if (s == DT_OK) s = dt_pipeline_load(&pc, &p, err);
     double t0 = now();
     for (int i = 0; s == DT_OK && i < c->nprompts; i++) {
-        logf_line(c, "calibrate-attn: prompt %d/%d: %s", i + 1, c->nprompts, c->prompts[i]);
+        dt_logf(c->log, c->log_user, "calibrate-attn: prompt %d/%d: %s", i + 1, c->nprompts, c->prompts[i]);
         s = run_prompt(c, p, cal, i, err);
         dt_fa_calib_next_prompt(cal);
     }

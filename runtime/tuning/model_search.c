@@ -13,18 +13,6 @@ typedef struct {
     int generations;
 } search_ctx;
 
-static void logf_(const dt_model_search *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void logf_(const dt_model_search *s, const char *fmt, ...)
-{
-    if (!s->log) return;
-    char line[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    s->log(line, s->log_user);
-}
-
 /* One generation of prompt `k` with the given schedule; the image is returned (caller frees). */
 static dt_status run(search_ctx *c, int k, const int *ids, float **image, double *seconds, dt_err *err)
 {
@@ -83,7 +71,7 @@ static dt_status measure(search_ctx *c, dt_model_search_result *o, int *ids, dt_
         if (m == 0) c->ref[0] = img;
         else free(img);
         if (!c->s->latency) o->latency[m] = sec / n;
-        logf_(c->s, "zoo member %d: %.4f s per evaluation%s", m, o->latency[m], c->s->latency ? " (given)" : "");
+        dt_logf(c->s->log, c->s->log_user, "zoo member %d: %.4f s per evaluation%s", m, o->latency[m], c->s->latency ? " (given)" : "");
     }
     for (int i = 0; i < n; i++) ids[i] = 0;
     for (int k = 1; k < c->s->nprompts; k++) DT_TRY(run(c, k, ids, &c->ref[k], NULL, err));
@@ -110,7 +98,7 @@ static dt_status best_move(search_ctx *c, dt_model_search_result *o, int *ids, i
     if (bi >= 0) {
         ids[bi] = bm;
         *best_psnr = best;
-        logf_(c->s, "evaluation %d -> member %d: %.2f dB, %.4f s", bi, bm, best, latency(o, ids, c->evals));
+        dt_logf(c->s->log, c->s->log_user, "evaluation %d -> member %d: %.2f dB, %.4f s", bi, bm, best, latency(o, ids, c->evals));
     }
     return DT_OK;
 }

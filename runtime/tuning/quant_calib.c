@@ -23,18 +23,6 @@ typedef struct {
     dt_denoiser_info info; /* of its config (temporal_layers > 0: a video model's own sensitivity group) */
 } qcalib;
 
-static void say(const dt_qcalib_config *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void say(const dt_qcalib_config *c, const char *fmt, ...)
-{
-    if (!c->log) return;
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    c->log(line, c->log_user);
-}
-
 static const char *scheme_of(const dt_qcalib_config *c) { return c->scheme ? c->scheme : "w8a8"; }
 
 dt_status dt_qcalib_check(const dt_qcalib_config *c, dt_err *err)
@@ -177,7 +165,7 @@ static dt_status calibrate(const qcalib *a, dt_quantizer *cal, capture *cap, dt_
         dt_gen_result res;
         s = dt_pipeline_generate(p, &r, &res, err);
         if (s == DT_OK) free(res.pixels);
-        if (s == DT_OK) say(c, "calibrated on prompt %d/%d", i + 1, c->nprompts);
+        if (s == DT_OK) dt_logf(c->log, c->log_user, "calibrated on prompt %d/%d", i + 1, c->nprompts);
     }
     dt_pipeline_free(p);
     return s;
@@ -328,7 +316,7 @@ static void allocate_group(const qcalib *a, const dt_quantizer *cal, const int *
         bitsum -= 4 * (double)cal->stats[i].in * cal->stats[i].out;
         bits[i].bits = 4;
     }
-    say(a->c, "mixed: %s layers: average weight bits %.2f (budget %.2f)",
+    dt_logf(a->c->log, a->c->log_user, "mixed: %s layers: average weight bits %.2f (budget %.2f)",
         temporal ? "temporal" : a->info.temporal_layers > 0 ? "spatial" : "all", bitsum / params, a->c->budget);
 }
 
@@ -349,7 +337,7 @@ static dt_status allocate_bits(const qcalib *a, dt_quantizer *cal, const capture
         s = sensitivity(a, cal, cap, be, cal->stats[i].name, ref, &sq[i], err);
         order[i] = i;
         if (s == DT_OK)
-            say(a->c, "sensitivity %-48s W4 SQNR %.1f dB%s", cal->stats[i].name, sq[i],
+            dt_logf(a->c->log, a->c->log_user, "sensitivity %-48s W4 SQNR %.1f dB%s", cal->stats[i].name, sq[i],
                 temporal_layer(a, cal->stats[i].name) ? " (frame differences)" : "");
     }
     for (int i = 1; i < L; i++) /* insertion sort: decreasing SQNR */

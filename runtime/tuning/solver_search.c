@@ -31,24 +31,6 @@ typedef struct {
     int64_t in_shape[DT_MAX_DIMS], out_shape[DT_MAX_DIMS];
 } ss_ctx;
 
-static void logf_(const dt_solver_search *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void logf_(const dt_solver_search *s, const char *fmt, ...)
-{
-    if (!s->log) return;
-    char buf[512], *line = buf;
-    va_list ap;
-    va_start(ap, fmt);
-    int len = vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (len >= (int)sizeof buf && (line = malloc((size_t)len + 1))) { /* a long prompt */
-        va_start(ap, fmt);
-        vsnprintf(line, (size_t)len + 1, fmt, ap);
-        va_end(ap);
-    }
-    s->log(line ? line : buf, s->log_user);
-    if (line != buf) free(line);
-}
-
 /* The guided model output for latents x (one sample) at model timestep t, as the sampling
  * loop computes it: the latents copied to every CFG row, uncond + cfg * (cond - uncond) over
  * the first C channels. */
@@ -156,12 +138,12 @@ static dt_status run_search(ss_ctx *c, dt_err *err)
         dt_rng_init(&g, a->base.seed + (unsigned long long)k, DT_RNG_VECTOR);
         dt_rng_randn(&g, xt[k], n);
         memcpy(ref[k], xt[k], n * sizeof(float));
-        logf_(a, "reference %d/%d (%d steps)", k + 1, S, a->ref_steps);
+        dt_logf(a->log, a->log_user, "reference %d/%d (%d steps)", k + 1, S, a->ref_steps);
         st = reference(c, k, ref[k], n, tmp, out, err);
     }
     dt_usf_search_opts o = {.scheduler_dir = a->scheduler_dir, .nfe = a->nfe, .population = a->population,
                             .generations = a->generations, .max_order = a->max_order, .seed = a->base.seed};
-    if (st == DT_OK) logf_(a, "NFE %d, population %d, %d generations", a->nfe, a->population, a->generations);
+    if (st == DT_OK) dt_logf(a->log, a->log_user, "NFE %d, population %d, %d generations", a->nfe, a->population, a->generations);
     if (st == DT_OK)
         st = dt_usf_search(&o, denoise, c, S, (const float *const *)xt, (const float *const *)ref, n, a->out_path, &c->res, err);
     for (int k = 0; k < S && xt && ref; k++) { free(xt[k]); free(ref[k]); }
@@ -198,7 +180,7 @@ dt_status dt_search_solver(const dt_solver_search *s, dt_solver_search_result *o
         r.step_hook = hook;
         r.step_hook_user = &c;
         dt_gen_result res;
-        if (s->nprompts > 1) logf_(s, "prompt %d/%d: %s", i + 1, s->nprompts, r.prompt);
+        if (s->nprompts > 1) dt_logf(s->log, s->log_user, "prompt %d/%d: %s", i + 1, s->nprompts, r.prompt);
         st = dt_pipeline_check(s->p, &r, err);
         if (st == DT_OK) st = dt_pipeline_generate(s->p, &r, &res, err);
         if (st == DT_OK) { free(res.pixels); st = dt_fail(err, DT_EINVAL, "search-solver: the generation never reached its first step"); }
