@@ -37,7 +37,7 @@ CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS   = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 DEPS_STAMP = $(BUILD)/.deps
 
-.PHONY: all test test-avx2 check-slow check-install bench clean deps install FORCE
+.PHONY: all test test-avx2 test-asan check-slow check-install bench clean deps install FORCE
 EXAMPLES = $(patsubst runtime/examples/%.c,$(BUILD)/examples/%,$(wildcard runtime/examples/*.c))
 
 all: libditrt.a libditrt.so ditrt.pc ditrt $(EXAMPLES)
@@ -104,6 +104,50 @@ test: $(TESTS)
 test-avx2: $(TESTS)
 	ONEDNN_MAX_CPU_ISA=AVX2 $(MAKE) --no-print-directory test
 
+# The suites under AddressSanitizer + UndefinedBehaviorSanitizer (gcc's; no package needed),
+# aborting on the first report, with LeakSanitizer on. Everything is built apart in build-asan/
+# (the library, the CLI as build-asan/run/ditrt, the suites), so the normal build is untouched.
+# The suites call ./ditrt and read tests/ and assets/ by relative paths: they run from
+# build-asan/run/, a folder of links to the tree's top-level entries plus the sanitized ditrt.
+# tests/lsan.supp suppresses leaks inside third-party libraries only (oneDNN, libgomp, ...).
+ASAN_BUILD = build-asan
+# (float-cast-overflow is not part of gcc's -fsanitize=undefined: named too, for float->int casts.)
+ASAN_FLAGS = -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all -fno-omit-frame-pointer
+ASAN_CFLAGS = $(filter-out -O2,$(CFLAGS)) -O1 $(ASAN_FLAGS)
+# stb_image_write.h (a system header, third-party) left-shifts into the sign bit in its JPEG
+# bit writer; only that check is off, and only in the file that includes it.
+$(ASAN_BUILD)/runtime/io/image.o: ASAN_CFLAGS += -fno-sanitize=shift-base
+ASAN_LIB_OBJ = $(LIB_SRC:%.c=$(ASAN_BUILD)/%.o) $(LIB_CXX:%.cc=$(ASAN_BUILD)/%.o)
+ASAN_CLI_OBJ = $(CLI_SRC:%.c=$(ASAN_BUILD)/%.o)
+ASAN_TESTS = $(TEST_SRC:tests/%.c=$(ASAN_BUILD)/tests/%)
+ASAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_odr_violation=0 \
+           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0
+
+$(ASAN_BUILD)/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) -c $< -o $@
+
+$(ASAN_BUILD)/%.o: %.cc | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CXX) $(filter-out -O2,$(CXXFLAGS)) -O1 $(ASAN_FLAGS) -c $< -o $@
+
+$(ASAN_BUILD)/libditrt.a: $(ASAN_LIB_OBJ)
+	ar rcs $@ $^
+
+$(ASAN_BUILD)/run/ditrt: $(ASAN_CLI_OBJ) $(ASAN_BUILD)/libditrt.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_FLAGS) -o $@ $(ASAN_CLI_OBJ) $(ASAN_BUILD)/libditrt.a $(LDLIBS)
+
+$(ASAN_BUILD)/tests/%: tests/%.c tests/testutil.h $(ASAN_BUILD)/libditrt.a | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) -Itests -o $@ $< $(ASAN_BUILD)/libditrt.a $(LDLIBS) -lcmocka -lpthread
+
+test-asan: $(ASAN_TESTS) $(ASAN_BUILD)/run/ditrt
+	@for e in $$(ls -A | grep -v -x -e ditrt -e '$(ASAN_BUILD)' -e .git); do ln -sfn ../../$$e $(ASAN_BUILD)/run/$$e; done
+	@fail=0; for t in $(ASAN_TESTS); do echo "== $$t (asan)"; \
+	  (cd $(ASAN_BUILD)/run && $(ASAN_ENV) OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive ../../$$t) || fail=1; done; \
+	if [ $$fail -ne 0 ]; then echo "make test-asan: FAILED"; exit 1; fi; echo "make test-asan: all suites passed"
+
 # Installs into a temporary DESTDIR, builds runtime/examples/txt2img_example.c against it
 # through pkg-config (shared and static), runs both, checks the .so exports only ditrt_*.
 check-install: all
@@ -149,6 +193,6 @@ install: all
 	install -m 755 ditrt $(DESTDIR)$(PREFIX)/bin
 
 clean:
-	rm -rf $(BUILD) libditrt.a libditrt.so libditrt.so.* ditrt.pc ditrt
+	rm -rf $(BUILD) $(ASAN_BUILD) libditrt.a libditrt.so libditrt.so.* ditrt.pc ditrt
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(ASAN_LIB_OBJ:.o=.d) $(ASAN_CLI_OBJ:.o=.d)

@@ -111,11 +111,14 @@ typedef struct {
                                     * `ditrt search-models`): every generation follows it */
 } ditrt_ctx_params;
 
-/* Sets struct_size and the defaults (all other fields 0/NULL).
+/* Sets struct_size and the defaults (all other fields 0/NULL); NULL is a no-op (as for every
+ * *_init function). NULL pointers never crash a ditrt_* function: those returning a status
+ * return DITRT_EINVAL, with a message in the context or ditrt_error where there is one.
  * The strings are read during ditrt_ctx_create only (the plan files are loaded then). */
 DITRT_API void ditrt_ctx_params_init(ditrt_ctx_params *p);
 /* Always sets *ctx (unless out of memory) so ditrt_errmsg can say why a load failed;
- * free it with ditrt_ctx_free either way. */
+ * free it with ditrt_ctx_free either way. A NULL p fails with DITRT_EINVAL (and a context
+ * saying so); a NULL ctx returns DITRT_EINVAL and creates nothing. */
 DITRT_API ditrt_status ditrt_ctx_create(const ditrt_ctx_params *p, ditrt_ctx **ctx);
 /* Frees the context and its weights; NULL is a no-op. Images and videos already returned stay
  * valid (they are the caller's). */
@@ -221,12 +224,14 @@ DITRT_API ditrt_status ditrt_generate_video(ditrt_ctx *ctx, const ditrt_gen_para
 /* Frees the n videos and the array; NULL is a no-op. */
 DITRT_API void ditrt_videos_free(ditrt_video *videos, int n);
 
-/* Asks the running ditrt_generate* on ctx to stop: it sets a flag that is checked after each
- * denoising step, so the generation fails with DITRT_ECANCELLED after the step in progress
- * (a cancel during the VAE decode, after the last step's check, is not seen and the
- * generation succeeds). Safe from any thread; NULL is a no-op. Every ditrt_generate* clears
- * the flag when it starts, so a cancel on an idle context (none running, or one called just
- * before a generation starts) is lost: it does not cancel the next generation. */
+/* Cancels the ditrt_generate* running on ctx or, when none is running, the next one to start
+ * on it: the flag it sets stays until a generation consumes it. A generation that finds it set
+ * when it starts fails at once with DITRT_ECANCELLED ("cancelled before the first step");
+ * one running sees it after the denoising step in progress and fails with DITRT_ECANCELLED.
+ * Every ditrt_generate* that starts (passes its argument checks) clears the flag when it
+ * returns, so a cancel is never lost to a race with the start of a call, and one cancel never
+ * cancels two generations. A cancel during the VAE decode, after the last step's check, is
+ * consumed without effect (that generation succeeds). Safe from any thread; NULL is a no-op. */
 DITRT_API void ditrt_cancel(ditrt_ctx *ctx);
 
 /* ---- solvers ----------------------------------------------------------------------

@@ -73,6 +73,11 @@ dt_status dt_beta_config_read_dflt(const cJSON *cfg, const char *path, dt_beta_c
                        path, c->num_train_timesteps);
     DT_TRY(dt_json_num(cfg, path, "beta_start", 1, start, &c->beta_start, err));
     DT_TRY(dt_json_num(cfg, path, "beta_end", 1, end, &c->beta_end, err));
+    /* a beta is a variance fraction: in (0, 1), or alphas and sigmas go NaN (a black image) */
+    if (!(c->beta_start > 0 && c->beta_start < 1))
+        return dt_fail(err, DT_EFORMAT, "%s: field \"beta_start\" is %g, expected a number in (0, 1)", path, c->beta_start);
+    if (!(c->beta_end > 0 && c->beta_end < 1))
+        return dt_fail(err, DT_EFORMAT, "%s: field \"beta_end\" is %g, expected a number in (0, 1)", path, c->beta_end);
     DT_TRY(dt_json_str(cfg, path, "beta_schedule", schedule, c->beta_schedule, sizeof c->beta_schedule, err));
     DT_TRY(dt_json_bool(cfg, path, "rescale_betas_zero_snr", 0, &c->rescale_betas_zero_snr, err));
     const cJSON *tb = cJSON_GetObjectItemCaseSensitive(cfg, "trained_betas");
@@ -85,9 +90,9 @@ dt_status dt_beta_config_read_dflt(const cJSON *cfg, const char *path, dt_beta_c
         if (!b) return dt_fail(err, DT_ENOMEM, "%s: out of memory", path);
         int i = 0;
         for (const cJSON *v = tb->child; v; v = v->next, i++) {
-            if (!cJSON_IsNumber(v)) {
+            if (!cJSON_IsNumber(v) || !(v->valuedouble > 0 && v->valuedouble < 1)) {
                 free(b);
-                return dt_fail(err, DT_EFORMAT, "%s: field \"trained_betas\" item %d is not a number", path, i);
+                return dt_fail(err, DT_EFORMAT, "%s: field \"trained_betas\" item %d is not a number in (0, 1)", path, i);
             }
             b[i] = (float)v->valuedouble;
         }
@@ -152,11 +157,23 @@ dt_status dt_alphas_cumprod(const dt_beta_config *c, const char *path, float *ac
             betas[i] = (float)(b < 0.999 ? b : 0.999);
         }
     }
+    const char *field = c->trained_betas ? "trained_betas" : "beta_end";
+    for (int i = 0; i < n; i++)
+        if (!(betas[i] > 0.0f && betas[i] < 1.0f)) { /* e.g. beta_start 1e-50 rounds to 0 in f32 */
+            double b = betas[i];
+            free(betas);
+            return dt_fail(err, DT_EFORMAT, "%s: field \"%s\": the schedule's beta at step %d is %g in f32, outside (0, 1)",
+                           path, i == 0 && !c->trained_betas ? "beta_start" : field, i, b);
+        }
     if (c->rescale_betas_zero_snr) rescale_zero_snr(betas, tmp, n);
     for (int i = 0; i < n; i++) tmp[i] = 1.0f - betas[i];
     cumprod_f32(tmp, ac, n);
     if (c->rescale_betas_zero_snr) ac[n - 1] = 0x1p-24f;
     free(betas);
+    for (int i = 0; i < n; i++) /* sigma_t = sqrt((1 - ac) / ac): infinite or NaN unless ac is in (0, 1] */
+        if (!(ac[i] > 0.0f && ac[i] <= 1.0f))
+            return dt_fail(err, DT_EFORMAT, "%s: field \"%s\": alphas_cumprod reaches %g at step %d of %d, so the sigmas "
+                           "would be infinite or NaN; use smaller betas", path, field, (double)ac[i], i, n);
     return DT_OK;
 }
 

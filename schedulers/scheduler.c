@@ -41,7 +41,7 @@ const char *dt_scheduler_resolve_name(const char *name)
     return NULL;
 }
 
-/* dt_json_load reads Python's -Infinity / NaN (diffusers writes "lambda_min_clipped": -Infinity). */
+/* dt_json_load reads Python's -Infinity (diffusers writes "lambda_min_clipped": -Infinity) and refuses NaN. */
 dt_status dt_scheduler_config_load(const char *path, cJSON **out, dt_err *err)
 {
     return dt_json_load(path, out, err);

@@ -40,7 +40,7 @@ extern const dt_solver_ops dt_ddim_ops, dt_euler_ops, dt_euler_ancestral_ops, dt
 extern const dt_solver_ops dt_unipc_ops, dt_dpmsolver_singlestep_ops, dt_lcm_ops, dt_flow_match_euler_ops;
 extern const dt_solver_ops dt_usf_ops; /* loaded with a schedule file (dt_scheduler_load_usf) */
 
-/* Parses a diffusers config file, accepting Python's bare Infinity/-Infinity/NaN. */
+/* Parses a diffusers config file, accepting Python's bare Infinity/-Infinity (NaN is refused). */
 dt_status dt_scheduler_config_load(const char *path, cJSON **out, dt_err *err);
 
 /* ---- noise schedules (schedulers/noise_schedule.c) ---- */

@@ -19,7 +19,9 @@ static inline float tf_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f;
 /* Sleef xexpf: Cody–Waite reduction by ln 2, degree-6 polynomial, two-step ldexp. */
 static inline float torch_expf(float d)
 {
-    int32_t q = (int32_t)nearbyintf(d * 1.44269502163f); /* R_LN2f, round to nearest even */
+    /* R_LN2f, round to nearest even. Outside [-104, 100] (and for NaN) the result is replaced
+     * below, so q is only computed inside, where it fits an int (no float->int overflow). */
+    int32_t q = d >= -104.0f && d <= 100.0f ? (int32_t)nearbyintf(d * 1.44269502163f) : 0;
     float qf = (float)q;
     float s = fmaf(qf, -0.693145751953125f, d);
     s = fmaf(qf, -1.428606765330187e-06f, s);
@@ -30,8 +32,8 @@ static inline float torch_expf(float d)
     u = fmaf(s, u, 0.5f);
     u = fmaf(u, s * s, s) + 1.0f;
     int32_t q1 = q >> 1;
-    u = u * tf_float((uint32_t)(q1 << 23) + 0x3f800000u);
-    u = u * tf_float((uint32_t)((q - q1) << 23) + 0x3f800000u);
+    u = u * tf_float(((uint32_t)q1 << 23) + 0x3f800000u); /* unsigned: q1 may be negative */
+    u = u * tf_float(((uint32_t)(q - q1) << 23) + 0x3f800000u);
     if (d < -104.0f) u = 0.0f;
     if (d > 100.0f) u = INFINITY;
     return u;

@@ -1,5 +1,6 @@
 /* Evolutionary USF schedule search (see usf_search.h). Candidates are written as schedule JSON
  * and run through the USF interpreter itself, so what is scored is what gets saved. */
+#include "runtime/core/fileio.h"
 #include "usf_search.h"
 #include "scheduler.h"
 #include <cjson/cJSON.h>
@@ -139,17 +140,14 @@ static dt_status write_json(const cand *c, int nfe, const char *path, dt_err *er
     char *s = j ? cJSON_Print(j) : NULL;
     cJSON_Delete(j);
     if (!s) return dt_fail(err, DT_ENOMEM, "%s: out of memory", path);
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    int ok = f && fputs(s, f) >= 0 && fputc('\n', f) != EOF;
-    if (f && fclose(f)) ok = 0;
-    free(s);
-    if (!ok || rename(tmp, path)) {
-        remove(tmp);
-        return dt_fail(err, DT_EIO, "%s: cannot write the schedule", path);
+    dt_outfile o;
+    dt_status st = dt_outfile_open(&o, path, "w", err);
+    if (st == DT_OK) {
+        int ok = fputs(s, o.f) >= 0 && fputc('\n', o.f) != EOF;
+        st = dt_outfile_close(&o, ok, err);
     }
-    return DT_OK;
+    free(s);
+    return st;
 }
 
 /* ---- scoring ---- */

@@ -81,7 +81,7 @@ static void test_bad_inputs(void **state)
     expect_fail(cmd, "\"hidden_states\" is missing", out);
     /* wrong channel count */
     snprintf(in, sizeof in, "%s/in.safetensors", tmp);
-    float hs[1 * 3 * 4 * 4] = {0}, ehs[1 * 2 * 32] = {0}, t[1] = {1}, res[2] = {512, 512}, ar[1] = {1}, mask[2] = {1, 0.5f};
+    float hs[1 * 4 * 4 * 4] = {0} /* the largest shape viewed below: [1, 4, 4, 4] */, ehs[1 * 2 * 32] = {0}, t[1] = {1}, res[2] = {512, 512}, ar[1] = {1}, mask[2] = {1, 0.5f};
     int64_t s_hs[4] = {1, 3, 4, 4}, s_ehs[3] = {1, 2, 32}, s_t[1] = {1}, s_res[2] = {1, 2}, s_ar[2] = {1, 1}, s_m[2] = {1, 2};
     dt_tensor th = dt_tensor_view(hs, DT_F32, 4, s_hs), te = dt_tensor_view(ehs, DT_F32, 3, s_ehs),
               tt = dt_tensor_view(t, DT_F32, 1, s_t), tr = dt_tensor_view(res, DT_F32, 2, s_res),

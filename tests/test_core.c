@@ -91,7 +91,7 @@ static void test_json_python_literals(void **state)
     char path[] = "/tmp/ditrt-json-XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
-    const char *txt = "{\"lambda_min_clipped\": -Infinity, \"m\": Infinity, \"n\": NaN, \"s\": \"-Infinity \\\" NaN\"}";
+    const char *txt = "{\"lambda_min_clipped\": -Infinity, \"m\": Infinity, \"n\": null, \"s\": \"-Infinity \\\" NaN\"}";
     assert_int_equal(write(fd, txt, strlen(txt)), (ssize_t)strlen(txt));
     close(fd);
     cJSON *j;
@@ -108,6 +108,41 @@ static void test_json_python_literals(void **state)
     assert_int_equal(dt_json_str(j, path, "s", NULL, s, sizeof s, &err), DT_OK);
     assert_string_equal(s, "-Infinity \" NaN"); /* strings untouched */
     cJSON_Delete(j);
+    unlink(path);
+}
+
+/* A bare NaN (Python's json.dump of a float NaN) is refused naming the line and column. It
+ * used to be rewritten in place to the longer "null", writing past the buffer: many NaNs
+ * ran far past it. */
+static void test_json_nan_refused(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/ditrt-json-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    size_t n = 4 * 20000 + 64;
+    char *txt = malloc(n), *p = txt;
+    p += sprintf(p, "{\"ok\": Infinity,\n \"a\": [NaN");
+    for (int i = 1; i < 20000; i++) p += sprintf(p, ",NaN");
+    p += sprintf(p, "]}");
+    assert_int_equal(write(fd, txt, strlen(txt)), (ssize_t)strlen(txt));
+    close(fd);
+    free(txt);
+    cJSON *j = NULL;
+    dt_err err = {0};
+    assert_int_equal(dt_json_load(path, &j, &err), DT_EFORMAT);
+    assert_null(j);
+    char want[128];
+    snprintf(want, sizeof want, "%s: NaN at line 2 column 8", path);
+    if (!strstr(err.msg, want)) fail_msg("message: %s", err.msg);
+    /* -NaN too; NaN inside strings and keys is text */
+    const char *t2 = "{\"NaN\": \"NaN\", \"x\": -NaN}";
+    FILE *f = fopen(path, "w");
+    fputs(t2, f);
+    fclose(f);
+    dt_err_clear(&err);
+    assert_int_equal(dt_json_load(path, &j, &err), DT_EFORMAT);
+    assert_non_null(strstr(err.msg, "NaN at line 1 column 21"));
     unlink(path);
 }
 
@@ -130,6 +165,7 @@ int main(void)
         cmocka_unit_test(test_arena),
         cmocka_unit_test(test_json_fields),
         cmocka_unit_test(test_json_python_literals),
+        cmocka_unit_test(test_json_nan_refused),
         cmocka_unit_test(test_error_first_wins),
     };
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);

@@ -216,6 +216,7 @@ static void test_w4_groups(void **state)
     err = (dt_err){0};
     assert_int_equal(be->ops->qlinear_create(be, &qw[1], NULL, DT_ACT_NONE, 1, &l, &err), DT_EFORMAT);
     assert_non_null(strstr(err.msg, "group multiplier"));
+    dt_qweights_free(&qw[0]); /* the per-channel weights of the loop above */
     assert_int_equal(dt_qweights_make(w, K, N, 8, G, NULL, 0, &qw[0], &(dt_err){0}), DT_EINVAL); /* W8: no groups */
     assert_int_equal(dt_qweights_make(w, K, N, 4, 48, NULL, 0, &qw[0], &(dt_err){0}), DT_EINVAL); /* 48 does not divide 256 */
     dt_qweights_free(&qw[1]);

@@ -329,7 +329,7 @@ static void test_bad_configs(void **state)
         {"{\"sample_size\": 8.5, \"patch_size\": 2}", "\"sample_size\"", "integer"},
         {"{\"sample_size\": 9, \"patch_size\": 2, \"num_layers\": 1, \"num_attention_heads\": 2, \"attention_head_dim\": 24, \"caption_channels\": 8}", "sample_size", "patch_size"},
         {"{\"sample_size\": 8, \"patch_size\": 2, \"num_layers\": 1, \"num_attention_heads\": 2, \"attention_head_dim\": 24, \"caption_channels\": 8, \"norm_type\": \"layer_norm\"}", "\"norm_type\"", "ada_norm_single"},
-        {"{\"sample_size\": 8, \"patch_size\": 2, \"num_layers\": 0, \"num_attention_heads\": 2, \"attention_head_dim\": 24, \"caption_channels\": 8}", "num_layers", "positive"},
+        {"{\"sample_size\": 8, \"patch_size\": 2, \"num_layers\": 0, \"num_attention_heads\": 2, \"attention_head_dim\": 24, \"caption_channels\": 8}", "num_layers", "outside the supported 1..256"},
         {"{\"sample_size\": 8, \"patch_size\": 2, \"num_layers\": 1, \"num_attention_heads\": 2, \"attention_head_dim\": 24, \"caption_channels\": 8, \"use_additional_conditions\": \"yes\"}", "use_additional_conditions", "true or false"},
         {"[1, 2]", "config.json", "JSON object"},
     };

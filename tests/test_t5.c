@@ -295,7 +295,8 @@ static void test_bad_spiece(void **state)
     snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
     tu_write_file(p, "{\"legacy\": false}", 17);
     expect_load_error(dir, "legacy");
-    tu_write_file(p, "{\"added_tokens_decoder\": {\"5\": {\"content\": \"<a>\", \"single_word\": true}}}", 74);
+    const char *single = "{\"added_tokens_decoder\": {\"5\": {\"content\": \"<a>\", \"single_word\": true}}}";
+    tu_write_file(p, single, strlen(single)); /* 73 bytes: no literal count to get wrong */
     expect_load_error(dir, "single_word");
     tu_write_file(p, "{\"added_tokens_decoder\": ", 25);
     expect_load_error(dir, p);

@@ -31,6 +31,7 @@ static void set_msg(ditrt_ctx *c, const dt_err *e) { strcpy(c->msg, e->msg); }
 
 void ditrt_ctx_params_init(ditrt_ctx_params *p)
 {
+    if (!p) return;
     *p = (ditrt_ctx_params){.struct_size = sizeof *p}; /* dtype, text_dtype NULL: the device's default */
 }
 
@@ -132,6 +133,7 @@ static void create(ditrt_ctx *c, const ditrt_ctx_params *p, dt_err *err)
 
 ditrt_status ditrt_ctx_create(const ditrt_ctx_params *params, ditrt_ctx **out)
 {
+    if (!out) return DITRT_EINVAL; /* nowhere to put a context (or its message) */
     ditrt_ctx *c = calloc(1, sizeof *c);
     *out = c;
     if (!c) return DITRT_ENOMEM;
@@ -188,6 +190,7 @@ ditrt_status ditrt_last_gen_info(const ditrt_ctx *c, ditrt_gen_info *info)
 
 void ditrt_gen_params_init(ditrt_gen_params *p)
 {
+    if (!p) return;
     dt_gen_request d = dt_gen_request_default();
     *p = (ditrt_gen_params){.struct_size = sizeof *p, .negative_prompt = d.negative_prompt, .steps = d.steps,
                             .cfg = d.cfg, .batch = d.batch, .resolution_binning = d.resolution_binning,
@@ -196,12 +199,17 @@ void ditrt_gen_params_init(ditrt_gen_params *p)
 
 void ditrt_gen_params_init_video(ditrt_gen_params *p)
 {
+    if (!p) return;
     dt_gen_request d = dt_gen_request_default_video();
     *p = (ditrt_gen_params){.struct_size = sizeof *p, .negative_prompt = d.negative_prompt, .steps = d.steps,
                             .cfg = d.cfg, .batch = d.batch, .resolution_binning = d.resolution_binning,
                             .clean_caption = d.clean_caption};
 }
 
+/* The cancel rule: the flag is set here and cleared only when a generation that started
+ * (passed its checks) returns, so a cancel cancels the generation running or, when none is,
+ * the next one to start; a cancel issued just before or just after ditrt_generate* begins is
+ * never lost. */
 void ditrt_cancel(ditrt_ctx *c)
 {
     if (c) atomic_store(&c->cancel, 1);
@@ -226,14 +234,13 @@ static int frame_hook(int done, int total, double seconds, void *user)
     return h->p->frame_progress(done, total, seconds, h->p->progress_user);
 }
 
-/* A loaded context of the wanted kind, the cancel flag cleared and the threads set. */
+/* A loaded context of the wanted kind, the threads set (the cancel flag is kept: see ditrt_cancel). */
 static int begin(ditrt_ctx *c, int video, dt_err *err)
 {
     if (!c->p) dt_fail(err, DT_EINVAL, "context: the model failed to load");
     else if (video && !dt_pipeline_max_frames(c->p)) dt_fail(err, DT_EINVAL, "context: an image pipeline; use ditrt_generate");
     else if (!video && dt_pipeline_max_frames(c->p)) dt_fail(err, DT_EINVAL, "context: a video pipeline; use ditrt_generate_video");
     else {
-        atomic_store(&c->cancel, 0);
         if (c->threads > 0) omp_set_num_threads(c->threads); /* per calling thread in OpenMP */
         return 1;
     }
@@ -251,6 +258,8 @@ static ditrt_status run(ditrt_ctx *c, const ditrt_gen_params *params, int video,
     }
     const ditrt_gen_params *p = &pv;
     if (!begin(c, video, err)) return err->status;
+    if (atomic_exchange(&c->cancel, 0)) /* cancelled before it started: consumed, nothing run */
+        return dt_fail(err, DITRT_ECANCELLED, "cancelled before the first step");
     hook h = {c, p};
     dt_gen_request r = {.prompt = p->prompt, .negative_prompt = p->negative_prompt, .width = p->width,
                         .height = p->height, .frames = video ? p->frames : 0, .steps = p->steps, .batch = p->batch,
@@ -260,7 +269,9 @@ static ditrt_status run(ditrt_ctx *c, const ditrt_gen_params *params, int video,
                         .progress_user = &h, .eta = p->eta, .attn_plan = c->has_plan ? &c->plan : NULL,
                         .model_ids = c->ms.ids, .n_model_ids = c->ms.n, .decode_chunk = p->decode_chunk,
                         .frame_progress = p->frame_progress ? frame_hook : NULL};
-    DT_TRY(dt_pipeline_generate(c->p, &r, res, err));
+    dt_status st = dt_pipeline_generate(c->p, &r, res, err);
+    atomic_store(&c->cancel, 0); /* a started generation consumes any cancel issued during it */
+    if (st != DT_OK) return st;
     c->last = (ditrt_gen_info){.struct_size = sizeof c->last, .prompt_truncated = res->prompt_truncated,
                                .negative_truncated = res->negative_truncated,
                                .max_sequence_length = res->max_sequence_length, .seconds_text = res->seconds_text,
@@ -271,9 +282,14 @@ static ditrt_status run(ditrt_ctx *c, const ditrt_gen_params *params, int video,
 ditrt_status ditrt_generate(ditrt_ctx *c, const ditrt_gen_params *params, ditrt_image **images, int *n)
 {
     if (!c) return DITRT_EINVAL;
+    dt_err err = {0};
+    if (!images || !n) {
+        dt_fail(&err, DT_EINVAL, "ditrt_generate: images and n must not be NULL");
+        set_msg(c, &err);
+        return err.status;
+    }
     *images = NULL;
     *n = 0;
-    dt_err err = {0};
     dt_gen_result res;
     if (run(c, params, 0, &res, &err) == DT_OK) {
         ditrt_image *im = calloc((size_t)res.batch, sizeof *im);
@@ -300,9 +316,14 @@ void ditrt_images_free(ditrt_image *images, int n)
 ditrt_status ditrt_generate_video(ditrt_ctx *c, const ditrt_gen_params *params, ditrt_video **videos, int *n)
 {
     if (!c) return DITRT_EINVAL;
+    dt_err err = {0};
+    if (!videos || !n) {
+        dt_fail(&err, DT_EINVAL, "ditrt_generate_video: videos and n must not be NULL");
+        set_msg(c, &err);
+        return err.status;
+    }
     *videos = NULL;
     *n = 0;
-    dt_err err = {0};
     dt_gen_result res;
     if (run(c, params, 1, &res, &err) == DT_OK) {
         ditrt_video *v = calloc((size_t)res.batch, sizeof *v);

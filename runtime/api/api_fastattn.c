@@ -10,6 +10,7 @@
 
 void ditrt_attn_calib_params_init(ditrt_attn_calib_params *p)
 {
+    if (!p) return;
     *p = (ditrt_attn_calib_params){.struct_size = sizeof *p, .steps = 20, .window = -1, .temporal_window = -1,
                                    .threshold = -1, .metric = "rel", .cfg = 4.5, .resolution_binning = 1,
                                    .cfg_half = "cond", .asc_residual = "same"};

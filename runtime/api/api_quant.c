@@ -10,11 +10,12 @@ _Static_assert(DITRT_QUANT_MAX_FP_TEXT_TOKENS == DT_QMAX_FP_TOKENS, "the public 
 
 void ditrt_quantize_params_init(ditrt_quantize_params *p)
 {
+    if (!p) return;
     *p = (ditrt_quantize_params){.struct_size = sizeof *p, .scheme = "w8a8", .alpha = 0.5f, .balance = 1, .rotate = 1,
                                  .cfg = -1, .steps = 20};
 }
 
-void ditrt_quantize_result_init(ditrt_quantize_result *r) { *r = (ditrt_quantize_result){.struct_size = sizeof *r}; }
+void ditrt_quantize_result_init(ditrt_quantize_result *r) { if (r) *r = (ditrt_quantize_result){.struct_size = sizeof *r}; }
 
 static dt_qcalib_config config_of(const ditrt_quantize_params *p)
 {

@@ -56,6 +56,7 @@ static dt_status check_common(const char *model_dir, const char *dtype, int thre
 
 void ditrt_search_solver_params_init(ditrt_search_solver_params *p)
 {
+    if (!p) return;
     *p = (ditrt_search_solver_params){.struct_size = sizeof *p, .negative_prompt = "", .cfg = 4.5f, .nfe = 8,
                                       .population = 16, .generations = 10, .max_order = 3, .samples = 2,
                                       .ref_steps = 50};
@@ -116,6 +117,7 @@ ditrt_status ditrt_search_solver(const ditrt_search_solver_params *params, ditrt
 
 void ditrt_search_models_params_init(ditrt_search_models_params *p)
 {
+    if (!p) return;
     dt_gen_request d = dt_gen_request_default();
     *p = (ditrt_search_models_params){.struct_size = sizeof *p, .steps = d.steps, .cfg = d.cfg};
 }

@@ -7,12 +7,11 @@
 
 /* Python's json (and so every diffusers config) writes -Infinity, Infinity and NaN, which
  * strict JSON lacks: e.g. "lambda_min_clipped": -Infinity in DPM-Solver++ configs. Outside
- * strings, turn them into numbers strtod maps to ±inf (NaN becomes null). In place: each
- * replacement is no longer than the token. */
+ * strings, -Infinity and Infinity become numbers strtod maps to -inf and +inf, in place: each
+ * replacement is shorter than its token. NaN is refused (see find_nan). */
 static void python_json_literals(char *s)
 {
-    static const struct { const char *tok, *rep; } lit[] = {
-        {"-Infinity", "-1e999"}, {"Infinity", "1e999"}, {"NaN", "null"}};
+    static const struct { const char *tok, *rep; } lit[] = {{"-Infinity", "-1e999"}, {"Infinity", "1e999"}};
     int in_str = 0;
     char *w = s;
     for (char *r = s; *r;) {
@@ -25,10 +24,9 @@ static void python_json_literals(char *s)
         if (*r == '"') { in_str = 1; *w++ = *r++; continue; }
         size_t i;
         for (i = 0; i < sizeof lit / sizeof *lit; i++) {
-            size_t n = strlen(lit[i].tok);
+            size_t n = strlen(lit[i].tok), m = strlen(lit[i].rep);
             if (!strncmp(r, lit[i].tok, n)) {
-                size_t m = strlen(lit[i].rep);
-                memcpy(w, lit[i].rep, m);
+                memcpy(w, lit[i].rep, m); /* m < n and w <= r: the write stays inside the token */
                 w += m;
                 r += n;
                 break;
@@ -37,6 +35,26 @@ static void python_json_literals(char *s)
         if (i == sizeof lit / sizeof *lit) *w++ = *r++;
     }
     *w = 0;
+}
+
+/* The first bare NaN (or -NaN) outside strings: no field of any file ditrt reads (configs,
+ * plans, schedules) means anything as NaN, so such a file is refused naming the line and
+ * column. Returns 1 and the 1-based line and column when one is found. */
+static int find_nan(const char *s, int *line, int *col)
+{
+    int in_str = 0;
+    *line = 1, *col = 1;
+    for (const char *r = s; *r; r++, (*col)++) {
+        if (*r == '\n') { (*line)++; *col = 0; continue; }
+        if (in_str) {
+            if (*r == '\\' && r[1]) { r++; (*col)++; }
+            else if (*r == '"') in_str = 0;
+            continue;
+        }
+        if (*r == '"') in_str = 1;
+        else if (!strncmp(r, "NaN", 3) || !strncmp(r, "-NaN", 4)) return 1;
+    }
+    return 0;
 }
 
 dt_status dt_json_load(const char *path, cJSON **out, dt_err *err)
@@ -55,6 +73,11 @@ dt_status dt_json_load(const char *path, cJSON **out, dt_err *err)
     size_t got = fread(buf, 1, (size_t)n, f);
     fclose(f);
     buf[got] = 0;
+    int line, col;
+    if (find_nan(buf, &line, &col)) {
+        free(buf);
+        return dt_fail(err, DT_EFORMAT, "%s: NaN at line %d column %d: not a valid value in this file", path, line, col);
+    }
     python_json_literals(buf);
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithOpts(buf, &end, 1);
@@ -100,6 +123,26 @@ dt_status dt_json_int(const cJSON *obj, const char *file, const char *field, int
     if (d != floor(d) || d < -2147483647.0 || d > 2147483647.0)
         return dt_fail(err, DT_EFORMAT, "%s: field \"%s\" must be an integer, got %g", file, field, d);
     *out = (int)d;
+    return DT_OK;
+}
+
+int dt_json_is_int_in(const cJSON *v, int lo, int hi, int *out)
+{
+    if (!cJSON_IsNumber(v)) return 0;
+    double d = v->valuedouble; /* range first: converting an out-of-range double to int is undefined */
+    if (!(d >= lo && d <= hi) || d != floor(d)) return 0;
+    *out = (int)d;
+    return 1;
+}
+
+dt_status dt_json_int_in(const cJSON *obj, const char *file, const char *field, int has_default, int dflt, int lo,
+                         int hi, int *out, dt_err *err)
+{
+    int v;
+    DT_TRY(dt_json_int(obj, file, field, has_default, dflt, &v, err));
+    if (v < lo || v > hi)
+        return dt_fail(err, DT_EFORMAT, "%s: field \"%s\" is %d, outside the supported %d..%d", file, field, v, lo, hi);
+    *out = v;
     return DT_OK;
 }
 

@@ -1,3 +1,4 @@
+#include "fileio.h"
 #include "safetensors.h"
 #include "json.h"
 #include <errno.h>
@@ -46,6 +47,28 @@ static dt_status push_entry(dt_safetensors *st, dt_st_entry *e, dt_err *err)
     }
     st->entries[st->n++] = *e;
     return DT_OK;
+}
+
+/* Length of the valid UTF-8 prefix of s[0..n) (RFC 3629: no overlongs, surrogates or
+ * code points above U+10FFFF); n when all of it is valid. */
+static size_t utf8_valid_prefix(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t k = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 ? 3 : 4;
+        if (k == 4 || i + k >= n) return i;
+        if (k == 0) { i++; continue; }
+        unsigned cp = c & (0x3f >> k);
+        for (size_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xc0) != 0x80) return i;
+            cp = cp << 6 | (s[i + j] & 0x3f);
+        }
+        static const unsigned min[4] = {0, 0x80, 0x800, 0x10000};
+        if (cp < min[k] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
+        i += k + 1;
+    }
+    return n;
 }
 
 /* Parses one tensor's header record into e; data offsets are relative to `data`. */
@@ -130,11 +153,21 @@ static dt_status add_file(dt_safetensors *st, const char *path, dt_err *err)
     for (int i = 0; i < 8; i++) hlen |= (uint64_t)p[i] << (8 * i);
     if (hlen > size - 8) return dt_fail(err, DT_EFORMAT, "%s: header length %llu runs past the end of the file (%zu bytes)", path, (unsigned long long)hlen, size);
     if (hlen > MAX_HEADER) return dt_fail(err, DT_EFORMAT, "%s: header length %llu is implausibly large", path, (unsigned long long)hlen);
-    cJSON *h = cJSON_ParseWithLength((const char *)p + 8, (size_t)hlen);
+    /* The format's header is a UTF-8 JSON object, optionally padded with trailing spaces. */
+    size_t bad = utf8_valid_prefix(p + 8, (size_t)hlen);
+    if (bad != hlen) return dt_fail(err, DT_EFORMAT, "%s: header is not valid UTF-8 (byte %zu of the header)", path, bad);
+    const char *end = NULL;
+    cJSON *h = cJSON_ParseWithLengthOpts((const char *)p + 8, (size_t)hlen, &end, 0);
     if (!h || !cJSON_IsObject(h)) {
         cJSON_Delete(h);
         return dt_fail(err, DT_EFORMAT, "%s: header is not a valid JSON object", path);
     }
+    for (const char *q = end; q < (const char *)p + 8 + hlen; q++)
+        if (*q != ' ') {
+            cJSON_Delete(h);
+            return dt_fail(err, DT_EFORMAT, "%s: header has data after its JSON object (byte %zu of the header; only "
+                           "spaces may pad it)", path, (size_t)(q - (const char *)p - 8));
+        }
     const unsigned char *data = p + 8 + hlen;
     uint64_t data_size = size - 8 - hlen;
     int first = st->n;
@@ -147,7 +180,7 @@ static dt_status add_file(dt_safetensors *st, const char *path, dt_err *err)
         if (s != DT_OK) free(e.name);
     }
     cJSON_Delete(h);
-    if (s == DT_OK) s = check_overlaps(path, st->entries + first, st->n - first, err);
+    if (s == DT_OK && st->n > first) s = check_overlaps(path, st->entries + first, st->n - first, err); /* {}: entries may be NULL */
     return s;
 }
 
@@ -324,27 +357,21 @@ dt_status dt_st_write(const char *path, const dt_st_item *items, int n, dt_err *
     if (!js) return dt_fail(err, DT_ENOMEM, "out of memory");
     size_t hl = strlen(js), padded = (hl + 7) / 8 * 8;
 
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd >= 0) fchmod(fd, 0644);
-    if (fd < 0) { free(js); return dt_fail(err, DT_EIO, "%s: cannot create: %s", path, strerror(errno)); }
-    FILE *f = fdopen(fd, "wb");
+    dt_outfile o;
+    dt_status s = dt_outfile_open(&o, path, "wb", err);
+    if (s != DT_OK) { free(js); return s; }
+    FILE *f = o.f;
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-    int ok = f && fwrite(len8, 1, 8, f) == 8 && fwrite(js, 1, hl, f) == hl;
+    int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(js, 1, hl, f) == hl;
     for (size_t i = hl; ok && i < padded; i++) ok = fputc(' ', f) != EOF;
     for (int i = 0; ok && i < n; i++) {
         size_t nb = dt_tensor_nbytes(items[i].t);
         ok = fwrite(items[i].t->data, 1, nb, f) == nb;
     }
+    int e = errno;
     free(js);
-    if (f) ok = (fclose(f) == 0) && ok;
-    else close(fd);
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return dt_fail(err, DT_EIO, "%s: write failed: %s", path, strerror(e));
-    }
+    errno = e;
+    return dt_outfile_close(&o, ok, err);
     return DT_OK;
 }

@@ -16,6 +16,7 @@ dt_status dit_patch_embed_load(dt_backend *be, dt_weight_source *src, int in_ch,
 {
     int k = in_ch * p * p;
     int64_t ws[4] = {C, in_ch, p, p}, bs[1] = {C};
+    DT_TRY(dt_weights_expect(src, "pos_embed.proj.weight", 4, ws, err)); /* the file's shape before the buffer */
     float *w = malloc((size_t)C * k * sizeof(float)), *b = malloc((size_t)C * sizeof(float));
     dt_status st = (w && b) ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
     if (st == DT_OK) st = src->read(src, "pos_embed.proj.weight", 4, ws, w, err);

@@ -10,6 +10,19 @@
 #include "runtime/core/arena.h"
 #include "layers.h"
 
+/* Bounds on the sizes a transformer config.json may give (README: limits), checked before any
+ * buffer is sized from them; every weight's shape is then checked against the file before
+ * its buffer is allocated (dt_weights_expect). Far above the published models (PixArt-XL-2
+ * and Latte-1: 28 layers, 16 heads of 72, sample_size 128, 4096 caption channels). */
+#define DIT_MAX_LAYERS 256
+#define DIT_MAX_HEADS 256
+#define DIT_MAX_HEAD_DIM 1024
+#define DIT_MAX_INNER 16384        /* heads * head_dim */
+#define DIT_MAX_SAMPLE 1024        /* latent pixels a side */
+#define DIT_MAX_PATCH 16
+#define DIT_MAX_CHANNELS 1024      /* in_channels, out_channels */
+#define DIT_MAX_CAPTION 65536      /* caption_channels */
+#define DIT_MAX_FRAMES 1024        /* video_length */
 #define DIT_TPROJ_DIM 256 /* Timesteps(num_channels=256) in PixArtAlphaCombinedTimestepSizeEmbeddings */
 
 /* pos_embed.proj: conv [C, in, p, p] flattened to the [C, in*p*p] GEMM weight. */

@@ -39,17 +39,17 @@ static dt_status check_str(const cJSON *j, const char *path, const char *field, 
 static dt_status read_config(const cJSON *j, const char *path, latte_config *c, int *cross, int *bias, int *affine, dt_err *err)
 {
     double d;
-#define INT(f, dst, has, dflt) DT_TRY(dt_json_int(j, path, f, has, dflt, &(dst), err))
-    INT("sample_size", c->sample_size, 1, 64);
-    INT("patch_size", c->patch_size, 0, 0);
-    INT("in_channels", c->in_channels, 0, 0);
-    INT("out_channels", c->out_channels, 1, -1);
-    INT("num_layers", c->num_layers, 1, 1);
-    INT("num_attention_heads", c->heads, 1, 16);
-    INT("attention_head_dim", c->head_dim, 1, 88);
-    INT("cross_attention_dim", *cross, 1, -1);
-    INT("caption_channels", c->caption_channels, 0, 0);
-    INT("video_length", c->video_length, 1, 16);
+#define INT(f, dst, has, dflt, lo, hi) DT_TRY(dt_json_int_in(j, path, f, has, dflt, lo, hi, &(dst), err))
+    INT("sample_size", c->sample_size, 1, 64, 1, DIT_MAX_SAMPLE);
+    INT("patch_size", c->patch_size, 0, 0, 1, DIT_MAX_PATCH);
+    INT("in_channels", c->in_channels, 0, 0, 1, DIT_MAX_CHANNELS);
+    INT("out_channels", c->out_channels, 1, -1, -1, DIT_MAX_CHANNELS);
+    INT("num_layers", c->num_layers, 1, 1, 1, DIT_MAX_LAYERS);
+    INT("num_attention_heads", c->heads, 1, 16, 1, DIT_MAX_HEADS);
+    INT("attention_head_dim", c->head_dim, 1, 88, 1, DIT_MAX_HEAD_DIM);
+    INT("cross_attention_dim", *cross, 1, -1, -1, DIT_MAX_INNER);
+    INT("caption_channels", c->caption_channels, 0, 0, 1, DIT_MAX_CAPTION);
+    INT("video_length", c->video_length, 1, 16, 1, DIT_MAX_FRAMES);
 #undef INT
     DT_TRY(dt_json_num(j, path, "norm_eps", 1, 1e-5, &d, err));
     c->norm_eps = (float)d;
@@ -71,6 +71,9 @@ dt_status latte_config_load(const char *dir, latte_config *c, dt_err *err)
     dt_status st = read_config(j, path, c, &cross, &bias, &affine, err);
     cJSON_Delete(j);
     if (st != DT_OK) return st;
+    if (c->heads * c->head_dim > DIT_MAX_INNER) /* both bounded: no overflow */
+        return dt_fail(err, DT_EFORMAT, "%s: num_attention_heads * attention_head_dim is %d, above the supported %d", path,
+                       c->heads * c->head_dim, DIT_MAX_INNER);
     c->inner = c->heads * c->head_dim;
     if (c->out_channels < 0) c->out_channels = c->in_channels;
     if (cross < 0) cross = c->inner;

@@ -5,10 +5,17 @@
 dt_status dt_load_linear(dt_backend *be, dt_weight_source *src, const dt_linear_spec *s, dt_linear **lin, dt_err *err)
 {
     size_t each = (size_t)s->out_each * s->in;
+    char name[256];
+    for (int i = 0; i < s->n; i++) { /* the file's shapes before the buffers are sized */
+        int64_t ws[2] = {s->out_each, s->in}, bs[1] = {s->out_each};
+        snprintf(name, sizeof name, "%s.weight", s->names[i]);
+        DT_TRY(dt_weights_expect(src, name, 2, ws, err));
+        snprintf(name, sizeof name, "%s.bias", s->names[i]);
+        if (s->bias) DT_TRY(dt_weights_expect(src, name, 1, bs, err));
+    }
     float *w = malloc((size_t)s->n * each * sizeof(float));
     float *b = s->bias ? malloc((size_t)s->n * s->out_each * sizeof(float)) : NULL;
     dt_status st = (w && (b || !s->bias)) ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory loading %s", s->names[0]);
-    char name[256];
     for (int i = 0; i < s->n && st == DT_OK; i++) {
         int64_t ws[2] = {s->out_each, s->in}, bs[1] = {s->out_each};
         snprintf(name, sizeof name, "%s.weight", s->names[i]);
@@ -36,6 +43,8 @@ dt_status dt_load_param(dt_weight_source *src, const char *name, int ndim, const
 {
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) n *= shape[i];
+    *out = NULL;
+    DT_TRY(dt_weights_expect(src, name, ndim, shape, err));
     *out = malloc((size_t)(n ? n : 1) * sizeof(float));
     if (!*out) return dt_fail(err, DT_ENOMEM, "out of memory loading %s", name);
     return src->read(src, name, ndim, shape, *out, err);

@@ -39,16 +39,16 @@ dt_status pixart_config_load(const char *dir, pixart_config *c, dt_err *err)
     double d;
     int b;
     *c = (pixart_config){0};
-#define INT(f, dst, has, dflt) if (st == DT_OK) st = dt_json_int(j, path, f, has, dflt, &(dst), err)
-    INT("sample_size", c->sample_size, 0, 0);
-    INT("patch_size", c->patch_size, 0, 0);
-    INT("in_channels", c->in_channels, 1, 4);
-    INT("out_channels", c->out_channels, 1, -1);
-    INT("num_layers", c->num_layers, 0, 0);
-    INT("num_attention_heads", c->heads, 0, 0);
-    INT("attention_head_dim", c->head_dim, 0, 0);
-    INT("cross_attention_dim", c->cross_attention_dim, 1, -1);
-    INT("caption_channels", c->caption_channels, 0, 0);
+#define INT(f, dst, has, dflt, lo, hi) if (st == DT_OK) st = dt_json_int_in(j, path, f, has, dflt, lo, hi, &(dst), err)
+    INT("sample_size", c->sample_size, 0, 0, 1, DIT_MAX_SAMPLE);
+    INT("patch_size", c->patch_size, 0, 0, 1, DIT_MAX_PATCH);
+    INT("in_channels", c->in_channels, 1, 4, 1, DIT_MAX_CHANNELS);
+    INT("out_channels", c->out_channels, 1, -1, -1, DIT_MAX_CHANNELS);
+    INT("num_layers", c->num_layers, 0, 0, 1, DIT_MAX_LAYERS);
+    INT("num_attention_heads", c->heads, 0, 0, 1, DIT_MAX_HEADS);
+    INT("attention_head_dim", c->head_dim, 0, 0, 1, DIT_MAX_HEAD_DIM);
+    INT("cross_attention_dim", c->cross_attention_dim, 1, -1, -1, DIT_MAX_INNER);
+    INT("caption_channels", c->caption_channels, 0, 0, 1, DIT_MAX_CAPTION);
 #undef INT
     if (st == DT_OK) st = dt_json_num(j, path, "norm_eps", 1, 1e-6, &d, err);
     c->norm_eps = (float)d;
@@ -67,6 +67,9 @@ dt_status pixart_config_load(const char *dir, pixart_config *c, dt_err *err)
     cJSON_Delete(j);
     if (st != DT_OK) return st;
 
+    if (c->heads * c->head_dim > DIT_MAX_INNER) /* both bounded: no overflow */
+        return dt_fail(err, DT_EFORMAT, "%s: num_attention_heads * attention_head_dim is %d, above the supported %d", path,
+                       c->heads * c->head_dim, DIT_MAX_INNER);
     c->inner = c->heads * c->head_dim;
     if (c->out_channels < 0) c->out_channels = c->in_channels;
     if (c->cross_attention_dim < 0) c->cross_attention_dim = c->inner;

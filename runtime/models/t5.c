@@ -36,15 +36,17 @@ dt_status t5_config_load(const char *dir, t5_config *c, dt_err *err)
     dt_status st = DT_OK;
     double eps = 1e-6;
     *c = (t5_config){0};
-#define INT(f, dst, dflt) if (st == DT_OK) st = dt_json_int(j, path, f, 1, dflt, &(dst), err)
-    INT("vocab_size", c->vocab_size, 32128);
-    INT("d_model", c->d_model, 512);
-    INT("d_kv", c->d_kv, 64);
-    INT("d_ff", c->d_ff, 2048);
-    INT("num_layers", c->num_layers, 6);
-    INT("num_heads", c->num_heads, 8);
-    INT("relative_attention_num_buckets", c->num_buckets, 32);
-    INT("relative_attention_max_distance", c->max_distance, 128);
+    /* Bounds (README: limits), checked before anything is sized from them; far above T5-XXL
+     * (32128 tokens, d_model 4096, 64 heads of 64, d_ff 10240, 24 layers). */
+#define INT(f, dst, dflt, hi) if (st == DT_OK) st = dt_json_int_in(j, path, f, 1, dflt, 1, hi, &(dst), err)
+    INT("vocab_size", c->vocab_size, 32128, 1 << 20);
+    INT("d_model", c->d_model, 512, 16384);
+    INT("d_kv", c->d_kv, 64, 1024);
+    INT("d_ff", c->d_ff, 2048, 65536);
+    INT("num_layers", c->num_layers, 6, 256);
+    INT("num_heads", c->num_heads, 8, 256);
+    INT("relative_attention_num_buckets", c->num_buckets, 32, 4096);
+    INT("relative_attention_max_distance", c->max_distance, 128, 1 << 20);
 #undef INT
     if (st == DT_OK) st = dt_json_num(j, path, "layer_norm_epsilon", 1, 1e-6, &eps, err);
     c->eps = (float)eps;
@@ -143,6 +145,7 @@ static dt_status load_embedding(t5_model *m, dt_weight_source *src, dt_err *err)
         name = "encoder.embed_tokens.weight";
     size_t n = (size_t)c->vocab_size * c->d_model;
     int64_t shape[2] = {c->vocab_size, c->d_model};
+    DT_TRY(dt_weights_expect(src, name, 2, shape, err)); /* the file's shape before the buffer */
     float *w = malloc(n * sizeof(float));
     if (!w) return dt_fail(err, DT_ENOMEM, "out of memory loading %s", name);
     dt_status st = src->read(src, name, 2, shape, w, err);
@@ -165,6 +168,7 @@ static dt_status build(t5_model *m, dt_weight_source *src, int hint, dt_err *err
     int64_t rs[2] = {c->num_buckets, c->num_heads};
     const char *rb = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight";
     DT_TRY(load_embedding(m, src, err));
+    DT_TRY(dt_weights_expect(src, rb, 2, rs, err));
     m->rel_bias = malloc((size_t)c->num_buckets * c->num_heads * sizeof(float));
     if (!m->rel_bias) return dt_fail(err, DT_ENOMEM, "out of memory");
     DT_TRY(src->read(src, rb, 2, rs, m->rel_bias, err));

@@ -66,9 +66,9 @@ static dt_status int_list(const cJSON *j, const char *path, const char *field, i
         return dt_fail(err, DT_EFORMAT, "%s: field \"%s\" must be a list of 1 to %d positive integers", path, field, VAE_MAX_BLOCKS);
     for (int i = 0; i < k; i++) {
         const cJSON *v = cJSON_GetArrayItem(a, i);
-        if (!cJSON_IsNumber(v) || v->valuedouble != (int)v->valuedouble || v->valuedouble < 1 || v->valuedouble > 65536)
-            return dt_fail(err, DT_EFORMAT, "%s: field \"%s\" must be a list of 1 to %d positive integers", path, field, VAE_MAX_BLOCKS);
-        out[i] = (int)v->valuedouble;
+        if (!dt_json_is_int_in(v, 1, VAE_MAX_CHANNELS, &out[i]))
+            return dt_fail(err, DT_EFORMAT, "%s: field \"%s\" must be a list of 1 to %d integers in 1..%d", path, field,
+                           VAE_MAX_BLOCKS, VAE_MAX_CHANNELS);
     }
     *n = k;
     return DT_OK;
@@ -96,9 +96,8 @@ static dt_status sample_size(const cJSON *j, const char *path, int *out, dt_err 
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "sample_size");
     if (cJSON_IsArray(v) && cJSON_GetArraySize(v) > 0) v = cJSON_GetArrayItem(v, 0);
     if (!v || cJSON_IsNull(v)) { *out = 32; return DT_OK; }
-    if (!cJSON_IsNumber(v) || v->valuedouble != (int)v->valuedouble || v->valuedouble < 1)
-        return dt_fail(err, DT_EFORMAT, "%s: field \"sample_size\" must be a positive integer", path);
-    *out = (int)v->valuedouble;
+    if (!dt_json_is_int_in(v, 1, VAE_MAX_SAMPLE, out))
+        return dt_fail(err, DT_EFORMAT, "%s: field \"sample_size\" must be an integer in 1..%d", path, VAE_MAX_SAMPLE);
     return DT_OK;
 }
 
@@ -107,12 +106,12 @@ static dt_status parse_config(const cJSON *j, const char *path, vae_config *c, d
     char s[64];
     double d;
     *c = (vae_config){0};
-#define INT(f, dst, dflt) DT_TRY(dt_json_int(j, path, f, 1, dflt, &(dst), err))
-    INT("in_channels", c->in_channels, 3);
-    INT("out_channels", c->out_channels, 3);
-    INT("latent_channels", c->latent_channels, 4);
-    INT("layers_per_block", c->layers_per_block, 1);
-    INT("norm_num_groups", c->norm_num_groups, 32);
+#define INT(f, dst, dflt, lo, hi) DT_TRY(dt_json_int_in(j, path, f, 1, dflt, lo, hi, &(dst), err))
+    INT("in_channels", c->in_channels, 3, 1, VAE_MAX_CHANNELS);
+    INT("out_channels", c->out_channels, 3, 1, VAE_MAX_CHANNELS);
+    INT("latent_channels", c->latent_channels, 4, 1, VAE_MAX_CHANNELS);
+    INT("layers_per_block", c->layers_per_block, 1, 0, VAE_MAX_LAYERS_PER_BLOCK);
+    INT("norm_num_groups", c->norm_num_groups, 32, 1, VAE_MAX_CHANNELS);
 #undef INT
     if (cJSON_GetObjectItemCaseSensitive(j, "block_out_channels"))
         DT_TRY(int_list(j, path, "block_out_channels", c->block_out_channels, &c->nblocks, err));
@@ -168,11 +167,12 @@ static dt_status load_conv_geom(vae_model *m, dt_weight_source *src, const char 
                                 int stride, int pad_lo, int pad_hi, dt_dtype dt, dt_conv2d **out, dt_err *err)
 {
     size_t wn = (size_t)cout * cin * k * k;
-    float *w = malloc(wn * sizeof(float)), *b = malloc((size_t)cout * sizeof(float));
-    dt_status st = (w && b) ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory loading %s", prefix);
     char name[256];
     int64_t ws[4] = {cout, cin, k, k}, bs[1] = {cout};
     snprintf(name, sizeof name, "%s.weight", prefix);
+    DT_TRY(dt_weights_expect(src, name, 4, ws, err)); /* the file's shape before the buffer */
+    float *w = malloc(wn * sizeof(float)), *b = malloc((size_t)cout * sizeof(float));
+    dt_status st = (w && b) ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory loading %s", prefix);
     if (st == DT_OK) st = src->read(src, name, 4, ws, w, err);
     snprintf(name, sizeof name, "%s.bias", prefix);
     if (st == DT_OK) st = src->read(src, name, 1, bs, b, err);

@@ -19,6 +19,10 @@
 #include "weights.h"
 
 #define VAE_MAX_BLOCKS 8
+/* Bounds on config sizes, checked before anything is sized from them (README: limits). */
+#define VAE_MAX_CHANNELS 8192
+#define VAE_MAX_LAYERS_PER_BLOCK 64
+#define VAE_MAX_SAMPLE 16384
 
 typedef struct {
     int in_channels, out_channels, latent_channels;

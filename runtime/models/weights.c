@@ -25,6 +25,12 @@ static dt_status read_random(dt_weight_source *s, const char *name, int ndim, co
     return DT_OK;
 }
 
+dt_status dt_weights_expect(const dt_weight_source *s, const char *name, int ndim, const int64_t *shape, dt_err *err)
+{
+    const dt_st_entry *e;
+    return s->st ? dt_st_expect(s->st, name, ndim, shape, &e, err) : DT_OK;
+}
+
 dt_weight_source dt_weights_from_file(const dt_safetensors *st)
 {
     return (dt_weight_source){.read = read_file, .st = st};

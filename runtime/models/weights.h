@@ -23,6 +23,10 @@ typedef struct dt_weight_source {
     void *user; /* for make_linear */
 } dt_weight_source;
 
+/* Checks that a file source holds `name` with this shape (a random source: always DT_OK);
+ * loaders call it before sizing the buffer a read fills, so a config's sizes are checked
+ * against the weights before anything is allocated from them. */
+dt_status dt_weights_expect(const dt_weight_source *s, const char *name, int ndim, const int64_t *shape, dt_err *err);
 dt_weight_source dt_weights_from_file(const dt_safetensors *st);
 dt_weight_source dt_weights_random(uint64_t seed, float scale);
 

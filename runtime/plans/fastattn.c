@@ -1,4 +1,5 @@
 /* DiTFastAttn: plan files, their cost, and the self-attention hook with its caches. */
+#include "runtime/core/fileio.h"
 #include "fastattn.h"
 #include "runtime/core/json.h"
 #include <errno.h>
@@ -233,10 +234,9 @@ dt_status dt_attn_plan_load(const char *path, dt_attn_plan *p, dt_err *err)
 
 dt_status dt_attn_plan_save(const dt_attn_plan *p, const char *path, dt_err *err)
 {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return dt_fail(err, DT_EIO, "%s: cannot create: %s", tmp, strerror(errno));
+    dt_outfile o;
+    DT_TRY(dt_outfile_open(&o, path, "w", err));
+    FILE *f = o.f;
     cJSON *model = cJSON_CreateString(p->model);
     char *mq = model ? cJSON_PrintUnformatted(model) : NULL;
     fprintf(f, "{\n  \"format\": \"ditrt-attn-plan\",\n  \"model\": %s,\n  \"steps\": %d,\n  \"window\": %d,\n"
@@ -253,13 +253,7 @@ dt_status dt_attn_plan_save(const dt_attn_plan *p, const char *path, dt_err *err
         fprintf(f, "]%s\n", l + 1 < p->layers && l + 1 != spatial ? "," : "");
     }
     fprintf(f, "  ]\n}\n");
-    int bad = ferror(f);
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path)) {
-        unlink(tmp);
-        return dt_fail(err, DT_EIO, "%s: cannot write the plan", path);
-    }
-    return DT_OK;
+    return dt_outfile_close(&o, !ferror(f), err);
 }
 
 int dt_attn_plan_residual_live(const dt_attn_plan *p, int layer, int step)

@@ -1,3 +1,4 @@
+#include "runtime/core/fileio.h"
 #include "model_schedule.h"
 #include "runtime/core/json.h"
 #include <errno.h>
@@ -22,9 +23,8 @@ dt_status dt_model_schedule_load(const char *path, int zoo_size, dt_model_schedu
     if (s == DT_OK && !ids) s = dt_fail(err, DT_ENOMEM, "out of memory");
     for (int i = 0; s == DT_OK && i < n; i++) {
         const cJSON *v = cJSON_GetArrayItem(m, i);
-        if (!cJSON_IsNumber(v) || v->valuedouble != (int)v->valuedouble || v->valuedouble < 0 || v->valuedouble >= zoo_size)
+        if (!dt_json_is_int_in(v, 0, zoo_size - 1, &ids[i]))
             s = dt_fail(err, DT_EFORMAT, "%s: \"models\" step %d: expected a zoo index in 0..%d", path, i, zoo_size - 1);
-        else ids[i] = (int)v->valuedouble;
     }
     cJSON_Delete(j);
     if (s != DT_OK) { free(ids); return s; }
@@ -44,20 +44,14 @@ dt_status dt_model_schedule_save(const char *path, const dt_model_schedule *s, c
     char *txt = cJSON_Print(j);
     cJSON_Delete(j);
     if (!txt) return dt_fail(err, DT_ENOMEM, "out of memory");
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) { free(txt); return dt_fail(err, DT_EIO, "%s: cannot create: %s", path, strerror(errno)); }
-    size_t len = strlen(txt);
-    int ok = write(fd, txt, len) == (ssize_t)len && write(fd, "\n", 1) == 1;
-    ok = (close(fd) == 0) && ok;
-    free(txt);
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return dt_fail(err, DT_EIO, "%s: write failed: %s", path, strerror(e));
+    dt_outfile o;
+    dt_status st = dt_outfile_open(&o, path, "w", err);
+    if (st == DT_OK) {
+        int ok = fputs(txt, o.f) >= 0 && fputc('\n', o.f) != EOF;
+        st = dt_outfile_close(&o, ok, err);
     }
-    return DT_OK;
+    free(txt);
+    return st;
 }
 
 void dt_model_schedule_free(dt_model_schedule *s)

@@ -1,3 +1,4 @@
+#include "runtime/core/fileio.h"
 #include "quant_plan.h"
 #include "runtime/core/json.h"
 #include "runtime/core/safetensors.h"
@@ -33,18 +34,16 @@ static dt_status write_json(const dt_quantizer *q, const char *dir, const char *
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
     if (!text) return dt_fail(err, DT_ENOMEM, "out of memory");
-    char path[1100], tmp[1110];
+    char path[1100];
     snprintf(path, sizeof path, "%s/plan.json", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    int ok = f && fputs(text, f) >= 0;
-    if (f && fclose(f)) ok = 0;
-    free(text);
-    if (!ok || rename(tmp, path)) {
-        remove(tmp);
-        return dt_fail(err, DT_EIO, "%s: cannot write (%s)", path, strerror(errno));
+    dt_outfile o;
+    dt_status s = dt_outfile_open(&o, path, "w", err);
+    if (s == DT_OK) {
+        int ok = fputs(text, o.f) >= 0;
+        s = dt_outfile_close(&o, ok, err);
     }
-    return DT_OK;
+    free(text);
+    return s;
 }
 
 dt_status dt_qplan_save(const dt_quantizer *q, const char *dir, const char *scheme, const char *model, dt_err *err)
