@@ -11,7 +11,7 @@ CFLAGS  ?= -O2 -march=x86-64-v3 -g
 # static libditrt.a still links every symbol, as the tests need).
 CFLAGS  += -fno-math-errno -fno-trapping-math -ffp-contract=off -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -fPIC -MMD -MP \
            -fvisibility=hidden -Iinclude -I.
-LDLIBS  = -ldnnl -lcjson -lpng -lsentencepiece -lwebpmux -lwebpdemux -lwebp -lavformat -lavcodec -lswscale -lavutil -lstdc++ -lm -fopenmp
+LDLIBS  = -ldnnl -lcjson -lpng -ljpeg -lsentencepiece -lwebpmux -lwebpdemux -lwebp -lavformat -lavcodec -lswscale -lavutil -lstdc++ -lm -fopenmp
 BUILD   = build
 
 # The version comes from include/ditrt.h (DITRT_VERSION_MAJOR/MINOR/PATCH); the shared library
@@ -45,7 +45,7 @@ all: libditrt.a libditrt.so ditrt.pc ditrt $(EXAMPLES)
 # Installs missing Debian packages when a needed header (or pkg-config, for the install
 # check) is absent (fresh machines).
 $(DEPS_STAMP):
-	@for h in /usr/include/dnnl.h /usr/include/cmocka.h /usr/include/cjson/cJSON.h /usr/include/png.h /usr/include/stb/stb_image_write.h /usr/include/sentencepiece_processor.h /usr/include/webp/mux.h /usr/include/x86_64-linux-gnu/libavformat/avformat.h /usr/include/x86_64-linux-gnu/libswscale/swscale.h pkg-config; do \
+	@for h in /usr/include/dnnl.h /usr/include/cmocka.h /usr/include/cjson/cJSON.h /usr/include/png.h /usr/include/jpeglib.h /usr/include/stb/stb_image_write.h /usr/include/sentencepiece_processor.h /usr/include/webp/mux.h /usr/include/x86_64-linux-gnu/libavformat/avformat.h /usr/include/x86_64-linux-gnu/libswscale/swscale.h pkg-config; do \
 	  if [ $$h = pkg-config ]; then command -v pkg-config >/dev/null 2>&1; else [ -f $$h ]; fi || { sh scripts/install-deps.sh || exit 1; break; }; done
 	@mkdir -p $(BUILD) && touch $@
 deps: $(DEPS_STAMP)
