@@ -229,6 +229,7 @@ static dt_status read_mp4(const char *path, dt_video *v, dt_err *err)
         if (s == DT_OK) s = take_frames(&r, path, v, err);
     }
     if (s == DT_OK && avcodec_send_packet(r.cc, NULL) >= 0) s = take_frames(&r, path, v, err);
+    if (s == DT_OK && !v->frames) s = dt_fail(err, DT_EFORMAT, "%s: no video frames decode", path);
     if (s == DT_OK) {
         AVRational fr = r.fc->streams[si]->avg_frame_rate;
         v->fps = fr.den ? av_q2d(fr) : 0;
