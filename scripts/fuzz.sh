@@ -64,8 +64,9 @@ run_one() {
     "$B/fuzz_$t" -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout="$TIMEOUT" \
         -max_len=300000 -print_final_stats=1 -artifact_prefix="$B/artifacts/$t/" "$B/corpus/$t" > "$log" 2>&1
     rc=$?
+    export LC_ALL=C
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
-    last=$(grep -E '^#[0-9]+.*(cov|ft):' "$log" | tail -1)
+    last=$(grep -aE '^#[0-9]+.*(cov|ft):' "$log" | tail -1)
     cov=$(echo "$last" | sed -n 's/.*cov: \([0-9]*\).*/\1/p')
     ft=$(echo "$last" | sed -n 's/.*ft: \([0-9]*\).*/\1/p')
     corp=$(ls "$B/corpus/$t" | wc -l)
