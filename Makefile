@@ -9,9 +9,10 @@ CC      ?= cc
 CFLAGS  ?= -O2 -march=x86-64-v3 -g
 # -fvisibility=hidden: libditrt.so exports only what include/ditrt.h marks DITRT_API (the
 # static libditrt.a still links every symbol, as the tests need).
-CFLAGS  += -fno-math-errno -fno-trapping-math -ffp-contract=off -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -fPIC -MMD -MP \
+CFLAGS_COMMON = -fno-math-errno -fno-trapping-math -ffp-contract=off -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -fPIC -MMD -MP \
            -fvisibility=hidden -Iinclude -I.
-LDLIBS  = -ldnnl -lcjson -lpng -lsentencepiece -lwebpmux -lwebpdemux -lwebp -lavformat -lavcodec -lswscale -lavutil -lstdc++ -lm -fopenmp
+CFLAGS  += $(CFLAGS_COMMON)
+LDLIBS  = -ldnnl -lcjson -lpng -ljpeg -lsentencepiece -lwebpmux -lwebpdemux -lwebp -lavformat -lavcodec -lswscale -lavutil -lstdc++ -lm -fopenmp
 BUILD   = build
 
 # The version comes from include/ditrt.h (DITRT_VERSION_MAJOR/MINOR/PATCH); the shared library
@@ -26,7 +27,8 @@ PREFIX ?= /usr/local
 
 CXX     ?= c++
 CXXFLAGS ?= -O2 -march=x86-64-v3 -g
-CXXFLAGS += -std=c++17 -Wall -Wextra -fPIC -MMD -MP -fvisibility=hidden -Iinclude -I.
+CXXFLAGS_COMMON = -std=c++17 -Wall -Wextra -fPIC -MMD -MP -fvisibility=hidden -Iinclude -I.
+CXXFLAGS += $(CXXFLAGS_COMMON)
 LIB_SRC = $(wildcard runtime/tuning/*.c runtime/core/*.c runtime/io/*.c runtime/models/*.c runtime/text/*.c runtime/pipeline/*.c runtime/plans/*.c runtime/api/*.c kernels/*.c kernels/cpu/*.c schedulers/*.c)
 # C++ only where a C++ library is wrapped behind a C shim (the SentencePiece tokenizer).
 LIB_CXX = $(wildcard runtime/text/*.cc)
@@ -35,9 +37,12 @@ TEST_SRC = $(wildcard tests/test_*.c)
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o) $(LIB_CXX:%.cc=$(BUILD)/%.o)
 CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS   = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# the libFuzzer harnesses (tests/fuzz/fuzz_<name>.c), replayed without libFuzzer by `make test`
+FUZZ_NAMES = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+REPLAY_BINS = $(FUZZ_NAMES:%=$(BUILD)/fuzz-replay/fuzz_%)
 DEPS_STAMP = $(BUILD)/.deps
 
-.PHONY: all test test-avx2 test-asan check-slow check-install bench clean deps install FORCE
+.PHONY: all test test-avx2 test-asan check-slow check-install bench clean deps install fuzz fuzz-build FORCE
 EXAMPLES = $(patsubst runtime/examples/%.c,$(BUILD)/examples/%,$(wildcard runtime/examples/*.c))
 
 all: libditrt.a libditrt.so ditrt.pc ditrt $(EXAMPLES)
@@ -45,7 +50,7 @@ all: libditrt.a libditrt.so ditrt.pc ditrt $(EXAMPLES)
 # Installs missing Debian packages when a needed header (or pkg-config, for the install
 # check) is absent (fresh machines).
 $(DEPS_STAMP):
-	@for h in /usr/include/dnnl.h /usr/include/cmocka.h /usr/include/cjson/cJSON.h /usr/include/png.h /usr/include/stb/stb_image_write.h /usr/include/sentencepiece_processor.h /usr/include/webp/mux.h /usr/include/x86_64-linux-gnu/libavformat/avformat.h /usr/include/x86_64-linux-gnu/libswscale/swscale.h pkg-config; do \
+	@for h in /usr/include/dnnl.h /usr/include/cmocka.h /usr/include/cjson/cJSON.h /usr/include/png.h /usr/include/jpeglib.h /usr/include/stb/stb_image_write.h /usr/include/sentencepiece_processor.h /usr/include/webp/mux.h /usr/include/x86_64-linux-gnu/libavformat/avformat.h /usr/include/x86_64-linux-gnu/libswscale/swscale.h pkg-config; do \
 	  if [ $$h = pkg-config ]; then command -v pkg-config >/dev/null 2>&1; else [ -f $$h ]; fi || { sh scripts/install-deps.sh || exit 1; break; }; done
 	@mkdir -p $(BUILD) && touch $@
 deps: $(DEPS_STAMP)
@@ -93,8 +98,9 @@ $(BUILD)/tests/%: tests/%.c tests/testutil.h libditrt.a ditrt $(EXAMPLES) | $(DE
 # the small test models 10-100x slower (measured: 43 s -> 0.4 s for test_oms on a busy machine).
 # The architecture check (scripts/check-layers.sh: folder layers, no concrete model outside
 # runtime/models, user commands over ditrt.h) and the install check run as two more suites.
-test: $(TESTS)
+test: $(TESTS) $(REPLAY_BINS)
 	@fail=0; for t in $(TESTS); do echo "== $$t"; OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive $$t || fail=1; done; \
+	echo "== scripts/fuzz-replay.sh"; sh scripts/fuzz-replay.sh || fail=1; \
 	echo "== scripts/check-layers.sh"; sh scripts/check-layers.sh || fail=1; \
 	echo "== scripts/check-install.sh"; OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive MAKE="$(MAKE)" sh scripts/check-install.sh || fail=1; \
 	if [ $$fail -ne 0 ]; then echo "make test: FAILED"; exit 1; fi; echo "make test: all suites passed"
@@ -192,7 +198,57 @@ install: all
 	install -m 644 include/ditrt.h $(DESTDIR)$(PREFIX)/include
 	install -m 755 ditrt $(DESTDIR)$(PREFIX)/bin
 
-clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) libditrt.a libditrt.so libditrt.so.* ditrt.pc ditrt
+# ---- fuzzing (tests/fuzz/: one libFuzzer harness per parser of user files) ----
+# `make fuzz` builds the library again with clang, ASan and UBSan (build-fuzz/, with the same
+# source flags) and each tests/fuzz/fuzz_<target>.c against it with -fsanitize=fuzzer, then
+# scripts/fuzz.sh runs each target FUZZ_SECONDS (20; `make fuzz FUZZ_SECONDS=600` for a long
+# run) with a 2 GB RSS limit and a per-input timeout. `make test` replays the committed
+# regression corpus (tests/fuzz/corpus/) through the same harnesses built with $(CC) and no
+# libFuzzer (build/fuzz-replay/).
+FUZZ_SECONDS ?= 20
+FUZZ_CC  ?= clang
+FUZZ_CXX ?= clang++
+FUZZ_BUILD = build-fuzz
+FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -Wno-pass-failed
+FUZZ_CFLAGS = -O1 -g -march=x86-64-v3 $(FUZZ_SAN) -fsanitize=fuzzer-no-link $(CFLAGS_COMMON)
+FUZZ_CXXFLAGS = -O1 -g -march=x86-64-v3 $(FUZZ_SAN) -fsanitize=fuzzer-no-link $(CXXFLAGS_COMMON)
+FUZZ_BINS = $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
+FUZZ_LIB_OBJ = $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o) $(LIB_CXX:%.cc=$(FUZZ_BUILD)/%.o)
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(ASAN_LIB_OBJ:.o=.d) $(ASAN_CLI_OBJ:.o=.d)
+# clang with its libFuzzer runtime (Debian clang + libclang-rt-14-dev), installed when missing
+$(FUZZ_BUILD)/.deps: | $(DEPS_STAMP)
+	@mkdir -p $(FUZZ_BUILD)
+	@printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }\n' > $(FUZZ_BUILD)/probe.c
+	@$(FUZZ_CC) -fsanitize=fuzzer,address,undefined $(FUZZ_BUILD)/probe.c -o $(FUZZ_BUILD)/probe 2>/dev/null || \
+	  { sh scripts/install-deps.sh && $(FUZZ_CC) -fsanitize=fuzzer,address,undefined $(FUZZ_BUILD)/probe.c -o $(FUZZ_BUILD)/probe; }
+	@touch $@
+
+$(FUZZ_BUILD)/%.o: %.c | $(FUZZ_BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_BUILD)/%.o: %.cc | $(FUZZ_BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -c $< -o $@
+
+$(FUZZ_BUILD)/libditrt.a: $(FUZZ_LIB_OBJ)
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h $(FUZZ_BUILD)/libditrt.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@.o
+	$(FUZZ_CXX) -fsanitize=fuzzer,address,undefined -o $@ $@.o $(FUZZ_BUILD)/libditrt.a $(LDLIBS)
+
+fuzz-build: $(FUZZ_BINS)
+
+FUZZ_JOBS ?= 1
+fuzz: fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) sh scripts/fuzz.sh
+
+$(BUILD)/fuzz-replay/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c tests/fuzz/fuzz_util.h libditrt.a | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< tests/fuzz/replay.c libditrt.a $(LDLIBS)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) libditrt.a libditrt.so libditrt.so.* ditrt.pc ditrt
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(ASAN_LIB_OBJ:.o=.d) $(ASAN_CLI_OBJ:.o=.d) $(FUZZ_LIB_OBJ:.o=.d)

@@ -2,7 +2,8 @@
 # Installs the Debian packages the build needs, only those missing.
 # Called by `make` when a required header is absent; safe to run by hand.
 set -e
-pkgs="libdnnl-dev libcmocka-dev libcjson-dev libpng-dev libstb-dev libsentencepiece-dev libwebp-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev pkg-config"
+pkgs="libdnnl-dev libcmocka-dev libcjson-dev libpng-dev libjpeg-dev libstb-dev libsentencepiece-dev libwebp-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev pkg-config clang libclang-rt-14-dev"
+# clang and its runtime (libclang-rt-14-dev) build the libFuzzer harnesses of `make fuzz`.
 missing=""
 for p in $pkgs; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -237,6 +237,114 @@ static void test_bad_paths_and_files(void **state)
     assert_null(img.rgb);
 }
 
+/* A BMP written field by field: hsize-byte info header, bpp, compression, rows of `stride`
+ * bytes (bottom-up unless top_down), palette of npal entries after the header. */
+static size_t make_bmp(uint8_t *b, int w, int h, int bpp, int comp, int top_down, int npal, const uint8_t *rows, size_t nrows)
+{
+    memset(b, 0, 14 + 40 + 4 * npal);
+    uint32_t off = 14 + 40 + 4 * npal;
+    b[0] = 'B';
+    b[1] = 'M';
+    uint32_t v[][2] = {{10, off}, {14, 40}, {18, (uint32_t)w}, {22, (uint32_t)(top_down ? -h : h)}, {30, (uint32_t)comp}, {46, (uint32_t)npal}};
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++)
+        for (int k = 0; k < 4; k++) b[v[i][0] + k] = (uint8_t)(v[i][1] >> (8 * k));
+    b[26] = 1;
+    b[28] = (uint8_t)bpp;
+    for (int i = 0; i < npal; i++) { b[54 + 4 * i] = (uint8_t)(10 * i); b[55 + 4 * i] = (uint8_t)(20 * i); b[56 + 4 * i] = (uint8_t)(30 * i); }
+    memcpy(b + off, rows, nrows);
+    return off + nrows;
+}
+
+/* Reading is bounded and strict: the pixel limit (DITRT_MAX_IMAGE_PIXELS) refuses a PNG, JPEG
+ * or BMP header before any pixel buffer exists, a bad limit value is named, a truncated JPEG
+ * (libjpeg-turbo's corrupt-data warning) is refused, and the BMP reader takes 8/24/32-bit
+ * uncompressed files bottom-up and top-down and refuses the rest by name. */
+static void test_decode_bounds_and_bmp(void **state)
+{
+    (void)state;
+    char path[512];
+    dt_err e = {0};
+    dt_image img;
+    int w = 40, h = 30;
+    uint8_t *px = pattern(w, h);
+    const char *names[] = {"big.png", "big.jpg", "big.bmp"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", tmp, names[i]);
+        assert_ok(dt_image_write(path, px, w, h, NULL, 0, &_e));
+        setenv("DITRT_MAX_IMAGE_PIXELS", "1199", 1);
+        dt_err_clear(&e);
+        expect_error(dt_image_read(path, &img, &e), &e, "image too large (40x30; the limit is 1199 pixels");
+        assert_null(strchr(e.msg, '\n'));
+        assert_null(img.rgb);
+        setenv("DITRT_MAX_IMAGE_PIXELS", "12x", 1);
+        dt_err_clear(&e);
+        expect_error(dt_image_read(path, &img, &e), &e, "DITRT_MAX_IMAGE_PIXELS=\"12x\": not a positive integer");
+        setenv("DITRT_MAX_IMAGE_PIXELS", "1200", 1);
+        assert_ok(dt_image_read(path, &img, &_e));
+        assert_int_equal(img.width, w);
+        assert_int_equal(img.height, h);
+        dt_image_free(&img);
+        unsetenv("DITRT_MAX_IMAGE_PIXELS");
+    }
+    /* a JPEG cut short */
+    snprintf(path, sizeof path, "%s/big.jpg", tmp);
+    FILE *f = fopen(path, "rb");
+    uint8_t buf[8192];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/cut.jpg", tmp);
+    tu_write_file(path, buf, n * 2 / 3);
+    dt_err_clear(&e);
+    expect_error(dt_image_read(path, &img, &e), &e, "damaged JPEG");
+    assert_null(img.rgb);
+    free(px);
+
+    /* BMPs: 3x2, rows padded to 4 bytes */
+    uint8_t rows24[2 * 12], rows32[2 * 12], rows8[2 * 4], b[512];
+    for (int i = 0; i < 24; i++) rows24[i] = (uint8_t)(i * 9);
+    for (int i = 0; i < 24; i++) rows32[i] = (uint8_t)(i * 7 + 1);
+    const uint8_t idx[8] = {0, 1, 2, 0, 3, 2, 1, 0};
+    memcpy(rows8, idx, 8);
+    struct { int bpp, comp, top, npal; const uint8_t *rows; size_t nrows; } ok[] = {
+        {24, 0, 0, 0, rows24, 24}, {24, 0, 1, 0, rows24, 24}, {32, 0, 0, 0, rows32, 24}, {8, 0, 1, 4, rows8, 8}};
+    for (int t = 0; t < 4; t++) {
+        n = make_bmp(b, 3, 2, ok[t].bpp, ok[t].comp, ok[t].top, ok[t].npal, ok[t].rows, ok[t].nrows);
+        dt_err_clear(&e);
+        if (dt_image_decode("t.bmp", b, n, &img, &e) != DT_OK) fail_msg("case %d: %s", t, e.msg);
+        assert_int_equal(img.width, 3);
+        assert_int_equal(img.height, 2);
+        for (int y = 0; y < 2; y++)
+            for (int x = 0; x < 3; x++) {
+                int fy = ok[t].top ? y : 1 - y; /* file row */
+                const uint8_t *src;
+                if (ok[t].bpp == 8) {
+                    int k = ok[t].rows[fy * 4 + x];
+                    src = b + 54 + 4 * k;
+                } else {
+                    src = ok[t].rows + fy * 12 + x * (ok[t].bpp / 8);
+                }
+                const uint8_t *d = img.rgb + (y * 3 + x) * 3;
+                assert_true(d[0] == src[2] && d[1] == src[1] && d[2] == src[0]);
+            }
+        dt_image_free(&img);
+    }
+    struct { int bpp, comp, npal; size_t nrows; const char *msg; } bad[] = {
+        {4, 0, 0, 24, "unsupported BMP (4 bits per pixel, compression 0"},
+        {8, 1, 4, 8, "unsupported BMP (8 bits per pixel, compression 1"},
+        {24, 0, 0, 23, "pixel data beyond the end of the file"},
+        {8, 0, 2, 8, "palette index 3 of 2 colours"}};
+    for (int t = 0; t < 4; t++) {
+        n = make_bmp(b, 3, 2, bad[t].bpp, bad[t].comp, 0, bad[t].npal, bad[t].bpp == 8 ? rows8 : rows24, bad[t].nrows);
+        dt_err_clear(&e);
+        expect_error(dt_image_decode("t.bmp", b, n, &img, &e), &e, bad[t].msg);
+        assert_null(img.rgb);
+    }
+    /* a 1e9 x 1e9 header: the bound, not an allocation */
+    n = make_bmp(b, 1000000000, 1000000000, 24, 0, 0, 0, rows24, 24);
+    dt_err_clear(&e);
+    expect_error(dt_image_decode("t.bmp", b, n, &img, &e), &e, "image too large (1000000000x1000000000; the limit is 268435456");
+}
+
 static double ref_num(const char *field)
 {
     cJSON *j;
@@ -531,6 +639,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_jpeg_bmp, setup, teardown),
         cmocka_unit_test(test_png_flavours),
         cmocka_unit_test_setup_teardown(test_bad_paths_and_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decode_bounds_and_bmp, setup, teardown),
         cmocka_unit_test(test_metrics),
         cmocka_unit_test_setup_teardown(test_cli_compare, setup, teardown),
         cmocka_unit_test_setup_teardown(test_api_save_load, setup, teardown),

@@ -117,6 +117,75 @@ static void test_bad_paths(void **state)
     tu_rmtree(dir);
 }
 
+/* Decoded videos are bounded before allocation: an animated WebP whose VP8X canvas says
+ * 10,879,008 x 32 is refused with one line (via the API and `ditrt compare`, exit 2, no OOM);
+ * DITRT_MAX_VIDEO_BYTES refuses a WebP, an MP4 and a frame folder whose frames exceed it, and
+ * DITRT_MAX_IMAGE_PIXELS an MP4 whose frame is larger. */
+static void test_bounds(void **state)
+{
+    (void)state;
+    char dir[256], p[600], cmd[2400];
+    tu_tmpdir(dir, sizeof dir);
+    uint8_t *frames = make_frames();
+    dt_video_frames v = {FR, W, H, 8, frames, NULL, 0};
+    dt_err err = {0};
+    dt_video out;
+    dt_video_frames small = {2, 32, 32, 8, frames, NULL, 0}; /* frames that fit a 32-row canvas */
+    snprintf(p, sizeof p, "%s/small.webp", dir);
+    if (dt_video_write(p, &small, &err) != DT_OK) fail_msg("%s", err.msg);
+    FILE *f = fopen(p, "rb");
+    static uint8_t b[1 << 16];
+    size_t n = fread(b, 1, sizeof b, f);
+    fclose(f);
+    assert_true(n < sizeof b && !memcmp(b + 12, "VP8X", 4));
+    uint32_t cw = 10879008 - 1, ch = 32 - 1;
+    for (int k = 0; k < 3; k++) { b[24 + k] = (uint8_t)(cw >> (8 * k)); b[27 + k] = (uint8_t)(ch >> (8 * k)); }
+    snprintf(p, sizeof p, "%s/huge.webp", dir);
+    tu_write_file(p, b, n);
+    dt_err_clear(&err);
+    assert_int_not_equal(dt_video_read(p, &out, &err), DT_OK);
+    if (!strstr(err.msg, "image too large (10879008x32; the limit is 268435456 pixels")) fail_msg("%s", err.msg);
+    assert_null(out.rgb);
+    snprintf(cmd, sizeof cmd, "./ditrt compare %s %s > %s/out.txt 2>&1", p, p, dir);
+    assert_int_equal(WEXITSTATUS(system(cmd)), 2);
+    snprintf(cmd, sizeof cmd, "test $(wc -l < %s/out.txt) -eq 1 && grep -q 'image too large' %s/out.txt", dir, dir);
+    assert_int_equal(system(cmd), 0);
+
+    /* the total: FR frames of W x H x 3 bytes, one byte short is refused */
+    const char *names[] = {"a.webp", "a.mp4", "f_%02d.png"};
+    char lim[32];
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        if (dt_video_write(p, &v, &err) != DT_OK) fail_msg("%s", err.msg);
+        snprintf(lim, sizeof lim, "%d", FR * W * H * 3 - 1);
+        setenv("DITRT_MAX_VIDEO_BYTES", lim, 1);
+        dt_err_clear(&err);
+        assert_int_not_equal(dt_video_read(p, &out, &err), DT_OK);
+        if (!strstr(err.msg, "video too large (") || !strstr(err.msg, "DITRT_MAX_VIDEO_BYTES")) fail_msg("%s: %s", p, err.msg);
+        assert_null(out.rgb);
+        snprintf(lim, sizeof lim, "%d", FR * W * H * 3);
+        setenv("DITRT_MAX_VIDEO_BYTES", lim, 1);
+        if (dt_video_read(p, &out, &err) != DT_OK) fail_msg("%s", err.msg);
+        assert_int_equal(out.frames, FR);
+        dt_video_free(&out);
+        unsetenv("DITRT_MAX_VIDEO_BYTES");
+    }
+    snprintf(p, sizeof p, "%s/a.mp4", dir);
+    setenv("DITRT_MAX_IMAGE_PIXELS", "3071", 1);
+    dt_err_clear(&err);
+    assert_int_not_equal(dt_video_read(p, &out, &err), DT_OK);
+    if (!strstr(err.msg, "image too large (64x48; the limit is 3071")) fail_msg("%s", err.msg);
+    unsetenv("DITRT_MAX_IMAGE_PIXELS");
+    /* not an MP4 at all (no other demuxer is tried) */
+    snprintf(p, sizeof p, "%s/list.mp4", dir);
+    tu_write_file(p, "#EXTM3U\n#EXTINF:1,\nfile:/etc/passwd\n", 36);
+    dt_err_clear(&err);
+    assert_int_not_equal(dt_video_read(p, &out, &err), DT_OK);
+    assert_non_null(strstr(err.msg, "not a readable MP4 file"));
+    free(frames);
+    tu_rmtree(dir);
+}
+
 /* `ditrt compare` on two videos: per-frame lines, means, thresholds on the means. */
 static void test_cli_compare(void **state)
 {
@@ -242,6 +311,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_formats),
         cmocka_unit_test(test_bad_paths),
+        cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_cli_compare),
         cmocka_unit_test(test_api),
     };

@@ -1,12 +1,17 @@
-/* Image files and metrics (contract in image.h). PNG goes through libpng; JPEG and BMP through
- * stb_image_write / stb_image (Debian libstb-dev), compiled here as static functions so no
- * other translation unit can clash with their symbols. */
+/* Image files and metrics (contract in image.h). PNG goes through libpng both ways; JPEG is
+ * decoded by libjpeg-turbo; BMP is read by the small bounded reader below (uncompressed 8-, 24-
+ * and 32-bit only). JPEG and BMP are written by stb_image_write (Debian libstb-dev), compiled
+ * here as static functions so no other translation unit can clash with its symbols. stb_image
+ * (the decoder) is not used: its JPEG decoder writes out of bounds on crafted files. */
 #include "image.h"
 #include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <png.h>
 #include <setjmp.h>
 #include <stdio.h>
+#include <jpeglib.h> /* after stdio.h: it uses FILE */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -22,15 +27,9 @@
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_STATIC
 #include <stb/stb_image_write.h>
-#define STB_IMAGE_IMPLEMENTATION
-#define STB_IMAGE_STATIC
-#define STBI_ONLY_JPEG
-#define STBI_ONLY_BMP
-#define STBI_NO_STDIO
-#include <stb/stb_image.h>
 #pragma GCC diagnostic pop
 
-#define MAX_PIXELS (1 << 28) /* 16384 x 16384: bounds what a corrupt header can make us allocate */
+#define MAX_PIXELS (1 << 28) /* 16384 x 16384: the largest image dt_image_write takes */
 
 typedef enum { FMT_NONE, FMT_PNG, FMT_JPEG, FMT_BMP } img_format;
 
@@ -196,30 +195,92 @@ dt_status dt_image_write(const char *path, const uint8_t *rgb, int width, int he
     return DT_OK;
 }
 
+/* ---- limits ---- */
+
+/* A positive integer from the environment variable `name`, or dflt when it is unset or empty. */
+static dt_status env_limit(const char *name, uint64_t dflt, uint64_t *out, dt_err *err)
+{
+    const char *v = getenv(name);
+    *out = dflt;
+    if (!v || !*v) return DT_OK;
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || *end || x == 0 || v[0] == '-' || v[0] == '+')
+        return dt_fail(err, DT_EINVAL, "%s=\"%s\": not a positive integer", name, v);
+    *out = x;
+    return DT_OK;
+}
+
+dt_status dt_image_max_pixels(uint64_t *out, dt_err *err)
+{
+    return env_limit("DITRT_MAX_IMAGE_PIXELS", DT_IMAGE_MAX_PIXELS_DEFAULT, out, err);
+}
+
+dt_status dt_video_max_bytes(uint64_t *out, dt_err *err)
+{
+    return env_limit("DITRT_MAX_VIDEO_BYTES", DT_VIDEO_MAX_BYTES_DEFAULT, out, err);
+}
+
+dt_status dt_image_check_size(const char *path, uint64_t width, uint64_t height, dt_err *err)
+{
+    uint64_t max;
+    DT_TRY(dt_image_max_pixels(&max, err));
+    if (width < 1 || height < 1)
+        return dt_fail(err, DT_EFORMAT, "%s: bad image size %" PRIu64 "x%" PRIu64, path, width, height);
+    /* each side below 2^31 (an int), so the product cannot overflow 64 bits */
+    if (width > INT_MAX / 3 || height > INT_MAX || width * height > max)
+        return dt_fail(err, DT_EFORMAT,
+                       "%s: image too large (%" PRIu64 "x%" PRIu64 "; the limit is %" PRIu64
+                       " pixels, set by DITRT_MAX_IMAGE_PIXELS)", path, width, height, max);
+    return DT_OK;
+}
+
 /* ---- reading ---- */
 
-static int png_decode(FILE *f, dt_image *img, png_ctx *c)
+typedef struct {
+    const uint8_t *data;
+    size_t n, pos;
+} mem_reader;
+
+static void png_read_mem(png_structp p, png_bytep out, size_t len)
+{
+    mem_reader *r = png_get_io_ptr(p);
+    if (len > r->n - r->pos) png_error(p, "truncated file");
+    memcpy(out, r->data + r->pos, len);
+    r->pos += len;
+}
+
+/* 0: decoded; -1: failed (c->msg); 1: larger than max_pixels (*w, *h set). */
+static int png_decode(const uint8_t *data, size_t n, uint64_t max_pixels, dt_image *img, png_ctx *c,
+                      png_uint_32 *w_out, png_uint_32 *h_out)
 {
     png_structp p = png_create_read_struct(PNG_LIBPNG_VER_STRING, c, png_on_error, png_on_warning);
     png_infop info = p ? png_create_info_struct(p) : NULL;
     png_bytep *volatile rows = NULL; /* assigned after setjmp, freed by the longjmp path */
+    mem_reader r = {data, n, 0};
     if (!p || !info) {
         snprintf(c->msg, sizeof c->msg, "out of memory");
         png_destroy_read_struct(&p, &info, NULL);
-        return 0;
+        return -1;
     }
     if (setjmp(c->jb)) {
         png_destroy_read_struct(&p, &info, NULL);
         free(rows);
         free(img->rgb);
         img->rgb = NULL;
-        return 0;
+        return -1;
     }
-    png_init_io(p, f);
-    png_set_user_limits(p, 1 << 16, 1 << 16);
+    png_set_read_fn(p, &r, png_read_mem);
+    png_set_user_limits(p, 0x7fffffff, 0x7fffffff);
     png_read_info(p, info);
     png_uint_32 w = png_get_image_width(p, info), h = png_get_image_height(p, info);
-    if ((uint64_t)w * h > MAX_PIXELS) png_error(p, "image too large");
+    *w_out = w;
+    *h_out = h;
+    if ((uint64_t)w * h > max_pixels || w > INT_MAX / 3 || h > INT_MAX) {
+        png_destroy_read_struct(&p, &info, NULL);
+        return 1;
+    }
     png_set_expand(p);        /* palette -> RGB, gray < 8 bits -> 8, tRNS -> alpha */
     png_set_scale_16(p);      /* 16 -> 8 bits, rounded */
     png_set_strip_alpha(p);
@@ -237,61 +298,218 @@ static int png_decode(FILE *f, dt_image *img, png_ctx *c)
     free(rows);
     img->width = (int)w;
     img->height = (int)h;
-    return 1;
+    return 0;
 }
 
-static dt_status read_all(const char *path, FILE *f, unsigned char **buf, size_t *n, dt_err *err)
+/* libjpeg-turbo: errors and corrupt-data warnings (a truncated or damaged stream) both end the
+ * decode through longjmp; progressive files are limited to JPEG_MAX_SCANS scans (each scan
+ * re-reads the whole coefficient buffer, so a file of many tiny scans is a time bomb) and the
+ * decoder's own memory to about 8 bytes per allowed pixel. */
+#define JPEG_MAX_SCANS 500
+
+typedef struct {
+    struct jpeg_error_mgr pub;
+    jmp_buf jb;
+    char msg[JMSG_LENGTH_MAX + 64];
+    uint8_t *rgb;
+    unsigned w, h;
+} jpeg_ctx;
+
+static void jpeg_on_error(j_common_ptr j)
 {
-    if (fseek(f, 0, SEEK_END) != 0) return dt_fail(err, DT_EIO, "%s: cannot read: %s", path, strerror(errno));
-    long len = ftell(f);
-    if (len < 0 || len > (1L << 30)) return dt_fail(err, DT_EFORMAT, "%s: not an image (size %ld)", path, len);
-    rewind(f);
-    *buf = malloc(len ? (size_t)len : 1);
-    if (!*buf) return dt_fail(err, DT_ENOMEM, "%s: out of memory", path);
-    *n = fread(*buf, 1, (size_t)len, f);
-    if (*n != (size_t)len) {
-        free(*buf);
-        *buf = NULL;
-        return dt_fail(err, DT_EIO, "%s: cannot read: %s", path, strerror(errno));
+    jpeg_ctx *c = (jpeg_ctx *)j->err;
+    j->err->format_message(j, c->msg);
+    longjmp(c->jb, 1);
+}
+
+static void jpeg_on_message(j_common_ptr j, int level)
+{
+    if (level < 0) jpeg_on_error(j); /* a warning: corrupt or truncated data */
+}
+
+static void jpeg_on_progress(j_common_ptr j)
+{
+    j_decompress_ptr d = (j_decompress_ptr)j;
+    if (j->is_decompressor && d->progressive_mode && d->input_scan_number > JPEG_MAX_SCANS) {
+        jpeg_ctx *c = (jpeg_ctx *)j->err;
+        snprintf(c->msg, sizeof c->msg, "more than %d progressive scans", JPEG_MAX_SCANS);
+        longjmp(c->jb, 1);
     }
+}
+
+/* 0: decoded into c->rgb; -1: failed (c->msg); 1: larger than max_pixels (c->w, c->h set). */
+static int jpeg_decode(const uint8_t *data, size_t n, uint64_t max_pixels, jpeg_ctx *c)
+{
+    struct jpeg_decompress_struct d;
+    struct jpeg_progress_mgr prog = {.progress_monitor = jpeg_on_progress};
+    d.err = jpeg_std_error(&c->pub);
+    c->pub.error_exit = jpeg_on_error;
+    c->pub.emit_message = jpeg_on_message;
+    if (setjmp(c->jb)) {
+        jpeg_destroy_decompress(&d);
+        free(c->rgb);
+        c->rgb = NULL;
+        return -1;
+    }
+    jpeg_create_decompress(&d);
+    d.progress = &prog;
+    d.mem->max_memory_to_use = (long)(max_pixels > (LONG_MAX - (16L << 20)) / 8 ? LONG_MAX : max_pixels * 8 + (16L << 20));
+    jpeg_mem_src(&d, data, (unsigned long)n);
+    jpeg_read_header(&d, TRUE);
+    c->w = d.image_width;
+    c->h = d.image_height;
+    if ((uint64_t)c->w * c->h > max_pixels || c->w > INT_MAX / 3 || c->h > INT_MAX) {
+        jpeg_destroy_decompress(&d);
+        return 1;
+    }
+    d.out_color_space = JCS_RGB;
+    jpeg_start_decompress(&d);
+    if (d.output_components != 3 || d.output_width != c->w || d.output_height != c->h) {
+        snprintf(c->msg, sizeof c->msg, "unexpected output layout");
+        longjmp(c->jb, 1);
+    }
+    c->rgb = malloc((size_t)c->w * c->h * 3);
+    if (!c->rgb) {
+        snprintf(c->msg, sizeof c->msg, "out of memory");
+        longjmp(c->jb, 1);
+    }
+    while (d.output_scanline < d.output_height) {
+        JSAMPROW row = c->rgb + (size_t)d.output_scanline * c->w * 3;
+        jpeg_read_scanlines(&d, &row, 1);
+    }
+    jpeg_finish_decompress(&d);
+    jpeg_destroy_decompress(&d);
+    return 0;
+}
+
+static uint32_t le16(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
+static uint32_t le32(const uint8_t *p) { return le16(p) | le16(p + 2) << 16; }
+
+/* Windows BMP: BITMAPINFOHEADER or its V2..V5 extensions, one plane, uncompressed (BI_RGB) 8-bit
+ * palette, 24-bit BGR or 32-bit BGRX (BI_RGB, or BI_BITFIELDS with the standard masks); rows
+ * bottom-up (positive height) or top-down (negative). Everything else is refused by name. */
+static dt_status bmp_decode(const char *path, const uint8_t *b, size_t n, dt_image *img, dt_err *err)
+{
+    if (n < 14 + 40) return dt_fail(err, DT_EFORMAT, "%s: damaged BMP: truncated header", path);
+    uint64_t off = le32(b + 10), hsize = le32(b + 14);
+    if (hsize != 40 && hsize != 52 && hsize != 56 && hsize != 108 && hsize != 124)
+        return dt_fail(err, DT_EFORMAT, "%s: unsupported BMP header (%" PRIu64 " bytes; only BITMAPINFOHEADER and its V2-V5 forms)", path, hsize);
+    if (14 + hsize > n) return dt_fail(err, DT_EFORMAT, "%s: damaged BMP: truncated header", path);
+    int64_t w = (int32_t)le32(b + 18), h = (int32_t)le32(b + 22);
+    uint32_t planes = le16(b + 26), bpp = le16(b + 28), comp = le32(b + 30), used = le32(b + 46);
+    int top_down = h < 0;
+    if (top_down) h = -h;
+    if (planes != 1) return dt_fail(err, DT_EFORMAT, "%s: damaged BMP: %u planes", path, planes);
+    int bitfields = comp == 3 && bpp == 32;
+    if (bitfields) {
+        if (14 + 40 + 12 > n) return dt_fail(err, DT_EFORMAT, "%s: damaged BMP: truncated header", path);
+        if (le32(b + 54) != 0xff0000u || le32(b + 58) != 0xff00u || le32(b + 62) != 0xffu)
+            return dt_fail(err, DT_EFORMAT, "%s: unsupported BMP colour masks (only 8-bit R, G, B)", path);
+    }
+    if (!((comp == 0 && (bpp == 8 || bpp == 24 || bpp == 32)) || bitfields))
+        return dt_fail(err, DT_EFORMAT, "%s: unsupported BMP (%u bits per pixel, compression %u; only uncompressed 8, 24 or 32 bits)",
+                       path, bpp, comp);
+    if (w < 1 || h < 1) return dt_fail(err, DT_EFORMAT, "%s: bad image size %" PRId64 "x%" PRId64, path, w, h);
+    DT_TRY(dt_image_check_size(path, (uint64_t)w, (uint64_t)h, err));
+    uint64_t stride = ((uint64_t)w * bpp + 31) / 32 * 4; /* w < 2^31: no overflow */
+    const uint8_t *pal = NULL;
+    uint64_t npal = 0;
+    if (bpp == 8) {
+        npal = used ? used : 256;
+        uint64_t pal_at = 14 + hsize;
+        if (npal > 256 || pal_at + npal * 4 > n)
+            return dt_fail(err, DT_EFORMAT, "%s: damaged BMP: bad palette (%" PRIu64 " colours)", path, npal);
+        pal = b + pal_at;
+    }
+    if (off > n || stride * (uint64_t)h > n - off)
+        return dt_fail(err, DT_EFORMAT, "%s: damaged BMP: pixel data beyond the end of the file", path);
+    img->rgb = malloc((size_t)w * (size_t)h * 3);
+    if (!img->rgb) return dt_fail(err, DT_ENOMEM, "%s: out of memory", path);
+    for (int64_t y = 0; y < h; y++) {
+        const uint8_t *row = b + off + stride * (uint64_t)(top_down ? y : h - 1 - y);
+        uint8_t *d = img->rgb + (size_t)y * (size_t)w * 3;
+        for (int64_t x = 0; x < w; x++, d += 3) {
+            const uint8_t *px;
+            if (bpp == 8) {
+                if (row[x] >= npal) {
+                    dt_image_free(img);
+                    return dt_fail(err, DT_EFORMAT, "%s: damaged BMP: palette index %u of %" PRIu64 " colours", path, row[x], npal);
+                }
+                px = pal + 4 * row[x];
+            } else {
+                px = row + x * (bpp / 8);
+            }
+            d[0] = px[2];
+            d[1] = px[1];
+            d[2] = px[0];
+        }
+    }
+    img->width = (int)w;
+    img->height = (int)h;
     return DT_OK;
 }
 
-static dt_status stb_decode(const char *path, FILE *f, dt_image *img, dt_err *err)
+dt_status dt_image_decode(const char *path, const uint8_t *data, size_t n, dt_image *img, dt_err *err)
 {
-    unsigned char *buf = NULL;
-    size_t n = 0;
-    DT_TRY(read_all(path, f, &buf, &n, err));
-    int w, h, comp;
-    int ok = n <= 0x7fffffff && stbi_info_from_memory(buf, (int)n, &w, &h, &comp);
-    if (ok && (int64_t)w * h > MAX_PIXELS) {
-        free(buf);
-        return dt_fail(err, DT_EFORMAT, "%s: image too large (%dx%d)", path, w, h);
+    *img = (dt_image){0};
+    uint64_t max;
+    DT_TRY(dt_image_max_pixels(&max, err));
+    if (n >= 8 && !png_sig_cmp(data, 0, 8)) {
+        png_ctx c = {.msg = ""};
+        png_uint_32 w = 0, h = 0;
+        int rc = png_decode(data, n, max, img, &c, &w, &h);
+        if (rc == 1) return dt_image_check_size(path, w, h, err);
+        if (rc) return dt_fail(err, DT_EFORMAT, "%s: damaged PNG: %s", path, c.msg);
+        return DT_OK;
     }
-    img->rgb = ok ? stbi_load_from_memory(buf, (int)n, &w, &h, &comp, 3) : NULL;
-    free(buf);
-    if (!img->rgb) return dt_fail(err, DT_EFORMAT, "%s: not a PNG, JPEG or BMP image, or a damaged one", path);
-    img->width = w;
-    img->height = h;
-    return DT_OK;
+    if (n >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff) {
+        if (n > ULONG_MAX) return dt_fail(err, DT_EFORMAT, "%s: JPEG too large", path);
+        jpeg_ctx c = {.msg = ""};
+        int rc = jpeg_decode(data, n, max, &c);
+        if (rc == 1) return dt_image_check_size(path, c.w, c.h, err);
+        if (rc) return dt_fail(err, DT_EFORMAT, "%s: damaged JPEG: %s", path, c.msg);
+        img->rgb = c.rgb;
+        img->width = (int)c.w;
+        img->height = (int)c.h;
+        return DT_OK;
+    }
+    if (n >= 2 && data[0] == 'B' && data[1] == 'M') return bmp_decode(path, data, n, img, err);
+    return dt_fail(err, DT_EFORMAT, "%s: not a PNG, JPEG or BMP image", path);
 }
+
+/* Image files are read whole: at most DT_IMAGE_MAX_FILE bytes. */
+#define DT_IMAGE_MAX_FILE (1L << 30)
 
 dt_status dt_image_read(const char *path, dt_image *img, dt_err *err)
 {
     *img = (dt_image){0};
     FILE *f = fopen(path, "rb");
     if (!f) return dt_fail(err, DT_EIO, "%s: cannot open: %s", path, strerror(errno));
-    unsigned char sig[8];
-    size_t got = fread(sig, 1, 8, f);
-    dt_status s = DT_OK;
-    if (got == 8 && !png_sig_cmp(sig, 0, 8)) {
-        rewind(f);
-        png_ctx c = {.msg = ""};
-        if (!png_decode(f, img, &c)) s = dt_fail(err, DT_EFORMAT, "%s: damaged PNG: %s", path, c.msg);
-    } else {
-        s = stb_decode(path, f, img, err);
+    long len = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (len < 0) {
+        int e = errno;
+        fclose(f);
+        return dt_fail(err, DT_EIO, "%s: cannot read: %s", path, strerror(e));
     }
+    if (len > DT_IMAGE_MAX_FILE) {
+        fclose(f);
+        return dt_fail(err, DT_EFORMAT, "%s: file too large for an image (%ld bytes; at most %ld)", path, len, DT_IMAGE_MAX_FILE);
+    }
+    rewind(f);
+    uint8_t *buf = malloc(len ? (size_t)len : 1);
+    if (!buf) {
+        fclose(f);
+        return dt_fail(err, DT_ENOMEM, "%s: out of memory", path);
+    }
+    size_t got = fread(buf, 1, (size_t)len, f);
+    int e = ferror(f) ? errno : 0;
     fclose(f);
+    if (got != (size_t)len) {
+        free(buf);
+        return dt_fail(err, DT_EIO, "%s: cannot read: %s", path, e ? strerror(e) : "file changed while reading");
+    }
+    dt_status s = dt_image_decode(path, buf, got, img, err);
+    free(buf);
     return s;
 }
 

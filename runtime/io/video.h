@@ -45,7 +45,11 @@ typedef struct {
     char *comment;               /* the "comment" / XMP metadata when present (owned), else NULL */
 } dt_video;
 
-/* Reads an .mp4 or .webp file, or the PNG frames of a folder/pattern (until a frame is missing). */
+/* Reads an .mp4 (the MP4 demuxer only, local file only) or .webp file, or the PNG frames of a
+ * folder/pattern (until a frame is missing). Each frame is bounded as an image is
+ * (dt_image_check_size: DITRT_MAX_IMAGE_PIXELS) and all frames together by DITRT_MAX_VIDEO_BYTES
+ * decoded RGB bytes (default DT_VIDEO_MAX_BYTES_DEFAULT, 2 GiB), checked on the container's
+ * canvas size and frame count before the decoders allocate, and before each frame is stored. */
 dt_status dt_video_read(const char *path, dt_video *out, dt_err *err);
 void dt_video_free(dt_video *v);
 
