@@ -3,6 +3,7 @@
 #include "runtime/core/json.h"
 #include "runtime/core/safetensors.h"
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +107,8 @@ static dt_status parse_layer(const cJSON *l, const char *file, int i, dt_qplan_l
     DT_TRY(dt_json_num(l, file, "rotate_seed", 1, 0, &seed, err));
     DT_TRY(dt_json_int(l, file, "rot_block", 1, 0, &o->rot_block, err));
     DT_TRY(dt_json_int(l, file, "group", 1, 0, &o->group, err));
+    if (!(seed >= 0 && seed <= 9007199254740992.0) || seed != floor(seed)) /* before the cast: inf/NaN are UB */
+        return dt_fail(err, DT_EFORMAT, "%s: layer %s: rotate_seed must be an integer in 0..2^53", file, o->name);
     o->seed = (uint64_t)seed;
     const cJSON *fp = cJSON_GetObjectItemCaseSensitive(l, "fp_tokens");
     if (fp) {
