@@ -181,7 +181,7 @@ static dt_status parse_corrector(const cJSON *c, const char *path, int step, int
                        "\"%s\"; supported: no_corrector, pseudo", path, step, t);
     if (last) return DT_OK; /* the last step never corrects */
     const cJSON *sp = cJSON_GetObjectItemCaseSensitive(c, "start_point"), *to = cJSON_GetObjectItemCaseSensitive(c, "taylor_order");
-    if (!cJSON_IsNumber(sp) || !cJSON_IsNumber(to) || sp->valueint > -2 || -sp->valueint > have + 1 || to->valueint < 1 ||
+    if (!cJSON_IsNumber(sp) || !cJSON_IsNumber(to) || sp->valueint > -2 || sp->valueint < -(have + 1) || to->valueint < 1 ||
         to->valueint > USF_MAX_ORDER)
         return dt_fail(err, DT_EFORMAT, "%s: step %d: field \"corrector_types\": pseudo needs start_point <= -2 within the "
                                         "history and taylor_order in [1, %d]", path, step, USF_MAX_ORDER);
@@ -224,7 +224,7 @@ static dt_status parse_schedule(usf *u, const cJSON *j, const char *path, int ha
         if (!cJSON_IsNumber(o) || o->valueint < 1 || o->valueint > USF_MAX_ORDER)
             return dt_fail(err, DT_EFORMAT, "%s: step %d: field \"orders\" must be in [1, %d]", path, i, USF_MAX_ORDER);
         s->order = o->valueint;
-        if (!cJSON_IsNumber(sp) || sp->valueint > -1 || -sp->valueint > have)
+        if (!cJSON_IsNumber(sp) || sp->valueint > -1 || sp->valueint < -have)
             return dt_fail(err, DT_EFORMAT, "%s: step %d: field \"start_points\" must be a negative index within the %d points so far",
                            path, i, have);
         s->start = sp->valueint;

@@ -7,6 +7,7 @@
 # build-fuzz/artifacts/<target>/; copy it to tests/fuzz/corpus/<target>/crash-<name> so that
 # `make test` replays it from then on. Exits 1 if any target failed.
 #   FUZZ_SECONDS (20)  FUZZ_TARGETS (all)  FUZZ_TIMEOUT (per input, s; 10)  FUZZ_JOBS (parallel, 1)
+#   FUZZ_SEED (unset: random; CI sets one so that its smoke run repeats the same mutations)
 set -u
 cd "$(dirname "$0")/.."
 B=build-fuzz
@@ -61,7 +62,7 @@ seed_corpora() {
 run_one() {
     t=$1
     log="$B/logs/$t.log"
-    "$B/fuzz_$t" -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout="$TIMEOUT" \
+    "$B/fuzz_$t" ${FUZZ_SEED:+-seed=$FUZZ_SEED} -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout="$TIMEOUT" \
         -max_len=300000 -print_final_stats=1 -artifact_prefix="$B/artifacts/$t/" "$B/corpus/$t" > "$log" 2>&1
     rc=$?
     export LC_ALL=C

@@ -119,16 +119,21 @@ uint16_t dt_f32_to_f16(float f)
     return (uint16_t)(sign | r);
 }
 
+/* Element loads through memcpy: a safetensors data offset need not be aligned to the dtype
+ * (the format does not require it); the compiler makes these plain loads. */
+static inline uint16_t load_u16(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static inline int32_t load_i32(const unsigned char *p) { int32_t v; memcpy(&v, p, 4); return v; }
+
 void dt_convert_to_f32(const void *src, dt_dtype t, float *dst, size_t n)
 {
-    const uint16_t *h = src;
+    const unsigned char *b = src;
     switch (t) {
     case DT_F32: memcpy(dst, src, n * 4); break;
-    case DT_BF16: for (size_t i = 0; i < n; i++) dst[i] = dt_bf16_to_f32(h[i]); break;
-    case DT_F16: for (size_t i = 0; i < n; i++) dst[i] = dt_f16_to_f32(h[i]); break;
+    case DT_BF16: for (size_t i = 0; i < n; i++) dst[i] = dt_bf16_to_f32(load_u16(b + 2 * i)); break;
+    case DT_F16: for (size_t i = 0; i < n; i++) dst[i] = dt_f16_to_f32(load_u16(b + 2 * i)); break;
     case DT_I8: for (size_t i = 0; i < n; i++) dst[i] = ((const int8_t *)src)[i]; break;
-    case DT_U8: for (size_t i = 0; i < n; i++) dst[i] = ((const uint8_t *)src)[i]; break;
-    case DT_I32: for (size_t i = 0; i < n; i++) dst[i] = (float)((const int32_t *)src)[i]; break;
+    case DT_U8: for (size_t i = 0; i < n; i++) dst[i] = b[i]; break;
+    case DT_I32: for (size_t i = 0; i < n; i++) dst[i] = (float)load_i32(b + 4 * i); break;
     default: break;
     }
 }
