@@ -209,9 +209,9 @@ static dt_status write_webp(const char *path, const dt_video_frames *v, dt_err *
     if (s == DT_OK) s = temp_name(path, tmp, sizeof tmp, err);
     if (s == DT_OK) {
         FILE *f = fopen(tmp, "wb");
-        int ok = f && fwrite(data.bytes, 1, data.size, f) == data.size;
-        if (f && fclose(f) != 0) ok = 0;
-        s = finish_temp(tmp, path, ok ? DT_OK : dt_fail(err, DT_EIO, "%s: write failed: %s", path, strerror(errno)), err);
+        int ok = f && fwrite(data.bytes, 1, data.size, f) == data.size, e = ok ? 0 : errno; /* before close: it may reset errno */
+        if (f && fclose(f) != 0 && ok) ok = 0, e = errno;
+        s = finish_temp(tmp, path, ok ? DT_OK : dt_fail(err, DT_EIO, "%s: write failed: %s", path, strerror(e ? e : EIO)), err);
     }
     WebPDataClear(&data);
     return s;
