@@ -482,6 +482,7 @@ typedef struct {
 } ditrt_search_solver_params;
 
 typedef struct {
+    size_t struct_size;  /* sizeof, set by ditrt_search_solver_result_init: the library writes no further */
     double score;        /* the schedule written: mean relative L2 against the references */
     double ddim_score;   /* DDIM on the same timesteps, for comparison */
     int candidates;      /* schedules scored */
@@ -492,6 +493,7 @@ typedef struct {
 } ditrt_search_solver_result;
 
 DITRT_API void ditrt_search_solver_params_init(ditrt_search_solver_params *p);
+DITRT_API void ditrt_search_solver_result_init(ditrt_search_solver_result *r);
 /* Loads model_dir, runs the search and writes out_path. On failure *result is zeroed and err
  * (may be NULL) holds a one-line message naming the field, folder or file. */
 DITRT_API ditrt_status ditrt_search_solver(const ditrt_search_solver_params *p, ditrt_search_solver_result *result,
@@ -530,6 +532,7 @@ typedef struct {
 } ditrt_search_models_params;
 
 typedef struct {
+    size_t struct_size;  /* sizeof, set by ditrt_search_models_result_init: the library writes no further */
     int evaluations;     /* model evaluations of one generation */
     int *models;         /* [evaluations]: the zoo member of each (the schedule written) */
     int nzoo;            /* zoo members, model_dir's included */
@@ -543,12 +546,13 @@ typedef struct {
 } ditrt_search_models_result;
 
 DITRT_API void ditrt_search_models_params_init(ditrt_search_models_params *p);
+DITRT_API void ditrt_search_models_result_init(ditrt_search_models_result *r);
 /* On DITRT_OK the result's arrays are the caller's: free them with
  * ditrt_search_models_result_free. On failure *result is zeroed and err (may be NULL) names
  * the field, folder or file (an unreachable budget: "budget: ..."). */
 DITRT_API ditrt_status ditrt_search_models(const ditrt_search_models_params *p, ditrt_search_models_result *result,
                                            ditrt_error *err);
-/* Frees the arrays and zeroes the result; NULL is a no-op. */
+/* Frees the arrays and zeroes the result (struct_size kept); NULL is a no-op. */
 DITRT_API void ditrt_search_models_result_free(ditrt_search_models_result *r);
 
 #ifdef __cplusplus

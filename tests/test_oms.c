@@ -204,6 +204,7 @@ static void test_search_api(void **state)
     p.log = count_line;
     p.log_user = &lines;
     ditrt_search_models_result r;
+    ditrt_search_models_result_init(&r);
     ditrt_error err = {0};
     if (ditrt_search_models(&p, &r, &err) != DITRT_OK) fail_msg("%s", err.msg);
     assert_int_equal(r.evaluations, 3);

@@ -836,6 +836,7 @@ static void test_search_solver_api(void **state)
     p.log = count_log;
     p.log_user = &lc;
     ditrt_search_solver_result r;
+    ditrt_search_solver_result_init(&r);
     ditrt_error err = {0};
     if (ditrt_search_solver(&p, &r, &err) != DITRT_OK) fail_msg("%s", err.msg);
     assert_int_equal(r.prompts, 2);
@@ -874,6 +875,10 @@ static void test_search_solver_api(void **state)
     err = (ditrt_error){0};
     assert_int_equal(ditrt_search_solver(&q, &r, &err), DITRT_EINVAL);
     assert_non_null(strstr(err.msg, "struct_size is 0"));
+    ditrt_search_solver_result r0 = {0}; /* a result without ditrt_search_solver_result_init */
+    err = (ditrt_error){0};
+    assert_int_equal(ditrt_search_solver(&p, &r0, &err), DITRT_EINVAL);
+    assert_non_null(strstr(err.msg, "ditrt_search_solver_result: struct_size is 0"));
     const struct { const char *field; } cases[] = {{"nfe"}, {"prompts"}, {"out_path"}, {"model_dir"}, {"dtype"}, {"cfg"}, {"samples"}};
     snprintf(line, sizeof line, "%s/never.json", tmpd);
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {

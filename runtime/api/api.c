@@ -88,6 +88,18 @@ static dt_status read_gen_params(const ditrt_gen_params *in, int video, ditrt_ge
     return DT_OK;
 }
 
+dt_status dt_api_check_result(const void *r, size_t min, size_t known, const char *type, const char *init, dt_err *err)
+{
+    if (!r) return dt_fail(err, DT_EINVAL, "%s: NULL", type);
+    return check_struct_size(type, *(const size_t *)r, min, known, init, err);
+}
+
+void dt_api_write_result(void *r, const void *full, size_t known)
+{
+    size_t n = *(const size_t *)r;
+    memcpy((char *)r + sizeof(size_t), (const char *)full + sizeof(size_t), (n < known ? n : known) - sizeof(size_t));
+}
+
 int dt_api_parse_dtype(const char *s, dt_dtype *out)
 {
     if (!s) *out = dt_backend_default_dtype(DT_DEV_CPU);

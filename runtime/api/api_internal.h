@@ -23,6 +23,12 @@ dt_status dt_api_read_params(const void *in, size_t min, size_t known, const cha
     (init_fn(out), dt_api_read_params((in), DT_END_OF(type, first_layout_last_field), sizeof(type), #type, \
                                       #init_fn, (out), (err)))
 
+/* Results the library fills: the caller sets struct_size (its sizeof, by a *_result_init);
+ * dt_api_check_result refuses 0 / too small / too new, dt_api_write_result copies the library's
+ * full result up to the caller's struct_size (keeping it). Both start with size_t struct_size. */
+dt_status dt_api_check_result(const void *r, size_t min, size_t known, const char *type, const char *init, dt_err *err);
+void dt_api_write_result(void *r, const void *full, size_t known);
+
 /* "f32" / "bf16"; NULL: the device's default. 0 for anything else. */
 int dt_api_parse_dtype(const char *s, dt_dtype *out);
 

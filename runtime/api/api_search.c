@@ -81,8 +81,10 @@ ditrt_status ditrt_search_solver(const ditrt_search_solver_params *params, ditrt
 {
     ditrt_error local = {0};
     if (!err) err = &local;
-    if (!result) return dt_fail(err, DT_EINVAL, "ditrt_search_solver: result is NULL");
-    *result = (ditrt_search_solver_result){0};
+    DT_TRY(dt_api_check_result(result, DT_END_OF(ditrt_search_solver_result, seconds), sizeof *result,
+                               "ditrt_search_solver_result", "ditrt_search_solver_result_init", err));
+    ditrt_search_solver_result zero = {0};
+    dt_api_write_result(result, &zero, sizeof zero); /* zeroed on failure */
     ditrt_search_solver_params p;
     DT_TRY(DT_API_READ(ditrt_search_solver_params, params, &p, log_user, ditrt_search_solver_params_init, err));
     dt_pipeline_config cfg = {0};
@@ -106,14 +108,25 @@ ditrt_status ditrt_search_solver(const ditrt_search_solver_params *params, ditrt
     dt_status st = dt_search_solver(&s, &r, err);
     dt_pipeline_free(pipe);
     if (st != DT_OK) return st;
-    *result = (ditrt_search_solver_result){.score = r.usf.best_score, .ddim_score = r.usf.ddim_score,
-                                           .candidates = r.usf.candidates, .model_calls = r.usf.model_calls,
-                                           .cache_hits = r.usf.cache_hits, .prompts = r.nprompts,
-                                           .samples = r.samples, .seconds = now() - t0};
+    ditrt_search_solver_result full = {.score = r.usf.best_score, .ddim_score = r.usf.ddim_score,
+                                       .candidates = r.usf.candidates, .model_calls = r.usf.model_calls,
+                                       .cache_hits = r.usf.cache_hits, .prompts = r.nprompts,
+                                       .samples = r.samples, .seconds = now() - t0};
+    dt_api_write_result(result, &full, sizeof full);
     return DT_OK;
 }
 
 /* ---- OMS-DPM model schedules ---- */
+
+void ditrt_search_solver_result_init(ditrt_search_solver_result *r)
+{
+    if (r) *r = (ditrt_search_solver_result){.struct_size = sizeof *r};
+}
+
+void ditrt_search_models_result_init(ditrt_search_models_result *r)
+{
+    if (r) *r = (ditrt_search_models_result){.struct_size = sizeof *r};
+}
 
 void ditrt_search_models_params_init(ditrt_search_models_params *p)
 {
@@ -163,8 +176,10 @@ ditrt_status ditrt_search_models(const ditrt_search_models_params *params, ditrt
 {
     ditrt_error local = {0};
     if (!err) err = &local;
-    if (!result) return dt_fail(err, DT_EINVAL, "ditrt_search_models: result is NULL");
-    *result = (ditrt_search_models_result){0};
+    DT_TRY(dt_api_check_result(result, DT_END_OF(ditrt_search_models_result, seconds), sizeof *result,
+                               "ditrt_search_models_result", "ditrt_search_models_result_init", err));
+    ditrt_search_models_result zero = {0};
+    dt_api_write_result(result, &zero, sizeof zero); /* zeroed on failure */
     ditrt_search_models_params p;
     DT_TRY(DT_API_READ(ditrt_search_models_params, params, &p, log_user, ditrt_search_models_params_init, err));
     dt_pipeline_config cfg = {0};
@@ -190,10 +205,11 @@ ditrt_status ditrt_search_models(const ditrt_search_models_params *params, ditrt
         if (r.latency || r.schedule.ids) dt_model_search_result_free(&r);
         return st;
     }
-    *result = (ditrt_search_models_result){.evaluations = r.schedule.n, .models = r.schedule.ids, .nzoo = r.nzoo,
-                                           .latency = r.latency, .est_seconds = r.est_seconds,
-                                           .ref_seconds = r.ref_seconds, .budget_seconds = r.budget, .psnr = r.psnr,
-                                           .generations = r.generations, .seconds = now() - t0};
+    ditrt_search_models_result full = {.evaluations = r.schedule.n, .models = r.schedule.ids, .nzoo = r.nzoo,
+                                       .latency = r.latency, .est_seconds = r.est_seconds,
+                                       .ref_seconds = r.ref_seconds, .budget_seconds = r.budget, .psnr = r.psnr,
+                                       .generations = r.generations, .seconds = now() - t0};
+    dt_api_write_result(result, &full, sizeof full);
     return DT_OK;
 }
 
@@ -202,5 +218,5 @@ void ditrt_search_models_result_free(ditrt_search_models_result *r)
     if (!r) return;
     free(r->models);
     free(r->latency);
-    *r = (ditrt_search_models_result){0};
+    *r = (ditrt_search_models_result){.struct_size = r->struct_size};
 }

@@ -73,7 +73,8 @@ int cli_search_models(int argc, char **argv)
     if (cli_read_prompts(prompts_path, &prompts, &err) != DITRT_OK) { cli_list_free(&zoo); return cli_die(&err); }
     double *lat = NULL;
     ditrt_status s = latency_arg ? parse_latency(latency_arg, zoo.n + 1, &lat, &err) : DITRT_OK;
-    ditrt_search_models_result res = {0};
+    ditrt_search_models_result res;
+    ditrt_search_models_result_init(&res);
     if (s == DITRT_OK) {
         p.model_dir = model;
         p.zoo = (const char *const *)zoo.items;

@@ -96,6 +96,7 @@ int cli_search_solver(int argc, char **argv)
     p.log = a.quiet ? NULL : cli_log_stderr;
     p.log_user = "search-solver";
     ditrt_search_solver_result r;
+    ditrt_search_solver_result_init(&r);
     ditrt_status s = ditrt_search_solver(&p, &r, &err);
     cli_list_free(&prompts);
     if (s != DITRT_OK) return cli_die(&err);
