@@ -130,6 +130,27 @@ static dt_status check_overlaps(const char *path, dt_st_entry *ents, int n, dt_e
     return s;
 }
 
+static int entry_cmp_name(const void *a, const void *b)
+{
+    return strcmp((*(dt_st_entry *const *)a)->name, (*(dt_st_entry *const *)b)->name);
+}
+
+/* A name names one tensor: a JSON object with a repeated key (or two shards holding the same
+ * tensor) would let lookups and loads disagree about which one is meant. */
+static dt_status check_names(const char *path, const dt_st_entry *ents, int n, dt_err *err)
+{
+    if (n < 2) return DT_OK;
+    const dt_st_entry **v = malloc((size_t)n * sizeof *v);
+    if (!v) return dt_fail(err, DT_ENOMEM, "out of memory");
+    for (int i = 0; i < n; i++) v[i] = &ents[i];
+    qsort(v, (size_t)n, sizeof *v, entry_cmp_name);
+    dt_status s = DT_OK;
+    for (int i = 1; i < n && s == DT_OK; i++)
+        if (!strcmp(v[i - 1]->name, v[i]->name)) s = dt_fail(err, DT_EFORMAT, "%s: tensor \"%s\" is listed twice", path, v[i]->name);
+    free(v);
+    return s;
+}
+
 /* Maps `path` and appends its entries to st as shard number st->nfiles. */
 static dt_status add_file(dt_safetensors *st, const char *path, dt_err *err)
 {
@@ -181,6 +202,7 @@ static dt_status add_file(dt_safetensors *st, const char *path, dt_err *err)
     }
     cJSON_Delete(h);
     if (s == DT_OK && st->n > first) s = check_overlaps(path, st->entries + first, st->n - first, err); /* {}: entries may be NULL */
+    if (s == DT_OK) s = check_names(path, st->entries, st->n, err); /* this file's and the shards' before it */
     return s;
 }
 
