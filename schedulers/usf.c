@@ -149,7 +149,7 @@ static dt_status parse_derivs(const cJSON *a, const char *path, const char *fiel
             return dt_fail(err, DT_EINVAL, "%s: step %d: field \"%s\" entry %d: derivative %d needs at least %d active points",
                            path, step, field, i, i + 1, i + 1);
         for (int k = 0; k < d[i].m; k++)
-            if (-d[i].active[k] > have || d[i].active[k] == start)
+            if (d[i].active[k] < -have || d[i].active[k] == start)
                 return dt_fail(err, DT_EINVAL, "%s: step %d: field \"%s\" entry %d: active point %d is %s", path, step,
                                field, i, d[i].active[k], d[i].active[k] == start ? "the start point" : "beyond the available history");
     }
