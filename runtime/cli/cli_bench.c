@@ -89,8 +89,6 @@ static double quant_flops(const dt_denoiser_info *c, int B, int F, int N, int T)
     return 2.0 * C * C * (c->spatial_layers * (14.0 * M + 2.0 * B * F * T) + c->temporal_layers * 12.0 * M);
 }
 
-static int c_patch(const dt_denoiser_info *c) { return c ? c->patch_size : 1; }
-
 static void report(const bench_args *a, const dt_denoiser_info *c, const dt_backend *be, double flops, int B, int F,
                    int N, int T, double load_s, double best, double total, double peak, size_t arena_peak)
 {
@@ -183,7 +181,7 @@ static int run(const bench_args *a)
     if (s == DT_OK) s = dt_denoiser_create_preset(be, a->arch, a->res / 8, a->layers, &rnd, &m, &err);
     double load_s = cli_now() - t0;
     const dt_denoiser_info *c = m ? dt_denoiser_get_info(m) : NULL;
-    int B = 2, T = 120, H = a->res / 8, W = a->res / 8, F = 1, N = (H / c_patch(c)) * (W / c_patch(c));
+    int B = 2, T = 120, H = a->res / 8, W = a->res / 8, F = 1, p = c ? c->patch_size : 1, N = (H / p) * (W / p);
     if (s == DT_OK && c->max_frames) {
         F = a->frames ? a->frames : c->max_frames;
         if (F > c->max_frames) s = dt_fail(&err, DT_EINVAL, "--frames: %s takes 1 to %d frames, got %d", a->arch, c->max_frames, F);
@@ -199,7 +197,7 @@ static int run(const bench_args *a)
         double dt = cli_now() - ts;
         if (r > 0) { total += dt; if (dt < best) best = dt; }
     }
-    double flops = s == DT_OK ? dt_denoiser_matmul_flops(m, B, F, H / c_patch(c), W / c_patch(c), T) : 0;
+    double flops = s == DT_OK ? dt_denoiser_matmul_flops(m, B, F, H / p, W / p, T) : 0;
     if (s == DT_OK) {
         report(a, c, be, flops, B, F, N, T, load_s, best, total, peak, arena.peak);
         double mean = total / a->iters;

@@ -60,12 +60,6 @@ static const char *solver_class(const char *name)
     return NULL;
 }
 
-/* --dtype / --text-encoder-dtype: f32 (float32) or bf16 (bfloat16), as the API spells them. */
-static const char *dtype_param(const char *v)
-{
-    return !strcmp(v, "f32") || !strcmp(v, "float32") ? "f32" : !strcmp(v, "bf16") || !strcmp(v, "bfloat16") ? "bf16" : NULL;
-}
-
 /* The flags only one form has; 1 when argv[*i] was one of them (ok cleared on a bad value). */
 static int parse_form_flag(int argc, char **argv, int *i, gen_args *a, int *miss, int *ok)
 {
@@ -328,9 +322,9 @@ static int run(int argc, char **argv, const gen_form *form)
     cp.quant_dir = a.quant;
     cp.attn_plan = a.attn_plan;
     cp.model_schedule = a.model_schedule;
-    if (a.dtype && !(cp.dtype = dtype_param(a.dtype)))
+    if (a.dtype && !(cp.dtype = cli_dtype_arg(a.dtype)))
         return cli_usage_error("--dtype: expected f32 or bf16, got \"%s\"", a.dtype);
-    if (a.text_dtype && !(cp.text_dtype = dtype_param(a.text_dtype)))
+    if (a.text_dtype && !(cp.text_dtype = cli_dtype_arg(a.text_dtype)))
         return cli_usage_error("--text-encoder-dtype: expected f32 or bf16, got \"%s\"", a.text_dtype);
     ditrt_output_kind kind;
     if (check_outputs(&a, &kind, &err) != DITRT_OK) return cli_die(&err);

@@ -24,14 +24,6 @@ static ditrt_status parse_latency(const char *arg, int nzoo, double **out, ditrt
     return DITRT_OK;
 }
 
-/* --dtype: f32 / float32 or bf16 / bfloat16, as the library names them; NULL for anything else. */
-static const char *dtype_name(const char *v)
-{
-    if (!strcmp(v, "f32") || !strcmp(v, "float32")) return "f32";
-    if (!strcmp(v, "bf16") || !strcmp(v, "bfloat16")) return "bf16";
-    return NULL;
-}
-
 int cli_search_models(int argc, char **argv)
 {
     const char *model = NULL, *zoo_arg = NULL, *prompts_path = NULL, *out_path = NULL, *dtype = NULL;
@@ -65,7 +57,7 @@ int cli_search_models(int argc, char **argv)
     if (!model || !zoo_arg || !prompts_path || !out_path)
         return cli_usage_error("search-models: -m MODEL, --zoo DIR[,DIR...], --prompts FILE and --out FILE are required");
     if (budget <= 0 && ratio <= 0) return cli_usage_error("search-models: give --budget SECONDS or --budget-ratio R");
-    if (dtype && !(p.dtype = dtype_name(dtype))) /* NULL: the device's default */
+    if (dtype && !(p.dtype = cli_dtype_arg(dtype))) /* NULL: the device's default */
         return cli_usage_error("--dtype: expected f32 or bf16, got \"%s\"", dtype);
     ditrt_error err = {0};
     cli_list zoo, prompts;

@@ -57,20 +57,12 @@ static int parse(int argc, char **argv, ss_args *a)
     return 1;
 }
 
-/* --dtype: f32 / float32 or bf16 / bfloat16, as the library names them; NULL for anything else. */
-static const char *dtype_name(const char *v)
-{
-    if (!strcmp(v, "f32") || !strcmp(v, "float32")) return "f32";
-    if (!strcmp(v, "bf16") || !strcmp(v, "bfloat16")) return "bf16";
-    return NULL;
-}
-
 int cli_search_solver(int argc, char **argv)
 {
     ss_args a;
     if (!parse(argc, argv, &a)) return 2;
     ditrt_error err = {0};
-    const char *dtype = dtype_name(a.dtype);
+    const char *dtype = cli_dtype_arg(a.dtype);
     if (!dtype) return cli_usage_error("--dtype: expected f32 or bf16, got \"%s\"", a.dtype);
     cli_list prompts = {0};
     if (a.prompts_file && cli_read_prompts(a.prompts_file, &prompts, &err) != DITRT_OK) return cli_die(&err);

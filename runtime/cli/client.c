@@ -218,3 +218,10 @@ void cli_log_stderr(const char *line, void *user)
     if (user) fprintf(stderr, "%s: %s\n", (const char *)user, line);
     else fprintf(stderr, "%s\n", line);
 }
+
+const char *cli_dtype_arg(const char *v)
+{
+    if (!strcmp(v, "f32") || !strcmp(v, "float32")) return "f32";
+    if (!strcmp(v, "bf16") || !strcmp(v, "bfloat16")) return "bf16";
+    return NULL;
+}

@@ -75,6 +75,10 @@ void cli_print_attn_cost(const ditrt_attn_plan_summary *s);
 int cli_is_video_path(const char *path);
 int cli_compare_video(const char *a, const char *b, const double *min_psnr, const double *min_ssim, const char *diff);
 
+/* --dtype values: f32 / float32 or bf16 / bfloat16, as the API spells them ("f32", "bf16");
+ * NULL for anything else (the caller reports it as a usage error). */
+const char *cli_dtype_arg(const char *v);
+
 /* A ditrt_log_fn printing each line on stderr, after "<user>: " when user (a string) is set. */
 void cli_log_stderr(const char *line, void *user);
 
