@@ -172,7 +172,7 @@ static void test_plan_files(void **state)
     expect_check_refused(&p, 2, 0, NSTEPS, "temporal layer 0 step 0");     /* a video plan for an image model */
     expect_check_refused(&p, 3, 3, NSTEPS, "spatial layer 2 step 0");      /* deeper model */
     expect_check_refused(&p, 2, 1, NSTEPS, "temporal layer 1 step 0");
-    expect_check_refused(&p, 2, 2, 20, "step 6: made for 6 steps");
+    expect_check_refused(&p, 2, 2, 20, "attention plan: made for 6 steps, this run has 20 (run it with --steps 6");
     dt_attn_plan_free(&p);
     if (dt_attn_plan_load("tests/fixtures/fastattn/plan_cond.json", &p, &err) != DT_OK) fail_msg("%s", err.msg);
     expect_check_refused(&p, 3, 3, NSTEPS, "temporal layer 0 step 0: the plan has no temporal layers"); /* PixArt's on Latte */

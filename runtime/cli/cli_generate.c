@@ -121,12 +121,14 @@ static int parse(int argc, char **argv, const gen_form *form, gen_args *a)
         else if (!strcmp(argv[i], "--karras")) a->karras = 1;
         else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) a->quiet = 1;
         else if (!strcmp(argv[i], "--json")) a->json = 1;
-        else return cli_usage_error("%s: unknown option \"%s\"", form->name, argv[i]), 0;
+        else return cli_unknown_option(form->name, argv[i]), 0;
 #undef F
         if (!ok) return 0;
     }
     if (!a->model) return cli_usage_error("%s: -m MODEL_DIR is required", form->name), 0;
     if (!a->req.prompt) return cli_usage_error("%s: -p PROMPT is required", form->name), 0;
+    ditrt_error merr = {0};
+    if (cli_check_pipeline_dir(a->model, &merr) != DITRT_OK) return cli_die(&merr), 0;
     if (a->schedule && (a->solver || a->karras))
         return cli_usage_error("--solver-schedule: not combinable with --solver / --karras (the schedule is the solver)"), 0;
     if (a->statistics && !a->schedule) return cli_usage_error("--solver-statistics: needs --solver-schedule"), 0;
@@ -221,6 +223,7 @@ static ditrt_status write_outputs(const gen_args *a, ditrt_output_kind kind, con
     ditrt_status s = DITRT_OK;
     for (int i = 0; i < o->n && s == DITRT_OK; i++) {
         item_path(a->output, kind, i, o->n, path, sizeof path);
+        if ((s = cli_output_folders(path, err)) != DITRT_OK) break; /* -o in a missing folder: made now */
         if (!a->form->video) {
             s = ditrt_image_save(path, &o->im[i], meta, nmeta, err);
             continue;
@@ -266,12 +269,12 @@ static int ctx_die(ditrt_ctx *c, ditrt_status s)
 /* Every output path, checked before the model is loaded. */
 static ditrt_status check_outputs(const gen_args *a, ditrt_output_kind *kind, ditrt_error *err)
 {
-    if (a->form->video) return ditrt_output_check(a->output, 1, kind, err);
+    if (a->form->video) return cli_output_check(a->output, 1, kind, err);
     char path[4200];
     *kind = DITRT_OUTPUT_IMAGE;
     for (int i = 0; i < a->req.batch; i++) {
         item_path(a->output, *kind, i, a->req.batch, path, sizeof path);
-        if (ditrt_output_check(path, 0, NULL, err) != DITRT_OK) return err->status;
+        if (cli_output_check(path, 0, NULL, err) != DITRT_OK) return err->status;
     }
     return DITRT_OK;
 }
