@@ -37,9 +37,10 @@ int main(int argc, char **argv)
         cli_help_commands(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) { printf("ditrt %s\n", ditrt_version()); return 0; }
+    if (!strcmp(argv[1], "--version")) { printf("ditrt %s\n", ditrt_version()); return 0; }
     /* `ditrt CMD ... --help` wherever --help is an option, not a value ("-p --help" is a prompt) */
     if (cli_wants_help(argv[1], argc, argv)) return cli_help(argv[1]);
+    if (!strcmp(argv[1], "version")) { printf("ditrt %s\n", ditrt_version()); return 0; }
     cli_openmp_passive(argv); /* before any OpenMP work, once the command is one that computes: see openmp_wait.c */
     if (!strcmp(argv[1], "txt2img")) return cli_txt2img(argc - 1, argv + 1);
     if (!strcmp(argv[1], "search-models")) return cli_search_models(argc - 1, argv + 1);
