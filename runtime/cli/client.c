@@ -301,6 +301,12 @@ static ditrt_status make_folders(const char *path, char *folder, size_t n, size_
         if (*p && *p != '/') continue;
         char c = *p;
         *p = 0;
+        struct stat sb;
+        if (stat(folder, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+            ditrt_status s = cli_fail(err, DITRT_EIO, "%s: \"%s\" is not a folder", path, folder);
+            *p = c;
+            return s;
+        }
         if (!is_dir(folder)) {
             if (mkdir(folder, 0777) != 0) {
                 ditrt_status s = cli_fail(err, DITRT_EIO, "%s: cannot create the folder \"%s\": %s", path, folder, strerror(errno));

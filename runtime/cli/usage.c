@@ -302,7 +302,15 @@ void cli_help_commands(FILE *f)
                "commands:\n");
     for (int i = 0; i < NCOMMANDS; i++) fprintf(f, "  %-15s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "`ditrt <command> --help` lists a command's options and defaults; `ditrt --version` prints the version.\n"
-               "Options take their value as `--steps 20` or `--steps=20`.\n");
+               "Options take their value as `--steps 20` or `--steps=20`.\n"
+               "environment:\n"
+               "  OMP_NUM_THREADS         the default thread count (--threads N overrides it); default: all cores\n"
+               "  OMP_WAIT_POLICY         ditrt runs with passive unless this or GOMP_SPINCOUNT is set: idle threads\n"
+               "                          sleep, so a busy machine costs no more than one thread would; active\n"
+               "                          (spin-wait) may gain a little on a machine that runs nothing else\n"
+               "  GOMP_SPINCOUNT          libgomp's spin before sleeping (setting it keeps ditrt from setting the policy)\n"
+               "  ONEDNN_MAX_CPU_ISA      cap oneDNN's instruction set (AVX2: as a CPU without AVX-512 or bf16)\n"
+               "  DITRT_MAX_IMAGE_PIXELS  the largest image read (compare); DITRT_MAX_VIDEO_BYTES: the largest video\n");
 }
 
 /* ---- the unknown-option message ---- */
