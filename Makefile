@@ -170,14 +170,15 @@ bench: ditrt
 
 # The first command on a fresh machine: builds ditrt and draws out/demo.png (32x32) with the
 # small PixArt-Σ-architecture model trained on synthetic shapes (assets/demo-pixart, scripts/demo/),
-# and out/demo.mp4 (8 frames of 32x32) with the Latte-architecture one (assets/demo-latte).
+# and out/demo.mp4 (8 frames of 32x32) with the Latte-architecture one (assets/demo-latte); it
+# also builds the embedding example build/examples/txt2img_example the README runs next.
 .PHONY: demo update-golden
 DEMO_PROMPT ?= a red circle on the left on a black background
 DEMO_VIDEO_PROMPT ?= a blue triangle moving up on a white background
 # The build runs in parallel on all cores so a fresh checkout draws its first image within ~2 minutes;
 # one thread draws a 32x32 image fastest (OpenMP barriers cost more than they save at this size).
 demo:
-	@$(MAKE) --no-print-directory -j$$(nproc) ditrt
+	@$(MAKE) --no-print-directory -j$$(nproc) ditrt $(EXAMPLES)
 	@mkdir -p out
 	./ditrt txt2img -m assets/demo-pixart -p "$(DEMO_PROMPT)" --steps 20 --cfg 4.5 --seed 0 --threads 1 -o out/demo.png
 	./ditrt txt2vid -m assets/demo-latte -p "$(DEMO_VIDEO_PROMPT)" --steps 20 --cfg 4.5 --seed 0 --fps 4 --threads 1 -o out/demo.mp4
