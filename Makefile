@@ -253,3 +253,10 @@ clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) libditrt.a libditrt.so libditrt.so.* ditrt.pc ditrt
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(ASAN_LIB_OBJ:.o=.d) $(ASAN_CLI_OBJ:.o=.d) $(FUZZ_LIB_OBJ:.o=.d)
+
+# Runs every ```sh block of README.md in a fresh clone of HEAD (scripts/check-readme.sh; blocks
+# marked `<!-- check-readme: skip: reason -->` are skipped). Not part of `make test`: it builds
+# the clone from scratch (minutes).
+.PHONY: check-readme
+check-readme:
+	sh scripts/check-readme.sh
