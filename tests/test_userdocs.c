@@ -216,6 +216,35 @@ static void test_golden_script(void **state)
     expect_has(out, "no golden");
 }
 
+/* ---- item 11: scripts/check-readme.sh runs sh blocks, skips only marked ones, fails ---- */
+
+static void test_check_readme_script(void **state)
+{
+    (void)state;
+    if (system("command -v git >/dev/null 2>&1") != 0) { printf("  skipped: git is not installed\n"); skip(); }
+    char path[400], cmd[1600], out[8192];
+    snprintf(path, sizeof path, "%s/repo/scripts", tmp);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp scripts/check-readme.sh %s/", path, path);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/repo/README.md", tmp);
+    const char *readme = "# t\n\n```sh\necho made > made.txt\n```\n\n"
+                         "```sh\ntest -f made.txt\nfalse\necho not reached\n```\n\n"
+                         "<!-- check-readme: skip: needs what a test has not -->\n```sh\nexit 3\n```\n\n"
+                         "```text\nditrt txt2img -m MODEL_DIR   # a synopsis, not run\n```\n";
+    tu_write_file(path, readme, strlen(readme));
+    snprintf(cmd, sizeof cmd, "cd %s/repo && git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm t", tmp);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "sh %s/repo/scripts/check-readme.sh", tmp);
+    assert_int_equal(run(cmd, out, sizeof out), 1);
+    expect_has(out, "3 sh blocks");
+    expect_has(out, "ok    block 1 (README line 3");
+    expect_has(out, "FAIL  block 2 (README line 7, exit 1");
+    expect_has(out, "skip  block 3 (README line 14): needs what a test has not");
+    expect_has(out, "1 of 2 blocks passed, 1 skipped");
+    expect_has(out, "$ echo not reached"); /* the failed block is listed ... */
+    assert_null(strstr(out, "| not reached")); /* ... and stopped at its failing command */
+}
+
 int main(void)
 {
     if (access("./ditrt", X_OK) || access(DEMO "/model_index.json", F_OK)) {
@@ -228,6 +257,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_example_draws_the_prompt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compare_exit_codes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_golden_script, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_readme_script, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
