@@ -15,7 +15,8 @@ int cli_is_video_path(const char *p)
            strchr(p, '%') || (stat(p, &st) == 0 && S_ISDIR(st.st_mode));
 }
 
-int cli_compare_video(const char *a, const char *b, const double *min_psnr, const double *min_ssim, const char *diff)
+int cli_compare_video(const char *a, const char *b, const double *min_psnr, const double *min_ssim, const char *diff,
+                      int json)
 {
     ditrt_error err = {0};
     ditrt_compare_result r = {0};
@@ -23,11 +24,14 @@ int cli_compare_video(const char *a, const char *b, const double *min_psnr, cons
     if (s == DITRT_OK) s = ditrt_compare_files(a, b, NULL, &r, &err);
     int rc = 2;
     if (s == DITRT_OK) {
-        for (int f = 0; f < r.frames; f++) printf("frame %3d: PSNR %.4f dB, SSIM %.6f\n", f, r.frame_psnr[f], r.frame_ssim[f]);
-        printf("mean PSNR: %.4f dB\nmean SSIM: %.6f\n", r.psnr, r.ssim);
         rc = 0;
         if (min_psnr && r.psnr < *min_psnr) { fprintf(stderr, "ditrt: compare: mean PSNR %.4f dB is below --min-psnr %g\n", r.psnr, *min_psnr); rc = 1; }
         else if (min_ssim && !(r.ssim >= *min_ssim)) { fprintf(stderr, "ditrt: compare: mean SSIM %.6f is below --min-ssim %g\n", r.ssim, *min_ssim); rc = 1; }
+        if (json) cli_compare_json(a, b, &r, min_psnr, min_ssim, rc);
+        else {
+            for (int f = 0; f < r.frames; f++) printf("frame %3d: PSNR %.4f dB, SSIM %.6f\n", f, r.frame_psnr[f], r.frame_ssim[f]);
+            printf("mean PSNR: %.4f dB\nmean SSIM: %.6f\n", r.psnr, r.ssim);
+        }
     } else cli_die(&err);
     ditrt_compare_result_free(&r);
     return rc;

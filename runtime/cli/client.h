@@ -73,7 +73,12 @@ void cli_print_attn_cost(const ditrt_attn_plan_summary *s);
 /* `ditrt compare` for videos (cli_compare_video.c; also declared in cli.h): whether a path is a
  * video (.mp4/.webp, a frame folder or a %d pattern), and the comparison with its output. */
 int cli_is_video_path(const char *path);
-int cli_compare_video(const char *a, const char *b, const double *min_psnr, const double *min_ssim, const char *diff);
+int cli_compare_video(const char *a, const char *b, const double *min_psnr, const double *min_ssim, const char *diff,
+                      int json);
+/* `compare --json`: the result as one object on stdout (psnr/ssim null when infinite or n/a,
+ * "identical", per-frame arrays for videos, the thresholds given and "pass": rc == 0). */
+void cli_compare_json(const char *a, const char *b, const ditrt_compare_result *r, const double *min_psnr,
+                      const double *min_ssim, int rc);
 
 /* --dtype values: f32 / float32 or bf16 / bfloat16, as the API spells them ("f32", "bf16");
  * NULL for anything else (the caller reports it as a usage error). */

@@ -34,7 +34,7 @@ static void usage(FILE *f)
             "          [--asc-residual same|first] [--temporal-window W --frames F (Latte)] [--no-binning] [--threads N] [--quiet]\n"
             "  search-solver -m MODEL_DIR --nfe N --prompts FILE|-p PROMPT --out schedule.json [--population P] [--generations G]\n"
             "          [--max-order 1-3] [--samples K per prompt] [--ref-steps R] [--seed S] [--cfg G] [-W W] [-H H] [--dtype f32|bf16]\n"
-            "  compare A.png B.png [--min-psnr X] [--min-ssim Y] [--diff DIFF.png]\n"
+            "  compare A.png B.png [--min-psnr X] [--min-ssim Y] [--diff DIFF.png] [--json]\n"
             "  bench transformer [--arch pixart-xl-2|latte-1] [--frames F] [--res 512] [--dtype bf16|f32] [--threads N] [--iters K] [--layers L] [--breakdown]\n"
             "          [--attn-plan PLAN.json ...] [--quant w8a8|w4a8]\n"
             "  quantize -m MODEL_DIR --prompts FILE --scheme w8a8|w4a8|mixed --out DIR [--budget BITS] [--alpha A] [--steps N]\n"
