@@ -6,6 +6,7 @@
 #include "runtime/core/safetensors.h"
 #include "runtime/models/stdit.h"
 #include "runtime/models/dit_block.h"
+#include "schedulers/iddpm.h"
 
 #define DIR_ "tests/fixtures/stdit-tiny"
 
@@ -272,6 +273,68 @@ static void test_cli_eval(void **state)
     tu_rmtree(tmp);
 }
 
+/* A fixture tensor as a malloc'd f32 array of exactly n elements. */
+static float *st_tensor(dt_safetensors *st, const char *name, size_t n)
+{
+    const dt_st_entry *e = dt_st_find(st, name);
+    if (!e) fail_msg("%s: missing", name);
+    assert_int_equal(e->nbytes / dt_dtype_size(e->dtype), n);
+    float *v = tu_alloc(n);
+    dt_st_read_f32(e, v);
+    return v;
+}
+
+/* Open-Sora's IDDPM step by step (fixtures replayed through the repository's own p_sample
+ * bit for bit, tests/fixtures/README.md): each step from the recorded latents, model output
+ * and noise gives the recorded next latents; the timesteps are the repository's. */
+static void iddpm_case(const char *name, int steps, size_t n)
+{
+    char path[256];
+    snprintf(path, sizeof path, DIR_ "/iddpm_%s.safetensors", name);
+    dt_safetensors *st;
+    dt_err err = {0};
+    if (dt_st_open(path, &st, &err) != DT_OK) fail_msg("%s", err.msg);
+    float *x = st_tensor(st, "x_T", n), *eps = st_tensor(st, "eps", steps * n), *var = st_tensor(st, "var", steps * n),
+          *noise = st_tensor(st, "noise", steps * n), *xs = st_tensor(st, "x", steps * n), *ts = st_tensor(st, "timesteps", steps);
+    dt_st_close(st);
+    dt_iddpm *s;
+    assert_int_equal(dt_iddpm_create(1000, steps, &s, &err), DT_OK);
+    assert_int_equal(dt_iddpm_num_steps(s), steps);
+    for (int i = 0; i < steps; i++) assert_true(dt_iddpm_timesteps(s)[i] == ts[i]);
+    assert_true(dt_iddpm_timesteps(s)[0] == 999 && dt_iddpm_timesteps(s)[steps - 1] == 0);
+    float *out = tu_alloc(n);
+    double worst = 0;
+    for (int i = 0; i < steps; i++) {
+        const float *prev = i ? xs + (size_t)(i - 1) * n : x, *ref = xs + (size_t)i * n;
+        size_t o = (size_t)i * n;
+        assert_int_equal(dt_iddpm_step(s, i, eps + o, var + o, prev, i == steps - 1 ? NULL : noise + o, out, n, &err), DT_OK);
+        double md = 0, mx = 0;
+        for (size_t j = 0; j < n; j++) {
+            md = fmax(md, fabs((double)out[j] - ref[j]));
+            mx = fmax(mx, fabs((double)ref[j]));
+        }
+        worst = fmax(worst, md / mx);
+    }
+    printf("  iddpm %s: %d steps, worst max|diff|/max|x| %.2e (limit 1e-6)\n", name, steps, worst);
+    assert_true(worst <= 1e-6);
+    /* a noisy step without noise, and a step past the end, fail */
+    assert_int_equal(dt_iddpm_step(s, 0, eps, var, x, NULL, out, n, &err), DT_EINVAL);
+    assert_int_equal(dt_iddpm_step(s, steps, eps, var, x, noise, out, n, &err), DT_EINVAL);
+    dt_iddpm_free(s);
+    free(x); free(eps); free(var); free(noise); free(xs); free(ts); free(out);
+}
+
+static void test_iddpm(void **state)
+{
+    (void)state;
+    iddpm_case("s10", 10, 2 * 4 * 2 * 4 * 4);
+    iddpm_case("s100", 100, 1 * 4 * 1 * 2 * 2);
+    dt_iddpm *s;
+    dt_err err = {0};
+    assert_int_equal(dt_iddpm_create(1000, 1001, &s, &err), DT_EINVAL);
+    assert_int_equal(dt_iddpm_create(1000, 0, &s, &err), DT_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -284,6 +347,7 @@ int main(void)
         cmocka_unit_test(test_bad_config),
         cmocka_unit_test(test_param_count),
         cmocka_unit_test(test_cli_eval),
+        cmocka_unit_test(test_iddpm),
     };
     return cmocka_run_group_tests_name("stdit", tests, NULL, NULL);
 }
