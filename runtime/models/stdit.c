@@ -601,8 +601,19 @@ static double den_flops(const void *m, int batch, int frames, int h, int w, int 
 
 static void den_free(void *m) { stdit_free(m); }
 
+/* "OpenSoraPipeline" (a model_index.json ditrt defines: Open-Sora has no diffusers pipeline):
+ * T5 captions padded to model_max_length 120 with the mask to the denoiser, the SD VAE per
+ * frame on latents / scaling_factor (VideoAutoencoderKL.decode), 4 frames a call (v1.1's
+ * micro_batch_size; frames decode independently). The sampling is ditrt's generic loop with
+ * the folder's diffusers scheduler, not yet the repository's: its IDDPM (schedulers/iddpm.h)
+ * needs the variance half of the conditional output, CFG on the first 3 latent channels only,
+ * and y_embedder.y_embedding (with the prompt's mask) as the negative caption. */
+static const dt_pipeline_class pipelines[] = {
+    {.name = "OpenSoraPipeline", .max_len = 120, .fixed_len = 1, .decode_chunk = 4},
+};
+
 const dt_denoiser_class dt_stdit_class = {
-    .class_name = "STDiT", .preset = "stdit-xl-2", .pipelines = NULL, .npipelines = 0, .describe = den_describe,
+    .class_name = "STDiT", .preset = "stdit-xl-2", .pipelines = pipelines, .npipelines = 1, .describe = den_describe,
     .create = den_create, .info = den_info, .forward = den_forward, .set_attn_hook = den_set_hook,
     .set_resume = den_set_resume, .step_bytes = den_step_bytes, .matmul_flops = den_flops, .free = den_free,
 };
