@@ -196,7 +196,9 @@ static dt_status build(stdit_model *m, dt_weight_source *src, dt_err *err)
     const stdit_config *c = &m->cfg;
     dt_backend *be = m->be;
     int C = c->hidden, p = c->patch;
-    int tok_hint = 2 * c->frames * (c->height / p) * (c->width / p), cap_hint = 2 * c->max_length;
+    /* GEMM row hints (CFG batch 2 at the native size), bounded: the config's sizes may be large */
+    int64_t tokens = 2 * (int64_t)c->frames * (c->height / p) * (c->width / p);
+    int tok_hint = tokens > (1 << 24) ? 1 << 24 : (int)tokens, cap_hint = 2 * c->max_length;
     DT_TRY(patch_embed_load(m, src, tok_hint, err));
     /* the conditioning layers in f32 whatever the compute dtype (dit_common.h) */
     DT_TRY(dt_load_linear1(be, src, "t_embedder.mlp.0", DIT_TPROJ_DIM, C, 1, DT_ACT_SILU, 2, DT_F32, &m->ada.t1, err));
