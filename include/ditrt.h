@@ -168,7 +168,12 @@ typedef struct {
     int batch_index;                   /* -1 (default): all `batch` items; 0..batch-1: only that item of
                                         * the batch (*n = 1), from its slice of the batch's noise (the
                                         * latents and any stochastic solver's step noise): the batch's
-                                        * item computed alone (README "Reproducible batches") */
+                                        * item computed alone, 1/batch of the work; its pixels match the
+                                        * batch's within f32 rounding (GEMM blocking depends on the row
+                                        * count), not byte for byte ... */
+    int batch_exact;                   /* ... unless this is 1: the whole batch is computed and item
+                                        * batch_index returned, byte-identical to the batch's (the
+                                        * batch's work) */
     ditrt_log_fn warning;              /* called during ditrt_generate* (before the first step) with each
                                         * one-line warning about the request's settings: a size far from
                                         * the model's trained size, a zoo without a model schedule. NULL

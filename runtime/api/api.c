@@ -265,6 +265,14 @@ static int begin(ditrt_ctx *c, int video, dt_err *err)
     return 0;
 }
 
+/* batch_exact: the batch was computed whole; item i's pixels become the result's only ones. */
+static void keep_item(dt_gen_result *res, int i)
+{
+    size_t per = (size_t)(res->frames ? res->frames : 1) * 3 * res->width * res->height;
+    memmove(res->pixels, res->pixels + (size_t)i * per, per * sizeof(float));
+    res->batch = 1;
+}
+
 /* Checks params, then runs the pipeline (images: frames 0); res holds float pixels on success. */
 static ditrt_status run(ditrt_ctx *c, const ditrt_gen_params *params, int video, dt_gen_result *res, dt_err *err)
 {
@@ -287,9 +295,13 @@ static ditrt_status run(ditrt_ctx *c, const ditrt_gen_params *params, int video,
                         .max_sequence_length = p->max_sequence_length, .force = p->force, .progress = progress_hook,
                         .progress_user = &h, .eta = p->eta, .attn_plan = c->has_plan ? &c->plan : NULL,
                         .model_ids = c->ms.ids, .n_model_ids = c->ms.n, .decode_chunk = p->decode_chunk,
-                        .frame_progress = p->frame_progress ? frame_hook : NULL, .one_item = p->batch_index >= 0,
+                        .frame_progress = p->frame_progress ? frame_hook : NULL,
+                        .one_item = p->batch_index >= 0 && !p->batch_exact,
                         .item_index = p->batch_index, .warning = p->warning, .warning_user = p->warning_user};
+    if (p->batch_exact && p->batch_index < 0)
+        return dt_fail(err, DT_EINVAL, "batch_exact: needs a batch_index");
     dt_status st = dt_pipeline_generate(c->p, &r, res, err);
+    if (st == DT_OK && p->batch_exact) keep_item(res, p->batch_index);
     atomic_store(&c->cancel, 0); /* a started generation consumes any cancel issued during it */
     if (st != DT_OK) return st;
     c->last = (ditrt_gen_info){.struct_size = sizeof c->last, .prompt_truncated = res->prompt_truncated,

@@ -113,6 +113,7 @@ static int parse(int argc, char **argv, const gen_form *form, gen_args *a)
         else if (F("--seed")) ok = !strcmp(v, "-1") ? (a->random_seed = 1) : cli_parse_u64("--seed", v, &a->req.seed);
         else if (F("--batch")) ok = cli_parse_int("--batch", v, 1, 64, &a->req.batch);
         else if (F("--batch-index")) ok = cli_parse_int("--batch-index", v, 0, 63, &a->req.batch_index);
+        else if (!miss && !strcmp(argv[i], "--batch-exact")) a->req.batch_exact = 1;
         else if (F("--clip-sample")) ok = !strcmp(v, "on") || !strcmp(v, "off") ? (a->clip_sample = v, 1)
                                          : (cli_usage_error("--clip-sample: expected on or off, got \"%s\"", v), 0);
         else if (F("--dtype")) a->dtype = v;
@@ -145,6 +146,7 @@ static int parse(int argc, char **argv, const gen_form *form, gen_args *a)
     if (a->schedule && (a->solver || a->karras))
         return cli_usage_error("--solver-schedule: not combinable with --solver / --karras (the schedule is the solver)"), 0;
     if (a->statistics && !a->schedule) return cli_usage_error("--solver-statistics: needs --solver-schedule"), 0;
+    if (a->req.batch_exact && a->req.batch_index < 0) return cli_usage_error("--batch-exact: needs --batch-index"), 0;
     if (a->req.batch_index >= a->req.batch)
         return cli_usage_error("--batch-index: %d is not an item of --batch %d (items 0..%d)", a->req.batch_index,
                                a->req.batch, a->req.batch - 1), 0;
