@@ -273,14 +273,18 @@ typedef struct {
 
 /* ---- section: outputs and comparisons (files) ---- */
 /* Images are PNG (the meta pairs as tEXt chunks, iTXt for non-ASCII values; keys 1..79
- * printable Latin-1 characters), JPEG (quality 95) or BMP, by extension (any case); JPEG and BMP
- * carry no text. Videos by path: a folder (ending in '/' or existing) of frame_000.png ...,
+ * printable Latin-1 characters), JPEG (quality 95), WebP (still, lossy, quality 90) or BMP, by
+ * extension (any case). JPEG and WebP carry one text: the value of a "parameters" pair when
+ * there is one (the AUTOMATIC1111 web UI's generation text, which txt2img writes), else
+ * "key: value" lines of all pairs, as an EXIF UserComment (and in JPEG a COM segment too; each
+ * cut at 64 KB); WebP adds the pairs as "key: value" lines in XMP, as videos do. BMP carries
+ * no text. Videos by path: a folder (ending in '/' or existing) of frame_000.png ...,
  * a pattern with one integer conversion ("out_%03d.png"), .webp (animated, quality 90, meta in
  * XMP) or .mp4 (H.264, CRF 18, yuv420p, meta as mdta tags and `comment`). Every file is
  * written to a temp file in its folder and renamed into place when complete: a failure
  * leaves no partial file and an earlier file untouched. Errors name the path. */
 typedef enum {
-    DITRT_OUTPUT_IMAGE,         /* .png, .jpg/.jpeg, .bmp */
+    DITRT_OUTPUT_IMAGE,         /* .png, .jpg/.jpeg, .webp (as an image: video 0), .bmp */
     DITRT_OUTPUT_FRAME_FOLDER,  /* <folder>/frame_000.png ... */
     DITRT_OUTPUT_FRAME_PATTERN, /* printf pattern of .png files */
     DITRT_OUTPUT_WEBP,
@@ -298,7 +302,8 @@ DITRT_API ditrt_status ditrt_image_save(const char *path, const ditrt_image *ima
 DITRT_API ditrt_status ditrt_video_save(const char *path, const ditrt_video *video, double fps, const ditrt_meta *meta,
                                         int n, ditrt_error *err);
 /* Reads a PNG (any bit depth or colour type: palette expanded, gray replicated, alpha dropped,
- * 16-bit rounded to 8), JPEG or BMP by content into 8-bit RGB; free with ditrt_image_free. */
+ * 16-bit rounded to 8), JPEG, still WebP or BMP by content into 8-bit RGB; free with
+ * ditrt_image_free. */
 DITRT_API ditrt_status ditrt_image_load(const char *path, ditrt_image *out, ditrt_error *err);
 /* Frees the pixels of one image and zeroes it (not the ditrt_generate arrays:
  * ditrt_images_free); NULL is a no-op. */
