@@ -4,6 +4,7 @@
  * WebP; settings that would lie refused or recorded truly, and the one-line warnings. */
 #include "testutil.h"
 #include "runtime/io/image_meta.h"
+#include "runtime/plans/fastattn.h"
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -247,6 +248,42 @@ static void test_settings_that_lie(void **state)
         fail_msg("stderr: %s", out);
     assert_int_equal(ditrt(out, sizeof out, 1, GEN " -W 64 -H 64 -q -o z2.png --zoo %s/tests/fixtures/pixart-pipe-tiny", root, root), 0);
     assert_string_equal(out, "");
+    /* a plan calibrated at 16 tokens (the demo's 32 px) used at 64 px = 64 tokens */
+    const char *plan = "txt2img -m %s/assets/demo-pixart -p 'a red circle' --dtype f32 --text-encoder-dtype f32 "
+                       "--threads 1 --attn-plan %s/configs/attn/demo-pixart-d0.05.json -o a%d.png %s";
+    snprintf(cmd, sizeof cmd, plan, root, root, 1, "-W 64 -H 64 --no-binning");
+    assert_int_equal(ditrt(out, sizeof out, 1, "%s", cmd), 0);
+    if (!strstr(out, "ditrt: warning: attention plan: calibrated at 16 tokens per frame, this size has 64"))
+        fail_msg("stderr: %s", out);
+    snprintf(cmd, sizeof cmd, plan, root, root, 2, "");
+    assert_int_equal(ditrt(out, sizeof out, 1, "%s", cmd), 0);
+    assert_null(strstr(out, "warning"));
+}
+
+/* "tokens" in a plan file: read, written back, optional, never negative. */
+static void test_plan_tokens(void **state)
+{
+    (void)state;
+    const char *text = "{\"format\": \"ditrt-attn-plan\", \"steps\": 2, \"window\": 1, \"tokens\": 64, "
+                       "\"layers\": [[\"full\", \"full\"]]}";
+    dt_attn_plan p, q;
+    dt_err e = {0};
+    assert_int_equal(dt_attn_plan_parse(text, "plan", &p, &e), DT_OK);
+    assert_int_equal(p.tokens, 64);
+    char path[600];
+    snprintf(path, sizeof path, "%s/plan.json", tmp);
+    assert_int_equal(dt_attn_plan_save(&p, path, &e), DT_OK);
+    assert_int_equal(dt_attn_plan_load(path, &q, &e), DT_OK);
+    assert_int_equal(q.tokens, 64);
+    dt_attn_plan_free(&p);
+    dt_attn_plan_free(&q);
+    assert_int_equal(dt_attn_plan_parse("{\"format\": \"ditrt-attn-plan\", \"steps\": 1, \"window\": 1, "
+                                        "\"layers\": [[\"full\"]]}", "plan", &p, &e), DT_OK);
+    assert_int_equal(p.tokens, 0);
+    dt_attn_plan_free(&p);
+    assert_int_not_equal(dt_attn_plan_parse("{\"format\": \"ditrt-attn-plan\", \"steps\": 1, \"window\": 1, "
+                                            "\"tokens\": -4, \"layers\": [[\"full\"]]}", "plan", &p, &e), DT_OK);
+    assert_non_null(strstr(e.msg, "tokens"));
 }
 
 int main(void)
@@ -257,6 +294,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_parameters_text, setup, teardown),
         cmocka_unit_test(test_exif_user_comment),
         cmocka_unit_test_setup_teardown(test_settings_that_lie, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_plan_tokens, setup, teardown),
     };
     return cmocka_run_group_tests_name("cli_outputs", tests, NULL, NULL);
 }

@@ -294,6 +294,13 @@ static dt_status plan_request(dt_pipeline *p, const dt_gen_request *r, plan *pl,
     return check_memory(p, r, pl, err);
 }
 
+/* Denoiser tokens per frame at the generated size. */
+static int plan_tokens(const dt_pipeline *p, const plan *pl)
+{
+    int cell = dt_pipeline_size_multiple(p); /* pixels per token side: patch x VAE upscale */
+    return (pl->height / cell) * (pl->width / cell);
+}
+
 /* The request's settings worth a warning, each one line through r->warning. */
 static void warn_request(const dt_pipeline *p, const dt_gen_request *r, const plan *pl)
 {
@@ -304,6 +311,12 @@ static void warn_request(const dt_pipeline *p, const dt_gen_request *r, const pl
     if (ratio > 2.0 || ratio < 0.5) {
         snprintf(line, sizeof line, "size: %dx%d is far from the model's trained size %dx%d (%.2fx the pixels); expect "
                  "repeated or broken content", pl->width, pl->height, native, native, ratio);
+        r->warning(line, r->warning_user);
+    }
+    int tokens = plan_tokens(p, pl);
+    if (r->attn_plan && r->attn_plan->tokens && r->attn_plan->tokens != tokens) {
+        snprintf(line, sizeof line, "attention plan: calibrated at %d tokens per frame, this size has %d; its methods "
+                 "may not hold here (calibrate again at this size)", r->attn_plan->tokens, tokens);
         r->warning(line, r->warning_user);
     }
     if (p->nzoo > 1 && !r->model_ids) {
@@ -606,6 +619,7 @@ dt_status dt_pipeline_generate(dt_pipeline *p, const dt_gen_request *r, dt_gen_r
     int up = vae_upscale(p->parts.vae);
     warn_request(p, r, &pl);
     res->max_sequence_length = pl.max_len;
+    res->tokens = plan_tokens(p, &pl);
     double t0 = dt_now();
     text_out text;
     DT_TRY(encode_text(p, r, &pl, &text, res, err));

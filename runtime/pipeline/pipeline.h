@@ -90,6 +90,7 @@ typedef struct {
     int prompt_truncated;      /* the prompt had more tokens than max_sequence_length */
     int negative_truncated;
     int max_sequence_length;
+    int tokens;                /* denoiser tokens per frame of the generated (binned) size */
     double seconds_text, seconds_sampling, seconds_decode;
 } dt_gen_result;
 
