@@ -113,7 +113,6 @@ static int parse(int argc, char **argv, const gen_form *form, gen_args *a)
         else if (F("--seed")) ok = !strcmp(v, "-1") ? (a->random_seed = 1) : cli_parse_u64("--seed", v, &a->req.seed);
         else if (F("--batch")) ok = cli_parse_int("--batch", v, 1, 64, &a->req.batch);
         else if (F("--batch-index")) ok = cli_parse_int("--batch-index", v, 0, 63, &a->req.batch_index);
-        else if (!miss && !strcmp(argv[i], "--batch-exact")) a->req.batch_exact = 1;
         else if (F("--clip-sample")) ok = !strcmp(v, "on") || !strcmp(v, "off") ? (a->clip_sample = v, 1)
                                          : (cli_usage_error("--clip-sample: expected on or off, got \"%s\"", v), 0);
         else if (F("--dtype")) a->dtype = v;
@@ -135,6 +134,7 @@ static int parse(int argc, char **argv, const gen_form *form, gen_args *a)
         else if (!strcmp(argv[i], "--no-clean-caption")) a->req.clean_caption = 0;
         else if (!strcmp(argv[i], "--force")) a->req.force = 1;
         else if (!strcmp(argv[i], "--karras")) a->karras = 1;
+        else if (!strcmp(argv[i], "--batch-exact")) a->req.batch_exact = 1;
         else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) a->quiet = 1;
         else if (!strcmp(argv[i], "--json")) a->json = 1;
         else return cli_usage_error("%s: unknown option \"%s\"", form->name, argv[i]), 0;
@@ -301,7 +301,8 @@ static ditrt_status write_outputs(const gen_args *a, ditrt_output_kind kind, con
         int n = item_meta(a, info, g, o, done, ibuf, &params, meta, nmeta);
         item_path(a->output, kind, done, o->n, path, sizeof path);
         if (stage) stage_path(path, done, tmp, sizeof tmp);
-        s = write_item(a, kind, o, done, stage ? tmp : path, meta, n, err);
+        s = !a->form->video && !params ? cli_fail(err, DITRT_ENOMEM, "%s: out of memory for the metadata", path)
+                                       : write_item(a, kind, o, done, stage ? tmp : path, meta, n, err);
         free(params);
     }
     if (s != DITRT_OK) done--; /* the failed item left no file */
