@@ -228,7 +228,7 @@ static void test_settings_that_lie(void **state)
     char out[8192];
     const char *demo = "txt2img -m %s/assets/demo-pixart -p 'a red circle' --dtype f32 --text-encoder-dtype f32 "
                        "--threads 1 --solver-schedule %s/configs/solvers/demo-pixart-usf-nfe6.json";
-    char cmd[1024];
+    char cmd[2900];
     snprintf(cmd, sizeof cmd, "%s --steps 50 -o s.png", demo);
     assert_int_equal(ditrt(out, sizeof out, 1, cmd, root, root), 2);
     if (!strstr(out, "fixes 6 steps") || !strstr(out, "--steps 6")) fail_msg("stderr: %s", out);
