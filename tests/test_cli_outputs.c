@@ -166,6 +166,29 @@ static void test_batches_and_seeds(void **state)
     free(seed);
 }
 
+/* Item 3 for videos (Latte: a batch's captions are masked, not cut, also for one item alone):
+ * --batch-exact gives the batch's frames, --batch-index alone the same clip within rounding. */
+static void test_video_batch_item(void **state)
+{
+    (void)state;
+    char out[4096];
+    const char *vid = "txt2vid -m %s/assets/demo-latte -p 'a blue triangle' --steps 3 --dtype f32 --text-encoder-dtype f32 "
+                      "--threads 1 -q --seed 2 --batch 2 %s -o %s";
+    const char *dirs[] = {"v", "e", "a"};
+    for (int i = 0; i < 3; i++) {
+        char d[600];
+        snprintf(d, sizeof d, "%s/%s", tmp, dirs[i]);
+        assert_int_equal(mkdir(d, 0755), 0);
+    }
+    assert_int_equal(ditrt(out, sizeof out, 1, vid, root, "", "v/"), 0);
+    assert_int_equal(ditrt(out, sizeof out, 1, vid, root, "--batch-index 1 --batch-exact", "e/"), 0);
+    assert_int_equal(ditrt(out, sizeof out, 1, vid, root, "--batch-index 1", "a/"), 0);
+    assert_int_equal(ditrt(out, sizeof out, 1, "compare v/1/ e/ --min-psnr 1000"), 0); /* identical: inf dB */
+    assert_int_equal(ditrt(out, sizeof out, 1, "compare v/1/ a/ --min-psnr 60"), 0);
+    assert_int_not_equal(ditrt(out, sizeof out, 1, "compare v/0/ a/ --min-psnr 60"), 0);
+    expect_text("e/frame_000.png", "batch_index", "1");
+}
+
 /* Item 4: the web UI's parameters text in PNG, JPEG (EXIF UserComment and COM) and WebP. */
 static void test_parameters_text(void **state)
 {
@@ -291,6 +314,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_paths_and_overwrite, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batches_and_seeds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_video_batch_item, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parameters_text, setup, teardown),
         cmocka_unit_test(test_exif_user_comment),
         cmocka_unit_test_setup_teardown(test_settings_that_lie, setup, teardown),

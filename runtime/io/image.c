@@ -176,7 +176,7 @@ typedef struct {
 
 static void mem_put(membuf *m, const void *data, size_t n)
 {
-    if (m->fail) return;
+    if (m->fail || !n) return;
     if (m->n + n > m->cap) {
         size_t cap = (m->n + n) * 2;
         uint8_t *q = realloc(m->p, cap);
