@@ -56,6 +56,7 @@ void cli_summary_add(struct cJSON *obj, const cli_summary *s);
  * output's metadata and the --json summary so an image or clip says how it was made. */
 typedef struct {
     const char *attn_plan, *quant, *solver_schedule, *solver_statistics, *zoo, *model_schedule;
+    const char *clip_sample; /* "on" / "off" when given */
     double eta;
     int karras;
     char eta_text[32]; /* storage for the metadata value */
@@ -63,6 +64,16 @@ typedef struct {
 /* Appends the set fields of x to meta[n..cap) as key/value pairs; returns the new count. */
 int cli_settings_meta(cli_settings *x, ditrt_meta *meta, int n, int cap);
 void cli_settings_json(struct cJSON *obj, const cli_settings *x);
+/* The AUTOMATIC1111-style `parameters` text of an image (gen_infotext.c): the prompt, the
+ * negative prompt and "Steps: ..., Sampler: ..., ..." as the web UI writes them; malloc'd
+ * (NULL when out of memory). */
+typedef struct {
+    const char *prompt, *negative_prompt, *solver, *model, *version;
+    int steps, width, height, karras, batch, batch_index;
+    uint64_t seed;
+    double cfg, eta;
+} cli_infotext_fields;
+char *cli_infotext(const cli_infotext_fields *f);
 /* Prints obj (indented) on stdout and frees it. */
 void cli_json_print(struct cJSON *obj);
 
