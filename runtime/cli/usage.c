@@ -40,18 +40,21 @@ static void gen_help(text *t, int video)
     else ditrt_gen_params_init(&d);
     const char *name = video ? "txt2vid" : "txt2img";
     add(t, "usage: ditrt %s -m MODEL_DIR -p PROMPT [options]\n", name);
-    add(t, video ? "Generates videos (Latte pipelines) from a prompt.\n" : "Generates images (PixArt-alpha/Sigma pipelines) from a prompt.\n");
+    add(t, video ? "Generates videos (Latte, Open-Sora STDiT pipelines) from a prompt.\n"
+                 : "Generates images (PixArt-alpha/Sigma pipelines) from a prompt.\n");
     add(t, "options:\n"
            "  -m, --model DIR           pipeline folder: model_index.json, transformer/, vae/, text_encoder/,\n"
            "                            tokenizer/, scheduler/ (a diffusers save_pretrained layout); required\n"
            "  -p, --prompt TEXT         required\n"
            "  -n, --negative-prompt TEXT  default \"%s\"\n", d.negative_prompt ? d.negative_prompt : "");
     if (video)
-        add(t, "  -o, --output PATH         .mp4, .webp, a frame folder (dir/) or frame_%%03d.png; default out.mp4;\n"
-               "                            missing folders are created\n");
+        add(t, "  -o, --output PATH         .mp4, .webp, a frame folder (dir/) or frame_%%03d.png; default out.mp4\n");
     else
-        add(t, "  -o, --output PATH         .png, .jpg or .bmp; default out.png; a batch writes out-0.png,\n"
-               "                            out-1.png, ...; missing folders are created\n");
+        add(t, "  -o, --output PATH         .png, .jpg, .webp or .bmp; default out.png\n");
+    add(t, "                            -o replaces an existing file once the new one is complete; without -o,\n"
+           "                            out%s is never replaced (out_2%s, ...); a batch writes out-0%s, out-1%s, ...;\n"
+           "                            missing folders are created (like mkdir -p); each path written is printed\n",
+        video ? ".mp4" : ".png", video ? ".mp4" : ".png", video ? ".mp4" : ".png", video ? ".mp4" : ".png");
     add(t, "  -W, --width N             default: the model's native size\n"
            "  -H, --height N            default: the model's native size\n");
     if (video)
@@ -60,12 +63,15 @@ static void gen_help(text *t, int video)
                "  --decode-chunk K          frames per VAE decode call; default: the pipeline's (all, or 14)\n");
     add(t, "  --steps N                 default %d\n"
            "  --cfg G                   guidance scale; default %g (<= 1: no guidance)\n"
-           "  --seed S                  default %llu\n"
-           "  --batch N                 outputs per prompt; default %d\n",
+           "  --seed S                  default %llu; -1: a random seed (recorded in the metadata)\n"
+           "  --batch N                 outputs per prompt; default %d\n"
+           "  --batch-index I           only item I of --batch N (its noise; equal to the batch's within rounding)\n"
+           "  --batch-exact             with --batch-index: computes the whole batch, item I byte-identical\n",
         d.steps, d.cfg, (unsigned long long)d.seed, d.batch);
     add(t, "  --solver NAME             default: the folder's scheduler (--list-solvers lists the names)\n"
            "  --karras                  Karras sigmas (DPM-Solver++, UniPC, Euler, Heun)\n"
            "  --eta X                   DDIM's eta; default 0\n"
+           "  --clip-sample on|off      clip the predicted x0 (DDIM-style solvers); default: the folder's config\n"
            "  --list-solvers            lists the solvers and exits\n"
            "  --solver-schedule FILE    a USF solver schedule (from search-solver) instead of --solver\n"
            "  --solver-statistics FILE  DPM-Solver-v3 statistics the schedule needs\n"
@@ -83,8 +89,8 @@ static void gen_help(text *t, int video)
                "                            patch x VAE scale, 16 for PixArt-XL-2)\n");
     add(t, "  --no-clean-caption        skip the pipeline's caption cleaning\n"
            "  --force                   run even when the memory estimate exceeds the machine's\n"
-           "  -q, --quiet               no progress or warnings\n"
-           "  --json                    a JSON summary on stdout\n");
+           "  -q, --quiet               no progress, warnings or paths written\n"
+           "  --json                    a JSON summary on stdout (instead of the paths written)\n");
 }
 
 static void txt2img_help(text *t) { gen_help(t, 0); }
@@ -201,7 +207,8 @@ static void compare_help(text *t)
            "options:\n"
            "  --min-psnr X              fail (exit 1) below X dB\n"
            "  --min-ssim Y              fail (exit 1) below Y\n"
-           "  --diff FILE               write the difference image\n");
+           "  --diff FILE               write the difference image\n"
+           "  --json                    the result as one JSON object on stdout\n");
 }
 
 static void info_help(text *t)
@@ -240,7 +247,7 @@ static void bench_help(text *t)
 {
     add(t, "usage: ditrt bench transformer|text-encoder [options]   (developer tool: random weights)\n"
            "options:\n"
-           "  --arch NAME               transformer: pixart-xl-2 (default) or latte-1; text-encoder: t5-xxl\n"
+           "  --arch NAME               transformer: pixart-xl-2 (default), latte-1 or stdit-xl-2; text-encoder: t5-xxl\n"
            "  --res N                   transformer: image size; default 512\n"
            "  --frames F                latte-1: frames\n"
            "  --layers L                blocks run; default all\n"
@@ -260,7 +267,7 @@ static const struct {
     void (*help)(text *t);
 } commands[] = {
     {"txt2img", "generate images from a prompt (PixArt-alpha/Sigma)", txt2img_help},
-    {"txt2vid", "generate videos from a prompt (Latte)", txt2vid_help},
+    {"txt2vid", "generate videos from a prompt (Latte, STDiT/Open-Sora)", txt2vid_help},
     {"compare", "PSNR/SSIM of two images or videos, with thresholds (regression checks)", compare_help},
     {"info", "describe a model folder or an attention plan", info_help},
     {"calibrate-attn", "make a DiTFastAttn attention plan (--attn-plan)", calibrate_help},

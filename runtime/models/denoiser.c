@@ -3,6 +3,7 @@
 #include "denoiser.h"
 #include "pixart.h"
 #include "latte.h"
+#include "stdit.h"
 #include "runtime/core/json.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 static const dt_denoiser_class *const registry[] = {
     &dt_pixart_class,
     &dt_latte_class,
+    &dt_stdit_class,
 };
 #define NCLASSES (sizeof registry / sizeof *registry)
 
