@@ -208,6 +208,8 @@ static void test_suggestions(void **state)
     expect_msg("./ditrt search-solver --nef 4", 2, "did you mean --nfe?", NULL);
     expect_msg("./ditrt info --attn-plna x", 2, "did you mean --attn-plan?", NULL);
     expect_msg("./ditrt eval transformer --inn x", 2, "eval transformer: unknown option \"--inn\" (did you mean --in?)", NULL);
+    expect_msg("./ditrt txt2img -w 64", 2, "unknown option \"-w\" (did you mean -W?)", NULL);
+    expect_msg("./ditrt txt2img -x 64", 2, "unknown option \"-x\" (ditrt txt2img --help lists the options)", NULL);
     expect_msg("./ditrt txt2img --frobnicate", 2, "unknown option \"--frobnicate\" (ditrt txt2img --help lists the options)", NULL);
     expect_msg("./ditrt txt2img a cat", 2, "unexpected argument \"a\"", NULL);
     expect_msg("./ditrt txt2im", 2, "unknown command \"txt2im\" (did you mean txt2img?)", NULL);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Appends to buf (a fixed-size text being built). */
 typedef struct {
@@ -386,8 +387,12 @@ const char *cli_closest_option(const char *cmd, const char *arg, char *buf, size
         if (wl >= 4 && !strncmp(names[i].name, want, wl) && d > 1) d = 1;
         if (d < best_d) best_d = d, best = i;
     }
-    /* close enough to be the same option: one edit in a short name, up to three in a long one */
-    int limit = wl <= 5 ? 1 : wl <= 10 ? 2 : 3;
+    /* close enough to be the same option: one edit in a short name, up to three in a long one;
+     * a one-letter option only by its case (-w for -W): any other letter is one edit from all */
+    int limit = wl <= 2 ? 0 : wl <= 5 ? 1 : wl <= 10 ? 2 : 3;
+    if (wl <= 2)
+        for (int i = 0; i < count && best_d; i++)
+            if (!strcasecmp(names[i].name, want)) best_d = 0, best = i;
     if (best < 0 || best_d > limit) return NULL;
     snprintf(buf, n, "%s", names[best].name);
     return buf;
