@@ -16,7 +16,9 @@
 #define SDXL "tests/fixtures/unet-sdxl-tiny"
 
 static const char *models[] = {SD15, SDXL};
-static const char *cases[] = {"b2_nonsquare", "b1_scalar_t"};
+static const char *cases[] = {"b2_nonsquare", "b1_scalar_t", "b2_mask"}; /* the mask case: SD 1.5 only */
+static const size_t ncases[] = {3, 2};
+static int drop_mask; /* run_case without the file's encoder_attention_mask */
 
 static dt_denoiser *load(dt_backend *be, const char *dir)
 {
@@ -42,7 +44,11 @@ static float *run_case(dt_denoiser *d, const char *dir, const char *cse, size_t 
     out.data = tu_poisoned(*n_out);
     dt_arena arena;
     dt_arena_init(&arena);
+    if (drop_mask) x.in.encoder_attention_mask = NULL;
     if (dt_denoiser_forward(d, &x.in, &arena, &out, &err) != DT_OK) fail_msg("%s %s: %s", dir, cse, err.msg);
+    /* the memory estimate covers what the forward took */
+    double est = dt_denoiser_step_bytes(d, (int)shape[0], 1, (int)shape[2], (int)shape[3], (int)x.tehs.shape[1]);
+    if (!((double)arena.peak <= est)) fail_msg("%s %s: arena peak %zu above step_bytes %.0f", dir, cse, arena.peak, est);
     dt_arena_free(&arena);
     dt_denoiser_inputs_free(&x);
     return out.data;
@@ -69,7 +75,7 @@ static void parity(dt_dtype cd, double tol)
     dt_backend *be = tu_backend(cd);
     for (size_t mi = 0; mi < 2; mi++) {
         dt_denoiser *d = load(be, models[mi]);
-        for (size_t ci = 0; ci < 2; ci++) {
+        for (size_t ci = 0; ci < ncases[mi]; ci++) {
             size_t n;
             float *o = run_case(d, models[mi], cases[ci], &n), *ref = expected(models[mi], cases[ci], n);
             double e = tu_rel_l2(o, ref, n);
@@ -98,6 +104,25 @@ static void test_deterministic(void **state)
     assert_int_equal(n1, n3);
     assert_memory_equal(a, c, n1 * sizeof(float));
     free(a); free(b); free(c);
+    dt_denoiser_free(d);
+    dt_backend_destroy(be);
+}
+
+/* The mask case's keys matter: without the mask the output moves well past the tolerance. */
+static void test_mask_used(void **state)
+{
+    (void)state;
+    dt_backend *be = tu_backend(DT_F32);
+    dt_denoiser *d = load(be, SD15);
+    size_t n;
+    drop_mask = 1;
+    float *o = run_case(d, SD15, "b2_mask", &n), *ref = expected(SD15, "b2_mask", n);
+    drop_mask = 0;
+    double e = tu_rel_l2(o, ref, n);
+    printf("  b2_mask without its mask: rel L2 %.2e\n", e);
+    assert_true(e > 1e-2);
+    free(o);
+    free(ref);
     dt_denoiser_free(d);
     dt_backend_destroy(be);
 }
@@ -381,6 +406,7 @@ int main(void)
         cmocka_unit_test(test_parity_f32),
         cmocka_unit_test(test_parity_bf16),
         cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_mask_used),
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_param_count),
         cmocka_unit_test(test_config_refusals),

@@ -74,8 +74,9 @@ static dt_status walk(const unet_config *c, unet_levels *lv, int *res_in, dt_err
         int r = n - 1 - i, co = c->block_out_channels[r], nres = c->layers_per_block[r] + 1;
         int in_ch = c->block_out_channels[r - 1 < 0 ? 0 : r - 1];
         for (int j = 0; j < nres; j++) {
+            if (ns == 0) return dt_fail(err, DT_EUNSUPPORTED, "unet config: \"layers_per_block\": the up blocks take more skip connections than the down blocks give");
             int want = j == nres - 1 ? in_ch : co, got = stack[--ns];
-            if (ns < 0 || got != want)
+            if (got != want)
                 return dt_fail(err, DT_EUNSUPPORTED, "unet config: \"layers_per_block\" up block %d resnet %d takes a %d-channel "
                                "skip connection, the down blocks give %d", i, j, want, got);
             res_in[k++] = cur + got;
