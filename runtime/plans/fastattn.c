@@ -91,6 +91,8 @@ dt_status dt_attn_plan_check(const dt_attn_plan *p, int layers, int temporal, in
 {
     int spatial = p->layers - p->temporal;
     const char *kind = temporal ? "spatial layer" : "layer";
+    if (layers + temporal <= 0) /* a U-Net: no DiT blocks for a plan's rows */
+        return dt_fail(err, DT_EUNSUPPORTED, "attention plan: DiTFastAttn plans apply to diffusion transformers; this model has no DiT blocks (a U-Net?)");
     if (temporal && !p->temporal)
         return dt_fail(err, DT_EINVAL, "attention plan: temporal layer 0 step 0: the plan has no temporal layers (an image "
                                        "model's plan?), the model has %d spatial and %d temporal layers", layers, temporal);

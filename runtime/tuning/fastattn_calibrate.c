@@ -32,6 +32,7 @@ dt_status dt_fa_model_shape(const char *model_dir, int width, int height, int fr
     char dir[4096];
     DT_TRY(dt_model_component_dir(model_dir, "transformer", dir, sizeof dir, err));
     DT_TRY(describe(dir, info, err));
+    DT_TRY(dt_denoiser_attn_plans(info, err)); /* a U-Net has no DiT blocks */
     int patch = info->patch_size, g = info->sample_size / patch;
     *F = info->max_frames ? (frames ? frames : info->max_frames) : 1;
     *C = info->inner;
