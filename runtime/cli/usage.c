@@ -202,7 +202,7 @@ static void search_models_help(text *t)
 
 static void compare_help(text *t)
 {
-    add(t, "usage: ditrt compare A B [--min-psnr X] [--min-ssim Y] [--diff DIFF.png]\n"
+    add(t, "usage: ditrt compare A B [--min-psnr X] [--min-ssim Y] [--diff DIFF.png] [--json]\n"
            "PSNR and SSIM of two images or videos (.mp4, .webp, frame folders, %%d patterns).\n"
            "Exit 0: the thresholds hold; 1: one does not; 2: bad input.\n"
            "options:\n"
@@ -248,7 +248,8 @@ static void bench_help(text *t)
 {
     add(t, "usage: ditrt bench transformer|text-encoder [options]   (developer tool: random weights)\n"
            "options:\n"
-           "  --arch NAME               transformer: pixart-xl-2 (default), latte-1 or stdit-xl-2; text-encoder: t5-xxl\n"
+           "  --arch NAME               transformer: pixart-xl-2 (default), latte-1, stdit-xl-2, sd15-unet or\n"
+           "                            sdxl-unet; text-encoder: t5-xxl\n"
            "  --res N                   transformer: image size; default 512\n"
            "  --frames F                latte-1: frames\n"
            "  --layers L                blocks run; default all\n"
