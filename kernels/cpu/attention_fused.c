@@ -185,20 +185,20 @@ AVX2 static void pv_avx2(const float *P, int64_t ldp, const float *V, int64_t ld
 }
 
 /* 2^x on 8 lanes for x <= 0: x = n + f with |f| <= 1/2, 2^f by its degree-6 Taylor polynomial
- * (relative error below 1.3e-7), 2^n into the exponent; x below −126 gives 2^−126, a weight
- * of ~1e-38 (as softmax.c's clamped exp8 does). Four operations fewer than exp8's e^x. */
+ * (relative error below 1.3e-7) in Estrin's scheme (a shorter dependency chain than Horner's:
+ * the loop below is latency-bound otherwise), 2^n into the exponent; x below −126 gives 2^−126,
+ * a weight of ~1e-38 (as softmax.c's clamped exp8 does). */
 AVX2 static inline __m256 exp2_8(__m256 x)
 {
     x = _mm256_max_ps(x, _mm256_set1_ps(-126.0f));
     __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 f = _mm256_sub_ps(x, n);
-    __m256 p = _mm256_set1_ps(1.5403530393381606e-4f);
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3333558146428443e-3f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618129107628477e-3f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550410866482158e-2f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.2402265069591007f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.6931471805599453f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    __m256 f = _mm256_sub_ps(x, n), f2 = _mm256_mul_ps(f, f), f4 = _mm256_mul_ps(f2, f2);
+    __m256 p01 = _mm256_fmadd_ps(f, _mm256_set1_ps(0.6931471805599453f), _mm256_set1_ps(1.0f));
+    __m256 p23 = _mm256_fmadd_ps(f, _mm256_set1_ps(5.550410866482158e-2f), _mm256_set1_ps(0.2402265069591007f));
+    __m256 p45 = _mm256_fmadd_ps(f, _mm256_set1_ps(1.3333558146428443e-3f), _mm256_set1_ps(9.618129107628477e-3f));
+    __m256 p46 = _mm256_fmadd_ps(f2, _mm256_set1_ps(1.5403530393381606e-4f), p45);
+    __m256 p = _mm256_fmadd_ps(f2, p23, p01);
+    p = _mm256_fmadd_ps(f4, p46, p);
     __m256i s = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(s));
 }
@@ -241,13 +241,21 @@ AVX2 static float row_avx2(float *s, int64_t lo, int64_t hi, const float *kb, co
         bm = s[j] > bm ? s[j] : bm;
     }
     float alpha, mx = fold_max(m, bm, &alpha);
-    __m256 vmx = _mm256_set1_ps(mx), acc = _mm256_setzero_ps();
-    for (j = lo; j < n8; j += 8) {
+    __m256 vmx = _mm256_set1_ps(mx), acc = _mm256_setzero_ps(), acc2 = acc;
+    for (j = lo; j + 16 <= n8; j += 16) { /* two chains in flight */
+        __m256 e = exp2_8(_mm256_sub_ps(_mm256_loadu_ps(s + j), vmx));
+        __m256 e2 = exp2_8(_mm256_sub_ps(_mm256_loadu_ps(s + j + 8), vmx));
+        _mm256_storeu_ps(s + j, e);
+        _mm256_storeu_ps(s + j + 8, e2);
+        acc = _mm256_add_ps(acc, e);
+        acc2 = _mm256_add_ps(acc2, e2);
+    }
+    for (; j < n8; j += 8) {
         __m256 e = exp2_8(_mm256_sub_ps(_mm256_loadu_ps(s + j), vmx));
         _mm256_storeu_ps(s + j, e);
         acc = _mm256_add_ps(acc, e);
     }
-    float sum = hsum8(acc);
+    float sum = hsum8(_mm256_add_ps(acc, acc2));
     for (; j < hi; j++) sum += (s[j] = vm_exp((s[j] - mx) * LN2));
     *l = *l * alpha + sum;
     return alpha;
@@ -316,8 +324,9 @@ static void pack_kv_panel(const fa_geom *g, int64_t pair, int64_t panel, float *
         const float *kr = (const float *)g->k->data + b * g->k->strides[0] + j * g->k->strides[1] + h * d;
         const float *vs = (const float *)g->v->data + b * g->v->strides[0] + j * g->v->strides[1] + h * d;
         for (int64_t c = 0; c < d; c++) kp[c * NR + jj] = kr[c];
-        memcpy(vr, vs, (size_t)d * sizeof(float));
-        memset(vr + d, 0, (size_t)(dp - d) * sizeof(float));
+#pragma omp simd
+        for (int64_t c = 0; c < d; c++) vr[c] = vs[c];
+        for (int64_t c = d; c < dp; c++) vr[c] = 0.0f;
     }
 }
 
@@ -364,12 +373,12 @@ static void run_tile(const fa_geom *g, int64_t pair, const float *Kp, const floa
         int64_t lo = 0, hi = 0, i = x->i0 + r;
         if (r < x->rows) row_band(g, i, kb, kn, &lo, &hi);
         if (lo >= hi) { memset(srow + jlo, 0, (size_t)(jhi - jlo) * sizeof(float)); continue; }
-        memset(srow + jlo, 0, (size_t)(lo - jlo) * sizeof(float));
-        memset(srow + hi, 0, (size_t)(jhi - hi) * sizeof(float));
+        if (lo > jlo) memset(srow + jlo, 0, (size_t)(lo - jlo) * sizeof(float));
+        if (jhi > hi) memset(srow + hi, 0, (size_t)(jhi - hi) * sizeof(float));
         const float *kbr = g->kbias ? g->kbias + b * g->nk + kb : NULL;
         const float *hbr = g->hbias ? g->hbias + ((int64_t)h * g->nq + i) * g->nk + kb : NULL;
         float alpha = kn_->row(srow, lo, hi, kbr, hbr, &x->m[r], &x->l[r]);
-        if (alpha != 1.0f) kn_->scale_row(x->O + r * dp, dp, alpha);
+        if (alpha != 1.0f && alpha != 0.0f) kn_->scale_row(x->O + r * dp, dp, alpha); /* 0: O is still 0 */
     }
     /* O += P·V: column-chunk-major, so a chunk of V is reused from L1 by every strip */
     for (int64_t c0 = 0; c0 < dp; c0 += 24) {
@@ -452,9 +461,11 @@ void fattn_run(const dt_tensor *q, const dt_tensor *k, const dt_tensor *v, const
         float *ws = work + (size_t)omp_get_thread_num() * work_floats(d);
         for (int64_t g0 = 0; g0 < bh; g0 += G) {
             int64_t gn = min64(G, bh - g0);
+            /* keys outer, heads inner: consecutive heads of a token are adjacent in memory, so the
+             * packing sweeps K and V in order instead of one head's strided slice at a time */
 #pragma omp for collapse(2) schedule(static)
-            for (int64_t p = 0; p < gn; p++)
-                for (int64_t pn = 0; pn < npan; pn++)
+            for (int64_t pn = 0; pn < npan; pn++)
+                for (int64_t p = 0; p < gn; p++)
                     pack_kv_panel(&g, g0 + p, pn, pack + p * pf, pack + p * pf + rup(g.nkpad * d, 16));
 #pragma omp for collapse(2) schedule(dynamic, 1)
             for (int64_t p = 0; p < gn; p++)
