@@ -193,6 +193,17 @@ static void test_backend_kernels(void **state)
                           backend(DT_ATTN_KERNEL_GEMM, 19 * 4 * 40)};
     for (int b = 0; b < 3; b++)
         for (size_t i = 0; i < sizeof cs / sizeof *cs; i++) check_backend(bes[b], &cs[i], 70 + i);
+    /* the two-GEMM kernel's score-block bounds of test_kernels.c (which now runs the fused default):
+     * one pair per group, whole heads, blocks of 32 query rows */
+    const size_t blocks[] = {64, 33 * 19 * 4 * 4, 19 * 4 * 40};
+    for (int i = 0; i < 3; i++) {
+        dt_backend *g = backend(DT_ATTN_KERNEL_GEMM, blocks[i]);
+        check_backend(g, &cs[0], 90 + i);
+        dt_backend_destroy(g);
+    }
+    dt_backend *g = backend(DT_ATTN_KERNEL_GEMM, 70 * 4 * 33);
+    check_backend(g, &(fa_case){1, 70, 70, 2, 8, -1, 0, 0}, 95);
+    dt_backend_destroy(g);
     /* shape errors are refused by the fused entry too */
     float z[8] = {0};
     int64_t s1[3] = {1, 2, 4}, s2[3] = {1, 2, 3};

@@ -26,7 +26,7 @@
 
 #ifndef FATTN_BQ
 #define FATTN_BQ 64
-#define FATTN_BC 96
+#define FATTN_BC 192
 #endif
 enum { MR = 4, NR = 24, BQ = FATTN_BQ, BC = FATTN_BC, NSTRIP = BQ / MR };
 #define PACK_BYTES ((size_t)16 << 20)
@@ -41,12 +41,14 @@ static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
  * row: one score row s over [lo, hi): adds the biases (kb, hb: NULL or tile-aligned), folds the
  *      row into the running max *m and sum *l, leaves exp(s − max) in s; returns the factor
  *      the row's output must be rescaled by (0 on the row's first keys, 1 when the max held).
- * scale_row: o[0..n) *= a. */
+ * scale_row: o[0..n) *= a.
+ * pack8: 8 key rows (d floats each) transposed into dst[c·NR + t] (t = 0..7, c < d). */
 typedef struct {
     void (*qk)(const float *Q, int64_t dq, const float *Kp, int64_t d, float *S, int64_t lds);
     void (*pv)(const float *P, int64_t ldp, const float *V, int64_t ldv, int64_t n, float *O, int64_t ldo, int nv);
     float (*row)(float *s, int64_t lo, int64_t hi, const float *kb, const float *hb, float *m, float *l);
     void (*scale_row)(float *o, int64_t n, float a);
+    void (*pack8)(const float *const rows[8], int64_t d, float *dst);
 } fa_kernels;
 
 /* ---- plain C ---- */
@@ -104,7 +106,13 @@ static void scale_row_plain(float *o, int64_t n, float a)
     for (int64_t c = 0; c < n; c++) o[c] *= a;
 }
 
-static const fa_kernels kernels_plain = {qk_plain, pv_plain, row_plain, scale_row_plain};
+static void pack8_plain(const float *const rows[8], int64_t d, float *dst)
+{
+    for (int t = 0; t < 8; t++)
+        for (int64_t c = 0; c < d; c++) dst[c * NR + t] = rows[t][c];
+}
+
+static const fa_kernels kernels_plain = {qk_plain, pv_plain, row_plain, scale_row_plain, pack8_plain};
 
 /* ---- AVX2 + FMA ---- */
 
@@ -267,7 +275,38 @@ AVX2 static void scale_row_avx2(float *o, int64_t n, float a)
     for (int64_t c = 0; c < n; c += 8) _mm256_storeu_ps(o + c, _mm256_mul_ps(_mm256_loadu_ps(o + c), va)); /* n = dp */
 }
 
-static const fa_kernels kernels_avx2 = {qk_avx2, pv_avx2, row_avx2, scale_row_avx2};
+/* 8x8 transposes (unpack, shuffle, 128-bit permute), the d % 8 tail by scalars */
+AVX2 static void pack8_avx2(const float *const rows[8], int64_t d, float *dst)
+{
+    int64_t c0 = 0;
+    for (; c0 + 8 <= d; c0 += 8) {
+        __m256 t0 = _mm256_unpacklo_ps(_mm256_loadu_ps(rows[0] + c0), _mm256_loadu_ps(rows[1] + c0));
+        __m256 t1 = _mm256_unpackhi_ps(_mm256_loadu_ps(rows[0] + c0), _mm256_loadu_ps(rows[1] + c0));
+        __m256 t2 = _mm256_unpacklo_ps(_mm256_loadu_ps(rows[2] + c0), _mm256_loadu_ps(rows[3] + c0));
+        __m256 t3 = _mm256_unpackhi_ps(_mm256_loadu_ps(rows[2] + c0), _mm256_loadu_ps(rows[3] + c0));
+        __m256 t4 = _mm256_unpacklo_ps(_mm256_loadu_ps(rows[4] + c0), _mm256_loadu_ps(rows[5] + c0));
+        __m256 t5 = _mm256_unpackhi_ps(_mm256_loadu_ps(rows[4] + c0), _mm256_loadu_ps(rows[5] + c0));
+        __m256 t6 = _mm256_unpacklo_ps(_mm256_loadu_ps(rows[6] + c0), _mm256_loadu_ps(rows[7] + c0));
+        __m256 t7 = _mm256_unpackhi_ps(_mm256_loadu_ps(rows[6] + c0), _mm256_loadu_ps(rows[7] + c0));
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        float *o = dst + c0 * NR;
+        _mm256_store_ps(o + 0 * NR, _mm256_permute2f128_ps(u0, u4, 0x20));
+        _mm256_store_ps(o + 1 * NR, _mm256_permute2f128_ps(u1, u5, 0x20));
+        _mm256_store_ps(o + 2 * NR, _mm256_permute2f128_ps(u2, u6, 0x20));
+        _mm256_store_ps(o + 3 * NR, _mm256_permute2f128_ps(u3, u7, 0x20));
+        _mm256_store_ps(o + 4 * NR, _mm256_permute2f128_ps(u0, u4, 0x31));
+        _mm256_store_ps(o + 5 * NR, _mm256_permute2f128_ps(u1, u5, 0x31));
+        _mm256_store_ps(o + 6 * NR, _mm256_permute2f128_ps(u2, u6, 0x31));
+        _mm256_store_ps(o + 7 * NR, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+    for (int t = 0; t < 8; t++)
+        for (int64_t c = c0; c < d; c++) dst[c * NR + t] = rows[t][c];
+}
+
+static const fa_kernels kernels_avx2 = {qk_avx2, pv_avx2, row_avx2, scale_row_avx2, pack8_avx2};
 
 int fattn_have_avx2(void)
 {
@@ -285,6 +324,7 @@ typedef struct {
     int64_t nq, nk, d, dp, nkpad, w; /* w < 0: full attention */
     float scale;
     const fa_kernels *kn;
+    const float *zeros; /* d zeros: the rows of padding keys */
 } fa_geom;
 
 static int64_t pair_floats(int64_t nk, int64_t d)
@@ -305,7 +345,8 @@ size_t fattn_scratch_bytes(int64_t B, int64_t nq, int64_t nk, int heads, int64_t
 {
     (void)nq;
     int64_t bh = B * heads > 0 ? B * heads : 1;
-    return ((size_t)group_pairs(bh, nk, d) * pair_floats(nk, d) + (size_t)threads * work_floats(d)) * sizeof(float);
+    return ((size_t)group_pairs(bh, nk, d) * pair_floats(nk, d) + (size_t)threads * work_floats(d) + rup(d, 16)) *
+           sizeof(float);
 }
 
 /* K of pair (b, h) into panels [nkpad/NR][d][NR]; V into [nkpad][dp]; zero padded */
@@ -313,17 +354,23 @@ static void pack_kv_panel(const fa_geom *g, int64_t pair, int64_t panel, float *
 {
     int64_t b = pair / g->heads, h = pair % g->heads, d = g->d, dp = g->dp;
     float *kp = Kp + panel * d * NR;
+    const float *kbase = (const float *)g->k->data + b * g->k->strides[0] + h * d;
+    for (int j8 = 0; j8 < NR; j8 += 8) { /* K: 8 keys at a time; keys past Nk are zero rows */
+        const float *rows[8];
+        for (int t = 0; t < 8; t++) {
+            int64_t j = panel * NR + j8 + t;
+            rows[t] = j < g->nk ? kbase + j * g->k->strides[1] : g->zeros;
+        }
+        g->kn->pack8(rows, d, kp + j8);
+    }
     for (int jj = 0; jj < NR; jj++) {
         int64_t j = panel * NR + jj;
         float *vr = Vp + j * dp;
         if (j >= g->nk) {
-            for (int64_t c = 0; c < d; c++) kp[c * NR + jj] = 0.0f;
             memset(vr, 0, (size_t)dp * sizeof(float));
             continue;
         }
-        const float *kr = (const float *)g->k->data + b * g->k->strides[0] + j * g->k->strides[1] + h * d;
         const float *vs = (const float *)g->v->data + b * g->v->strides[0] + j * g->v->strides[1] + h * d;
-        for (int64_t c = 0; c < d; c++) kp[c * NR + jj] = kr[c];
 #pragma omp simd
         for (int64_t c = 0; c < d; c++) vr[c] = vs[c];
         for (int64_t c = d; c < dp; c++) vr[c] = 0.0f;
@@ -455,7 +502,9 @@ void fattn_run(const dt_tensor *q, const dt_tensor *k, const dt_tensor *v, const
                  .heads = heads, .nq = nq, .nk = nk, .d = d, .dp = rup(d, 8), .nkpad = rup(nk, NR),
                  .w = window, .scale = scale * LOG2E, .kn = isa == FATTN_ISA_AVX2 ? &kernels_avx2 : &kernels_plain};
     int64_t G = group_pairs(bh, nk, d), pf = pair_floats(nk, d), nqb = (nq + BQ - 1) / BQ, npan = g.nkpad / NR;
-    float *pack = scratch, *work = pack + G * pf;
+    float *pack = scratch, *work = pack + G * pf, *zeros = work + (size_t)threads * work_floats(d);
+    memset(zeros, 0, (size_t)d * sizeof(float));
+    g.zeros = zeros;
 #pragma omp parallel num_threads(threads)
     {
         float *ws = work + (size_t)omp_get_thread_num() * work_floats(d);
