@@ -57,7 +57,7 @@ static void free_inputs(fa_inputs *x)
 }
 
 /* fattn_run on its own scratch; out is a poisoned contiguous [B, nq, C]. */
-static float *run_fused(const fa_inputs *x, fattn_isa isa, int threads)
+static float *run_fused_q(const fa_inputs *x, fattn_isa isa, int q8, int threads)
 {
     const fa_case *c = &x->c;
     size_t n = (size_t)c->B * c->nq * c->H * c->d;
@@ -67,10 +67,12 @@ static float *run_fused(const fa_inputs *x, fattn_isa isa, int threads)
     size_t bytes = fattn_scratch_bytes(c->B, c->nq, c->nk, c->H, c->d, threads);
     void *ws = aligned_alloc(64, (bytes + 63) / 64 * 64);
     assert_non_null(ws);
-    fattn_run(&x->q, &x->k, &x->v, c->window < 0 ? &x->bias : NULL, c->H, x->scale, c->window, isa, threads, ws, &to);
+    fattn_run(&x->q, &x->k, &x->v, c->window < 0 ? &x->bias : NULL, c->H, x->scale, c->window, isa, q8, threads, ws, &to);
     free(ws);
     return o;
 }
+
+static float *run_fused(const fa_inputs *x, fattn_isa isa, int threads) { return run_fused_q(x, isa, 0, threads); }
 
 static void describe(const fa_case *c, char *s, size_t n)
 {
@@ -132,6 +134,60 @@ static void test_fused_vs_reference(void **state)
         c.mask = !band && tu_uniform(&r) > 0;
         c.head_bias = !band && tu_uniform(&r) > 0;
         check_case(&c, 100 + t);
+    }
+}
+
+/* int8 QKᵀ (SageAttention-style): within a bound of the float reference on random data, equal
+ * (to rounding of the exponentials) between the AVX2 and plain kernels, and insensitive to a
+ * common offset of the keys (the smoothing subtracts it; without it the offset would eat the
+ * int8 range). Measured here: rel L2 about 5e-3 to 9e-3; the bound leaves 2x. */
+#define Q8_BOUND 2e-2
+static double q8_error(const fa_case *c, uint64_t seed, float key_offset, fattn_isa isa, float **keep)
+{
+    fa_inputs x;
+    make_inputs(c, seed, &x);
+    size_t n = (size_t)c->B * c->nq * c->H * c->d;
+    if (key_offset != 0) { /* shift every key: softmax-invariant, so the reference stays */
+        int C = c->H * c->d, nmax = c->nq > c->nk ? c->nq : c->nk;
+        for (int b = 0; b < c->B; b++)
+            for (int j = 0; j < c->nk; j++)
+                for (int e = 0; e < C; e++) ((float *)x.k.data)[b * x.k.strides[0] + j * x.k.strides[1] + e] += key_offset * (1 + e % 3);
+        (void)nmax;
+        dt_tensor tr = dt_tensor_view(x.ref, DT_F32, 3, x.q.shape);
+        /* the offset changes q·k by q·offset, the same for every key of a row: same reference */
+        if (c->window < 0) ref_attention(&x.q, &x.k, &x.v, &x.bias, c->H, x.scale, &tr);
+        else ref_window_attention(&x.q, &x.k, &x.v, c->H, x.scale, c->window, &tr);
+    }
+    float *o = run_fused_q(&x, isa, 1, 2);
+    double e = tu_rel_l2(o, x.ref, n);
+    if (keep) *keep = o;
+    else free(o);
+    free_inputs(&x);
+    return e;
+}
+
+static void test_int8_qk(void **state)
+{
+    (void)state;
+    const fa_case cs[] = {{2, 150, 150, 3, 72, -1, 0, 0}, {2, 97, 120, 2, 72, -1, 1, 0}, {1, 61, 61, 2, 13, -1, 1, 1},
+                          {2, 200, 200, 2, 72, 20, 0, 0}, {1, 90, 90, 3, 88, 0, 0, 0}, {1, 33, 33, 1, 5, -1, 0, 0}};
+    for (size_t i = 0; i < sizeof cs / sizeof *cs; i++) {
+        char what[160];
+        describe(&cs[i], what, sizeof what);
+        float *plain = NULL, *avx = NULL;
+        double e = q8_error(&cs[i], 300 + i, 0, FATTN_ISA_PLAIN, &plain);
+        double eo = q8_error(&cs[i], 300 + i, 3.0f, FATTN_ISA_PLAIN, NULL);
+        print_message("  int8 QK %s: rel L2 %.2e, keys offset by 3 %.2e\n", what, e, eo);
+        if (!(e <= Q8_BOUND)) fail_msg("int8 QK, %s: rel L2 %.3g > %.3g", what, e, Q8_BOUND);
+        if (!(eo <= 2 * e + 1e-4)) fail_msg("int8 QK, %s: a key offset raised the error %.3g -> %.3g", what, e, eo);
+        if (fattn_have_avx2()) {
+            double ea = q8_error(&cs[i], 300 + i, 0, FATTN_ISA_AVX2, &avx);
+            size_t n = (size_t)cs[i].B * cs[i].nq * cs[i].H * cs[i].d;
+            double d = tu_rel_l2(avx, plain, n);
+            if (!(d <= 1e-5)) fail_msg("int8 QK avx2 vs plain, %s: rel L2 %.3g (errors %.3g, %.3g)", what, d, ea, e);
+            free(avx);
+        }
+        free(plain);
     }
 }
 
@@ -255,6 +311,7 @@ int main(void)
         cmocka_unit_test(test_fused_thread_independent),
         cmocka_unit_test(test_backend_kernels),
         cmocka_unit_test(test_backend_switch),
+        cmocka_unit_test(test_int8_qk),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

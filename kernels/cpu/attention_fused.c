@@ -42,13 +42,16 @@ static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
  *      row into the running max *m and sum *l, leaves exp(s − max) in s; returns the factor
  *      the row's output must be rescaled by (0 on the row's first keys, 1 when the max held).
  * scale_row: o[0..n) *= a.
- * pack8: 8 key rows (d floats each) transposed into dst[c·NR + t] (t = 0..7, c < d). */
+ * pack8: 8 key rows (d floats each) transposed into dst[c·NR + t] (t = 0..7, c < d).
+ * qk8: the int8 scores (qk8 mode): S[MR][NR] = scl · Q8·K8ᵀ, Q8 rows of channel pairs (int16
+ *      values in [-127, 127], row stride dq2 pairs), K8 a panel [d2][NR][2]; exact int32 sums. */
 typedef struct {
     void (*qk)(const float *Q, int64_t dq, const float *Kp, int64_t d, float *S, int64_t lds);
     void (*pv)(const float *P, int64_t ldp, const float *V, int64_t ldv, int64_t n, float *O, int64_t ldo, int nv);
     float (*row)(float *s, int64_t lo, int64_t hi, const float *kb, const float *hb, float *m, float *l);
     void (*scale_row)(float *o, int64_t n, float a);
     void (*pack8)(const float *const rows[8], int64_t d, float *dst);
+    void (*qk8)(const int16_t *Q, int64_t dq2, const int16_t *K8, int64_t d2, float scl, float *S, int64_t lds);
 } fa_kernels;
 
 /* ---- plain C ---- */
@@ -112,7 +115,18 @@ static void pack8_plain(const float *const rows[8], int64_t d, float *dst)
         for (int64_t c = 0; c < d; c++) dst[c * NR + t] = rows[t][c];
 }
 
-static const fa_kernels kernels_plain = {qk_plain, pv_plain, row_plain, scale_row_plain, pack8_plain};
+static void qk8_plain(const int16_t *Q, int64_t dq2, const int16_t *K8, int64_t d2, float scl, float *S, int64_t lds)
+{
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++) {
+            int32_t acc = 0;
+            for (int64_t c = 0; c < d2; c++)
+                acc += Q[(r * dq2 + c) * 2] * K8[(c * NR + j) * 2] + Q[(r * dq2 + c) * 2 + 1] * K8[(c * NR + j) * 2 + 1];
+            S[r * lds + j] = (float)acc * scl;
+        }
+}
+
+static const fa_kernels kernels_plain = {qk_plain, pv_plain, row_plain, scale_row_plain, pack8_plain, qk8_plain};
 
 /* ---- AVX2 + FMA ---- */
 
@@ -306,7 +320,44 @@ AVX2 static void pack8_avx2(const float *const rows[8], int64_t d, float *dst)
         for (int64_t c = c0; c < d; c++) dst[c * NR + t] = rows[t][c];
 }
 
-static const fa_kernels kernels_avx2 = {qk_avx2, pv_avx2, row_avx2, scale_row_avx2, pack8_avx2};
+/* Without VNNI, vpmaddwd on int16-widened codes: exact (|q·k| pair sums stay far inside int32),
+ * 16 multiply-adds an instruction but needing an add besides, so on AVX2 this runs at about
+ * the f32 FMA rate: the int8 mode is here for its accuracy study and for VNNI/AVX-512 ports,
+ * not for speed on this ISA. */
+AVX2 static void qk8_avx2(const int16_t *Q, int64_t dq2, const int16_t *K8, int64_t d2, float scl, float *S, int64_t lds)
+{
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
+    __m256i c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
+    const int32_t *q0 = (const int32_t *)Q, *q1 = q0 + dq2, *q2 = q0 + 2 * dq2, *q3 = q0 + 3 * dq2;
+    for (int64_t c = 0; c < d2; c++) {
+        const __m256i *kp = (const __m256i *)(K8 + c * NR * 2);
+        __m256i b0 = _mm256_load_si256(kp), b1 = _mm256_load_si256(kp + 1), b2 = _mm256_load_si256(kp + 2);
+        __m256i a = _mm256_set1_epi32(q0[c]);
+        c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(a, b0)); c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(a, b1));
+        c02 = _mm256_add_epi32(c02, _mm256_madd_epi16(a, b2));
+        a = _mm256_set1_epi32(q1[c]);
+        c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(a, b0)); c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(a, b1));
+        c12 = _mm256_add_epi32(c12, _mm256_madd_epi16(a, b2));
+        a = _mm256_set1_epi32(q2[c]);
+        c20 = _mm256_add_epi32(c20, _mm256_madd_epi16(a, b0)); c21 = _mm256_add_epi32(c21, _mm256_madd_epi16(a, b1));
+        c22 = _mm256_add_epi32(c22, _mm256_madd_epi16(a, b2));
+        a = _mm256_set1_epi32(q3[c]);
+        c30 = _mm256_add_epi32(c30, _mm256_madd_epi16(a, b0)); c31 = _mm256_add_epi32(c31, _mm256_madd_epi16(a, b1));
+        c32 = _mm256_add_epi32(c32, _mm256_madd_epi16(a, b2));
+    }
+    const __m256 vs = _mm256_set1_ps(scl);
+#define ST(p, c) _mm256_storeu_ps(p, _mm256_mul_ps(_mm256_cvtepi32_ps(c), vs))
+    ST(S, c00); ST(S + 8, c01); ST(S + 16, c02);
+    S += lds;
+    ST(S, c10); ST(S + 8, c11); ST(S + 16, c12);
+    S += lds;
+    ST(S, c20); ST(S + 8, c21); ST(S + 16, c22);
+    S += lds;
+    ST(S, c30); ST(S + 8, c31); ST(S + 16, c32);
+#undef ST
+}
+
+static const fa_kernels kernels_avx2 = {qk_avx2, pv_avx2, row_avx2, scale_row_avx2, pack8_avx2, qk8_avx2};
 
 int fattn_have_avx2(void)
 {
@@ -325,15 +376,35 @@ typedef struct {
     float scale;
     const fa_kernels *kn;
     const float *zeros; /* d zeros: the rows of padding keys */
+    int q8;             /* int8 QKᵀ (SageAttention-style) */
 } fa_geom;
+
+/* One pair's packed operands: K panels f32 [npan][d][NR], V [nkpad][dp]; for q8 also the
+ * smoothed int8 K as int16 channel pairs [npan][d2][NR][2], one scale per panel, the key mean. */
+typedef struct {
+    float *K, *V, *sk, *mean;
+    int16_t *K8;
+} fa_pair;
 
 static int64_t pair_floats(int64_t nk, int64_t d)
 {
-    int64_t nkpad = rup(nk > 0 ? nk : 1, NR);
-    return rup(nkpad * d, 16) + rup(nkpad * rup(d, 8), 16);
+    int64_t nkpad = rup(nk > 0 ? nk : 1, NR), d2 = (d + 1) / 2;
+    return rup(nkpad * d, 16) + rup(nkpad * rup(d, 8), 16) + rup(nkpad * d2, 16) + rup(nkpad / NR, 16) + rup(d, 16);
 }
 
-static int64_t work_floats(int64_t d) { return rup(2 * BQ * rup(d, 8) + BQ * BC + 2 * BQ, 16); }
+static fa_pair pair_at(float *base, int64_t nkpad, int64_t d)
+{
+    fa_pair P;
+    P.K = base;
+    P.V = P.K + rup(nkpad * d, 16);
+    P.K8 = (int16_t *)(P.V + rup(nkpad * rup(d, 8), 16));
+    P.sk = (float *)P.K8 + rup(nkpad * ((d + 1) / 2), 16);
+    P.mean = P.sk + rup(nkpad / NR, 16);
+    return P;
+}
+
+/* per thread: Q, O, S, m, l, and Q's int8 codes as int16 pairs */
+static int64_t work_floats(int64_t d) { return rup(2 * BQ * rup(d, 8) + BQ * BC + 2 * BQ + BQ * ((d + 1) / 2), 16); }
 
 static int64_t group_pairs(int64_t bh, int64_t nk, int64_t d)
 {
@@ -377,6 +448,49 @@ static void pack_kv_panel(const fa_geom *g, int64_t pair, int64_t panel, float *
     }
 }
 
+/* q8: K smoothed by its mean over the keys (q·mean is the same for every key of a row, so the
+ * softmax does not see it; what is left is centred, and quantizes finer), then int8 per panel
+ * of NR keys at scale amax/127. */
+static void pack_k_mean(const fa_geom *g, fa_pair P)
+{
+    for (int64_t c = 0; c < g->d; c++) {
+        double sum = 0;
+        for (int64_t pn = 0; pn < g->nkpad / NR; pn++)
+            for (int jj = 0; jj < NR; jj++) sum += P.K[(pn * g->d + c) * NR + jj]; /* padding keys are 0 */
+        P.mean[c] = (float)(sum / (double)g->nk);
+    }
+}
+
+static void pack_k8_panel(const fa_geom *g, fa_pair P, int64_t pn)
+{
+    int64_t d = g->d, d2 = (d + 1) / 2, valid = min64(NR, g->nk - pn * NR);
+    const float *kp = P.K + pn * d * NR;
+    float amax = 0.0f;
+    for (int64_t c = 0; c < d; c++)
+        for (int64_t jj = 0; jj < valid; jj++) amax = fmaxf(amax, fabsf(kp[c * NR + jj] - P.mean[c]));
+    float sk = amax > 0 ? amax / 127.0f : 1.0f, inv = 1.0f / sk;
+    P.sk[pn] = sk;
+    int16_t *k8 = P.K8 + pn * d2 * NR * 2;
+    for (int64_t c = 0; c < 2 * d2; c++)
+        for (int jj = 0; jj < NR; jj++)
+            k8[((c / 2) * NR + jj) * 2 + c % 2] =
+                c < d && jj < valid ? (int16_t)lrintf((kp[c * NR + jj] - P.mean[c]) * inv) : 0;
+}
+
+/* q8: the query block's codes, one scale for the block (per-block, as SageAttention's Q) */
+static float pack_q8(const fa_geom *g, const float *Q, int64_t rows, int64_t rpad, int16_t *Q8)
+{
+    int64_t d = g->d, dp = g->dp, d2 = (d + 1) / 2;
+    float amax = 0.0f;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < d; c++) amax = fmaxf(amax, fabsf(Q[r * dp + c]));
+    float sq = amax > 0 ? amax / 127.0f : 1.0f, inv = 1.0f / sq;
+    for (int64_t r = 0; r < rpad; r++)
+        for (int64_t c = 0; c < 2 * d2; c++)
+            Q8[r * 2 * d2 + c] = c < d && r < rows ? (int16_t)lrintf(Q[r * dp + c] * inv) : 0;
+    return sq;
+}
+
 /* Row i's keys within the tile [kb, kb + kn): [*lo, *hi), empty when lo >= hi. */
 static void row_band(const fa_geom *g, int64_t i, int64_t kb, int64_t kn, int64_t *lo, int64_t *hi)
 {
@@ -387,13 +501,17 @@ static void row_band(const fa_geom *g, int64_t i, int64_t kb, int64_t kn, int64_
 
 typedef struct {
     float *Q, *S, *O, *m, *l;
+    int16_t *Q8;
+    float sq;
     int64_t i0, rows, rpad;
     int64_t jlo[NSTRIP], jhi[NSTRIP];
 } fa_block;
 
 /* One key tile [kb, kb + kn) folded into the query block. */
-static void run_tile(const fa_geom *g, int64_t pair, const float *Kp, const float *Vp, fa_block *x, int64_t kb, int64_t kn)
+static void run_tile(const fa_geom *g, int64_t pair, fa_pair P, fa_block *x, int64_t kb, int64_t kn)
 {
+    const float *Kp = P.K, *Vp = P.V;
+    int64_t d2 = (g->d + 1) / 2;
     const fa_kernels *kn_ = g->kn;
     int64_t d = g->d, dp = g->dp, nstrip = x->rpad / MR;
     for (int64_t s = 0; s < nstrip; s++) { /* the union of the strip's rows' bands */
@@ -409,8 +527,13 @@ static void run_tile(const fa_geom *g, int64_t pair, const float *Kp, const floa
     /* scores: panel-major, so a K panel is reused from L1 by every strip */
     for (int64_t p = 0; p * NR < kn; p++)
         for (int64_t s = 0; s < nstrip; s++)
-            if (x->jlo[s] < (p + 1) * NR && x->jhi[s] > p * NR)
-                kn_->qk(x->Q + s * MR * dp, dp, Kp + (kb / NR + p) * d * NR, d, x->S + s * MR * BC + p * NR, BC);
+            if (x->jlo[s] < (p + 1) * NR && x->jhi[s] > p * NR) {
+                if (g->q8)
+                    kn_->qk8(x->Q8 + s * MR * 2 * d2, d2, P.K8 + (kb / NR + p) * d2 * NR * 2, d2,
+                             x->sq * P.sk[kb / NR + p], x->S + s * MR * BC + p * NR, BC);
+                else
+                    kn_->qk(x->Q + s * MR * dp, dp, Kp + (kb / NR + p) * d * NR, d, x->S + s * MR * BC + p * NR, BC);
+            }
     /* online softmax, row by row; P over the strip's [jlo, jhi) outside the row's band is 0 */
     int64_t b = pair / g->heads, h = pair % g->heads;
     for (int64_t r = 0; r < x->rpad; r++) {
@@ -440,12 +563,13 @@ static void run_tile(const fa_geom *g, int64_t pair, const float *Kp, const floa
 }
 
 /* Query rows [i0, i0 + BQ) of one pair against its packed K/V; ws: work_floats(d) floats. */
-static void run_block(const fa_geom *g, int64_t pair, const float *Kp, const float *Vp, int64_t i0, float *ws)
+static void run_block(const fa_geom *g, int64_t pair, fa_pair P, int64_t i0, float *ws)
 {
     int64_t d = g->d, dp = g->dp, b = pair / g->heads, h = pair % g->heads;
     fa_block x = {.Q = ws, .O = ws + BQ * dp, .S = ws + 2 * BQ * dp, .i0 = i0};
     x.m = x.S + BQ * BC;
     x.l = x.m + BQ;
+    x.Q8 = (int16_t *)(x.l + BQ);
     x.rows = min64(BQ, g->nq - i0);
     x.rpad = rup(x.rows, MR);
     const float *qsrc = (const float *)g->q->data + b * g->q->strides[0] + h * d;
@@ -470,12 +594,13 @@ static void run_block(const fa_geom *g, int64_t pair, const float *Kp, const flo
         }
     }
     memset(x.O, 0, (size_t)(x.rpad * dp) * sizeof(float));
+    if (g->q8) x.sq = pack_q8(g, x.Q, x.rows, x.rpad, x.Q8);
     int64_t klo = 0, khi = g->nk;
     if (g->w >= 0) {
         klo = max64(i0 - g->w, 0);
         khi = min64(i0 + x.rows + g->w, g->nk);
     }
-    for (int64_t kb = klo / NR * NR; kb < khi; kb += BC) run_tile(g, pair, Kp, Vp, &x, kb, min64(BC, khi - kb));
+    for (int64_t kb = klo / NR * NR; kb < khi; kb += BC) run_tile(g, pair, P, &x, kb, min64(BC, khi - kb));
     for (int64_t r = 0; r < x.rows; r++) {
         float *restrict dst = obase + (i0 + r) * g->out->strides[1];
         const float *restrict o = x.O + r * dp;
@@ -486,7 +611,7 @@ static void run_block(const fa_geom *g, int64_t pair, const float *Kp, const flo
 }
 
 void fattn_run(const dt_tensor *q, const dt_tensor *k, const dt_tensor *v, const dt_attn_bias *bias, int heads,
-               float scale, int64_t window, fattn_isa isa, int threads, void *scratch, dt_tensor *out)
+               float scale, int64_t window, fattn_isa isa, int qk8, int threads, void *scratch, dt_tensor *out)
 {
     int64_t B = q->shape[0], nq = q->shape[1], nk = k->shape[1], d = q->shape[2] / heads, bh = B * heads;
     if (bh == 0 || nq == 0 || d == 0) return;
@@ -500,7 +625,8 @@ void fattn_run(const dt_tensor *q, const dt_tensor *k, const dt_tensor *v, const
         isa = fattn_have_avx2() ? FATTN_ISA_AVX2 : FATTN_ISA_PLAIN;
     fa_geom g = {.q = q, .k = k, .v = v, .out = out, .kbias = bias ? bias->key : NULL, .hbias = bias ? bias->head : NULL,
                  .heads = heads, .nq = nq, .nk = nk, .d = d, .dp = rup(d, 8), .nkpad = rup(nk, NR),
-                 .w = window, .scale = scale * LOG2E, .kn = isa == FATTN_ISA_AVX2 ? &kernels_avx2 : &kernels_plain};
+                 .w = window, .scale = scale * LOG2E, .kn = isa == FATTN_ISA_AVX2 ? &kernels_avx2 : &kernels_plain,
+                 .q8 = qk8};
     int64_t G = group_pairs(bh, nk, d), pf = pair_floats(nk, d), nqb = (nq + BQ - 1) / BQ, npan = g.nkpad / NR;
     float *pack = scratch, *work = pack + G * pf, *zeros = work + (size_t)threads * work_floats(d);
     memset(zeros, 0, (size_t)d * sizeof(float));
@@ -514,12 +640,20 @@ void fattn_run(const dt_tensor *q, const dt_tensor *k, const dt_tensor *v, const
              * packing sweeps K and V in order instead of one head's strided slice at a time */
 #pragma omp for collapse(2) schedule(static)
             for (int64_t pn = 0; pn < npan; pn++)
-                for (int64_t p = 0; p < gn; p++)
-                    pack_kv_panel(&g, g0 + p, pn, pack + p * pf, pack + p * pf + rup(g.nkpad * d, 16));
+                for (int64_t p = 0; p < gn; p++) {
+                    fa_pair P = pair_at(pack + p * pf, g.nkpad, d);
+                    pack_kv_panel(&g, g0 + p, pn, P.K, P.V);
+                }
+            if (g.q8) {
+#pragma omp for schedule(static)
+                for (int64_t p = 0; p < gn; p++) pack_k_mean(&g, pair_at(pack + p * pf, g.nkpad, d));
+#pragma omp for collapse(2) schedule(static)
+                for (int64_t pn = 0; pn < npan; pn++)
+                    for (int64_t p = 0; p < gn; p++) pack_k8_panel(&g, pair_at(pack + p * pf, g.nkpad, d), pn);
+            }
 #pragma omp for collapse(2) schedule(dynamic, 1)
             for (int64_t p = 0; p < gn; p++)
-                for (int64_t qb = 0; qb < nqb; qb++)
-                    run_block(&g, g0 + p, pack + p * pf, pack + p * pf + rup(g.nkpad * d, 16), qb * BQ, ws);
+                for (int64_t qb = 0; qb < nqb; qb++) run_block(&g, g0 + p, pair_at(pack + p * pf, g.nkpad, d), qb * BQ, ws);
         }
     }
 }

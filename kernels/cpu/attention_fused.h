@@ -26,8 +26,12 @@ size_t fattn_scratch_bytes(int64_t B, int64_t nq, int64_t nk, int heads, int64_t
 /* out = softmax(q·kᵀ·scale + bias)·v per head. window < 0: full attention, bias may be NULL;
  * window >= 0: the band |i − j| <= window (nq == nk, bias NULL). AUTO takes AVX2 where
  * fattn_have_avx2(), else plain; asking for AVX2 on a CPU without it runs plain. scratch:
- * fattn_scratch_bytes(..., threads) bytes, 64-byte aligned; `threads` OpenMP threads. */
+ * fattn_scratch_bytes(..., threads) bytes, 64-byte aligned; `threads` OpenMP threads.
+ * qk8: QKᵀ in int8, SageAttention-style: K smoothed by its mean over the keys (per channel and
+ * head; softmax-invariant), K int8 per panel of 24 keys and Q int8 per block of 64 rows, each at
+ * amax/127, exact int32 dot products; softmax and P·V stay f32. An approximation (about 1e-2
+ * relative on random data, see tests/test_attention_fused.c), off unless asked for. */
 void fattn_run(const dt_tensor *q, const dt_tensor *k, const dt_tensor *v, const dt_attn_bias *bias, int heads,
-               float scale, int64_t window, fattn_isa isa, int threads, void *scratch, dt_tensor *out);
+               float scale, int64_t window, fattn_isa isa, int qk8, int threads, void *scratch, dt_tensor *out);
 
 #endif

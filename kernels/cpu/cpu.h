@@ -24,7 +24,7 @@ typedef struct {
     int bmm_next;                     /* round-robin victim when full */
     void *scratch;                    /* reused conversion/attention buffers */
     size_t scratch_size;
-    int attn_fused;                   /* attention ops run attention_fused.c (cfg.attn_kernel) */
+    dt_attn_kernel attn_kernel;       /* GEMM, FUSED or INT8 (attention_fused.c for the last two) */
 } cpu_backend;
 
 /* Grows the backend scratch to at least `bytes` (reallocates only when it must). */
@@ -121,9 +121,9 @@ dt_status cpu_rms_norm(dt_backend *be, const dt_tensor *x, const float *w, float
 dt_status cpu_gated_act(dt_backend *be, dt_act act, const dt_tensor *x, dt_tensor *y, dt_err *err);
 
 /* The attention ops of the table (attention_select.c): the two-GEMM kernels below or the fused
- * one (attention_fused.h), as cb->attn_fused says; cpu_attn_kernel resolves cfg.attn_kernel
- * (AUTO: DITRT_ATTN, else fused for f32 compute) into *fused, or fails on a bad DITRT_ATTN. */
-dt_status cpu_attn_kernel(const dt_backend_config *cfg, int *fused, dt_err *err);
+ * one (attention_fused.h), as cb->attn_kernel says; cpu_attn_kernel resolves cfg.attn_kernel
+ * (AUTO: DITRT_ATTN, else fused for f32 compute) into *kind, or fails on a bad DITRT_ATTN. */
+dt_status cpu_attn_kernel(const dt_backend_config *cfg, dt_attn_kernel *kind, dt_err *err);
 dt_status cpu_attention_op(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
                            const dt_attn_bias *bias, int heads, float scale, dt_tensor *out, dt_err *err);
 dt_status cpu_window_attention_op(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,

@@ -164,14 +164,14 @@ dt_status cpu_backend_create(const dt_backend_config *cfg, dt_backend **out, dt_
     if (cfg->compute != DT_F32 && cfg->compute != DT_BF16)
         return dt_fail(err, DT_EINVAL, "dtype: compute dtype must be f32 or bf16, got %s", dt_dtype_name(cfg->compute));
     DT_TRY(cpu_check_dtype(cfg->compute, "dtype", err));
-    int fused = 0;
-    DT_TRY(cpu_attn_kernel(cfg, &fused, err));
+    dt_attn_kernel attn = DT_ATTN_KERNEL_GEMM;
+    DT_TRY(cpu_attn_kernel(cfg, &attn, err));
     cpu_backend *cb = calloc(1, sizeof *cb);
     if (!cb) return dt_fail(err, DT_ENOMEM, "out of memory");
     cb->base.ops = &cpu_ops;
     cb->base.cfg = *cfg;
-    cb->base.cfg.attn_kernel = fused ? DT_ATTN_KERNEL_FUSED : DT_ATTN_KERNEL_GEMM;
-    cb->attn_fused = fused;
+    cb->base.cfg.attn_kernel = attn;
+    cb->attn_kernel = attn;
     if (cfg->threads > 0) omp_set_num_threads(cfg->threads);
     cb->base.cfg.threads = omp_get_max_threads();
     dnnl_status_t st = dnnl_engine_create(&cb->engine, dnnl_cpu, 0);
