@@ -17,6 +17,7 @@
 typedef struct {
     int tokens[MAX_LIST], ntokens, threads[MAX_LIST], nthreads;
     int batch, heads, head_dim, rounds, window; /* window < 0: full attention */
+    int int8;                                   /* --kernel int8: the fused kernel's int8-QKᵀ mode */
 } attn_bench_args;
 
 static int cmp_double(const void *a, const void *b)
@@ -64,7 +65,7 @@ static dt_status setup(const attn_bench_args *a, int N, int threads, attn_bench 
     const int M = 2048, K = 1152, Nn = 4608;
     for (int i = 0; i < 2; i++) {
         dt_backend_config cfg = {.device = DT_DEV_CPU, .compute = DT_F32, .threads = threads,
-                                 .attn_kernel = i ? DT_ATTN_KERNEL_GEMM : DT_ATTN_KERNEL_FUSED};
+                                 .attn_kernel = i ? DT_ATTN_KERNEL_GEMM : a->int8 ? DT_ATTN_KERNEL_INT8 : DT_ATTN_KERNEL_FUSED};
         DT_TRY(dt_backend_create(&cfg, &b->be[i], err));
     }
     int64_t C = (int64_t)a->heads * a->head_dim, n3 = (int64_t)a->batch * N * 3 * C;
@@ -144,15 +145,16 @@ static dt_status bench_one(const attn_bench_args *a, int N, int threads, dt_err 
         printf("  tokens %5d threads %d (%s, batch %d, %d heads x %d): %.2f GFLOP; GEMM rate %.0f GFLOP/s (median %.0f)"
                " -> floor %.4f s\n", N, threads, win, a->batch, a->heads, a->head_dim, flops / 1e9, peak / 1e9,
                peak_med / 1e9, floor_s);
-        printf("    fused     min %.4f s  median %.4f s  = %.2fx / %.2fx the floor (min/min, median/median)\n", fmin, fmed,
+        printf("    %-9s min %.4f s  median %.4f s  = %.2fx / %.2fx the floor (min/min, median/median)\n", a->int8 ? "int8 QK" : "fused", fmin, fmed,
                fmin / floor_s, fmed / floor_med);
-        printf("    two GEMMs min %.4f s  median %.4f s  = %.2fx / %.2fx the floor; fused is %.2fx / %.2fx faster\n", gmin,
+        printf("    two GEMMs min %.4f s  median %.4f s  = %.2fx / %.2fx the floor; the first is %.2fx / %.2fx faster\n", gmin,
                gmed, gmin / floor_s, gmed / floor_med, gmin / fmin, gmed / fmed);
+        const char *name = a->int8 ? "int8 QK" : "fused";
         /* process CPU time is blind to time-slicing on a loaded machine (not to a busy sibling core) */
         double cf = min_of(c, a->rounds), cg = min_of(c + a->rounds, a->rounds), cr = min_of(c + 2 * a->rounds, a->rounds);
         double cfloor = flops / (gflop_gemm / cr);
-        printf("    CPU seconds (min over rounds, all threads): fused %.4f, two GEMMs %.4f, floor %.4f -> fused %.2fx,"
-               " two GEMMs %.2fx the floor\n", cf, cg, cfloor, cf / cfloor, cg / cfloor);
+        printf("    CPU seconds (min over rounds, all threads): %s %.4f, two GEMMs %.4f, floor %.4f -> %s %.2fx,"
+               " two GEMMs %.2fx the floor\n", name, cf, cg, cfloor, name, cf / cfloor, cg / cfloor);
     }
     teardown(&b);
     free(t);
@@ -186,10 +188,15 @@ int cli_bench_attention(int argc, char **argv)
         else if ((v = cli_flag(argc, argv, &i, "--head-dim", &miss))) { if (!cli_parse_int("--head-dim", v, 1, 512, &a.head_dim)) return 2; }
         else if ((v = cli_flag(argc, argv, &i, "--rounds", &miss))) { if (!cli_parse_int("--rounds", v, 1, 1000, &a.rounds)) return 2; }
         else if ((v = cli_flag(argc, argv, &i, "--window", &miss))) { if (!cli_parse_int("--window", v, 0, 1 << 20, &a.window)) return 2; }
+        else if ((v = cli_flag(argc, argv, &i, "--kernel", &miss))) {
+            if (strcmp(v, "fused") && strcmp(v, "int8")) return cli_usage_error("--kernel: expected fused or int8, got \"%s\"", v);
+            a.int8 = !strcmp(v, "int8");
+        }
         else if (miss) return cli_usage_error("%s: missing value", argv[i]);
         else return cli_usage_error("bench attention: unknown option \"%s\"", argv[i]);
     }
-    printf("bench attention: fused vs two GEMMs vs the matmul floor, f32, %d alternated rounds\n", a.rounds);
+    printf("bench attention: %s vs two GEMMs vs the matmul floor, f32, %d alternated rounds\n",
+           a.int8 ? "fused with int8 QKᵀ" : "fused", a.rounds);
     dt_err err = {0};
     for (int t = 0; t < a.ntokens; t++)
         for (int h = 0; h < a.nthreads; h++)

@@ -38,6 +38,7 @@ static void usage(FILE *f)
             "  bench transformer [--arch pixart-xl-2|latte-1] [--frames F] [--res 512] [--dtype bf16|f32] [--threads N] [--iters K] [--layers L] [--breakdown]\n"
             "          [--attn-plan PLAN.json ...] [--quant w8a8|w4a8]\n"
             "  bench attention [--tokens 1024,4096] [--threads 1,2] [--batch B] [--heads 16] [--head-dim 72] [--window W] [--rounds 5]\n"
+            "          [--kernel fused|int8]\n"
             "  quantize -m MODEL_DIR --prompts FILE --scheme w8a8|w4a8|mixed --out DIR [--budget BITS] [--alpha A] [--steps N]\n"
             "          [-W W] [-H H] [--frames F (Latte)]\n"
             "          [--cfg G] [--seed S] [--dtype bf16|f32] [--no-balance] [--no-rotate] [--threads N] [--quiet]\n"
