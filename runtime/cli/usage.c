@@ -246,7 +246,7 @@ static void eval_help(text *t)
 
 static void bench_help(text *t)
 {
-    add(t, "usage: ditrt bench transformer|text-encoder [options]   (developer tool: random weights)\n"
+    add(t, "usage: ditrt bench transformer|text-encoder|attention [options]   (developer tool: random weights)\n"
            "options:\n"
            "  --arch NAME               transformer: pixart-xl-2 (default), latte-1, stdit-xl-2, sd15-unet or\n"
            "                            sdxl-unet; text-encoder: t5-xxl\n"
@@ -258,6 +258,12 @@ static void bench_help(text *t)
            "  --quant w8a8|w4a8         transformer: quantized linears\n"
            "  --attn-plan FILE          transformer: an attention plan (up to 8, compared)\n"
            "  --breakdown               transformer: time per op kind\n"
+           "  --tokens N[,N...]         attention: sequence lengths; default 1024,4096\n"
+           "  --heads H, --head-dim D   attention: default 16 x 72 (PixArt-XL)\n"
+           "  --batch B                 attention: default 1\n"
+           "  --window W                attention: DiTFastAttn band |i-j| <= W; default full\n"
+           "  --kernel fused|int8       attention: the fused kernel's mode; default fused\n"
+           "  --rounds R                attention: alternated rounds; default 5\n"
            "%s",
         THREADS);
 }
@@ -277,7 +283,7 @@ static const struct {
     {"search-solver", "search a USF solver schedule (--solver-schedule)", search_solver_help},
     {"search-models", "search an OMS-DPM model schedule (--model-schedule)", search_models_help},
     {"eval", "run one component on reference inputs (developer tool)", eval_help},
-    {"bench", "time the transformer or text encoder on random weights (developer tool)", bench_help},
+    {"bench", "time the transformer, text encoder or attention on random weights (developer tool)", bench_help},
     {"version", "print the version", version_help},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof *commands)
