@@ -10,6 +10,10 @@
 #include "runtime/core/safetensors.h"
 #include "runtime/text/clip_tokenizer.h"
 #include "runtime/models/clip_text.h"
+#include "runtime/models/t5.h"
+#include "runtime/models/text_encoder.h"
+#include "runtime/text/text_tokenizer.h"
+#include "runtime/text/tokenizer.h"
 #include <sys/stat.h>
 
 #define FIX "tests/fixtures/clip-tiny"
@@ -203,12 +207,347 @@ static void test_encoder_bf16(void **state)
     run_encoders(DT_BF16, 2e-2);
 }
 
+/* NFC against Python's unicodedata.normalize("NFC", ...) on hand-picked cases: composition,
+ * Hangul, blocked marks, singletons, canonical reordering. */
+static void test_nfc(void **state)
+{
+    (void)state;
+    static const struct { uint32_t in[4]; int n; uint32_t out[4]; int m; } c[] = {
+        {{0x65, 0x301}, 2, {0xE9}, 1},                          /* e + acute */
+        {{0x1100, 0x1161, 0x11A8}, 3, {0xAC01}, 1},             /* Hangul L V T */
+        {{0xAC00, 0x11A8}, 2, {0xAC01}, 1},                     /* LV + T */
+        {{0x61, 0x323, 0x302}, 3, {0x1EAD}, 1},                 /* a dot-below circumflex */
+        {{0x61, 0x302, 0x323}, 3, {0x1EAD}, 1},                 /* the same, reordered */
+        {{0x344}, 1, {0x308, 0x301}, 2},                        /* singleton decomposition, no recomposition */
+        {{0x212B}, 1, {0xC5}, 1},                               /* Angstrom sign */
+        {{0x61, 0x301, 0x301}, 3, {0xE1, 0x301}, 2},            /* the second acute is blocked */
+        {{0x301, 0x65}, 2, {0x301, 0x65}, 2},                   /* a leading mark composes with nothing */
+        {{0x915, 0x93C}, 2, {0x915, 0x93C}, 2},                 /* U+0958 is excluded from composition */
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+        uint32_t out[16], tmp[16];
+        size_t m = dt_clip_nfc(c[i].in, (size_t)c[i].n, out, tmp);
+        assert_int_equal(m, (size_t)c[i].m);
+        for (int k = 0; k < c[i].m; k++) assert_int_equal(out[k], c[i].out[k]);
+    }
+}
+
+static void write_text(const char *dir, const char *name, const char *text)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    tu_write_file(p, text, strlen(text));
+}
+
+/* A minimal CLIP tokenizer folder: the 512 byte symbols, a few merges, the specials. */
+static void write_small_tokenizer(const char *dir, const char *merges, const char *config)
+{
+    char *v = malloc(64 * 1024);
+    assert_non_null(v);
+    size_t k = (size_t)sprintf(v, "{");
+    int id = 0;
+    for (int eow = 0; eow < 2; eow++)
+        for (int b = 0; b < 256; b++) {
+            int p = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF), n = 0;
+            for (int c = 0; c < b; c++) n += !((c >= '!' && c <= '~') || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE && c <= 0xFF));
+            k += (size_t)sprintf(v + k, "\"\\u%04x%s\":%d,", p ? b : 256 + n, eow ? "</w>" : "", id++);
+        }
+    k += (size_t)sprintf(v + k, "\"ab\":%d,\"ab</w>\":%d,\"<|startoftext|>\":%d,\"<|endoftext|>\":%d}", id, id + 1, id + 2, id + 3);
+    write_text(dir, "vocab.json", v);
+    write_text(dir, "merges.txt", merges);
+    if (config) write_text(dir, "tokenizer_config.json", config);
+    free(v);
+}
+
+static void expect_load_error(const char *dir, const char *needle)
+{
+    dt_clip_tokenizer *t = NULL;
+    dt_err e = {0};
+    assert_int_not_equal(dt_clip_tokenizer_load(dir, &t, &e), DT_OK);
+    assert_null(t);
+    if (!strstr(e.msg, needle)) fail_msg("error \"%s\" does not mention \"%s\"", e.msg, needle);
+}
+
+static void test_tokenizer_files(void **state)
+{
+    (void)state;
+    char dir[128], p[256];
+    tu_tmpdir(dir, sizeof dir);
+    expect_load_error(dir, "vocab.json");
+    write_small_tokenizer(dir, "#version: 0.2\na b\na b</w>\r\n", NULL);
+    dt_clip_tokenizer *t = load_tok(dir);
+    int32_t ids[8];
+    int nr, tr;
+    dt_err e = {0};
+    assert_int_equal(dt_clip_tokenizer_encode(t, "AB ab, abab", 8, ids, NULL, &nr, &tr, &e), DT_OK);
+    const int32_t want[8] = {514, 513, 513, 256 + ',', 512, 513, 515, 515}; /* bos ab</w> ab</w> ,</w> ab ab</w> eos pad */
+    assert_memory_equal(ids, want, sizeof want);
+    assert_int_equal(nr, 7);
+    assert_int_equal(dt_clip_tokenizer_encode(t, "ab ab ab", 3, ids, NULL, &nr, &tr, &e), DT_OK);
+    assert_int_equal(tr, 1);
+    assert_int_equal(ids[1], 513);
+    assert_int_equal(ids[2], 515);
+    assert_int_equal(dt_clip_tokenizer_encode(t, "x", 1, ids, NULL, &nr, &tr, &e), DT_EINVAL);
+    dt_err_clear(&e);
+    assert_int_equal(dt_clip_tokenizer_encode(t, "bad \xC3\x28 utf8", 8, ids, NULL, &nr, &tr, &e), DT_EINVAL);
+    assert_non_null(strstr(e.msg, "invalid UTF-8"));
+    assert_int_equal(dt_clip_tokenizer_model_max_length(t), 0);
+    dt_clip_tokenizer_free(t);
+    /* bad merges, bad vocab, bad config */
+    write_small_tokenizer(dir, "#version: 0.2\na b c\n", NULL);
+    expect_load_error(dir, "line 2");
+    write_small_tokenizer(dir, "a b\n\nb a\n", NULL);
+    expect_load_error(dir, "line 2");
+    write_small_tokenizer(dir, "a q</w>x\n", NULL);
+    expect_load_error(dir, "not in vocab.json");
+    write_small_tokenizer(dir, "b a\n", NULL); /* "ba" is not in the vocabulary */
+    expect_load_error(dir, "\"ba\" is not in vocab.json");
+    write_small_tokenizer(dir, "a b\n", "{\"pad_token\": \"<pad>\"}");
+    expect_load_error(dir, "special token \"<pad>\"");
+    write_small_tokenizer(dir, "a b\n", "{\"model_max_length\": \"77\"}");
+    expect_load_error(dir, "model_max_length");
+    write_small_tokenizer(dir, "a b\n", "{\"added_tokens_decoder\": {\"7\": {\"content\": \"zz\", \"special\": false}}}");
+    expect_load_error(dir, "only special tokens");
+    write_small_tokenizer(dir, "a b\n", "{\"model_max_length\": 1e30, \"pad_token\": {\"content\": \"!\"}}");
+    t = load_tok(dir);
+    assert_int_equal(dt_clip_tokenizer_model_max_length(t), 0);
+    assert_int_equal(dt_clip_tokenizer_pad_id(t), '!'); /* this vocabulary is in byte order */
+    dt_clip_tokenizer_free(t);
+    write_text(dir, "vocab.json", "{\"a\": 1, \"a\": 2}");
+    expect_load_error(dir, "listed twice");
+    write_text(dir, "vocab.json", "{\"a\": -1}");
+    expect_load_error(dir, "must map to an id");
+    snprintf(p, sizeof p, "%s/merges.txt", dir);
+    unlink(p);
+    expect_load_error(dir, "merges.txt");
+    tu_rmtree(dir);
+}
+
+/* The interfaces: the same ids and outputs as the wrapped T5 / CLIP objects. */
+static void test_tokenizer_interface(void **state)
+{
+    (void)state;
+    dt_text_tokenizer *a = NULL, *b = NULL;
+    dt_err e = {0};
+    char dir[4096];
+    assert_int_equal(dt_text_tokenizer_find(FIX, "tokenizer_2", dir, sizeof dir, &e), DT_OK);
+    assert_string_equal(dir, FIX "/tokenizer_2");
+    assert_int_equal(dt_text_tokenizer_find("tests/fixtures/t5-tiny", "tokenizer", dir, sizeof dir, &e), DT_OK);
+    assert_string_equal(dir, "tests/fixtures/t5-tiny/tokenizer");
+    assert_int_equal(dt_text_tokenizer_find(FIX "/tokenizer", "tokenizer", dir, sizeof dir, &e), DT_OK);
+    assert_string_equal(dir, FIX "/tokenizer");
+    assert_int_not_equal(dt_text_tokenizer_find("tests/fixtures/t5-tiny", "tokenizer_2", dir, sizeof dir, &e), DT_OK);
+    assert_int_equal(dt_text_tokenizer_load(FIX "/tokenizer_2", &a, &e), DT_OK);
+    assert_int_equal(dt_text_tokenizer_load("tests/fixtures/t5-tiny/tokenizer", &b, &e), DT_OK);
+    assert_int_equal(dt_text_tokenizer_kind(a), DT_TOKENIZER_CLIP);
+    assert_int_equal(dt_text_tokenizer_kind(b), DT_TOKENIZER_T5);
+    assert_int_equal(dt_text_tokenizer_model_max_length(a), 77);
+    assert_int_equal(dt_text_tokenizer_model_max_length(b), 0);
+    assert_int_equal(dt_text_tokenizer_pad_id(a), 0);
+    assert_int_equal(dt_text_tokenizer_eos_id(a), 1513);
+    dt_clip_tokenizer *c = load_tok(FIX "/tokenizer_2");
+    dt_tokenizer *t5 = NULL;
+    assert_int_equal(dt_tokenizer_load("tests/fixtures/t5-tiny/tokenizer", &t5, &e), DT_OK);
+    assert_int_equal(dt_text_tokenizer_vocab_size(b), dt_tokenizer_vocab_size(t5));
+    const char *text = "A photo of an Astronaut! </s> <extra_id_0> café 東京";
+    int32_t i1[40], i2[40];
+    float m1[40], m2[40];
+    assert_int_equal(dt_text_tokenizer_encode(a, text, 40, i1, m1, NULL, NULL, &e), DT_OK);
+    assert_int_equal(dt_clip_tokenizer_encode(c, text, 40, i2, m2, NULL, NULL, &e), DT_OK);
+    assert_memory_equal(i1, i2, sizeof i1);
+    assert_memory_equal(m1, m2, sizeof m1);
+    assert_int_equal(dt_text_tokenizer_encode(b, text, 40, i1, m1, NULL, NULL, &e), DT_OK);
+    assert_int_equal(dt_tokenizer_encode(t5, text, 40, i2, m2, NULL, NULL, &e), DT_OK);
+    assert_memory_equal(i1, i2, sizeof i1);
+    assert_memory_equal(m1, m2, sizeof m1);
+    dt_tokenizer_free(t5);
+    dt_clip_tokenizer_free(c);
+    dt_text_tokenizer_free(a);
+    dt_text_tokenizer_free(b);
+    dt_err_clear(&e);
+    assert_int_not_equal(dt_text_tokenizer_load(FIX, &a, &e), DT_OK); /* no tokenizer files: names spiece.model */
+    assert_non_null(strstr(e.msg, "spiece.model"));
+}
+
+static void test_encoder_interface(void **state)
+{
+    (void)state;
+    dt_backend *be = tu_backend(DT_F32);
+    dt_err e = {0};
+    dt_text_encoder_info info;
+    assert_int_equal(dt_text_encoder_probe(FIX "/text_encoder_2", &info, &e), DT_OK);
+    assert_int_equal(info.kind, DT_TEXT_ENCODER_CLIP);
+    assert_int_equal(info.pooled_size, 16);
+    assert_int_equal(info.projection, 1);
+    assert_int_equal(info.num_hidden_states, 4);
+    assert_int_equal(info.max_positions, 77);
+    assert_int_equal(dt_text_encoder_probe("tests/fixtures/t5-tiny/text_encoder", &info, &e), DT_OK);
+    assert_int_equal(info.kind, DT_TEXT_ENCODER_T5);
+    assert_int_equal(info.pooled_size, 0);
+    /* T5 through the interface: byte-identical to t5_encode */
+    dt_text_encoder *te = NULL;
+    t5_model *t5 = NULL;
+    assert_int_equal(dt_text_encoder_load(be, "tests/fixtures/t5-tiny/text_encoder", &te, &e), DT_OK);
+    assert_int_equal(t5_load(be, "tests/fixtures/t5-tiny/text_encoder", &t5, &e), DT_OK);
+    int32_t ids[2 * 6] = {5, 9, 31, 1, 0, 0, 7, 7, 8, 200, 77, 1};
+    float mask[2 * 6] = {1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1};
+    int D = info.hidden_size;
+    float *y1 = tu_poisoned(12 * (size_t)D), *y2 = tu_poisoned(12 * (size_t)D);
+    dt_arena a;
+    dt_arena_init(&a);
+    dt_text_encoder_outputs o = {.last_hidden_state = y1};
+    assert_int_equal(dt_text_encoder_encode(te, ids, mask, 2, 6, &a, &o, &e), DT_OK);
+    assert_int_equal(t5_encode(t5, ids, mask, 2, 6, &a, y2, &e), DT_OK);
+    assert_memory_equal(y1, y2, 12 * (size_t)D * sizeof(float));
+    o.pooled = y2;
+    assert_int_equal(dt_text_encoder_encode(te, ids, mask, 2, 6, &a, &o, &e), DT_EINVAL);
+    assert_non_null(strstr(e.msg, "pooled"));
+    dt_text_encoder_free(te);
+    t5_free(t5);
+    /* CLIP with a projection: pooled is text_embeds */
+    dt_safetensors *st;
+    assert_int_equal(dt_st_open(FIX "/encoder_cases.safetensors", &st, &e), DT_OK);
+    int B, N;
+    int32_t *cid = ref_ids(st, "text_encoder_2.eos.input_ids", &B, &N);
+    assert_int_equal(dt_text_encoder_load(be, FIX "/text_encoder_2", &te, &e), DT_OK);
+    float *pooled = tu_poisoned((size_t)B * 16), *hid = tu_poisoned((size_t)B * N * 32);
+    o = (dt_text_encoder_outputs){.hidden = hid, .hidden_from_end = 3, .pooled = pooled};
+    assert_int_equal(dt_text_encoder_encode(te, cid, NULL, B, N, &a, &o, &e), DT_OK);
+    float *r = ref_tensor(st, "text_encoder_2.eos.text_embeds", (size_t)B * 16);
+    assert_rel_l2_below(pooled, r, (size_t)B * 16, 1e-4);
+    free(r);
+    r = ref_tensor(st, "text_encoder_2.eos.hidden_skip2", (size_t)B * N * 32);
+    assert_rel_l2_below(hid, r, (size_t)B * N * 32, 1e-4);
+    free(r);
+    o.hidden_from_end = 5; /* 3 layers + embeddings: -5 does not exist */
+    dt_err_clear(&e);
+    assert_int_equal(dt_text_encoder_encode(te, cid, NULL, B, N, &a, &o, &e), DT_EINVAL);
+    assert_non_null(strstr(e.msg, "hidden state -5"));
+    cid[3] = 1514;
+    o.hidden_from_end = 1;
+    dt_err_clear(&e);
+    assert_int_equal(dt_text_encoder_encode(te, cid, NULL, B, N, &a, &o, &e), DT_EINVAL);
+    assert_non_null(strstr(e.msg, "id 1514"));
+    dt_text_encoder_free(te);
+    dt_arena_free(&a);
+    free(cid); free(pooled); free(hid); free(y1); free(y2);
+    dt_st_close(st);
+    dt_backend_destroy(be);
+}
+
+/* config.json checks, before any weight is read */
+static void test_encoder_config(void **state)
+{
+    (void)state;
+    char dir[128], p[256];
+    tu_tmpdir(dir, sizeof dir);
+    static const struct { const char *json, *needle; } c[] = {
+        {"{\"model_type\": \"clip_text_model\", \"hidden_act\": \"relu\"}", "hidden_act"},
+        {"{\"model_type\": \"clip_text_model\", \"hidden_size\": 30, \"num_attention_heads\": 4}", "multiple"},
+        {"{\"model_type\": \"clip_text_model\", \"num_hidden_layers\": 100000}", "num_hidden_layers"},
+        {"{\"model_type\": \"clip_text_model\", \"vocab_size\": -3}", "vocab_size"},
+        {"{\"architectures\": [\"CLIPTextModelWithProjection\"], \"projection_dim\": 0}", "projection_dim"},
+    };
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+        tu_write_file(p, c[i].json, strlen(c[i].json));
+        dt_text_encoder_info info;
+        dt_err e = {0};
+        assert_int_not_equal(dt_text_encoder_probe(dir, &info, &e), DT_OK);
+        if (!strstr(e.msg, c[i].needle)) fail_msg("\"%s\" does not mention %s", e.msg, c[i].needle);
+    }
+    const char *ok = "{\"model_type\": \"clip_text_model\", \"hidden_size\": 32, \"num_attention_heads\": 4, \"vocab_size\": 10}";
+    tu_write_file(p, ok, strlen(ok));
+    dt_backend *be = tu_backend(DT_F32);
+    clip_text_model *m = NULL;
+    dt_err e = {0};
+    assert_int_not_equal(clip_text_load(be, dir, &m, &e), DT_OK); /* no weights: names the file */
+    assert_non_null(strstr(e.msg, "model.safetensors"));
+    dt_backend_destroy(be);
+    tu_rmtree(dir);
+}
+
+static void expect_cli_fail(const char *dir, const char *cmd, const char *needle)
+{
+    char out[4096];
+    int rc = tu_run(dir, cmd, 0, out, sizeof out);
+    if (rc == 0 || !strstr(out, needle)) fail_msg("%s: exit %d, stderr \"%s\" (expected \"%s\")", cmd, rc, out, needle);
+}
+
+/* eval tokenizer / eval text-encoder on the CLIP fixture: the reference ids and outputs. */
+static void test_cli(void **state)
+{
+    (void)state;
+    char dir[128], out[8192], cmd[1024], path[256];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(cmd, sizeof cmd, "./ditrt eval tokenizer -m " FIX " --tokenizer tokenizer_2 --prompt 'hello world!'");
+    assert_int_equal(tu_run(dir, cmd, 1, out, sizeof out), 0);
+    dt_clip_tokenizer *t = load_tok(FIX "/tokenizer_2");
+    int32_t ids[77];
+    dt_err e = {0};
+    assert_int_equal(dt_clip_tokenizer_encode(t, "hello world!", 77, ids, NULL, NULL, NULL, &e), DT_OK);
+    char want[1024];
+    size_t k = 0;
+    for (int i = 0; i < 77; i++) k += (size_t)snprintf(want + k, sizeof want - k, "%d%c", (int)ids[i], i < 76 ? ' ' : '\n');
+    assert_string_equal(out, want);
+    dt_clip_tokenizer_free(t);
+    /* the "pair" case of each encoder: [negative, positive] */
+    static const char *const enc[2] = {"text_encoder", "text_encoder_2"};
+    dt_safetensors *ref;
+    assert_int_equal(dt_st_open(FIX "/encoder_cases.safetensors", &ref, &e), DT_OK);
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/te%d.safetensors", dir, i);
+        snprintf(cmd, sizeof cmd, "./ditrt eval text-encoder -m " FIX " --text-encoder %s --prompt 'blurry, low quality!' "
+                 "--negative-prompt 'A photo of an astronaut riding a horse on Mars' --threads 1 --out %s", enc[i], path);
+        if (tu_run(dir, cmd, 0, out, sizeof out) != 0) fail_msg("%s: %s", cmd, out);
+        dt_safetensors *st;
+        assert_int_equal(dt_st_open(path, &st, &e), DT_OK);
+        char n[128];
+        snprintf(n, sizeof n, "%s.pair.input_ids", enc[i]);
+        const dt_st_entry *a = dt_st_find(st, "input_ids"), *b = dt_st_find(ref, n);
+        assert_non_null(a);
+        assert_int_equal(a->nbytes, b->nbytes);
+        assert_memory_equal(a->data, b->data, a->nbytes);
+        static const char *const outs[3] = {"last_hidden_state", "penultimate_hidden_state", NULL};
+        for (int j = 0; j < 3; j++) {
+            const char *on = outs[j] ? outs[j] : i ? "text_embeds" : "pooler_output";
+            const dt_st_entry *x = dt_st_find(st, on);
+            if (!x) fail_msg("%s: no %s", path, on);
+            snprintf(n, sizeof n, "%s.pair.%s", enc[i], on);
+            size_t cnt = x->nbytes / 4;
+            float *got = tu_alloc(cnt), *r = ref_tensor(ref, n, cnt);
+            dt_st_read_f32(x, got);
+            assert_rel_l2_below(got, r, cnt, 1e-4);
+            free(got);
+            free(r);
+        }
+        dt_st_close(st);
+    }
+    dt_st_close(ref);
+    snprintf(path, sizeof path, "%s/x.safetensors", dir);
+    snprintf(cmd, sizeof cmd, "./ditrt eval text-encoder -m " FIX " --text-encoder unet --prompt x --out %s", path);
+    expect_cli_fail(dir, cmd, "--text-encoder");
+    snprintf(cmd, sizeof cmd, "./ditrt eval text-encoder -m " FIX " --max-length 100 --prompt x --out %s", path);
+    expect_cli_fail(dir, cmd, "more than the 77 positions");
+    snprintf(cmd, sizeof cmd, "./ditrt eval tokenizer -m " FIX " --tokenizer tokenizer_3 --prompt x");
+    expect_cli_fail(dir, cmd, "tokenizer_3");
+    struct stat sb;
+    assert_int_not_equal(stat(path, &sb), 0); /* no partial output */
+    tu_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tokenizer_cases),
         cmocka_unit_test(test_encoder_f32),
         cmocka_unit_test(test_encoder_bf16),
+        cmocka_unit_test(test_nfc),
+        cmocka_unit_test(test_tokenizer_files),
+        cmocka_unit_test(test_tokenizer_interface),
+        cmocka_unit_test(test_encoder_interface),
+        cmocka_unit_test(test_encoder_config),
+        cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
