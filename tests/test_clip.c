@@ -88,6 +88,52 @@ static void test_tokenizer_cases(void **state)
 }
 
 
+/* tokenizer_config.json variants (tokenizer_variants.json): which special tokens are matched
+ * in the normalized text (added_tokens_decoder "normalized", default: not special). */
+static void test_tokenizer_variants(void **state)
+{
+    (void)state;
+    cJSON *j = NULL;
+    dt_err e = {0};
+    if (dt_json_load(FIX "/tokenizer_variants.json", &j, &e) != DT_OK) fail_msg("%s", e.msg);
+    char dir[128], p[256];
+    tu_tmpdir(dir, sizeof dir);
+    static const char *const files[2] = {"vocab.json", "merges.txt"};
+    for (int i = 0; i < 2; i++) {
+        char src[256];
+        snprintf(src, sizeof src, FIX "/tokenizer/%s", files[i]);
+        FILE *f = fopen(src, "rb");
+        assert_non_null(f);
+        char *buf = malloc(1 << 20);
+        size_t n = fread(buf, 1, 1 << 20, f);
+        fclose(f);
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        tu_write_file(p, buf, n);
+        free(buf);
+    }
+    const cJSON *texts = cJSON_GetObjectItem(j, "texts");
+    int nv = 0, bad = 0;
+    for (const cJSON *v = cJSON_GetObjectItem(j, "variants")->child; v; v = v->next, nv++) {
+        char *cfg = cJSON_PrintUnformatted(cJSON_GetObjectItem(v, "config"));
+        snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
+        tu_write_file(p, cfg, strlen(cfg));
+        free(cfg);
+        dt_clip_tokenizer *t = load_tok(dir);
+        const cJSON *ids = cJSON_GetObjectItem(v, "ids");
+        for (int i = 0; i < cJSON_GetArraySize(texts); i++) {
+            const cJSON *ref = cJSON_GetArrayItem(ids, i);
+            int ok = same_ids(t, cJSON_GetArrayItem(texts, i)->valuestring, 24, ref, cJSON_GetArraySize(ref));
+            if (!ok) fprintf(stderr, "  (variant %s)\n", v->string);
+            bad += !ok;
+        }
+        dt_clip_tokenizer_free(t);
+    }
+    assert_int_equal(nv, 5);
+    assert_int_equal(bad, 0);
+    tu_rmtree(dir);
+    cJSON_Delete(j);
+}
+
 /* ---- text encoders ---- */
 
 static float *ref_tensor(const dt_safetensors *st, const char *name, size_t n)
@@ -302,12 +348,15 @@ static void test_tokenizer_files(void **state)
     expect_load_error(dir, "not in vocab.json");
     write_small_tokenizer(dir, "b a\n", NULL); /* "ba" is not in the vocabulary */
     expect_load_error(dir, "\"ba\" is not in vocab.json");
-    write_small_tokenizer(dir, "a b\n", "{\"pad_token\": \"<pad>\"}");
-    expect_load_error(dir, "special token \"<pad>\"");
+    write_small_tokenizer(dir, "a b\n", "{\"pad_token\": \"<pad>\"}"); /* added past the vocabulary */
+    t = load_tok(dir);
+    assert_int_equal(dt_clip_tokenizer_pad_id(t), 516);
+    assert_int_equal(dt_clip_tokenizer_vocab_size(t), 517);
+    dt_clip_tokenizer_free(t);
     write_small_tokenizer(dir, "a b\n", "{\"model_max_length\": \"77\"}");
     expect_load_error(dir, "model_max_length");
-    write_small_tokenizer(dir, "a b\n", "{\"added_tokens_decoder\": {\"7\": {\"content\": \"zz\", \"special\": false}}}");
-    expect_load_error(dir, "only special tokens");
+    write_small_tokenizer(dir, "a b\n", "{\"added_tokens_decoder\": {\"7\": {\"content\": \"zz\", \"lstrip\": true}}}");
+    expect_load_error(dir, "lstrip");
     write_small_tokenizer(dir, "a b\n", "{\"model_max_length\": 1e30, \"pad_token\": {\"content\": \"!\"}}");
     t = load_tok(dir);
     assert_int_equal(dt_clip_tokenizer_model_max_length(t), 0);
@@ -540,6 +589,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tokenizer_cases),
+        cmocka_unit_test(test_tokenizer_variants),
         cmocka_unit_test(test_encoder_f32),
         cmocka_unit_test(test_encoder_bf16),
         cmocka_unit_test(test_nfc),

@@ -84,18 +84,43 @@ typedef struct {
     char *content;
     size_t len;
     int id;
+    int normalized; /* matched in the normalized text (its content normalized too), else in the raw text */
+    uint32_t *ncp;  /* the normalized content (normalized tokens) */
+    size_t nlen;
 } special_token;
 
 struct dt_clip_tokenizer {
     str_map vocab;
     pair_map merges;
     special_token *special;
-    int nspecial;
+    int nspecial, any_normalized;
     int32_t byte_id[256], byte_eow_id[256]; /* the byte's character, and with "</w>" (-1: absent) */
     int bos, eos, pad, unk, vocab_size, max_length;
+    int next_new; /* the id the next added token not in vocab.json gets */
 };
 
 static int is_file(const char *p) { struct stat s; return stat(p, &s) == 0 && S_ISREG(s.st_mode); }
+static size_t normalize(const uint32_t *cp, size_t n, uint32_t *out, uint32_t *tmp);
+
+/* The normalized content of the tokens matched after normalization (tokenizers matches the
+ * content run through the normalizer). */
+static dt_status normalize_specials(dt_clip_tokenizer *t, dt_err *err)
+{
+    for (int i = 0; i < t->nspecial; i++) {
+        special_token *s = &t->special[i];
+        if (!s->normalized) continue;
+        uint32_t *cp = malloc((s->len + 1) * sizeof *cp), *tmp = malloc((8 * s->len + 8) * sizeof *tmp);
+        s->ncp = malloc((8 * s->len + 8) * sizeof *s->ncp);
+        if (!cp || !tmp || !s->ncp) { free(cp); free(tmp); return dt_fail(err, DT_ENOMEM, "out of memory"); }
+        size_t n = 0;
+        for (size_t k = 0; k < s->len;) k += (size_t)dt_utf8_decode(s->content + k, &cp[n++]);
+        s->nlen = normalize(cp, n, s->ncp, tmp);
+        free(cp);
+        free(tmp);
+        if (!s->nlen) s->normalized = 0; /* normalizes to nothing: never matches */
+    }
+    return DT_OK;
+}
 
 /* GPT-2's bytes_to_unicode: printable bytes map to themselves, the others to 256 + k. */
 static uint32_t byte_char(int b)
@@ -132,6 +157,7 @@ static dt_status load_vocab(dt_clip_tokenizer *t, const char *dir, dt_err *err)
         t->vocab.val[i] = id;
         if (id + 1 > t->vocab_size) t->vocab_size = id + 1;
     }
+    t->next_new = n; /* tokenizers: added tokens not in the model's vocabulary go after its size */
     cJSON_Delete(j);
     return s;
 }
@@ -230,59 +256,91 @@ static dt_status token_field(const cJSON *cfg, const char *file, const char *fie
     return dt_json_str(cfg, file, field, dflt, out, n, err);
 }
 
-static dt_status add_special(dt_clip_tokenizer *t, const char *file, const char *content, int id, dt_err *err)
+/* Adds an added token as tokenizers does: its vocab.json id, else the next id past the
+ * vocabulary (whatever id the file gave it); a token already added keeps its first entry. */
+static dt_status add_special(dt_clip_tokenizer *t, const char *file, const char *content, int normalized, int *id_out,
+                             dt_err *err)
 {
     for (int i = 0; i < t->nspecial; i++)
-        if (!strcmp(t->special[i].content, content)) return DT_OK; /* first definition wins */
+        if (!strcmp(t->special[i].content, content)) { if (id_out) *id_out = t->special[i].id; return DT_OK; }
     size_t len = strlen(content);
-    if (!len || len > DT_CLIP_MAX_TOKEN_BYTES || id < 0 || id >= DT_CLIP_MAX_VOCAB)
-        return dt_fail(err, DT_EFORMAT, "%s: special token \"%s\" with id %d is not valid", file, content, id);
+    int32_t v = str_get(&t->vocab, content, len);
+    int id = v >= 0 ? v : t->next_new;
+    if (!len || len > DT_CLIP_MAX_TOKEN_BYTES || id >= DT_CLIP_MAX_VOCAB)
+        return dt_fail(err, DT_EFORMAT, "%s: added token \"%s\" is not valid (empty, too long or past %d ids)", file, content,
+                       DT_CLIP_MAX_VOCAB);
+    if (v < 0) t->next_new++;
     DT_TRY(dt_utf8_check(content, len, file, err));
     special_token *s = realloc(t->special, (size_t)(t->nspecial + 1) * sizeof *s);
     if (!s) return dt_fail(err, DT_ENOMEM, "out of memory");
     t->special = s;
     char *c = strdup(content);
     if (!c) return dt_fail(err, DT_ENOMEM, "out of memory");
-    s[t->nspecial++] = (special_token){c, len, id};
+    s[t->nspecial++] = (special_token){c, len, id, normalized, NULL, 0};
+    t->any_normalized |= normalized;
     if (id + 1 > t->vocab_size) t->vocab_size = id + 1;
+    if (id_out) *id_out = id;
     return DT_OK;
 }
 
-/* tokenizer_config.json "added_tokens_decoder": {"id": {"content": ...}}. Tokens that are
- * not special would be normalized before matching; only special ones are supported. */
-static dt_status load_decoder(dt_clip_tokenizer *t, const cJSON *dec, const char *file, dt_err *err)
+typedef struct {
+    long id;
+    const cJSON *e;
+} decoder_entry;
+
+static int by_id(const void *a, const void *b)
+{
+    long x = ((const decoder_entry *)a)->id, y = ((const decoder_entry *)b)->id;
+    return (x > y) - (x < y);
+}
+
+/* tokenizer_config.json "added_tokens_decoder": {"id": {"content": ...}}. transformers 5 keeps
+ * an entry's "normalized"; without one, the bos/eos/unk/pad tokens are matched in the raw
+ * text and the others as tokenizers' AddedToken defaults (normalized unless special).
+ * "special" changes nothing else here (it matters for decoding). */
+static dt_status add_decoder_entry(dt_clip_tokenizer *t, const cJSON *e, const char *file, const char *const roles[4],
+                                   dt_err *err)
+{
+    char content[DT_CLIP_MAX_TOKEN_BYTES + 1];
+    int special = 0, norm = -1, l = 0, r = 0, sw = 0, role = 0; /* AddedToken's defaults */
+    DT_TRY(dt_json_str(e, file, "content", NULL, content, sizeof content, err));
+    DT_TRY(dt_json_bool(e, file, "special", 0, &special, err));
+    DT_TRY(dt_json_bool(e, file, "normalized", -1, &norm, err));
+    DT_TRY(dt_json_bool(e, file, "lstrip", 0, &l, err));
+    DT_TRY(dt_json_bool(e, file, "rstrip", 0, &r, err));
+    DT_TRY(dt_json_bool(e, file, "single_word", 0, &sw, err));
+    if (l || r || sw)
+        return dt_fail(err, DT_EUNSUPPORTED, "%s: added token \"%s\": lstrip, rstrip and single_word are not supported", file, content);
+    for (int k = 0; k < 4; k++) role |= !strcmp(content, roles[k]);
+    return add_special(t, file, content, norm >= 0 ? norm : role ? 0 : !special, NULL, err);
+}
+
+/* The entries in id order, as transformers adds them. */
+static dt_status load_decoder(dt_clip_tokenizer *t, const cJSON *dec, const char *file, const char *const roles[4], dt_err *err)
 {
     if (!cJSON_IsObject(dec)) return dt_fail(err, DT_EFORMAT, "%s: \"added_tokens_decoder\" must be an object", file);
-    for (const cJSON *e = dec->child; e; e = e->next) {
-        char *end, content[DT_CLIP_MAX_TOKEN_BYTES + 1];
+    int n = cJSON_GetArraySize(dec), k = 0;
+    decoder_entry *v = malloc((size_t)(n ? n : 1) * sizeof *v);
+    if (!v) return dt_fail(err, DT_ENOMEM, "out of memory");
+    dt_status s = DT_OK;
+    for (const cJSON *e = dec->child; e && s == DT_OK; e = e->next) {
+        char *end;
         long id = strtol(e->string, &end, 10);
-        int special = 1, norm = 0, l = 0, r = 0, sw = 0;
         if (!*e->string || *end || id < 0 || id >= DT_CLIP_MAX_VOCAB || !cJSON_IsObject(e))
-            return dt_fail(err, DT_EFORMAT, "%s: added_tokens_decoder[\"%s\"] must map an id to an object", file, e->string);
-        DT_TRY(dt_json_str(e, file, "content", NULL, content, sizeof content, err));
-        DT_TRY(dt_json_bool(e, file, "special", 1, &special, err));
-        DT_TRY(dt_json_bool(e, file, "normalized", 0, &norm, err));
-        DT_TRY(dt_json_bool(e, file, "lstrip", 0, &l, err));
-        DT_TRY(dt_json_bool(e, file, "rstrip", 0, &r, err));
-        DT_TRY(dt_json_bool(e, file, "single_word", 0, &sw, err));
-        if (!special || l || r || sw)
-            return dt_fail(err, DT_EUNSUPPORTED, "%s: added token \"%s\": only special tokens without lstrip/rstrip/single_word are supported",
-                           file, content);
-        (void)norm; /* transformers 5 adds special tokens with normalized false, whatever the file says */
-        DT_TRY(add_special(t, file, content, (int)id, err));
+            s = dt_fail(err, DT_EFORMAT, "%s: added_tokens_decoder[\"%s\"] must map an id to an object", file, e->string);
+        else v[k++] = (decoder_entry){id, e};
     }
-    return DT_OK;
+    if (s == DT_OK) qsort(v, (size_t)k, sizeof *v, by_id);
+    for (int i = 0; i < k && s == DT_OK; i++) s = add_decoder_entry(t, v[i].e, file, roles, err);
+    free(v);
+    return s;
 }
 
-/* The id of a special token: its added_tokens_decoder entry, else its vocab.json entry. */
+/* The id of a special token: as added from added_tokens_decoder, else added now, matched in
+ * the raw text (transformers 5 ignores "normalized" in the bos_token etc. objects). */
 static dt_status special_id(dt_clip_tokenizer *t, const char *file, const char *name, int *id, dt_err *err)
 {
-    for (int i = 0; i < t->nspecial; i++)
-        if (!strcmp(t->special[i].content, name)) { *id = t->special[i].id; return DT_OK; }
-    int32_t v = str_get(&t->vocab, name, strlen(name));
-    if (v < 0) return dt_fail(err, DT_EUNSUPPORTED, "%s: special token \"%s\" is not in vocab.json", file, name);
-    *id = v;
-    return add_special(t, file, name, v, err);
+    return add_special(t, file, name, 0, id, err);
 }
 
 static dt_status load_config(dt_clip_tokenizer *t, const char *dir, dt_err *err)
@@ -296,7 +354,8 @@ static dt_status load_config(dt_clip_tokenizer *t, const char *dir, dt_err *err)
     if (s == DT_OK) s = token_field(cfg, path, "pad_token", "<|endoftext|>", pad, sizeof pad, err);
     if (s == DT_OK) s = token_field(cfg, path, "unk_token", "<|endoftext|>", unk, sizeof unk, err);
     const cJSON *dec = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "added_tokens_decoder") : NULL;
-    if (s == DT_OK && dec && !cJSON_IsNull(dec)) s = load_decoder(t, dec, path, err);
+    const char *const roles[4] = {bos, eos, pad, unk};
+    if (s == DT_OK && dec && !cJSON_IsNull(dec)) s = load_decoder(t, dec, path, roles, err);
     /* the order transformers adds them in: bos, eos, unk, pad */
     if (s == DT_OK) s = special_id(t, path, bos, &t->bos, err);
     if (s == DT_OK) s = special_id(t, path, eos, &t->eos, err);
@@ -335,6 +394,7 @@ dt_status dt_clip_tokenizer_load(const char *dir, dt_clip_tokenizer **out, dt_er
     dt_status s = load_vocab(t, dir, err);
     if (s == DT_OK) s = load_merges(t, dir, err);
     if (s == DT_OK) s = load_config(t, dir, err);
+    if (s == DT_OK) s = normalize_specials(t, err);
     if (s != DT_OK) { dt_clip_tokenizer_free(t); return s; }
     byte_table(t);
     *out = t;
@@ -350,7 +410,7 @@ void dt_clip_tokenizer_free(dt_clip_tokenizer *t)
     free(t->merges.key);
     free(t->merges.rank);
     free(t->merges.id);
-    for (int i = 0; i < t->nspecial; i++) free(t->special[i].content);
+    for (int i = 0; i < t->nspecial; i++) { free(t->special[i].content); free(t->special[i].ncp); }
     free(t->special);
     free(t);
 }
@@ -658,15 +718,44 @@ static dt_status encode_normalized(const dt_clip_tokenizer *t, const uint32_t *c
     return DT_OK;
 }
 
-/* The special token starting at s (leftmost-longest: the longest one here), or -1. */
+/* The raw-text special token starting at s (leftmost-longest: the longest one here), or -1. */
 static int match_special(const dt_clip_tokenizer *t, const char *s, size_t left)
 {
     int best = -1;
     for (int k = 0; k < t->nspecial; k++)
-        if (t->special[k].len <= left && !memcmp(s, t->special[k].content, t->special[k].len) &&
+        if (!t->special[k].normalized && t->special[k].len <= left && !memcmp(s, t->special[k].content, t->special[k].len) &&
             (best < 0 || t->special[k].len > t->special[best].len))
             best = k;
     return best;
+}
+
+/* The same for the normalized tokens, over normalized code points. */
+static int match_normalized(const dt_clip_tokenizer *t, const uint32_t *cp, size_t left)
+{
+    int best = -1;
+    for (int k = 0; k < t->nspecial; k++) {
+        const special_token *s = &t->special[k];
+        if (s->normalized && s->nlen <= left && !memcmp(cp, s->ncp, s->nlen * sizeof *cp) &&
+            (best < 0 || s->nlen > t->special[best].nlen))
+            best = k;
+    }
+    return best;
+}
+
+/* A normalized piece split at the normalized tokens, the rest pre-tokenized and BPE'd. */
+static dt_status encode_split_normalized(const dt_clip_tokenizer *t, const uint32_t *cp, size_t n, bpe_scratch *sc,
+                                         id_vec *out, dt_err *err)
+{
+    size_t start = 0;
+    for (size_t i = 0; t->any_normalized && i < n;) {
+        int k = match_normalized(t, cp + i, n - i);
+        if (k < 0) { i++; continue; }
+        if (i > start) DT_TRY(encode_normalized(t, cp + start, i - start, sc, out, err));
+        if (!push(out, t->special[k].id)) return dt_fail(err, DT_ENOMEM, "out of memory tokenizing");
+        i += t->special[k].nlen;
+        start = i;
+    }
+    return n > start ? encode_normalized(t, cp + start, n - start, sc, out, err) : DT_OK;
 }
 
 static dt_status encode_text_piece(const dt_clip_tokenizer *t, const char *s, size_t len, uint32_t *cp, uint32_t *a,
@@ -675,7 +764,7 @@ static dt_status encode_text_piece(const dt_clip_tokenizer *t, const char *s, si
     size_t n = 0;
     for (size_t i = 0; i < len;) i += (size_t)dt_utf8_decode(s + i, &cp[n++]);
     size_t m = normalize(cp, n, a, b);
-    return encode_normalized(t, a, m, sc, out, err);
+    return encode_split_normalized(t, a, m, sc, out, err);
 }
 
 static dt_status tokenize(const dt_clip_tokenizer *t, const char *text, id_vec *out, dt_err *err)

@@ -6,11 +6,15 @@
  * skipped, each other line "a b") and, when present, tokenizer_config.json (bos/eos/pad/unk
  * tokens, defaults <|startoftext|>, <|endoftext|> x3; added_tokens_decoder; model_max_length).
  * Encoding, as tokenizers does it:
- *   1. the raw text is split at the special tokens (bos, eos, pad, unk and added_tokens_decoder
- *      entries, matched exactly, leftmost-longest: SDXL's tokenizer_2 pads with "!", so every
- *      "!" of its prompts is that special token);
+ *   1. the raw text is split at the added tokens matched as written (bos, eos, pad, unk and the
+ *      added_tokens_decoder entries whose "normalized" is false; leftmost-longest): SDXL's
+ *      tokenizer_2 pads with "!", so every "!" of its prompts is that token (id 0);
  *   2. each other piece is normalized: NFC, every run of whitespace (Oniguruma \s) becomes one
- *      space, then each code point lowercased on its own (no final-sigma rule);
+ *      space, then each code point lowercased on its own (no final-sigma rule), and split at
+ *      the added tokens matched after normalization (added_tokens_decoder "normalized": true,
+ *      or absent on a non-special entry; the "normalized" of the bos_token etc. objects is
+ *      ignored, as transformers 5 does). An added token's id is its vocab.json id, else the
+ *      next id past the vocabulary in added_tokens_decoder id order (the file's id is not used);
  *   3. pre-tokenized by CLIP's regex (<|startoftext|>|<|endoftext|>|'s|'t|'re|'ve|'m|'ll|'d|
  *      [\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+, whitespace dropped), then by ByteLevel's GPT-2 regex
  *      (which splits only the two <|...|> pieces further), each piece mapped to byte characters;
