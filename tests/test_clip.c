@@ -253,6 +253,51 @@ static void test_encoder_bf16(void **state)
     run_encoders(DT_BF16, 2e-2);
 }
 
+/* Pooling rows: eos_token_id 2 (legacy) takes the largest id's first position, any other the
+ * first eos_token_id (row 0 without one). text_encoder's config copied with eos_token_id 2. */
+static void test_pooling_rule(void **state)
+{
+    (void)state;
+    char dir[128], p[256], cwd[4096];
+    tu_tmpdir(dir, sizeof dir);
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    cJSON *cfg = NULL;
+    dt_err e = {0};
+    assert_int_equal(dt_json_load(FIX "/text_encoder/config.json", &cfg, &e), DT_OK);
+    cJSON_ReplaceItemInObject(cfg, "eos_token_id", cJSON_CreateNumber(2));
+    char *txt = cJSON_Print(cfg);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    tu_write_file(p, txt, strlen(txt));
+    free(txt);
+    cJSON_Delete(cfg);
+    char target[4200];
+    snprintf(target, sizeof target, "%s/" FIX "/text_encoder/model.safetensors", cwd);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    assert_int_equal(symlink(target, p), 0);
+    dt_backend *be = tu_backend(DT_F32);
+    enum { N = 5 };
+    const int32_t ids[3 * N] = {5, 1512, 7, 9, 11,          /* no eos: legacy 1 (largest id), else 0 */
+                                1512, 1513, 1513, 9, 1513,  /* both: 1 */
+                                3, 4, 1513, 1512, 1513};    /* both: 2 */
+    const int want[2][3] = {{0, 1, 2}, {1, 1, 2}};
+    const char *dirs[2] = {FIX "/text_encoder", dir};
+    for (int k = 0; k < 2; k++) {
+        clip_text_model *m = NULL;
+        if (clip_text_load(be, dirs[k], &m, &e) != DT_OK) fail_msg("%s", e.msg);
+        assert_int_equal(clip_text_get_config(m)->eos_token_id, k ? 2 : 1513);
+        float last[3 * N * 32], pooled[3 * 32];
+        clip_text_outputs o = {.last_hidden_state = last, .pooled = pooled};
+        dt_arena a;
+        dt_arena_init(&a);
+        assert_int_equal(clip_text_encode(m, ids, NULL, 3, N, &a, &o, &e), DT_OK);
+        for (int b = 0; b < 3; b++) assert_memory_equal(pooled + b * 32, last + (b * N + want[k][b]) * 32, 32 * sizeof(float));
+        dt_arena_free(&a);
+        clip_text_free(m);
+    }
+    dt_backend_destroy(be);
+    tu_rmtree(dir);
+}
+
 /* NFC against Python's unicodedata.normalize("NFC", ...) on hand-picked cases: composition,
  * Hangul, blocked marks, singletons, canonical reordering. */
 static void test_nfc(void **state)
@@ -592,6 +637,7 @@ int main(void)
         cmocka_unit_test(test_tokenizer_variants),
         cmocka_unit_test(test_encoder_f32),
         cmocka_unit_test(test_encoder_bf16),
+        cmocka_unit_test(test_pooling_rule),
         cmocka_unit_test(test_nfc),
         cmocka_unit_test(test_tokenizer_files),
         cmocka_unit_test(test_tokenizer_interface),
