@@ -134,6 +134,37 @@ static void test_tokenizer_variants(void **state)
     cJSON_Delete(j);
 }
 
+/* The real CLIP vocabulary (49408 tokens), when DITRT_CLIP_REAL names a folder made by
+ * `python scripts/fixtures/clip.py --real-vocab <open_clip package dir> <folder>` (not
+ * committed: 1.5 MB); skipped otherwise. */
+static void test_real_vocabulary(void **state)
+{
+    (void)state;
+    const char *root = getenv("DITRT_CLIP_REAL");
+    if (!root || !*root) { print_message("  skipped: DITRT_CLIP_REAL is not set\n"); skip(); }
+    char p[4096];
+    snprintf(p, sizeof p, "%s/cases.json", root);
+    cJSON *j = NULL;
+    dt_err e = {0};
+    if (dt_json_load(p, &j, &e) != DT_OK) fail_msg("%s", e.msg);
+    static const char *const names[2] = {"tokenizer", "tokenizer_2"};
+    for (int k = 0; k < 2; k++) {
+        char dir[4096], nf[64];
+        snprintf(dir, sizeof dir, "%s/%s", root, names[k]);
+        snprintf(nf, sizeof nf, "%s_n_full", names[k]);
+        dt_clip_tokenizer *t = load_tok(dir);
+        assert_int_equal(dt_clip_tokenizer_vocab_size(t), 49408);
+        int n = 0, bad = 0;
+        for (const cJSON *c = cJSON_GetObjectItem(j, "cases")->child; c; c = c->next, n++)
+            bad += !same_ids(t, cJSON_GetObjectItem(c, "text")->valuestring, 77, cJSON_GetObjectItem(c, names[k]),
+                             cJSON_GetObjectItem(c, nf)->valueint);
+        print_message("  real vocabulary, %s: %d strings, %d differ\n", names[k], n, bad);
+        assert_int_equal(bad, 0);
+        dt_clip_tokenizer_free(t);
+    }
+    cJSON_Delete(j);
+}
+
 /* ---- text encoders ---- */
 
 static float *ref_tensor(const dt_safetensors *st, const char *name, size_t n)
@@ -635,6 +666,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tokenizer_cases),
         cmocka_unit_test(test_tokenizer_variants),
+        cmocka_unit_test(test_real_vocabulary),
         cmocka_unit_test(test_encoder_f32),
         cmocka_unit_test(test_encoder_bf16),
         cmocka_unit_test(test_pooling_rule),
