@@ -35,8 +35,10 @@ const dt_text_encoder_info *dt_text_encoder_get_info(const dt_text_encoder *e);
 typedef struct {
     float *last_hidden_state; /* [B, N, hidden]: the model's output (T5: prompt_embeds) */
     float *hidden;            /* [B, N, hidden]: hidden_states[-hidden_from_end] (CLIP only) */
-    int hidden_from_end;      /* 2: penultimate (SDXL), clip_skip + 1 for SD 1.x ... */
-    int hidden_final_norm;    /* 1: the final layer norm applied to `hidden` (SD 1.x clip_skip) */
+    int hidden_from_end;      /* 1: last layer, 2: penultimate ...; diffusers takes SD 1.x's
+                                 clip_skip as clip_skip + 1 with hidden_final_norm, SDXL's as
+                                 clip_skip + 2 (2 by default) without */
+    int hidden_final_norm;    /* 1: the final layer norm applied to `hidden` */
     float *pooled;            /* [B, pooled_size] (CLIP only) */
 } dt_text_encoder_outputs;
 
