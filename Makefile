@@ -37,6 +37,33 @@ TEST_SRC = $(wildcard tests/test_*.c)
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o) $(LIB_CXX:%.cc=$(BUILD)/%.o)
 CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS   = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# ---- CUDA backend (kernels/cuda/): built whenever nvcc is found (PATH, then /usr/local/cuda) ----
+# cudart is linked statically (libcudart_static.a loads libcuda.so.1 only on the first CUDA
+# call), and cuBLASLt / cuDNN are dlopen-ed when a CUDA backend is first created
+# (kernels/cuda/cuda_libs.cu), so ditrt and libditrt.so start and run on the CPU on machines
+# with no GPU driver and no CUDA libraries. NVCC= (empty) builds without it.
+NVCC ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard /usr/local/cuda/bin/nvcc))
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
+ifneq ($(NVCC),)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(realpath $(NVCC)))
+CUDA_SRC = $(wildcard kernels/cuda/*.cu)
+CUDA_OBJ = $(CUDA_SRC:%.cu=$(BUILD)/%.o)
+LIB_OBJ += $(CUDA_OBJ)
+# --fmad=false: no contraction into FMAs, as the CPU build's -ffp-contract=off (elementwise ops
+# then match the CPU bit for bit); warnings are errors on the host and the device side.
+NVCCFLAGS ?= -O2 -g -lineinfo
+NVCCFLAGS += -std=c++17 $(CUDA_ARCH) --fmad=false -Werror all-warnings -Xcompiler -fPIC,-fvisibility=hidden,-Wall,-Wextra,-Wno-unused-parameter,-Werror \
+             -MMD -MP -Iinclude -I. -I$(CUDA_HOME)/include
+CUDA_LIBDIR = $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/targets/x86_64-linux/lib))
+NVCCFLAGS += -DDT_CUDA_LIBDIR='"$(CUDA_LIBDIR)"'
+LDLIBS += -L$(CUDA_LIBDIR) -lcudart_static -ldl -lrt -lpthread
+$(BUILD)/kernels/backend.o: CFLAGS += -DDT_HAVE_CUDA
+$(BUILD)/kernels/cuda/%.o: kernels/cuda/%.cu | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+else
+$(info CUDA backend: skipped (nvcc not found))
+endif
 # the libFuzzer harnesses (tests/fuzz/fuzz_<name>.c), replayed without libFuzzer by `make test`
 FUZZ_NAMES = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 REPLAY_BINS = $(FUZZ_NAMES:%=$(BUILD)/fuzz-replay/fuzz_%)

@@ -1,8 +1,10 @@
-/* `ditrt info -m DIR`: architecture, parameter count, stored dtypes, memory estimate. */
+/* `ditrt info -m DIR`: architecture, parameter count, stored dtypes, memory estimate.
+ * `ditrt info` alone: the backends built in and the devices found. */
 #include "cli.h"
 #include "cli_fastattn.h"
 #include "runtime/models/modeldir.h"
 #include "runtime/models/denoiser.h"
+#include "kernels/backend.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -18,7 +20,12 @@ int cli_info(int argc, char **argv)
         else return cli_usage_error("info: unknown option \"%s\"", argv[i]);
     }
     if (attn_plan) return cli_info_attn_plan(attn_plan, model); /* DiTFastAttn plan summary */
-    if (!model) return cli_usage_error("info: -m MODEL_DIR is required");
+    if (!model) { /* the backends and devices */
+        char list[4096];
+        dt_backend_list(list, sizeof list);
+        fputs(list, stdout);
+        return 0;
+    }
     dt_err err = {0};
     char dir[4096], head[1024], tail[512];
     dt_denoiser_info info;
