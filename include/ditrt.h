@@ -109,6 +109,11 @@ typedef struct {
     int nzoo;
     const char *model_schedule;    /* NULL; else the zoo member of each model evaluation (JSON from
                                     * `ditrt search-models`): every generation follows it */
+    const char *device;            /* NULL or "cpu" (default); "cuda" or "cuda:N": the CUDA backend
+                                    * (NULL dtypes then mean bf16). Without a usable GPU, or in a
+                                    * ditrt built without CUDA, ditrt_ctx_create fails with
+                                    * DITRT_EUNSUPPORTED and a one-line reason (`ditrt info` lists
+                                    * the backends and devices). Quantized plans run on the CPU only. */
 } ditrt_ctx_params;
 
 /* Sets struct_size and the defaults (all other fields 0/NULL); NULL is a no-op (as for every

@@ -25,6 +25,7 @@ static const gen_form IMAGE = {0, "txt2img", "out.png"}, VIDEO = {1, "txt2vid", 
 typedef struct {
     const gen_form *form;
     const char *model, *output, *dtype, *text_dtype;
+    const char *device;                /* --device cpu|cuda[:N] (NULL: cpu) */
     const char *solver;                /* resolved class name or NULL: the folder's */
     const char *schedule, *statistics; /* --solver-schedule, --solver-statistics */
     const char *attn_plan, *quant;     /* --attn-plan FILE, --quant DIR */
@@ -102,6 +103,7 @@ static int parse(int argc, char **argv, const gen_form *form, gen_args *a)
         else if (F("--batch")) ok = cli_parse_int("--batch", v, 1, 64, &a->req.batch);
         else if (F("--dtype")) a->dtype = v;
         else if (F("--text-encoder-dtype")) a->text_dtype = v;
+        else if (F("--device")) a->device = v;
         else if (F("--threads")) ok = cli_parse_int("--threads", v, 1, 1024, &a->threads);
         else if (F("--attn-plan")) a->attn_plan = v;
         else if (F("--quant")) a->quant = v;
@@ -326,6 +328,8 @@ static int run(int argc, char **argv, const gen_form *form)
         return cli_usage_error("--dtype: expected f32 or bf16, got \"%s\"", a.dtype);
     if (a.text_dtype && !(cp.text_dtype = cli_dtype_arg(a.text_dtype)))
         return cli_usage_error("--text-encoder-dtype: expected f32 or bf16, got \"%s\"", a.text_dtype);
+    if (a.device && !(cp.device = cli_device_arg(a.device)))
+        return cli_usage_error("--device: expected cpu, cuda or cuda:N, got \"%s\"", a.device);
     ditrt_output_kind kind;
     if (check_outputs(&a, &kind, &err) != DITRT_OK) return cli_die(&err);
     cli_list zoo = {0};

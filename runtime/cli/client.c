@@ -225,3 +225,12 @@ const char *cli_dtype_arg(const char *v)
     if (!strcmp(v, "bf16") || !strcmp(v, "bfloat16")) return "bf16";
     return NULL;
 }
+
+const char *cli_device_arg(const char *v)
+{
+    if (!strcmp(v, "cpu") || !strcmp(v, "cuda")) return v;
+    if (strncmp(v, "cuda:", 5) || !v[5] || strlen(v + 5) > 4) return NULL;
+    for (const char *p = v + 5; *p; p++)
+        if (*p < '0' || *p > '9') return NULL;
+    return v;
+}

@@ -15,7 +15,7 @@ static void usage(FILE *f)
             "usage: ditrt <command> [options]\n"
             "commands:\n"
             "  txt2img -m MODEL_DIR -p PROMPT [-n NEGATIVE] [-W W] [-H H] [--steps N] [--cfg G] [--seed S] [--batch N]\n"
-            "          [--dtype bf16|f32] [--text-encoder-dtype bf16|f32] [--threads N] [-o out.png] [--vae-tiling]\n"
+            "          [--dtype bf16|f32] [--text-encoder-dtype bf16|f32] [--device cpu|cuda[:N]] [--threads N] [-o out.png] [--vae-tiling]\n"
             "          [--no-binning] [--no-clean-caption] [--max-length N] [--force] [--quiet] [--json] [--attn-plan PLAN.json]\n"
             "          [--solver NAME] [--karras] [--eta X] [--solver-schedule USF.json [--solver-statistics FILE]] | --list-solvers\n"
             "          [--quant QUANT_DIR] [--zoo DIR[,DIR...] --model-schedule SCHEDULE.json]\n"
@@ -35,7 +35,7 @@ static void usage(FILE *f)
             "  search-solver -m MODEL_DIR --nfe N --prompts FILE|-p PROMPT --out schedule.json [--population P] [--generations G]\n"
             "          [--max-order 1-3] [--samples K per prompt] [--ref-steps R] [--seed S] [--cfg G] [-W W] [-H H] [--dtype f32|bf16]\n"
             "  compare A.png B.png [--min-psnr X] [--min-ssim Y] [--diff DIFF.png]\n"
-            "  bench transformer [--arch pixart-xl-2|latte-1] [--frames F] [--res 512] [--dtype bf16|f32] [--threads N] [--iters K] [--layers L] [--breakdown]\n"
+            "  bench transformer [--arch pixart-xl-2|latte-1] [--frames F] [--res 512] [--dtype bf16|f32] [--device cpu|cuda[:N]] [--threads N] [--iters K] [--layers L] [--breakdown]\n"
             "          [--attn-plan PLAN.json ...] [--quant w8a8|w4a8]\n"
             "  quantize -m MODEL_DIR --prompts FILE --scheme w8a8|w4a8|mixed --out DIR [--budget BITS] [--alpha A] [--steps N]\n"
             "          [-W W] [-H H] [--frames F (Latte)]\n"
@@ -47,7 +47,13 @@ const char *cli_default_dtype(void) { return dt_dtype_name(dt_backend_default_dt
 
 dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *err)
 {
+    return cli_backend_on(NULL, dtype, threads, be, err);
+}
+
+dt_status cli_backend_on(const char *device, const char *dtype, int threads, dt_backend **be, dt_err *err)
+{
     dt_backend_config cfg = {.device = DT_DEV_CPU, .threads = threads};
+    if (device) DT_TRY(dt_backend_parse_device(device, &cfg.device, &cfg.device_index, err));
     if (!strcmp(dtype, "f32")) cfg.compute = DT_F32;
     else if (!strcmp(dtype, "bf16")) cfg.compute = DT_BF16;
     else return dt_fail(err, DT_EINVAL, "--dtype: expected f32 or bf16, got \"%s\"", dtype);

@@ -34,9 +34,9 @@ static dt_status read_class(const char *model_dir, char *cls, size_t n, dt_err *
     return s;
 }
 
-static dt_status make_backend(dt_dtype dt, int threads, dt_backend **be, dt_err *err)
+static dt_status make_backend(const dt_parts_config *pc, dt_dtype dt, dt_backend **be, dt_err *err)
 {
-    dt_backend_config c = {.device = DT_DEV_CPU, .compute = dt, .threads = threads};
+    dt_backend_config c = {.device = pc->device, .device_index = pc->device_index, .compute = dt, .threads = pc->threads};
     return dt_backend_create(&c, be, err);
 }
 
@@ -47,11 +47,11 @@ dt_status dt_pipeline_parts_load(const dt_parts_config *c, dt_pipeline_parts *p,
     dt_arena_init(&p->arena);
     if (!m) return dt_fail(err, DT_EINVAL, "model: no model folder given");
     DT_TRY(read_class(m, p->cls, sizeof p->cls, err));
-    DT_TRY(make_backend(c->dtype, c->threads, &p->be, err));
+    DT_TRY(make_backend(c, c->dtype, &p->be, err));
     dt_allocator alloc = dt_backend_allocator(p->be); /* activations live on the backend's device */
     dt_arena_init_with(&p->arena, &alloc);
     if (c->text_dtype == c->dtype) p->text_be = p->be;
-    else DT_TRY(make_backend(c->text_dtype, c->threads, &p->text_be, err));
+    else DT_TRY(make_backend(c, c->text_dtype, &p->text_be, err));
     DT_TRY(dt_tokenizer_find(m, dir, sizeof dir, err));
     DT_TRY(dt_tokenizer_load(dir, &p->tok, err));
     DT_TRY(dt_model_component_dir(m, "text_encoder", p->text_dir, sizeof p->text_dir, err));

@@ -20,6 +20,8 @@ typedef struct {
     int karras;
     const char *solver_schedule;   /* USF schedule, or NULL */
     const char *solver_statistics;
+    dt_device device;              /* 0: the CPU */
+    int device_index;
 } dt_parts_config;
 
 typedef struct {
