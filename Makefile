@@ -69,6 +69,7 @@ FUZZ_NAMES = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 REPLAY_BINS = $(FUZZ_NAMES:%=$(BUILD)/fuzz-replay/fuzz_%)
 DEPS_STAMP = $(BUILD)/.deps
 
+.PHONY: test-gpu
 .PHONY: all test test-avx2 test-asan check-slow check-install bench clean deps install fuzz fuzz-build FORCE
 EXAMPLES = $(patsubst runtime/examples/%.c,$(BUILD)/examples/%,$(wildcard runtime/examples/*.c))
 
@@ -125,12 +126,25 @@ $(BUILD)/tests/%: tests/%.c tests/testutil.h libditrt.a ditrt $(EXAMPLES) | $(DE
 # the small test models 10-100x slower (measured: 43 s -> 0.4 s for test_oms on a busy machine).
 # The architecture check (scripts/check-layers.sh: folder layers, no concrete model outside
 # runtime/models, user commands over ditrt.h) and the install check run as two more suites.
-test: $(TESTS) $(REPLAY_BINS)
+test: $(TESTS) $(REPLAY_BINS) $(GPU_TEST)
 	@fail=0; for t in $(TESTS); do echo "== $$t"; OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive $$t || fail=1; done; \
+	echo "== $(GPU_TEST) (make test-gpu)"; OMP_WAIT_POLICY=passive $(GPU_TEST) || fail=1; \
 	echo "== scripts/fuzz-replay.sh"; sh scripts/fuzz-replay.sh || fail=1; \
 	echo "== scripts/check-layers.sh"; sh scripts/check-layers.sh || fail=1; \
 	echo "== scripts/check-install.sh"; OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive MAKE="$(MAKE)" sh scripts/check-install.sh || fail=1; \
 	if [ $$fail -ne 0 ]; then echo "make test: FAILED"; exit 1; fi; echo "make test: all suites passed"
+
+# `make test-gpu`: the CUDA backend op by op against the CPU backend, two contexts in two
+# threads, the goldens through --device cuda (tests/gpu/test_gpu_ops.c). Without a CUDA build or
+# a GPU it prints why and passes; `make test` builds and runs it too, so CI proves it builds and
+# skips. scripts/gpu-check.sh runs it on a GPU machine.
+GPU_TEST = $(BUILD)/tests-gpu/test_gpu_ops
+$(GPU_TEST): tests/gpu/test_gpu_ops.c tests/testutil.h libditrt.a | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -o $@ $< libditrt.a $(LDLIBS) -lcmocka -lpthread
+
+test-gpu: $(GPU_TEST) ditrt
+	OMP_WAIT_POLICY=passive $(GPU_TEST)
 
 # The suites as on a CPU without AVX-512 (no native bf16, int8 GEMMs through f32): oneDNN takes
 # no instruction above AVX2, and ditrt's dtype defaults and refusals follow (the .ci/run second pass).
