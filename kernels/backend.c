@@ -18,13 +18,14 @@ typedef struct {
     /* optional: why no device is usable (one line), and the devices found (lines; returns the count) */
     void (*unavailable_reason)(char *buf, size_t n);
     int (*describe)(char *buf, size_t n);
+    int (*libs_check)(char *why, size_t n);
 } dt_backend_entry;
 
 static const dt_backend_entry registry[] = {
-    {DT_DEV_CPU, "cpu", cpu_backend_create, cpu_backend_available, cpu_backend_native_dtype, NULL, NULL},
+    {DT_DEV_CPU, "cpu", cpu_backend_create, cpu_backend_available, cpu_backend_native_dtype, NULL, NULL, NULL},
 #ifdef DT_HAVE_CUDA
     {DT_DEV_CUDA, "cuda", cuda_backend_create, cuda_backend_available, cuda_backend_native_dtype,
-     cuda_backend_unavailable_reason, cuda_backend_describe},
+     cuda_backend_unavailable_reason, cuda_backend_describe, cuda_backend_libs_check},
 #endif
 };
 #define N_ENTRIES (sizeof registry / sizeof *registry)
@@ -181,4 +182,15 @@ void dt_backend_list(char *buf, size_t n)
     for (int d = 0; d < (int)N_DEVICES && o < n; d++)
         if (!find((dt_device)d)) o += (size_t)snprintf(buf + o, n - o, "backend %s: not built in%s\n", device_names[d],
                                                      d == DT_DEV_CUDA ? " (nvcc was not found at build time)" : "");
+}
+
+int dt_backend_libs_check(dt_device dev, char *why, size_t n)
+{
+    const dt_backend_entry *e = find(dev);
+    if (n) why[0] = 0;
+    if (!e) {
+        snprintf(why, n, "device %s: not built in", dt_backend_device_name(dev));
+        return 0;
+    }
+    return e->libs_check ? e->libs_check(why, n) : 1;
 }

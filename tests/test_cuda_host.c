@@ -309,6 +309,26 @@ static void test_cuda_without_gpu_is_one_line_error(void **state)
     assert_non_null(strstr(list, dt_backend_built(DT_DEV_CUDA) ? "backend cuda (built in): no usable device" : "backend cuda: not built in"));
 }
 
+/* cuBLASLt and cuDNN load by dlopen without a GPU: every symbol the backend calls resolves in
+ * the libraries of this machine's CUDA (skipped, saying why, where they are absent). */
+static void test_cuda_libraries_resolve(void **state)
+{
+    (void)state;
+    char why[512];
+    if (!dt_backend_built(DT_DEV_CUDA)) {
+        print_message("  skipped: built without CUDA\n");
+        skip();
+    }
+    int r = dt_backend_libs_check(DT_DEV_CUDA, why, sizeof why);
+    if (r == 0) {
+        print_message("  skipped: %s\n", why);
+        skip();
+    }
+    if (r < 0) fail_msg("%s", why);
+    assert_int_equal(r, 1);
+    assert_int_equal(dt_backend_libs_check(DT_DEV_CPU, why, sizeof why), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -323,6 +343,7 @@ int main(void)
         cmocka_unit_test(test_patch_maps),
         cmocka_unit_test(test_quantize_rows_match_cpu),
         cmocka_unit_test(test_cuda_without_gpu_is_one_line_error),
+        cmocka_unit_test(test_cuda_libraries_resolve),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

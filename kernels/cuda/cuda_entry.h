@@ -16,6 +16,9 @@ void cuda_backend_unavailable_reason(char *buf, size_t n);
 /* The devices found, one "cuda:N: <name>, <GiB> GiB, sm_XY" line each into buf (or the reason
  * none is usable); returns the device count (0 without a driver). */
 int cuda_backend_describe(char *buf, size_t n);
+/* Loads cuBLASLt and cuDNN (no GPU needed): 1 when every symbol the backend calls resolved,
+ * 0 when a library file is not found, -1 when a library lacks a symbol; why[n] says which. */
+int cuda_backend_libs_check(char *why, size_t n);
 #ifdef __cplusplus
 }
 #endif
