@@ -80,6 +80,22 @@ __global__ void k_softmax_rows(float *S, int64_t rows, int64_t Nk, float scale, 
     for (int64_t j = threadIdx.x; j < Nk; j += blockDim.x) row[j] *= inv;
 }
 
+/* S (Nk × rows per head, column-major, heads d apart in K and Q) = op(A)=Kᵀ-as-stored · Q. */
+cu_gemm_args cu_attn_qk_args(const float *K, int64_t ks, const float *Q, int64_t qs, int64_t Nk, int64_t rows,
+                             int64_t d, int heads, float *S)
+{
+    return (cu_gemm_args){1, 0, Nk, rows, d, K, CUDA_R_32F, ks, d, Q, CUDA_R_32F, qs, d, S, Nk, rows * Nk, heads,
+                          NULL, 1.0f, 0.0f, CUBLAS_COMPUTE_32F};
+}
+
+/* O (d × rows per head, leading dimension out's row stride) = V · P. */
+cu_gemm_args cu_attn_pv_args(const float *V, int64_t vs, const float *S, int64_t Nk, int64_t rows, int64_t d,
+                             int heads, float *O, int64_t os)
+{
+    return (cu_gemm_args){0, 0, d, rows, Nk, V, CUDA_R_32F, vs, d, S, CUDA_R_32F, Nk, rows * Nk, O, os, d, heads,
+                          NULL, 1.0f, 0.0f, CUBLAS_COMPUTE_32F};
+}
+
 dt_status cu_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
                        const dt_attn_bias *bias, int heads, float scale, dt_tensor *out, dt_err *err)
 {
@@ -105,18 +121,15 @@ dt_status cu_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, c
             int64_t rows = Nq - q0 < qc ? Nq - q0 : qc;
             const float *Qb = Q + b * q->strides[0] + q0 * q->strides[1];
             /* S (Nk × rows per head, column-major) = Kᵀ-as-op(A) · Q */
-            cu_gemm_args s = {1, 0, Nk, rows, d, K + b * k->strides[0], CUDA_R_32F, k->strides[1], d,
-                              Qb, CUDA_R_32F, q->strides[1], d, S, Nk, rows * Nk, heads, NULL, 1.0f, 0.0f,
-                              CUBLAS_COMPUTE_32F};
-            DT_TRY(cu_gemm(cb, &s, err));
+            cu_gemm_args s = cu_attn_qk_args(K + b * k->strides[0], k->strides[1], Qb, q->strides[1], Nk, rows, d, heads, S);
+            DT_TRY(cu_gemm(cb, &s, &cb->attn_algo[0], err));
             k_softmax_rows<<<dim3((unsigned)rows, (unsigned)heads), 256, 0, cb->stream>>>(
                 S, rows, Nk, scale, kb ? kb + b * Nk : NULL, hb, Nq, q0);
             CU_LAUNCHED("attention softmax");
             /* O (d × rows per head, ld = out's row stride) = V · P */
-            cu_gemm_args o = {0, 0, d, rows, Nk, V + b * v->strides[0], CUDA_R_32F, v->strides[1], d,
-                              S, CUDA_R_32F, Nk, rows * Nk, O + b * out->strides[0] + q0 * out->strides[1],
-                              out->strides[1], d, heads, NULL, 1.0f, 0.0f, CUBLAS_COMPUTE_32F};
-            DT_TRY(cu_gemm(cb, &o, err));
+            cu_gemm_args o = cu_attn_pv_args(V + b * v->strides[0], v->strides[1], S, Nk, rows, d, heads,
+                                             O + b * out->strides[0] + q0 * out->strides[1], out->strides[1]);
+            DT_TRY(cu_gemm(cb, &o, &cb->attn_algo[1], err));
         }
     return DT_OK;
 }

@@ -307,12 +307,6 @@ extern "C" int cuda_backend_describe(char *buf, size_t n)
     return c;
 }
 
-extern "C" int cuda_backend_libs_check(char *why, size_t n)
-{
-    if (dt_cuda_libs_get(why, n)) return 1;
-    return strstr(why, "symbol") ? -1 : 0;
-}
-
 /* bf16 GEMMs run natively from sm_80 (A100, H100); f32 always. The query has no device index:
  * it answers for the kinds this build targets (CUDA_ARCH >= 80). */
 extern "C" int cuda_backend_native_dtype(dt_dtype t) { return t == DT_F32 || t == DT_BF16; }

@@ -16,8 +16,9 @@ void cuda_backend_unavailable_reason(char *buf, size_t n);
 /* The devices found, one "cuda:N: <name>, <GiB> GiB, sm_XY" line each into buf (or the reason
  * none is usable); returns the device count (0 without a driver). */
 int cuda_backend_describe(char *buf, size_t n);
-/* Loads cuBLASLt and cuDNN (no GPU needed): 1 when every symbol the backend calls resolved,
- * 0 when a library file is not found, -1 when a library lacks a symbol; why[n] says which. */
+/* Loads cuBLASLt and cuDNN and has them build the descriptors of the ops' GEMMs and
+ * convolutions (cuda_selftest.cu; no GPU needed): 1 when all is accepted, 0 when a library file
+ * is not found, -1 when a library lacks a symbol or refuses a descriptor; why[n] says which. */
 int cuda_backend_libs_check(char *why, size_t n);
 #ifdef __cplusplus
 }

@@ -11,6 +11,7 @@
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/cuda/elem_math.h"
 #include <stdlib.h>
+#include <string.h>
 
 struct dt_linear {
     cuda_backend *cb;
@@ -19,8 +20,7 @@ struct dt_linear {
     dt_dtype dt;
     void *w;     /* [out, in] in dt */
     float *b;    /* [out] or NULL */
-    int64_t algo_m; /* rows the cached algorithm was picked for (-1: none) */
-    cublasLtMatmulAlgo_t algo;
+    cu_algo_cache cache; /* the algorithm of the last row count and pointer alignments */
 };
 
 static dt_status lt_fail(dt_err *err, cublasStatus_t s, const char *what)
@@ -57,71 +57,117 @@ static cublasStatus_t set_layout(const dt_cuda_libs *L, cublasLtMatrixLayout_t *
     return s;
 }
 
-/* The GEMM with an algorithm: *algo used when *have, else picked by the heuristic and returned. */
-static dt_status gemm_algo(cuda_backend *cb, const cu_gemm_args *g, cublasLtMatmulAlgo_t *algo, int *have, dt_err *err)
+/* Checks the arguments as cuBLASLt's column-major contract needs them (it does not check
+ * leading dimensions at layout creation): sizes positive, each ld >= its matrix's rows. */
+dt_status cu_gemm_check(const cu_gemm_args *g, dt_err *err)
 {
-    const dt_cuda_libs *L = cb->L;
-    dt_status st = DT_OK;
-    cublasLtMatmulDesc_t op = NULL;
-    cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
-    cublasLtMatmulPreference_t pref = NULL;
+    int64_t ra = g->ta ? g->k : g->m, rb = g->tb ? g->n : g->k;
+    if (g->m <= 0 || g->n <= 0 || g->k <= 0 || g->batch < 1)
+        return dt_fail(err, DT_EINVAL, "GEMM: sizes %lldx%lldx%lld batch %d", (long long)g->m, (long long)g->n,
+                       (long long)g->k, g->batch);
+    if (g->lda < ra || g->ldb < rb || g->ldd < g->m)
+        return dt_fail(err, DT_EINVAL, "GEMM: leading dimensions %lld/%lld/%lld below rows %lld/%lld/%lld",
+                       (long long)g->lda, (long long)g->ldb, (long long)g->ldd, (long long)ra, (long long)rb,
+                       (long long)g->m);
+    return DT_OK;
+}
+
+void cu_gemm_descs_free(const dt_cuda_libs *L, cu_gemm_descs *d)
+{
+    if (d->la) L->cublasLtMatrixLayoutDestroy(d->la);
+    if (d->lb) L->cublasLtMatrixLayoutDestroy(d->lb);
+    if (d->ld) L->cublasLtMatrixLayoutDestroy(d->ld);
+    if (d->op) L->cublasLtMatmulDescDestroy(d->op);
+    *d = (cu_gemm_descs){};
+}
+
+/* The operation descriptor (transposes, bias epilogue) and the three layouts: host-only calls,
+ * so tests build them without a GPU (cuda_selftest.cu). */
+dt_status cu_gemm_descs_make(const dt_cuda_libs *L, const cu_gemm_args *g, cu_gemm_descs *d, dt_err *err)
+{
+    dt_status st = cu_gemm_check(g, err);
+    if (st != DT_OK) return st;
+    *d = (cu_gemm_descs){};
     cublasOperation_t ta = g->ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g->tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-    LT_TRY(L->cublasLtMatmulDescCreate(&op, g->compute, CUDA_R_32F), "matmul descriptor");
-    LT_TRY(L->cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), "transa");
-    LT_TRY(L->cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), "transb");
+    LT_TRY(L->cublasLtMatmulDescCreate(&d->op, g->compute, CUDA_R_32F), "matmul descriptor");
+    LT_TRY(L->cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), "transa");
+    LT_TRY(L->cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), "transb");
     if (g->bias) {
         cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
-        LT_TRY(L->cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep), "epilogue");
-        LT_TRY(L->cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g->bias, sizeof g->bias),
+        LT_TRY(L->cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep), "epilogue");
+        LT_TRY(L->cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g->bias, sizeof g->bias),
                "bias pointer");
     }
-    LT_TRY(set_layout(L, &la, g->at, g->ta ? g->k : g->m, g->ta ? g->m : g->k, g->lda, g->batch, g->sa), "A layout");
-    LT_TRY(set_layout(L, &lb, g->bt, g->tb ? g->n : g->k, g->tb ? g->k : g->n, g->ldb, g->batch, g->sb), "B layout");
-    LT_TRY(set_layout(L, &ld, CUDA_R_32F, g->m, g->n, g->ldd, g->batch, g->sd), "D layout");
-    if (!*have) {
+    LT_TRY(set_layout(L, &d->la, g->at, g->ta ? g->k : g->m, g->ta ? g->m : g->k, g->lda, g->batch, g->sa), "A layout");
+    LT_TRY(set_layout(L, &d->lb, g->bt, g->tb ? g->n : g->k, g->tb ? g->k : g->n, g->ldb, g->batch, g->sb), "B layout");
+    LT_TRY(set_layout(L, &d->ld, CUDA_R_32F, g->m, g->n, g->ldd, g->batch, g->sd), "D layout");
+done:
+    if (st != DT_OK) cu_gemm_descs_free(L, d);
+    return st;
+}
+
+/* The GEMM with the cached algorithm when it was picked for the same shape and the same pointer
+ * alignments (an algorithm chosen for 256-byte aligned operands may not run on 64-byte aligned
+ * ones); else the heuristic picks one and the cache keeps it. */
+static dt_status gemm_algo(cuda_backend *cb, const cu_gemm_args *g, cu_algo_cache *c, dt_err *err)
+{
+    uint32_t aa = align_of(g->A, g->sa, elem_size(g->at)), ab = align_of(g->B, g->sb, elem_size(g->bt)),
+             ad = align_of(g->D, g->sd, 4);
+    int64_t key[8] = {g->m, g->n, g->k, g->batch, g->lda, g->ldb, g->ldd,
+                      (int64_t)aa << 40 | (int64_t)ab << 20 | ad};
+    int have = c->have && !memcmp(c->key, key, sizeof key);
+    const dt_cuda_libs *L = cb->L;
+    cu_gemm_descs d;
+    cublasLtMatmulPreference_t pref = NULL;
+    dt_status st = cu_gemm_descs_make(L, g, &d, err);
+    if (st != DT_OK) return st;
+    if (!have) {
         LT_TRY(L->cublasLtMatmulPreferenceCreate(&pref), "preference");
         uint64_t ws = cb->ws_size;
         LT_TRY(L->cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws),
                "workspace preference");
-        uint32_t aa = align_of(g->A, g->sa, elem_size(g->at)), ab = align_of(g->B, g->sb, elem_size(g->bt)),
-                 ad = align_of(g->D, g->sd, 4);
         LT_TRY(L->cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof aa), "alignment");
         LT_TRY(L->cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof ab), "alignment");
         LT_TRY(L->cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ad, sizeof ad), "alignment");
         LT_TRY(L->cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ad, sizeof ad), "alignment");
         cublasLtMatmulHeuristicResult_t h;
         int found = 0;
-        LT_TRY(L->cublasLtMatmulAlgoGetHeuristic(cb->lt, op, la, lb, ld, ld, pref, 1, &h, &found), "algorithm heuristic");
+        LT_TRY(L->cublasLtMatmulAlgoGetHeuristic(cb->lt, d.op, d.la, d.lb, d.ld, d.ld, pref, 1, &h, &found),
+               "algorithm heuristic");
         if (!found) {
             st = dt_fail(err, DT_EUNSUPPORTED, "cuBLASLt: no algorithm for a %lldx%lldx%lld GEMM", (long long)g->m,
                          (long long)g->n, (long long)g->k);
             goto done;
         }
-        *algo = h.algo;
-        *have = 1;
+        c->algo = h.algo;
+        c->have = 1;
+        memcpy(c->key, key, sizeof key);
     }
-    LT_TRY(L->cublasLtMatmul(cb->lt, op, &g->alpha, g->A, la, g->B, lb, &g->beta, g->D, ld, g->D, ld, algo, cb->ws,
-                             cb->ws_size, cb->stream),
+    LT_TRY(L->cublasLtMatmul(cb->lt, d.op, &g->alpha, g->A, d.la, g->B, d.lb, &g->beta, g->D, d.ld, g->D, d.ld,
+                             &c->algo, cb->ws, cb->ws_size, cb->stream),
            "matmul");
 done:
     if (pref) L->cublasLtMatmulPreferenceDestroy(pref);
-    if (la) L->cublasLtMatrixLayoutDestroy(la);
-    if (lb) L->cublasLtMatrixLayoutDestroy(lb);
-    if (ld) L->cublasLtMatrixLayoutDestroy(ld);
-    if (op) L->cublasLtMatmulDescDestroy(op);
+    cu_gemm_descs_free(L, &d);
     return st;
 }
 
-dt_status cu_gemm(cuda_backend *cb, const cu_gemm_args *g, dt_err *err)
+dt_status cu_gemm(cuda_backend *cb, const cu_gemm_args *g, cu_algo_cache *cache, dt_err *err)
 {
-    cublasLtMatmulAlgo_t algo;
-    int have = 0;
-    return gemm_algo(cb, g, &algo, &have, err);
+    cu_algo_cache c = {};
+    return gemm_algo(cb, g, cache ? cache : &c, err);
 }
 
 /* ---- linear layers ---- */
 
 static cudaDataType_t cuda_dt(dt_dtype t) { return t == DT_BF16 ? CUDA_R_16BF : t == DT_F16 ? CUDA_R_16F : CUDA_R_32F; }
+
+cu_gemm_args cu_linear_args(int in, int out, int64_t m, dt_dtype dt, const void *w, const void *x, const float *b,
+                            float *y)
+{
+    cudaDataType_t t = cuda_dt(dt);
+    return (cu_gemm_args){1, 0, out, m, in, w, t, in, 0, x, t, in, 0, y, out, 0, 1, b, 1.0f, 0.0f, CUBLAS_COMPUTE_32F};
+}
 
 /* Host-side weight conversion to the layer's dtype (the CPU's rounding for bf16). */
 static void *host_weights(const float *w, size_t n, dt_dtype dt)
@@ -149,7 +195,7 @@ dt_status cu_linear_create(dt_backend *be, const float *w, const float *b, int i
         return dt_fail(err, DT_EUNSUPPORTED, "linear: dtype %s is not run on CUDA (f32, bf16, f16)", dt_dtype_name(dtype));
     dt_linear *l = (dt_linear *)calloc(1, sizeof *l);
     if (!l) return dt_fail(err, DT_ENOMEM, "out of memory");
-    *l = (dt_linear){cb, in, out, act, dtype, NULL, NULL, -1, {}};
+    *l = (dt_linear){cb, in, out, act, dtype, NULL, NULL, {}};
     size_t n = (size_t)in * out;
     void *hw = host_weights(w, n, dtype);
     dt_status s = dtype != DT_F32 && !hw ? dt_fail(err, DT_ENOMEM, "out of memory")
@@ -187,12 +233,8 @@ dt_status cu_linear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt
                                 : cu_f32_to_f16(cb, (const float *)x->data, s, m * l->in, err));
         src = s;
     }
-    cudaDataType_t t = cuda_dt(l->dt);
-    cu_gemm_args g = {1, 0, l->out, m, l->in, l->w, t, l->in, 0, src, t, l->in, 0, (float *)y->data, l->out, 0, 1,
-                      l->b, 1.0f, 0.0f, CUBLAS_COMPUTE_32F};
-    int have = l->algo_m == m;
-    DT_TRY(gemm_algo(cb, &g, &l->algo, &have, err));
-    l->algo_m = m;
+    cu_gemm_args g = cu_linear_args(l->in, l->out, m, l->dt, l->w, src, l->b, (float *)y->data);
+    DT_TRY(gemm_algo(cb, &g, &l->cache, err));
     return cu_act_inplace(cb, l->act, (float *)y->data, m * l->out, err);
 }
 

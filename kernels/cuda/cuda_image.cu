@@ -99,46 +99,53 @@ static int nhwc_ok(const dt_tensor *t, int c)
     return t->ndim == 4 && t->shape[3] == c && dt_tensor_is_contiguous(t) && t->device == DT_DEV_CUDA;
 }
 
-typedef struct {
-    cudnnTensorDescriptor_t x, y, b;
-    cudnnFilterDescriptor_t w;
-    cudnnConvolutionDescriptor_t cv;
-} conv_descs;
+void cu_conv_plan(int k, int stride, int pad_lo, int pad_hi, int64_t H, int64_t W, cu_conv_plan_t *p)
+{
+    int symmetric = pad_lo == pad_hi;
+    p->lo = symmetric ? 0 : pad_lo, p->hi = symmetric ? 0 : pad_hi;
+    p->Hs = H + p->lo + p->hi, p->Ws = W + p->lo + p->hi;
+    p->pad = symmetric ? pad_lo : 0;
+    p->Ho = (H + pad_lo + pad_hi - k) / stride + 1, p->Wo = (W + pad_lo + pad_hi - k) / stride + 1;
+    p->fits = H + pad_lo + pad_hi >= k && W + pad_lo + pad_hi >= k;
+}
 
-static void descs_free(const dt_cuda_libs *L, conv_descs *d)
+void cu_conv_descs_free(const dt_cuda_libs *L, cu_conv_descs *d)
 {
     if (d->x) L->cudnnDestroyTensorDescriptor(d->x);
     if (d->y) L->cudnnDestroyTensorDescriptor(d->y);
     if (d->b) L->cudnnDestroyTensorDescriptor(d->b);
     if (d->w) L->cudnnDestroyFilterDescriptor(d->w);
     if (d->cv) L->cudnnDestroyConvolutionDescriptor(d->cv);
+    *d = (cu_conv_descs){};
 }
 
-static cudnnStatus_t descs_make(const dt_cuda_libs *L, const dt_conv2d *c, int64_t B, int64_t H, int64_t W, int pad,
-                                int64_t Ho, int64_t Wo, conv_descs *d)
+cudnnStatus_t cu_conv_descs_make(const dt_cuda_libs *L, int cin, int cout, int k, int stride, int bias, int64_t B,
+                                 const cu_conv_plan_t *p, cu_conv_descs *d)
 {
+    int64_t H = p->Hs, W = p->Ws, Ho = p->Ho, Wo = p->Wo;
+    int pad = p->pad;
     cudnnStatus_t s;
 #define DNN(x) if ((s = (x)) != CUDNN_STATUS_SUCCESS) return s
     DNN(L->cudnnCreateTensorDescriptor(&d->x));
     DNN(L->cudnnCreateTensorDescriptor(&d->y));
     DNN(L->cudnnCreateFilterDescriptor(&d->w));
     DNN(L->cudnnCreateConvolutionDescriptor(&d->cv));
-    DNN(L->cudnnSetTensor4dDescriptor(d->x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)B, c->cin, (int)H, (int)W));
-    DNN(L->cudnnSetTensor4dDescriptor(d->y, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)B, c->cout, (int)Ho, (int)Wo));
-    DNN(L->cudnnSetFilter4dDescriptor(d->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, c->cout, c->cin, c->k, c->k));
-    DNN(L->cudnnSetConvolution2dDescriptor(d->cv, pad, pad, c->stride, c->stride, 1, 1, CUDNN_CROSS_CORRELATION,
+    DNN(L->cudnnSetTensor4dDescriptor(d->x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)B, cin, (int)H, (int)W));
+    DNN(L->cudnnSetTensor4dDescriptor(d->y, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)B, cout, (int)Ho, (int)Wo));
+    DNN(L->cudnnSetFilter4dDescriptor(d->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, cout, cin, k, k));
+    DNN(L->cudnnSetConvolution2dDescriptor(d->cv, pad, pad, stride, stride, 1, 1, CUDNN_CROSS_CORRELATION,
                                            CUDNN_DATA_FLOAT));
     DNN(L->cudnnSetConvolutionMathType(d->cv, CUDNN_FMA_MATH)); /* no TF32 */
-    if (c->b) {
+    if (bias) {
         DNN(L->cudnnCreateTensorDescriptor(&d->b));
-        DNN(L->cudnnSetTensor4dDescriptor(d->b, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, 1, c->cout, 1, 1));
+        DNN(L->cudnnSetTensor4dDescriptor(d->b, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, 1, cout, 1, 1));
     }
 #undef DNN
     return CUDNN_STATUS_SUCCESS;
 }
 
 /* The fastest algorithm cuDNN's heuristic offers whose workspace it can size. */
-static cudnnStatus_t pick_algo(cuda_backend *cb, dt_conv2d *c, const conv_descs *d, int64_t B, int64_t H, int64_t W)
+static cudnnStatus_t pick_algo(cuda_backend *cb, dt_conv2d *c, const cu_conv_descs *d, int64_t B, int64_t H, int64_t W)
 {
     if (c->algo_shape[0] == B && c->algo_shape[1] == H && c->algo_shape[2] == W) return CUDNN_STATUS_SUCCESS;
     const dt_cuda_libs *L = cb->L;
@@ -165,32 +172,31 @@ dt_status cu_conv2d_forward(dt_backend *be, dt_conv2d *c, const dt_tensor *x, dt
 {
     cuda_backend *cb = cu_enter(be);
     int64_t B = x->shape[0], H = x->ndim == 4 ? x->shape[1] : 0, W = x->ndim == 4 ? x->shape[2] : 0;
-    int64_t Ho = (H + c->pad_lo + c->pad_hi - c->k) / c->stride + 1, Wo = (W + c->pad_lo + c->pad_hi - c->k) / c->stride + 1;
+    cu_conv_plan_t pl;
+    cu_conv_plan(c->k, c->stride, c->pad_lo, c->pad_hi, H, W, &pl);
     if (!nhwc_ok(x, c->cin) || (x->dtype != DT_F32 && x->dtype != c->dt) || !nhwc_ok(y, c->cout) ||
-        y->dtype != DT_F32 || y->shape[0] != B || y->shape[1] != Ho || y->shape[2] != Wo)
+        y->dtype != DT_F32 || y->shape[0] != B || y->shape[1] != pl.Ho || y->shape[2] != pl.Wo)
         return dt_fail(err, DT_EINVAL, "conv2d: expected contiguous NHWC [B,H,W,%d] (%s or f32) -> f32 [B,Ho,Wo,%d]",
                        c->cin, dt_dtype_name(c->dt), c->cout);
-    if (B == 0 || Ho <= 0 || Wo <= 0) return DT_OK;
+    if (B == 0 || pl.Ho <= 0 || pl.Wo <= 0) return DT_OK;
+    if (!pl.fits)
+        return dt_fail(err, DT_EINVAL, "conv2d: input %lldx%lld padded by %d/%d is smaller than the %dx%d kernel",
+                       (long long)H, (long long)W, c->pad_lo, c->pad_hi, c->k, c->k);
     /* the input cuDNN sees: x itself (f32, symmetric padding, no rounding), or a padded / rounded copy */
-    int symmetric = c->pad_lo == c->pad_hi, round = c->dt == DT_BF16 && x->dtype == DT_F32;
+    int round = c->dt == DT_BF16 && x->dtype == DT_F32;
     const float *src = (const float *)x->data;
-    int64_t Hs = H, Ws = W;
-    int pad = c->pad_lo;
-    if (!symmetric || round || x->dtype != DT_F32) {
-        int64_t lo = symmetric ? 0 : c->pad_lo, hi = symmetric ? 0 : c->pad_hi;
-        Hs = H + lo + hi, Ws = W + lo + hi;
-        pad = symmetric ? c->pad_lo : 0;
-        int64_t n = B * Hs * Ws * c->cin;
+    if (pl.lo || pl.hi || round || x->dtype != DT_F32) {
+        int64_t n = B * pl.Hs * pl.Ws * c->cin;
         float *t;
         DT_TRY(cu_scratch(cb, CU_SLOT_C, (size_t)n * sizeof(float), (void **)&t, err));
-        k_pad_nhwc<<<cu_blocks(n, 256), 256, 0, cb->stream>>>(x->data, x->dtype == DT_BF16, t, H, W, c->cin, lo, hi,
-                                                               round, n);
+        k_pad_nhwc<<<cu_blocks(n, 256), 256, 0, cb->stream>>>(x->data, x->dtype == DT_BF16, t, H, W, c->cin, pl.lo,
+                                                               pl.hi, round, n);
         CU_LAUNCHED("conv2d input padding");
         src = t;
     }
     const dt_cuda_libs *L = cb->L;
-    conv_descs d = {};
-    cudnnStatus_t s = descs_make(L, c, B, Hs, Ws, pad, Ho, Wo, &d);
+    cu_conv_descs d = {};
+    cudnnStatus_t s = cu_conv_descs_make(L, c->cin, c->cout, c->k, c->stride, c->b != NULL, B, &pl, &d);
     if (s == CUDNN_STATUS_SUCCESS) s = pick_algo(cb, c, &d, B, H, W);
     dt_status st = DT_OK;
     void *ws = NULL;
@@ -201,7 +207,7 @@ dt_status cu_conv2d_forward(dt_backend *be, dt_conv2d *c, const dt_tensor *x, dt
                                        c->ws_bytes, &beta, d.y, y->data);
         if (s == CUDNN_STATUS_SUCCESS && c->b) s = L->cudnnAddTensor(cb->dnn, &one, d.b, c->b, &one, d.y, y->data);
     }
-    descs_free(L, &d);
+    cu_conv_descs_free(L, &d);
     if (st == DT_OK && s != CUDNN_STATUS_SUCCESS) st = dnn_fail(cb, err, s, "convolution");
     return st;
 }

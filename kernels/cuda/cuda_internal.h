@@ -17,6 +17,14 @@ extern "C" {
 #include "kernels/cuda/cuda_entry.h"
 }
 
+/* The algorithm of a GEMM shape (m, n, k, batch, lds) and operand alignments, reused while they
+ * stay the same (the heuristic costs tens of microseconds per call). */
+typedef struct {
+    int have;
+    int64_t key[8];
+    cublasLtMatmulAlgo_t algo;
+} cu_algo_cache;
+
 #define CU_SCRATCH_SLOTS 4
 enum { CU_SLOT_A = 0, CU_SLOT_B, CU_SLOT_C, CU_SLOT_D };
 
@@ -31,6 +39,7 @@ typedef struct {
     size_t ws_size;
     void *scratch[CU_SCRATCH_SLOTS]; /* grown on demand, stream-ordered */
     size_t scratch_size[CU_SCRATCH_SLOTS];
+    cu_algo_cache attn_algo[2]; /* attention's Q·Kᵀ and P·V GEMMs */
 } cuda_backend;
 
 /* Makes be's device current for this thread and returns the instance. */
@@ -79,7 +88,44 @@ typedef struct {
     float alpha, beta;
     cublasComputeType_t compute;
 } cu_gemm_args;
-dt_status cu_gemm(cuda_backend *cb, const cu_gemm_args *g, dt_err *err);
+/* cache may be NULL (the heuristic runs every call). */
+dt_status cu_gemm(cuda_backend *cb, const cu_gemm_args *g, cu_algo_cache *cache, dt_err *err);
+/* The host-only half of a GEMM: argument checks and cuBLASLt descriptors (no GPU needed). */
+typedef struct {
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, ld;
+} cu_gemm_descs;
+dt_status cu_gemm_check(const cu_gemm_args *g, dt_err *err);
+dt_status cu_gemm_descs_make(const dt_cuda_libs *L, const cu_gemm_args *g, cu_gemm_descs *d, dt_err *err);
+void cu_gemm_descs_free(const dt_cuda_libs *L, cu_gemm_descs *d);
+/* The GEMMs the ops run, as argument builders the ops and the host self-test share:
+ * a linear y[m,out] = x[m,in]·Wᵀ (+ b), and attention's S = Q·Kᵀ and O = P·V for one sample and
+ * block of `rows` queries (all heads batched; q/k/v/o row strides qs/ks/vs/os, head dim d). */
+cu_gemm_args cu_linear_args(int in, int out, int64_t m, dt_dtype dt, const void *w, const void *x, const float *b,
+                            float *y);
+cu_gemm_args cu_attn_qk_args(const float *K, int64_t ks, const float *Q, int64_t qs, int64_t Nk, int64_t rows,
+                             int64_t d, int heads, float *S);
+cu_gemm_args cu_attn_pv_args(const float *V, int64_t vs, const float *S, int64_t Nk, int64_t rows, int64_t d,
+                             int heads, float *O, int64_t os);
+
+/* Convolution geometry and cuDNN descriptors (host-only; cuda_selftest.cu builds them without a
+ * GPU): asymmetric padding becomes a zero-padded copy (lo/hi) and symmetric padding cuDNN's own. */
+typedef struct {
+    int64_t lo, hi, Hs, Ws; /* the copy's padding and size (0, 0, H, W: x itself) */
+    int pad;                /* cuDNN's symmetric padding */
+    int64_t Ho, Wo;         /* the output, as the CPU backend computes it */
+    int fits;               /* the padded input is at least the kernel: else refused (C's truncating
+                             * division would claim one output row that cuDNN rightly rejects) */
+} cu_conv_plan_t;
+void cu_conv_plan(int k, int stride, int pad_lo, int pad_hi, int64_t H, int64_t W, cu_conv_plan_t *p);
+typedef struct {
+    cudnnTensorDescriptor_t x, y, b;
+    cudnnFilterDescriptor_t w;
+    cudnnConvolutionDescriptor_t cv;
+} cu_conv_descs;
+cudnnStatus_t cu_conv_descs_make(const dt_cuda_libs *L, int cin, int cout, int k, int stride, int bias, int64_t B,
+                                 const cu_conv_plan_t *p, cu_conv_descs *d);
+void cu_conv_descs_free(const dt_cuda_libs *L, cu_conv_descs *d);
 
 /* The ops (one file per group). */
 dt_status cu_linear_create(dt_backend *be, const float *w, const float *b, int in, int out, dt_act act, int m_hint,

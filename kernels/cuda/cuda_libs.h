@@ -26,7 +26,7 @@
     X(cudnnCreateConvolutionDescriptor) X(cudnnDestroyConvolutionDescriptor)                             \
     X(cudnnSetConvolution2dDescriptor) X(cudnnSetConvolutionMathType)                                    \
     X(cudnnGetConvolutionForwardAlgorithm_v7) X(cudnnGetConvolutionForwardWorkspaceSize)                 \
-    X(cudnnConvolutionForward) X(cudnnAddTensor)
+    X(cudnnConvolutionForward) X(cudnnAddTensor) X(cudnnGetConvolution2dForwardOutputDim)
 
 #define DT_LIBS_MEMBER(f) decltype(&::f) f;
 typedef struct {
