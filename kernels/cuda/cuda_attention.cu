@@ -18,7 +18,7 @@
 static int qkv_ok(const dt_tensor *t, int64_t B, int64_t C)
 {
     return t->ndim == 3 && t->shape[0] == B && t->shape[2] == C && t->strides[2] == 1 && t->strides[1] >= C &&
-           t->dtype == DT_F32 && t->device == DT_DEV_CUDA;
+           t->dtype == DT_F32;
 }
 
 /* Block reduction helpers (blockDim.x a multiple of 32, <= 1024). */

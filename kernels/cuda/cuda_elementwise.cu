@@ -15,7 +15,7 @@
         }                                                                              \
     } while (0)
 
-static int dev_f32(const dt_tensor *t) { return t->dtype == DT_F32 && t->device == DT_DEV_CUDA; }
+static int dev_f32(const dt_tensor *t) { return t->dtype == DT_F32; } /* device tags: see cuda_backend.cu */
 static int dev_f32c(const dt_tensor *t) { return dev_f32(t) && dt_tensor_is_contiguous(t); }
 #define FP(t) ((float *)(t)->data)
 

@@ -213,7 +213,7 @@ dt_status cu_linear_create(dt_backend *be, const float *w, const float *b, int i
 static int64_t rows_of(const dt_tensor *t, int n)
 {
     if ((t->ndim != 2 && t->ndim != 3) || t->shape[t->ndim - 1] != n || !dt_tensor_is_contiguous(t) ||
-        t->dtype != DT_F32 || t->device != DT_DEV_CUDA)
+        t->dtype != DT_F32)
         return -1;
     return t->ndim == 2 ? t->shape[0] : t->shape[0] * t->shape[1];
 }
@@ -223,7 +223,7 @@ dt_status cu_linear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt
     cuda_backend *cb = cu_enter(be);
     int64_t m = rows_of(x, l->in);
     if (m < 0 || rows_of(y, l->out) != m)
-        return dt_fail(err, DT_EINVAL, "linear: expected contiguous f32 CUDA tensors [M,%d] -> [M,%d]", l->in, l->out);
+        return dt_fail(err, DT_EINVAL, "linear: expected contiguous f32 tensors [M,%d] -> [M,%d]", l->in, l->out);
     if (m == 0) return DT_OK;
     const void *src = x->data;
     if (l->dt != DT_F32) {

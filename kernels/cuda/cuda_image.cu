@@ -96,7 +96,7 @@ __global__ void k_pad_nhwc(const void *x, int xbf16, float *y, int64_t H, int64_
 
 static int nhwc_ok(const dt_tensor *t, int c)
 {
-    return t->ndim == 4 && t->shape[3] == c && dt_tensor_is_contiguous(t) && t->device == DT_DEV_CUDA;
+    return t->ndim == 4 && t->shape[3] == c && dt_tensor_is_contiguous(t);
 }
 
 void cu_conv_plan(int k, int stride, int pad_lo, int pad_hi, int64_t H, int64_t W, cu_conv_plan_t *p)
@@ -252,7 +252,7 @@ __global__ void k_group_norm(const float *x, void *y, int ybf16, const float *ga
     }
 }
 
-static int fdt(const dt_tensor *t) { return (t->dtype == DT_F32 || t->dtype == DT_BF16) && t->device == DT_DEV_CUDA; }
+static int fdt(const dt_tensor *t) { return t->dtype == DT_F32 || t->dtype == DT_BF16; }
 static int same_shape(const dt_tensor *a, const dt_tensor *b)
 {
     if (a->ndim != b->ndim) return 0;
@@ -262,7 +262,7 @@ static int same_shape(const dt_tensor *a, const dt_tensor *b)
 }
 static int vec_ok(const dt_tensor *v, int64_t C)
 {
-    return !v || (v->dtype == DT_F32 && v->device == DT_DEV_CUDA && dt_tensor_numel(v) == C && dt_tensor_is_contiguous(v));
+    return !v || (v->dtype == DT_F32 && dt_tensor_numel(v) == C && dt_tensor_is_contiguous(v));
 }
 
 dt_status cu_group_norm(dt_backend *be, const dt_tensor *x, int groups, const dt_tensor *gamma, const dt_tensor *beta,
@@ -362,8 +362,7 @@ __global__ void k_blend(const float *a, float *b, shape4 g, int axis, int64_t na
 dt_status cu_blend_edge(dt_backend *be, const dt_tensor *a, dt_tensor *b, int axis, int extent, dt_err *err)
 {
     cuda_backend *cb = cu_enter(be);
-    int ok = a->ndim == 4 && b->ndim == 4 && axis >= 0 && axis < 4 && a->dtype == DT_F32 && b->dtype == DT_F32 &&
-             a->device == DT_DEV_CUDA && b->device == DT_DEV_CUDA;
+    int ok = a->ndim == 4 && b->ndim == 4 && axis >= 0 && axis < 4 && a->dtype == DT_F32 && b->dtype == DT_F32;
     for (int i = 0; ok && i < 4; i++) ok = i == axis || a->shape[i] == b->shape[i];
     if (!ok) return dt_fail(err, DT_EINVAL, "blend_edge: expected f32 4-D CUDA views equal off axis %d", axis);
     int64_t e = extent, na = a->shape[axis];

@@ -133,8 +133,7 @@ static void create(ditrt_ctx *c, const ditrt_ctx_params *p, dt_err *err)
     else if (p->attn_plan && dt_attn_plan_load(p->attn_plan, &c->plan, err) == DT_OK) c->has_plan = 1;
     if (err->status != DT_OK) return;
     if (cfg.device != DT_DEV_CPU) { /* the device's own default for the dtypes not given */
-        if (!p->dtype) cfg.dtype = dt_backend_default_dtype(cfg.device);
-        if (!p->text_dtype) cfg.text_dtype = dt_backend_default_dtype(cfg.device);
+        if (!p->dtype) cfg.dtype = dt_backend_default_dtype(cfg.device); /* T5 stays on the CPU, at its default */
         if (p->quant_dir) {
             dt_fail(err, DT_EUNSUPPORTED, "quant_dir: quantized plans run on the CPU only (device %s)", p->device);
             return;
