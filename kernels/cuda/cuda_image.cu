@@ -279,9 +279,12 @@ dt_status cu_group_norm(dt_backend *be, const dt_tensor *x, int groups, const dt
     if (N == 0 || B == 0) return DT_OK;
     if (y->data == x->data && y->dtype != DT_F32)
         return dt_fail(err, DT_EINVAL, "group_norm: in place needs an f32 output");
-    k_group_norm<<<(unsigned)(B * groups), 1024, 0, cb->stream>>>(
-        (const float *)x->data, y->data, y->dtype == DT_BF16, gamma ? (const float *)gamma->data : NULL,
-        beta ? (const float *)beta->data : NULL, N, C, C / groups, eps, (int)act);
+    /* the VAE keeps gamma/beta in host memory (views of its loaded weights): copied in (either kind) */
+    float *g = NULL, *bt = NULL;
+    if (gamma) DT_TRY(cu_upload_scratch(cb, CU_SLOT_C, (const float *)gamma->data, (size_t)C, &g, err));
+    if (beta) DT_TRY(cu_upload_scratch(cb, CU_SLOT_D, (const float *)beta->data, (size_t)C, &bt, err));
+    k_group_norm<<<(unsigned)(B * groups), 1024, 0, cb->stream>>>((const float *)x->data, y->data, y->dtype == DT_BF16,
+                                                                  g, bt, N, C, C / groups, eps, (int)act);
     CU_LAUNCHED("group_norm");
     return DT_OK;
 }
