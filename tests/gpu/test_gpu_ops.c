@@ -448,6 +448,98 @@ static void test_two_threads(void **state)
         if (!(j[i].err <= TOL_F32)) fail_msg("thread %d: relative error %g", i, j[i].err);
 }
 
+/* ---- the public API on cuda: two contexts in two threads give the same image; cancel ---- */
+typedef struct {
+    ditrt_image *img;
+    int n;
+    ditrt_status st;
+    char msg[512];
+} api_job;
+
+static void *api_thread(void *arg)
+{
+    api_job *j = arg;
+    ditrt_ctx_params cp;
+    ditrt_ctx_params_init(&cp);
+    cp.model_dir = "assets/demo-pixart";
+    cp.device = "cuda";
+    cp.dtype = "f32";
+    ditrt_ctx *c = NULL;
+    j->st = ditrt_ctx_create(&cp, &c);
+    if (j->st == DITRT_OK) {
+        ditrt_gen_params gp;
+        ditrt_gen_params_init(&gp);
+        gp.prompt = "a red circle on the left on a black background";
+        gp.steps = 8;
+        j->st = ditrt_generate(c, &gp, &j->img, &j->n);
+    }
+    snprintf(j->msg, sizeof j->msg, "%s", ditrt_errmsg(c));
+    ditrt_ctx_free(c);
+    return NULL;
+}
+
+static void test_api_two_contexts(void **state)
+{
+    (void)state;
+    api_job j[2] = {{0}, {0}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&t[i], NULL, api_thread, &j[i]), 0);
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 2; i++)
+        if (j[i].st != DITRT_OK) fail_msg("context %d: %s", i, j[i].msg);
+    assert_int_equal(j[0].n, 1);
+    assert_int_equal(j[1].n, 1);
+    assert_int_equal(j[0].img->width, j[1].img->width);
+    /* one device, one algorithm choice per shape: the two streams should compute the same bytes;
+     * a library algorithm that reduces in a run-dependent order may move a pixel by a step */
+    size_t nb = (size_t)j[0].img->width * j[0].img->height * 3, differ = 0;
+    int worst = 0;
+    for (size_t i = 0; i < nb; i++) {
+        int d = abs((int)j[0].img->rgb[i] - (int)j[1].img->rgb[i]);
+        differ += d != 0;
+        worst = d > worst ? d : worst;
+    }
+    print_message("  two contexts: %zu of %zu bytes differ (max %d)\n", differ, nb, worst);
+    assert_true(worst <= 2);
+    ditrt_images_free(j[0].img, j[0].n);
+    ditrt_images_free(j[1].img, j[1].n);
+}
+
+static int cancel_at_3(int step, int steps, double seconds, void *user)
+{
+    (void)steps, (void)seconds;
+    *(int *)user = step;
+    return step >= 3;
+}
+
+static void test_api_cancel(void **state)
+{
+    (void)state;
+    ditrt_ctx_params cp;
+    ditrt_ctx_params_init(&cp);
+    cp.model_dir = "assets/demo-pixart";
+    cp.device = "cuda";
+    ditrt_ctx *c = NULL;
+    if (ditrt_ctx_create(&cp, &c) != DITRT_OK) fail_msg("%s", ditrt_errmsg(c));
+    ditrt_gen_params gp;
+    ditrt_gen_params_init(&gp);
+    gp.prompt = "a red circle";
+    int last = 0;
+    gp.progress = cancel_at_3;
+    gp.progress_user = &last;
+    ditrt_image *img = NULL;
+    int n = 0;
+    assert_int_equal(ditrt_generate(c, &gp, &img, &n), DITRT_ECANCELLED);
+    assert_int_equal(last, 3);
+    assert_null(img);
+    /* the context still works after a cancel */
+    gp.progress = NULL;
+    gp.steps = 4;
+    if (ditrt_generate(c, &gp, &img, &n) != DITRT_OK) fail_msg("after cancel: %s", ditrt_errmsg(c));
+    ditrt_images_free(img, n);
+    ditrt_ctx_free(c);
+}
+
 /* ---- the goldens regenerated through --device cuda (f32 cases; bf16 cases at their bounds) ---- */
 static void run_goldens(const char *tsv, const char *model, int video)
 {
@@ -506,6 +598,7 @@ int main(void)
         cmocka_unit_test(test_rows_and_elements), cmocka_unit_test(test_patchify),
         cmocka_unit_test(test_conv2d),            cmocka_unit_test(test_image_ops),
         cmocka_unit_test(test_quantized_refused), cmocka_unit_test(test_two_threads),
+        cmocka_unit_test(test_api_two_contexts),  cmocka_unit_test(test_api_cancel),
         cmocka_unit_test(test_goldens_on_cuda),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
