@@ -134,7 +134,9 @@ dt_status cu_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, c
     return DT_OK;
 }
 
-/* One warp per (b, h, i): lane t holds channels t, t+32, ... of q and of the running output. */
+/* One warp per (b, h, i): lane t holds channels t, t+32, ... of q and of the running output
+ * (NC = ceil(d / 32) per lane, a compile-time count so they stay in registers). */
+template <int NC>
 __global__ void k_window_attention(const float *Q, const float *K, const float *V, float *O, int64_t N, int64_t d,
                                    int heads, int64_t qs0, int64_t qs1, int64_t ks0, int64_t ks1, int64_t vs0,
                                    int64_t vs1, int64_t os0, int64_t os1, float scale, int64_t w, int64_t total)
@@ -144,9 +146,9 @@ __global__ void k_window_attention(const float *Q, const float *K, const float *
     if (warp >= total) return;
     int64_t i = warp % N, h = (warp / N) % heads, b = warp / (N * heads);
     const float *q = Q + b * qs0 + i * qs1 + h * d;
-    float qr[CU_WIN_MAX_D / 32], acc[CU_WIN_MAX_D / 32];
-    int nc = (int)((d + 31) / 32);
-    for (int c = 0; c < nc; c++) {
+    float qr[NC], acc[NC];
+#pragma unroll
+    for (int c = 0; c < NC; c++) {
         int64_t ch = lane + 32 * c;
         qr[c] = ch < d ? q[ch] : 0.0f;
         acc[c] = 0.0f;
@@ -157,7 +159,8 @@ __global__ void k_window_attention(const float *Q, const float *K, const float *
     for (int64_t j = lo; j <= hi; j++) {
         const float *kr = K + b * ks0 + j * ks1 + h * d, *vr = V + b * vs0 + j * vs1 + h * d;
         float dot = 0;
-        for (int c = 0; c < nc; c++) {
+#pragma unroll
+        for (int c = 0; c < NC; c++) {
             int64_t ch = lane + 32 * c;
             if (ch < d) dot += qr[c] * kr[ch];
         }
@@ -165,13 +168,15 @@ __global__ void k_window_attention(const float *Q, const float *K, const float *
         float s = dot * scale;
         float r = dtm_softmax_push(&st, s);
         float p = expf(s - st.m);
-        for (int c = 0; c < nc; c++) {
+#pragma unroll
+        for (int c = 0; c < NC; c++) {
             int64_t ch = lane + 32 * c;
             if (ch < d) acc[c] = acc[c] * r + p * vr[ch];
         }
     }
     float *o = O + b * os0 + i * os1 + h * d;
-    for (int c = 0; c < nc; c++) {
+#pragma unroll
+    for (int c = 0; c < NC; c++) {
         int64_t ch = lane + 32 * c;
         if (ch < d) o[ch] = acc[c] / st.l;
     }
@@ -190,10 +195,19 @@ dt_status cu_window_attention(dt_backend *be, const dt_tensor *q, const dt_tenso
     int64_t total = B * heads * N;
     if (total == 0) return DT_OK;
     int64_t threads = total * 32;
-    k_window_attention<<<(unsigned)((threads + 255) / 256), 256, 0, cb->stream>>>(
-        (const float *)q->data, (const float *)k->data, (const float *)v->data, (float *)out->data, N, d, heads,
-        q->strides[0], q->strides[1], k->strides[0], k->strides[1], v->strides[0], v->strides[1], out->strides[0],
-        out->strides[1], scale, window, total);
+    unsigned grid = (unsigned)((threads + 255) / 256);
+#define WIN_LAUNCH(NC)                                                                                               \
+    k_window_attention<NC><<<grid, 256, 0, cb->stream>>>(                                                            \
+        (const float *)q->data, (const float *)k->data, (const float *)v->data, (float *)out->data, N, d, heads,     \
+        q->strides[0], q->strides[1], k->strides[0], k->strides[1], v->strides[0], v->strides[1], out->strides[0],   \
+        out->strides[1], scale, window, total)
+    int nc = (int)((d + 31) / 32);
+    if (nc <= 1) WIN_LAUNCH(1);
+    else if (nc == 2) WIN_LAUNCH(2);
+    else if (nc == 3) WIN_LAUNCH(3); /* PixArt: d = 72 */
+    else if (nc == 4) WIN_LAUNCH(4);
+    else WIN_LAUNCH(8);
+#undef WIN_LAUNCH
     CU_LAUNCHED("window attention");
     return DT_OK;
 }
