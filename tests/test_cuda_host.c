@@ -309,6 +309,35 @@ static void test_cuda_without_gpu_is_one_line_error(void **state)
     assert_non_null(strstr(list, dt_backend_built(DT_DEV_CUDA) ? "backend cuda (built in): no usable device" : "backend cuda: not built in"));
 }
 
+/* The same through the command line: one line on stderr, a failing exit, no output file; a
+ * misspelt device is a usage error (exit 2). */
+static void test_cli_device_cuda_without_gpu(void **state)
+{
+    (void)state;
+    if (dt_backend_available(DT_DEV_CUDA)) {
+        print_message("  skipped: a CUDA device is present\n");
+        skip();
+    }
+    char tmp[256], cmd[1024], out[4096], png[300];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(png, sizeof png, "%s/x.png", tmp);
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m assets/demo-pixart -p 'a red circle' --steps 2 --device cuda -o '%s'", png);
+    assert_int_equal(tu_run(tmp, cmd, 0, out, sizeof out), 1);
+    const char *want = dt_backend_built(DT_DEV_CUDA) ? "ditrt: device cuda: no CUDA device found (cudaGetDeviceCount: "
+                                                     : "ditrt: device cuda: not built into this ditrt";
+    if (strncmp(out, want, strlen(want))) fail_msg("stderr \"%s\" does not start with \"%s\"", out, want);
+    char *nl = strchr(out, '\n');
+    assert_true(nl && nl[1] == 0); /* exactly one line */
+    assert_int_not_equal(access(png, F_OK), 0);
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m assets/demo-pixart -p x --device gpu -o '%s'", png);
+    assert_int_equal(tu_run(tmp, cmd, 0, out, sizeof out), 2);
+    assert_non_null(strstr(out, "--device: expected cpu, cuda or cuda:N"));
+    snprintf(cmd, sizeof cmd, "./ditrt bench transformer --device cuda:1 --layers 1 --res 64");
+    assert_int_equal(tu_run(tmp, cmd, 0, out, sizeof out), 1);
+    assert_non_null(strstr(out, "device cuda"));
+    tu_rmtree(tmp);
+}
+
 /* cuBLASLt and cuDNN load by dlopen without a GPU: every symbol the backend calls resolves in
  * the libraries of this machine's CUDA, and they accept the GEMM and convolution descriptors
  * the ops build for the models' shapes (cuda_selftest.cu; skipped, saying why, where the
@@ -347,6 +376,7 @@ int main(void)
         cmocka_unit_test(test_quantize_rows_match_cpu),
         cmocka_unit_test(test_cuda_without_gpu_is_one_line_error),
         cmocka_unit_test(test_cuda_libraries_resolve),
+        cmocka_unit_test(test_cli_device_cuda_without_gpu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
