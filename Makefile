@@ -58,12 +58,17 @@ CUDA_LIBDIR = $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/targets/x86
 NVCCFLAGS += -DDT_CUDA_LIBDIR='"$(CUDA_LIBDIR)"'
 LDLIBS += -L$(CUDA_LIBDIR) -lcudart_static -ldl -lrt -lpthread
 $(BUILD)/kernels/backend.o: CFLAGS += -DDT_HAVE_CUDA
+$(CUDA_OBJ): $(BUILD)/.cuda-mode
 $(BUILD)/kernels/cuda/%.o: kernels/cuda/%.cu | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 else
 $(info CUDA backend: skipped (nvcc not found))
 endif
+# backend.o's registry follows the mode (a build with nvcc, then NVCC= , recompiles it)
+$(BUILD)/.cuda-mode: FORCE | $(DEPS_STAMP)
+	@echo '$(if $(NVCC),cuda $(CUDA_ARCH),cpu)' > $@.tmp; if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+$(BUILD)/kernels/backend.o: $(BUILD)/.cuda-mode
 # the libFuzzer harnesses (tests/fuzz/fuzz_<name>.c), replayed without libFuzzer by `make test`
 FUZZ_NAMES = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 REPLAY_BINS = $(FUZZ_NAMES:%=$(BUILD)/fuzz-replay/fuzz_%)
