@@ -216,14 +216,15 @@ bench: ditrt
 
 # The first command on a fresh machine: builds ditrt and draws out/demo.png (32x32) with the
 # small PixArt-Σ-architecture model trained on synthetic shapes (assets/demo-pixart, scripts/demo/),
-# and out/demo.mp4 (8 frames of 32x32) with the Latte-architecture one (assets/demo-latte).
+# and out/demo.mp4 (8 frames of 32x32) with the Latte-architecture one (assets/demo-latte); it
+# also builds the embedding example build/examples/txt2img_example the README runs next.
 .PHONY: demo update-golden
 DEMO_PROMPT ?= a red circle on the left on a black background
 DEMO_VIDEO_PROMPT ?= a blue triangle moving up on a white background
 # The build runs in parallel on all cores so a fresh checkout draws its first image within ~2 minutes;
 # one thread draws a 32x32 image fastest (OpenMP barriers cost more than they save at this size).
 demo:
-	@$(MAKE) --no-print-directory -j$$(nproc) ditrt
+	@$(MAKE) --no-print-directory -j$$(nproc) ditrt $(EXAMPLES)
 	@mkdir -p out
 	./ditrt txt2img -m assets/demo-pixart -p "$(DEMO_PROMPT)" --steps 20 --cfg 4.5 --seed 0 --threads 1 -o out/demo.png
 	./ditrt txt2vid -m assets/demo-latte -p "$(DEMO_VIDEO_PROMPT)" --steps 20 --cfg 4.5 --seed 0 --fps 4 --threads 1 -o out/demo.mp4
@@ -298,3 +299,10 @@ clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) libditrt.a libditrt.so libditrt.so.* ditrt.pc ditrt
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(ASAN_LIB_OBJ:.o=.d) $(ASAN_CLI_OBJ:.o=.d) $(FUZZ_LIB_OBJ:.o=.d)
+
+# Runs every ```sh block of README.md in a fresh clone of HEAD (scripts/check-readme.sh; blocks
+# marked `<!-- check-readme: skip: reason -->` are skipped). Not part of `make test`: it builds
+# the clone from scratch (minutes).
+.PHONY: check-readme
+check-readme:
+	sh scripts/check-readme.sh

@@ -465,7 +465,10 @@ static void test_cli(void **state)
     assert_non_null(strstr(e, "layer 2 step 0"));
     assert_non_null(strchr(e, '\n'));
     assert_null(strchr(strchr(e, '\n') + 1, '\n')); /* one line */
-    assert_int_equal(run_cli("info --attn-plan " FIX "/plan_cond.json", e, sizeof e), 0);
+    /* without -m a plan is costed on PixArt-XL-2: a 3-layer plan is refused, asking for -m (issue 21) */
+    assert_int_not_equal(run_cli("info --attn-plan " FIX "/plan_cond.json", e, sizeof e), 0);
+    assert_non_null(strstr(e, "a plan for 3 layers"));
+    assert_non_null(strstr(e, "give -m MODEL_DIR"));
     /* a 6-step plan for a 3-layer model: fine with -m; a 2-layer-step mismatch is refused */
     assert_int_equal(run_cli("info -m " PIPE " --attn-plan " FIX "/plan_cond.json", e, sizeof e), 0);
     snprintf(args, sizeof args, "txt2img -m " PIPE " -p fox --steps 4 -q -o %s/x.png --attn-plan " FIX "/plan_cond.json", dir);

@@ -10,6 +10,8 @@
 #include "runtime/core/safetensors.h"
 #include "runtime/plans/fastattn.h"
 #include "runtime/plans/model_schedule.h"
+#include "runtime/text/sp_model_check.h"
+#include "runtime/text/tokenizer.h"
 
 #define PIPE "tests/fixtures/pixart-pipe-tiny"
 #define SIGMA "tests/fixtures/pixart-sigma-tiny"
@@ -350,6 +352,88 @@ static void test_write_errno(void **state)
     if (!strstr(out, "No space left on device")) fail_msg("%s", out);
 }
 
+/* ---- SentencePiece normalizer charsmaps (libsentencepiece indexes them unchecked) ---- */
+
+static uint8_t *read_all(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    rewind(f);
+    uint8_t *d = malloc(*n);
+    assert_non_null(d);
+    assert_int_equal(fread(d, 1, *n, f), *n);
+    fclose(f);
+    return d;
+}
+
+static void expect_charsmap_refused(const uint8_t *blob, size_t n, const char *needle)
+{
+    char msg[256] = "";
+    assert_int_equal(dt_sp_charsmap_check(blob, n, msg, sizeof msg), -1);
+    if (!strstr(msg, needle)) fail_msg("charsmap message lacks \"%s\": %s", needle, msg);
+}
+
+static void test_sp_charsmap(void **state)
+{
+    (void)state;
+    size_t n;
+    uint8_t *model = read_all("tests/fixtures/t5-tiny/tokenizer/spiece.model", &n);
+    size_t len;
+    const uint8_t *map = dt_sp_model_charsmap(model, n, &len);
+    /* the fixture's nmt_nfkc map is a real one: the check passes it */
+    assert_non_null(map);
+    assert_true(len > 100000);
+    char msg[256] = "";
+    if (dt_sp_charsmap_check(map, len, msg, sizeof msg)) fail_msg("real charsmap refused: %s", msg);
+    assert_int_equal(dt_sp_model_check(model, n, msg, sizeof msg), 0);
+
+    uint8_t *bad = malloc(len);
+    uint32_t trie = (uint32_t)map[0] | (uint32_t)map[1] << 8 | (uint32_t)map[2] << 16 | (uint32_t)map[3] << 24;
+    memcpy(bad, map, len);
+    bad[4 + 4 * 3 + 3] = 0x7f; /* unit 3: an offset far past the trie */
+    expect_charsmap_refused(bad, len, "points outside the trie");
+    memcpy(bad, map, len);
+    bad[len - 1] = 'x';
+    expect_charsmap_refused(bad, len, "not NUL-terminated");
+    memcpy(bad, map, len);
+    bad[0] = bad[1] = bad[2] = bad[3] = 0xff;
+    expect_charsmap_refused(bad, len, "broken");
+    /* a leaf whose value indexes past the strings: the first has_leaf unit's value unit */
+    memcpy(bad, map, len);
+    int found = 0;
+    for (uint32_t i = 0; i < trie / 4 && !found; i++) {
+        uint32_t u;
+        memcpy(&u, bad + 4 + 4 * i, 4);
+        if (u >> 31 || !(u & 0x100)) continue;
+        uint32_t base = i ^ ((u >> 10) << ((u & 0x200) >> 6));
+        uint32_t v = 0x80000000u | 0x7ffffff0u;
+        memcpy(bad + 4 + 4 * base, &v, 4);
+        found = 1;
+    }
+    assert_true(found);
+    expect_charsmap_refused(bad, len, "past the");
+    free(bad);
+
+    /* a corrupt map inside a model file: dt_tokenizer_load refuses it with one line */
+    uint8_t *copy = malloc(n);
+    memcpy(copy, model, n);
+    copy[(map - model) + 4 + 4 * 3 + 3] = 0x7f;
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/tok", tmp);
+    mkdir(dir, 0755);
+    snprintf(path, sizeof path, "%s/spiece.model", dir);
+    tu_write_file(path, copy, n);
+    dt_tokenizer *t = NULL;
+    dt_err err = {0};
+    assert_int_not_equal(dt_tokenizer_load(dir, &t, &err), DT_OK);
+    assert_null(t);
+    if (!strstr(err.msg, "normalizer_spec") || !strstr(err.msg, "spiece.model")) fail_msg("message: %s", err.msg);
+    free(copy);
+    free(model);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -360,6 +444,7 @@ int main(void)
         cmocka_unit_test(test_api_null),
         cmocka_unit_test(test_cancel_race),
         cmocka_unit_test(test_write_errno),
+        cmocka_unit_test(test_sp_charsmap),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

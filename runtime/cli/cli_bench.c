@@ -127,6 +127,7 @@ static void report(const bench_args *a, const dt_denoiser_info *c, const dt_back
  * model's latent rank; the caption mask only for models whose pipeline passes one. */
 typedef struct {
     float *hs, *ehs, *out, *mask, t[2], res[4], ar[2];
+    float *te, tid[12]; /* SDXL U-Nets' text_embeds [2, added_text_dim] and time_ids [2, 6] */
     float *dhs, *dehs, *dout; /* on a GPU backend: the device copies the tensors point to */
     dt_tensor ths, tehs, tout;
     dt_denoiser_inputs in;
@@ -157,6 +158,14 @@ static dt_status make_inputs(const dt_denoiser_info *c, int mask_feature, int F,
     x->in = (dt_denoiser_inputs){.hidden_states = &x->ths, .encoder_hidden_states = &x->tehs, .timestep = x->t,
                                  .encoder_attention_mask = mask_feature ? NULL : x->mask};
     if (c->micro_conditions) x->in.resolution = x->res, x->in.aspect_ratio = x->ar; /* PixArt-α at 1024 px */
+    if (c->added_text_dim && c->added_time_ids == 6) { /* SDXL: random pooled text, (H, W, 0, 0, H, W) in pixels */
+        int64_t nte = (int64_t)B * c->added_text_dim;
+        if (!(x->te = malloc((size_t)nte * sizeof(float)))) return dt_fail(err, DT_ENOMEM, "out of memory");
+        DT_TRY(rnd.read(&rnd, "", 1, &nte, x->te, err));
+        for (int b = 0; b < B; b++)
+            for (int k = 0; k < 6; k++) x->tid[b * 6 + k] = k == 2 || k == 3 ? 0.0f : (float)(k % 2 ? W : H) * 8;
+        x->in.text_embeds = x->te, x->in.time_ids = x->tid;
+    }
     return DT_OK;
 }
 
@@ -174,7 +183,7 @@ static dt_status inputs_to_device(dt_backend *be, bench_inputs *x, dt_err *err)
 
 static void free_inputs(dt_backend *be, bench_inputs *x)
 {
-    free(x->hs); free(x->ehs); free(x->out); free(x->mask);
+    free(x->hs); free(x->ehs); free(x->out); free(x->mask); free(x->te);
     if (be) { be->ops->buffer_free(be, x->dhs); be->ops->buffer_free(be, x->dehs); be->ops->buffer_free(be, x->dout); }
 }
 

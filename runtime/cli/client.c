@@ -74,7 +74,8 @@ void cli_summary_add(struct cJSON *j, const cli_summary *s)
 /* One table for both outputs, so the metadata and --json name the same settings. */
 #define SETTINGS(X)                                                                              \
     X("attn_plan", attn_plan) X("quant", quant) X("solver_schedule", solver_schedule)           \
-    X("solver_statistics", solver_statistics) X("zoo", zoo) X("model_schedule", model_schedule)
+    X("solver_statistics", solver_statistics) X("zoo", zoo) X("model_schedule", model_schedule)   \
+    X("clip_sample", clip_sample)
 
 int cli_settings_meta(cli_settings *x, ditrt_meta *t, int n, int cap)
 {

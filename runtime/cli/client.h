@@ -56,6 +56,7 @@ void cli_summary_add(struct cJSON *obj, const cli_summary *s);
  * output's metadata and the --json summary so an image or clip says how it was made. */
 typedef struct {
     const char *attn_plan, *quant, *solver_schedule, *solver_statistics, *zoo, *model_schedule;
+    const char *clip_sample; /* "on" / "off" when given */
     double eta;
     int karras;
     char eta_text[32]; /* storage for the metadata value */
@@ -63,6 +64,16 @@ typedef struct {
 /* Appends the set fields of x to meta[n..cap) as key/value pairs; returns the new count. */
 int cli_settings_meta(cli_settings *x, ditrt_meta *meta, int n, int cap);
 void cli_settings_json(struct cJSON *obj, const cli_settings *x);
+/* The AUTOMATIC1111-style `parameters` text of an image (gen_infotext.c): the prompt, the
+ * negative prompt and "Steps: ..., Sampler: ..., ..." as the web UI writes them; malloc'd
+ * (NULL when out of memory). */
+typedef struct {
+    const char *prompt, *negative_prompt, *solver, *model, *version;
+    int steps, width, height, karras, batch, batch_index;
+    uint64_t seed;
+    double cfg, eta;
+} cli_infotext_fields;
+char *cli_infotext(const cli_infotext_fields *f);
 /* Prints obj (indented) on stdout and frees it. */
 void cli_json_print(struct cJSON *obj);
 
@@ -73,7 +84,12 @@ void cli_print_attn_cost(const ditrt_attn_plan_summary *s);
 /* `ditrt compare` for videos (cli_compare_video.c; also declared in cli.h): whether a path is a
  * video (.mp4/.webp, a frame folder or a %d pattern), and the comparison with its output. */
 int cli_is_video_path(const char *path);
-int cli_compare_video(const char *a, const char *b, const double *min_psnr, const double *min_ssim, const char *diff);
+int cli_compare_video(const char *a, const char *b, const double *min_psnr, const double *min_ssim, const char *diff,
+                      int json);
+/* `compare --json`: the result as one object on stdout (psnr/ssim null when infinite or n/a,
+ * "identical", per-frame arrays for videos, the thresholds given and "pass": rc == 0). */
+void cli_compare_json(const char *a, const char *b, const ditrt_compare_result *r, const double *min_psnr,
+                      const double *min_ssim, int rc);
 
 /* --dtype values: f32 / float32 or bf16 / bfloat16, as the API spells them ("f32", "bf16");
  * NULL for anything else (the caller reports it as a usage error). */

@@ -1,5 +1,6 @@
 // The only C++ in ditrt: SentencePiece behind the C functions of sp_shim.h.
 #include "sp_shim.h"
+#include "sp_model_check.h"
 #include <sentencepiece_processor.h>
 #include <cstdio>
 #include <cstdlib>
@@ -24,6 +25,12 @@ extern "C" int dt_sp_load(const char *path, dt_sp **out, char *msg, size_t msg_n
         auto st = sp->proc.Load(path);
         if (!st.ok()) {
             put(msg, msg_n, st.ToString());
+            delete sp;
+            return -1;
+        }
+        // The library indexes the normalizer's charsmap unchecked: refuse maps a walk can leave.
+        const auto proto = sp->proc.serialized_model_proto();
+        if (dt_sp_model_check(reinterpret_cast<const uint8_t *>(proto.data()), proto.size(), msg, msg_n)) {
             delete sp;
             return -1;
         }

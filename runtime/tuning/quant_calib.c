@@ -108,7 +108,7 @@ static dt_status capture_step(void *user, int step, dt_denoiser *tr, const dt_de
     if (fail) return dt_fail(err, DT_ENOMEM, "out of memory");
     c->t[k][0] = dt_tensor_view(c->buf[k][0], DT_F32, hs->ndim, hs->shape);
     c->t[k][1] = dt_tensor_view(c->buf[k][1], DT_F32, 3, ehs->shape);
-    c->in[k] = (dt_denoiser_inputs){&c->t[k][0], &c->t[k][1], c->buf[k][2], c->buf[k][3], c->buf[k][4], c->buf[k][5]};
+    c->in[k] = (dt_denoiser_inputs){&c->t[k][0], &c->t[k][1], c->buf[k][2], c->buf[k][3], c->buf[k][4], c->buf[k][5], NULL, NULL};
     return DT_OK;
 }
 
