@@ -42,6 +42,8 @@ void cli_openmp_passive(char **argv);
 
 /* Creates the CPU backend for "f32"/"bf16". */
 dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *err);
+/* The same on a device ("cpu", "cuda", "cuda:N"; NULL: cpu): bench --device. */
+dt_status cli_backend_on(const char *device, const char *dtype, int threads, dt_backend **be, dt_err *err);
 /* The --dtype default: bf16 where the CPU runs it natively, else f32. */
 const char *cli_default_dtype(void);
 

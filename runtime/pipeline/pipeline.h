@@ -38,6 +38,8 @@ typedef struct {
      * model schedule over such members. */
     const char *const *zoo;
     int nzoo;
+    dt_device device;    /* the backend of every part (0: the CPU) */
+    int device_index;    /* cuda:N */
 } dt_pipeline_config;
 
 struct dt_attn_plan;

@@ -21,6 +21,8 @@ typedef struct {
     const char *solver_schedule;   /* USF schedule, or NULL */
     const char *solver_statistics;
     int clip_sample; /* 0: the config's; 1 on; 2 off */
+    dt_device device;              /* 0: the CPU */
+    int device_index;
 } dt_parts_config;
 
 typedef struct {
