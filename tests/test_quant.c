@@ -398,7 +398,7 @@ static pixart_model *tiny_model(dt_backend *be, dt_quantizer *q)
     if (pixart_config_load(TINY "/transformer", &c, &err) != DT_OK) fail_msg("%s", err.msg);
     if (dt_st_open_dir(TINY "/transformer", "diffusion_pytorch_model", &st, &err) != DT_OK) fail_msg("%s", err.msg);
     dt_weight_source src = dt_weights_from_file(st);
-    if (q) dt_quantizer_attach(q, &src);
+    if (q && dt_quantizer_attach(q, &dt_pixart_class, &src, &err) != DT_OK) fail_msg("%s", err.msg);
     if (pixart_create(be, &c, &src, &m, &err) != DT_OK) fail_msg("%s", err.msg);
     dt_st_close(st);
     return m;
@@ -638,7 +638,7 @@ static void test_cli_fp_tokens(void **state)
     int kv = 0;
     for (int i = 0; i < p->n; i++) {
         const dt_qplan_layer *l = &p->layers[i];
-        if (dt_quant_layer_text_kv(l->name)) {
+        if (dt_pixart_class.linear_role(l->name) & DT_LINEAR_TEXT_KV) {
             kv++;
             assert_int_equal(l->nfp, 2);
             assert_int_equal(l->fp_tokens[0], 0);

@@ -168,9 +168,9 @@ static int run(const bench_args *a)
     dt_weight_source rnd = dt_weights_random(42, 0.02f);
     dt_quantizer qz;
     cli_quant_parse(a->quant, &qz); /* validated with the flags */
-    dt_quantizer_attach(&qz, &rnd);
+    dt_status s = dt_quantizer_attach(&qz, cls, &rnd, &err); /* the class says which linears are quantized */
     double peak = 0;
-    dt_status s = cli_backend(a->dtype, a->threads, &be, &err);
+    if (s == DT_OK) s = cli_backend(a->dtype, a->threads, &be, &err);
     if (s == DT_OK && a->breakdown) {
         dt_backend *tb = NULL;
         s = dt_backend_timed(be, &tb, &err);
