@@ -26,6 +26,11 @@ int cli_quant_parse(const char *scheme, dt_quantizer *q)
     return 1;
 }
 
+double cli_quant_flops(const dt_quantizer *q, int B, int F, int N, int T)
+{
+    return 2.0 * (q->token_params * B * F * N + q->text_params * B * F * T);
+}
+
 dt_status cli_bench_quant_report_flops(dt_backend *be, const dt_quantizer *q, double qflops, double all, double step_s,
                                        double float_peak, dt_err *err)
 {

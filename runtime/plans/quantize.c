@@ -91,6 +91,7 @@ void dt_quantizer_reset_counts(dt_quantizer *q)
 {
     q->weight_bytes = q->block_bytes = 0;
     q->nquant = q->nfloat = 0;
+    q->token_params = q->text_params = 0;
 }
 
 /* A table entry for a new layer (calibration); its amax starts at 0. */
@@ -173,6 +174,8 @@ static dt_status hook(dt_weight_source *src, dt_backend *be, const char *name, c
                       int out, dt_act act, int m_hint, dt_dtype dt, dt_linear **lin, dt_err *err)
 {
     dt_quantizer *q = src->user;
+    unsigned role = dt_quantizer_role(q, name);
+    if (role & DT_LINEAR_QUANTIZABLE) *(role & DT_LINEAR_TEXT_KV ? &q->text_params : &q->token_params) += (double)in * out;
     if (q->mode == DT_QMODE_PLAN) {
         double bytes = 0;
         int keep = 0;
@@ -184,7 +187,7 @@ static dt_status hook(dt_weight_source *src, dt_backend *be, const char *name, c
             return DT_OK;
         }
     }
-    int block = (dt_quantizer_role(q, name) & DT_LINEAR_QUANTIZABLE) != 0;
+    int block = (role & DT_LINEAR_QUANTIZABLE) != 0;
     int quant = (q->mode == DT_QMODE_OBSERVE || q->mode == DT_QMODE_QUANT) && block;
     int bits = quant && q->mode == DT_QMODE_QUANT ? layer_bits(q, name) : 0;
     if (bits) return make_quant(q, be, name, w, b, in, out, bits, act, m_hint, dt, lin, err);

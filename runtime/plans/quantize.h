@@ -50,6 +50,9 @@ typedef struct dt_quantizer {
     double weight_bytes;
     double block_bytes; /* of those, the layers ViDiT-Q quantizes (whatever form they were built in) */
     int nquant, nfloat;
+    /* parameters (in·out) of the layers ViDiT-Q quantizes: those reading the image/video
+     * tokens, and the text k|v projections (DT_LINEAR_TEXT_KV); a step's quantized FLOPs */
+    double token_params, text_params;
     int record;             /* QUANT: keep every quantized layer in rec (for dt_qplan_save) */
     dt_qrecord *rec;
     int nrec, reccap;
