@@ -101,7 +101,8 @@ typedef struct {
     /* ---- since 0.2: fields appended here only ---- */
     const char *solver_schedule;   /* NULL; else a USF per-step solver schedule (JSON from `ditrt
                                     * search-solver`), used instead of `solver`: it fixes the
-                                    * model evaluations, and the steps must match it */
+                                    * model evaluations (ditrt_ctx_info.fixed_steps); a generation's
+                                    * steps are then ignored (ditrt_gen_info.steps says what ran) */
     const char *solver_statistics; /* DPM-Solver-v3 statistics the schedule needs, or NULL */
     const char *const *zoo;        /* OMS-DPM: nzoo more model (or transformer, or quantization
                                     * plan) folders sharing this pipeline's VAE and text encoder;
@@ -109,9 +110,12 @@ typedef struct {
     int nzoo;
     const char *model_schedule;    /* NULL; else the zoo member of each model evaluation (JSON from
                                     * `ditrt search-models`): every generation follows it */
+    int clip_sample;               /* -1 (default): the folder's scheduler config; 0 off, 1 on: sets
+                                    * clip_sample (clip the predicted x0 to +-clip_sample_range) for
+                                    * DDIM, LCM and Heun; other solvers (and USF schedules) fail */
 } ditrt_ctx_params;
 
-/* Sets struct_size and the defaults (all other fields 0/NULL); NULL is a no-op (as for every
+/* Sets struct_size and the defaults (clip_sample -1, all other fields 0/NULL); NULL is a no-op (as for every
  * *_init function). NULL pointers never crash a ditrt_* function: those returning a status
  * return DITRT_EINVAL, with a message in the context or ditrt_error where there is one.
  * The strings are read during ditrt_ctx_create only (the plan files are loaded then). */
@@ -126,6 +130,9 @@ DITRT_API void ditrt_ctx_free(ditrt_ctx *ctx);
 /* Message of the last failure on this context ("" after a success): a one-line string owned
  * by the context, overwritten by the next call on it; "out of memory" for a NULL context. */
 DITRT_API const char *ditrt_errmsg(const ditrt_ctx *ctx);
+
+/* One line of progress (or warning) text from library work (no newline). */
+typedef void (*ditrt_log_fn)(const char *line, void *user);
 
 /* Called after every denoising step (not during text encoding or the VAE decode) on the
  * thread that called ditrt_generate*: `step` counts the steps done, 1..steps; `seconds` is the
@@ -158,6 +165,20 @@ typedef struct {
     ditrt_progress_fn frame_progress;  /* called after each VAE decode call with the frames (images)
                                         * decoded so far and in all, and that call's seconds; gets
                                         * progress_user; non-zero cancels. May be NULL */
+    int batch_index;                   /* -1 (default): all `batch` items; 0..batch-1: only that item of
+                                        * the batch (*n = 1), from its slice of the batch's noise (the
+                                        * latents and any stochastic solver's step noise): the batch's
+                                        * item computed alone, 1/batch of the work; its pixels match the
+                                        * batch's within f32 rounding (GEMM blocking depends on the row
+                                        * count), not byte for byte ... */
+    int batch_exact;                   /* ... unless this is 1: the whole batch is computed and item
+                                        * batch_index returned, byte-identical to the batch's (the
+                                        * batch's work) */
+    ditrt_log_fn warning;              /* called during ditrt_generate* (before the first step) with each
+                                        * one-line warning about the request's settings: a size far from
+                                        * the model's trained size, a zoo without a model schedule. NULL
+                                        * (default): not reported; the library prints nothing */
+    void *warning_user;
 } ditrt_gen_params;
 
 /* Sizes: the generated size must be a multiple of M = the transformer's patch_size times the
@@ -168,7 +189,7 @@ typedef struct {
  * other models, and all videos): width and height must be multiples of M, at most 16384.
  * Anything else fails with DITRT_EINVAL, the message naming M. */
 
-/* Sets struct_size and the defaults of the image pipelines (20 steps, cfg 4.5) ... */
+/* Sets struct_size and the defaults of the image pipelines (20 steps, cfg 4.5, batch_index -1) ... */
 DITRT_API void ditrt_gen_params_init(ditrt_gen_params *p);
 /* ... and of LattePipeline (50 steps, cfg 7.5, video_length frames). Video generation
  * ignores vae_tiling, resolution_binning and max_sequence_length (120 tokens). */
@@ -186,6 +207,7 @@ typedef struct {
     const char *solver;              /* the scheduler's diffusers class, e.g. "DDIMScheduler" */
     const char *solver_warning;      /* one line about the solver's settings worth a warning, or NULL */
     const char *dtype, *text_dtype;  /* resolved compute types: "f32" or "bf16" */
+    int fixed_steps;                 /* the steps a solver schedule fixes; 0: the steps are free */
 } ditrt_ctx_info;
 /* Strings belong to the context (valid until ditrt_ctx_free). Fails (DITRT_EINVAL) for a NULL
  * or failed context or struct_size 0. */
@@ -198,6 +220,8 @@ typedef struct {
     int negative_truncated;         /* the same for the negative prompt */
     int max_sequence_length;        /* text tokens used */
     double seconds_text, seconds_sampling, seconds_decode; /* wall time of the three stages */
+    int steps;                      /* denoising steps run (a solver schedule's own count) */
+    int batch, batch_index;         /* the request's batch and batch_index (-1: all items made) */
 } ditrt_gen_info;
 DITRT_API ditrt_status ditrt_last_gen_info(const ditrt_ctx *ctx, ditrt_gen_info *info);
 
@@ -246,19 +270,21 @@ typedef struct {
     const char *key, *value;
 } ditrt_meta;
 
-/* One line of progress text from long-running library work (no newline), or NULL. */
-typedef void (*ditrt_log_fn)(const char *line, void *user);
 
 /* ---- section: outputs and comparisons (files) ---- */
 /* Images are PNG (the meta pairs as tEXt chunks, iTXt for non-ASCII values; keys 1..79
- * printable Latin-1 characters), JPEG (quality 95) or BMP, by extension (any case); JPEG and BMP
- * carry no text. Videos by path: a folder (ending in '/' or existing) of frame_000.png ...,
+ * printable Latin-1 characters), JPEG (quality 95), WebP (still, lossy, quality 90) or BMP, by
+ * extension (any case). JPEG and WebP carry one text: the value of a "parameters" pair when
+ * there is one (the AUTOMATIC1111 web UI's generation text, which txt2img writes), else
+ * "key: value" lines of all pairs, as an EXIF UserComment (and in JPEG a COM segment too; each
+ * cut at 64 KB); WebP adds the pairs as "key: value" lines in XMP, as videos do. BMP carries
+ * no text. Videos by path: a folder (ending in '/' or existing) of frame_000.png ...,
  * a pattern with one integer conversion ("out_%03d.png"), .webp (animated, quality 90, meta in
  * XMP) or .mp4 (H.264, CRF 18, yuv420p, meta as mdta tags and `comment`). Every file is
  * written to a temp file in its folder and renamed into place when complete: a failure
  * leaves no partial file and an earlier file untouched. Errors name the path. */
 typedef enum {
-    DITRT_OUTPUT_IMAGE,         /* .png, .jpg/.jpeg, .bmp */
+    DITRT_OUTPUT_IMAGE,         /* .png, .jpg/.jpeg, .webp (as an image: video 0), .bmp */
     DITRT_OUTPUT_FRAME_FOLDER,  /* <folder>/frame_000.png ... */
     DITRT_OUTPUT_FRAME_PATTERN, /* printf pattern of .png files */
     DITRT_OUTPUT_WEBP,
@@ -276,7 +302,8 @@ DITRT_API ditrt_status ditrt_image_save(const char *path, const ditrt_image *ima
 DITRT_API ditrt_status ditrt_video_save(const char *path, const ditrt_video *video, double fps, const ditrt_meta *meta,
                                         int n, ditrt_error *err);
 /* Reads a PNG (any bit depth or colour type: palette expanded, gray replicated, alpha dropped,
- * 16-bit rounded to 8), JPEG or BMP by content into 8-bit RGB; free with ditrt_image_free. */
+ * 16-bit rounded to 8), JPEG, still WebP or BMP by content into 8-bit RGB; free with
+ * ditrt_image_free. */
 DITRT_API ditrt_status ditrt_image_load(const char *path, ditrt_image *out, ditrt_error *err);
 /* Frees the pixels of one image and zeroes it (not the ditrt_generate arrays:
  * ditrt_images_free); NULL is a no-op. */

@@ -63,12 +63,31 @@ static dt_status pick_solver(const cJSON *cfg, const char *path, const char *wan
 /* Scheduler.from_config(config, use_karras_sigmas=True): the option is set on the config. */
 static dt_status apply_karras(cJSON *cfg, const dt_solver_ops *ops, const char *path, dt_err *err)
 {
-    if (!ops->karras)
-        return dt_fail(err, DT_EUNSUPPORTED, "%s: %s has no use_karras_sigmas option (Karras sigmas: %s)", path,
-                       ops->class_name, "EulerDiscreteScheduler, HeunDiscreteScheduler, UniPCMultistepScheduler, "
-                                        "DPMSolverSinglestepScheduler");
+    if (!ops->karras) { /* the way forward: every solver that has them, by the names --solver takes */
+        char names[512] = "";
+        for (size_t i = 0; i < sizeof solvers / sizeof *solvers; i++)
+            if (solvers[i]->karras)
+                snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s (%s)", names[0] ? ", " : "",
+                         aliases[i], solvers[i]->class_name);
+        return dt_fail(err, DT_EUNSUPPORTED, "%s: %s has no Karras sigmas (use_karras_sigmas); --karras works with: %s",
+                       path, ops->class_name, names);
+    }
     cJSON_DeleteItemFromObjectCaseSensitive(cfg, "use_karras_sigmas");
     if (!cJSON_AddBoolToObject(cfg, "use_karras_sigmas", 1)) return dt_fail(err, DT_ENOMEM, "%s: out of memory", path);
+    return DT_OK;
+}
+
+/* Scheduler.from_config(config, clip_sample=...): only for the solvers that read it. */
+static dt_status apply_clip(cJSON *cfg, const dt_solver_ops *ops, int on, const char *path, dt_err *err)
+{
+    static const char *const has[] = {"DDIMScheduler", "LCMScheduler", "HeunDiscreteScheduler"};
+    int known = 0;
+    for (size_t i = 0; i < sizeof has / sizeof *has; i++) known |= !strcmp(ops->class_name, has[i]);
+    if (!known)
+        return dt_fail(err, DT_EUNSUPPORTED, "%s: %s has no clip_sample option (it has: DDIMScheduler, LCMScheduler, "
+                       "HeunDiscreteScheduler)", path, ops->class_name);
+    cJSON_DeleteItemFromObjectCaseSensitive(cfg, "clip_sample");
+    if (!cJSON_AddBoolToObject(cfg, "clip_sample", on)) return dt_fail(err, DT_ENOMEM, "%s: out of memory", path);
     return DT_OK;
 }
 
@@ -79,6 +98,12 @@ dt_status dt_scheduler_load(const char *dir, dt_scheduler **out, dt_err *err)
 
 dt_status dt_scheduler_load_as(const char *dir, const char *solver, int karras, dt_scheduler **out, dt_err *err)
 {
+    return dt_scheduler_load_opts(dir, solver, karras, -1, out, err);
+}
+
+dt_status dt_scheduler_load_opts(const char *dir, const char *solver, int karras, int clip_sample, dt_scheduler **out,
+                                 dt_err *err)
+{
     *out = NULL;
     dt_scheduler *s = calloc(1, sizeof *s);
     if (!s) return dt_fail(err, DT_ENOMEM, "%s: out of memory", dir);
@@ -88,6 +113,7 @@ dt_status dt_scheduler_load_as(const char *dir, const char *solver, int karras, 
     dt_status st = dt_scheduler_config_load(s->path, &cfg, err);
     if (st == DT_OK) st = pick_solver(cfg, s->path, solver, &s->ops, err);
     if (st == DT_OK && karras) st = apply_karras(cfg, s->ops, s->path, err);
+    if (st == DT_OK && clip_sample >= 0) st = apply_clip(cfg, s->ops, clip_sample, s->path, err);
     if (st == DT_OK) st = s->ops->create(s, cfg, s->path, err);
     cJSON_Delete(cfg);
     if (st != DT_OK) {
@@ -167,6 +193,11 @@ dt_status dt_scheduler_step(dt_scheduler *s, const float *model_output, const fl
 }
 
 void dt_scheduler_set_generator(dt_scheduler *s, dt_rng *gen) { s->gen = gen; }
+void dt_scheduler_set_noise_slice(dt_scheduler *s, int batch, int index)
+{
+    s->noise_batch = batch;
+    s->noise_index = index;
+}
 void dt_scheduler_set_eta(dt_scheduler *s, double eta) { s->eta = eta; }
 int dt_scheduler_is_stochastic(const dt_scheduler *s) { return s->ops->stochastic; }
 int dt_scheduler_clips_by_default(const dt_scheduler *s) { return s->clip_by_default; }

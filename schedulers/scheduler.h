@@ -31,6 +31,10 @@ dt_status dt_scheduler_load(const char *dir, dt_scheduler **out, dt_err *err);
  * name, NULL for the folder's own) reads the folder's betas/timestep options it knows and its
  * own defaults for the rest; karras fails for a solver without use_karras_sigmas. */
 dt_status dt_scheduler_load_as(const char *dir, const char *solver, int karras, dt_scheduler **out, dt_err *err);
+/* The same with clip_sample set on the config (0 off, 1 on; -1: the config's): fails
+ * (DT_EUNSUPPORTED) for a solver without that option. */
+dt_status dt_scheduler_load_opts(const char *dir, const char *solver, int karras, int clip_sample, dt_scheduler **out,
+                                 dt_err *err);
 /* The USF interpreter (schedulers/usf.c) running the per-step schedule JSON `schedule` over
  * the folder's noise schedule and prediction type; statistics: a DPM-Solver-v3 statistics
  * file or NULL. dt_scheduler_class gives "USF"; set_timesteps ignores its step count. */
@@ -69,6 +73,10 @@ dt_status dt_scheduler_step(dt_scheduler *s, const float *model_output, const fl
  * EulerAncestral, LCM) draw randn_tensor(model_output.shape, generator) noise, in call order.
  * Not owned; NULL (the default) makes such a step fail. */
 void dt_scheduler_set_generator(dt_scheduler *s, dt_rng *gen);
+/* One item of a batch alone: each noise draw of n values draws n * batch from the generator
+ * (what the batch of `batch` items draws) and keeps the values of item `index`, so item
+ * `index` alone follows the batch's noise. batch 1 (the default) draws plainly. */
+void dt_scheduler_set_noise_slice(dt_scheduler *s, int batch, int index);
 /* DDIM's eta (0, the default: deterministic); ignored by the other solvers as by diffusers'
  * pipelines, which pass eta only to a step that takes it. */
 void dt_scheduler_set_eta(dt_scheduler *s, double eta);

@@ -31,6 +31,7 @@ struct dt_scheduler {
     int step_index;
     double init_noise_sigma;
     dt_rng *gen;       /* the pipeline's generator for stochastic steps, or NULL (not owned) */
+    int noise_batch, noise_index; /* dt_scheduler_set_noise_slice (noise_batch <= 1: plain draws) */
     double eta;        /* DDIM's step(eta=...) */
     int clip_by_default; /* clips x0 to [-1, 1] only because the config omits clip_sample (DDIM's default) */
 };

@@ -176,7 +176,15 @@ dt_status dt_sched_noise(dt_scheduler *s, float *noise, size_t n, dt_err *err)
     if (!s->gen)
         return dt_fail(err, DT_EINVAL, "%s: %s draws noise in step: set a generator first (dt_scheduler_set_generator)",
                        s->path, s->ops->class_name);
-    dt_rng_randn(s->gen, noise, n);
+    if (s->noise_batch <= 1) {
+        dt_rng_randn(s->gen, noise, n);
+        return DT_OK;
+    }
+    float *all = malloc(n * (size_t)s->noise_batch * sizeof *all);
+    if (!all) return dt_fail(err, DT_ENOMEM, "%s: out of memory for the batch's noise", s->path);
+    dt_rng_randn(s->gen, all, n * (size_t)s->noise_batch);
+    memcpy(noise, all + n * (size_t)s->noise_index, n * sizeof *noise);
+    free(all);
     return DT_OK;
 }
 

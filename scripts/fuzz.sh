@@ -39,7 +39,7 @@ seed_corpora() {
     for t in $TARGETS; do
         case $t in
         safetensors) seed $t $(find tests/fixtures assets -name '*.safetensors' -size -64k | sort | head -40) ;;
-        denoiser_config) seed $t $(find tests/fixtures assets -path '*transformer/config.json' | sort) ;;
+        denoiser_config) seed $t $(find tests/fixtures assets \( -path '*transformer/config.json' -o -path '*unet/config.json' \) | sort) ;;
         vae_config) seed $t $(find tests/fixtures assets -path '*vae/config.json' | sort) ;;
         t5_config) seed $t $(find tests/fixtures assets -path '*text_encoder/config.json' | sort) ;;
         scheduler_config) seed $t $(find tests/fixtures assets -name scheduler_config.json | sort) ;;

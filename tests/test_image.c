@@ -225,7 +225,7 @@ static void test_bad_paths_and_files(void **state)
     expect_error(dt_image_read("/nonexistent/a.png", &img, &e), &e, "/nonexistent/a.png");
     assert_null(img.rgb);
     dt_err_clear(&e);
-    expect_error(dt_image_read("README.md", &img, &e), &e, "not a PNG, JPEG or BMP");
+    expect_error(dt_image_read("README.md", &img, &e), &e, "not a PNG, JPEG, WebP or BMP");
     FILE *f = fopen(IMG "/a.png", "rb");
     unsigned char buf[300];
     assert_int_equal(fread(buf, 1, sizeof buf, f), sizeof buf);

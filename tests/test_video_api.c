@@ -238,7 +238,7 @@ static int differs(const ditrt_video *a, const ditrt_video *b)
     return memcmp(a->rgb, b->rgb, (size_t)a->frames * a->width * a->height * 3) != 0;
 }
 
-/* A USF solver schedule (6 evaluations, whatever --steps says), and an OMS-DPM zoo whose second
+/* A USF solver schedule (6 evaluations: the API ignores steps, txt2vid takes --steps 6 or none), and an OMS-DPM zoo whose second
  * member is the model's W8A8 plan run on the middle steps: the API and txt2vid give the same
  * frames, and each changes the clip (so the setting reached the video pipeline). */
 static void test_video_schedules_and_zoo(void **state)
@@ -249,7 +249,7 @@ static void test_video_schedules_and_zoo(void **state)
     const char *sched = "configs/solvers/demo-pixart-usf-nfe6.json";
     ditrt_video *usf = demo_clip(sched, NULL, 0, NULL);
     assert_true(differs(plain, usf));
-    expect_cli_frames("--solver-schedule configs/solvers/demo-pixart-usf-nfe6.json", usf);
+    expect_cli_frames("--steps 6 --solver-schedule configs/solvers/demo-pixart-usf-nfe6.json", usf);
 
     char tmp[64], plan[128], ms[128], prompts[128], cmd[1024];
     tu_tmpdir(tmp, sizeof tmp);

@@ -32,7 +32,7 @@ static void set_msg(ditrt_ctx *c, const dt_err *e) { strcpy(c->msg, e->msg); }
 void ditrt_ctx_params_init(ditrt_ctx_params *p)
 {
     if (!p) return;
-    *p = (ditrt_ctx_params){.struct_size = sizeof *p}; /* dtype, text_dtype NULL: the device's default */
+    *p = (ditrt_ctx_params){.struct_size = sizeof *p, .clip_sample = -1}; /* dtype, text_dtype NULL: the device's default */
 }
 
 #define CTX_PARAMS_MIN_SIZE DT_END_OF(ditrt_ctx_params, attn_plan)
@@ -123,6 +123,11 @@ static void create(ditrt_ctx *c, const ditrt_ctx_params *p, dt_err *err)
         dt_fail(err, DT_EINVAL, "solver_schedule: a USF schedule is its own solver; leave solver unset");
         return;
     }
+    if (p->clip_sample < -1 || p->clip_sample > 1) {
+        dt_fail(err, DT_EINVAL, "clip_sample: must be -1 (the folder's), 0 or 1, got %d", p->clip_sample);
+        return;
+    }
+    cfg.clip_sample = p->clip_sample < 0 ? 0 : p->clip_sample ? 1 : 2;
     if (p->nzoo < 0 || (p->nzoo && !p->zoo)) {
         dt_fail(err, DT_EINVAL, "zoo: %d members given with %s list", p->nzoo, p->zoo ? "a" : "no");
         return;
@@ -190,7 +195,7 @@ ditrt_status ditrt_ctx_get_info(const ditrt_ctx *c, ditrt_ctx_info *info)
                            .size_multiple = dt_pipeline_size_multiple(c->p), .max_frames = dt_pipeline_max_frames(c->p),
                            .zoo_size = dt_pipeline_zoo_size(c->p), .solver = dt_pipeline_solver_name(c->p),
                            .solver_warning = dt_pipeline_solver_warning(c->p), .dtype = dt_dtype_name(c->dtype),
-                           .text_dtype = dt_dtype_name(c->text_dtype)};
+                           .text_dtype = dt_dtype_name(c->text_dtype), .fixed_steps = dt_pipeline_fixed_steps(c->p)};
     return fill_out(info, &full, sizeof full, DT_END_OF(ditrt_ctx_info, text_dtype));
 }
 
@@ -206,7 +211,7 @@ void ditrt_gen_params_init(ditrt_gen_params *p)
     dt_gen_request d = dt_gen_request_default();
     *p = (ditrt_gen_params){.struct_size = sizeof *p, .negative_prompt = d.negative_prompt, .steps = d.steps,
                             .cfg = d.cfg, .batch = d.batch, .resolution_binning = d.resolution_binning,
-                            .clean_caption = d.clean_caption};
+                            .clean_caption = d.clean_caption, .batch_index = -1};
 }
 
 void ditrt_gen_params_init_video(ditrt_gen_params *p)
@@ -215,7 +220,7 @@ void ditrt_gen_params_init_video(ditrt_gen_params *p)
     dt_gen_request d = dt_gen_request_default_video();
     *p = (ditrt_gen_params){.struct_size = sizeof *p, .negative_prompt = d.negative_prompt, .steps = d.steps,
                             .cfg = d.cfg, .batch = d.batch, .resolution_binning = d.resolution_binning,
-                            .clean_caption = d.clean_caption};
+                            .clean_caption = d.clean_caption, .batch_index = -1};
 }
 
 /* The cancel rule: the flag is set here and cleared only when a generation that started
@@ -260,6 +265,14 @@ static int begin(ditrt_ctx *c, int video, dt_err *err)
     return 0;
 }
 
+/* batch_exact: the batch was computed whole; item i's pixels become the result's only ones. */
+static void keep_item(dt_gen_result *res, int i)
+{
+    size_t per = (size_t)(res->frames ? res->frames : 1) * 3 * res->width * res->height;
+    memmove(res->pixels, res->pixels + (size_t)i * per, per * sizeof(float));
+    res->batch = 1;
+}
+
 /* Checks params, then runs the pipeline (images: frames 0); res holds float pixels on success. */
 static ditrt_status run(ditrt_ctx *c, const ditrt_gen_params *params, int video, dt_gen_result *res, dt_err *err)
 {
@@ -272,6 +285,8 @@ static ditrt_status run(ditrt_ctx *c, const ditrt_gen_params *params, int video,
     if (!begin(c, video, err)) return err->status;
     if (atomic_exchange(&c->cancel, 0)) /* cancelled before it started: consumed, nothing run */
         return dt_fail(err, DITRT_ECANCELLED, "cancelled before the first step");
+    if (p->batch_index < -1)
+        return dt_fail(err, DT_EINVAL, "batch_index: must be -1 (all items) or 0..batch-1, got %d", p->batch_index);
     hook h = {c, p};
     dt_gen_request r = {.prompt = p->prompt, .negative_prompt = p->negative_prompt, .width = p->width,
                         .height = p->height, .frames = video ? p->frames : 0, .steps = p->steps, .batch = p->batch,
@@ -280,14 +295,22 @@ static ditrt_status run(ditrt_ctx *c, const ditrt_gen_params *params, int video,
                         .max_sequence_length = p->max_sequence_length, .force = p->force, .progress = progress_hook,
                         .progress_user = &h, .eta = p->eta, .attn_plan = c->has_plan ? &c->plan : NULL,
                         .model_ids = c->ms.ids, .n_model_ids = c->ms.n, .decode_chunk = p->decode_chunk,
-                        .frame_progress = p->frame_progress ? frame_hook : NULL};
+                        .frame_progress = p->frame_progress ? frame_hook : NULL,
+                        .one_item = p->batch_index >= 0 && !p->batch_exact,
+                        .item_index = p->batch_index, .warning = p->warning, .warning_user = p->warning_user};
+    if (p->batch_exact && p->batch_index < 0)
+        return dt_fail(err, DT_EINVAL, "batch_exact: needs a batch_index");
     dt_status st = dt_pipeline_generate(c->p, &r, res, err);
+    if (st == DT_OK && p->batch_exact) keep_item(res, p->batch_index);
     atomic_store(&c->cancel, 0); /* a started generation consumes any cancel issued during it */
     if (st != DT_OK) return st;
     c->last = (ditrt_gen_info){.struct_size = sizeof c->last, .prompt_truncated = res->prompt_truncated,
                                .negative_truncated = res->negative_truncated,
                                .max_sequence_length = res->max_sequence_length, .seconds_text = res->seconds_text,
-                               .seconds_sampling = res->seconds_sampling, .seconds_decode = res->seconds_decode};
+                               .seconds_sampling = res->seconds_sampling, .seconds_decode = res->seconds_decode,
+                               .batch = p->batch, .batch_index = p->batch_index};
+    int fixed = dt_pipeline_fixed_steps(c->p);
+    c->last.steps = fixed ? fixed : p->steps;
     return DT_OK;
 }
 

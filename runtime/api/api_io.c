@@ -7,6 +7,7 @@
 #include "runtime/io/image.h"
 #include "runtime/io/video.h"
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -112,13 +113,27 @@ void ditrt_video_free(ditrt_video *v)
 
 /* ---- compare ---- */
 
-/* A video path for compare: .mp4 / .webp, a printf pattern, or an existing folder. */
+/* A WebP file holding one still image (txt2img's), not an animation: "VP8 " or "VP8L" first,
+ * or "VP8X" without the animation flag. */
+static int is_still_webp(const char *p)
+{
+    unsigned char h[21];
+    FILE *f = fopen(p, "rb");
+    size_t n = f ? fread(h, 1, sizeof h, f) : 0;
+    if (f) fclose(f);
+    if (n < 16 || memcmp(h, "RIFF", 4) || memcmp(h + 8, "WEBP", 4)) return 0;
+    if (!memcmp(h + 12, "VP8 ", 4) || !memcmp(h + 12, "VP8L", 4)) return 1;
+    return n == sizeof h && !memcmp(h + 12, "VP8X", 4) && !(h[20] & 0x02);
+}
+
+/* A video path for compare: .mp4 / .webp (but a still WebP image), a printf pattern, or an
+ * existing folder. */
 static int is_video_path(const char *p)
 {
     size_t n = strlen(p);
     struct stat st;
-    return (n > 4 && !strcasecmp(p + n - 4, ".mp4")) || (n > 5 && !strcasecmp(p + n - 5, ".webp")) || strchr(p, '%') ||
-           (stat(p, &st) == 0 && S_ISDIR(st.st_mode));
+    return (n > 4 && !strcasecmp(p + n - 4, ".mp4")) || (n > 5 && !strcasecmp(p + n - 5, ".webp") && !is_still_webp(p)) ||
+           strchr(p, '%') || (stat(p, &st) == 0 && S_ISDIR(st.st_mode));
 }
 
 /* |A - B| per sample, scaled so the largest difference is 255 (all black when identical). */

@@ -107,6 +107,7 @@ static void report(const bench_args *a, const dt_denoiser_info *c, const dt_back
  * model's latent rank; the caption mask only for models whose pipeline passes one. */
 typedef struct {
     float *hs, *ehs, *out, *mask, t[2], res[4], ar[2];
+    float *te, tid[12]; /* SDXL U-Nets' text_embeds [2, added_text_dim] and time_ids [2, 6] */
     dt_tensor ths, tehs, tout;
     dt_denoiser_inputs in;
 } bench_inputs;
@@ -136,12 +137,20 @@ static dt_status make_inputs(const dt_denoiser_info *c, int mask_feature, int F,
     x->in = (dt_denoiser_inputs){.hidden_states = &x->ths, .encoder_hidden_states = &x->tehs, .timestep = x->t,
                                  .encoder_attention_mask = mask_feature ? NULL : x->mask};
     if (c->micro_conditions) x->in.resolution = x->res, x->in.aspect_ratio = x->ar; /* PixArt-α at 1024 px */
+    if (c->added_text_dim && c->added_time_ids == 6) { /* SDXL: random pooled text, (H, W, 0, 0, H, W) in pixels */
+        int64_t nte = (int64_t)B * c->added_text_dim;
+        if (!(x->te = malloc((size_t)nte * sizeof(float)))) return dt_fail(err, DT_ENOMEM, "out of memory");
+        DT_TRY(rnd.read(&rnd, "", 1, &nte, x->te, err));
+        for (int b = 0; b < B; b++)
+            for (int k = 0; k < 6; k++) x->tid[b * 6 + k] = k == 2 || k == 3 ? 0.0f : (float)(k % 2 ? W : H) * 8;
+        x->in.text_embeds = x->te, x->in.time_ids = x->tid;
+    }
     return DT_OK;
 }
 
 static void free_inputs(bench_inputs *x)
 {
-    free(x->hs); free(x->ehs); free(x->out); free(x->mask);
+    free(x->hs); free(x->ehs); free(x->out); free(x->mask); free(x->te);
 }
 
 /* One CFG forward of a preset architecture (random weights) timed against the GEMM floor,
@@ -232,7 +241,7 @@ static int bench_transformer(int argc, char **argv)
         }
         else if (!strcmp(argv[i], "--breakdown")) a.breakdown = 1;
         else if (miss) return cli_usage_error("%s: missing value", argv[i]);
-        else return cli_usage_error("bench transformer: unknown option \"%s\"", argv[i]);
+        else return cli_unknown_option("bench transformer", argv[i]);
     }
     dt_err err = {0};
     if (!dt_denoiser_class_of_preset(a.arch, &err)) return cli_usage_error("%s", err.msg);
@@ -318,7 +327,7 @@ static int bench_text_encoder(int argc, char **argv)
         else if ((v = cli_flag(argc, argv, &i, "--iters", &miss))) { if (!cli_parse_int("--iters", v, 1, 1000, &a.iters)) return 2; }
         else if ((v = cli_flag(argc, argv, &i, "--layers", &miss))) { if (!cli_parse_int("--layers", v, 1, 24, &a.layers)) return 2; }
         else if (miss) return cli_usage_error("%s: missing value", argv[i]);
-        else return cli_usage_error("bench text-encoder: unknown option \"%s\"", argv[i]);
+        else return cli_unknown_option("bench text-encoder", argv[i]);
     }
     if (strcmp(a.arch, "t5-xxl")) return cli_usage_error("--arch: only t5-xxl is known for text-encoder, got \"%s\"", a.arch);
     return te_run(&a);
@@ -328,5 +337,6 @@ int cli_bench(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "transformer")) return bench_transformer(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "text-encoder")) return bench_text_encoder(argc, argv);
-    return cli_usage_error("bench: expected a target: transformer, text-encoder");
+    if (argc >= 2 && !strcmp(argv[1], "attention")) return cli_bench_attention(argc, argv);
+    return cli_usage_error("bench: expected a target: transformer, text-encoder, attention");
 }

@@ -7,11 +7,21 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+/* A WebP file of one still image (txt2img -o x.webp) is an image: it decodes as one. */
+static int is_still_webp(const char *p)
+{
+    ditrt_image im = {0};
+    ditrt_error e;
+    int still = ditrt_image_load(p, &im, &e) == DITRT_OK;
+    ditrt_image_free(&im);
+    return still;
+}
+
 int cli_is_video_path(const char *p)
 {
     size_t n = strlen(p);
     struct stat st;
-    return (n > 4 && !strcasecmp(p + n - 4, ".mp4")) || (n > 5 && !strcasecmp(p + n - 5, ".webp")) ||
+    return (n > 4 && !strcasecmp(p + n - 4, ".mp4")) || (n > 5 && !strcasecmp(p + n - 5, ".webp") && !is_still_webp(p)) ||
            strchr(p, '%') || (stat(p, &st) == 0 && S_ISDIR(st.st_mode));
 }
 

@@ -4,6 +4,13 @@
  * schedules, attention plans, quantization) for images and videos, plus each form's own
  * (image: --max-length, --vae-tiling, --no-binning; video: --frames, --fps, --decode-chunk).
  * Every output path is checked before the model is loaded; files are written atomically.
+ *
+ * Outputs: the paths written are printed (stdout, "wrote PATH"; not with --quiet or --json,
+ * whose "outputs" lists them). Overwrite rule: a path given with -o is replaced (the new file
+ * is renamed over it only once complete, and a batch's files only once all are complete, so a
+ * failed run replaces nothing); without -o the default name is never replaced: out.png (out.mp4),
+ * else the first of out_2.png, out_3.png ... whose files are all free. Batches record their
+ * size and each item's index (metadata, --json); --batch-index i regenerates item i alone.
  * A client of the public API (ditrt.h) only. */
 #include "client.h"
 #include <cjson/cJSON.h>
@@ -11,7 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct {
@@ -29,8 +38,11 @@ typedef struct {
     const char *schedule, *statistics; /* --solver-schedule, --solver-statistics */
     const char *attn_plan, *quant;     /* --attn-plan FILE, --quant DIR */
     const char *zoo, *model_schedule;  /* --zoo DIR[,DIR...] (OMS-DPM members after the model), --model-schedule FILE */
+    const char *clip_sample;           /* --clip-sample on|off, or NULL */
     int threads, quiet, json, karras;
+    int steps_given, output_given, random_seed;
     double fps;                        /* video */
+    char default_output[64];           /* the free default name picked (no -o) */
     ditrt_gen_params req;
 } gen_args;
 
@@ -95,11 +107,14 @@ static int parse(int argc, char **argv, const gen_form *form, gen_args *a)
         else if (F("-n") || F("--negative-prompt")) a->req.negative_prompt = v;
         else if (F("-W") || F("--width")) ok = cli_parse_int("--width", v, 1, 16384, &a->req.width);
         else if (F("-H") || F("--height")) ok = cli_parse_int("--height", v, 1, 16384, &a->req.height);
-        else if (F("--steps")) ok = cli_parse_int("--steps", v, 1, 1000, &a->req.steps);
+        else if (F("--steps")) ok = cli_parse_int("--steps", v, 1, 1000, &a->req.steps), a->steps_given = 1;
         else if (F("--cfg")) ok = parse_float("--cfg", v, &a->req.cfg) && (a->req.cfg >= 0 || (cli_usage_error("--cfg: must be >= 0, got %s", v), 0));
         else if (F("--eta")) ok = parse_float("--eta", v, &a->req.eta) && (a->req.eta >= 0 || (cli_usage_error("--eta: must be >= 0, got %s", v), 0));
-        else if (F("--seed")) ok = cli_parse_u64("--seed", v, &a->req.seed);
+        else if (F("--seed")) ok = !strcmp(v, "-1") ? (a->random_seed = 1) : cli_parse_u64("--seed", v, &a->req.seed);
         else if (F("--batch")) ok = cli_parse_int("--batch", v, 1, 64, &a->req.batch);
+        else if (F("--batch-index")) ok = cli_parse_int("--batch-index", v, 0, 63, &a->req.batch_index);
+        else if (F("--clip-sample")) ok = !strcmp(v, "on") || !strcmp(v, "off") ? (a->clip_sample = v, 1)
+                                         : (cli_usage_error("--clip-sample: expected on or off, got \"%s\"", v), 0);
         else if (F("--dtype")) a->dtype = v;
         else if (F("--text-encoder-dtype")) a->text_dtype = v;
         else if (F("--threads")) ok = cli_parse_int("--threads", v, 1, 1024, &a->threads);
@@ -109,7 +124,7 @@ static int parse(int argc, char **argv, const gen_form *form, gen_args *a)
         else if (F("--model-schedule")) a->model_schedule = v;
         else if (F("--solver-schedule")) a->schedule = v;
         else if (F("--solver-statistics")) a->statistics = v;
-        else if (F("-o") || F("--output")) a->output = v;
+        else if (F("-o") || F("--output")) a->output = v, a->output_given = 1;
         else if (F("--solver")) {
             if (!(a->solver = solver_class(v)))
                 return cli_usage_error("--solver: unknown solver \"%s\" (see ditrt %s --list-solvers)", v, form->name), 0;
@@ -119,19 +134,37 @@ static int parse(int argc, char **argv, const gen_form *form, gen_args *a)
         else if (!strcmp(argv[i], "--no-clean-caption")) a->req.clean_caption = 0;
         else if (!strcmp(argv[i], "--force")) a->req.force = 1;
         else if (!strcmp(argv[i], "--karras")) a->karras = 1;
+        else if (!strcmp(argv[i], "--batch-exact")) a->req.batch_exact = 1;
         else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) a->quiet = 1;
         else if (!strcmp(argv[i], "--json")) a->json = 1;
-        else return cli_usage_error("%s: unknown option \"%s\"", form->name, argv[i]), 0;
+        else return cli_unknown_option(form->name, argv[i]), 0;
 #undef F
         if (!ok) return 0;
     }
     if (!a->model) return cli_usage_error("%s: -m MODEL_DIR is required", form->name), 0;
     if (!a->req.prompt) return cli_usage_error("%s: -p PROMPT is required", form->name), 0;
+    ditrt_error merr = {0};
+    if (cli_check_pipeline_dir(a->model, &merr) != DITRT_OK) return cli_die(&merr), 0;
     if (a->schedule && (a->solver || a->karras))
         return cli_usage_error("--solver-schedule: not combinable with --solver / --karras (the schedule is the solver)"), 0;
     if (a->statistics && !a->schedule) return cli_usage_error("--solver-statistics: needs --solver-schedule"), 0;
+    if (a->req.batch_exact && a->req.batch_index < 0) return cli_usage_error("--batch-exact: needs --batch-index"), 0;
+    if (a->req.batch_index >= a->req.batch)
+        return cli_usage_error("--batch-index: %d is not an item of --batch %d (items 0..%d)", a->req.batch_index,
+                               a->req.batch, a->req.batch - 1), 0;
     return 1;
 }
+
+/* --seed -1: a random seed of 32 bits (torch's generators use no more), recorded as given. */
+static uint64_t random_seed(void)
+{
+    uint32_t v;
+    if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v) v = (uint32_t)time(NULL) ^ ((uint32_t)getpid() << 16);
+    return v;
+}
+
+/* Outputs of one run: the batch, or the one item --batch-index picks. */
+static int output_count(const gen_args *a) { return a->req.batch_index >= 0 ? 1 : a->req.batch; }
 
 /* out.png -> out-3.png for batch item 3 (the name itself when there is one output); a frame
  * folder gets a sub-folder per item. */
@@ -169,7 +202,7 @@ static int frame_bar(int done, int total, double seconds, void *user)
 
 static cli_settings settings_of(const gen_args *a)
 {
-    return (cli_settings){.attn_plan = a->attn_plan, .quant = a->quant, .solver_schedule = a->schedule,
+    return (cli_settings){.attn_plan = a->attn_plan, .quant = a->quant, .solver_schedule = a->schedule, .clip_sample = a->clip_sample,
                           .solver_statistics = a->statistics, .zoo = a->zoo, .model_schedule = a->model_schedule,
                           .eta = a->req.eta, .karras = a->karras};
 }
@@ -183,11 +216,11 @@ typedef struct {
 
 /* The metadata every output carries: the request, the solver, the model, the size (and
  * frames and fps for a video), the dtype, the software, and the settings that were given. */
-static int output_meta(const gen_args *a, const ditrt_ctx_info *info, const gen_out *o, cli_settings *set, char buf[][64],
-                       ditrt_meta *m, int cap)
+static int output_meta(const gen_args *a, const ditrt_ctx_info *info, const ditrt_gen_info *g, const gen_out *o,
+                       cli_settings *set, char buf[][64], ditrt_meta *m, int cap)
 {
     snprintf(buf[0], 64, "%llu", (unsigned long long)a->req.seed);
-    snprintf(buf[1], 64, "%d", a->req.steps);
+    snprintf(buf[1], 64, "%d", g->steps); /* what ran (a solver schedule fixes it) */
     snprintf(buf[2], 64, "%g", a->req.cfg);
     snprintf(buf[3], 64, "%dx%d", o->width, o->height);
     snprintf(buf[4], 64, "%d", o->frames);
@@ -211,23 +244,77 @@ static int output_meta(const gen_args *a, const ditrt_ctx_info *info, const gen_
     return cli_settings_meta(set, m, n, cap); /* values may point into set */
 }
 
-static ditrt_status write_outputs(const gen_args *a, ditrt_output_kind kind, const ditrt_ctx_info *info, const gen_out *o,
-                                  ditrt_error *err)
+/* The batch item output i is (all items of a batch, or the one --batch-index picked). */
+static int batch_item(const gen_args *a, int i) { return a->req.batch_index >= 0 ? a->req.batch_index : i; }
+
+/* What the output_meta of a batch item adds: its batch (when there is one) and, for images,
+ * the web UI's `parameters` text (*params, malloc'd). */
+static int item_meta(const gen_args *a, const ditrt_ctx_info *info, const ditrt_gen_info *g, const gen_out *o, int i,
+                     char buf[][64], char **params, ditrt_meta *m, int n)
 {
-    char buf[7][64], path[4200];
-    ditrt_meta meta[24];
+    *params = NULL;
+    if (a->req.batch > 1) {
+        snprintf(buf[0], 64, "%d", a->req.batch);
+        snprintf(buf[1], 64, "%d", batch_item(a, i));
+        m[n++] = (ditrt_meta){"batch", buf[0]};
+        m[n++] = (ditrt_meta){"batch_index", buf[1]};
+    }
+    if (a->form->video) return n;
+    snprintf(buf[2], 64, "ditrt %s", ditrt_version());
+    cli_infotext_fields f = {a->req.prompt, a->req.negative_prompt, info->solver, a->model, buf[2], g->steps,
+                             o->width, o->height, a->karras, a->req.batch, batch_item(a, i), a->req.seed, a->req.cfg,
+                             a->req.eta};
+    if ((*params = cli_infotext(&f))) m[n++] = (ditrt_meta){"parameters", *params};
+    return n;
+}
+
+/* Where item i is written first: the final path when it is the only output (the writers are
+ * atomic), else a temp name beside it with the same extension, renamed into place once every
+ * item is written (so a failed batch replaces no earlier file). Frame sequences are written
+ * in place. */
+static int staged(ditrt_output_kind kind, int n) { return n > 1 && (kind == DITRT_OUTPUT_IMAGE || kind == DITRT_OUTPUT_WEBP || kind == DITRT_OUTPUT_MP4); }
+
+static void stage_path(const char *path, int i, char *buf, size_t size)
+{
+    const char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');
+    if (!dot || (slash && dot < slash)) dot = path + strlen(path);
+    snprintf(buf, size, "%.*s.part-%ld-%d%s", (int)(dot - path), path, (long)getpid(), i, dot);
+}
+
+static ditrt_status write_item(const gen_args *a, ditrt_output_kind kind, const gen_out *o, int i, const char *path,
+                               const ditrt_meta *meta, int nmeta, ditrt_error *err)
+{
+    if (!a->form->video) return ditrt_image_save(path, &o->im[i], meta, nmeta, err);
+    if (kind == DITRT_OUTPUT_FRAME_FOLDER && o->n > 1 && mkdir(path, 0755) != 0 && access(path, W_OK) != 0)
+        return cli_fail(err, DITRT_EIO, "%s: cannot create the frame folder", path);
+    return ditrt_video_save(path, &o->v[i], a->fps, meta, nmeta, err);
+}
+
+static ditrt_status write_outputs(const gen_args *a, ditrt_output_kind kind, const ditrt_ctx_info *info,
+                                  const ditrt_gen_info *g, const gen_out *o, ditrt_error *err)
+{
+    char buf[7][64], ibuf[3][64], path[4200], tmp[4300];
+    ditrt_meta meta[32];
     cli_settings set = settings_of(a);
-    int nmeta = output_meta(a, info, o, &set, buf, meta, (int)(sizeof meta / sizeof *meta));
+    int nmeta = output_meta(a, info, g, o, &set, buf, meta, 28), stage = staged(kind, o->n), done = 0;
     ditrt_status s = DITRT_OK;
-    for (int i = 0; i < o->n && s == DITRT_OK; i++) {
+    for (; done < o->n && s == DITRT_OK; done++) {
+        char *params;
+        int n = item_meta(a, info, g, o, done, ibuf, &params, meta, nmeta);
+        item_path(a->output, kind, done, o->n, path, sizeof path);
+        if (stage) stage_path(path, done, tmp, sizeof tmp);
+        s = cli_output_folders(path, err); /* -o in a missing folder: made now */
+        if (s == DITRT_OK)
+            s = !a->form->video && !params ? cli_fail(err, DITRT_ENOMEM, "%s: out of memory for the metadata", path)
+                                           : write_item(a, kind, o, done, stage ? tmp : path, meta, n, err);
+        free(params);
+    }
+    if (s != DITRT_OK) done--; /* the failed item left no file */
+    for (int i = 0; stage && i < done; i++) {
         item_path(a->output, kind, i, o->n, path, sizeof path);
-        if (!a->form->video) {
-            s = ditrt_image_save(path, &o->im[i], meta, nmeta, err);
-            continue;
-        }
-        if (kind == DITRT_OUTPUT_FRAME_FOLDER && o->n > 1 && mkdir(path, 0755) != 0 && access(path, W_OK) != 0)
-            s = cli_fail(err, DITRT_EIO, "%s: cannot create the frame folder", path);
-        if (s == DITRT_OK) s = ditrt_video_save(path, &o->v[i], a->fps, meta, nmeta, err);
+        stage_path(path, i, tmp, sizeof tmp);
+        if (s == DITRT_OK && rename(tmp, path) != 0) s = cli_fail(err, DITRT_EIO, "%s: cannot rename the finished file into place", path);
+        if (s != DITRT_OK) unlink(tmp);
     }
     return s;
 }
@@ -242,9 +329,15 @@ static void print_json(const gen_args *a, ditrt_output_kind kind, const ditrt_ct
         cJSON_AddItemToArray(outs, cJSON_CreateString(path));
     }
     cli_summary sum = {a->model, a->req.prompt, a->req.negative_prompt, info->solver, a->dtype, a->req.seed,
-                       a->req.steps, o->width, o->height, g->prompt_truncated, a->req.cfg,
+                       g->steps, o->width, o->height, g->prompt_truncated, a->req.cfg,
                        g->seconds_text, g->seconds_sampling, g->seconds_decode};
     cli_summary_add(j, &sum);
+    if (a->random_seed) cJSON_AddBoolToObject(j, "random_seed", 1);
+    if (a->req.batch > 1) {
+        cJSON_AddNumberToObject(j, "batch", a->req.batch);
+        cJSON *idx = cJSON_AddArrayToObject(j, "batch_index"); /* of each output */
+        for (int i = 0; i < o->n; i++) cJSON_AddItemToArray(idx, cJSON_CreateNumber(batch_item(a, i)));
+    }
     cli_settings set = settings_of(a);
     cli_settings_json(j, &set);
     if (a->form->video) {
@@ -263,22 +356,71 @@ static int ctx_die(ditrt_ctx *c, ditrt_status s)
     return cli_die(&err);
 }
 
-/* Every output path, checked before the model is loaded. */
-static ditrt_status check_outputs(const gen_args *a, ditrt_output_kind *kind, ditrt_error *err)
+static int path_exists(const char *p)
 {
-    if (a->form->video) return ditrt_output_check(a->output, 1, kind, err);
+    struct stat st;
+    return lstat(p, &st) == 0;
+}
+
+/* Without -o: out.png (out.mp4) when its files are free, else out_2.png, out_3.png ... */
+static ditrt_status pick_default_output(gen_args *a, ditrt_output_kind kind, ditrt_error *err)
+{
+    const char *ext = a->form->video ? ".mp4" : ".png";
     char path[4200];
+    for (int k = 1; k < 100000; k++) {
+        if (k == 1) snprintf(a->default_output, sizeof a->default_output, "out%s", ext);
+        else snprintf(a->default_output, sizeof a->default_output, "out_%d%s", k, ext);
+        int free_ = 1;
+        for (int i = 0; i < output_count(a) && free_; i++) {
+            item_path(a->default_output, kind, i, output_count(a), path, sizeof path);
+            free_ = !path_exists(path);
+        }
+        if (free_) {
+            a->output = a->default_output;
+            return DITRT_OK;
+        }
+    }
+    return cli_fail(err, DITRT_EIO, "no free default output name (out_2%s ... are taken); give -o PATH", ext);
+}
+
+/* Every output path, checked before the model is loaded (and the default name picked). */
+static ditrt_status check_outputs(gen_args *a, ditrt_output_kind *kind, ditrt_error *err)
+{
     *kind = DITRT_OUTPUT_IMAGE;
-    for (int i = 0; i < a->req.batch; i++) {
-        item_path(a->output, *kind, i, a->req.batch, path, sizeof path);
-        if (ditrt_output_check(path, 0, NULL, err) != DITRT_OK) return err->status;
+    if (a->form->video && cli_output_check(a->output, 1, kind, err) != DITRT_OK) return err->status;
+    if (!a->output_given && pick_default_output(a, *kind, err) != DITRT_OK) return err->status;
+    if (a->form->video) return DITRT_OK;
+    char path[4200];
+    for (int i = 0; i < output_count(a); i++) {
+        item_path(a->output, *kind, i, output_count(a), path, sizeof path);
+        if (cli_output_check(path, 0, NULL, err) != DITRT_OK) return err->status;
     }
     return DITRT_OK;
 }
 
-/* The model's kind against the form, and what only a loaded model can tell (exit 1 or 2). */
-static int check_model(const gen_args *a, const ditrt_ctx_info *info, ditrt_error *err)
+/* "wrote PATH" per output on stdout, saying when an earlier file was replaced (existed[i]). */
+static void print_written(const gen_args *a, ditrt_output_kind kind, int n, const unsigned char *existed)
 {
+    char path[4200];
+    for (int i = 0; i < n; i++) {
+        item_path(a->output, kind, i, n, path, sizeof path);
+        printf("wrote %s%s\n", path, existed[i] ? " (replaced the earlier file)" : "");
+    }
+}
+
+static void warn_line(const char *line, void *user)
+{
+    (void)user;
+    fprintf(stderr, "ditrt: warning: %s\n", line);
+}
+
+/* The model's kind against the form, and what only a loaded model can tell (exit 1 or 2). */
+static int check_model(gen_args *a, const ditrt_ctx_info *info, ditrt_error *err)
+{
+    if (info->fixed_steps && a->steps_given && a->req.steps != info->fixed_steps)
+        return cli_usage_error("--steps %d: the solver schedule %s fixes %d steps; give --steps %d or leave --steps out",
+                               a->req.steps, a->schedule, info->fixed_steps, info->fixed_steps);
+    if (info->fixed_steps) a->req.steps = info->fixed_steps;
     if (!a->form->video && info->max_frames)
         return cli_usage_error("txt2img: %s is a video model (%d frames); use ditrt txt2vid", a->model, info->max_frames);
     if (a->form->video && !info->max_frames)
@@ -326,6 +468,8 @@ static int run(int argc, char **argv, const gen_form *form)
         return cli_usage_error("--dtype: expected f32 or bf16, got \"%s\"", a.dtype);
     if (a.text_dtype && !(cp.text_dtype = cli_dtype_arg(a.text_dtype)))
         return cli_usage_error("--text-encoder-dtype: expected f32 or bf16, got \"%s\"", a.text_dtype);
+    if (a.random_seed) a.req.seed = random_seed();
+    if (a.clip_sample) cp.clip_sample = !strcmp(a.clip_sample, "on");
     ditrt_output_kind kind;
     if (check_outputs(&a, &kind, &err) != DITRT_OK) return cli_die(&err);
     cli_list zoo = {0};
@@ -345,6 +489,8 @@ static int run(int argc, char **argv, const gen_form *form)
     }
     if (!a.dtype) a.dtype = info.dtype;
     if (info.solver_warning && !a.quiet) fprintf(stderr, "ditrt: warning: %s\n", info.solver_warning);
+    if (!a.quiet) a.req.warning = warn_line;
+    if (a.random_seed && !a.quiet) fprintf(stderr, "ditrt: --seed -1: seed %llu\n", (unsigned long long)a.req.seed);
     double elapsed = 0;
     if (!a.quiet && isatty(2)) {
         a.req.progress = step_bar;
@@ -359,8 +505,15 @@ static int run(int argc, char **argv, const gen_form *form)
         fprintf(stderr, "ditrt: warning: the prompt is longer than %d tokens and was truncated\n", g.max_sequence_length);
     if (g.negative_truncated && !a.quiet)
         fprintf(stderr, "ditrt: warning: the negative prompt is longer than %d tokens and was truncated\n", g.max_sequence_length);
-    s = write_outputs(&a, kind, &info, &o, &err);
+    unsigned char existed[64] = {0};
+    char path[4200];
+    for (int i = 0; i < o.n && i < 64; i++) {
+        item_path(a.output, kind, i, o.n, path, sizeof path);
+        existed[i] = kind != DITRT_OUTPUT_FRAME_FOLDER && kind != DITRT_OUTPUT_FRAME_PATTERN && path_exists(path);
+    }
+    s = write_outputs(&a, kind, &info, &g, &o, &err);
     if (s == DITRT_OK && a.json) print_json(&a, kind, &info, &g, &o);
+    else if (s == DITRT_OK && !a.quiet) print_written(&a, kind, o.n, existed);
     ditrt_images_free(o.im, form->video ? 0 : o.n);
     ditrt_videos_free(o.v, form->video ? o.n : 0);
     ditrt_ctx_free(c);

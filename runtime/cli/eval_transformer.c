@@ -1,5 +1,6 @@
 /* `ditrt eval transformer`: one denoiser forward on tensors named as in the diffusers call
- * (any denoiser class: hidden_states [B,C,H,W] for image models, [B,C,F,H,W] for video ones). */
+ * (any denoiser class: hidden_states [B,C,H,W] for image models, [B,C,F,H,W] for video ones;
+ * a U-Net's sample, encoder_hidden_states, timestep and, for SDXL, text_embeds and time_ids). */
 #include "cli.h"
 #include "runtime/core/arena.h"
 #include "runtime/models/denoiser.h"
@@ -7,6 +8,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The denoiser's folder: the pipeline's "transformer", or its "unet" (Stable Diffusion
+ * pipelines), or the folder itself. */
+static dt_status denoiser_dir(const char *model, char *dir, size_t n, dt_err *err)
+{
+    dt_err unet_err = {0};
+    dt_status s = dt_model_component_dir(model, "transformer", dir, n, err);
+    if (s != DT_OK && dt_model_component_dir(model, "unet", dir, n, &unet_err) == DT_OK) {
+        dt_err_clear(err);
+        return DT_OK;
+    }
+    return s;
+}
 
 static int eval_transformer(const cli_eval_args *a)
 {
@@ -20,7 +34,7 @@ static int eval_transformer(const cli_eval_args *a)
     dt_arena_init(&arena);
     float *outbuf = NULL;
     /* the inputs are checked against the config before any weight is read */
-    dt_status s = dt_model_component_dir(a->model, "transformer", dir, sizeof dir, &err);
+    dt_status s = denoiser_dir(a->model, dir, sizeof dir, &err);
     if (s == DT_OK) s = dt_denoiser_describe(dir, &info, NULL, NULL, 0, &err);
     if (s == DT_OK) s = dt_denoiser_inputs_load(a->in, &info, &x, &err);
     if (s == DT_OK) s = cli_backend(a->dtype, a->threads, &be, &err);

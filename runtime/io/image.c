@@ -4,6 +4,7 @@
  * here as static functions so no other translation unit can clash with its symbols. stb_image
  * (the decoder) is not used: its JPEG decoder writes out of bounds on crafted files. */
 #include "image.h"
+#include "image_meta.h"
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -17,6 +18,9 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <webp/decode.h>
+#include <webp/encode.h>
+#include <webp/mux.h>
 
 /* stb declares every API function static; GCC reports the unused ones at the end of the file */
 #pragma GCC diagnostic ignored "-Wunused-function"
@@ -31,7 +35,7 @@
 
 #define MAX_PIXELS (1 << 28) /* 16384 x 16384: the largest image dt_image_write takes */
 
-typedef enum { FMT_NONE, FMT_PNG, FMT_JPEG, FMT_BMP } img_format;
+typedef enum { FMT_NONE, FMT_PNG, FMT_JPEG, FMT_BMP, FMT_WEBP } img_format;
 
 static img_format format_of(const char *path)
 {
@@ -40,6 +44,7 @@ static img_format format_of(const char *path)
     if (!strcasecmp(dot, ".png")) return FMT_PNG;
     if (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg")) return FMT_JPEG;
     if (!strcasecmp(dot, ".bmp")) return FMT_BMP;
+    if (!strcasecmp(dot, ".webp")) return FMT_WEBP;
     return FMT_NONE;
 }
 
@@ -49,8 +54,8 @@ static dt_status check_format(const char *path, img_format *f, dt_err *err)
     if (*f != FMT_NONE) return DT_OK;
     const char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');
     if (!dot || (slash && dot < slash))
-        return dt_fail(err, DT_EINVAL, "%s: no image extension (expected .png, .jpg, .jpeg or .bmp)", path);
-    return dt_fail(err, DT_EINVAL, "%s: unknown image extension \"%s\" (expected .png, .jpg, .jpeg or .bmp)", path, dot);
+        return dt_fail(err, DT_EINVAL, "%s: no image extension (expected .png, .jpg, .jpeg, .webp or .bmp)", path);
+    return dt_fail(err, DT_EINVAL, "%s: unknown image extension \"%s\" (expected .png, .jpg, .jpeg, .webp or .bmp)", path, dot);
 }
 
 /* Creates the temp file next to path; *tmp receives its name. */
@@ -161,6 +166,120 @@ static int png_encode(FILE *f, const uint8_t *rgb, int w, int h, const dt_image_
     return 1;
 }
 
+/* ---- JPEG and WebP: encoded in memory, the metadata blocks added, then written ---- */
+
+typedef struct {
+    uint8_t *p;
+    size_t n, cap;
+    int fail;
+} membuf;
+
+static void mem_put(membuf *m, const void *data, size_t n)
+{
+    if (m->fail || !n) return;
+    if (m->n + n > m->cap) {
+        size_t cap = (m->n + n) * 2;
+        uint8_t *q = realloc(m->p, cap);
+        if (!q) { m->fail = 1; return; }
+        m->p = q;
+        m->cap = cap;
+    }
+    memcpy(m->p + m->n, data, n);
+    m->n += n;
+}
+
+static void stb_to_mem(void *ctx, void *data, int size) { mem_put(ctx, data, (size_t)size); }
+
+/* One JPEG marker segment (payload at most 65533 bytes). */
+static void jpeg_segment(membuf *m, int marker, const uint8_t *head, size_t nh, const uint8_t *data, size_t n)
+{
+    uint8_t h[4] = {0xff, (uint8_t)marker, (uint8_t)((n + nh + 2) >> 8), (uint8_t)(n + nh + 2)};
+    mem_put(m, h, 4);
+    mem_put(m, head, nh);
+    mem_put(m, data, n);
+}
+
+/* stb's JPEG with the text as an EXIF UserComment (APP1) and a COM segment, after SOI and
+ * stb's APP0 (JFIF): what PIL, exiftool and the web UI's PNG Info read. */
+static int jpeg_encode(membuf *out, const uint8_t *rgb, int w, int h, const char *text)
+{
+    membuf j = {0};
+    int ok = stbi_write_jpg_to_func(stb_to_mem, &j, w, h, 3, rgb, 95) && !j.fail && j.n > 4;
+    size_t head = 2; /* SOI */
+    if (ok && j.p[2] == 0xff && j.p[3] == 0xe0 && j.n > 6) head = 4 + ((size_t)j.p[4] << 8 | j.p[5]);
+    ok = ok && head <= j.n;
+    if (ok) {
+        mem_put(out, j.p, head);
+        if (text) {
+            size_t n = 0, tl = strlen(text);
+            uint8_t *exif = dt_exif_user_comment(text, 65533 - 6, &n);
+            if (!exif) out->fail = 1;
+            else jpeg_segment(out, 0xe1, (const uint8_t *)"Exif\0\0", 6, exif, n);
+            free(exif);
+            while (tl > 65533 || (tl && ((unsigned char)text[tl] & 0xc0) == 0x80 && tl < strlen(text))) tl--; /* at a character */
+            jpeg_segment(out, 0xfe, NULL, 0, (const uint8_t *)text, tl);
+        }
+        mem_put(out, j.p + head, j.n - head);
+    }
+    free(j.p);
+    return ok && !out->fail;
+}
+
+/* A still WebP (lossy, quality 90, as txt2vid's) with the text in EXIF (UserComment) and the
+ * pairs as "key: value" lines in XMP, as txt2vid writes them. */
+static int webp_encode_still(membuf *out, const uint8_t *rgb, int w, int h, const char *text, const char *lines)
+{
+    uint8_t *enc = NULL;
+    size_t n = WebPEncodeRGB(rgb, w, h, w * 3, 90.0f, &enc);
+    if (!n) return 0;
+    WebPData img = {enc, n}, done = {0};
+    WebPMux *mux = WebPMuxCreate(&img, 0);
+    int ok = mux != NULL;
+    size_t en = 0;
+    uint8_t *exif = text ? dt_exif_user_comment(text, 1u << 24, &en) : NULL;
+    WebPData ex = {exif, en}, xmp = {(const uint8_t *)lines, lines ? strlen(lines) : 0};
+    if (ok && text) ok = exif && WebPMuxSetChunk(mux, "EXIF", &ex, 0) == WEBP_MUX_OK;
+    if (ok && lines) ok = WebPMuxSetChunk(mux, "XMP ", &xmp, 0) == WEBP_MUX_OK;
+    if (ok) ok = WebPMuxAssemble(mux, &done) == WEBP_MUX_OK;
+    if (ok) mem_put(out, done.bytes, done.size);
+    WebPDataClear(&done);
+    WebPMuxDelete(mux);
+    WebPFree(enc);
+    free(exif);
+    return ok && !out->fail;
+}
+
+/* "key: value" lines of every pair (WebP's XMP, as the video writer's). */
+static char *meta_lines(const dt_image_text *text, int ntext, int *oom)
+{
+    int has_params = 0;
+    for (int i = 0; i < ntext; i++) has_params |= !strcmp(text[i].key, "parameters");
+    if (!has_params) return dt_image_meta_text(text, ntext, oom);
+    dt_image_text *t = malloc((size_t)ntext * sizeof *t); /* the pairs without the parameters text */
+    int k = 0;
+    if (!t) { *oom = 1; return NULL; }
+    for (int i = 0; i < ntext; i++)
+        if (strcmp(text[i].key, "parameters")) t[k++] = text[i];
+    char *s = dt_image_meta_text(t, k, oom);
+    free(t);
+    return s;
+}
+
+static int encode_other(FILE *f, img_format fmt, const uint8_t *rgb, int w, int h, const dt_image_text *text, int ntext,
+                        png_ctx *c)
+{
+    int oom = 0, oom2 = 0;
+    char *t = dt_image_meta_text(text, ntext, &oom), *lines = fmt == FMT_WEBP ? meta_lines(text, ntext, &oom2) : NULL;
+    membuf m = {0};
+    int ok = !oom && !oom2 && (fmt == FMT_JPEG ? jpeg_encode(&m, rgb, w, h, t) : webp_encode_still(&m, rgb, w, h, t, lines));
+    if (ok) ok = fwrite(m.p, 1, m.n, f) == m.n;
+    if (!ok && (oom || oom2 || m.fail)) snprintf(c->msg, sizeof c->msg, "out of memory");
+    free(m.p);
+    free(t);
+    free(lines);
+    return ok;
+}
+
 static void stb_to_file(void *ctx, void *data, int size)
 {
     FILE *f = ctx;
@@ -181,7 +300,7 @@ dt_status dt_image_write(const char *path, const uint8_t *rgb, int width, int he
     png_ctx c = {.msg = ""};
     int ok;
     if (fmt == FMT_PNG) ok = png_encode(f, rgb, width, height, text, ntext, &c);
-    else if (fmt == FMT_JPEG) ok = stbi_write_jpg_to_func(stb_to_file, f, width, height, 3, rgb, 95);
+    else if (fmt == FMT_JPEG || fmt == FMT_WEBP) ok = encode_other(f, fmt, rgb, width, height, text, ntext, &c);
     else ok = stbi_write_bmp_to_func(stb_to_file, f, width, height, 3, rgb);
     ok = ok && !ferror(f);
     int e = errno;
@@ -189,7 +308,7 @@ dt_status dt_image_write(const char *path, const uint8_t *rgb, int width, int he
     if (!ok || rename(tmp, path) != 0) {
         if (ok) e = errno;
         unlink(tmp);
-        if (c.msg[0]) return dt_fail(err, DT_EIO, "%s: PNG encoder: %s", path, c.msg);
+        if (c.msg[0]) return dt_fail(err, DT_EIO, "%s: %s encoder: %s", path, fmt == FMT_PNG ? "PNG" : fmt == FMT_JPEG ? "JPEG" : "WebP", c.msg);
         return dt_fail(err, DT_EIO, "%s: cannot write: %s", path, strerror(e ? e : EIO));
     }
     return DT_OK;
@@ -449,6 +568,24 @@ static dt_status bmp_decode(const char *path, const uint8_t *b, size_t n, dt_ima
     return DT_OK;
 }
 
+/* A still WebP (the first frame of an animated one is refused: use the video reader). */
+static dt_status webp_decode(const char *path, const uint8_t *data, size_t n, dt_image *img, dt_err *err)
+{
+    WebPBitstreamFeatures ft;
+    if (WebPGetFeatures(data, n, &ft) != VP8_STATUS_OK) return dt_fail(err, DT_EFORMAT, "%s: damaged WebP", path);
+    if (ft.has_animation) return dt_fail(err, DT_EFORMAT, "%s: an animated WebP (read it as a video)", path);
+    DT_TRY(dt_image_check_size(path, (uint64_t)ft.width, (uint64_t)ft.height, err));
+    size_t bytes = (size_t)ft.width * ft.height * 3;
+    uint8_t *rgb = malloc(bytes);
+    if (!rgb) return dt_fail(err, DT_ENOMEM, "%s: out of memory", path);
+    if (!WebPDecodeRGBInto(data, n, rgb, bytes, ft.width * 3)) {
+        free(rgb);
+        return dt_fail(err, DT_EFORMAT, "%s: damaged WebP", path);
+    }
+    *img = (dt_image){ft.width, ft.height, rgb};
+    return DT_OK;
+}
+
 dt_status dt_image_decode(const char *path, const uint8_t *data, size_t n, dt_image *img, dt_err *err)
 {
     *img = (dt_image){0};
@@ -474,7 +611,8 @@ dt_status dt_image_decode(const char *path, const uint8_t *data, size_t n, dt_im
         return DT_OK;
     }
     if (n >= 2 && data[0] == 'B' && data[1] == 'M') return bmp_decode(path, data, n, img, err);
-    return dt_fail(err, DT_EFORMAT, "%s: not a PNG, JPEG or BMP image", path);
+    if (n >= 12 && !memcmp(data, "RIFF", 4) && !memcmp(data + 8, "WEBP", 4)) return webp_decode(path, data, n, img, err);
+    return dt_fail(err, DT_EFORMAT, "%s: not a PNG, JPEG, WebP or BMP image", path);
 }
 
 /* Image files are read whole: at most DT_IMAGE_MAX_FILE bytes. */

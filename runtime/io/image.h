@@ -1,4 +1,4 @@
-/* Images: 8-bit RGB in memory, PNG (libpng, with text chunks) / JPEG / BMP (stb_image_write)
+/* Images: 8-bit RGB in memory, PNG (libpng, with text chunks) / JPEG / BMP (stb_image_write) / WebP (libwebp)
  * on disk, chosen by the file extension; the decoder output conversion diffusers applies; and
  * the PSNR / SSIM metrics of `ditrt compare`.
  *
@@ -25,17 +25,19 @@ typedef struct {
 } dt_image;
 
 /* A PNG text chunk (tEXt, or iTXt for a value that is not plain ASCII). Keys are 1..79
- * printable Latin-1 characters (PNG rule); JPEG and BMP outputs carry no text. */
+ * printable Latin-1 characters (PNG rule). JPEG and WebP carry one text (image_meta.h: the
+ * "parameters" value, else key: value lines) as EXIF UserComment, JPEG also as COM, WebP the
+ * pairs as XMP lines too; BMP carries none. */
 typedef ditrt_meta dt_image_text;
 
-/* Fails (naming the path) unless the extension is .png, .jpg, .jpeg or .bmp (any case) and a
+/* Fails (naming the path) unless the extension is .png, .jpg, .jpeg, .webp or .bmp (any case) and a
  * file can be created in the target's folder; creates nothing that stays. */
 dt_status dt_image_check_writable(const char *path, dt_err *err);
-/* JPEG quality is 95. */
+/* JPEG quality is 95; WebP is lossy at quality 90 (as the video writer's). */
 dt_status dt_image_write(const char *path, const uint8_t *rgb, int width, int height,
                          const dt_image_text *text, int ntext, dt_err *err);
 /* Reads PNG (any bit depth or colour type: palettes expanded, gray replicated, alpha dropped,
- * 16-bit scaled by round(v * 255 / 65535)), JPEG (gray, YCbCr or RGB; baseline or progressive,
+ * 16-bit scaled by round(v * 255 / 65535)), still WebP, JPEG (gray, YCbCr or RGB; baseline or progressive,
  * at most 500 scans; a stream libjpeg-turbo reports as corrupt or truncated is refused) or BMP
  * (BITMAPINFOHEADER..V5, uncompressed 8-bit palette, 24-bit, or 32-bit BI_RGB/BI_BITFIELDS with
  * the standard masks; anything else refused by name), by content, into 8-bit RGB. */

@@ -4,6 +4,7 @@
 #include "pixart.h"
 #include "latte.h"
 #include "stdit.h"
+#include "unet.h"
 #include "runtime/core/json.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,8 @@ static const dt_denoiser_class *const registry[] = {
     &dt_pixart_class,
     &dt_latte_class,
     &dt_stdit_class,
+    &dt_unet_class,
+    &dt_unet_sdxl_class, /* the same class, its second preset */
 };
 #define NCLASSES (sizeof registry / sizeof *registry)
 
@@ -25,8 +28,10 @@ struct dt_denoiser {
 static void list_names(int presets, char *buf, size_t n)
 {
     buf[0] = 0;
-    for (size_t i = 0; i < NCLASSES; i++)
+    for (size_t i = 0; i < NCLASSES; i++) {
+        if (!presets && i > 0 && !strcmp(registry[i]->class_name, registry[i - 1]->class_name)) continue;
         snprintf(buf + strlen(buf), n - strlen(buf), "%s%s", i ? ", " : "", presets ? registry[i]->preset : registry[i]->class_name);
+    }
 }
 
 const dt_denoiser_class *dt_denoiser_class_of_dir(const char *dir, dt_err *err)
@@ -138,8 +143,22 @@ dt_status dt_denoiser_forward(dt_denoiser *d, const dt_denoiser_inputs *in, dt_a
     return d->cls->forward(d->model, in, arena, out, err);
 }
 
-void dt_denoiser_set_attn_hook(dt_denoiser *d, struct dit_attn_hook *hook) { d->cls->set_attn_hook(d->model, hook); }
-void dt_denoiser_set_resume(dt_denoiser *d, const dt_denoiser_resume *r) { d->cls->set_resume(d->model, r); }
+void dt_denoiser_set_attn_hook(dt_denoiser *d, struct dit_attn_hook *hook)
+{
+    if (d->cls->set_attn_hook) d->cls->set_attn_hook(d->model, hook);
+}
+
+void dt_denoiser_set_resume(dt_denoiser *d, const dt_denoiser_resume *r)
+{
+    if (d->cls->set_resume) d->cls->set_resume(d->model, r);
+}
+
+dt_status dt_denoiser_attn_plans(const dt_denoiser_info *info, dt_err *err)
+{
+    if (info->spatial_layers + info->temporal_layers > 0) return DT_OK;
+    return dt_fail(err, DT_EUNSUPPORTED, "attention plans (DiTFastAttn) apply to diffusion transformers; a %s has no DiT blocks",
+                   info->class_name);
+}
 
 double dt_denoiser_step_bytes(const dt_denoiser *d, int rows, int frames, int h, int w, int T)
 {
@@ -167,7 +186,7 @@ int dt_denoiser_exec_pos(const dt_denoiser_info *info, int row)
 
 void dt_denoiser_inputs_free(dt_denoiser_input_file *x)
 {
-    free(x->hs); free(x->ehs); free(x->t); free(x->mask); free(x->res); free(x->ar);
+    free(x->hs); free(x->ehs); free(x->t); free(x->mask); free(x->res); free(x->ar); free(x->te); free(x->tid);
     *x = (dt_denoiser_input_file){0};
 }
 
@@ -193,7 +212,8 @@ dt_status dt_denoiser_inputs_load(const char *file, const dt_denoiser_info *c, d
     DT_TRY(dt_st_open(file, &st, err));
     int rank = c->latent_rank;
     int64_t hs_shape[5] = {-1, c->in_channels, -1, -1, -1};
-    dt_status s = dt_st_read_input(st, file, "hidden_states", rank, hs_shape, 0, &x->ths, &x->hs, err);
+    const char *hs_name = c->latent_input ? c->latent_input : "hidden_states";
+    dt_status s = dt_st_read_input(st, file, hs_name, rank, hs_shape, 0, &x->ths, &x->hs, err);
     int64_t B = s == DT_OK ? x->ths.shape[0] : 0;
     int64_t ehs_shape[3] = {B, -1, c->caption_channels};
     if (s == DT_OK) s = dt_st_read_input(st, file, "encoder_hidden_states", 3, ehs_shape, 0, &x->tehs, &x->ehs, err);
@@ -207,14 +227,21 @@ dt_status dt_denoiser_inputs_load(const char *file, const dt_denoiser_info *c, d
         s = dt_st_read_input(st, file, "resolution", 2, rshape, 0, &x->tres, &x->res, err);
         if (s == DT_OK) s = dt_st_read_input(st, file, "aspect_ratio", 2, ashape, 0, &x->tar, &x->ar, err);
     }
+    if (s == DT_OK && c->added_text_dim) {
+        int64_t tes[2] = {B, c->added_text_dim}, tis[2] = {B, c->added_time_ids};
+        s = dt_st_read_input(st, file, "text_embeds", 2, tes, 0, &x->tte, &x->te, err);
+        if (s == DT_OK) s = dt_st_read_input(st, file, "time_ids", 2, tis, 0, &x->ttid, &x->tid, err);
+    }
     if (s == DT_OK && rank == 5 && (x->ths.shape[2] < 1 || x->ths.shape[2] > c->max_frames))
         s = dt_fail(err, DT_EFORMAT, "%s: input tensor \"hidden_states\" has %lld frames, the model takes 1 to %d (video_length)",
                     file, (long long)x->ths.shape[2], c->max_frames);
     if (s == DT_OK && x->ths.shape[rank - 2] % c->patch_size + x->ths.shape[rank - 1] % c->patch_size)
-        s = dt_fail(err, DT_EFORMAT, "%s: input tensor \"hidden_states\": height and width must be multiples of patch_size %d", file, c->patch_size);
+        s = dt_fail(err, DT_EFORMAT, "%s: input tensor \"%s\": height and width must be multiples of %s %d", file, hs_name,
+                    c->latent_input ? "2^downsamplers" : "patch_size", c->patch_size);
     dt_st_close(st);
     x->in = (dt_denoiser_inputs){.hidden_states = &x->ths, .encoder_hidden_states = &x->tehs, .timestep = x->t,
-                                 .encoder_attention_mask = x->mask, .resolution = x->res, .aspect_ratio = x->ar};
+                                 .encoder_attention_mask = x->mask, .resolution = x->res, .aspect_ratio = x->ar,
+                                 .text_embeds = x->te, .time_ids = x->tid};
     if (s != DT_OK) dt_denoiser_inputs_free(x);
     return s;
 }

@@ -25,6 +25,10 @@ typedef struct {
     int inner;                       /* hidden width (a self-attention call is [B·N, inner]) */
     int micro_conditions;            /* the forward needs resolution and aspect_ratio */
     int64_t param_count;
+    /* SDXL's added conditions (UNet2DConditionModel, addition_embed_type "text_time"): the
+     * forward needs text_embeds [B, added_text_dim] and time_ids [B, added_time_ids]; 0: none. */
+    int added_text_dim, added_time_ids;
+    const char *latent_input;        /* the latent's name in the diffusers call: NULL "hidden_states", U-Nets "sample" */
 } dt_denoiser_info;
 
 /* One forward's inputs, named as in the diffusers call. */
@@ -35,6 +39,8 @@ typedef struct {
     const float *encoder_attention_mask;    /* [B, T] of 1/0, or NULL (all kept) */
     const float *resolution;                /* [B, 2] (height, width), when micro_conditions */
     const float *aspect_ratio;              /* [B, 1], when micro_conditions */
+    const float *text_embeds;               /* [B, added_text_dim] host, when the info's added_text_dim (else NULL) */
+    const float *time_ids;                  /* [B, added_time_ids] host, likewise */
 } dt_denoiser_inputs;
 
 /* Partial forwards (attention-plan calibration): blocks before execution position `from` are
@@ -87,6 +93,8 @@ typedef struct dt_denoiser_class {
                         void **model, dt_err *err);
     void (*info)(const void *model, dt_denoiser_info *out);
     dt_status (*forward)(void *model, const dt_denoiser_inputs *in, dt_arena *arena, dt_tensor *out, dt_err *err);
+    /* NULL for models without DiT blocks (U-Nets): attention plans do not apply to them, and the
+     * denoiser's set_attn_hook/set_resume then accept only NULL (dt_denoiser_attn_plans says so). */
     void (*set_attn_hook)(void *model, struct dit_attn_hook *hook);
     void (*set_resume)(void *model, const dt_denoiser_resume *r);
     /* Activation bytes of one step with `rows` sequences (CFG included) of T caption tokens. */
@@ -127,9 +135,13 @@ void dt_denoiser_free(dt_denoiser *d);
 
 const dt_denoiser_info *dt_denoiser_get_info(const dt_denoiser *d);
 dt_status dt_denoiser_forward(dt_denoiser *d, const dt_denoiser_inputs *in, dt_arena *arena, dt_tensor *out, dt_err *err);
-/* Routes every self-attention through hook (NULL: full attention); not owned. */
+/* Routes every self-attention through hook (NULL: full attention); not owned. A model whose
+ * class has no hook ignores it (callers check dt_denoiser_attn_plans first). */
 void dt_denoiser_set_attn_hook(dt_denoiser *d, struct dit_attn_hook *hook);
 void dt_denoiser_set_resume(dt_denoiser *d, const dt_denoiser_resume *r);
+/* DT_OK when attention plans (DiTFastAttn) apply to a model of this info (it has DiT blocks),
+ * else a one-line DT_EUNSUPPORTED error naming the class. */
+dt_status dt_denoiser_attn_plans(const dt_denoiser_info *info, dt_err *err);
 double dt_denoiser_step_bytes(const dt_denoiser *d, int rows, int frames, int h, int w, int T);
 double dt_denoiser_matmul_flops(const dt_denoiser *d, int batch, int frames, int h, int w, int T);
 
@@ -139,12 +151,15 @@ int dt_denoiser_row_at(const dt_denoiser_info *info, int exec_pos);
 int dt_denoiser_exec_pos(const dt_denoiser_info *info, int row);
 
 /* The inputs of one forward read from a safetensors file with the diffusers names:
- * hidden_states, encoder_hidden_states, timestep ([B] or 0-d, broadcast), and the optional
- * encoder_attention_mask, resolution and aspect_ratio (required with micro_conditions). */
+ * hidden_states (`sample` for U-Nets: the info's latent_input), encoder_hidden_states, timestep
+ * ([B] or 0-d, broadcast), and the optional encoder_attention_mask, resolution and aspect_ratio
+ * (required with micro_conditions), text_embeds and time_ids (required with added_text_dim). */
 typedef struct {
     float *hs, *ehs, *t, *mask, *res, *ar;
     dt_tensor ths, tehs, tt, tmask, tres, tar;
     dt_denoiser_inputs in;
+    float *te, *tid;
+    dt_tensor tte, ttid;
 } dt_denoiser_input_file;
 dt_status dt_denoiser_inputs_load(const char *file, const dt_denoiser_info *info, dt_denoiser_input_file *x,
                                   dt_err *err);

@@ -117,7 +117,7 @@ static dt_status load_parts(dt_pipeline *p, dt_err *err)
 {
     const dt_pipeline_config *c = &p->cfg;
     dt_parts_config pc = {c->model_dir, c->dtype, c->text_dtype, c->threads, c->solver, c->karras,
-                          c->solver_schedule, c->solver_statistics};
+                          c->solver_schedule, c->solver_statistics, c->clip_sample};
     DT_TRY(dt_pipeline_parts_load(&pc, &p->parts, err));
     char dir[4096];
     DT_TRY(dt_pipeline_parts_transformer_dir(c->model_dir, dir, sizeof dir, err));
@@ -163,6 +163,17 @@ const char *dt_pipeline_solver_name(const dt_pipeline *p) { return dt_scheduler_
 const char *dt_pipeline_solver_warning(const dt_pipeline *p) { return dt_pipeline_parts_solver_warning(&p->parts); }
 int dt_pipeline_zoo_size(const dt_pipeline *p) { return p->nzoo; }
 
+int dt_pipeline_fixed_steps(dt_pipeline *p)
+{
+    int evals = 0;
+    dt_err e = {0};
+    if (!p->cfg.solver_schedule || dt_pipeline_evaluations(p, 1, &evals, &e) != DT_OK) return 0;
+    return evals;
+}
+
+/* The items a generation runs: the batch, or one of it. */
+static int run_batch(const dt_gen_request *r) { return r->one_item ? 1 : r->batch; }
+
 dt_status dt_pipeline_evaluations(dt_pipeline *p, int steps, int *evals, dt_err *err)
 {
     DT_TRY(dt_scheduler_set_timesteps(p->parts.sched, steps, err));
@@ -191,6 +202,8 @@ static dt_status check_scalars(const dt_pipeline *p, const dt_gen_request *r, dt
     if (r->eta > 0 && strcmp(dt_pipeline_solver_name(p), "DDIMScheduler"))
         return dt_fail(err, DT_EINVAL, "eta: only DDIMScheduler uses eta, the solver is %s", dt_pipeline_solver_name(p));
     if (r->batch <= 0 || r->batch > 64) return dt_fail(err, DT_EINVAL, "batch: must be in 1..64, got %d", r->batch);
+    if (r->one_item && (r->item_index < 0 || r->item_index >= r->batch))
+        return dt_fail(err, DT_EINVAL, "batch_index: must be in 0..%d (batch %d), got %d", r->batch - 1, r->batch, r->item_index);
     if (r->frames < 0 || r->frames > tc->max_frames) {
         if (!tc->max_frames) return dt_fail(err, DT_EINVAL, "frames: this model makes images, got %d frames", r->frames);
         return dt_fail(err, DT_EINVAL, "frames: this model takes 1 to %d frames (video_length), got %d", tc->max_frames, r->frames);
@@ -246,8 +259,8 @@ static dt_status check_plans(dt_pipeline *p, const dt_gen_request *r, plan *pl, 
  * smaller decode chunk when the default one would not fit (results do not change). */
 static dt_status check_memory(dt_pipeline *p, const dt_gen_request *r, plan *pl, dt_err *err)
 {
-    int up = vae_upscale(p->parts.vae), h = pl->height / up, w = pl->width / up, total = r->batch * pl->frames;
-    int rows = r->batch * (pl->cfg_on ? 2 : 1);
+    int B = run_batch(r), up = vae_upscale(p->parts.vae), h = pl->height / up, w = pl->width / up, total = B * pl->frames;
+    int rows = B * (pl->cfg_on ? 2 : 1);
     double step = 0;
     for (int i = 0; i < p->nzoo; i++)
         step = fmax(step, dt_denoiser_step_bytes(p->zoo[i], rows, pl->frames, h, w, pl->max_len));
@@ -265,7 +278,7 @@ static dt_status check_memory(dt_pipeline *p, const dt_gen_request *r, plan *pl,
     if (!r->force && avail && need > (double)avail)
         return dt_fail(err, DT_ENOMEM, "size: %dx%d x%d frames x%d needs about %.1f GB, %.1f GB is available "
                        "(try a smaller size, fewer frames, --vae-tiling, --decode-chunk 1, or --force)",
-                       pl->out_width, pl->out_height, pl->frames, r->batch, need / 1e9, avail / 1e9);
+                       pl->out_width, pl->out_height, pl->frames, B, need / 1e9, avail / 1e9);
     return DT_OK;
 }
 
@@ -279,6 +292,38 @@ static dt_status plan_request(dt_pipeline *p, const dt_gen_request *r, plan *pl,
     pl->cfg_on = r->cfg > 1.0f; /* diffusers: do_classifier_free_guidance = guidance_scale > 1 */
     DT_TRY(check_plans(p, r, pl, err));
     return check_memory(p, r, pl, err);
+}
+
+/* Denoiser tokens per frame at the generated size. */
+static int plan_tokens(const dt_pipeline *p, const plan *pl)
+{
+    int cell = dt_pipeline_size_multiple(p); /* pixels per token side: patch x VAE upscale */
+    return (pl->height / cell) * (pl->width / cell);
+}
+
+/* The request's settings worth a warning, each one line through r->warning. */
+static void warn_request(const dt_pipeline *p, const dt_gen_request *r, const plan *pl)
+{
+    if (!r->warning) return;
+    char line[320];
+    int native = dt_pipeline_native_size(p);
+    double ratio = (double)pl->width * pl->height / ((double)native * native);
+    if (ratio > 2.0 || ratio < 0.5) {
+        snprintf(line, sizeof line, "size: %dx%d is far from the model's trained size %dx%d (%.2fx the pixels); expect "
+                 "repeated or broken content", pl->width, pl->height, native, native, ratio);
+        r->warning(line, r->warning_user);
+    }
+    int tokens = plan_tokens(p, pl);
+    if (r->attn_plan && r->attn_plan->tokens && r->attn_plan->tokens != tokens) {
+        snprintf(line, sizeof line, "attention plan: calibrated at %d tokens per frame, this size has %d; its methods "
+                 "may not hold here (calibrate again at this size)", r->attn_plan->tokens, tokens);
+        r->warning(line, r->warning_user);
+    }
+    if (p->nzoo > 1 && !r->model_ids) {
+        snprintf(line, sizeof line, "zoo: %d more models are loaded but no model schedule is given (--model-schedule): "
+                 "every step runs the model's own transformer", p->nzoo - 1);
+        r->warning(line, r->warning_user);
+    }
 }
 
 dt_status dt_pipeline_check(dt_pipeline *p, const dt_gen_request *r, dt_err *err)
@@ -295,10 +340,11 @@ typedef struct {
     int rows, T, d;
 } text_out;
 
-/* mask_feature (LattePipeline): see dt_pipeline_class. */
+/* mask_feature (LattePipeline): see dt_pipeline_class. The batch's size picks the handling
+ * (one item alone handles its captions as its batch does). */
 static void fold_mask(const dt_gen_request *r, const plan *pl, dt_prompt_result *out, text_out *t)
 {
-    int L = pl->max_len, d = t->d, rows = out->rows, first = pl->cfg_on ? r->batch : 0; /* first prompt row */
+    int L = pl->max_len, d = t->d, rows = out->rows, first = pl->cfg_on ? run_batch(r) : 0; /* first prompt row */
     if (r->batch == 1) {
         int keep = 0;
         for (int i = 0; i < L; i++) keep += out->masks[(size_t)first * L + i] != 0.0f;
@@ -319,7 +365,7 @@ static dt_status encode_text(dt_pipeline *p, const dt_gen_request *r, const plan
 {
     int d = dt_denoiser_get_info(p->tr)->caption_channels;
     dt_prompt_encoder enc = {p->parts.tok, p->parts.text_dir, p->parts.text_be, p->t5, d};
-    dt_prompt_request pr = {r->prompt, r->negative_prompt, pl->cfg_on, r->clean_caption, pl->max_len, r->batch};
+    dt_prompt_request pr = {r->prompt, r->negative_prompt, pl->cfg_on, r->clean_caption, pl->max_len, run_batch(r)};
     dt_prompt_result out;
     DT_TRY(dt_encode_prompts(&enc, &pr, &p->parts.arena, &out, err));
     res->prompt_truncated = out.prompt_truncated;
@@ -536,11 +582,21 @@ static void free_sampler(sampler *sp)
 static dt_status sample(sampler *sp, dt_gen_result *res, dt_err *err)
 {
     dt_pipeline *p = sp->p;
-    size_t n = (size_t)sp->B * item_size(sp);
+    const dt_gen_request *r = sp->r;
+    size_t per = item_size(sp), n = (size_t)sp->B * per;
     dt_rng g;
-    dt_rng_init(&g, sp->r->seed, DT_RNG_VECTOR);
-    dt_rng_randn(&g, sp->latents, n);
+    dt_rng_init(&g, r->seed, DT_RNG_VECTOR);
+    if (r->one_item) { /* the batch's draw, of which this item keeps its slice */
+        float *all = malloc((size_t)r->batch * per * sizeof *all);
+        if (!all) return dt_fail(err, DT_ENOMEM, "out of memory for the batch's noise");
+        dt_rng_randn(&g, all, (size_t)r->batch * per);
+        memcpy(sp->latents, all + (size_t)r->item_index * per, per * sizeof *all);
+        free(all);
+    } else {
+        dt_rng_randn(&g, sp->latents, n);
+    }
     dt_scheduler_set_generator(p->parts.sched, &g);
+    dt_scheduler_set_noise_slice(p->parts.sched, r->one_item ? r->batch : 1, r->one_item ? r->item_index : 0);
     dt_scheduler_set_eta(p->parts.sched, sp->r->eta);
     dt_status s = dt_scheduler_set_timesteps(p->parts.sched, sp->r->steps, err);
     float sigma = (float)dt_scheduler_init_noise_sigma(p->parts.sched);
@@ -549,6 +605,7 @@ static dt_status sample(sampler *sp, dt_gen_result *res, dt_err *err)
     double t0 = dt_now();
     if (s == DT_OK) s = sample_loop(sp, err);
     dt_scheduler_set_generator(p->parts.sched, NULL); /* g goes out of scope */
+    dt_scheduler_set_noise_slice(p->parts.sched, 1, 0);
     res->seconds_sampling = dt_now() - t0;
     return s;
 }
@@ -560,12 +617,14 @@ dt_status dt_pipeline_generate(dt_pipeline *p, const dt_gen_request *r, dt_gen_r
     DT_TRY(plan_request(p, r, &pl, err));
     const dt_denoiser_info *tc = dt_denoiser_get_info(p->tr);
     int up = vae_upscale(p->parts.vae);
+    warn_request(p, r, &pl);
     res->max_sequence_length = pl.max_len;
+    res->tokens = plan_tokens(p, &pl);
     double t0 = dt_now();
     text_out text;
     DT_TRY(encode_text(p, r, &pl, &text, res, err));
     res->seconds_text = dt_now() - t0;
-    sampler sp = {.p = p, .r = r, .pl = &pl, .text = &text, .B = r->batch, .rows = text.rows, .C = tc->in_channels,
+    sampler sp = {.p = p, .r = r, .pl = &pl, .text = &text, .B = run_batch(r), .rows = text.rows, .C = tc->in_channels,
                   .out_ch = tc->out_channels, .h = pl.height / up, .w = pl.width / up};
     int total = sp.B * pl.frames;
     float *pixels = malloc((size_t)total * 3 * pl.out_height * pl.out_width * sizeof(float));

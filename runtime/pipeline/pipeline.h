@@ -29,6 +29,7 @@ typedef struct {
     int karras;          /* use_karras_sigmas=True (solvers that have it) */
     const char *solver_schedule;   /* USF per-step schedule JSON (schedulers/usf.c) or NULL; fixes the steps */
     const char *solver_statistics; /* DPM-Solver-v3 statistics for it, or NULL */
+    int clip_sample;     /* 0: the folder's config; 1: clip_sample on, 2: off (solvers that have it) */
     struct dt_quantizer *quant; /* denoiser linears through this quantizer (runtime/plans/quantize.h): calibration or a plan; NULL: float */
     /* OMS-DPM zoo: more denoisers sharing this pipeline's VAE, text encoder and noise
      * schedule (model or transformer folders of the same class, latents and captions); member
@@ -72,6 +73,15 @@ typedef struct {
      * or NULL (member 0 throughout). */
     const int *model_ids;
     int n_model_ids;
+    /* One item of a batch alone: only item item_index of `batch` is generated (one output),
+     * from its slice of the batch's noise (latents and stochastic steps' noise) and with the
+     * batch's caption handling, so it is the batch's item i computed on its own. */
+    int one_item, item_index;
+    /* One-line warnings about the request's settings (a size far from the trained one, a zoo
+     * without a model schedule), called before sampling; may be NULL (the library prints
+     * nothing itself). */
+    void (*warning)(const char *line, void *user);
+    void *warning_user;
 } dt_gen_request;
 
 typedef struct {
@@ -80,6 +90,7 @@ typedef struct {
     int prompt_truncated;      /* the prompt had more tokens than max_sequence_length */
     int negative_truncated;
     int max_sequence_length;
+    int tokens;                /* denoiser tokens per frame of the generated (binned) size */
     double seconds_text, seconds_sampling, seconds_decode;
 } dt_gen_result;
 
@@ -96,6 +107,8 @@ int dt_pipeline_max_frames(const dt_pipeline *p);
 const char *dt_pipeline_solver_name(const dt_pipeline *p);
 /* A one-line warning about the solver's settings, or NULL (dt_pipeline_parts_solver_warning). */
 const char *dt_pipeline_solver_warning(const dt_pipeline *p);
+/* The steps a USF solver schedule fixes (its evaluations), 0 when the steps are free. */
+int dt_pipeline_fixed_steps(dt_pipeline *p);
 /* Zoo members, the pipeline's own denoiser included. */
 int dt_pipeline_zoo_size(const dt_pipeline *p);
 /* Model evaluations a generation of `steps` steps makes (the scheduler's timestep count). */

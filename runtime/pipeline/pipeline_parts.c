@@ -58,8 +58,10 @@ dt_status dt_pipeline_parts_load(const dt_parts_config *c, dt_pipeline_parts *p,
     DT_TRY(dt_model_component_dir(m, "vae", dir, sizeof dir, err));
     DT_TRY(vae_load_ex(p->be, dir, VAE_ENCODER_NONE, &p->vae, err)); /* text-to-X decodes only */
     DT_TRY(dt_model_component_dir(m, "scheduler", dir, sizeof dir, err));
+    if (c->solver_schedule && c->clip_sample)
+        return dt_fail(err, DT_EINVAL, "clip_sample: a USF solver schedule has no clip_sample option");
     if (c->solver_schedule) return dt_scheduler_load_usf(dir, c->solver_schedule, c->solver_statistics, &p->sched, err);
-    return dt_scheduler_load_as(dir, c->solver, c->karras, &p->sched, err);
+    return dt_scheduler_load_opts(dir, c->solver, c->karras, c->clip_sample ? c->clip_sample == 1 : -1, &p->sched, err);
 }
 
 void dt_pipeline_parts_free(dt_pipeline_parts *p)
@@ -93,6 +95,7 @@ const char *dt_pipeline_parts_solver_warning(const dt_pipeline_parts *p)
 {
     if (dt_scheduler_clips_by_default(p->sched))
         return "DDIMScheduler clips the predicted sample to [-1, 1] (the folder's scheduler config has no "
-               "clip_sample, and DDIM's default is true, as in diffusers); latent models usually need it off";
+               "clip_sample, and DDIM's default is true, as in diffusers); latent models usually need it off: "
+               "--clip-sample off (clip_sample in the API)";
     return NULL;
 }

@@ -20,6 +20,7 @@ typedef struct {
     int karras;
     const char *solver_schedule;   /* USF schedule, or NULL */
     const char *solver_statistics;
+    int clip_sample; /* 0: the config's; 1 on; 2 off */
 } dt_parts_config;
 
 typedef struct {

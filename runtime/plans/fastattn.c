@@ -91,6 +91,8 @@ dt_status dt_attn_plan_check(const dt_attn_plan *p, int layers, int temporal, in
 {
     int spatial = p->layers - p->temporal;
     const char *kind = temporal ? "spatial layer" : "layer";
+    if (layers + temporal <= 0) /* a U-Net: no DiT blocks for a plan's rows */
+        return dt_fail(err, DT_EUNSUPPORTED, "attention plan: DiTFastAttn plans apply to diffusion transformers; this model has no DiT blocks (a U-Net?)");
     if (temporal && !p->temporal)
         return dt_fail(err, DT_EINVAL, "attention plan: temporal layer 0 step 0: the plan has no temporal layers (an image "
                                        "model's plan?), the model has %d spatial and %d temporal layers", layers, temporal);
@@ -104,8 +106,8 @@ dt_status dt_attn_plan_check(const dt_attn_plan *p, int layers, int temporal, in
         return dt_fail(err, DT_EINVAL, "attention plan: temporal layer %d step 0: made for %d temporal layers, the model has %d",
                        p->temporal < temporal ? p->temporal : temporal, p->temporal, temporal);
     if (p->steps != steps)
-        return dt_fail(err, DT_EINVAL, "attention plan: step %d: made for %d steps, this run has %d",
-                       p->steps < steps ? p->steps : steps, p->steps, steps);
+        return dt_fail(err, DT_EINVAL, "attention plan: made for %d steps, this run has %d (run it with --steps %d, or "
+                       "calibrate a plan at %d steps)", p->steps, steps, p->steps, steps);
     return DT_OK;
 }
 
@@ -145,6 +147,7 @@ static dt_status parse_layers(const cJSON *arr, const cJSON *tarr, const char *w
     p->asc_residual = opts.asc_residual;
     p->temporal = Lt;
     p->temporal_window = opts.temporal_window;
+    p->tokens = opts.tokens;
     DT_TRY(parse_rows(arr, what, 0, p, err));
     return tarr ? parse_rows(tarr, what, L, p, err) : DT_OK;
 }
@@ -152,7 +155,7 @@ static dt_status parse_layers(const cJSON *arr, const cJSON *tarr, const char *w
 static dt_status parse_obj(const cJSON *j, const char *what, dt_attn_plan *p, dt_err *err)
 {
     static const char *known[] = {"format", "model", "steps", "window", "cfg_half", "asc_residual", "layers",
-                                  "temporal_window", "temporal_layers"};
+                                  "temporal_window", "temporal_layers", "tokens"};
     for (const cJSON *e = j->child; e; e = e->next) {
         size_t k = 0;
         while (k < sizeof known / sizeof *known && strcmp(e->string, known[k])) k++;
@@ -167,6 +170,8 @@ static dt_status parse_obj(const cJSON *j, const char *what, dt_attn_plan *p, dt
     DT_TRY(dt_json_int(j, what, "window", 0, 0, &q.window, err));
     if (q.steps <= 0) return dt_fail(err, DT_EFORMAT, "%s: field \"steps\" must be positive, got %d", what, q.steps);
     if (q.window < 0) return dt_fail(err, DT_EFORMAT, "%s: field \"window\" must be >= 0, got %d", what, q.window);
+    DT_TRY(dt_json_int(j, what, "tokens", 1, 0, &q.tokens, err));
+    if (q.tokens < 0) return dt_fail(err, DT_EFORMAT, "%s: field \"tokens\" must be >= 0, got %d", what, q.tokens);
     DT_TRY(dt_json_str(j, what, "cfg_half", "cond", s, sizeof s, err));
     if (strcmp(s, "cond") && strcmp(s, "uncond"))
         return dt_fail(err, DT_EFORMAT, "%s: field \"cfg_half\" is \"%s\", expected \"cond\" or \"uncond\"", what, s);
@@ -239,10 +244,11 @@ dt_status dt_attn_plan_save(const dt_attn_plan *p, const char *path, dt_err *err
     FILE *f = o.f;
     cJSON *model = cJSON_CreateString(p->model);
     char *mq = model ? cJSON_PrintUnformatted(model) : NULL;
-    fprintf(f, "{\n  \"format\": \"ditrt-attn-plan\",\n  \"model\": %s,\n  \"steps\": %d,\n  \"window\": %d,\n"
-               "  \"cfg_half\": \"%s\",\n  \"asc_residual\": \"%s\",\n  \"layers\": [\n",
-            mq ? mq : "\"\"", p->steps, p->window, p->cfg_half == DT_FA_HALF_COND ? "cond" : "uncond",
-            p->asc_residual == DT_FA_RES_SAME ? "same" : "first");
+    fprintf(f, "{\n  \"format\": \"ditrt-attn-plan\",\n  \"model\": %s,\n  \"steps\": %d,\n  \"window\": %d,\n",
+            mq ? mq : "\"\"", p->steps, p->window);
+    if (p->tokens > 0) fprintf(f, "  \"tokens\": %d,\n", p->tokens);
+    fprintf(f, "  \"cfg_half\": \"%s\",\n  \"asc_residual\": \"%s\",\n  \"layers\": [\n",
+            p->cfg_half == DT_FA_HALF_COND ? "cond" : "uncond", p->asc_residual == DT_FA_RES_SAME ? "same" : "first");
     free(mq);
     cJSON_Delete(model);
     int spatial = p->layers - p->temporal;

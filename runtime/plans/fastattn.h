@@ -15,6 +15,7 @@
  * An ASC step that caches a residual computes it on its half and uses it for both halves.
  *
  * Plan file (JSON): {"format": "ditrt-attn-plan", "model": "...", "steps": S, "window": w,
+ *   "tokens": N (optional: tokens per frame at calibration, for a warning at other sizes),
  *   "cfg_half": "cond", "asc_residual": "same", "layers": [[method per step] per layer]}
  * A plan is checked once at load (shape, names, nothing used before it is cached) and again
  * against a model's layer count and a run's step count.
@@ -53,6 +54,7 @@ typedef enum { DT_FA_RES_SAME = 0, DT_FA_RES_FIRST } dt_fa_residual;
 typedef struct dt_attn_plan {
     char model[256];
     int steps, layers, window;
+    int tokens; /* tokens per frame it was calibrated at ("tokens"; 0: not recorded, older plans) */
     int temporal, temporal_window; /* video plans: the last `temporal` rows of `layers` are temporal */
     dt_fa_half cfg_half;
     dt_fa_residual asc_residual;

@@ -214,9 +214,23 @@ dt_status dt_quantizer_attach(dt_quantizer *q, const dt_denoiser_class *cls, dt_
     return DT_OK;
 }
 
+dt_qplan_model dt_qplan_model_of(const char *dir, const dt_denoiser_info *info)
+{
+    dt_qplan_model m = {.blocks = info->spatial_layers, .temporal_blocks = info->temporal_layers, .hidden = info->inner};
+    snprintf(m.class_name, sizeof m.class_name, "%s", info->class_name);
+    snprintf(m.dir, sizeof m.dir, "%s", dir);
+    return m;
+}
+
 dt_status dt_quant_load(dt_backend *be, const char *dir, dt_quantizer *q, dt_denoiser **out, dt_err *err)
 {
     *out = NULL;
+    if (q->mode == DT_QMODE_PLAN) { /* another model's plan: said so before any layer is built */
+        dt_denoiser_info info;
+        DT_TRY(dt_denoiser_describe(dir, &info, NULL, NULL, 0, err));
+        dt_qplan_model m = dt_qplan_model_of(dir, &info);
+        DT_TRY(dt_qplan_check_model(q->plan, &m, err));
+    }
     const dt_denoiser_class *cls = dt_denoiser_class_of_dir(dir, err);
     if (!cls) return err->status;
     DT_TRY(set_class(q, cls, err));

@@ -32,6 +32,7 @@ dt_status dt_fa_model_shape(const char *model_dir, int width, int height, int fr
     char dir[4096];
     DT_TRY(dt_model_component_dir(model_dir, "transformer", dir, sizeof dir, err));
     DT_TRY(describe(dir, info, err));
+    DT_TRY(dt_denoiser_attn_plans(info, err)); /* a U-Net has no DiT blocks */
     int patch = info->patch_size, g = info->sample_size / patch;
     *F = info->max_frames ? (frames ? frames : info->max_frames) : 1;
     *C = info->inner;
@@ -67,7 +68,8 @@ static dt_status check_config(const dt_fa_calibrate_config *c, dt_err *err)
 }
 
 /* One prompt through the pipeline with the calibrator as its step hook. */
-static dt_status run_prompt(const dt_fa_calibrate_config *c, dt_pipeline *p, dt_fa_calib *cal, int i, dt_err *err)
+static dt_status run_prompt(const dt_fa_calibrate_config *c, dt_pipeline *p, dt_fa_calib *cal, int i, int *tokens,
+                            dt_err *err)
 {
     dt_gen_request r = dt_gen_request_default();
     r.prompt = c->prompts[i];
@@ -82,6 +84,7 @@ static dt_status run_prompt(const dt_fa_calibrate_config *c, dt_pipeline *p, dt_
     r.step_hook_user = cal;
     dt_gen_result res;
     DT_TRY(dt_pipeline_generate(p, &r, &res, err));
+    *tokens = res.tokens; /* recorded in the plan: runs at other sizes are warned */
     free(res.pixels);
     return DT_OK;
 }
@@ -120,7 +123,7 @@ dt_status dt_fa_calibrate(const dt_fa_calibrate_config *c, dt_fa_calibrate_resul
     double t0 = now();
     for (int i = 0; s == DT_OK && i < c->nprompts; i++) {
         dt_logf(c->log, c->log_user, "calibrate-attn: prompt %d/%d: %s", i + 1, c->nprompts, c->prompts[i]);
-        s = run_prompt(c, p, cal, i, err);
+        s = run_prompt(c, p, cal, i, &plan.tokens, err);
         dt_fa_calib_next_prompt(cal);
     }
     dt_pipeline_free(p); /* before the calibrator: its hook is installed on the model */

@@ -109,7 +109,7 @@ static dt_status capture_step(void *user, int step, dt_denoiser *tr, const dt_de
     if (fail) return dt_fail(err, DT_ENOMEM, "out of memory");
     c->t[k][0] = dt_tensor_view(c->buf[k][0], DT_F32, hs->ndim, hs->shape);
     c->t[k][1] = dt_tensor_view(c->buf[k][1], DT_F32, 3, ehs->shape);
-    c->in[k] = (dt_denoiser_inputs){&c->t[k][0], &c->t[k][1], c->buf[k][2], c->buf[k][3], c->buf[k][4], c->buf[k][5]};
+    c->in[k] = (dt_denoiser_inputs){&c->t[k][0], &c->t[k][1], c->buf[k][2], c->buf[k][3], c->buf[k][4], c->buf[k][5], NULL, NULL};
     return DT_OK;
 }
 
@@ -195,7 +195,8 @@ static dt_status quantize_and_save(const qcalib *a, dt_quantizer *cal, const dt_
     dt_denoiser *m = NULL;
     dt_status s = f32_backend(c->threads, &be, err);
     if (s == DT_OK) s = dt_quant_load(be, a->dir, &q, &m, err);
-    if (s == DT_OK) s = dt_qplan_save(&q, c->out_dir, a->scheme, c->model_dir, err);
+    dt_qplan_model made_for = dt_qplan_model_of(c->model_dir, &a->info);
+    if (s == DT_OK) s = dt_qplan_save(&q, c->out_dir, a->scheme, c->model_dir, &made_for, err);
     if (s == DT_OK) *res = (dt_qcalib_result){.nquant = q.nquant, .nfloat = q.nfloat, .weight_bytes = q.weight_bytes};
     dt_denoiser_free(m);
     dt_backend_destroy(be);
