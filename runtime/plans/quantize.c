@@ -175,7 +175,8 @@ static dt_status hook(dt_weight_source *src, dt_backend *be, const char *name, c
 {
     dt_quantizer *q = src->user;
     unsigned role = dt_quantizer_role(q, name);
-    if (role & DT_LINEAR_QUANTIZABLE) *(role & DT_LINEAR_TEXT_KV ? &q->text_params : &q->token_params) += (double)in * out;
+    int block = (role & DT_LINEAR_QUANTIZABLE) != 0; /* a layer ViDiT-Q quantizes, whatever this mode builds */
+    if (block) *(role & DT_LINEAR_TEXT_KV ? &q->text_params : &q->token_params) += (double)in * out;
     if (q->mode == DT_QMODE_PLAN) {
         double bytes = 0;
         int keep = 0;
@@ -187,7 +188,6 @@ static dt_status hook(dt_weight_source *src, dt_backend *be, const char *name, c
             return DT_OK;
         }
     }
-    int block = (role & DT_LINEAR_QUANTIZABLE) != 0;
     int quant = (q->mode == DT_QMODE_OBSERVE || q->mode == DT_QMODE_QUANT) && block;
     int bits = quant && q->mode == DT_QMODE_QUANT ? layer_bits(q, name) : 0;
     if (bits) return make_quant(q, be, name, w, b, in, out, bits, act, m_hint, dt, lin, err);
