@@ -91,15 +91,6 @@ dt_status cli_linear_peak(dt_backend *be, int wbits, double *gflops, dt_err *err
 
 dt_status cli_gemm_peak(dt_backend *be, double *gflops, dt_err *err) { return cli_linear_peak(be, 0, gflops, err); }
 
-/* Matmul FLOPs of the linears ViDiT-Q quantizes: per spatial block 14 C² per token (q, k, v,
- * out, cross q and out, FFN 8) plus cross k, v over each sequence's caption; per temporal
- * block 12 C² per token (no cross-attention). */
-static double quant_flops(const dt_denoiser_info *c, int B, int F, int N, int T)
-{
-    double C = c->inner, M = (double)B * F * N;
-    return 2.0 * C * C * (c->spatial_layers * (14.0 * M + 2.0 * B * F * T) + c->temporal_layers * 12.0 * M);
-}
-
 static void report(const bench_args *a, const dt_denoiser_info *c, const dt_backend *be, double flops, int B, int F,
                    int N, int T, double load_s, double best, double total, double peak, size_t arena_peak)
 {
@@ -202,9 +193,9 @@ static int run(const bench_args *a)
     dt_weight_source rnd = dt_weights_random(42, 0.02f);
     dt_quantizer qz;
     cli_quant_parse(a->quant, &qz); /* validated with the flags */
-    dt_quantizer_attach(&qz, &rnd);
+    dt_status s = dt_quantizer_attach(&qz, cls, &rnd, &err); /* the class says which linears are quantized */
     double peak = 0;
-    dt_status s = cli_backend_on(a->device, a->dtype, a->threads, &be, &err);
+    if (s == DT_OK) s = cli_backend_on(a->device, a->dtype, a->threads, &be, &err);
     if (s == DT_OK && a->breakdown) {
         dt_backend *tb = NULL;
         s = dt_backend_timed(be, &tb, &err);
@@ -242,7 +233,7 @@ static int run(const bench_args *a)
         report(a, c, be, flops, B, F, N, T, load_s, best, total, peak, arena.peak);
         double mean = total / a->iters;
         if (times) cli_print_breakdown((const char *const[]){a->quant ? a->quant : a->dtype}, times, &mean, 1, a->iters);
-        s = cli_bench_quant_report_flops(be, &qz, quant_flops(c, B, F, N, T), flops, best, peak, &err);
+        s = cli_bench_quant_report_flops(be, &qz, cli_quant_flops(&qz, B, F, N, T), flops, best, peak, &err);
     }
     if (s == DT_OK && a->quant) s = cli_bench_quant_ab(be, a->arch, a->res / 8, a->layers, m, &x.in, &arena, &x.tout, a->iters, &err);
     if (s == DT_OK && a->nplans) {

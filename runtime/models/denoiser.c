@@ -61,6 +61,11 @@ const dt_denoiser_class *dt_denoiser_class_of_preset(const char *arch, dt_err *e
     return NULL;
 }
 
+unsigned dt_denoiser_class_linear_role(const dt_denoiser_class *cls, const char *name)
+{
+    return cls->linear_role ? cls->linear_role(name) : 0;
+}
+
 const dt_pipeline_class *dt_pipeline_class_find(const char *name, dt_err *err)
 {
     char names[512] = "";

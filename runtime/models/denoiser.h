@@ -65,6 +65,19 @@ typedef struct {
     int decode_chunk;       /* frames per VAE call by default (0: the whole batch at once) */
 } dt_pipeline_class;
 
+/* What a linear layer is to post-training quantization (ViDiT-Q, MixDQ), by its weight prefix
+ * (the name a make_linear hook gets); the model's class says it, since the names are its
+ * checkpoint's. TEMPORAL and TEXT_KV qualify a QUANTIZABLE layer. */
+enum {
+    DT_LINEAR_QUANTIZABLE = 1, /* a transformer-block linear ViDiT-Q quantizes; the rest (patch and
+                                * timestep embeddings, adaLN, caption projection, final layer) stay float */
+    DT_LINEAR_TEMPORAL = 2,    /* of a temporal block/attention: mixed precision's temporal sensitivity
+                                * group, scored on frame-to-frame differences */
+    DT_LINEAR_TEXT_KV = 4,     /* the cross-attention key|value projection of the caption tokens: MixDQ
+                                * computes the first text tokens with its float weights */
+};
+typedef unsigned (*dt_linear_role_fn)(const char *name);
+
 /* What a model file exports. `model` is the file's own model type. */
 typedef struct dt_denoiser_class {
     const char *class_name; /* config.json "_class_name" */
@@ -89,6 +102,8 @@ typedef struct dt_denoiser_class {
     /* Matmul FLOPs of one forward (the GEMM-floor ratio of benchmarks); h, w in patches. */
     double (*matmul_flops)(const void *model, int batch, int frames, int h, int w, int T);
     void (*free)(void *model);
+    /* DT_LINEAR_* flags of the linear `name`; NULL: nothing of the model can be quantized. */
+    dt_linear_role_fn linear_role;
 } dt_denoiser_class;
 
 typedef struct dt_denoiser dt_denoiser;
@@ -100,6 +115,8 @@ const dt_pipeline_class *dt_pipeline_class_find(const char *name, dt_err *err);
  * NULL with a one-line error naming the class and the supported ones. */
 const dt_denoiser_class *dt_denoiser_class_of_dir(const char *dir, dt_err *err);
 const dt_denoiser_class *dt_denoiser_class_of_preset(const char *arch, dt_err *err);
+/* The class's linear_role of layer `name` (0 when the class has none). */
+unsigned dt_denoiser_class_linear_role(const dt_denoiser_class *cls, const char *name);
 /* The class's describe() of a transformer folder (info from config.json, no weights read);
  * head/tail may be NULL when n is 0. */
 dt_status dt_denoiser_describe(const char *dir, dt_denoiser_info *info, char *head, char *tail, size_t n, dt_err *err);

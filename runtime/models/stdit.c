@@ -601,6 +601,18 @@ static double den_flops(const void *m, int batch, int frames, int h, int w, int 
     return stdit_matmul_flops(&((const stdit_model *)m)->cfg, batch, frames, h, w, T);
 }
 
+/* What ViDiT-Q quantizes, by the checkpoint's names: every linear of blocks.* (attn,
+ * attn_temp, cross_attn, mlp); attn_temp.* is the temporal group; cross_attn.kv_linear (k|v)
+ * projects the caption (MixDQ's float text tokens). Embedders and final_layer stay float. */
+static unsigned den_linear_role(const char *name)
+{
+    static const char kv[] = ".cross_attn.kv_linear";
+    size_t n = strlen(name), k = sizeof kv - 1;
+    if (strncmp(name, "blocks.", 7)) return 0;
+    if (strstr(name, ".attn_temp.")) return DT_LINEAR_QUANTIZABLE | DT_LINEAR_TEMPORAL;
+    return DT_LINEAR_QUANTIZABLE | (n > k && !strcmp(name + n - k, kv) ? DT_LINEAR_TEXT_KV : 0);
+}
+
 static void den_free(void *m) { stdit_free(m); }
 
 /* "OpenSoraPipeline" (a model_index.json ditrt defines: Open-Sora has no diffusers pipeline):
@@ -618,4 +630,5 @@ const dt_denoiser_class dt_stdit_class = {
     .class_name = "STDiT", .preset = "stdit-xl-2", .pipelines = pipelines, .npipelines = 1, .describe = den_describe,
     .create = den_create, .info = den_info, .forward = den_forward, .set_attn_hook = den_set_hook,
     .set_resume = den_set_resume, .step_bytes = den_step_bytes, .matmul_flops = den_flops, .free = den_free,
+    .linear_role = den_linear_role,
 };
