@@ -9,6 +9,7 @@
 #include "runtime/models/stdit.h"
 #include "runtime/models/dit_block.h"
 #include "schedulers/iddpm.h"
+#include "schedulers/scheduler.h"
 #include "runtime/io/video.h"
 #include "runtime/core/json.h"
 #include "runtime/pipeline/pipeline.h"
@@ -340,6 +341,68 @@ static void test_iddpm(void **state)
     assert_int_equal(dt_iddpm_create(1000, 0, &s, &err), DT_EINVAL);
 }
 
+/* IDDPMScheduler (the pipe folder's scheduler) is dt_iddpm behind the scheduler interface:
+ * the same timesteps, and steps bit-identical to dt_iddpm_step with the generator's noise
+ * (here the second of 2 noise slices, as one item of a batch of 2 draws it); it needs the
+ * variance channels; its config is checked field by field. */
+static void test_iddpm_scheduler(void **state)
+{
+    (void)state;
+    dt_scheduler *s;
+    dt_err err = {0};
+    if (dt_scheduler_load(DIR_ "/pipe/scheduler", &s, &err) != DT_OK) fail_msg("%s", err.msg);
+    assert_string_equal(dt_scheduler_class(s), "IDDPMScheduler");
+    assert_string_equal(dt_scheduler_resolve_name("iddpm"), "IDDPMScheduler");
+    assert_true(dt_scheduler_uses_variance(s) && dt_scheduler_is_stochastic(s));
+    enum { N = 40, STEPS = 7 };
+    dt_iddpm *ref;
+    assert_int_equal(dt_iddpm_create(1000, STEPS, &ref, &err), DT_OK);
+    assert_int_equal(dt_scheduler_set_timesteps(s, STEPS, &err), DT_OK);
+    assert_int_equal(dt_scheduler_num_steps(s), STEPS);
+    assert_true(dt_scheduler_init_noise_sigma(s) == 1.0);
+    dt_rng g, h;
+    dt_rng_init(&g, 42, DT_RNG_VECTOR);
+    dt_rng_init(&h, 42, DT_RNG_VECTOR);
+    dt_scheduler_set_generator(s, &g);
+    dt_scheduler_set_noise_slice(s, 2, 1);
+    tu_rng r = {7};
+    float x[N], y[N], eps[N], var[N], noise[2 * N];
+    tu_fill(&r, x, N, 1.0f);
+    memcpy(y, x, sizeof x);
+    assert_int_equal(dt_scheduler_step(s, eps, x, x, N, &err), DT_EINVAL); /* no variance */
+    assert_non_null(strstr(err.msg, "variance"));
+    for (int i = 0; i < STEPS; i++) {
+        assert_true(dt_scheduler_timesteps(s)[i] == dt_iddpm_timesteps(ref)[i]);
+        tu_fill(&r, eps, N, 1.0f);
+        tu_fill(&r, var, N, 1.0f);
+        assert_int_equal(dt_scheduler_step_var(s, eps, var, x, x, N, &err), DT_OK);
+        dt_rng_randn(&h, noise, 2 * N); /* every step draws, the last one too */
+        assert_int_equal(dt_iddpm_step(ref, i, eps, var, y, noise + N, y, N, &err), DT_OK);
+        assert_memory_equal(x, y, sizeof x);
+    }
+    dt_iddpm_free(ref);
+    dt_scheduler_free(s);
+
+    static const char *const bad[][2] = {
+        {"{\"_class_name\": \"IDDPMScheduler\", \"variance_type\": \"fixed_small\"}", "variance_type"},
+        {"{\"_class_name\": \"IDDPMScheduler\", \"beta_start\": 0.00085}", "beta_start"},
+        {"{\"_class_name\": \"IDDPMScheduler\", \"beta_schedule\": \"scaled_linear\"}", "beta_schedule"},
+        {"{\"_class_name\": \"IDDPMScheduler\", \"prediction_type\": \"v_prediction\"}", "prediction_type"},
+        {"{\"_class_name\": \"IDDPMScheduler\", \"num_train_timesteps\": 1}", "num_train_timesteps"},
+    };
+    char tmp[256], path[400];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(path, sizeof path, "%s/scheduler_config.json", tmp);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        tu_write_file(path, bad[i][0], strlen(bad[i][0]));
+        err = (dt_err){0};
+        assert_int_not_equal(dt_scheduler_load(tmp, &s, &err), DT_OK);
+        assert_null(s);
+        if (!strstr(err.msg, bad[i][1]) || !strstr(err.msg, "scheduler_config.json")) fail_msg("%s", err.msg);
+    }
+    tu_rmtree(tmp);
+}
+
 /* ---- the pipeline against the repository's sampling loop (stdit-tiny/pipe/case_*) ---- */
 
 typedef struct {
@@ -532,6 +595,7 @@ int main(void)
         cmocka_unit_test(test_param_count),
         cmocka_unit_test(test_cli_eval),
         cmocka_unit_test(test_iddpm),
+        cmocka_unit_test(test_iddpm_scheduler),
         cmocka_unit_test(test_txt2vid),
         cmocka_unit_test(test_pipeline_steps),
     };
