@@ -33,6 +33,12 @@ int cli_bench(int argc, char **argv);
 dt_status cli_gemm_peak(dt_backend *be, double *gflops, dt_err *err);
 /* The same probe for a float (wbits 0) or quantized (8, 4) linear (cli_bench.c). */
 dt_status cli_linear_peak(dt_backend *be, int wbits, double *gflops, dt_err *err);
+/* `ditrt bench attention`: fused vs two-GEMM attention vs the matmul floor (bench_attention.c). */
+int cli_bench_attention(int argc, char **argv);
+
+/* Restarts the process (execv /proc/self/exe) with OMP_WAIT_POLICY=passive unless the user set
+ * OMP_WAIT_POLICY or GOMP_SPINCOUNT; returns only when it did not restart (openmp_wait.c). */
+void cli_openmp_passive(char **argv);
 
 /* Creates the CPU backend for "f32"/"bf16". */
 dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *err);
@@ -49,9 +55,10 @@ float *cli_dup_floats(const float *x, size_t n, int *fail);
 
 /* Text side (eval_text_encoder.c): the pipeline's default max_sequence_length for a model
  * folder (300 for PixArtSigmaPipeline, else 120), and a prompt through caption
- * preprocessing (when clean) and the tokenizer, warning on stderr when it was truncated. */
-struct dt_tokenizer;
+ * preprocessing (when clean) and the tokenizer (T5 or CLIP, runtime/text/text_tokenizer.h),
+ * warning on stderr when it was truncated. */
+struct dt_text_tokenizer;
 dt_status cli_text_max_length(const char *model_dir, int *n, dt_err *err);
-dt_status cli_tokenize_prompt(const struct dt_tokenizer *tok, const char *what, const char *text, int clean,
+dt_status cli_tokenize_prompt(const struct dt_text_tokenizer *tok, const char *what, const char *text, int clean,
                               int max_length, int32_t *ids, float *mask, dt_err *err);
 #endif

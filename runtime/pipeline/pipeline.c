@@ -6,7 +6,7 @@
 #include "runtime/core/arena.h"
 #include "runtime/core/rng.h"
 #include "runtime/models/modeldir.h"
-#include "runtime/models/t5.h"
+#include "runtime/models/text_encoder.h"
 #include "runtime/models/vae.h"
 #include "runtime/plans/fastattn.h"
 #include "runtime/plans/quantize.h"
@@ -22,7 +22,7 @@ struct dt_pipeline {
     dt_pipeline_config cfg;
     dt_pipeline_parts parts;       /* backends, tokenizer, VAE, scheduler, arena */
     const dt_pipeline_class *pcls; /* what model_index.json's pipeline does around the denoiser */
-    t5_model *t5;                  /* kept between generations only with keep_text_encoder */
+    dt_text_encoder *text_encoder; /* kept between generations only with keep_text_encoder */
     dt_denoiser *tr;               /* zoo[0] */
     dt_denoiser **zoo;             /* OMS-DPM zoo: tr, then cfg.zoo's denoisers */
     int nzoo;
@@ -143,7 +143,7 @@ static dt_status load_parts(dt_pipeline *p, dt_err *err)
     const dt_denoiser_info *tc = dt_denoiser_get_info(p->tr);
     DT_TRY(dt_pipeline_parts_check_channels(&p->parts, c->model_dir, tc->in_channels, tc->out_channels, err));
     DT_TRY(check_learned(p, tc, err));
-    if (c->keep_text_encoder) DT_TRY(t5_load(p->parts.text_be, p->parts.text_dir, &p->t5, err));
+    if (c->keep_text_encoder) DT_TRY(dt_text_encoder_load(p->parts.text_be, p->parts.text_dir, &p->text_encoder, err));
     return load_zoo(p, err);
 }
 
@@ -163,7 +163,7 @@ dt_status dt_pipeline_load(const dt_pipeline_config *cfg, dt_pipeline **out, dt_
 void dt_pipeline_free(dt_pipeline *p)
 {
     if (!p) return;
-    t5_free(p->t5);
+    dt_text_encoder_free(p->text_encoder);
     for (int i = 1; i < p->nzoo; i++) dt_denoiser_free(p->zoo[i]);
     free(p->zoo);
     dt_denoiser_free(p->tr);
@@ -411,7 +411,7 @@ static dt_status encode_text(dt_pipeline *p, const dt_gen_request *r, const plan
                              dt_err *err)
 {
     int d = dt_denoiser_get_info(p->tr)->caption_channels;
-    dt_prompt_encoder enc = {p->parts.tok, p->parts.text_dir, p->parts.text_be, p->t5, d};
+    dt_prompt_encoder enc = {p->parts.tok, p->parts.text_dir, p->parts.text_be, p->text_encoder, d};
     int learned = p->pcls->learned_null && pl->cfg_on; /* the negative rows come from the model */
     dt_prompt_request pr = {r->prompt, r->negative_prompt, pl->cfg_on && !learned, r->clean_caption, pl->max_len,
                             run_batch(r)};

@@ -52,8 +52,8 @@ dt_status dt_pipeline_parts_load(const dt_parts_config *c, dt_pipeline_parts *p,
     dt_arena_init_with(&p->arena, &alloc);
     if (c->text_dtype == c->dtype) p->text_be = p->be;
     else DT_TRY(make_backend(c->text_dtype, c->threads, &p->text_be, err));
-    DT_TRY(dt_tokenizer_find(m, dir, sizeof dir, err));
-    DT_TRY(dt_tokenizer_load(dir, &p->tok, err));
+    DT_TRY(dt_text_tokenizer_find(m, "tokenizer", dir, sizeof dir, err));
+    DT_TRY(dt_text_tokenizer_load(dir, &p->tok, err));
     DT_TRY(dt_model_component_dir(m, "text_encoder", p->text_dir, sizeof p->text_dir, err));
     DT_TRY(dt_model_component_dir(m, "vae", dir, sizeof dir, err));
     DT_TRY(vae_load_ex(p->be, dir, VAE_ENCODER_NONE, &p->vae, err)); /* text-to-X decodes only */
@@ -67,7 +67,7 @@ dt_status dt_pipeline_parts_load(const dt_parts_config *c, dt_pipeline_parts *p,
 void dt_pipeline_parts_free(dt_pipeline_parts *p)
 {
     vae_free(p->vae);
-    dt_tokenizer_free(p->tok);
+    dt_text_tokenizer_free(p->tok);
     dt_scheduler_free(p->sched);
     dt_arena_free(&p->arena);
     if (p->text_be != p->be) dt_backend_destroy(p->text_be);
