@@ -1,18 +1,23 @@
 /* Open-Sora STDiT against the torch reference on tests/fixtures/stdit-tiny (made by
  * scripts/fixtures/stdit.py, checked against the repository's module), in f32 and bf16;
- * attention hooks and partial forwards; input and config checks; parameter count; the CLI. */
+ * attention hooks and partial forwards; input and config checks; parameter count; the CLI;
+ * the repository's IDDPM step; the OpenSoraPipeline against the repository's sampling loop
+ * step by step (stdit-tiny/pipe/case_*). */
 #include "testutil.h"
 #include "runtime/core/arena.h"
 #include "runtime/core/safetensors.h"
 #include "runtime/models/stdit.h"
 #include "runtime/models/dit_block.h"
 #include "schedulers/iddpm.h"
+#include "schedulers/scheduler.h"
 #include "runtime/io/video.h"
 #include "runtime/plans/quantize.h"
 #include "runtime/plans/quant_plan.h"
 #include "ditrt.h"
 #include <math.h>
 #include <sys/stat.h>
+#include "runtime/core/json.h"
+#include "runtime/pipeline/pipeline.h"
 
 #define DIR_ "tests/fixtures/stdit-tiny"
 
@@ -341,6 +346,195 @@ static void test_iddpm(void **state)
     assert_int_equal(dt_iddpm_create(1000, 0, &s, &err), DT_EINVAL);
 }
 
+/* IDDPMScheduler (the pipe folder's scheduler) is dt_iddpm behind the scheduler interface:
+ * the same timesteps, and steps bit-identical to dt_iddpm_step with the generator's noise
+ * (here the second of 2 noise slices, as one item of a batch of 2 draws it); it needs the
+ * variance channels; its config is checked field by field. */
+static void test_iddpm_scheduler(void **state)
+{
+    (void)state;
+    dt_scheduler *s;
+    dt_err err = {0};
+    if (dt_scheduler_load(DIR_ "/pipe/scheduler", &s, &err) != DT_OK) fail_msg("%s", err.msg);
+    assert_string_equal(dt_scheduler_class(s), "IDDPMScheduler");
+    assert_string_equal(dt_scheduler_resolve_name("iddpm"), "IDDPMScheduler");
+    assert_true(dt_scheduler_uses_variance(s) && dt_scheduler_is_stochastic(s));
+    enum { N = 40, STEPS = 7 };
+    dt_iddpm *ref;
+    assert_int_equal(dt_iddpm_create(1000, STEPS, &ref, &err), DT_OK);
+    assert_int_equal(dt_scheduler_set_timesteps(s, STEPS, &err), DT_OK);
+    assert_int_equal(dt_scheduler_num_steps(s), STEPS);
+    assert_true(dt_scheduler_init_noise_sigma(s) == 1.0);
+    dt_rng g, h;
+    dt_rng_init(&g, 42, DT_RNG_VECTOR);
+    dt_rng_init(&h, 42, DT_RNG_VECTOR);
+    dt_scheduler_set_generator(s, &g);
+    dt_scheduler_set_noise_slice(s, 2, 1);
+    tu_rng r = {7};
+    float x[N], y[N], eps[N], var[N], noise[2 * N];
+    tu_fill(&r, x, N, 1.0f);
+    memcpy(y, x, sizeof x);
+    assert_int_equal(dt_scheduler_step(s, eps, x, x, N, &err), DT_EINVAL); /* no variance */
+    assert_non_null(strstr(err.msg, "variance"));
+    for (int i = 0; i < STEPS; i++) {
+        assert_true(dt_scheduler_timesteps(s)[i] == dt_iddpm_timesteps(ref)[i]);
+        tu_fill(&r, eps, N, 1.0f);
+        tu_fill(&r, var, N, 1.0f);
+        assert_int_equal(dt_scheduler_step_var(s, eps, var, x, x, N, &err), DT_OK);
+        dt_rng_randn(&h, noise, 2 * N); /* every step draws, the last one too */
+        assert_int_equal(dt_iddpm_step(ref, i, eps, var, y, noise + N, y, N, &err), DT_OK);
+        assert_memory_equal(x, y, sizeof x);
+    }
+    dt_iddpm_free(ref);
+    dt_scheduler_free(s);
+
+    static const char *const bad[][2] = {
+        {"{\"_class_name\": \"IDDPMScheduler\", \"variance_type\": \"fixed_small\"}", "variance_type"},
+        {"{\"_class_name\": \"IDDPMScheduler\", \"beta_start\": 0.00085}", "beta_start"},
+        {"{\"_class_name\": \"IDDPMScheduler\", \"beta_schedule\": \"scaled_linear\"}", "beta_schedule"},
+        {"{\"_class_name\": \"IDDPMScheduler\", \"prediction_type\": \"v_prediction\"}", "prediction_type"},
+        {"{\"_class_name\": \"IDDPMScheduler\", \"num_train_timesteps\": 1}", "num_train_timesteps"},
+    };
+    char tmp[256], path[400];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(path, sizeof path, "%s/scheduler_config.json", tmp);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        tu_write_file(path, bad[i][0], strlen(bad[i][0]));
+        err = (dt_err){0};
+        assert_int_not_equal(dt_scheduler_load(tmp, &s, &err), DT_OK);
+        assert_null(s);
+        if (!strstr(err.msg, bad[i][1]) || !strstr(err.msg, "scheduler_config.json")) fail_msg("%s", err.msg);
+    }
+    tu_rmtree(tmp);
+}
+
+/* ---- the pipeline against the repository's sampling loop (stdit-tiny/pipe/case_*) ---- */
+
+typedef struct {
+    dt_safetensors *st;
+    const float *latents, *ts, *emb, *mask, *frames; /* latents [steps + 1, B·per], frames [B, F, 3, H, W] */
+    const float *null;                               /* the transformer's y_embedder.y_embedding [T, d] */
+    int T, d, B, steps, item0, run_b;                /* reference batch; the run's items item0.. */
+    size_t per;                                      /* one item's latents */
+    double worst;
+    int seen;
+} pipe_ref;
+
+static const float *st_f32(dt_safetensors *st, const char *name, size_t n)
+{
+    const dt_st_entry *e = dt_st_find(st, name);
+    if (!e) fail_msg("pipe fixture: no %s", name);
+    assert_int_equal(e->dtype, DT_F32);
+    assert_int_equal(e->nbytes, n * sizeof(float));
+    return e->data;
+}
+
+/* Before each step's forward: the latents of every row (null rows, then prompt rows) are the
+ * reference's x[:B] entering the step; the timestep is timestep_map[k]; the captions are
+ * [null x B, prompt x B] with the prompt's mask on every row. */
+static dt_status pipe_hook(void *user, int step, dt_denoiser *model, const dt_denoiser_inputs *in, dt_arena *a,
+                           dt_err *err)
+{
+    (void)model, (void)a, (void)err;
+    pipe_ref *r = user;
+    int rows = 2 * r->run_b;
+    assert_int_equal(in->hidden_states->shape[0], rows);
+    assert_int_equal(in->encoder_hidden_states->shape[1], r->T);
+    const float *x = in->hidden_states->data, *e = in->encoder_hidden_states->data;
+    for (int k = 0; k < rows; k++) {
+        int item = r->item0 + k % r->run_b;
+        const float *want = r->latents + (size_t)step * r->B * r->per + (size_t)item * r->per;
+        double d = tu_rel_l2(x + (size_t)k * r->per, want, r->per);
+        if (d > r->worst) r->worst = d;
+        assert_true(in->timestep[k] == r->ts[step]);
+        size_t cap = (size_t)r->T * r->d;
+        if (k < r->run_b) assert_memory_equal(e + k * cap, r->null, cap * sizeof(float));
+        else assert_true(tu_rel_l2(e + k * cap, r->emb, cap) <= 1e-5);
+        assert_memory_equal(in->encoder_attention_mask + (size_t)k * r->T, r->mask, (size_t)r->T * sizeof(float));
+    }
+    r->seen++;
+    return DT_OK;
+}
+
+/* One case through the library: the whole batch, or (item >= 0) one item of it alone. */
+static void pipe_case(dt_pipeline *p, const char *name, int item)
+{
+    char path[512];
+    snprintf(path, sizeof path, DIR_ "/pipe/case_%s.json", name);
+    cJSON *j;
+    dt_err err = {0};
+    if (dt_json_load(path, &j, &err) != DT_OK) fail_msg("%s", err.msg);
+    char prompt[256];
+    int seed, B, F, H, W, steps;
+    double cfg;
+    assert_int_equal(dt_json_str(j, path, "prompt", NULL, prompt, sizeof prompt, &err), DT_OK);
+    assert_int_equal(dt_json_int(j, path, "seed", 0, 0, &seed, &err), DT_OK);
+    assert_int_equal(dt_json_int(j, path, "batch", 0, 0, &B, &err), DT_OK);
+    assert_int_equal(dt_json_int(j, path, "frames", 0, 0, &F, &err), DT_OK);
+    assert_int_equal(dt_json_int(j, path, "height", 0, 0, &H, &err), DT_OK);
+    assert_int_equal(dt_json_int(j, path, "width", 0, 0, &W, &err), DT_OK);
+    assert_int_equal(dt_json_int(j, path, "steps", 0, 0, &steps, &err), DT_OK);
+    assert_int_equal(dt_json_num(j, path, "cfg", 0, 0, &cfg, &err), DT_OK);
+    cJSON_Delete(j);
+
+    pipe_ref r = {.B = B, .steps = steps, .item0 = item < 0 ? 0 : item, .run_b = item < 0 ? B : 1,
+                  .per = (size_t)4 * F * (H / 8) * (W / 8)};
+    dt_safetensors *tr;
+    if (dt_st_open(DIR_ "/transformer/diffusion_pytorch_model.safetensors", &tr, &err) != DT_OK) fail_msg("%s", err.msg);
+    const dt_st_entry *ne = dt_st_find(tr, "y_embedder.y_embedding");
+    assert_non_null(ne);
+    r.T = (int)ne->shape[0], r.d = (int)ne->shape[1];
+    r.null = st_f32(tr, "y_embedder.y_embedding", (size_t)r.T * r.d);
+    snprintf(path, sizeof path, DIR_ "/pipe/case_%s.safetensors", name);
+    if (dt_st_open(path, &r.st, &err) != DT_OK) fail_msg("%s", err.msg);
+    size_t px = (size_t)F * 3 * H * W;
+    r.latents = st_f32(r.st, "latents", (size_t)(steps + 1) * B * r.per);
+    r.ts = st_f32(r.st, "timesteps", (size_t)steps);
+    r.emb = st_f32(r.st, "prompt_embeds", (size_t)r.T * r.d);
+    r.mask = st_f32(r.st, "prompt_mask", (size_t)r.T);
+    r.frames = st_f32(r.st, "frames", (size_t)B * px);
+
+    dt_gen_request q = dt_gen_request_default_video();
+    q.prompt = prompt;
+    q.seed = (uint64_t)seed;
+    q.batch = B;
+    q.one_item = item >= 0;
+    q.item_index = item < 0 ? 0 : item;
+    q.frames = F, q.height = H, q.width = W, q.steps = steps, q.cfg = (float)cfg;
+    q.step_hook = pipe_hook;
+    q.step_hook_user = &r;
+    dt_gen_result res;
+    if (dt_pipeline_generate(p, &q, &res, &err) != DT_OK) fail_msg("%s: %s", name, err.msg);
+    assert_int_equal(r.seen, steps);
+    assert_int_equal(res.batch, r.run_b);
+    assert_int_equal(res.frames, F);
+    double fr = tu_rel_l2(res.pixels, r.frames + (size_t)r.item0 * px, (size_t)r.run_b * px);
+    printf("  pipe %s%s: %d steps, worst step latents rel L2 %.2e, frames %.2e (limit 1e-4)\n", name,
+           item >= 0 ? " (one item)" : "", steps, r.worst, fr);
+    assert_true(r.worst <= 1e-4);
+    assert_true(fr <= 1e-4);
+    free(res.pixels);
+    dt_st_close(r.st);
+    dt_st_close(tr);
+}
+
+/* The OpenSoraPipeline samples as the repository does: IDDPMScheduler with the variance half,
+ * CFG on 3 of the 4 latent channels, the learned null caption as the negative, step noise for
+ * both CFG halves (a batch of 2, and its second item alone). */
+static void test_pipeline_steps(void **state)
+{
+    (void)state;
+    dt_pipeline_config cfg = {.model_dir = DIR_ "/pipe", .dtype = DT_F32, .text_dtype = DT_F32};
+    dt_pipeline *p;
+    dt_err err = {0};
+    if (dt_pipeline_load(&cfg, &p, &err) != DT_OK) fail_msg("%s", err.msg);
+    assert_string_equal(dt_pipeline_solver_name(p), "IDDPMScheduler");
+    pipe_case(p, "s5", -1);
+    pipe_case(p, "b2_s11", -1);
+    pipe_case(p, "b2_s11", 1);
+    dt_pipeline_free(p);
+}
+
 #define T2V "./ditrt txt2vid -m " DIR_ "/pipe -p 'a red fox' --frames 2 -W 48 -H 64 --steps 2 --cfg 7 --seed 5 --dtype f32 " \
             "--text-encoder-dtype f32 -q"
 
@@ -353,9 +547,8 @@ static dt_video read_video(const char *path)
 }
 
 /* `ditrt txt2vid` runs an OpenSoraPipeline folder (stdit-tiny/pipe: the tiny STDiT, t5-tiny,
- * vae-tiny, DDIM): 2 frames of 48x64 as PNGs and as an MP4, the same seed giving the same
- * frames; a different seed different ones. (Smoke test: the repository's own sampling, IDDPM
- * with its CFG, is not wired into the pipeline yet.) */
+ * vae-tiny, IDDPMScheduler): 2 frames of 48x64 as PNGs and as an MP4, the same seed giving the
+ * same frames; a different seed different ones (test_pipeline_steps checks the values). */
 static void test_txt2vid(void **state)
 {
     (void)state;
@@ -685,10 +878,12 @@ int main(void)
         cmocka_unit_test(test_param_count),
         cmocka_unit_test(test_cli_eval),
         cmocka_unit_test(test_iddpm),
+        cmocka_unit_test(test_iddpm_scheduler),
         cmocka_unit_test(test_txt2vid),
         cmocka_unit_test(test_quant_roles),
         cmocka_unit_test(test_quant_transformer),
         cmocka_unit_test(test_cli_quantize),
+        cmocka_unit_test(test_pipeline_steps),
     };
     return cmocka_run_group_tests_name("stdit", tests, NULL, NULL);
 }

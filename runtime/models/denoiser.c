@@ -245,3 +245,9 @@ dt_status dt_denoiser_inputs_load(const char *file, const dt_denoiser_info *c, d
     if (s != DT_OK) dt_denoiser_inputs_free(x);
     return s;
 }
+
+int dt_denoiser_null_caption(const dt_denoiser *d, const float **emb)
+{
+    *emb = NULL;
+    return d->cls->null_caption ? d->cls->null_caption(d->model, emb) : 0;
+}

@@ -63,6 +63,17 @@ typedef struct {
     int binning;            /* PixArt's aspect-ratio bins (use_resolution_binning) exist */
     int decode_reciprocal;  /* decode (1 / scaling_factor) * latents (Latte), not latents / scaling_factor */
     int decode_chunk;       /* frames per VAE call by default (0: the whole batch at once) */
+    /* The reference's own sampling loop (Open-Sora's IDDPM sample, forward_with_cfg), where it
+     * differs from diffusers' CFG: */
+    int cfg_channels;       /* guide only latent channels [0, cfg_channels) (the rest of each row's
+                             * output, later latent channels and the variance half, stays that
+                             * row's own: the prompt rows' is used); 0: all latent channels */
+    int learned_null;       /* the negative caption is the denoiser's learned null embedding
+                             * (dt_denoiser_null_caption) with the prompt's mask, not an encoded
+                             * negative prompt; captions are padded to its token count */
+    int noise_rows;         /* items per batch item a stochastic step draws noise for (Open-Sora
+                             * steps the prompt and the null half both: 2, the prompt rows' draws
+                             * first, kept); 0 or 1: the batch's own */
 } dt_pipeline_class;
 
 /* What a linear layer is to post-training quantization (ViDiT-Q, MixDQ), by its weight prefix
@@ -104,6 +115,9 @@ typedef struct dt_denoiser_class {
     void (*free)(void *model);
     /* DT_LINEAR_* flags of the linear `name`; NULL: nothing of the model can be quantized. */
     dt_linear_role_fn linear_role;
+    /* The learned null caption (PixArt/Open-Sora y_embedder.y_embedding, [T, caption_channels]
+     * host f32, owned by the model): its token count T, *emb set; NULL or 0: the model has none. */
+    int (*null_caption)(const void *model, const float **emb);
 } dt_denoiser_class;
 
 typedef struct dt_denoiser dt_denoiser;
@@ -142,6 +156,8 @@ void dt_denoiser_set_resume(dt_denoiser *d, const dt_denoiser_resume *r);
 /* DT_OK when attention plans (DiTFastAttn) apply to a model of this info (it has DiT blocks),
  * else a one-line DT_EUNSUPPORTED error naming the class. */
 dt_status dt_denoiser_attn_plans(const dt_denoiser_info *info, dt_err *err);
+/* The class's null_caption: T rows of caption_channels, or 0 (*emb NULL) without one. */
+int dt_denoiser_null_caption(const dt_denoiser *d, const float **emb);
 double dt_denoiser_step_bytes(const dt_denoiser *d, int rows, int frames, int h, int w, int T);
 double dt_denoiser_matmul_flops(const dt_denoiser *d, int batch, int frames, int h, int w, int T);
 
