@@ -185,7 +185,7 @@ static int cu_supports(dt_backend *be, dt_op op, dt_dtype t)
     case DT_OP_ATTENTION:
     case DT_OP_WINDOW_ATTENTION:
     case DT_OP_CONV2D: return t == DT_F32 || t == DT_BF16;
-    case DT_OP_QLINEAR: return 0; /* not implemented on CUDA yet (issue 23) */
+    case DT_OP_QLINEAR: return t == DT_I8; /* cuda_qlinear.cu */
     case DT_OP_COPY:
     case DT_OP_COPY4D:
     case DT_OP_GROUP_NORM:
@@ -253,7 +253,7 @@ static const dt_backend_ops cuda_ops = {
     .gated_act = cu_gated_act,
     /* DiTFastAttn */
     .window_attention = cu_window_attention,
-    /* quantized linears: refused (supports says so) */
+    /* quantized linears (cuda_qlinear.cu) */
     .qlinear_create = cu_qlinear_create,
     .linear_observe = cu_linear_observe,
     .qlinear_keep_tokens = cu_qlinear_keep_tokens,
