@@ -142,6 +142,49 @@ static void test_group_norm_groups(void **state)
     free(x); free(y); free(yr);
 }
 
+/* GroupNorm split over several blocks per group (cuda_image.cu's large-image path): the chunks
+ * tile the rows exactly, and partial sums in chunk order give the reference's result. */
+static void test_group_norm_split(void **state)
+{
+    (void)state;
+    int B = 2, H = 37, W = 11, C = 16, G = 4, N = H * W, cg = C / G;
+    tu_rng r = {21};
+    float *x = tu_alloc(B * N * C), *y = tu_alloc(B * N * C), *yr = tu_alloc(B * N * C), gm[16], bt[16];
+    tu_fill(&r, x, B * N * C, 3.0f);
+    for (int i = 0; i < B * N * C; i++) x[i] += 5.0f; /* a mean away from 0 */
+    tu_fill(&r, gm, C, 1.0f);
+    tu_fill(&r, bt, C, 1.0f);
+    int64_t sh[4] = {B, H, W, C};
+    dt_tensor tx = dt_tensor_view(x, DT_F32, 4, sh), tyr = dt_tensor_view(yr, DT_F32, 4, sh);
+    ref_group_norm(&tx, G, gm, bt, 1e-6f, DT_ACT_SILU, &tyr);
+    const int Ss[] = {2, 3, 7, 64, N};
+    for (int k = 0; k < 5; k++) {
+        const int S = Ss[k];
+        double part[2][407];
+        int64_t covered = 0;
+        for (int s = 0; s < S; s++) covered += dtm_gn_chunk_lo(N, S, s + 1) - dtm_gn_chunk_lo(N, S, s);
+        assert_true(dtm_gn_chunk_lo(N, S, 0) == 0 && dtm_gn_chunk_lo(N, S, S) == N && covered == N);
+        for (int b = 0; b < B; b++)
+            for (int g = 0; g < G; g++) {
+                const float *xb = x + (size_t)b * N * C;
+                for (int s = 0; s < S; s++) part[0][s] = dtm_gn_partial(xb, N, C, g * cg, cg, S, s, 0, 0.0);
+                double mean = dtm_gn_total(part[0], S) / (double)(N * cg);
+                for (int s = 0; s < S; s++) part[1][s] = dtm_gn_partial(xb, N, C, g * cg, cg, S, s, 1, mean);
+                double rstd = dtm_gn_rstd(dtm_gn_total(part[1], S), (int64_t)N * cg, 1e-6f);
+                for (int n = 0; n < N; n++)
+                    for (int c = g * cg; c < (g + 1) * cg; c++)
+                        y[((size_t)b * N + n) * C + c] = dtm_gn_apply(xb[n * C + c], mean, rstd, gm[c], bt[c], DTM_ACT_SILU);
+            }
+        assert_rel_l2_below(y, yr, (size_t)B * N * C, 1e-6);
+    }
+    /* enough chunks for the device, none below 4096 elements, never more than the rows */
+    assert_int_equal(dtm_gn_splits(32, 1024 * 1024, 4, 1024), 32);
+    assert_int_equal(dtm_gn_splits(64, 64 * 64, 8, 1024), 8);
+    assert_int_equal(dtm_gn_splits(32, 100, 4, 1024), 1);
+    assert_int_equal(dtm_gn_splits(1, 1 << 24, 512, 1024), 1024);
+    free(x); free(y); free(yr);
+}
+
 static void test_rms_norm_rows_exact(void **state)
 {
     (void)state;
@@ -524,6 +567,7 @@ int main(void)
         cmocka_unit_test(test_cfg_and_blend_match_reference),
         cmocka_unit_test(test_layernorm_rows),
         cmocka_unit_test(test_group_norm_groups),
+        cmocka_unit_test(test_group_norm_split),
         cmocka_unit_test(test_rms_norm_rows_exact),
         cmocka_unit_test(test_softmax_rows_and_merge),
         cmocka_unit_test(test_window_attention_rows),

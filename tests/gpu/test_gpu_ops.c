@@ -387,6 +387,30 @@ static void test_image_ops(void **state)
     pair_free(&p);
 }
 
+/* GroupNorm of a large image: several blocks per group (partial sums), in place and into bf16 */
+static void test_group_norm_large(void **state)
+{
+    (void)state;
+    pair p = pair_new();
+    const int B = 1, H = 256, W = 192, C = 128, G = 32;
+    const size_t n = (size_t)B * H * W * C;
+    tu_rng r = {77};
+    float *x = rnd(&r, n, 2.0f), *gm = rnd(&r, C, 1.0f), *bt = rnd(&r, C, 1.0f), *og = tu_alloc(n), *oc = tu_alloc(n);
+    for (size_t i = 0; i < n; i++) x[i] += 3.0f;
+    int64_t s[4] = {B, H, W, C}, sv[1] = {C};
+    dt_tensor gx = up(p.g, x, DT_F32, 4, s), gg = up(p.g, gm, DT_F32, 1, sv), gb = up(p.g, bt, DT_F32, 1, sv);
+    dt_tensor hx = dt_tensor_view(x, DT_F32, 4, s), hg = dt_tensor_view(gm, DT_F32, 1, sv), hb = dt_tensor_view(bt, DT_F32, 1, sv);
+    dt_tensor ho = dt_tensor_view(oc, DT_F32, 4, s);
+    dt_err err = {0};
+    assert_int_equal(p.c->ops->group_norm(p.c, &hx, G, &hg, &hb, 1e-6f, DT_ACT_SILU, &ho, &err), DT_OK);
+    assert_int_equal(p.g->ops->group_norm(p.g, &gx, G, &gg, &gb, 1e-6f, DT_ACT_SILU, &gx, &err), DT_OK); /* in place */
+    down(p.g, &gx, og);
+    expect_close(og, oc, n, TOL_F32);
+    drop(p.g, &gx), drop(p.g, &gg), drop(p.g, &gb);
+    free(x), free(gm), free(bt), free(og), free(oc);
+    pair_free(&p);
+}
+
 /* ---- quantized linears: the same layer on both backends gives the same bits (cuda_qlinear.cu:
  * the int8 GEMMs are exact, every float step is the CPU's; K <= 1040 keeps the CPU's own GEMM
  * exact without VNNI), MixDQ's float rows to the f32 tolerance, calibration maxima exactly ---- */
@@ -692,7 +716,7 @@ int main(void)
         cmocka_unit_test(test_attention),         cmocka_unit_test(test_window_attention),
         cmocka_unit_test(test_rows_and_elements), cmocka_unit_test(test_patchify),
         cmocka_unit_test(test_conv2d),            cmocka_unit_test(test_image_ops),
-        cmocka_unit_test(test_qlinear), cmocka_unit_test(test_linear_observe), cmocka_unit_test(test_two_threads),
+        cmocka_unit_test(test_qlinear), cmocka_unit_test(test_linear_observe), cmocka_unit_test(test_group_norm_large), cmocka_unit_test(test_two_threads),
         cmocka_unit_test(test_api_two_contexts),  cmocka_unit_test(test_api_cancel),
         cmocka_unit_test(test_goldens_on_cuda),
     };
