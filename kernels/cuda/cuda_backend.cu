@@ -346,6 +346,7 @@ extern "C" dt_status cuda_backend_create(const dt_backend_config *cfg, dt_backen
     cb->base.ops = &cuda_ops;
     cb->base.cfg = *cfg;
     cb->dev = cfg->device_index;
+    cb->tf32 = cu_tf32_requested(getenv("DITRT_CUDA_TF32"));
     dt_status s = init_handles(cb, err);
     if (s != DT_OK) {
         if (cb->L) cu_destroy(&cb->base);

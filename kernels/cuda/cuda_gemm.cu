@@ -4,7 +4,7 @@
  * = op(A)·B with A = W stored as an in×out column-major matrix (ld in) transposed, and B = x as
  * in×M (ld in). Weights are uploaded once at creation in the layer's dtype (bf16 / f16 rounded
  * on the host with the CPU's rounding, or f32); each forward rounds x to that dtype in scratch.
- * Accumulation is f32 (CUBLAS_COMPUTE_32F: never TF32). The bias is cuBLASLt's BIAS epilogue;
+ * Accumulation is f32 (CUBLAS_COMPUTE_32F: TF32 only when asked, DITRT_CUDA_TF32=1). The bias is cuBLASLt's BIAS epilogue;
  * GELU-tanh / SiLU run as one extra elementwise pass with the CPU's exact formulas
  * (elem_math.h) rather than cuBLASLt's GELU epilogue, whose approximation is not documented
  * to be the tanh form the models were trained with. */
@@ -117,8 +117,11 @@ done:
 /* The GEMM with the cached algorithm when it was picked for the same shape and the same pointer
  * alignments (an algorithm chosen for 256-byte aligned operands may not run on 64-byte aligned
  * ones); else the heuristic picks one and the cache keeps it. */
-static dt_status gemm_algo(cuda_backend *cb, const cu_gemm_args *g, cu_algo_cache *c, dt_err *err)
+static dt_status gemm_algo(cuda_backend *cb, const cu_gemm_args *g0, cu_algo_cache *c, dt_err *err)
 {
+    cu_gemm_args ga = *g0;
+    ga.compute = cu_compute_of(g0, cb->tf32); /* per backend: the cached algorithms stay valid */
+    const cu_gemm_args *g = &ga;
     uint32_t aa = align_of(g->A, g->sa, elem_size(g->at)), ab = align_of(g->B, g->sb, elem_size(g->bt)),
              ad = align_of(g->D, g->sd, 4);
     int64_t key[8] = {g->m, g->n, g->k, g->batch, g->lda, g->ldb, g->ldd,

@@ -40,7 +40,11 @@ typedef struct {
     void *scratch[CU_SCRATCH_SLOTS]; /* grown on demand, stream-ordered */
     size_t scratch_size[CU_SCRATCH_SLOTS];
     cu_algo_cache attn_algo[2]; /* attention's Q·Kᵀ and P·V GEMMs */
+    int tf32;               /* f32 GEMMs through TF32 (asked for with DITRT_CUDA_TF32=1; never by default) */
 } cuda_backend;
+
+/* Whether the DITRT_CUDA_TF32 value asks for TF32 ("1"; NULL, "0" or anything else: no). */
+static inline int cu_tf32_requested(const char *v) { return v && v[0] == '1' && !v[1]; }
 
 /* Makes be's device current for this thread and returns the instance. */
 cuda_backend *cu_enter(dt_backend *be);
@@ -89,6 +93,13 @@ typedef struct {
     cublasComputeType_t compute;
     int i32;                  /* int8 A and B, int32 D (D points at int32), alpha/beta as integers, no bias */
 } cu_gemm_args;
+/* The compute type of a GEMM: f32 inputs through TF32 when asked, else as given. */
+static inline cublasComputeType_t cu_compute_of(const cu_gemm_args *g, int tf32)
+{
+    return tf32 && g->compute == CUBLAS_COMPUTE_32F && g->at == CUDA_R_32F && g->bt == CUDA_R_32F
+               ? CUBLAS_COMPUTE_32F_FAST_TF32
+               : g->compute;
+}
 /* cache may be NULL (the heuristic runs every call). */
 dt_status cu_gemm(cuda_backend *cb, const cu_gemm_args *g, cu_algo_cache *cache, dt_err *err);
 /* The host-only half of a GEMM: argument checks and cuBLASLt descriptors (no GPU needed). */

@@ -55,6 +55,23 @@ static int check_gemms(const dt_cuda_libs *L, char *why, size_t n)
                      (long long)at[i].d);
             if (!gemm_ok(L, &o, what, why, n)) return 0;
         }
+    /* f32 linears through TF32 (DITRT_CUDA_TF32=1): only f32 inputs change compute type */
+    for (size_t i = 0; i < 3; i++) {
+        cu_gemm_args g = cu_linear_args(lin[i][0], lin[i][1], 240, dts[i], P, P, F, F);
+        cublasComputeType_t want = dts[i] == DT_F32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+        if (cu_compute_of(&g, 1) != want || cu_compute_of(&g, 0) != CUBLAS_COMPUTE_32F) {
+            snprintf(why, n, "TF32: wrong compute type for a %s linear", dt_dtype_name(dts[i]));
+            return 0;
+        }
+        g.compute = cu_compute_of(&g, 1);
+        snprintf(what, sizeof what, "linear %dx%d through TF32", lin[i][0], lin[i][1]);
+        if (!gemm_ok(L, &g, what, why, n)) return 0;
+    }
+    if (cu_tf32_requested(NULL) || cu_tf32_requested("0") || cu_tf32_requested("") || cu_tf32_requested("10") ||
+        !cu_tf32_requested("1")) {
+        snprintf(why, n, "TF32: DITRT_CUDA_TF32 parsing");
+        return 0;
+    }
     /* the int8 GEMMs of quantized layers (padded as cuda_qlinear.cu pads them), and the IMMA rules */
     static const int qlin[][2] = {{1152, 1152}, {1152, 3456}, {1152, 4608}, {4608, 1152}, {67, 29}, {5120, 4096}};
     for (size_t i = 0; i < sizeof qlin / sizeof *qlin; i++)

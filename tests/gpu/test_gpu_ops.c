@@ -107,6 +107,39 @@ static void test_linear(void **state)
     check_linear(DT_BF16, 257, 1152, 4608 / 8, DT_ACT_GELU_TANH, 1);
 }
 
+/* f32 linears through TF32 when asked (DITRT_CUDA_TF32=1 at backend creation): within TF32's
+ * bounds of the f32 reference; a backend made without the variable stays at the f32 tolerance. */
+static void test_linear_tf32(void **state)
+{
+    (void)state;
+    const int M = 64, K = 1024, N = 96;
+    tu_rng r = {55};
+    float *w = rnd(&r, (size_t)N * K, 0.3f), *x = rnd(&r, (size_t)M * K, 1.0f), *y = tu_alloc((size_t)M * N),
+          *y32 = tu_alloc((size_t)M * N), *yr = tu_alloc((size_t)M * N);
+    ref_linear(x, M, K, w, NULL, N, DT_ACT_NONE, yr);
+    int64_t xs[2] = {M, K}, ys[2] = {M, N};
+    dt_err err = {0};
+    for (int tf32 = 0; tf32 < 2; tf32++) {
+        if (tf32) setenv("DITRT_CUDA_TF32", "1", 1);
+        dt_backend *be = cuda_be(DT_F32);
+        unsetenv("DITRT_CUDA_TF32");
+        dt_linear *l;
+        assert_int_equal(be->ops->linear_create(be, w, NULL, K, N, DT_ACT_NONE, M, DT_F32, &l, &err), DT_OK);
+        dt_tensor tx = up(be, x, DT_F32, 2, xs), ty = up(be, NULL, DT_F32, 2, ys);
+        assert_int_equal(be->ops->linear_forward(be, l, &tx, &ty, &err), DT_OK);
+        down(be, &ty, tf32 ? y : y32);
+        be->ops->linear_destroy(l);
+        drop(be, &tx), drop(be, &ty);
+        dt_backend_destroy(be);
+    }
+    assert_rel_l2_below(y32, yr, (size_t)M * N, TOL_F32);
+    assert_rel_l2_below(y, yr, (size_t)M * N, 2e-3);
+    double d = 0, n2 = 0;
+    for (int i = 0; i < M * N; i++) d += (double)(y[i] - y32[i]) * (y[i] - y32[i]), n2 += (double)y32[i] * y32[i];
+    print_message("  TF32 vs f32: relative L2 %.2e\n", sqrt(d / n2));
+    free(w), free(x), free(y), free(y32), free(yr);
+}
+
 /* ---- attention ---- */
 static void test_attention(void **state)
 {
@@ -716,7 +749,7 @@ int main(void)
         cmocka_unit_test(test_attention),         cmocka_unit_test(test_window_attention),
         cmocka_unit_test(test_rows_and_elements), cmocka_unit_test(test_patchify),
         cmocka_unit_test(test_conv2d),            cmocka_unit_test(test_image_ops),
-        cmocka_unit_test(test_qlinear), cmocka_unit_test(test_linear_observe), cmocka_unit_test(test_group_norm_large), cmocka_unit_test(test_two_threads),
+        cmocka_unit_test(test_qlinear), cmocka_unit_test(test_linear_observe), cmocka_unit_test(test_group_norm_large), cmocka_unit_test(test_linear_tf32), cmocka_unit_test(test_two_threads),
         cmocka_unit_test(test_api_two_contexts),  cmocka_unit_test(test_api_cancel),
         cmocka_unit_test(test_goldens_on_cuda),
     };
