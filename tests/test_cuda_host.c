@@ -484,6 +484,32 @@ static void test_qlinear_pipeline_matches_cpu(void **state)
     assert_int_equal(dtm_pad_n(29), 32);
 }
 
+/* Host staging buffers: on a backend without host_alloc (the CPU) plain aligned memory that
+ * tensor_set/tensor_get use like any other; 0 bytes is a valid block, NULL frees nothing. */
+static void test_host_buffers_fallback(void **state)
+{
+    (void)state;
+    dt_backend *be = tu_backend(DT_F32);
+    dt_err err = {0};
+    float *h = NULL, *d = NULL, *back = NULL;
+    assert_int_equal(dt_backend_host_alloc(be, 1001 * sizeof(float), (void **)&h, &err), DT_OK);
+    assert_int_equal(dt_backend_host_alloc(be, 1001 * sizeof(float), (void **)&back, &err), DT_OK);
+    assert_true(((uintptr_t)h & 63) == 0 && ((uintptr_t)back & 63) == 0);
+    for (int i = 0; i < 1001; i++) h[i] = (float)i * 0.5f;
+    assert_int_equal(dt_backend_upload(be, h, 1001, &d, &err), DT_OK);
+    assert_int_equal(dt_backend_read(be, d, back, 1001, &err), DT_OK);
+    assert_memory_equal(h, back, 1001 * sizeof(float));
+    be->ops->buffer_free(be, d);
+    void *z = NULL;
+    assert_int_equal(dt_backend_host_alloc(be, 0, &z, &err), DT_OK);
+    assert_non_null(z);
+    dt_backend_host_free(be, z);
+    dt_backend_host_free(be, NULL);
+    dt_backend_host_free(be, h);
+    dt_backend_host_free(be, back);
+    dt_backend_destroy(be);
+}
+
 /* Without a GPU (or without the backend built in), asking for cuda is one line saying why. */
 static void test_cuda_without_gpu_is_one_line_error(void **state)
 {
@@ -576,6 +602,7 @@ int main(void)
         cmocka_unit_test(test_qrow_matches_cpu_bitwise),
         cmocka_unit_test(test_w4_expand_matches_dequant),
         cmocka_unit_test(test_qlinear_pipeline_matches_cpu),
+        cmocka_unit_test(test_host_buffers_fallback),
         cmocka_unit_test(test_cuda_without_gpu_is_one_line_error),
         cmocka_unit_test(test_cuda_libraries_resolve),
         cmocka_unit_test(test_cli_device_cuda_without_gpu),

@@ -7,6 +7,7 @@
 #include "testutil.h"
 #include "kernels/cpu/ref.h"
 #include "kernels/quant.h"
+#include "kernels/backend_timing.h"
 #include <pthread.h>
 
 #define TOL_F32 1e-5
@@ -69,6 +70,30 @@ static void test_memory_roundtrip(void **state)
     drop(be, &a), drop(be, &b);
     free(x), free(y);
     dt_backend_destroy(be);
+}
+
+/* Pinned host buffers (host_alloc): a round trip through the device, also through the timing
+ * decorator, which passes itself to the inner backend's host_alloc. */
+static void test_pinned_host_buffers(void **state)
+{
+    (void)state;
+    for (int timed = 0; timed < 2; timed++) {
+        dt_backend *be = cuda_be(DT_F32);
+        dt_err err = {0};
+        if (timed && dt_backend_timed(be, &be, &err) != DT_OK) fail_msg("%s", err.msg);
+        assert_non_null(be->ops->host_alloc);
+        float *h = NULL, *back = NULL, *d = NULL;
+        assert_int_equal(dt_backend_host_alloc(be, 4099 * sizeof(float), (void **)&h, &err), DT_OK);
+        assert_int_equal(dt_backend_host_alloc(be, 4099 * sizeof(float), (void **)&back, &err), DT_OK);
+        for (int i = 0; i < 4099; i++) h[i] = (float)i - 17.25f;
+        assert_int_equal(dt_backend_upload(be, h, 4099, &d, &err), DT_OK);
+        assert_int_equal(dt_backend_read(be, d, back, 4099, &err), DT_OK);
+        assert_memory_equal(h, back, 4099 * sizeof(float));
+        be->ops->buffer_free(be, d);
+        dt_backend_host_free(be, h);
+        dt_backend_host_free(be, back);
+        dt_backend_destroy(be);
+    }
 }
 
 /* ---- linears ---- */
@@ -745,7 +770,7 @@ int main(void)
     }
     dt_backend_destroy(be);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_memory_roundtrip),  cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_memory_roundtrip), cmocka_unit_test(test_pinned_host_buffers),  cmocka_unit_test(test_linear),
         cmocka_unit_test(test_attention),         cmocka_unit_test(test_window_attention),
         cmocka_unit_test(test_rows_and_elements), cmocka_unit_test(test_patchify),
         cmocka_unit_test(test_conv2d),            cmocka_unit_test(test_image_ops),
