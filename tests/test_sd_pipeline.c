@@ -8,6 +8,7 @@
 #include "runtime/core/json.h"
 #include "runtime/core/safetensors.h"
 #include "runtime/pipeline/pipeline.h"
+#include <unistd.h>
 
 typedef struct {
     const char *dir, *name;
@@ -56,15 +57,9 @@ static void read_meta(const sd_case *c, case_meta *m)
     cJSON_Delete(j);
 }
 
-static double max_abs_diff(const float *a, const float *b, size_t n)
-{
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
-    return m;
-}
-
-/* The decoded 8-bit images within 40 dB of diffusers' (PIL's rounding of the same floats). */
-static void run_case(const sd_case *c)
+/* The worst 8-bit PSNR of the case's images against diffusers' (PIL's rounding of the same
+ * floats); `alter` changes the request first (NULL: as the case says). */
+static double case_psnr(const sd_case *c, void (*alter)(dt_gen_request *))
 {
     case_meta m;
     read_meta(c, &m);
@@ -79,6 +74,7 @@ static void run_case(const sd_case *c)
     r.seed = (uint64_t)m.seed;
     r.width = m.width; r.height = m.height; r.steps = m.steps; r.cfg = (float)m.cfg; r.batch = m.batch;
     r.clip_skip = m.clip_skip;
+    if (alter) alter(&r);
     dt_gen_result res;
     if (dt_pipeline_generate(p, &r, &res, &err) != DT_OK) fail_msg("%s/%s: %s", c->dir, c->name, err.msg);
     assert_int_equal(res.batch, m.batch);
@@ -97,12 +93,46 @@ static void run_case(const sd_case *c)
         dt_image_from_float(res.pixels + (size_t)b * 3 * px, m.height, m.width, mine);
         worst = fmin(worst, dt_image_psnr(mine, (const uint8_t *)u8->data + (size_t)b * px * 3, m.width, m.height));
     }
-    printf("  %-18s %-14s %dx%d x%d: PSNR 8-bit %.1f dB\n", c->dir + 15, c->name, m.width, m.height, m.batch, worst);
-    if (!(worst >= 40)) fail_msg("%s/%s: PSNR %.1f dB below 40", c->dir, c->name, worst);
+    printf("  %-18s %-14s %dx%d x%d: PSNR 8-bit %.1f dB%s\n", c->dir + 15, c->name, m.width, m.height, m.batch, worst,
+           alter ? " (altered request)" : "");
     free(mine);
     free(res.pixels);
     dt_st_close(st);
     dt_pipeline_free(p);
+    return worst;
+}
+
+static void run_case(const sd_case *c)
+{
+    double worst = case_psnr(c, NULL);
+    if (!(worst >= 40)) fail_msg("%s/%s: PSNR %.1f dB below 40", c->dir, c->name, worst);
+}
+
+static void no_clip_skip(dt_gen_request *r) { r->clip_skip = 0; }
+static void negative_space(dt_gen_request *r) { r->negative_prompt = " "; }
+
+/* The settings the cases exercise change the result: without clip_skip, or with an encoded
+ * (not zeroed) negative prompt, the images are far from diffusers'. */
+static void test_settings_matter(void **state)
+{
+    (void)state;
+    assert_true(case_psnr(&cases[1], no_clip_skip) < 35);
+    assert_true(case_psnr(&cases[3], negative_space) < 35);
+}
+
+/* DiTFastAttn plans do not apply to U-Nets: txt2img refuses one with a clear message. */
+static void test_attn_plan_refused(void **state)
+{
+    (void)state;
+    char cmd[1024], out[256];
+    snprintf(out, sizeof out, "/tmp/ditrt-sd-plan-%d", (int)getpid());
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m tests/fixtures/sd-15-tiny -p 'a cat' --steps 2 -W 64 -H 64 "
+             "--attn-plan tests/fixtures/fastattn/plan_cond.json -o %s.png > %s.txt 2>&1", out, out);
+    assert_int_not_equal(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "grep -q 'no DiT blocks' %s.txt && test ! -e %s.png", out, out);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "%s.txt", out);
+    remove(cmd);
 }
 
 static void test_sd15(void **state) { (void)state; for (int i = 0; i < 3; i++) run_case(&cases[i]); }
@@ -115,6 +145,8 @@ int main(void)
         cmocka_unit_test(test_sd15),
         cmocka_unit_test(test_sdxl),
         cmocka_unit_test(test_sdxl_turbo),
+        cmocka_unit_test(test_settings_matter),
+        cmocka_unit_test(test_attn_plan_refused),
     };
     return cmocka_run_group_tests_name("sd_pipeline", tests, NULL, NULL);
 }
