@@ -120,6 +120,52 @@ static void test_settings_matter(void **state)
     assert_true(case_psnr(&cases[3], negative_space) < 35);
 }
 
+/* The public C API takes the folder unchanged: the Turbo case (guidance 0, clip_skip as a
+ * gen param field) through ditrt_ctx_create / ditrt_generate. */
+static void test_c_api(void **state)
+{
+    (void)state;
+    const sd_case *c = &cases[6];
+    case_meta m;
+    read_meta(c, &m);
+    ditrt_ctx_params cp;
+    ditrt_ctx_params_init(&cp);
+    cp.model_dir = c->dir;
+    cp.dtype = "f32";
+    cp.text_dtype = "f32";
+    cp.threads = 2;
+    ditrt_ctx *ctx = NULL;
+    if (ditrt_ctx_create(&cp, &ctx) != DITRT_OK) fail_msg("ditrt_ctx_create: %s", ditrt_errmsg(ctx));
+    ditrt_gen_params gp;
+    ditrt_gen_params_init(&gp);
+    gp.prompt = m.prompt;
+    gp.negative_prompt = NULL;
+    gp.seed = (uint64_t)m.seed;
+    gp.width = m.width; gp.height = m.height; gp.steps = m.steps; gp.cfg = (float)m.cfg;
+    ditrt_image *im;
+    int n;
+    if (ditrt_generate(ctx, &gp, &im, &n) != DITRT_OK) fail_msg("%s: %s", c->dir, ditrt_errmsg(ctx));
+    assert_int_equal(n, 1);
+    char path[512];
+    snprintf(path, sizeof path, "%s/case_%s.safetensors", c->dir, c->name);
+    dt_safetensors *st;
+    dt_err err = {0};
+    assert_int_equal(dt_st_open(path, &st, &err), DT_OK);
+    const dt_st_entry *u8 = dt_st_find(st, "image_u8");
+    assert_non_null(u8);
+    double p8 = dt_image_psnr(im[0].rgb, u8->data, m.width, m.height);
+    printf("  C API %s/%s: PSNR 8-bit %.1f dB\n", c->dir + 15, c->name, p8);
+    assert_true(p8 >= 40);
+    gp.clip_skip = 1; /* SDXL has clip_skip too: hidden_states[-3], another image */
+    ditrt_image *im2;
+    if (ditrt_generate(ctx, &gp, &im2, &n) != DITRT_OK) fail_msg("%s: %s", c->dir, ditrt_errmsg(ctx));
+    assert_true(dt_image_psnr(im2[0].rgb, u8->data, m.width, m.height) < 35);
+    ditrt_images_free(im2, n);
+    ditrt_images_free(im, 1);
+    dt_st_close(st);
+    ditrt_ctx_free(ctx);
+}
+
 /* DiTFastAttn plans do not apply to U-Nets: txt2img refuses one with a clear message. */
 static void test_attn_plan_refused(void **state)
 {
@@ -146,6 +192,7 @@ int main(void)
         cmocka_unit_test(test_sdxl),
         cmocka_unit_test(test_sdxl_turbo),
         cmocka_unit_test(test_settings_matter),
+        cmocka_unit_test(test_c_api),
         cmocka_unit_test(test_attn_plan_refused),
     };
     return cmocka_run_group_tests_name("sd_pipeline", tests, NULL, NULL);
