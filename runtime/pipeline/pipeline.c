@@ -25,6 +25,7 @@ struct dt_pipeline {
     const dt_pipeline_class *pcls; /* what model_index.json's pipeline does around the denoiser */
     dt_text_encoder *text_encoder[DT_PARTS_MAX_TEXT]; /* kept between generations only with keep_text_encoder */
     int zeros_for_empty;           /* force_zeros_for_empty_prompt (the class's default, model_index.json's value) */
+    int text_states;               /* the fewest hidden states (layers + 1) of the CLIP encoders, for clip_skip */
     dt_denoiser *tr;               /* zoo[0] */
     dt_denoiser **zoo;             /* OMS-DPM zoo: tr, then cfg.zoo's denoisers */
     int nzoo;
@@ -145,6 +146,11 @@ static dt_status check_text(dt_pipeline *p, dt_err *err)
     if (p->pcls->added_conditions && (!tc->added_text_dim || tc->added_time_ids != 6))
         return dt_fail(err, DT_EFORMAT, "%s: pipeline \"%s\" needs a denoiser with addition_embed_type \"text_time\" "
                        "(6 time ids), the %s has none", p->cfg.model_dir, p->pcls->name, tc->class_name);
+    for (int k = 0; k < p->parts.ntext; k++) {
+        dt_text_encoder_info ti;
+        DT_TRY(dt_text_encoder_probe(p->parts.text_dir[k], &ti, err));
+        if (!k || ti.num_hidden_states < p->text_states) p->text_states = ti.num_hidden_states;
+    }
     p->zeros_for_empty = p->pcls->zeros_for_empty_negative;
     char path[4200];
     snprintf(path, sizeof path, "%s/model_index.json", p->cfg.model_dir);
@@ -258,6 +264,9 @@ static dt_status check_scalars(const dt_pipeline *p, const dt_gen_request *r, dt
         return dt_fail(err, DT_EINVAL, "size: width, height and decode chunk must be positive");
     if (r->clip_skip < 0 || (r->clip_skip > 0 && !p->pcls->clip_skip_from_end))
         return dt_fail(err, DT_EINVAL, "clip_skip: %s", r->clip_skip < 0 ? "must be >= 0" : "this pipeline's text encoder has no clip_skip (CLIP pipelines only)");
+    if (r->clip_skip > 0 && r->clip_skip + p->pcls->clip_skip_from_end > p->text_states)
+        return dt_fail(err, DT_EINVAL, "clip_skip: %d is past the text encoder's first hidden state (%d layers: at most %d)", r->clip_skip,
+                       p->text_states - 1, p->text_states - p->pcls->clip_skip_from_end);
     if (r->max_sequence_length < 0 || r->max_sequence_length == 1 || r->max_sequence_length > 4096)
         return dt_fail(err, DT_EINVAL, "max_sequence_length: must be in 2..4096, got %d", r->max_sequence_length);
     return DT_OK;
