@@ -50,7 +50,7 @@ typedef struct {
 
 /* Op kinds for the `supports` query. The dtype asked about is, per kind: the GEMM dtype (weights
  * and GEMM inputs) for LINEAR, ATTENTION, WINDOW_ATTENTION and CONV2D; the int8 code dtype DT_I8
- * for QLINEAR; the storage dtype for COPY (tensor_set/get/copy), COPY4D, GROUP_NORM's and
+ * for QLINEAR (and DT_I8 for ATTENTION: whether attention_with runs the INT8 kernel); the storage dtype for COPY (tensor_set/get/copy), COPY4D, GROUP_NORM's and
  * UPSAMPLE's outputs; the activation dtype (f32) for the rest. BUFFER (buffer_alloc/free)
  * ignores the dtype. */
 typedef enum {
@@ -191,6 +191,16 @@ typedef struct {
     /* MixDQ: the quantized layer q computes the rows of tokens[0..n) (indices within each
      * sequence; x must then be [B, T, in]) with the float layer fp instead (owned from then on). */
     dt_status (*qlinear_keep_tokens)(dt_backend *be, dt_linear *q, dt_linear *fp, const int *tokens, int n, dt_err *err);
+
+    /* ---- Attention with its kernel named per call (a model's choice, e.g. a quantization plan's
+     * int8 self-attention, while the backend's other users keep its own kernel) ---- */
+    /* window < 0: exactly `attention` (bias may be NULL); window >= 0: `window_attention` (bias
+     * NULL). kind AUTO: the backend's own kernel (the same call as those ops); GEMM, FUSED, INT8:
+     * that kernel (supports(DT_OP_ATTENTION, DT_I8) says whether INT8 runs here). NULL in a
+     * backend with one attention kernel. */
+    dt_status (*attention_with)(dt_backend *be, dt_attn_kernel kind, const dt_tensor *q, const dt_tensor *k,
+                                const dt_tensor *v, const dt_attn_bias *bias, int heads, float scale, int window,
+                                dt_tensor *out, dt_err *err);
 } dt_backend_ops;
 
 struct dt_backend {

@@ -132,6 +132,10 @@ dt_status cpu_attention_fused(dt_backend *be, const dt_tensor *q, const dt_tenso
                               const dt_attn_bias *bias, int heads, float scale, dt_tensor *out, dt_err *err);
 dt_status cpu_window_attention_fused(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
                                      int heads, float scale, int window, dt_tensor *out, dt_err *err);
+/* attention_with (backend.h): the kernel named per call, whatever cb->attn_kernel is. */
+dt_status cpu_attention_with(dt_backend *be, dt_attn_kernel kind, const dt_tensor *q, const dt_tensor *k,
+                             const dt_tensor *v, const dt_attn_bias *bias, int heads, float scale, int window,
+                             dt_tensor *out, dt_err *err);
 
 /* DiTFastAttn banded attention (window_attention.c) */
 dt_status cpu_window_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,

@@ -257,6 +257,7 @@ static const dt_backend_ops cuda_ops = {
     .qlinear_create = cu_qlinear_create,
     .linear_observe = cu_linear_observe,
     .qlinear_keep_tokens = cu_qlinear_keep_tokens,
+    .attention_with = nullptr, /* one attention kernel */
 };
 
 /* ---- registry entry points ---- */

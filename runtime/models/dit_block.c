@@ -43,6 +43,13 @@ dt_status dit_block_load(dt_backend *be, dt_weight_source *src, const char *pref
     PFX(0, "ff.net.2");
     DT_TRY(dt_load_linear1(be, src, p[0], 4 * C, C, 1, DT_ACT_NONE, s->tok_hint, s->dtype, &b->fc2, err));
 #undef PFX
+    b->self_attn = src->self_attn;
+    if (b->self_attn == DT_ATTN_KERNEL_INT8 && !(be->ops->attention_with && be->ops->supports(be, DT_OP_ATTENTION, DT_I8)))
+        return dt_fail(err, DT_EUNSUPPORTED, "%s.attn1: int8 attention (the quantization plan's \"attention\") is not "
+                       "supported by the %s backend", prefix, dt_backend_device_name(be->cfg.device));
+    if (b->self_attn != DT_ATTN_KERNEL_AUTO && !be->ops->attention_with)
+        return dt_fail(err, DT_EUNSUPPORTED, "%s.attn1: the %s backend has one attention kernel", prefix,
+                       dt_backend_device_name(be->cfg.device));
     return DT_OK;
 }
 
@@ -72,6 +79,16 @@ dt_status dit_scratch_alloc(dt_arena *a, int64_t BN, int64_t BT, int B, int C, d
     return s->mod ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
 }
 
+dt_status dit_self_attention_core(const dit_self_attn_args *a, const dt_tensor *q, const dt_tensor *k,
+                                  const dt_tensor *v, int window, dt_tensor *out, dt_err *err)
+{
+    dt_backend *be = a->be;
+    if (a->blk->self_attn != DT_ATTN_KERNEL_AUTO) /* checked at load: attention_with runs it */
+        return be->ops->attention_with(be, a->blk->self_attn, q, k, v, NULL, a->heads, a->scale, window, out, err);
+    return window < 0 ? be->ops->attention(be, q, k, v, NULL, a->heads, a->scale, out, err)
+                      : be->ops->window_attention(be, q, k, v, a->heads, a->scale, window, out, err);
+}
+
 dt_status dit_self_attention_full(const dit_self_attn_args *a, dt_err *err)
 {
     dt_backend *be = a->be;
@@ -83,7 +100,7 @@ dt_status dit_self_attention_full(const dit_self_attn_args *a, dt_err *err)
     q.strides[1] = k.strides[1] = v.strides[1] = 3 * C;
     k.data = (float *)qkv.data + C;
     v.data = (float *)qkv.data + 2 * C;
-    DT_TRY(be->ops->attention(be, &q, &k, &v, NULL, a->heads, a->scale, &ao, err));
+    DT_TRY(dit_self_attention_core(a, &q, &k, &v, -1, &ao, err));
     dt_tensor ao2 = t2d(a->s->ao.data, B * N, C);
     LIN(a->blk->out1, &ao2, a->out);
     return DT_OK;
