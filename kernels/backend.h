@@ -201,6 +201,15 @@ typedef struct {
     dt_status (*attention_with)(dt_backend *be, dt_attn_kernel kind, const dt_tensor *q, const dt_tensor *k,
                                 const dt_tensor *v, const dt_attn_bias *bias, int heads, float scale, int window,
                                 dt_tensor *out, dt_err *err);
+    /* ---- Fewer passes over activations ---- */
+    /* y = linear_forward(l, layernorm_modulate(x, shift, scale, eps)) (x [B,N,C], y [B·N, out]
+     * contiguous), with the same results as the two ops, fused where the backend can (CPU: a
+     * quantized l quantizes each normalized row as it is made, so the normalized activations never
+     * pass through memory in f32). xn: a tensor of x's shape the backend may use as scratch (the
+     * unfused path); its contents are unspecified afterwards. NULL: callers run the two ops. */
+    dt_status (*layernorm_modulate_linear)(dt_backend *be, const dt_tensor *x, const dt_tensor *shift,
+                                           const dt_tensor *scale, float eps, dt_linear *l, dt_tensor *xn,
+                                           dt_tensor *y, dt_err *err);
 } dt_backend_ops;
 
 struct dt_backend {

@@ -1093,12 +1093,96 @@ static void test_cli_int8_attention(void **state)
     tu_rmtree(tmp);
 }
 
+/* The fused LayerNorm-modulate + quantized linear (layernorm_modulate_linear): bit-identical to the
+ * two ops (layernorm_modulate, then linear_forward) for quantized layers (W8/W4, balanced, rotated,
+ * grouped), float layers and calibration observers alike, on strided x and [B, 6C]-strided
+ * shift/scale views as the DiT blocks pass; and against the plain-C references (ref_layernorm_
+ * modulate in double, then ref_qlinear): codes may round the other way where the normalized value
+ * differs in the last bit, so a small tolerance, and W8 stays within 2% of the float layer. */
+static void test_lnmod_qlinear_fused(void **state)
+{
+    (void)state;
+    typedef struct { int B, N, K, out, wbits, smooth, rotate, group, mods, act; } lcase;
+    const lcase cs[] = {
+        {2, 17, 64, 40, 8, 0, 0, 0, 2, DT_ACT_NONE}, {1, 33, 96, 70, 8, 1, 1, 0, 2, DT_ACT_GELU_TANH},
+        {2, 9, 128, 300, 8, 1, 1, 0, 1, DT_ACT_NONE}, {3, 5, 72, 50, 4, 1, 1, 0, 2, DT_ACT_NONE},
+        {2, 11, 64, 2400, 4, 1, 0, 16, 0, DT_ACT_SILU}, {1, 40, 48, 96, 0, 0, 0, 0, 2, DT_ACT_NONE}, /* float */
+        {2, 7, 40, 24, -1, 0, 0, 0, 2, DT_ACT_NONE}, /* a calibration observer */
+    };
+    dt_backend *be = tu_backend(DT_F32);
+    assert_non_null(be->ops->layernorm_modulate_linear);
+    for (size_t ci = 0; ci < sizeof cs / sizeof *cs; ci++) {
+        const lcase *c = &cs[ci];
+        tu_rng r = {1000 + ci};
+        int64_t M = (int64_t)c->B * c->N, ld = c->K + 3, K = c->K;
+        float *x = tu_alloc((size_t)M * ld), *mod = tu_alloc((size_t)c->B * 6 * K), *w = tu_alloc((size_t)c->out * K);
+        float *b = tu_alloc(c->out), *sm = tu_alloc(K), *y = tu_poisoned((size_t)M * c->out), *y2 = tu_poisoned((size_t)M * c->out);
+        float *xn = tu_poisoned((size_t)M * K), *xn2 = tu_poisoned((size_t)M * K), *xr = tu_alloc((size_t)M * K);
+        float *yr = tu_alloc((size_t)M * c->out), *yf = tu_alloc((size_t)M * c->out), *amax = calloc((size_t)K, sizeof(float));
+        tu_fill(&r, x, (size_t)M * ld, 3.0f);
+        for (int64_t i = 0; i < M * ld; i++) x[i] += 0.5f; /* a mean to remove */
+        tu_fill(&r, mod, (size_t)c->B * 6 * K, 0.5f);
+        tu_fill(&r, w, (size_t)c->out * K, 0.2f);
+        tu_fill(&r, b, c->out, 0.5f);
+        for (int j = 0; j < K; j++) sm[j] = 0.5f + 0.25f * (tu_uniform(&r) + 1.0f);
+        int64_t xs[3] = {c->B, c->N, K}, ms[2] = {c->B, K}, ys[2] = {M, c->out}, x2s[2] = {M, K};
+        dt_tensor tx = dt_tensor_view(x, DT_F32, 3, xs), sh = dt_tensor_view(mod, DT_F32, 2, ms), sc = sh;
+        tx.strides[1] = ld, tx.strides[0] = c->N * ld;
+        sh.strides[0] = sc.strides[0] = 6 * K;
+        sc.data = mod + 2 * K;
+        const dt_tensor *psh = c->mods >= 1 ? &sh : NULL, *psc = c->mods >= 2 ? &sc : NULL;
+        dt_tensor txn = dt_tensor_view(xn, DT_F32, 3, xs), txn2 = dt_tensor_view(xn2, DT_F32, 3, xs);
+        dt_tensor ty = dt_tensor_view(y, DT_F32, 2, ys), ty2 = dt_tensor_view(y2, DT_F32, 2, ys);
+        dt_tensor txn2d = dt_tensor_view(xn2, DT_F32, 2, x2s);
+        dt_err err = {0};
+        dt_qweights qw = {0};
+        dt_linear *l = NULL;
+        if (c->wbits > 0) {
+            assert_int_equal(dt_qweights_make(w, K, c->out, c->wbits, c->group, c->smooth ? sm : NULL, c->rotate ? 77 : 0,
+                                              &qw, &err), DT_OK);
+            assert_int_equal(be->ops->qlinear_create(be, &qw, b, c->act, 64, &l, &err), DT_OK);
+        } else {
+            assert_int_equal(be->ops->linear_create(be, w, b, K, c->out, c->act, 64, DT_F32, &l, &err), DT_OK);
+            if (c->wbits < 0) assert_int_equal(be->ops->linear_observe(be, l, K, amax, &l, &err), DT_OK);
+        }
+        assert_int_equal(be->ops->layernorm_modulate_linear(be, &tx, psh, psc, 1e-6f, l, &txn, &ty, &err), DT_OK);
+        assert_int_equal(be->ops->layernorm_modulate(be, &tx, psh, psc, 1e-6f, &txn2, &err), DT_OK);
+        assert_int_equal(be->ops->linear_forward(be, l, &txn2d, &ty2, &err), DT_OK);
+        if (memcmp(y, y2, (size_t)M * c->out * sizeof(float))) fail_msg("case %zu: fused differs from the two ops", ci);
+        if (c->wbits < 0) { /* the observer saw the normalized rows, twice */
+            float mx = 0;
+            for (int j = 0; j < K; j++) mx = fmaxf(mx, amax[j]);
+            assert_true(mx > 0);
+        }
+        dt_tensor txr = dt_tensor_view(xr, DT_F32, 3, xs);
+        ref_layernorm_modulate(&tx, psh, psc, 1e-6f, &txr);
+        ref_linear(xr, (int)M, (int)K, w, b, c->out, c->act, yf);
+        if (c->wbits > 0) {
+            ref_qlinear(xr, (int)M, &qw, b, c->act, yr, NULL, NULL);
+            double md = 0, mr = 0;
+            for (int64_t i = 0; i < M * c->out; i++) {
+                md = fmax(md, fabs((double)y[i] - yr[i]));
+                mr = fmax(mr, fabs((double)yr[i]));
+            }
+            if (!(md <= 5e-3 * mr)) fail_msg("case %zu: max diff %.3g vs the plain-C reference (max %.3g)", ci, md, mr);
+        }
+        double e = tu_rel_l2(y, yf, (size_t)M * c->out), lim = c->wbits == 4 ? 0.2 : c->wbits == 8 ? 2e-2 : 1e-5;
+        if (!(e <= lim)) fail_msg("case %zu: rel L2 %.3g to the float reference exceeds %.3g", ci, e, lim);
+        be->ops->linear_destroy(l);
+        dt_qweights_free(&qw);
+        free(x); free(mod); free(w); free(b); free(sm); free(y); free(y2); free(xn); free(xn2); free(xr); free(yr);
+        free(yf); free(amax);
+    }
+    dt_backend_destroy(be);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_qlinear_exact),
         cmocka_unit_test(test_qlinear_rotated),
         cmocka_unit_test(test_qrow_parity),
+        cmocka_unit_test(test_lnmod_qlinear_fused),
         cmocka_unit_test(test_roundtrip_half_step),
         cmocka_unit_test(test_hadamard),
         cmocka_unit_test(test_w4_groups),

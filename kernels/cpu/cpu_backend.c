@@ -85,6 +85,7 @@ static const dt_backend_ops cpu_ops = {
     .linear_observe = cpu_linear_observe,
     .qlinear_keep_tokens = cpu_qlinear_keep_tokens,
     .attention_with = cpu_attention_with,
+    .layernorm_modulate_linear = cpu_layernorm_modulate_linear,
 };
 
 dt_status cpu_dnnl_fail(dt_err *err, dnnl_status_t st, const char *what)

@@ -258,6 +258,7 @@ static const dt_backend_ops cuda_ops = {
     .linear_observe = cu_linear_observe,
     .qlinear_keep_tokens = cu_qlinear_keep_tokens,
     .attention_with = nullptr, /* one attention kernel */
+    .layernorm_modulate_linear = nullptr, /* callers run the two ops */
 };
 
 /* ---- registry entry points ---- */
