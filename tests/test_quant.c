@@ -13,6 +13,7 @@
 #include "runtime/models/latte.h"
 #include "runtime/io/image.h"
 #include <sys/stat.h>
+#include <omp.h>
 #include <sys/wait.h>
 
 #define TINY "tests/fixtures/pixart-sigma-tiny"
@@ -1168,6 +1169,28 @@ static void test_lnmod_qlinear_fused(void **state)
         }
         double e = tu_rel_l2(y, yf, (size_t)M * c->out), lim = c->wbits == 4 ? 0.2 : c->wbits == 8 ? 2e-2 : 1e-5;
         if (!(e <= lim)) fail_msg("case %zu: rel L2 %.3g to the float reference exceeds %.3g", ci, e, lim);
+        /* bf16 layers: LayerNorm-modulate writes the bf16 GEMM input itself (the same bits as the
+         * op then the conversion; the GEMM part runs where bf16 is native) */
+        cpu_lnmod ln;
+        assert_true(cpu_lnmod_init(&tx, psh, psc, 1e-6f, &ln));
+        uint16_t *h = malloc((size_t)M * K * 2), *h2 = malloc((size_t)M * K * 2);
+        float *tmp = tu_alloc((size_t)omp_get_max_threads() * K);
+        assert_non_null(h);
+        assert_non_null(h2);
+        cpu_lnmod_rows_bf16(&ln, M, h, tmp);
+        cpu_f32_to_bf16(xn2, h2, (size_t)M * K);
+        if (memcmp(h, h2, (size_t)M * K * 2)) fail_msg("case %zu: bf16 rows differ from the op + conversion", ci);
+        free(h); free(h2); free(tmp);
+        if (c->wbits == 0 && tu_have_bf16()) {
+            dt_backend *b16 = tu_backend(DT_BF16);
+            dt_linear *lb = NULL;
+            assert_int_equal(b16->ops->linear_create(b16, w, b, K, c->out, c->act, 64, DT_BF16, &lb, &err), DT_OK);
+            assert_int_equal(b16->ops->layernorm_modulate_linear(b16, &tx, psh, psc, 1e-6f, lb, &txn, &ty, &err), DT_OK);
+            assert_int_equal(b16->ops->linear_forward(b16, lb, &txn2d, &ty2, &err), DT_OK);
+            if (memcmp(y, y2, (size_t)M * c->out * sizeof(float))) fail_msg("case %zu: bf16 fused differs", ci);
+            b16->ops->linear_destroy(lb);
+            dt_backend_destroy(b16);
+        }
         be->ops->linear_destroy(l);
         dt_qweights_free(&qw);
         free(x); free(mod); free(w); free(b); free(sm); free(y); free(y2); free(xn); free(xn2); free(xr); free(yr);

@@ -95,6 +95,14 @@ typedef struct {
 void cpu_lnmod_row(const float *xr, const float *sh, const float *sc, int64_t C, float eps, float *yr);
 int cpu_lnmod_init(const dt_tensor *x, const dt_tensor *shift, const dt_tensor *scale, float eps, cpu_lnmod *p);
 void cpu_lnmod_rowm(const cpu_lnmod *p, int64_t m, float *yr);
+/* Rows [0, M) of p made and rounded to bf16 into dst [M, C] (the bits of layernorm_modulate then
+ * cpu_f32_to_bf16, in one pass); tmp: C floats per OpenMP thread. */
+void cpu_lnmod_rows_bf16(const cpu_lnmod *p, int64_t M, uint16_t *dst, float *tmp);
+/* linear_forward of a bf16 float layer (cpu_linear_is_bf16) on LayerNorm-modulate(ln)'s m rows
+ * (matmul_dnnl.c). */
+int cpu_linear_is_bf16(const dt_linear *l);
+dt_status cpu_linear_forward_lnmod(dt_backend *be, dt_linear *l, const cpu_lnmod *ln, int64_t m, dt_tensor *y,
+                                   dt_err *err);
 void cpu_linear_destroy(dt_linear *l);
 dt_status cpu_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
                         const dt_attn_bias *bias, int heads, float scale, dt_tensor *out, dt_err *err);
@@ -163,7 +171,8 @@ dt_status cpu_linear_observe(dt_backend *be, dt_linear *inner, int in, float *am
 dt_status cpu_qlinear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err);
 void cpu_qlinear_destroy(dt_linear *l);
 /* layernorm_modulate_linear (backend.h): a quantized layer quantizes each normalized row as it is
- * made (cpu_lnmod_rowm, then cpu_qrow: the same bits as the two ops); other layers run the two ops. */
+ * made (cpu_lnmod_rowm, then cpu_qrow: the same bits as the two ops), a bf16 float layer gets its
+ * GEMM input written in bf16 directly (cpu_lnmod_rows_bf16); f32 layers run the two ops. */
 dt_status cpu_layernorm_modulate_linear(dt_backend *be, const dt_tensor *x, const dt_tensor *shift,
                                         const dt_tensor *scale, float eps, dt_linear *l, dt_tensor *xn, dt_tensor *y,
                                         dt_err *err);

@@ -1,6 +1,7 @@
 /* Row-parallel elementwise kernels: LayerNorm+modulate, gated residual, activations,
  * patchify/unpatchify, bf16 conversion. */
 #include "cpu.h"
+#include <omp.h>
 #include "vmath.h"
 #include <math.h>
 #include <string.h>
@@ -63,6 +64,19 @@ void cpu_lnmod_rowm(const cpu_lnmod *p, int64_t m, float *yr)
     int64_t b = m / p->N, i = m % p->N;
     cpu_lnmod_row(p->x + b * p->xs0 + i * p->xs1, p->shift ? p->shift + b * p->shs : NULL,
                   p->scale ? p->scale + b * p->scs : NULL, p->C, p->eps, yr);
+}
+
+void cpu_lnmod_rows_bf16(const cpu_lnmod *p, int64_t M, uint16_t *dst, float *tmp)
+{
+#pragma omp parallel
+    {
+        float *row = tmp + (size_t)omp_get_thread_num() * p->C;
+#pragma omp for schedule(static)
+        for (int64_t m = 0; m < M; m++) {
+            cpu_lnmod_rowm(p, m, row);
+            cpu_f32_to_bf16(row, dst + m * p->C, (size_t)p->C);
+        }
+    }
 }
 
 dt_status cpu_layernorm_modulate(dt_backend *be, const dt_tensor *x, const dt_tensor *shift,

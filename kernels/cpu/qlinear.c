@@ -475,12 +475,17 @@ dt_status cpu_layernorm_modulate_linear(dt_backend *be, const dt_tensor *x, cons
                                         dt_err *err)
 {
     cpu_qlinear *l = (cpu_qlinear *)lin;
+    int kind = *(const int *)lin;
     cpu_lnmod ln;
-    if (*(const int *)lin != CPU_LIN_QUANT || l->nfp || !cpu_lnmod_init(x, shift, scale, eps, &ln) ||
-        x->shape[2] != l->in || cpu_rows(y, l->out) != x->shape[0] * x->shape[1]) {
-        /* the two ops: float layers, calibration, float text tokens (which read x's rows) */
+    int64_t M = x->ndim == 3 ? x->shape[0] * x->shape[1] : -1;
+    int fits = cpu_lnmod_init(x, shift, scale, eps, &ln);
+    if (fits && kind == CPU_LIN_FLOAT && cpu_linear_is_bf16(lin)) /* LayerNorm-modulate writes the bf16 GEMM input */
+        return cpu_linear_forward_lnmod(be, lin, &ln, M, y, err);
+    if (!fits || kind != CPU_LIN_QUANT || l->nfp || x->shape[2] != l->in || cpu_rows(y, l->out) != M) {
+        /* the two ops: f32 layers (the GEMM reads the normalized rows as they are), calibration,
+         * float text tokens (which read x's rows) */
         DT_TRY(cpu_layernorm_modulate(be, x, shift, scale, eps, xn, err));
         return cpu_linear_forward(be, lin, xn, y, err);
     }
-    return qlinear_forward((cpu_backend *)be, l, NULL, &ln, x->shape[0] * x->shape[1], y->data, err);
+    return qlinear_forward((cpu_backend *)be, l, NULL, &ln, M, y->data, err);
 }
