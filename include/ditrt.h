@@ -378,6 +378,9 @@ typedef struct {
     ditrt_log_fn log;               /* progress lines ("calibrated on prompt i/n", per-layer sensitivity
                                      * and the allocation for "mixed"); NULL (default): silent */
     void *log_user;
+    int int8_attention;             /* 1: the plan also runs the transformer's self-attention with QKᵀ in
+                                     * int8 (SageAttention-style; plan.json "attention": "int8"; cross-
+                                     * attention, VAE and text encoder stay float); default 0 */
 } ditrt_quantize_params;
 
 /* What was written (struct_size set by ditrt_quantize_result_init; fields appended only). */

@@ -141,6 +141,7 @@ static void quantize_help(text *t)
            "  --alpha A                 balancing strength in [0, 1]; default 0.5\n"
            "  --no-balance              no channel balancing\n"
            "  --no-rotate               no Hadamard rotation\n"
+           "  --int8-attn               the plan also runs self-attention with int8 QK^T (off by default)\n"
            "  --steps N                 default 20\n"
            "  --cfg G                   default: the pipeline's\n"
            "  --seed S                  default 0\n"
