@@ -14,10 +14,6 @@ CFLAGS_COMMON = -fno-math-errno -fno-trapping-math -ffp-contract=off -std=c11 -D
 CFLAGS  += $(CFLAGS_COMMON)
 LDLIBS  = -ldnnl -lcjson -lpng -ljpeg -lsentencepiece -lwebpmux -lwebpdemux -lwebp -lavformat -lavcodec -lswscale -lavutil -lstdc++ -lm -fopenmp
 BUILD   = build
-# `make` alone builds `all` (the CUDA rules come before it), and the stamp rules read before its
-# definition further down (the .cuda-mode rule's order-only prerequisite) see it.
-.DEFAULT_GOAL := all
-DEPS_STAMP = $(BUILD)/.deps
 
 # The version comes from include/ditrt.h (DITRT_VERSION_MAJOR/MINOR/PATCH); the shared library
 # is libditrt.so.MAJOR.MINOR.PATCH with soname libditrt.so.MAJOR, and libditrt.so.MAJOR and
