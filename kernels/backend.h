@@ -191,6 +191,14 @@ typedef struct {
     /* MixDQ: the quantized layer q computes the rows of tokens[0..n) (indices within each
      * sequence; x must then be [B, T, in]) with the float layer fp instead (owned from then on). */
     dt_status (*qlinear_keep_tokens)(dt_backend *be, dt_linear *q, dt_linear *fp, const int *tokens, int n, dt_err *err);
+
+    /* ---- Host staging memory (optional; call through dt_backend_host_alloc/free below) ---- */
+    /* *ptr = `bytes` of host memory that tensor_set/tensor_get move fastest (CUDA: page-locked,
+     * portable across devices), for the host buffers a caller transfers every step (the latents
+     * the host-side solvers step); freed with host_free. NULL entries: plain host memory. These
+     * never read be's state (a decorating backend passes itself). */
+    dt_status (*host_alloc)(dt_backend *be, size_t bytes, void **ptr, dt_err *err);
+    void (*host_free)(dt_backend *be, void *ptr);
 } dt_backend_ops;
 
 struct dt_backend {
@@ -235,6 +243,11 @@ dt_allocator dt_backend_allocator(dt_backend *be);
 dt_status dt_backend_write(dt_backend *be, float *dst, const float *host, size_t n, dt_err *err);
 dt_status dt_backend_read(dt_backend *be, const float *src, float *host, size_t n, dt_err *err);
 dt_status dt_backend_upload(dt_backend *be, const float *host, size_t n, float **out, dt_err *err);
+/* Host memory for buffers transferred every step: ops->host_alloc where the backend has one (CUDA:
+ * pinned), else 64-byte aligned malloc; *ptr NULL and DT_ENOMEM when there is no room. Free with
+ * dt_backend_host_free on the same backend (NULL is a no-op). */
+dt_status dt_backend_host_alloc(dt_backend *be, size_t bytes, void **ptr, dt_err *err);
+void dt_backend_host_free(dt_backend *be, void *ptr);
 
 /* Host-side embeddings computed once per shape or step (tiny; shared by every backend). */
 /* diffusers get_timestep_embedding: t[n] -> out[n, dim]; flip puts cos first. */
