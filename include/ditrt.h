@@ -494,7 +494,10 @@ DITRT_API ditrt_status ditrt_attn_plan_summarize(const char *plan_path, const ch
 /* USF solver-schedule search (`ditrt search-solver`): an evolutionary search of a per-step
  * solver schedule at a fixed number of model evaluations (nfe) for one model folder, scored on
  * the final latents of `samples` seeds per calibration prompt (sample k: prompt k / samples,
- * seed seed + k) against the folder's own solver at ref_steps steps; the score is the mean
+ * seed seed + k) against the folder's own solver at ref_steps steps (DPM-Solver++ on the
+ * folder's betas when that solver reads learned variance channels, as Open-Sora's IDDPMScheduler:
+ * its samples carry fresh noise per step, not the ODE solution the schedules approximate; the
+ * log says so); the score is the mean
  * relative L2 over every (prompt, seed), lower is better. Model outputs are cached, so
  * candidates sharing a prefix of decisions share its evaluations. Writes the best schedule
  * (JSON, atomically) to out_path, for ditrt_ctx_params.solver_schedule / `txt2img
