@@ -205,6 +205,26 @@ static void test_errors(void **state)
     assert_int_equal(dt_scheduler_step(s, m, x, x, 4, &e), DT_EINVAL);
     assert_non_null(strstr(e.msg, "generator"));
     dt_scheduler_free(s);
+    /* PNDM: sample prediction is not one of its types; the PRK start needs 4 steps */
+    char tmp[256], path[512];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(path, sizeof path, "%s/scheduler_config.json", tmp);
+    const char *bad = "{\"_class_name\": \"PNDMScheduler\", \"prediction_type\": \"sample\"}";
+    tu_write_file(path, bad, strlen(bad));
+    dt_err_clear(&e);
+    assert_int_equal(dt_scheduler_load(tmp, &s, &e), DT_EUNSUPPORTED);
+    assert_null(s);
+    assert_non_null(strstr(e.msg, "prediction_type"));
+    const char *prk = "{\"_class_name\": \"PNDMScheduler\"}";
+    tu_write_file(path, prk, strlen(prk));
+    dt_err_clear(&e);
+    assert_int_equal(dt_scheduler_load(tmp, &s, &e), DT_OK);
+    assert_int_equal(dt_scheduler_set_timesteps(s, 3, &e), DT_EINVAL);
+    assert_non_null(strstr(e.msg, "at least 4 steps"));
+    assert_int_equal(dt_scheduler_set_timesteps(s, 4, &e), DT_OK);
+    assert_int_equal(dt_scheduler_num_steps(s), 13); /* 12 Runge-Kutta evaluations + 1 PLMS */
+    dt_scheduler_free(s);
+    tu_rmtree(tmp);
 }
 
 /* End to end on the tiny PixArt-Σ pipeline: each solver (as --solver / --karras / --eta set
