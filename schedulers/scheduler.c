@@ -18,6 +18,7 @@ static const dt_solver_ops *const solvers[] = {
     &dt_lcm_ops,
     &dt_flow_match_euler_ops,
     &dt_iddpm_ops,
+    &dt_pndm_ops,
 };
 
 int dt_scheduler_solver_count(void) { return (int)(sizeof solvers / sizeof *solvers); }
@@ -28,7 +29,7 @@ const char *dt_scheduler_solver_name(int i)
 }
 
 /* Short names for the command line, in solvers[] order. */
-static const char *const aliases[] = {"dpm++2m", "dpm++2s", "unipc", "ddim", "euler", "euler_a", "heun", "lcm", "flow_euler", "iddpm"};
+static const char *const aliases[] = {"dpm++2m", "dpm++2s", "unipc", "ddim", "euler", "euler_a", "heun", "lcm", "flow_euler", "iddpm", "pndm"};
 
 const char *dt_scheduler_solver_alias(int i)
 {

@@ -17,7 +17,7 @@
  * Arrays are flat f32 of n elements (the whole batch; every element steps alike). The step
  * keeps the history it needs (multistep solvers) inside the scheduler, so n must not change
  * between set_timesteps calls. prev_sample may alias sample or model_output. Results follow
- * diffusers 0.30.3 operation by operation in f32. A scheduler is not thread-safe; use one per
+ * diffusers 0.30.3 (PNDMScheduler: 0.42.1) operation by operation in f32. A scheduler is not thread-safe; use one per
  * generation. */
 #ifndef DT_SCHEDULER_H
 #define DT_SCHEDULER_H

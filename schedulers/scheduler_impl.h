@@ -42,6 +42,7 @@ extern const dt_solver_ops dt_dpmsolver_multistep_ops;
 extern const dt_solver_ops dt_ddim_ops, dt_euler_ops, dt_euler_ancestral_ops, dt_heun_ops;
 extern const dt_solver_ops dt_unipc_ops, dt_dpmsolver_singlestep_ops, dt_lcm_ops, dt_flow_match_euler_ops;
 extern const dt_solver_ops dt_iddpm_ops; /* Open-Sora's IDDPM (schedulers/iddpm_scheduler.c) */
+extern const dt_solver_ops dt_pndm_ops; /* schedulers/pndm.c */
 extern const dt_solver_ops dt_usf_ops; /* loaded with a schedule file (dt_scheduler_load_usf) */
 
 /* Parses a diffusers config file, accepting Python's bare Infinity/-Infinity (NaN is refused). */

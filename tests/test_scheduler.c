@@ -171,7 +171,7 @@ static void expect_load_error(const char *json, const char *needle)
 static void test_bad_configs(void **state)
 {
     (void)state;
-    expect_load_error("{\"_class_name\": \"PNDMScheduler\"}", "\"PNDMScheduler\"");
+    expect_load_error("{\"_class_name\": \"KDPM2DiscreteScheduler\"}", "\"KDPM2DiscreteScheduler\"");
     expect_load_error("{\"beta_start\": 0.1}", "_class_name");
     expect_load_error(DPM "\"thresholding\": true}", "thresholding");
     expect_load_error(DPM "\"use_lu_lambdas\": true}", "use_lu_lambdas");

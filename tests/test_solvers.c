@@ -32,7 +32,10 @@ static const dt_st_entry *need(dt_safetensors *st, const char *name)
 
 typedef struct { double worst_step, worst_sigma, worst_t; int cases, steps; } tally;
 
-static void read_case(const char *dir, int *steps, double *eta, int *seed)
+/* step_tol (optional, STEP_TOL by default): cases made with torch 2.x, whose CPU sqrt is not
+ * correctly rounded (1 ulp off IEEE sqrtf for ~17% of f32 values, measured on torch 2.15), so
+ * a loop of several steps drifts by a few 1e-7 from ours (scripts/fixtures/solvers.py). */
+static void read_case(const char *dir, int *steps, double *eta, int *seed, double *tol)
 {
     char path[1200];
     snprintf(path, sizeof path, "%s/case.json", dir);
@@ -40,7 +43,8 @@ static void read_case(const char *dir, int *steps, double *eta, int *seed)
     dt_err e = {0};
     if (dt_json_load(path, &j, &e) != DT_OK) fail_msg("%s", e.msg);
     if (dt_json_int(j, path, "steps", 0, 0, steps, &e) != DT_OK || dt_json_num(j, path, "eta", 0, 0, eta, &e) != DT_OK ||
-        dt_json_int(j, path, "seed", 0, 0, seed, &e) != DT_OK)
+        dt_json_int(j, path, "seed", 0, 0, seed, &e) != DT_OK ||
+        dt_json_num(j, path, "step_tol", 1, STEP_TOL, tol, &e) != DT_OK)
         fail_msg("%s", e.msg);
     cJSON_Delete(j);
 }
@@ -73,8 +77,8 @@ static void check_schedule(const char *dir, dt_scheduler *s, dt_safetensors *st,
 static void check_case(const char *dir, tally *t)
 {
     int steps, seed;
-    double eta;
-    read_case(dir, &steps, &eta, &seed);
+    double eta, tol;
+    read_case(dir, &steps, &eta, &seed, &tol);
     char path[1200];
     snprintf(path, sizeof path, "%s/traj.safetensors", dir);
     dt_safetensors *st;
@@ -101,11 +105,11 @@ static void check_case(const char *dir, tally *t)
         memcpy(xin, x, n * 4);
         dt_scheduler_scale_model_input(s, xin, n);
         double ei = tu_rel_l2(xin, (const float *)mi->data + (size_t)i * n, n);
-        if (!(ei <= STEP_TOL)) fail_msg("%s: step %d: scale_model_input relative L2 %.3g", dir, i, ei);
+        if (!(ei <= tol)) fail_msg("%s: step %d: scale_model_input relative L2 %.3g", dir, i, ei);
         if (dt_scheduler_step(s, (const float *)mo->data + (size_t)i * n, x, x, n, &e) != DT_OK)
             fail_msg("%s: step %d: %s", dir, i, e.msg);
         double err = tu_rel_l2(x, (const float *)pv->data + (size_t)i * n, n);
-        if (!(err <= STEP_TOL)) fail_msg("%s: step %d: relative L2 %.3g vs diffusers (limit %g)", dir, i, err, STEP_TOL);
+        if (!(err <= tol)) fail_msg("%s: step %d: relative L2 %.3g vs diffusers (limit %g)", dir, i, err, tol);
         case_worst = err > case_worst ? err : case_worst;
         t->steps++;
     }
@@ -134,7 +138,7 @@ static void test_solvers_match_diffusers(void **state)
     closedir(top);
     printf("  solver parity: %d loops, %d steps, worst step relative L2 %.3g, worst sigma %.3g, worst timestep %.3g\n",
            t.cases, t.steps, t.worst_step, t.worst_sigma, t.worst_t);
-    assert_true(t.cases >= 32);
+    assert_true(t.cases >= 37);
 }
 
 /* from_config: the PixArt folder's DPM-Solver config read by every registered solver. */
@@ -181,8 +185,9 @@ static void test_errors(void **state)
     const char *dir = "tests/fixtures/pixart-pipe-tiny/scheduler";
     dt_scheduler *s;
     dt_err e = {0};
-    assert_int_equal(dt_scheduler_load_as(dir, "PNDMScheduler", 0, &s, &e), DT_EUNSUPPORTED);
-    assert_non_null(strstr(e.msg, "PNDMScheduler"));
+    assert_int_equal(dt_scheduler_load_as(dir, "KDPM2DiscreteScheduler", 0, &s, &e), DT_EUNSUPPORTED);
+    assert_non_null(strstr(e.msg, "KDPM2DiscreteScheduler"));
+    assert_non_null(strstr(e.msg, "PNDMScheduler")); /* the list of supported solvers */
     dt_err_clear(&e);
     assert_int_equal(dt_scheduler_load_as(dir, "LCMScheduler", 1, &s, &e), DT_EUNSUPPORTED);
     assert_non_null(strstr(e.msg, "use_karras_sigmas"));
@@ -200,6 +205,26 @@ static void test_errors(void **state)
     assert_int_equal(dt_scheduler_step(s, m, x, x, 4, &e), DT_EINVAL);
     assert_non_null(strstr(e.msg, "generator"));
     dt_scheduler_free(s);
+    /* PNDM: sample prediction is not one of its types; the PRK start needs 4 steps */
+    char tmp[256], path[512];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(path, sizeof path, "%s/scheduler_config.json", tmp);
+    const char *bad = "{\"_class_name\": \"PNDMScheduler\", \"prediction_type\": \"sample\"}";
+    tu_write_file(path, bad, strlen(bad));
+    dt_err_clear(&e);
+    assert_int_equal(dt_scheduler_load(tmp, &s, &e), DT_EUNSUPPORTED);
+    assert_null(s);
+    assert_non_null(strstr(e.msg, "prediction_type"));
+    const char *prk = "{\"_class_name\": \"PNDMScheduler\"}";
+    tu_write_file(path, prk, strlen(prk));
+    dt_err_clear(&e);
+    assert_int_equal(dt_scheduler_load(tmp, &s, &e), DT_OK);
+    assert_int_equal(dt_scheduler_set_timesteps(s, 3, &e), DT_EINVAL);
+    assert_non_null(strstr(e.msg, "at least 4 steps"));
+    assert_int_equal(dt_scheduler_set_timesteps(s, 4, &e), DT_OK);
+    assert_int_equal(dt_scheduler_num_steps(s), 13); /* 12 Runge-Kutta evaluations + 1 PLMS */
+    dt_scheduler_free(s);
+    tu_rmtree(tmp);
 }
 
 /* End to end on the tiny PixArt-Σ pipeline: each solver (as --solver / --karras / --eta set
