@@ -304,6 +304,9 @@ static void test_cancel_race(void **state)
             ditrt_cancel(g.c);
         }
         pthread_join(t, NULL);
+        /* a cancel is never lost: when the generation finished before it arrived (a loaded
+         * machine can run the whole tiny generation within the sleep), it stops the next one */
+        if (k > 0 && g.s == DITRT_OK) run_gen(&g);
         if (g.s != DITRT_ECANCELLED) fail_msg("try %d: status %d (%s), expected cancelled", k, (int)g.s, ditrt_errmsg(g.c));
     }
     run_gen(&g);
