@@ -216,6 +216,9 @@ bench: ditrt
 	./ditrt bench transformer --arch pixart-xl-2 --res 512 --breakdown
 	./ditrt bench transformer --arch pixart-xl-2 --res 512 --dtype f32
 	./ditrt bench transformer --arch pixart-xl-2 --res 512 --quant w8a8 --breakdown
+	@# the stacked txt2img headline needs a random pipeline folder (scripts/bench/make_random_folder.py)
+	@if [ -f build/xl-pipe/model_index.json ]; then scripts/bench/stacked.sh build/xl-pipe; \
+	 else echo "bench: no build/xl-pipe, stacked headline skipped (scripts/bench/stacked.sh says how to make it)"; fi
 
 # The first command on a fresh machine: builds ditrt and draws out/demo.png (32x32) with the
 # small PixArt-Σ-architecture model trained on synthetic shapes (assets/demo-pixart, scripts/demo/),

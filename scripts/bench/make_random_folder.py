@@ -2,10 +2,13 @@
 
     /work/venv-cur/bin/python scripts/bench/make_random_folder.py pixart OUT [--dtype bf16|f32] [--layers L]
     /work/venv-cur/bin/python scripts/bench/make_random_folder.py t5 OUT [--dtype bf16|f32] [--layers L]
+    /work/venv-cur/bin/python scripts/bench/make_random_folder.py pipeline OUT [--layers L] [--t5-layers L]
 
 pixart: a PixArt-XL-2 transformer folder (PixArtTransformer2DModel, 28 blocks of 1152, 0.6 B params:
 1.2 GB bf16). t5: a T5-XXL encoder folder (d_model 4096, d_ff 10240, 64 heads; 24 layers is 4.7 B
-params, 9.4 GB bf16, so --layers picks fewer). The model is built on torch's meta device (no
+params, 9.4 GB bf16, so --layers picks fewer). pipeline: a PixArt-alpha pipeline folder (120 text
+tokens) of both plus the SD VAE's shapes (AutoencoderKL, 8x, 4 latent channels), with the demo
+model's tokenizer and scheduler (the stacked end-to-end benchmark, scripts/bench/stacked.sh). The model is built on torch's meta device (no
 memory) for its names, shapes and config.json; each tensor's bytes are then written one at a time
 (normal * 0.02, seeded), so writing needs about one tensor of memory. Dev only; never needed by
 make/test/demo.
@@ -39,6 +42,36 @@ def meta_t5(layers):
     return m, "model.safetensors"
 
 
+def meta_vae(layers):
+    from diffusers import AutoencoderKL
+    with torch.device("meta"):
+        m = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+                          block_out_channels=(128, 256, 512, 512), norm_num_groups=32, sample_size=512,
+                          down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                          scaling_factor=0.18215)
+    return m, "diffusion_pytorch_model.safetensors"
+
+
+def write_pipeline(out, a):
+    import shutil
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    demo = os.path.join(root, "assets", "demo-pixart")
+    os.makedirs(out, exist_ok=True)
+    for part in ("tokenizer", "scheduler"):
+        if not os.path.exists(os.path.join(out, part)):
+            shutil.copytree(os.path.join(demo, part), os.path.join(out, part))
+    with open(os.path.join(demo, "model_index.json")) as f:  # alpha: 120 tokens, as the benchmarks use
+        index = f.read().replace("PixArtSigmaPipeline", "PixArtAlphaPipeline")
+    with open(os.path.join(out, "model_index.json"), "w") as f:
+        f.write(index)
+    m, fname = meta_pixart(a.layers or 28)
+    write(os.path.join(out, "transformer"), m, fname, a.dtype, a.seed)
+    m, fname = meta_t5(a.t5_layers or 24)
+    write(os.path.join(out, "text_encoder"), m, fname, a.dtype, a.seed + 1)
+    m, fname = meta_vae(0)
+    write(os.path.join(out, "vae"), m, fname, a.dtype, a.seed + 2)
+
+
 def write(out, model, fname, dtype, seed):
     os.makedirs(out, exist_ok=True)
     model.config.save_pretrained(out) if hasattr(model.config, "save_pretrained") else model.save_config(out)
@@ -70,14 +103,19 @@ def write(out, model, fname, dtype, seed):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("kind", choices=["pixart", "t5"])
+    p.add_argument("kind", choices=["pixart", "t5", "vae", "pipeline"])
     p.add_argument("out")
     p.add_argument("--dtype", choices=["bf16", "f32"], default="bf16")
     p.add_argument("--layers", type=int, default=0, help="blocks (default: all; pixart 28, t5 24)")
+    p.add_argument("--t5-layers", type=int, default=0, help="pipeline: T5 layers (default 24)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
+    if a.kind == "pipeline":
+        return write_pipeline(a.out, a)
     if a.kind == "pixart":
         m, fname = meta_pixart(a.layers or 28)
+    elif a.kind == "vae":
+        m, fname = meta_vae(0)
     else:
         m, fname = meta_t5(a.layers or 24)
     write(a.out, m, fname, a.dtype, a.seed)
