@@ -6,11 +6,13 @@ sampling, VAE decode; loading excluded). Dev only (/work/venv-cur); never needed
 
 The dtype defaults to bf16 where the CPU has native bf16 (avx512_bf16 / amx), else f32, as ditrt.
 """
+import os
 import sys
 import time
 
 import torch
 from diffusers import PixArtAlphaPipeline
+from transformers import T5Tokenizer
 
 
 def native_bf16():
@@ -24,7 +26,11 @@ def native_bf16():
 def main():
     d, prompt, res = sys.argv[1], sys.argv[2], int(sys.argv[3])
     dt = sys.argv[4] if len(sys.argv) > 4 else ("bf16" if native_bf16() else "f32")
-    pipe = PixArtAlphaPipeline.from_pretrained(d, torch_dtype=torch.bfloat16 if dt == "bf16" else torch.float32)
+    # transformers 5 cannot load this tokenizer folder by from_pretrained (it falls back to tiktoken);
+    # built from its spiece.model directly. Its ids may differ from ditrt's: timing only.
+    tok = T5Tokenizer(vocab_file=os.path.join(d, "tokenizer", "spiece.model"), extra_ids=0)
+    pipe = PixArtAlphaPipeline.from_pretrained(d, tokenizer=tok,
+                                               torch_dtype=torch.bfloat16 if dt == "bf16" else torch.float32)
     g = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
     with torch.inference_mode():
