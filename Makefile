@@ -219,6 +219,9 @@ bench: ditrt
 	@# Open-Sora-sized STDiT step (16 frames at 512², 2 of STDiT-XL/2's 28 blocks): the device's dtype
 	@# (bf16 where native, else f32) vs its GEMM floor, then float and W8A8 interleaved (best, median)
 	./ditrt bench transformer --arch stdit-xl-2 --frames 16 --res 512 --layers 2 --quant w8a8 --iters 3
+	@# the stacked txt2img headline needs a random pipeline folder (scripts/bench/make_random_folder.py)
+	@if [ -f build/xl-pipe/model_index.json ]; then scripts/bench/stacked.sh build/xl-pipe; \
+	 else echo "bench: no build/xl-pipe, stacked headline skipped (scripts/bench/stacked.sh says how to make it)"; fi
 
 # The first command on a fresh machine: builds ditrt and draws out/demo.png (32x32) with the
 # small PixArt-Σ-architecture model trained on synthetic shapes (assets/demo-pixart, scripts/demo/),

@@ -366,6 +366,54 @@ static void test_model_dir(void **state)
     assert_non_null(strstr(err.msg, "model_index.json"));
 }
 
+/* dt_st_read_f32's bf16 path (vectorized, split over threads) and its f32 path against the plain
+ * dt_convert_to_f32, bit for bit, on random bit patterns (NaNs and infinities included) at odd
+ * addresses: long tensors (several chunks, a ragged tail) and a short one. */
+static void test_read_f32_matches_plain(void **state)
+{
+    (void)state;
+    const size_t nb = ((size_t)5 << 19) + 13, nf = 1000003, ns = 13; /* bf16 long, f32, bf16 short */
+    size_t data = 1 + 2 * nb + 4 * nf + 2 * ns;
+    char header[512], path[600];
+    snprintf(header, sizeof header,
+             "{\"pad\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+             "\"b\":{\"dtype\":\"BF16\",\"shape\":[%zu],\"data_offsets\":[1,%zu]},"
+             "\"f\":{\"dtype\":\"F32\",\"shape\":[%zu],\"data_offsets\":[%zu,%zu]},"
+             "\"s\":{\"dtype\":\"BF16\",\"shape\":[%zu],\"data_offsets\":[%zu,%zu]}}",
+             nb, 1 + 2 * nb, nf, 1 + 2 * nb, 1 + 2 * nb + 4 * nf, ns, 1 + 2 * nb + 4 * nf, data);
+    size_t hl = strlen(header);
+    unsigned char *buf = malloc(8 + hl + data);
+    assert_non_null(buf);
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)hl >> (8 * i));
+    memcpy(buf + 8, header, hl);
+    uint64_t r = 0x9E3779B97F4A7C15ULL;
+    for (size_t i = 0; i < data; i++) {
+        r ^= r >> 12; r ^= r << 25; r ^= r >> 27;
+        buf[8 + hl + i] = (unsigned char)((r * 0x2545F4914F6CDD1DULL) >> 56);
+    }
+    snprintf(path, sizeof path, "%s/convert.safetensors", tmp);
+    tu_write_file(path, buf, 8 + hl + data);
+    free(buf);
+    dt_safetensors *st = NULL;
+    dt_err err = {0};
+    assert_int_equal(dt_st_open(path, &st, &err), DT_OK);
+    const char *names[] = {"b", "f", "s"};
+    for (int t = 0; t < 3; t++) {
+        const dt_st_entry *e = dt_st_find(st, names[t]);
+        assert_non_null(e);
+        size_t n = (size_t)e->shape[0];
+        float *got = malloc(n * sizeof(float)), *want = malloc(n * sizeof(float));
+        assert_non_null(got);
+        assert_non_null(want);
+        dt_st_read_f32(e, got);
+        dt_convert_to_f32(e->data, e->dtype, want, n);
+        if (memcmp(got, want, n * sizeof(float))) fail_msg("tensor %s: dt_st_read_f32 differs from dt_convert_to_f32", names[t]);
+        free(got);
+        free(want);
+    }
+    dt_st_close(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -385,6 +433,7 @@ int main(void)
         cmocka_unit_test(test_model_wrong_shape),
         cmocka_unit_test(test_bad_configs),
         cmocka_unit_test(test_model_dir),
+        cmocka_unit_test(test_read_f32_matches_plain),
     };
     return cmocka_run_group_tests_name("safetensors", tests, setup, teardown);
 }

@@ -35,6 +35,7 @@ dt_status cli_gemm_peak(dt_backend *be, double *gflops, dt_err *err);
 dt_status cli_linear_peak(dt_backend *be, int wbits, double *gflops, dt_err *err);
 /* `ditrt bench attention`: fused vs two-GEMM attention vs the matmul floor (bench_attention.c). */
 int cli_bench_attention(int argc, char **argv);
+int cli_bench_load(int argc, char **argv);
 
 /* Restarts the process (execv /proc/self/exe) with OMP_WAIT_POLICY=passive unless the user set
  * OMP_WAIT_POLICY or GOMP_SPINCOUNT; returns only when it did not restart (openmp_wait.c). */

@@ -371,5 +371,6 @@ int cli_bench(int argc, char **argv)
     if (argc >= 2 && !strcmp(argv[1], "transformer")) return bench_transformer(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "text-encoder")) return bench_text_encoder(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "attention")) return cli_bench_attention(argc, argv);
-    return cli_usage_error("bench: expected a target: transformer, text-encoder, attention");
+    if (argc >= 2 && !strcmp(argv[1], "load")) return cli_bench_load(argc, argv);
+    return cli_usage_error("bench: expected a target: transformer, text-encoder, attention, load");
 }

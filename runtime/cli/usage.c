@@ -251,6 +251,7 @@ static void eval_help(text *t)
 static void bench_help(text *t)
 {
     add(t, "usage: ditrt bench transformer|text-encoder|attention [options]   (developer tool: random weights)\n"
+           "       ditrt bench load -m DIR [--rounds R] [--dtype D]   load time and peak RSS against reading the files\n"
            "options:\n"
            "  --arch NAME               transformer: pixart-xl-2 (default), latte-1, stdit-xl-2, sd15-unet or\n"
            "                            sdxl-unet; text-encoder: t5-xxl\n"
