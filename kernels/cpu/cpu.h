@@ -119,6 +119,9 @@ dt_status cpu_blend_edge(dt_backend *be, const dt_tensor *a, dt_tensor *b, int a
 dt_status cpu_rms_norm(dt_backend *be, const dt_tensor *x, const float *w, float eps, dt_tensor *y, dt_err *err);
 dt_status cpu_gated_act(dt_backend *be, dt_act act, const dt_tensor *x, dt_tensor *y, dt_err *err);
 
+/* GEGLU / SwiGLU of the U-Net feed-forward (geglu.c) */
+dt_status cpu_geglu(dt_backend *be, dt_act act, const dt_tensor *x, dt_tensor *y, dt_err *err);
+
 /* DiTFastAttn banded attention (window_attention.c) */
 dt_status cpu_window_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
                                int heads, float scale, int window, dt_tensor *out, dt_err *err);
