@@ -28,12 +28,20 @@
  * a backend takes it where supports(DT_OP_GELU_ERF) says so. */
 typedef enum { DT_ACT_NONE = 0, DT_ACT_GELU_TANH, DT_ACT_SILU, DT_ACT_GELU_ERF } dt_act;
 
+/* Which kernel runs `attention` and `window_attention` (both stay available so either can be
+ * tested): AUTO is the DITRT_ATTN environment variable ("gemm", "fused" or "int8") when set, else
+ * the backend's choice (CPU: fused for f32 compute, the two GEMMs for bf16, whose GEMMs are
+ * native). INT8 is the fused kernel with QKᵀ in int8 (SageAttention-style, an approximation:
+ * never chosen by AUTO). */
+typedef enum { DT_ATTN_KERNEL_AUTO = 0, DT_ATTN_KERNEL_GEMM, DT_ATTN_KERNEL_FUSED, DT_ATTN_KERNEL_INT8 } dt_attn_kernel;
+
 typedef struct {
     dt_device device;
     int device_index; /* which device of that kind (cuda:N); 0 for the CPU */
     dt_dtype compute; /* DT_F32 or DT_BF16 */
     int threads;      /* 0: all cores */
     size_t attn_block_bytes; /* attention score block bound (f32 scores of one GEMM pair); 0: default (48 MB) */
+    dt_attn_kernel attn_kernel; /* resolved at creation: the backend's cfg holds GEMM, FUSED or INT8 */
 } dt_backend_config;
 
 /* Additive attention-score biases; either may be NULL. */
@@ -70,7 +78,7 @@ typedef enum {
     DT_OP_SUB,
     DT_OP_CFG_COMBINE,
     DT_OP_GEGLU,    /* the geglu op (with every activation activation() takes) */
-    DT_OP_GELU_ERF, /* DT_ACT_GELU_ERF in activation, gated_act, geglu and linear_create (float layers) */
+    DT_OP_GELU_ERF, /* DT_ACT_GELU_ERF in activation, gated_act, geglu, group_norm and linear/qlinear_create */
     DT_OP_COUNT
 } dt_op;
 

@@ -63,10 +63,15 @@ static dt_status pick_solver(const cJSON *cfg, const char *path, const char *wan
 /* Scheduler.from_config(config, use_karras_sigmas=True): the option is set on the config. */
 static dt_status apply_karras(cJSON *cfg, const dt_solver_ops *ops, const char *path, dt_err *err)
 {
-    if (!ops->karras)
-        return dt_fail(err, DT_EUNSUPPORTED, "%s: %s has no use_karras_sigmas option (Karras sigmas: %s)", path,
-                       ops->class_name, "EulerDiscreteScheduler, HeunDiscreteScheduler, UniPCMultistepScheduler, "
-                                        "DPMSolverSinglestepScheduler");
+    if (!ops->karras) { /* the way forward: every solver that has them, by the names --solver takes */
+        char names[512] = "";
+        for (size_t i = 0; i < sizeof solvers / sizeof *solvers; i++)
+            if (solvers[i]->karras)
+                snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s (%s)", names[0] ? ", " : "",
+                         aliases[i], solvers[i]->class_name);
+        return dt_fail(err, DT_EUNSUPPORTED, "%s: %s has no Karras sigmas (use_karras_sigmas); --karras works with: %s",
+                       path, ops->class_name, names);
+    }
     cJSON_DeleteItemFromObjectCaseSensitive(cfg, "use_karras_sigmas");
     if (!cJSON_AddBoolToObject(cfg, "use_karras_sigmas", 1)) return dt_fail(err, DT_ENOMEM, "%s: out of memory", path);
     return DT_OK;

@@ -291,8 +291,8 @@ static void test_cli_errors(void **state)
         {"--frames 0 -o %s/a.mp4", "--frames"},
         {"--frames 5 -o %s/a.mp4", "video_length"},
         {"-o %s/a.avi", "unknown video output type"},
-        {"-o %s/missing/a.mp4", "does not exist"},
-        {"-o %s/missing/", "does not exist"},
+        {"-o /dev/null/x%.0s/a.mp4", "\"/dev/null\" is not a folder"},
+        {"-o /dev/null/frames%.0s/", "\"/dev/null\" is not a folder"}, /* a missing folder is created; this one cannot be */
         {"-o %s/f_%%d_%%d.png", "exactly one integer conversion"},
         {"-W 60 -o %s/a.mp4", "multiples of 16"},
         {"--fps 0 -o %s/a.mp4", "--fps"},

@@ -581,6 +581,17 @@ static void test_cli_quantize_roundtrip(void **state)
         struct stat st;
         if (stat(img, &st) == 0) fail_msg("bad plan %d: an image was written", i);
     }
+    /* the plan records its model: another model (class or size) is refused as such, before any layer */
+    snprintf(cmd, sizeof cmd, "./ditrt txt2vid -m tests/fixtures/latte-pipe-tiny -p x --steps 1 --quiet -o %s/v.mp4 --quant %s", tmp, plan);
+    assert_int_not_equal(sh(tmp, cmd, err, sizeof err), 0);
+    if (!strstr(err, "plan is for PixArtTransformer2DModel (3 blocks, hidden 48; made from " PIPE "), this model is "
+                     "LatteTransformer3DModel"))
+        fail_msg("stderr lacks the plan's model: %s", err);
+    snprintf(bad, sizeof bad, "%s/bad-blocks", tmp);
+    edited_plan(plan, bad, "\"model_blocks\":\t3", "\"model_blocks\":\t5");
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m " PIPE " -p x --steps 1 --quiet -o %s --quant %s", img, bad);
+    assert_int_not_equal(sh(tmp, cmd, err, sizeof err), 0);
+    if (!strstr(err, "plan is for PixArtTransformer2DModel (5 blocks, hidden 48")) fail_msg("stderr: %s", err);
     snprintf(cmd, sizeof cmd, "./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --scheme w3a8 --out %s/x", tmp, tmp);
     assert_int_not_equal(sh(tmp, cmd, err, sizeof err), 0);
     assert_non_null(strstr(err, "--scheme"));

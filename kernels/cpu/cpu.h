@@ -24,6 +24,7 @@ typedef struct {
     int bmm_next;                     /* round-robin victim when full */
     void *scratch;                    /* reused conversion/attention buffers */
     size_t scratch_size;
+    dt_attn_kernel attn_kernel;       /* GEMM, FUSED or INT8 (attention_fused.c for the last two) */
 } cpu_backend;
 
 /* Grows the backend scratch to at least `bytes` (reallocates only when it must). */
@@ -121,6 +122,19 @@ dt_status cpu_gated_act(dt_backend *be, dt_act act, const dt_tensor *x, dt_tenso
 
 /* GEGLU / SwiGLU of the U-Net feed-forward (geglu.c) */
 dt_status cpu_geglu(dt_backend *be, dt_act act, const dt_tensor *x, dt_tensor *y, dt_err *err);
+
+/* The attention ops of the table (attention_select.c): the two-GEMM kernels below or the fused
+ * one (attention_fused.h), as cb->attn_kernel says; cpu_attn_kernel resolves cfg.attn_kernel
+ * (AUTO: DITRT_ATTN, else fused for f32 compute) into *kind, or fails on a bad DITRT_ATTN. */
+dt_status cpu_attn_kernel(const dt_backend_config *cfg, dt_attn_kernel *kind, dt_err *err);
+dt_status cpu_attention_op(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
+                           const dt_attn_bias *bias, int heads, float scale, dt_tensor *out, dt_err *err);
+dt_status cpu_window_attention_op(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
+                                  int heads, float scale, int window, dt_tensor *out, dt_err *err);
+dt_status cpu_attention_fused(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
+                              const dt_attn_bias *bias, int heads, float scale, dt_tensor *out, dt_err *err);
+dt_status cpu_window_attention_fused(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
+                                     int heads, float scale, int window, dt_tensor *out, dt_err *err);
 
 /* DiTFastAttn banded attention (window_attention.c) */
 dt_status cpu_window_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,

@@ -56,7 +56,7 @@ static const dt_backend_ops cpu_ops = {
     .linear_create = cpu_linear_create,
     .linear_forward = cpu_linear_forward,
     .linear_destroy = cpu_linear_destroy,
-    .attention = cpu_attention,
+    .attention = cpu_attention_op,
     .layernorm_modulate = cpu_layernorm_modulate,
     .gated_add = cpu_gated_add,
     .activation = cpu_activation,
@@ -79,7 +79,7 @@ static const dt_backend_ops cpu_ops = {
     .rms_norm = cpu_rms_norm,
     .gated_act = cpu_gated_act,
     /* DiTFastAttn */
-    .window_attention = cpu_window_attention,
+    .window_attention = cpu_window_attention_op,
     /* quantized linears */
     .qlinear_create = cpu_qlinear_create,
     .linear_observe = cpu_linear_observe,
@@ -168,10 +168,14 @@ dt_status cpu_backend_create(const dt_backend_config *cfg, dt_backend **out, dt_
     if (cfg->compute != DT_F32 && cfg->compute != DT_BF16)
         return dt_fail(err, DT_EINVAL, "dtype: compute dtype must be f32 or bf16, got %s", dt_dtype_name(cfg->compute));
     DT_TRY(cpu_check_dtype(cfg->compute, "dtype", err));
+    dt_attn_kernel attn = DT_ATTN_KERNEL_GEMM;
+    DT_TRY(cpu_attn_kernel(cfg, &attn, err));
     cpu_backend *cb = calloc(1, sizeof *cb);
     if (!cb) return dt_fail(err, DT_ENOMEM, "out of memory");
     cb->base.ops = &cpu_ops;
     cb->base.cfg = *cfg;
+    cb->base.cfg.attn_kernel = attn;
+    cb->attn_kernel = attn;
     if (cfg->threads > 0) omp_set_num_threads(cfg->threads);
     cb->base.cfg.threads = omp_get_max_threads();
     dnnl_status_t st = dnnl_engine_create(&cb->engine, dnnl_cpu, 0);

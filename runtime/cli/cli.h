@@ -33,6 +33,12 @@ int cli_bench(int argc, char **argv);
 dt_status cli_gemm_peak(dt_backend *be, double *gflops, dt_err *err);
 /* The same probe for a float (wbits 0) or quantized (8, 4) linear (cli_bench.c). */
 dt_status cli_linear_peak(dt_backend *be, int wbits, double *gflops, dt_err *err);
+/* `ditrt bench attention`: fused vs two-GEMM attention vs the matmul floor (bench_attention.c). */
+int cli_bench_attention(int argc, char **argv);
+
+/* Restarts the process (execv /proc/self/exe) with OMP_WAIT_POLICY=passive unless the user set
+ * OMP_WAIT_POLICY or GOMP_SPINCOUNT; returns only when it did not restart (openmp_wait.c). */
+void cli_openmp_passive(char **argv);
 
 /* Creates the CPU backend for "f32"/"bf16". */
 dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *err);

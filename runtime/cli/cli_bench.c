@@ -250,7 +250,7 @@ static int bench_transformer(int argc, char **argv)
         }
         else if (!strcmp(argv[i], "--breakdown")) a.breakdown = 1;
         else if (miss) return cli_usage_error("%s: missing value", argv[i]);
-        else return cli_usage_error("bench transformer: unknown option \"%s\"", argv[i]);
+        else return cli_unknown_option("bench transformer", argv[i]);
     }
     dt_err err = {0};
     if (!dt_denoiser_class_of_preset(a.arch, &err)) return cli_usage_error("%s", err.msg);
@@ -336,7 +336,7 @@ static int bench_text_encoder(int argc, char **argv)
         else if ((v = cli_flag(argc, argv, &i, "--iters", &miss))) { if (!cli_parse_int("--iters", v, 1, 1000, &a.iters)) return 2; }
         else if ((v = cli_flag(argc, argv, &i, "--layers", &miss))) { if (!cli_parse_int("--layers", v, 1, 24, &a.layers)) return 2; }
         else if (miss) return cli_usage_error("%s: missing value", argv[i]);
-        else return cli_usage_error("bench text-encoder: unknown option \"%s\"", argv[i]);
+        else return cli_unknown_option("bench text-encoder", argv[i]);
     }
     if (strcmp(a.arch, "t5-xxl")) return cli_usage_error("--arch: only t5-xxl is known for text-encoder, got \"%s\"", a.arch);
     return te_run(&a);
@@ -346,5 +346,6 @@ int cli_bench(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "transformer")) return bench_transformer(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "text-encoder")) return bench_text_encoder(argc, argv);
-    return cli_usage_error("bench: expected a target: transformer, text-encoder");
+    if (argc >= 2 && !strcmp(argv[1], "attention")) return cli_bench_attention(argc, argv);
+    return cli_usage_error("bench: expected a target: transformer, text-encoder, attention");
 }

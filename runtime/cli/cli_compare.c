@@ -39,7 +39,7 @@ static int parse(int argc, char **argv, compare_args *a)
         else if ((v = cli_flag(argc, argv, &i, "--diff", &miss))) a->diff = v;
         else if (!strcmp(argv[i], "--json")) a->json = 1;
         else if (miss) return cli_usage_error("%s: missing value", argv[i]), 0;
-        else if (argv[i][0] == '-' && argv[i][1]) return cli_usage_error("compare: unknown option \"%s\"", argv[i]), 0;
+        else if (argv[i][0] == '-' && argv[i][1]) return cli_unknown_option("compare", argv[i]), 0;
         else if (!a->a) a->a = argv[i];
         else if (!a->b) a->b = argv[i];
         else return cli_usage_error("compare: unexpected argument \"%s\" (two images expected)", argv[i]), 0;

@@ -19,6 +19,8 @@ int cli_eval_parse(int argc, char **argv, int allow_tiling, cli_eval_args *a)
 {
     *a = (cli_eval_args){.dtype = "f32"};
     const char *target = argv[1];
+    char target_cmd[64];
+    snprintf(target_cmd, sizeof target_cmd, "eval %s", target);
     for (int i = 2; i < argc; i++) {
         int miss = 0;
         const char *v;
@@ -29,7 +31,7 @@ int cli_eval_parse(int argc, char **argv, int allow_tiling, cli_eval_args *a)
         else if ((v = cli_flag(argc, argv, &i, "--threads", &miss))) { if (!cli_parse_int("--threads", v, 1, 1024, &a->threads)) return 0; }
         else if (allow_tiling && !strcmp(argv[i], "--tiling")) a->tiling = 1;
         else if (miss) return cli_usage_error("%s: missing value", argv[i]), 0;
-        else return cli_usage_error("eval %s: unknown option \"%s\"", target, argv[i]), 0;
+        else return cli_unknown_option(target_cmd, argv[i]), 0;
     }
     if (!a->model || !a->in || !a->out)
         return cli_usage_error("eval %s: -m MODEL_DIR, --in FILE and --out FILE are required", target), 0;

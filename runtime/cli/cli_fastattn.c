@@ -52,12 +52,14 @@ static int cal_parse(int argc, char **argv, cal_args *a)
         else if (miss) return cli_usage_error("%s: missing value", argv[i]), 0;
         else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) a->quiet = 1;
         else if (!strcmp(argv[i], "--no-binning")) a->no_binning = 1;
-        else return cli_usage_error("calibrate-attn: unknown option \"%s\"", argv[i]), 0;
+        else return cli_unknown_option("calibrate-attn", argv[i]), 0;
 #undef F
         if (!ok) return 0;
     }
     if (!a->model) return cli_usage_error("calibrate-attn: -m MODEL_DIR is required"), 0;
     if (!a->prompts) return cli_usage_error("calibrate-attn: --prompts FILE is required"), 0;
+    ditrt_error merr = {0};
+    if (cli_check_pipeline_dir(a->model, &merr) != DITRT_OK) return cli_die(&merr), 0;
     if (!a->out) return cli_usage_error("calibrate-attn: --out PLAN.json is required"), 0;
     if (a->threshold < 0) return cli_usage_error("calibrate-attn: --threshold DELTA is required"), 0;
     if (a->window < 0) return cli_usage_error("calibrate-attn: --window W is required"), 0;

@@ -137,12 +137,14 @@ static int parse(int argc, char **argv, const gen_form *form, gen_args *a)
         else if (!strcmp(argv[i], "--batch-exact")) a->req.batch_exact = 1;
         else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) a->quiet = 1;
         else if (!strcmp(argv[i], "--json")) a->json = 1;
-        else return cli_usage_error("%s: unknown option \"%s\"", form->name, argv[i]), 0;
+        else return cli_unknown_option(form->name, argv[i]), 0;
 #undef F
         if (!ok) return 0;
     }
     if (!a->model) return cli_usage_error("%s: -m MODEL_DIR is required", form->name), 0;
     if (!a->req.prompt) return cli_usage_error("%s: -p PROMPT is required", form->name), 0;
+    ditrt_error merr = {0};
+    if (cli_check_pipeline_dir(a->model, &merr) != DITRT_OK) return cli_die(&merr), 0;
     if (a->schedule && (a->solver || a->karras))
         return cli_usage_error("--solver-schedule: not combinable with --solver / --karras (the schedule is the solver)"), 0;
     if (a->statistics && !a->schedule) return cli_usage_error("--solver-statistics: needs --solver-schedule"), 0;
@@ -301,8 +303,10 @@ static ditrt_status write_outputs(const gen_args *a, ditrt_output_kind kind, con
         int n = item_meta(a, info, g, o, done, ibuf, &params, meta, nmeta);
         item_path(a->output, kind, done, o->n, path, sizeof path);
         if (stage) stage_path(path, done, tmp, sizeof tmp);
-        s = !a->form->video && !params ? cli_fail(err, DITRT_ENOMEM, "%s: out of memory for the metadata", path)
-                                       : write_item(a, kind, o, done, stage ? tmp : path, meta, n, err);
+        s = cli_output_folders(path, err); /* -o in a missing folder: made now */
+        if (s == DITRT_OK)
+            s = !a->form->video && !params ? cli_fail(err, DITRT_ENOMEM, "%s: out of memory for the metadata", path)
+                                           : write_item(a, kind, o, done, stage ? tmp : path, meta, n, err);
         free(params);
     }
     if (s != DITRT_OK) done--; /* the failed item left no file */
@@ -383,13 +387,13 @@ static ditrt_status pick_default_output(gen_args *a, ditrt_output_kind kind, dit
 static ditrt_status check_outputs(gen_args *a, ditrt_output_kind *kind, ditrt_error *err)
 {
     *kind = DITRT_OUTPUT_IMAGE;
-    if (a->form->video && ditrt_output_check(a->output, 1, kind, err) != DITRT_OK) return err->status;
+    if (a->form->video && cli_output_check(a->output, 1, kind, err) != DITRT_OK) return err->status;
     if (!a->output_given && pick_default_output(a, *kind, err) != DITRT_OK) return err->status;
     if (a->form->video) return DITRT_OK;
     char path[4200];
     for (int i = 0; i < output_count(a); i++) {
         item_path(a->output, *kind, i, output_count(a), path, sizeof path);
-        if (ditrt_output_check(path, 0, NULL, err) != DITRT_OK) return err->status;
+        if (cli_output_check(path, 0, NULL, err) != DITRT_OK) return err->status;
     }
     return DITRT_OK;
 }

@@ -221,7 +221,7 @@ int cli_info(int argc, char **argv)
         if ((v = cli_flag(argc, argv, &i, "-m", &miss)) || (v = cli_flag(argc, argv, &i, "--model", &miss))) model = v;
         else if ((v = cli_flag(argc, argv, &i, "--attn-plan", &miss))) attn_plan = v;
         else if (miss) return cli_usage_error("%s: missing value", argv[i]);
-        else return cli_usage_error("info: unknown option \"%s\"", argv[i]);
+        else return cli_unknown_option("info", argv[i]);
     }
     if (attn_plan) return cli_info_attn_plan(attn_plan, model); /* DiTFastAttn plan summary */
     if (!model) return cli_usage_error("info: -m MODEL_DIR is required");

@@ -54,13 +54,15 @@ static int parse_quant(int argc, char **argv, quant_args *a)
         else if (!strcmp(argv[i], "--no-balance")) a->balance = 0;
         else if (!strcmp(argv[i], "--no-rotate")) a->rotate = 0;
         else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) a->quiet = 1;
-        else return cli_usage_error("quantize: unknown option \"%s\"", argv[i]), 0;
+        else return cli_unknown_option("quantize", argv[i]), 0;
 #undef F
         if (!ok) return 0;
     }
     if (!a->model) return cli_usage_error("quantize: -m MODEL_DIR is required"), 0;
     if (!a->prompts) return cli_usage_error("quantize: --prompts FILE is required"), 0;
     if (!a->out) return cli_usage_error("quantize: --out DIR is required"), 0;
+    ditrt_error merr = {0};
+    if (cli_check_pipeline_dir(a->model, &merr) != DITRT_OK) return cli_die(&merr), 0;
     return 1;
 }
 

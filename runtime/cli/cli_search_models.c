@@ -50,13 +50,15 @@ int cli_search_models(int argc, char **argv)
         else if (F("--budget")) { budget = strtod(v, NULL); ok = budget > 0 || (cli_usage_error("--budget: expected seconds > 0, got \"%s\"", v), 0); }
         else if (F("--budget-ratio")) { ratio = strtod(v, NULL); ok = (ratio > 0 && ratio <= 1) || (cli_usage_error("--budget-ratio: expected a number in (0, 1], got \"%s\"", v), 0); }
         else if (miss) return cli_usage_error("%s: missing value", argv[i]);
-        else return cli_usage_error("search-models: unknown option \"%s\"", argv[i]);
+        else return cli_unknown_option("search-models", argv[i]);
 #undef F
         if (!ok) return 2;
     }
     if (!model || !zoo_arg || !prompts_path || !out_path)
         return cli_usage_error("search-models: -m MODEL, --zoo DIR[,DIR...], --prompts FILE and --out FILE are required");
     if (budget <= 0 && ratio <= 0) return cli_usage_error("search-models: give --budget SECONDS or --budget-ratio R");
+    ditrt_error merr = {0};
+    if (cli_check_pipeline_dir(model, &merr) != DITRT_OK) return cli_die(&merr), 2;
     if (dtype && !(p.dtype = cli_dtype_arg(dtype))) /* NULL: the device's default */
         return cli_usage_error("--dtype: expected f32 or bf16, got \"%s\"", dtype);
     ditrt_error err = {0};

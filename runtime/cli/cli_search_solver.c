@@ -47,11 +47,13 @@ static int parse(int argc, char **argv, ss_args *a)
             if (!cli_parse_u64("--seed", v, &a->seed)) return 0;
         } else if (miss) return cli_usage_error("%s: missing value", argv[i]), 0;
         else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) a->quiet = 1;
-        else return cli_usage_error("search-solver: unknown option \"%s\"", argv[i]), 0;
+        else return cli_unknown_option("search-solver", argv[i]), 0;
 #undef F
         if (!ok) return 0;
     }
     if (!a->model) return cli_usage_error("search-solver: -m MODEL_DIR is required"), 0;
+    ditrt_error merr = {0};
+    if (cli_check_pipeline_dir(a->model, &merr) != DITRT_OK) return cli_die(&merr), 0;
     if (!a->prompt && !a->prompts_file) return cli_usage_error("search-solver: --prompts FILE (one prompt a line) is required"), 0;
     if (a->prompt && a->prompts_file) return cli_usage_error("search-solver: --prompts and -p are exclusive (-p is one prompt)"), 0;
     return 1;

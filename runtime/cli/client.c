@@ -1,11 +1,15 @@
 /* The user commands' shared helpers (client.h): only the public API underneath. */
 #include "client.h"
 #include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 int cli_die(const ditrt_error *err)
 {
@@ -26,6 +30,8 @@ int cli_usage_error(const char *fmt, ...)
 
 const char *cli_flag(int argc, char **argv, int *i, const char *flag, int *missing)
 {
+    size_t k = strlen(flag);
+    if (!strncmp(argv[*i], flag, k) && argv[*i][k] == '=') return argv[*i] + k + 1; /* --flag=value */
     if (strcmp(argv[*i], flag)) return NULL;
     if (*i + 1 >= argc) { *missing = 1; return NULL; }
     return argv[++*i];
@@ -225,4 +231,116 @@ const char *cli_dtype_arg(const char *v)
     if (!strcmp(v, "f32") || !strcmp(v, "float32")) return "f32";
     if (!strcmp(v, "bf16") || !strcmp(v, "bfloat16")) return "bf16";
     return NULL;
+}
+
+/* ---- -m: a pipeline folder ---- */
+
+static int is_dir(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static int has_index(const char *dir)
+{
+    char p[4400];
+    struct stat sb;
+    if (snprintf(p, sizeof p, "%s/model_index.json", dir) >= (int)sizeof p) return 0;
+    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+ditrt_status cli_check_pipeline_dir(const char *dir, ditrt_error *err)
+{
+    if (!is_dir(dir)) return cli_fail(err, DITRT_EIO, "-m %s: no such folder", dir);
+    if (has_index(dir)) return DITRT_OK;
+    /* the way forward: what a pipeline folder holds, and the ones inside this folder */
+    char inside[512] = "", sub[4200];
+    size_t room = 120; /* per folder named: the message stays one line of reasonable length */
+    int n = 0;
+    struct dirent **names = NULL;
+    int count = scandir(dir, &names, NULL, alphasort);
+    for (int i = 0; i < count; i++) {
+        const struct dirent *e = names[i];
+        snprintf(sub, sizeof sub, "%s/%s", dir, e->d_name);
+        if (e->d_name[0] == '.' || !is_dir(sub) || !has_index(sub)) continue;
+        size_t l = strlen(inside);
+        if (n < 4) snprintf(inside + l, sizeof inside - l, "%s%.*s", n ? ", " : "; pipeline folders in it: ", (int)room, sub);
+        else if (n == 4) snprintf(inside + l, sizeof inside - l, ", ...");
+        n++;
+    }
+    for (int i = 0; i < count; i++) free(names[i]);
+    free(names);
+    char tr[4200];
+    snprintf(tr, sizeof tr, "%s/config.json", dir);
+    struct stat sb;
+    const char *what = stat(tr, &sb) == 0 ? " (it looks like one component: use the folder above it)" : "";
+    return cli_fail(err, DITRT_EINVAL,
+                    "-m %s: not a pipeline folder%s: a pipeline folder (diffusers save_pretrained layout) holds "
+                    "model_index.json, transformer/, vae/, text_encoder/, tokenizer/ and scheduler/%s",
+                    dir, what, inside);
+}
+
+/* ---- output folders ---- */
+
+/* The folder an output goes in: the path itself for a frame folder ("dir/"), else its dirname. */
+static void output_folder(const char *path, char *out, size_t n)
+{
+    size_t l = strlen(path);
+    if (l && path[l - 1] == '/') { snprintf(out, n, "%s", path); return; }
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(out, n, ".");
+    else snprintf(out, n, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+}
+
+/* mkdir -p of the output's folder; *top (when not NULL) gets the length of the first folder
+ * created (0: none), the root of what was made. */
+static ditrt_status make_folders(const char *path, char *folder, size_t n, size_t *top, ditrt_error *err)
+{
+    output_folder(path, folder, n);
+    if (top) *top = 0;
+    for (char *p = folder + 1;; p++) {
+        if (*p && *p != '/') continue;
+        char c = *p;
+        *p = 0;
+        struct stat sb;
+        if (stat(folder, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+            ditrt_status s = cli_fail(err, DITRT_EIO, "%s: \"%s\" is not a folder", path, folder);
+            *p = c;
+            return s;
+        }
+        if (!is_dir(folder)) {
+            if (mkdir(folder, 0777) != 0) {
+                ditrt_status s = cli_fail(err, DITRT_EIO, "%s: cannot create the folder \"%s\": %s", path, folder, strerror(errno));
+                *p = c;
+                return s;
+            }
+            if (top && !*top) *top = strlen(folder);
+        }
+        *p = c;
+        if (!c || !p[1]) break;
+    }
+    return DITRT_OK;
+}
+
+ditrt_status cli_output_check(const char *path, int video, ditrt_output_kind *kind, ditrt_error *err)
+{
+    char folder[4096];
+    size_t top;
+    ditrt_status s = make_folders(path, folder, sizeof folder, &top, err);
+    if (s == DITRT_OK) s = ditrt_output_check(path, video, kind, err);
+    /* remove what was made for the check, deepest first: nothing stays after a failed run */
+    for (size_t l = strlen(folder); top && l >= top; l = strlen(folder)) {
+        while (l > 1 && folder[l - 1] == '/') folder[--l] = 0;
+        rmdir(folder);
+        char *slash = strrchr(folder, '/');
+        if (!slash || (size_t)(slash - folder) < top) break;
+        *slash = 0;
+    }
+    return s;
+}
+
+ditrt_status cli_output_folders(const char *path, ditrt_error *err)
+{
+    char folder[4096];
+    return make_folders(path, folder, sizeof folder, NULL, err);
 }

@@ -4,6 +4,7 @@
 #ifndef DT_CLI_CLIENT_H
 #define DT_CLI_CLIENT_H
 #include <stdint.h>
+#include <stdio.h>
 #include "ditrt.h"
 
 /* The user commands (one file each). */
@@ -22,9 +23,38 @@ int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Fills err (status and one-line message) and returns the status. */
 ditrt_status cli_fail(ditrt_error *err, ditrt_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Flag parsing: returns the value after argv[*i] when argv[*i] == flag, else NULL;
- * a flag with no value is reported through *missing. */
+/* Flag parsing: returns the value of argv[*i] when it is `flag VALUE` (the next argument) or
+ * `flag=VALUE`, else NULL; a flag with no value is reported through *missing. */
 const char *cli_flag(int argc, char **argv, int *i, const char *flag, int *missing);
+
+/* Help (usage.c): every command's usage with its defaults, the source of the option names. */
+/* The usage of cmd ("txt2img", "eval", ...) into buf; -1 for an unknown command. */
+int cli_help_text(const char *cmd, char *buf, size_t n);
+/* `ditrt CMD --help`: the usage on stdout, 0 (2 after a usage error for an unknown command). */
+int cli_help(const char *cmd);
+/* `ditrt --help`: the command list. */
+void cli_help_commands(FILE *f);
+/* The option of cmd closest to arg (a typo or a prefix: "--step" -> "--steps") into buf, or NULL
+ * when none is close. */
+const char *cli_closest_option(const char *cmd, const char *arg, char *buf, size_t n);
+/* Whether argv (argv[1] the command) asks for help: -h or --help where an option may stand
+ * (not as the value of an option that takes one, so `-p --help` is a prompt). */
+int cli_wants_help(const char *cmd, int argc, char **argv);
+/* The command closest to name (a typo), into buf, or NULL. */
+const char *cli_closest_command(const char *name, char *buf, size_t n);
+/* The usage error for an argument cmd does not know, suggesting the closest option; returns 2. */
+int cli_unknown_option(const char *cmd, const char *arg);
+
+/* -m for the commands that load a whole pipeline: a folder with model_index.json; else an
+ * error saying what such a folder holds (and the pipeline folders inside dir, if any). */
+ditrt_status cli_check_pipeline_dir(const char *dir, ditrt_error *err);
+
+/* Output folders: `-o a/b/out.png` or `-o frames/` where a folder is missing creates the
+ * missing folders (like mkdir -p) when the output is written. cli_output_check is
+ * ditrt_output_check with the missing folders created for the check and removed again (so a
+ * failed run leaves nothing); cli_output_folders creates them for good, before writing. */
+ditrt_status cli_output_check(const char *path, int video, ditrt_output_kind *kind, ditrt_error *err);
+ditrt_status cli_output_folders(const char *path, ditrt_error *err);
 int cli_parse_int(const char *flag, const char *v, int lo, int hi, int *out);
 /* A decimal unsigned 64-bit value (seeds); 0 after a usage error. */
 int cli_parse_u64(const char *flag, const char *v, uint64_t *out);

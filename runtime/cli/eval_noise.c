@@ -64,7 +64,7 @@ static int parse(int argc, char **argv, noise_args *a)
                 return cli_usage_error("--variant: expected vector or scalar, got \"%s\"", v), 0;
         }
         else if (miss) return cli_usage_error("%s: missing value", argv[i]), 0;
-        else return cli_usage_error("eval noise: unknown option \"%s\"", argv[i]), 0;
+        else return cli_unknown_option("eval noise", argv[i]), 0;
     }
     if (!a->has_seed || !a->ndim || !a->out)
         return cli_usage_error("eval noise: --seed S, --shape D0,D1,.. and --out FILE are required"), 0;

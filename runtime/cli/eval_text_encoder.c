@@ -36,7 +36,7 @@ static int parse(int argc, char **argv, te_args *a)
         else if ((v = cli_flag(argc, argv, &i, "--threads", &miss))) { if (!cli_parse_int("--threads", v, 1, 1024, &a->threads)) return 0; }
         else if (!strcmp(argv[i], "--no-clean")) a->no_clean = 1;
         else if (miss) return cli_usage_error("%s: missing value", argv[i]), 0;
-        else return cli_usage_error("eval text-encoder: unknown option \"%s\"", argv[i]), 0;
+        else return cli_unknown_option("eval text-encoder", argv[i]), 0;
     }
     if (!a->model || !a->prompt || !a->out)
         return cli_usage_error("eval text-encoder: -m MODEL_DIR, --prompt TEXT and --out FILE are required"), 0;

@@ -18,7 +18,7 @@ int cli_eval_tokenizer(int argc, char **argv)
         else if ((v = cli_flag(argc, argv, &i, "--max-length", &miss))) { if (!cli_parse_int("--max-length", v, 2, 4096, &max_length)) return 2; }
         else if (!strcmp(argv[i], "--no-clean")) no_clean = 1;
         else if (miss) return cli_usage_error("%s: missing value", argv[i]);
-        else return cli_usage_error("eval tokenizer: unknown option \"%s\"", argv[i]);
+        else return cli_unknown_option("eval tokenizer", argv[i]);
     }
     if (!model || !prompt) return cli_usage_error("eval tokenizer: -m MODEL_DIR and --prompt TEXT are required");
     dt_err err = {0};

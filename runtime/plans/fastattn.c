@@ -106,8 +106,8 @@ dt_status dt_attn_plan_check(const dt_attn_plan *p, int layers, int temporal, in
         return dt_fail(err, DT_EINVAL, "attention plan: temporal layer %d step 0: made for %d temporal layers, the model has %d",
                        p->temporal < temporal ? p->temporal : temporal, p->temporal, temporal);
     if (p->steps != steps)
-        return dt_fail(err, DT_EINVAL, "attention plan: step %d: made for %d steps, this run has %d",
-                       p->steps < steps ? p->steps : steps, p->steps, steps);
+        return dt_fail(err, DT_EINVAL, "attention plan: made for %d steps, this run has %d (run it with --steps %d, or "
+                       "calibrate a plan at %d steps)", p->steps, steps, p->steps, steps);
     return DT_OK;
 }
 

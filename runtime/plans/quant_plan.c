@@ -9,13 +9,18 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static dt_status write_json(const dt_quantizer *q, const char *dir, const char *scheme, const char *model, dt_err *err)
+static dt_status write_json(const dt_quantizer *q, const char *dir, const char *scheme, const char *model,
+                            const dt_qplan_model *m, dt_err *err)
 {
     cJSON *root = cJSON_CreateObject(), *layers = cJSON_AddArrayToObject(root, "layers");
     cJSON_AddStringToObject(root, "format", "ditrt-quant-plan");
     cJSON_AddNumberToObject(root, "version", 1);
     cJSON_AddStringToObject(root, "scheme", scheme);
     cJSON_AddStringToObject(root, "model", model);
+    cJSON_AddStringToObject(root, "model_class", m->class_name);
+    cJSON_AddNumberToObject(root, "model_blocks", m->blocks);
+    cJSON_AddNumberToObject(root, "model_temporal_blocks", m->temporal_blocks);
+    cJSON_AddNumberToObject(root, "model_hidden", m->hidden);
     cJSON_AddNumberToObject(root, "alpha", q->alpha);
     for (int i = 0; i < q->nrec; i++) {
         const dt_qrecord *r = &q->rec[i];
@@ -47,7 +52,8 @@ static dt_status write_json(const dt_quantizer *q, const char *dir, const char *
     return s;
 }
 
-dt_status dt_qplan_save(const dt_quantizer *q, const char *dir, const char *scheme, const char *model, dt_err *err)
+dt_status dt_qplan_save(const dt_quantizer *q, const char *dir, const char *scheme, const char *model,
+                        const dt_qplan_model *made_for, dt_err *err)
 {
     if (mkdir(dir, 0777) && errno != EEXIST) return dt_fail(err, DT_EIO, "%s: cannot create (%s)", dir, strerror(errno));
     int cap = 4 * q->nrec + 1, n = 0;
@@ -81,7 +87,7 @@ dt_status dt_qplan_save(const dt_quantizer *q, const char *dir, const char *sche
     snprintf(path, sizeof path, "%s/weights.safetensors", dir);
     dt_status s = dt_st_write(path, items, n, err);
     free(items); free(ts); free(names);
-    return s == DT_OK ? write_json(q, dir, scheme, model, err) : s;
+    return s == DT_OK ? write_json(q, dir, scheme, model, made_for, err) : s;
 }
 
 void dt_qplan_free(dt_qplan *p)
@@ -135,6 +141,31 @@ static dt_status parse_layer(const cJSON *l, const char *file, int i, dt_qplan_l
     return DT_OK;
 }
 
+/* The optional record of the model the plan was made for. */
+static dt_status read_model(const cJSON *root, const char *file, dt_qplan_model *m, dt_err *err)
+{
+    DT_TRY(dt_json_str(root, file, "model", "", m->dir, sizeof m->dir, err));
+    DT_TRY(dt_json_str(root, file, "model_class", "", m->class_name, sizeof m->class_name, err));
+    DT_TRY(dt_json_int(root, file, "model_blocks", 1, 0, &m->blocks, err));
+    DT_TRY(dt_json_int(root, file, "model_temporal_blocks", 1, 0, &m->temporal_blocks, err));
+    return dt_json_int(root, file, "model_hidden", 1, 0, &m->hidden, err);
+}
+
+dt_status dt_qplan_check_model(const dt_qplan *p, const dt_qplan_model *m, dt_err *err)
+{
+    const dt_qplan_model *f = &p->model;
+    if (!f->class_name[0]) return DT_OK; /* a plan from before the record: the layers are checked one by one */
+    if (!strcmp(f->class_name, m->class_name) && f->blocks == m->blocks && f->temporal_blocks == m->temporal_blocks &&
+        f->hidden == m->hidden)
+        return DT_OK;
+    char made[96], is[96];
+    snprintf(made, sizeof made, "%d blocks%s, hidden %d", f->blocks, f->temporal_blocks ? " + temporal" : "", f->hidden);
+    snprintf(is, sizeof is, "%d blocks%s, hidden %d", m->blocks, m->temporal_blocks ? " + temporal" : "", m->hidden);
+    return dt_fail(err, DT_EINVAL, "%s/plan.json: plan is for %s (%s; made from %s), this model is %s (%s); "
+                   "make a plan for it with ditrt quantize", p->dir, f->class_name, made, f->dir[0] ? f->dir : "?",
+                   m->class_name, is);
+}
+
 dt_status dt_qplan_load(const char *dir, dt_qplan **out, dt_err *err)
 {
     dt_qplan *p = calloc(1, sizeof *p);
@@ -148,6 +179,7 @@ dt_status dt_qplan_load(const char *dir, dt_qplan **out, dt_err *err)
     if (s == DT_OK) s = dt_json_str(root, file, "format", NULL, fmt, sizeof fmt, err);
     if (s == DT_OK && strcmp(fmt, "ditrt-quant-plan")) s = dt_fail(err, DT_EFORMAT, "%s: format \"%s\" is not ditrt-quant-plan", file, fmt);
     if (s == DT_OK) s = dt_json_str(root, file, "scheme", "", p->scheme, sizeof p->scheme, err);
+    if (s == DT_OK) s = read_model(root, file, &p->model, err);
     const cJSON *layers = root ? cJSON_GetObjectItemCaseSensitive(root, "layers") : NULL;
     if (s == DT_OK && !cJSON_IsArray(layers)) s = dt_fail(err, DT_EFORMAT, "%s: field \"layers\" must be an array", file);
     if (s == DT_OK) {
@@ -194,8 +226,8 @@ dt_status dt_qplan_make(dt_qplan *p, dt_backend *be, const char *name, const flo
     dt_qplan_layer *l = find(p, name);
     if (!l) return dt_fail(err, DT_EINVAL, "%s/plan.json: no entry for layer %s (a plan for another model?)", p->dir, name);
     if (l->in != in || l->out != out)
-        return dt_fail(err, DT_EINVAL, "%s/plan.json: layer %s is [%d, %d] in the plan but [%d, %d] in the model", p->dir,
-                       name, l->out, l->in, out, in);
+        return dt_fail(err, DT_EINVAL, "%s/plan.json: layer %s is [%d, %d] in the plan but [%d, %d] in the model (a plan "
+                       "for another model: made from %s)", p->dir, name, l->out, l->in, out, in, p->model.dir[0] ? p->model.dir : "?");
     if (l->used) return dt_fail(err, DT_EINVAL, "%s/plan.json: layer %s built twice", p->dir, name);
     l->used = 1;
     if (!l->wbits) { *keep_float = 1; return DT_OK; }

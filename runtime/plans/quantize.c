@@ -209,8 +209,23 @@ void dt_quantizer_attach(dt_quantizer *q, dt_weight_source *src)
     src->user = q;
 }
 
+dt_qplan_model dt_qplan_model_of(const char *dir, const dt_denoiser_info *info)
+{
+    dt_qplan_model m = {.blocks = info->spatial_layers, .temporal_blocks = info->temporal_layers, .hidden = info->inner};
+    snprintf(m.class_name, sizeof m.class_name, "%s", info->class_name);
+    snprintf(m.dir, sizeof m.dir, "%s", dir);
+    return m;
+}
+
 dt_status dt_quant_load(dt_backend *be, const char *dir, dt_quantizer *q, dt_denoiser **out, dt_err *err)
 {
+    *out = NULL;
+    if (q->mode == DT_QMODE_PLAN) { /* another model's plan: said so before any layer is built */
+        dt_denoiser_info info;
+        DT_TRY(dt_denoiser_describe(dir, &info, NULL, NULL, 0, err));
+        dt_qplan_model m = dt_qplan_model_of(dir, &info);
+        DT_TRY(dt_qplan_check_model(q->plan, &m, err));
+    }
     dt_status s = dt_denoiser_load(be, dir, hook, q, out, err);
     if (s == DT_OK && q->mode == DT_QMODE_PLAN) s = dt_qplan_check_used(q->plan, err);
     if (s != DT_OK && *out) { dt_denoiser_free(*out); *out = NULL; }

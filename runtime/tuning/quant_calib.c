@@ -194,7 +194,8 @@ static dt_status quantize_and_save(const qcalib *a, dt_quantizer *cal, const dt_
     dt_denoiser *m = NULL;
     dt_status s = f32_backend(c->threads, &be, err);
     if (s == DT_OK) s = dt_quant_load(be, a->dir, &q, &m, err);
-    if (s == DT_OK) s = dt_qplan_save(&q, c->out_dir, a->scheme, c->model_dir, err);
+    dt_qplan_model made_for = dt_qplan_model_of(c->model_dir, &a->info);
+    if (s == DT_OK) s = dt_qplan_save(&q, c->out_dir, a->scheme, c->model_dir, &made_for, err);
     if (s == DT_OK) *res = (dt_qcalib_result){.nquant = q.nquant, .nfloat = q.nfloat, .weight_bytes = q.weight_bytes};
     dt_denoiser_free(m);
     dt_backend_destroy(be);
