@@ -258,6 +258,8 @@ static void bench_help(text *t)
            "  --quant w8a8|w4a8         transformer: quantized linears\n"
            "  --attn-plan FILE          transformer: an attention plan (up to 8, compared)\n"
            "  --breakdown               transformer: time per op kind\n"
+           "  --rounds-stdin            transformer: one timed step per line read from stdin (a peer\n"
+           "                            benchmark alternates with it); each round prints its own floor\n"
            "  --tokens N[,N...]         attention: sequence lengths; default 1024,4096\n"
            "  --heads H, --head-dim D   attention: default 16 x 72 (PixArt-XL)\n"
            "  --batch B                 attention: default 1\n"
