@@ -1,6 +1,6 @@
 # ditrt — one build entry. `make` builds libditrt.a, libditrt.so (+ soname links), ditrt.pc and
 # ditrt; `make test` runs the CMocka suites and the install check; `make bench` times the
-# PixArt-XL-2 step; `make install PREFIX=... DESTDIR=...` installs.
+# PixArt-XL-2 step, the SD1.5 U-Net step and the SD VAE decode; `make install PREFIX=... DESTDIR=...` installs.
 CC      ?= cc
 # x86-64-v3 (AVX2/FMA) keeps the binary portable across CI machines; oneDNN picks
 # AVX-512/AMX at run time by itself. -fno-trapping-math lets GCC if-convert and
@@ -167,6 +167,10 @@ bench: ditrt
 	./ditrt bench transformer --arch pixart-xl-2 --res 512 --breakdown
 	./ditrt bench transformer --arch pixart-xl-2 --res 512 --dtype f32
 	./ditrt bench transformer --arch pixart-xl-2 --res 512 --quant w8a8 --breakdown
+	./ditrt bench transformer --arch sd15-unet --res 512 --breakdown
+	./ditrt bench vae --res 512
+# ditrt vs diffusers, alternated (needs a PyTorch + diffusers venv; not part of `make bench`):
+#   /work/venv-cur/bin/python scripts/bench/unet_diffusers.py [--part vae] --res 512 --threads 2 --rounds 3
 
 # The first command on a fresh machine: builds ditrt and draws out/demo.png (32x32) with the
 # small PixArt-Σ-architecture model trained on synthetic shapes (assets/demo-pixart, scripts/demo/),

@@ -171,7 +171,7 @@ static void free_inputs(bench_inputs *x)
 /* --rounds-stdin: waits for a line on stdin before each timed round (0 at end of input), so
  * that a peer benchmark (scripts/bench/unet_diffusers.py) can alternate its rounds with ours
  * on one machine while both models stay loaded. */
-static int stdin_go(void)
+int cli_bench_stdin_go(void)
 {
     char line[64];
     return fgets(line, sizeof line, stdin) != NULL;
@@ -180,7 +180,7 @@ static int stdin_go(void)
 /* After each round (the warm-up is round 0; its line tells the peer we are ready): its step
  * time and a GEMM peak measured right after it, so each round has its own floor under the
  * machine's load of the moment. */
-static dt_status stdin_round_report(dt_backend *be, int r, double step, double flops, dt_err *err)
+dt_status cli_bench_round_report(dt_backend *be, int r, double step, double flops, dt_err *err)
 {
     double peak = 0;
     dt_op_times *t = dt_backend_times(be), keep = t ? *t : (dt_op_times){0};
@@ -234,13 +234,13 @@ static int run(const bench_args *a)
     done.iters = 0;
     for (int r = 0; s == DT_OK && (a->stdin_rounds || r <= a->iters); r++) { /* r == 0 is the warm-up */
         if (r == 1 && times) *times = (dt_op_times){0};
-        if (r > 0 && a->stdin_rounds && !stdin_go()) break;
+        if (r > 0 && a->stdin_rounds && !cli_bench_stdin_go()) break;
         dt_arena_reset(&arena);
         double ts = cli_now();
         s = dt_denoiser_forward(m, &x.in, &arena, &x.tout, &err);
         double dt = cli_now() - ts;
         if (r > 0) { total += dt; if (dt < best) best = dt; done.iters++; }
-        if (s == DT_OK && a->stdin_rounds) s = stdin_round_report(be, r, dt, flops, &err);
+        if (s == DT_OK && a->stdin_rounds) s = cli_bench_round_report(be, r, dt, flops, &err);
     }
     if (s == DT_OK && done.iters == 0) s = dt_fail(&err, DT_EINVAL, "--rounds-stdin: no round was asked for");
     a = &done;
@@ -385,5 +385,6 @@ int cli_bench(int argc, char **argv)
     if (argc >= 2 && !strcmp(argv[1], "transformer")) return bench_transformer(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "text-encoder")) return bench_text_encoder(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "attention")) return cli_bench_attention(argc, argv);
-    return cli_usage_error("bench: expected a target: transformer, text-encoder, attention");
+    if (argc >= 2 && !strcmp(argv[1], "vae")) return cli_bench_vae(argc, argv);
+    return cli_usage_error("bench: expected a target: transformer, text-encoder, attention, vae");
 }

@@ -246,11 +246,11 @@ static void eval_help(text *t)
 
 static void bench_help(text *t)
 {
-    add(t, "usage: ditrt bench transformer|text-encoder|attention [options]   (developer tool: random weights)\n"
+    add(t, "usage: ditrt bench transformer|text-encoder|attention|vae [options]   (developer tool: random weights)\n"
            "options:\n"
            "  --arch NAME               transformer: pixart-xl-2 (default), latte-1, stdit-xl-2, sd15-unet or\n"
            "                            sdxl-unet; text-encoder: t5-xxl\n"
-           "  --res N                   transformer: image size; default 512\n"
+           "  --res N                   transformer, vae: image size; default 512\n"
            "  --frames F                latte-1: frames\n"
            "  --layers L                blocks run; default all\n"
            "  --iters K                 default 2\n"
@@ -258,7 +258,7 @@ static void bench_help(text *t)
            "  --quant w8a8|w4a8         transformer: quantized linears\n"
            "  --attn-plan FILE          transformer: an attention plan (up to 8, compared)\n"
            "  --breakdown               transformer: time per op kind\n"
-           "  --rounds-stdin            transformer: one timed step per line read from stdin (a peer\n"
+           "  --rounds-stdin            transformer, vae: one timed step per line read from stdin (a peer\n"
            "                            benchmark alternates with it); each round prints its own floor\n"
            "  --tokens N[,N...]         attention: sequence lengths; default 1024,4096\n"
            "  --heads H, --head-dim D   attention: default 16 x 72 (PixArt-XL)\n"

@@ -1,9 +1,16 @@
 #!/usr/bin/env python3
 """Peer benchmark (developer tool): one classifier-free-guidance step of an SD1.5-shaped
-UNet2DConditionModel, diffusers vs ditrt, rounds alternated in one run on one machine.
+UNet2DConditionModel (or, with --part vae, one SD VAE decode), diffusers vs ditrt, rounds
+alternated in one run on one machine.
 
 Usage (from the repo root, after `make`):
     /work/venv-cur/bin/python scripts/bench/unet_diffusers.py --res 512 --threads 2 --rounds 3
+    /work/venv-cur/bin/python scripts/bench/unet_diffusers.py --part vae --res 512 --rounds 2
+
+--part vae: AutoencoderKL with the SD VAE config (block_out_channels 128/256/512/512, 2 layers
+per block, 4 latent channels; SD 1.5, 2.x and SDXL share it), vae.decode of a [1, 4, res/8,
+res/8] latent, vs `ditrt bench vae --rounds-stdin` (its floor: the decoder's conv/GEMM FLOPs
+at the GEMM rate).
 
 One "step" = one U-Net forward on batch 2 (cond + uncond): latent [2, 4, res/8, res/8],
 77 text tokens of width 768 (CLIP ViT-L), timestep 999, random weights (diffusers' default
@@ -33,7 +40,7 @@ import time
 
 import torch
 import diffusers
-from diffusers import UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.utils import logging as dlogging
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -61,12 +68,28 @@ def sd15_config(res):
     )
 
 
+def sd_vae_config():
+    return dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        act_fn="silu",
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=512,
+        scaling_factor=0.18215,
+    )
+
+
 class Ditrt:
     """ditrt's bench in --rounds-stdin mode: one timed step per go()."""
 
-    def __init__(self, binary, res, dtype, threads):
-        cmd = [binary, "bench", "transformer", "--arch", "sd15-unet", "--res", str(res), "--dtype", dtype,
-               "--threads", str(threads), "--rounds-stdin"]
+    def __init__(self, binary, part, res, dtype, threads):
+        what = ["transformer", "--arch", "sd15-unet"] if part == "unet" else ["vae"]
+        cmd = [binary, "bench", *what, "--res", str(res), "--dtype", dtype, "--threads", str(threads), "--rounds-stdin"]
         self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.round_line()  # round 0 is its warm-up: the model is loaded and ready
 
@@ -94,6 +117,7 @@ class Ditrt:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", choices=["unet", "vae"], default="unet")
     ap.add_argument("--res", type=int, default=512, help="image size (latent res/8)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
@@ -107,27 +131,36 @@ def main():
     tdt = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     lat = args.res // 8
     t0 = time.perf_counter()
-    unet = UNet2DConditionModel(**sd15_config(args.res)).eval().to(tdt)
-    build = time.perf_counter() - t0
-    nparam = sum(p.numel() for p in unet.parameters())
     g = torch.Generator().manual_seed(0)
-    inputs = dict(sample=torch.randn(2, 4, lat, lat, generator=g).to(tdt),
-                  timestep=torch.full((2,), 999.0),
-                  encoder_hidden_states=torch.randn(2, 77, 768, generator=g).to(tdt), return_dict=False)
-    proc = type(unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.processor).__name__
-    print(f"torch {torch.__version__} diffusers {diffusers.__version__} | dtype {args.dtype} threads {torch.get_num_threads()} "
-          f"| res {args.res} (latent {lat}x{lat}) batch 2 text 77 | params {nparam / 1e6:.0f}M | attn {proc} | build {build:.1f}s",
+    if args.part == "unet":
+        model = UNet2DConditionModel(**sd15_config(args.res)).eval().to(tdt)
+        inputs = dict(sample=torch.randn(2, 4, lat, lat, generator=g).to(tdt),
+                      timestep=torch.full((2,), 999.0),
+                      encoder_hidden_states=torch.randn(2, 77, 768, generator=g).to(tdt), return_dict=False)
+        proc = type(model.down_blocks[0].attentions[0].transformer_blocks[0].attn1.processor).__name__
+        run = lambda: model(**inputs)  # noqa: E731
+        shape = f"latent {lat}x{lat}) batch 2 text 77"
+    else:
+        model = AutoencoderKL(**sd_vae_config()).eval().to(tdt)
+        latent = torch.randn(1, 4, lat, lat, generator=g).to(tdt)
+        proc = type(model.decoder.mid_block.attentions[0].processor).__name__
+        run = lambda: model.decode(latent, return_dict=False)  # noqa: E731
+        shape = f"latent {lat}x{lat}) batch 1, decode"
+    build = time.perf_counter() - t0
+    nparam = sum(p.numel() for p in model.parameters())
+    print(f"torch {torch.__version__} diffusers {diffusers.__version__} | {args.part} dtype {args.dtype} threads "
+          f"{torch.get_num_threads()} | res {args.res} ({shape} | params {nparam / 1e6:.0f}M | attn {proc} | build {build:.1f}s",
           flush=True)
 
     def torch_step():
         t = time.perf_counter()
         with torch.no_grad():
-            unet(**inputs)
+            run()
         return time.perf_counter() - t
 
     warm = torch_step()
     print(f"diffusers warm-up {warm:.3f} s", flush=True)
-    d = Ditrt(args.ditrt, args.res, args.dtype, args.threads) if args.ditrt else None
+    d = Ditrt(args.ditrt, args.part, args.res, args.dtype, args.threads) if args.ditrt else None
     rows = []
     for r in range(args.rounds):
         load = os.getloadavg()[0]
@@ -150,7 +183,8 @@ def main():
         return f"min {min(v):.3f} median {statistics.median(v):.3f}"
 
     tt = [x[1] for x in rows]
-    print(f"\nRESULT sd15-unet step res={args.res} dtype={args.dtype} threads={args.threads} rounds={args.rounds}")
+    what = "sd15-unet step" if args.part == "unet" else "sd-vae decode"
+    print(f"\nRESULT {what} res={args.res} dtype={args.dtype} threads={args.threads} rounds={args.rounds}")
     print(f"  diffusers: {mm(tt)} s")
     if d:
         ds, fl = [x[2] for x in rows], [x[3] for x in rows]
