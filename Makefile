@@ -168,7 +168,7 @@ bench: ditrt
 	./ditrt bench transformer --arch pixart-xl-2 --res 512 --dtype f32
 	./ditrt bench transformer --arch pixart-xl-2 --res 512 --quant w8a8 --breakdown
 	./ditrt bench transformer --arch sd15-unet --res 512 --breakdown
-	./ditrt bench vae --res 512
+	./ditrt bench vae --res 512 --breakdown
 # ditrt vs diffusers, alternated (needs a PyTorch + diffusers venv; not part of `make bench`):
 #   /work/venv-cur/bin/python scripts/bench/unet_diffusers.py [--part vae] --res 512 --threads 2 --rounds 3
 

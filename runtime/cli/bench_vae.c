@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "runtime/core/arena.h"
 #include "runtime/models/vae.h"
+#include "kernels/backend_timing.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 typedef struct {
     const char *dtype;
     int res, threads, iters, stdin_rounds;
+    int breakdown; /* --breakdown: time per op kind (kernels/backend_timing.h) */
 } vae_bench_args;
 
 static vae_config sd_vae(void)
@@ -69,12 +71,19 @@ static int vae_run(const vae_bench_args *a)
     if (s == DT_OK) s = rin.read(&rin, "", 1, &nl, lat.data, &err);
     double peak = 0, best = 1e30, total = 0, flops = decoder_flops(&cfg, h, w);
     if (s == DT_OK) s = cli_backend(a->dtype, a->threads, &be, &err);
+    if (s == DT_OK && a->breakdown) {
+        dt_backend *tb = NULL;
+        s = dt_backend_timed(be, &tb, &err);
+        be = tb; /* on failure the wrapper has destroyed the inner backend */
+    }
     if (s == DT_OK) s = cli_gemm_peak(be, &peak, &err);
     double t0 = cli_now();
     if (s == DT_OK) s = vae_create(be, &cfg, &rnd, &m, &err);
     double load_s = cli_now() - t0;
     int done = 0;
+    dt_op_times *times = dt_backend_times(be);
     for (int r = 0; s == DT_OK && (a->stdin_rounds || r <= a->iters); r++) { /* r == 0 is the warm-up */
+        if (r == 1 && times) *times = (dt_op_times){0};
         if (r > 0 && a->stdin_rounds && !cli_bench_stdin_go()) break;
         dt_arena_reset(&arena);
         double ts = cli_now();
@@ -94,6 +103,8 @@ static int vae_run(const vae_bench_args *a)
         printf("  GEMM peak (M=2048 K=1152 N=4608, %s): %.0f GFLOP/s -> floor %.3f s, ratio to floor %.2fx\n", a->dtype, peak,
                floor_s, best / floor_s);
         printf("  activation arena %.0f MB\n", arena.peak / 1e6);
+        double mean = total / done;
+        if (times) cli_print_breakdown((const char *const[]){a->dtype}, times, &mean, 1, done);
     }
     free(lat.data);
     free(out.data);
@@ -114,6 +125,7 @@ int cli_bench_vae(int argc, char **argv)
         else if ((v = cli_flag(argc, argv, &i, "--threads", &miss))) { if (!cli_parse_int("--threads", v, 1, 1024, &a.threads)) return 2; }
         else if ((v = cli_flag(argc, argv, &i, "--iters", &miss))) { if (!cli_parse_int("--iters", v, 1, 1000, &a.iters)) return 2; }
         else if (!strcmp(argv[i], "--rounds-stdin")) a.stdin_rounds = 1;
+        else if (!strcmp(argv[i], "--breakdown")) a.breakdown = 1;
         else if (miss) return cli_usage_error("%s: missing value", argv[i]);
         else return cli_unknown_option("bench vae", argv[i]);
     }

@@ -257,7 +257,7 @@ static void bench_help(text *t)
            "  --dtype bf16|f32          default: the device's\n"
            "  --quant w8a8|w4a8         transformer: quantized linears\n"
            "  --attn-plan FILE          transformer: an attention plan (up to 8, compared)\n"
-           "  --breakdown               transformer: time per op kind\n"
+           "  --breakdown               transformer, vae: time per op kind\n"
            "  --rounds-stdin            transformer, vae: one timed step per line read from stdin (a peer\n"
            "                            benchmark alternates with it); each round prints its own floor\n"
            "  --tokens N[,N...]         attention: sequence lengths; default 1024,4096\n"
