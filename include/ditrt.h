@@ -113,6 +113,13 @@ typedef struct {
     int clip_sample;               /* -1 (default): the folder's scheduler config; 0 off, 1 on: sets
                                     * clip_sample (clip the predicted x0 to +-clip_sample_range) for
                                     * DDIM, LCM and Heun; other solvers (and USF schedules) fail */
+    const char *device;            /* NULL or "cpu" (default); "cuda" or "cuda:N": the CUDA backend
+                                    * (NULL dtypes then mean bf16). Without a usable GPU, or in a
+                                    * ditrt built without CUDA, ditrt_ctx_create fails with
+                                    * DITRT_EUNSUPPORTED and a one-line reason (`ditrt info` lists
+                                    * the backends and devices). Quantized plans run on the CPU only,
+                                    * and the T5 text encoder stays on the CPU (text_dtype: the
+                                    * CPU's default). */
 } ditrt_ctx_params;
 
 /* Sets struct_size and the defaults (clip_sample -1, all other fields 0/NULL); NULL is a no-op (as for every

@@ -2,6 +2,9 @@
  * dt_backend_create / dt_backend_native_dtype through it. A CUDA build adds one entry. */
 #include "backend.h"
 #include "kernels/cpu/cpu_entry.h"
+#ifdef DT_HAVE_CUDA
+#include "kernels/cuda/cuda_entry.h"
+#endif
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,10 +15,18 @@ typedef struct {
     dt_status (*create)(const dt_backend_config *cfg, dt_backend **out, dt_err *err);
     int (*available)(void);           /* built in and usable on this machine */
     int (*native_dtype)(dt_dtype t);  /* runs t natively (GEMM inputs) */
+    /* optional: why no device is usable (one line), and the devices found (lines; returns the count) */
+    void (*unavailable_reason)(char *buf, size_t n);
+    int (*describe)(char *buf, size_t n);
+    int (*libs_check)(char *why, size_t n);
 } dt_backend_entry;
 
 static const dt_backend_entry registry[] = {
-    {DT_DEV_CPU, "cpu", cpu_backend_create, cpu_backend_available, cpu_backend_native_dtype},
+    {DT_DEV_CPU, "cpu", cpu_backend_create, cpu_backend_available, cpu_backend_native_dtype, NULL, NULL, NULL},
+#ifdef DT_HAVE_CUDA
+    {DT_DEV_CUDA, "cuda", cuda_backend_create, cuda_backend_available, cuda_backend_native_dtype,
+     cuda_backend_unavailable_reason, cuda_backend_describe, cuda_backend_libs_check},
+#endif
 };
 #define N_ENTRIES (sizeof registry / sizeof *registry)
 
@@ -54,8 +65,13 @@ dt_status dt_backend_create(const dt_backend_config *cfg, dt_backend **out, dt_e
         return dt_fail(err, DT_EUNSUPPORTED, "device %s: not built into this ditrt (built-in backends: %s)",
                        dt_backend_device_name(cfg->device), names);
     }
-    if (!e->available())
+    if (!e->available()) {
+        char why[256] = "";
+        if (e->unavailable_reason) e->unavailable_reason(why, sizeof why);
+        if (cfg->device == DT_DEV_CUDA)
+            return dt_fail(err, DT_EUNSUPPORTED, "device cuda: no CUDA device found (%s)", why[0] ? why : "none usable");
         return dt_fail(err, DT_EUNSUPPORTED, "device %s: built in, but no usable %s device here", e->name, e->name);
+    }
     return e->create(cfg, out, err);
 }
 
@@ -143,3 +159,38 @@ dt_status dt_backend_upload(dt_backend *be, const float *host, size_t n, float *
     return DT_OK;
 }
 
+
+/* ---- what is built in (ditrt info) ---- */
+
+void dt_backend_list(char *buf, size_t n)
+{
+    size_t o = 0;
+    if (n) buf[0] = 0;
+    for (size_t i = 0; i < N_ENTRIES && o < n; i++) {
+        const dt_backend_entry *e = &registry[i];
+        char dev[2048] = "";
+        if (e->describe) e->describe(dev, sizeof dev);
+        else snprintf(dev, sizeof dev, "%s: %s", e->name, e->available() ? "available" : "not usable here");
+        o += (size_t)snprintf(buf + o, n - o, "backend %s (built in)%s\n", e->name, e->available() ? "" : ": no usable device");
+        for (const char *p = dev; *p && o < n;) { /* the device lines, indented */
+            const char *nl = strchr(p, '\n');
+            int len = nl ? (int)(nl - p) : (int)strlen(p);
+            o += (size_t)snprintf(buf + o, n - o, "  %.*s\n", len, p);
+            p += len + (nl ? 1 : 0);
+        }
+    }
+    for (int d = 0; d < (int)N_DEVICES && o < n; d++)
+        if (!find((dt_device)d)) o += (size_t)snprintf(buf + o, n - o, "backend %s: not built in%s\n", device_names[d],
+                                                     d == DT_DEV_CUDA ? " (nvcc was not found at build time)" : "");
+}
+
+int dt_backend_libs_check(dt_device dev, char *why, size_t n)
+{
+    const dt_backend_entry *e = find(dev);
+    if (n) why[0] = 0;
+    if (!e) {
+        snprintf(why, n, "device %s: not built in", dt_backend_device_name(dev));
+        return 0;
+    }
+    return e->libs_check ? e->libs_check(why, n) : 1;
+}

@@ -227,6 +227,14 @@ const char *dt_backend_device_name(dt_device dev);
  * else is a one-line DT_EINVAL error. index may be NULL. Says nothing about whether the device is
  * built in (dt_backend_create does). */
 dt_status dt_backend_parse_device(const char *s, dt_device *dev, int *index, dt_err *err);
+/* The backends built in and, per backend, the devices found (or why none is usable), one per
+ * line, for `ditrt info`; the devices not built in are named too. */
+void dt_backend_list(char *buf, size_t n);
+/* Whether the run-time libraries of dev's backend load and accept the descriptors its ops build
+ * (CUDA: cuBLASLt and cuDNN by dlopen, descriptor creation only: no GPU needed): 1 yes (or
+ * nothing to check), 0 a library is not found or dev is not built in, -1 a library lacks a
+ * symbol or refuses a descriptor; why[n] says which. */
+int dt_backend_libs_check(dt_device dev, char *why, size_t n);
 static inline void dt_backend_destroy(dt_backend *be) { if (be) be->ops->destroy(be); }
 /* An arena allocator over be's buffer_alloc/buffer_free, so that `dt_arena_init_with(&a, &alloc)`
  * puts the arena's memory (and the tensors it hands out) on be's device. be must outlive the arena. */

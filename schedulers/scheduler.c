@@ -17,6 +17,7 @@ static const dt_solver_ops *const solvers[] = {
     &dt_heun_ops,
     &dt_lcm_ops,
     &dt_flow_match_euler_ops,
+    &dt_iddpm_ops,
 };
 
 int dt_scheduler_solver_count(void) { return (int)(sizeof solvers / sizeof *solvers); }
@@ -27,7 +28,7 @@ const char *dt_scheduler_solver_name(int i)
 }
 
 /* Short names for the command line, in solvers[] order. */
-static const char *const aliases[] = {"dpm++2m", "dpm++2s", "unipc", "ddim", "euler", "euler_a", "heun", "lcm", "flow_euler"};
+static const char *const aliases[] = {"dpm++2m", "dpm++2s", "unipc", "ddim", "euler", "euler_a", "heun", "lcm", "flow_euler", "iddpm"};
 
 const char *dt_scheduler_solver_alias(int i)
 {
@@ -189,8 +190,22 @@ dt_status dt_scheduler_step(dt_scheduler *s, const float *model_output, const fl
     if (s->step_index >= s->num_steps)
         return dt_fail(err, DT_EINVAL, "%s: all %d steps were already taken (call set_timesteps again)",
                        s->path, s->num_steps);
+    if (s->ops->variance && !s->variance)
+        return dt_fail(err, DT_EINVAL, "%s: %s needs the model's variance channels (learned sigma; dt_scheduler_step_var)",
+                       s->path, s->ops->class_name);
     return s->ops->step(s, model_output, sample, prev_sample, n, err);
 }
+
+dt_status dt_scheduler_step_var(dt_scheduler *s, const float *model_output, const float *variance, const float *sample,
+                                float *prev_sample, size_t n, dt_err *err)
+{
+    s->variance = s->ops->variance ? variance : NULL;
+    dt_status st = dt_scheduler_step(s, model_output, sample, prev_sample, n, err);
+    s->variance = NULL;
+    return st;
+}
+
+int dt_scheduler_uses_variance(const dt_scheduler *s) { return s->ops->variance; }
 
 void dt_scheduler_set_generator(dt_scheduler *s, dt_rng *gen) { s->gen = gen; }
 void dt_scheduler_set_noise_slice(dt_scheduler *s, int batch, int index)

@@ -1,7 +1,8 @@
 /* Diffusion schedulers behind one interface, loaded from a diffusers scheduler folder.
  *
  * dt_scheduler_load reads <dir>/scheduler_config.json and picks the solver by "_class_name"
- * (now: DPMSolverMultistepScheduler); an unknown class or an option the solver does not
+ * (diffusers' solver classes, and ditrt's IDDPMScheduler: Open-Sora's sampler,
+ * schedulers/iddpm_scheduler.c); an unknown class or an option the solver does not
  * implement fails with a message naming the file and the field. Then, per generation:
  *
  *     dt_scheduler_set_timesteps(s, steps, err);          // resets the solver's history
@@ -68,6 +69,12 @@ void dt_scheduler_scale_model_input(const dt_scheduler *s, float *x, size_t n);
  * often than there are timesteps or with a different n than earlier steps. */
 dt_status dt_scheduler_step(dt_scheduler *s, const float *model_output, const float *sample,
                             float *prev_sample, size_t n, dt_err *err);
+/* Whether the solver's step reads the model's variance channels (learned sigma: IDDPMScheduler,
+ * learned-range variance). Such a solver fails in dt_scheduler_step; it takes them here, n
+ * values beside the model output (variance is ignored by the other solvers and may be NULL). */
+int dt_scheduler_uses_variance(const dt_scheduler *s);
+dt_status dt_scheduler_step_var(dt_scheduler *s, const float *model_output, const float *variance, const float *sample,
+                                float *prev_sample, size_t n, dt_err *err);
 
 /* The pipeline's generator (runtime/core/rng.h), from which stochastic steps (DDIM with eta > 0,
  * EulerAncestral, LCM) draw randn_tensor(model_output.shape, generator) noise, in call order.

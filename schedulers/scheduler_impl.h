@@ -11,6 +11,7 @@ typedef struct {
     const char *class_name;
     int karras;     /* reads use_karras_sigmas */
     int stochastic; /* draws noise in step (needs dt_scheduler_set_generator) */
+    int variance;   /* step reads the model's variance channels (s->variance; dt_scheduler_step_var) */
     /* Reads the config (path names the file in messages) into s->impl. */
     dt_status (*create)(dt_scheduler *s, const cJSON *cfg, const char *path, dt_err *err);
     /* Fills s->timesteps / s->num_steps (and s->sigmas if it has them); resets history. */
@@ -34,11 +35,13 @@ struct dt_scheduler {
     int noise_batch, noise_index; /* dt_scheduler_set_noise_slice (noise_batch <= 1: plain draws) */
     double eta;        /* DDIM's step(eta=...) */
     int clip_by_default; /* clips x0 to [-1, 1] only because the config omits clip_sample (DDIM's default) */
+    const float *variance; /* the model's variance channels during one dt_scheduler_step_var call, else NULL */
 };
 
 extern const dt_solver_ops dt_dpmsolver_multistep_ops;
 extern const dt_solver_ops dt_ddim_ops, dt_euler_ops, dt_euler_ancestral_ops, dt_heun_ops;
 extern const dt_solver_ops dt_unipc_ops, dt_dpmsolver_singlestep_ops, dt_lcm_ops, dt_flow_match_euler_ops;
+extern const dt_solver_ops dt_iddpm_ops; /* Open-Sora's IDDPM (schedulers/iddpm_scheduler.c) */
 extern const dt_solver_ops dt_usf_ops; /* loaded with a schedule file (dt_scheduler_load_usf) */
 
 /* Parses a diffusers config file, accepting Python's bare Infinity/-Infinity (NaN is refused). */

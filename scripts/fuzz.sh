@@ -55,6 +55,7 @@ seed_corpora() {
             done ;;
         image) seed $t tests/fixtures/image/*.png assets/readme/demo.png tests/fuzz/seeds/image/* ;;
         video) seed $t tests/fuzz/seeds/video/* ;;
+        clip_tokenizer) seed $t tests/fuzz/seeds/clip_tokenizer/* ;;
         esac
     done
 }

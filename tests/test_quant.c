@@ -10,6 +10,7 @@
 #include "runtime/plans/quantize.h"
 #include "runtime/plans/quant_plan.h"
 #include "runtime/models/pixart.h"
+#include "runtime/models/latte.h"
 #include "runtime/io/image.h"
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -398,7 +399,7 @@ static pixart_model *tiny_model(dt_backend *be, dt_quantizer *q)
     if (pixart_config_load(TINY "/transformer", &c, &err) != DT_OK) fail_msg("%s", err.msg);
     if (dt_st_open_dir(TINY "/transformer", "diffusion_pytorch_model", &st, &err) != DT_OK) fail_msg("%s", err.msg);
     dt_weight_source src = dt_weights_from_file(st);
-    if (q) dt_quantizer_attach(q, &src);
+    if (q && dt_quantizer_attach(q, &dt_pixart_class, &src, &err) != DT_OK) fail_msg("%s", err.msg);
     if (pixart_create(be, &c, &src, &m, &err) != DT_OK) fail_msg("%s", err.msg);
     dt_st_close(st);
     return m;
@@ -649,7 +650,7 @@ static void test_cli_fp_tokens(void **state)
     int kv = 0;
     for (int i = 0; i < p->n; i++) {
         const dt_qplan_layer *l = &p->layers[i];
-        if (dt_quant_layer_text_kv(l->name)) {
+        if (dt_pixart_class.linear_role(l->name) & DT_LINEAR_TEXT_KV) {
             kv++;
             assert_int_equal(l->nfp, 2);
             assert_int_equal(l->fp_tokens[0], 0);
@@ -919,6 +920,42 @@ static void test_cli_quantize_mixed(void **state)
     tu_rmtree(tmp);
 }
 
+/* The quantizer asks the model's class which linears are what (diffusers names for PixArt
+ * and Latte); a class that names none is refused for anything but byte counting. */
+static void test_class_roles(void **state)
+{
+    (void)state;
+    const unsigned Q = DT_LINEAR_QUANTIZABLE, T = DT_LINEAR_TEMPORAL, KV = DT_LINEAR_TEXT_KV;
+    dt_linear_role_fn px = dt_pixart_class.linear_role, lt = dt_latte_class.linear_role;
+    assert_int_equal(px("transformer_blocks.0.attn1.to_q"), Q);
+    assert_int_equal(px("transformer_blocks.11.attn2.to_k"), Q | KV);
+    assert_int_equal(px("transformer_blocks.11.attn2.to_q"), Q);
+    assert_int_equal(px("transformer_blocks.2.ff.net.2"), Q);
+    assert_int_equal(px("adaln_single.linear"), 0);
+    assert_int_equal(px("caption_projection.linear_1"), 0);
+    assert_int_equal(px("proj_out"), 0);
+    assert_int_equal(lt("transformer_blocks.1.attn2.to_k"), Q | KV);
+    assert_int_equal(lt("temporal_transformer_blocks.1.attn1.to_q"), Q | T);
+    assert_int_equal(lt("temporal_transformer_blocks.0.ff.net.0.proj"), Q | T);
+    assert_int_equal(lt("proj_out"), 0);
+
+    dt_denoiser_class none = {.class_name = "NoRolesModel"};
+    dt_weight_source src = dt_weights_random(1, 0.1f);
+    dt_err err = {0};
+    dt_qmode modes[3] = {DT_QMODE_OBSERVE, DT_QMODE_QUANT, DT_QMODE_PLAN};
+    for (int i = 0; i < 3; i++) {
+        dt_quantizer q = {.mode = modes[i], .wbits = 8};
+        err = (dt_err){0};
+        assert_int_equal(dt_quantizer_attach(&q, &none, &src, &err), DT_EUNSUPPORTED);
+        assert_non_null(strstr(err.msg, "NoRolesModel has no layers ditrt can quantize"));
+        assert_null(src.make_linear);
+    }
+    dt_quantizer fl = {.mode = DT_QMODE_FLOAT};
+    assert_int_equal(dt_quantizer_attach(&fl, &none, &src, &err), DT_OK);
+    assert_non_null(src.make_linear);
+    assert_int_equal(dt_quantizer_role(&fl, "transformer_blocks.0.attn1.to_q"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -932,6 +969,7 @@ int main(void)
         cmocka_unit_test(test_balancing_helps),
         cmocka_unit_test(test_observer),
         cmocka_unit_test(test_rejects_bad_input),
+        cmocka_unit_test(test_class_roles),
         cmocka_unit_test(test_tiny_pixart_w8a8),
         cmocka_unit_test(test_cli_quantize_roundtrip),
         cmocka_unit_test(test_cli_quantize_groups),

@@ -155,9 +155,11 @@ static void test_load_as_every_solver(void **state)
         dt_scheduler_set_generator(s, &g);
         assert_int_equal(dt_scheduler_set_timesteps(s, 20, &e), DT_OK);
         float x[8] = {1, -1, 0.5f, 0.25f, 2, -2, 0, 1}, m[8] = {0.1f, 0.2f, -0.3f, 0.4f, 0, 1, -1, 0.5f};
+        float v[8] = {0.5f, -0.5f, 0, 1, -1, 0.25f, 0.75f, -0.25f}; /* variance channels (IDDPM) */
+        if (dt_scheduler_uses_variance(s)) assert_int_equal(dt_scheduler_step(s, m, x, x, 8, &e), DT_EINVAL);
         for (int k = 0; k < dt_scheduler_num_steps(s); k++) {
             dt_scheduler_scale_model_input(s, x, 0);
-            assert_int_equal(dt_scheduler_step(s, m, x, x, 8, &e), DT_OK);
+            assert_int_equal(dt_scheduler_step_var(s, m, v, x, x, 8, &e), DT_OK);
         }
         for (int k = 0; k < 8; k++) assert_true(isfinite(x[k]));
         /* the DPM-Solver config has no clip_sample: DDIM (and only DDIM) clips by default */

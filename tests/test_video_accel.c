@@ -475,7 +475,7 @@ static void test_quant_w8a8_transformer(void **state)
     dt_denoiser *ref = tiny_model(be, &cal);
     assert_int_equal(cal.nstats, 2 * 7 + 2 * 4); /* spatial: qkv, out, q2, kv2, out2, fc1, fc2; temporal: no attn2 */
     int temporal = 0;
-    for (int i = 0; i < cal.nstats; i++) temporal += dt_quant_layer_temporal(cal.stats[i].name);
+    for (int i = 0; i < cal.nstats; i++) temporal += (dt_latte_class.linear_role(cal.stats[i].name) & DT_LINEAR_TEMPORAL) != 0;
     assert_int_equal(temporal, 8);
     tiny_error(ref, NULL); /* records the activation ranges */
     const dt_qlayer_stat *st = dt_quantizer_find(&cal, "temporal_transformer_blocks.1.ff.net.2");
@@ -589,7 +589,7 @@ static void test_cli_quantize(void **state)
     snprintf(path, sizeof path, "%s/plan", tmp);
     if (dt_qplan_load(path, &p, &e) != DT_OK) fail_msg("%s", e.msg);
     int nt = 0;
-    for (int i = 0; i < p->n; i++) nt += dt_quant_layer_temporal(p->layers[i].name) && p->layers[i].wbits == 8;
+    for (int i = 0; i < p->n; i++) nt += (dt_latte_class.linear_role(p->layers[i].name) & DT_LINEAR_TEMPORAL) && p->layers[i].wbits == 8;
     assert_int_equal(nt, 8); /* every temporal block linear quantized */
     dt_qplan_free(p);
     /* the quantized video stays close to the float one (measured 34.4 dB) */
@@ -629,7 +629,7 @@ static void test_cli_quantize(void **state)
     int n4[2] = {0}, n8[2] = {0};
     for (int i = 0; i < p->n; i++) {
         if (!p->layers[i].wbits) continue;
-        int g = dt_quant_layer_temporal(p->layers[i].name);
+        int g = (dt_latte_class.linear_role(p->layers[i].name) & DT_LINEAR_TEMPORAL) != 0;
         double w = (double)p->layers[i].in * p->layers[i].out;
         params[g] += w;
         bits[g] += w * p->layers[i].wbits;

@@ -132,10 +132,18 @@ static void create(ditrt_ctx *c, const ditrt_ctx_params *p, dt_err *err)
         dt_fail(err, DT_EINVAL, "zoo: %d members given with %s list", p->nzoo, p->zoo ? "a" : "no");
         return;
     }
+    if (p->device && dt_backend_parse_device(p->device, &cfg.device, &cfg.device_index, err) != DT_OK) return;
     if (!dt_api_parse_dtype(p->dtype, &cfg.dtype)) dt_fail(err, DT_EINVAL, "dtype: expected f32 or bf16, got \"%s\"", p->dtype);
     else if (!dt_api_parse_dtype(p->text_dtype, &cfg.text_dtype)) dt_fail(err, DT_EINVAL, "text_dtype: expected f32 or bf16, got \"%s\"", p->text_dtype);
     else if (p->attn_plan && dt_attn_plan_load(p->attn_plan, &c->plan, err) == DT_OK) c->has_plan = 1;
     if (err->status != DT_OK) return;
+    if (cfg.device != DT_DEV_CPU) { /* the device's own default for the dtypes not given */
+        if (!p->dtype) cfg.dtype = dt_backend_default_dtype(cfg.device); /* T5 stays on the CPU, at its default */
+        if (p->quant_dir) {
+            dt_fail(err, DT_EUNSUPPORTED, "quant_dir: quantized plans run on the CPU only (device %s)", p->device);
+            return;
+        }
+    }
     c->dtype = cfg.dtype;
     c->text_dtype = cfg.text_dtype;
     c->threads = p->threads;

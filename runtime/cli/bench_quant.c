@@ -26,6 +26,11 @@ int cli_quant_parse(const char *scheme, dt_quantizer *q)
     return 1;
 }
 
+double cli_quant_flops(const dt_quantizer *q, int B, int F, int N, int T)
+{
+    return 2.0 * (q->token_params * B * F * N + q->text_params * B * F * T);
+}
+
 dt_status cli_bench_quant_report_flops(dt_backend *be, const dt_quantizer *q, double qflops, double all, double step_s,
                                        double float_peak, dt_err *err)
 {
@@ -58,7 +63,9 @@ dt_status cli_bench_quant_ab(dt_backend *be, const char *arch, int sample_size, 
 {
     dt_weight_source rnd = dt_weights_random(42, 0.02f); /* the same weights as the bench's model */
     dt_quantizer fq = {.mode = DT_QMODE_FLOAT};
-    dt_quantizer_attach(&fq, &rnd);
+    const dt_denoiser_class *cls = dt_denoiser_class_of_preset(arch, err);
+    if (!cls) return err->status;
+    DT_TRY(dt_quantizer_attach(&fq, cls, &rnd, err));
     dt_denoiser *fm = NULL;
     DT_TRY(dt_denoiser_create_preset(be, arch, sample_size, layers, &rnd, &fm, err));
     double best[2] = {1e30, 1e30}, cpu[2] = {1e30, 1e30}, mean[2] = {0, 0};

@@ -49,6 +49,8 @@ void cli_openmp_passive(char **argv);
 
 /* Creates the CPU backend for "f32"/"bf16". */
 dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *err);
+/* The same on a device ("cpu", "cuda", "cuda:N"; NULL: cpu): bench --device. */
+dt_status cli_backend_on(const char *device, const char *dtype, int threads, dt_backend **be, dt_err *err);
 /* The --dtype default: bf16 where the CPU runs it natively, else f32. */
 const char *cli_default_dtype(void);
 
@@ -62,9 +64,10 @@ float *cli_dup_floats(const float *x, size_t n, int *fail);
 
 /* Text side (eval_text_encoder.c): the pipeline's default max_sequence_length for a model
  * folder (300 for PixArtSigmaPipeline, else 120), and a prompt through caption
- * preprocessing (when clean) and the tokenizer, warning on stderr when it was truncated. */
-struct dt_tokenizer;
+ * preprocessing (when clean) and the tokenizer (T5 or CLIP, runtime/text/text_tokenizer.h),
+ * warning on stderr when it was truncated. */
+struct dt_text_tokenizer;
 dt_status cli_text_max_length(const char *model_dir, int *n, dt_err *err);
-dt_status cli_tokenize_prompt(const struct dt_tokenizer *tok, const char *what, const char *text, int clean,
+dt_status cli_tokenize_prompt(const struct dt_text_tokenizer *tok, const char *what, const char *text, int clean,
                               int max_length, int32_t *ids, float *mask, dt_err *err);
 #endif

@@ -15,6 +15,7 @@
 
 typedef struct {
     const char *arch, *dtype;
+    const char *device;   /* --device cpu|cuda[:N]; NULL: cpu */
     int res, threads, iters, layers;
     const char *plans[8]; /* DiTFastAttn plans (--attn-plan, repeatable) */
     int nplans;
@@ -65,30 +66,31 @@ dt_status cli_linear_peak(dt_backend *be, int wbits, double *gflops, dt_err *err
     if (s == DT_OK && !wbits) s = be->ops->linear_create(be, w, NULL, K, N, DT_ACT_NONE, M, be->cfg.compute, &l, err);
     int64_t xs[2] = {M, K}, ys[2] = {M, N};
     dt_tensor tx = dt_tensor_view(x, DT_F32, 2, xs), ty = dt_tensor_view(y, DT_F32, 2, ys);
+    float *dx = NULL, *dy = NULL; /* a GPU backend's copies (the CPU's device memory is host memory) */
+    if (s == DT_OK && be->cfg.device != DT_DEV_CPU) {
+        s = dt_backend_upload(be, x, (size_t)M * K, &dx, err);
+        if (s == DT_OK) s = dt_backend_upload(be, y, (size_t)M * N, &dy, err);
+        tx.data = dx, ty.data = dy;
+        tx.device = ty.device = be->cfg.device;
+    }
     double best = 1e30;
     for (int r = 0; s == DT_OK && r < 6; r++) { /* r == 0 warms up */
         double t0 = cli_now();
         s = be->ops->linear_forward(be, l, &tx, &ty, err);
+        if (s == DT_OK && dy) s = dt_backend_read(be, dy, y, 1, err); /* waits for the GPU */
         double dt = cli_now() - t0;
         if (r > 0 && dt < best) best = dt;
     }
     if (s == DT_OK) *gflops = 2.0 * M * K * N / best / 1e9;
     if (l) be->ops->linear_destroy(l);
+    if (dx) be->ops->buffer_free(be, dx);
+    if (dy) be->ops->buffer_free(be, dy);
     dt_qweights_free(&qw);
     free(w); free(x); free(y);
     return s;
 }
 
 dt_status cli_gemm_peak(dt_backend *be, double *gflops, dt_err *err) { return cli_linear_peak(be, 0, gflops, err); }
-
-/* Matmul FLOPs of the linears ViDiT-Q quantizes: per spatial block 14 C² per token (q, k, v,
- * out, cross q and out, FFN 8) plus cross k, v over each sequence's caption; per temporal
- * block 12 C² per token (no cross-attention). */
-static double quant_flops(const dt_denoiser_info *c, int B, int F, int N, int T)
-{
-    double C = c->inner, M = (double)B * F * N;
-    return 2.0 * C * C * (c->spatial_layers * (14.0 * M + 2.0 * B * F * T) + c->temporal_layers * 12.0 * M);
-}
 
 static void report(const bench_args *a, const dt_denoiser_info *c, const dt_backend *be, double flops, int B, int F,
                    int N, int T, double load_s, double best, double total, double peak, size_t arena_peak)
@@ -122,6 +124,7 @@ static int bench_tokens(const dt_denoiser_class *cls) { return cls->pipelines[0]
 typedef struct {
     float *hs, *ehs, *out, *mask, t[2], res[4], ar[2];
     float *te, tid[12]; /* SDXL U-Nets' text_embeds [2, added_text_dim] and time_ids [2, 6] */
+    float *dhs, *dehs, *dout; /* on a GPU backend: the device copies the tensors point to */
     dt_tensor ths, tehs, tout;
     dt_denoiser_inputs in;
 } bench_inputs;
@@ -163,9 +166,22 @@ static dt_status make_inputs(const dt_denoiser_info *c, int mask_feature, int F,
     return DT_OK;
 }
 
-static void free_inputs(bench_inputs *x)
+/* On a GPU backend the latents, caption states and output move to device memory. */
+static dt_status inputs_to_device(dt_backend *be, bench_inputs *x, dt_err *err)
+{
+    if (be->cfg.device == DT_DEV_CPU) return DT_OK;
+    DT_TRY(dt_backend_upload(be, x->hs, (size_t)dt_tensor_numel(&x->ths), &x->dhs, err));
+    DT_TRY(dt_backend_upload(be, x->ehs, (size_t)dt_tensor_numel(&x->tehs), &x->dehs, err));
+    DT_TRY(dt_backend_upload(be, x->out, (size_t)dt_tensor_numel(&x->tout), &x->dout, err));
+    x->ths.data = x->dhs, x->tehs.data = x->dehs, x->tout.data = x->dout;
+    x->ths.device = x->tehs.device = x->tout.device = be->cfg.device;
+    return DT_OK;
+}
+
+static void free_inputs(dt_backend *be, bench_inputs *x)
 {
     free(x->hs); free(x->ehs); free(x->out); free(x->mask); free(x->te);
+    if (be) { be->ops->buffer_free(be, x->dhs); be->ops->buffer_free(be, x->dehs); be->ops->buffer_free(be, x->dout); }
 }
 
 /* --rounds-stdin: waits for a line on stdin before each timed round (0 at end of input), so
@@ -208,13 +224,17 @@ static int run(const bench_args *a)
     dt_weight_source rnd = dt_weights_random(42, 0.02f);
     dt_quantizer qz;
     cli_quant_parse(a->quant, &qz); /* validated with the flags */
-    dt_quantizer_attach(&qz, &rnd);
+    dt_status s = dt_quantizer_attach(&qz, cls, &rnd, &err); /* the class says which linears are quantized */
     double peak = 0;
-    dt_status s = cli_backend(a->dtype, a->threads, &be, &err);
+    if (s == DT_OK) s = cli_backend_on(a->device, a->dtype, a->threads, &be, &err);
     if (s == DT_OK && a->breakdown) {
         dt_backend *tb = NULL;
         s = dt_backend_timed(be, &tb, &err);
         be = tb; /* on failure the wrapper has destroyed the inner backend */
+    }
+    if (s == DT_OK && be->cfg.device != DT_DEV_CPU) { /* activations in the GPU's memory */
+        dt_allocator alloc = dt_backend_allocator(be);
+        dt_arena_init_with(&arena, &alloc);
     }
     if (s == DT_OK) s = cli_gemm_peak(be, &peak, &err);
     double t0 = cli_now();
@@ -227,6 +247,7 @@ static int run(const bench_args *a)
         if (F > c->max_frames) s = dt_fail(&err, DT_EINVAL, "--frames: %s takes 1 to %d frames, got %d", a->arch, c->max_frames, F);
     } else if (s == DT_OK && a->frames) s = dt_fail(&err, DT_EINVAL, "--frames: %s is an image model", a->arch);
     if (s == DT_OK) s = make_inputs(c, cls->pipelines[0].mask_feature, F, H, W, T, &x, &err);
+    if (s == DT_OK) s = inputs_to_device(be, &x, &err);
     double best = 1e30, total = 0;
     double flops = s == DT_OK ? dt_denoiser_matmul_flops(m, B, F, H / p, W / p, T) : 0;
     dt_op_times *times = dt_backend_times(be);
@@ -238,6 +259,7 @@ static int run(const bench_args *a)
         dt_arena_reset(&arena);
         double ts = cli_now();
         s = dt_denoiser_forward(m, &x.in, &arena, &x.tout, &err);
+        if (s == DT_OK && x.dout) s = dt_backend_read(be, x.dout, x.out, 1, &err); /* waits for the GPU */
         double dt = cli_now() - ts;
         if (r > 0) { total += dt; if (dt < best) best = dt; done.iters++; }
         if (s == DT_OK && a->stdin_rounds) s = cli_bench_round_report(be, r, dt, flops, &err);
@@ -248,15 +270,15 @@ static int run(const bench_args *a)
         report(a, c, be, flops, B, F, N, T, load_s, best, total, peak, arena.peak);
         double mean = total / a->iters;
         if (times) cli_print_breakdown((const char *const[]){a->quant ? a->quant : a->dtype}, times, &mean, 1, a->iters);
-        s = cli_bench_quant_report_flops(be, &qz, quant_flops(c, B, F, N, T), flops, best, peak, &err);
+        s = cli_bench_quant_report_flops(be, &qz, cli_quant_flops(&qz, B, F, N, T), flops, best, peak, &err);
     }
     if (s == DT_OK && a->quant) s = cli_bench_quant_ab(be, a->arch, a->res / 8, a->layers, m, &x.in, &arena, &x.tout, a->iters, &err);
     if (s == DT_OK && a->nplans) {
         cli_fa_bench fb = {m, &x.in, &x.tout, x.t, c->spatial_layers, c->temporal_layers, B, F, N, c->inner};
         s = cli_bench_attn_plans(&fb, &arena, a->plans, a->nplans, &err);
     }
-    free_inputs(&x);
     dt_arena_free(&arena);
+    free_inputs(be, &x);
     dt_denoiser_free(m);
     dt_quantizer_free(&qz);
     dt_backend_destroy(be);
@@ -265,12 +287,13 @@ static int run(const bench_args *a)
 
 static int bench_transformer(int argc, char **argv)
 {
-    bench_args a = {.arch = "pixart-xl-2", .dtype = cli_default_dtype(), .res = 512, .iters = 2};
+    bench_args a = {.arch = "pixart-xl-2", .res = 512, .iters = 2};
     for (int i = 2; i < argc; i++) {
         int miss = 0;
         const char *v;
         if ((v = cli_flag(argc, argv, &i, "--arch", &miss))) a.arch = v;
         else if ((v = cli_flag(argc, argv, &i, "--dtype", &miss))) a.dtype = v;
+        else if ((v = cli_flag(argc, argv, &i, "--device", &miss))) a.device = v;
         else if ((v = cli_flag(argc, argv, &i, "--res", &miss))) { if (!cli_parse_int("--res", v, 64, 4096, &a.res)) return 2; }
         else if ((v = cli_flag(argc, argv, &i, "--threads", &miss))) { if (!cli_parse_int("--threads", v, 1, 1024, &a.threads)) return 2; }
         else if ((v = cli_flag(argc, argv, &i, "--iters", &miss))) { if (!cli_parse_int("--iters", v, 1, 1000, &a.iters)) return 2; }
@@ -292,6 +315,7 @@ static int bench_transformer(int argc, char **argv)
     }
     dt_err err = {0};
     if (!dt_denoiser_class_of_preset(a.arch, &err)) return cli_usage_error("%s", err.msg);
+    if (!a.dtype) a.dtype = a.device && strcmp(a.device, "cpu") ? "bf16" : cli_default_dtype(); /* a GPU's default */
     if (a.res % 16) return cli_usage_error("--res: must be a multiple of 16, got %d", a.res);
     return run(&a);
 }

@@ -34,6 +34,7 @@ static const gen_form IMAGE = {0, "txt2img", "out.png"}, VIDEO = {1, "txt2vid", 
 typedef struct {
     const gen_form *form;
     const char *model, *output, *dtype, *text_dtype;
+    const char *device;                /* --device cpu|cuda[:N] (NULL: cpu) */
     const char *solver;                /* resolved class name or NULL: the folder's */
     const char *schedule, *statistics; /* --solver-schedule, --solver-statistics */
     const char *attn_plan, *quant;     /* --attn-plan FILE, --quant DIR */
@@ -117,6 +118,7 @@ static int parse(int argc, char **argv, const gen_form *form, gen_args *a)
                                          : (cli_usage_error("--clip-sample: expected on or off, got \"%s\"", v), 0);
         else if (F("--dtype")) a->dtype = v;
         else if (F("--text-encoder-dtype")) a->text_dtype = v;
+        else if (F("--device")) a->device = v;
         else if (F("--threads")) ok = cli_parse_int("--threads", v, 1, 1024, &a->threads);
         else if (F("--attn-plan")) a->attn_plan = v;
         else if (F("--quant")) a->quant = v;
@@ -470,6 +472,8 @@ static int run(int argc, char **argv, const gen_form *form)
         return cli_usage_error("--text-encoder-dtype: expected f32 or bf16, got \"%s\"", a.text_dtype);
     if (a.random_seed) a.req.seed = random_seed();
     if (a.clip_sample) cp.clip_sample = !strcmp(a.clip_sample, "on");
+    if (a.device && !(cp.device = cli_device_arg(a.device)))
+        return cli_usage_error("--device: expected cpu, cuda or cuda:N, got \"%s\"", a.device);
     ditrt_output_kind kind;
     if (check_outputs(&a, &kind, &err) != DITRT_OK) return cli_die(&err);
     cli_list zoo = {0};

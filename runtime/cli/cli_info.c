@@ -5,7 +5,8 @@
  * alone gets its own section and a memory line without the other components.
  * The activation figures are the ones the pipeline plans with (the denoiser's step_bytes, the
  * VAE's decode plan), computed on a one-block copy of the transformer and a VAE decoder with
- * random weights: nothing but configs and safetensors headers is read from the folder. */
+ * random weights: nothing but configs and safetensors headers is read from the folder.
+ * `ditrt info` alone: the backends built in and the devices found. */
 #include "cli.h"
 #include "cli_fastattn.h"
 #include "runtime/core/json.h"
@@ -14,6 +15,7 @@
 #include "runtime/models/t5.h"
 #include "runtime/models/vae.h"
 #include "runtime/text/tokenizer.h"
+#include "kernels/backend.h"
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -224,7 +226,12 @@ int cli_info(int argc, char **argv)
         else return cli_unknown_option("info", argv[i]);
     }
     if (attn_plan) return cli_info_attn_plan(attn_plan, model); /* DiTFastAttn plan summary */
-    if (!model) return cli_usage_error("info: -m MODEL_DIR is required");
+    if (!model) { /* the backends and devices */
+        char list[4096];
+        dt_backend_list(list, sizeof list);
+        fputs(list, stdout);
+        return 0;
+    }
     dt_err err = {0};
     return info_pipeline(model, &err) == DT_OK ? 0 : cli_die(&err);
 }

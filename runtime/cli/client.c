@@ -344,3 +344,12 @@ ditrt_status cli_output_folders(const char *path, ditrt_error *err)
     char folder[4096];
     return make_folders(path, folder, sizeof folder, NULL, err);
 }
+
+const char *cli_device_arg(const char *v)
+{
+    if (!strcmp(v, "cpu") || !strcmp(v, "cuda")) return v;
+    if (strncmp(v, "cuda:", 5) || !v[5] || strlen(v + 5) > 4) return NULL;
+    for (const char *p = v + 5; *p; p++)
+        if (*p < '0' || *p > '9') return NULL;
+    return v;
+}

@@ -124,6 +124,9 @@ void cli_compare_json(const char *a, const char *b, const ditrt_compare_result *
 /* --dtype values: f32 / float32 or bf16 / bfloat16, as the API spells them ("f32", "bf16");
  * NULL for anything else (the caller reports it as a usage error). */
 const char *cli_dtype_arg(const char *v);
+/* --device values: cpu, cuda, cuda:N (N decimal) as given; NULL for anything else. Whether the
+ * device is built in and present is ditrt_ctx_create's answer (a one-line error). */
+const char *cli_device_arg(const char *v);
 
 /* A ditrt_log_fn printing each line on stderr, after "<user>: " when user (a string) is set. */
 void cli_log_stderr(const char *line, void *user);

@@ -13,7 +13,13 @@ const char *cli_default_dtype(void) { return dt_dtype_name(dt_backend_default_dt
 
 dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *err)
 {
+    return cli_backend_on(NULL, dtype, threads, be, err);
+}
+
+dt_status cli_backend_on(const char *device, const char *dtype, int threads, dt_backend **be, dt_err *err)
+{
     dt_backend_config cfg = {.device = DT_DEV_CPU, .threads = threads};
+    if (device) DT_TRY(dt_backend_parse_device(device, &cfg.device, &cfg.device_index, err));
     if (!strcmp(dtype, "f32")) cfg.compute = DT_F32;
     else if (!strcmp(dtype, "bf16")) cfg.compute = DT_BF16;
     else return dt_fail(err, DT_EINVAL, "--dtype: expected f32 or bf16, got \"%s\"", dtype);

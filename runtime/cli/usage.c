@@ -81,7 +81,8 @@ static void gen_help(text *t, int video)
            "  --zoo DIR[,DIR...]        more models for --model-schedule (OMS-DPM)\n"
            "  --model-schedule FILE     which zoo member runs each step (from search-models)\n"
            "  --dtype bf16|f32          default: bf16 where the CPU has it natively, else f32\n"
-           "  --text-encoder-dtype bf16|f32  default: as --dtype's default\n");
+           "  --text-encoder-dtype bf16|f32  default: as --dtype's default\n"
+           "  --device cpu|cuda[:N]     default cpu (cuda: builds with the CUDA backend; the text encoder stays on the CPU)\n");
     add(t, "%s", THREADS);
     if (!video)
         add(t, "  --max-length N            prompt tokens; default: the pipeline's (120 alpha, 300 Sigma)\n"
@@ -260,6 +261,7 @@ static void bench_help(text *t)
            "  --breakdown               transformer, vae: time per op kind\n"
            "  --rounds-stdin            transformer, vae: one timed step per line read from stdin (a peer\n"
            "                            benchmark alternates with it); each round prints its own floor\n"
+           "  --device cpu|cuda[:N]     transformer: default cpu\n"
            "  --tokens N[,N...]         attention: sequence lengths; default 1024,4096\n"
            "  --heads H, --head-dim D   attention: default 16 x 72 (PixArt-XL)\n"
            "  --batch B                 attention: default 1\n"

@@ -61,6 +61,11 @@ const dt_denoiser_class *dt_denoiser_class_of_preset(const char *arch, dt_err *e
     return NULL;
 }
 
+unsigned dt_denoiser_class_linear_role(const dt_denoiser_class *cls, const char *name)
+{
+    return cls->linear_role ? cls->linear_role(name) : 0;
+}
+
 const dt_pipeline_class *dt_pipeline_class_find(const char *name, dt_err *err)
 {
     char names[512] = "";
@@ -239,4 +244,10 @@ dt_status dt_denoiser_inputs_load(const char *file, const dt_denoiser_info *c, d
                                  .text_embeds = x->te, .time_ids = x->tid};
     if (s != DT_OK) dt_denoiser_inputs_free(x);
     return s;
+}
+
+int dt_denoiser_null_caption(const dt_denoiser *d, const float **emb)
+{
+    *emb = NULL;
+    return d->cls->null_caption ? d->cls->null_caption(d->model, emb) : 0;
 }

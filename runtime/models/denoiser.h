@@ -63,7 +63,31 @@ typedef struct {
     int binning;            /* PixArt's aspect-ratio bins (use_resolution_binning) exist */
     int decode_reciprocal;  /* decode (1 / scaling_factor) * latents (Latte), not latents / scaling_factor */
     int decode_chunk;       /* frames per VAE call by default (0: the whole batch at once) */
+    /* The reference's own sampling loop (Open-Sora's IDDPM sample, forward_with_cfg), where it
+     * differs from diffusers' CFG: */
+    int cfg_channels;       /* guide only latent channels [0, cfg_channels) (the rest of each row's
+                             * output, later latent channels and the variance half, stays that
+                             * row's own: the prompt rows' is used); 0: all latent channels */
+    int learned_null;       /* the negative caption is the denoiser's learned null embedding
+                             * (dt_denoiser_null_caption) with the prompt's mask, not an encoded
+                             * negative prompt; captions are padded to its token count */
+    int noise_rows;         /* items per batch item a stochastic step draws noise for (Open-Sora
+                             * steps the prompt and the null half both: 2, the prompt rows' draws
+                             * first, kept); 0 or 1: the batch's own */
 } dt_pipeline_class;
+
+/* What a linear layer is to post-training quantization (ViDiT-Q, MixDQ), by its weight prefix
+ * (the name a make_linear hook gets); the model's class says it, since the names are its
+ * checkpoint's. TEMPORAL and TEXT_KV qualify a QUANTIZABLE layer. */
+enum {
+    DT_LINEAR_QUANTIZABLE = 1, /* a transformer-block linear ViDiT-Q quantizes; the rest (patch and
+                                * timestep embeddings, adaLN, caption projection, final layer) stay float */
+    DT_LINEAR_TEMPORAL = 2,    /* of a temporal block/attention: mixed precision's temporal sensitivity
+                                * group, scored on frame-to-frame differences */
+    DT_LINEAR_TEXT_KV = 4,     /* the cross-attention key|value projection of the caption tokens: MixDQ
+                                * computes the first text tokens with its float weights */
+};
+typedef unsigned (*dt_linear_role_fn)(const char *name);
 
 /* What a model file exports. `model` is the file's own model type. */
 typedef struct dt_denoiser_class {
@@ -89,6 +113,11 @@ typedef struct dt_denoiser_class {
     /* Matmul FLOPs of one forward (the GEMM-floor ratio of benchmarks); h, w in patches. */
     double (*matmul_flops)(const void *model, int batch, int frames, int h, int w, int T);
     void (*free)(void *model);
+    /* DT_LINEAR_* flags of the linear `name`; NULL: nothing of the model can be quantized. */
+    dt_linear_role_fn linear_role;
+    /* The learned null caption (PixArt/Open-Sora y_embedder.y_embedding, [T, caption_channels]
+     * host f32, owned by the model): its token count T, *emb set; NULL or 0: the model has none. */
+    int (*null_caption)(const void *model, const float **emb);
 } dt_denoiser_class;
 
 typedef struct dt_denoiser dt_denoiser;
@@ -100,6 +129,8 @@ const dt_pipeline_class *dt_pipeline_class_find(const char *name, dt_err *err);
  * NULL with a one-line error naming the class and the supported ones. */
 const dt_denoiser_class *dt_denoiser_class_of_dir(const char *dir, dt_err *err);
 const dt_denoiser_class *dt_denoiser_class_of_preset(const char *arch, dt_err *err);
+/* The class's linear_role of layer `name` (0 when the class has none). */
+unsigned dt_denoiser_class_linear_role(const dt_denoiser_class *cls, const char *name);
 /* The class's describe() of a transformer folder (info from config.json, no weights read);
  * head/tail may be NULL when n is 0. */
 dt_status dt_denoiser_describe(const char *dir, dt_denoiser_info *info, char *head, char *tail, size_t n, dt_err *err);
@@ -125,6 +156,8 @@ void dt_denoiser_set_resume(dt_denoiser *d, const dt_denoiser_resume *r);
 /* DT_OK when attention plans (DiTFastAttn) apply to a model of this info (it has DiT blocks),
  * else a one-line DT_EUNSUPPORTED error naming the class. */
 dt_status dt_denoiser_attn_plans(const dt_denoiser_info *info, dt_err *err);
+/* The class's null_caption: T rows of caption_channels, or 0 (*emb NULL) without one. */
+int dt_denoiser_null_caption(const dt_denoiser *d, const float **emb);
 double dt_denoiser_step_bytes(const dt_denoiser *d, int rows, int frames, int h, int w, int T);
 double dt_denoiser_matmul_flops(const dt_denoiser *d, int batch, int frames, int h, int w, int T);
 

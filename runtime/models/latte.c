@@ -461,6 +461,19 @@ static double den_flops(const void *m, int batch, int frames, int h, int w, int 
     return latte_matmul_flops(&((const latte_model *)m)->cfg, batch, frames, h, w, T);
 }
 
+/* What ViDiT-Q quantizes, by diffusers names: every linear of transformer_blocks.* and
+ * temporal_transformer_blocks.* (the temporal group); the fused attn2.to_k|to_v (named by
+ * to_k) projects the caption (MixDQ's float text tokens). */
+static unsigned den_linear_role(const char *name)
+{
+    static const char kv[] = ".attn2.to_k";
+    size_t n = strlen(name), k = sizeof kv - 1;
+    unsigned r = !strncmp(name, "temporal_transformer_blocks.", 28) ? DT_LINEAR_QUANTIZABLE | DT_LINEAR_TEMPORAL
+               : !strncmp(name, "transformer_blocks.", 19)          ? DT_LINEAR_QUANTIZABLE
+                                                                      : 0;
+    return r && n > k && !strcmp(name + n - k, kv) ? r | DT_LINEAR_TEXT_KV : r;
+}
+
 static void den_free(void *m) { latte_free(m); }
 
 /* LattePipeline (pipeline_latte.py of diffusers 0.30.3): encode_prompt's fixed 120 tokens with
@@ -473,4 +486,5 @@ const dt_denoiser_class dt_latte_class = {
     .class_name = "LatteTransformer3DModel", .preset = "latte-1", .pipelines = pipelines, .npipelines = 1, .describe = den_describe, .create = den_create,
     .info = den_info, .forward = den_forward, .set_attn_hook = den_set_hook, .set_resume = den_set_resume,
     .step_bytes = den_step_bytes, .matmul_flops = den_flops, .free = den_free,
+    .linear_role = den_linear_role,
 };

@@ -412,6 +412,16 @@ static double den_flops(const void *m, int batch, int frames, int h, int w, int 
     return pixart_matmul_flops(&((const pixart_model *)m)->cfg, batch, h, w, T);
 }
 
+/* What ViDiT-Q quantizes, by diffusers names: every linear of transformer_blocks.*; the
+ * fused attn2.to_k|to_v (named by to_k) projects the caption (MixDQ's float text tokens). */
+static unsigned den_linear_role(const char *name)
+{
+    static const char kv[] = ".attn2.to_k";
+    size_t n = strlen(name), k = sizeof kv - 1;
+    if (strncmp(name, "transformer_blocks.", 19)) return 0;
+    return DT_LINEAR_QUANTIZABLE | (n > k && !strcmp(name + n - k, kv) ? DT_LINEAR_TEXT_KV : 0);
+}
+
 static void den_free(void *m) { pixart_free(m); }
 
 /* diffusers' PixArt pipelines; a folder without a class runs as α */
@@ -425,4 +435,5 @@ const dt_denoiser_class dt_pixart_class = {
     .class_name = "PixArtTransformer2DModel", .preset = "pixart-xl-2", .pipelines = pipelines, .npipelines = 3, .describe = den_describe, .create = den_create,
     .info = den_info, .forward = den_forward, .set_attn_hook = den_set_hook, .set_resume = den_set_resume,
     .step_bytes = den_step_bytes, .matmul_flops = den_flops, .free = den_free,
+    .linear_role = den_linear_role,
 };

@@ -20,6 +20,7 @@ struct stdit_model {
     dit_caption_proj cap;      /* y_embedder.y_proj.fc1/.fc2 */
     dt_linear *final;          /* final_layer.linear */
     float *sst_final;          /* final_layer.scale_shift_table [2, C] */
+    float *null_y;             /* y_embedder.y_embedding [max_length, caption_channels] (host): the null caption */
     /* blocks.i as two dit_blocks so attention hooks address both attentions: spatial holds
      * the table, attn (qkv, out1), cross_attn (q2, kv2, out2) and mlp (fc1, fc2); temporal
      * holds attn_temp (qkv, out1) only */
@@ -209,8 +210,10 @@ static dt_status build(stdit_model *m, dt_weight_source *src, dt_err *err)
     DT_TRY(dt_load_linear1(be, src, "y_embedder.y_proj.fc2", C, C, 1, DT_ACT_NONE, cap_hint, be->cfg.compute, &m->cap.l2, err));
     for (int i = 0; i < c->depth; i++) DT_TRY(block_load(m, src, i, tok_hint, cap_hint, err));
     DT_TRY(dt_load_param_dev(be, src, "final_layer.scale_shift_table", 2, (int64_t[]){2, C}, &m->sst_final, err));
-    return dt_load_linear1(be, src, "final_layer.linear", C, p * p * c->out_channels, 1, DT_ACT_NONE, tok_hint,
-                           be->cfg.compute, &m->final, err);
+    DT_TRY(dt_load_linear1(be, src, "final_layer.linear", C, p * p * c->out_channels, 1, DT_ACT_NONE, tok_hint,
+                           be->cfg.compute, &m->final, err));
+    /* last, so a random source draws everything else as before */
+    return dt_load_param(src, "y_embedder.y_embedding", 2, (int64_t[]){c->max_length, c->caption_channels}, &m->null_y, err);
 }
 
 dt_status stdit_create(dt_backend *be, const stdit_config *cfg, dt_weight_source *src, stdit_model **out, dt_err *err)
@@ -254,6 +257,7 @@ void stdit_free(stdit_model *m)
     free(m->spatial);
     free(m->temporal);
     dt_free_param(be, m->sst_final);
+    free(m->null_y);
     dt_free_param(be, m->spos);
     dt_free_param(be, m->tpos);
     dt_stage_free(&m->stage);
@@ -601,21 +605,47 @@ static double den_flops(const void *m, int batch, int frames, int h, int w, int 
     return stdit_matmul_flops(&((const stdit_model *)m)->cfg, batch, frames, h, w, T);
 }
 
+/* What ViDiT-Q quantizes, by the checkpoint's names: every linear of blocks.* (attn,
+ * attn_temp, cross_attn, mlp); attn_temp.* is the temporal group; cross_attn.kv_linear (k|v)
+ * projects the caption (MixDQ's float text tokens). Embedders and final_layer stay float. */
+static unsigned den_linear_role(const char *name)
+{
+    static const char kv[] = ".cross_attn.kv_linear";
+    size_t n = strlen(name), k = sizeof kv - 1;
+    if (strncmp(name, "blocks.", 7)) return 0;
+    if (strstr(name, ".attn_temp.")) return DT_LINEAR_QUANTIZABLE | DT_LINEAR_TEMPORAL;
+    return DT_LINEAR_QUANTIZABLE | (n > k && !strcmp(name + n - k, kv) ? DT_LINEAR_TEXT_KV : 0);
+}
+
 static void den_free(void *m) { stdit_free(m); }
 
+static int den_null_caption(const void *m, const float **emb)
+{
+    const stdit_model *sm = m;
+    *emb = sm->null_y;
+    return sm->cfg.max_length;
+}
+
 /* "OpenSoraPipeline" (a model_index.json ditrt defines: Open-Sora has no diffusers pipeline):
- * T5 captions padded to model_max_length 120 with the mask to the denoiser, the SD VAE per
- * frame on latents / scaling_factor (VideoAutoencoderKL.decode), 4 frames a call (v1.1's
- * micro_batch_size; frames decode independently). The sampling is ditrt's generic loop with
- * the folder's diffusers scheduler, not yet the repository's: its IDDPM (schedulers/iddpm.h)
- * needs the variance half of the conditional output, CFG on the first 3 latent channels only,
- * and y_embedder.y_embedding (with the prompt's mask) as the negative caption. */
+ * the repository's v1.0 sampling (scripts/inference.py, IDDPM.sample, forward_with_cfg).
+ * Captions: T5 padded to model_max_length (the null caption's rows) with the mask to the
+ * denoiser; the negative is y_embedder.y_embedding with the prompt's mask. CFG on latent
+ * channels 0..2 only (forward_with_cfg's model_out[:, :3]); channel 3 and the variance half
+ * come from the prompt rows. The loop steps x = [z, z], so each step draws noise for both
+ * halves and keeps the prompt half's (the first). The scheduler is the folder's: the
+ * repository's sampler is IDDPMScheduler (schedulers/iddpm_scheduler.c), which takes the
+ * variance half. Decoding: the SD VAE per frame on latents / scaling_factor
+ * (VideoAutoencoderKL.decode), 4 frames a call (v1.1's micro_batch_size; frames decode
+ * independently). */
 static const dt_pipeline_class pipelines[] = {
-    {.name = "OpenSoraPipeline", .max_len = 120, .fixed_len = 1, .decode_chunk = 4},
+    {.name = "OpenSoraPipeline", .max_len = 120, .fixed_len = 1, .decode_chunk = 4, .cfg_channels = 3,
+     .learned_null = 1, .noise_rows = 2},
 };
 
 const dt_denoiser_class dt_stdit_class = {
     .class_name = "STDiT", .preset = "stdit-xl-2", .pipelines = pipelines, .npipelines = 1, .describe = den_describe,
     .create = den_create, .info = den_info, .forward = den_forward, .set_attn_hook = den_set_hook,
     .set_resume = den_set_resume, .step_bytes = den_step_bytes, .matmul_flops = den_flops, .free = den_free,
+    .linear_role = den_linear_role,
+    .null_caption = den_null_caption,
 };

@@ -6,7 +6,7 @@
 #include "runtime/core/arena.h"
 #include "runtime/core/rng.h"
 #include "runtime/models/modeldir.h"
-#include "runtime/models/t5.h"
+#include "runtime/models/text_encoder.h"
 #include "runtime/models/vae.h"
 #include "runtime/plans/fastattn.h"
 #include "runtime/plans/quantize.h"
@@ -22,7 +22,7 @@ struct dt_pipeline {
     dt_pipeline_config cfg;
     dt_pipeline_parts parts;       /* backends, tokenizer, VAE, scheduler, arena */
     const dt_pipeline_class *pcls; /* what model_index.json's pipeline does around the denoiser */
-    t5_model *t5;                  /* kept between generations only with keep_text_encoder */
+    dt_text_encoder *text_encoder; /* kept between generations only with keep_text_encoder */
     dt_denoiser *tr;               /* zoo[0] */
     dt_denoiser **zoo;             /* OMS-DPM zoo: tr, then cfg.zoo's denoisers */
     int nzoo;
@@ -113,11 +113,26 @@ static dt_status check_class(dt_pipeline *p, const dt_denoiser_class *cls, dt_er
                    name, cls->class_name);
 }
 
+/* What the pipeline class and the scheduler take from the denoiser must be there: the
+ * variance half (learned sigma) for a scheduler that reads it, the learned null caption. */
+static dt_status check_learned(const dt_pipeline *p, const dt_denoiser_info *tc, dt_err *err)
+{
+    if (dt_scheduler_uses_variance(p->parts.sched) && tc->out_channels != 2 * tc->in_channels)
+        return dt_fail(err, DT_EUNSUPPORTED, "%s: %s needs a model with learned sigma (out_channels 2 x in_channels), "
+                       "the transformer has out_channels %d", p->cfg.model_dir, dt_scheduler_class(p->parts.sched),
+                       tc->out_channels);
+    const float *null;
+    if (p->pcls->learned_null && dt_denoiser_null_caption(p->tr, &null) <= 0)
+        return dt_fail(err, DT_EUNSUPPORTED, "%s: pipeline \"%s\" needs the transformer's learned null caption, a %s has none",
+                       p->cfg.model_dir, p->pcls->name, tc->class_name);
+    return DT_OK;
+}
+
 static dt_status load_parts(dt_pipeline *p, dt_err *err)
 {
     const dt_pipeline_config *c = &p->cfg;
     dt_parts_config pc = {c->model_dir, c->dtype, c->text_dtype, c->threads, c->solver, c->karras,
-                          c->solver_schedule, c->solver_statistics, c->clip_sample};
+                          c->solver_schedule, c->solver_statistics, c->clip_sample, c->device, c->device_index};
     DT_TRY(dt_pipeline_parts_load(&pc, &p->parts, err));
     char dir[4096];
     DT_TRY(dt_pipeline_parts_transformer_dir(c->model_dir, dir, sizeof dir, err));
@@ -127,7 +142,8 @@ static dt_status load_parts(dt_pipeline *p, dt_err *err)
     DT_TRY(c->quant ? dt_quant_load(p->parts.be, dir, c->quant, &p->tr, err) : dt_denoiser_load(p->parts.be, dir, NULL, NULL, &p->tr, err));
     const dt_denoiser_info *tc = dt_denoiser_get_info(p->tr);
     DT_TRY(dt_pipeline_parts_check_channels(&p->parts, c->model_dir, tc->in_channels, tc->out_channels, err));
-    if (c->keep_text_encoder) DT_TRY(t5_load(p->parts.text_be, p->parts.text_dir, &p->t5, err));
+    DT_TRY(check_learned(p, tc, err));
+    if (c->keep_text_encoder) DT_TRY(dt_text_encoder_load(p->parts.text_be, p->parts.text_dir, &p->text_encoder, err));
     return load_zoo(p, err);
 }
 
@@ -147,7 +163,7 @@ dt_status dt_pipeline_load(const dt_pipeline_config *cfg, dt_pipeline **out, dt_
 void dt_pipeline_free(dt_pipeline *p)
 {
     if (!p) return;
-    t5_free(p->t5);
+    dt_text_encoder_free(p->text_encoder);
     for (int i = 1; i < p->nzoo; i++) dt_denoiser_free(p->zoo[i]);
     free(p->zoo);
     dt_denoiser_free(p->tr);
@@ -289,6 +305,8 @@ static dt_status plan_request(dt_pipeline *p, const dt_gen_request *r, plan *pl,
     DT_TRY(plan_size(p, r, pl, err));
     pl->frames = tc->max_frames ? (r->frames ? r->frames : tc->max_frames) : 1;
     pl->max_len = p->pcls->fixed_len || !r->max_sequence_length ? p->pcls->max_len : r->max_sequence_length;
+    const float *null;
+    if (p->pcls->learned_null) pl->max_len = dt_denoiser_null_caption(p->tr, &null); /* captions pair with it */
     pl->cfg_on = r->cfg > 1.0f; /* diffusers: do_classifier_free_guidance = guidance_scale > 1 */
     DT_TRY(check_plans(p, r, pl, err));
     return check_memory(p, r, pl, err);
@@ -317,6 +335,11 @@ static void warn_request(const dt_pipeline *p, const dt_gen_request *r, const pl
     if (r->attn_plan && r->attn_plan->tokens && r->attn_plan->tokens != tokens) {
         snprintf(line, sizeof line, "attention plan: calibrated at %d tokens per frame, this size has %d; its methods "
                  "may not hold here (calibrate again at this size)", r->attn_plan->tokens, tokens);
+        r->warning(line, r->warning_user);
+    }
+    if (p->pcls->learned_null && pl->cfg_on && r->negative_prompt && r->negative_prompt[0]) {
+        snprintf(line, sizeof line, "negative prompt: %s guides against the model's learned null caption; the "
+                 "negative prompt is ignored", p->pcls->name);
         r->warning(line, r->warning_user);
     }
     if (p->nzoo > 1 && !r->model_ids) {
@@ -360,14 +383,41 @@ static void fold_mask(const dt_gen_request *r, const plan *pl, dt_prompt_result 
     t->masks = NULL;
 }
 
+/* learned_null: the rows [null x B, prompt x B], the null rows the denoiser's null caption
+ * with the prompt's mask (Open-Sora: text_encoder.null(n), and the model repeats the mask). */
+static dt_status prepend_null(const dt_pipeline *p, const plan *pl, dt_prompt_result *out, dt_err *err)
+{
+    const float *null;
+    int T = dt_denoiser_null_caption(p->tr, &null), L = pl->max_len, d = out->d_model, B = out->rows;
+    float *e = malloc((size_t)2 * B * L * d * sizeof *e), *m = malloc((size_t)2 * B * L * sizeof *m);
+    if (!e || !m || T != L) {
+        free(e); free(m); free(out->embeds); free(out->masks);
+        if (T != L) return dt_fail(err, DT_EFORMAT, "null caption: %d tokens, the captions have %d", T, L);
+        return dt_fail(err, DT_ENOMEM, "out of memory");
+    }
+    for (int b = 0; b < B; b++) memcpy(e + (size_t)b * L * d, null, (size_t)L * d * sizeof *e);
+    memcpy(e + (size_t)B * L * d, out->embeds, (size_t)B * L * d * sizeof *e);
+    memcpy(m, out->masks, (size_t)B * L * sizeof *m);
+    memcpy(m + (size_t)B * L, out->masks, (size_t)B * L * sizeof *m);
+    free(out->embeds);
+    free(out->masks);
+    out->embeds = e;
+    out->masks = m;
+    out->rows = 2 * B;
+    return DT_OK;
+}
+
 static dt_status encode_text(dt_pipeline *p, const dt_gen_request *r, const plan *pl, text_out *t, dt_gen_result *res,
                              dt_err *err)
 {
     int d = dt_denoiser_get_info(p->tr)->caption_channels;
-    dt_prompt_encoder enc = {p->parts.tok, p->parts.text_dir, p->parts.text_be, p->t5, d};
-    dt_prompt_request pr = {r->prompt, r->negative_prompt, pl->cfg_on, r->clean_caption, pl->max_len, run_batch(r)};
+    dt_prompt_encoder enc = {p->parts.tok, p->parts.text_dir, p->parts.text_be, p->text_encoder, d};
+    int learned = p->pcls->learned_null && pl->cfg_on; /* the negative rows come from the model */
+    dt_prompt_request pr = {r->prompt, r->negative_prompt, pl->cfg_on && !learned, r->clean_caption, pl->max_len,
+                            run_batch(r)};
     dt_prompt_result out;
     DT_TRY(dt_encode_prompts(&enc, &pr, &p->parts.arena, &out, err));
+    if (learned) DT_TRY(prepend_null(p, pl, &out, err));
     res->prompt_truncated = out.prompt_truncated;
     res->negative_truncated = out.negative_truncated;
     *t = (text_out){out.embeds, out.masks, out.rows, pl->max_len, d};
@@ -387,29 +437,50 @@ typedef struct {
     int B, rows, C, out_ch, h, w;
     float *latents, *model_in, *guided, *tsteps;  /* host */
     float *d_in, *d_out, *d_guided, *d_text;      /* device: model input, output, guided output, captions */
+    float *var, *d_var;   /* the prompt rows' variance half, for a scheduler that reads it (else NULL) */
 } sampler;
 
 /* The latents of one batch item: C·F·h·w floats (F = 1 for an image). */
 static size_t item_size(const sampler *sp) { return (size_t)sp->C * sp->pl->frames * sp->h * sp->w; }
 
-/* guided = u + g (c - u) over the latent channels (a learned-sigma half is dropped), or the
- * conditional output without CFG; then to the host for the solver. */
+/* dst[b, 0..len) = the prompt rows' output src[B + b, off..off+len) (src[b] without CFG), for
+ * the B items: output rows are out_ch·vol apart, dst rows row_len apart. */
+static dt_status copy_cond(const sampler *sp, int64_t off, int64_t len, float *dst, int64_t row_len, dt_err *err)
+{
+    dt_backend *be = sp->p->parts.be;
+    int64_t ochw = (int64_t)sp->out_ch * sp->pl->frames * sp->h * sp->w, B = sp->B, s4[4] = {1, 1, B, len};
+    dt_tensor c = dt_tensor_view(sp->d_out + (sp->pl->cfg_on ? B * ochw : 0) + off, DT_F32, 4, s4);
+    dt_tensor y = dt_tensor_view(dst, DT_F32, 4, s4);
+    c.strides[2] = ochw;
+    y.strides[2] = row_len;
+    c.device = y.device = be->cfg.device;
+    return be->ops->copy4d(be, &c, &y, err);
+}
+
+/* guided = u + g (c - u) over the latent channels the pipeline class guides (all, or the
+ * first cfg_channels: the others are the prompt rows'), or the conditional output without
+ * CFG; then to the host for the solver. The learned-sigma half goes to the host too when the
+ * scheduler reads it (the prompt rows'), else it is dropped. */
 static dt_status guide(const sampler *sp, dt_err *err)
 {
     dt_backend *be = sp->p->parts.be;
     int64_t vol = (int64_t)sp->pl->frames * sp->h * sp->w, chw = sp->C * vol, ochw = sp->out_ch * vol, B = sp->B;
-    int64_t rs[2] = {B, chw}, s4[4] = {1, 1, B, chw};
+    int gc = sp->p->pcls->cfg_channels > 0 && sp->p->pcls->cfg_channels < sp->C ? sp->p->pcls->cfg_channels : sp->C;
+    int64_t rs[2] = {B, gc * vol};
     if (sp->pl->cfg_on) {
         dt_tensor u = dt_tensor_view(sp->d_out, DT_F32, 2, rs), c = u, y = dt_tensor_view(sp->d_guided, DT_F32, 2, rs);
         u.strides[0] = c.strides[0] = ochw;
+        y.strides[0] = chw;
         c.data = sp->d_out + B * ochw;
         u.device = c.device = y.device = be->cfg.device;
         DT_TRY(be->ops->cfg_combine(be, &u, &c, sp->r->cfg, &y, err));
+        if (gc < sp->C) DT_TRY(copy_cond(sp, gc * vol, (sp->C - gc) * vol, sp->d_guided + gc * vol, chw, err));
     } else {
-        dt_tensor c = dt_tensor_view(sp->d_out, DT_F32, 4, s4), y = dt_tensor_view(sp->d_guided, DT_F32, 4, s4);
-        c.strides[2] = ochw;
-        c.device = y.device = be->cfg.device;
-        DT_TRY(be->ops->copy4d(be, &c, &y, err));
+        DT_TRY(copy_cond(sp, 0, chw, sp->d_guided, chw, err));
+    }
+    if (sp->var) {
+        DT_TRY(copy_cond(sp, chw, chw, sp->d_var, chw, err));
+        DT_TRY(dt_backend_read(be, sp->d_var, sp->var, (size_t)(B * chw), err));
     }
     return dt_backend_read(be, sp->d_guided, sp->guided, (size_t)(B * chw), err);
 }
@@ -481,7 +552,7 @@ static dt_status sample_loop(sampler *sp, dt_err *err)
         if (s == DT_OK) s = dt_denoiser_forward(p->zoo[ids ? ids[i] : 0], &in, &p->parts.arena, &tout, err);
         if (s == DT_OK) s = guide(sp, err);
         if (s != DT_OK) break;
-        s = dt_scheduler_step(p->parts.sched, sp->guided, sp->latents, sp->latents, n, err);
+        s = dt_scheduler_step_var(p->parts.sched, sp->guided, sp->var, sp->latents, sp->latents, n, err);
         if (s == DT_OK && ((r->progress && r->progress(i + 1, steps, dt_now() - t0, r->progress_user)) ||
                            (r->cancel && *r->cancel)))
             s = dt_fail(err, DITRT_ECANCELLED, "cancelled after step %d of %d", i + 1, steps);
@@ -563,14 +634,17 @@ static dt_status alloc_sampler(sampler *sp, dt_err *err)
     DT_TRY(be->ops->buffer_alloc(be, (size_t)sp->rows * sp->out_ch * vol * sizeof(float), (void **)&sp->d_out, err));
     DT_TRY(be->ops->buffer_alloc(be, (size_t)sp->B * per * sizeof(float), (void **)&sp->d_guided, err));
     DT_TRY(dt_backend_upload(be, sp->text->embeds, text, &sp->d_text, err));
-    return DT_OK;
+    if (!dt_scheduler_uses_variance(sp->p->parts.sched)) return DT_OK;
+    if (!(sp->var = malloc((size_t)sp->B * per * sizeof(float)))) return dt_fail(err, DT_ENOMEM, "out of memory");
+    return be->ops->buffer_alloc(be, (size_t)sp->B * per * sizeof(float), (void **)&sp->d_var, err);
 }
 
 static void free_sampler(sampler *sp)
 {
     dt_backend *be = sp->p->parts.be;
-    free(sp->latents); free(sp->model_in); free(sp->guided); free(sp->tsteps);
+    free(sp->latents); free(sp->model_in); free(sp->guided); free(sp->tsteps); free(sp->var);
     be->ops->buffer_free(be, sp->d_in);
+    be->ops->buffer_free(be, sp->d_var);
     be->ops->buffer_free(be, sp->d_out);
     be->ops->buffer_free(be, sp->d_guided);
     be->ops->buffer_free(be, sp->d_text);
@@ -596,7 +670,9 @@ static dt_status sample(sampler *sp, dt_gen_result *res, dt_err *err)
         dt_rng_randn(&g, sp->latents, n);
     }
     dt_scheduler_set_generator(p->parts.sched, &g);
-    dt_scheduler_set_noise_slice(p->parts.sched, r->one_item ? r->batch : 1, r->one_item ? r->item_index : 0);
+    /* the reference's step noise covers noise_rows items per batch item, the prompt half first */
+    int rows = p->pcls->noise_rows > 1 ? p->pcls->noise_rows : 1;
+    dt_scheduler_set_noise_slice(p->parts.sched, rows * (r->one_item ? r->batch : 1), r->one_item ? r->item_index : 0);
     dt_scheduler_set_eta(p->parts.sched, sp->r->eta);
     dt_status s = dt_scheduler_set_timesteps(p->parts.sched, sp->r->steps, err);
     float sigma = (float)dt_scheduler_init_noise_sigma(p->parts.sched);

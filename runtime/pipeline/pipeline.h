@@ -2,8 +2,9 @@
  * denoiser with the folder's scheduler -> VAE decode, frame chunk by frame chunk -> float RGB
  * in [-1, 1] (before VaeImageProcessor.postprocess; dt_image_from_float makes 8-bit RGB).
  * It computes what the diffusers pipeline named by model_index.json computes, step by step
- * (PixArtAlphaPipeline, PixArtSigmaPipeline, LattePipeline: runtime/models/denoiser.h says
- * how they differ). An image is a video of zero frames: latents [B, C, h, w] for image
+ * (PixArtAlphaPipeline, PixArtSigmaPipeline, LattePipeline; OpenSoraPipeline, the Open-Sora
+ * repository's sampling loop: runtime/models/denoiser.h's dt_pipeline_class says how they
+ * differ, and a scheduler that reads the variance half gets the prompt rows'). An image is a video of zero frames: latents [B, C, h, w] for image
  * models, [B, C, F, h, w] for video models, one request and one loop for both.
  *
  * dt_pipeline_load() prepares the denoiser (and its OMS-DPM zoo), VAE, tokenizer and scheduler
@@ -38,6 +39,8 @@ typedef struct {
      * model schedule over such members. */
     const char *const *zoo;
     int nzoo;
+    dt_device device;    /* the backend of every part (0: the CPU) */
+    int device_index;    /* cuda:N */
 } dt_pipeline_config;
 
 struct dt_attn_plan;

@@ -34,9 +34,10 @@ static dt_status read_class(const char *model_dir, char *cls, size_t n, dt_err *
     return s;
 }
 
-static dt_status make_backend(dt_dtype dt, int threads, dt_backend **be, dt_err *err)
+static dt_status make_backend(const dt_parts_config *pc, dt_device dev, dt_dtype dt, dt_backend **be, dt_err *err)
 {
-    dt_backend_config c = {.device = DT_DEV_CPU, .compute = dt, .threads = threads};
+    dt_backend_config c = {.device = dev, .device_index = dev == DT_DEV_CPU ? 0 : pc->device_index, .compute = dt,
+                           .threads = pc->threads};
     return dt_backend_create(&c, be, err);
 }
 
@@ -47,13 +48,15 @@ dt_status dt_pipeline_parts_load(const dt_parts_config *c, dt_pipeline_parts *p,
     dt_arena_init(&p->arena);
     if (!m) return dt_fail(err, DT_EINVAL, "model: no model folder given");
     DT_TRY(read_class(m, p->cls, sizeof p->cls, err));
-    DT_TRY(make_backend(c->dtype, c->threads, &p->be, err));
+    DT_TRY(make_backend(c, c->device, c->dtype, &p->be, err));
     dt_allocator alloc = dt_backend_allocator(p->be); /* activations live on the backend's device */
     dt_arena_init_with(&p->arena, &alloc);
-    if (c->text_dtype == c->dtype) p->text_be = p->be;
-    else DT_TRY(make_backend(c->text_dtype, c->threads, &p->text_be, err));
-    DT_TRY(dt_tokenizer_find(m, dir, sizeof dir, err));
-    DT_TRY(dt_tokenizer_load(dir, &p->tok, err));
+    /* The text encoder stays on the CPU under a GPU device: t5_encode and the CLIP encoder read
+     * and write their activation buffers from the host, which device memory forbids */
+    if (c->text_dtype == c->dtype && c->device == DT_DEV_CPU) p->text_be = p->be;
+    else DT_TRY(make_backend(c, DT_DEV_CPU, c->text_dtype, &p->text_be, err));
+    DT_TRY(dt_text_tokenizer_find(m, "tokenizer", dir, sizeof dir, err));
+    DT_TRY(dt_text_tokenizer_load(dir, &p->tok, err));
     DT_TRY(dt_model_component_dir(m, "text_encoder", p->text_dir, sizeof p->text_dir, err));
     DT_TRY(dt_model_component_dir(m, "vae", dir, sizeof dir, err));
     DT_TRY(vae_load_ex(p->be, dir, VAE_ENCODER_NONE, &p->vae, err)); /* text-to-X decodes only */
@@ -67,7 +70,7 @@ dt_status dt_pipeline_parts_load(const dt_parts_config *c, dt_pipeline_parts *p,
 void dt_pipeline_parts_free(dt_pipeline_parts *p)
 {
     vae_free(p->vae);
-    dt_tokenizer_free(p->tok);
+    dt_text_tokenizer_free(p->tok);
     dt_scheduler_free(p->sched);
     dt_arena_free(&p->arena);
     if (p->text_be != p->be) dt_backend_destroy(p->text_be);

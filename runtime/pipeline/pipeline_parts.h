@@ -1,5 +1,5 @@
 /* What the text-to-image and text-to-video pipelines share: the model folder's class name,
- * the compute backends, the tokenizer, the text-encoder folder (T5 is loaded per call), the
+ * the compute backends, the tokenizer, the text-encoder folder (loaded per call), the
  * VAE, the scheduler and the activation arena; and small helpers both loops use. Each
  * pipeline adds its own transformer. */
 #ifndef DT_PIPELINE_PARTS_H
@@ -8,7 +8,7 @@
 #include "runtime/core/arena.h"
 #include "runtime/core/tensor.h"
 #include "runtime/models/vae.h"
-#include "runtime/text/tokenizer.h"
+#include "runtime/text/text_tokenizer.h"
 #include "kernels/backend.h"
 #include "schedulers/scheduler.h"
 
@@ -21,13 +21,15 @@ typedef struct {
     const char *solver_schedule;   /* USF schedule, or NULL */
     const char *solver_statistics;
     int clip_sample; /* 0: the config's; 1 on; 2 off */
+    dt_device device;              /* 0: the CPU */
+    int device_index;
 } dt_parts_config;
 
 typedef struct {
     char cls[128];        /* model_index.json "_class_name" */
     char text_dir[4096];
     dt_backend *be, *text_be;
-    dt_tokenizer *tok;
+    dt_text_tokenizer *tok;
     vae_model *vae;
     dt_scheduler *sched;
     dt_arena arena;

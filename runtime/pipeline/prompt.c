@@ -4,12 +4,12 @@
 #include <string.h>
 
 /* Tokenizes `text` (after the pipeline's caption preprocessing) into one row. */
-static dt_status tokenize(const dt_tokenizer *tok, const char *text, int clean, int max_len, int32_t *ids,
+static dt_status tokenize(const dt_text_tokenizer *tok, const char *text, int clean, int max_len, int32_t *ids,
                           float *mask, int *truncated, dt_err *err)
 {
     char *t = NULL;
     DT_TRY(dt_caption_preprocess(text, clean, &t, err));
-    dt_status s = dt_tokenizer_encode(tok, t, max_len, ids, mask, NULL, truncated, err);
+    dt_status s = dt_text_tokenizer_encode(tok, t, max_len, ids, mask, NULL, truncated, err);
     free(t);
     return s;
 }
@@ -41,18 +41,19 @@ dt_status dt_encode_prompts(const dt_prompt_encoder *e, const dt_prompt_request 
     if (s == DT_OK)
         s = tokenize(e->tok, r->prompt, r->clean_caption, N, ids + (size_t)row * N, mask + (size_t)row * N,
                      &out->prompt_truncated, err);
-    t5_model *t5 = e->kept;
-    if (s == DT_OK && !t5) s = t5_load(e->be, e->text_dir, &t5, err);
-    int D = t5 ? t5_get_config(t5)->d_model : 0;
+    dt_text_encoder *te = e->kept;
+    if (s == DT_OK && !te) s = dt_text_encoder_load(e->be, e->text_dir, &te, err);
+    int D = te ? dt_text_encoder_get_info(te)->hidden_size : 0;
     if (s == DT_OK && e->expect_d_model && D != e->expect_d_model)
         s = dt_fail(err, DT_EFORMAT, "%s: text encoder d_model %d differs from the transformer's caption_channels %d",
                     e->text_dir, D, e->expect_d_model);
     if (s == DT_OK && !(emb = malloc((size_t)rows * N * D * sizeof(float)))) s = dt_fail(err, DT_ENOMEM, "out of memory");
     if (s == DT_OK) {
         dt_arena_reset(arena);
-        s = t5_encode(t5, ids, mask, rows, N, arena, emb, err);
+        dt_text_encoder_outputs o = {.last_hidden_state = emb};
+        s = dt_text_encoder_encode(te, ids, mask, rows, N, arena, &o, err);
     }
-    if (t5 != e->kept) t5_free(t5); /* the encoder is freed before sampling */
+    if (te != e->kept) dt_text_encoder_free(te); /* the encoder is freed before sampling */
     if (s == DT_OK) s = repeat_rows(emb, rows, r->batch, (size_t)N * D, &out->embeds, err);
     if (s == DT_OK) s = repeat_rows(mask, rows, r->batch, (size_t)N, &out->masks, err);
     free(ids);

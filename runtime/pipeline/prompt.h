@@ -1,18 +1,19 @@
 /* encode_prompt as the diffusers T5 pipelines (PixArt, Latte) do it: caption
- * preprocessing, tokenization padded to max_length with its mask, the T5 encoder, and the
+ * preprocessing, tokenization padded to max_length with its mask, the text encoder (through
+ * runtime/models/text_encoder.h: its last hidden state), and the
  * rows a CFG batch needs: [negative x batch, prompt x batch] (each prompt repeated
  * num_images_per_prompt times, negatives first). */
 #ifndef DT_PROMPT_H
 #define DT_PROMPT_H
 #include "runtime/core/arena.h"
-#include "runtime/models/t5.h"
-#include "runtime/text/tokenizer.h"
+#include "runtime/models/text_encoder.h"
+#include "runtime/text/text_tokenizer.h"
 
 typedef struct {
-    const dt_tokenizer *tok;
+    const dt_text_tokenizer *tok;
     const char *text_dir;  /* text_encoder folder, loaded per call when `kept` is NULL */
     dt_backend *be;        /* backend for a per-call encoder */
-    t5_model *kept;        /* a loaded encoder to reuse, or NULL (load, encode, free) */
+    dt_text_encoder *kept; /* a loaded encoder to reuse, or NULL (load, encode, free) */
     int expect_d_model;    /* the consumer's caption_channels (0: any) */
 } dt_prompt_encoder;
 

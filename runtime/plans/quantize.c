@@ -5,20 +5,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-int dt_quant_layer_quantizable(const char *name)
+unsigned dt_quantizer_role(const dt_quantizer *q, const char *name)
 {
-    return strncmp(name, "transformer_blocks.", 19) == 0 || dt_quant_layer_temporal(name);
+    return q->cls ? dt_denoiser_class_linear_role(q->cls, name) : 0;
 }
 
-int dt_quant_layer_temporal(const char *name)
+/* Sets the model class q builds for; a quantizing q needs the class's linear roles. */
+static dt_status set_class(dt_quantizer *q, const dt_denoiser_class *cls, dt_err *err)
 {
-    return strncmp(name, "temporal_transformer_blocks.", 28) == 0;
-}
-
-int dt_quant_layer_text_kv(const char *name)
-{
-    size_t n = strlen(name), k = strlen(".attn2.to_k"); /* the fused to_k|to_v carries to_k's name */
-    return n > k && !strcmp(name + n - k, ".attn2.to_k");
+    if (q->mode != DT_QMODE_FLOAT && !cls->linear_role)
+        return dt_fail(err, DT_EUNSUPPORTED, "quantization: %s has no layers ditrt can quantize (its denoiser class names none)",
+                       cls->class_name);
+    q->cls = cls;
+    return DT_OK;
 }
 
 dt_status dt_quant_keep_tokens(dt_backend *be, const float *w, const float *b, int in, int out, dt_act act, int m_hint,
@@ -92,6 +91,7 @@ void dt_quantizer_reset_counts(dt_quantizer *q)
 {
     q->weight_bytes = q->block_bytes = 0;
     q->nquant = q->nfloat = 0;
+    q->token_params = q->text_params = 0;
 }
 
 /* A table entry for a new layer (calibration); its amax starts at 0. */
@@ -153,7 +153,7 @@ static dt_status make_quant(dt_quantizer *q, dt_backend *be, const char *name, c
         double bytes = (double)dt_qweights_qbytes(in, out, wbits) + 4.0 * out + (b ? 4.0 * out : 0) +
                        (qw.smooth ? 4.0 * in : 0) + (qw.signs ? in : 0) +
                        (qw.group ? (double)out * (in / qw.group) : 0);
-        int keep = q->nfp_tokens > 0 && dt_quant_layer_text_kv(name);
+        int keep = q->nfp_tokens > 0 && (dt_quantizer_role(q, name) & DT_LINEAR_TEXT_KV);
         if (keep) r = dt_quant_keep_tokens(be, w, b, in, out, act, m_hint, dt, q->fp_tokens, q->nfp_tokens, *lin, &bytes, err);
         if (r != DT_OK) { be->ops->linear_destroy(*lin); *lin = NULL; dt_qweights_free(&qw); return r; }
         q->weight_bytes += bytes;
@@ -174,6 +174,9 @@ static dt_status hook(dt_weight_source *src, dt_backend *be, const char *name, c
                       int out, dt_act act, int m_hint, dt_dtype dt, dt_linear **lin, dt_err *err)
 {
     dt_quantizer *q = src->user;
+    unsigned role = dt_quantizer_role(q, name);
+    int block = (role & DT_LINEAR_QUANTIZABLE) != 0; /* a layer ViDiT-Q quantizes, whatever this mode builds */
+    if (block) *(role & DT_LINEAR_TEXT_KV ? &q->text_params : &q->token_params) += (double)in * out;
     if (q->mode == DT_QMODE_PLAN) {
         double bytes = 0;
         int keep = 0;
@@ -185,14 +188,14 @@ static dt_status hook(dt_weight_source *src, dt_backend *be, const char *name, c
             return DT_OK;
         }
     }
-    int quant = (q->mode == DT_QMODE_OBSERVE || q->mode == DT_QMODE_QUANT) && dt_quant_layer_quantizable(name);
+    int quant = (q->mode == DT_QMODE_OBSERVE || q->mode == DT_QMODE_QUANT) && block;
     int bits = quant && q->mode == DT_QMODE_QUANT ? layer_bits(q, name) : 0;
     if (bits) return make_quant(q, be, name, w, b, in, out, bits, act, m_hint, dt, lin, err);
     if (q->mode == DT_QMODE_QUANT) quant = 0; /* kept in floating point by the bit allocation */
     DT_TRY(be->ops->linear_create(be, w, b, in, out, act, m_hint, dt, lin, err));
     double bytes = (double)in * out * dt_dtype_size(dt) + (b ? 4.0 * out : 0);
     q->weight_bytes += bytes;
-    if (dt_quant_layer_quantizable(name)) q->block_bytes += bytes;
+    if (block) q->block_bytes += bytes;
     q->nfloat++;
     if (q->mode == DT_QMODE_QUANT && q->record) return add_record(q, name, NULL, in, out, 0, err);
     if (!quant) return DT_OK;
@@ -203,10 +206,12 @@ static dt_status hook(dt_weight_source *src, dt_backend *be, const char *name, c
     return s;
 }
 
-void dt_quantizer_attach(dt_quantizer *q, dt_weight_source *src)
+dt_status dt_quantizer_attach(dt_quantizer *q, const dt_denoiser_class *cls, dt_weight_source *src, dt_err *err)
 {
+    DT_TRY(set_class(q, cls, err));
     src->make_linear = hook;
     src->user = q;
+    return DT_OK;
 }
 
 dt_qplan_model dt_qplan_model_of(const char *dir, const dt_denoiser_info *info)
@@ -226,6 +231,9 @@ dt_status dt_quant_load(dt_backend *be, const char *dir, dt_quantizer *q, dt_den
         dt_qplan_model m = dt_qplan_model_of(dir, &info);
         DT_TRY(dt_qplan_check_model(q->plan, &m, err));
     }
+    const dt_denoiser_class *cls = dt_denoiser_class_of_dir(dir, err);
+    if (!cls) return err->status;
+    DT_TRY(set_class(q, cls, err));
     dt_status s = dt_denoiser_load(be, dir, hook, q, out, err);
     if (s == DT_OK && q->mode == DT_QMODE_PLAN) s = dt_qplan_check_used(q->plan, err);
     if (s != DT_OK && *out) { dt_denoiser_free(*out); *out = NULL; }

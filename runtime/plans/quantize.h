@@ -5,12 +5,13 @@
  * prompts) into the quantizer's table. Then quantize: attach one in W8A8/W4A8 mode with that
  * table; each quantizable layer gets ViDiT-Q's balancing (s from amax and alpha, when
  * `balance`), a random block-Hadamard rotation (when `rotate`) and int8 activations.
- * ViDiT-Q keeps in floating point everything outside the transformer blocks (patch
- * embedding, timestep/adaLN-single, caption projection, proj_out); attention matmuls are
- * not linears and stay float. The quantizer must outlive the models built through it. */
+ * Which layers are quantized is the model's to say (dt_denoiser_class.linear_role, by its
+ * checkpoint's names): ViDiT-Q keeps in floating point everything outside the transformer
+ * blocks (patch embedding, timestep/adaLN-single, caption projection, proj_out); attention
+ * matmuls are not linears and stay float. The quantizer must outlive the models built through it. */
 #ifndef DT_QUANTIZE_H
 #define DT_QUANTIZE_H
-#include "runtime/models/weights.h"
+#include "runtime/models/denoiser.h"
 
 /* FLOAT: count bytes only; OBSERVE: calibrate; QUANT: quantize from the statistics (and
  * keep the results when `record`, for dt_qplan_save); PLAN: build from a loaded plan. */
@@ -49,24 +50,24 @@ typedef struct dt_quantizer {
     double weight_bytes;
     double block_bytes; /* of those, the layers ViDiT-Q quantizes (whatever form they were built in) */
     int nquant, nfloat;
+    /* parameters (in·out) of the layers ViDiT-Q quantizes: those reading the image/video
+     * tokens, and the text k|v projections (DT_LINEAR_TEXT_KV); a step's quantized FLOPs */
+    double token_params, text_params;
     int record;             /* QUANT: keep every quantized layer in rec (for dt_qplan_save) */
     dt_qrecord *rec;
     int nrec, reccap;
     dt_qplan *plan;         /* PLAN mode (not owned) */
+    const dt_denoiser_class *cls; /* the model built through it (its linear roles); set by attach / dt_quant_load */
 } dt_quantizer;
 
-/* 1 when ViDiT-Q quantizes the layer `name` (a weight prefix), 0 when it stays float: the
- * linears of the DiT blocks, Latte's temporal blocks included. */
-int dt_quant_layer_quantizable(const char *name);
-/* 1 for a layer of a temporal block (Latte): its own sensitivity group in mixed precision. */
-int dt_quant_layer_temporal(const char *name);
-/* 1 for the cross-attention k|v projections (the layers that may keep text tokens in FP). */
-int dt_quant_layer_text_kv(const char *name);
+/* The DT_LINEAR_* role of layer `name` in the model q builds (runtime/models/denoiser.h). */
+unsigned dt_quantizer_role(const dt_quantizer *q, const char *name);
 /* Gives the quantized layer *lin a float copy (weights w, dtype dt) for the text tokens. */
 dt_status dt_quant_keep_tokens(dt_backend *be, const float *w, const float *b, int in, int out, dt_act act, int m_hint,
                                dt_dtype dt, const int *tokens, int n, dt_linear *lin, double *bytes, dt_err *err);
-/* Routes src's linear layers through q. */
-void dt_quantizer_attach(dt_quantizer *q, dt_weight_source *src);
+/* Routes src's linear layers, for a model of class cls, through q. Fails with a one-line
+ * error when q quantizes (any mode but FLOAT) and cls has no quantizable layers. */
+dt_status dt_quantizer_attach(dt_quantizer *q, const dt_denoiser_class *cls, dt_weight_source *src, dt_err *err);
 /* Clears build counters (between models built with the same quantizer). */
 void dt_quantizer_reset_counts(dt_quantizer *q);
 const dt_qlayer_stat *dt_quantizer_find(const dt_quantizer *q, const char *name);
@@ -77,9 +78,8 @@ void dt_quantizer_free(dt_quantizer *q);
  * right after (dt_quantizer_close_plan frees the plan too). */
 dt_status dt_quantizer_open_plan(const char *dir, dt_quantizer *q, dt_err *err);
 void dt_quantizer_close_plan(dt_quantizer *q);
-/* dt_denoiser_load() of the transformer folder dir with its linears routed through q (a
- * PLAN-mode q must then have used every layer of its plan). */
-struct dt_denoiser;
-dt_status dt_quant_load(dt_backend *be, const char *dir, dt_quantizer *q, struct dt_denoiser **out, dt_err *err);
+/* dt_denoiser_load() of the transformer folder dir with its linears routed through q (its
+ * class set as by dt_quantizer_attach; a PLAN-mode q must then have used every layer of its plan). */
+dt_status dt_quant_load(dt_backend *be, const char *dir, dt_quantizer *q, dt_denoiser **out, dt_err *err);
 
 #endif

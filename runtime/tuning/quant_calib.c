@@ -20,6 +20,7 @@ typedef struct {
     const char *scheme;
     int mixed;
     char dir[1024];        /* the transformer folder */
+    const dt_denoiser_class *cls; /* its class: which layers are what (linear_role) */
     dt_denoiser_info info; /* of its config (temporal_layers > 0: a video model's own sensitivity group) */
 } qcalib;
 
@@ -230,11 +231,17 @@ static void sqnr_add(const float *o, const float *ref, const dt_tensor *shape, i
         }
 }
 
-/* 1 when layer `name` is scored and allocated with the temporal group: a layer of a temporal
- * block of a model that has temporal layers. */
+/* 1 for a layer the model's class calls temporal (DT_LINEAR_TEMPORAL). */
+static int temporal_role(const qcalib *a, const char *name)
+{
+    return (dt_denoiser_class_linear_role(a->cls, name) & DT_LINEAR_TEMPORAL) != 0;
+}
+
+/* 1 when layer `name` is scored on frame differences: a temporal layer of a model that has
+ * temporal layers. */
 static int temporal_layer(const qcalib *a, const char *name)
 {
-    return a->info.temporal_layers > 0 && dt_quant_layer_temporal(name);
+    return a->info.temporal_layers > 0 && temporal_role(a, name);
 }
 
 /* SQNR (dB) of the denoiser outputs on the captured inputs with only layer `only` at 4
@@ -307,12 +314,12 @@ static void allocate_group(const qcalib *a, const dt_quantizer *cal, const int *
 {
     double params = 0, bitsum;
     for (int i = 0; i < cal->nstats; i++)
-        if (dt_quant_layer_temporal(cal->stats[i].name) == temporal) params += (double)cal->stats[i].in * cal->stats[i].out;
+        if (temporal_role(a, cal->stats[i].name) == temporal) params += (double)cal->stats[i].in * cal->stats[i].out;
     if (params == 0) return;
     bitsum = 8 * params;
     for (int r = 0; r < cal->nstats; r++) {
         int i = order[r];
-        if (dt_quant_layer_temporal(cal->stats[i].name) != temporal) continue;
+        if (temporal_role(a, cal->stats[i].name) != temporal) continue;
         if (bitsum / params <= a->c->budget) break;
         bitsum -= 4 * (double)cal->stats[i].in * cal->stats[i].out;
         bits[i].bits = 4;
@@ -374,6 +381,10 @@ static dt_status prepare(const dt_qcalib_config *c, qcalib *a, dt_err *err)
     DT_TRY(dt_model_component_dir(c->model_dir, "transformer", a->dir, sizeof a->dir, err));
     const dt_denoiser_class *cls = dt_denoiser_class_of_dir(a->dir, err);
     if (!cls) return err->status;
+    if (!cls->linear_role)
+        return dt_fail(err, DT_EUNSUPPORTED, "quantize: %s/config.json: %s has no layers ditrt can quantize", a->dir,
+                       cls->class_name);
+    a->cls = cls;
     char head[1024], tail[1024];
     DT_TRY(cls->describe(a->dir, &a->info, head, tail, sizeof head, err));
     if (!a->info.max_frames && c->frames) return dt_fail(err, DT_EINVAL, "frames: only for video (Latte) pipelines");

@@ -1,0 +1,382 @@
+/* The CUDA kernels' per-element and per-row math (kernels/cuda/<name>_math.h, __host__ __device__
+ * functions compiled here as plain C) against the CPU backend and its plain-C references on
+ * random inputs of odd sizes, plus what a machine without a GPU can check of the backend itself:
+ * asking for cuda gives a one-line error. Runs in every `make test`, with or without nvcc. */
+#include "testutil.h"
+#include "kernels/cpu/ref.h"
+#include "kernels/cpu/cpu.h"
+#include "kernels/cpu/vmath.h"
+#include "kernels/cuda/elem_math.h"
+#include "kernels/cuda/norm_math.h"
+#include "kernels/cuda/softmax_math.h"
+#include "kernels/cuda/patch_math.h"
+#include "kernels/cuda/quant_math.h"
+
+static void fill_wide(tu_rng *r, float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) x[i] = tu_uniform(r) * powf(10.0f, 4.0f * tu_uniform(r)); /* 1e-4 .. 1e4 */
+}
+
+static void test_bf16_round_matches_cpu(void **state)
+{
+    (void)state;
+    tu_rng r = {1};
+    float x[4099];
+    fill_wide(&r, x, 4096);
+    x[4096] = 0.0f, x[4097] = -0.0f, x[4098] = 3.0e38f;
+    for (int i = 0; i < 4099; i++) {
+        assert_int_equal(dtm_bf16_round(x[i]), cpu_bf16_round(x[i]));
+        float b = dtm_round_bf16(x[i]);
+        assert_true(fabsf(b - x[i]) <= fabsf(x[i]) * (1.0f / 256.0f)); /* 8 bits of mantissa */
+    }
+}
+
+/* The activations the GPU kernels and the linear epilogue run are the CPU's, bit for bit. */
+static void test_activations_match_cpu_bitwise(void **state)
+{
+    (void)state;
+    tu_rng r = {2};
+    int n = 3001;
+    float *x = tu_alloc(n), *y = tu_poisoned(n);
+    for (int i = 0; i < n; i++) x[i] = 12.0f * tu_uniform(&r);
+    x[0] = 0.0f, x[1] = -90.0f, x[2] = 90.0f, x[3] = 0.03f;
+    dt_backend *be = tu_backend(DT_F32);
+    dt_err err = {0};
+    int64_t s[1] = {n};
+    dt_tensor tx = dt_tensor_view(x, DT_F32, 1, s), ty = dt_tensor_view(y, DT_F32, 1, s);
+    for (int act = DT_ACT_GELU_TANH; act <= DT_ACT_GELU_ERF; act++) {
+        assert_int_equal(be->ops->activation(be, (dt_act)act, &tx, &ty, &err), DT_OK);
+        for (int i = 0; i < n; i++) {
+            float g = dtm_act(act, x[i]);
+            if (memcmp(&g, &y[i], 4)) fail_msg("act %d at x=%.9g: host-device math %.9g, CPU %.9g", act, x[i], g, y[i]);
+            float ref = ref_act((dt_act)act, x[i]);
+            assert_true(fabsf(g - ref) <= 2e-6f * (1.0f + fabsf(ref)));
+        }
+        assert_true(dtm_exp(1.0f) == vm_exp(1.0f) && dtm_tanh(0.5f) == vm_tanh(0.5f));
+    }
+    assert_true(dtm_act(DTM_ACT_NONE, 1.25f) == 1.25f);
+    dt_backend_destroy(be);
+    free(x);
+    free(y);
+}
+
+static void test_cfg_and_blend_match_reference(void **state)
+{
+    (void)state;
+    tu_rng r = {3};
+    int B = 3, n = 77;
+    float *u = tu_alloc(B * n), *c = tu_alloc(B * n), *y = tu_alloc(B * n);
+    tu_fill(&r, u, B * n, 3.0f);
+    tu_fill(&r, c, B * n, 3.0f);
+    int64_t s[2] = {B, n};
+    dt_tensor tu = dt_tensor_view(u, DT_F32, 2, s), tc = dt_tensor_view(c, DT_F32, 2, s), ty = dt_tensor_view(y, DT_F32, 2, s);
+    ref_cfg_combine(&tu, &tc, 4.5f, &ty);
+    for (int i = 0; i < B * n; i++) assert_true(dtm_cfg(u[i], c[i], 4.5f) == y[i]);
+    /* seam blend along axis 2 of [1, 3, 5, 2] tiles with extent 4 */
+    int64_t sh[4] = {1, 3, 5, 2};
+    float a[30], b[30], b0[30];
+    tu_fill(&r, a, 30, 1.0f);
+    tu_fill(&r, b, 30, 1.0f);
+    memcpy(b0, b, sizeof b);
+    dt_tensor ta = dt_tensor_view(a, DT_F32, 4, sh), tb = dt_tensor_view(b, DT_F32, 4, sh);
+    ref_blend_edge(&ta, &tb, 2, 4);
+    for (int i1 = 0; i1 < 3; i1++)
+        for (int t = 0; t < 5; t++)
+            for (int c2 = 0; c2 < 2; c2++) {
+                int o = (i1 * 5 + t) * 2 + c2, oa = (i1 * 5 + (5 - 4 + t)) * 2 + c2;
+                float want = t < 4 ? dtm_blend(a[oa], b0[o], t, 4) : b0[o];
+                assert_true(want == b[o]);
+            }
+    free(u);
+    free(c);
+    free(y);
+}
+
+static void test_layernorm_rows(void **state)
+{
+    (void)state;
+    const int Cs[] = {1, 37, 1155};
+    for (int k = 0; k < 3; k++) {
+        int B = 2, N = 3, C = Cs[k];
+        tu_rng r = {(uint64_t)(10 + C)};
+        float *x = tu_alloc(B * N * C), *y = tu_alloc(B * N * C), *yr = tu_alloc(B * N * C);
+        float *sh = tu_alloc(B * C), *sc = tu_alloc(B * C);
+        tu_fill(&r, x, B * N * C, 4.0f);
+        for (int i = 0; i < B * N * C; i++) x[i] += 2.0f; /* a mean away from 0 */
+        tu_fill(&r, sh, B * C, 1.0f);
+        tu_fill(&r, sc, B * C, 1.0f);
+        int64_t s3[3] = {B, N, C}, s2[2] = {B, C};
+        dt_tensor tx = dt_tensor_view(x, DT_F32, 3, s3), tyr = dt_tensor_view(yr, DT_F32, 3, s3);
+        dt_tensor tsh = dt_tensor_view(sh, DT_F32, 2, s2), tsc = dt_tensor_view(sc, DT_F32, 2, s2);
+        for (int mod = 0; mod < 2; mod++) {
+            ref_layernorm_modulate(&tx, mod ? &tsh : NULL, mod ? &tsc : NULL, 1e-6f, &tyr);
+            for (int b = 0; b < B; b++)
+                for (int i = 0; i < N; i++)
+                    dtm_layernorm_row(x + (b * N + i) * C, C, mod ? sc + b * C : NULL, mod ? sh + b * C : NULL, 1e-6f,
+                                      y + (b * N + i) * C);
+            assert_rel_l2_below(y, yr, (size_t)B * N * C, 1e-5);
+        }
+        free(x); free(y); free(yr); free(sh); free(sc);
+    }
+}
+
+static void test_group_norm_groups(void **state)
+{
+    (void)state;
+    int B = 2, H = 5, W = 3, C = 12, G = 4, N = H * W, cg = C / G;
+    tu_rng r = {20};
+    float *x = tu_alloc(B * N * C), *y = tu_alloc(B * N * C), *yr = tu_alloc(B * N * C), gm[12], bt[12];
+    tu_fill(&r, x, B * N * C, 3.0f);
+    tu_fill(&r, gm, C, 1.0f);
+    tu_fill(&r, bt, C, 1.0f);
+    int64_t s[4] = {B, H, W, C};
+    dt_tensor tx = dt_tensor_view(x, DT_F32, 4, s), tyr = dt_tensor_view(yr, DT_F32, 4, s);
+    for (int act = 0; act <= DT_ACT_SILU; act += DT_ACT_SILU) {
+        ref_group_norm(&tx, G, gm, bt, 1e-6f, (dt_act)act, &tyr);
+        for (int b = 0; b < B; b++)
+            for (int g = 0; g < G; g++)
+                dtm_group_norm_group(x + b * N * C, N, C, g * cg, cg, gm, bt, 1e-6f, act, y + b * N * C);
+        assert_rel_l2_below(y, yr, (size_t)B * N * C, 1e-6);
+    }
+    free(x); free(y); free(yr);
+}
+
+static void test_rms_norm_rows_exact(void **state)
+{
+    (void)state;
+    int M = 3, C = 515;
+    tu_rng r = {30};
+    float *x = tu_alloc(M * C), *w = tu_alloc(C), *y = tu_alloc(M * C), *yr = tu_alloc(M * C);
+    tu_fill(&r, x, M * C, 5.0f);
+    tu_fill(&r, w, C, 2.0f);
+    ref_rms_norm(x, M, C, w, 1e-6f, yr);
+    for (int m = 0; m < M; m++) dtm_rms_norm_row(x + m * C, C, w, 1e-6f, y + m * C);
+    assert_memory_equal(y, yr, (size_t)M * C * sizeof(float)); /* same order of double sums */
+    free(x); free(w); free(y); free(yr);
+}
+
+/* Softmax rows with both biases against a double-precision reference, and the online state
+ * merged across two halves equal to the state of the whole row. */
+static void test_softmax_rows_and_merge(void **state)
+{
+    (void)state;
+    const int ns[] = {1, 7, 300, 1031};
+    for (int k = 0; k < 4; k++) {
+        int n = ns[k];
+        tu_rng r = {(uint64_t)(40 + n)};
+        float *row = tu_alloc(n), *kb = tu_alloc(n), *hb = tu_alloc(n), *s0 = tu_alloc(n);
+        tu_fill(&r, row, n, 30.0f);
+        for (int j = 0; j < n; j++) kb[j] = j % 5 == 4 ? -10000.0f : 0.0f; /* a caption mask */
+        tu_fill(&r, hb, n, 2.0f);
+        memcpy(s0, row, n * sizeof(float));
+        dtm_softmax_row(row, n, 0.125f, kb, hb);
+        double mx = -INFINITY, sum = 0, total = 0;
+        for (int j = 0; j < n; j++) mx = fmax(mx, (double)s0[j] * 0.125 + kb[j] + hb[j]);
+        for (int j = 0; j < n; j++) sum += exp((double)s0[j] * 0.125 + kb[j] + hb[j] - mx);
+        for (int j = 0; j < n; j++) {
+            double p = exp((double)s0[j] * 0.125 + kb[j] + hb[j] - mx) / sum;
+            assert_true(fabs(row[j] - p) <= 1e-6 + 1e-5 * p);
+            total += row[j];
+        }
+        assert_true(fabs(total - 1.0) < 1e-5);
+        dtm_softmax_state a = dtm_softmax_init(), b = dtm_softmax_init(), all = dtm_softmax_init();
+        for (int j = 0; j < n; j++) {
+            dtm_softmax_push(&all, s0[j]);
+            dtm_softmax_push(j < n / 2 ? &a : &b, s0[j]);
+        }
+        float ra, rb;
+        dtm_softmax_merge(&a, b, &ra, &rb);
+        assert_true(a.m == all.m);
+        assert_true(fabsf(a.l - all.l) <= 1e-5f * all.l);
+        free(row); free(kb); free(hb); free(s0);
+    }
+}
+
+/* The window-attention kernel's loop (one query row: band range, online softmax, rescaled
+ * accumulation) run on the host against the reference, and the band's work bound. */
+static void window_row(const float *q, const float *k, const float *v, int64_t N, int64_t d, int64_t ld, float scale,
+                       int64_t w, int64_t i, float *o)
+{
+    float acc[64] = {0};
+    int64_t lo, hi;
+    dtm_band_range(i, N, w, &lo, &hi);
+    dtm_softmax_state st = dtm_softmax_init();
+    for (int64_t j = lo; j <= hi; j++) {
+        float dot = 0;
+        for (int64_t c = 0; c < d; c++) dot += q[i * ld + c] * k[j * ld + c];
+        float s = dot * scale, rs = dtm_softmax_push(&st, s), p = expf(s - st.m);
+        for (int64_t c = 0; c < d; c++) acc[c] = acc[c] * rs + p * v[j * ld + c];
+    }
+    for (int64_t c = 0; c < d; c++) o[i * ld + c] = acc[c] / st.l;
+}
+
+static void test_window_attention_rows(void **state)
+{
+    (void)state;
+    int N = 29, H = 3, d = 5, C = H * d;
+    tu_rng r = {50};
+    float *q = tu_alloc(N * C), *k = tu_alloc(N * C), *v = tu_alloc(N * C), *o = tu_alloc(N * C), *orf = tu_alloc(N * C);
+    tu_fill(&r, q, N * C, 2.0f);
+    tu_fill(&r, k, N * C, 2.0f);
+    tu_fill(&r, v, N * C, 1.0f);
+    int64_t s[3] = {1, N, C};
+    dt_tensor tq = dt_tensor_view(q, DT_F32, 3, s), tk = dt_tensor_view(k, DT_F32, 3, s), tv = dt_tensor_view(v, DT_F32, 3, s);
+    dt_tensor to = dt_tensor_view(orf, DT_F32, 3, s);
+    const int ws[] = {0, 1, 4, 28, 100};
+    for (int t = 0; t < 5; t++) {
+        ref_window_attention(&tq, &tk, &tv, H, 0.4f, ws[t], &to);
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < N; i++) window_row(q + h * d, k + h * d, v + h * d, N, d, C, 0.4f, ws[t], i, o + h * d);
+        assert_rel_l2_below(o, orf, (size_t)N * C, 1e-5);
+        int64_t pairs = 0;
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < N; j++) pairs += abs(i - j) <= ws[t];
+        assert_int_equal(dtm_band_pairs(N, ws[t]), pairs);
+        assert_true(dtm_band_pairs(N, ws[t]) <= (int64_t)N * (2 * ws[t] + 1));
+    }
+    free(q); free(k); free(v); free(o); free(orf);
+}
+
+static void test_patch_maps(void **state)
+{
+    (void)state;
+    int B = 2, C = 3, p = 2, h = 3, w = 5, H = h * p, W = w * p, n = B * C * H * W;
+    tu_rng r = {60};
+    float *x = tu_alloc(n), *y = tu_alloc(n), *yr = tu_alloc(n), *z = tu_alloc(n), *zr = tu_alloc(n);
+    tu_fill(&r, x, n, 1.0f);
+    int64_t sx[4] = {B, C, H, W}, sy[2] = {(int64_t)B * h * w, (int64_t)C * p * p};
+    dt_tensor tx = dt_tensor_view(x, DT_F32, 4, sx), tyr = dt_tensor_view(yr, DT_F32, 2, sy);
+    ref_patchify(&tx, p, &tyr);
+    for (int o = 0; o < n; o++) y[o] = x[dtm_patchify_src(o, C, H, W, p)];
+    assert_memory_equal(y, yr, n * sizeof(float));
+    int64_t su[3] = {B, (int64_t)h * w, (int64_t)p * p * C};
+    dt_tensor tu = dt_tensor_view(x, DT_F32, 3, su), tzr = dt_tensor_view(zr, DT_F32, 4, sx);
+    ref_unpatchify(&tu, p, h, w, &tzr);
+    for (int o = 0; o < n; o++) z[o] = x[dtm_unpatchify_src(o, C, h, w, p)];
+    assert_memory_equal(z, zr, n * sizeof(float));
+    /* nearest 2x upsampling, NHWC [2, 3, 5, 3] */
+    int64_t su4[4] = {2, 3, 5, 3}, sd4[4] = {2, 6, 10, 3};
+    float *up = tu_alloc(2 * 6 * 10 * 3), *upr = tu_alloc(2 * 6 * 10 * 3);
+    dt_tensor ti = dt_tensor_view(x, DT_F32, 4, su4), tur = dt_tensor_view(upr, DT_F32, 4, sd4);
+    ref_upsample_nearest2x(&ti, &tur);
+    for (int o = 0; o < 2 * 6 * 10 * 3; o++) up[o] = x[dtm_upsample2x_src(o, 3, 5, 3)];
+    assert_memory_equal(up, upr, 2 * 6 * 10 * 3 * sizeof(float));
+    free(x); free(y); free(yr); free(z); free(zr); free(up); free(upr);
+}
+
+static void test_quantize_rows_match_cpu(void **state)
+{
+    (void)state;
+    const int Ks[] = {1, 33, 1152};
+    for (int t = 0; t < 3; t++) {
+        int K = Ks[t];
+        tu_rng r = {(uint64_t)(70 + K)};
+        float *x = tu_alloc(K), *tmp = tu_alloc(K);
+        int8_t *q = malloc(K), *qr = malloc(K);
+        tu_fill(&r, x, K, 7.0f);
+        x[0] = 0.5f * (K > 1 ? x[1] : 1.0f); /* ties appear after scaling now and then */
+        float a = dtm_quantize_row(x, K, q), ar = cpu_qrow_plain(x, K, NULL, NULL, 0, tmp, qr);
+        assert_true(a == ar);
+        assert_memory_equal(q, qr, K);
+        assert_int_equal(dtm_quantize(2.5f, 1.0f), 2); /* half to even */
+        assert_int_equal(dtm_quantize(-3.5f, 1.0f), -4);
+        assert_int_equal(dtm_quantize(1e9f, 1.0f), 127);
+        assert_true(dtm_dequant(10, 0.5f, 0.25f, 1.0f, DTM_ACT_NONE) == 2.25f);
+        free(x); free(tmp); free(q); free(qr);
+    }
+}
+
+/* Without a GPU (or without the backend built in), asking for cuda is one line saying why. */
+static void test_cuda_without_gpu_is_one_line_error(void **state)
+{
+    (void)state;
+    if (dt_backend_available(DT_DEV_CUDA)) {
+        print_message("  skipped: a CUDA device is present (make test-gpu covers it)\n");
+        skip();
+    }
+    dt_backend_config cfg = {.device = DT_DEV_CUDA, .compute = DT_F32};
+    dt_backend *be = NULL;
+    dt_err err = {0};
+    assert_int_not_equal(dt_backend_create(&cfg, &be, &err), DT_OK);
+    assert_null(be);
+    assert_null(strchr(err.msg, '\n'));
+    const char *want = dt_backend_built(DT_DEV_CUDA) ? "device cuda: no CUDA device found (cudaGetDeviceCount: "
+                                                     : "device cuda: not built into this ditrt";
+    if (strncmp(err.msg, want, strlen(want))) fail_msg("message \"%s\" does not start with \"%s\"", err.msg, want);
+    char list[4096];
+    dt_backend_list(list, sizeof list);
+    assert_non_null(strstr(list, "backend cpu (built in)"));
+    assert_non_null(strstr(list, dt_backend_built(DT_DEV_CUDA) ? "backend cuda (built in): no usable device" : "backend cuda: not built in"));
+}
+
+/* The same through the command line: one line on stderr, a failing exit, no output file; a
+ * misspelt device is a usage error (exit 2). */
+static void test_cli_device_cuda_without_gpu(void **state)
+{
+    (void)state;
+    if (dt_backend_available(DT_DEV_CUDA)) {
+        print_message("  skipped: a CUDA device is present\n");
+        skip();
+    }
+    char tmp[256], cmd[1024], out[4096], png[300];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(png, sizeof png, "%s/x.png", tmp);
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m assets/demo-pixart -p 'a red circle' --steps 2 --device cuda -o '%s'", png);
+    assert_int_equal(tu_run(tmp, cmd, 0, out, sizeof out), 1);
+    const char *want = dt_backend_built(DT_DEV_CUDA) ? "ditrt: device cuda: no CUDA device found (cudaGetDeviceCount: "
+                                                     : "ditrt: device cuda: not built into this ditrt";
+    if (strncmp(out, want, strlen(want))) fail_msg("stderr \"%s\" does not start with \"%s\"", out, want);
+    char *nl = strchr(out, '\n');
+    assert_true(nl && nl[1] == 0); /* exactly one line */
+    assert_int_not_equal(access(png, F_OK), 0);
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m assets/demo-pixart -p x --device gpu -o '%s'", png);
+    assert_int_equal(tu_run(tmp, cmd, 0, out, sizeof out), 2);
+    assert_non_null(strstr(out, "--device: expected cpu, cuda or cuda:N"));
+    snprintf(cmd, sizeof cmd, "./ditrt bench transformer --device cuda:1 --layers 1 --res 64");
+    assert_int_equal(tu_run(tmp, cmd, 0, out, sizeof out), 1);
+    assert_non_null(strstr(out, "device cuda"));
+    tu_rmtree(tmp);
+}
+
+/* cuBLASLt and cuDNN load by dlopen without a GPU: every symbol the backend calls resolves in
+ * the libraries of this machine's CUDA, and they accept the GEMM and convolution descriptors
+ * the ops build for the models' shapes (cuda_selftest.cu; skipped, saying why, where the
+ * libraries are absent). */
+static void test_cuda_libraries_resolve(void **state)
+{
+    (void)state;
+    char why[512];
+    if (!dt_backend_built(DT_DEV_CUDA)) {
+        print_message("  skipped: built without CUDA\n");
+        skip();
+    }
+    int r = dt_backend_libs_check(DT_DEV_CUDA, why, sizeof why);
+    if (r == 0) {
+        print_message("  skipped: %s\n", why);
+        skip();
+    }
+    if (r < 0) fail_msg("%s", why);
+    assert_int_equal(r, 1);
+    print_message("  %s\n", why);
+    assert_int_equal(dt_backend_libs_check(DT_DEV_CPU, why, sizeof why), 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bf16_round_matches_cpu),
+        cmocka_unit_test(test_activations_match_cpu_bitwise),
+        cmocka_unit_test(test_cfg_and_blend_match_reference),
+        cmocka_unit_test(test_layernorm_rows),
+        cmocka_unit_test(test_group_norm_groups),
+        cmocka_unit_test(test_rms_norm_rows_exact),
+        cmocka_unit_test(test_softmax_rows_and_merge),
+        cmocka_unit_test(test_window_attention_rows),
+        cmocka_unit_test(test_patch_maps),
+        cmocka_unit_test(test_quantize_rows_match_cpu),
+        cmocka_unit_test(test_cuda_without_gpu_is_one_line_error),
+        cmocka_unit_test(test_cuda_libraries_resolve),
+        cmocka_unit_test(test_cli_device_cuda_without_gpu),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
