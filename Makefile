@@ -14,6 +14,8 @@ CFLAGS_COMMON = -fno-math-errno -fno-trapping-math -ffp-contract=off -std=c11 -D
 CFLAGS  += $(CFLAGS_COMMON)
 LDLIBS  = -ldnnl -lcjson -lpng -ljpeg -lsentencepiece -lwebpmux -lwebpdemux -lwebp -lavformat -lavcodec -lswscale -lavutil -lstdc++ -lm -fopenmp
 BUILD   = build
+# `all` stays the goal of a plain `make` though rules (the CUDA objects) come before it
+.DEFAULT_GOAL := all
 
 # The version comes from include/ditrt.h (DITRT_VERSION_MAJOR/MINOR/PATCH); the shared library
 # is libditrt.so.MAJOR.MINOR.PATCH with soname libditrt.so.MAJOR, and libditrt.so.MAJOR and
@@ -67,7 +69,7 @@ $(info CUDA backend: skipped (nvcc not found))
 endif
 # backend.o's registry follows the mode (a build with nvcc, then NVCC= , recompiles it)
 $(BUILD)/.cuda-mode: FORCE | $(DEPS_STAMP)
-	@echo '$(if $(NVCC),cuda $(CUDA_ARCH),cpu)' > $@.tmp; if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+	@mkdir -p $(@D); echo '$(if $(NVCC),cuda $(CUDA_ARCH),cpu)' > $@.tmp; if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
 $(BUILD)/kernels/backend.o: $(BUILD)/.cuda-mode
 # the libFuzzer harnesses (tests/fuzz/fuzz_<name>.c), replayed without libFuzzer by `make test`
 FUZZ_NAMES = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))

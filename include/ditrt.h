@@ -186,6 +186,9 @@ typedef struct {
                                         * the model's trained size, a zoo without a model schedule. NULL
                                         * (default): not reported; the library prints nothing */
     void *warning_user;
+    int clip_skip;                     /* CLIP pipelines (Stable Diffusion, SDXL): layers skipped from the
+                                        * end for the prompt's embeddings, as diffusers' clip_skip; 0
+                                        * (default): none. Other pipelines refuse > 0 */
 } ditrt_gen_params;
 
 /* Sizes: the generated size must be a multiple of M = the transformer's patch_size times the

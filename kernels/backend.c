@@ -6,6 +6,7 @@
 #include "kernels/cuda/cuda_entry.h"
 #endif
 #include <limits.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -157,6 +158,21 @@ dt_status dt_backend_upload(dt_backend *be, const float *host, size_t n, float *
     if (s != DT_OK) { be->ops->buffer_free(be, p); return s; }
     *out = p;
     return DT_OK;
+}
+
+dt_status dt_backend_host_alloc(dt_backend *be, size_t bytes, void **ptr, dt_err *err)
+{
+    *ptr = NULL;
+    if (be->ops->host_alloc) return be->ops->host_alloc(be, bytes, ptr, err);
+    *ptr = aligned_alloc(64, (bytes + 63) / 64 * 64 + (bytes ? 0 : 64));
+    return *ptr ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory for %zu bytes of host buffers", bytes);
+}
+
+void dt_backend_host_free(dt_backend *be, void *ptr)
+{
+    if (!ptr) return;
+    if (be->ops->host_free) be->ops->host_free(be, ptr);
+    else free(ptr);
 }
 
 

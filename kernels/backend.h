@@ -201,6 +201,14 @@ typedef struct {
      * act(x[M, F:2F]) — the gate is the second half, unlike gated_act's; act as activation()
      * takes (DT_ACT_GELU_ERF for GEGLU). x contiguous f32 [M, 2F], y contiguous f32 [M, F]. */
     dt_status (*geglu)(dt_backend *be, dt_act act, const dt_tensor *x, dt_tensor *y, dt_err *err);
+
+    /* ---- Host staging memory (optional; call through dt_backend_host_alloc/free below) ---- */
+    /* *ptr = `bytes` of host memory that tensor_set/tensor_get move fastest (CUDA: page-locked,
+     * portable across devices), for the host buffers a caller transfers every step (the latents
+     * the host-side solvers step); freed with host_free. NULL entries: plain host memory. These
+     * never read be's state (a decorating backend passes itself). */
+    dt_status (*host_alloc)(dt_backend *be, size_t bytes, void **ptr, dt_err *err);
+    void (*host_free)(dt_backend *be, void *ptr);
 } dt_backend_ops;
 
 struct dt_backend {
@@ -245,6 +253,11 @@ dt_allocator dt_backend_allocator(dt_backend *be);
 dt_status dt_backend_write(dt_backend *be, float *dst, const float *host, size_t n, dt_err *err);
 dt_status dt_backend_read(dt_backend *be, const float *src, float *host, size_t n, dt_err *err);
 dt_status dt_backend_upload(dt_backend *be, const float *host, size_t n, float **out, dt_err *err);
+/* Host memory for buffers transferred every step: ops->host_alloc where the backend has one (CUDA:
+ * pinned), else 64-byte aligned malloc; *ptr NULL and DT_ENOMEM when there is no room. Free with
+ * dt_backend_host_free on the same backend (NULL is a no-op). */
+dt_status dt_backend_host_alloc(dt_backend *be, size_t bytes, void **ptr, dt_err *err);
+void dt_backend_host_free(dt_backend *be, void *ptr);
 
 /* Host-side embeddings computed once per shape or step (tiny; shared by every backend). */
 /* diffusers get_timestep_embedding: t[n] -> out[n, dim]; flip puts cos first. */

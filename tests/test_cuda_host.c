@@ -11,6 +11,7 @@
 #include "kernels/cuda/softmax_math.h"
 #include "kernels/cuda/patch_math.h"
 #include "kernels/cuda/quant_math.h"
+#include "kernels/quant.h"
 
 static void fill_wide(tu_rng *r, float *x, size_t n)
 {
@@ -138,6 +139,49 @@ static void test_group_norm_groups(void **state)
                 dtm_group_norm_group(x + b * N * C, N, C, g * cg, cg, gm, bt, 1e-6f, act, y + b * N * C);
         assert_rel_l2_below(y, yr, (size_t)B * N * C, 1e-6);
     }
+    free(x); free(y); free(yr);
+}
+
+/* GroupNorm split over several blocks per group (cuda_image.cu's large-image path): the chunks
+ * tile the rows exactly, and partial sums in chunk order give the reference's result. */
+static void test_group_norm_split(void **state)
+{
+    (void)state;
+    int B = 2, H = 37, W = 11, C = 16, G = 4, N = H * W, cg = C / G;
+    tu_rng r = {21};
+    float *x = tu_alloc(B * N * C), *y = tu_alloc(B * N * C), *yr = tu_alloc(B * N * C), gm[16], bt[16];
+    tu_fill(&r, x, B * N * C, 3.0f);
+    for (int i = 0; i < B * N * C; i++) x[i] += 5.0f; /* a mean away from 0 */
+    tu_fill(&r, gm, C, 1.0f);
+    tu_fill(&r, bt, C, 1.0f);
+    int64_t sh[4] = {B, H, W, C};
+    dt_tensor tx = dt_tensor_view(x, DT_F32, 4, sh), tyr = dt_tensor_view(yr, DT_F32, 4, sh);
+    ref_group_norm(&tx, G, gm, bt, 1e-6f, DT_ACT_SILU, &tyr);
+    const int Ss[] = {2, 3, 7, 64, N};
+    for (int k = 0; k < 5; k++) {
+        const int S = Ss[k];
+        double part[2][407];
+        int64_t covered = 0;
+        for (int s = 0; s < S; s++) covered += dtm_gn_chunk_lo(N, S, s + 1) - dtm_gn_chunk_lo(N, S, s);
+        assert_true(dtm_gn_chunk_lo(N, S, 0) == 0 && dtm_gn_chunk_lo(N, S, S) == N && covered == N);
+        for (int b = 0; b < B; b++)
+            for (int g = 0; g < G; g++) {
+                const float *xb = x + (size_t)b * N * C;
+                for (int s = 0; s < S; s++) part[0][s] = dtm_gn_partial(xb, N, C, g * cg, cg, S, s, 0, 0.0);
+                double mean = dtm_gn_total(part[0], S) / (double)(N * cg);
+                for (int s = 0; s < S; s++) part[1][s] = dtm_gn_partial(xb, N, C, g * cg, cg, S, s, 1, mean);
+                double rstd = dtm_gn_rstd(dtm_gn_total(part[1], S), (int64_t)N * cg, 1e-6f);
+                for (int n = 0; n < N; n++)
+                    for (int c = g * cg; c < (g + 1) * cg; c++)
+                        y[((size_t)b * N + n) * C + c] = dtm_gn_apply(xb[n * C + c], mean, rstd, gm[c], bt[c], DTM_ACT_SILU);
+            }
+        assert_rel_l2_below(y, yr, (size_t)B * N * C, 1e-6);
+    }
+    /* enough chunks for the device, none below 4096 elements, never more than the rows */
+    assert_int_equal(dtm_gn_splits(32, 1024 * 1024, 4, 1024), 32);
+    assert_int_equal(dtm_gn_splits(64, 64 * 64, 8, 1024), 8);
+    assert_int_equal(dtm_gn_splits(32, 100, 4, 1024), 1);
+    assert_int_equal(dtm_gn_splits(1, 1 << 24, 512, 1024), 1024);
     free(x); free(y); free(yr);
 }
 
@@ -286,6 +330,186 @@ static void test_quantize_rows_match_cpu(void **state)
     }
 }
 
+/* ---- quantized linears (cuda_qlinear.cu) ---- */
+
+/* The device row kernel's math (balance ⊙ signs, the Hadamard stages one butterfly at a time,
+ * amax, codes, scale) against the CPU's plain and AVX2 rows, bit for bit, padding included. */
+static void test_qrow_matches_cpu_bitwise(void **state)
+{
+    (void)state;
+    static const struct { int K, smooth, rotate; } cs[] = {
+        {8, 0, 1}, {96, 1, 1}, {1152, 1, 1}, {4608, 1, 1}, {24, 0, 1}, {33, 1, 0}, {6, 1, 1}, {67, 0, 1}, {5, 0, 0}};
+    for (size_t c = 0; c < sizeof cs / sizeof *cs; c++) {
+        const int K = cs[c].K, Kp = (int)dtm_pad_k(K);
+        tu_rng r = {(uint64_t)(300 + c)};
+        float *x = tu_alloc(K), *sm = tu_alloc(K), *ss = tu_alloc(K), *t = tu_alloc(K), *tc = tu_alloc(K), *h = tu_alloc(K);
+        int8_t *q = malloc(Kp), *qc = malloc(K), *qa = malloc(K), *signs = malloc(K);
+        tu_fill(&r, x, K, 5.0f);
+        for (int j = 0; j < K; j++) sm[j] = 0.25f + fabsf(tu_uniform(&r)) * 4.0f;
+        dt_rotation_signs(77 + c, K, signs);
+        const int block = cs[c].rotate ? dt_hadamard_block(K) : 1;
+        const float *smooth = cs[c].smooth ? sm : NULL;
+        const int8_t *sg = cs[c].rotate ? signs : NULL;
+        cpu_qrow_signed_smooth(smooth, sg, K, ss);
+        const float rs = 127.0f * sqrtf((float)block);
+        memset(q, 0x55, Kp);
+        float scale = dtm_qrow(x, K, Kp, smooth || sg ? ss : NULL, block, rs, t, q);
+        float ac = cpu_qrow_plain(x, K, smooth, sg, block, tc, qc);
+        float aa = cpu_qrow(x, K, ss, smooth, sg, block, tc, qa);
+        if (memcmp(q, qc, K) || memcmp(qc, qa, K)) fail_msg("K %d block %d: codes differ from the CPU's", K, block);
+        assert_true(scale == ac / rs && ac == aa);
+        for (int j = K; j < Kp; j++) assert_int_equal(q[j], 0);
+        /* the stage-by-stage transform is dt_fwht_blocks, bit for bit */
+        for (int j = 0; j < K; j++) h[j] = x[j] * sm[j];
+        memcpy(t, h, K * sizeof(float));
+        dt_fwht_blocks(h, K, block);
+        dtm_fwht_row(t, K, block);
+        assert_memory_equal(t, h, K * sizeof(float));
+        free(x), free(sm), free(ss), free(t), free(tc), free(h), free(q), free(qc), free(qa), free(signs);
+    }
+    /* butterfly p of the stage of half-width h pairs (lo, lo + h) inside spans of 2h */
+    assert_int_equal(dtm_fwht_lo(0, 1), 0);
+    assert_int_equal(dtm_fwht_lo(3, 1), 6);
+    assert_int_equal(dtm_fwht_lo(5, 4), 9);
+    assert_int_equal(dtm_fwht_lo(7, 8), 7);
+}
+
+/* The 4-bit expansion (per channel and group-wise) gives the codes dt_qweights_dequant reads, in
+ * the padded [Np, Kp] layout with zeros around. */
+static void test_w4_expand_matches_dequant(void **state)
+{
+    (void)state;
+    const int K = 96, N = 13, groups[] = {0, 32};
+    for (int gi = 0; gi < 2; gi++) {
+        tu_rng r = {(uint64_t)(400 + gi)};
+        float *w = tu_alloc(K * N), *wd = tu_alloc(K * N);
+        tu_fill(&r, w, K * N, 1.0f);
+        for (int j = 0; j < K; j++) w[3 * K + j] *= j < 32 ? 0.02f : 1.0f; /* a narrow group: multiplier > 1 */
+        dt_qweights qw;
+        dt_err err = {0};
+        assert_int_equal(dt_qweights_make(w, K, N, 4, groups[gi], NULL, 0, &qw, &err), DT_OK);
+        dt_qweights_dequant(&qw, wd);
+        const int64_t Kp = dtm_pad_k(K), Np = dtm_pad_n(N);
+        assert_true(Kp == 96 && Np == 16);
+        int wide = 0;
+        for (int64_t n = 0; n < Np; n++)
+            for (int64_t k = 0; k < Kp; k++) {
+                int8_t c = dtm_w4_expand((const uint8_t *)qw.q, qw.gscale, qw.group, N, K, n, k);
+                if (n >= N || k >= K) {
+                    assert_int_equal(c, 0);
+                    continue;
+                }
+                assert_true((float)c * qw.wscale[n] == wd[n * K + k]);
+                wide |= c > 7 || c < -7;
+            }
+        assert_int_equal(wide, groups[gi] != 0); /* group multipliers did apply */
+        assert_int_equal(dtm_w4_code(0xF9, 0, 1), -7);
+        assert_int_equal(dtm_w4_code(0x9F, 1, 3), -21);
+        dt_qweights_free(&qw);
+        free(w), free(wd);
+    }
+}
+
+/* The whole CUDA forward emulated on the host with the kernels' math (rows, padded int8 weights,
+ * exact integer GEMM, epilogue) equals the CPU backend's quantized layer bit for bit (K <= 1040:
+ * the CPU's int8 GEMM is exact with or without VNNI), for W8/W4/W4-group, balancing, rotation,
+ * each activation, with and without bias, and sizes the IMMA GEMM needs padded. */
+static void test_qlinear_pipeline_matches_cpu(void **state)
+{
+    (void)state;
+    static const struct { int K, N, wbits, group, smooth, rotate, act, bias; } cs[] = {
+        {256, 72, 8, 0, 1, 1, DT_ACT_NONE, 1},     {256, 70, 8, 0, 0, 1, DT_ACT_GELU_TANH, 1},
+        {67, 29, 8, 0, 1, 0, DT_ACT_SILU, 0},      {128, 33, 4, 0, 1, 1, DT_ACT_GELU_TANH, 1},
+        {192, 40, 4, 32, 1, 1, DT_ACT_NONE, 0},    {1024, 12, 8, 0, 1, 1, DT_ACT_SILU, 1},
+        {6, 5, 4, 2, 0, 1, DT_ACT_NONE, 1}};
+    dt_backend *be = tu_backend(DT_F32);
+    for (size_t c = 0; c < sizeof cs / sizeof *cs; c++) {
+        const int K = cs[c].K, N = cs[c].N, M = 7;
+        const int64_t Kp = dtm_pad_k(K), Np = dtm_pad_n(N);
+        tu_rng r = {(uint64_t)(500 + c)};
+        float *w = tu_alloc(K * N), *b = tu_alloc(N), *x = tu_alloc(M * K), *amax = tu_alloc(K), *s = tu_alloc(K);
+        float *y = tu_poisoned(M * N), *ye = tu_alloc(M * N), *t = tu_alloc(K), *as = tu_alloc(M), *ss = tu_alloc(K);
+        int8_t *q = malloc(M * Kp), *wx = malloc(Np * Kp);
+        tu_fill(&r, w, K * N, 0.2f);
+        tu_fill(&r, b, N, 0.5f);
+        tu_fill(&r, x, M * K, 3.0f);
+        for (int j = 0; j < K; j++) x[j] *= j % 7 == 0 ? 20.0f : 1.0f; /* outlier channels */
+        for (int j = 0; j < K; j++) amax[j] = fabsf(x[j]) + 0.5f;
+        dt_smooth_factors(w, K, N, amax, 0.5f, s);
+        dt_qweights qw;
+        dt_err err = {0};
+        assert_int_equal(dt_qweights_make(w, K, N, cs[c].wbits, cs[c].group, cs[c].smooth ? s : NULL,
+                                          cs[c].rotate ? 99 : 0, &qw, &err), DT_OK);
+        const float *bias = cs[c].bias ? b : NULL;
+        dt_linear *l = NULL;
+        assert_int_equal(be->ops->qlinear_create(be, &qw, bias, (dt_act)cs[c].act, M, &l, &err), DT_OK);
+        int64_t xs[2] = {M, K}, ys[2] = {M, N};
+        dt_tensor tx = dt_tensor_view(x, DT_F32, 2, xs), ty = dt_tensor_view(y, DT_F32, 2, ys);
+        assert_int_equal(be->ops->linear_forward(be, l, &tx, &ty, &err), DT_OK);
+        /* the device path, step by step */
+        const int block = qw.signs ? qw.rot_block : 1;
+        const float rs = 127.0f * sqrtf((float)block);
+        cpu_qrow_signed_smooth(qw.smooth, qw.signs, K, ss);
+        for (int m = 0; m < M; m++) as[m] = dtm_qrow(x + m * K, K, Kp, qw.smooth || qw.signs ? ss : NULL, block, rs, t, q + m * Kp);
+        for (int64_t n = 0; n < Np; n++)
+            for (int64_t k = 0; k < Kp; k++)
+                wx[n * Kp + k] = qw.wbits == 4 ? dtm_w4_expand((const uint8_t *)qw.q, qw.gscale, qw.group, N, K, n, k)
+                                 : n < N && k < K ? qw.q[n * K + k] : 0;
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++) {
+                int64_t acc = 0;
+                for (int64_t k = 0; k < Kp; k++) acc += (int64_t)q[m * Kp + k] * wx[n * Kp + k];
+                ye[m * N + n] = dtm_qepilogue((int32_t)acc, as[m], qw.wscale[n], bias, n, cs[c].act);
+            }
+        for (int i = 0; i < M * N; i++)
+            if (memcmp(&y[i], &ye[i], 4))
+                fail_msg("case %zu (K %d, N %d, W%d): element %d: device math %.9g, CPU %.9g", c, K, N, cs[c].wbits, i,
+                         ye[i], y[i]);
+        be->ops->linear_destroy(l);
+        dt_qweights_free(&qw);
+        free(w), free(b), free(x), free(amax), free(s), free(y), free(ye), free(t), free(as), free(ss), free(q), free(wx);
+    }
+    dt_backend_destroy(be);
+    /* the epilogue's GELU is the CPU epilogue's, and no bias adds no +0 */
+    tu_rng r = {600};
+    for (int i = 0; i < 2000; i++) {
+        float v = 10.0f * tu_uniform(&r);
+        float a = dtm_qact(DTM_ACT_GELU_TANH, v), e = vm_gelu_tanh_sigmoid(v);
+        assert_memory_equal(&a, &e, 4);
+    }
+    float z = dtm_qepilogue(0, -1.0f, 1.0f, NULL, 0, DTM_ACT_NONE);
+    assert_true(z == 0.0f && signbit(z));
+    assert_int_equal(dtm_pad_k(1), 16);
+    assert_int_equal(dtm_pad_k(1152), 1152);
+    assert_int_equal(dtm_pad_n(29), 32);
+}
+
+/* Host staging buffers: on a backend without host_alloc (the CPU) plain aligned memory that
+ * tensor_set/tensor_get use like any other; 0 bytes is a valid block, NULL frees nothing. */
+static void test_host_buffers_fallback(void **state)
+{
+    (void)state;
+    dt_backend *be = tu_backend(DT_F32);
+    dt_err err = {0};
+    float *h = NULL, *d = NULL, *back = NULL;
+    assert_int_equal(dt_backend_host_alloc(be, 1001 * sizeof(float), (void **)&h, &err), DT_OK);
+    assert_int_equal(dt_backend_host_alloc(be, 1001 * sizeof(float), (void **)&back, &err), DT_OK);
+    assert_true(((uintptr_t)h & 63) == 0 && ((uintptr_t)back & 63) == 0);
+    for (int i = 0; i < 1001; i++) h[i] = (float)i * 0.5f;
+    assert_int_equal(dt_backend_upload(be, h, 1001, &d, &err), DT_OK);
+    assert_int_equal(dt_backend_read(be, d, back, 1001, &err), DT_OK);
+    assert_memory_equal(h, back, 1001 * sizeof(float));
+    be->ops->buffer_free(be, d);
+    void *z = NULL;
+    assert_int_equal(dt_backend_host_alloc(be, 0, &z, &err), DT_OK);
+    assert_non_null(z);
+    dt_backend_host_free(be, z);
+    dt_backend_host_free(be, NULL);
+    dt_backend_host_free(be, h);
+    dt_backend_host_free(be, back);
+    dt_backend_destroy(be);
+}
+
 /* Without a GPU (or without the backend built in), asking for cuda is one line saying why. */
 static void test_cuda_without_gpu_is_one_line_error(void **state)
 {
@@ -369,11 +593,16 @@ int main(void)
         cmocka_unit_test(test_cfg_and_blend_match_reference),
         cmocka_unit_test(test_layernorm_rows),
         cmocka_unit_test(test_group_norm_groups),
+        cmocka_unit_test(test_group_norm_split),
         cmocka_unit_test(test_rms_norm_rows_exact),
         cmocka_unit_test(test_softmax_rows_and_merge),
         cmocka_unit_test(test_window_attention_rows),
         cmocka_unit_test(test_patch_maps),
         cmocka_unit_test(test_quantize_rows_match_cpu),
+        cmocka_unit_test(test_qrow_matches_cpu_bitwise),
+        cmocka_unit_test(test_w4_expand_matches_dequant),
+        cmocka_unit_test(test_qlinear_pipeline_matches_cpu),
+        cmocka_unit_test(test_host_buffers_fallback),
         cmocka_unit_test(test_cuda_without_gpu_is_one_line_error),
         cmocka_unit_test(test_cuda_libraries_resolve),
         cmocka_unit_test(test_cli_device_cuda_without_gpu),

@@ -85,7 +85,7 @@ cu_gemm_args cu_attn_qk_args(const float *K, int64_t ks, const float *Q, int64_t
                              int64_t d, int heads, float *S)
 {
     return (cu_gemm_args){1, 0, Nk, rows, d, K, CUDA_R_32F, ks, d, Q, CUDA_R_32F, qs, d, S, Nk, rows * Nk, heads,
-                          NULL, 1.0f, 0.0f, CUBLAS_COMPUTE_32F};
+                          NULL, 1.0f, 0.0f, CUBLAS_COMPUTE_32F, 0};
 }
 
 /* O (d × rows per head, leading dimension out's row stride) = V · P. */
@@ -93,7 +93,7 @@ cu_gemm_args cu_attn_pv_args(const float *V, int64_t vs, const float *S, int64_t
                              int heads, float *O, int64_t os)
 {
     return (cu_gemm_args){0, 0, d, rows, Nk, V, CUDA_R_32F, vs, d, S, CUDA_R_32F, Nk, rows * Nk, O, os, d, heads,
-                          NULL, 1.0f, 0.0f, CUBLAS_COMPUTE_32F};
+                          NULL, 1.0f, 0.0f, CUBLAS_COMPUTE_32F, 0};
 }
 
 dt_status cu_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,

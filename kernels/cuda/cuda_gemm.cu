@@ -4,7 +4,7 @@
  * = op(A)·B with A = W stored as an in×out column-major matrix (ld in) transposed, and B = x as
  * in×M (ld in). Weights are uploaded once at creation in the layer's dtype (bf16 / f16 rounded
  * on the host with the CPU's rounding, or f32); each forward rounds x to that dtype in scratch.
- * Accumulation is f32 (CUBLAS_COMPUTE_32F: never TF32). The bias is cuBLASLt's BIAS epilogue;
+ * Accumulation is f32 (CUBLAS_COMPUTE_32F: TF32 only when asked, DITRT_CUDA_TF32=1). The bias is cuBLASLt's BIAS epilogue;
  * GELU-tanh / SiLU run as one extra elementwise pass with the CPU's exact formulas
  * (elem_math.h) rather than cuBLASLt's GELU epilogue, whose approximation is not documented
  * to be the tanh form the models were trained with. */
@@ -14,6 +14,7 @@
 #include <string.h>
 
 struct dt_linear {
+    int kind;    /* CU_LIN_FLOAT (cuda_internal.h: every layer of this backend starts with its kind) */
     cuda_backend *cb;
     int in, out;
     dt_act act;
@@ -34,7 +35,7 @@ static dt_status lt_fail(dt_err *err, cublasStatus_t s, const char *what)
         if (lt_s_ != CUBLAS_STATUS_SUCCESS) { st = lt_fail(err, lt_s_, what); goto done; } \
     } while (0)
 
-static size_t elem_size(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2; }
+static size_t elem_size(cudaDataType_t t) { return t == CUDA_R_32F || t == CUDA_R_32I ? 4 : t == CUDA_R_8I ? 1 : 2; }
 
 /* Largest power of two (<= 256) dividing the address and the batch stride in bytes: the
  * alignment cuBLASLt's heuristic must assume (it assumes 256 unless told). */
@@ -69,6 +70,12 @@ dt_status cu_gemm_check(const cu_gemm_args *g, dt_err *err)
         return dt_fail(err, DT_EINVAL, "GEMM: leading dimensions %lld/%lld/%lld below rows %lld/%lld/%lld",
                        (long long)g->lda, (long long)g->ldb, (long long)g->ldd, (long long)ra, (long long)rb,
                        (long long)g->m);
+    if (g->i32 && (!g->ta || g->tb || g->at != CUDA_R_8I || g->bt != CUDA_R_8I || g->bias || g->m % 4 || g->k % 4 ||
+                   g->lda % 4 || g->ldb % 4 || g->ldd % 4))
+        return dt_fail(err, DT_EINVAL, "int8 GEMM: needs int8 A transposed and B not (TN), no bias, m/k and leading "
+                                       "dimensions multiples of 4 (%lldx%lldx%lld, ld %lld/%lld/%lld)",
+                       (long long)g->m, (long long)g->n, (long long)g->k, (long long)g->lda, (long long)g->ldb,
+                       (long long)g->ldd);
     return DT_OK;
 }
 
@@ -89,7 +96,8 @@ dt_status cu_gemm_descs_make(const dt_cuda_libs *L, const cu_gemm_args *g, cu_ge
     if (st != DT_OK) return st;
     *d = (cu_gemm_descs){};
     cublasOperation_t ta = g->ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g->tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-    LT_TRY(L->cublasLtMatmulDescCreate(&d->op, g->compute, CUDA_R_32F), "matmul descriptor");
+    cudaDataType_t dt = g->i32 ? CUDA_R_32I : CUDA_R_32F; /* int8: int32 scale and D (exact) */
+    LT_TRY(L->cublasLtMatmulDescCreate(&d->op, g->i32 ? CUBLAS_COMPUTE_32I : g->compute, dt), "matmul descriptor");
     LT_TRY(L->cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), "transa");
     LT_TRY(L->cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), "transb");
     if (g->bias) {
@@ -100,7 +108,7 @@ dt_status cu_gemm_descs_make(const dt_cuda_libs *L, const cu_gemm_args *g, cu_ge
     }
     LT_TRY(set_layout(L, &d->la, g->at, g->ta ? g->k : g->m, g->ta ? g->m : g->k, g->lda, g->batch, g->sa), "A layout");
     LT_TRY(set_layout(L, &d->lb, g->bt, g->tb ? g->n : g->k, g->tb ? g->k : g->n, g->ldb, g->batch, g->sb), "B layout");
-    LT_TRY(set_layout(L, &d->ld, CUDA_R_32F, g->m, g->n, g->ldd, g->batch, g->sd), "D layout");
+    LT_TRY(set_layout(L, &d->ld, dt, g->m, g->n, g->ldd, g->batch, g->sd), "D layout");
 done:
     if (st != DT_OK) cu_gemm_descs_free(L, d);
     return st;
@@ -109,8 +117,11 @@ done:
 /* The GEMM with the cached algorithm when it was picked for the same shape and the same pointer
  * alignments (an algorithm chosen for 256-byte aligned operands may not run on 64-byte aligned
  * ones); else the heuristic picks one and the cache keeps it. */
-static dt_status gemm_algo(cuda_backend *cb, const cu_gemm_args *g, cu_algo_cache *c, dt_err *err)
+static dt_status gemm_algo(cuda_backend *cb, const cu_gemm_args *g0, cu_algo_cache *c, dt_err *err)
 {
+    cu_gemm_args ga = *g0;
+    ga.compute = cu_compute_of(g0, cb->tf32); /* per backend: the cached algorithms stay valid */
+    const cu_gemm_args *g = &ga;
     uint32_t aa = align_of(g->A, g->sa, elem_size(g->at)), ab = align_of(g->B, g->sb, elem_size(g->bt)),
              ad = align_of(g->D, g->sd, 4);
     int64_t key[8] = {g->m, g->n, g->k, g->batch, g->lda, g->ldb, g->ldd,
@@ -143,9 +154,13 @@ static dt_status gemm_algo(cuda_backend *cb, const cu_gemm_args *g, cu_algo_cach
         c->have = 1;
         memcpy(c->key, key, sizeof key);
     }
-    LT_TRY(L->cublasLtMatmul(cb->lt, d.op, &g->alpha, g->A, d.la, g->B, d.lb, &g->beta, g->D, d.ld, g->D, d.ld,
-                             &c->algo, cb->ws, cb->ws_size, cb->stream),
-           "matmul");
+    {
+        int32_t ia = (int32_t)g->alpha, ib = (int32_t)g->beta; /* an int32 scale type takes int32 scalars */
+        const void *pa = g->i32 ? (const void *)&ia : (const void *)&g->alpha, *pb = g->i32 ? (const void *)&ib : (const void *)&g->beta;
+        LT_TRY(L->cublasLtMatmul(cb->lt, d.op, pa, g->A, d.la, g->B, d.lb, pb, g->D, d.ld, g->D, d.ld, &c->algo, cb->ws,
+                                 cb->ws_size, cb->stream),
+               "matmul");
+    }
 done:
     if (pref) L->cublasLtMatmulPreferenceDestroy(pref);
     cu_gemm_descs_free(L, &d);
@@ -166,7 +181,14 @@ cu_gemm_args cu_linear_args(int in, int out, int64_t m, dt_dtype dt, const void 
                             float *y)
 {
     cudaDataType_t t = cuda_dt(dt);
-    return (cu_gemm_args){1, 0, out, m, in, w, t, in, 0, x, t, in, 0, y, out, 0, 1, b, 1.0f, 0.0f, CUBLAS_COMPUTE_32F};
+    return (cu_gemm_args){1, 0, out, m, in, w, t, in, 0, x, t, in, 0, y, out, 0, 1, b, 1.0f, 0.0f, CUBLAS_COMPUTE_32F, 0};
+}
+
+/* The int8 GEMM of a quantized layer: acc[m, ldd] (int32) = codes[m, kp] · W8[np, kp]ᵀ, both padded. */
+cu_gemm_args cu_qlinear_args(int64_t kp, int64_t np, int64_t m, const int8_t *w, const int8_t *x, int32_t *acc)
+{
+    return (cu_gemm_args){1, 0, np, m, kp, w, CUDA_R_8I, kp, 0, x, CUDA_R_8I, kp, 0, (float *)acc, np, 0, 1, NULL,
+                          1.0f, 0.0f, CUBLAS_COMPUTE_32I, 1};
 }
 
 /* Host-side weight conversion to the layer's dtype (the CPU's rounding for bf16). */
@@ -195,7 +217,7 @@ dt_status cu_linear_create(dt_backend *be, const float *w, const float *b, int i
         return dt_fail(err, DT_EUNSUPPORTED, "linear: dtype %s is not run on CUDA (f32, bf16, f16)", dt_dtype_name(dtype));
     dt_linear *l = (dt_linear *)calloc(1, sizeof *l);
     if (!l) return dt_fail(err, DT_ENOMEM, "out of memory");
-    *l = (dt_linear){cb, in, out, act, dtype, NULL, NULL, {}};
+    *l = (dt_linear){CU_LIN_FLOAT, cb, in, out, act, dtype, NULL, NULL, {}};
     size_t n = (size_t)in * out;
     void *hw = host_weights(w, n, dtype);
     dt_status s = dtype != DT_F32 && !hw ? dt_fail(err, DT_ENOMEM, "out of memory")
@@ -220,6 +242,7 @@ static int64_t rows_of(const dt_tensor *t, int n)
 
 dt_status cu_linear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err)
 {
+    if (l->kind != CU_LIN_FLOAT) return cu_qlin_forward(be, l, x, y, err);
     cuda_backend *cb = cu_enter(be);
     int64_t m = rows_of(x, l->in);
     if (m < 0 || rows_of(y, l->out) != m)
@@ -241,28 +264,12 @@ dt_status cu_linear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt
 void cu_linear_destroy(dt_linear *l)
 {
     if (!l) return;
+    if (l->kind != CU_LIN_FLOAT) {
+        cu_qlin_destroy(l);
+        return;
+    }
     cudaSetDevice(l->cb->dev);
     cu_free(l->cb, l->w);
     cu_free(l->cb, l->b);
     free(l);
-}
-
-/* ViDiT-Q / MixDQ int8 layers are not implemented on CUDA yet: `supports(QLINEAR)` is 0, and
- * these refuse with a message instead of computing something else. */
-dt_status cu_qlinear_create(dt_backend *be, const dt_qweights *qw, const float *b, dt_act act, int m_hint,
-                            dt_linear **lin, dt_err *err)
-{
-    *lin = NULL;
-    return dt_fail(err, DT_EUNSUPPORTED, "device cuda: quantized (W8A8/W4A8) linears are not implemented on CUDA yet; use --device cpu");
-}
-
-dt_status cu_linear_observe(dt_backend *be, dt_linear *inner, int in, float *amax, dt_linear **lin, dt_err *err)
-{
-    *lin = NULL;
-    return dt_fail(err, DT_EUNSUPPORTED, "device cuda: quantization calibration is not implemented on CUDA yet; use --device cpu");
-}
-
-dt_status cu_qlinear_keep_tokens(dt_backend *be, dt_linear *q, dt_linear *fp, const int *tokens, int n, dt_err *err)
-{
-    return dt_fail(err, DT_EUNSUPPORTED, "device cuda: MixDQ token layers are not implemented on CUDA yet; use --device cpu");
 }

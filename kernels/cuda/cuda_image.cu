@@ -252,6 +252,48 @@ __global__ void k_group_norm(const float *x, void *y, int ybf16, const float *ga
     }
 }
 
+/* Several blocks per (sample, group) (norm_math.h): blockIdx.x = group·S + chunk. sums NULL: the
+ * partial sums; else the partial sums of squared deviations from the mean of `sums`. */
+__global__ void k_gn_partial(const float *x, int64_t N, int64_t C, int64_t cg, int S, const double *sums, double *out)
+{
+    __shared__ double sh[32];
+    const int64_t G = C / cg, bg = blockIdx.x / S, cnt = N * cg;
+    const int s = (int)(blockIdx.x % S);
+    const int64_t e0 = dtm_gn_chunk_lo(N, S, s) * cg, e1 = dtm_gn_chunk_lo(N, S, s + 1) * cg;
+    const float *xb = x + (bg / G) * N * C + (bg % G) * cg;
+    const double mean = sums ? dtm_gn_total(sums + bg * S, S) / (double)cnt : 0.0;
+    double v = 0;
+    for (int64_t e = e0 + threadIdx.x; e < e1; e += blockDim.x) {
+        double t = xb[(e / cg) * C + e % cg];
+        if (sums) {
+            t -= mean;
+            t *= t;
+        }
+        v += t;
+    }
+    v = gsum(v, sh);
+    if (threadIdx.x == 0) out[blockIdx.x] = v;
+}
+
+__global__ void k_gn_apply(const float *x, void *y, int ybf16, const float *gamma, const float *beta, int64_t N,
+                           int64_t C, int64_t cg, int S, const double *sums, const double *sqs, float eps, int act)
+{
+    const int64_t G = C / cg, bg = blockIdx.x / S, b = bg / G, g = bg % G, cnt = N * cg;
+    const int s = (int)(blockIdx.x % S);
+    const int64_t e0 = dtm_gn_chunk_lo(N, S, s) * cg, e1 = dtm_gn_chunk_lo(N, S, s + 1) * cg;
+    const double mean = dtm_gn_total(sums + bg * S, S) / (double)cnt;
+    const double rstd = dtm_gn_rstd(dtm_gn_total(sqs + bg * S, S), cnt, eps);
+    for (int64_t e = e0 + threadIdx.x; e < e1; e += blockDim.x) {
+        int64_t c = g * cg + e % cg, i = b * N * C + (e / cg) * C + c;
+        float o = dtm_gn_apply(x[i], mean, rstd, gamma ? gamma[c] : 1.0f, beta ? beta[c] : 0.0f, act);
+        if (ybf16) ((uint16_t *)y)[i] = dtm_bf16_round(o);
+        else ((float *)y)[i] = o;
+    }
+}
+
+/* About this many blocks for a GroupNorm (a few waves on an A100/H100's 108/132 SMs). */
+#define CU_GN_BLOCKS 1024
+
 static int fdt(const dt_tensor *t) { return t->dtype == DT_F32 || t->dtype == DT_BF16; }
 static int same_shape(const dt_tensor *a, const dt_tensor *b)
 {
@@ -283,8 +325,23 @@ dt_status cu_group_norm(dt_backend *be, const dt_tensor *x, int groups, const dt
     float *g = NULL, *bt = NULL;
     if (gamma) DT_TRY(cu_upload_scratch(cb, CU_SLOT_C, (const float *)gamma->data, (size_t)C, &g, err));
     if (beta) DT_TRY(cu_upload_scratch(cb, CU_SLOT_D, (const float *)beta->data, (size_t)C, &bt, err));
-    k_group_norm<<<(unsigned)(B * groups), 1024, 0, cb->stream>>>((const float *)x->data, y->data, y->dtype == DT_BF16,
-                                                                  g, bt, N, C, C / groups, eps, (int)act);
+    const int64_t cg = C / groups, BG = B * groups;
+    const int S = dtm_gn_splits(BG, N, cg, CU_GN_BLOCKS);
+    if (S == 1) {
+        k_group_norm<<<(unsigned)BG, 1024, 0, cb->stream>>>((const float *)x->data, y->data, y->dtype == DT_BF16, g, bt,
+                                                             N, C, cg, eps, (int)act);
+        CU_LAUNCHED("group_norm");
+        return DT_OK;
+    }
+    double *part; /* [2][BG·S]: partial sums, then partial squared deviations */
+    DT_TRY(cu_scratch(cb, CU_SLOT_A, 2 * (size_t)(BG * S) * sizeof(double), (void **)&part, err));
+    const unsigned nb = (unsigned)(BG * S);
+    k_gn_partial<<<nb, 256, 0, cb->stream>>>((const float *)x->data, N, C, cg, S, NULL, part);
+    CU_LAUNCHED("group_norm sums");
+    k_gn_partial<<<nb, 256, 0, cb->stream>>>((const float *)x->data, N, C, cg, S, part, part + BG * S);
+    CU_LAUNCHED("group_norm deviations");
+    k_gn_apply<<<nb, 256, 0, cb->stream>>>((const float *)x->data, y->data, y->dtype == DT_BF16, g, bt, N, C, cg, S, part,
+                                           part + BG * S, eps, (int)act);
     CU_LAUNCHED("group_norm");
     return DT_OK;
 }

@@ -40,7 +40,11 @@ typedef struct {
     void *scratch[CU_SCRATCH_SLOTS]; /* grown on demand, stream-ordered */
     size_t scratch_size[CU_SCRATCH_SLOTS];
     cu_algo_cache attn_algo[2]; /* attention's Q·Kᵀ and P·V GEMMs */
+    int tf32;               /* f32 GEMMs through TF32 (asked for with DITRT_CUDA_TF32=1; never by default) */
 } cuda_backend;
+
+/* Whether the DITRT_CUDA_TF32 value asks for TF32 ("1"; NULL, "0" or anything else: no). */
+static inline int cu_tf32_requested(const char *v) { return v && v[0] == '1' && !v[1]; }
 
 /* Makes be's device current for this thread and returns the instance. */
 cuda_backend *cu_enter(dt_backend *be);
@@ -87,7 +91,15 @@ typedef struct {
     const float *bias;        /* [m] or NULL */
     float alpha, beta;
     cublasComputeType_t compute;
+    int i32;                  /* int8 A and B, int32 D (D points at int32), alpha/beta as integers, no bias */
 } cu_gemm_args;
+/* The compute type of a GEMM: f32 inputs through TF32 when asked, else as given. */
+static inline cublasComputeType_t cu_compute_of(const cu_gemm_args *g, int tf32)
+{
+    return tf32 && g->compute == CUBLAS_COMPUTE_32F && g->at == CUDA_R_32F && g->bt == CUDA_R_32F
+               ? CUBLAS_COMPUTE_32F_FAST_TF32
+               : g->compute;
+}
 /* cache may be NULL (the heuristic runs every call). */
 dt_status cu_gemm(cuda_backend *cb, const cu_gemm_args *g, cu_algo_cache *cache, dt_err *err);
 /* The host-only half of a GEMM: argument checks and cuBLASLt descriptors (no GPU needed). */
@@ -103,6 +115,8 @@ void cu_gemm_descs_free(const dt_cuda_libs *L, cu_gemm_descs *d);
  * block of `rows` queries (all heads batched; q/k/v/o row strides qs/ks/vs/os, head dim d). */
 cu_gemm_args cu_linear_args(int in, int out, int64_t m, dt_dtype dt, const void *w, const void *x, const float *b,
                             float *y);
+/* The int8 GEMM of a quantized layer: acc[m, np] (int32) = codes[m, kp] · W8[np, kp]ᵀ (padded sizes). */
+cu_gemm_args cu_qlinear_args(int64_t kp, int64_t np, int64_t m, const int8_t *w, const int8_t *x, int32_t *acc);
 cu_gemm_args cu_attn_qk_args(const float *K, int64_t ks, const float *Q, int64_t qs, int64_t Nk, int64_t rows,
                              int64_t d, int heads, float *S);
 cu_gemm_args cu_attn_pv_args(const float *V, int64_t vs, const float *S, int64_t Nk, int64_t rows, int64_t d,
@@ -126,6 +140,12 @@ typedef struct {
 cudnnStatus_t cu_conv_descs_make(const dt_cuda_libs *L, int cin, int cout, int k, int stride, int bias, int64_t B,
                                  const cu_conv_plan_t *p, cu_conv_descs *d);
 void cu_conv_descs_free(const dt_cuda_libs *L, cu_conv_descs *d);
+
+/* Linear layers: every dt_linear of this backend starts with an int kind; linear_forward and
+ * linear_destroy dispatch on it (float layers in cuda_gemm.cu, the rest in cuda_qlinear.cu). */
+enum { CU_LIN_FLOAT = 0, CU_LIN_QUANT, CU_LIN_OBSERVE };
+dt_status cu_qlin_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err);
+void cu_qlin_destroy(dt_linear *l);
 
 /* The ops (one file per group). */
 dt_status cu_linear_create(dt_backend *be, const float *w, const float *b, int in, int out, dt_act act, int m_hint,

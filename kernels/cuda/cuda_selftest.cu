@@ -6,6 +6,7 @@
  * backend's for every VAE geometry (asymmetric padding through the padded copy). None of these
  * calls needs a device (cuBLASLt's handle and heuristic do; they are left to make test-gpu). */
 #include "kernels/cuda/cuda_internal.h"
+#include "kernels/cuda/quant_math.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -54,6 +55,41 @@ static int check_gemms(const dt_cuda_libs *L, char *why, size_t n)
                      (long long)at[i].d);
             if (!gemm_ok(L, &o, what, why, n)) return 0;
         }
+    /* f32 linears through TF32 (DITRT_CUDA_TF32=1): only f32 inputs change compute type */
+    for (size_t i = 0; i < 3; i++) {
+        cu_gemm_args g = cu_linear_args(lin[i][0], lin[i][1], 240, dts[i], P, P, F, F);
+        cublasComputeType_t want = dts[i] == DT_F32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+        if (cu_compute_of(&g, 1) != want || cu_compute_of(&g, 0) != CUBLAS_COMPUTE_32F) {
+            snprintf(why, n, "TF32: wrong compute type for a %s linear", dt_dtype_name(dts[i]));
+            return 0;
+        }
+        g.compute = cu_compute_of(&g, 1);
+        snprintf(what, sizeof what, "linear %dx%d through TF32", lin[i][0], lin[i][1]);
+        if (!gemm_ok(L, &g, what, why, n)) return 0;
+    }
+    if (cu_tf32_requested(NULL) || cu_tf32_requested("0") || cu_tf32_requested("") || cu_tf32_requested("10") ||
+        !cu_tf32_requested("1")) {
+        snprintf(why, n, "TF32: DITRT_CUDA_TF32 parsing");
+        return 0;
+    }
+    /* the int8 GEMMs of quantized layers (padded as cuda_qlinear.cu pads them), and the IMMA rules */
+    static const int qlin[][2] = {{1152, 1152}, {1152, 3456}, {1152, 4608}, {4608, 1152}, {67, 29}, {5120, 4096}};
+    for (size_t i = 0; i < sizeof qlin / sizeof *qlin; i++)
+        for (size_t r = 0; r < 3; r++) {
+            int64_t kp = dtm_pad_k(qlin[i][0]), np = dtm_pad_n(qlin[i][1]);
+            cu_gemm_args g = cu_qlinear_args(kp, np, rows[r], (const int8_t *)P, (const int8_t *)P, (int32_t *)F);
+            snprintf(what, sizeof what, "int8 linear %dx%d (padded %lldx%lld), %lld rows", qlin[i][0], qlin[i][1],
+                     (long long)kp, (long long)np, (long long)rows[r]);
+            if (!gemm_ok(L, &g, what, why, n)) return 0;
+        }
+    dt_err qerr = {};
+    cu_gemm_args q67 = cu_qlinear_args(67, 32, 5, (const int8_t *)P, (const int8_t *)P, (int32_t *)F);
+    cu_gemm_args qnn = cu_qlinear_args(64, 32, 5, (const int8_t *)P, (const int8_t *)P, (int32_t *)F);
+    qnn.ta = 0;
+    if (cu_gemm_check(&q67, &qerr) == DT_OK || cu_gemm_check(&qnn, &qerr) == DT_OK) {
+        snprintf(why, n, "int8 GEMM check: accepted an unpadded K of 67 or a non-TN layout");
+        return 0;
+    }
     /* and the check refuses a leading dimension below its matrix's rows */
     cu_gemm_args bad = cu_attn_qk_args(F, 71, F, 1152, 4096, 1, 72, 16, F);
     dt_err err = {};
@@ -97,7 +133,7 @@ extern "C" int cuda_backend_libs_check(char *why, size_t n)
     const dt_cuda_libs *L = dt_cuda_libs_get(why, n);
     if (!L) return strstr(why, "symbol") ? -1 : 0;
     if (!check_gemms(L, why, n) || !check_convs(L, why, n)) return -1;
-    snprintf(why, n, "cuBLASLt %zu and cuDNN %zu loaded; GEMM and convolution descriptors accepted",
+    snprintf(why, n, "cuBLASLt %zu and cuDNN %zu loaded; GEMM (f32/bf16/f16, int8) and convolution descriptors accepted",
              L->cublasLtGetVersion(), L->cudnnGetVersion());
     return 1;
 }

@@ -53,6 +53,49 @@ DTM_HD void dtm_group_norm_group(const float *x, int64_t N, int64_t C, int64_t c
             y[r * C + c] = dtm_gn_apply(x[r * C + c], mean, rstd, gamma ? gamma[c] : 1.0f, beta ? beta[c] : 0.0f, act);
 }
 
+/* GroupNorm over several blocks per (sample, group) for large images (a block per group leaves
+ * most of the device idle: 32 groups at 1024² hold 4M elements each). The N rows of a group are
+ * split into S chunks, chunk s being rows [dtm_gn_chunk_lo(N, S, s), dtm_gn_chunk_lo(N, S, s + 1));
+ * each block writes its partial sum (then its partial sum of squared deviations from the mean of
+ * all partials, summed in chunk order), and the apply pass reads both totals. */
+DTM_HD int64_t dtm_gn_chunk_lo(int64_t N, int S, int s) { return N * s / S; }
+
+/* How many chunks per (sample, group): enough for about `target` blocks in all, each with at
+ * least 4096 elements, at most 1024. */
+DTM_HD int dtm_gn_splits(int64_t groups_total, int64_t N, int64_t cg, int target)
+{
+    int64_t s = (target + groups_total - 1) / groups_total, most = N * cg / 4096;
+    s = s > most ? most : s;
+    s = s > 1024 ? 1024 : s;
+    s = s > N ? N : s;
+    return (int)(s < 1 ? 1 : s);
+}
+
+/* The partial sum of chunk s (sq: of squared deviations from mean) of one (sample, group). */
+DTM_HD double dtm_gn_partial(const float *x, int64_t N, int64_t C, int64_t c0, int64_t cg, int S, int s, int sq,
+                             double mean)
+{
+    double v = 0;
+    for (int64_t r = dtm_gn_chunk_lo(N, S, s); r < dtm_gn_chunk_lo(N, S, s + 1); r++)
+        for (int64_t c = c0; c < c0 + cg; c++) {
+            double t = x[r * C + c];
+            if (sq) {
+                t -= mean;
+                t *= t;
+            }
+            v += t;
+        }
+    return v;
+}
+
+/* The total of a group's S partials, in chunk order (every thread of the apply pass gets the same). */
+DTM_HD double dtm_gn_total(const double *part, int S)
+{
+    double t = 0;
+    for (int i = 0; i < S; i++) t += part[i];
+    return t;
+}
+
 /* T5LayerNorm: mean of squares in double (as the reference), x·inv·w. */
 DTM_HD double dtm_rms_inv(double sq, int64_t C, float eps) { return 1.0 / sqrt(sq / (double)C + eps); }
 DTM_HD float dtm_rms_apply(float x, double inv, float w) { return (float)(w * (x * inv)); }

@@ -305,7 +305,8 @@ static ditrt_status run(ditrt_ctx *c, const ditrt_gen_params *params, int video,
                         .model_ids = c->ms.ids, .n_model_ids = c->ms.n, .decode_chunk = p->decode_chunk,
                         .frame_progress = p->frame_progress ? frame_hook : NULL,
                         .one_item = p->batch_index >= 0 && !p->batch_exact,
-                        .item_index = p->batch_index, .warning = p->warning, .warning_user = p->warning_user};
+                        .item_index = p->batch_index, .warning = p->warning, .warning_user = p->warning_user,
+                        .clip_skip = p->clip_skip};
     if (p->batch_exact && p->batch_index < 0)
         return dt_fail(err, DT_EINVAL, "batch_exact: needs a batch_index");
     dt_status st = dt_pipeline_generate(c->p, &r, res, err);

@@ -86,6 +86,7 @@ static int parse_form_flag(int argc, char **argv, int *i, gen_args *a, int *miss
         return 1;
     }
     if (F("--max-length")) *ok = cli_parse_int("--max-length", v, 2, 4096, &a->req.max_sequence_length);
+    else if (F("--clip-skip")) *ok = cli_parse_int("--clip-skip", v, 0, 64, &a->req.clip_skip);
     else if (*miss) return 0;
     else if (!strcmp(argv[*i], "--vae-tiling")) a->req.vae_tiling = 1;
     else if (!strcmp(argv[*i], "--no-binning")) a->req.resolution_binning = 0;

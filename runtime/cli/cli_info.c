@@ -13,6 +13,8 @@
 #include "runtime/models/modeldir.h"
 #include "runtime/models/denoiser.h"
 #include "runtime/models/t5.h"
+#include "runtime/models/text_encoder.h"
+#include "runtime/text/text_tokenizer.h"
 #include "runtime/models/vae.h"
 #include "runtime/text/tokenizer.h"
 #include "kernels/backend.h"
@@ -63,11 +65,10 @@ static dt_status print_weights(const char *dir, const char *stem, int64_t arch, 
     return DT_OK;
 }
 
-static dt_status info_text_encoder(const char *model, info_ctx *c, dt_err *err)
+static dt_status info_t5_encoder(const char *model, const char *dir, info_ctx *c, dt_err *err)
 {
-    char dir[4096], tok[4096];
+    char tok[4096];
     t5_config t;
-    DT_TRY(dt_model_component_dir(model, "text_encoder", dir, sizeof dir, err));
     DT_TRY(t5_config_load(dir, &t, err));
     printf("text_encoder: %s\n  architecture: T5EncoderModel, layers: %d, d_model: %d, heads: %d x %d, d_ff: %d, vocab: %d\n",
            dir, t.num_layers, t.d_model, t.num_heads, t.d_kv, t.d_ff, t.vocab_size);
@@ -78,13 +79,73 @@ static dt_status info_text_encoder(const char *model, info_ctx *c, dt_err *err)
     return DT_OK;
 }
 
+/* CLIP encoders (Stable Diffusion): text_encoder, and text_encoder_2 where model_index.json
+ * lists it, each with its tokenizer. */
+static dt_status info_clip_encoder(const char *model, int k, const char *dir, const dt_text_encoder_info *ti, info_ctx *c,
+                                   dt_err *err)
+{
+    char tname[32], tok[4096];
+    double params = 0;
+    printf("%s: %s\n  architecture: %s, layers: %d, hidden: %d, %s: %d, vocab: %d, positions: %d\n",
+           k ? "text_encoder_2" : "text_encoder", dir, ti->projection ? "CLIPTextModelWithProjection" : "CLIPTextModel",
+           ti->num_hidden_states - 1, ti->hidden_size, ti->projection ? "text_embeds" : "pooler_output", ti->pooled_size,
+           ti->vocab_size, ti->max_positions);
+    DT_TRY(print_weights(dir, "model", -1, &params, err));
+    c->te_params += params;
+    snprintf(tname, sizeof tname, k ? "tokenizer_%d" : "tokenizer", k + 1);
+    DT_TRY(dt_text_tokenizer_find(model, tname, tok, sizeof tok, err));
+    dt_text_tokenizer *t;
+    DT_TRY(dt_text_tokenizer_load(tok, &t, err));
+    int n = dt_text_tokenizer_model_max_length(t);
+    c->text_tokens = n ? n : 77;
+    printf("%s: %s (CLIP byte-level BPE), %d tokens per prompt, pad id %d\n", tname, tok, c->text_tokens,
+           dt_text_tokenizer_pad_id(t));
+    dt_text_tokenizer_free(t);
+    return DT_OK;
+}
+
+static dt_status info_text_encoder(const char *model, info_ctx *c, dt_err *err)
+{
+    char dir[4096];
+    for (int k = 0; k < 2; k++) {
+        const char *name = k ? "text_encoder_2" : "text_encoder";
+        if (k && !dt_model_lists(model, name)) break;
+        DT_TRY(dt_model_component_dir(model, name, dir, sizeof dir, err));
+        dt_text_encoder_info ti;
+        DT_TRY(dt_text_encoder_probe(dir, &ti, err));
+        if (ti.kind == DT_TEXT_ENCODER_T5) DT_TRY(info_t5_encoder(model, dir, c, err));
+        else DT_TRY(info_clip_encoder(model, k, dir, &ti, c, err));
+    }
+    return DT_OK;
+}
+
+/* What the pipeline class does around the denoiser, for the CLIP pipelines. */
+static void info_pipeline_class(const char *name)
+{
+    dt_err e = {0};
+    const dt_pipeline_class *pc = dt_pipeline_class_find(name, &e);
+    if (!pc || !pc->caption_mask_off) return;
+    int n = pc->text_encoders > 0 ? pc->text_encoders : 1;
+    printf("  text: %d CLIP encoder%s, %s", n, n > 1 ? "s concatenated on channels" : "",
+           pc->hidden_from_end ? "" : "last_hidden_state");
+    if (pc->hidden_from_end) printf("hidden_states[-%d]", pc->hidden_from_end);
+    printf(", %d tokens unmasked; clip_skip: hidden_states[-(clip_skip + %d)]%s\n", pc->max_len, pc->clip_skip_from_end,
+           pc->clip_skip_norm ? " through the final norm" : "");
+    if (pc->added_conditions)
+        printf("  added conditions: text_embeds (pooled output of the last encoder), time_ids (original size, crop 0 0, target size)\n");
+    if (pc->zeros_for_empty_negative || pc->vae_upcast)
+        printf("  %s%s%s\n", pc->zeros_for_empty_negative ? "empty negative prompt: zeros (force_zeros_for_empty_prompt)" : "",
+               pc->zeros_for_empty_negative && pc->vae_upcast ? "; " : "", pc->vae_upcast ? "VAE in f32 when force_upcast" : "");
+}
+
 static dt_status info_transformer(const char *model, info_ctx *c, dt_err *err)
 {
     char head[1024], tail[512];
     dt_denoiser_info info;
-    DT_TRY(dt_model_component_dir(model, "transformer", c->transformer_dir, sizeof c->transformer_dir, err));
+    DT_TRY(dt_model_denoiser_dir(model, c->transformer_dir, sizeof c->transformer_dir, err));
     DT_TRY(dt_denoiser_describe(c->transformer_dir, &info, head, tail, sizeof head, err));
-    printf("transformer: %s\n%s", c->transformer_dir, head);
+    const char *base = strrchr(c->transformer_dir, '/');
+    printf("%s: %s\n%s", base && !strcmp(base, "/unet") ? "unet" : "transformer", c->transformer_dir, head);
     return print_weights(c->transformer_dir, "diffusion_pytorch_model", info.param_count, &c->tr_params, err);
 }
 
@@ -141,8 +202,11 @@ static dt_status activation_bytes(const info_ctx *c, const dt_denoiser_info *ti,
     dt_weight_source rnd = dt_weights_random(1, 0.02f);
     int h = ti->sample_size, F = ti->max_frames ? ti->max_frames : 1, T = c->text_tokens ? c->text_tokens : 120;
     dt_status s = cli_backend("f32", 1, &be, err);
-    if (s == DT_OK) s = cls->create(be, c->transformer_dir, 0, 1, &rnd, &m, err);
-    if (s == DT_OK) *step = cls->step_bytes(m, 2, F, h, h, T);
+    /* a one-block copy needs a stack of equal blocks (DiTs, the classes with attention hooks); a
+     * U-Net is built whole, which at real sizes is the whole model: its activations are not estimated */
+    *step = 0;
+    if (s == DT_OK && cls->set_attn_hook) s = cls->create(be, c->transformer_dir, 0, 1, &rnd, &m, err);
+    if (s == DT_OK && m) *step = cls->step_bytes(m, 2, F, h, h, T);
     *decode = 0;
     vae_config v;
     size_t vb = 0;
@@ -181,7 +245,8 @@ static dt_status info_memory(const info_ctx *c, dt_err *err)
         if (dec > peak) peak = dec;
         printf("  %s weights: ", b == 4 ? "f32 " : "bf16");
         if (c->te_params) printf("text encoding %.1f MB, ", text / 1e6);
-        printf("sampling %.1f MB (activations %.1f)", sample / 1e6, step / 1e6);
+        if (step > 0) printf("sampling %.1f MB (activations %.1f)", sample / 1e6, step / 1e6);
+        else printf("sampling %.1f MB (weights; U-Net activations not estimated)", sample / 1e6);
         if (c->has_vae) printf(", decode %.1f MB (activations and pixels %.1f)", dec / 1e6, decode / 1e6);
         printf("; peak %.1f MB\n", peak / 1e6);
     }
@@ -201,6 +266,7 @@ static dt_status info_pipeline(const char *model, dt_err *err)
         DT_TRY(dt_json_load(idx, &j, err));
         const cJSON *cls = cJSON_GetObjectItemCaseSensitive(j, "_class_name");
         printf("pipeline: %s (%s)\n", model, cJSON_IsString(cls) ? cls->valuestring : "unnamed");
+        if (cJSON_IsString(cls)) info_pipeline_class(cls->valuestring);
         for (int i = 0; i < 3; i++) {
             listed[i] = cJSON_HasObjectItem(j, names[i]);
             if (!listed[i]) printf("%s: not listed in model_index.json\n", names[i]);

@@ -86,6 +86,7 @@ static void gen_help(text *t, int video)
     add(t, "%s", THREADS);
     if (!video)
         add(t, "  --max-length N            prompt tokens; default: the pipeline's (120 alpha, 300 Sigma)\n"
+               "  --clip-skip N             CLIP pipelines (SD, SDXL): skip N last text-encoder layers (diffusers' clip_skip)\n"
                "  --vae-tiling              decode in tiles (bounded memory)\n"
                "  --no-binning              no aspect-ratio bins (the size must then be a multiple of the model's\n"
                "                            patch x VAE scale, 16 for PixArt-XL-2)\n");

@@ -70,7 +70,8 @@ const dt_pipeline_class *dt_pipeline_class_find(const char *name, dt_err *err)
 {
     char names[512] = "";
     for (size_t i = 0; i < NCLASSES; i++)
-        for (int k = 0; k < registry[i]->npipelines; k++) {
+        for (int k = 0; k < registry[i]->npipelines && !(i && registry[i]->pipelines == registry[i - 1]->pipelines); k++) {
+            /* (a class's second preset shares its pipelines: listed once) */
             const dt_pipeline_class *pc = &registry[i]->pipelines[k];
             if (!strcmp(pc->name, name)) return pc;
             if (pc->name[0]) snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", names[0] ? ", " : "", pc->name);

@@ -74,6 +74,22 @@ typedef struct {
     int noise_rows;         /* items per batch item a stochastic step draws noise for (Open-Sora
                              * steps the prompt and the null half both: 2, the prompt rows' draws
                              * first, kept); 0 or 1: the batch's own */
+    /* The CLIP pipelines (StableDiffusionPipeline, StableDiffusionXLPipeline): */
+    int caption_mask_off;   /* no attention mask to the text encoders nor the denoiser: all max_len
+                             * tokens, padding included, attend (as the SD pipelines call them) */
+    int no_clean_caption;   /* prompts go to the tokenizer as given (clean_caption does not apply) */
+    int text_encoders;      /* text_encoder, text_encoder_2, ... with tokenizer, tokenizer_2, ...: their
+                             * embeddings concatenated on channels, in that order; 0 means 1 */
+    int hidden_from_end;    /* embeddings = hidden_states[-k] of each encoder (SDXL 2); 0: last_hidden_state */
+    int clip_skip_from_end; /* with clip_skip c > 0 the prompt's (not the negative's) embeddings are
+                             * hidden_states[-(c + clip_skip_from_end)] (SD 1, SDXL 2); 0: no clip_skip */
+    int clip_skip_norm;     /* ... through the encoder's final layer norm (SD) */
+    int added_conditions;   /* the denoiser's added conditions (SDXL text_time): text_embeds = the last
+                             * encoder's pooled output; time_ids = original size, crop top-left (0, 0),
+                             * target size, both sizes the generated one */
+    int zeros_for_empty_negative; /* force_zeros_for_empty_prompt's default (model_index.json's value wins):
+                             * an empty negative prompt gives zero embeddings and pooled output */
+    int vae_upcast;         /* the VAE runs in f32 when its config says force_upcast (SDXL) */
 } dt_pipeline_class;
 
 /* What a linear layer is to post-training quantization (ViDiT-Q, MixDQ), by its weight prefix

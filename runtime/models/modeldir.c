@@ -30,3 +30,22 @@ dt_status dt_model_component_dir(const char *model_dir, const char *component, c
     if ((size_t)snprintf(out, n, "%s", model_dir) >= n) return dt_fail(err, DT_EINVAL, "%s: path too long", model_dir);
     return DT_OK;
 }
+
+int dt_model_lists(const char *model_dir, const char *component)
+{
+    char idx[4096];
+    dt_err e = {0};
+    cJSON *j;
+    snprintf(idx, sizeof idx, "%s/model_index.json", model_dir);
+    if (!is_file(idx) || dt_json_load(idx, &j, &e) != DT_OK) return 0;
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(j, component);
+    int listed = c && !cJSON_IsNull(c) && !(cJSON_IsArray(c) && cJSON_IsNull(cJSON_GetArrayItem(c, 0)));
+    cJSON_Delete(j);
+    return listed;
+}
+
+dt_status dt_model_denoiser_dir(const char *model_dir, char *out, size_t n, dt_err *err)
+{
+    const char *name = !dt_model_lists(model_dir, "transformer") && dt_model_lists(model_dir, "unet") ? "unet" : "transformer";
+    return dt_model_component_dir(model_dir, name, out, n, err);
+}

@@ -225,7 +225,6 @@ const t5_config *t5_get_config(const t5_model *m) { return &m->cfg; }
 
 #define LIN(l, x, y) DT_TRY(be->ops->linear_forward(be, (l), (x), (y), err))
 
-static dt_tensor t2d(void *data, int64_t r, int64_t c) { int64_t s[2] = {r, c}; return dt_tensor_view(data, DT_F32, 2, s); }
 static dt_tensor t3d(void *data, int64_t a, int64_t b, int64_t c) { int64_t s[3] = {a, b, c}; return dt_tensor_view(data, DT_F32, 3, s); }
 
 static dt_status alloc2(dt_arena *a, dt_tensor *t, int64_t r, int64_t c, dt_err *err)
@@ -310,18 +309,28 @@ dt_status t5_encode(t5_model *m, const int32_t *ids, const float *mask, int B, i
     DT_TRY(alloc2(a, &s.o, BN, C, err));
     DT_TRY(alloc2(a, &s.h, BN, 2 * (int64_t)c->d_ff, err));
     DT_TRY(alloc2(a, &s.g, BN, c->d_ff, err));
-    float *pos = dt_arena_alloc(a, (size_t)c->num_heads * N * N * sizeof(float));
-    float *key = mask ? dt_arena_alloc(a, (size_t)BN * sizeof(float)) : NULL;
-    if (!pos || (mask && !key)) return dt_fail(err, DT_ENOMEM, "out of memory");
-    for (int64_t i = 0; mask && i < BN; i++) {
+    /* Host code touches only host buffers: the token embeddings are gathered on the host and
+     * written into the backend's tensor, the attention biases stay host memory (the backend reads
+     * them itself, backend.h), and the output comes back with tensor_get, so the encoder runs on
+     * any backend (the arena may hold device memory). */
+    float *pos = malloc((size_t)c->num_heads * N * N * sizeof(float));
+    float *key = mask ? malloc((size_t)BN * sizeof(float)) : NULL;
+    float *emb = malloc((size_t)(BN * C) * sizeof(float));
+    dt_status st = !pos || (mask && !key) || !emb ? dt_fail(err, DT_ENOMEM, "out of memory") : DT_OK;
+    for (int64_t i = 0; st == DT_OK && mask && i < BN; i++) {
         if (mask[i] != 0.0f && mask[i] != 1.0f)
-            return dt_fail(err, DT_EINVAL, "attention_mask: values must be 0 or 1, got %g at position %lld", mask[i], (long long)i);
-        key[i] = (1.0f - mask[i]) * -FLT_MAX; /* get_extended_attention_mask: (1 - m) * finfo.min */
+            st = dt_fail(err, DT_EINVAL, "attention_mask: values must be 0 or 1, got %g at position %lld", mask[i], (long long)i);
+        else key[i] = (1.0f - mask[i]) * -FLT_MAX; /* get_extended_attention_mask: (1 - m) * finfo.min */
     }
-    DT_TRY(embed_tokens(m, ids, BN, s.x.data, err));
-    position_bias(m, N, pos);
+    if (st == DT_OK) st = embed_tokens(m, ids, BN, emb, err);
+    if (st == DT_OK) st = be->ops->tensor_set(be, &s.x, emb, (size_t)(BN * C) * sizeof(float), err);
+    if (st == DT_OK) position_bias(m, N, pos);
     dt_attn_bias bias = {.key = key, .head = pos};
-    for (int i = 0; i < c->num_layers; i++) DT_TRY(block_forward(m, &m->blocks[i], B, N, &bias, &s, err));
-    dt_tensor y = t2d(out, BN, C);
-    return be->ops->rms_norm(be, &s.x, m->final_ln, c->eps, &y, err);
+    for (int i = 0; st == DT_OK && i < c->num_layers; i++) st = block_forward(m, &m->blocks[i], B, N, &bias, &s, err);
+    if (st == DT_OK) st = be->ops->rms_norm(be, &s.x, m->final_ln, c->eps, &s.xn, err);
+    if (st == DT_OK) st = be->ops->tensor_get(be, &s.xn, out, (size_t)(BN * C) * sizeof(float), err);
+    free(pos);
+    free(key);
+    free(emb);
+    return st;
 }

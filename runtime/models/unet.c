@@ -687,12 +687,20 @@ static double den_flops(const void *m, int batch, int frames, int h, int w, int 
 
 static void den_free(void *m) { unet_free(m); }
 
-/* No pipeline runs U-Nets yet (the SD pipelines come next): npipelines is 0, so no
- * model_index.json class matches; the entry is what `ditrt bench` reads of pipelines[0]. */
-static const dt_pipeline_class no_pipeline[] = {{.name = "", .max_len = 77, .fixed_len = 1}};
+/* diffusers' Stable Diffusion pipelines (pipeline_stable_diffusion.py, _xl.py): CLIP's 77 tokens
+ * unmasked; SD: last_hidden_state, clip_skip through the final norm; SDXL: both encoders'
+ * hidden_states[-2] concatenated, text_embeds and time_ids, zeros for an empty negative prompt,
+ * the VAE upcast. pipelines[0] is also what `ditrt bench` reads. */
+static const dt_pipeline_class sd_pipelines[] = {
+    {.name = "StableDiffusionPipeline", .max_len = 77, .fixed_len = 1, .caption_mask_off = 1, .no_clean_caption = 1,
+     .text_encoders = 1, .clip_skip_from_end = 1, .clip_skip_norm = 1},
+    {.name = "StableDiffusionXLPipeline", .max_len = 77, .fixed_len = 1, .caption_mask_off = 1, .no_clean_caption = 1,
+     .text_encoders = 2, .hidden_from_end = 2, .clip_skip_from_end = 2, .added_conditions = 1,
+     .zeros_for_empty_negative = 1, .vae_upcast = 1},
+};
 
 const dt_denoiser_class dt_unet_class = {
-    .class_name = "UNet2DConditionModel", .preset = "sd15-unet", .pipelines = no_pipeline, .npipelines = 0,
+    .class_name = "UNet2DConditionModel", .preset = "sd15-unet", .pipelines = sd_pipelines, .npipelines = 2,
     .describe = den_describe, .create = den_create, .info = den_info, .forward = den_forward,
     .set_attn_hook = NULL, .set_resume = NULL, /* no DiT blocks for attention plans */
     .step_bytes = den_step_bytes, .matmul_flops = den_flops, .free = den_free,
@@ -700,7 +708,7 @@ const dt_denoiser_class dt_unet_class = {
 
 /* The same class under its second preset (the registry finds folders by dt_unet_class). */
 const dt_denoiser_class dt_unet_sdxl_class = {
-    .class_name = "UNet2DConditionModel", .preset = "sdxl-unet", .pipelines = no_pipeline, .npipelines = 0,
+    .class_name = "UNet2DConditionModel", .preset = "sdxl-unet", .pipelines = sd_pipelines, .npipelines = 2,
     .describe = den_describe, .create = den_create_sdxl, .info = den_info, .forward = den_forward,
     .set_attn_hook = NULL, .set_resume = NULL,
     .step_bytes = den_step_bytes, .matmul_flops = den_flops, .free = den_free,

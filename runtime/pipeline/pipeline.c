@@ -5,6 +5,7 @@
 #include "resolution.h"
 #include "runtime/core/arena.h"
 #include "runtime/core/rng.h"
+#include "runtime/core/json.h"
 #include "runtime/models/modeldir.h"
 #include "runtime/models/text_encoder.h"
 #include "runtime/models/vae.h"
@@ -22,7 +23,9 @@ struct dt_pipeline {
     dt_pipeline_config cfg;
     dt_pipeline_parts parts;       /* backends, tokenizer, VAE, scheduler, arena */
     const dt_pipeline_class *pcls; /* what model_index.json's pipeline does around the denoiser */
-    dt_text_encoder *text_encoder; /* kept between generations only with keep_text_encoder */
+    dt_text_encoder *text_encoder[DT_PARTS_MAX_TEXT]; /* kept between generations only with keep_text_encoder */
+    int zeros_for_empty;           /* force_zeros_for_empty_prompt (the class's default, model_index.json's value) */
+    int text_states;               /* the fewest hidden states (layers + 1) of the CLIP encoders, for clip_skip */
     dt_denoiser *tr;               /* zoo[0] */
     dt_denoiser **zoo;             /* OMS-DPM zoo: tr, then cfg.zoo's denoisers */
     int nzoo;
@@ -66,7 +69,7 @@ static dt_status load_zoo_member(dt_pipeline *p, const char *where, dt_denoiser 
     struct stat sb;
     snprintf(path, sizeof path, "%s/plan.json", where);
     if (stat(path, &sb) == 0) return load_quant_member(p, where, out, err);
-    DT_TRY(dt_model_component_dir(where, "transformer", dir, sizeof dir, err));
+    DT_TRY(dt_model_denoiser_dir(where, dir, sizeof dir, err));
     snprintf(path, sizeof path, "%s/config.json", dir);
     const dt_denoiser_info *a = dt_denoiser_get_info(p->tr);
     const dt_denoiser_class *cls = dt_denoiser_class_of_dir(dir, err);
@@ -128,6 +131,37 @@ static dt_status check_learned(const dt_pipeline *p, const dt_denoiser_info *tc,
     return DT_OK;
 }
 
+/* The pipeline class's text encoders are the folder's; the denoiser's added conditions are
+ * the class's to give; force_zeros_for_empty_prompt from model_index.json. */
+static dt_status check_text(dt_pipeline *p, dt_err *err)
+{
+    const dt_denoiser_info *tc = dt_denoiser_get_info(p->tr);
+    int want = p->pcls->text_encoders > 0 ? p->pcls->text_encoders : 1;
+    if (p->parts.ntext != want)
+        return dt_fail(err, DT_EFORMAT, "%s/model_index.json: pipeline \"%s\" takes %d text encoder(s), the folder lists %d",
+                       p->cfg.model_dir, p->pcls->name, want, p->parts.ntext);
+    if (tc->added_text_dim && !p->pcls->added_conditions)
+        return dt_fail(err, DT_EUNSUPPORTED, "%s: the denoiser takes text_embeds and time_ids, pipeline \"%s\" gives none",
+                       p->cfg.model_dir, p->pcls->name);
+    if (p->pcls->added_conditions && (!tc->added_text_dim || tc->added_time_ids != 6))
+        return dt_fail(err, DT_EFORMAT, "%s: pipeline \"%s\" needs a denoiser with addition_embed_type \"text_time\" "
+                       "(6 time ids), the %s has none", p->cfg.model_dir, p->pcls->name, tc->class_name);
+    for (int k = 0; k < p->parts.ntext; k++) {
+        dt_text_encoder_info ti;
+        DT_TRY(dt_text_encoder_probe(p->parts.text_dir[k], &ti, err));
+        if (!k || ti.num_hidden_states < p->text_states) p->text_states = ti.num_hidden_states;
+    }
+    p->zeros_for_empty = p->pcls->zeros_for_empty_negative;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/model_index.json", p->cfg.model_dir);
+    cJSON *j;
+    if (dt_json_load(path, &j, err) != DT_OK) return err->status;
+    const cJSON *z = cJSON_GetObjectItemCaseSensitive(j, "force_zeros_for_empty_prompt");
+    if (cJSON_IsBool(z)) p->zeros_for_empty = cJSON_IsTrue(z);
+    cJSON_Delete(j);
+    return DT_OK;
+}
+
 static dt_status load_parts(dt_pipeline *p, dt_err *err)
 {
     const dt_pipeline_config *c = &p->cfg;
@@ -143,7 +177,9 @@ static dt_status load_parts(dt_pipeline *p, dt_err *err)
     const dt_denoiser_info *tc = dt_denoiser_get_info(p->tr);
     DT_TRY(dt_pipeline_parts_check_channels(&p->parts, c->model_dir, tc->in_channels, tc->out_channels, err));
     DT_TRY(check_learned(p, tc, err));
-    if (c->keep_text_encoder) DT_TRY(dt_text_encoder_load(p->parts.text_be, p->parts.text_dir, &p->text_encoder, err));
+    DT_TRY(check_text(p, err));
+    for (int k = 0; c->keep_text_encoder && k < p->parts.ntext; k++)
+        DT_TRY(dt_text_encoder_load(p->parts.text_be, p->parts.text_dir[k], &p->text_encoder[k], err));
     return load_zoo(p, err);
 }
 
@@ -163,7 +199,7 @@ dt_status dt_pipeline_load(const dt_pipeline_config *cfg, dt_pipeline **out, dt_
 void dt_pipeline_free(dt_pipeline *p)
 {
     if (!p) return;
-    dt_text_encoder_free(p->text_encoder);
+    for (int k = 0; k < DT_PARTS_MAX_TEXT; k++) dt_text_encoder_free(p->text_encoder[k]);
     for (int i = 1; i < p->nzoo; i++) dt_denoiser_free(p->zoo[i]);
     free(p->zoo);
     dt_denoiser_free(p->tr);
@@ -226,6 +262,11 @@ static dt_status check_scalars(const dt_pipeline *p, const dt_gen_request *r, dt
     }
     if (r->width < 0 || r->height < 0 || r->decode_chunk < 0)
         return dt_fail(err, DT_EINVAL, "size: width, height and decode chunk must be positive");
+    if (r->clip_skip < 0 || (r->clip_skip > 0 && !p->pcls->clip_skip_from_end))
+        return dt_fail(err, DT_EINVAL, "clip_skip: %s", r->clip_skip < 0 ? "must be >= 0" : "this pipeline's text encoder has no clip_skip (CLIP pipelines only)");
+    if (r->clip_skip > 0 && r->clip_skip + p->pcls->clip_skip_from_end > p->text_states)
+        return dt_fail(err, DT_EINVAL, "clip_skip: %d is past the text encoder's first hidden state (%d layers: at most %d)", r->clip_skip,
+                       p->text_states - 1, p->text_states - p->pcls->clip_skip_from_end);
     if (r->max_sequence_length < 0 || r->max_sequence_length == 1 || r->max_sequence_length > 4096)
         return dt_fail(err, DT_EINVAL, "max_sequence_length: must be in 2..4096, got %d", r->max_sequence_length);
     return DT_OK;
@@ -359,8 +400,9 @@ dt_status dt_pipeline_check(dt_pipeline *p, const dt_gen_request *r, dt_err *err
 
 typedef struct {
     float *embeds; /* [rows, T, d] */
-    float *masks;  /* [rows, T] for the denoiser, or NULL (mask_feature) */
+    float *masks;  /* [rows, T] for the denoiser, or NULL (mask_feature, caption_mask_off) */
     int rows, T, d;
+    float *pooled; /* [rows, added_text_dim] (added_conditions), or NULL */
 } text_out;
 
 /* mask_feature (LattePipeline): see dt_pipeline_class. The batch's size picks the handling
@@ -410,18 +452,33 @@ static dt_status prepend_null(const dt_pipeline *p, const plan *pl, dt_prompt_re
 static dt_status encode_text(dt_pipeline *p, const dt_gen_request *r, const plan *pl, text_out *t, dt_gen_result *res,
                              dt_err *err)
 {
-    int d = dt_denoiser_get_info(p->tr)->caption_channels;
-    dt_prompt_encoder enc = {p->parts.tok, p->parts.text_dir, p->parts.text_be, p->text_encoder, d};
-    int learned = p->pcls->learned_null && pl->cfg_on; /* the negative rows come from the model */
-    dt_prompt_request pr = {r->prompt, r->negative_prompt, pl->cfg_on && !learned, r->clean_caption, pl->max_len,
-                            run_batch(r)};
+    const dt_pipeline_class *pc = p->pcls;
+    const dt_denoiser_info *tc = dt_denoiser_get_info(p->tr);
+    dt_prompt_encoder enc = {.n = p->parts.ntext, .be = p->parts.text_be, .expect_d_model = tc->caption_channels,
+                             .no_mask = pc->caption_mask_off, .pooled_size = pc->added_conditions ? tc->added_text_dim : 0};
+    for (int k = 0; k < p->parts.ntext; k++) {
+        enc.tok[k] = p->parts.tok[k];
+        enc.text_dir[k] = p->parts.text_dir[k];
+        enc.kept[k] = p->text_encoder[k];
+    }
+    /* the negative takes the class's layer; clip_skip moves the prompt's only (as diffusers does) */
+    enc.negative_layer = enc.prompt_layer = (dt_prompt_layer){pc->hidden_from_end, 0};
+    if (r->clip_skip > 0) enc.prompt_layer = (dt_prompt_layer){r->clip_skip + pc->clip_skip_from_end, pc->clip_skip_norm};
+    enc.zero_negative = p->zeros_for_empty && (!r->negative_prompt || !r->negative_prompt[0]);
+    int learned = pc->learned_null && pl->cfg_on; /* the negative rows come from the model */
+    dt_prompt_request pr = {r->prompt, r->negative_prompt, pl->cfg_on && !learned, r->clean_caption && !pc->no_clean_caption,
+                            pl->max_len, run_batch(r)};
     dt_prompt_result out;
     DT_TRY(dt_encode_prompts(&enc, &pr, &p->parts.arena, &out, err));
     if (learned) DT_TRY(prepend_null(p, pl, &out, err));
     res->prompt_truncated = out.prompt_truncated;
     res->negative_truncated = out.negative_truncated;
-    *t = (text_out){out.embeds, out.masks, out.rows, pl->max_len, d};
-    if (p->pcls->mask_feature) fold_mask(r, pl, &out, t);
+    *t = (text_out){out.embeds, out.masks, out.rows, pl->max_len, tc->caption_channels, out.pooled};
+    if (pc->mask_feature) fold_mask(r, pl, &out, t);
+    if (pc->caption_mask_off) {
+        free(out.masks);
+        t->masks = NULL;
+    }
     return DT_OK;
 }
 
@@ -506,6 +563,19 @@ static dt_status micro_conditions(const sampler *sp, float **res, float **ar, dt
     return DT_OK;
 }
 
+/* SDXL's add_time_ids (added_conditions): original size, crop top-left, target size, the
+ * original and target sizes the generated (height, width), no crop; the same for every row.
+ * *ids stays NULL when the pipeline class has none. */
+static dt_status added_conditions(const sampler *sp, float **ids, dt_err *err)
+{
+    *ids = NULL;
+    if (!sp->p->pcls->added_conditions) return DT_OK;
+    if (!(*ids = malloc((size_t)sp->rows * 6 * sizeof **ids))) return dt_fail(err, DT_ENOMEM, "out of memory");
+    float h = (float)sp->pl->height, w = (float)sp->pl->width, row[6] = {h, w, 0.0f, 0.0f, h, w};
+    for (int i = 0; i < sp->rows; i++) memcpy(*ids + (size_t)i * 6, row, sizeof row);
+    return DT_OK;
+}
+
 static dt_status sample_loop(sampler *sp, dt_err *err)
 {
     dt_pipeline *p = sp->p;
@@ -527,11 +597,14 @@ static dt_status sample_loop(sampler *sp, dt_err *err)
     tin.device = tout.device = te.device = be->cfg.device;
     dt_denoiser_inputs in = {.hidden_states = &tin, .encoder_hidden_states = &te, .timestep = sp->tsteps,
                              .encoder_attention_mask = sp->text->masks};
-    float *res = NULL, *ar = NULL;
+    float *res = NULL, *ar = NULL, *time_ids = NULL;
     const int *ids = r->model_ids;
     dt_status s = micro_conditions(sp, &res, &ar, err);
+    if (s == DT_OK) s = added_conditions(sp, &time_ids, err);
     in.resolution = res;
     in.aspect_ratio = ar;
+    in.text_embeds = time_ids ? sp->text->pooled : NULL;
+    in.time_ids = time_ids;
     dt_fastattn *fa = NULL; /* DiTFastAttn plan runtime */
     if (s == DT_OK) s = dt_fastattn_begin(r->attn_plan, tc->spatial_layers, tc->temporal_layers, steps, sp->pl->cfg_on, &fa, err);
     if (fa) dt_denoiser_set_attn_hook(p->tr, dt_fastattn_hook(fa));
@@ -561,6 +634,7 @@ static dt_status sample_loop(sampler *sp, dt_err *err)
     dt_fastattn_free(fa);
     free(res);
     free(ar);
+    free(time_ids);
     return s;
 }
 
@@ -708,6 +782,7 @@ dt_status dt_pipeline_generate(dt_pipeline *p, const dt_gen_request *r, dt_gen_r
     if (s == DT_OK) s = sample(&sp, res, err);
     free(text.embeds);
     free(text.masks);
+    free(text.pooled);
     if (s == DT_OK) {
         t0 = dt_now();
         s = decode(p, &pl, &sp, pixels, err);

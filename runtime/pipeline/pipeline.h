@@ -85,6 +85,9 @@ typedef struct {
      * nothing itself). */
     void (*warning)(const char *line, void *user);
     void *warning_user;
+    /* CLIP layers skipped from the end for the prompt's embeddings (diffusers' clip_skip: SD
+     * hidden_states[-(c+1)] through the final norm, SDXL hidden_states[-(c+2)]); 0: none. */
+    int clip_skip;
 } dt_gen_request;
 
 typedef struct {

@@ -1,5 +1,6 @@
 #include "pipeline_parts.h"
 #include "runtime/core/json.h"
+#include "runtime/models/denoiser.h"
 #include "runtime/models/modeldir.h"
 #include <stdio.h>
 #include <string.h>
@@ -41,6 +42,35 @@ static dt_status make_backend(const dt_parts_config *pc, dt_device dev, dt_dtype
     return dt_backend_create(&c, be, err);
 }
 
+/* tokenizer + text_encoder, then tokenizer_2 + text_encoder_2 ... while model_index.json lists them. */
+static dt_status load_text(const char *m, dt_pipeline_parts *p, dt_err *err)
+{
+    char dir[4096], tname[32], ename[32];
+    for (int k = 0; k < DT_PARTS_MAX_TEXT; k++) {
+        snprintf(tname, sizeof tname, k ? "tokenizer_%d" : "tokenizer", k + 1);
+        snprintf(ename, sizeof ename, k ? "text_encoder_%d" : "text_encoder", k + 1);
+        if (k && !dt_model_lists(m, ename)) break;
+        DT_TRY(dt_text_tokenizer_find(m, tname, dir, sizeof dir, err));
+        DT_TRY(dt_text_tokenizer_load(dir, &p->tok[k], err));
+        DT_TRY(dt_model_component_dir(m, ename, p->text_dir[k], sizeof p->text_dir[k], err));
+        p->ntext = k + 1;
+    }
+    return DT_OK;
+}
+
+/* The VAE config's force_upcast (diffusers' default true when absent). */
+static dt_status read_force_upcast(const char *dir, int *up, dt_err *err)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    cJSON *j;
+    DT_TRY(dt_json_load(path, &j, err));
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, "force_upcast");
+    *up = !f || cJSON_IsTrue(f);
+    cJSON_Delete(j);
+    return DT_OK;
+}
+
 dt_status dt_pipeline_parts_load(const dt_parts_config *c, dt_pipeline_parts *p, dt_err *err)
 {
     char dir[4096];
@@ -55,11 +85,20 @@ dt_status dt_pipeline_parts_load(const dt_parts_config *c, dt_pipeline_parts *p,
      * and write their activation buffers from the host, which device memory forbids */
     if (c->text_dtype == c->dtype && c->device == DT_DEV_CPU) p->text_be = p->be;
     else DT_TRY(make_backend(c, DT_DEV_CPU, c->text_dtype, &p->text_be, err));
-    DT_TRY(dt_text_tokenizer_find(m, "tokenizer", dir, sizeof dir, err));
-    DT_TRY(dt_text_tokenizer_load(dir, &p->tok, err));
-    DT_TRY(dt_model_component_dir(m, "text_encoder", p->text_dir, sizeof p->text_dir, err));
+    DT_TRY(load_text(m, p, err));
     DT_TRY(dt_model_component_dir(m, "vae", dir, sizeof dir, err));
-    DT_TRY(vae_load_ex(p->be, dir, VAE_ENCODER_NONE, &p->vae, err)); /* text-to-X decodes only */
+    p->vae_be = p->be;
+    dt_err nerr = {0}; /* the class is checked (with its message) by the pipeline */
+    const dt_pipeline_class *pcls = dt_pipeline_class_find(p->cls, &nerr);
+    if (pcls && pcls->vae_upcast && c->dtype != DT_F32) {
+        int up = 0;
+        DT_TRY(read_force_upcast(dir, &up, err));
+        if (up) {
+            DT_TRY(make_backend(c, c->device, DT_F32, &p->vae_be, err));
+            p->vae_f32 = 1;
+        }
+    }
+    DT_TRY(vae_load_ex(p->vae_be, dir, VAE_ENCODER_NONE, &p->vae, err)); /* text-to-X decodes only */
     DT_TRY(dt_model_component_dir(m, "scheduler", dir, sizeof dir, err));
     if (c->solver_schedule && c->clip_sample)
         return dt_fail(err, DT_EINVAL, "clip_sample: a USF solver schedule has no clip_sample option");
@@ -70,7 +109,8 @@ dt_status dt_pipeline_parts_load(const dt_parts_config *c, dt_pipeline_parts *p,
 void dt_pipeline_parts_free(dt_pipeline_parts *p)
 {
     vae_free(p->vae);
-    dt_text_tokenizer_free(p->tok);
+    for (int k = 0; k < DT_PARTS_MAX_TEXT; k++) dt_text_tokenizer_free(p->tok[k]);
+    if (p->vae_be && p->vae_be != p->be) dt_backend_destroy(p->vae_be);
     dt_scheduler_free(p->sched);
     dt_arena_free(&p->arena);
     if (p->text_be != p->be) dt_backend_destroy(p->text_be);
@@ -91,7 +131,7 @@ dt_status dt_pipeline_parts_check_channels(const dt_pipeline_parts *p, const cha
 
 dt_status dt_pipeline_parts_transformer_dir(const char *model_dir, char *out, size_t n, dt_err *err)
 {
-    return dt_model_component_dir(model_dir, "transformer", out, n, err);
+    return dt_model_denoiser_dir(model_dir, out, n, err);
 }
 
 const char *dt_pipeline_parts_solver_warning(const dt_pipeline_parts *p)

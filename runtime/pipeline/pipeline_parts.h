@@ -25,14 +25,20 @@ typedef struct {
     int device_index;
 } dt_parts_config;
 
+#define DT_PARTS_MAX_TEXT 2
+
 typedef struct {
     char cls[128];        /* model_index.json "_class_name" */
-    char text_dir[4096];
+    /* text_encoder, text_encoder_2 (listed in model_index.json) with tokenizer, tokenizer_2 */
+    int ntext;
+    char text_dir[DT_PARTS_MAX_TEXT][4096];
     dt_backend *be, *text_be;
-    dt_text_tokenizer *tok;
+    dt_text_tokenizer *tok[DT_PARTS_MAX_TEXT];
     vae_model *vae;
     dt_scheduler *sched;
     dt_arena arena;
+    int vae_f32;          /* the VAE runs on vae_be, an f32 backend (force_upcast) */
+    dt_backend *vae_be;   /* be, or its f32 twin */
 } dt_pipeline_parts;
 
 dt_status dt_pipeline_parts_load(const dt_parts_config *c, dt_pipeline_parts *p, dt_err *err);
@@ -44,7 +50,7 @@ const char *dt_pipeline_parts_solver_warning(const dt_pipeline_parts *p);
 /* The transformer's latent channels must be the VAE's; out_channels C or 2C (learned sigma). */
 dt_status dt_pipeline_parts_check_channels(const dt_pipeline_parts *p, const char *model_dir, int in_channels,
                                            int out_channels, dt_err *err);
-/* The transformer folder of the model. */
+/* The denoiser folder of the model ("transformer", or "unet" for Stable Diffusion). */
 dt_status dt_pipeline_parts_transformer_dir(const char *model_dir, char *out, size_t n, dt_err *err);
 
 double dt_now(void);

@@ -30,7 +30,7 @@ dt_status dt_fa_model_shape(const char *model_dir, int width, int height, int fr
                             int *N, int *C, dt_err *err)
 {
     char dir[4096];
-    DT_TRY(dt_model_component_dir(model_dir, "transformer", dir, sizeof dir, err));
+    DT_TRY(dt_model_denoiser_dir(model_dir, dir, sizeof dir, err)); /* "transformer" or "unet" */
     DT_TRY(describe(dir, info, err));
     DT_TRY(dt_denoiser_attn_plans(info, err)); /* a U-Net has no DiT blocks */
     int patch = info->patch_size, g = info->sample_size / patch;

@@ -378,7 +378,7 @@ static dt_status prepare(const dt_qcalib_config *c, qcalib *a, dt_err *err)
         if (!c->prompts[i]) return dt_fail(err, DT_EINVAL, "prompts[%d]: NULL", i);
     *a = (qcalib){.c = c, .scheme = scheme_of(c)};
     a->mixed = !strcmp(a->scheme, "mixed");
-    DT_TRY(dt_model_component_dir(c->model_dir, "transformer", a->dir, sizeof a->dir, err));
+    DT_TRY(dt_model_denoiser_dir(c->model_dir, a->dir, sizeof a->dir, err)); /* "transformer" or "unet" */
     const dt_denoiser_class *cls = dt_denoiser_class_of_dir(a->dir, err);
     if (!cls) return err->status;
     if (!cls->linear_role)

@@ -6,6 +6,8 @@
  * (elem_math.h; nvcc --fmad=false), bf16 as the CPU's bf16 tests (1.5e-2 against f32 math). */
 #include "testutil.h"
 #include "kernels/cpu/ref.h"
+#include "kernels/quant.h"
+#include "kernels/backend_timing.h"
 #include <pthread.h>
 
 #define TOL_F32 1e-5
@@ -70,6 +72,30 @@ static void test_memory_roundtrip(void **state)
     dt_backend_destroy(be);
 }
 
+/* Pinned host buffers (host_alloc): a round trip through the device, also through the timing
+ * decorator, which passes itself to the inner backend's host_alloc. */
+static void test_pinned_host_buffers(void **state)
+{
+    (void)state;
+    for (int timed = 0; timed < 2; timed++) {
+        dt_backend *be = cuda_be(DT_F32);
+        dt_err err = {0};
+        if (timed && dt_backend_timed(be, &be, &err) != DT_OK) fail_msg("%s", err.msg);
+        assert_non_null(be->ops->host_alloc);
+        float *h = NULL, *back = NULL, *d = NULL;
+        assert_int_equal(dt_backend_host_alloc(be, 4099 * sizeof(float), (void **)&h, &err), DT_OK);
+        assert_int_equal(dt_backend_host_alloc(be, 4099 * sizeof(float), (void **)&back, &err), DT_OK);
+        for (int i = 0; i < 4099; i++) h[i] = (float)i - 17.25f;
+        assert_int_equal(dt_backend_upload(be, h, 4099, &d, &err), DT_OK);
+        assert_int_equal(dt_backend_read(be, d, back, 4099, &err), DT_OK);
+        assert_memory_equal(h, back, 4099 * sizeof(float));
+        be->ops->buffer_free(be, d);
+        dt_backend_host_free(be, h);
+        dt_backend_host_free(be, back);
+        dt_backend_destroy(be);
+    }
+}
+
 /* ---- linears ---- */
 static void check_linear(dt_dtype t, int M, int K, int N, dt_act act, int bias)
 {
@@ -104,6 +130,39 @@ static void test_linear(void **state)
     }
     check_linear(DT_F32, 1, 1, 1, DT_ACT_NONE, 1);
     check_linear(DT_BF16, 257, 1152, 4608 / 8, DT_ACT_GELU_TANH, 1);
+}
+
+/* f32 linears through TF32 when asked (DITRT_CUDA_TF32=1 at backend creation): within TF32's
+ * bounds of the f32 reference; a backend made without the variable stays at the f32 tolerance. */
+static void test_linear_tf32(void **state)
+{
+    (void)state;
+    const int M = 64, K = 1024, N = 96;
+    tu_rng r = {55};
+    float *w = rnd(&r, (size_t)N * K, 0.3f), *x = rnd(&r, (size_t)M * K, 1.0f), *y = tu_alloc((size_t)M * N),
+          *y32 = tu_alloc((size_t)M * N), *yr = tu_alloc((size_t)M * N);
+    ref_linear(x, M, K, w, NULL, N, DT_ACT_NONE, yr);
+    int64_t xs[2] = {M, K}, ys[2] = {M, N};
+    dt_err err = {0};
+    for (int tf32 = 0; tf32 < 2; tf32++) {
+        if (tf32) setenv("DITRT_CUDA_TF32", "1", 1);
+        dt_backend *be = cuda_be(DT_F32);
+        unsetenv("DITRT_CUDA_TF32");
+        dt_linear *l;
+        assert_int_equal(be->ops->linear_create(be, w, NULL, K, N, DT_ACT_NONE, M, DT_F32, &l, &err), DT_OK);
+        dt_tensor tx = up(be, x, DT_F32, 2, xs), ty = up(be, NULL, DT_F32, 2, ys);
+        assert_int_equal(be->ops->linear_forward(be, l, &tx, &ty, &err), DT_OK);
+        down(be, &ty, tf32 ? y : y32);
+        be->ops->linear_destroy(l);
+        drop(be, &tx), drop(be, &ty);
+        dt_backend_destroy(be);
+    }
+    assert_rel_l2_below(y32, yr, (size_t)M * N, TOL_F32);
+    assert_rel_l2_below(y, yr, (size_t)M * N, 2e-3);
+    double d = 0, n2 = 0;
+    for (int i = 0; i < M * N; i++) d += (double)(y[i] - y32[i]) * (y[i] - y32[i]), n2 += (double)y32[i] * y32[i];
+    print_message("  TF32 vs f32: relative L2 %.2e\n", sqrt(d / n2));
+    free(w), free(x), free(y), free(y32), free(yr);
 }
 
 /* ---- attention ---- */
@@ -391,19 +450,127 @@ static void test_image_ops(void **state)
     pair_free(&p);
 }
 
-static void test_quantized_refused(void **state)
+/* GroupNorm of a large image: several blocks per group (partial sums), in place and into bf16 */
+static void test_group_norm_large(void **state)
+{
+    (void)state;
+    pair p = pair_new();
+    const int B = 1, H = 256, W = 192, C = 128, G = 32;
+    const size_t n = (size_t)B * H * W * C;
+    tu_rng r = {77};
+    float *x = rnd(&r, n, 2.0f), *gm = rnd(&r, C, 1.0f), *bt = rnd(&r, C, 1.0f), *og = tu_alloc(n), *oc = tu_alloc(n);
+    for (size_t i = 0; i < n; i++) x[i] += 3.0f;
+    int64_t s[4] = {B, H, W, C}, sv[1] = {C};
+    dt_tensor gx = up(p.g, x, DT_F32, 4, s), gg = up(p.g, gm, DT_F32, 1, sv), gb = up(p.g, bt, DT_F32, 1, sv);
+    dt_tensor hx = dt_tensor_view(x, DT_F32, 4, s), hg = dt_tensor_view(gm, DT_F32, 1, sv), hb = dt_tensor_view(bt, DT_F32, 1, sv);
+    dt_tensor ho = dt_tensor_view(oc, DT_F32, 4, s);
+    dt_err err = {0};
+    assert_int_equal(p.c->ops->group_norm(p.c, &hx, G, &hg, &hb, 1e-6f, DT_ACT_SILU, &ho, &err), DT_OK);
+    assert_int_equal(p.g->ops->group_norm(p.g, &gx, G, &gg, &gb, 1e-6f, DT_ACT_SILU, &gx, &err), DT_OK); /* in place */
+    down(p.g, &gx, og);
+    expect_close(og, oc, n, TOL_F32);
+    drop(p.g, &gx), drop(p.g, &gg), drop(p.g, &gb);
+    free(x), free(gm), free(bt), free(og), free(oc);
+    pair_free(&p);
+}
+
+/* ---- quantized linears: the same layer on both backends gives the same bits (cuda_qlinear.cu:
+ * the int8 GEMMs are exact, every float step is the CPU's; K <= 1040 keeps the CPU's own GEMM
+ * exact without VNNI), MixDQ's float rows to the f32 tolerance, calibration maxima exactly ---- */
+typedef struct {
+    int B, T, K, N, wbits, group, smooth, rotate, act, bias, keep;
+} qcase;
+
+static void check_qlinear(const qcase *c)
+{
+    pair p = pair_new();
+    const int M = c->B * c->T, K = c->K, N = c->N;
+    tu_rng r = {(uint64_t)(K * 31 + N + c->wbits + c->keep)};
+    float *w = rnd(&r, (size_t)N * K, 0.2f), *b = rnd(&r, N, 0.5f), *x = rnd(&r, (size_t)M * K, 3.0f);
+    float *am = tu_alloc(K), *s = tu_alloc(K), *yg = tu_poisoned((size_t)M * N), *yc = tu_poisoned((size_t)M * N);
+    for (int j = 0; j < K; j++) am[j] = fabsf(x[j]) + 0.5f;
+    dt_smooth_factors(w, K, N, am, 0.5f, s);
+    dt_qweights qw;
+    dt_err err = {0};
+    assert_int_equal(dt_qweights_make(w, K, N, c->wbits, c->group, c->smooth ? s : NULL, c->rotate ? 7 : 0, &qw, &err), DT_OK);
+    dt_linear *lg = NULL, *lc = NULL;
+    const float *bias = c->bias ? b : NULL;
+    if (p.g->ops->qlinear_create(p.g, &qw, bias, (dt_act)c->act, M, &lg, &err) != DT_OK) fail_msg("%s", err.msg);
+    assert_int_equal(p.c->ops->qlinear_create(p.c, &qw, bias, (dt_act)c->act, M, &lc, &err), DT_OK);
+    const int toks[3] = {0, 2, 1000}; /* 1000: beyond T, skipped as on the CPU */
+    if (c->keep) {
+        dt_linear *fg, *fc;
+        assert_int_equal(p.g->ops->linear_create(p.g, w, bias, K, N, (dt_act)c->act, 8, DT_F32, &fg, &err), DT_OK);
+        assert_int_equal(p.c->ops->linear_create(p.c, w, bias, K, N, (dt_act)c->act, 8, DT_F32, &fc, &err), DT_OK);
+        assert_int_equal(p.g->ops->qlinear_keep_tokens(p.g, lg, fg, toks, 3, &err), DT_OK);
+        assert_int_equal(p.c->ops->qlinear_keep_tokens(p.c, lc, fc, toks, 3, &err), DT_OK);
+    }
+    int64_t xs[3] = {c->B, c->T, K}, ys[3] = {c->B, c->T, N};
+    dt_tensor gx = up(p.g, x, DT_F32, 3, xs), gy = up(p.g, NULL, DT_F32, 3, ys);
+    dt_tensor cx = dt_tensor_view(x, DT_F32, 3, xs), cy = dt_tensor_view(yc, DT_F32, 3, ys);
+    for (int rep = 0; rep < 2; rep++) { /* the second call reuses the cached GEMM algorithm */
+        if (p.g->ops->linear_forward(p.g, lg, &gx, &gy, &err) != DT_OK) fail_msg("%s", err.msg);
+        down(p.g, &gy, yg);
+    }
+    assert_int_equal(p.c->ops->linear_forward(p.c, lc, &cx, &cy, &err), DT_OK);
+    for (int m = 0; m < M; m++) {
+        int t = m % c->T, kept = c->keep && (t == 0 || t == 2);
+        if (!kept && memcmp(yg + (size_t)m * N, yc + (size_t)m * N, (size_t)N * 4))
+            fail_msg("W%d K %d N %d: row %d differs from the CPU's", c->wbits, K, N, m);
+    }
+    assert_rel_l2_below(yg, yc, (size_t)M * N, TOL_F32);
+    p.g->ops->linear_destroy(lg);
+    p.c->ops->linear_destroy(lc);
+    dt_qweights_free(&qw);
+    drop(p.g, &gx), drop(p.g, &gy);
+    free(w), free(b), free(x), free(am), free(s), free(yg), free(yc);
+    pair_free(&p);
+}
+
+static void test_qlinear(void **state)
 {
     (void)state;
     dt_backend *g = cuda_be(DT_F32);
-    assert_false(g->ops->supports(g, DT_OP_QLINEAR, DT_I8));
-    assert_true(g->ops->supports(g, DT_OP_LINEAR, DT_BF16));
-    dt_qweights qw = {0};
-    dt_linear *l = (dt_linear *)&qw;
-    dt_err err = {0};
-    assert_int_equal(g->ops->qlinear_create(g, &qw, NULL, DT_ACT_NONE, 1, &l, &err), DT_EUNSUPPORTED);
-    assert_null(l);
-    assert_null(strchr(err.msg, '\n'));
+    assert_true(g->ops->supports(g, DT_OP_QLINEAR, DT_I8));
     dt_backend_destroy(g);
+    static const qcase cs[] = {
+        {2, 5, 256, 72, 8, 0, 1, 1, DT_ACT_NONE, 1, 0},  {1, 7, 256, 70, 8, 0, 0, 1, DT_ACT_GELU_TANH, 1, 0},
+        {3, 3, 67, 29, 8, 0, 1, 0, DT_ACT_SILU, 0, 0},   {2, 4, 128, 33, 4, 0, 1, 1, DT_ACT_GELU_TANH, 1, 0},
+        {1, 9, 192, 40, 4, 32, 1, 1, DT_ACT_NONE, 0, 0}, {2, 6, 1024, 12, 8, 0, 1, 1, DT_ACT_SILU, 1, 0},
+        {2, 6, 1024, 96, 8, 0, 1, 1, DT_ACT_NONE, 1, 1}, {3, 4, 64, 20, 4, 0, 0, 1, DT_ACT_GELU_TANH, 1, 1},
+        {1, 300, 1024, 1152, 8, 0, 1, 1, DT_ACT_GELU_TANH, 1, 0}};
+    for (size_t i = 0; i < sizeof cs / sizeof *cs; i++) check_qlinear(&cs[i]);
+}
+
+/* Calibration: the CUDA observer folds the same maxima into the caller's buffer as the CPU's. */
+static void test_linear_observe(void **state)
+{
+    (void)state;
+    pair p = pair_new();
+    const int M = 37, K = 75, N = 11;
+    tu_rng r = {901};
+    float *w = rnd(&r, (size_t)N * K, 0.3f), *x = rnd(&r, (size_t)M * K, 2.0f), *yg = tu_alloc((size_t)M * N),
+          *yc = tu_alloc((size_t)M * N), *ag = tu_alloc(K), *ac = tu_alloc(K);
+    for (int j = 0; j < K; j++) ag[j] = ac[j] = j % 5 == 0 ? 1.5f : 0.0f; /* folded into, not overwritten */
+    dt_linear *ig, *ic, *og, *oc;
+    dt_err err = {0};
+    assert_int_equal(p.g->ops->linear_create(p.g, w, NULL, K, N, DT_ACT_NONE, M, DT_F32, &ig, &err), DT_OK);
+    assert_int_equal(p.c->ops->linear_create(p.c, w, NULL, K, N, DT_ACT_NONE, M, DT_F32, &ic, &err), DT_OK);
+    assert_int_equal(p.g->ops->linear_observe(p.g, ig, K, ag, &og, &err), DT_OK);
+    assert_int_equal(p.c->ops->linear_observe(p.c, ic, K, ac, &oc, &err), DT_OK);
+    int64_t xs[2] = {M, K}, ys[2] = {M, N};
+    dt_tensor gx = up(p.g, x, DT_F32, 2, xs), gy = up(p.g, NULL, DT_F32, 2, ys);
+    dt_tensor cx = dt_tensor_view(x, DT_F32, 2, xs), cy = dt_tensor_view(yc, DT_F32, 2, ys);
+    assert_int_equal(p.g->ops->linear_forward(p.g, og, &gx, &gy, &err), DT_OK);
+    assert_int_equal(p.c->ops->linear_forward(p.c, oc, &cx, &cy, &err), DT_OK);
+    down(p.g, &gy, yg);
+    assert_memory_equal(ag, ac, K * sizeof(float));
+    assert_rel_l2_below(yg, yc, (size_t)M * N, TOL_F32);
+    p.g->ops->linear_destroy(og);
+    p.c->ops->linear_destroy(oc);
+    drop(p.g, &gx), drop(p.g, &gy);
+    free(w), free(x), free(yg), free(yc), free(ag), free(ac);
+    pair_free(&p);
 }
 
 /* ---- two backends (two streams) in two threads ---- */
@@ -608,11 +775,11 @@ int main(void)
     }
     dt_backend_destroy(be);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_memory_roundtrip),  cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_memory_roundtrip), cmocka_unit_test(test_pinned_host_buffers),  cmocka_unit_test(test_linear),
         cmocka_unit_test(test_attention),         cmocka_unit_test(test_window_attention),
         cmocka_unit_test(test_rows_and_elements), cmocka_unit_test(test_patchify),
         cmocka_unit_test(test_conv2d),            cmocka_unit_test(test_image_ops),
-        cmocka_unit_test(test_quantized_refused), cmocka_unit_test(test_two_threads),
+        cmocka_unit_test(test_qlinear), cmocka_unit_test(test_linear_observe), cmocka_unit_test(test_group_norm_large), cmocka_unit_test(test_linear_tf32), cmocka_unit_test(test_two_threads),
         cmocka_unit_test(test_api_two_contexts),  cmocka_unit_test(test_api_cancel),
         cmocka_unit_test(test_goldens_on_cuda),
     };
