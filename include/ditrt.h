@@ -378,6 +378,9 @@ typedef struct {
     ditrt_log_fn log;               /* progress lines ("calibrated on prompt i/n", per-layer sensitivity
                                      * and the allocation for "mixed"); NULL (default): silent */
     void *log_user;
+    int int8_attention;             /* 1: the plan also runs the transformer's self-attention with QKᵀ in
+                                     * int8 (SageAttention-style; plan.json "attention": "int8"; cross-
+                                     * attention, VAE and text encoder stay float); default 0 */
 } ditrt_quantize_params;
 
 /* What was written (struct_size set by ditrt_quantize_result_init; fields appended only). */
@@ -491,7 +494,10 @@ DITRT_API ditrt_status ditrt_attn_plan_summarize(const char *plan_path, const ch
 /* USF solver-schedule search (`ditrt search-solver`): an evolutionary search of a per-step
  * solver schedule at a fixed number of model evaluations (nfe) for one model folder, scored on
  * the final latents of `samples` seeds per calibration prompt (sample k: prompt k / samples,
- * seed seed + k) against the folder's own solver at ref_steps steps; the score is the mean
+ * seed seed + k) against the folder's own solver at ref_steps steps (DPM-Solver++ on the
+ * folder's betas when that solver reads learned variance channels, as Open-Sora's IDDPMScheduler:
+ * its samples carry fresh noise per step, not the ODE solution the schedules approximate; the
+ * log says so); the score is the mean
  * relative L2 over every (prompt, seed), lower is better. Model outputs are cached, so
  * candidates sharing a prefix of decisions share its evaluations. Writes the best schedule
  * (JSON, atomically) to out_path, for ditrt_ctx_params.solver_schedule / `txt2img

@@ -52,7 +52,7 @@ typedef struct {
 
 /* Op kinds for the `supports` query. The dtype asked about is, per kind: the GEMM dtype (weights
  * and GEMM inputs) for LINEAR, ATTENTION, WINDOW_ATTENTION and CONV2D; the int8 code dtype DT_I8
- * for QLINEAR; the storage dtype for COPY (tensor_set/get/copy), COPY4D, GROUP_NORM's and
+ * for QLINEAR (and DT_I8 for ATTENTION: whether attention_with runs the INT8 kernel); the storage dtype for COPY (tensor_set/get/copy), COPY4D, GROUP_NORM's and
  * UPSAMPLE's outputs; the activation dtype (f32) for the rest. BUFFER (buffer_alloc/free)
  * ignores the dtype. */
 typedef enum {
@@ -209,6 +209,24 @@ typedef struct {
      * never read be's state (a decorating backend passes itself). */
     dt_status (*host_alloc)(dt_backend *be, size_t bytes, void **ptr, dt_err *err);
     void (*host_free)(dt_backend *be, void *ptr);
+    /* ---- Attention with its kernel named per call (a model's choice, e.g. a quantization plan's
+     * int8 self-attention, while the backend's other users keep its own kernel) ---- */
+    /* window < 0: exactly `attention` (bias may be NULL); window >= 0: `window_attention` (bias
+     * NULL). kind AUTO: the backend's own kernel (the same call as those ops); GEMM, FUSED, INT8:
+     * that kernel (supports(DT_OP_ATTENTION, DT_I8) says whether INT8 runs here). NULL in a
+     * backend with one attention kernel. */
+    dt_status (*attention_with)(dt_backend *be, dt_attn_kernel kind, const dt_tensor *q, const dt_tensor *k,
+                                const dt_tensor *v, const dt_attn_bias *bias, int heads, float scale, int window,
+                                dt_tensor *out, dt_err *err);
+    /* ---- Fewer passes over activations ---- */
+    /* y = linear_forward(l, layernorm_modulate(x, shift, scale, eps)) (x [B,N,C], y [B·N, out]
+     * contiguous), with the same results as the two ops, fused where the backend can (CPU: a
+     * quantized l quantizes each normalized row as it is made, so the normalized activations never
+     * pass through memory in f32). xn: a tensor of x's shape the backend may use as scratch (the
+     * unfused path); its contents are unspecified afterwards. NULL: callers run the two ops. */
+    dt_status (*layernorm_modulate_linear)(dt_backend *be, const dt_tensor *x, const dt_tensor *shift,
+                                           const dt_tensor *scale, float eps, dt_linear *l, dt_tensor *xn,
+                                           dt_tensor *y, dt_err *err);
 } dt_backend_ops;
 
 struct dt_backend {

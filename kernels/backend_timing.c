@@ -49,6 +49,17 @@ static dt_status t_window_attention(dt_backend *be, const dt_tensor *q, const dt
 {
     TIMED(DT_OPK_ATTENTION, window_attention, q, k, v, heads, scale, window, out, err);
 }
+static dt_status t_attention_with(dt_backend *be, dt_attn_kernel kind, const dt_tensor *q, const dt_tensor *k,
+                                  const dt_tensor *v, const dt_attn_bias *bias, int heads, float scale, int window,
+                                  dt_tensor *out, dt_err *err)
+{
+    TIMED(DT_OPK_ATTENTION, attention_with, kind, q, k, v, bias, heads, scale, window, out, err);
+}
+static dt_status t_lnmod_linear(dt_backend *be, const dt_tensor *x, const dt_tensor *shift, const dt_tensor *scale,
+                                float eps, dt_linear *l, dt_tensor *xn, dt_tensor *y, dt_err *err)
+{
+    TIMED(DT_OPK_LINEAR, layernorm_modulate_linear, x, shift, scale, eps, l, xn, y, err); /* the norm rides along */
+}
 static dt_status t_layernorm_modulate(dt_backend *be, const dt_tensor *x, const dt_tensor *shift,
                                       const dt_tensor *scale, float eps, dt_tensor *y, dt_err *err)
 {
@@ -195,6 +206,8 @@ dt_status dt_backend_timed(dt_backend *inner, dt_backend **out, dt_err *err)
     tb->ops.linear_forward = t_linear_forward;
     tb->ops.attention = t_attention;
     tb->ops.window_attention = t_window_attention;
+    if (in->attention_with) tb->ops.attention_with = t_attention_with;
+    if (in->layernorm_modulate_linear) tb->ops.layernorm_modulate_linear = t_lnmod_linear;
     tb->ops.layernorm_modulate = t_layernorm_modulate;
     tb->ops.group_norm = t_group_norm;
     tb->ops.rms_norm = t_rms_norm;

@@ -271,6 +271,76 @@ static void test_backend_kernels(void **state)
     for (int b = 0; b < 3; b++) dt_backend_destroy(bes[b]);
 }
 
+/* One op of a backend: attention (window < 0) or window_attention, or attention_with(kind) when
+ * with; a poisoned output, caller frees. */
+static float *op_out(dt_backend *be, const fa_inputs *x, int with, dt_attn_kernel kind)
+{
+    const fa_case *c = &x->c;
+    size_t n = (size_t)c->B * c->nq * c->H * c->d;
+    float *o = tu_poisoned(n);
+    int64_t os[3] = {c->B, c->nq, (int64_t)c->H * c->d};
+    dt_tensor to = dt_tensor_view(o, DT_F32, 3, os);
+    dt_err err = {0};
+    const dt_attn_bias *bias = c->window < 0 ? &x->bias : NULL;
+    dt_status s = with ? be->ops->attention_with(be, kind, &x->q, &x->k, &x->v, bias, c->H, x->scale, c->window, &to, &err)
+                  : c->window < 0 ? be->ops->attention(be, &x->q, &x->k, &x->v, bias, c->H, x->scale, &to, &err)
+                                  : be->ops->window_attention(be, &x->q, &x->k, &x->v, c->H, x->scale, c->window, &to, &err);
+    if (s != DT_OK) fail_msg("%s", err.msg);
+    return o;
+}
+
+/* attention_with: the kernel named per call is exactly the kernel a backend configured for it
+ * runs (bit for bit), whatever this backend's own kernel is; AUTO is the backend's own op. */
+static void test_attention_with(void **state)
+{
+    (void)state;
+    const fa_case cs[] = {{2, 33, 19, 3, 8, -1, 1, 1}, {2, 101, 101, 2, 16, 6, 0, 0}, {1, 70, 70, 2, 24, -1, 0, 0}};
+    const dt_attn_kernel kinds[] = {DT_ATTN_KERNEL_GEMM, DT_ATTN_KERNEL_FUSED, DT_ATTN_KERNEL_INT8};
+    dt_backend *own[3], *gemm = NULL;
+    for (int k = 0; k < 3; k++) own[k] = backend(kinds[k], 0);
+    gemm = own[0];
+    assert_non_null(gemm->ops->attention_with);
+    assert_true(gemm->ops->supports(gemm, DT_OP_ATTENTION, DT_I8));
+    for (size_t i = 0; i < sizeof cs / sizeof *cs; i++) {
+        fa_inputs x;
+        make_inputs(&cs[i], 300 + i, &x);
+        size_t n = (size_t)cs[i].B * cs[i].nq * cs[i].H * cs[i].d, bytes = n * sizeof(float);
+        for (int k = 0; k < 3; k++) {
+            float *want = op_out(own[k], &x, 0, kinds[k]);
+            for (int b = 0; b < 3; b++) { /* named on every backend, whatever its own kernel */
+                float *got = op_out(own[b], &x, 1, kinds[k]);
+                if (memcmp(got, want, bytes)) fail_msg("case %zu: attention_with(%d) on a backend of kernel %d differs", i, k, b);
+                free(got);
+            }
+            float *aut = op_out(own[k], &x, 1, DT_ATTN_KERNEL_AUTO);
+            if (memcmp(aut, want, bytes)) fail_msg("case %zu: attention_with(AUTO) is not the backend's own op", i);
+            free(aut);
+            /* int8 QKᵀ stays an approximation of the reference; the float kernels match it */
+            double e = tu_rel_l2(want, x.ref, n);
+            if (!(e <= (kinds[k] == DT_ATTN_KERNEL_INT8 ? 3e-2 : 2e-5))) fail_msg("case %zu kernel %d: rel L2 %.3g", i, k, e);
+            if (kinds[k] == DT_ATTN_KERNEL_INT8 && !(e > 1e-6)) fail_msg("case %zu: int8 kernel as exact as f32?", i);
+            free(want);
+        }
+        free_inputs(&x);
+    }
+    dt_err err = {0};
+    fa_inputs x;
+    make_inputs(&cs[1], 7, &x);
+    int64_t os[3] = {2, 101, 32};
+    float *o = tu_alloc(2 * 101 * 32);
+    dt_tensor to = dt_tensor_view(o, DT_F32, 3, os);
+    dt_attn_bias kb = {x.kbias, NULL};
+    assert_int_equal(gemm->ops->attention_with(gemm, DT_ATTN_KERNEL_INT8, &x.q, &x.k, &x.v, &kb, 2, x.scale, 6, &to, &err),
+                     DT_EINVAL); /* a window takes no bias */
+    err = (dt_err){0};
+    assert_int_equal(gemm->ops->attention_with(gemm, (dt_attn_kernel)9, &x.q, &x.k, &x.v, NULL, 2, x.scale, -1, &to, &err),
+                     DT_EINVAL);
+    if (!strstr(err.msg, "kernel")) fail_msg("message: %s", err.msg);
+    free(o);
+    free_inputs(&x);
+    for (int k = 0; k < 3; k++) dt_backend_destroy(own[k]);
+}
+
 /* AUTO: DITRT_ATTN picks, a bad value is a one-line error, unset gives fused for f32. */
 static void test_backend_switch(void **state)
 {
@@ -312,6 +382,7 @@ int main(void)
         cmocka_unit_test(test_backend_kernels),
         cmocka_unit_test(test_backend_switch),
         cmocka_unit_test(test_int8_qk),
+        cmocka_unit_test(test_attention_with),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,7 @@
 #include "runtime/models/latte.h"
 #include "runtime/io/image.h"
 #include <sys/stat.h>
+#include <omp.h>
 #include <sys/wait.h>
 
 #define TINY "tests/fixtures/pixart-sigma-tiny"
@@ -956,12 +957,255 @@ static void test_class_roles(void **state)
     assert_int_equal(dt_quantizer_role(&fl, "transformer_blocks.0.attn1.to_q"), 0);
 }
 
+/* Worst rel L2 of a against b over the tiny cases and timesteps; *same: all bit-identical. */
+static double tiny_compare(pixart_model *a, pixart_model *b, int *same)
+{
+    double worst = 0;
+    *same = 1;
+    for (int ci = 0; ci < 3; ci++)
+        for (int ti = 0; ti < 4; ti++) {
+            size_t n, n2;
+            float *x = tiny_forward(a, ci, ti, &n), *y = tiny_forward(b, ci, ti, &n2);
+            assert_int_equal(n, n2);
+            *same &= !memcmp(x, y, n * sizeof(float));
+            worst = fmax(worst, tu_rel_l2(x, y, n));
+            free(x);
+            free(y);
+        }
+    return worst;
+}
+
+/* Int8 self-attention, an option of a plan (measured on the tiny model: W8A8 6.1e-2 vs f32, with int8
+ * attention 6.3e-2, 4.6e-2 between the two): plan.json says "attention": "int8" only when asked
+ * (other values refused, naming the field); a plan without it builds a model computing bit for bit
+ * what the quantizer built before writing it; one with it runs the int8 kernel (the outputs move)
+ * within the W8A8 bound of the float model; a backend without the kernel refuses such a plan. */
+static void test_int8_attention_plan(void **state)
+{
+    (void)state;
+    dt_backend *be = tu_backend(DT_F32);
+    dt_quantizer cal = {.mode = DT_QMODE_OBSERVE};
+    pixart_model *ref = tiny_model(be, &cal);
+    for (int ci = 0; ci < 3; ci++)
+        for (int ti = 0; ti < 4; ti++) {
+            size_t n;
+            free(tiny_forward(ref, ci, ti, &n));
+        }
+    dt_quantizer q = cal; /* shares the statistics; only `cal` frees them */
+    q.mode = DT_QMODE_QUANT;
+    q.wbits = 8, q.alpha = 0.5f, q.seed = 11, q.balance = 1, q.rotate = 1, q.record = 1;
+    q.rec = NULL, q.nrec = q.reccap = 0;
+    pixart_model *mq = tiny_model(be, &q);
+    char tmp[256], a[300], b[300], bad[300], path[400];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(a, sizeof a, "%s/plain", tmp);
+    snprintf(b, sizeof b, "%s/int8", tmp);
+    dt_qplan_model mf = {.class_name = "PixArtTransformer2DModel", .blocks = 3, .hidden = 48};
+    dt_err err = {0};
+    assert_int_equal(dt_qplan_save(&q, a, "w8a8", TINY, &mf, &err), DT_OK);
+    q.attn_int8 = 1;
+    assert_int_equal(dt_qplan_save(&q, b, "w8a8", TINY, &mf, &err), DT_OK);
+    snprintf(path, sizeof path, "%s/plan.json", a);
+    char *ja = slurp(path);
+    snprintf(path, sizeof path, "%s/plan.json", b);
+    char *jb = slurp(path);
+    assert_null(strstr(ja, "\"attention\""));
+    assert_non_null(strstr(jb, "\"attention\":\t\"int8\""));
+    free(ja);
+    free(jb);
+    dt_quantizer pa, pb;
+    assert_int_equal(dt_quantizer_open_plan(a, &pa, &err), DT_OK);
+    assert_int_equal(dt_quantizer_open_plan(b, &pb, &err), DT_OK);
+    assert_int_equal(pa.attn_int8, 0);
+    assert_int_equal(pb.attn_int8, 1);
+    pixart_model *ma = tiny_model(be, &pa), *mb = tiny_model(be, &pb);
+    dt_quantizer_close_plan(&pa);
+    dt_quantizer_close_plan(&pb);
+    int same;
+    double e_plan = tiny_compare(ma, mq, &same);
+    if (!same) fail_msg("a plan without \"attention\" does not compute what its quantizer built (rel %.3g)", e_plan);
+    double e_a = tiny_compare(ma, ref, &same), e_b = tiny_compare(mb, ref, &same), d = tiny_compare(mb, ma, &same);
+    printf("  tiny PixArt-Sigma vs f32: W8A8 %.2e, W8A8 + int8 attention %.2e (%.2e from W8A8)\n", e_a, e_b, d);
+    if (same || !(d > 0)) fail_msg("the int8 attention plan computes the same as the plain plan");
+    if (!(e_b < 0.08 && d < 0.08)) fail_msg("int8 attention too far: %.3g vs f32, %.3g vs W8A8", e_b, d);
+    /* "float" is the default spelled out; anything else is refused naming the field */
+    snprintf(bad, sizeof bad, "%s/float", tmp);
+    edited_plan(b, bad, "\"int8\"", "\"float\"");
+    assert_int_equal(dt_quantizer_open_plan(bad, &pa, &err), DT_OK);
+    assert_int_equal(pa.attn_int8, 0);
+    dt_quantizer_close_plan(&pa);
+    snprintf(bad, sizeof bad, "%s/int4", tmp);
+    edited_plan(b, bad, "\"int8\"", "\"int4\"");
+    assert_int_not_equal(dt_quantizer_open_plan(bad, &pa, &err), DT_OK);
+    if (!strstr(err.msg, "\"attention\" must be \"float\" or \"int8\"")) fail_msg("message: %s", err.msg);
+    dt_quantizer_close_plan(&pa);
+    /* a backend with one attention kernel refuses the int8 plan at load, naming the layer */
+    dt_backend_ops one = *be->ops;
+    const dt_backend_ops *own = be->ops;
+    one.attention_with = NULL;
+    be->ops = &one;
+    assert_int_equal(dt_quantizer_open_plan(b, &pb, &err), DT_OK);
+    pixart_config c;
+    dt_safetensors *st;
+    assert_int_equal(pixart_config_load(TINY "/transformer", &c, &err), DT_OK);
+    assert_int_equal(dt_st_open_dir(TINY "/transformer", "diffusion_pytorch_model", &st, &err), DT_OK);
+    dt_weight_source src = dt_weights_from_file(st);
+    assert_int_equal(dt_quantizer_attach(&pb, &dt_pixart_class, &src, &err), DT_OK);
+    pixart_model *none = NULL;
+    err = (dt_err){0};
+    assert_int_not_equal(pixart_create(be, &c, &src, &none, &err), DT_OK);
+    if (!strstr(err.msg, "transformer_blocks.0.attn1: int8 attention")) fail_msg("message: %s", err.msg);
+    dt_st_close(st);
+    dt_quantizer_close_plan(&pb);
+    be->ops = own;
+    for (int i = 0; i < q.nrec; i++) dt_qweights_free(&q.rec[i].qw);
+    free(q.rec);
+    pixart_free(ma); pixart_free(mb); pixart_free(mq); pixart_free(ref);
+    dt_quantizer_free(&cal);
+    dt_backend_destroy(be);
+    tu_rmtree(tmp);
+}
+
+/* ditrt quantize --int8-attn writes the field; txt2img --quant runs it close to the float image,
+ * and not identically to the plain plan's. */
+static void test_cli_int8_attention(void **state)
+{
+    (void)state;
+    char tmp[256], cmd[2048], err[4096];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(cmd, sizeof cmd, "%s/prompts.txt", tmp);
+    tu_write_file(cmd, "a red cube\n", 11);
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd, "./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --steps 2 --out %s/p%d %s --quiet",
+                 tmp, tmp, i, i ? "--int8-attn" : "");
+        if (sh(tmp, cmd, err, sizeof err)) fail_msg("quantize failed: %s", err);
+        snprintf(cmd, sizeof cmd, "./ditrt txt2img -m " PIPE " -p 'a red cube' --steps 2 --dtype f32 --quiet -o %s/q%d.png "
+                 "--quant %s/p%d", tmp, i, tmp, i);
+        if (sh(tmp, cmd, err, sizeof err)) fail_msg("txt2img --quant failed: %s", err);
+    }
+    snprintf(cmd, sizeof cmd, "%s/p1/plan.json", tmp);
+    char *j = slurp(cmd);
+    assert_non_null(strstr(j, "\"attention\":\t\"int8\""));
+    free(j);
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m " PIPE " -p 'a red cube' --steps 2 --dtype f32 --quiet -o %s/f.png", tmp);
+    if (sh(tmp, cmd, err, sizeof err)) fail_msg("txt2img failed: %s", err);
+    snprintf(cmd, sizeof cmd, "./ditrt compare %s/q1.png %s/f.png --min-psnr 28", tmp, tmp);
+    if (sh(tmp, cmd, err, sizeof err)) fail_msg("int8-attention image too far from the float one: %s", err);
+    tu_rmtree(tmp);
+}
+
+/* The fused LayerNorm-modulate + quantized linear (layernorm_modulate_linear): bit-identical to the
+ * two ops (layernorm_modulate, then linear_forward) for quantized layers (W8/W4, balanced, rotated,
+ * grouped), float layers and calibration observers alike, on strided x and [B, 6C]-strided
+ * shift/scale views as the DiT blocks pass; and against the plain-C references (ref_layernorm_
+ * modulate in double, then ref_qlinear): codes may round the other way where the normalized value
+ * differs in the last bit, so a small tolerance, and W8 stays within 2% of the float layer. */
+static void test_lnmod_qlinear_fused(void **state)
+{
+    (void)state;
+    typedef struct { int B, N, K, out, wbits, smooth, rotate, group, mods, act; } lcase;
+    const lcase cs[] = {
+        {2, 17, 64, 40, 8, 0, 0, 0, 2, DT_ACT_NONE}, {1, 33, 96, 70, 8, 1, 1, 0, 2, DT_ACT_GELU_TANH},
+        {2, 9, 128, 300, 8, 1, 1, 0, 1, DT_ACT_NONE}, {3, 5, 72, 50, 4, 1, 1, 0, 2, DT_ACT_NONE},
+        {2, 11, 64, 2400, 4, 1, 0, 16, 0, DT_ACT_SILU}, {1, 40, 48, 96, 0, 0, 0, 0, 2, DT_ACT_NONE}, /* float */
+        {2, 7, 40, 24, -1, 0, 0, 0, 2, DT_ACT_NONE}, /* a calibration observer */
+    };
+    dt_backend *be = tu_backend(DT_F32);
+    assert_non_null(be->ops->layernorm_modulate_linear);
+    for (size_t ci = 0; ci < sizeof cs / sizeof *cs; ci++) {
+        const lcase *c = &cs[ci];
+        tu_rng r = {1000 + ci};
+        int64_t M = (int64_t)c->B * c->N, ld = c->K + 3, K = c->K;
+        float *x = tu_alloc((size_t)M * ld), *mod = tu_alloc((size_t)c->B * 6 * K), *w = tu_alloc((size_t)c->out * K);
+        float *b = tu_alloc(c->out), *sm = tu_alloc(K), *y = tu_poisoned((size_t)M * c->out), *y2 = tu_poisoned((size_t)M * c->out);
+        float *xn = tu_poisoned((size_t)M * K), *xn2 = tu_poisoned((size_t)M * K), *xr = tu_alloc((size_t)M * K);
+        float *yr = tu_alloc((size_t)M * c->out), *yf = tu_alloc((size_t)M * c->out), *amax = calloc((size_t)K, sizeof(float));
+        tu_fill(&r, x, (size_t)M * ld, 3.0f);
+        for (int64_t i = 0; i < M * ld; i++) x[i] += 0.5f; /* a mean to remove */
+        tu_fill(&r, mod, (size_t)c->B * 6 * K, 0.5f);
+        tu_fill(&r, w, (size_t)c->out * K, 0.2f);
+        tu_fill(&r, b, c->out, 0.5f);
+        for (int j = 0; j < K; j++) sm[j] = 0.5f + 0.25f * (tu_uniform(&r) + 1.0f);
+        int64_t xs[3] = {c->B, c->N, K}, ms[2] = {c->B, K}, ys[2] = {M, c->out}, x2s[2] = {M, K};
+        dt_tensor tx = dt_tensor_view(x, DT_F32, 3, xs), sh = dt_tensor_view(mod, DT_F32, 2, ms), sc = sh;
+        tx.strides[1] = ld, tx.strides[0] = c->N * ld;
+        sh.strides[0] = sc.strides[0] = 6 * K;
+        sc.data = mod + 2 * K;
+        const dt_tensor *psh = c->mods >= 1 ? &sh : NULL, *psc = c->mods >= 2 ? &sc : NULL;
+        dt_tensor txn = dt_tensor_view(xn, DT_F32, 3, xs), txn2 = dt_tensor_view(xn2, DT_F32, 3, xs);
+        dt_tensor ty = dt_tensor_view(y, DT_F32, 2, ys), ty2 = dt_tensor_view(y2, DT_F32, 2, ys);
+        dt_tensor txn2d = dt_tensor_view(xn2, DT_F32, 2, x2s);
+        dt_err err = {0};
+        dt_qweights qw = {0};
+        dt_linear *l = NULL;
+        if (c->wbits > 0) {
+            assert_int_equal(dt_qweights_make(w, K, c->out, c->wbits, c->group, c->smooth ? sm : NULL, c->rotate ? 77 : 0,
+                                              &qw, &err), DT_OK);
+            assert_int_equal(be->ops->qlinear_create(be, &qw, b, c->act, 64, &l, &err), DT_OK);
+        } else {
+            assert_int_equal(be->ops->linear_create(be, w, b, K, c->out, c->act, 64, DT_F32, &l, &err), DT_OK);
+            if (c->wbits < 0) assert_int_equal(be->ops->linear_observe(be, l, K, amax, &l, &err), DT_OK);
+        }
+        assert_int_equal(be->ops->layernorm_modulate_linear(be, &tx, psh, psc, 1e-6f, l, &txn, &ty, &err), DT_OK);
+        assert_int_equal(be->ops->layernorm_modulate(be, &tx, psh, psc, 1e-6f, &txn2, &err), DT_OK);
+        assert_int_equal(be->ops->linear_forward(be, l, &txn2d, &ty2, &err), DT_OK);
+        if (memcmp(y, y2, (size_t)M * c->out * sizeof(float))) fail_msg("case %zu: fused differs from the two ops", ci);
+        if (c->wbits < 0) { /* the observer saw the normalized rows, twice */
+            float mx = 0;
+            for (int j = 0; j < K; j++) mx = fmaxf(mx, amax[j]);
+            assert_true(mx > 0);
+        }
+        dt_tensor txr = dt_tensor_view(xr, DT_F32, 3, xs);
+        ref_layernorm_modulate(&tx, psh, psc, 1e-6f, &txr);
+        ref_linear(xr, (int)M, (int)K, w, b, c->out, c->act, yf);
+        if (c->wbits > 0) {
+            ref_qlinear(xr, (int)M, &qw, b, c->act, yr, NULL, NULL);
+            double md = 0, mr = 0;
+            for (int64_t i = 0; i < M * c->out; i++) {
+                md = fmax(md, fabs((double)y[i] - yr[i]));
+                mr = fmax(mr, fabs((double)yr[i]));
+            }
+            if (!(md <= 5e-3 * mr)) fail_msg("case %zu: max diff %.3g vs the plain-C reference (max %.3g)", ci, md, mr);
+        }
+        double e = tu_rel_l2(y, yf, (size_t)M * c->out), lim = c->wbits == 4 ? 0.2 : c->wbits == 8 ? 2e-2 : 1e-5;
+        if (!(e <= lim)) fail_msg("case %zu: rel L2 %.3g to the float reference exceeds %.3g", ci, e, lim);
+        /* bf16 layers: LayerNorm-modulate writes the bf16 GEMM input itself (the same bits as the
+         * op then the conversion; the GEMM part runs where bf16 is native) */
+        cpu_lnmod ln;
+        assert_true(cpu_lnmod_init(&tx, psh, psc, 1e-6f, &ln));
+        uint16_t *h = malloc((size_t)M * K * 2), *h2 = malloc((size_t)M * K * 2);
+        float *tmp = tu_alloc((size_t)omp_get_max_threads() * K);
+        assert_non_null(h);
+        assert_non_null(h2);
+        cpu_lnmod_rows_bf16(&ln, M, h, tmp);
+        cpu_f32_to_bf16(xn2, h2, (size_t)M * K);
+        if (memcmp(h, h2, (size_t)M * K * 2)) fail_msg("case %zu: bf16 rows differ from the op + conversion", ci);
+        free(h); free(h2); free(tmp);
+        if (c->wbits == 0 && tu_have_bf16()) {
+            dt_backend *b16 = tu_backend(DT_BF16);
+            dt_linear *lb = NULL;
+            assert_int_equal(b16->ops->linear_create(b16, w, b, K, c->out, c->act, 64, DT_BF16, &lb, &err), DT_OK);
+            assert_int_equal(b16->ops->layernorm_modulate_linear(b16, &tx, psh, psc, 1e-6f, lb, &txn, &ty, &err), DT_OK);
+            assert_int_equal(b16->ops->linear_forward(b16, lb, &txn2d, &ty2, &err), DT_OK);
+            if (memcmp(y, y2, (size_t)M * c->out * sizeof(float))) fail_msg("case %zu: bf16 fused differs", ci);
+            b16->ops->linear_destroy(lb);
+            dt_backend_destroy(b16);
+        }
+        be->ops->linear_destroy(l);
+        dt_qweights_free(&qw);
+        free(x); free(mod); free(w); free(b); free(sm); free(y); free(y2); free(xn); free(xn2); free(xr); free(yr);
+        free(yf); free(amax);
+    }
+    dt_backend_destroy(be);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_qlinear_exact),
         cmocka_unit_test(test_qlinear_rotated),
         cmocka_unit_test(test_qrow_parity),
+        cmocka_unit_test(test_lnmod_qlinear_fused),
         cmocka_unit_test(test_roundtrip_half_step),
         cmocka_unit_test(test_hadamard),
         cmocka_unit_test(test_w4_groups),
@@ -978,6 +1222,8 @@ int main(void)
         cmocka_unit_test(test_cli_quantize_mixed),
         cmocka_unit_test(test_api_quantize),
         cmocka_unit_test(test_api_quantize_rejects),
+        cmocka_unit_test(test_int8_attention_plan),
+        cmocka_unit_test(test_cli_int8_attention),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

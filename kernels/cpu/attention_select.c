@@ -2,7 +2,8 @@
  * the reference path) or the fused one (attention_fused.c), per backend. The fused kernel is
  * the f32 default: it measured faster than the two GEMMs here (`ditrt bench attention`); bf16
  * keeps the two GEMMs, whose bf16 dot products the fused kernel does not have. The int8-QKᵀ
- * variant of the fused kernel runs only when asked for (DT_ATTN_KERNEL_INT8, DITRT_ATTN=int8). */
+ * variant of the fused kernel runs only when asked for (DT_ATTN_KERNEL_INT8, DITRT_ATTN=int8), for the
+ * whole backend or per call (cpu_attention_with: a model's choice, e.g. a quantization plan's). */
 #include "cpu.h"
 #include "attention_fused.h"
 #include <omp.h>
@@ -32,39 +33,40 @@ dt_status cpu_attn_kernel(const dt_backend_config *cfg, dt_attn_kernel *kind, dt
 
 static int strided_ok(const dt_tensor *t) { return t->dtype == DT_F32 && t->ndim == 3 && t->strides[2] == 1; }
 
-dt_status cpu_attention_fused(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
-                              const dt_attn_bias *bias, int heads, float scale, dt_tensor *out, dt_err *err)
+/* The fused kernel, QKᵀ in int8 when qk8; window < 0: full attention with bias. */
+static dt_status fused(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
+                       const dt_attn_bias *bias, int heads, float scale, int window, int qk8, dt_tensor *out,
+                       dt_err *err)
 {
+    const char *op = window < 0 ? "attention" : "window_attention";
     if (!strided_ok(q) || !strided_ok(k) || !strided_ok(v) || !strided_ok(out))
-        return dt_fail(err, DT_EINVAL, "attention: q/k/v/out must be f32 [B, N, C] views with unit element stride");
+        return dt_fail(err, DT_EINVAL, "%s: q/k/v/out must be f32 [B, N, C] views with unit element stride", op);
     int64_t B = q->shape[0], nq = q->shape[1], nk = k->shape[1], C = q->shape[2];
     if (heads <= 0 || C % heads || k->shape[2] != C || v->shape[2] != C || v->shape[1] != nk || k->shape[0] != B ||
         v->shape[0] != B || out->shape[0] != B || out->shape[1] != nq || out->shape[2] != C)
-        return dt_fail(err, DT_EINVAL, "attention: inconsistent q/k/v/out shapes or strides");
+        return dt_fail(err, DT_EINVAL, "%s: inconsistent q/k/v/out shapes or strides", op);
+    if (window >= 0 && (nk != nq || !(scale > 0) || bias))
+        return dt_fail(err, DT_EINVAL, "window_attention: needs Nq == Nk, scale > 0 and no bias");
     int threads = omp_get_max_threads();
     void *ws = cpu_scratch((cpu_backend *)be, fattn_scratch_bytes(B, nq, nk, heads, C / heads, threads));
-    if (!ws) return dt_fail(err, DT_ENOMEM, "attention: out of memory for the fused kernel's tiles");
-    fattn_run(q, k, v, bias, heads, scale, -1, FATTN_ISA_AUTO, ((cpu_backend *)be)->attn_kernel == DT_ATTN_KERNEL_INT8,
-              threads, ws, out);
+    if (!ws) return dt_fail(err, DT_ENOMEM, "%s: out of memory for the fused kernel's tiles", op);
+    fattn_run(q, k, v, bias, heads, scale, window, FATTN_ISA_AUTO, qk8, threads, ws, out);
     return DT_OK;
+}
+
+static int int8_qk(dt_backend *be) { return ((cpu_backend *)be)->attn_kernel == DT_ATTN_KERNEL_INT8; }
+
+dt_status cpu_attention_fused(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
+                              const dt_attn_bias *bias, int heads, float scale, dt_tensor *out, dt_err *err)
+{
+    return fused(be, q, k, v, bias, heads, scale, -1, int8_qk(be), out, err);
 }
 
 dt_status cpu_window_attention_fused(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
                                      int heads, float scale, int window, dt_tensor *out, dt_err *err)
 {
-    if (!strided_ok(q) || !strided_ok(k) || !strided_ok(v) || !strided_ok(out))
-        return dt_fail(err, DT_EINVAL, "window_attention: q/k/v/out must be f32 [B, N, C] views with unit element stride");
-    int64_t B = q->shape[0], N = q->shape[1], C = q->shape[2];
-    if (heads <= 0 || C % heads || window < 0 || !(scale > 0) || k->shape[0] != B || v->shape[0] != B ||
-        k->shape[1] != N || v->shape[1] != N || k->shape[2] != C || v->shape[2] != C || out->shape[0] != B ||
-        out->shape[1] != N || out->shape[2] != C)
-        return dt_fail(err, DT_EINVAL, "window_attention: inconsistent q/k/v/out shapes or strides, or window < 0");
-    int threads = omp_get_max_threads();
-    void *ws = cpu_scratch((cpu_backend *)be, fattn_scratch_bytes(B, N, N, heads, C / heads, threads));
-    if (!ws) return dt_fail(err, DT_ENOMEM, "window_attention: out of memory for the fused kernel's tiles");
-    fattn_run(q, k, v, NULL, heads, scale, window, FATTN_ISA_AUTO, ((cpu_backend *)be)->attn_kernel == DT_ATTN_KERNEL_INT8,
-              threads, ws, out);
-    return DT_OK;
+    if (window < 0) return dt_fail(err, DT_EINVAL, "window_attention: window < 0");
+    return fused(be, q, k, v, NULL, heads, scale, window, int8_qk(be), out, err);
 }
 
 dt_status cpu_attention_op(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
@@ -80,4 +82,23 @@ dt_status cpu_window_attention_op(dt_backend *be, const dt_tensor *q, const dt_t
     return ((cpu_backend *)be)->attn_kernel != DT_ATTN_KERNEL_GEMM
                ? cpu_window_attention_fused(be, q, k, v, heads, scale, window, out, err)
                                            : cpu_window_attention(be, q, k, v, heads, scale, window, out, err);
+}
+
+dt_status cpu_attention_with(dt_backend *be, dt_attn_kernel kind, const dt_tensor *q, const dt_tensor *k,
+                             const dt_tensor *v, const dt_attn_bias *bias, int heads, float scale, int window,
+                             dt_tensor *out, dt_err *err)
+{
+    if (window >= 0 && bias) return dt_fail(err, DT_EINVAL, "window_attention: no bias with a window");
+    switch (kind) {
+    case DT_ATTN_KERNEL_AUTO:
+        return window < 0 ? cpu_attention_op(be, q, k, v, bias, heads, scale, out, err)
+                          : cpu_window_attention_op(be, q, k, v, heads, scale, window, out, err);
+    case DT_ATTN_KERNEL_GEMM:
+        return window < 0 ? cpu_attention(be, q, k, v, bias, heads, scale, out, err)
+                          : cpu_window_attention(be, q, k, v, heads, scale, window, out, err);
+    case DT_ATTN_KERNEL_FUSED:
+    case DT_ATTN_KERNEL_INT8:
+        return fused(be, q, k, v, bias, heads, scale, window, kind == DT_ATTN_KERNEL_INT8, out, err);
+    }
+    return dt_fail(err, DT_EINVAL, "attention: unknown kernel %d", (int)kind);
 }

@@ -83,6 +83,26 @@ dt_status cpu_linear_create(dt_backend *be, const float *w, const float *b, int 
 dt_status cpu_linear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err);
 /* Rows of a contiguous f32 [M, n] or [B, T, n] tensor; -1 when it is not one. */
 int64_t cpu_rows(const dt_tensor *t, int n);
+/* LayerNorm-modulate one row at a time (elementwise.c): cpu_lnmod_row is the body of
+ * cpu_layernorm_modulate (yr = LN(xr)·(1+sc) + sh, sh/sc may be NULL; compiled once, so every
+ * caller gets the same bits); cpu_lnmod_init describes the op's x [B,N,C] view (unit element
+ * stride) and [B,C] shift/scale views (0 if they do not fit), cpu_lnmod_rowm makes row m = b·N + i. */
+typedef struct {
+    const float *x, *shift, *scale;
+    int64_t N, C, xs0, xs1, shs, scs;
+    float eps;
+} cpu_lnmod;
+void cpu_lnmod_row(const float *xr, const float *sh, const float *sc, int64_t C, float eps, float *yr);
+int cpu_lnmod_init(const dt_tensor *x, const dt_tensor *shift, const dt_tensor *scale, float eps, cpu_lnmod *p);
+void cpu_lnmod_rowm(const cpu_lnmod *p, int64_t m, float *yr);
+/* Rows [0, M) of p made and rounded to bf16 into dst [M, C] (the bits of layernorm_modulate then
+ * cpu_f32_to_bf16, in one pass); tmp: C floats per OpenMP thread. */
+void cpu_lnmod_rows_bf16(const cpu_lnmod *p, int64_t M, uint16_t *dst, float *tmp);
+/* linear_forward of a bf16 float layer (cpu_linear_is_bf16) on LayerNorm-modulate(ln)'s m rows
+ * (matmul_dnnl.c). */
+int cpu_linear_is_bf16(const dt_linear *l);
+dt_status cpu_linear_forward_lnmod(dt_backend *be, dt_linear *l, const cpu_lnmod *ln, int64_t m, dt_tensor *y,
+                                   dt_err *err);
 void cpu_linear_destroy(dt_linear *l);
 dt_status cpu_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
                         const dt_attn_bias *bias, int heads, float scale, dt_tensor *out, dt_err *err);
@@ -135,6 +155,10 @@ dt_status cpu_attention_fused(dt_backend *be, const dt_tensor *q, const dt_tenso
                               const dt_attn_bias *bias, int heads, float scale, dt_tensor *out, dt_err *err);
 dt_status cpu_window_attention_fused(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
                                      int heads, float scale, int window, dt_tensor *out, dt_err *err);
+/* attention_with (backend.h): the kernel named per call, whatever cb->attn_kernel is. */
+dt_status cpu_attention_with(dt_backend *be, dt_attn_kernel kind, const dt_tensor *q, const dt_tensor *k,
+                             const dt_tensor *v, const dt_attn_bias *bias, int heads, float scale, int window,
+                             dt_tensor *out, dt_err *err);
 
 /* DiTFastAttn banded attention (window_attention.c) */
 dt_status cpu_window_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
@@ -149,6 +173,12 @@ dt_status cpu_qlinear_create(dt_backend *be, const dt_qweights *qw, const float 
 dt_status cpu_linear_observe(dt_backend *be, dt_linear *inner, int in, float *amax, dt_linear **lin, dt_err *err);
 dt_status cpu_qlinear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err);
 void cpu_qlinear_destroy(dt_linear *l);
+/* layernorm_modulate_linear (backend.h): a quantized layer quantizes each normalized row as it is
+ * made (cpu_lnmod_rowm, then cpu_qrow: the same bits as the two ops), a bf16 float layer gets its
+ * GEMM input written in bf16 directly (cpu_lnmod_rows_bf16); f32 layers run the two ops. */
+dt_status cpu_layernorm_modulate_linear(dt_backend *be, const dt_tensor *x, const dt_tensor *shift,
+                                        const dt_tensor *scale, float eps, dt_linear *l, dt_tensor *xn, dt_tensor *y,
+                                        dt_err *err);
 dt_status cpu_qlinear_keep_tokens(dt_backend *be, dt_linear *q, dt_linear *fp, const int *tokens, int n, dt_err *err);
 /* One activation row x[K] balanced (⊙ smooth), rotated (±1 signs, then the block Hadamard of
  * quant.h, unnormalized) and quantized to q[K] (symmetric int8 at 127/amax); returns amax.

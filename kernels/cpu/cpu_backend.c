@@ -19,8 +19,10 @@ static int cpu_supports(dt_backend *be, dt_op op, dt_dtype t)
     (void)be;
     switch (op) {
     case DT_OP_BUFFER: return 1;
-    case DT_OP_LINEAR:
     case DT_OP_ATTENTION:
+        if (t == DT_I8) return 1; /* attention_with's INT8 kernel (f32 data, int8 QKᵀ) */
+        /* fall through */
+    case DT_OP_LINEAR:
     case DT_OP_WINDOW_ATTENTION:
     case DT_OP_CONV2D: return t == DT_F32 || (t == DT_BF16 && cpu_native_bf16());
     case DT_OP_QLINEAR: return t == DT_I8; /* exact through f32 without VNNI (cpu_exact_int8) */
@@ -84,6 +86,8 @@ static const dt_backend_ops cpu_ops = {
     .qlinear_create = cpu_qlinear_create,
     .linear_observe = cpu_linear_observe,
     .qlinear_keep_tokens = cpu_qlinear_keep_tokens,
+    .attention_with = cpu_attention_with,
+    .layernorm_modulate_linear = cpu_layernorm_modulate_linear,
     /* U-Net feed-forward */
     .geglu = cpu_geglu,
 };

@@ -1,6 +1,7 @@
 /* Row-parallel elementwise kernels: LayerNorm+modulate, gated residual, activations,
  * patchify/unpatchify, bf16 conversion. */
 #include "cpu.h"
+#include <omp.h>
 #include "vmath.h"
 #include <math.h>
 #include <string.h>
@@ -24,6 +25,60 @@ static int row_vec_ok(const dt_tensor *v, const dt_tensor *x)
     return !v || (v->ndim == 2 && v->shape[0] == x->shape[0] && v->shape[1] == x->shape[2] && v->strides[1] == 1);
 }
 
+/* Not inlined: the op below and the fused LayerNorm-modulate + quantization of qlinear.c run this
+ * one compiled body, so both give the same bits. */
+__attribute__((noinline)) void cpu_lnmod_row(const float *xr, const float *sh, const float *sc, int64_t C, float eps,
+                                             float *yr)
+{
+    float sum = 0, sq = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t c = 0; c < C; c++) sum += xr[c];
+    float mean = sum / (float)C;
+#pragma omp simd reduction(+ : sq)
+    for (int64_t c = 0; c < C; c++) sq += (xr[c] - mean) * (xr[c] - mean);
+    float inv = 1.0f / sqrtf(sq / (float)C + eps);
+    if (sh && sc) {
+#pragma omp simd
+        for (int64_t c = 0; c < C; c++) yr[c] = (xr[c] - mean) * inv * (1.0f + sc[c]) + sh[c];
+    } else {
+        for (int64_t c = 0; c < C; c++) {
+            float o = (xr[c] - mean) * inv;
+            if (sc) o *= 1.0f + sc[c];
+            if (sh) o += sh[c];
+            yr[c] = o;
+        }
+    }
+}
+
+int cpu_lnmod_init(const dt_tensor *x, const dt_tensor *shift, const dt_tensor *scale, float eps, cpu_lnmod *p)
+{
+    if (x->ndim != 3 || x->strides[2] != 1 || x->dtype != DT_F32 || !row_vec_ok(shift, x) || !row_vec_ok(scale, x))
+        return 0;
+    *p = (cpu_lnmod){F(x), shift ? F(shift) : NULL, scale ? F(scale) : NULL, x->shape[1], x->shape[2],
+                     x->strides[0], x->strides[1], shift ? shift->strides[0] : 0, scale ? scale->strides[0] : 0, eps};
+    return 1;
+}
+
+void cpu_lnmod_rowm(const cpu_lnmod *p, int64_t m, float *yr)
+{
+    int64_t b = m / p->N, i = m % p->N;
+    cpu_lnmod_row(p->x + b * p->xs0 + i * p->xs1, p->shift ? p->shift + b * p->shs : NULL,
+                  p->scale ? p->scale + b * p->scs : NULL, p->C, p->eps, yr);
+}
+
+void cpu_lnmod_rows_bf16(const cpu_lnmod *p, int64_t M, uint16_t *dst, float *tmp)
+{
+#pragma omp parallel
+    {
+        float *row = tmp + (size_t)omp_get_thread_num() * p->C;
+#pragma omp for schedule(static)
+        for (int64_t m = 0; m < M; m++) {
+            cpu_lnmod_rowm(p, m, row);
+            cpu_f32_to_bf16(row, dst + m * p->C, (size_t)p->C);
+        }
+    }
+}
+
 dt_status cpu_layernorm_modulate(dt_backend *be, const dt_tensor *x, const dt_tensor *shift,
                                  const dt_tensor *scale, float eps, dt_tensor *y, dt_err *err)
 {
@@ -33,30 +88,10 @@ dt_status cpu_layernorm_modulate(dt_backend *be, const dt_tensor *x, const dt_te
     int64_t B = x->shape[0], N = x->shape[1], C = x->shape[2];
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t b = 0; b < B; b++)
-        for (int64_t i = 0; i < N; i++) {
-            const float *xr = F(x) + b * x->strides[0] + i * x->strides[1];
-            float *yr = F(y) + b * y->strides[0] + i * y->strides[1];
-            const float *sh = shift ? F(shift) + b * shift->strides[0] : NULL;
-            const float *sc = scale ? F(scale) + b * scale->strides[0] : NULL;
-            float sum = 0, sq = 0;
-#pragma omp simd reduction(+ : sum)
-            for (int64_t c = 0; c < C; c++) sum += xr[c];
-            float mean = sum / (float)C;
-#pragma omp simd reduction(+ : sq)
-            for (int64_t c = 0; c < C; c++) sq += (xr[c] - mean) * (xr[c] - mean);
-            float inv = 1.0f / sqrtf(sq / (float)C + eps);
-            if (sh && sc) {
-#pragma omp simd
-                for (int64_t c = 0; c < C; c++) yr[c] = (xr[c] - mean) * inv * (1.0f + sc[c]) + sh[c];
-            } else {
-                for (int64_t c = 0; c < C; c++) {
-                    float o = (xr[c] - mean) * inv;
-                    if (sc) o *= 1.0f + sc[c];
-                    if (sh) o += sh[c];
-                    yr[c] = o;
-                }
-            }
-        }
+        for (int64_t i = 0; i < N; i++)
+            cpu_lnmod_row(F(x) + b * x->strides[0] + i * x->strides[1], shift ? F(shift) + b * shift->strides[0] : NULL,
+                          scale ? F(scale) + b * scale->strides[0] : NULL, C, eps,
+                          F(y) + b * y->strides[0] + i * y->strides[1]);
     return DT_OK;
 }
 

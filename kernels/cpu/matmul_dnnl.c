@@ -2,6 +2,7 @@
  * creation, into the blocked layout oneDNN picks for the layer; one primitive is kept per
  * row count M seen (a model uses very few). */
 #include "cpu.h"
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -135,20 +136,20 @@ int64_t cpu_rows(const dt_tensor *t, int n)
     return t->ndim == 2 ? t->shape[0] : t->shape[0] * t->shape[1];
 }
 
-dt_status cpu_linear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err)
+/* y [m, out] = the float layer on x [m, in] (f32), or when x is NULL on LayerNorm-modulate(ln)
+ * made row by row straight into the bf16 GEMM input (a bf16 layer; one pass instead of two). */
+static dt_status linear_run(cpu_backend *cb, dt_linear *l, int64_t m, const float *x, const cpu_lnmod *ln, float *y,
+                            dt_err *err)
 {
-    if (l->kind != CPU_LIN_FLOAT) return cpu_qlinear_forward(be, l, x, y, err);
-    cpu_backend *cb = (cpu_backend *)be;
-    int64_t m = cpu_rows(x, l->in);
-    if (m < 0 || cpu_rows(y, l->out) != m)
-        return dt_fail(err, DT_EINVAL, "linear: expected contiguous f32 [M,%d] -> [M,%d]", l->in, l->out);
     dnnl_primitive_t p = NULL;
     DT_TRY(linear_prim(cb, l, m, &p, err));
-    const void *src = x->data;
+    const void *src = x;
     if (l->dt == DT_BF16) {
-        uint16_t *s = cpu_scratch(cb, (size_t)m * l->in * 2);
+        size_t xb = ((size_t)m * l->in * 2 + 63) / 64 * 64;
+        uint16_t *s = cpu_scratch(cb, xb + (x ? 0 : (size_t)omp_get_max_threads() * l->in * 4));
         if (!s) return dt_fail(err, DT_ENOMEM, "out of memory");
-        cpu_f32_to_bf16(x->data, s, (size_t)m * l->in);
+        if (x) cpu_f32_to_bf16(x, s, (size_t)m * l->in);
+        else cpu_lnmod_rows_bf16(ln, m, s, (float *)((char *)s + xb));
         src = s;
     }
     dnnl_memory_t ms = NULL, mw = NULL, mb = NULL, md = NULL;
@@ -160,7 +161,7 @@ dt_status cpu_linear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, d
         dnnl_status_t st = dnnl_memory_create(&mb, dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, DNNL_ARG_BIAS), cb->engine, l->bias);
         if (st != dnnl_success) s = cpu_dnnl_fail(err, st, "bias memory");
     }
-    if (s == DT_OK) s = wrap(cb, p, dnnl_query_dst_md, y->data, &md, err);
+    if (s == DT_OK) s = wrap(cb, p, dnnl_query_dst_md, y, &md, err);
     if (s == DT_OK) {
         dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}, {DNNL_ARG_BIAS, mb}};
         s = execute(cb, p, args, l->bias ? 4 : 3, err);
@@ -170,6 +171,26 @@ dt_status cpu_linear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, d
     dnnl_memory_destroy(mb);
     dnnl_memory_destroy(md);
     return s;
+}
+
+dt_status cpu_linear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err)
+{
+    if (l->kind != CPU_LIN_FLOAT) return cpu_qlinear_forward(be, l, x, y, err);
+    int64_t m = cpu_rows(x, l->in);
+    if (m < 0 || cpu_rows(y, l->out) != m)
+        return dt_fail(err, DT_EINVAL, "linear: expected contiguous f32 [M,%d] -> [M,%d]", l->in, l->out);
+    return linear_run((cpu_backend *)be, l, m, x->data, NULL, y->data, err);
+}
+
+int cpu_linear_is_bf16(const dt_linear *l) { return l->kind == CPU_LIN_FLOAT && l->dt == DT_BF16; }
+
+dt_status cpu_linear_forward_lnmod(dt_backend *be, dt_linear *l, const cpu_lnmod *ln, int64_t m, dt_tensor *y,
+                                   dt_err *err)
+{
+    if (l->kind != CPU_LIN_FLOAT || l->dt != DT_BF16 || ln->C != l->in || cpu_rows(y, l->out) != m)
+        return dt_fail(err, DT_EINVAL, "linear: the fused LayerNorm input needs a bf16 float layer of %lld inputs",
+                       (long long)ln->C);
+    return linear_run((cpu_backend *)be, l, m, NULL, ln, y->data, err);
 }
 
 void cpu_linear_destroy(dt_linear *l)

@@ -217,17 +217,32 @@ dt_status cpu_qlinear_create(dt_backend *be, const dt_qweights *qw, const float 
     return DT_OK;
 }
 
-/* Quantizes rows [0, M) of x into q (int8 [M,K]) and ascale [M]; tmp: K floats per thread. */
-static void quantize_rows(const cpu_qlinear *l, const float *x, int64_t M, int8_t *q, float *ascale, float *tmp)
+/* Quantizes rows [0, M) of x, or of LayerNorm-modulate(ln's x) made one row at a time (x NULL),
+ * into q (int8 [M,K]) and ascale [M], and qf (f32 copies of the codes) when not NULL: one pass
+ * over the activations. tmp: 2K floats per thread. */
+static void quantize_rows(const cpu_qlinear *l, const float *x, const cpu_lnmod *ln, int64_t M, int8_t *q,
+                          float *ascale, float *qf, float *tmp)
 {
     const int K = l->in;
     const float rs = 127.0f * sqrtf((float)l->block);
 #pragma omp parallel
     {
-        float *t = tmp + (size_t)omp_get_thread_num() * K;
+        float *t = tmp + (size_t)omp_get_thread_num() * 2 * K, *row = t + K;
 #pragma omp for schedule(static)
-        for (int64_t m = 0; m < M; m++)
-            ascale[m] = cpu_qrow(x + m * K, K, l->ss, l->smooth, l->signs, l->block, t, q + m * K) / rs;
+        for (int64_t m = 0; m < M; m++) {
+            const float *src = x + m * K;
+            if (!x) {
+                cpu_lnmod_rowm(ln, m, row);
+                src = row;
+            }
+            ascale[m] = cpu_qrow(src, K, l->ss, l->smooth, l->signs, l->block, t, q + m * K) / rs;
+            if (qf) {
+                const int8_t *qm = q + m * K;
+                float *fm = qf + m * K;
+#pragma omp simd
+                for (int j = 0; j < K; j++) fm[j] = (float)qm[j];
+            }
+        }
     }
 }
 
@@ -334,11 +349,13 @@ static dt_status reorder_chunk(cpu_backend *cb, const cpu_qlinear *l, int n, voi
     return st == dnnl_success ? DT_OK : cpu_dnnl_fail(err, st, "int4 chunk reorder");
 }
 
-static dt_status qlinear_forward(cpu_backend *cb, cpu_qlinear *l, const float *xd, int64_t M, float *yd, dt_err *err)
+/* y = the layer applied to x [M, K], or to LayerNorm-modulate(ln) when x is NULL. */
+static dt_status qlinear_forward(cpu_backend *cb, cpu_qlinear *l, const float *xd, const cpu_lnmod *ln, int64_t M,
+                                 float *yd, dt_err *err)
 {
     const int K = l->in;
     size_t qb = ((size_t)M * K + 63) / 64 * 64, sb = ((size_t)M * 4 + 63) / 64 * 64;
-    size_t tb = ((size_t)omp_get_max_threads() * K * 4 + 63) / 64 * 64, eb = 0, bb = 0;
+    size_t tb = ((size_t)omp_get_max_threads() * K * 8 + 63) / 64 * 64, eb = 0, bb = 0;
     size_t fb = l->gdt == dnnl_f32 ? ((size_t)M * K * 4 + 63) / 64 * 64 : 0;
     if (l->wbits == 4) {
         eb = ((size_t)QL_CHUNK * K + 63) / 64 * 64;
@@ -348,14 +365,9 @@ static dt_status qlinear_forward(cpu_backend *cb, cpu_qlinear *l, const float *x
     if (!scr) return dt_fail(err, DT_ENOMEM, "out of memory for int8 activations");
     int8_t *q = (int8_t *)scr, *wexp = (int8_t *)(scr + qb + sb + tb), *wblk = (int8_t *)(scr + qb + sb + tb + eb);
     float *ascale = (float *)(scr + qb), *tmp = (float *)(scr + qb + sb);
-    quantize_rows(l, xd, M, q, ascale, tmp);
-    const void *src = q;
-    if (fb) { /* no VNNI: the int8 values as f32 (exact) */
-        float *qf = (float *)(scr + qb + sb + tb + eb + bb);
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < M * K; i++) qf[i] = (float)q[i];
-        src = qf;
-    }
+    float *qf = fb ? (float *)(scr + qb + sb + tb + eb + bb) : NULL; /* no VNNI: the int8 values as f32 (exact) */
+    quantize_rows(l, xd, ln, M, q, ascale, qf, tmp);
+    const void *src = qf ? (const void *)qf : q;
     if (l->wbits == 8) {
         DT_TRY(run_gemm(cb, l, M, l->out, src, l->w, yd, err));
         epilogue(l, M, 0, l->out, ascale, yd);
@@ -446,7 +458,7 @@ dt_status cpu_qlinear_forward(dt_backend *be, dt_linear *lin, const dt_tensor *x
     cpu_qlinear *l = (cpu_qlinear *)lin;
     if (cpu_rows(y, l->out) != M)
         return dt_fail(err, DT_EINVAL, "linear: expected contiguous f32 [M,%d] -> [M,%d]", l->in, l->out);
-    DT_TRY(qlinear_forward((cpu_backend *)be, l, x->data, M, y->data, err));
+    DT_TRY(qlinear_forward((cpu_backend *)be, l, x->data, NULL, M, y->data, err));
     return l->nfp ? float_tokens((cpu_backend *)be, l, x->data, M, x->ndim == 3 ? x->shape[1] : 0, y->data, err) : DT_OK;
 }
 
@@ -457,4 +469,24 @@ void cpu_qlinear_destroy(dt_linear *lin)
         cpu_linear_destroy(o->inner);
         free(o);
     } else qlinear_free((cpu_qlinear *)lin);
+}
+
+dt_status cpu_layernorm_modulate_linear(dt_backend *be, const dt_tensor *x, const dt_tensor *shift,
+                                        const dt_tensor *scale, float eps, dt_linear *lin, dt_tensor *xn, dt_tensor *y,
+                                        dt_err *err)
+{
+    cpu_qlinear *l = (cpu_qlinear *)lin;
+    int kind = *(const int *)lin;
+    cpu_lnmod ln;
+    int64_t M = x->ndim == 3 ? x->shape[0] * x->shape[1] : -1;
+    int fits = cpu_lnmod_init(x, shift, scale, eps, &ln);
+    if (fits && kind == CPU_LIN_FLOAT && cpu_linear_is_bf16(lin)) /* LayerNorm-modulate writes the bf16 GEMM input */
+        return cpu_linear_forward_lnmod(be, lin, &ln, M, y, err);
+    if (!fits || kind != CPU_LIN_QUANT || l->nfp || x->shape[2] != l->in || cpu_rows(y, l->out) != M) {
+        /* the two ops: f32 layers (the GEMM reads the normalized rows as they are), calibration,
+         * float text tokens (which read x's rows) */
+        DT_TRY(cpu_layernorm_modulate(be, x, shift, scale, eps, xn, err));
+        return cpu_linear_forward(be, lin, xn, y, err);
+    }
+    return qlinear_forward((cpu_backend *)be, l, NULL, &ln, M, y->data, err);
 }

@@ -278,6 +278,8 @@ static const dt_backend_ops cuda_ops = {
     /* pinned host buffers */
     .host_alloc = cu_host_alloc,
     .host_free = cu_host_free,
+    .attention_with = nullptr, /* one attention kernel */
+    .layernorm_modulate_linear = nullptr, /* callers run the two ops */
 };
 
 /* ---- registry entry points ---- */

@@ -56,6 +56,19 @@ static double cpu_seconds(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The median of n values (sorted in place). */
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 /* The machine may be shared: alternating the two models round by round exposes both to
  * the same load, so the ratio of their best times is steadier than two separate runs. */
 dt_status cli_bench_quant_ab(dt_backend *be, const char *arch, int sample_size, int layers, dt_denoiser *qm,
@@ -69,9 +82,10 @@ dt_status cli_bench_quant_ab(dt_backend *be, const char *arch, int sample_size, 
     dt_denoiser *fm = NULL;
     DT_TRY(dt_denoiser_create_preset(be, arch, sample_size, layers, &rnd, &fm, err));
     double best[2] = {1e30, 1e30}, cpu[2] = {1e30, 1e30}, mean[2] = {0, 0};
+    double *round_s = calloc((size_t)rounds * 2, sizeof *round_s); /* [k * rounds + r - 1]: for the medians */
     dt_op_times *times = dt_backend_times(be), per[2];
     memset(per, 0, sizeof per);
-    dt_status s = DT_OK;
+    dt_status s = round_s ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
     for (int r = 0; r <= rounds && s == DT_OK; r++) /* r == 0 warms both up */
         for (int k = 0; k < 2 && s == DT_OK; k++) {
             dt_arena_reset(arena);
@@ -83,6 +97,7 @@ dt_status cli_bench_quant_ab(dt_backend *be, const char *arch, int sample_size, 
             if (r > 0 && dt < best[k]) best[k] = dt;
             if (r > 0 && dc < cpu[k]) cpu[k] = dc;
             if (r > 0) mean[k] += dt / rounds;
+            if (r > 0) round_s[k * rounds + r - 1] = dt;
             for (int o = 0; r > 0 && times && o < DT_OPK_COUNT; o++) { /* before is set when times is */
                 per[k].seconds[o] += times->seconds[o] - before.seconds[o];
                 per[k].calls[o] += times->calls[o] - before.calls[o];
@@ -93,6 +108,9 @@ dt_status cli_bench_quant_ab(dt_backend *be, const char *arch, int sample_size, 
         printf("  interleaved (%d rounds): float %.3f s, quantized %.3f s -> quantized step %.2fx faster"
                " (process CPU time: %.3f s vs %.3f s, %.2fx)\n", rounds, best[0], best[1], best[0] / best[1], cpu[0],
                cpu[1], cpu[0] / cpu[1]);
+    if (s == DT_OK) /* the best time flatters a loaded machine's luckiest round; the median says what is typical */
+        printf("  interleaved medians: float %.3f s, quantized %.3f s -> %.2fx\n", median(round_s, rounds),
+               median(round_s + rounds, rounds), median(round_s, rounds) / median(round_s + rounds, rounds));
     if (s == DT_OK && times) {
         cli_print_breakdown((const char *const[]){"float", "quantized"}, per, mean, 2, rounds);
         /* what the float parts alone allow: the quantized step minus its linears */
@@ -102,5 +120,6 @@ dt_status cli_bench_quant_ab(dt_backend *be, const char *arch, int sample_size, 
                mean[0] / 1.6 - rest, per[1].seconds[DT_OPK_LINEAR] / rounds);
     }
     dt_denoiser_free(fm);
+    free(round_s);
     return s;
 }

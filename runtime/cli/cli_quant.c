@@ -10,7 +10,7 @@
 typedef struct {
     const char *model, *prompts, *scheme, *out, *dtype;
     float alpha, cfg, budget; /* cfg < 0: the pipeline's default guidance */
-    int steps, width, height, frames, threads, balance, rotate, quiet, group, nfp;
+    int steps, width, height, frames, threads, balance, rotate, quiet, group, nfp, int8_attn;
     int fp_tokens[DITRT_QUANT_MAX_FP_TEXT_TOKENS];
     uint64_t seed;
 } quant_args;
@@ -53,6 +53,7 @@ static int parse_quant(int argc, char **argv, quant_args *a)
         else if (miss) return cli_usage_error("%s: missing value", argv[i]), 0;
         else if (!strcmp(argv[i], "--no-balance")) a->balance = 0;
         else if (!strcmp(argv[i], "--no-rotate")) a->rotate = 0;
+        else if (!strcmp(argv[i], "--int8-attn")) a->int8_attn = 1;
         else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) a->quiet = 1;
         else return cli_unknown_option("quantize", argv[i]), 0;
 #undef F
@@ -155,6 +156,7 @@ int cli_quantize(int argc, char **argv)
     p.frames = a.frames;
     p.threads = a.threads;
     p.seed = a.seed;
+    p.int8_attention = a.int8_attn;
     p.log = a.quiet ? NULL : cli_log_stderr;
     ditrt_error err = {0};
     if (ditrt_quantize_check(&p, &err) != DITRT_OK) return quant_fail(&err, 1);
@@ -168,7 +170,7 @@ int cli_quantize(int argc, char **argv)
     cli_list_free(&pl);
     if (s != DITRT_OK) return quant_fail(&err, 0);
     if (!a.quiet)
-        printf("quantize: %s, %d layers quantized, %d kept in floating point, weights %.1f MB -> %s\n", a.scheme,
-               r.quantized, r.kept_float, r.weight_bytes / 1e6, a.out);
+        printf("quantize: %s%s, %d layers quantized, %d kept in floating point, weights %.1f MB -> %s\n", a.scheme,
+               a.int8_attn ? " + int8 self-attention" : "", r.quantized, r.kept_float, r.weight_bytes / 1e6, a.out);
     return 0;
 }

@@ -43,6 +43,13 @@ dt_status dit_block_load(dt_backend *be, dt_weight_source *src, const char *pref
     PFX(0, "ff.net.2");
     DT_TRY(dt_load_linear1(be, src, p[0], 4 * C, C, 1, DT_ACT_NONE, s->tok_hint, s->dtype, &b->fc2, err));
 #undef PFX
+    b->self_attn = src->self_attn;
+    if (b->self_attn == DT_ATTN_KERNEL_INT8 && !(be->ops->attention_with && be->ops->supports(be, DT_OP_ATTENTION, DT_I8)))
+        return dt_fail(err, DT_EUNSUPPORTED, "%s.attn1: int8 attention (the quantization plan's \"attention\") is not "
+                       "supported by the %s backend", prefix, dt_backend_device_name(be->cfg.device));
+    if (b->self_attn != DT_ATTN_KERNEL_AUTO && !be->ops->attention_with)
+        return dt_fail(err, DT_EUNSUPPORTED, "%s.attn1: the %s backend has one attention kernel", prefix,
+                       dt_backend_device_name(be->cfg.device));
     return DT_OK;
 }
 
@@ -72,21 +79,51 @@ dt_status dit_scratch_alloc(dt_arena *a, int64_t BN, int64_t BT, int B, int C, d
     return s->mod ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
 }
 
-dt_status dit_self_attention_full(const dit_self_attn_args *a, dt_err *err)
+dt_status dit_self_attention_core(const dit_self_attn_args *a, const dt_tensor *q, const dt_tensor *k,
+                                  const dt_tensor *v, int window, dt_tensor *out, dt_err *err)
+{
+    dt_backend *be = a->be;
+    if (a->blk->self_attn != DT_ATTN_KERNEL_AUTO) /* checked at load: attention_with runs it */
+        return be->ops->attention_with(be, a->blk->self_attn, q, k, v, NULL, a->heads, a->scale, window, out, err);
+    return window < 0 ? be->ops->attention(be, q, k, v, NULL, a->heads, a->scale, out, err)
+                      : be->ops->window_attention(be, q, k, v, a->heads, a->scale, window, out, err);
+}
+
+/* attn1 from its q|k|v projection (in s->qkv) to a->out. */
+static dt_status self_attention_from_qkv(const dit_self_attn_args *a, dt_err *err)
 {
     dt_backend *be = a->be;
     int64_t C = a->C, B = a->B, N = a->N;
     dt_tensor qkv = t2d(a->s->qkv.data, B * N, 3 * C);
-    LIN(a->blk->qkv, a->xn, &qkv);
     dt_tensor q = t3d(qkv.data, B, N, C), k = q, v = q, ao = t3d(a->s->ao.data, B, N, C);
     q.strides[0] = k.strides[0] = v.strides[0] = N * 3 * C;
     q.strides[1] = k.strides[1] = v.strides[1] = 3 * C;
     k.data = (float *)qkv.data + C;
     v.data = (float *)qkv.data + 2 * C;
-    DT_TRY(be->ops->attention(be, &q, &k, &v, NULL, a->heads, a->scale, &ao, err));
+    DT_TRY(dit_self_attention_core(a, &q, &k, &v, -1, &ao, err));
     dt_tensor ao2 = t2d(a->s->ao.data, B * N, C);
     LIN(a->blk->out1, &ao2, a->out);
     return DT_OK;
+}
+
+dt_status dit_self_attention_full(const dit_self_attn_args *a, dt_err *err)
+{
+    dt_backend *be = a->be;
+    dt_tensor qkv = t2d(a->s->qkv.data, (int64_t)a->B * a->N, 3 * (int64_t)a->C);
+    LIN(a->blk->qkv, a->xn, &qkv);
+    return self_attention_from_qkv(a, err);
+}
+
+/* y = l(LN(x)·(1+scale) + shift) through the backend's fused op where it has one (xn3: its
+ * scratch, or the normalized rows the two ops write). */
+static dt_status norm_linear(dt_backend *be, const dt_tensor *x3, const dt_tensor *shift, const dt_tensor *scale,
+                             float eps, dt_linear *l, dt_tensor *xn3, dt_tensor *y, dt_err *err)
+{
+    if (be->ops->layernorm_modulate_linear)
+        return be->ops->layernorm_modulate_linear(be, x3, shift, scale, eps, l, xn3, y, err);
+    DT_TRY(be->ops->layernorm_modulate(be, x3, shift, scale, eps, xn3, err));
+    dt_tensor xn = t2d(xn3->data, x3->shape[0] * x3->shape[1], x3->shape[2]);
+    return be->ops->linear_forward(be, l, &xn, y, err);
 }
 
 /* mod[b, :] = table + t6[b, :]: the per-sample shift/scale/gate of the six chunks. */
@@ -111,11 +148,17 @@ dt_status dit_block_forward(const dit_block *blk, const dit_block_shape *shape, 
     dt_tensor xn = t2d(s->xn.data, (int64_t)B * N, C), o = t2d(s->o.data, (int64_t)B * N, C),
               ao = t2d(s->ao.data, (int64_t)B * N, C), ff = t2d(s->ff.data, (int64_t)B * N, 4 * C);
 
-    /* self-attention */
-    DT_TRY(be->ops->layernorm_modulate(be, &x3, &shift_msa, &scale_msa, shape->eps, &xn3, err));
+    /* self-attention (a hook reads the normalized rows xn: then they are made in full) */
     dit_self_attn_args sa = {be, blk, a->layer, B, N, C, shape->heads, 1.0f / sqrtf((float)shape->head_dim),
                              &xn, &o, s, a->arena};
-    DT_TRY(a->hook ? a->hook->self_attn(a->hook, &sa, err) : dit_self_attention_full(&sa, err));
+    if (a->hook) {
+        DT_TRY(be->ops->layernorm_modulate(be, &x3, &shift_msa, &scale_msa, shape->eps, &xn3, err));
+        DT_TRY(a->hook->self_attn(a->hook, &sa, err));
+    } else {
+        dt_tensor qkv = t2d(s->qkv.data, (int64_t)B * N, 3 * C);
+        DT_TRY(norm_linear(be, &x3, &shift_msa, &scale_msa, shape->eps, blk->qkv, &xn3, &qkv, err));
+        DT_TRY(self_attention_from_qkv(&sa, err));
+    }
     DT_TRY(be->ops->gated_add(be, &x3, &o3, &gate_msa, err));
 
     /* cross-attention to the caption (no norm before it in this block type) */
@@ -135,8 +178,7 @@ dt_status dit_block_forward(const dit_block *blk, const dit_block_shape *shape, 
     }
 
     /* feed-forward */
-    DT_TRY(be->ops->layernorm_modulate(be, &x3, &shift_mlp, &scale_mlp, shape->eps, &xn3, err));
-    LIN(blk->fc1, &xn, &ff);
+    DT_TRY(norm_linear(be, &x3, &shift_mlp, &scale_mlp, shape->eps, blk->fc1, &xn3, &ff, err));
     LIN(blk->fc2, &ff, &o);
     DT_TRY(be->ops->gated_add(be, &x3, &o3, &gate_mlp, err));
     return DT_OK;

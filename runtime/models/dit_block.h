@@ -23,9 +23,12 @@ typedef struct {
     dt_linear *qkv, *out1;      /* attn1: to_q|to_k|to_v fused, to_out.0 */
     dt_linear *q2, *kv2, *out2; /* attn2: to_q, to_k|to_v fused, to_out.0 (NULL without) */
     dt_linear *fc1, *fc2;       /* ff.net.0.proj (GELU-tanh fused), ff.net.2 */
+    dt_attn_kernel self_attn;   /* attn1's kernel (the weight source's choice; AUTO: the backend's
+                                 * own `attention`, else its attention_with; cross-attention keeps AUTO) */
 } dit_block;
 
-/* prefix: e.g. "transformer_blocks.3" */
+/* prefix: e.g. "transformer_blocks.3". A source asking for a self-attention kernel other than
+ * AUTO (src->self_attn) needs a backend whose attention_with runs it, else this fails. */
 dt_status dit_block_load(dt_backend *be, dt_weight_source *src, const char *prefix, const dit_block_shape *s,
                          dit_block *b, dt_err *err);
 void dit_block_free(dt_backend *be, dit_block *b);
@@ -54,6 +57,10 @@ typedef struct dit_attn_hook {
 } dit_attn_hook;
 
 dt_status dit_self_attention_full(const dit_self_attn_args *a, dt_err *err);
+/* attn1's attention (q, k, v, out as in the backend's `attention`; window < 0: full, else banded)
+ * with the block's kernel (a->blk->self_attn): what dit_self_attention_full and hooks call. */
+dt_status dit_self_attention_core(const dit_self_attn_args *a, const dt_tensor *q, const dt_tensor *k,
+                                  const dt_tensor *v, int window, dt_tensor *out, dt_err *err);
 
 typedef struct {
     dt_backend *be;

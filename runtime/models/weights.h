@@ -21,6 +21,10 @@ typedef struct dt_weight_source {
                              const float *b, int in, int out, dt_act act, int m_hint, dt_dtype dt,
                              dt_linear **lin, dt_err *err);
     void *user; /* for make_linear */
+    /* The kernel of the DiT blocks' self-attention built from this source (dit_block.h): AUTO
+     * (0, the backend's own) unless a make_linear hook sets it (a quantization plan's int8
+     * attention); the source of the VAE or text encoder never has it. */
+    dt_attn_kernel self_attn;
 } dt_weight_source;
 
 /* Checks that a file source holds `name` with this shape (a random source: always DT_OK);

@@ -214,6 +214,7 @@ int dt_pipeline_max_frames(const dt_pipeline *p) { return dt_denoiser_get_info(p
 const char *dt_pipeline_solver_name(const dt_pipeline *p) { return dt_scheduler_class(p->parts.sched); }
 const char *dt_pipeline_solver_warning(const dt_pipeline *p) { return dt_pipeline_parts_solver_warning(&p->parts); }
 int dt_pipeline_zoo_size(const dt_pipeline *p) { return p->nzoo; }
+const dt_pipeline_class *dt_pipeline_get_class(const dt_pipeline *p) { return p->pcls; }
 
 int dt_pipeline_fixed_steps(dt_pipeline *p)
 {

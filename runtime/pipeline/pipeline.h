@@ -117,6 +117,9 @@ const char *dt_pipeline_solver_warning(const dt_pipeline *p);
 int dt_pipeline_fixed_steps(dt_pipeline *p);
 /* Zoo members, the pipeline's own denoiser included. */
 int dt_pipeline_zoo_size(const dt_pipeline *p);
+/* The pipeline class (model_index.json's _class_name): how it runs the denoiser (its CFG
+ * channels, null caption; runtime/models/denoiser.h). */
+const dt_pipeline_class *dt_pipeline_get_class(const dt_pipeline *p);
 /* Model evaluations a generation of `steps` steps makes (the scheduler's timestep count). */
 dt_status dt_pipeline_evaluations(dt_pipeline *p, int steps, int *evals, dt_err *err);
 

@@ -396,11 +396,11 @@ static dt_status compute(dt_fastattn *fa, const dit_self_attn_args *a, dt_fa_met
     v.data = (float *)qkv.data + 2 * C;
     float *aod = ao.data;
     if (is_computed_full(m)) {
-        DT_TRY(be->ops->attention(be, &q, &k, &v, NULL, a->heads, a->scale, &ao, err));
+        DT_TRY(dit_self_attention_core(a, &q, &k, &v, -1, &ao, err)); /* the block's kernel (int8 by a plan) */
         if (want_res) {
             dt_tensor aw;
             DT_TRY(dt_arena_tensor(a->arena, &aw, DT_F32, 3, (int64_t[]){nb, N, C}, err));
-            DT_TRY(be->ops->window_attention(be, &q, &k, &v, a->heads, a->scale, window, &aw, err));
+            DT_TRY(dit_self_attention_core(a, &q, &k, &v, window, &aw, err));
             DT_TRY(buf_ensure(fa, be, res, (size_t)(B * N * C), err));
             /* the residual full - window, kept for the steps that reuse it */
             dt_tensor r = t3(res->data + h0 * N * C, nb, N, C);
@@ -408,7 +408,7 @@ static dt_status compute(dt_fastattn *fa, const dit_self_attn_args *a, dt_fa_met
             if (asc) DT_TRY(copy_n(be, res->data + (h0 ? 0 : half), r.data, half, err));
         }
     } else {
-        DT_TRY(be->ops->window_attention(be, &q, &k, &v, a->heads, a->scale, window, &ao, err));
+        DT_TRY(dit_self_attention_core(a, &q, &k, &v, window, &ao, err));
         dt_tensor r = t3(res->data + (asc && p->asc_residual == DT_FA_RES_SAME ? h0 * N * C : 0), nb, N, C);
         DT_TRY(be->ops->add_rows(be, &ao, &r, &ao, err));
     }

@@ -22,6 +22,7 @@ static dt_status write_json(const dt_quantizer *q, const char *dir, const char *
     cJSON_AddNumberToObject(root, "model_temporal_blocks", m->temporal_blocks);
     cJSON_AddNumberToObject(root, "model_hidden", m->hidden);
     cJSON_AddNumberToObject(root, "alpha", q->alpha);
+    if (q->attn_int8) cJSON_AddStringToObject(root, "attention", "int8");
     for (int i = 0; i < q->nrec; i++) {
         const dt_qrecord *r = &q->rec[i];
         cJSON *l = cJSON_CreateObject();
@@ -180,6 +181,11 @@ dt_status dt_qplan_load(const char *dir, dt_qplan **out, dt_err *err)
     if (s == DT_OK && strcmp(fmt, "ditrt-quant-plan")) s = dt_fail(err, DT_EFORMAT, "%s: format \"%s\" is not ditrt-quant-plan", file, fmt);
     if (s == DT_OK) s = dt_json_str(root, file, "scheme", "", p->scheme, sizeof p->scheme, err);
     if (s == DT_OK) s = read_model(root, file, &p->model, err);
+    char attn[16];
+    if (s == DT_OK) s = dt_json_str(root, file, "attention", "float", attn, sizeof attn, err);
+    if (s == DT_OK && strcmp(attn, "float") && strcmp(attn, "int8"))
+        s = dt_fail(err, DT_EFORMAT, "%s: field \"attention\" must be \"float\" or \"int8\", got \"%s\"", file, attn);
+    if (s == DT_OK) p->attn_int8 = !strcmp(attn, "int8");
     const cJSON *layers = root ? cJSON_GetObjectItemCaseSensitive(root, "layers") : NULL;
     if (s == DT_OK && !cJSON_IsArray(layers)) s = dt_fail(err, DT_EFORMAT, "%s: field \"layers\" must be an array", file);
     if (s == DT_OK) {

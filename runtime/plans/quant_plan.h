@@ -38,6 +38,7 @@ typedef struct {
 
 struct dt_qplan {
     char dir[1024], scheme[16];
+    int attn_int8; /* plan.json "attention": "int8" (absent or "float": 0) */
     dt_qplan_model model;
     dt_qplan_layer *layers;
     int n;
@@ -45,7 +46,8 @@ struct dt_qplan {
 };
 
 /* Writes q's records (QUANT mode with record=1; float-kept layers are records with wbits 0),
- * with the model's folder and its class and size (info, from the model built). */
+ * with the model's folder and its class and size (info, from the model built); q->attn_int8
+ * adds "attention": "int8" (otherwise the field is absent, as in plans from before it). */
 dt_status dt_qplan_save(const dt_quantizer *q, const char *dir, const char *scheme, const char *model,
                         const dt_qplan_model *made_for, dt_err *err);
 dt_status dt_qplan_load(const char *dir, dt_qplan **out, dt_err *err);

@@ -55,7 +55,9 @@ dt_status dt_quantizer_open_plan(const char *dir, dt_quantizer *q, dt_err *err)
 {
     memset(q, 0, sizeof *q);
     q->mode = DT_QMODE_PLAN;
-    return dt_qplan_load(dir, &q->plan, err);
+    DT_TRY(dt_qplan_load(dir, &q->plan, err));
+    q->attn_int8 = q->plan->attn_int8;
+    return DT_OK;
 }
 
 void dt_quantizer_close_plan(dt_quantizer *q)
@@ -174,6 +176,9 @@ static dt_status hook(dt_weight_source *src, dt_backend *be, const char *name, c
                       int out, dt_act act, int m_hint, dt_dtype dt, dt_linear **lin, dt_err *err)
 {
     dt_quantizer *q = src->user;
+    /* the plan's attention kernel reaches the model's blocks through their weight source (the
+     * first linear is built before any block reads it) */
+    if (q->mode == DT_QMODE_PLAN && q->attn_int8) src->self_attn = DT_ATTN_KERNEL_INT8;
     unsigned role = dt_quantizer_role(q, name);
     int block = (role & DT_LINEAR_QUANTIZABLE) != 0; /* a layer ViDiT-Q quantizes, whatever this mode builds */
     if (block) *(role & DT_LINEAR_TEXT_KV ? &q->text_params : &q->token_params) += (double)in * out;
@@ -209,6 +214,7 @@ static dt_status hook(dt_weight_source *src, dt_backend *be, const char *name, c
 dt_status dt_quantizer_attach(dt_quantizer *q, const dt_denoiser_class *cls, dt_weight_source *src, dt_err *err)
 {
     DT_TRY(set_class(q, cls, err));
+    if (q->mode == DT_QMODE_PLAN && q->attn_int8) src->self_attn = DT_ATTN_KERNEL_INT8;
     src->make_linear = hook;
     src->user = q;
     return DT_OK;

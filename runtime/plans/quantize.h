@@ -8,7 +8,8 @@
  * Which layers are quantized is the model's to say (dt_denoiser_class.linear_role, by its
  * checkpoint's names): ViDiT-Q keeps in floating point everything outside the transformer
  * blocks (patch embedding, timestep/adaLN-single, caption projection, proj_out); attention
- * matmuls are not linears and stay float. The quantizer must outlive the models built through it. */
+ * matmuls are not linears: they stay float unless a plan asks for int8 self-attention
+ * (attn_int8, which the hook passes to the model through the weight source). The quantizer must outlive the models built through it. */
 #ifndef DT_QUANTIZE_H
 #define DT_QUANTIZE_H
 #include "runtime/models/denoiser.h"
@@ -58,6 +59,9 @@ typedef struct dt_quantizer {
     int nrec, reccap;
     dt_qplan *plan;         /* PLAN mode (not owned) */
     const dt_denoiser_class *cls; /* the model built through it (its linear roles); set by attach / dt_quant_load */
+    int attn_int8;          /* QUANT: recorded in the plan ("attention": "int8"); PLAN: from it. In PLAN
+                             * mode the model's DiT self-attention runs the backend's INT8 kernel
+                             * (SageAttention-style QKᵀ; cross-attention, VAE and text encoder unchanged) */
 } dt_quantizer;
 
 /* The DT_LINEAR_* role of layer `name` in the model q builds (runtime/models/denoiser.h). */

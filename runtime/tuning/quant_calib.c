@@ -186,6 +186,7 @@ static dt_status quantize_and_save(const qcalib *a, dt_quantizer *cal, const dt_
     q.group = c->group;
     q.fp_tokens = c->fp_tokens;
     q.nfp_tokens = c->nfp_tokens;
+    q.attn_int8 = c->attn_int8;
     q.alpha = c->alpha;
     q.seed = 1;
     q.record = 1;

@@ -38,6 +38,7 @@ typedef struct {
     uint64_t seed;
     ditrt_log_fn log;                   /* progress and sensitivity lines; NULL: silent */
     void *log_user;
+    int attn_int8;                      /* the plan asks for int8 self-attention (calibration stays float) */
 } dt_qcalib_config;
 
 typedef struct {

@@ -25,6 +25,7 @@ typedef struct {
     dt_denoiser_inputs in;
     dt_arena *arena;
     int rows, C, OC;
+    int guided;   /* latent channels CFG guides (the pipeline class's cfg_channels, or all C) */
     size_t plane; /* latent values per channel: h·w for images, F·h·w for videos */
     float *model_in, *model_out, *tsteps;
     dt_tensor tin, tout;
@@ -33,7 +34,8 @@ typedef struct {
 
 /* The guided model output for latents x (one sample) at model timestep t, as the sampling
  * loop computes it: the latents copied to every CFG row, uncond + cfg * (cond - uncond) over
- * the first C channels. */
+ * the first `guided` channels, the prompt row's output over the rest (Open-Sora guides 3 of
+ * its 4 latent channels: dt_pipeline_class.cfg_channels). */
 static dt_status denoise(void *user, int sample, const float *x, double t, float *out, dt_err *err)
 {
     ss_ctx *c = user;
@@ -52,7 +54,9 @@ static dt_status denoise(void *user, int sample, const float *x, double t, float
     size_t on = (size_t)c->OC * c->plane;
     const float *u = c->model_out, *cond = c->rows > 1 ? c->model_out + on : c->model_out;
     float g = c->s->base.cfg;
-    for (size_t i = 0; i < n; i++) out[i] = c->rows > 1 ? u[i] + g * (cond[i] - u[i]) : cond[i];
+    size_t ng = c->rows > 1 ? (size_t)c->guided * c->plane : 0;
+    for (size_t i = 0; i < ng; i++) out[i] = u[i] + g * (cond[i] - u[i]);
+    memcpy(out + ng, cond + ng, (n - ng) * sizeof(float));
     return DT_OK;
 }
 
@@ -91,6 +95,8 @@ static dt_status bind(ss_ctx *c, dt_denoiser *tr, const dt_denoiser_inputs *in, 
     c->plane = 1;
     for (int d = 2; d < hs->ndim; d++) c->plane *= (size_t)hs->shape[d];
     c->OC = dt_denoiser_get_info(tr)->out_channels;
+    int gc = dt_pipeline_get_class(c->s->p)->cfg_channels;
+    c->guided = gc > 0 && gc < c->C ? gc : c->C;
     c->model_in = malloc((size_t)c->rows * c->C * c->plane * sizeof(float));
     c->model_out = malloc((size_t)c->rows * c->OC * c->plane * sizeof(float));
     c->tsteps = malloc((size_t)c->rows * sizeof(float));
@@ -106,11 +112,31 @@ static dt_status bind(ss_ctx *c, dt_denoiser *tr, const dt_denoiser_inputs *in, 
     return DT_OK;
 }
 
-/* The folder's own solver at ref_steps from x (in place), for sample k. */
+/* The reference solver: the folder's own, unless it reads the model's variance channels (a
+ * learned-sigma ancestral sampler: Open-Sora's IDDPMScheduler). That one draws fresh noise at
+ * every step, so its sample is not the end of the probability-flow ODE that USF schedules
+ * solve (the same seed gives another video); DPM-Solver++(2M) on the folder's betas solves that
+ * ODE from the same eps prediction instead. */
+static dt_status load_reference(const char *dir, dt_scheduler **out, const char **why, dt_err *err)
+{
+    *why = NULL;
+    DT_TRY(dt_scheduler_load(dir, out, err));
+    if (!dt_scheduler_uses_variance(*out)) return DT_OK;
+    *why = dt_scheduler_class(*out);
+    dt_scheduler_free(*out);
+    *out = NULL;
+    return dt_scheduler_load_as(dir, "DPMSolverMultistepScheduler", 0, out, err);
+}
+
+/* The reference solver at ref_steps from x (in place), for sample k. */
 static dt_status reference(ss_ctx *c, int k, float *x, size_t n, float *tmp, float *out, dt_err *err)
 {
     dt_scheduler *s;
-    DT_TRY(dt_scheduler_load(c->s->scheduler_dir, &s, err));
+    const char *why;
+    DT_TRY(load_reference(c->s->scheduler_dir, &s, &why, err));
+    if (why && k == 0)
+        dt_logf(c->s->log, c->s->log_user, "reference: DPMSolverMultistepScheduler (the folder's %s samples with "
+                "learned-variance noise, not the ODE the schedule solves)", why);
     dt_status st = dt_scheduler_set_timesteps(s, c->s->ref_steps, err);
     for (int i = 0; st == DT_OK && i < dt_scheduler_num_steps(s); i++) {
         memcpy(tmp, x, n * sizeof(float));

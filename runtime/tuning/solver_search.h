@@ -1,8 +1,10 @@
 /* USF solver-schedule search over a pipeline (`ditrt search-solver`, ditrt_search_solver):
  * the evolutionary search of schedulers/usf_search.h, run on the pipeline's CFG-guided
  * denoiser at a fixed NFE and scored on the final latents of `samples` seeds per calibration
- * prompt against the folder's own solver at ref_steps; the score is averaged over every
- * (prompt, seed). Writes the schedule JSON that `txt2img --solver-schedule` runs.
+ * prompt against the folder's own solver at ref_steps (DPM-Solver++ on its betas when that
+ * solver reads learned variance channels, Open-Sora's IDDPM: its noisy samples are not the ODE
+ * solution the schedules approximate); the score is averaged over every (prompt, seed). CFG is
+ * the pipeline class's (cfg_channels). Writes the schedule JSON that `--solver-schedule` runs.
  *
  * One generation is started per prompt and stopped in its step hook at the first step (text
  * encoded, model and inputs ready): the hook keeps a copy of that prompt's text inputs and,

@@ -3,11 +3,13 @@
     .venv-ref/bin/python scripts/demo/quant_eval.py [--work DIR] [--calib N] [--alpha A]
         [--configs w8a8:none,w8a8:smooth,...] [--extra-quantize "ARGS"] [--threads 1]
 
-For each config `scheme:balancing` (balancing none / smooth / smooth+rot / rot) it runs
+For each config `scheme:balancing[:int8attn]` (balancing none / smooth / smooth+rot / rot; int8attn
+adds `--int8-attn`: the plan's self-attention with int8 QK^T) it runs
 `ditrt quantize` on N calibration captions (every color x shape pair, positions and
 backgrounds rotated differently from quality.py's held set, seeds 5000+), generates the 60
 held prompts of quality.py with `--quant`, and reports color+shape accuracy and PSNR of each
-image against the bf16 image of the same prompt and seed (mean and worst, prompt of the worst).
+image against the bf16 image of the same prompt and seed (mean and worst, prompt of the worst);
+--dtype f32 makes f32 the float parts' dtype and the reference (CPUs without native bf16).
 The f32 row shows how far plain f32 already is from bf16 (the trajectory's own sensitivity).
 """
 import argparse
@@ -66,6 +68,7 @@ def main():
     ap.add_argument("--configs", help="comma-separated scheme:balancing (may be empty)", default="w8a8:none,w8a8:smooth,w8a8:smooth+rot,w4a8:none,w4a8:smooth,w4a8:smooth+rot")
     ap.add_argument("--extra-quantize", default="", help="more `ditrt quantize` arguments (e.g. \"--group 32\")")
     ap.add_argument("--baseline", action="store_true", help="also score f32 against bf16")
+    ap.add_argument("--dtype", default="bf16", choices=["bf16", "f32"], help="float parts and the reference")
     ap.add_argument("--run", action="append", default=[], metavar="NAME=ARGS",
                     help="also score a bf16 txt2img run with these arguments (e.g. a --zoo/--model-schedule of plans)")
     a = ap.parse_args()
@@ -73,25 +76,26 @@ def main():
     prompts = os.path.join(a.work, "calib.txt")
     with open(prompts, "w") as f:
         f.write("\n".join(calib_prompts(a.calib)) + "\n")
-    ref, acc = generate(a, "bf16", "", os.path.join(a.work, "bf16"))
+    ref, acc = generate(a, a.dtype, "", os.path.join(a.work, a.dtype))
     held = quality.prompt_set()
-    rows = [("bf16", acc, None)]
+    rows = [(a.dtype, acc, None)]
     runs = [("f32", "f32", "")] if a.baseline else []
     for cfg in filter(None, a.configs.split(",")):
-        scheme, bal = cfg.split(":")
-        plan = os.path.join(a.work, f"plan-{scheme}-{bal}")
+        scheme, bal, *flags = cfg.split(":")
+        plan = os.path.join(a.work, "plan-" + "-".join([scheme, bal] + flags))
         cmd = [a.ditrt, "quantize", "-m", a.model, "--prompts", prompts, "--scheme", scheme, "--alpha", str(a.alpha),
                "--seed", "5000", "--threads", str(a.threads), "--out", plan, "--quiet"] + BAL[bal] + a.extra_quantize.split()
+        cmd += ["--int8-attn"] if "int8attn" in flags else []
         subprocess.run(cmd, check=True)
-        runs.append((cfg, "bf16", f"--quant {plan}"))
-    runs += [(r.split("=", 1)[0], "bf16", r.split("=", 1)[1]) for r in a.run]
+        runs.append((cfg, a.dtype, f"--quant {plan}"))
+    runs += [(r.split("=", 1)[0], a.dtype, r.split("=", 1)[1]) for r in a.run]
     for name, dtype, extra in runs:
         imgs, acc = generate(a, dtype, extra, os.path.join(a.work, name.replace(":", "-")))
         p = [psnr(x, r) for x, r in zip(imgs, ref)]
         rows.append((name, acc, p))
     print(f"demo model, 60 held prompts, 20 steps cfg 4.5; calibration {a.calib} captions, alpha {a.alpha}"
           + (f", {a.extra_quantize}" if a.extra_quantize else ""))
-    print("| setting | color+shape | PSNR vs bf16 mean | worst (prompt) | images < 30 dB |")
+    print(f"| setting | color+shape | PSNR vs {a.dtype} mean | worst (prompt) | images < 30 dB |")
     print("|---|---|---|---|---|")
     for name, acc, p in rows:
         if p is None:
