@@ -1,6 +1,7 @@
 # ditrt — one build entry. `make` builds libditrt.a, libditrt.so (+ soname links), ditrt.pc and
 # ditrt; `make test` runs the CMocka suites and the install check; `make bench` times the
-# PixArt-XL-2 step and an Open-Sora-sized STDiT one; `make install PREFIX=... DESTDIR=...` installs.
+# PixArt-XL-2 step, an Open-Sora-sized STDiT one, the SD1.5 U-Net step and the SD VAE decode;
+# `make install PREFIX=... DESTDIR=...` installs.
 CC      ?= cc
 # x86-64-v3 (AVX2/FMA) keeps the binary portable across CI machines; oneDNN picks
 # AVX-512/AMX at run time by itself. -fno-trapping-math lets GCC if-convert and
@@ -219,9 +220,13 @@ bench: ditrt
 	@# Open-Sora-sized STDiT step (16 frames at 512², 2 of STDiT-XL/2's 28 blocks): the device's dtype
 	@# (bf16 where native, else f32) vs its GEMM floor, then float and W8A8 interleaved (best, median)
 	./ditrt bench transformer --arch stdit-xl-2 --frames 16 --res 512 --layers 2 --quant w8a8 --iters 3
+	./ditrt bench transformer --arch sd15-unet --res 512 --breakdown
+	./ditrt bench vae --res 512 --breakdown
 	@# the stacked txt2img headline needs a random pipeline folder (scripts/bench/make_random_folder.py)
 	@if [ -f build/xl-pipe/model_index.json ]; then scripts/bench/stacked.sh build/xl-pipe; \
 	 else echo "bench: no build/xl-pipe, stacked headline skipped (scripts/bench/stacked.sh says how to make it)"; fi
+# ditrt vs diffusers, alternated (needs a PyTorch + diffusers venv; not part of `make bench`):
+#   /work/venv-cur/bin/python scripts/bench/unet_diffusers.py [--part vae] --res 512 --threads 2 --rounds 3
 
 # The first command on a fresh machine: builds ditrt and draws out/demo.png (32x32) with the
 # small PixArt-Σ-architecture model trained on synthetic shapes (assets/demo-pixart, scripts/demo/),

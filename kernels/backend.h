@@ -24,7 +24,9 @@
 #include "runtime/core/tensor.h"
 #include "runtime/core/arena.h"
 
-typedef enum { DT_ACT_NONE = 0, DT_ACT_GELU_TANH, DT_ACT_SILU } dt_act;
+/* DT_ACT_GELU_ERF: the exact GELU x·Φ(x) = x·(1 + erf(x/√2))/2 (torch's approximate="none");
+ * a backend takes it where supports(DT_OP_GELU_ERF) says so. */
+typedef enum { DT_ACT_NONE = 0, DT_ACT_GELU_TANH, DT_ACT_SILU, DT_ACT_GELU_ERF } dt_act;
 
 /* Which kernel runs `attention` and `window_attention` (both stay available so either can be
  * tested): AUTO is the DITRT_ATTN environment variable ("gemm", "fused" or "int8") when set, else
@@ -75,6 +77,8 @@ typedef enum {
     DT_OP_REPEAT_ROWS,
     DT_OP_SUB,
     DT_OP_CFG_COMBINE,
+    DT_OP_GEGLU,    /* the geglu op (with every activation activation() takes) */
+    DT_OP_GELU_ERF, /* DT_ACT_GELU_ERF in activation, gated_act, geglu, group_norm and linear/qlinear_create */
     DT_OP_COUNT
 } dt_op;
 
@@ -191,6 +195,12 @@ typedef struct {
     /* MixDQ: the quantized layer q computes the rows of tokens[0..n) (indices within each
      * sequence; x must then be [B, T, in]) with the float layer fp instead (owned from then on). */
     dt_status (*qlinear_keep_tokens)(dt_backend *be, dt_linear *q, dt_linear *fp, const int *tokens, int n, dt_err *err);
+
+    /* ---- U-Net feed-forward (runtime/models/unet_blocks.c) ---- */
+    /* diffusers' GEGLU (and SwiGLU) over a fused projection's output: y[M,F] = x[M, 0:F] ·
+     * act(x[M, F:2F]) — the gate is the second half, unlike gated_act's; act as activation()
+     * takes (DT_ACT_GELU_ERF for GEGLU). x contiguous f32 [M, 2F], y contiguous f32 [M, F]. */
+    dt_status (*geglu)(dt_backend *be, dt_act act, const dt_tensor *x, dt_tensor *y, dt_err *err);
 
     /* ---- Host staging memory (optional; call through dt_backend_host_alloc/free below) ---- */
     /* *ptr = `bytes` of host memory that tensor_set/tensor_get move fastest (CUDA: page-locked,

@@ -151,6 +151,10 @@ static dt_status t_gated_act(dt_backend *be, dt_act act, const dt_tensor *x, dt_
 {
     TIMED(DT_OPK_ELEMENTWISE, gated_act, act, x, y, err);
 }
+static dt_status t_geglu(dt_backend *be, dt_act act, const dt_tensor *x, dt_tensor *y, dt_err *err)
+{
+    TIMED(DT_OPK_ELEMENTWISE, geglu, act, x, y, err);
+}
 static dt_status t_conv2d_create(dt_backend *be, const float *w, const float *b, int cin, int cout, int k, int stride,
                                  int pad_lo, int pad_hi, dt_dtype dtype, dt_conv2d **conv, dt_err *err)
 {
@@ -216,6 +220,7 @@ dt_status dt_backend_timed(dt_backend *inner, dt_backend **out, dt_err *err)
     tb->ops.copy4d = t_copy4d;
     tb->ops.blend_edge = t_blend_edge;
     tb->ops.gated_act = t_gated_act;
+    tb->ops.geglu = t_geglu;
     tb->ops.conv2d_create = t_conv2d_create;
     tb->ops.conv2d_forward = t_conv2d_forward;
     tb->ops.qlinear_create = t_qlinear_create;

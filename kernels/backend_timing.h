@@ -13,7 +13,7 @@ typedef enum {
     DT_OPK_LINEAR,      /* linear_forward: float or quantized layers */
     DT_OPK_ATTENTION,   /* attention, window_attention (matmuls and softmax) */
     DT_OPK_NORM,        /* layernorm_modulate, group_norm, rms_norm */
-    DT_OPK_ELEMENTWISE, /* gated_add, activation, add_rows, gated_act, patchify/unpatchify, copies */
+    DT_OPK_ELEMENTWISE, /* gated_add, activation, add_rows, gated_act, geglu, patchify/unpatchify, copies */
     DT_OPK_CONV,        /* conv2d_forward */
     DT_OPK_MEMORY,      /* buffer_alloc/free, tensor_set/get, copy (repeat_rows, sub, cfg_combine: elementwise) */
     DT_OPK_COUNT

@@ -400,6 +400,26 @@ static void test_cli(void **state)
     if (!strstr(msg, "--layers")) fail_msg("expected an error naming --layers, got: %s", msg);
 }
 
+/* `ditrt bench vae` (the SD VAE decode the U-Net benchmarks compare) and the --rounds-stdin
+ * protocol scripts/bench/unet_diffusers.py drives: a warm-up line, one timed round per line of
+ * input, each with its floor; no input at all is an error naming the option. Small: 64 px. */
+static void test_bench_rounds_stdin(void **state)
+{
+    (void)state;
+    char msg[4096];
+    int rc = tu_run(tmp, "printf 'go\\ngo\\n' | ./ditrt bench vae --res 64 --dtype f32 --threads 1 --rounds-stdin", 1, msg, sizeof msg);
+    if (rc != 0) fail_msg("bench vae --rounds-stdin failed: %s", msg);
+    const char *want[] = {"round 0: step", "(warm-up)", "round 1: step", "round 2: step", "ratio to floor",
+                          "bench vae: SD-shaped AutoencoderKL decode res=64 (latent 8x8)", "best of 2"};
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+        if (!strstr(msg, want[i])) fail_msg("expected \"%s\" in: %s", want[i], msg);
+    assert_null(strstr(msg, "round 3"));
+    assert_int_not_equal(tu_run(tmp, "./ditrt bench vae --res 64 --dtype f32 --threads 1 --rounds-stdin < /dev/null", 0, msg, sizeof msg), 0);
+    if (!strstr(msg, "--rounds-stdin")) fail_msg("expected an error naming --rounds-stdin, got: %s", msg);
+    assert_int_not_equal(tu_run(tmp, "./ditrt bench vae --res 100", 0, msg, sizeof msg), 0);
+    if (!strstr(msg, "--res")) fail_msg("expected an error naming --res, got: %s", msg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -413,6 +433,7 @@ int main(void)
         cmocka_unit_test(test_config_fuzz),
         cmocka_unit_test(test_attn_plans_refused),
         cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_bench_rounds_stdin),
     };
     return cmocka_run_group_tests_name("unet", tests, setup, teardown);
 }

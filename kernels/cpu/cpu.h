@@ -140,6 +140,9 @@ dt_status cpu_blend_edge(dt_backend *be, const dt_tensor *a, dt_tensor *b, int a
 dt_status cpu_rms_norm(dt_backend *be, const dt_tensor *x, const float *w, float eps, dt_tensor *y, dt_err *err);
 dt_status cpu_gated_act(dt_backend *be, dt_act act, const dt_tensor *x, dt_tensor *y, dt_err *err);
 
+/* GEGLU / SwiGLU of the U-Net feed-forward (geglu.c) */
+dt_status cpu_geglu(dt_backend *be, dt_act act, const dt_tensor *x, dt_tensor *y, dt_err *err);
+
 /* The attention ops of the table (attention_select.c): the two-GEMM kernels below or the fused
  * one (attention_fused.h), as cb->attn_kernel says; cpu_attn_kernel resolves cfg.attn_kernel
  * (AUTO: DITRT_ATTN, else fused for f32 compute) into *kind, or fails on a bad DITRT_ATTN. */

@@ -40,7 +40,9 @@ static int cpu_supports(dt_backend *be, dt_op op, dt_dtype t)
     case DT_OP_GATED_ACT:
     case DT_OP_REPEAT_ROWS:
     case DT_OP_SUB:
-    case DT_OP_CFG_COMBINE: return t == DT_F32;
+    case DT_OP_CFG_COMBINE:
+    case DT_OP_GEGLU:
+    case DT_OP_GELU_ERF: return t == DT_F32;
     default: return 0;
     }
 }
@@ -86,6 +88,8 @@ static const dt_backend_ops cpu_ops = {
     .qlinear_keep_tokens = cpu_qlinear_keep_tokens,
     .attention_with = cpu_attention_with,
     .layernorm_modulate_linear = cpu_layernorm_modulate_linear,
+    /* U-Net feed-forward */
+    .geglu = cpu_geglu,
 };
 
 dt_status cpu_dnnl_fail(dt_err *err, dnnl_status_t st, const char *what)

@@ -134,6 +134,10 @@ dt_status cpu_activation(dt_backend *be, dt_act act, const dt_tensor *x, dt_tens
 #pragma omp parallel for simd schedule(static)
         for (int64_t i = 0; i < n; i++) o[i] = vm_silu(a[i]);
         break;
+    case DT_ACT_GELU_ERF:
+#pragma omp parallel for simd schedule(static)
+        for (int64_t i = 0; i < n; i++) o[i] = vm_gelu_erf(a[i]);
+        break;
     default:
         if (o != a) memmove(o, a, (size_t)n * sizeof(float));
     }

@@ -117,6 +117,9 @@ static void gn_apply(const float *x, const float *a, const float *d, int64_t B, 
                 } else if (act == DT_ACT_GELU_TANH) {
 #pragma omp simd
                     for (int64_t c = 0; c < n; c++) t[c] = vm_gelu_tanh(t[c]);
+                } else if (act == DT_ACT_GELU_ERF) {
+#pragma omp simd
+                    for (int64_t c = 0; c < n; c++) t[c] = vm_gelu_erf(t[c]);
                 }
                 int64_t o = (b * N + r) * C + c0;
                 if (y->dtype == DT_BF16) cpu_f32_to_bf16(t, (uint16_t *)y->data + o, (size_t)n);

@@ -28,8 +28,9 @@ static dnnl_status_t make_attr(dt_act act, dnnl_primitive_attr_t *attr)
     dnnl_post_ops_t po;
     st = dnnl_post_ops_create(&po);
     if (st != dnnl_success) return st;
-    st = dnnl_post_ops_append_eltwise(po, 1.0f, act == DT_ACT_SILU ? dnnl_eltwise_swish : dnnl_eltwise_gelu_tanh,
-                                      1.0f, 0.0f);
+    dnnl_alg_kind_t alg = act == DT_ACT_SILU ? dnnl_eltwise_swish
+                          : act == DT_ACT_GELU_ERF ? dnnl_eltwise_gelu_erf : dnnl_eltwise_gelu_tanh;
+    st = dnnl_post_ops_append_eltwise(po, 1.0f, alg, 1.0f, 0.0f);
     if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(*attr, po);
     dnnl_post_ops_destroy(po);
     return st;

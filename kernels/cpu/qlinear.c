@@ -261,6 +261,7 @@ static inline float act_none(float x) { return x; }
     do {                                                                   \
         if (l->act == DT_ACT_GELU_TANH) EPILOGUE_ROW(vm_gelu_tanh_sigmoid, ar); \
         else if (l->act == DT_ACT_SILU) EPILOGUE_ROW(vm_silu, ar);         \
+        else if (l->act == DT_ACT_GELU_ERF) EPILOGUE_ROW(vm_gelu_erf, ar); \
         else EPILOGUE_ROW(act_none, ar);                                   \
     } while (0)
 

@@ -10,6 +10,7 @@ float ref_act(dt_act act, float x)
         return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
     }
     case DT_ACT_SILU: return x / (1.0f + expf(-x));
+    case DT_ACT_GELU_ERF: return (float)(0.5 * x * erfc(-(double)x * M_SQRT1_2)); /* no cancellation for x < 0 */
     default: return x;
     }
 }
@@ -239,6 +240,12 @@ void ref_gated_act(dt_act act, const float *x, int64_t M, int64_t F, float *y)
 {
     for (int64_t m = 0; m < M; m++)
         for (int64_t f = 0; f < F; f++) y[m * F + f] = ref_act(act, x[m * 2 * F + f]) * x[m * 2 * F + F + f];
+}
+
+void ref_geglu(dt_act act, const float *x, int64_t M, int64_t F, float *y)
+{
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t f = 0; f < F; f++) y[m * F + f] = x[m * 2 * F + f] * ref_act(act, x[m * 2 * F + F + f]);
 }
 
 void ref_window_attention(const dt_tensor *q, const dt_tensor *k, const dt_tensor *v, int heads, float scale,

@@ -29,6 +29,8 @@ void ref_blend_edge(const dt_tensor *a, dt_tensor *b, int axis, int extent);
 /* T5 text encoder ops */
 void ref_rms_norm(const float *x, int64_t M, int64_t C, const float *w, float eps, float *y);
 void ref_gated_act(dt_act act, const float *x, int64_t M, int64_t F, float *y);
+/* y[m, f] = x[m, f] · act(x[m, F + f]) (the geglu op: the gate is the second half). */
+void ref_geglu(dt_act act, const float *x, int64_t M, int64_t F, float *y);
 /* DiTFastAttn banded attention: keys |i - j| <= window only */
 void ref_window_attention(const dt_tensor *q, const dt_tensor *k, const dt_tensor *v, int heads, float scale,
                           int window, dt_tensor *out);

@@ -40,7 +40,7 @@ dt_status cpu_gated_act(dt_backend *be, dt_act act, const dt_tensor *x, dt_tenso
     int64_t M, C2, My, F;
     if (!rows_of(x, &M, &C2) || !rows_of(y, &My, &F) || M != My || C2 != 2 * F || F <= 0)
         return dt_fail(err, DT_EINVAL, "gated_act: expected contiguous f32 [M, 2F] -> [M, F]");
-    if (act != DT_ACT_GELU_TANH && act != DT_ACT_SILU && act != DT_ACT_NONE)
+    if (act != DT_ACT_GELU_TANH && act != DT_ACT_SILU && act != DT_ACT_GELU_ERF && act != DT_ACT_NONE)
         return dt_fail(err, DT_EINVAL, "gated_act: unknown activation %d", (int)act);
     const float *xs = x->data;
     float *ys = y->data;
@@ -54,6 +54,9 @@ dt_status cpu_gated_act(dt_backend *be, dt_act act, const dt_tensor *x, dt_tenso
         } else if (act == DT_ACT_SILU) {
 #pragma omp simd
             for (int64_t f = 0; f < F; f++) yr[f] = vm_silu(a[f]) * g[f];
+        } else if (act == DT_ACT_GELU_ERF) {
+#pragma omp simd
+            for (int64_t f = 0; f < F; f++) yr[f] = vm_gelu_erf(a[f]) * g[f];
         } else {
 #pragma omp simd
             for (int64_t f = 0; f < F; f++) yr[f] = a[f] * g[f];

@@ -214,7 +214,9 @@ static int cu_supports(dt_backend *be, dt_op op, dt_dtype t)
     case DT_OP_GATED_ACT:
     case DT_OP_REPEAT_ROWS:
     case DT_OP_SUB:
-    case DT_OP_CFG_COMBINE: return t == DT_F32;
+    case DT_OP_CFG_COMBINE:
+    case DT_OP_GEGLU:
+    case DT_OP_GELU_ERF: return t == DT_F32;
     default: return 0;
     }
 }
@@ -271,6 +273,8 @@ static const dt_backend_ops cuda_ops = {
     .qlinear_create = cu_qlinear_create,
     .linear_observe = cu_linear_observe,
     .qlinear_keep_tokens = cu_qlinear_keep_tokens,
+    /* U-Net feed-forward */
+    .geglu = cu_geglu,
     /* pinned host buffers */
     .host_alloc = cu_host_alloc,
     .host_free = cu_host_free,

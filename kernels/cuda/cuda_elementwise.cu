@@ -276,6 +276,28 @@ __global__ void k_gated_act(int act, const float *x, float *y, int64_t F, int64_
     }
 }
 
+__global__ void k_geglu(int act, const float *x, float *y, int64_t F, int64_t n)
+{
+    GRID_LOOP(o, n)
+    {
+        int64_t m = o / F, f = o % F;
+        y[o] = x[m * 2 * F + f] * dtm_act(act, x[m * 2 * F + F + f]);
+    }
+}
+
+/* diffusers' GEGLU: value · act(gate), the gate in the second half (backend.h). */
+dt_status cu_geglu(dt_backend *be, dt_act act, const dt_tensor *x, dt_tensor *y, dt_err *err)
+{
+    cuda_backend *cb = cu_enter(be);
+    int64_t F2 = x->ndim >= 1 ? x->shape[x->ndim - 1] : 0, M = F2 ? dt_tensor_numel(x) / F2 : 0;
+    if (!dev_f32c(x) || !dev_f32c(y) || F2 % 2 || dt_tensor_numel(y) != M * (F2 / 2))
+        return dt_fail(err, DT_EINVAL, "geglu: expected contiguous f32 CUDA x [M, 2F] and y [M, F]");
+    if (act != DT_ACT_GELU_ERF && act != DT_ACT_GELU_TANH && act != DT_ACT_SILU && act != DT_ACT_NONE)
+        return dt_fail(err, DT_EINVAL, "geglu: unknown activation %d", (int)act);
+    LAUNCH(k_geglu, M * (F2 / 2), (int)act, FP(x), FP(y), F2 / 2, M * (F2 / 2));
+    return DT_OK;
+}
+
 dt_status cu_gated_act(dt_backend *be, dt_act act, const dt_tensor *x, dt_tensor *y, dt_err *err)
 {
     cuda_backend *cb = cu_enter(be);

@@ -175,6 +175,7 @@ dt_status cu_cfg_combine(dt_backend *be, const dt_tensor *uncond, const dt_tenso
                          dt_err *err);
 dt_status cu_rms_norm(dt_backend *be, const dt_tensor *x, const float *w, float eps, dt_tensor *y, dt_err *err);
 dt_status cu_gated_act(dt_backend *be, dt_act act, const dt_tensor *x, dt_tensor *y, dt_err *err);
+dt_status cu_geglu(dt_backend *be, dt_act act, const dt_tensor *x, dt_tensor *y, dt_err *err);
 
 dt_status cu_conv2d_create(dt_backend *be, const float *w, const float *b, int cin, int cout, int k, int stride,
                            int pad_lo, int pad_hi, dt_dtype dtype, dt_conv2d **conv, dt_err *err);

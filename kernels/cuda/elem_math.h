@@ -7,6 +7,7 @@
  * activation rounds exactly like the CPU one. */
 #ifndef DT_CUDA_ELEM_MATH_H
 #define DT_CUDA_ELEM_MATH_H
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -18,7 +19,7 @@
 
 /* Activation kinds, numbered as dt_act in kernels/backend.h (kept apart so these headers
  * need nothing but <stdint.h>). */
-enum { DTM_ACT_NONE = 0, DTM_ACT_GELU_TANH = 1, DTM_ACT_SILU = 2 };
+enum { DTM_ACT_NONE = 0, DTM_ACT_GELU_TANH = 1, DTM_ACT_SILU = 2, DTM_ACT_GELU_ERF = 3 };
 
 DTM_HD uint32_t dtm_f2u(float f)
 {
@@ -78,9 +79,36 @@ DTM_HD float dtm_tanh(float x)
 DTM_HD float dtm_gelu_tanh(float x) { return 0.5f * x * (1.0f + dtm_tanh(0.7978845608028654f * (x + 0.044715f * x * x * x))); }
 DTM_HD float dtm_silu(float x) { return x / (1.0f + dtm_exp(-x)); }
 
+/* The exact GELU as the CPU's vm_gelu_erf (kernels/cpu/vmath.h, where the method is described),
+ * op for op: its fmas are explicit fmaf calls on both sides. */
+DTM_HD float dtm_gelu_erf(float x)
+{
+    float ax = x < 0 ? -x : x;
+    float a = ax * 0.70710678118654752f;
+    float t = (a - 2.0f) / (a + 2.0f);
+    float p = 2.518798101e-05f;
+    p = fmaf(p, t, -3.673157771e-04f);
+    p = fmaf(p, t, -1.253732131e-03f);
+    p = fmaf(p, t, 1.275616814e-03f);
+    p = fmaf(p, t, 8.639339358e-03f);
+    p = fmaf(p, t, -8.045202121e-03f);
+    p = fmaf(p, t, -5.420542136e-02f);
+    p = fmaf(p, t, 1.640532166e-01f);
+    p = fmaf(p, t, -1.660313308e-01f);
+    p = fmaf(p, t, -9.276390076e-02f);
+    p = fmaf(p, t, 1.276978374e+00f);
+    float xx = x * x, lo = fmaf(x, x, -xx);
+    float e = dtm_exp(-0.5f * xx) * (1.0f - 0.5f * lo);
+    float erfc = e * p / fmaf(2.0f, a, 1.0f);
+    erfc = ax > 14.0f ? 0.0f : erfc;
+    float phi = x < 0 ? 0.5f * erfc : 1.0f - 0.5f * erfc;
+    return x * phi;
+}
+
 DTM_HD float dtm_act(int act, float x)
 {
-    return act == DTM_ACT_GELU_TANH ? dtm_gelu_tanh(x) : act == DTM_ACT_SILU ? dtm_silu(x) : x;
+    return act == DTM_ACT_GELU_TANH ? dtm_gelu_tanh(x) : act == DTM_ACT_SILU ? dtm_silu(x)
+         : act == DTM_ACT_GELU_ERF ? dtm_gelu_erf(x) : x;
 }
 
 /* Classifier-free guidance, in this order and without a fused multiply-add (backend.h). */

@@ -36,6 +36,13 @@ dt_status cli_linear_peak(dt_backend *be, int wbits, double *gflops, dt_err *err
 /* `ditrt bench attention`: fused vs two-GEMM attention vs the matmul floor (bench_attention.c). */
 int cli_bench_attention(int argc, char **argv);
 int cli_bench_load(int argc, char **argv);
+/* `ditrt bench vae`: an SD-shaped VAE decode vs its conv/GEMM floor (bench_vae.c). */
+int cli_bench_vae(int argc, char **argv);
+/* --rounds-stdin (cli_bench.c): waits for a line on stdin (0 at end of input); after round r
+ * (0: the warm-up, whose line says "ready") prints its time and the floor of `flops` at a GEMM
+ * peak measured right then. */
+int cli_bench_stdin_go(void);
+dt_status cli_bench_round_report(dt_backend *be, int r, double step, double flops, dt_err *err);
 
 /* Restarts the process (execv /proc/self/exe) with OMP_WAIT_POLICY=passive unless the user set
  * OMP_WAIT_POLICY or GOMP_SPINCOUNT; returns only when it did not restart (openmp_wait.c). */

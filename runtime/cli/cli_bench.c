@@ -22,6 +22,7 @@ typedef struct {
     int frames;           /* latte-1: frames per video (0: video_length) */
     const char *quant;    /* --quant w8a8|w4a8 (cli_quant.c), NULL: float */
     int breakdown;        /* --breakdown: time the step's ops by kind (runtime/backend_timing.h) */
+    int stdin_rounds;     /* --rounds-stdin: one timed step per line read (a peer alternates with us) */
 } bench_args;
 
 /* Mean seconds per step of each op kind for ncol runs (sums over `rounds` steps), then what
@@ -114,7 +115,11 @@ static void report(const bench_args *a, const dt_denoiser_info *c, const dt_back
            ru.ru_maxrss * 1024.0 / (wbytes + arena_peak));
 }
 
-/* Random inputs of one CFG forward (B = 2, T = 120 caption tokens, timestep 999) of the
+/* Caption tokens of the bench step: a pipeline's fixed length (CLIP's 77 for U-Nets, 120 for
+ * Latte / Open-Sora), else PixArt-α's 120. */
+static int bench_tokens(const dt_denoiser_class *cls) { return cls->pipelines[0].fixed_len ? cls->pipelines[0].max_len : 120; }
+
+/* Random inputs of one CFG forward (B = 2, T caption tokens, timestep 999) of the
  * model's latent rank; the caption mask only for models whose pipeline passes one. */
 typedef struct {
     float *hs, *ehs, *out, *mask, t[2], res[4], ar[2];
@@ -124,9 +129,10 @@ typedef struct {
     dt_denoiser_inputs in;
 } bench_inputs;
 
-static dt_status make_inputs(const dt_denoiser_info *c, int mask_feature, int F, int H, int W, bench_inputs *x, dt_err *err)
+static dt_status make_inputs(const dt_denoiser_info *c, int mask_feature, int F, int H, int W, int T, bench_inputs *x,
+                             dt_err *err)
 {
-    enum { B = 2, T = 120 };
+    enum { B = 2 };
     int rank = c->latent_rank;
     int64_t hsh[5] = {B, c->in_channels, F, H, W}, osh[5] = {B, c->out_channels, F, H, W}, esh[3] = {B, T, c->caption_channels};
     if (rank == 4) hsh[2] = osh[2] = H, hsh[3] = osh[3] = W; /* no frame axis */
@@ -178,6 +184,31 @@ static void free_inputs(dt_backend *be, bench_inputs *x)
     if (be) { be->ops->buffer_free(be, x->dhs); be->ops->buffer_free(be, x->dehs); be->ops->buffer_free(be, x->dout); }
 }
 
+/* --rounds-stdin: waits for a line on stdin before each timed round (0 at end of input), so
+ * that a peer benchmark (scripts/bench/unet_diffusers.py) can alternate its rounds with ours
+ * on one machine while both models stay loaded. */
+int cli_bench_stdin_go(void)
+{
+    char line[64];
+    return fgets(line, sizeof line, stdin) != NULL;
+}
+
+/* After each round (the warm-up is round 0; its line tells the peer we are ready): its step
+ * time and a GEMM peak measured right after it, so each round has its own floor under the
+ * machine's load of the moment. */
+dt_status cli_bench_round_report(dt_backend *be, int r, double step, double flops, dt_err *err)
+{
+    double peak = 0;
+    dt_op_times *t = dt_backend_times(be), keep = t ? *t : (dt_op_times){0};
+    DT_TRY(cli_gemm_peak(be, &peak, err));
+    if (t) *t = keep; /* the breakdown is of the steps only */
+    double floor_s = flops / (peak * 1e9);
+    printf("round %d: step %.3f s, GEMM peak %.0f GFLOP/s -> floor %.3f s, ratio to floor %.2fx%s\n", r, step, peak, floor_s,
+           step / floor_s, r == 0 ? " (warm-up)" : "");
+    fflush(stdout);
+    return DT_OK;
+}
+
 /* One CFG forward of a preset architecture (random weights) timed against the GEMM floor,
  * then the quantized A/B and attention-plan runs when asked. */
 static int run(const bench_args *a)
@@ -210,25 +241,31 @@ static int run(const bench_args *a)
     if (s == DT_OK) s = dt_denoiser_create_preset(be, a->arch, a->res / 8, a->layers, &rnd, &m, &err);
     double load_s = cli_now() - t0;
     const dt_denoiser_info *c = m ? dt_denoiser_get_info(m) : NULL;
-    int B = 2, T = 120, H = a->res / 8, W = a->res / 8, F = 1, p = c ? c->patch_size : 1, N = (H / p) * (W / p);
+    int B = 2, T = bench_tokens(cls), H = a->res / 8, W = a->res / 8, F = 1, p = c ? c->patch_size : 1, N = (H / p) * (W / p);
     if (s == DT_OK && c->max_frames) {
         F = a->frames ? a->frames : c->max_frames;
         if (F > c->max_frames) s = dt_fail(&err, DT_EINVAL, "--frames: %s takes 1 to %d frames, got %d", a->arch, c->max_frames, F);
     } else if (s == DT_OK && a->frames) s = dt_fail(&err, DT_EINVAL, "--frames: %s is an image model", a->arch);
-    if (s == DT_OK) s = make_inputs(c, cls->pipelines[0].mask_feature, F, H, W, &x, &err);
+    if (s == DT_OK) s = make_inputs(c, cls->pipelines[0].mask_feature, F, H, W, T, &x, &err);
     if (s == DT_OK) s = inputs_to_device(be, &x, &err);
     double best = 1e30, total = 0;
+    double flops = s == DT_OK ? dt_denoiser_matmul_flops(m, B, F, H / p, W / p, T) : 0;
     dt_op_times *times = dt_backend_times(be);
-    for (int r = 0; s == DT_OK && r <= a->iters; r++) { /* r == 0 is the warm-up */
+    bench_args done = *a; /* done.iters: the timed rounds run */
+    done.iters = 0;
+    for (int r = 0; s == DT_OK && (a->stdin_rounds || r <= a->iters); r++) { /* r == 0 is the warm-up */
         if (r == 1 && times) *times = (dt_op_times){0};
+        if (r > 0 && a->stdin_rounds && !cli_bench_stdin_go()) break;
         dt_arena_reset(&arena);
         double ts = cli_now();
         s = dt_denoiser_forward(m, &x.in, &arena, &x.tout, &err);
         if (s == DT_OK && x.dout) s = dt_backend_read(be, x.dout, x.out, 1, &err); /* waits for the GPU */
         double dt = cli_now() - ts;
-        if (r > 0) { total += dt; if (dt < best) best = dt; }
+        if (r > 0) { total += dt; if (dt < best) best = dt; done.iters++; }
+        if (s == DT_OK && a->stdin_rounds) s = cli_bench_round_report(be, r, dt, flops, &err);
     }
-    double flops = s == DT_OK ? dt_denoiser_matmul_flops(m, B, F, H / p, W / p, T) : 0;
+    if (s == DT_OK && done.iters == 0) s = dt_fail(&err, DT_EINVAL, "--rounds-stdin: no round was asked for");
+    a = &done;
     if (s == DT_OK) {
         report(a, c, be, flops, B, F, N, T, load_s, best, total, peak, arena.peak);
         double mean = total / a->iters;
@@ -272,6 +309,7 @@ static int bench_transformer(int argc, char **argv)
             a.plans[a.nplans++] = v;
         }
         else if (!strcmp(argv[i], "--breakdown")) a.breakdown = 1;
+        else if (!strcmp(argv[i], "--rounds-stdin")) a.stdin_rounds = 1;
         else if (miss) return cli_usage_error("%s: missing value", argv[i]);
         else return cli_unknown_option("bench transformer", argv[i]);
     }
@@ -372,5 +410,6 @@ int cli_bench(int argc, char **argv)
     if (argc >= 2 && !strcmp(argv[1], "text-encoder")) return bench_text_encoder(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "attention")) return cli_bench_attention(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "load")) return cli_bench_load(argc, argv);
-    return cli_usage_error("bench: expected a target: transformer, text-encoder, attention, load");
+    if (argc >= 2 && !strcmp(argv[1], "vae")) return cli_bench_vae(argc, argv);
+    return cli_usage_error("bench: expected a target: transformer, text-encoder, attention, vae, load");
 }

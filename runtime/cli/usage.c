@@ -250,19 +250,21 @@ static void eval_help(text *t)
 
 static void bench_help(text *t)
 {
-    add(t, "usage: ditrt bench transformer|text-encoder|attention [options]   (developer tool: random weights)\n"
+    add(t, "usage: ditrt bench transformer|text-encoder|attention|vae [options]   (developer tool: random weights)\n"
            "       ditrt bench load -m DIR [--rounds R] [--dtype D]   load time and peak RSS against reading the files\n"
            "options:\n"
            "  --arch NAME               transformer: pixart-xl-2 (default), latte-1, stdit-xl-2, sd15-unet or\n"
            "                            sdxl-unet; text-encoder: t5-xxl\n"
-           "  --res N                   transformer: image size; default 512\n"
+           "  --res N                   transformer, vae: image size; default 512\n"
            "  --frames F                latte-1, stdit-xl-2: frames (default: the preset's, 16)\n"
            "  --layers L                blocks run; default all\n"
            "  --iters K                 default 2\n"
            "  --dtype bf16|f32          default: the device's\n"
            "  --quant w8a8|w4a8         transformer: quantized linears\n"
            "  --attn-plan FILE          transformer: an attention plan (up to 8, compared)\n"
-           "  --breakdown               transformer: time per op kind\n"
+           "  --breakdown               transformer, vae: time per op kind\n"
+           "  --rounds-stdin            transformer, vae: one timed step per line read from stdin (a peer\n"
+           "                            benchmark alternates with it); each round prints its own floor\n"
            "  --device cpu|cuda[:N]     transformer: default cpu\n"
            "  --tokens N[,N...]         attention: sequence lengths; default 1024,4096\n"
            "  --heads H, --head-dim D   attention: default 16 x 72 (PixArt-XL)\n"
@@ -431,6 +433,9 @@ int cli_unknown_option(const char *cmd, const char *arg)
         return cli_usage_error("%s: unexpected argument \"%s\" (a value goes after its option; quote a prompt with spaces; "
                                "ditrt %s --help lists the options)", cmd, arg, cmd);
     if (strchr(arg, '=') && is_switch(cmd, name)) return cli_usage_error("%s: %s takes no value, got \"%s\"", cmd, name, arg);
+    if (cli_closest_option(cmd, arg, best, sizeof best) && !strcmp(best, name))
+        /* an option of the command's help that this parser (e.g. another bench target) lacks */
+        return cli_usage_error("%s: %s does not apply here (ditrt %s --help says where it goes)", cmd, name, cmd);
     if (cli_closest_option(cmd, arg, best, sizeof best))
         return cli_usage_error("%s: unknown option \"%s\" (did you mean %s?)", cmd, arg, best);
     return cli_usage_error("%s: unknown option \"%s\" (ditrt %s --help lists the options)", cmd, arg, cmd);

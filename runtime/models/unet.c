@@ -572,7 +572,7 @@ dt_status unet_forward(unet_model *m, const dt_denoiser_inputs *in, dt_arena *a,
     float *key_bias;
     DT_TRY(dit_key_bias(be, in->encoder_attention_mask, B, 1, T, a, &m->stage, &key_bias, err));
     dt_attn_bias bias = {.key = key_bias};
-    unet_run r = {be, c->norm_num_groups, c->norm_eps, B, T, &semb, in->encoder_hidden_states, key_bias ? &bias : NULL, &s, &m->stage};
+    unet_run r = {be, c->norm_num_groups, c->norm_eps, B, T, &semb, in->encoder_hidden_states, key_bias ? &bias : NULL, &s};
 
     dt_tensor xin, src = nhwc_view(in->hidden_states);
     int64_t xs[4] = {B, H, W, c->in_channels};
@@ -669,15 +669,11 @@ static dt_status den_forward(void *m, const dt_denoiser_inputs *in, dt_arena *a,
     return unet_forward(m, in, a, out, err);
 }
 
-/* The arena of one forward, the attention score block and the GEGLU host rows. */
+/* The arena of one forward and the attention score block (the rest stays in the backend). */
 static double den_step_bytes(const void *m, int B, int frames, int h, int w, int T)
 {
     (void)frames;
-    const unet_config *c = &((const unet_model *)m)->cfg;
-    int cmax = 0;
-    for (int i = 0; i < c->nblocks; i++) cmax = c->block_out_channels[i] > cmax ? c->block_out_channels[i] : cmax;
-    double rows = fmin((double)B * h * w, FF_ROWS);
-    return arena_bytes(c, B, h, w, T) + 48e6 + 4.0 * rows * 12 * cmax;
+    return arena_bytes(&((const unet_model *)m)->cfg, B, h, w, T) + 48e6;
 }
 
 /* h, w in patches: the latent over 2^(nblocks-1) (the info's patch_size). */

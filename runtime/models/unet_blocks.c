@@ -245,24 +245,6 @@ dt_status unet_resnet_forward(unet_run *r, const unet_resnet *rn, unet_act *x, d
     return be->ops->conv2d_forward(be, rn->c2, &c1.t, &x->t, 1, err); /* the residual add, fused */
 }
 
-/* GEGLU: y[m, j] = f[m, j] · gelu(f[m, F + j]) with the exact (erf) GELU, which no backend op
- * computes: the rows go through host memory (tensor_get / tensor_set). */
-static dt_status geglu(unet_run *r, const dt_tensor *f, dt_tensor *y, dt_err *err)
-{
-    dt_backend *be = r->be;
-    int64_t M = f->shape[0], F = y->shape[1];
-    float *h = dt_stage_get(r->stage, (size_t)M * 3 * F);
-    if (!h) return dt_fail(err, DT_ENOMEM, "out of memory");
-    float *g = h + (size_t)M * 2 * F;
-    DT_TRY(be->ops->tensor_get(be, f, h, dt_tensor_nbytes(f), err));
-    for (int64_t m = 0; m < M; m++) {
-        const float *v = h + m * 2 * F, *gate = v + F;
-        float *o = g + m * F;
-        for (int64_t j = 0; j < F; j++) o[j] = v[j] * (0.5f * gate[j] * (1.0f + erff(gate[j] * (float)M_SQRT1_2)));
-    }
-    return be->ops->tensor_set(be, y, g, dt_tensor_nbytes(y), err);
-}
-
 /* ts[rows] += ff2(GEGLU(ff1(xn[rows]))), a chunk of rows at a time (bounds the 8C-wide buffer). */
 static dt_status feed_forward(unet_run *r, const unet_tblock *b, int64_t BN, int64_t C, dt_err *err)
 {
@@ -273,7 +255,7 @@ static dt_status feed_forward(unet_run *r, const unet_tblock *b, int64_t BN, int
         dt_tensor xn = t2d(s->xn + m0 * C, R, C), f = t2d(s->ff, R, 8 * C), g = t2d(s->ff + R * 8 * C, R, 4 * C),
                   o = t2d(s->o + m0 * C, R, C);
         LIN(b->ff1, &xn, &f);
-        DT_TRY(geglu(r, &f, &g, err));
+        DT_TRY(be->ops->geglu(be, DT_ACT_GELU_ERF, &f, &g, err)); /* GEGLU: value · gelu(gate), exact GELU */
         LIN(b->ff2, &g, &o);
     }
     dt_tensor ts = t3d(s->ts, 1, BN, C), o3 = t3d(s->o, 1, BN, C);

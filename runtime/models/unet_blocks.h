@@ -79,7 +79,6 @@ typedef struct {
     const dt_tensor *ctx;        /* [B, T, cross] */
     const dt_attn_bias *bias;    /* caption key mask, or NULL */
     unet_scratch *s;
-    dt_stage *stage;             /* host staging (GEGLU) */
 } unet_run;
 
 /* A stream tensor [B, H, W, C] in scratch slot `slot`. */

@@ -331,6 +331,11 @@ static void test_rows_and_elements(void **state)
     assert_int_equal(p.c->ops->gated_act(p.c, DT_ACT_GELU_TANH, &hx2, &hy2, &err), DT_OK);
     down(p.g, &gy2, og);
     expect_close(og, oc, (size_t)B * N * 18, TOL_F32);
+    /* the U-Net's GEGLU (gate in the second half) with the exact GELU */
+    assert_int_equal(p.g->ops->geglu(p.g, DT_ACT_GELU_ERF, &gx2, &gy2, &err), DT_OK);
+    assert_int_equal(p.c->ops->geglu(p.c, DT_ACT_GELU_ERF, &hx2, &hy2, &err), DT_OK);
+    down(p.g, &gy2, og);
+    expect_close(og, oc, (size_t)B * N * 18, TOL_F32);
     drop(p.g, &gx), drop(p.g, &gy), drop(p.g, &gsh), drop(p.g, &gsc), drop(p.g, &go), drop(p.g, &gr), drop(p.g, &grr);
     drop(p.g, &gx2), drop(p.g, &gy2);
     free(x), free(y), free(sh), free(sc), free(og), free(oc), free(rg), free(rc);
