@@ -32,12 +32,17 @@ typedef struct {
  * solver matter (DPM-Solver on the same U-Net: 4.4e-5); its limit is loose on purpose. */
 #define TOL_V 1e-3
 #define TOL_XL_ZEROS 1e-2
+/* sd-15-pndm-tiny pndm_neg: below 1e-4 with the U-Net's host erff GELU, 1.2e-4 (step 5) since
+ * the vectorized erf GELU (3.7e-7 relative per element) replaced it: PNDM's four-term
+ * multistep sums amplify per-step differences on this tiny random U-Net (image still 75 dB).
+ * Not measured against diffusers' own f32-vs-f64 drift for this case. */
+#define TOL_PNDM 3e-4
 static const sd_case cases[] = {
     {"tests/fixtures/sd-15-tiny", "ddim_neg", 0},        {"tests/fixtures/sd-15-tiny", "ddim_clipskip", 0},
     {"tests/fixtures/sd-15-tiny", "dpmpp_b2", 0},        {"tests/fixtures/sd-xl-tiny", "euler_zeros", TOL_XL_ZEROS},
     {"tests/fixtures/sd-xl-tiny", "euler_neg", 1e-3},    {"tests/fixtures/sd-xl-tiny", "dpmpp_b2", 0},
     {"tests/fixtures/sd-xl-turbo-tiny", "euler_a_1step", 0}, {"tests/fixtures/sd-xl-turbo-tiny", "euler_a_2steps", 0},
-    {"tests/fixtures/sd-15-pndm-tiny", "pndm_neg", 0},   {"tests/fixtures/sd-15-pndm-tiny", "pndm_b2", 0},
+    {"tests/fixtures/sd-15-pndm-tiny", "pndm_neg", TOL_PNDM},   {"tests/fixtures/sd-15-pndm-tiny", "pndm_b2", 0},
     {"tests/fixtures/sd-21v-tiny", "ddim_v", TOL_V},     {"tests/fixtures/sd-21v-tiny", "euler_v", 0},
     {"tests/fixtures/sd-21v-tiny", "pndm_v", TOL_V},
 };
