@@ -70,14 +70,17 @@ def train(a):
     empty = len(uniq) - 1
     print(f"pool: {len(caps)} latents in {time.time() - t_start:.0f}s", flush=True)
 
-    student = copy.deepcopy(teacher).train().requires_grad_(True)
-    target = copy.deepcopy(teacher)
-    ema = copy.deepcopy(teacher)
+    student = copy.deepcopy(teacher)
+    if a.init:  # continue an earlier run from its saved (EMA) student; target and EMA restart from it
+        student = UNet2DConditionModel.from_pretrained(os.path.join(a.init, "unet"))
+    student = student.train().requires_grad_(True)
+    target = copy.deepcopy(student).eval().requires_grad_(False)
+    ema = copy.deepcopy(student).eval().requires_grad_(False)
     opt = torch.optim.AdamW(student.parameters(), lr=a.lr, weight_decay=0.0, betas=(0.9, 0.99))
     ac = tu.sd_alphas_cumprod()
     k = 1000 // ORIGINAL_STEPS
     grid = torch.arange(1, ORIGINAL_STEPS + 1) * k - 1
-    gen = torch.Generator().manual_seed(13)
+    gen = torch.Generator().manual_seed(13 + (a.init is not None))
     w = a.cfg
     t0 = last_save = time.time()
     budget = a.minutes * 60 - (t0 - t_start)
@@ -169,6 +172,7 @@ def main():
     ap.add_argument("--pool", type=int, default=10000)
     ap.add_argument("--save-every", type=float, default=120.0)
     ap.add_argument("--max-steps", type=int, default=0)
+    ap.add_argument("--init", help="start the student from DIR/unet (an earlier run's checkpoint)")
     ap.add_argument("--assemble", metavar="OUT")
     ap.add_argument("--ckpt", help="with --assemble: the checkpoint folder (default WORK/ckpt-lcm)")
     a = ap.parse_args()
