@@ -163,19 +163,22 @@ def gen_ditrt(a, prompt, seed, path):
 
 class DiffusersGen:
     def __init__(self, a):
+        import json
         import torch
-        from diffusers import PixArtSigmaPipeline
+        import diffusers
         torch.set_num_threads(a.threads)
         self.torch = torch
-        self.pipe = PixArtSigmaPipeline.from_pretrained(a.model, torch_dtype=torch.float32)
+        # the folder's own pipeline class (PixArtSigmaPipeline, or StableDiffusionPipeline for demo-sd)
+        cls = json.load(open(os.path.join(a.model, "model_index.json")))["_class_name"]
+        self.pipe = getattr(diffusers, cls).from_pretrained(a.model, torch_dtype=torch.float32)
         self.pipe.set_progress_bar_config(disable=True)
+        self.kwargs = dict(use_resolution_binning=False, clean_caption=False) if cls.startswith("PixArt") else {}
         self.a = a
 
     def __call__(self, prompt, seed, path):
         with self.torch.no_grad():
             im = self.pipe(prompt, num_inference_steps=self.a.steps, guidance_scale=self.a.cfg,
-                           generator=self.torch.Generator().manual_seed(seed), use_resolution_binning=False,
-                           clean_caption=False).images[0]
+                           generator=self.torch.Generator().manual_seed(seed), **self.kwargs).images[0]
         im.save(path)
         return np.array(im.convert("RGB"))
 
