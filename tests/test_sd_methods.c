@@ -122,12 +122,46 @@ static void test_attn_plan_refused(void **state)
     if (!strstr(out, "U-Net")) fail_msg("stderr: %s", out);
 }
 
+/* MixDQ on the U-Net: `ditrt quantize` writes a plan whose layers include the resnets'
+ * convolutions (as GEMMs over k·k·cin im2col columns) and the transformer linears, the BOS
+ * token kept in float by the cross-attention k|v; txt2img --quant runs it, near the float image
+ * at W8A8 and at a mixed 6-bit budget, further from it at W4A8 everywhere. */
+static void test_mixdq(void **state)
+{
+    (void)state;
+    char out[8192];
+    char gen[1200];
+    snprintf(gen, sizeof gen, "txt2img -m " SD " -p 'a red circle' --steps 4 --cfg 3 --dtype f32 -q", root);
+    int rc = ditrt(out, sizeof out, "%s -o f.png", gen);
+    if (rc) fail_msg("txt2img: %s", out);
+    const char *schemes[][2] = {{"w8a8", "w8a8 --fp-text-tokens 0"}, {"mixed", "mixed --budget 6"}, {"w4a8", "w4a8"}};
+    double psnrs[3];
+    for (int i = 0; i < 3; i++) {
+        rc = ditrt(out, sizeof out, "quantize -m " SD " --prompts p.txt --out %s --steps 4 --cfg 3 --dtype f32 -q --scheme %s",
+                   root, schemes[i][0], schemes[i][1]);
+        if (rc) fail_msg("quantize %s: %s", schemes[i][1], out);
+        char png[64];
+        snprintf(png, sizeof png, "%s.png", schemes[i][0]);
+        rc = ditrt(out, sizeof out, "%s --quant %s -o %s", gen, schemes[i][0], png);
+        if (rc) fail_msg("txt2img --quant %s: %s", schemes[i][0], out);
+        psnrs[i] = psnr(png, "f.png");
+        print_message("%s: %.2f dB vs float\n", schemes[i][1], psnrs[i]);
+    }
+    assert_true(contains("w8a8/plan.json", "\"down_blocks.0.resnets.0.conv1\""));
+    assert_true(contains("w8a8/plan.json", "\"in\":\t72")); /* 3·3·8 im2col columns */
+    assert_true(contains("w8a8/plan.json", "\"fp_tokens\":\t[0]"));
+    assert_true(psnrs[0] >= 30 && psnrs[0] < 200);
+    assert_true(psnrs[1] >= 28);
+    assert_true(psnrs[2] < psnrs[0]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_usf, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oms_zoo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attn_plan_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mixdq, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -86,6 +86,7 @@ static const dt_backend_ops cpu_ops = {
     .qlinear_keep_tokens = cpu_qlinear_keep_tokens,
     .attention_with = cpu_attention_with,
     .layernorm_modulate_linear = cpu_layernorm_modulate_linear,
+    .im2col = cpu_im2col,
 };
 
 dt_status cpu_dnnl_fail(dt_err *err, dnnl_status_t st, const char *what)
