@@ -26,6 +26,10 @@ static int setup(void **state)
     assert_non_null(f);
     fputs("a red circle\na blue square\n", f);
     fclose(f);
+    f = fopen(in_tmp("p1.txt"), "w");
+    assert_non_null(f);
+    fputs("a red circle\n", f);
+    fclose(f);
     return 0;
 }
 static int teardown(void **state) { (void)state; tu_rmtree(tmp); return 0; }
@@ -49,7 +53,7 @@ static int contains(const char *name, const char *what)
 {
     FILE *f = fopen(in_tmp(name), "rb");
     if (!f) return 0;
-    char buf[8192];
+    static char buf[1 << 20];
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     buf[n] = 0;
     fclose(f);
@@ -125,21 +129,27 @@ static void test_attn_plan_refused(void **state)
 /* MixDQ on the U-Net: `ditrt quantize` writes a plan whose layers include the resnets'
  * convolutions (as GEMMs over k·k·cin im2col columns) and the transformer linears, the BOS
  * token kept in float by the cross-attention k|v; txt2img --quant runs it, near the float image
- * at W8A8 and at a mixed 6-bit budget, further from it at W4A8 everywhere. */
+ * at W8A8 and at a mixed 6-bit budget (metric-decoupled sensitivity), further from it at W4A8
+ * everywhere. */
 static void test_mixdq(void **state)
 {
     (void)state;
-    char out[8192];
+    static char out[1 << 16];
     char gen[1200];
     snprintf(gen, sizeof gen, "txt2img -m " SD " -p 'a red circle' --steps 4 --cfg 3 --dtype f32 -q", root);
     int rc = ditrt(out, sizeof out, "%s -o f.png", gen);
     if (rc) fail_msg("txt2img: %s", out);
-    const char *schemes[][2] = {{"w8a8", "w8a8 --fp-text-tokens 0"}, {"mixed", "mixed --budget 6"}, {"w4a8", "w4a8"}};
+    const char *schemes[][2] = {{"w8a8", "w8a8 -q"}, {"mixed", "mixed --budget 6 --sensitivity decoupled"}, {"w4a8", "w4a8 -q"}};
     double psnrs[3];
     for (int i = 0; i < 3; i++) {
-        rc = ditrt(out, sizeof out, "quantize -m " SD " --prompts p.txt --out %s --steps 4 --cfg 3 --dtype f32 -q --scheme %s",
+        rc = ditrt(out, sizeof out, "quantize -m " SD " --prompts p1.txt --out %s --steps 4 --cfg 3 --dtype f32 --scheme %s",
                    root, schemes[i][0], schemes[i][1]);
         if (rc) fail_msg("quantize %s: %s", schemes[i][1], out);
+        /* MixDQ's metric-decoupled groups, each allocated to the budget */
+        if (i == 1 && (!strstr(out, "(content: coarse)") || !strstr(out, "(quality: fine)") ||
+                       !strstr(out, "mixed: content (cross-attention) layers: average weight bits") ||
+                       !strstr(out, "mixed: quality layers")))
+            fail_msg("quantize output: %s", out);
         char png[64];
         snprintf(png, sizeof png, "%s.png", schemes[i][0]);
         rc = ditrt(out, sizeof out, "%s --quant %s -o %s", gen, schemes[i][0], png);
@@ -149,7 +159,7 @@ static void test_mixdq(void **state)
     }
     assert_true(contains("w8a8/plan.json", "\"down_blocks.0.resnets.0.conv1\""));
     assert_true(contains("w8a8/plan.json", "\"in\":\t72")); /* 3·3·8 im2col columns */
-    assert_true(contains("w8a8/plan.json", "\"fp_tokens\":\t[0]"));
+    assert_true(contains("w8a8/plan.json", "\"fp_tokens\":\t[0]")); /* BOS in float by default */
     assert_true(psnrs[0] >= 30 && psnrs[0] < 200);
     assert_true(psnrs[1] >= 28);
     assert_true(psnrs[2] < psnrs[0]);
