@@ -28,13 +28,14 @@ static void ref_conv(const float *x, int B, int H, int W, int C, const float *w,
                 }
 }
 
-static int g_bits; /* the hook's weight bits (0: float) */
+static int g_bits; /* the hook's weight bits (0: float GEMM, -1: leaves the layer to the model) */
 
 static dt_status hook(dt_weight_source *s, dt_backend *be, const char *name, const float *w, const float *b, int in,
                       int out, dt_act act, int m_hint, dt_dtype dt, dt_linear **lin, dt_err *err)
 {
     (void)s;
     (void)name;
+    if (g_bits < 0) { *lin = NULL; return DT_OK; }
     if (!g_bits) return be->ops->linear_create(be, w, b, in, out, act, m_hint, dt, lin, err);
     dt_qweights qw;
     DT_TRY(dt_qweights_make(w, in, out, g_bits, 0, NULL, 0, &qw, err));
@@ -100,6 +101,12 @@ static void run_case(dt_backend *be, uint64_t seed, int bits, double tol)
     assert_int_equal(unet_conv_forward(be, &c, &tx, &ty, 0, &err), DT_OK);
     assert_true(rel_l2(got, want, ny) < 1e-5);
     unet_conv_free(be, &c);
+    g_bits = -1; /* a hook that builds it in float (FLOAT mode): the backend's convolution */
+    assert_int_equal(unet_conv_make(be, &src, "up_blocks.0.upsamplers.0.conv", w, b, C, O, k, stride, plo, phi, 64, DT_F32, &c,
+                                    &err), DT_OK);
+    assert_non_null(c.c);
+    assert_null(c.lin);
+    unet_conv_free(be, &c);
     free(x), free(w), free(b), free(want), free(got), free(prev);
 }
 
@@ -128,8 +135,8 @@ static void test_roles(void **state)
     assert_int_equal(unet_linear_role("mid_block.attentions.0.transformer_blocks.1.attn2.to_k"),
                      DT_LINEAR_QUANTIZABLE | DT_LINEAR_TEXT_KV);
     assert_int_equal(unet_linear_role("up_blocks.1.attentions.2.proj_out"), DT_LINEAR_QUANTIZABLE);
-    assert_int_equal(unet_linear_role("up_blocks.0.resnets.1.conv_shortcut"), DT_LINEAR_QUANTIZABLE);
-    assert_int_equal(unet_linear_role("down_blocks.0.downsamplers.0.conv"), DT_LINEAR_QUANTIZABLE);
+    assert_int_equal(unet_linear_role("up_blocks.0.resnets.1.conv_shortcut"), DT_LINEAR_QUANTIZABLE | DT_LINEAR_CONV);
+    assert_int_equal(unet_linear_role("down_blocks.0.downsamplers.0.conv"), DT_LINEAR_QUANTIZABLE | DT_LINEAR_CONV);
     assert_int_equal(unet_linear_role("down_blocks.0.resnets.0.time_emb_proj"), 0);
     assert_int_equal(unet_linear_role("conv_in"), 0);
     assert_int_equal(unet_linear_role("conv_out"), 0);

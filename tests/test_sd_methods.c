@@ -139,7 +139,7 @@ static void test_mixdq(void **state)
     snprintf(gen, sizeof gen, "txt2img -m " SD " -p 'a red circle' --steps 4 --cfg 3 --dtype f32 -q", root);
     int rc = ditrt(out, sizeof out, "%s -o f.png", gen);
     if (rc) fail_msg("txt2img: %s", out);
-    const char *schemes[][2] = {{"w8a8", "w8a8 -q"}, {"mixed", "mixed --budget 6 --sensitivity decoupled"}, {"w4a8", "w4a8 -q"}};
+    const char *schemes[][2] = {{"w8a8", "w8a8 -q"}, {"mixed", "mixed --budget 6 --sensitivity decoupled -W 32 -H 32"}, {"w4a8", "w4a8 -q"}};
     double psnrs[3];
     for (int i = 0; i < 3; i++) {
         rc = ditrt(out, sizeof out, "quantize -m " SD " --prompts p1.txt --out %s --steps 4 --cfg 3 --dtype f32 --scheme %s",

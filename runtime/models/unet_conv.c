@@ -18,8 +18,8 @@ unsigned unet_linear_role(const char *name)
         return DT_LINEAR_QUANTIZABLE;
     if (strstr(name, ".resnets.") && (ends_with(name, ".conv1") || ends_with(name, ".conv2") ||
                                       ends_with(name, ".conv_shortcut")))
-        return DT_LINEAR_QUANTIZABLE;
-    if (strstr(name, "samplers.0.conv")) return DT_LINEAR_QUANTIZABLE;
+        return DT_LINEAR_QUANTIZABLE | DT_LINEAR_CONV;
+    if (strstr(name, "samplers.0.conv")) return DT_LINEAR_QUANTIZABLE | DT_LINEAR_CONV;
     return 0;
 }
 
@@ -28,7 +28,7 @@ dt_status unet_conv_make(dt_backend *be, dt_weight_source *src, const char *name
                          dt_err *err)
 {
     *c = (unet_conv){.cin = cin, .cout = cout, .k = k, .stride = stride, .pad_lo = pad_lo, .pad_hi = pad_hi};
-    if (!src->make_linear || !(unet_linear_role(name) & DT_LINEAR_QUANTIZABLE))
+    if (!src->make_linear || !(unet_linear_role(name) & DT_LINEAR_CONV))
         return be->ops->conv2d_create(be, w, b, cin, cout, k, stride, pad_lo, pad_hi, dt, &c->c, err);
     if (!be->ops->im2col)
         return dt_fail(err, DT_EUNSUPPORTED, "%s: this backend has no im2col, so convolutions cannot be quantized", name);
@@ -40,7 +40,9 @@ dt_status unet_conv_make(dt_backend *be, dt_weight_source *src, const char *name
             for (int t = 0; t < k * k; t++) wl[(size_t)o * K + (size_t)t * cin + ci] = w[((size_t)o * cin + ci) * k * k + t];
     dt_status st = src->make_linear(src, be, name, wl, b, K, cout, DT_ACT_NONE, m_hint, dt, &c->lin, err);
     free(wl);
-    return st;
+    if (st != DT_OK || c->lin) return st;
+    /* the hook builds this one in float: the backend's convolution (DT_LINEAR_CONV) */
+    return be->ops->conv2d_create(be, w, b, cin, cout, k, stride, pad_lo, pad_hi, dt, &c->c, err);
 }
 
 static int out_size(const unet_conv *c, int64_t n) { return (int)((n + c->pad_lo + c->pad_hi - c->k) / c->stride + 1); }
