@@ -381,6 +381,11 @@ typedef struct {
     int int8_attention;             /* 1: the plan also runs the transformer's self-attention with QKᵀ in
                                      * int8 (SageAttention-style; plan.json "attention": "int8"; cross-
                                      * attention, VAE and text encoder stay float); default 0 */
+    const char *sensitivity;        /* "mixed" only: "output" (NULL, default): every layer scored by the
+                                     * SQNR of the denoiser output; "decoupled": MixDQ's metric-decoupled
+                                     * analysis, cross-attention layers (content) scored on the output's
+                                     * coarse structure, the others (quality) on its fine detail, each
+                                     * group allocated to the budget apart */
 } ditrt_quantize_params;
 
 /* What was written (struct_size set by ditrt_quantize_result_init; fields appended only). */

@@ -227,6 +227,13 @@ typedef struct {
     dt_status (*layernorm_modulate_linear)(dt_backend *be, const dt_tensor *x, const dt_tensor *shift,
                                            const dt_tensor *scale, float eps, dt_linear *l, dt_tensor *xn,
                                            dt_tensor *y, dt_err *err);
+    /* ---- Convolution as a GEMM (a quantized convolution: im2col rows through a dt_linear) ---- */
+    /* x NHWC [B, H, W, C] f32 -> y [B·Ho·Wo, k·k·C] f32 (columns ordered ky, kx, c; zeros where the
+     * window reaches the padding), Ho = (H + pad_lo + pad_hi − k) / stride + 1 (and Wo alike): the
+     * rows the convolution's weight [cout, C, k, k], reordered to [cout, (ky, kx, c)], multiplies.
+     * NULL: the backend has no im2col (convolutions are not quantized there). */
+    dt_status (*im2col)(dt_backend *be, const dt_tensor *x, int k, int stride, int pad_lo, int pad_hi, dt_tensor *y,
+                        dt_err *err);
 } dt_backend_ops;
 
 struct dt_backend {

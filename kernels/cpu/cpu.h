@@ -133,6 +133,9 @@ void cpu_conv2d_destroy(dt_conv2d *c);
 dt_status cpu_group_norm(dt_backend *be, const dt_tensor *x, int groups, const dt_tensor *gamma,
                          const dt_tensor *beta, float eps, dt_act act, dt_tensor *y, dt_err *err);
 dt_status cpu_upsample_nearest2x(dt_backend *be, const dt_tensor *x, dt_tensor *y, dt_err *err);
+/* im2col.c: backend.h's im2col. */
+dt_status cpu_im2col(dt_backend *be, const dt_tensor *x, int k, int stride, int pad_lo, int pad_hi, dt_tensor *y,
+                     dt_err *err);
 dt_status cpu_copy4d(dt_backend *be, const dt_tensor *src, dt_tensor *dst, dt_err *err);
 dt_status cpu_blend_edge(dt_backend *be, const dt_tensor *a, dt_tensor *b, int axis, int extent, dt_err *err);
 

@@ -90,6 +90,7 @@ static const dt_backend_ops cpu_ops = {
     .layernorm_modulate_linear = cpu_layernorm_modulate_linear,
     /* U-Net feed-forward */
     .geglu = cpu_geglu,
+    .im2col = cpu_im2col,
 };
 
 dt_status cpu_dnnl_fail(dt_err *err, dnnl_status_t st, const char *what)

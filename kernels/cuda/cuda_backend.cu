@@ -280,6 +280,7 @@ static const dt_backend_ops cuda_ops = {
     .host_free = cu_host_free,
     .attention_with = nullptr, /* one attention kernel */
     .layernorm_modulate_linear = nullptr, /* callers run the two ops */
+    .im2col = nullptr, /* convolutions are not quantized here */
 };
 
 /* ---- registry entry points ---- */

@@ -25,7 +25,8 @@ static dt_qcalib_config config_of(const ditrt_quantize_params *p)
                               .height = p->height, .frames = p->frames, .threads = p->threads, .balance = p->balance,
                               .rotate = p->rotate, .group = p->group, .fp_tokens = p->fp_text_tokens,
                               .nfp_tokens = p->n_fp_text_tokens, .seed = p->seed, .log = p->log,
-                              .log_user = p->log_user, .attn_int8 = p->int8_attention};
+                              .log_user = p->log_user, .attn_int8 = p->int8_attention,
+                              .sensitivity = p->sensitivity};
 }
 
 static dt_status read_params(const ditrt_quantize_params *in, ditrt_quantize_params *p, dt_err *err)

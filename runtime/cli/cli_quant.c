@@ -8,7 +8,7 @@
 #include <string.h>
 
 typedef struct {
-    const char *model, *prompts, *scheme, *out, *dtype;
+    const char *model, *prompts, *scheme, *out, *dtype, *sensitivity;
     float alpha, cfg, budget; /* cfg < 0: the pipeline's default guidance */
     int steps, width, height, frames, threads, balance, rotate, quiet, group, nfp, int8_attn;
     int fp_tokens[DITRT_QUANT_MAX_FP_TEXT_TOKENS];
@@ -29,6 +29,7 @@ static int parse_quant(int argc, char **argv, quant_args *a)
         if (F("-m") || F("--model")) a->model = v;
         else if (F("--prompts")) a->prompts = v;
         else if (F("--scheme")) a->scheme = v;
+        else if (F("--sensitivity")) a->sensitivity = v;
         else if (F("--out")) a->out = v;
         else if (F("--dtype")) a->dtype = v;
         else if (F("--steps")) ok = cli_parse_int("--steps", v, 1, 1000, &a->steps);
@@ -157,6 +158,7 @@ int cli_quantize(int argc, char **argv)
     p.threads = a.threads;
     p.seed = a.seed;
     p.int8_attention = a.int8_attn;
+    p.sensitivity = a.sensitivity;
     p.log = a.quiet ? NULL : cli_log_stderr;
     ditrt_error err = {0};
     if (ditrt_quantize_check(&p, &err) != DITRT_OK) return quant_fail(&err, 1);

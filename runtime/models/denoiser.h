@@ -102,6 +102,9 @@ enum {
                                 * group, scored on frame-to-frame differences */
     DT_LINEAR_TEXT_KV = 4,     /* the cross-attention key|value projection of the caption tokens: MixDQ
                                 * computes the first text tokens with its float weights */
+    DT_LINEAR_CONV = 8,        /* a convolution built as a GEMM over im2col rows (U-Net): a make_linear
+                                * hook that would build it in float may leave *lin NULL, and the model
+                                * then builds the backend's convolution */
 };
 typedef unsigned (*dt_linear_role_fn)(const char *name);
 

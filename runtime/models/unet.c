@@ -18,13 +18,13 @@ typedef struct {
     int nres;
     unet_resnet *res;
     unet_transformer *attn; /* nres of them (cross blocks), else NULL */
-    dt_conv2d *resample;    /* downsamplers.0.conv / upsamplers.0.conv, NULL in the last block */
+    unet_conv resample;     /* downsamplers.0.conv / upsamplers.0.conv, NULL in the last block */
 } unet_block;
 
 struct unet_model {
     unet_config cfg;
     dt_backend *be;
-    dt_conv2d *conv_in, *conv_out;
+    unet_conv conv_in, conv_out;
     dt_linear *t1, *t2, *a1, *a2; /* time_embedding.linear_1/2, add_embedding.linear_1/2 */
     unet_block down[UNET_MAX_BLOCKS], up[UNET_MAX_BLOCKS];
     unet_resnet mid_res[2];
@@ -327,7 +327,7 @@ static void free_block(dt_backend *be, unet_block *b)
     for (int j = 0; b->attn && j < b->nres; j++) unet_transformer_free(be, &b->attn[j]);
     free(b->res);
     free(b->attn);
-    be->ops->conv2d_destroy(b->resample);
+    unet_conv_free(be, &b->resample);
     *b = (unet_block){0};
 }
 
@@ -335,8 +335,8 @@ void unet_free(unet_model *m)
 {
     if (!m) return;
     dt_backend *be = m->be;
-    be->ops->conv2d_destroy(m->conv_in);
-    be->ops->conv2d_destroy(m->conv_out);
+    unet_conv_free(be, &m->conv_in);
+    unet_conv_free(be, &m->conv_out);
     dt_linear *lins[] = {m->t1, m->t2, m->a1, m->a2};
     for (int i = 0; i < 4; i++) be->ops->linear_destroy(lins[i]);
     for (int i = 0; i < m->cfg.nblocks; i++) {
@@ -503,21 +503,21 @@ static dt_status concat(unet_run *r, skip_stack *st, unet_act *x, dt_err *err)
     return DT_OK;
 }
 
-static dt_status downsample(unet_run *r, dt_conv2d *c, unet_act *x, dt_err *err)
+static dt_status downsample(unet_run *r, const unet_conv *c, unet_act *x, dt_err *err)
 {
     unet_act y = unet_act_in(r, 1 - x->slot, x->t.shape[0], x->t.shape[1] / 2, x->t.shape[2] / 2, x->t.shape[3]);
-    DT_TRY(r->be->ops->conv2d_forward(r->be, c, &x->t, &y.t, 0, err));
+    DT_TRY(unet_conv_forward(r->be, c, &x->t, &y.t, 0, err));
     *x = y;
     return DT_OK;
 }
 
 /* Upsample2D: nearest 2x (into the temporary slot), then the 3x3 conv back into the stream. */
-static dt_status upsample(unet_run *r, dt_conv2d *c, unet_act *x, dt_err *err)
+static dt_status upsample(unet_run *r, const unet_conv *c, unet_act *x, dt_err *err)
 {
     int64_t B = x->t.shape[0], H = 2 * x->t.shape[1], W = 2 * x->t.shape[2], C = x->t.shape[3];
     unet_act u = unet_act_in(r, 2, B, H, W, C), y = unet_act_in(r, x->slot, B, H, W, C);
     DT_TRY(r->be->ops->upsample_nearest2x(r->be, &x->t, &u.t, err));
-    DT_TRY(r->be->ops->conv2d_forward(r->be, c, &u.t, &y.t, 0, err));
+    DT_TRY(unet_conv_forward(r->be, c, &u.t, &y.t, 0, err));
     *x = y;
     return DT_OK;
 }
@@ -532,8 +532,8 @@ static dt_status down_path(unet_model *m, unet_run *r, dt_arena *a, skip_stack *
             if (b->attn) DT_TRY(unet_transformer_forward(r, &b->attn[j], x, err));
             DT_TRY(push(r, a, st, x, err));
         }
-        if (!b->resample) continue;
-        DT_TRY(downsample(r, b->resample, x, err));
+        if (!unet_conv_present(&b->resample)) continue;
+        DT_TRY(downsample(r, &b->resample, x, err));
         DT_TRY(push(r, a, st, x, err));
     }
     return DT_OK;
@@ -551,7 +551,7 @@ static dt_status up_path(unet_model *m, unet_run *r, skip_stack *st, unet_act *x
             DT_TRY(unet_resnet_forward(r, &b->res[j], x, err));
             if (b->attn) DT_TRY(unet_transformer_forward(r, &b->attn[j], x, err));
         }
-        if (b->resample) DT_TRY(upsample(r, b->resample, x, err));
+        if (unet_conv_present(&b->resample)) DT_TRY(upsample(r, &b->resample, x, err));
     }
     return DT_OK;
 }
@@ -579,7 +579,7 @@ dt_status unet_forward(unet_model *m, const dt_denoiser_inputs *in, dt_arena *a,
     DT_TRY(dt_arena_tensor(a, &xin, DT_F32, 4, xs, err));
     DT_TRY(be->ops->copy4d(be, &src, &xin, err));
     unet_act x = unet_act_in(&r, 0, B, H, W, c->block_out_channels[0]);
-    DT_TRY(be->ops->conv2d_forward(be, m->conv_in, &xin, &x.t, 0, err));
+    DT_TRY(unet_conv_forward(be, &m->conv_in, &xin, &x.t, 0, err));
     skip_stack *st = malloc(sizeof *st);
     if (!st) return dt_fail(err, DT_ENOMEM, "out of memory");
     st->n = 0;
@@ -593,7 +593,7 @@ dt_status unet_forward(unet_model *m, const dt_denoiser_inputs *in, dt_arena *a,
     dt_tensor g = dt_tensor_view(m->norm_out.gamma, DT_F32, 1, sg), bb = dt_tensor_view(m->norm_out.beta, DT_F32, 1, sg);
     DT_TRY(be->ops->group_norm(be, &x.t, c->norm_num_groups, &g, &bb, c->norm_eps, DT_ACT_SILU, &h.t, err));
     unet_act y = unet_act_in(&r, 3, B, H, W, c->out_channels);
-    DT_TRY(be->ops->conv2d_forward(be, m->conv_out, &h.t, &y.t, 0, err));
+    DT_TRY(unet_conv_forward(be, &m->conv_out, &h.t, &y.t, 0, err));
     dt_tensor dst = nhwc_view(out);
     return be->ops->copy4d(be, &y.t, &dst, err);
 }
@@ -704,6 +704,7 @@ const dt_denoiser_class dt_unet_class = {
     .describe = den_describe, .create = den_create, .info = den_info, .forward = den_forward,
     .set_attn_hook = NULL, .set_resume = NULL, /* no DiT blocks for attention plans */
     .step_bytes = den_step_bytes, .matmul_flops = den_flops, .free = den_free,
+    .linear_role = unet_linear_role,
 };
 
 /* The same class under its second preset (the registry finds folders by dt_unet_class). */
@@ -712,4 +713,5 @@ const dt_denoiser_class dt_unet_sdxl_class = {
     .describe = den_describe, .create = den_create_sdxl, .info = den_info, .forward = den_forward,
     .set_attn_hook = NULL, .set_resume = NULL,
     .step_bytes = den_step_bytes, .matmul_flops = den_flops, .free = den_free,
+    .linear_role = unet_linear_role,
 };

@@ -17,7 +17,7 @@ static dt_tensor t3d(void *data, int64_t a, int64_t b, int64_t c) { int64_t s[3]
 /* ---- loading ---- */
 
 dt_status unet_conv_load(const unet_loader *l, const char *prefix, int cin, int cout, int k, int stride, int pad_lo, int pad_hi,
-                         dt_dtype dt, dt_conv2d **out, dt_err *err)
+                         dt_dtype dt, unet_conv *out, dt_err *err)
 {
     char name[256];
     int64_t ws[4] = {cout, cin, k, k}, bs[1] = {cout};
@@ -29,7 +29,7 @@ dt_status unet_conv_load(const unet_loader *l, const char *prefix, int cin, int 
     snprintf(name, sizeof name, "%s.bias", prefix);
     if (st == DT_OK) st = dt_weights_expect(l->src, name, 1, bs, err);
     if (st == DT_OK) st = l->src->read(l->src, name, 1, bs, b, err);
-    if (st == DT_OK) st = l->be->ops->conv2d_create(l->be, w, b, cin, cout, k, stride, pad_lo, pad_hi, dt, out, err);
+    if (st == DT_OK) st = unet_conv_make(l->be, l->src, prefix, w, b, cin, cout, k, stride, pad_lo, pad_hi, l->tok_hint, dt, out, err);
     free(w);
     free(b);
     return st;
@@ -71,9 +71,9 @@ dt_status unet_resnet_load(const unet_loader *l, const char *prefix, int cin, in
 
 void unet_resnet_free(dt_backend *be, unet_resnet *r)
 {
-    be->ops->conv2d_destroy(r->c1);
-    be->ops->conv2d_destroy(r->c2);
-    be->ops->conv2d_destroy(r->sc);
+    unet_conv_free(be, &r->c1);
+    unet_conv_free(be, &r->c2);
+    unet_conv_free(be, &r->sc);
     be->ops->linear_destroy(r->temb);
     unet_gnorm_free(&r->n1);
     unet_gnorm_free(&r->n2);
@@ -232,17 +232,17 @@ dt_status unet_resnet_forward(unet_run *r, const unet_resnet *rn, unet_act *x, d
     int64_t B = x->t.shape[0], H = x->t.shape[1], W = x->t.shape[2];
     unet_act h = unet_act_in(r, 2, B, H, W, rn->cin), c1 = unet_act_in(r, 3, B, H, W, rn->cout);
     DT_TRY(gnorm(r, &rn->n1, &x->t, &h.t, r->eps, DT_ACT_SILU, err));
-    DT_TRY(be->ops->conv2d_forward(be, rn->c1, &h.t, &c1.t, 0, err));
+    DT_TRY(unet_conv_forward(be, &rn->c1, &h.t, &c1.t, 0, err));
     dt_tensor tp = t2d(r->s->tp, B, rn->cout);
     LIN(rn->temb, r->semb, &tp);
     DT_TRY(add_per_sample(be, &c1.t, r->s->tp, (int)B, rn->cout, err));
     DT_TRY(gnorm(r, &rn->n2, &c1.t, &c1.t, r->eps, DT_ACT_SILU, err));
-    if (rn->sc) {
+    if (unet_conv_present(&rn->sc)) {
         unet_act y = unet_act_in(r, 1 - x->slot, B, H, W, rn->cout);
-        DT_TRY(be->ops->conv2d_forward(be, rn->sc, &x->t, &y.t, 0, err));
+        DT_TRY(unet_conv_forward(be, &rn->sc, &x->t, &y.t, 0, err));
         *x = y;
     }
-    return be->ops->conv2d_forward(be, rn->c2, &c1.t, &x->t, 1, err); /* the residual add, fused */
+    return unet_conv_forward(be, &rn->c2, &c1.t, &x->t, 1, err); /* the residual add, fused */
 }
 
 /* ts[rows] += ff2(GEGLU(ff1(xn[rows]))), a chunk of rows at a time (bounds the 8C-wide buffer). */

@@ -6,6 +6,7 @@
 #ifndef DT_UNET_BLOCKS_H
 #define DT_UNET_BLOCKS_H
 #include "layers.h"
+#include "unet_conv.h"
 
 typedef struct {
     float *gamma, *beta; /* host [C] */
@@ -15,7 +16,7 @@ typedef struct {
 typedef struct {
     int cin, cout;
     unet_gnorm n1, n2;
-    dt_conv2d *c1, *c2, *sc;  /* sc: 1x1 conv_shortcut when cin != cout */
+    unet_conv c1, c2, sc;     /* sc: 1x1 conv_shortcut when cin != cout */
     dt_linear *temb;          /* time_emb_proj: time_embed_dim -> cout */
 } unet_resnet;
 
@@ -52,7 +53,7 @@ typedef struct {
 } unet_loader;
 
 dt_status unet_conv_load(const unet_loader *l, const char *prefix, int cin, int cout, int k, int stride, int pad_lo, int pad_hi,
-                         dt_dtype dt, dt_conv2d **out, dt_err *err);
+                         dt_dtype dt, unet_conv *out, dt_err *err);
 dt_status unet_gnorm_load(const unet_loader *l, const char *prefix, int C, unet_gnorm *n, dt_err *err);
 void unet_gnorm_free(unet_gnorm *n);
 dt_status unet_resnet_load(const unet_loader *l, const char *prefix, int cin, int cout, unet_resnet *r, dt_err *err);

@@ -197,7 +197,8 @@ static dt_status hook(dt_weight_source *src, dt_backend *be, const char *name, c
     int bits = quant && q->mode == DT_QMODE_QUANT ? layer_bits(q, name) : 0;
     if (bits) return make_quant(q, be, name, w, b, in, out, bits, act, m_hint, dt, lin, err);
     if (q->mode == DT_QMODE_QUANT) quant = 0; /* kept in floating point by the bit allocation */
-    DT_TRY(be->ops->linear_create(be, w, b, in, out, act, m_hint, dt, lin, err));
+    if (q->mode == DT_QMODE_FLOAT && (role & DT_LINEAR_CONV)) *lin = NULL; /* the model's own float convolution */
+    else DT_TRY(be->ops->linear_create(be, w, b, in, out, act, m_hint, dt, lin, err));
     double bytes = (double)in * out * dt_dtype_size(dt) + (b ? 4.0 * out : 0);
     q->weight_bytes += bytes;
     if (block) q->block_bytes += bytes;

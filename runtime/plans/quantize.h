@@ -9,7 +9,9 @@
  * checkpoint's names): ViDiT-Q keeps in floating point everything outside the transformer
  * blocks (patch embedding, timestep/adaLN-single, caption projection, proj_out); attention
  * matmuls are not linears: they stay float unless a plan asks for int8 self-attention
- * (attn_int8, which the hook passes to the model through the weight source). The quantizer must outlive the models built through it. */
+ * (attn_int8, which the hook passes to the model through the weight source). A U-Net's
+ * quantizable convolutions come as GEMMs over im2col rows (DT_LINEAR_CONV); in FLOAT mode the
+ * hook leaves them to the model's float convolution (*lin NULL). The quantizer must outlive the models built through it. */
 #ifndef DT_QUANTIZE_H
 #define DT_QUANTIZE_H
 #include "runtime/models/denoiser.h"

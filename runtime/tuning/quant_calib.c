@@ -19,6 +19,7 @@ typedef struct {
     const dt_qcalib_config *c;
     const char *scheme;
     int mixed;
+    int decoupled;         /* mixed: MixDQ's content / quality groups (quant_calib.h) */
     char dir[1024];        /* the transformer folder */
     const dt_denoiser_class *cls; /* its class: which layers are what (linear_role) */
     dt_denoiser_info info; /* of its config (temporal_layers > 0: a video model's own sensitivity group) */
@@ -34,6 +35,9 @@ dt_status dt_qcalib_check(const dt_qcalib_config *c, dt_err *err)
         return dt_fail(err, DT_EINVAL, "budget: expected average weight bits in [4, 8], got %g", c->budget);
     if (mixed && !c->budget) return dt_fail(err, DT_EINVAL, "scheme mixed: needs budget (average weight bits, 4..8)");
     if (!mixed && c->budget) return dt_fail(err, DT_EINVAL, "budget: only with scheme mixed");
+    if (c->sensitivity && strcmp(c->sensitivity, "output") && strcmp(c->sensitivity, "decoupled"))
+        return dt_fail(err, DT_EINVAL, "sensitivity: expected output or decoupled, got \"%s\"", c->sensitivity);
+    if (c->sensitivity && !mixed) return dt_fail(err, DT_EINVAL, "sensitivity: only with scheme mixed");
     if (!mixed && strcmp(scheme, "w8a8") && strcmp(scheme, "w4a8"))
         return dt_fail(err, DT_EINVAL, "scheme: expected w8a8, w4a8 or mixed, got \"%s\"", scheme);
     if (c->group < 0 || (c->group && (c->group % 2 || !strcmp(scheme, "w8a8"))))
@@ -172,6 +176,10 @@ static dt_status calibrate(const qcalib *a, dt_quantizer *cal, capture *cap, dt_
     return s;
 }
 
+/* A denoiser conditioned on CLIP hidden states (the SD pipelines: every token attends, no
+ * mask), whose first token (BOS) is the huge-magnitude outlier MixDQ keeps in float. */
+static int clip_text(const dt_denoiser_class *cls) { return cls->npipelines > 0 && cls->pipelines[0].caption_mask_off; }
+
 static dt_status quantize_and_save(const qcalib *a, dt_quantizer *cal, const dt_qlayer_bits *bits, int nbits,
                                    dt_qcalib_result *res, dt_err *err)
 {
@@ -186,6 +194,8 @@ static dt_status quantize_and_save(const qcalib *a, dt_quantizer *cal, const dt_
     q.group = c->group;
     q.fp_tokens = c->fp_tokens;
     q.nfp_tokens = c->nfp_tokens;
+    static const int bos[1] = {0};
+    if (!c->nfp_tokens && clip_text(a->cls)) q.fp_tokens = bos, q.nfp_tokens = 1;
     q.attn_int8 = c->attn_int8;
     q.alpha = c->alpha;
     q.seed = 1;
@@ -232,6 +242,45 @@ static void sqnr_add(const float *o, const float *ref, const dt_tensor *shape, i
         }
 }
 
+/* Decoupled sensitivity (quant_calib.h): the signal and noise energy of o against ref
+ * ([B, C, H, W] or [B, C, F, H, W]) on each plane's P x P block means (coarse: content) or on
+ * what is left after subtracting them (fine: quality). */
+static void sqnr_add_split(const float *o, const float *ref, const dt_tensor *shape, int coarse, double *sig, double *noise)
+{
+    int nd = shape->ndim;
+    size_t H = (size_t)shape->shape[nd - 2], W = (size_t)shape->shape[nd - 1], hw = H * W;
+    size_t planes = (size_t)dt_tensor_numel(shape) / hw, P = (H < W ? H : W) / 8;
+    if (P < 2) P = 2;
+    size_t by = (H + P - 1) / P, bx = (W + P - 1) / P;
+    double *mr = malloc(by * bx * sizeof(double)), *mo = malloc(by * bx * sizeof(double));
+    int *cnt = malloc(by * bx * sizeof(int));
+    if (!mr || !mo || !cnt) { free(mr), free(mo), free(cnt); *noise = INFINITY; return; }
+    for (size_t p = 0; p < planes; p++) {
+        const float *r = ref + p * hw, *q = o + p * hw;
+        memset(mr, 0, by * bx * sizeof(double)), memset(mo, 0, by * bx * sizeof(double)), memset(cnt, 0, by * bx * sizeof(int));
+        for (size_t y = 0; y < H; y++)
+            for (size_t x = 0; x < W; x++) {
+                size_t b = y / P * bx + x / P;
+                mr[b] += r[y * W + x], mo[b] += q[y * W + x], cnt[b]++;
+            }
+        for (size_t b = 0; b < by * bx; b++) mr[b] /= cnt[b], mo[b] /= cnt[b];
+        if (coarse) {
+            for (size_t b = 0; b < by * bx; b++) *sig += mr[b] * mr[b], *noise += (mo[b] - mr[b]) * (mo[b] - mr[b]);
+            continue;
+        }
+        for (size_t y = 0; y < H; y++)
+            for (size_t x = 0; x < W; x++) {
+                size_t b = y / P * bx + x / P;
+                double fr = r[y * W + x] - mr[b], fo = q[y * W + x] - mo[b];
+                *sig += fr * fr, *noise += (fo - fr) * (fo - fr);
+            }
+    }
+    free(mr), free(mo), free(cnt);
+}
+
+/* MixDQ's content group: the cross-attention layers (what the text changes). */
+static int content_layer(const char *name) { return strstr(name, ".attn2.") != NULL; }
+
 /* 1 for a layer the model's class calls temporal (DT_LINEAR_TEMPORAL). */
 static int temporal_role(const qcalib *a, const char *name)
 {
@@ -244,6 +293,10 @@ static int temporal_layer(const qcalib *a, const char *name)
 {
     return a->info.temporal_layers > 0 && temporal_role(a, name);
 }
+
+/* The sensitivity group of layer `name`: decoupled, content (1) / quality (0); else temporal
+ * (1) / the others (0). */
+static int group_of(const qcalib *a, const char *name) { return a->decoupled ? content_layer(name) : temporal_role(a, name); }
 
 /* SQNR (dB) of the denoiser outputs on the captured inputs with only layer `only` at 4
  * bits (everything else float) against the float outputs `ref` (filled when only == NULL);
@@ -292,7 +345,8 @@ static dt_status sensitivity(const qcalib *a, dt_quantizer *cal, const capture *
         out.data = o;
         dt_arena_reset(&arena);
         s = dt_denoiser_forward(m, &cap->in[k], &arena, &out, err);
-        if (only && s == DT_OK) sqnr_add(o, ref[k], &out, temporal, &sig, &noise);
+        if (only && s == DT_OK && a->decoupled) sqnr_add_split(o, ref[k], &out, content_layer(only), &sig, &noise);
+        else if (only && s == DT_OK) sqnr_add(o, ref[k], &out, temporal, &sig, &noise);
         if (only) free(o);
     }
     dt_arena_free(&arena);
@@ -315,18 +369,20 @@ static void allocate_group(const qcalib *a, const dt_quantizer *cal, const int *
 {
     double params = 0, bitsum;
     for (int i = 0; i < cal->nstats; i++)
-        if (temporal_role(a, cal->stats[i].name) == temporal) params += (double)cal->stats[i].in * cal->stats[i].out;
+        if (group_of(a, cal->stats[i].name) == temporal) params += (double)cal->stats[i].in * cal->stats[i].out;
     if (params == 0) return;
     bitsum = 8 * params;
     for (int r = 0; r < cal->nstats; r++) {
         int i = order[r];
-        if (temporal_role(a, cal->stats[i].name) != temporal) continue;
+        if (group_of(a, cal->stats[i].name) != temporal) continue;
         if (bitsum / params <= a->c->budget) break;
         bitsum -= 4 * (double)cal->stats[i].in * cal->stats[i].out;
         bits[i].bits = 4;
     }
-    dt_logf(a->c->log, a->c->log_user, "mixed: %s layers: average weight bits %.2f (budget %.2f)",
-        temporal ? "temporal" : a->info.temporal_layers > 0 ? "spatial" : "all", bitsum / params, a->c->budget);
+    const char *what = a->decoupled ? (temporal ? "content (cross-attention)" : "quality")
+                                    : temporal ? "temporal" : a->info.temporal_layers > 0 ? "spatial" : "all";
+    dt_logf(a->c->log, a->c->log_user, "mixed: %s layers: average weight bits %.2f (budget %.2f)", what, bitsum / params,
+            a->c->budget);
 }
 
 static dt_status allocate_bits(const qcalib *a, dt_quantizer *cal, const capture *cap, dt_qlayer_bits **out,
@@ -347,7 +403,8 @@ static dt_status allocate_bits(const qcalib *a, dt_quantizer *cal, const capture
         order[i] = i;
         if (s == DT_OK)
             dt_logf(a->c->log, a->c->log_user, "sensitivity %-48s W4 SQNR %.1f dB%s", cal->stats[i].name, sq[i],
-                temporal_layer(a, cal->stats[i].name) ? " (frame differences)" : "");
+                a->decoupled ? (content_layer(cal->stats[i].name) ? " (content: coarse)" : " (quality: fine)")
+                : temporal_layer(a, cal->stats[i].name) ? " (frame differences)" : "");
     }
     for (int i = 1; i < L; i++) /* insertion sort: decreasing SQNR */
         for (int j = i; j > 0 && sq[order[j]] > sq[order[j - 1]]; j--) { int t = order[j]; order[j] = order[j - 1]; order[j - 1] = t; }
@@ -379,6 +436,7 @@ static dt_status prepare(const dt_qcalib_config *c, qcalib *a, dt_err *err)
         if (!c->prompts[i]) return dt_fail(err, DT_EINVAL, "prompts[%d]: NULL", i);
     *a = (qcalib){.c = c, .scheme = scheme_of(c)};
     a->mixed = !strcmp(a->scheme, "mixed");
+    a->decoupled = a->mixed && c->sensitivity && !strcmp(c->sensitivity, "decoupled");
     DT_TRY(dt_model_denoiser_dir(c->model_dir, a->dir, sizeof a->dir, err)); /* "transformer" or "unet" */
     const dt_denoiser_class *cls = dt_denoiser_class_of_dir(a->dir, err);
     if (!cls) return err->status;

@@ -10,8 +10,17 @@
  *      layer on frame-to-frame differences), and layers go to 4 bits, least sensitive first,
  *      per sensitivity group (temporal layers / the others) until the group's parameter-weighted
  *      average is within the budget;
+ *      With sensitivity "decoupled" (MixDQ's metric-decoupled analysis, approximated): the
+ *      cross-attention layers (".attn2." in the name: what the text changes, the image's
+ *      content) form their own group scored by the SQNR of the output's coarse structure
+ *      (means over P x P pixel blocks, P = max(2, min(H, W) / 8)); every other layer (the
+ *      image's quality) by the SQNR of the fine detail left after removing those means; each
+ *      group meets the budget apart. MixDQ scores content with images' CLIP/SSIM and quality
+ *      with FID-like image metrics and allocates by integer programming; these are
+ *      denoiser-output proxies with the greedy allocation below;
  *   3. the denoiser is built once more through a QUANT-mode quantizer from the statistics
- *      (balancing, rotation, groups, float text tokens) and its layers saved with
+ *      (balancing, rotation, groups, float text tokens: none given and a CLIP-conditioned denoiser
+ *      (a U-Net) means token 0, CLIP's huge-magnitude BOS, as MixDQ) and its layers saved with
  *      dt_qplan_save (runtime/plans/quant_plan.h).
  *
  * Internal to the library; the public entry point is ditrt_quantize (runtime/api/api_quant.c). */
@@ -39,6 +48,7 @@ typedef struct {
     ditrt_log_fn log;                   /* progress and sensitivity lines; NULL: silent */
     void *log_user;
     int attn_int8;                      /* the plan asks for int8 self-attention (calibration stays float) */
+    const char *sensitivity;            /* mixed: "output" (NULL) or "decoupled" (below) */
 } dt_qcalib_config;
 
 typedef struct {
