@@ -155,6 +155,11 @@ static dt_status t_geglu(dt_backend *be, dt_act act, const dt_tensor *x, dt_tens
 {
     TIMED(DT_OPK_ELEMENTWISE, geglu, act, x, y, err);
 }
+static dt_status t_im2col(dt_backend *be, const dt_tensor *x, int k, int stride, int pad_lo, int pad_hi, dt_tensor *y,
+                          dt_err *err)
+{
+    TIMED(DT_OPK_CONV, im2col, x, k, stride, pad_lo, pad_hi, y, err);
+}
 static dt_status t_conv2d_create(dt_backend *be, const float *w, const float *b, int cin, int cout, int k, int stride,
                                  int pad_lo, int pad_hi, dt_dtype dtype, dt_conv2d **conv, dt_err *err)
 {
@@ -221,6 +226,7 @@ dt_status dt_backend_timed(dt_backend *inner, dt_backend **out, dt_err *err)
     tb->ops.blend_edge = t_blend_edge;
     tb->ops.gated_act = t_gated_act;
     tb->ops.geglu = t_geglu;
+    if (in->im2col) tb->ops.im2col = t_im2col; /* quantized convolutions (U-Nets) */
     tb->ops.conv2d_create = t_conv2d_create;
     tb->ops.conv2d_forward = t_conv2d_forward;
     tb->ops.qlinear_create = t_qlinear_create;
