@@ -242,6 +242,7 @@ demo:
 	@mkdir -p out
 	./ditrt txt2img -m assets/demo-pixart -p "$(DEMO_PROMPT)" --steps 20 --cfg 4.5 --seed 0 --threads 1 -o out/demo.png
 	./ditrt txt2vid -m assets/demo-latte -p "$(DEMO_VIDEO_PROMPT)" --steps 20 --cfg 4.5 --seed 0 --fps 4 --threads 1 -o out/demo.mp4
+	./ditrt txt2img -m assets/demo-sd -p "$(DEMO_PROMPT)" --steps 20 --cfg 4.5 --seed 0 --threads 1 -o out/demo-sd.png
 
 # Regenerates assets/golden/ (checked by tests/test_golden.c) after an intended change.
 update-golden: ditrt
