@@ -150,3 +150,29 @@ void dit_pos_free(dt_backend *be, dit_pos_cache *pc)
     dt_free_param(be, pc->dev);
     *pc = (dit_pos_cache){0};
 }
+
+static dt_tensor t4d(void *data, const int64_t *shape, const int64_t *strides)
+{
+    dt_tensor t = dt_tensor_view(data, DT_F32, 4, shape);
+    for (int i = 0; i < 4; i++) t.strides[i] = strides[i];
+    return t;
+}
+
+dt_status dit_frames_layout(dt_backend *be, float *video, float *frames, int B, int C, int F, int64_t HW, int64_t W,
+                            int to_frames, dt_err *err)
+{
+    int64_t shape[4] = {F, C, HW / W, W}, vs[4] = {HW, F * HW, W, 1}, fs[4] = {C * HW, HW, W, 1};
+    for (int b = 0; b < B; b++) {
+        dt_tensor v = t4d(video + (size_t)b * C * F * HW, shape, vs), f = t4d(frames + (size_t)b * F * C * HW, shape, fs);
+        DT_TRY(to_frames ? be->ops->copy4d(be, &v, &f, err) : be->ops->copy4d(be, &f, &v, err));
+    }
+    return DT_OK;
+}
+
+dt_status dit_swap_axes(dt_backend *be, const float *x, float *y, int B, int A, int Bn, int C, dt_err *err)
+{
+    int64_t shape[4] = {B, Bn, A, C}, xs[4] = {(int64_t)A * Bn * C, C, (int64_t)Bn * C, 1},
+            ys[4] = {(int64_t)Bn * A * C, (int64_t)A * C, C, 1};
+    dt_tensor src = t4d((float *)x, shape, xs), dst = t4d(y, shape, ys);
+    return be->ops->copy4d(be, &src, &dst, err);
+}

@@ -84,4 +84,11 @@ typedef struct {
 } dit_final_args;
 dt_status dit_final_layer(dt_backend *be, const dit_final_args *f, dt_err *err);
 
+/* Video latents: [B, C, F, H, W] <-> [B·F, C, H, W] (to_frames 1: into frames), one 4-D strided
+ * copy per sample; HW = H·W. */
+dt_status dit_frames_layout(dt_backend *be, float *video, float *frames, int B, int C, int F, int64_t HW, int64_t W,
+                            int to_frames, dt_err *err);
+/* x [B, A, Bn, C] -> y [B, Bn, A, C]: frame order <-> token order of a video's tokens. */
+dt_status dit_swap_axes(dt_backend *be, const float *x, float *y, int B, int A, int Bn, int C, dt_err *err);
+
 #endif

@@ -224,12 +224,6 @@ void latte_set_resume(latte_model *m, const latte_resume *r) { m->resume = r; }
 /* ---- forward ---- */
 
 static dt_tensor t2d(void *data, int64_t r, int64_t c) { int64_t s[2] = {r, c}; return dt_tensor_view(data, DT_F32, 2, s); }
-static dt_tensor t4d(void *data, const int64_t *shape, const int64_t *strides)
-{
-    dt_tensor t = dt_tensor_view(data, DT_F32, 4, shape);
-    for (int i = 0; i < 4; i++) t.strides[i] = strides[i];
-    return t;
-}
 static dt_status alloc2(dt_arena *a, dt_tensor *t, int64_t r, int64_t c, dt_err *err)
 {
     int64_t s[2] = {r, c};
@@ -261,26 +255,7 @@ static dt_status check_inputs(const latte_config *c, const latte_inputs *in, con
     return DT_OK;
 }
 
-/* [B, C, F, H, W] <-> [B·F, C, H, W], one 4-D strided copy per sample. */
-static dt_status frames_layout(dt_backend *be, float *video, float *frames, int B, int C, int F, int64_t HW, int64_t W,
-                               int to_frames, dt_err *err)
-{
-    int64_t shape[4] = {F, C, HW / W, W}, vs[4] = {HW, F * HW, W, 1}, fs[4] = {C * HW, HW, W, 1};
-    for (int b = 0; b < B; b++) {
-        dt_tensor v = t4d(video + (size_t)b * C * F * HW, shape, vs), f = t4d(frames + (size_t)b * F * C * HW, shape, fs);
-        DT_TRY(to_frames ? be->ops->copy4d(be, &v, &f, err) : be->ops->copy4d(be, &f, &v, err));
-    }
-    return DT_OK;
-}
 
-/* x [B, A, Bn, C] -> y [B, Bn, A, C]: the spatial <-> temporal token order. */
-static dt_status swap_axes(dt_backend *be, const float *x, float *y, int B, int A, int Bn, int C, dt_err *err)
-{
-    int64_t shape[4] = {B, Bn, A, C}, xs[4] = {(int64_t)A * Bn * C, C, (int64_t)Bn * C, 1},
-            ys[4] = {(int64_t)Bn * A * C, (int64_t)A * C, C, 1};
-    dt_tensor src = t4d((float *)x, shape, xs), dst = t4d(y, shape, ys);
-    return be->ops->copy4d(be, &src, &dst, err);
-}
 
 /* *out [B·reps, width] (arena): rows[b·reps + r] = t[b] for a [B, width] table. */
 static dt_status repeat_rows(dt_backend *be, dt_arena *a, const float *t, int B, int reps, int width, float **out, dt_err *err)
@@ -315,12 +290,12 @@ static dt_status layers(latte_model *m, latte_run *r, dt_arena *a, dt_err *err)
         dt_tensor *cur = temporal ? r->xt : r->x;
         if (rs && e == from && from > 0) DT_TRY(dt_backend_write(be, cur->data, rs->load, count, err));
         else if (temporal) {
-            DT_TRY(swap_axes(be, r->x->data, r->xt->data, B, F, N, C, err));
+            DT_TRY(dit_swap_axes(be, r->x->data, r->xt->data, B, F, N, C, err));
             if (i == 0 && F > 1) {
                 dt_tensor tp = t2d(m->tpos, F, C);
                 DT_TRY(be->ops->add_rows(be, r->xt, &tp, r->xt, err));
             }
-        } else if (e > 0) DT_TRY(swap_axes(be, r->xt->data, r->x->data, B, N, F, C, err));
+        } else if (e > 0) DT_TRY(dit_swap_axes(be, r->xt->data, r->x->data, B, N, F, C, err));
         if (rs && rs->save && e == rs->save_at) DT_TRY(dt_backend_read(be, cur->data, rs->save, count, err));
         if (temporal) {
             dit_block_args ta = {be, L + i, r->t6t, B * N, F, 0, r->xt, NULL, NULL, r->s, a, m->hook};
@@ -330,7 +305,7 @@ static dt_status layers(latte_model *m, latte_run *r, dt_arena *a, dt_err *err)
             DT_TRY(dit_block_forward(&m->spatial[i], &m->sshape, &sa, err));
         }
     }
-    return swap_axes(be, r->xt->data, r->x->data, B, N, F, C, err); /* the last block is temporal */
+    return dit_swap_axes(be, r->xt->data, r->x->data, B, N, F, C, err); /* the last block is temporal */
 }
 
 dt_status latte_forward(latte_model *m, const latte_inputs *in, dt_arena *a, dt_tensor *out, dt_err *err)
@@ -348,7 +323,7 @@ dt_status latte_forward(latte_model *m, const latte_inputs *in, dt_arena *a, dt_
     dt_tensor fr, patches, x, xt;
     int64_t fshape[4] = {S, cin, H, W};
     DT_TRY(dt_arena_tensor(a, &fr, DT_F32, 4, fshape, err));
-    DT_TRY(frames_layout(be, hs->data, fr.data, B, cin, F, (int64_t)H * W, W, 1, err));
+    DT_TRY(dit_frames_layout(be, hs->data, fr.data, B, cin, F, (int64_t)H * W, W, 1, err));
     DT_TRY(alloc2(a, &patches, M, (int64_t)cin * p * p, err));
     DT_TRY(alloc2(a, &x, M, C, err));
     DT_TRY(alloc2(a, &xt, M, C, err));
@@ -392,7 +367,7 @@ dt_status latte_forward(latte_model *m, const latte_inputs *in, dt_arena *a, dt_
     DT_TRY(dt_arena_tensor(a, &yf, DT_F32, 4, oshape, err));
     dt_tensor y3 = dt_tensor_view(y.data, DT_F32, 3, y3s);
     DT_TRY(be->ops->unpatchify(be, &y3, p, h, w, &yf, err));
-    return frames_layout(be, out->data, yf.data, B, c->out_channels, F, (int64_t)H * W, W, 0, err);
+    return dit_frames_layout(be, out->data, yf.data, B, c->out_channels, F, (int64_t)H * W, W, 0, err);
 }
 
 /* ---- the denoiser interface (denoiser.h) ---- */

@@ -325,12 +325,6 @@ static dt_status temporal_table(stdit_model *m, int F, dt_err *err)
 
 static dt_tensor t2d(void *data, int64_t r, int64_t c) { int64_t s[2] = {r, c}; return dt_tensor_view(data, DT_F32, 2, s); }
 static dt_tensor t3d(void *data, int64_t a, int64_t b, int64_t c) { int64_t s[3] = {a, b, c}; return dt_tensor_view(data, DT_F32, 3, s); }
-static dt_tensor t4d(void *data, const int64_t *shape, const int64_t *strides)
-{
-    dt_tensor t = dt_tensor_view(data, DT_F32, 4, shape);
-    for (int i = 0; i < 4; i++) t.strides[i] = strides[i];
-    return t;
-}
 static dt_status alloc2(dt_arena *a, dt_tensor *t, int64_t r, int64_t c, dt_err *err)
 {
     int64_t s[2] = {r, c};
@@ -364,26 +358,7 @@ static dt_status check_inputs(const stdit_config *c, const dt_denoiser_inputs *i
     return DT_OK;
 }
 
-/* [B, C, F, H, W] <-> [B·F, C, H, W], one 4-D strided copy per sample. */
-static dt_status frames_layout(dt_backend *be, float *video, float *frames, int B, int C, int F, int64_t HW, int64_t W,
-                               int to_frames, dt_err *err)
-{
-    int64_t shape[4] = {F, C, HW / W, W}, vs[4] = {HW, F * HW, W, 1}, fs[4] = {C * HW, HW, W, 1};
-    for (int b = 0; b < B; b++) {
-        dt_tensor v = t4d(video + (size_t)b * C * F * HW, shape, vs), f = t4d(frames + (size_t)b * F * C * HW, shape, fs);
-        DT_TRY(to_frames ? be->ops->copy4d(be, &v, &f, err) : be->ops->copy4d(be, &f, &v, err));
-    }
-    return DT_OK;
-}
 
-/* x [B, A, Bn, C] -> y [B, Bn, A, C]: frame order <-> token order. */
-static dt_status swap_axes(dt_backend *be, const float *x, float *y, int B, int A, int Bn, int C, dt_err *err)
-{
-    int64_t shape[4] = {B, Bn, A, C}, xs[4] = {(int64_t)A * Bn * C, C, (int64_t)Bn * C, 1},
-            ys[4] = {(int64_t)Bn * A * C, (int64_t)A * C, C, 1};
-    dt_tensor src = t4d((float *)x, shape, xs), dst = t4d(y, shape, ys);
-    return be->ops->copy4d(be, &src, &dst, err);
-}
 
 typedef struct {
     int B, F, N, T, C;
@@ -440,13 +415,13 @@ static dt_status temporal_part(stdit_model *m, int i, const stdit_run *r, dt_err
     dt_tensor o = t2d(s->o.data, M, C), xn = t2d(s->xn.data, M, C), ao = t2d(s->ao.data, M, C);
     dt_tensor gate_msa = chunk(r, 2), shift_mlp = chunk(r, 3), scale_mlp = chunk(r, 4), gate_mlp = chunk(r, 5);
 
-    DT_TRY(swap_axes(be, r->x->data, r->xt->data, B, F, N, C, err));
+    DT_TRY(dit_swap_axes(be, r->x->data, r->xt->data, B, F, N, C, err));
     if (i == 0) {
         dt_tensor tp = t2d(m->tpos, F, C);
         DT_TRY(be->ops->add_rows(be, r->xt, &tp, r->xt, err));
     }
     DT_TRY(self_attn(m, &m->temporal[i], m->cfg.depth + i, B * N, F, r->xt, r->ot, r, err));
-    DT_TRY(swap_axes(be, r->ot->data, s->o.data, B, N, F, C, err));
+    DT_TRY(dit_swap_axes(be, r->ot->data, s->o.data, B, N, F, C, err));
     DT_TRY(be->ops->gated_add(be, &x3, &o3, &gate_msa, err));
 
     /* cross-attention: B sequences of F·N queries over the sample's T caption tokens */
@@ -499,7 +474,7 @@ dt_status stdit_forward(stdit_model *m, const dt_denoiser_inputs *in, dt_arena *
     dt_tensor fr, patches, x, xt, ot;
     int64_t fshape[4] = {S, cin, H, W};
     DT_TRY(dt_arena_tensor(a, &fr, DT_F32, 4, fshape, err));
-    DT_TRY(frames_layout(be, hs->data, fr.data, B, cin, F, (int64_t)H * W, W, 1, err));
+    DT_TRY(dit_frames_layout(be, hs->data, fr.data, B, cin, F, (int64_t)H * W, W, 1, err));
     DT_TRY(alloc2(a, &patches, M, (int64_t)cin * p * p, err));
     DT_TRY(alloc2(a, &x, M, C, err));
     DT_TRY(alloc2(a, &xt, M, C, err));
@@ -536,7 +511,7 @@ dt_status stdit_forward(stdit_model *m, const dt_denoiser_inputs *in, dt_arena *
     DT_TRY(dt_arena_tensor(a, &yf, DT_F32, 4, oshape, err));
     dt_tensor y3 = dt_tensor_view(y.data, DT_F32, 3, y3s);
     DT_TRY(be->ops->unpatchify(be, &y3, p, h, w, &yf, err));
-    return frames_layout(be, out->data, yf.data, B, c->out_channels, F, (int64_t)H * W, W, 0, err);
+    return dit_frames_layout(be, out->data, yf.data, B, c->out_channels, F, (int64_t)H * W, W, 0, err);
 }
 
 /* ---- the denoiser interface (denoiser.h) ---- */
