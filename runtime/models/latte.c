@@ -4,7 +4,6 @@
 #include "dit_block.h"
 #include "dit_common.h"
 #include "runtime/core/json.h"
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,18 +127,6 @@ double latte_matmul_flops(const latte_config *c, int B, int F, int h, int w, int
 
 /* ---- loading ---- */
 
-/* diffusers get_1d_sincos_pos_embed_from_grid for positions 0..n-1 (float64, then f32). */
-static void sincos_1d_table(int dim, int n, float *out)
-{
-    int half = dim / 2;
-    for (int p = 0; p < n; p++)
-        for (int k = 0; k < half; k++) {
-            double omega = 1.0 / pow(10000.0, (double)k / (dim / 2.0));
-            out[(size_t)p * dim + k] = (float)sin(p * omega);
-            out[(size_t)p * dim + half + k] = (float)cos(p * omega);
-        }
-}
-
 static dt_status build(latte_model *m, dt_weight_source *src, dt_err *err)
 {
     const latte_config *c = &m->cfg;
@@ -147,9 +134,9 @@ static dt_status build(latte_model *m, dt_weight_source *src, dt_err *err)
     int C = c->inner, g = c->sample_size / c->patch_size, F = c->video_length;
     int tok_hint = 2 * F * g * g, cap_hint = 2 * F * 120;
     dt_dtype cd = be->cfg.compute;
-    DT_TRY(dit_patch_embed_load(be, src, c->in_channels, c->patch_size, C, tok_hint, &m->patch, err));
-    DT_TRY(dit_adaln_load(be, src, C, &m->ada, err));
-    DT_TRY(dit_caption_load(be, src, c->caption_channels, C, 2 * 120, cd, &m->cap, err));
+    DT_TRY(dit_patch_embed_load(be, src, &dit_diffusers_names, c->in_channels, c->patch_size, C, tok_hint, &m->patch, err));
+    DT_TRY(dit_adaln_load(be, src, &dit_diffusers_names, C, &m->ada, err));
+    DT_TRY(dit_caption_load(be, src, &dit_diffusers_names, c->caption_channels, C, 2 * 120, cd, &m->cap, err));
     m->sshape = (dit_block_shape){C, c->heads, c->head_dim, c->norm_eps, 1, tok_hint, cap_hint, cd};
     m->tshape = m->sshape;
     m->tshape.cross = 0;
@@ -165,7 +152,7 @@ static dt_status build(latte_model *m, dt_weight_source *src, dt_err *err)
                            DT_ACT_NONE, tok_hint, cd, &m->proj_out, err));
     float *tpos = malloc((size_t)F * C * sizeof(float));
     if (!tpos) return dt_fail(err, DT_ENOMEM, "out of memory");
-    sincos_1d_table(C, F, tpos);
+    for (int f = 0; f < F; f++) dit_sincos_row(C, f, tpos + (size_t)f * C); /* get_1d_sincos_pos_embed */
     dt_status s = dt_backend_upload(be, tpos, (size_t)F * C, &m->tpos, err);
     free(tpos);
     return s;
@@ -223,45 +210,17 @@ void latte_set_resume(latte_model *m, const latte_resume *r) { m->resume = r; }
 
 /* ---- forward ---- */
 
-static dt_tensor t2d(void *data, int64_t r, int64_t c) { int64_t s[2] = {r, c}; return dt_tensor_view(data, DT_F32, 2, s); }
-static dt_status alloc2(dt_arena *a, dt_tensor *t, int64_t r, int64_t c, dt_err *err)
-{
-    int64_t s[2] = {r, c};
-    return dt_arena_tensor(a, t, DT_F32, 2, s, err);
-}
-
 static dt_status position_embedding(latte_model *m, int h, int w, dt_err *err)
 {
     const latte_config *c = &m->cfg;
     return dit_pos_embed(m->be, c->inner, h, w, c->sample_size / c->patch_size, c->interpolation_scale, &m->pos, err);
 }
 
-static dt_status check_inputs(const latte_config *c, const latte_inputs *in, const dt_tensor *out, dt_err *err)
-{
-    const dt_tensor *hs = in->hidden_states, *eh = in->encoder_hidden_states;
-    if (!hs || hs->ndim != 5 || hs->shape[1] != c->in_channels)
-        return dt_fail(err, DT_EINVAL, "hidden_states: expected [B, %d, F, H, W]", c->in_channels);
-    if (hs->shape[0] <= 0 || hs->shape[2] <= 0 || hs->shape[2] > c->video_length)
-        return dt_fail(err, DT_EINVAL, "hidden_states: %lld frames, the model takes 1 to %d (video_length)",
-                       (long long)hs->shape[2], c->video_length);
-    if (hs->shape[3] % c->patch_size || hs->shape[4] % c->patch_size || hs->shape[3] <= 0 || hs->shape[4] <= 0)
-        return dt_fail(err, DT_EINVAL, "hidden_states: height and width must be positive multiples of patch_size %d", c->patch_size);
-    if (!eh || eh->ndim != 3 || eh->shape[0] != hs->shape[0] || eh->shape[2] != c->caption_channels || eh->shape[1] <= 0)
-        return dt_fail(err, DT_EINVAL, "encoder_hidden_states: expected [%lld, T, %d]", (long long)hs->shape[0], c->caption_channels);
-    if (!in->timestep) return dt_fail(err, DT_EINVAL, "timestep: missing");
-    if (!out || out->ndim != 5 || out->shape[0] != hs->shape[0] || out->shape[1] != c->out_channels ||
-        out->shape[2] != hs->shape[2] || out->shape[3] != hs->shape[3] || out->shape[4] != hs->shape[4])
-        return dt_fail(err, DT_EINVAL, "output: expected [B, %d, F, H, W]", c->out_channels);
-    return DT_OK;
-}
-
-
-
 /* *out [B·reps, width] (arena): rows[b·reps + r] = t[b] for a [B, width] table. */
 static dt_status repeat_rows(dt_backend *be, dt_arena *a, const float *t, int B, int reps, int width, float **out, dt_err *err)
 {
-    dt_tensor y, x = t2d((float *)t, B, width);
-    DT_TRY(alloc2(a, &y, (int64_t)B * reps, width, err));
+    dt_tensor y, x = dit_t2d((float *)t, B, width);
+    DT_TRY(dit_alloc2(a, &y, (int64_t)B * reps, width, err));
     *out = y.data;
     return be->ops->repeat_rows(be, &x, reps, &y, err);
 }
@@ -292,7 +251,7 @@ static dt_status layers(latte_model *m, latte_run *r, dt_arena *a, dt_err *err)
         else if (temporal) {
             DT_TRY(dit_swap_axes(be, r->x->data, r->xt->data, B, F, N, C, err));
             if (i == 0 && F > 1) {
-                dt_tensor tp = t2d(m->tpos, F, C);
+                dt_tensor tp = dit_t2d(m->tpos, F, C);
                 DT_TRY(be->ops->add_rows(be, r->xt, &tp, r->xt, err));
             }
         } else if (e > 0) DT_TRY(dit_swap_axes(be, r->xt->data, r->x->data, B, N, F, C, err));
@@ -308,30 +267,23 @@ static dt_status layers(latte_model *m, latte_run *r, dt_arena *a, dt_err *err)
     return dit_swap_axes(be, r->xt->data, r->x->data, B, N, F, C, err); /* the last block is temporal */
 }
 
+static void info_of(const latte_config *c, dt_denoiser_info *d);
+
 dt_status latte_forward(latte_model *m, const latte_inputs *in, dt_arena *a, dt_tensor *out, dt_err *err)
 {
     const latte_config *c = &m->cfg;
     dt_backend *be = m->be;
-    DT_TRY(check_inputs(c, in, out, err));
-    const dt_tensor *hs = in->hidden_states;
-    int B = (int)hs->shape[0], F = (int)hs->shape[2], H = (int)hs->shape[3], W = (int)hs->shape[4];
-    int p = c->patch_size, C = c->inner, h = H / p, w = W / p, N = h * w, T = (int)in->encoder_hidden_states->shape[1];
-    int S = B * F, cin = c->in_channels;
-    int64_t M = (int64_t)S * N;
+    dt_denoiser_info info;
+    info_of(c, &info);
+    DT_TRY(dit_video_check(&info, "video_length", in, out, err));
+    dit_video_dims d = dit_video_dims_of(in, c->patch_size);
+    int B = d.B, F = d.F, N = d.N, T = d.T, S = d.S, C = c->inner;
 
     /* frames as images, patch embedding + 2-D position embedding */
-    dt_tensor fr, patches, x, xt;
-    int64_t fshape[4] = {S, cin, H, W};
-    DT_TRY(dt_arena_tensor(a, &fr, DT_F32, 4, fshape, err));
-    DT_TRY(dit_frames_layout(be, hs->data, fr.data, B, cin, F, (int64_t)H * W, W, 1, err));
-    DT_TRY(alloc2(a, &patches, M, (int64_t)cin * p * p, err));
-    DT_TRY(alloc2(a, &x, M, C, err));
-    DT_TRY(alloc2(a, &xt, M, C, err));
-    DT_TRY(be->ops->patchify(be, &fr, p, &patches, err));
-    DT_TRY(be->ops->linear_forward(be, m->patch, &patches, &x, err));
-    DT_TRY(position_embedding(m, h, w, err));
-    dt_tensor pos = t2d(m->pos.dev, N, C);
-    DT_TRY(be->ops->add_rows(be, &x, &pos, &x, err));
+    dt_tensor x, xt;
+    DT_TRY(position_embedding(m, d.h, d.w, err));
+    DT_TRY(dit_video_embed(be, &d, in->hidden_states, m->patch, C, m->pos.dev, a, &x, err));
+    DT_TRY(dit_alloc2(a, &xt, d.M, C, err));
 
     /* timestep conditioning, repeated per frame (spatial) and per patch (temporal) */
     dt_tensor emb, t6, ctx1, ctx;
@@ -343,31 +295,23 @@ dt_status latte_forward(latte_model *m, const latte_inputs *in, dt_arena *a, dt_
     DT_TRY(repeat_rows(be, a, emb.data, B, F, C, &embs, err));
 
     /* caption: projected once, repeated per frame (diffusers' repeat_interleave) */
-    DT_TRY(alloc2(a, &ctx1, (int64_t)B * T, C, err));
-    dt_tensor ehs = t2d(in->encoder_hidden_states->data, (int64_t)B * T, c->caption_channels);
+    DT_TRY(dit_alloc2(a, &ctx1, (int64_t)B * T, C, err));
+    dt_tensor ehs = dit_t2d(in->encoder_hidden_states->data, (int64_t)B * T, c->caption_channels);
     DT_TRY(dit_caption_forward(be, &m->cap, &ehs, C, a, &ctx1, err));
     float *cr;
     DT_TRY(repeat_rows(be, a, ctx1.data, B, F, T * C, &cr, err));
-    ctx = t2d(cr, (int64_t)S * T, C);
+    ctx = dit_t2d(cr, (int64_t)S * T, C);
     float *key_bias;
     DT_TRY(dit_key_bias(be, in->encoder_attention_mask, B, F, T, a, &m->stage, &key_bias, err));
 
     dit_scratch s;
-    DT_TRY(dit_scratch_alloc(a, M, (int64_t)S * T, S > B * N ? S : B * N, C, &s, err));
+    DT_TRY(dit_scratch_alloc(a, d.M, (int64_t)S * T, S > B * N ? S : B * N, C, &s, err));
     latte_run r = {B, F, N, T, C, &x, &xt, &ctx, key_bias, t6s, t6t, &s};
     DT_TRY(layers(m, &r, a, err));
 
     /* final layer per frame, unpatchify, back to [B, C, F, H, W] */
-    int po = p * p * c->out_channels;
-    dt_tensor y, yf;
-    DT_TRY(alloc2(a, &y, M, po, err));
-    dit_final_args fa = {m->sst_out, embs, S, N, C, c->norm_eps, &x, &s.xn, &y, s.mod, m->proj_out};
-    DT_TRY(dit_final_layer(be, &fa, err));
-    int64_t oshape[4] = {S, c->out_channels, H, W}, y3s[3] = {S, N, po};
-    DT_TRY(dt_arena_tensor(a, &yf, DT_F32, 4, oshape, err));
-    dt_tensor y3 = dt_tensor_view(y.data, DT_F32, 3, y3s);
-    DT_TRY(be->ops->unpatchify(be, &y3, p, h, w, &yf, err));
-    return dit_frames_layout(be, out->data, yf.data, B, c->out_channels, F, (int64_t)H * W, W, 0, err);
+    dit_final_args fa = {m->sst_out, embs, S, N, C, c->norm_eps, &x, &s.xn, NULL, s.mod, m->proj_out};
+    return dit_video_final(be, &d, &fa, a, out, err);
 }
 
 /* ---- the denoiser interface (denoiser.h) ---- */

@@ -147,8 +147,8 @@ static dt_status build(pixart_model *m, dt_weight_source *src, dt_err *err)
      * sample) stay f32 in a bf16 run: their outputs scale and shift every block, they cost
      * nothing, and rounding them nearly doubles the bf16 error on the fixtures. */
     dt_dtype cd = m->be->cfg.compute, f32 = DT_F32;
-    DT_TRY(dit_patch_embed_load(m->be, src, c->in_channels, c->patch_size, C, tok_hint, &m->patch, err));
-    DT_TRY(dit_adaln_load(m->be, src, C, &m->ada, err));
+    DT_TRY(dit_patch_embed_load(m->be, src, &dit_diffusers_names, c->in_channels, c->patch_size, C, tok_hint, &m->patch, err));
+    DT_TRY(dit_adaln_load(m->be, src, &dit_diffusers_names, C, &m->ada, err));
     if (c->use_additional_conditions) {
         int S = C / 3;
         DT_TRY(load_one(m, src, "adaln_single.emb.resolution_embedder.linear_1", TPROJ_DIM, S, DT_ACT_SILU, 2 * vec_hint, f32, &m->res1, err));
@@ -156,7 +156,7 @@ static dt_status build(pixart_model *m, dt_weight_source *src, dt_err *err)
         DT_TRY(load_one(m, src, "adaln_single.emb.aspect_ratio_embedder.linear_1", TPROJ_DIM, S, DT_ACT_SILU, vec_hint, f32, &m->ar1, err));
         DT_TRY(load_one(m, src, "adaln_single.emb.aspect_ratio_embedder.linear_2", S, S, DT_ACT_NONE, vec_hint, f32, &m->ar2, err));
     }
-    DT_TRY(dit_caption_load(m->be, src, c->caption_channels, C, cap_hint, cd, &m->cap, err));
+    DT_TRY(dit_caption_load(m->be, src, &dit_diffusers_names, c->caption_channels, C, cap_hint, cd, &m->cap, err));
     m->shape = (dit_block_shape){C, c->heads, c->head_dim, c->norm_eps, 1, tok_hint, cap_hint, cd};
     for (int i = 0; i < c->num_layers; i++) {
         char prefix[64];

@@ -25,10 +25,8 @@ struct stdit_model {
      * the table, attn (qkv, out1), cross_attn (q2, kv2, out2) and mlp (fc1, fc2); temporal
      * holds attn_temp (qkv, out1) only */
     dit_block *spatial, *temporal;
-    float *spos;               /* spatial table [h·w, C] of grid (sh, sw) (backend memory) */
-    int sh, sw;
-    float *tpos;               /* temporal table [tf, C] (backend memory) */
-    int tf;
+    dit_pos_cache spos;        /* spatial table [h·w, C] of the last patch grid (backend memory) */
+    dit_pos_cache tpos;        /* temporal table [F, C] (h = F, w = 1) */
     dt_stage stage;
     dit_attn_hook *hook;
     const dt_denoiser_resume *resume;
@@ -150,22 +148,12 @@ double stdit_matmul_flops(const stdit_config *c, int B, int F, int h, int w, int
 
 /* ---- loading ---- */
 
-/* x_embedder.proj: Conv3d [C, in, 1, p, p] as the [C, in·p·p] GEMM of patchified frames. */
-static dt_status patch_embed_load(stdit_model *m, dt_weight_source *src, int m_hint, dt_err *err)
-{
-    const stdit_config *c = &m->cfg;
-    int C = c->hidden, p = c->patch, k = c->in_channels * p * p;
-    int64_t ws[5] = {C, c->in_channels, 1, p, p}, bs[1] = {C};
-    DT_TRY(dt_weights_expect(src, "x_embedder.proj.weight", 5, ws, err));
-    float *w = malloc((size_t)C * k * sizeof(float)), *b = malloc((size_t)C * sizeof(float));
-    dt_status st = (w && b) ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
-    if (st == DT_OK) st = src->read(src, "x_embedder.proj.weight", 5, ws, w, err);
-    if (st == DT_OK) st = src->read(src, "x_embedder.proj.bias", 1, bs, b, err);
-    if (st == DT_OK) st = m->be->ops->linear_create(m->be, w, b, k, C, DT_ACT_NONE, m_hint, m->be->cfg.compute, &m->patch, err);
-    free(w);
-    free(b);
-    return st;
-}
+/* The PixArt layers around the blocks, by Open-Sora's names (x_embedder is a Conv3d). */
+static const dit_names names = {
+    .patch = "x_embedder.proj", .patch_rank = 5,
+    .t1 = "t_embedder.mlp.0", .t2 = "t_embedder.mlp.2", .adaln = "t_block.1",
+    .cap1 = "y_embedder.y_proj.fc1", .cap2 = "y_embedder.y_proj.fc2",
+};
 
 static dt_status block_load(stdit_model *m, dt_weight_source *src, int i, int tok_hint, int cap_hint, dt_err *err)
 {
@@ -200,14 +188,9 @@ static dt_status build(stdit_model *m, dt_weight_source *src, dt_err *err)
     /* GEMM row hints (CFG batch 2 at the native size), bounded: the config's sizes may be large */
     int64_t tokens = 2 * (int64_t)c->frames * (c->height / p) * (c->width / p);
     int tok_hint = tokens > (1 << 24) ? 1 << 24 : (int)tokens, cap_hint = 2 * c->max_length;
-    DT_TRY(patch_embed_load(m, src, tok_hint, err));
-    /* the conditioning layers in f32 whatever the compute dtype (dit_common.h) */
-    DT_TRY(dt_load_linear1(be, src, "t_embedder.mlp.0", DIT_TPROJ_DIM, C, 1, DT_ACT_SILU, 2, DT_F32, &m->ada.t1, err));
-    DT_TRY(dt_load_linear1(be, src, "t_embedder.mlp.2", C, C, 1, DT_ACT_NONE, 2, DT_F32, &m->ada.t2, err));
-    DT_TRY(dt_load_linear1(be, src, "t_block.1", C, 6 * C, 1, DT_ACT_NONE, 2, DT_F32, &m->ada.adaln, err));
-    DT_TRY(dt_load_linear1(be, src, "y_embedder.y_proj.fc1", c->caption_channels, C, 1, DT_ACT_GELU_TANH, cap_hint,
-                           be->cfg.compute, &m->cap.l1, err));
-    DT_TRY(dt_load_linear1(be, src, "y_embedder.y_proj.fc2", C, C, 1, DT_ACT_NONE, cap_hint, be->cfg.compute, &m->cap.l2, err));
+    DT_TRY(dit_patch_embed_load(be, src, &names, c->in_channels, p, C, tok_hint, &m->patch, err));
+    DT_TRY(dit_adaln_load(be, src, &names, C, &m->ada, err));
+    DT_TRY(dit_caption_load(be, src, &names, c->caption_channels, C, cap_hint, be->cfg.compute, &m->cap, err));
     for (int i = 0; i < c->depth; i++) DT_TRY(block_load(m, src, i, tok_hint, cap_hint, err));
     DT_TRY(dt_load_param_dev(be, src, "final_layer.scale_shift_table", 2, (int64_t[]){2, C}, &m->sst_final, err));
     DT_TRY(dt_load_linear1(be, src, "final_layer.linear", C, p * p * c->out_channels, 1, DT_ACT_NONE, tok_hint,
@@ -258,8 +241,8 @@ void stdit_free(stdit_model *m)
     free(m->temporal);
     dt_free_param(be, m->sst_final);
     free(m->null_y);
-    dt_free_param(be, m->spos);
-    dt_free_param(be, m->tpos);
+    dit_pos_free(be, &m->spos);
+    dit_pos_free(be, &m->tpos);
     dt_stage_free(&m->stage);
     free(m);
 }
@@ -270,95 +253,47 @@ void stdit_set_resume(stdit_model *m, const dt_denoiser_resume *r) { m->resume =
 
 /* ---- position tables (blocks.py get_1d/2d_sincos_pos_embed, float64 then f32) ---- */
 
-/* row[0..dim/2) = sin(pos·ω_k), row[dim/2..dim) = cos(pos·ω_k), ω_k = 10000^(-k/(dim/2)). */
-static void sincos_row(int dim, double pos, float *row)
-{
-    int half = dim / 2;
-    for (int k = 0; k < half; k++) {
-        double v = pos * (1.0 / pow(10000.0, (double)k / (dim / 2.0)));
-        row[k] = (float)sin(v);
-        row[half + k] = (float)cos(v);
-    }
-}
-
 /* Token i·w + j: the column's table in the first half, the row's in the second (the MAE
  * meshgrid layout); positions are float32 index / scale, as numpy computes them there. */
-static dt_status spatial_table(stdit_model *m, int h, int w, dt_err *err)
+static void spatial_fill(const void *cfg, int C, int h, int w, float *t)
 {
-    if (m->spos && m->sh == h && m->sw == w) return DT_OK;
-    dt_free_param(m->be, m->spos);
-    m->spos = NULL;
-    int C = m->cfg.hidden;
-    float *t = malloc((size_t)h * w * C * sizeof(float)), s = m->cfg.space_scale;
-    if (!t) return dt_fail(err, DT_ENOMEM, "out of memory");
+    float s = ((const stdit_config *)cfg)->space_scale;
     for (int i = 0; i < h; i++)
         for (int j = 0; j < w; j++) {
             float *row = t + ((size_t)i * w + j) * C;
-            sincos_row(C / 2, (double)((float)j / s), row);
-            sincos_row(C / 2, (double)((float)i / s), row + C / 2);
+            dit_sincos_row(C / 2, (double)((float)j / s), row);
+            dit_sincos_row(C / 2, (double)((float)i / s), row + C / 2);
         }
-    dt_status st = dt_backend_upload(m->be, t, (size_t)h * w * C, &m->spos, err);
-    free(t);
-    if (st == DT_OK) m->sh = h, m->sw = w;
-    return st;
 }
 
 /* Frame f: positions f / time_scale in float64. */
-static dt_status temporal_table(stdit_model *m, int F, dt_err *err)
+static void temporal_fill(const void *cfg, int C, int F, int one, float *t)
 {
-    if (m->tpos && m->tf == F) return DT_OK;
-    dt_free_param(m->be, m->tpos);
-    m->tpos = NULL;
-    int C = m->cfg.hidden;
-    float *t = malloc((size_t)F * C * sizeof(float));
-    if (!t) return dt_fail(err, DT_ENOMEM, "out of memory");
-    for (int f = 0; f < F; f++) sincos_row(C, f / (double)m->cfg.time_scale, t + (size_t)f * C);
-    dt_status st = dt_backend_upload(m->be, t, (size_t)F * C, &m->tpos, err);
-    free(t);
-    if (st == DT_OK) m->tf = F;
-    return st;
+    for (int f = 0; f < F; f++) dit_sincos_row(C, f / (double)((const stdit_config *)cfg)->time_scale, t + (size_t)f * C);
 }
 
 /* ---- forward ---- */
 
 #define LIN(l, x, y) DT_TRY(be->ops->linear_forward(be, (l), (x), (y), err))
 
-static dt_tensor t2d(void *data, int64_t r, int64_t c) { int64_t s[2] = {r, c}; return dt_tensor_view(data, DT_F32, 2, s); }
-static dt_tensor t3d(void *data, int64_t a, int64_t b, int64_t c) { int64_t s[3] = {a, b, c}; return dt_tensor_view(data, DT_F32, 3, s); }
-static dt_status alloc2(dt_arena *a, dt_tensor *t, int64_t r, int64_t c, dt_err *err)
-{
-    int64_t s[2] = {r, c};
-    return dt_arena_tensor(a, t, DT_F32, 2, s, err);
-}
+static void info_of(const stdit_config *c, dt_denoiser_info *d);
 
+/* The video checks, then the caption mask: each sample keeps at least one token. */
 static dt_status check_inputs(const stdit_config *c, const dt_denoiser_inputs *in, const dt_tensor *out, dt_err *err)
 {
-    const dt_tensor *hs = in->hidden_states, *eh = in->encoder_hidden_states;
-    if (!hs || hs->ndim != 5 || hs->shape[1] != c->in_channels)
-        return dt_fail(err, DT_EINVAL, "hidden_states: expected [B, %d, F, H, W]", c->in_channels);
-    if (hs->shape[0] <= 0 || hs->shape[2] <= 0 || hs->shape[2] > c->frames)
-        return dt_fail(err, DT_EINVAL, "hidden_states: %lld frames, the model takes 1 to %d (input_size[0])",
-                       (long long)hs->shape[2], c->frames);
-    if (hs->shape[3] <= 0 || hs->shape[4] <= 0 || hs->shape[3] % c->patch || hs->shape[4] % c->patch)
-        return dt_fail(err, DT_EINVAL, "hidden_states: height and width must be positive multiples of patch_size %d", c->patch);
-    if (!eh || eh->ndim != 3 || eh->shape[0] != hs->shape[0] || eh->shape[2] != c->caption_channels || eh->shape[1] <= 0)
-        return dt_fail(err, DT_EINVAL, "encoder_hidden_states: expected [%lld, T, %d]", (long long)hs->shape[0], c->caption_channels);
-    if (!in->timestep) return dt_fail(err, DT_EINVAL, "timestep: missing");
+    dt_denoiser_info info;
+    info_of(c, &info);
+    DT_TRY(dit_video_check(&info, "input_size[0]", in, out, err));
     if (in->encoder_attention_mask) {
-        int64_t B = hs->shape[0], T = eh->shape[1];
+        int64_t B = in->hidden_states->shape[0], T = in->encoder_hidden_states->shape[1];
         for (int64_t b = 0; b < B; b++) {
             int kept = 0;
             for (int64_t i = 0; i < T; i++) kept |= in->encoder_attention_mask[b * T + i] != 0;
             if (!kept) return dt_fail(err, DT_EINVAL, "encoder_attention_mask: sample %lld keeps no caption token", (long long)b);
         }
     }
-    if (!out || out->ndim != 5 || out->shape[0] != hs->shape[0] || out->shape[1] != c->out_channels ||
-        out->shape[2] != hs->shape[2] || out->shape[3] != hs->shape[3] || out->shape[4] != hs->shape[4])
-        return dt_fail(err, DT_EINVAL, "output: expected [B, %d, F, H, W]", c->out_channels);
     return DT_OK;
 }
-
-
 
 typedef struct {
     int B, F, N, T, C;
@@ -374,7 +309,7 @@ typedef struct {
 static dt_status modulation(stdit_model *m, const stdit_run *r, const dit_block *blk, dt_err *err)
 {
     int B = r->B, C = r->C;
-    dt_tensor t = t2d((float *)r->t0, B, 6 * C), tab = t2d(blk->sst, 1, 6 * C), mod = t2d(r->s->mod, B, 6 * C);
+    dt_tensor t = dit_t2d((float *)r->t0, B, 6 * C), tab = dit_t2d(blk->sst, 1, 6 * C), mod = dit_t2d(r->s->mod, B, 6 * C);
     return m->be->ops->add_rows(m->be, &t, &tab, &mod, err);
 }
 
@@ -394,10 +329,10 @@ static dt_status spatial_part(stdit_model *m, int i, const stdit_run *r, dt_err 
     dt_backend *be = m->be;
     int B = r->B, C = r->C;
     int64_t L = (int64_t)r->F * r->N;
-    dt_tensor x3 = t3d(r->x->data, B, L, C), xn3 = t3d(r->s->xn.data, B, L, C), o3 = t3d(r->s->o.data, B, L, C);
+    dt_tensor x3 = dit_t3d(r->x->data, B, L, C), xn3 = dit_t3d(r->s->xn.data, B, L, C), o3 = dit_t3d(r->s->o.data, B, L, C);
     dt_tensor shift = chunk(r, 0), scale = chunk(r, 1), gate = chunk(r, 2);
     DT_TRY(be->ops->layernorm_modulate(be, &x3, &shift, &scale, 1e-6f, &xn3, err));
-    dt_tensor xn = t2d(r->s->xn.data, B * L, C), o = t2d(r->s->o.data, B * L, C);
+    dt_tensor xn = dit_t2d(r->s->xn.data, B * L, C), o = dit_t2d(r->s->o.data, B * L, C);
     DT_TRY(self_attn(m, &m->spatial[i], i, B * r->F, r->N, &xn, &o, r, err));
     return be->ops->gated_add(be, &x3, &o3, &gate, err);
 }
@@ -411,13 +346,13 @@ static dt_status temporal_part(stdit_model *m, int i, const stdit_run *r, dt_err
     int B = r->B, F = r->F, N = r->N, T = r->T, C = r->C;
     int64_t L = (int64_t)F * N, M = B * L;
     dit_scratch *s = r->s;
-    dt_tensor x3 = t3d(r->x->data, B, L, C), o3 = t3d(s->o.data, B, L, C), xn3 = t3d(s->xn.data, B, L, C);
-    dt_tensor o = t2d(s->o.data, M, C), xn = t2d(s->xn.data, M, C), ao = t2d(s->ao.data, M, C);
+    dt_tensor x3 = dit_t3d(r->x->data, B, L, C), o3 = dit_t3d(s->o.data, B, L, C), xn3 = dit_t3d(s->xn.data, B, L, C);
+    dt_tensor o = dit_t2d(s->o.data, M, C), xn = dit_t2d(s->xn.data, M, C), ao = dit_t2d(s->ao.data, M, C);
     dt_tensor gate_msa = chunk(r, 2), shift_mlp = chunk(r, 3), scale_mlp = chunk(r, 4), gate_mlp = chunk(r, 5);
 
     DT_TRY(dit_swap_axes(be, r->x->data, r->xt->data, B, F, N, C, err));
     if (i == 0) {
-        dt_tensor tp = t2d(m->tpos, F, C);
+        dt_tensor tp = dit_t2d(m->tpos.dev, F, C);
         DT_TRY(be->ops->add_rows(be, r->xt, &tp, r->xt, err));
     }
     DT_TRY(self_attn(m, &m->temporal[i], m->cfg.depth + i, B * N, F, r->xt, r->ot, r, err));
@@ -425,11 +360,11 @@ static dt_status temporal_part(stdit_model *m, int i, const stdit_run *r, dt_err
     DT_TRY(be->ops->gated_add(be, &x3, &o3, &gate_msa, err));
 
     /* cross-attention: B sequences of F·N queries over the sample's T caption tokens */
-    dt_tensor q = t2d(s->qkv.data, M, C);
+    dt_tensor q = dit_t2d(s->qkv.data, M, C);
     LIN(blk->q2, r->x, &q);
-    dt_tensor ctx3 = t3d(r->ctx->data, B, T, C), kv = t3d(s->kv.data, B, T, 2 * C);
+    dt_tensor ctx3 = dit_t3d(r->ctx->data, B, T, C), kv = dit_t3d(s->kv.data, B, T, 2 * C);
     LIN(blk->kv2, &ctx3, &kv);
-    dt_tensor q3 = t3d(q.data, B, L, C), k = t3d(kv.data, B, T, C), v = k, ao3 = t3d(s->ao.data, B, L, C);
+    dt_tensor q3 = dit_t3d(q.data, B, L, C), k = dit_t3d(kv.data, B, T, C), v = k, ao3 = dit_t3d(s->ao.data, B, L, C);
     k.strides[0] = v.strides[0] = (int64_t)T * 2 * C;
     k.strides[1] = v.strides[1] = 2 * C;
     v.data = (float *)kv.data + C;
@@ -464,54 +399,35 @@ dt_status stdit_forward(stdit_model *m, const dt_denoiser_inputs *in, dt_arena *
     const stdit_config *c = &m->cfg;
     dt_backend *be = m->be;
     DT_TRY(check_inputs(c, in, out, err));
-    const dt_tensor *hs = in->hidden_states;
-    int B = (int)hs->shape[0], F = (int)hs->shape[2], H = (int)hs->shape[3], W = (int)hs->shape[4];
-    int p = c->patch, C = c->hidden, h = H / p, w = W / p, N = h * w, T = (int)in->encoder_hidden_states->shape[1];
-    int S = B * F, cin = c->in_channels;
-    int64_t M = (int64_t)S * N;
+    dit_video_dims d = dit_video_dims_of(in, c->patch);
+    int B = d.B, F = d.F, N = d.N, T = d.T, C = c->hidden;
 
     /* PatchEmbed3D with a (1, p, p) kernel: frames as images, patchified, one GEMM */
-    dt_tensor fr, patches, x, xt, ot;
-    int64_t fshape[4] = {S, cin, H, W};
-    DT_TRY(dt_arena_tensor(a, &fr, DT_F32, 4, fshape, err));
-    DT_TRY(dit_frames_layout(be, hs->data, fr.data, B, cin, F, (int64_t)H * W, W, 1, err));
-    DT_TRY(alloc2(a, &patches, M, (int64_t)cin * p * p, err));
-    DT_TRY(alloc2(a, &x, M, C, err));
-    DT_TRY(alloc2(a, &xt, M, C, err));
-    DT_TRY(alloc2(a, &ot, M, C, err));
-    DT_TRY(be->ops->patchify(be, &fr, p, &patches, err));
-    DT_TRY(be->ops->linear_forward(be, m->patch, &patches, &x, err));
-    DT_TRY(spatial_table(m, h, w, err));
-    DT_TRY(temporal_table(m, F, err));
-    dt_tensor pos = t2d(m->spos, N, C);
-    DT_TRY(be->ops->add_rows(be, &x, &pos, &x, err));
+    dt_tensor x, xt, ot;
+    DT_TRY(dit_table_get(be, C, d.h, d.w, spatial_fill, c, &m->spos, err));
+    DT_TRY(dit_table_get(be, C, F, 1, temporal_fill, c, &m->tpos, err));
+    DT_TRY(dit_video_embed(be, &d, in->hidden_states, m->patch, C, m->spos.dev, a, &x, err));
+    DT_TRY(dit_alloc2(a, &xt, d.M, C, err));
+    DT_TRY(dit_alloc2(a, &ot, d.M, C, err));
 
     /* t = t_embedder(timestep), t0 = t_block(t); the caption through y_proj */
     dt_tensor emb, t0, ctx;
     DT_TRY(dit_timestep_embed(be, &m->ada, in->timestep, B, C, a, &m->stage, &emb, err));
     DT_TRY(dit_adaln_out(be, &m->ada, &emb, C, a, &t0, err));
-    DT_TRY(alloc2(a, &ctx, (int64_t)B * T, C, err));
-    dt_tensor ehs = t2d(in->encoder_hidden_states->data, (int64_t)B * T, c->caption_channels);
+    DT_TRY(dit_alloc2(a, &ctx, (int64_t)B * T, C, err));
+    dt_tensor ehs = dit_t2d(in->encoder_hidden_states->data, (int64_t)B * T, c->caption_channels);
     DT_TRY(dit_caption_forward(be, &m->cap, &ehs, C, a, &ctx, err));
     float *key_bias;
     DT_TRY(dit_key_bias(be, in->encoder_attention_mask, B, 1, T, a, &m->stage, &key_bias, err));
 
     dit_scratch s;
-    DT_TRY(dit_scratch_alloc(a, M, (int64_t)B * T, B, C, &s, err));
+    DT_TRY(dit_scratch_alloc(a, d.M, (int64_t)B * T, B, C, &s, err));
     stdit_run r = {B, F, N, T, C, &x, &xt, &ot, &ctx, key_bias, t0.data, &s, a};
     DT_TRY(layers(m, &r, err));
 
     /* T2IFinalLayer with t (not t0), per sample over its F·N tokens; unpatchify per frame */
-    int po = p * p * c->out_channels;
-    dt_tensor y, yf;
-    DT_TRY(alloc2(a, &y, M, po, err));
-    dit_final_args fa = {m->sst_final, emb.data, B, F * N, C, 1e-6f, &x, &s.xn, &y, s.mod, m->final};
-    DT_TRY(dit_final_layer(be, &fa, err));
-    int64_t oshape[4] = {S, c->out_channels, H, W}, y3s[3] = {S, N, po};
-    DT_TRY(dt_arena_tensor(a, &yf, DT_F32, 4, oshape, err));
-    dt_tensor y3 = dt_tensor_view(y.data, DT_F32, 3, y3s);
-    DT_TRY(be->ops->unpatchify(be, &y3, p, h, w, &yf, err));
-    return dit_frames_layout(be, out->data, yf.data, B, c->out_channels, F, (int64_t)H * W, W, 0, err);
+    dit_final_args fa = {m->sst_final, emb.data, B, F * N, C, 1e-6f, &x, &s.xn, NULL, s.mod, m->final};
+    return dit_video_final(be, &d, &fa, a, out, err);
 }
 
 /* ---- the denoiser interface (denoiser.h) ---- */
