@@ -13,25 +13,8 @@ static int teardown(void **state) { (void)state; tu_rmtree(tmp); return 0; }
 /* Runs a shell command; returns its exit code and captures stderr into err (n bytes). */
 static int run(const char *cmd, char *err, size_t n) { return tu_run(tmp, cmd, 0, err, n); }
 
-static int exists(const char *p) { struct stat s; return stat(p, &s) == 0; }
-
-static int count_lines(const char *s)
-{
-    int n = 0;
-    for (; *s; s++) n += *s == '\n';
-    return n;
-}
-
 /* Expects failure: one stderr line holding `needle`, and no file at `out`. */
-static void expect_fail(const char *cmd, const char *needle, const char *out)
-{
-    char err[4096];
-    int rc = run(cmd, err, sizeof err);
-    if (rc == 0) fail_msg("succeeded but should fail: %s", cmd);
-    if (count_lines(err) != 1) fail_msg("expected one line on stderr, got: %s", err);
-    if (!strstr(err, needle)) fail_msg("stderr lacks \"%s\": %s", needle, err);
-    if (out && exists(out)) fail_msg("%s was written by a failed run", out);
-}
+static void expect_fail(const char *cmd, const char *needle, const char *out) { tu_expect_fail(tmp, cmd, needle, out); }
 
 #define FIX "tests/fixtures/pixart-alpha-tiny"
 
@@ -215,7 +198,7 @@ static void test_no_bf16_cpu(void **state)
     char json[4096];
     if (tu_run(tmp, cmd, 1, json, sizeof json) != 0) fail_msg("default dtype on an AVX2 CPU failed: %s", json);
     if (!strstr(json, "\"dtype\":\t\"f32\"")) fail_msg("default dtype on an AVX2 CPU is not f32: %s", json);
-    assert_true(exists(out));
+    assert_true(tu_exists(out));
 }
 
 int main(void)

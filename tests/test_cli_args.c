@@ -14,22 +14,13 @@ static char tmp[256];
 static int setup(void **state) { (void)state; tu_tmpdir(tmp, sizeof tmp); return 0; }
 static int teardown(void **state) { (void)state; tu_rmtree(tmp); return 0; }
 
-static int exists(const char *p) { struct stat s; return stat(p, &s) == 0; }
-
-static int count_lines(const char *s)
-{
-    int n = 0;
-    for (; *s; s++) n += *s == '\n';
-    return n;
-}
-
 /* Expects exit code rc and one stderr line holding every needle (NULL-terminated). */
 static void expect_msg(const char *cmd, int rc, ...)
 {
     char err[8192];
     int got = tu_run(tmp, cmd, 0, err, sizeof err);
     if (got != rc) fail_msg("exit %d (expected %d): %s\n%s", got, rc, cmd, err);
-    if (count_lines(err) != 1) fail_msg("expected one line on stderr: %s\n%s", cmd, err);
+    if (tu_count_lines(err) != 1) fail_msg("expected one line on stderr: %s\n%s", cmd, err);
     va_list ap;
     va_start(ap, rc);
     for (const char *n; (n = va_arg(ap, const char *));)
@@ -239,16 +230,16 @@ static void test_output_folders(void **state)
     snprintf(cmd, sizeof cmd, GEN " --batch 2 -o %s/new/sub/a.png", tmp);
     if (tu_run(tmp, cmd, 0, err, sizeof err)) fail_msg("%s: %s", cmd, err);
     snprintf(path, sizeof path, "%s/new/sub/a-1.png", tmp);
-    assert_true(exists(path));
+    assert_true(tu_exists(path));
     snprintf(cmd, sizeof cmd, GEN " -o %s/gone/x.gif", tmp);
     assert_int_not_equal(tu_run(tmp, cmd, 0, err, sizeof err), 0);
     snprintf(path, sizeof path, "%s/gone", tmp);
-    if (exists(path)) fail_msg("a failed run left the folder %s", path);
+    if (tu_exists(path)) fail_msg("a failed run left the folder %s", path);
     snprintf(cmd, sizeof cmd, "./ditrt txt2vid -m tests/fixtures/latte-pipe-tiny -p x --steps 1 --frames 2 --threads 1 -q "
                               "-o %s/frames/clip/", tmp);
     if (tu_run(tmp, cmd, 0, err, sizeof err)) fail_msg("%s: %s", cmd, err);
     snprintf(path, sizeof path, "%s/frames/clip/frame_001.png", tmp);
-    assert_true(exists(path));
+    assert_true(tu_exists(path));
     /* a file where a folder should be: named */
     snprintf(path, sizeof path, "%s/file", tmp);
     tu_write_file(path, "x", 1);

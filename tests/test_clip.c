@@ -167,18 +167,6 @@ static void test_real_vocabulary(void **state)
 
 /* ---- text encoders ---- */
 
-static float *ref_tensor(const dt_safetensors *st, const char *name, size_t n)
-{
-    const dt_st_entry *e = dt_st_find(st, name);
-    if (!e) fail_msg("%s: not in the fixture", name);
-    int64_t numel = 1;
-    for (int i = 0; i < e->ndim; i++) numel *= e->shape[i];
-    assert_int_equal((size_t)numel, n);
-    float *p = tu_alloc(n);
-    dt_st_read_f32(e, p);
-    return p;
-}
-
 static int32_t *ref_ids(const dt_safetensors *st, const char *name, int *B, int *N)
 {
     const dt_st_entry *e = dt_st_find(st, name);
@@ -215,7 +203,7 @@ static void check_encoder_case(clip_text_model *m, const dt_safetensors *st, con
         else o.pooled = pool;
         if (pass == 2) {
             snprintf(n, sizeof n, "%s.%s.attention_mask", enc, cs);
-            mask = ref_tensor(st, n, (size_t)B * N);
+            mask = tu_st_f32(st, n, (size_t)B * N);
             pre = "masked.";
             o.text_embeds = o.pooled = NULL;
         }
@@ -224,16 +212,16 @@ static void check_encoder_case(clip_text_model *m, const dt_safetensors *st, con
         dt_err err = {0};
         if (clip_text_encode(m, ids, mask, B, N, &a, &o, &err) != DT_OK) fail_msg("%s", err.msg);
         snprintf(n, sizeof n, "%s.%s.%slast_hidden_state", enc, cs, pre);
-        float *r = ref_tensor(st, n, hs);
+        float *r = tu_st_f32(st, n, hs);
         double e1 = tu_rel_l2(last, r, hs);
         free(r);
         snprintf(n, sizeof n, "%s.%s.%s%s", enc, cs, pre, hname);
-        r = ref_tensor(st, n, hs);
+        r = tu_st_f32(st, n, hs);
         double e2 = tu_rel_l2(hid, r, hs), e3 = 0;
         free(r);
         if (o.pooled || o.text_embeds) {
             snprintf(n, sizeof n, "%s.%s.%s", enc, cs, c->projection_dim ? "text_embeds" : "pooler_output");
-            r = ref_tensor(st, n, ps);
+            r = tu_st_f32(st, n, ps);
             e3 = tu_rel_l2(pool, r, ps);
             free(r);
         }
@@ -243,7 +231,7 @@ static void check_encoder_case(clip_text_model *m, const dt_safetensors *st, con
             o = (clip_text_outputs){.hidden = hid, .hidden_from_end = 2, .hidden_final_norm = 1};
             if (clip_text_encode(m, ids, NULL, B, N, &a, &o, &err) != DT_OK) fail_msg("%s", err.msg);
             snprintf(n, sizeof n, "%s.%s.penultimate_normed", enc, cs);
-            r = ref_tensor(st, n, hs);
+            r = tu_st_f32(st, n, hs);
             assert_rel_l2_below(hid, r, hs, tol);
             free(r);
         }
@@ -538,10 +526,10 @@ static void test_encoder_interface(void **state)
     float *pooled = tu_poisoned((size_t)B * 16), *hid = tu_poisoned((size_t)B * N * 32);
     o = (dt_text_encoder_outputs){.hidden = hid, .hidden_from_end = 3, .pooled = pooled};
     assert_int_equal(dt_text_encoder_encode(te, cid, NULL, B, N, &a, &o, &e), DT_OK);
-    float *r = ref_tensor(st, "text_encoder_2.eos.text_embeds", (size_t)B * 16);
+    float *r = tu_st_f32(st, "text_encoder_2.eos.text_embeds", (size_t)B * 16);
     assert_rel_l2_below(pooled, r, (size_t)B * 16, 1e-4);
     free(r);
-    r = ref_tensor(st, "text_encoder_2.eos.hidden_skip2", (size_t)B * N * 32);
+    r = tu_st_f32(st, "text_encoder_2.eos.hidden_skip2", (size_t)B * N * 32);
     assert_rel_l2_below(hid, r, (size_t)B * N * 32, 1e-4);
     free(r);
     o.hidden_from_end = 5; /* 3 layers + embeddings: -5 does not exist */
@@ -640,7 +628,7 @@ static void test_cli(void **state)
             if (!x) fail_msg("%s: no %s", path, on);
             snprintf(n, sizeof n, "%s.pair.%s", enc[i], on);
             size_t cnt = x->nbytes / 4;
-            float *got = tu_alloc(cnt), *r = ref_tensor(ref, n, cnt);
+            float *got = tu_alloc(cnt), *r = tu_st_f32(ref, n, cnt);
             dt_st_read_f32(x, got);
             assert_rel_l2_below(got, r, cnt, 1e-4);
             free(got);

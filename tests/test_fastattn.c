@@ -170,18 +170,6 @@ static void test_plan_cost(void **state)
 
 /* ---- the methods against the torch reference ---- */
 
-static void load_sample(const char *path, float *dst, size_t n)
-{
-    dt_safetensors *st;
-    dt_err err = {0};
-    if (dt_st_open(path, &st, &err) != DT_OK) fail_msg("%s", err.msg);
-    const dt_st_entry *e = dt_st_find(st, "sample");
-    assert_non_null(e);
-    assert_int_equal(e->nbytes, n * sizeof(float));
-    dt_st_read_f32(e, dst);
-    dt_st_close(st);
-}
-
 /* Runs the NSTEPS fixture inputs through the model with `hook` (or none) set before each. */
 static void run_steps(pixart_model *m, dt_fastattn *fa, float *outs /* [NSTEPS][n] */, size_t n)
 {
@@ -222,14 +210,15 @@ static void check_case(const char *name, dt_dtype cd, double tol)
     assert_int_equal(dt_attn_plan_check(&p, pixart_get_config(m)->num_layers, 0, NSTEPS, &err), DT_OK);
     dt_fastattn *fa = NULL;
     assert_int_equal(dt_fastattn_create(&p, 1, &fa, &err), DT_OK);
-    float *outs = tu_poisoned(NSTEPS * NOUT), *want = tu_alloc(NOUT);
+    float *outs = tu_poisoned(NSTEPS * NOUT);
     run_steps(m, fa, outs, NOUT);
     for (int k = 0; k < NSTEPS; k++) {
         snprintf(path, sizeof path, FIX "/%s_step%d.out.safetensors", name, k);
-        load_sample(path, want, NOUT);
-        double e = tu_rel_l2(outs + (size_t)k * NOUT, want, NOUT);
-        print_message("  %s %s step %d: rel L2 %.2e\n", name, cd == DT_F32 ? "f32" : "bf16", k, e);
-        if (!(e <= tol)) fail_msg("%s step %d: rel L2 %.3g > %.3g", name, k, e, tol);
+        float *want = tu_read_f32(path, "sample", NOUT, NULL, NULL);
+        char label[96];
+        snprintf(label, sizeof label, "%s %s step %d", name, cd == DT_F32 ? "f32" : "bf16", k);
+        tu_check_rel_l2(label, outs + (size_t)k * NOUT, want, NOUT, tol);
+        free(want);
     }
     /* the caches: some were held, none outlive the plan's last use */
     dt_attn_plan_cost c;
@@ -238,7 +227,7 @@ static void check_case(const char *name, dt_dtype cd, double tol)
     assert_int_equal(dt_fastattn_cache_bytes(fa), 0);
     dt_fastattn_free(fa);
     dt_attn_plan_free(&p);
-    free(outs); free(want);
+    free(outs);
     pixart_free(m);
     dt_backend_destroy(be);
 }
@@ -494,31 +483,6 @@ static void test_cli(void **state)
     rmdir(dir);
 }
 
-/* The whole file as a malloc'd buffer (*n bytes). */
-static char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long k = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)k + 1);
-    assert_non_null(b);
-    assert_int_equal(fread(b, 1, (size_t)k, f), (size_t)k);
-    fclose(f);
-    *n = (size_t)k;
-    return b;
-}
-
-static void assert_same_file(const char *a, const char *b)
-{
-    size_t na, nb;
-    char *x = slurp(a, &na), *y = slurp(b, &nb);
-    assert_int_equal(na, nb);
-    assert_memory_equal(x, y, na);
-    free(x); free(y);
-}
-
 static void count_line(const char *line, void *user)
 {
     assert_non_null(strstr(line, "calibrate-attn: "));
@@ -561,7 +525,7 @@ static void test_api_calibrate(void **state)
         ditrt_attn_calib_result r = {.struct_size = sizeof r};
         ditrt_error err;
         if (ditrt_calibrate_attn(&p, &r, &err) != DITRT_OK) fail_msg("%s", err.msg);
-        assert_same_file(cli_plan, api_plan);
+        tu_assert_same_file(cli_plan, api_plan);
         assert_int_equal(nlines, 2 + 2 * 3); /* a line per prompt and per step after the first */
         assert_int_equal(r.nprompts, 2);
         assert_int_equal(r.steps, 4);

@@ -150,20 +150,6 @@ static void test_search(void **state)
     dt_pipeline_free(p);
 }
 
-static char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    *n = b ? fread(b, 1, (size_t)len, f) : 0;
-    fclose(f);
-    if (b) b[*n] = 0;
-    return b;
-}
-
 static void count_line(const char *line, void *user)
 {
     (void)line;
@@ -223,14 +209,7 @@ static void test_search_api(void **state)
     snprintf(line, sizeof line, "%.4f s per image (all-model-0 %.4f s, budget %.4f s), mean PSNR vs all-model-0 %.2f dB, %d generations\n",
              r.est_seconds, r.ref_seconds, r.budget_seconds, r.psnr, r.generations);
     if (!strstr(buf, line)) fail_msg("the CLI printed \"%s\", the API's result is \"%s\"", buf, line);
-    size_t na, nc;
-    char *a = slurp(api_out, &na), *c = slurp(cli_out, &nc);
-    assert_non_null(a);
-    assert_non_null(c);
-    assert_int_equal(na, nc);
-    assert_memory_equal(a, c, na);
-    free(a);
-    free(c);
+    tu_assert_same_file(api_out, cli_out);
     ditrt_search_models_result_free(&r);
     assert_null(r.models);
     ditrt_search_models_result_free(NULL);

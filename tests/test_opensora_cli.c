@@ -96,32 +96,6 @@ static void expect_cli(const char *flags, const ditrt_video *v)
 
 static int differs(const ditrt_video *a, const ditrt_video *b) { return memcmp(a->rgb, b->rgb, clip_bytes()) != 0; }
 
-/* A whole file, malloc'd. */
-static char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("%s: cannot open", path);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    assert_non_null(b);
-    assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
-    b[len] = 0;
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
-static void expect_same_file(const char *a, const char *b)
-{
-    size_t na, nb;
-    char *da = slurp(a, &na), *db = slurp(b, &nb);
-    if (!(na == nb && !memcmp(da, db, na))) fail_msg("%s differs from %s", b, a);
-    free(da);
-    free(db);
-}
-
 /* Mean absolute difference of two clips' 8-bit values. */
 static double mean_abs(const uint8_t *a, const uint8_t *b, size_t n)
 {
@@ -220,7 +194,7 @@ static void test_attn_plan(void **state)
     if (ditrt_calibrate_attn(&cp, &r, &e) != DITRT_OK) fail_msg("ditrt_calibrate_attn: %s", e.msg);
     assert_int_equal(r.layers, 2);
     assert_int_equal(r.temporal_layers, 2);
-    expect_same_file(cli_plan, api_plan);
+    tu_assert_same_file(cli_plan, api_plan);
 
     ditrt_attn_plan_summary s = {.struct_size = sizeof s};
     if (ditrt_attn_plan_summarize(cli_plan, PIPE, W, H, FRAMES, &s, &e) != DITRT_OK) fail_msg("%s", e.msg);
@@ -351,7 +325,7 @@ static void test_solver_schedule(void **state)
     if (!strstr(logged, "reference: DPMSolverMultistepScheduler (the folder's IDDPMScheduler"))
         fail_msg("no word on the reference solver in:\n%s", logged);
     assert_true(r.score > 0 && r.score <= r.ddim_score);
-    expect_same_file(cli_s, api_s);
+    tu_assert_same_file(cli_s, api_s);
 
     ctx_opts none = {0}, usf = {.solver_schedule = cli_s};
     ditrt_video *plain = api_clip(&none), *u = api_clip(&usf);
@@ -408,7 +382,7 @@ static void test_zoo(void **state)
     ditrt_search_models_result_init(&r);
     ditrt_error e = {0};
     if (ditrt_search_models(&mp, &r, &e) != DITRT_OK) fail_msg("ditrt_search_models: %s", e.msg);
-    expect_same_file(cli_s, api_s);
+    tu_assert_same_file(cli_s, api_s);
     assert_int_equal(r.evaluations, STEPS);
     int moved = 0;
     for (int i = 0; i < r.evaluations; i++) moved += r.models[i] == 1;

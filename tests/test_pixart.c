@@ -36,16 +36,7 @@ static float *expected(const char *model, const char *cse, size_t n)
 {
     char path[512];
     snprintf(path, sizeof path, FIX "/%s/case_%s.out.safetensors", model, cse);
-    dt_safetensors *st;
-    dt_err err = {0};
-    if (dt_st_open(path, &st, &err) != DT_OK) fail_msg("%s", err.msg);
-    const dt_st_entry *e = dt_st_find(st, "sample");
-    assert_non_null(e);
-    assert_int_equal(e->nbytes / dt_dtype_size(e->dtype), n);
-    float *ref = tu_alloc(n);
-    dt_st_read_f32(e, ref);
-    dt_st_close(st);
-    return ref;
+    return tu_read_f32(path, "sample", n, NULL, NULL);
 }
 
 static void parity(dt_dtype cd, double tol)
@@ -60,9 +51,9 @@ static void parity(dt_dtype cd, double tol)
         for (size_t ci = 0; ci < 3; ci++) {
             size_t n;
             float *o = run_case(m, models[mi], cases[ci], &n), *ref = expected(models[mi], cases[ci], n);
-            double e = tu_rel_l2(o, ref, n);
-            printf("  %s %-9s %s: rel L2 %.2e (limit %.0e)\n", models[mi], cases[ci], dt_dtype_name(cd), e, tol);
-            if (!(e <= tol)) fail_msg("%s/%s %s: relative L2 %.3g > %.3g", models[mi], cases[ci], dt_dtype_name(cd), e, tol);
+            char label[96];
+            snprintf(label, sizeof label, "%s %-9s %s", models[mi], cases[ci], dt_dtype_name(cd));
+            tu_check_rel_l2(label, o, ref, n, tol);
             free(o);
             free(ref);
         }

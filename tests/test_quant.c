@@ -509,16 +509,8 @@ static int sh(const char *dir, const char *cmd, char *err, size_t n) { return tu
 
 static char *slurp(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
-    b[n] = 0;
-    fclose(f);
-    return b;
+    size_t n;
+    return tu_slurp(path, &n);
 }
 
 /* A copy of plan `src` in `dst` whose plan.json has `from` (first occurrence) replaced by `to`. */

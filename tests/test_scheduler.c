@@ -14,13 +14,6 @@
 #define SCHED "tests/fixtures/scheduler"
 #define STEP_TOL 1e-6
 
-static const dt_st_entry *need(dt_safetensors *st, const char *name)
-{
-    const dt_st_entry *e = dt_st_find(st, name);
-    if (!e) fail_msg("fixture lacks \"%s\"", name);
-    return e;
-}
-
 static void check_alphas_cumprod(const char *dir, const dt_st_entry *ref)
 {
     char path[4200];
@@ -52,12 +45,12 @@ static void check_case(const char *dir, const char *file, int steps, tally *t)
     dt_safetensors *st;
     dt_err e = {0};
     if (dt_st_open(path, &st, &e) != DT_OK) fail_msg("%s", e.msg);
-    check_alphas_cumprod(dir, need(st, "alphas_cumprod"));
+    check_alphas_cumprod(dir, tu_st_need(st, "alphas_cumprod"));
 
     dt_scheduler *s;
     if (dt_scheduler_load(dir, &s, &e) != DT_OK || dt_scheduler_set_timesteps(s, steps, &e) != DT_OK)
         fail_msg("%s: %s", path, e.msg);
-    const dt_st_entry *ts = need(st, "timesteps"), *sg = need(st, "sigmas");
+    const dt_st_entry *ts = tu_st_need(st, "timesteps"), *sg = tu_st_need(st, "sigmas");
     int k = (int)(ts->nbytes / 4);
     if (dt_scheduler_num_steps(s) != k) fail_msg("%s: %d timesteps, diffusers has %d", path, dt_scheduler_num_steps(s), k);
     for (int i = 0; i < k; i++)
@@ -67,7 +60,7 @@ static void check_case(const char *dir, const char *file, int steps, tally *t)
         if (dt_scheduler_sigmas(s)[i] != ((const float *)sg->data)[i])
             fail_msg("%s: sigma %d is %.9g, diffusers has %.9g", path, i, dt_scheduler_sigmas(s)[i], ((const float *)sg->data)[i]);
 
-    const dt_st_entry *x0 = need(st, "sample"), *mo = need(st, "model_output"), *pv = need(st, "prev_sample");
+    const dt_st_entry *x0 = tu_st_need(st, "sample"), *mo = tu_st_need(st, "model_output"), *pv = tu_st_need(st, "prev_sample");
     size_t n = x0->nbytes / 4;
     assert_int_equal(mo->nbytes, (size_t)k * n * 4);
     float *x = tu_alloc(n);
@@ -128,7 +121,7 @@ static void test_large_n_threaded(void **state)
     dt_safetensors *st;
     dt_err e = {0};
     if (dt_st_open(SCHED "/order3/steps20.safetensors", &st, &e) != DT_OK) fail_msg("%s", e.msg);
-    const dt_st_entry *x0 = need(st, "sample"), *mo = need(st, "model_output"), *pv = need(st, "prev_sample");
+    const dt_st_entry *x0 = tu_st_need(st, "sample"), *mo = tu_st_need(st, "model_output"), *pv = tu_st_need(st, "prev_sample");
     size_t m = x0->nbytes / 4, tiles = 600, n = m * tiles;
     int k = (int)(mo->nbytes / 4 / m);
     float *x = tu_alloc(n), *out = tu_alloc(n);

@@ -23,13 +23,6 @@
 #define SIGMA_TOL 1e-6 /* relative, per sigma */
 #define T_TOL 1e-4     /* absolute, per timestep (float timesteps from Karras sigmas) */
 
-static const dt_st_entry *need(dt_safetensors *st, const char *name)
-{
-    const dt_st_entry *e = dt_st_find(st, name);
-    if (!e) fail_msg("fixture lacks \"%s\"", name);
-    return e;
-}
-
 typedef struct { double worst_step, worst_sigma, worst_t; int cases, steps; } tally;
 
 /* step_tol (optional, STEP_TOL by default): cases made with torch 2.x, whose CPU sqrt is not
@@ -51,7 +44,7 @@ static void read_case(const char *dir, int *steps, double *eta, int *seed, doubl
 
 static void check_schedule(const char *dir, dt_scheduler *s, dt_safetensors *st, tally *t)
 {
-    const dt_st_entry *ts = need(st, "timesteps");
+    const dt_st_entry *ts = tu_st_need(st, "timesteps");
     int k = (int)(ts->nbytes / 4);
     if (dt_scheduler_num_steps(s) != k) fail_msg("%s: %d timesteps, diffusers has %d", dir, dt_scheduler_num_steps(s), k);
     for (int i = 0; i < k; i++) {
@@ -69,7 +62,7 @@ static void check_schedule(const char *dir, dt_scheduler *s, dt_safetensors *st,
             t->worst_sigma = d > t->worst_sigma ? d : t->worst_sigma;
         }
     }
-    double ins = ((const float *)need(st, "init_noise_sigma")->data)[0], got = dt_scheduler_init_noise_sigma(s);
+    double ins = ((const float *)tu_st_need(st, "init_noise_sigma")->data)[0], got = dt_scheduler_init_noise_sigma(s);
     if (!(fabs(got - ins) <= 1e-6 * fabs(ins)))
         fail_msg("%s: init_noise_sigma %.9g, diffusers has %.9g", dir, got, ins);
 }
@@ -93,8 +86,8 @@ static void check_case(const char *dir, tally *t)
     if (dt_scheduler_set_timesteps(s, steps, &e) != DT_OK) fail_msg("%s: %s", dir, e.msg);
     check_schedule(dir, s, st, t);
 
-    const dt_st_entry *x0 = need(st, "sample"), *mi = need(st, "model_input"), *mo = need(st, "model_output"),
-                      *pv = need(st, "prev_sample");
+    const dt_st_entry *x0 = tu_st_need(st, "sample"), *mi = tu_st_need(st, "model_input"), *mo = tu_st_need(st, "model_output"),
+                      *pv = tu_st_need(st, "prev_sample");
     size_t n = x0->nbytes / 4;
     int k = dt_scheduler_num_steps(s);
     assert_int_equal(mo->nbytes, (size_t)k * n * 4);
@@ -268,7 +261,7 @@ static void test_pipeline_solvers(void **state)
         snprintf(path, sizeof path, "tests/fixtures/solver-pipe/%s.safetensors", pipe_cases[c]);
         dt_safetensors *st;
         if (dt_st_open(path, &st, &e) != DT_OK) fail_msg("%s", e.msg);
-        double psnr = dt_image_psnr(rgb, need(st, "image_u8")->data, w, h);
+        double psnr = dt_image_psnr(rgb, tu_st_need(st, "image_u8")->data, w, h);
         printf("  %-16s %-32s %2d steps: PSNR %.1f dB vs diffusers\n", pipe_cases[c], solver, steps, psnr);
         /* DDIM with eta 1 (clip_sample on, this config) is ill-conditioned in the first model
          * output: in diffusers itself, replacing only the step-0 transformer output by ditrt's
@@ -807,21 +800,6 @@ static void test_search_solver_cli(void **state)
     assert_true(sc[2] != sc[1]);
 }
 
-/* Whole file contents (malloc'd, NUL-terminated), or NULL. */
-static char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    *n = b ? fread(b, 1, (size_t)len, f) : 0;
-    fclose(f);
-    if (b) b[*n] = 0;
-    return b;
-}
-
 typedef struct { int lines, references; } log_count;
 static void count_log(const char *line, void *user)
 {
@@ -885,14 +863,7 @@ static void test_search_solver_api(void **state)
     snprintf(line, sizeof line, "score %.6g (DDIM on the same steps %.6g) over 2 prompts x 1 seeds, %d candidates, %ld model calls, %ld cache hits\n",
              r.score, r.ddim_score, r.candidates, (long)r.model_calls, (long)r.cache_hits);
     if (!strstr(buf, line)) fail_msg("the CLI printed \"%s\", the API's result is \"%s\"", buf, line);
-    size_t na, nc;
-    char *a = slurp(api_out, &na), *c = slurp(cli_out, &nc);
-    assert_non_null(a);
-    assert_non_null(c);
-    assert_int_equal(na, nc);
-    assert_memory_equal(a, c, na);
-    free(a);
-    free(c);
+    tu_assert_same_file(api_out, cli_out);
     /* bad params: refused before loading anything, the message naming what is wrong */
     assert_int_equal(ditrt_search_solver(NULL, &r, &err), DITRT_EINVAL);
     assert_non_null(strstr(err.msg, "ditrt_search_solver_params: NULL"));

@@ -57,16 +57,7 @@ static float *expected(const char *cse, size_t n)
 {
     char path[512];
     snprintf(path, sizeof path, DIR_ "/case_%s.out.safetensors", cse);
-    dt_safetensors *st;
-    dt_err err = {0};
-    if (dt_st_open(path, &st, &err) != DT_OK) fail_msg("%s", err.msg);
-    const dt_st_entry *e = dt_st_find(st, "sample");
-    assert_non_null(e);
-    assert_int_equal(e->nbytes / dt_dtype_size(e->dtype), n);
-    float *ref = tu_alloc(n);
-    dt_st_read_f32(e, ref);
-    dt_st_close(st);
-    return ref;
+    return tu_read_f32(path, "sample", n, NULL, NULL);
 }
 
 static void parity(dt_dtype cd, double tol)
@@ -76,9 +67,9 @@ static void parity(dt_dtype cd, double tol)
     for (size_t ci = 0; ci < NCASES; ci++) {
         size_t n;
         float *o = run_case(m, cases[ci], &n), *ref = expected(cases[ci], n);
-        double e = tu_rel_l2(o, ref, n);
-        printf("  stdit-tiny %-13s %s: rel L2 %.2e (limit %.0e)\n", cases[ci], dt_dtype_name(cd), e, tol);
-        if (!(e <= tol)) fail_msg("%s %s: relative L2 %.3g > %.3g", cases[ci], dt_dtype_name(cd), e, tol);
+        char label[64];
+        snprintf(label, sizeof label, "stdit-tiny %-13s %s", cases[ci], dt_dtype_name(cd));
+        tu_check_rel_l2(label, o, ref, n, tol);
         free(o);
         free(ref);
     }
@@ -268,31 +259,13 @@ static void test_cli_eval(void **state)
     snprintf(out, sizeof out, "%s/o.safetensors", tmp);
     snprintf(cmd, sizeof cmd, "./ditrt eval transformer -m " DIR_ "/transformer --in " DIR_ "/case_f4.in.safetensors --out %s", out);
     assert_int_equal(system(cmd), 0);
-    dt_safetensors *st;
-    dt_err err = {0};
-    if (dt_st_open(out, &st, &err) != DT_OK) fail_msg("%s", err.msg);
-    const dt_st_entry *e = dt_st_find(st, "sample");
-    assert_non_null(e);
-    size_t n = e->nbytes / dt_dtype_size(e->dtype);
-    float *o = tu_alloc(n), *ref = expected("f4", n);
-    dt_st_read_f32(e, o);
-    dt_st_close(st);
+    size_t n;
+    float *o = tu_read_f32(out, "sample", 0, &n, NULL), *ref = expected("f4", n);
     assert_rel_l2_below(o, ref, n, 1e-4);
     assert_int_equal(system("./ditrt info -m " DIR_ "/transformer | grep -q 'architecture: STDiT'"), 0);
     free(o);
     free(ref);
     tu_rmtree(tmp);
-}
-
-/* A fixture tensor as a malloc'd f32 array of exactly n elements. */
-static float *st_tensor(dt_safetensors *st, const char *name, size_t n)
-{
-    const dt_st_entry *e = dt_st_find(st, name);
-    if (!e) fail_msg("%s: missing", name);
-    assert_int_equal(e->nbytes / dt_dtype_size(e->dtype), n);
-    float *v = tu_alloc(n);
-    dt_st_read_f32(e, v);
-    return v;
 }
 
 /* Open-Sora's IDDPM step by step (fixtures replayed through the repository's own p_sample
@@ -305,8 +278,8 @@ static void iddpm_case(const char *name, int steps, size_t n)
     dt_safetensors *st;
     dt_err err = {0};
     if (dt_st_open(path, &st, &err) != DT_OK) fail_msg("%s", err.msg);
-    float *x = st_tensor(st, "x_T", n), *eps = st_tensor(st, "eps", steps * n), *var = st_tensor(st, "var", steps * n),
-          *noise = st_tensor(st, "noise", steps * n), *xs = st_tensor(st, "x", steps * n), *ts = st_tensor(st, "timesteps", steps);
+    float *x = tu_st_f32(st, "x_T", n), *eps = tu_st_f32(st, "eps", steps * n), *var = tu_st_f32(st, "var", steps * n),
+          *noise = tu_st_f32(st, "noise", steps * n), *xs = tu_st_f32(st, "x", steps * n), *ts = tu_st_f32(st, "timesteps", steps);
     dt_st_close(st);
     dt_iddpm *s;
     assert_int_equal(dt_iddpm_create(1000, steps, &s, &err), DT_OK);

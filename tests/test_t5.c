@@ -537,8 +537,6 @@ static int lines(const char *s)
     return n;
 }
 
-static int exists(const char *p) { struct stat s; return stat(p, &s) == 0; }
-
 static void expect_fail(const char *cmd, const char *needle, const char *outfile)
 {
     char o[4096], e[4096];
@@ -546,7 +544,7 @@ static void expect_fail(const char *cmd, const char *needle, const char *outfile
     if (rc == 0) fail_msg("succeeded but should fail: %s", cmd);
     if (lines(e) != 1) fail_msg("expected one line on stderr, got: %s", e);
     if (!strstr(e, needle)) fail_msg("stderr lacks \"%s\": %s", needle, e);
-    if (outfile && exists(outfile)) fail_msg("%s was written by a failed run", outfile);
+    if (outfile && tu_exists(outfile)) fail_msg("%s was written by a failed run", outfile);
 }
 
 static void test_cli(void **state)

@@ -321,21 +321,6 @@ static void test_blend_edge(void **state)
 
 /* ---- the decoder against diffusers ---- */
 
-static float *read_tensor(const char *path, const char *name, dt_tensor *t)
-{
-    dt_safetensors *st;
-    dt_err err = {0};
-    if (dt_st_open(path, &st, &err) != DT_OK) fail_msg("%s", err.msg);
-    const dt_st_entry *e = dt_st_find(st, name);
-    if (!e) fail_msg("%s: no %s", path, name);
-    size_t n = e->nbytes / dt_dtype_size(e->dtype);
-    float *d = tu_alloc(n);
-    dt_st_read_f32(e, d);
-    *t = dt_tensor_view(d, DT_F32, e->ndim, e->shape);
-    dt_st_close(st);
-    return d;
-}
-
 static vae_model *load_fixture(dt_backend *be)
 {
     vae_model *m;
@@ -350,7 +335,7 @@ static float *decode_case(vae_model *m, const char *cse, int tiled, dt_arena *a,
     char path[256];
     snprintf(path, sizeof path, FIX "/case_%s.in.safetensors", cse);
     dt_tensor lat;
-    float *l = read_tensor(path, "latent", &lat);
+    float *l = tu_read_f32(path, "latent", 0, NULL, &lat);
     int f = vae_upscale(m);
     *out = t4(NULL, DT_F32, lat.shape[0], vae_get_config(m)->out_channels, f * lat.shape[2], f * lat.shape[3]);
     float *o = tu_poisoned((size_t)dt_tensor_numel(out));
@@ -374,7 +359,7 @@ static void parity(dt_dtype cd, double tol)
         dt_tensor out, ref;
         char path[256];
         snprintf(path, sizeof path, FIX "/case_%s.out.safetensors", cases[i].name);
-        float *o = decode_case(m, cases[i].name, cases[i].tiled, &a, &out), *r = read_tensor(path, "sample", &ref);
+        float *o = decode_case(m, cases[i].name, cases[i].tiled, &a, &out), *r = tu_read_f32(path, "sample", 0, NULL, &ref);
         assert_int_equal(dt_tensor_numel(&out), dt_tensor_numel(&ref));
         double e = tu_rel_l2(o, r, (size_t)dt_tensor_numel(&ref));
         printf("  vae-tiny %-9s %-6s %s: rel L2 %.2e (limit %.0e), arena peak %zu bytes\n", cases[i].name,
@@ -609,18 +594,7 @@ static void test_bad_config(void **state)
 
 static int run(const char *cmd, char *err, size_t n) { return tu_run(tmp, cmd, 0, err, n); }
 
-static void expect_cli_fail(const char *cmd, const char *needle, const char *out)
-{
-    char err[4096];
-    struct stat sb;
-    int rc = run(cmd, err, sizeof err);
-    if (rc == 0) fail_msg("succeeded but should fail: %s", cmd);
-    int lines = 0;
-    for (const char *p = err; *p; p++) lines += *p == '\n';
-    if (lines != 1) fail_msg("expected one line on stderr, got: %s", err);
-    if (!strstr(err, needle)) fail_msg("stderr lacks \"%s\": %s", needle, err);
-    if (out && stat(out, &sb) == 0) fail_msg("%s was written by a failed run", out);
-}
+static void expect_cli_fail(const char *cmd, const char *needle, const char *out) { tu_expect_fail(tmp, cmd, needle, out); }
 
 static void expect_cli_match(const char *model, const char *cse, const char *flags, double tol)
 {
@@ -631,7 +605,7 @@ static void expect_cli_match(const char *model, const char *cse, const char *fla
     char ref[256];
     snprintf(ref, sizeof ref, FIX "/case_%s.out.safetensors", cse);
     dt_tensor a, b;
-    float *x = read_tensor(out, "sample", &a), *y = read_tensor(ref, "sample", &b);
+    float *x = tu_read_f32(out, "sample", 0, NULL, &a), *y = tu_read_f32(ref, "sample", 0, NULL, &b);
     assert_int_equal(dt_tensor_numel(&a), dt_tensor_numel(&b));
     for (int i = 0; i < 4; i++) assert_int_equal(a.shape[i], b.shape[i]);
     assert_rel_l2_below(x, y, (size_t)dt_tensor_numel(&b), tol);

@@ -21,21 +21,6 @@ static dt_tensor t4(void *data, int64_t a, int64_t b, int64_t c, int64_t d)
     return dt_tensor_view(data, DT_F32, 4, s);
 }
 
-/* Reads tensor `name` of a safetensors file as f32 (caller frees). */
-static float *read_tensor(const char *path, const char *name, dt_tensor *t)
-{
-    dt_safetensors *st;
-    dt_err err = {0};
-    if (dt_st_open(path, &st, &err) != DT_OK) fail_msg("%s", err.msg);
-    const dt_st_entry *e = dt_st_find(st, name);
-    if (!e) fail_msg("%s: no %s", path, name);
-    float *d = tu_alloc(e->nbytes / dt_dtype_size(e->dtype));
-    dt_st_read_f32(e, d);
-    *t = dt_tensor_view(d, DT_F32, e->ndim, e->shape);
-    dt_st_close(st);
-    return d;
-}
-
 static vae_model *load(dt_backend *be, const char *dir)
 {
     vae_model *m;
@@ -50,7 +35,7 @@ static float *encode_case(vae_model *m, const char *cse, dt_arena *a, dt_tensor 
     char path[256];
     snprintf(path, sizeof path, FIX "/case_%s.in.safetensors", cse);
     dt_tensor img;
-    float *x = read_tensor(path, "image", &img);
+    float *x = tu_read_f32(path, "image", 0, NULL, &img);
     int s = vae_upscale(m);
     *mom = t4(NULL, img.shape[0], 2 * vae_get_config(m)->latent_channels, img.shape[2] / s, img.shape[3] / s);
     mom->data = tu_poisoned((size_t)dt_tensor_numel(mom));
@@ -73,7 +58,7 @@ static void parity(dt_dtype cd, double tol)
         dt_tensor mom, ref;
         char path[256];
         snprintf(path, sizeof path, FIX "/case_%s.out.safetensors", cases[i]);
-        float *o = encode_case(m, cases[i], &a, &mom), *r = read_tensor(path, "moments", &ref);
+        float *o = encode_case(m, cases[i], &a, &mom), *r = tu_read_f32(path, "moments", 0, NULL, &ref);
         for (int d = 0; d < 4; d++) assert_int_equal(mom.shape[d], ref.shape[d]);
         size_t n = (size_t)dt_tensor_numel(&ref);
         double e = tu_rel_l2(o, r, n);
@@ -204,7 +189,7 @@ static void expect_load_fail(vae_encoder_mode mode, const char *needle)
 static float *decode_square(vae_model *m, dt_arena *a, size_t *n)
 {
     dt_tensor lat;
-    float *l = read_tensor(FIX "/case_square.in.safetensors", "latent", &lat);
+    float *l = tu_read_f32(FIX "/case_square.in.safetensors", "latent", 0, NULL, &lat);
     dt_tensor out = t4(NULL, 1, 3, 64, 64);
     out.data = tu_poisoned(*n = (size_t)dt_tensor_numel(&out));
     dt_err err = {0};
@@ -264,17 +249,7 @@ static void test_missing_encoder_tensor(void **state)
 
 static int run(const char *cmd, char *err, size_t n) { return tu_run(tmp, cmd, 0, err, n); }
 
-static void expect_cli_fail(const char *cmd, const char *needle, const char *out)
-{
-    char err[4096];
-    struct stat sb;
-    if (run(cmd, err, sizeof err) == 0) fail_msg("succeeded but should fail: %s", cmd);
-    int lines = 0;
-    for (const char *p = err; *p; p++) lines += *p == '\n';
-    if (lines != 1) fail_msg("expected one line on stderr, got: %s", err);
-    if (!strstr(err, needle)) fail_msg("stderr lacks \"%s\": %s", needle, err);
-    if (out && stat(out, &sb) == 0) fail_msg("%s was written by a failed run", out);
-}
+static void expect_cli_fail(const char *cmd, const char *needle, const char *out) { tu_expect_fail(tmp, cmd, needle, out); }
 
 static void expect_cli_match(const char *model, const char *cse, const char *flags, double tol)
 {
@@ -284,7 +259,7 @@ static void expect_cli_match(const char *model, const char *cse, const char *fla
     if (run(cmd, err, sizeof err) != 0) fail_msg("%s: %s", cmd, err);
     snprintf(ref, sizeof ref, FIX "/case_%s.out.safetensors", cse);
     dt_tensor a, b;
-    float *x = read_tensor(out, "moments", &a), *y = read_tensor(ref, "moments", &b);
+    float *x = tu_read_f32(out, "moments", 0, NULL, &a), *y = tu_read_f32(ref, "moments", 0, NULL, &b);
     for (int i = 0; i < 4; i++) assert_int_equal(a.shape[i], b.shape[i]);
     assert_rel_l2_below(x, y, (size_t)dt_tensor_numel(&b), tol);
     free(x);

@@ -22,18 +22,6 @@
 #define NSTEPS 6
 #define NOUT ((size_t)2 * 8 * 4 * 8 * 8)
 
-static void load_sample(const char *path, float *dst, size_t n)
-{
-    dt_safetensors *st;
-    dt_err err = {0};
-    if (dt_st_open(path, &st, &err) != DT_OK) fail_msg("%s", err.msg);
-    const dt_st_entry *e = dt_st_find(st, "sample");
-    assert_non_null(e);
-    assert_int_equal(e->nbytes, n * sizeof(float));
-    dt_st_read_f32(e, dst);
-    dt_st_close(st);
-}
-
 /* The NSTEPS fixture inputs through the model, the plan's step set before each (fa NULL: none). */
 static void run_steps(latte_model *m, dt_fastattn *fa, float *outs /* [NSTEPS][NOUT] */)
 {
@@ -74,14 +62,15 @@ static void check_case(const char *name, dt_dtype cd, double tol)
     assert_int_equal(dt_attn_plan_check(&p, c->num_layers, c->num_layers, NSTEPS, &err), DT_OK);
     dt_fastattn *fa = NULL;
     assert_int_equal(dt_fastattn_create(&p, 1, &fa, &err), DT_OK);
-    float *outs = tu_poisoned(NSTEPS * NOUT), *want = tu_alloc(NOUT);
+    float *outs = tu_poisoned(NSTEPS * NOUT);
     run_steps(m, fa, outs);
     for (int k = 0; k < NSTEPS; k++) {
         snprintf(path, sizeof path, FIX "/%s_step%d.out.safetensors", name, k);
-        load_sample(path, want, NOUT);
-        double e = tu_rel_l2(outs + (size_t)k * NOUT, want, NOUT);
-        print_message("  latte %s %s step %d: rel L2 %.2e\n", name, cd == DT_F32 ? "f32" : "bf16", k, e);
-        if (!(e <= tol)) fail_msg("%s step %d: rel L2 %.3g > %.3g", name, k, e, tol);
+        float *want = tu_read_f32(path, "sample", NOUT, NULL, NULL);
+        char label[96];
+        snprintf(label, sizeof label, "latte %s %s step %d", name, cd == DT_F32 ? "f32" : "bf16", k);
+        tu_check_rel_l2(label, outs + (size_t)k * NOUT, want, NOUT, tol);
+        free(want);
     }
     /* caches: held while needed, none after the last step */
     dt_attn_plan_cost cost;
@@ -90,7 +79,7 @@ static void check_case(const char *name, dt_dtype cd, double tol)
     assert_int_equal(dt_fastattn_cache_bytes(fa), 0);
     dt_fastattn_free(fa);
     dt_attn_plan_free(&p);
-    free(outs); free(want);
+    free(outs);
     latte_free(m);
     dt_backend_destroy(be);
 }

@@ -126,4 +126,103 @@ static inline int tu_run(const char *dir, const char *cmd, int with_stdout, char
     return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
 }
 
+/* ---- fixture tensors (safetensors files of tests/fixtures, or a command's output) ---- */
+#include "runtime/core/safetensors.h"
+
+/* Entry `name` of an open file; fails the test naming it when the file lacks it. */
+static inline const dt_st_entry *tu_st_need(const dt_safetensors *st, const char *name)
+{
+    const dt_st_entry *e = dt_st_find(st, name);
+    if (!e) fail_msg("fixture lacks \"%s\"", name);
+    return e;
+}
+
+/* Tensor `name` of an open file as a malloc'd f32 array (caller frees); n > 0: the tensor
+ * must hold exactly n elements. */
+static inline float *tu_st_f32(const dt_safetensors *st, const char *name, size_t n)
+{
+    const dt_st_entry *e = tu_st_need(st, name);
+    size_t got = e->nbytes / dt_dtype_size(e->dtype);
+    if (n) assert_int_equal(got, n);
+    float *p = tu_alloc(got);
+    dt_st_read_f32(e, p);
+    return p;
+}
+
+/* Tensor `name` of the file at path, as tu_st_f32; *n_out (when given) gets its element
+ * count and *t (when given) views it with the file's shape. */
+static inline float *tu_read_f32(const char *path, const char *name, size_t n, size_t *n_out, dt_tensor *t)
+{
+    dt_safetensors *st;
+    dt_err err = {0};
+    if (dt_st_open(path, &st, &err) != DT_OK) fail_msg("%s", err.msg);
+    const dt_st_entry *e = dt_st_find(st, name);
+    if (!e) fail_msg("%s: no %s", path, name);
+    float *p = tu_st_f32(st, name, n);
+    if (n_out) *n_out = e->nbytes / dt_dtype_size(e->dtype);
+    if (t) *t = dt_tensor_view(p, DT_F32, e->ndim, e->shape);
+    dt_st_close(st);
+    return p;
+}
+
+/* A parity check: prints got's relative L2 error against want under label, fails above tol. */
+static inline double tu_check_rel_l2(const char *label, const float *got, const float *want, size_t n, double tol)
+{
+    double e = tu_rel_l2(got, want, n);
+    printf("  %s: rel L2 %.2e (limit %.0e)\n", label, e, tol);
+    if (!(e <= tol)) fail_msg("%s: relative L2 %.3g > %.3g", label, e, tol);
+    return e;
+}
+
+/* ---- files and commands ---- */
+#include <sys/stat.h>
+
+static inline int tu_exists(const char *path) { struct stat s; return stat(path, &s) == 0; }
+
+static inline int tu_count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
+/* The whole file at path, malloc'd and NUL-terminated (*n bytes before the NUL); fails the
+ * test when it cannot be read. */
+static inline char *tu_slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("%s: cannot open", path);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)len + 1);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
+    b[len] = 0;
+    fclose(f);
+    *n = (size_t)len;
+    return b;
+}
+
+/* Files a and b hold the same bytes. */
+static inline void tu_assert_same_file(const char *a, const char *b)
+{
+    size_t na, nb;
+    char *x = tu_slurp(a, &na), *y = tu_slurp(b, &nb);
+    if (!(na == nb && !memcmp(x, y, na))) fail_msg("%s differs from %s", b, a);
+    free(x);
+    free(y);
+}
+
+/* cmd (run in dir, tu_run) fails with one stderr line holding needle, and leaves no file at
+ * out (when given). */
+static inline void tu_expect_fail(const char *dir, const char *cmd, const char *needle, const char *out)
+{
+    char err[4096];
+    if (tu_run(dir, cmd, 0, err, sizeof err) == 0) fail_msg("succeeded but should fail: %s", cmd);
+    if (tu_count_lines(err) != 1) fail_msg("expected one line on stderr, got: %s", err);
+    if (!strstr(err, needle)) fail_msg("stderr lacks \"%s\": %s", needle, err);
+    if (out && tu_exists(out)) fail_msg("%s was written by a failed run", out);
+}
+
 #endif
