@@ -31,13 +31,6 @@ static float *run_case(latte_model *m, const char *cse, size_t *n_out)
     return o;
 }
 
-static float *expected(const char *cse, size_t n)
-{
-    char path[512];
-    snprintf(path, sizeof path, DIR_ "/case_%s.out.safetensors", cse);
-    return tu_read_f32(path, "sample", n, NULL, NULL);
-}
-
 static void parity(dt_dtype cd, double tol)
 {
     dt_backend *be = tu_backend(cd);
@@ -46,7 +39,7 @@ static void parity(dt_dtype cd, double tol)
     if (latte_load(be, DIR_ "/transformer", &m, &err) != DT_OK) fail_msg("%s", err.msg);
     for (size_t ci = 0; ci < NCASES; ci++) {
         size_t n;
-        float *o = run_case(m, cases[ci], &n), *ref = expected(cases[ci], n);
+        float *o = run_case(m, cases[ci], &n), *ref = tu_fixture_out(DIR_, cases[ci], n);
         char label[64];
         snprintf(label, sizeof label, "latte-tiny %-13s %s", cases[ci], dt_dtype_name(cd));
         tu_check_rel_l2(label, o, ref, n, tol);
@@ -138,7 +131,7 @@ static void test_cli_eval(void **state)
     snprintf(cmd, sizeof cmd, "./ditrt eval transformer -m " DIR_ " --in " DIR_ "/case_f3_odd.in.safetensors --out %s", out);
     assert_int_equal(system(cmd), 0);
     size_t n;
-    float *o = tu_read_f32(out, "sample", 0, &n, NULL), *ref = expected("f3_odd", n);
+    float *o = tu_read_f32(out, "sample", 0, &n, NULL), *ref = tu_fixture_out(DIR_, "f3_odd", n);
     assert_rel_l2_below(o, ref, n, 1e-4);
     assert_int_equal(system("./ditrt info -m " DIR_ " | grep -q 'LatteTransformer3DModel'"), 0);
     assert_int_equal(system("./ditrt info -m " DIR_ " | grep -q 'parameters: 167504 (file holds 167504)'"), 0);

@@ -431,20 +431,30 @@ static float *tiny_forward(pixart_model *m, int ci, int ti, size_t *n)
     return out.data;
 }
 
+/* Worst rel L2 of a against b over the tiny cases and timesteps; *same: all bit-identical. */
+static double tiny_compare(pixart_model *a, pixart_model *b, int *same)
+{
+    double worst = 0;
+    *same = 1;
+    for (int ci = 0; ci < 3; ci++)
+        for (int ti = 0; ti < 4; ti++) {
+            size_t n, n2;
+            float *x = tiny_forward(a, ci, ti, &n), *y = tiny_forward(b, ci, ti, &n2);
+            assert_int_equal(n, n2);
+            *same &= !memcmp(x, y, n * sizeof(float));
+            worst = fmax(worst, tu_rel_l2(x, y, n));
+            free(x);
+            free(y);
+        }
+    return worst;
+}
+
 /* Worst rel L2 over cases and timesteps of a quantized tiny model against the float one. */
 static double tiny_error(dt_backend *be, pixart_model *ref, dt_quantizer *q)
 {
     pixart_model *m = tiny_model(be, q);
-    double worst = 0;
-    for (int ci = 0; ci < 3; ci++)
-        for (int ti = 0; ti < 4; ti++) {
-            size_t n, n2;
-            float *a = tiny_forward(m, ci, ti, &n), *b = tiny_forward(ref, ci, ti, &n2);
-            assert_int_equal(n, n2);
-            worst = fmax(worst, tu_rel_l2(a, b, n));
-            free(a);
-            free(b);
-        }
+    int same;
+    double worst = tiny_compare(m, ref, &same);
     pixart_free(m);
     return worst;
 }
@@ -662,33 +672,6 @@ static void test_cli_fp_tokens(void **state)
 
 /* ---- ditrt_quantize (include/ditrt.h) from an embedding application's side ---- */
 
-/* 1 when files a and b hold the same bytes. */
-static int same_file(const char *a, const char *b)
-{
-    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-    int same = fa && fb;
-    while (same) {
-        int ca = fgetc(fa), cb = fgetc(fb);
-        if (ca != cb) same = 0;
-        if (ca == EOF) break;
-    }
-    if (fa) fclose(fa);
-    if (fb) fclose(fb);
-    return same;
-}
-
-/* Both plan files of folders a and b are byte-identical. */
-static void assert_same_plan(const char *a, const char *b)
-{
-    const char *files[2] = {"plan.json", "weights.safetensors"};
-    for (int i = 0; i < 2; i++) {
-        char pa[600], pb[600];
-        snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
-        snprintf(pb, sizeof pb, "%s/%s", b, files[i]);
-        if (!same_file(pa, pb)) fail_msg("%s differs from %s", pa, pb);
-    }
-}
-
 typedef struct {
     int lines, calibrated;
 } log_count;
@@ -738,7 +721,7 @@ static void test_api_quantize(void **state)
     ditrt_error e = {0};
     assert_int_equal(ditrt_quantize_check(&p, &e), DITRT_OK);
     if (ditrt_quantize(&p, &r, &e) != DITRT_OK) fail_msg("ditrt_quantize: %s", e.msg);
-    assert_same_plan(cli, api);
+    tu_assert_same_plan(cli, api);
     assert_true(r.quantized > 0 && r.kept_float > 0 && r.weight_bytes > 0);
     assert_int_equal(r.struct_size, sizeof r);
     assert_int_equal(lc.calibrated, 2);
@@ -909,7 +892,7 @@ static void test_cli_quantize_mixed(void **state)
     qp.budget = 6;
     qp.steps = 2;
     if (ditrt_quantize(&qp, NULL, &e) != DITRT_OK) fail_msg("ditrt_quantize mixed: %s", e.msg);
-    assert_same_plan(cli, api);
+    tu_assert_same_plan(cli, api);
     tu_rmtree(tmp);
 }
 
@@ -947,24 +930,6 @@ static void test_class_roles(void **state)
     assert_int_equal(dt_quantizer_attach(&fl, &none, &src, &err), DT_OK);
     assert_non_null(src.make_linear);
     assert_int_equal(dt_quantizer_role(&fl, "transformer_blocks.0.attn1.to_q"), 0);
-}
-
-/* Worst rel L2 of a against b over the tiny cases and timesteps; *same: all bit-identical. */
-static double tiny_compare(pixart_model *a, pixart_model *b, int *same)
-{
-    double worst = 0;
-    *same = 1;
-    for (int ci = 0; ci < 3; ci++)
-        for (int ti = 0; ti < 4; ti++) {
-            size_t n, n2;
-            float *x = tiny_forward(a, ci, ti, &n), *y = tiny_forward(b, ci, ti, &n2);
-            assert_int_equal(n, n2);
-            *same &= !memcmp(x, y, n * sizeof(float));
-            worst = fmax(worst, tu_rel_l2(x, y, n));
-            free(x);
-            free(y);
-        }
-    return worst;
 }
 
 /* Int8 self-attention, an option of a plan (measured on the tiny model: W8A8 6.1e-2 vs f32, with int8

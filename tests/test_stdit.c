@@ -53,20 +53,13 @@ static float *run_case(stdit_model *m, const char *cse, size_t *n_out)
     return o;
 }
 
-static float *expected(const char *cse, size_t n)
-{
-    char path[512];
-    snprintf(path, sizeof path, DIR_ "/case_%s.out.safetensors", cse);
-    return tu_read_f32(path, "sample", n, NULL, NULL);
-}
-
 static void parity(dt_dtype cd, double tol)
 {
     dt_backend *be = tu_backend(cd);
     stdit_model *m = load(be);
     for (size_t ci = 0; ci < NCASES; ci++) {
         size_t n;
-        float *o = run_case(m, cases[ci], &n), *ref = expected(cases[ci], n);
+        float *o = run_case(m, cases[ci], &n), *ref = tu_fixture_out(DIR_, cases[ci], n);
         char label[64];
         snprintf(label, sizeof label, "stdit-tiny %-13s %s", cases[ci], dt_dtype_name(cd));
         tu_check_rel_l2(label, o, ref, n, tol);
@@ -260,7 +253,7 @@ static void test_cli_eval(void **state)
     snprintf(cmd, sizeof cmd, "./ditrt eval transformer -m " DIR_ "/transformer --in " DIR_ "/case_f4.in.safetensors --out %s", out);
     assert_int_equal(system(cmd), 0);
     size_t n;
-    float *o = tu_read_f32(out, "sample", 0, &n, NULL), *ref = expected("f4", n);
+    float *o = tu_read_f32(out, "sample", 0, &n, NULL), *ref = tu_fixture_out(DIR_, "f4", n);
     assert_rel_l2_below(o, ref, n, 1e-4);
     assert_int_equal(system("./ditrt info -m " DIR_ "/transformer | grep -q 'architecture: STDiT'"), 0);
     free(o);
@@ -572,33 +565,7 @@ static dt_denoiser *qload(dt_backend *be, dt_quantizer *q)
 
 /* Worst rel L2 over the fixture cases of m against ref (ref NULL: only runs m, which
  * records the activation ranges of an observing model). */
-static double q_error(dt_denoiser *m, dt_denoiser *ref)
-{
-    double worst = 0;
-    for (size_t ci = 0; ci < NCASES; ci++) {
-        char path[256];
-        snprintf(path, sizeof path, DIR_ "/case_%s.in.safetensors", cases[ci]);
-        const dt_denoiser_info *c = dt_denoiser_get_info(m);
-        dt_denoiser_input_file x;
-        dt_err err = {0};
-        if (dt_denoiser_inputs_load(path, c, &x, &err) != DT_OK) fail_msg("%s", err.msg);
-        int64_t shape[5] = {x.ths.shape[0], c->out_channels, x.ths.shape[2], x.ths.shape[3], x.ths.shape[4]};
-        dt_tensor a = dt_tensor_view(NULL, DT_F32, 5, shape), b = a;
-        size_t n = (size_t)dt_tensor_numel(&a);
-        a.data = tu_poisoned(n);
-        b.data = tu_poisoned(n);
-        dt_arena arena;
-        dt_arena_init(&arena);
-        if (dt_denoiser_forward(m, &x.in, &arena, &a, &err) != DT_OK) fail_msg("%s", err.msg);
-        if (ref && dt_denoiser_forward(ref, &x.in, &arena, &b, &err) != DT_OK) fail_msg("%s", err.msg);
-        if (ref) worst = fmax(worst, tu_rel_l2(a.data, b.data, n));
-        dt_arena_free(&arena);
-        dt_denoiser_inputs_free(&x);
-        free(a.data);
-        free(b.data);
-    }
-    return worst;
-}
+static double q_error(dt_denoiser *m, dt_denoiser *ref) { return tu_denoise_worst(m, ref, DIR_, cases, NCASES); }
 
 static unsigned role(const char *name) { return dt_stdit_class.linear_role(name); }
 
@@ -731,22 +698,6 @@ static plan_groups read_groups(const char *dir)
     return g;
 }
 
-/* A whole file, malloc'd (n: its size). */
-static char *read_all(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("%s: cannot open", path);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    assert_non_null(b);
-    assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
 #define QUANT "./ditrt quantize -m " DIR_ "/pipe --prompts %s/prompts.txt --steps 2 --frames 2 -W 48 -H 64 --dtype f32 --quiet"
 
 /* `ditrt quantize` on the OpenSoraPipeline folder: W8A8 quantizes the 18 block linears (the 6
@@ -790,17 +741,7 @@ static void test_cli_quantize(void **state)
     ditrt_error e = {0};
     if (ditrt_quantize(&p, &r, &e) != DITRT_OK) fail_msg("ditrt_quantize: %s", e.msg);
     assert_int_equal(r.quantized, 18);
-    const char *files[2] = {"plan.json", "weights.safetensors"};
-    for (int i = 0; i < 2; i++) {
-        char a[700], b[700];
-        snprintf(a, sizeof a, "%s/%s", path, files[i]);
-        snprintf(b, sizeof b, "%s/%s", api, files[i]);
-        size_t na, nb;
-        char *da = read_all(a, &na), *db = read_all(b, &nb);
-        if (!(na == nb && !memcmp(da, db, na))) fail_msg("%s differs from %s", b, a);
-        free(da);
-        free(db);
-    }
+    tu_assert_same_plan(path, api);
 
     dt_backend *be = tu_backend(DT_F32);
     dt_quantizer q;

@@ -54,13 +54,6 @@ static float *run_case(dt_denoiser *d, const char *dir, const char *cse, size_t 
     return out.data;
 }
 
-static float *expected(const char *dir, const char *cse, size_t n)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/case_%s.out.safetensors", dir, cse);
-    return tu_read_f32(path, "sample", n, NULL, NULL);
-}
-
 static void parity(dt_dtype cd, double tol)
 {
     dt_backend *be = tu_backend(cd);
@@ -68,7 +61,7 @@ static void parity(dt_dtype cd, double tol)
         dt_denoiser *d = load(be, models[mi]);
         for (size_t ci = 0; ci < ncases[mi]; ci++) {
             size_t n;
-            float *o = run_case(d, models[mi], cases[ci], &n), *ref = expected(models[mi], cases[ci], n);
+            float *o = run_case(d, models[mi], cases[ci], &n), *ref = tu_fixture_out(models[mi], cases[ci], n);
             double e = tu_rel_l2(o, ref, n);
             printf("  %-14s %-13s %s: rel L2 %.2e (limit %.0e)\n", models[mi] + 15, cases[ci], dt_dtype_name(cd), e, tol);
             if (!(e <= tol)) fail_msg("%s %s %s: relative L2 %.3g > %.3g", models[mi], cases[ci], dt_dtype_name(cd), e, tol);
@@ -107,7 +100,7 @@ static void test_mask_used(void **state)
     dt_denoiser *d = load(be, SD15);
     size_t n;
     drop_mask = 1;
-    float *o = run_case(d, SD15, "b2_mask", &n), *ref = expected(SD15, "b2_mask", n);
+    float *o = run_case(d, SD15, "b2_mask", &n), *ref = tu_fixture_out(SD15, "b2_mask", n);
     drop_mask = 0;
     double e = tu_rel_l2(o, ref, n);
     printf("  b2_mask without its mask: rel L2 %.2e\n", e);
@@ -371,7 +364,7 @@ static void test_cli(void **state)
     const dt_st_entry *e = dt_st_find(st, "sample");
     assert_non_null(e);
     size_t n = e->nbytes / dt_dtype_size(e->dtype);
-    float *o = tu_alloc(n), *ref = expected(SDXL, "b2_nonsquare", n);
+    float *o = tu_alloc(n), *ref = tu_fixture_out(SDXL, "b2_nonsquare", n);
     dt_st_read_f32(e, o);
     dt_st_close(st);
     assert_rel_l2_below(o, ref, n, 1e-4);

@@ -428,30 +428,7 @@ static const char *tiny_cases[] = {"f4", "f3_odd"};
 /* Worst rel L2 over the fixture cases of model m against model ref (NULL: only runs m). */
 static double tiny_error(dt_denoiser *m, dt_denoiser *ref)
 {
-    double worst = 0;
-    for (int ci = 0; ci < 2; ci++) {
-        char path[256];
-        snprintf(path, sizeof path, "tests/fixtures/latte-tiny/case_%s.in.safetensors", tiny_cases[ci]);
-        const dt_denoiser_info *c = dt_denoiser_get_info(m);
-        dt_denoiser_input_file x;
-        dt_err err = {0};
-        if (dt_denoiser_inputs_load(path, c, &x, &err) != DT_OK) fail_msg("%s", err.msg);
-        int64_t shape[5] = {x.ths.shape[0], c->out_channels, x.ths.shape[2], x.ths.shape[3], x.ths.shape[4]};
-        dt_tensor a = dt_tensor_view(NULL, DT_F32, 5, shape), b = a;
-        size_t n = (size_t)dt_tensor_numel(&a);
-        a.data = tu_poisoned(n);
-        b.data = tu_poisoned(n);
-        dt_arena arena;
-        dt_arena_init(&arena);
-        if (dt_denoiser_forward(m, &x.in, &arena, &a, &err) != DT_OK) fail_msg("%s", err.msg);
-        if (ref && dt_denoiser_forward(ref, &x.in, &arena, &b, &err) != DT_OK) fail_msg("%s", err.msg);
-        if (ref) worst = fmax(worst, tu_rel_l2(a.data, b.data, n));
-        dt_arena_free(&arena);
-        dt_denoiser_inputs_free(&x);
-        free(a.data);
-        free(b.data);
-    }
-    return worst;
+    return tu_denoise_worst(m, ref, "tests/fixtures/latte-tiny", tiny_cases, sizeof tiny_cases / sizeof *tiny_cases);
 }
 
 /* Calibrate on the fixture cases, quantize every block linear (temporal ones included), and
@@ -509,27 +486,6 @@ static int sh(const char *dir, const char *cmd, char *err, size_t n)
 #define T2V "./ditrt txt2vid -m " PIPE " -p 'A small red fox running in the snow.' --frames 4 -W 32 -H 32 --steps 3 --dtype f32 --text-encoder-dtype f32 -q"
 #define QUANT "./ditrt quantize -m " PIPE " --prompts %s/prompts.txt --steps 3 --frames 4 -W 32 -H 32 --dtype f32 --quiet"
 
-/* Both plan files of folders a and b are byte-identical. */
-static void assert_same_plan(const char *a, const char *b)
-{
-    const char *files[2] = {"plan.json", "weights.safetensors"};
-    for (int i = 0; i < 2; i++) {
-        char pa[600], pb[600];
-        snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
-        snprintf(pb, sizeof pb, "%s/%s", b, files[i]);
-        FILE *fa = fopen(pa, "rb"), *fb = fopen(pb, "rb");
-        int same = fa && fb;
-        while (same) {
-            int ca = fgetc(fa), cb = fgetc(fb);
-            if (ca != cb) same = 0;
-            if (ca == EOF) break;
-        }
-        if (fa) fclose(fa);
-        if (fb) fclose(fb);
-        if (!same) fail_msg("%s differs from %s", pa, pb);
-    }
-}
-
 /* ditrt_quantize with the settings of QUANT (plus scheme and budget) into tmp/out; its plan
  * must equal the CLI's in tmp/cli_out. */
 static void api_quantize_same(const char *tmp, const char *scheme, float budget, const char *out, const char *cli_out)
@@ -556,7 +512,7 @@ static void api_quantize_same(const char *tmp, const char *scheme, float budget,
     ditrt_error e = {0};
     if (ditrt_quantize(&p, &r, &e) != DITRT_OK) fail_msg("ditrt_quantize %s: %s", scheme, e.msg);
     assert_true(r.quantized > 0);
-    assert_same_plan(ref, dir);
+    tu_assert_same_plan(ref, dir);
 }
 
 /* `ditrt quantize` on the Latte pipeline, txt2vid --quant, a PixArt plan refused, and mixed

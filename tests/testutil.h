@@ -165,6 +165,15 @@ static inline float *tu_read_f32(const char *path, const char *name, size_t n, s
     return p;
 }
 
+/* The reference output of a model fixture case: "sample" of <dir>/case_<cse>.out.safetensors,
+ * n elements. */
+static inline float *tu_fixture_out(const char *dir, const char *cse, size_t n)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/case_%s.out.safetensors", dir, cse);
+    return tu_read_f32(path, "sample", n, NULL, NULL);
+}
+
 /* A parity check: prints got's relative L2 error against want under label, fails above tol. */
 static inline double tu_check_rel_l2(const char *label, const float *got, const float *want, size_t n, double tol)
 {
@@ -214,6 +223,19 @@ static inline void tu_assert_same_file(const char *a, const char *b)
     free(y);
 }
 
+/* Both files of a quantization plan folder (plan.json, weights.safetensors) are the same in
+ * folders a and b. */
+static inline void tu_assert_same_plan(const char *a, const char *b)
+{
+    const char *files[2] = {"plan.json", "weights.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        char pa[600], pb[600];
+        snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
+        snprintf(pb, sizeof pb, "%s/%s", b, files[i]);
+        tu_assert_same_file(pb, pa);
+    }
+}
+
 /* cmd (run in dir, tu_run) fails with one stderr line holding needle, and leaves no file at
  * out (when given). */
 static inline void tu_expect_fail(const char *dir, const char *cmd, const char *needle, const char *out)
@@ -223,6 +245,52 @@ static inline void tu_expect_fail(const char *dir, const char *cmd, const char *
     if (tu_count_lines(err) != 1) fail_msg("expected one line on stderr, got: %s", err);
     if (!strstr(err, needle)) fail_msg("stderr lacks \"%s\": %s", needle, err);
     if (out && tu_exists(out)) fail_msg("%s was written by a failed run", out);
+}
+
+/* ---- denoisers on fixture inputs ---- */
+#include "runtime/core/arena.h"
+#include "runtime/models/denoiser.h"
+
+/* d's output on the inputs file at path (dt_denoiser_inputs_load), malloc'd; *n elements. */
+static inline float *tu_denoise_file(dt_denoiser *d, const char *path, size_t *n)
+{
+    const dt_denoiser_info *c = dt_denoiser_get_info(d);
+    dt_denoiser_input_file x;
+    dt_err err = {0};
+    if (dt_denoiser_inputs_load(path, c, &x, &err) != DT_OK) fail_msg("%s", err.msg);
+    int64_t shape[5];
+    for (int i = 0; i < x.ths.ndim; i++) shape[i] = x.ths.shape[i];
+    shape[1] = c->out_channels;
+    dt_tensor out = dt_tensor_view(NULL, DT_F32, x.ths.ndim, shape);
+    *n = (size_t)dt_tensor_numel(&out);
+    out.data = tu_poisoned(*n);
+    dt_arena arena;
+    dt_arena_init(&arena);
+    if (dt_denoiser_forward(d, &x.in, &arena, &out, &err) != DT_OK) fail_msg("%s: %s", path, err.msg);
+    dt_arena_free(&arena);
+    dt_denoiser_inputs_free(&x);
+    return out.data;
+}
+
+/* Worst relative L2 of m against ref over the fixture cases <dir>/case_<cases[i]>.in.safetensors
+ * (ref NULL: m only runs them, 0 returned). */
+static inline double tu_denoise_worst(dt_denoiser *m, dt_denoiser *ref, const char *dir, const char *const *cases, size_t ncases)
+{
+    double worst = 0;
+    for (size_t i = 0; i < ncases; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/case_%s.in.safetensors", dir, cases[i]);
+        size_t n, n2;
+        float *a = tu_denoise_file(m, path, &n);
+        if (ref) {
+            float *b = tu_denoise_file(ref, path, &n2);
+            assert_int_equal(n, n2);
+            worst = fmax(worst, tu_rel_l2(a, b, n));
+            free(b);
+        }
+        free(a);
+    }
+    return worst;
 }
 
 #endif
