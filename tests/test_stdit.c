@@ -234,31 +234,16 @@ static void test_param_count(void **state)
     (void)state;
     dt_err err = {0};
     stdit_config tc;
-    dt_safetensors *st;
     assert_int_equal(stdit_config_load(DIR_ "/transformer", &tc, &err), DT_OK);
-    assert_int_equal(dt_st_open_dir(DIR_ "/transformer", "diffusion_pytorch_model", &st, &err), DT_OK);
-    int64_t n = 0;
-    for (int i = 0; i < dt_st_count(st); i++) n += (int64_t)(dt_st_at(st, i)->nbytes / dt_dtype_size(dt_st_at(st, i)->dtype));
-    assert_int_equal(stdit_param_count(&tc), n);
-    dt_st_close(st);
+    assert_int_equal(stdit_param_count(&tc), tu_file_params(DIR_ "/transformer"));
 }
 
 /* `ditrt eval transformer` and `ditrt info` dispatch an STDiT folder on _class_name. */
 static void test_cli_eval(void **state)
 {
     (void)state;
-    char tmp[256], cmd[1024], out[400];
-    tu_tmpdir(tmp, sizeof tmp);
-    snprintf(out, sizeof out, "%s/o.safetensors", tmp);
-    snprintf(cmd, sizeof cmd, "./ditrt eval transformer -m " DIR_ "/transformer --in " DIR_ "/case_f4.in.safetensors --out %s", out);
-    assert_int_equal(system(cmd), 0);
-    size_t n;
-    float *o = tu_read_f32(out, "sample", 0, &n, NULL), *ref = tu_fixture_out(DIR_, "f4", n);
-    assert_rel_l2_below(o, ref, n, 1e-4);
+    tu_check_eval_cli(DIR_ "/transformer", DIR_, "f4", 1e-4);
     assert_int_equal(system("./ditrt info -m " DIR_ "/transformer | grep -q 'architecture: STDiT'"), 0);
-    free(o);
-    free(ref);
-    tu_rmtree(tmp);
 }
 
 /* Open-Sora's IDDPM step by step (fixtures replayed through the repository's own p_sample

@@ -159,17 +159,6 @@ static void test_bad_inputs(void **state)
     dt_backend_destroy(be);
 }
 
-static int64_t file_params(const char *dir)
-{
-    dt_safetensors *st;
-    dt_err err = {0};
-    if (dt_st_open_dir(dir, "diffusion_pytorch_model", &st, &err) != DT_OK) fail_msg("%s", err.msg);
-    int64_t n = 0;
-    for (int i = 0; i < dt_st_count(st); i++) n += (int64_t)(dt_st_at(st, i)->nbytes / dt_dtype_size(dt_st_at(st, i)->dtype));
-    dt_st_close(st);
-    return n;
-}
-
 /* The fixtures' files, and the published sizes of SD 1.5 (859,520,964) and SDXL base
  * (2,567,463,684) for the presets; FLOPs of a 512 px CFG step of SD 1.5 in the known range. */
 static void test_param_count(void **state)
@@ -178,9 +167,9 @@ static void test_param_count(void **state)
     dt_err err = {0};
     unet_config c;
     assert_int_equal(unet_config_load(SD15 "/unet", &c, &err), DT_OK);
-    assert_int_equal(unet_param_count(&c), file_params(SD15 "/unet"));
+    assert_int_equal(unet_param_count(&c), tu_file_params(SD15 "/unet"));
     assert_int_equal(unet_config_load(SDXL "/unet", &c, &err), DT_OK);
-    assert_int_equal(unet_param_count(&c), file_params(SDXL "/unet"));
+    assert_int_equal(unet_param_count(&c), tu_file_params(SDXL "/unet"));
     unet_config sd15 = unet_config_sd15(64), sdxl = unet_config_sdxl(128);
     assert_int_equal(unet_config_validate(&sd15, "sd15", &err), DT_OK);
     assert_int_equal(unet_config_validate(&sdxl, "sdxl", &err), DT_OK);

@@ -174,6 +174,18 @@ static inline float *tu_fixture_out(const char *dir, const char *cse, size_t n)
     return tu_read_f32(path, "sample", n, NULL, NULL);
 }
 
+/* Parameters the weight files of a model folder hold (diffusion_pytorch_model*.safetensors). */
+static inline int64_t tu_file_params(const char *dir)
+{
+    dt_safetensors *st;
+    dt_err err = {0};
+    if (dt_st_open_dir(dir, "diffusion_pytorch_model", &st, &err) != DT_OK) fail_msg("%s", err.msg);
+    int64_t n = 0;
+    for (int i = 0; i < dt_st_count(st); i++) n += (int64_t)(dt_st_at(st, i)->nbytes / dt_dtype_size(dt_st_at(st, i)->dtype));
+    dt_st_close(st);
+    return n;
+}
+
 /* A parity check: prints got's relative L2 error against want under label, fails above tol. */
 static inline double tu_check_rel_l2(const char *label, const float *got, const float *want, size_t n, double tol)
 {
@@ -229,7 +241,7 @@ static inline void tu_assert_same_plan(const char *a, const char *b)
 {
     const char *files[2] = {"plan.json", "weights.safetensors"};
     for (int i = 0; i < 2; i++) {
-        char pa[600], pb[600];
+        char pa[4200], pb[4200];
         snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
         snprintf(pb, sizeof pb, "%s/%s", b, files[i]);
         tu_assert_same_file(pb, pa);
@@ -291,6 +303,23 @@ static inline double tu_denoise_worst(dt_denoiser *m, dt_denoiser *ref, const ch
         free(a);
     }
     return worst;
+}
+
+/* `ditrt eval transformer -m model` on fixture case cse of ref_dir (its .in file) writes a
+ * "sample" within tol (relative L2) of the case's reference output. */
+static inline void tu_check_eval_cli(const char *model, const char *ref_dir, const char *cse, double tol)
+{
+    char tmp[256], cmd[2048], out[400];
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(out, sizeof out, "%s/o.safetensors", tmp);
+    snprintf(cmd, sizeof cmd, "./ditrt eval transformer -m %s --in %s/case_%s.in.safetensors --out %s", model, ref_dir, cse, out);
+    assert_int_equal(system(cmd), 0);
+    size_t n;
+    float *o = tu_read_f32(out, "sample", 0, &n, NULL), *ref = tu_fixture_out(ref_dir, cse, n);
+    assert_rel_l2_below(o, ref, n, tol);
+    free(o);
+    free(ref);
+    tu_rmtree(tmp);
 }
 
 #endif
