@@ -1,4 +1,5 @@
-/* Shared test helpers: deterministic random data, error norms, temp paths. */
+/* Shared test helpers: deterministic random data, error norms, temp paths, fixture tensors,
+ * files and commands, denoisers on fixture inputs. */
 #ifndef DT_TESTUTIL_H
 #define DT_TESTUTIL_H
 #include <stdarg.h>
