@@ -2,6 +2,7 @@
  * library handles, `supports`, and the registry entry points. */
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/cuda/elem_math.h"
+#include "kernels/cuda/sdpa_math.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,6 +226,7 @@ static void cu_destroy(dt_backend *be)
 {
     if (!be) return;
     cuda_backend *cb = cu_enter(be);
+    cu_sdpa_cache_free(cb);
     for (int i = 0; i < CU_SCRATCH_SLOTS; i++) cu_free(cb, cb->scratch[i]);
     cu_free(cb, cb->ws);
     if (cb->stream) cudaStreamSynchronize(cb->stream);
@@ -371,6 +373,13 @@ extern "C" dt_status cuda_backend_create(const dt_backend_config *cfg, dt_backen
     cb->base.cfg = *cfg;
     cb->dev = cfg->device_index;
     cb->tf32 = cu_tf32_requested(getenv("DITRT_CUDA_TF32"));
+    cb->verbose = cu_tf32_requested(getenv("DITRT_VERBOSE")); /* the same "1" rule */
+    cb->attn_gemm = dtm_sdpa_attn_gemm((int)cfg->attn_kernel, getenv("DITRT_ATTN"));
+    if (cb->attn_gemm < 0) {
+        free(cb);
+        return dt_fail(err, DT_EINVAL, "DITRT_ATTN: expected gemm, fused or int8, got \"%s\"", getenv("DITRT_ATTN"));
+    }
+    cb->base.cfg.attn_kernel = cb->attn_gemm ? DT_ATTN_KERNEL_GEMM : DT_ATTN_KERNEL_FUSED;
     dt_status s = init_handles(cb, err);
     if (s != DT_OK) {
         if (cb->L) cu_destroy(&cb->base);
