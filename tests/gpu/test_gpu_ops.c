@@ -197,6 +197,68 @@ static void test_attention(void **state)
     dt_backend_destroy(be);
 }
 
+/* cuDNN's fused SDPA (bf16 compute, attn_kernel fused) against the two-GEMM path (attn_kernel
+ * gemm) and the f32 reference, for each bias combination, on PixArt-like (d 72, caption mask)
+ * and T5-like (d 64, per-head bias) shapes of odd sizes. The fused path rounds Q, K, V and P to
+ * bf16, so it must differ from the two-GEMM (f32) result: equal outputs would mean it fell
+ * back silently. Run twice: the cached plan gives the same bits. */
+static void check_attention_cudnn(int B, int Nq, int Nk, int H, int d)
+{
+    dt_backend_config cf = {.device = DT_DEV_CUDA, .compute = DT_BF16, .attn_kernel = DT_ATTN_KERNEL_FUSED};
+    dt_backend_config cg = cf;
+    cg.attn_kernel = DT_ATTN_KERNEL_GEMM;
+    dt_backend *bf = NULL, *bg = NULL;
+    dt_err err = {0};
+    if (dt_backend_create(&cf, &bf, &err) != DT_OK || dt_backend_create(&cg, &bg, &err) != DT_OK) fail_msg("%s", err.msg);
+    int C = H * d;
+    size_t no = (size_t)B * Nq * C;
+    tu_rng r = {(uint64_t)(70 + d)};
+    float *q = rnd(&r, no, 1.0f), *k = rnd(&r, (size_t)B * Nk * C, 1.0f), *v = rnd(&r, (size_t)B * Nk * C, 1.0f);
+    float *kb = tu_alloc(B * Nk), *hb = rnd(&r, (size_t)H * Nq * Nk, 2.0f);
+    float *of = tu_poisoned(no), *of2 = tu_poisoned(no), *og = tu_poisoned(no), *orf = tu_alloc(no);
+    for (int i = 0; i < B * Nk; i++) kb[i] = i % Nk >= Nk - 1 - i / Nk ? -10000.0f : 0.0f;
+    int64_t qs[3] = {B, Nq, C}, ks[3] = {B, Nk, C};
+    dt_tensor hq = dt_tensor_view(q, DT_F32, 3, qs), hk = dt_tensor_view(k, DT_F32, 3, ks), hv = dt_tensor_view(v, DT_F32, 3, ks);
+    dt_tensor ho = dt_tensor_view(orf, DT_F32, 3, qs);
+    dt_backend *be[2] = {bf, bg};
+    dt_tensor t[2][4];
+    for (int i = 0; i < 2; i++) {
+        t[i][0] = up(be[i], q, DT_F32, 3, qs), t[i][1] = up(be[i], k, DT_F32, 3, ks);
+        t[i][2] = up(be[i], v, DT_F32, 3, ks), t[i][3] = up(be[i], NULL, DT_F32, 3, qs);
+    }
+    for (int m = 0; m < 4; m++) {
+        dt_attn_bias bias = {m & 1 ? kb : NULL, m & 2 ? hb : NULL};
+        const dt_attn_bias *pb = m ? &bias : NULL;
+        for (int i = 0; i < 2; i++)
+            for (int rep = 0; rep < 2 - i; rep++) {
+                if (be[i]->ops->attention(be[i], &t[i][0], &t[i][1], &t[i][2], pb, H, 0.2f, &t[i][3], &err) != DT_OK)
+                    fail_msg("%s", err.msg);
+                down(be[i], &t[i][3], i ? og : rep ? of2 : of);
+            }
+        ref_attention(&hq, &hk, &hv, pb, H, 0.2f, &ho);
+        assert_rel_l2_below(og, orf, no, TOL_F32);
+        assert_rel_l2_below(of, orf, no, TOL_BF16);
+        assert_memory_equal(of, of2, no * sizeof(float));
+        if (!memcmp(of, og, no * sizeof(float))) fail_msg("cuDNN SDPA output equals the two-GEMM output: fell back?");
+        double dd = 0, n2 = 0;
+        for (size_t i = 0; i < no; i++) dd += (double)(of[i] - orf[i]) * (of[i] - orf[i]), n2 += (double)orf[i] * orf[i];
+        print_message("  cuDNN SDPA B%d Nq%d Nk%d H%d d%d bias %d: relative L2 to f32 %.2e\n", B, Nq, Nk, H, d, m,
+                      sqrt(dd / n2));
+    }
+    for (int i = 0; i < 2; i++) {
+        for (int j = 0; j < 4; j++) drop(be[i], &t[i][j]);
+        dt_backend_destroy(be[i]);
+    }
+    free(q), free(k), free(v), free(kb), free(hb), free(of), free(of2), free(og), free(orf);
+}
+
+static void test_attention_cudnn(void **state)
+{
+    (void)state;
+    check_attention_cudnn(2, 77, 45, 2, 72); /* PixArt's head dim */
+    check_attention_cudnn(1, 33, 33, 3, 64); /* T5's */
+}
+
 static void check_window(int H, int d)
 {
     dt_backend *be = cuda_be(DT_F32);
@@ -777,6 +839,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_memory_roundtrip), cmocka_unit_test(test_pinned_host_buffers),  cmocka_unit_test(test_linear),
         cmocka_unit_test(test_attention),         cmocka_unit_test(test_window_attention),
+        cmocka_unit_test(test_attention_cudnn),
         cmocka_unit_test(test_rows_and_elements), cmocka_unit_test(test_patchify),
         cmocka_unit_test(test_conv2d),            cmocka_unit_test(test_image_ops),
         cmocka_unit_test(test_qlinear), cmocka_unit_test(test_linear_observe), cmocka_unit_test(test_group_norm_large), cmocka_unit_test(test_linear_tf32), cmocka_unit_test(test_two_threads),
