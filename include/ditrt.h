@@ -85,7 +85,9 @@ typedef struct {
     const char *model_dir;     /* diffusers pipeline folder (model_index.json) */
     const char *dtype;         /* "f32" or "bf16": transformer and VAE GEMMs; NULL (default): bf16
                                 * where the CPU runs it natively (AVX512-BF16, AMX), else f32;
-                                * "bf16" on a CPU without it fails with DITRT_EUNSUPPORTED */
+                                * "bf16" on a CPU without it fails with DITRT_EUNSUPPORTED;
+                                * "tf32" (since 0.2): f32 with TF32 tensor-core GEMMs, device cuda
+                                * only (elsewhere DITRT_EUNSUPPORTED, "tf32 needs --device cuda") */
     const char *text_dtype;    /* the same for the T5 encoder */
     int threads;               /* 0: all cores */
     int keep_text_encoder;     /* 0 (default): load T5 per call and free it before sampling */
@@ -216,7 +218,7 @@ typedef struct {
     int zoo_size;                    /* OMS-DPM members, the model's own included (1 without a zoo) */
     const char *solver;              /* the scheduler's diffusers class, e.g. "DDIMScheduler" */
     const char *solver_warning;      /* one line about the solver's settings worth a warning, or NULL */
-    const char *dtype, *text_dtype;  /* resolved compute types: "f32" or "bf16" */
+    const char *dtype, *text_dtype;  /* resolved compute types: "f32" or "bf16" ("tf32": dtype "tf32") */
     int fixed_steps;                 /* the steps a solver schedule fixes; 0: the steps are free */
 } ditrt_ctx_info;
 /* Strings belong to the context (valid until ditrt_ctx_free). Fails (DITRT_EINVAL) for a NULL

@@ -662,6 +662,25 @@ static void test_cli_device_cuda_without_gpu(void **state)
     snprintf(cmd, sizeof cmd, "./ditrt txt2img -m assets/demo-pixart -p x --device gpu -o '%s'", png);
     assert_int_equal(tu_run(tmp, cmd, 0, out, sizeof out), 2);
     assert_non_null(strstr(out, "--device: expected cpu, cuda or cuda:N"));
+    /* --dtype tf32 is a CUDA mode: one line on the CPU, from the generate and bench commands */
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m assets/demo-pixart -p x --steps 2 --dtype tf32 -o '%s'", png);
+    assert_int_equal(tu_run(tmp, cmd, 0, out, sizeof out), 1);
+    assert_string_equal(out, "ditrt: dtype: tf32 needs --device cuda (TF32 tensor cores; the cpu backend has none)\n");
+    assert_int_not_equal(access(png, F_OK), 0);
+    snprintf(cmd, sizeof cmd, "./ditrt bench transformer --dtype tf32 --layers 1 --res 64");
+    assert_int_equal(tu_run(tmp, cmd, 0, out, sizeof out), 1);
+    assert_non_null(strstr(out, "tf32 needs --device cuda"));
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m assets/demo-pixart -p x --dtype tf16 -o '%s'", png);
+    assert_int_equal(tu_run(tmp, cmd, 0, out, sizeof out), 2);
+    assert_non_null(strstr(out, "--dtype: expected f32, bf16 or tf32"));
+    dt_backend_config cfg = {.device = DT_DEV_CPU, .compute = DT_F32, .tf32 = 1};
+    dt_backend *be = NULL;
+    dt_err err = {0};
+    assert_int_equal(dt_backend_create(&cfg, &be, &err), DT_EUNSUPPORTED);
+    assert_null(be);
+    cfg.device = DT_DEV_CUDA, cfg.compute = DT_BF16; /* tf32 is an f32 mode, wherever it runs */
+    err = (dt_err){0};
+    if (dt_backend_built(DT_DEV_CUDA)) assert_int_equal(dt_backend_create(&cfg, &be, &err), DT_EINVAL);
     snprintf(cmd, sizeof cmd, "./ditrt bench transformer --device cuda:1 --layers 1 --res 64");
     assert_int_equal(tu_run(tmp, cmd, 0, out, sizeof out), 1);
     assert_non_null(strstr(out, "device cuda"));

@@ -372,7 +372,9 @@ extern "C" dt_status cuda_backend_create(const dt_backend_config *cfg, dt_backen
     cb->base.ops = &cuda_ops;
     cb->base.cfg = *cfg;
     cb->dev = cfg->device_index;
-    cb->tf32 = cu_tf32_requested(getenv("DITRT_CUDA_TF32"));
+    /* --dtype tf32 (cfg->tf32); DITRT_CUDA_TF32=1 stays as an alias for f32 contexts */
+    cb->tf32 = cfg->tf32 || (cfg->compute == DT_F32 && cu_tf32_requested(getenv("DITRT_CUDA_TF32")));
+    cb->base.cfg.tf32 = cb->tf32;
     cb->verbose = cu_tf32_requested(getenv("DITRT_VERBOSE")); /* the same "1" rule */
     cb->attn_gemm = dtm_sdpa_attn_gemm((int)cfg->attn_kernel, getenv("DITRT_ATTN"));
     if (cb->attn_gemm < 0) {

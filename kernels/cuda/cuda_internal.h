@@ -40,7 +40,7 @@ typedef struct {
     void *scratch[CU_SCRATCH_SLOTS]; /* grown on demand, stream-ordered */
     size_t scratch_size[CU_SCRATCH_SLOTS];
     cu_algo_cache attn_algo[2]; /* attention's Q·Kᵀ and P·V GEMMs */
-    int tf32;               /* f32 GEMMs through TF32 (asked for with DITRT_CUDA_TF32=1; never by default) */
+    int tf32;               /* f32 GEMMs through TF32 (--dtype tf32, or the alias DITRT_CUDA_TF32=1; never by default) */
     int attn_gemm;          /* attention always through the two GEMMs (attn_kernel gemm, DITRT_ATTN=gemm) */
     int verbose;            /* DITRT_VERBOSE=1: print each attention fallback reason once */
     struct cu_sdpa_cache *sdpa; /* cuDNN SDPA plans by shape (cuda_sdpa.cu); NULL until first used */

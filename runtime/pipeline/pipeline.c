@@ -166,7 +166,7 @@ static dt_status load_parts(dt_pipeline *p, dt_err *err)
 {
     const dt_pipeline_config *c = &p->cfg;
     dt_parts_config pc = {c->model_dir, c->dtype, c->text_dtype, c->threads, c->solver, c->karras,
-                          c->solver_schedule, c->solver_statistics, c->clip_sample, c->device, c->device_index};
+                          c->solver_schedule, c->solver_statistics, c->clip_sample, c->device, c->device_index, c->tf32};
     DT_TRY(dt_pipeline_parts_load(&pc, &p->parts, err));
     char dir[4096];
     DT_TRY(dt_pipeline_parts_transformer_dir(c->model_dir, dir, sizeof dir, err));

@@ -41,6 +41,7 @@ typedef struct {
     int nzoo;
     dt_device device;    /* the backend of every part (0: the CPU) */
     int device_index;    /* cuda:N */
+    int tf32;            /* dtype f32 with TF32 GEMMs (the denoiser's and VAE's backend; CUDA only) */
 } dt_pipeline_config;
 
 struct dt_attn_plan;

@@ -35,10 +35,11 @@ static dt_status read_class(const char *model_dir, char *cls, size_t n, dt_err *
     return s;
 }
 
-static dt_status make_backend(const dt_parts_config *pc, dt_device dev, dt_dtype dt, dt_backend **be, dt_err *err)
+static dt_status make_backend(const dt_parts_config *pc, dt_device dev, dt_dtype dt, int tf32, dt_backend **be,
+                              dt_err *err)
 {
     dt_backend_config c = {.device = dev, .device_index = dev == DT_DEV_CPU ? 0 : pc->device_index, .compute = dt,
-                           .threads = pc->threads};
+                           .threads = pc->threads, .tf32 = tf32};
     return dt_backend_create(&c, be, err);
 }
 
@@ -78,13 +79,13 @@ dt_status dt_pipeline_parts_load(const dt_parts_config *c, dt_pipeline_parts *p,
     dt_arena_init(&p->arena);
     if (!m) return dt_fail(err, DT_EINVAL, "model: no model folder given");
     DT_TRY(read_class(m, p->cls, sizeof p->cls, err));
-    DT_TRY(make_backend(c, c->device, c->dtype, &p->be, err));
+    DT_TRY(make_backend(c, c->device, c->dtype, c->tf32, &p->be, err));
     dt_allocator alloc = dt_backend_allocator(p->be); /* activations live on the backend's device */
     dt_arena_init_with(&p->arena, &alloc);
     /* The text encoder stays on the CPU under a GPU device: t5_encode and the CLIP encoder read
      * and write their activation buffers from the host, which device memory forbids */
     if (c->text_dtype == c->dtype && c->device == DT_DEV_CPU) p->text_be = p->be;
-    else DT_TRY(make_backend(c, DT_DEV_CPU, c->text_dtype, &p->text_be, err));
+    else DT_TRY(make_backend(c, DT_DEV_CPU, c->text_dtype, 0, &p->text_be, err));
     DT_TRY(load_text(m, p, err));
     DT_TRY(dt_model_component_dir(m, "vae", dir, sizeof dir, err));
     p->vae_be = p->be;
@@ -94,7 +95,7 @@ dt_status dt_pipeline_parts_load(const dt_parts_config *c, dt_pipeline_parts *p,
         int up = 0;
         DT_TRY(read_force_upcast(dir, &up, err));
         if (up) {
-            DT_TRY(make_backend(c, c->device, DT_F32, &p->vae_be, err));
+            DT_TRY(make_backend(c, c->device, DT_F32, 0, &p->vae_be, err));
             p->vae_f32 = 1;
         }
     }

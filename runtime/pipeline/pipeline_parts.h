@@ -23,6 +23,7 @@ typedef struct {
     int clip_sample; /* 0: the config's; 1 on; 2 off */
     dt_device device;              /* 0: the CPU */
     int device_index;
+    int tf32;                      /* the main backend's f32 GEMMs through TF32 (not the text encoder's) */
 } dt_parts_config;
 
 #define DT_PARTS_MAX_TEXT 2

@@ -144,15 +144,19 @@ static void test_linear_tf32(void **state)
     ref_linear(x, M, K, w, NULL, N, DT_ACT_NONE, yr);
     int64_t xs[2] = {M, K}, ys[2] = {M, N};
     dt_err err = {0};
-    for (int tf32 = 0; tf32 < 2; tf32++) {
-        if (tf32) setenv("DITRT_CUDA_TF32", "1", 1);
-        dt_backend *be = cuda_be(DT_F32);
+    float *ya = tu_alloc((size_t)M * N);
+    for (int tf32 = 0; tf32 < 3; tf32++) { /* f32; --dtype tf32 (cfg.tf32); the DITRT_CUDA_TF32=1 alias */
+        if (tf32 == 2) setenv("DITRT_CUDA_TF32", "1", 1);
+        dt_backend_config cfg = {.device = DT_DEV_CUDA, .compute = DT_F32, .tf32 = tf32 == 1};
+        dt_backend *be = NULL;
+        if (dt_backend_create(&cfg, &be, &err) != DT_OK) fail_msg("%s", err.msg);
         unsetenv("DITRT_CUDA_TF32");
+        assert_int_equal(be->cfg.tf32, tf32 != 0);
         dt_linear *l;
         assert_int_equal(be->ops->linear_create(be, w, NULL, K, N, DT_ACT_NONE, M, DT_F32, &l, &err), DT_OK);
         dt_tensor tx = up(be, x, DT_F32, 2, xs), ty = up(be, NULL, DT_F32, 2, ys);
         assert_int_equal(be->ops->linear_forward(be, l, &tx, &ty, &err), DT_OK);
-        down(be, &ty, tf32 ? y : y32);
+        down(be, &ty, tf32 == 1 ? y : tf32 ? ya : y32);
         be->ops->linear_destroy(l);
         drop(be, &tx), drop(be, &ty);
         dt_backend_destroy(be);
@@ -162,7 +166,9 @@ static void test_linear_tf32(void **state)
     double d = 0, n2 = 0;
     for (int i = 0; i < M * N; i++) d += (double)(y[i] - y32[i]) * (y[i] - y32[i]), n2 += (double)y32[i] * y32[i];
     print_message("  TF32 vs f32: relative L2 %.2e\n", sqrt(d / n2));
-    free(w), free(x), free(y), free(y32), free(yr);
+    assert_memory_equal(y, ya, (size_t)M * N * sizeof(float)); /* the alias is the same mode */
+    assert_true(d > 0);                                          /* and TF32 did round */
+    free(w), free(x), free(y), free(ya), free(y32), free(yr);
 }
 
 /* ---- attention ---- */
