@@ -140,8 +140,9 @@ static void create(ditrt_ctx *c, const ditrt_ctx_params *p, dt_err *err)
     else if (!dt_api_parse_dtype(p->text_dtype, &cfg.text_dtype)) dt_fail(err, DT_EINVAL, "text_dtype: expected f32 or bf16, got \"%s\"", p->text_dtype);
     else if (p->attn_plan && dt_attn_plan_load(p->attn_plan, &c->plan, err) == DT_OK) c->has_plan = 1;
     if (err->status != DT_OK) return;
+    cfg.text_dtype_auto = !p->text_dtype; /* a T5 on the device then takes the device's default */
     if (cfg.device != DT_DEV_CPU) { /* the device's own default for the dtypes not given */
-        if (!p->dtype) cfg.dtype = dt_backend_default_dtype(cfg.device); /* T5 stays on the CPU, at its default */
+        if (!p->dtype) cfg.dtype = dt_backend_default_dtype(cfg.device); /* CLIP stays on the CPU, at its default */
         if (p->quant_dir) {
             dt_fail(err, DT_EUNSUPPORTED, "quant_dir: quantized plans run on the CPU only (device %s)", p->device);
             return;
@@ -155,6 +156,7 @@ static void create(ditrt_ctx *c, const ditrt_ctx_params *p, dt_err *err)
     dt_quantizer qz;
     if (p->quant_dir && dt_quantizer_open_plan(p->quant_dir, &qz, err) == DT_OK) cfg.quant = &qz;
     if (err->status == DT_OK) dt_pipeline_load(&cfg, &c->p, err);
+    if (err->status == DT_OK) c->text_dtype = dt_pipeline_text_dtype(c->p);
     if (cfg.quant) dt_quantizer_close_plan(&qz); /* the layers are built; the plan is no longer needed */
     if (err->status == DT_OK && p->model_schedule)
         dt_model_schedule_load(p->model_schedule, dt_pipeline_zoo_size(c->p), &c->ms, err);

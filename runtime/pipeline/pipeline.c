@@ -166,7 +166,8 @@ static dt_status load_parts(dt_pipeline *p, dt_err *err)
 {
     const dt_pipeline_config *c = &p->cfg;
     dt_parts_config pc = {c->model_dir, c->dtype, c->text_dtype, c->threads, c->solver, c->karras,
-                          c->solver_schedule, c->solver_statistics, c->clip_sample, c->device, c->device_index, c->tf32};
+                          c->solver_schedule, c->solver_statistics, c->clip_sample, c->device, c->device_index, c->tf32,
+                          c->text_dtype_auto};
     DT_TRY(dt_pipeline_parts_load(&pc, &p->parts, err));
     char dir[4096];
     DT_TRY(dt_pipeline_parts_transformer_dir(c->model_dir, dir, sizeof dir, err));
@@ -208,6 +209,7 @@ void dt_pipeline_free(dt_pipeline *p)
 }
 
 const dt_denoiser_info *dt_pipeline_denoiser_info(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr); }
+dt_dtype dt_pipeline_text_dtype(const dt_pipeline *p) { return p->parts.text_be->cfg.compute; }
 int dt_pipeline_native_size(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr)->sample_size * vae_upscale(p->parts.vae); }
 int dt_pipeline_size_multiple(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr)->patch_size * vae_upscale(p->parts.vae); }
 int dt_pipeline_max_frames(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr)->max_frames; }
@@ -470,7 +472,7 @@ static dt_status encode_text(dt_pipeline *p, const dt_gen_request *r, const plan
     dt_prompt_request pr = {r->prompt, r->negative_prompt, pl->cfg_on && !learned, r->clean_caption && !pc->no_clean_caption,
                             pl->max_len, run_batch(r)};
     dt_prompt_result out;
-    DT_TRY(dt_encode_prompts(&enc, &pr, &p->parts.arena, &out, err));
+    DT_TRY(dt_encode_prompts(&enc, &pr, p->parts.text_arena, &out, err));
     if (learned) DT_TRY(prepend_null(p, pl, &out, err));
     res->prompt_truncated = out.prompt_truncated;
     res->negative_truncated = out.negative_truncated;

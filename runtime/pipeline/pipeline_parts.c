@@ -2,6 +2,7 @@
 #include "runtime/core/json.h"
 #include "runtime/models/denoiser.h"
 #include "runtime/models/modeldir.h"
+#include "runtime/models/text_encoder.h"
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -43,6 +44,29 @@ static dt_status make_backend(const dt_parts_config *pc, dt_device dev, dt_dtype
     return dt_backend_create(&c, be, err);
 }
 
+/* The text encoders' backend and arena (see dt_pipeline_parts); on the CPU, be itself when the
+ * dtypes agree, as before. */
+static dt_status make_text_backend(const dt_parts_config *c, dt_pipeline_parts *p, dt_err *err)
+{
+    dt_device dev = DT_DEV_CPU;
+    if (c->device != DT_DEV_CPU) {
+        int all_t5 = 1;
+        for (int k = 0; k < p->ntext; k++) {
+            dt_text_encoder_info info;
+            DT_TRY(dt_text_encoder_probe(p->text_dir[k], &info, err));
+            all_t5 &= info.kind == DT_TEXT_ENCODER_T5;
+        }
+        if (all_t5) dev = c->device;
+    }
+    dt_dtype dt = c->text_dtype_auto && dev != DT_DEV_CPU ? dt_backend_default_dtype(dev) : c->text_dtype;
+    p->text_arena = dev == DT_DEV_CPU && c->device != DT_DEV_CPU ? &p->host_arena : &p->arena;
+    if (dt == c->dtype && dev == c->device && !c->tf32) {
+        p->text_be = p->be;
+        return DT_OK;
+    }
+    return make_backend(c, dev, dt, 0, &p->text_be, err);
+}
+
 /* tokenizer + text_encoder, then tokenizer_2 + text_encoder_2 ... while model_index.json lists them. */
 static dt_status load_text(const char *m, dt_pipeline_parts *p, dt_err *err)
 {
@@ -77,16 +101,15 @@ dt_status dt_pipeline_parts_load(const dt_parts_config *c, dt_pipeline_parts *p,
     char dir[4096];
     const char *m = c->model_dir;
     dt_arena_init(&p->arena);
+    dt_arena_init(&p->host_arena);
+    p->text_arena = &p->arena;
     if (!m) return dt_fail(err, DT_EINVAL, "model: no model folder given");
     DT_TRY(read_class(m, p->cls, sizeof p->cls, err));
     DT_TRY(make_backend(c, c->device, c->dtype, c->tf32, &p->be, err));
     dt_allocator alloc = dt_backend_allocator(p->be); /* activations live on the backend's device */
     dt_arena_init_with(&p->arena, &alloc);
-    /* The text encoder stays on the CPU under a GPU device: t5_encode and the CLIP encoder read
-     * and write their activation buffers from the host, which device memory forbids */
-    if (c->text_dtype == c->dtype && c->device == DT_DEV_CPU) p->text_be = p->be;
-    else DT_TRY(make_backend(c, DT_DEV_CPU, c->text_dtype, 0, &p->text_be, err));
     DT_TRY(load_text(m, p, err));
+    DT_TRY(make_text_backend(c, p, err));
     DT_TRY(dt_model_component_dir(m, "vae", dir, sizeof dir, err));
     p->vae_be = p->be;
     dt_err nerr = {0}; /* the class is checked (with its message) by the pipeline */
@@ -114,6 +137,7 @@ void dt_pipeline_parts_free(dt_pipeline_parts *p)
     if (p->vae_be && p->vae_be != p->be) dt_backend_destroy(p->vae_be);
     dt_scheduler_free(p->sched);
     dt_arena_free(&p->arena);
+    dt_arena_free(&p->host_arena);
     if (p->text_be != p->be) dt_backend_destroy(p->text_be);
     dt_backend_destroy(p->be);
     *p = (dt_pipeline_parts){0};
