@@ -762,6 +762,51 @@ static int cancel_at_3(int step, int steps, double seconds, void *user)
     return step >= 3;
 }
 
+/* One 4-step image of the T5 demo model: device and dtypes as given; *info the context's. */
+static ditrt_image *demo_image(const char *device, const char *dtype, const char *text_dtype, ditrt_ctx_info *info)
+{
+    ditrt_ctx_params cp;
+    ditrt_ctx_params_init(&cp);
+    cp.model_dir = "assets/demo-pixart";
+    cp.device = device, cp.dtype = dtype, cp.text_dtype = text_dtype;
+    ditrt_ctx *c = NULL;
+    if (ditrt_ctx_create(&cp, &c) != DITRT_OK) fail_msg("%s/%s: %s", device, dtype ? dtype : "default", ditrt_errmsg(c));
+    info->struct_size = sizeof *info;
+    assert_int_equal(ditrt_ctx_get_info(c, info), DITRT_OK);
+    ditrt_gen_params gp;
+    ditrt_gen_params_init(&gp);
+    gp.prompt = "a red circle on the left on a black background";
+    gp.steps = 4;
+    ditrt_image *img = NULL;
+    int n = 0;
+    if (ditrt_generate(c, &gp, &img, &n) != DITRT_OK) fail_msg("%s: %s", device, ditrt_errmsg(c));
+    assert_int_equal(n, 1);
+    ditrt_ctx_free(c); /* the info strings are not read after this */
+    return img;
+}
+
+/* T5 runs on the device (the pipeline's text backend is CUDA for T5 models): with no text dtype
+ * it takes the device's default (bf16); in f32 the image is the CPU's up to GPU rounding; and
+ * --dtype tf32 runs end to end and says so. */
+static void test_t5_on_device_and_tf32(void **state)
+{
+    (void)state;
+    ditrt_ctx_info gi, ci, di, ti;
+    ditrt_image *d = demo_image("cuda", NULL, NULL, &di);
+    assert_string_equal(di.text_dtype, "bf16");
+    ditrt_images_free(d, 1);
+    ditrt_image *g = demo_image("cuda", "f32", "f32", &gi), *c = demo_image("cpu", "f32", "f32", &ci);
+    assert_string_equal(gi.text_dtype, "f32");
+    size_t nb = (size_t)g->width * g->height * 3;
+    int worst = 0;
+    for (size_t i = 0; i < nb; i++) worst = abs((int)g->rgb[i] - (int)c->rgb[i]) > worst ? abs((int)g->rgb[i] - (int)c->rgb[i]) : worst;
+    print_message("  f32 on cuda (T5 included) vs cpu: max byte difference %d\n", worst);
+    assert_true(worst <= 3);
+    ditrt_image *t = demo_image("cuda", "tf32", "f32", &ti);
+    assert_string_equal(ti.dtype, "tf32");
+    ditrt_images_free(g, 1), ditrt_images_free(c, 1), ditrt_images_free(t, 1);
+}
+
 static void test_api_cancel(void **state)
 {
     (void)state;
@@ -850,6 +895,7 @@ int main(void)
         cmocka_unit_test(test_conv2d),            cmocka_unit_test(test_image_ops),
         cmocka_unit_test(test_qlinear), cmocka_unit_test(test_linear_observe), cmocka_unit_test(test_group_norm_large), cmocka_unit_test(test_linear_tf32), cmocka_unit_test(test_two_threads),
         cmocka_unit_test(test_api_two_contexts),  cmocka_unit_test(test_api_cancel),
+        cmocka_unit_test(test_t5_on_device_and_tf32),
         cmocka_unit_test(test_goldens_on_cuda),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
