@@ -762,9 +762,11 @@ static int cancel_at_3(int step, int steps, double seconds, void *user)
     return step >= 3;
 }
 
-/* One 4-step image of the T5 demo model: device and dtypes as given; *info the context's. */
-static ditrt_image *demo_image(const char *device, const char *dtype, const char *text_dtype, ditrt_ctx_info *info)
+/* One 4-step image of the T5 demo model: device and dtypes as given; the context's resolved
+ * dtypes copied into dts[0] (dtype) and dts[1] (text dtype). */
+static ditrt_image *demo_image(const char *device, const char *dtype, const char *text_dtype, char dts[2][16])
 {
+    ditrt_ctx_info info_, *info = &info_;
     ditrt_ctx_params cp;
     ditrt_ctx_params_init(&cp);
     cp.model_dir = "assets/demo-pixart";
@@ -773,6 +775,8 @@ static ditrt_image *demo_image(const char *device, const char *dtype, const char
     if (ditrt_ctx_create(&cp, &c) != DITRT_OK) fail_msg("%s/%s: %s", device, dtype ? dtype : "default", ditrt_errmsg(c));
     info->struct_size = sizeof *info;
     assert_int_equal(ditrt_ctx_get_info(c, info), DITRT_OK);
+    snprintf(dts[0], 16, "%s", info->dtype);
+    snprintf(dts[1], 16, "%s", info->text_dtype);
     ditrt_gen_params gp;
     ditrt_gen_params_init(&gp);
     gp.prompt = "a red circle on the left on a black background";
@@ -781,7 +785,7 @@ static ditrt_image *demo_image(const char *device, const char *dtype, const char
     int n = 0;
     if (ditrt_generate(c, &gp, &img, &n) != DITRT_OK) fail_msg("%s: %s", device, ditrt_errmsg(c));
     assert_int_equal(n, 1);
-    ditrt_ctx_free(c); /* the info strings are not read after this */
+    ditrt_ctx_free(c);
     return img;
 }
 
@@ -791,19 +795,20 @@ static ditrt_image *demo_image(const char *device, const char *dtype, const char
 static void test_t5_on_device_and_tf32(void **state)
 {
     (void)state;
-    ditrt_ctx_info gi, ci, di, ti;
-    ditrt_image *d = demo_image("cuda", NULL, NULL, &di);
-    assert_string_equal(di.text_dtype, "bf16");
+    char gi[2][16], ci[2][16], di[2][16], ti[2][16];
+    ditrt_image *d = demo_image("cuda", NULL, NULL, di);
+    assert_string_equal(di[1], "bf16");
     ditrt_images_free(d, 1);
-    ditrt_image *g = demo_image("cuda", "f32", "f32", &gi), *c = demo_image("cpu", "f32", "f32", &ci);
-    assert_string_equal(gi.text_dtype, "f32");
+    ditrt_image *g = demo_image("cuda", "f32", "f32", gi), *c = demo_image("cpu", "f32", "f32", ci);
+    assert_string_equal(gi[1], "f32");
+    assert_string_equal(ci[0], "f32");
     size_t nb = (size_t)g->width * g->height * 3;
     int worst = 0;
     for (size_t i = 0; i < nb; i++) worst = abs((int)g->rgb[i] - (int)c->rgb[i]) > worst ? abs((int)g->rgb[i] - (int)c->rgb[i]) : worst;
     print_message("  f32 on cuda (T5 included) vs cpu: max byte difference %d\n", worst);
     assert_true(worst <= 3);
-    ditrt_image *t = demo_image("cuda", "tf32", "f32", &ti);
-    assert_string_equal(ti.dtype, "tf32");
+    ditrt_image *t = demo_image("cuda", "tf32", "f32", ti);
+    assert_string_equal(ti[0], "tf32");
     ditrt_images_free(g, 1), ditrt_images_free(c, 1), ditrt_images_free(t, 1);
 }
 
