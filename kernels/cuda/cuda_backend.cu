@@ -226,10 +226,10 @@ static void cu_destroy(dt_backend *be)
 {
     if (!be) return;
     cuda_backend *cb = cu_enter(be);
-    cu_sdpa_cache_free(cb);
     for (int i = 0; i < CU_SCRATCH_SLOTS; i++) cu_free(cb, cb->scratch[i]);
     cu_free(cb, cb->ws);
     if (cb->stream) cudaStreamSynchronize(cb->stream);
+    cu_sdpa_cache_free(cb); /* after the stream drained: no plan is destroyed under a running graph */
     if (cb->lt) cb->L->cublasLtDestroy(cb->lt);
     if (cb->dnn) cb->L->cudnnDestroy(cb->dnn);
     if (cb->stream) cudaStreamDestroy(cb->stream);
