@@ -119,9 +119,10 @@ typedef struct {
                                     * (NULL dtypes then mean bf16). Without a usable GPU, or in a
                                     * ditrt built without CUDA, ditrt_ctx_create fails with
                                     * DITRT_EUNSUPPORTED and a one-line reason (`ditrt info` lists
-                                    * the backends and devices). Quantized plans run on the CPU only,
-                                    * and the T5 text encoder stays on the CPU (text_dtype: the
-                                    * CPU's default). */
+                                    * the backends and devices). Quantized plans run on the CPU only.
+                                    * A T5 text encoder runs on the device too (text_dtype NULL: the
+                                    * device's default); CLIP encoders stay on the CPU (text_dtype
+                                    * NULL: the CPU's default). */
 } ditrt_ctx_params;
 
 /* Sets struct_size and the defaults (clip_sample -1, all other fields 0/NULL); NULL is a no-op (as for every

@@ -83,7 +83,7 @@ static void gen_help(text *t, int video)
            "  --dtype bf16|f32|tf32     default: bf16 where the CPU has it natively, else f32 (tf32: f32 with\n"
            "                            TF32 tensor-core GEMMs, --device cuda only)\n"
            "  --text-encoder-dtype bf16|f32  default: as --dtype's default\n"
-           "  --device cpu|cuda[:N]     default cpu (cuda: builds with the CUDA backend; the text encoder stays on the CPU)\n");
+           "  --device cpu|cuda[:N]     default cpu (cuda: builds with the CUDA backend; T5 runs there too, CLIP on the CPU)\n");
     add(t, "%s", THREADS);
     if (!video)
         add(t, "  --max-length N            prompt tokens; default: the pipeline's (120 alpha, 300 Sigma)\n"
