@@ -22,7 +22,7 @@ typedef struct {
 /* Unique ids of the tensors a run binds (the variant pack). */
 enum { CU_SDPA_Q = 1, CU_SDPA_K, CU_SDPA_V, CU_SDPA_O, CU_SDPA_SCALE, CU_SDPA_BIAS };
 
-#define CU_SDPA_MAX_DESCS 96
+#define CU_SDPA_MAX_DESCS 128
 #define CU_SDPA_MAX_OPS 12
 typedef struct {
     cudnnBackendDescriptor_t all[CU_SDPA_MAX_DESCS]; /* every descriptor made, destroyed in reverse */
@@ -38,7 +38,8 @@ typedef struct {
  * descriptor and cuDNN's status (the graph is then freed by cu_sdpa_graph_free as usual). */
 cudnnStatus_t cu_sdpa_graph_ops(const dt_cuda_libs *L, const cu_sdpa_shape *s, cu_sdpa_graph *g, char *why,
                                 size_t n);
-/* Operation graph, heuristics (mode A) and the first execution plan that finalizes. */
+/* Operation graph, heuristics (mode A, then the fallback list) and the first execution plan
+ * that finalizes. */
 cudnnStatus_t cu_sdpa_graph_plan(const dt_cuda_libs *L, cudnnHandle_t h, cu_sdpa_graph *g, char *why, size_t n);
 void cu_sdpa_graph_free(const dt_cuda_libs *L, cu_sdpa_graph *g);
 /* Enqueues one run on h's stream: device pointers of the packed 16-bit tensors (bias NULL when

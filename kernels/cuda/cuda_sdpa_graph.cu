@@ -173,6 +173,43 @@ cudnnStatus_t cu_sdpa_graph_ops(const dt_cuda_libs *L, const cu_sdpa_shape *s, c
 
 #define CU_SDPA_MAX_CFGS 16
 
+/* One heuristics mode: its engine configurations in order, and the first an execution plan
+ * finalizes with (g->plan, g->ws_bytes). *offered: how many it gave; *last: the last refusal. */
+static void try_mode(gb *b, cudnnBackendDescriptor_t graph, cudnnBackendHeurMode_t mode, cudnnHandle_t h,
+                     int64_t *offered, cudnnStatus_t *last)
+{
+    const dt_cuda_libs *L = b->L;
+    cu_sdpa_graph *g = b->g;
+    cudnnBackendDescriptor_t heur = make(b, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, "heuristics");
+    set(b, heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph);
+    set(b, heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
+    fin(b, heur);
+    int64_t count = 0, got = 0;
+    if (b->st == CUDNN_STATUS_SUCCESS)
+        b->st = L->cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0,
+                                            &count, NULL);
+    count = count > CU_SDPA_MAX_CFGS ? CU_SDPA_MAX_CFGS : count;
+    cudnnBackendDescriptor_t cfg[CU_SDPA_MAX_CFGS];
+    for (int64_t i = 0; i < count; i++) cfg[i] = make(b, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, "engine config");
+    if (b->st == CUDNN_STATUS_SUCCESS && count > 0)
+        b->st = L->cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count,
+                                            &got, cfg);
+    if (b->st != CUDNN_STATUS_SUCCESS) return;
+    *offered += got;
+    for (int64_t i = 0; i < got && !g->plan && g->nall < CU_SDPA_MAX_DESCS; i++) {
+        cudnnBackendDescriptor_t plan = make(b, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, "execution plan");
+        set(b, plan, CU_ATTR_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h);
+        set(b, plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg[i]);
+        fin(b, plan);
+        int64_t ws = 0, k = 0;
+        if (b->st == CUDNN_STATUS_SUCCESS)
+            b->st = L->cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1,
+                                                &k, &ws);
+        if (b->st == CUDNN_STATUS_SUCCESS) g->plan = plan, g->ws_bytes = ws;
+        else *last = b->st, b->st = CUDNN_STATUS_SUCCESS; /* try the next configuration */
+    }
+}
+
 cudnnStatus_t cu_sdpa_graph_plan(const dt_cuda_libs *L, cudnnHandle_t h, cu_sdpa_graph *g, char *why, size_t n)
 {
     gb b = {L, g, CUDNN_STATUS_SUCCESS, NULL};
@@ -180,50 +217,23 @@ cudnnStatus_t cu_sdpa_graph_plan(const dt_cuda_libs *L, cudnnHandle_t h, cu_sdpa
     set(&b, graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, g->nops, g->ops);
     set(&b, graph, CU_ATTR_OPGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h);
     fin(&b, graph);
-    cudnnBackendDescriptor_t heur = make(&b, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, "heuristics");
-    cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
-    set(&b, heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph);
-    set(&b, heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
-    fin(&b, heur);
-    int64_t count = 0;
-    if (b.st == CUDNN_STATUS_SUCCESS)
-        b.st = L->cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0,
-                                           &count, NULL);
     if (b.st != CUDNN_STATUS_SUCCESS) return done(&b, why, n);
-    if (count <= 0) {
-        snprintf(why, n, "cuDNN SDPA graph: the heuristics offer no engine for this graph");
-        return CUDNN_STATUS_NOT_SUPPORTED;
-    }
-    if (count > CU_SDPA_MAX_CFGS) count = CU_SDPA_MAX_CFGS;
-    cudnnBackendDescriptor_t cfg[CU_SDPA_MAX_CFGS];
-    for (int64_t i = 0; i < count; i++) cfg[i] = make(&b, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, "engine config");
-    int64_t got = 0;
-    if (b.st == CUDNN_STATUS_SUCCESS)
-        b.st = L->cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count,
-                                           &got, cfg);
-    if (b.st != CUDNN_STATUS_SUCCESS) return done(&b, why, n);
-    /* the first configuration an execution plan finalizes with, in the heuristics' order */
+    /* the heuristics' own order (mode A), then its fallback list, as the cuDNN frontend does;
+     * the first configuration an execution plan finalizes with wins */
+    int64_t offered = 0;
     cudnnStatus_t last = CUDNN_STATUS_NOT_SUPPORTED;
-    for (int64_t i = 0; i < got && !g->plan; i++) {
-        cudnnBackendDescriptor_t plan = make(&b, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, "execution plan");
-        set(&b, plan, CU_ATTR_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h);
-        set(&b, plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg[i]);
-        fin(&b, plan);
-        if (b.st == CUDNN_STATUS_SUCCESS) {
-            int64_t ws = 0, k = 0;
-            b.st = L->cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1,
-                                               &k, &ws);
-            if (b.st == CUDNN_STATUS_SUCCESS) g->plan = plan, g->ws_bytes = ws;
-        }
-        if (!g->plan) last = b.st, b.st = CUDNN_STATUS_SUCCESS; /* try the next configuration */
-        if (g->nall == CU_SDPA_MAX_DESCS) break;
+    const char *where = "execution plan";
+    static const cudnnBackendHeurMode_t modes[] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
+    for (int m = 0; m < 2 && !g->plan; m++) {
+        try_mode(&b, graph, modes[m], h, &offered, &last);
+        if (b.st != CUDNN_STATUS_SUCCESS) /* this mode's heuristics refused the graph: the next one may not */
+            last = b.st, where = b.where ? b.where : "?", b.st = CUDNN_STATUS_SUCCESS;
     }
-    if (!g->plan) {
-        snprintf(why, n, "cuDNN SDPA graph: none of %lld engine configurations finalized (last: %s)", (long long)got,
-                 L->cudnnGetErrorString(last));
-        return last == CUDNN_STATUS_SUCCESS ? CUDNN_STATUS_NOT_SUPPORTED : last;
-    }
-    return CUDNN_STATUS_SUCCESS;
+    if (g->plan) return CUDNN_STATUS_SUCCESS;
+    snprintf(why, n, "cuDNN SDPA graph: %s (%lld configurations tried; last refusal: %s at the %s)",
+             offered ? "no engine configuration finalized" : "the heuristics offer no engine", (long long)offered,
+             L->cudnnGetErrorString(last), where);
+    return last == CUDNN_STATUS_SUCCESS ? CUDNN_STATUS_NOT_SUPPORTED : last;
 }
 
 void cu_sdpa_graph_free(const dt_cuda_libs *L, cu_sdpa_graph *g)
