@@ -85,7 +85,9 @@ typedef struct {
     const char *model_dir;     /* diffusers pipeline folder (model_index.json) */
     const char *dtype;         /* "f32" or "bf16": transformer and VAE GEMMs; NULL (default): bf16
                                 * where the CPU runs it natively (AVX512-BF16, AMX), else f32;
-                                * "bf16" on a CPU without it fails with DITRT_EUNSUPPORTED */
+                                * "bf16" on a CPU without it fails with DITRT_EUNSUPPORTED;
+                                * "tf32" (since 0.2): f32 with TF32 tensor-core GEMMs, device cuda
+                                * only (elsewhere DITRT_EUNSUPPORTED, "tf32 needs --device cuda") */
     const char *text_dtype;    /* the same for the T5 encoder */
     int threads;               /* 0: all cores */
     int keep_text_encoder;     /* 0 (default): load T5 per call and free it before sampling */
@@ -117,9 +119,10 @@ typedef struct {
                                     * (NULL dtypes then mean bf16). Without a usable GPU, or in a
                                     * ditrt built without CUDA, ditrt_ctx_create fails with
                                     * DITRT_EUNSUPPORTED and a one-line reason (`ditrt info` lists
-                                    * the backends and devices). Quantized plans run on the CPU only,
-                                    * and the T5 text encoder stays on the CPU (text_dtype: the
-                                    * CPU's default). */
+                                    * the backends and devices). Quantized plans run on the CPU only.
+                                    * A T5 text encoder runs on the device too (text_dtype NULL: the
+                                    * device's default); CLIP encoders stay on the CPU (text_dtype
+                                    * NULL: the CPU's default). */
 } ditrt_ctx_params;
 
 /* Sets struct_size and the defaults (clip_sample -1, all other fields 0/NULL); NULL is a no-op (as for every
@@ -216,7 +219,7 @@ typedef struct {
     int zoo_size;                    /* OMS-DPM members, the model's own included (1 without a zoo) */
     const char *solver;              /* the scheduler's diffusers class, e.g. "DDIMScheduler" */
     const char *solver_warning;      /* one line about the solver's settings worth a warning, or NULL */
-    const char *dtype, *text_dtype;  /* resolved compute types: "f32" or "bf16" */
+    const char *dtype, *text_dtype;  /* resolved compute types: "f32" or "bf16" ("tf32": dtype "tf32") */
     int fixed_steps;                 /* the steps a solver schedule fixes; 0: the steps are free */
 } ditrt_ctx_info;
 /* Strings belong to the context (valid until ditrt_ctx_free). Fails (DITRT_EINVAL) for a NULL

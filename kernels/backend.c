@@ -66,6 +66,11 @@ dt_status dt_backend_create(const dt_backend_config *cfg, dt_backend **out, dt_e
         return dt_fail(err, DT_EUNSUPPORTED, "device %s: not built into this ditrt (built-in backends: %s)",
                        dt_backend_device_name(cfg->device), names);
     }
+    if (cfg->tf32 && cfg->device != DT_DEV_CUDA)
+        return dt_fail(err, DT_EUNSUPPORTED, "dtype: tf32 needs --device cuda (TF32 tensor cores; the %s backend has none)",
+                       dt_backend_device_name(cfg->device));
+    if (cfg->tf32 && cfg->compute != DT_F32)
+        return dt_fail(err, DT_EINVAL, "dtype: tf32 is an f32 mode (compute %s given)", dt_dtype_name(cfg->compute));
     if (!e->available()) {
         char why[256] = "";
         if (e->unavailable_reason) e->unavailable_reason(why, sizeof why);

@@ -42,6 +42,7 @@ typedef struct {
     int threads;      /* 0: all cores */
     size_t attn_block_bytes; /* attention score block bound (f32 scores of one GEMM pair); 0: default (48 MB) */
     dt_attn_kernel attn_kernel; /* resolved at creation: the backend's cfg holds GEMM, FUSED or INT8 */
+    int tf32; /* with compute f32: GEMMs through TF32 tensor cores (CUDA only; other devices refuse it) */
 } dt_backend_config;
 
 /* Additive attention-score biases; either may be NULL. */

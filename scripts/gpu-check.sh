@@ -3,7 +3,9 @@
 # one H100): the backends and devices found, `make test-gpu` (the CUDA ops against the CPU
 # backend, two threads, the goldens through --device cuda), `bench transformer --device cuda`
 # for PixArt-XL-2 at 1024² and 2048² in bf16 (each against the cuBLASLt GEMM peak measured in
-# the same run), with a DiTFastAttn plan at 1024², W8A8 at 1024² (cuBLASLt int8 GEMMs,
+# the same run; attention through cuDNN's fused SDPA graph, DITRT_VERBOSE=1 so any fallback to
+# the two GEMMs is named in the report, and once more at 1024² with DITRT_ATTN=gemm for the
+# fused-vs-GEMM attention comparison), with a DiTFastAttn plan at 1024², W8A8 at 1024² (cuBLASLt int8 GEMMs,
 # kernels/cuda/cuda_qlinear.cu; compare its step time with the bf16 one), and one txt2img and one
 # txt2vid end to end on the demo models.
 #
@@ -67,12 +69,20 @@ if ! ./ditrt info | grep -qx "backend cuda (built in)"; then
     exit 1
 fi
 # the time limits add up to 480 s: the whole check stays under 8 minutes
-step "make test-gpu (build/tests-gpu/test_gpu_ops)" 140 ./build/tests-gpu/test_gpu_ops
-step "bench transformer 1024 bf16" 60 ./ditrt bench transformer --device cuda --arch pixart-xl-2 --res 1024 --dtype bf16 --iters 3
+step "make test-gpu (build/tests-gpu/test_gpu_ops)" 125 ./build/tests-gpu/test_gpu_ops
+# cuDNN SDPA against the two-GEMM path (test_attention_cudnn's lines), gathered for the summary
+grep "cuDNN SDPA" "$report" | sed 's/^ */sdpa-vs-f32: /' > "$report.sdpa" 2>/dev/null
+step "bench transformer 1024 bf16 (attention: cuDNN SDPA)" 60 env DITRT_VERBOSE=1 ./ditrt bench transformer --device cuda --arch pixart-xl-2 --res 1024 --dtype bf16 --iters 3
+step "bench transformer 1024 bf16 (attention: two GEMMs, DITRT_ATTN=gemm)" 35 env DITRT_ATTN=gemm ./ditrt bench transformer --device cuda --arch pixart-xl-2 --res 1024 --dtype bf16 --iters 2
 step "bench transformer 2048 bf16" 90 ./ditrt bench transformer --device cuda --arch pixart-xl-2 --res 2048 --dtype bf16 --iters 2
-step "bench transformer 1024 bf16 + DiTFastAttn plan" 60 ./ditrt bench transformer --device cuda --arch pixart-xl-2 --res 1024 --dtype bf16 --iters 2 --attn-plan configs/attn/xl2-1024-wars.json
-step "bench transformer 1024 W8A8" 50 ./ditrt bench transformer --device cuda --arch pixart-xl-2 --res 1024 --quant w8a8 --iters 2
+step "bench transformer 1024 bf16 + DiTFastAttn plan" 50 ./ditrt bench transformer --device cuda --arch pixart-xl-2 --res 1024 --dtype bf16 --iters 2 --attn-plan configs/attn/xl2-1024-wars.json
+step "bench transformer 1024 W8A8" 40 ./ditrt bench transformer --device cuda --arch pixart-xl-2 --res 1024 --quant w8a8 --iters 2
 mkdir -p gpu-check-out
 step "txt2img demo (cuda, bf16)" 30 ./ditrt txt2img --device cuda -m assets/demo-pixart -p "a red circle on the left on a black background" --steps 20 --seed 0 -o gpu-check-out/demo.png
 step "txt2vid demo (cuda, bf16)" 30 ./ditrt txt2vid --device cuda -m assets/demo-latte -p "a blue triangle moving up on a white background" --steps 20 --seed 0 -o gpu-check-out/demo.mp4
+if [ -s "$report.sdpa" ]; then
+    say "== summary: cuDNN fused attention vs the f32 reference (make test-gpu)"
+    cat "$report.sdpa" | tee -a "$report"
+fi
+rm -f "$report.sdpa"
 say "gpu-check: $fails step(s) failed, $(( $(date +%s) - start )) s; report: $report"

@@ -11,6 +11,7 @@
 #include "kernels/cuda/softmax_math.h"
 #include "kernels/cuda/patch_math.h"
 #include "kernels/cuda/quant_math.h"
+#include "kernels/cuda/sdpa_math.h"
 #include "kernels/quant.h"
 
 static void fill_wide(tu_rng *r, float *x, size_t n)
@@ -279,6 +280,111 @@ static void test_window_attention_rows(void **state)
         assert_true(dtm_band_pairs(N, ws[t]) <= (int64_t)N * (2 * ws[t] + 1));
     }
     free(q); free(k); free(v); free(o); free(orf);
+}
+
+/* cuDNN's SDPA graph as cuda_sdpa_graph.cu builds it, evaluated on the host over the same 4-D
+ * views (dtm_sdpa_bhsd / bhds over packed [B, N, H·d] rows) and the folded bias: Q·Kᵀ, ·scale,
+ * + bias, softmax, ·V must be the CPU reference attention, for each bias combination. This
+ * checks the strides and the bias folding the device graph is given (not cuDNN's kernels). */
+static void sdpa_on_views(const float *q, const float *k, const float *v, const float *bias, const dtm_t4 *tb,
+                          int64_t B, int64_t H, int64_t Nq, int64_t Nk, int64_t d, float scale, float *o)
+{
+    int64_t C = H * d;
+    dtm_t4 tq = dtm_sdpa_bhsd(B, H, Nq, d, C, Nq * C), tk = dtm_sdpa_bhds(B, H, Nk, d, C, Nk * C);
+    dtm_t4 tv = dtm_sdpa_bhsd(B, H, Nk, d, C, Nk * C);
+    double s[64];
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t i = 0; i < Nq; i++) {
+                double mx = -INFINITY, z = 0;
+                for (int64_t j = 0; j < Nk; j++) {
+                    double dot = 0;
+                    for (int64_t c = 0; c < d; c++)
+                        dot += (double)q[dtm_t4_offset(&tq, b, h, i, c)] * k[dtm_t4_offset(&tk, b, h, c, j)];
+                    s[j] = dot * scale;
+                    if (bias) /* the graph's ADD broadcasts dims of 1 */
+                        s[j] += bias[dtm_t4_offset(tb, tb->dim[0] > 1 ? b : 0, tb->dim[1] > 1 ? h : 0, i, j)];
+                    mx = fmax(mx, s[j]);
+                }
+                for (int64_t j = 0; j < Nk; j++) z += (s[j] = exp(s[j] - mx));
+                for (int64_t c = 0; c < d; c++) {
+                    double acc = 0;
+                    for (int64_t j = 0; j < Nk; j++) acc += s[j] / z * v[dtm_t4_offset(&tv, b, h, j, c)];
+                    o[dtm_t4_offset(&tq, b, h, i, c)] = (float)acc;
+                }
+            }
+}
+
+static void test_sdpa_views_and_bias(void **state)
+{
+    (void)state;
+    int64_t B = 2, H = 3, d = 8, Nq = 7, Nk = 5, C = H * d;
+    tu_rng r = {60};
+    float *q = tu_alloc(B * Nq * C), *k = tu_alloc(B * Nk * C), *v = tu_alloc(B * Nk * C);
+    float *o = tu_alloc(B * Nq * C), *orf = tu_alloc(B * Nq * C);
+    float *key = tu_alloc(B * Nk), *head = tu_alloc(H * Nq * Nk), *bias = tu_alloc(B * H * Nq * Nk);
+    tu_fill(&r, q, B * Nq * C, 2.0f);
+    tu_fill(&r, k, B * Nk * C, 2.0f);
+    tu_fill(&r, v, B * Nk * C, 1.0f);
+    tu_fill(&r, head, H * Nq * Nk, 3.0f);
+    for (int64_t i = 0; i < B * Nk; i++) key[i] = i % Nk >= 3 + i / Nk ? -10000.0f : 0.0f; /* 3 and 4 valid keys */
+    int64_t sq[3] = {B, Nq, C}, sk[3] = {B, Nk, C};
+    dt_tensor tq = dt_tensor_view(q, DT_F32, 3, sq), tk = dt_tensor_view(k, DT_F32, 3, sk);
+    dt_tensor tv = dt_tensor_view(v, DT_F32, 3, sk), to = dt_tensor_view(orf, DT_F32, 3, sq);
+    for (int m = 0; m < 4; m++) {
+        int hk = m & 1, hh = m >> 1;
+        dt_attn_bias ab = {hk ? key : NULL, hh ? head : NULL};
+        dtm_t4 tb = dtm_sdpa_bias_shape(B, H, Nq, Nk, hk, hh);
+        assert_int_equal(tb.dim[0], hk ? B : 1);
+        assert_int_equal(tb.dim[1], hh ? H : 1);
+        assert_true(tb.dim[2] == Nq && tb.dim[3] == Nk && tb.stride[3] == 1 && tb.stride[0] == tb.dim[1] * Nq * Nk);
+        for (int64_t i = 0; i < dtm_t4_numel(&tb); i++) bias[i] = dtm_sdpa_bias_at(&tb, i, ab.key, ab.head);
+        ref_attention(&tq, &tk, &tv, m ? &ab : NULL, (int)H, 0.3f, &to);
+        sdpa_on_views(q, k, v, m ? bias : NULL, &tb, B, H, Nq, Nk, d, 0.3f, o);
+        assert_rel_l2_below(o, orf, (size_t)(B * Nq * C), 1e-5);
+    }
+    /* K transposed is the same memory as K: element (b, h, c, s) of the view is K[b, s, h·d + c] */
+    dtm_t4 kt = dtm_sdpa_bhds(B, H, Nk, d, C, Nk * C);
+    assert_int_equal(dtm_t4_offset(&kt, 1, 2, 5, 3), 1 * Nk * C + 3 * C + 2 * d + 5);
+    free(q); free(k); free(v); free(o); free(orf); free(key); free(head); free(bias);
+}
+
+/* Which attention path a CUDA call takes, and the shape key its plan is cached under. */
+static void test_sdpa_route_and_key(void **state)
+{
+    (void)state;
+    assert_int_equal(dtm_sdpa_route(0, 1, 72, 0), DTM_SDPA_FUSED);   /* PixArt, bf16 */
+    assert_int_equal(dtm_sdpa_route(0, 1, 64, 0), DTM_SDPA_FUSED);   /* T5 */
+    assert_int_equal(dtm_sdpa_route(0, 1, 256, 0), DTM_SDPA_FUSED);
+    assert_int_equal(dtm_sdpa_route(1, 1, 72, 0), DTM_SDPA_GEMM_ASKED);
+    assert_int_equal(dtm_sdpa_route(0, 0, 72, 0), DTM_SDPA_GEMM_F32); /* f32 and tf32 compute */
+    assert_int_equal(dtm_sdpa_route(0, 1, 36, 0), DTM_SDPA_GEMM_HEADDIM);
+    assert_int_equal(dtm_sdpa_route(0, 1, 264, 0), DTM_SDPA_GEMM_HEADDIM);
+    assert_int_equal(dtm_sdpa_route(0, 1, 0, 0), DTM_SDPA_GEMM_HEADDIM);
+    assert_int_equal(dtm_sdpa_route(0, 1, 72, 1), DTM_SDPA_GEMM_NOPLAN);
+    assert_int_equal(dtm_sdpa_route(1, 0, 36, 1), DTM_SDPA_GEMM_ASKED); /* the request wins */
+    for (int rt = DTM_SDPA_FUSED; rt <= DTM_SDPA_GEMM_NOPLAN; rt++) assert_string_not_equal(dtm_sdpa_route_name(rt), "?");
+    /* attn_kernel (dt_attn_kernel's numbers) and DITRT_ATTN */
+    assert_int_equal(dtm_sdpa_attn_gemm(DT_ATTN_KERNEL_GEMM, "fused"), 1);
+    assert_int_equal(dtm_sdpa_attn_gemm(DT_ATTN_KERNEL_FUSED, "gemm"), 0);
+    assert_int_equal(dtm_sdpa_attn_gemm(DT_ATTN_KERNEL_INT8, NULL), 0);
+    assert_int_equal(dtm_sdpa_attn_gemm(DT_ATTN_KERNEL_AUTO, NULL), 0);
+    assert_int_equal(dtm_sdpa_attn_gemm(DT_ATTN_KERNEL_AUTO, ""), 0);
+    assert_int_equal(dtm_sdpa_attn_gemm(DT_ATTN_KERNEL_AUTO, "gemm"), 1);
+    assert_int_equal(dtm_sdpa_attn_gemm(DT_ATTN_KERNEL_AUTO, "fused"), 0);
+    assert_int_equal(dtm_sdpa_attn_gemm(DT_ATTN_KERNEL_AUTO, "flash"), -1);
+    assert_int_equal(dtm_sdpa_attn_gemm(7, NULL), -1);
+    /* every field of the key tells shapes apart */
+    int64_t a[DTM_SDPA_KEY_LEN], b[DTM_SDPA_KEY_LEN];
+    dtm_sdpa_key(a, 1, 2, 16, 4096, 120, 72, 1, 0);
+    for (int f = 0; f < DTM_SDPA_KEY_LEN; f++) {
+        int64_t x[8] = {1, 2, 16, 4096, 120, 72, 1, 0};
+        x[f] += 1;
+        dtm_sdpa_key(b, (int)x[0], x[1], x[2], x[3], x[4], x[5], (int)x[6], (int)x[7]);
+        assert_true(memcmp(a, b, sizeof a) != 0);
+    }
+    dtm_sdpa_key(b, 1, 2, 16, 4096, 120, 72, 1, 0);
+    assert_memory_equal(a, b, sizeof a);
 }
 
 static void test_patch_maps(void **state)
@@ -556,6 +662,25 @@ static void test_cli_device_cuda_without_gpu(void **state)
     snprintf(cmd, sizeof cmd, "./ditrt txt2img -m assets/demo-pixart -p x --device gpu -o '%s'", png);
     assert_int_equal(tu_run(tmp, cmd, 0, out, sizeof out), 2);
     assert_non_null(strstr(out, "--device: expected cpu, cuda or cuda:N"));
+    /* --dtype tf32 is a CUDA mode: one line on the CPU, from the generate and bench commands */
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m assets/demo-pixart -p x --steps 2 --dtype tf32 -o '%s'", png);
+    assert_int_equal(tu_run(tmp, cmd, 0, out, sizeof out), 1);
+    assert_string_equal(out, "ditrt: dtype: tf32 needs --device cuda (TF32 tensor cores; the cpu backend has none)\n");
+    assert_int_not_equal(access(png, F_OK), 0);
+    snprintf(cmd, sizeof cmd, "./ditrt bench transformer --dtype tf32 --layers 1 --res 64");
+    assert_int_equal(tu_run(tmp, cmd, 0, out, sizeof out), 1);
+    assert_non_null(strstr(out, "tf32 needs --device cuda"));
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m assets/demo-pixart -p x --dtype tf16 -o '%s'", png);
+    assert_int_equal(tu_run(tmp, cmd, 0, out, sizeof out), 2);
+    assert_non_null(strstr(out, "--dtype: expected f32, bf16 or tf32"));
+    dt_backend_config cfg = {.device = DT_DEV_CPU, .compute = DT_F32, .tf32 = 1};
+    dt_backend *be = NULL;
+    dt_err err = {0};
+    assert_int_equal(dt_backend_create(&cfg, &be, &err), DT_EUNSUPPORTED);
+    assert_null(be);
+    cfg.device = DT_DEV_CUDA, cfg.compute = DT_BF16; /* tf32 is an f32 mode, wherever it runs */
+    err = (dt_err){0};
+    if (dt_backend_built(DT_DEV_CUDA)) assert_int_equal(dt_backend_create(&cfg, &be, &err), DT_EINVAL);
     snprintf(cmd, sizeof cmd, "./ditrt bench transformer --device cuda:1 --layers 1 --res 64");
     assert_int_equal(tu_run(tmp, cmd, 0, out, sizeof out), 1);
     assert_non_null(strstr(out, "device cuda"));
@@ -597,6 +722,8 @@ int main(void)
         cmocka_unit_test(test_rms_norm_rows_exact),
         cmocka_unit_test(test_softmax_rows_and_merge),
         cmocka_unit_test(test_window_attention_rows),
+        cmocka_unit_test(test_sdpa_views_and_bias),
+        cmocka_unit_test(test_sdpa_route_and_key),
         cmocka_unit_test(test_patch_maps),
         cmocka_unit_test(test_quantize_rows_match_cpu),
         cmocka_unit_test(test_qrow_matches_cpu_bitwise),

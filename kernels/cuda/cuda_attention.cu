@@ -4,8 +4,8 @@
  * strided-batched cuBLASLt GEMM (f32, no TF32), a row softmax kernel adding scale, the caption
  * key mask and T5's per-head bias (softmax_math.h), and O = P·V as a second batched GEMM
  * written straight into the heads' columns of out. The score block is bounded by
- * cfg.attn_block_bytes (default 256 MB here). Not a fused flash kernel: cuDNN's SDPA graph
- * is the planned replacement (issue 23).
+ * cfg.attn_block_bytes (default 256 MB here). With bf16 compute, cuDNN's fused SDPA graph
+ * (cuda_sdpa.cu) runs first; this path is its fallback and the f32 path.
  *
  * Banded (DiTFastAttn window) attention: one warp per (sample, head, query), an online softmax
  * over keys [lo, hi] of dtm_band_range only, so the work is ∝ N·(2w+1)·d; head dims up to 256. */
@@ -106,6 +106,9 @@ dt_status cu_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, c
         v->shape[1] != Nk || out->shape[1] != Nq)
         return dt_fail(err, DT_EINVAL, "attention: expected f32 CUDA q [B,Nq,H·d], k and v [B,Nk,H·d], out [B,Nq,H·d] with unit channel stride");
     if (B == 0 || Nq == 0) return DT_OK;
+    int ran = 0;
+    if (Nk > 0) DT_TRY(cu_sdpa_attention(cb, q, k, v, bias, heads, scale, out, &ran, err));
+    if (ran) return DT_OK;
     int64_t d = C / heads;
     size_t budget = cb->base.cfg.attn_block_bytes ? cb->base.cfg.attn_block_bytes : CU_ATTN_BLOCK_DEFAULT;
     int64_t qc = (int64_t)(budget / ((size_t)heads * Nk * sizeof(float)));

@@ -2,6 +2,7 @@
  * library handles, `supports`, and the registry entry points. */
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/cuda/elem_math.h"
+#include "kernels/cuda/sdpa_math.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -228,6 +229,7 @@ static void cu_destroy(dt_backend *be)
     for (int i = 0; i < CU_SCRATCH_SLOTS; i++) cu_free(cb, cb->scratch[i]);
     cu_free(cb, cb->ws);
     if (cb->stream) cudaStreamSynchronize(cb->stream);
+    cu_sdpa_cache_free(cb); /* after the stream drained: no plan is destroyed under a running graph */
     if (cb->lt) cb->L->cublasLtDestroy(cb->lt);
     if (cb->dnn) cb->L->cudnnDestroy(cb->dnn);
     if (cb->stream) cudaStreamDestroy(cb->stream);
@@ -370,7 +372,16 @@ extern "C" dt_status cuda_backend_create(const dt_backend_config *cfg, dt_backen
     cb->base.ops = &cuda_ops;
     cb->base.cfg = *cfg;
     cb->dev = cfg->device_index;
-    cb->tf32 = cu_tf32_requested(getenv("DITRT_CUDA_TF32"));
+    /* --dtype tf32 (cfg->tf32); DITRT_CUDA_TF32=1 stays as an alias for f32 contexts */
+    cb->tf32 = cfg->tf32 || (cfg->compute == DT_F32 && cu_tf32_requested(getenv("DITRT_CUDA_TF32")));
+    cb->base.cfg.tf32 = cb->tf32;
+    cb->verbose = cu_tf32_requested(getenv("DITRT_VERBOSE")); /* the same "1" rule */
+    cb->attn_gemm = dtm_sdpa_attn_gemm((int)cfg->attn_kernel, getenv("DITRT_ATTN"));
+    if (cb->attn_gemm < 0) {
+        free(cb);
+        return dt_fail(err, DT_EINVAL, "DITRT_ATTN: expected gemm, fused or int8, got \"%s\"", getenv("DITRT_ATTN"));
+    }
+    cb->base.cfg.attn_kernel = cb->attn_gemm ? DT_ATTN_KERNEL_GEMM : DT_ATTN_KERNEL_FUSED;
     dt_status s = init_handles(cb, err);
     if (s != DT_OK) {
         if (cb->L) cu_destroy(&cb->base);

@@ -40,7 +40,10 @@ typedef struct {
     void *scratch[CU_SCRATCH_SLOTS]; /* grown on demand, stream-ordered */
     size_t scratch_size[CU_SCRATCH_SLOTS];
     cu_algo_cache attn_algo[2]; /* attention's Q·Kᵀ and P·V GEMMs */
-    int tf32;               /* f32 GEMMs through TF32 (asked for with DITRT_CUDA_TF32=1; never by default) */
+    int tf32;               /* f32 GEMMs through TF32 (--dtype tf32, or the alias DITRT_CUDA_TF32=1; never by default) */
+    int attn_gemm;          /* attention always through the two GEMMs (attn_kernel gemm, DITRT_ATTN=gemm) */
+    int verbose;            /* DITRT_VERBOSE=1: print each attention fallback reason once */
+    struct cu_sdpa_cache *sdpa; /* cuDNN SDPA plans by shape (cuda_sdpa.cu); NULL until first used */
 } cuda_backend;
 
 /* Whether the DITRT_CUDA_TF32 value asks for TF32 ("1"; NULL, "0" or anything else: no). */
@@ -159,6 +162,11 @@ dt_status cu_qlinear_keep_tokens(dt_backend *be, dt_linear *q, dt_linear *fp, co
 
 dt_status cu_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
                        const dt_attn_bias *bias, int heads, float scale, dt_tensor *out, dt_err *err);
+/* cuDNN's fused attention (cuda_sdpa.cu) for cu_attention's checked arguments: *ran = 1 when it
+ * wrote out, 0 when the call must take the two-GEMM path (f32 compute, an unplannable shape...). */
+dt_status cu_sdpa_attention(cuda_backend *cb, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v,
+                            const dt_attn_bias *bias, int heads, float scale, dt_tensor *out, int *ran, dt_err *err);
+void cu_sdpa_cache_free(cuda_backend *cb);
 dt_status cu_window_attention(dt_backend *be, const dt_tensor *q, const dt_tensor *k, const dt_tensor *v, int heads,
                               float scale, int window, dt_tensor *out, dt_err *err);
 

@@ -26,7 +26,9 @@
     X(cudnnCreateConvolutionDescriptor) X(cudnnDestroyConvolutionDescriptor)                             \
     X(cudnnSetConvolution2dDescriptor) X(cudnnSetConvolutionMathType)                                    \
     X(cudnnGetConvolutionForwardAlgorithm_v7) X(cudnnGetConvolutionForwardWorkspaceSize)                 \
-    X(cudnnConvolutionForward) X(cudnnAddTensor) X(cudnnGetConvolution2dForwardOutputDim)
+    X(cudnnConvolutionForward) X(cudnnAddTensor) X(cudnnGetConvolution2dForwardOutputDim)                 \
+    X(cudnnBackendCreateDescriptor) X(cudnnBackendDestroyDescriptor) X(cudnnBackendSetAttribute)         \
+    X(cudnnBackendGetAttribute) X(cudnnBackendFinalize) X(cudnnBackendExecute)
 
 #define DT_LIBS_MEMBER(f) decltype(&::f) f;
 typedef struct {

@@ -7,6 +7,7 @@
  * calls needs a device (cuBLASLt's handle and heuristic do; they are left to make test-gpu). */
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/cuda/quant_math.h"
+#include "kernels/cuda/cuda_sdpa.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -128,12 +129,66 @@ static int check_convs(const dt_cuda_libs *L, char *why, size_t n)
     return 1;
 }
 
+/* cuDNN's fused-attention graph: its tensor and operation descriptors (cu_sdpa_graph_ops)
+ * finalize for the models' attention shapes, bf16 and f16, with and without the folded bias;
+ * the operation graph, heuristics and plan need a handle (a device) and are left to
+ * make test-gpu. Also the argument checks cu_sdpa_graph_ops does itself. */
+static int check_sdpa(const dt_cuda_libs *L, char *why, size_t n)
+{
+    static const struct { int64_t B, H, Nq, Nk, d; int key, head; } sh[] = {
+        {2, 16, 4096, 4096, 72, 0, 0}, /* PixArt-XL-2 self-attention at 1024² (cfg batch) */
+        {2, 16, 4096, 120, 72, 1, 0},  /* its cross-attention with the caption key mask */
+        {1, 64, 120, 120, 64, 1, 1},   /* T5-XXL: key mask and per-head position bias */
+        {1, 16, 256, 256, 72, 0, 1},   /* head bias alone */
+        {3, 2, 7, 5, 8, 1, 0}};        /* small odd sizes (make test-gpu's shapes) */
+    for (size_t i = 0; i < sizeof sh / sizeof *sh; i++)
+        for (int io = 1; io <= 2; io++) {
+            cu_sdpa_shape s = {io, sh[i].B, sh[i].H, sh[i].Nq, sh[i].Nk, sh[i].d, sh[i].key, sh[i].head};
+            cu_sdpa_graph g = {};
+            char w[256];
+            cudnnStatus_t st = cu_sdpa_graph_ops(L, &s, &g, w, sizeof w);
+            int nops = g.nops, bias = g.has_bias;
+            cu_sdpa_graph_free(L, &g);
+            if (st != CUDNN_STATUS_SUCCESS) {
+                snprintf(why, n, "%s (%lldx%lld heads of %lld, %lld keys, %s)", w, (long long)s.B, (long long)s.H,
+                         (long long)s.d, (long long)s.Nk, io == 1 ? "bf16" : "f16");
+                return 0;
+            }
+            /* matmul, scale, [bias], max, sub, exp, sum, log, stats, divide, matmul */
+            if (nops != 10 + (sh[i].key || sh[i].head) || bias != (sh[i].key || sh[i].head) || g.nall != 0) {
+                snprintf(why, n, "cuDNN SDPA graph: %d operations for bias %d (expected %d)", nops, bias,
+                         10 + (sh[i].key || sh[i].head));
+                return 0;
+            }
+        }
+    cu_sdpa_shape bad = {3, 1, 1, 8, 8, 8, 0, 0};
+    cu_sdpa_graph g = {};
+    char w[256];
+    if (cu_sdpa_graph_ops(L, &bad, &g, w, sizeof w) == CUDNN_STATUS_SUCCESS || g.nall != 0) {
+        cu_sdpa_graph_free(L, &g);
+        snprintf(why, n, "cuDNN SDPA graph: accepted an io type that is neither bf16 nor f16");
+        return 0;
+    }
+    /* and cuDNN itself checks what it finalizes: a negative head dim is refused at the Q tensor
+     * (so the acceptances above are cuDNN's, not a library that finalizes anything) */
+    cu_sdpa_shape zero = {1, 1, 1, 8, 8, -8, 0, 0};
+    cudnnStatus_t st = cu_sdpa_graph_ops(L, &zero, &g, w, sizeof w);
+    cu_sdpa_graph_free(L, &g);
+    if (st == CUDNN_STATUS_SUCCESS || !strstr(w, "Q tensor")) {
+        snprintf(why, n, "cuDNN SDPA graph: a head dim of -8 was not refused at the Q tensor (%s)",
+                 st == CUDNN_STATUS_SUCCESS ? "accepted" : w);
+        return 0;
+    }
+    return 1;
+}
+
 extern "C" int cuda_backend_libs_check(char *why, size_t n)
 {
     const dt_cuda_libs *L = dt_cuda_libs_get(why, n);
     if (!L) return strstr(why, "symbol") ? -1 : 0;
-    if (!check_gemms(L, why, n) || !check_convs(L, why, n)) return -1;
-    snprintf(why, n, "cuBLASLt %zu and cuDNN %zu loaded; GEMM (f32/bf16/f16, int8) and convolution descriptors accepted",
+    if (!check_gemms(L, why, n) || !check_convs(L, why, n) || !check_sdpa(L, why, n)) return -1;
+    snprintf(why, n, "cuBLASLt %zu and cuDNN %zu loaded; GEMM (f32/bf16/f16, int8), convolution and fused-attention "
+                     "graph descriptors accepted",
              L->cublasLtGetVersion(), L->cudnnGetVersion());
     return 1;
 }

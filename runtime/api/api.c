@@ -22,6 +22,7 @@ struct ditrt_ctx {
     int has_plan;
     dt_model_schedule ms; /* OMS-DPM model schedule (ms.ids NULL: none) */
     dt_dtype dtype, text_dtype; /* resolved (ditrt_ctx_get_info) */
+    int tf32;                   /* dtype "tf32": f32 with TF32 GEMMs (CUDA) */
     ditrt_gen_info last;        /* the last successful generation (struct_size 0: none yet) */
     atomic_int cancel;
     char msg[DITRT_ERRMSG_MAX];
@@ -133,24 +134,29 @@ static void create(ditrt_ctx *c, const ditrt_ctx_params *p, dt_err *err)
         return;
     }
     if (p->device && dt_backend_parse_device(p->device, &cfg.device, &cfg.device_index, err) != DT_OK) return;
-    if (!dt_api_parse_dtype(p->dtype, &cfg.dtype)) dt_fail(err, DT_EINVAL, "dtype: expected f32 or bf16, got \"%s\"", p->dtype);
+    cfg.tf32 = p->dtype && !strcmp(p->dtype, "tf32"); /* f32 with TF32 GEMMs; dt_backend_create refuses it off CUDA */
+    if (!dt_api_parse_dtype(cfg.tf32 ? "f32" : p->dtype, &cfg.dtype))
+        dt_fail(err, DT_EINVAL, "dtype: expected f32 or bf16 (or tf32 with device cuda), got \"%s\"", p->dtype);
     else if (!dt_api_parse_dtype(p->text_dtype, &cfg.text_dtype)) dt_fail(err, DT_EINVAL, "text_dtype: expected f32 or bf16, got \"%s\"", p->text_dtype);
     else if (p->attn_plan && dt_attn_plan_load(p->attn_plan, &c->plan, err) == DT_OK) c->has_plan = 1;
     if (err->status != DT_OK) return;
+    cfg.text_dtype_auto = !p->text_dtype; /* a T5 on the device then takes the device's default */
     if (cfg.device != DT_DEV_CPU) { /* the device's own default for the dtypes not given */
-        if (!p->dtype) cfg.dtype = dt_backend_default_dtype(cfg.device); /* T5 stays on the CPU, at its default */
+        if (!p->dtype) cfg.dtype = dt_backend_default_dtype(cfg.device); /* CLIP stays on the CPU, at its default */
         if (p->quant_dir) {
             dt_fail(err, DT_EUNSUPPORTED, "quant_dir: quantized plans run on the CPU only (device %s)", p->device);
             return;
         }
     }
     c->dtype = cfg.dtype;
+    c->tf32 = cfg.tf32;
     c->text_dtype = cfg.text_dtype;
     c->threads = p->threads;
     if (p->threads > 0) omp_set_num_threads(p->threads);
     dt_quantizer qz;
     if (p->quant_dir && dt_quantizer_open_plan(p->quant_dir, &qz, err) == DT_OK) cfg.quant = &qz;
     if (err->status == DT_OK) dt_pipeline_load(&cfg, &c->p, err);
+    if (err->status == DT_OK) c->text_dtype = dt_pipeline_text_dtype(c->p);
     if (cfg.quant) dt_quantizer_close_plan(&qz); /* the layers are built; the plan is no longer needed */
     if (err->status == DT_OK && p->model_schedule)
         dt_model_schedule_load(p->model_schedule, dt_pipeline_zoo_size(c->p), &c->ms, err);
@@ -202,7 +208,7 @@ ditrt_status ditrt_ctx_get_info(const ditrt_ctx *c, ditrt_ctx_info *info)
     ditrt_ctx_info full = {.struct_size = sizeof full, .native_width = native, .native_height = native,
                            .size_multiple = dt_pipeline_size_multiple(c->p), .max_frames = dt_pipeline_max_frames(c->p),
                            .zoo_size = dt_pipeline_zoo_size(c->p), .solver = dt_pipeline_solver_name(c->p),
-                           .solver_warning = dt_pipeline_solver_warning(c->p), .dtype = dt_dtype_name(c->dtype),
+                           .solver_warning = dt_pipeline_solver_warning(c->p), .dtype = c->tf32 ? "tf32" : dt_dtype_name(c->dtype),
                            .text_dtype = dt_dtype_name(c->text_dtype), .fixed_steps = dt_pipeline_fixed_steps(c->p)};
     return fill_out(info, &full, sizeof full, DT_END_OF(ditrt_ctx_info, text_dtype));
 }

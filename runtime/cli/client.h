@@ -121,7 +121,7 @@ int cli_compare_video(const char *a, const char *b, const double *min_psnr, cons
 void cli_compare_json(const char *a, const char *b, const ditrt_compare_result *r, const double *min_psnr,
                       const double *min_ssim, int rc);
 
-/* --dtype values: f32 / float32 or bf16 / bfloat16, as the API spells them ("f32", "bf16");
+/* --dtype values: f32 / float32, bf16 / bfloat16 or tf32 (CUDA), as the API spells them;
  * NULL for anything else (the caller reports it as a usage error). */
 const char *cli_dtype_arg(const char *v);
 /* --device values: cpu, cuda, cuda:N (N decimal) as given; NULL for anything else. Whether the

@@ -80,9 +80,10 @@ static void gen_help(text *t, int video)
            "  --quant DIR               a quantization plan folder (from quantize)\n"
            "  --zoo DIR[,DIR...]        more models for --model-schedule (OMS-DPM)\n"
            "  --model-schedule FILE     which zoo member runs each step (from search-models)\n"
-           "  --dtype bf16|f32          default: bf16 where the CPU has it natively, else f32\n"
+           "  --dtype bf16|f32|tf32     default: bf16 where the CPU has it natively, else f32 (tf32: f32 with\n"
+           "                            TF32 tensor-core GEMMs, --device cuda only)\n"
            "  --text-encoder-dtype bf16|f32  default: as --dtype's default\n"
-           "  --device cpu|cuda[:N]     default cpu (cuda: builds with the CUDA backend; the text encoder stays on the CPU)\n");
+           "  --device cpu|cuda[:N]     default cpu (cuda: builds with the CUDA backend; T5 runs there too, CLIP on the CPU)\n");
     add(t, "%s", THREADS);
     if (!video)
         add(t, "  --max-length N            prompt tokens; default: the pipeline's (120 alpha, 300 Sigma)\n"
@@ -262,7 +263,7 @@ static void bench_help(text *t)
            "  --frames F                latte-1, stdit-xl-2: frames (default: the preset's, 16)\n"
            "  --layers L                blocks run; default all\n"
            "  --iters K                 default 2\n"
-           "  --dtype bf16|f32          default: the device's\n"
+           "  --dtype bf16|f32|tf32     default: the device's (tf32: --device cuda only)\n"
            "  --quant w8a8|w4a8         transformer: quantized linears\n"
            "  --attn-plan FILE          transformer: an attention plan (up to 8, compared)\n"
            "  --breakdown               transformer, vae: time per op kind\n"

@@ -166,7 +166,8 @@ static dt_status load_parts(dt_pipeline *p, dt_err *err)
 {
     const dt_pipeline_config *c = &p->cfg;
     dt_parts_config pc = {c->model_dir, c->dtype, c->text_dtype, c->threads, c->solver, c->karras,
-                          c->solver_schedule, c->solver_statistics, c->clip_sample, c->device, c->device_index};
+                          c->solver_schedule, c->solver_statistics, c->clip_sample, c->device, c->device_index, c->tf32,
+                          c->text_dtype_auto};
     DT_TRY(dt_pipeline_parts_load(&pc, &p->parts, err));
     char dir[4096];
     DT_TRY(dt_pipeline_parts_transformer_dir(c->model_dir, dir, sizeof dir, err));
@@ -208,6 +209,7 @@ void dt_pipeline_free(dt_pipeline *p)
 }
 
 const dt_denoiser_info *dt_pipeline_denoiser_info(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr); }
+dt_dtype dt_pipeline_text_dtype(const dt_pipeline *p) { return p->parts.text_be->cfg.compute; }
 int dt_pipeline_native_size(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr)->sample_size * vae_upscale(p->parts.vae); }
 int dt_pipeline_size_multiple(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr)->patch_size * vae_upscale(p->parts.vae); }
 int dt_pipeline_max_frames(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr)->max_frames; }
@@ -470,7 +472,7 @@ static dt_status encode_text(dt_pipeline *p, const dt_gen_request *r, const plan
     dt_prompt_request pr = {r->prompt, r->negative_prompt, pl->cfg_on && !learned, r->clean_caption && !pc->no_clean_caption,
                             pl->max_len, run_batch(r)};
     dt_prompt_result out;
-    DT_TRY(dt_encode_prompts(&enc, &pr, &p->parts.arena, &out, err));
+    DT_TRY(dt_encode_prompts(&enc, &pr, p->parts.text_arena, &out, err));
     if (learned) DT_TRY(prepend_null(p, pl, &out, err));
     res->prompt_truncated = out.prompt_truncated;
     res->negative_truncated = out.negative_truncated;
@@ -700,24 +702,30 @@ static dt_status alloc_sampler(sampler *sp, dt_err *err)
 {
     dt_backend *be = sp->p->parts.be;
     size_t per = item_size(sp), vol = per / sp->C, text = (size_t)sp->rows * sp->text->T * sp->text->d;
-    sp->latents = malloc((size_t)sp->B * per * sizeof(float));
-    sp->model_in = malloc((size_t)sp->rows * per * sizeof(float));
-    sp->guided = malloc((size_t)sp->B * per * sizeof(float));
+    /* the buffers crossing to the device every step: the backend's host memory (pinned on CUDA,
+     * so the transfers run at full speed; plain aligned memory on the CPU) */
+    DT_TRY(dt_backend_host_alloc(be, (size_t)sp->B * per * sizeof(float), (void **)&sp->latents, err));
+    DT_TRY(dt_backend_host_alloc(be, (size_t)sp->rows * per * sizeof(float), (void **)&sp->model_in, err));
+    DT_TRY(dt_backend_host_alloc(be, (size_t)sp->B * per * sizeof(float), (void **)&sp->guided, err));
     sp->tsteps = malloc((size_t)sp->rows * sizeof(float));
-    if (!sp->latents || !sp->model_in || !sp->guided || !sp->tsteps) return dt_fail(err, DT_ENOMEM, "out of memory");
+    if (!sp->tsteps) return dt_fail(err, DT_ENOMEM, "out of memory");
     DT_TRY(be->ops->buffer_alloc(be, (size_t)sp->rows * per * sizeof(float), (void **)&sp->d_in, err));
     DT_TRY(be->ops->buffer_alloc(be, (size_t)sp->rows * sp->out_ch * vol * sizeof(float), (void **)&sp->d_out, err));
     DT_TRY(be->ops->buffer_alloc(be, (size_t)sp->B * per * sizeof(float), (void **)&sp->d_guided, err));
     DT_TRY(dt_backend_upload(be, sp->text->embeds, text, &sp->d_text, err));
     if (!dt_scheduler_uses_variance(sp->p->parts.sched)) return DT_OK;
-    if (!(sp->var = malloc((size_t)sp->B * per * sizeof(float)))) return dt_fail(err, DT_ENOMEM, "out of memory");
+    DT_TRY(dt_backend_host_alloc(be, (size_t)sp->B * per * sizeof(float), (void **)&sp->var, err));
     return be->ops->buffer_alloc(be, (size_t)sp->B * per * sizeof(float), (void **)&sp->d_var, err);
 }
 
 static void free_sampler(sampler *sp)
 {
     dt_backend *be = sp->p->parts.be;
-    free(sp->latents); free(sp->model_in); free(sp->guided); free(sp->tsteps); free(sp->var);
+    dt_backend_host_free(be, sp->latents);
+    dt_backend_host_free(be, sp->model_in);
+    dt_backend_host_free(be, sp->guided);
+    dt_backend_host_free(be, sp->var);
+    free(sp->tsteps);
     be->ops->buffer_free(be, sp->d_in);
     be->ops->buffer_free(be, sp->d_var);
     be->ops->buffer_free(be, sp->d_out);

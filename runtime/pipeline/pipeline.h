@@ -41,6 +41,8 @@ typedef struct {
     int nzoo;
     dt_device device;    /* the backend of every part (0: the CPU) */
     int device_index;    /* cuda:N */
+    int tf32;            /* dtype f32 with TF32 GEMMs (the denoiser's and VAE's backend; CUDA only) */
+    int text_dtype_auto; /* text_dtype not given: a T5 on a device takes the device's default dtype */
 } dt_pipeline_config;
 
 struct dt_attn_plan;
@@ -105,6 +107,9 @@ typedef struct dt_pipeline dt_pipeline;
 dt_status dt_pipeline_load(const dt_pipeline_config *cfg, dt_pipeline **out, dt_err *err);
 void dt_pipeline_free(dt_pipeline *p);
 const dt_denoiser_info *dt_pipeline_denoiser_info(const dt_pipeline *p);
+/* The text encoders' compute dtype as resolved at load (T5 on a device: the device's default
+ * when none was given). */
+dt_dtype dt_pipeline_text_dtype(const dt_pipeline *p);
 /* Native output size (denoiser sample_size x VAE upscale) and the size multiple. */
 int dt_pipeline_native_size(const dt_pipeline *p);
 int dt_pipeline_size_multiple(const dt_pipeline *p);

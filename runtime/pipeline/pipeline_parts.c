@@ -2,6 +2,7 @@
 #include "runtime/core/json.h"
 #include "runtime/models/denoiser.h"
 #include "runtime/models/modeldir.h"
+#include "runtime/models/text_encoder.h"
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -35,11 +36,35 @@ static dt_status read_class(const char *model_dir, char *cls, size_t n, dt_err *
     return s;
 }
 
-static dt_status make_backend(const dt_parts_config *pc, dt_device dev, dt_dtype dt, dt_backend **be, dt_err *err)
+static dt_status make_backend(const dt_parts_config *pc, dt_device dev, dt_dtype dt, int tf32, dt_backend **be,
+                              dt_err *err)
 {
     dt_backend_config c = {.device = dev, .device_index = dev == DT_DEV_CPU ? 0 : pc->device_index, .compute = dt,
-                           .threads = pc->threads};
+                           .threads = pc->threads, .tf32 = tf32};
     return dt_backend_create(&c, be, err);
+}
+
+/* The text encoders' backend and arena (see dt_pipeline_parts); on the CPU, be itself when the
+ * dtypes agree, as before. */
+static dt_status make_text_backend(const dt_parts_config *c, dt_pipeline_parts *p, dt_err *err)
+{
+    dt_device dev = DT_DEV_CPU;
+    if (c->device != DT_DEV_CPU) {
+        int all_t5 = 1;
+        for (int k = 0; k < p->ntext; k++) {
+            dt_text_encoder_info info;
+            DT_TRY(dt_text_encoder_probe(p->text_dir[k], &info, err));
+            all_t5 &= info.kind == DT_TEXT_ENCODER_T5;
+        }
+        if (all_t5) dev = c->device;
+    }
+    dt_dtype dt = c->text_dtype_auto && dev != DT_DEV_CPU ? dt_backend_default_dtype(dev) : c->text_dtype;
+    p->text_arena = dev == DT_DEV_CPU && c->device != DT_DEV_CPU ? &p->host_arena : &p->arena;
+    if (dt == c->dtype && dev == c->device && !c->tf32) {
+        p->text_be = p->be;
+        return DT_OK;
+    }
+    return make_backend(c, dev, dt, 0, &p->text_be, err);
 }
 
 /* tokenizer + text_encoder, then tokenizer_2 + text_encoder_2 ... while model_index.json lists them. */
@@ -76,16 +101,15 @@ dt_status dt_pipeline_parts_load(const dt_parts_config *c, dt_pipeline_parts *p,
     char dir[4096];
     const char *m = c->model_dir;
     dt_arena_init(&p->arena);
+    dt_arena_init(&p->host_arena);
+    p->text_arena = &p->arena;
     if (!m) return dt_fail(err, DT_EINVAL, "model: no model folder given");
     DT_TRY(read_class(m, p->cls, sizeof p->cls, err));
-    DT_TRY(make_backend(c, c->device, c->dtype, &p->be, err));
+    DT_TRY(make_backend(c, c->device, c->dtype, c->tf32, &p->be, err));
     dt_allocator alloc = dt_backend_allocator(p->be); /* activations live on the backend's device */
     dt_arena_init_with(&p->arena, &alloc);
-    /* The text encoder stays on the CPU under a GPU device: t5_encode and the CLIP encoder read
-     * and write their activation buffers from the host, which device memory forbids */
-    if (c->text_dtype == c->dtype && c->device == DT_DEV_CPU) p->text_be = p->be;
-    else DT_TRY(make_backend(c, DT_DEV_CPU, c->text_dtype, &p->text_be, err));
     DT_TRY(load_text(m, p, err));
+    DT_TRY(make_text_backend(c, p, err));
     DT_TRY(dt_model_component_dir(m, "vae", dir, sizeof dir, err));
     p->vae_be = p->be;
     dt_err nerr = {0}; /* the class is checked (with its message) by the pipeline */
@@ -94,7 +118,7 @@ dt_status dt_pipeline_parts_load(const dt_parts_config *c, dt_pipeline_parts *p,
         int up = 0;
         DT_TRY(read_force_upcast(dir, &up, err));
         if (up) {
-            DT_TRY(make_backend(c, c->device, DT_F32, &p->vae_be, err));
+            DT_TRY(make_backend(c, c->device, DT_F32, 0, &p->vae_be, err));
             p->vae_f32 = 1;
         }
     }
@@ -113,6 +137,7 @@ void dt_pipeline_parts_free(dt_pipeline_parts *p)
     if (p->vae_be && p->vae_be != p->be) dt_backend_destroy(p->vae_be);
     dt_scheduler_free(p->sched);
     dt_arena_free(&p->arena);
+    dt_arena_free(&p->host_arena);
     if (p->text_be != p->be) dt_backend_destroy(p->text_be);
     dt_backend_destroy(p->be);
     *p = (dt_pipeline_parts){0};

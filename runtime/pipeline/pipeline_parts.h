@@ -23,6 +23,8 @@ typedef struct {
     int clip_sample; /* 0: the config's; 1 on; 2 off */
     dt_device device;              /* 0: the CPU */
     int device_index;
+    int tf32;                      /* the main backend's f32 GEMMs through TF32 (not the text encoder's) */
+    int text_dtype_auto;           /* text_dtype was not given: a device text encoder takes the device's default */
 } dt_parts_config;
 
 #define DT_PARTS_MAX_TEXT 2
@@ -39,6 +41,11 @@ typedef struct {
     dt_arena arena;
     int vae_f32;          /* the VAE runs on vae_be, an f32 backend (force_upcast) */
     dt_backend *vae_be;   /* be, or its f32 twin */
+    /* Text encoders: T5 runs on be's device (its host code touches activations only through
+     * tensor_set/get); CLIP computes its norms on the host, so under a device backend it runs on
+     * a CPU text_be with host_arena. text_arena: the arena the encoders take (arena or host_arena). */
+    dt_arena host_arena;
+    dt_arena *text_arena;
 } dt_pipeline_parts;
 
 dt_status dt_pipeline_parts_load(const dt_parts_config *c, dt_pipeline_parts *p, dt_err *err);

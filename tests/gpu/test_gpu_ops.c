@@ -144,15 +144,19 @@ static void test_linear_tf32(void **state)
     ref_linear(x, M, K, w, NULL, N, DT_ACT_NONE, yr);
     int64_t xs[2] = {M, K}, ys[2] = {M, N};
     dt_err err = {0};
-    for (int tf32 = 0; tf32 < 2; tf32++) {
-        if (tf32) setenv("DITRT_CUDA_TF32", "1", 1);
-        dt_backend *be = cuda_be(DT_F32);
+    float *ya = tu_alloc((size_t)M * N);
+    for (int tf32 = 0; tf32 < 3; tf32++) { /* f32; --dtype tf32 (cfg.tf32); the DITRT_CUDA_TF32=1 alias */
+        if (tf32 == 2) setenv("DITRT_CUDA_TF32", "1", 1);
+        dt_backend_config cfg = {.device = DT_DEV_CUDA, .compute = DT_F32, .tf32 = tf32 == 1};
+        dt_backend *be = NULL;
+        if (dt_backend_create(&cfg, &be, &err) != DT_OK) fail_msg("%s", err.msg);
         unsetenv("DITRT_CUDA_TF32");
+        assert_int_equal(be->cfg.tf32, tf32 != 0);
         dt_linear *l;
         assert_int_equal(be->ops->linear_create(be, w, NULL, K, N, DT_ACT_NONE, M, DT_F32, &l, &err), DT_OK);
         dt_tensor tx = up(be, x, DT_F32, 2, xs), ty = up(be, NULL, DT_F32, 2, ys);
         assert_int_equal(be->ops->linear_forward(be, l, &tx, &ty, &err), DT_OK);
-        down(be, &ty, tf32 ? y : y32);
+        down(be, &ty, tf32 == 1 ? y : tf32 ? ya : y32);
         be->ops->linear_destroy(l);
         drop(be, &tx), drop(be, &ty);
         dt_backend_destroy(be);
@@ -162,7 +166,9 @@ static void test_linear_tf32(void **state)
     double d = 0, n2 = 0;
     for (int i = 0; i < M * N; i++) d += (double)(y[i] - y32[i]) * (y[i] - y32[i]), n2 += (double)y32[i] * y32[i];
     print_message("  TF32 vs f32: relative L2 %.2e\n", sqrt(d / n2));
-    free(w), free(x), free(y), free(y32), free(yr);
+    assert_memory_equal(y, ya, (size_t)M * N * sizeof(float)); /* the alias is the same mode */
+    assert_true(d > 0);                                          /* and TF32 did round */
+    free(w), free(x), free(y), free(ya), free(y32), free(yr);
 }
 
 /* ---- attention ---- */
@@ -195,6 +201,68 @@ static void test_attention(void **state)
     drop(be, &tq), drop(be, &tk), drop(be, &tv), drop(be, &to);
     free(q), free(k), free(v), free(kb), free(hb), free(o), free(orf);
     dt_backend_destroy(be);
+}
+
+/* cuDNN's fused SDPA (bf16 compute, attn_kernel fused) against the two-GEMM path (attn_kernel
+ * gemm) and the f32 reference, for each bias combination, on PixArt-like (d 72, caption mask)
+ * and T5-like (d 64, per-head bias) shapes of odd sizes. The fused path rounds Q, K, V and P to
+ * bf16, so it must differ from the two-GEMM (f32) result: equal outputs would mean it fell
+ * back silently. Run twice: the cached plan gives the same bits. */
+static void check_attention_cudnn(int B, int Nq, int Nk, int H, int d)
+{
+    dt_backend_config cf = {.device = DT_DEV_CUDA, .compute = DT_BF16, .attn_kernel = DT_ATTN_KERNEL_FUSED};
+    dt_backend_config cg = cf;
+    cg.attn_kernel = DT_ATTN_KERNEL_GEMM;
+    dt_backend *bf = NULL, *bg = NULL;
+    dt_err err = {0};
+    if (dt_backend_create(&cf, &bf, &err) != DT_OK || dt_backend_create(&cg, &bg, &err) != DT_OK) fail_msg("%s", err.msg);
+    int C = H * d;
+    size_t no = (size_t)B * Nq * C;
+    tu_rng r = {(uint64_t)(70 + d)};
+    float *q = rnd(&r, no, 1.0f), *k = rnd(&r, (size_t)B * Nk * C, 1.0f), *v = rnd(&r, (size_t)B * Nk * C, 1.0f);
+    float *kb = tu_alloc(B * Nk), *hb = rnd(&r, (size_t)H * Nq * Nk, 2.0f);
+    float *of = tu_poisoned(no), *of2 = tu_poisoned(no), *og = tu_poisoned(no), *orf = tu_alloc(no);
+    for (int i = 0; i < B * Nk; i++) kb[i] = i % Nk >= Nk - 1 - i / Nk ? -10000.0f : 0.0f;
+    int64_t qs[3] = {B, Nq, C}, ks[3] = {B, Nk, C};
+    dt_tensor hq = dt_tensor_view(q, DT_F32, 3, qs), hk = dt_tensor_view(k, DT_F32, 3, ks), hv = dt_tensor_view(v, DT_F32, 3, ks);
+    dt_tensor ho = dt_tensor_view(orf, DT_F32, 3, qs);
+    dt_backend *be[2] = {bf, bg};
+    dt_tensor t[2][4];
+    for (int i = 0; i < 2; i++) {
+        t[i][0] = up(be[i], q, DT_F32, 3, qs), t[i][1] = up(be[i], k, DT_F32, 3, ks);
+        t[i][2] = up(be[i], v, DT_F32, 3, ks), t[i][3] = up(be[i], NULL, DT_F32, 3, qs);
+    }
+    for (int m = 0; m < 4; m++) {
+        dt_attn_bias bias = {m & 1 ? kb : NULL, m & 2 ? hb : NULL};
+        const dt_attn_bias *pb = m ? &bias : NULL;
+        for (int i = 0; i < 2; i++)
+            for (int rep = 0; rep < 2 - i; rep++) {
+                if (be[i]->ops->attention(be[i], &t[i][0], &t[i][1], &t[i][2], pb, H, 0.2f, &t[i][3], &err) != DT_OK)
+                    fail_msg("%s", err.msg);
+                down(be[i], &t[i][3], i ? og : rep ? of2 : of);
+            }
+        ref_attention(&hq, &hk, &hv, pb, H, 0.2f, &ho);
+        assert_rel_l2_below(og, orf, no, TOL_F32);
+        assert_rel_l2_below(of, orf, no, TOL_BF16);
+        assert_memory_equal(of, of2, no * sizeof(float));
+        if (!memcmp(of, og, no * sizeof(float))) fail_msg("cuDNN SDPA output equals the two-GEMM output: fell back?");
+        double dd = 0, n2 = 0;
+        for (size_t i = 0; i < no; i++) dd += (double)(of[i] - orf[i]) * (of[i] - orf[i]), n2 += (double)orf[i] * orf[i];
+        print_message("  cuDNN SDPA B%d Nq%d Nk%d H%d d%d bias %d: relative L2 to f32 %.2e\n", B, Nq, Nk, H, d, m,
+                      sqrt(dd / n2));
+    }
+    for (int i = 0; i < 2; i++) {
+        for (int j = 0; j < 4; j++) drop(be[i], &t[i][j]);
+        dt_backend_destroy(be[i]);
+    }
+    free(q), free(k), free(v), free(kb), free(hb), free(of), free(of2), free(og), free(orf);
+}
+
+static void test_attention_cudnn(void **state)
+{
+    (void)state;
+    check_attention_cudnn(2, 77, 45, 2, 72); /* PixArt's head dim */
+    check_attention_cudnn(1, 33, 33, 3, 64); /* T5's */
 }
 
 static void check_window(int H, int d)
@@ -694,6 +762,56 @@ static int cancel_at_3(int step, int steps, double seconds, void *user)
     return step >= 3;
 }
 
+/* One 4-step image of the T5 demo model: device and dtypes as given; the context's resolved
+ * dtypes copied into dts[0] (dtype) and dts[1] (text dtype). */
+static ditrt_image *demo_image(const char *device, const char *dtype, const char *text_dtype, char dts[2][16])
+{
+    ditrt_ctx_info info_, *info = &info_;
+    ditrt_ctx_params cp;
+    ditrt_ctx_params_init(&cp);
+    cp.model_dir = "assets/demo-pixart";
+    cp.device = device, cp.dtype = dtype, cp.text_dtype = text_dtype;
+    ditrt_ctx *c = NULL;
+    if (ditrt_ctx_create(&cp, &c) != DITRT_OK) fail_msg("%s/%s: %s", device, dtype ? dtype : "default", ditrt_errmsg(c));
+    info->struct_size = sizeof *info;
+    assert_int_equal(ditrt_ctx_get_info(c, info), DITRT_OK);
+    snprintf(dts[0], 16, "%s", info->dtype);
+    snprintf(dts[1], 16, "%s", info->text_dtype);
+    ditrt_gen_params gp;
+    ditrt_gen_params_init(&gp);
+    gp.prompt = "a red circle on the left on a black background";
+    gp.steps = 4;
+    ditrt_image *img = NULL;
+    int n = 0;
+    if (ditrt_generate(c, &gp, &img, &n) != DITRT_OK) fail_msg("%s: %s", device, ditrt_errmsg(c));
+    assert_int_equal(n, 1);
+    ditrt_ctx_free(c);
+    return img;
+}
+
+/* T5 runs on the device (the pipeline's text backend is CUDA for T5 models): with no text dtype
+ * it takes the device's default (bf16); in f32 the image is the CPU's up to GPU rounding; and
+ * --dtype tf32 runs end to end and says so. */
+static void test_t5_on_device_and_tf32(void **state)
+{
+    (void)state;
+    char gi[2][16], ci[2][16], di[2][16], ti[2][16];
+    ditrt_image *d = demo_image("cuda", NULL, NULL, di);
+    assert_string_equal(di[1], "bf16");
+    ditrt_images_free(d, 1);
+    ditrt_image *g = demo_image("cuda", "f32", "f32", gi), *c = demo_image("cpu", "f32", "f32", ci);
+    assert_string_equal(gi[1], "f32");
+    assert_string_equal(ci[0], "f32");
+    size_t nb = (size_t)g->width * g->height * 3;
+    int worst = 0;
+    for (size_t i = 0; i < nb; i++) worst = abs((int)g->rgb[i] - (int)c->rgb[i]) > worst ? abs((int)g->rgb[i] - (int)c->rgb[i]) : worst;
+    print_message("  f32 on cuda (T5 included) vs cpu: max byte difference %d\n", worst);
+    assert_true(worst <= 3);
+    ditrt_image *t = demo_image("cuda", "tf32", "f32", ti);
+    assert_string_equal(ti[0], "tf32");
+    ditrt_images_free(g, 1), ditrt_images_free(c, 1), ditrt_images_free(t, 1);
+}
+
 static void test_api_cancel(void **state)
 {
     (void)state;
@@ -777,10 +895,12 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_memory_roundtrip), cmocka_unit_test(test_pinned_host_buffers),  cmocka_unit_test(test_linear),
         cmocka_unit_test(test_attention),         cmocka_unit_test(test_window_attention),
+        cmocka_unit_test(test_attention_cudnn),
         cmocka_unit_test(test_rows_and_elements), cmocka_unit_test(test_patchify),
         cmocka_unit_test(test_conv2d),            cmocka_unit_test(test_image_ops),
         cmocka_unit_test(test_qlinear), cmocka_unit_test(test_linear_observe), cmocka_unit_test(test_group_norm_large), cmocka_unit_test(test_linear_tf32), cmocka_unit_test(test_two_threads),
         cmocka_unit_test(test_api_two_contexts),  cmocka_unit_test(test_api_cancel),
+        cmocka_unit_test(test_t5_on_device_and_tf32),
         cmocka_unit_test(test_goldens_on_cuda),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
