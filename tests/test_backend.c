@@ -101,6 +101,43 @@ static void test_tensor_set_get_copy(void **state)
     dt_backend_destroy(be);
 }
 
+/* DITRT_BF16_EMULATED (bf16 not native): unset or 0 refuses bf16 naming the opt-in, 1 runs it
+ * emulated (native_dtype stays false: the default stays f32), anything else is refused naming
+ * the variable. The caller's value is restored. */
+static void check_bf16_opt_in(void)
+{
+    const char *e = getenv("DITRT_BF16_EMULATED");
+    char *saved = e ? strdup(e) : NULL;
+    const char *vals[] = {NULL, "0", "1", "yes"};
+    for (int i = 0; i < 4; i++) {
+        if (vals[i]) assert_int_equal(setenv("DITRT_BF16_EMULATED", vals[i], 1), 0);
+        else assert_int_equal(unsetenv("DITRT_BF16_EMULATED"), 0);
+        dt_backend_config cfg = {.device = DT_DEV_CPU, .compute = DT_BF16};
+        dt_backend *be = NULL;
+        dt_err err = {0};
+        dt_status st = dt_backend_create(&cfg, &be, &err);
+        if (i < 2) {
+            assert_int_equal(st, DT_EUNSUPPORTED);
+            assert_non_null(strstr(err.msg, "dtype bf16: this CPU has no native bf16"));
+            assert_non_null(strstr(err.msg, "DITRT_BF16_EMULATED=1 emulates it"));
+            assert_null(strchr(err.msg, '\n'));
+        } else if (i == 2) {
+            assert_int_equal(st, DT_OK);
+            assert_true(be->ops->supports(be, DT_OP_LINEAR, DT_BF16) && be->ops->supports(be, DT_OP_CONV2D, DT_BF16));
+            assert_false(dt_backend_native_dtype(DT_DEV_CPU, DT_BF16));
+            assert_int_equal(dt_backend_default_dtype(DT_DEV_CPU), DT_F32);
+            dt_backend_destroy(be);
+        } else {
+            assert_int_equal(st, DT_EINVAL);
+            assert_string_equal(err.msg, "DITRT_BF16_EMULATED: expected 0 or 1, got \"yes\"");
+        }
+        assert_true(st == DT_OK || be == NULL);
+    }
+    if (saved) assert_int_equal(setenv("DITRT_BF16_EMULATED", saved, 1), 0);
+    else assert_int_equal(unsetenv("DITRT_BF16_EMULATED"), 0);
+    free(saved);
+}
+
 static void test_registry(void **state)
 {
     (void)state;
@@ -132,13 +169,9 @@ static void test_registry(void **state)
     dt_err_clear(&err);
     assert_int_equal(dt_backend_create(&cfg, &be, &err), DT_EINVAL);
     assert_null(be);
-    /* bf16 where not native: the one-line refusal naming the ISA (as before the registry) */
-    if (!dt_backend_native_dtype(DT_DEV_CPU, DT_BF16)) {
-        cfg = (dt_backend_config){.device = DT_DEV_CPU, .compute = DT_BF16};
-        dt_err_clear(&err);
-        assert_int_equal(dt_backend_create(&cfg, &be, &err), DT_EUNSUPPORTED);
-        assert_non_null(strstr(err.msg, "no native bf16"));
-    }
+    /* bf16 where not native: the one-line refusal naming the ISA and the opt-in
+     * (DITRT_BF16_EMULATED=1: emulated bf16, kernels/cpu/cpu_backend.c), which then runs it */
+    if (!dt_backend_native_dtype(DT_DEV_CPU, DT_BF16)) check_bf16_opt_in();
     cfg = (dt_backend_config){.device = DT_DEV_CPU, .compute = def};
     dt_err_clear(&err);
     assert_int_equal(dt_backend_create(&cfg, &be, &err), DT_OK);
@@ -178,7 +211,8 @@ static void test_parse_device(void **state)
 
 static void check_supports(dt_backend *be)
 {
-    int bf16 = dt_backend_native_dtype(DT_DEV_CPU, DT_BF16);
+    const char *emu = getenv("DITRT_BF16_EMULATED"); /* the opt-in of emulated bf16 */
+    int bf16 = dt_backend_native_dtype(DT_DEV_CPU, DT_BF16) || (emu && !strcmp(emu, "1"));
     for (int op = 0; op < DT_OP_COUNT; op++) {
         dt_dtype want = op == DT_OP_QLINEAR ? DT_I8 : DT_F32;
         assert_true(be->ops->supports(be, (dt_op)op, want));

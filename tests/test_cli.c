@@ -177,24 +177,27 @@ static void test_ddim_clip_warning(void **state)
 
 /* A CPU without native bf16 (forced with ONEDNN_MAX_CPU_ISA=AVX2, so this runs on every machine):
  * the default dtype is f32 and recorded as such; an explicit bf16 is one line naming the ISA,
- * and writes nothing; every command that builds a backend says the same. */
+ * and writes nothing, naming the opt-in of emulated bf16 (DITRT_BF16_EMULATED=1, off here whatever
+ * the caller's environment says); every command that builds a backend says the same. With the
+ * opt-in the default dtype stays f32 (emulation is for testing, never a default). */
 static void test_no_bf16_cpu(void **state)
 {
     (void)state;
     char cmd[1024], out[512];
-    const char *base = "ONEDNN_MAX_CPU_ISA=AVX2 ./ditrt txt2img -m tests/fixtures/pixart-pipe-tiny -p x --steps 1 "
-                       "-W 64 -H 64 --threads 1";
+    const char *base = "DITRT_BF16_EMULATED=0 ONEDNN_MAX_CPU_ISA=AVX2 ./ditrt txt2img -m tests/fixtures/pixart-pipe-tiny "
+                       "-p x --steps 1 -W 64 -H 64 --threads 1";
     snprintf(out, sizeof out, "%s/nobf16.png", tmp);
     snprintf(cmd, sizeof cmd, "%s --dtype bf16 -o %s", base, out);
-    expect_fail(cmd, "no native bf16 (oneDNN ISA avx2", out);
+    expect_fail(cmd, "no native bf16 (oneDNN ISA avx2; bf16 needs AVX512-BF16 or AMX): use f32 (or, for testing, "
+                     "DITRT_BF16_EMULATED=1 emulates it", out);
     snprintf(cmd, sizeof cmd, "%s --dtype f32 --text-encoder-dtype bf16 -o %s", base, out);
     expect_fail(cmd, "no native bf16", out);
-    snprintf(cmd, sizeof cmd, "ONEDNN_MAX_CPU_ISA=AVX2 ./ditrt eval transformer -m " FIX " --in " FIX
-             "/case_square.in.safetensors --out %s/o.safetensors --dtype bf16", tmp);
+    snprintf(cmd, sizeof cmd, "DITRT_BF16_EMULATED=0 ONEDNN_MAX_CPU_ISA=AVX2 ./ditrt eval transformer -m " FIX
+             " --in " FIX "/case_square.in.safetensors --out %s/o.safetensors --dtype bf16", tmp);
     snprintf(out, sizeof out, "%s/o.safetensors", tmp);
     expect_fail(cmd, "no native bf16", out);
     snprintf(out, sizeof out, "%s/nobf16.png", tmp);
-    snprintf(cmd, sizeof cmd, "%s --json -q -o %s", base, out);
+    snprintf(cmd, sizeof cmd, "DITRT_BF16_EMULATED=1 %s --json -q -o %s", base + strlen("DITRT_BF16_EMULATED=0 "), out);
     char json[4096];
     if (tu_run(tmp, cmd, 1, json, sizeof json) != 0) fail_msg("default dtype on an AVX2 CPU failed: %s", json);
     if (!strstr(json, "\"dtype\":\t\"f32\"")) fail_msg("default dtype on an AVX2 CPU is not f32: %s", json);

@@ -52,6 +52,86 @@ static void test_linear(void **state)
     }
 }
 
+/* The bf16 GEMM contract, native or emulated (DITRT_BF16_EMULATED, kernels/cpu/cpu_backend.c):
+ * inputs and weights rounded to bf16 (round to nearest even), products summed in f32. Against a
+ * double reference on the rounded operands the error is f32 summation only (< 1e-5); against the
+ * unrounded operands it is the rounding's (about 2e-3 here): a layer that skipped a rounding, or
+ * rounded by truncation, fails one side or the other. */
+static float bf16_rne(float f) { return dt_bf16_to_f32(cpu_bf16_round(f)); }
+
+static void check_bf16_contract(double e_rounded, double e_plain, const char *what)
+{
+    print_message("  bf16 %s: rel L2 %.2e vs rounded operands, %.2e vs f32 ones\n", what, e_rounded, e_plain);
+    if (!(e_rounded < 1e-5)) fail_msg("bf16 %s: %.3g from the bf16-rounded reference", what, e_rounded);
+    if (!(e_plain > 5e-4 && e_plain < 1e-2)) fail_msg("bf16 %s: %.3g from the f32 reference", what, e_plain);
+}
+
+static void test_bf16_gemm_contract(void **state)
+{
+    (void)state;
+    TU_REQUIRE_BF16();
+    tu_rng r = {91};
+    dt_backend *be = tu_backend(DT_BF16);
+    dt_err err = {0};
+    /* linear y[M,N] = x[M,K] W[N,K]^T + b (the bias stays f32) */
+    int M = 37, K = 96, N = 40;
+    float *w = tu_alloc((size_t)N * K), *b = tu_alloc(N), *x = tu_alloc((size_t)M * K), *y = tu_poisoned((size_t)M * N);
+    float *yr = tu_alloc((size_t)M * N), *yp = tu_alloc((size_t)M * N);
+    tu_fill(&r, w, (size_t)N * K, 0.3f);
+    tu_fill(&r, b, N, 0.5f);
+    tu_fill(&r, x, (size_t)M * K, 1.0f);
+    dt_linear *l;
+    assert_int_equal(be->ops->linear_create(be, w, b, K, N, DT_ACT_NONE, M, DT_BF16, &l, &err), DT_OK);
+    int64_t xs[2] = {M, K}, ys[2] = {M, N};
+    dt_tensor tx = dt_tensor_view(x, DT_F32, 2, xs), ty = dt_tensor_view(y, DT_F32, 2, ys);
+    assert_int_equal(be->ops->linear_forward(be, l, &tx, &ty, &err), DT_OK);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double sr = b[j], sp = b[j];
+            for (int k = 0; k < K; k++) {
+                sr += (double)bf16_rne(x[i * K + k]) * bf16_rne(w[j * K + k]);
+                sp += (double)x[i * K + k] * w[j * K + k];
+            }
+            yr[i * N + j] = (float)sr;
+            yp[i * N + j] = (float)sp;
+        }
+    check_bf16_contract(tu_rel_l2(y, yr, (size_t)M * N), tu_rel_l2(y, yp, (size_t)M * N), "linear");
+    be->ops->linear_destroy(l);
+    /* 3x3 convolution, stride 1, padding 1, NHWC: x [1,H,W,C] -> y [1,H,W,O], weights [O,C,3,3] */
+    int H = 7, W = 9, C = 12, O = 10;
+    float *cw = tu_alloc((size_t)O * C * 9), *cx = tu_alloc((size_t)H * W * C), *cy = tu_poisoned((size_t)H * W * O);
+    float *cyr = tu_alloc((size_t)H * W * O), *cyp = tu_alloc((size_t)H * W * O);
+    tu_fill(&r, cw, (size_t)O * C * 9, 0.3f);
+    tu_fill(&r, cx, (size_t)H * W * C, 1.0f);
+    dt_conv2d *cv;
+    assert_int_equal(be->ops->conv2d_create(be, cw, b, C, O, 3, 1, 1, 1, DT_BF16, &cv, &err), DT_OK);
+    int64_t cxs[4] = {1, H, W, C}, cys[4] = {1, H, W, O};
+    dt_tensor tcx = dt_tensor_view(cx, DT_F32, 4, cxs), tcy = dt_tensor_view(cy, DT_F32, 4, cys);
+    assert_int_equal(be->ops->conv2d_forward(be, cv, &tcx, &tcy, 0, &err), DT_OK);
+    for (int i = 0; i < H; i++)
+        for (int j = 0; j < W; j++)
+            for (int o = 0; o < O; o++) {
+                double sr = b[o], sp = b[o];
+                for (int ky = 0; ky < 3; ky++)
+                    for (int kx = 0; kx < 3; kx++) {
+                        int yy = i + ky - 1, xx = j + kx - 1;
+                        if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
+                        for (int c = 0; c < C; c++) {
+                            float a = cx[(yy * W + xx) * C + c], wv = cw[((o * C + c) * 3 + ky) * 3 + kx];
+                            sr += (double)bf16_rne(a) * bf16_rne(wv);
+                            sp += (double)a * wv;
+                        }
+                    }
+                cyr[(i * W + j) * O + o] = (float)sr;
+                cyp[(i * W + j) * O + o] = (float)sp;
+            }
+    check_bf16_contract(tu_rel_l2(cy, cyr, (size_t)H * W * O), tu_rel_l2(cy, cyp, (size_t)H * W * O), "conv2d");
+    be->ops->conv2d_destroy(cv);
+    dt_backend_destroy(be);
+    free(w); free(b); free(x); free(y); free(yr); free(yp);
+    free(cw); free(cx); free(cy); free(cyr); free(cyp);
+}
+
 static void test_linear_rejects_bad_shapes(void **state)
 {
     (void)state;
@@ -501,6 +581,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_bf16_gemm_contract),
         cmocka_unit_test(test_linear_rejects_bad_shapes),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_layernorm_modulate),

@@ -71,7 +71,12 @@ static void parity(dt_dtype cd, double tol)
 }
 
 static void test_parity_f32(void **state) { (void)state; parity(DT_F32, 1e-4); }
-static void test_parity_bf16(void **state) { (void)state; TU_REQUIRE_BF16(); parity(DT_BF16, 2e-2); }
+/* bf16 vs the f32 reference: the tiny random STDiT amplifies any rounding (test_quant_transformer:
+ * bf16 block weights alone, f32 activations, are 1.9e-1 off on the worst case); ditrt bf16
+ * (emulated, AVX2) measured 8.9e-3 (f1), 8.5e-2 (f2_nonsquare), 1.7e-1 (f3_odd), 2.7e-2 (f4).
+ * 2.5e-1 (1.3x the weights-only error) catches a broken bf16 data flow (O(1)), not precision
+ * choices; test_kernels' test_bf16_gemm_contract checks the rounding itself. */
+static void test_parity_bf16(void **state) { (void)state; TU_REQUIRE_BF16(); parity(DT_BF16, 2.5e-1); }
 
 /* Same inputs twice: bit-identical (the cached position tables are rebuilt for other sizes). */
 static void test_deterministic(void **state)

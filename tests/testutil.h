@@ -63,13 +63,25 @@ static inline double tu_rel_l2(const float *a, const float *b, size_t n)
     if (!(_e <= (tol))) fail_msg("relative L2 error %.3g exceeds %.3g", _e, (double)(tol)); \
 } while (0)
 
-/* bf16 runs only where the CPU has it natively (AVX512-BF16, AMX; kernels/backend.h): without
- * it, a bf16 check is skipped with the reason printed (an AVX-512 machine runs this path with
- * ONEDNN_MAX_CPU_ISA=AVX2). tu_fast_dtype is the dtype a user gets by default. */
+/* bf16 parts run natively where the CPU has bf16 (AVX512-BF16, AMX; kernels/backend.h), else
+ * emulated: the suite sets DITRT_BF16_EMULATED=1 unless the caller set it (0 skips them). Emulated
+ * bf16 (kernels/cpu/cpu_backend.c) rounds the same tensors to bf16 as native bf16 and runs f32
+ * GEMMs on them: it checks our bf16 data flow and its accuracy, not oneDNN's bf16 kernels (an
+ * AVX-512 BF16 machine runs those; `make test-avx2` there runs the emulation too). A bf16 part
+ * is skipped, with the reason printed, only when no bf16 backend can be made.
+ * tu_fast_dtype is the dtype a user gets by default (f32 where bf16 is not native). */
 static inline int tu_have_bf16(void)
 {
     if (dt_backend_native_dtype(DT_DEV_CPU, DT_BF16)) return 1;
-    print_message("  skipped (bf16 part): this CPU has no native bf16\n");
+    if (setenv("DITRT_BF16_EMULATED", "1", 0) != 0) fail_msg("setenv DITRT_BF16_EMULATED failed");
+    dt_backend *be = NULL;
+    dt_err err = {0};
+    dt_backend_config cfg = {.device = DT_DEV_CPU, .compute = DT_BF16};
+    if (dt_backend_create(&cfg, &be, &err) == DT_OK) {
+        dt_backend_destroy(be);
+        return 1;
+    }
+    print_message("  skipped (bf16 part): %s\n", err.msg);
     return 0;
 }
 #define TU_REQUIRE_BF16() do { if (!tu_have_bf16()) skip(); } while (0)

@@ -95,6 +95,7 @@ dt_status cpu_conv2d_create(dt_backend *be, const float *w, const float *b, int 
     if (!c->w) { cpu_conv2d_destroy(c); return dt_fail(err, DT_ENOMEM, "out of memory for %zu weight bytes", nb); }
     st = cpu_reorder(cb, &plain, w, &c->wmd, c->w);
     if (st != dnnl_success) { cpu_conv2d_destroy(c); return cpu_dnnl_fail(err, st, "convolution weight reorder"); }
+    cpu_bf16_emulate_weights(dtype, c->w, nb);
     *out = c;
     return DT_OK;
 }
@@ -160,6 +161,8 @@ dt_status cpu_conv2d_forward(dt_backend *be, dt_conv2d *c, const dt_tensor *x, d
             cpu_f32_to_bf16((const float *)x->data + r * W * c->cin, s + r * W * c->cin, (size_t)(W * c->cin));
         src = s;
     }
+    float *wide = NULL;
+    DT_TRY(cpu_bf16_emulate_src(c->dt, &src, (size_t)dt_tensor_numel(x), &wide, err));
     dnnl_memory_t ms = NULL, mw = NULL, mb = NULL, md = NULL;
     dt_status s = wrap_md(cb, p, DNNL_ARG_SRC, (void *)src, &ms, err);
     if (s == DT_OK) s = wrap_md(cb, p, DNNL_ARG_WEIGHTS, c->w, &mw, err);
@@ -175,6 +178,7 @@ dt_status cpu_conv2d_forward(dt_backend *be, dt_conv2d *c, const dt_tensor *x, d
     dnnl_memory_destroy(mw);
     dnnl_memory_destroy(mb);
     dnnl_memory_destroy(md);
+    free(wide);
     return s;
 }
 

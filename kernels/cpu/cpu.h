@@ -37,6 +37,15 @@ int cpu_native_bf16(void);
 int cpu_exact_int8(void);
 const char *cpu_isa_name(void);
 dt_status cpu_check_dtype(dt_dtype t, const char *what, dt_err *err);
+/* Emulated bf16 (DITRT_BF16_EMULATED=1 where bf16 is not native; cpu_backend.c says what it
+ * verifies): cpu_bf16_ok says bf16 runs (natively or emulated). For a bf16 layer or GEMM on such a
+ * CPU (cpu_dnnl_dt is then f32): _weights rounds the f32 weights w (bytes, any layout) to bf16
+ * values in place; _src points *src (n bf16 values) at an f32 copy, *owned (free it; NULL when
+ * nothing was done). Both do nothing for f32 or where bf16 is native. */
+int cpu_bf16_ok(void);
+int cpu_bf16_emulated(void);
+void cpu_bf16_emulate_weights(dt_dtype t, void *w, size_t bytes);
+dt_status cpu_bf16_emulate_src(dt_dtype t, const void **src, size_t n, float **owned, dt_err *err);
 
 /* oneDNN data type of a float compute dtype (bf16 or f32). */
 dnnl_data_type_t cpu_dnnl_dt(dt_dtype t);

@@ -24,7 +24,7 @@ static int cpu_supports(dt_backend *be, dt_op op, dt_dtype t)
         /* fall through */
     case DT_OP_LINEAR:
     case DT_OP_WINDOW_ATTENTION:
-    case DT_OP_CONV2D: return t == DT_F32 || (t == DT_BF16 && cpu_native_bf16());
+    case DT_OP_CONV2D: return t == DT_F32 || (t == DT_BF16 && cpu_bf16_ok());
     case DT_OP_QLINEAR: return t == DT_I8; /* exact through f32 without VNNI (cpu_exact_int8) */
     case DT_OP_COPY:
     case DT_OP_COPY4D:
@@ -98,7 +98,8 @@ dt_status cpu_dnnl_fail(dt_err *err, dnnl_status_t st, const char *what)
     return dt_fail(err, DT_EBACKEND, "oneDNN: %s failed (status %d)", what, (int)st);
 }
 
-dnnl_data_type_t cpu_dnnl_dt(dt_dtype t) { return t == DT_BF16 ? dnnl_bf16 : dnnl_f32; }
+/* Emulated bf16 (below) runs oneDNN's f32 primitives on widened bf16 data. */
+dnnl_data_type_t cpu_dnnl_dt(dt_dtype t) { return t == DT_BF16 && cpu_native_bf16() ? dnnl_bf16 : dnnl_f32; }
 
 /* oneDNN's ISA flags are cumulative bit sets, so "has X" is "contains X's bits". The
  * effective ISA honours ONEDNN_MAX_CPU_ISA, which is how an AVX-512 machine tests the AVX2 path. */
@@ -120,12 +121,75 @@ const char *cpu_isa_name(void)
     return strncmp(s, "cpu_isa_", 8) ? s : s + 8;
 }
 
+/* bf16 emulation, to test bf16 on CPUs without it (this project's AVX2 CI machine). oneDNN 2.6
+ * creates no bf16 matmul or convolution below avx512_core: every implementation, the reference
+ * ones included, answers "unimplemented" (f32 <-> bf16 reorders do work). With
+ * DITRT_BF16_EMULATED=1 such a CPU runs bf16 layers and attention anyway: our code makes the same
+ * bf16 buffers as on a native CPU (weights rounded once at creation, GEMM inputs converted per
+ * call, softmax probabilities rounded, all round-to-nearest-even as oneDNN's reorders: checked
+ * equal on 2^20 values, ties included), and each GEMM widens them to f32 (exact) and runs oneDNN's
+ * f32 primitive. A product of two bf16 values is exact in f32, so this is the contract of oneDNN's
+ * bf16 kernels (bf16 inputs, f32 accumulation) up to the order of the f32 sums.
+ * It verifies our bf16 data flow: which tensors are rounded, where, and with what conversion, and
+ * the accuracy a model gets from bf16 inputs. It does not verify oneDNN's native bf16 kernels
+ * (their blocking and their own conversions), which run only on AVX512-BF16/AMX CPUs. It is for
+ * testing: slower than f32 (a widened copy per GEMM), never a default (cpu_backend_native_dtype
+ * stays false, so the default dtype stays f32), and off unless asked for. */
+#define CPU_BF16_ENV "DITRT_BF16_EMULATED"
+
+/* 1 when DITRT_BF16_EMULATED is 1, 0 when unset, empty or 0, -1 for anything else. */
+static int bf16_emulation_asked(void)
+{
+    const char *e = getenv(CPU_BF16_ENV);
+    if (!e || !*e || !strcmp(e, "0")) return 0;
+    return strcmp(e, "1") ? -1 : 1;
+}
+
+static inline float bf16_widen(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+int cpu_bf16_emulated(void) { return !cpu_native_bf16() && bf16_emulation_asked() == 1; }
+int cpu_bf16_ok(void) { return cpu_native_bf16() || bf16_emulation_asked() == 1; }
+
 dt_status cpu_check_dtype(dt_dtype t, const char *what, dt_err *err)
 {
-    if (t == DT_BF16 && !cpu_native_bf16())
+    if (t != DT_BF16 || cpu_native_bf16()) return DT_OK;
+    int asked = bf16_emulation_asked();
+    if (asked < 0)
+        return dt_fail(err, DT_EINVAL, "%s: expected 0 or 1, got \"%s\"", CPU_BF16_ENV, getenv(CPU_BF16_ENV));
+    if (!asked)
         return dt_fail(err, DT_EUNSUPPORTED,
-                       "%s bf16: this CPU has no native bf16 (oneDNN ISA %s; bf16 needs AVX512-BF16 or AMX): use f32",
+                       "%s bf16: this CPU has no native bf16 (oneDNN ISA %s; bf16 needs AVX512-BF16 or AMX): use f32 "
+                       "(or, for testing, " CPU_BF16_ENV "=1 emulates it: bf16 inputs, f32 GEMMs, slower)",
                        what, cpu_isa_name());
+    return DT_OK;
+}
+
+void cpu_bf16_emulate_weights(dt_dtype t, void *w, size_t bytes)
+{
+    if (t != DT_BF16 || cpu_native_bf16()) return;
+    float *f = w;
+    size_t n = bytes / sizeof(float);
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+    for (size_t i = 0; i < n; i++) f[i] = bf16_widen(cpu_bf16_round(f[i]));
+}
+
+dt_status cpu_bf16_emulate_src(dt_dtype t, const void **src, size_t n, float **owned, dt_err *err)
+{
+    *owned = NULL;
+    if (t != DT_BF16 || cpu_native_bf16()) return DT_OK;
+    float *f = malloc((n ? n : 1) * sizeof(float));
+    if (!f) return dt_fail(err, DT_ENOMEM, "out of memory widening %zu bf16 values (emulated bf16)", n);
+    const uint16_t *h = *src;
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+    for (size_t i = 0; i < n; i++) f[i] = bf16_widen(h[i]);
+    *src = f;
+    *owned = f;
     return DT_OK;
 }
 

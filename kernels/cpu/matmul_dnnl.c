@@ -90,6 +90,7 @@ dt_status cpu_linear_create(dt_backend *be, const float *w, const float *b, int 
     if (!l->w) { cpu_linear_destroy(l); return dt_fail(err, DT_ENOMEM, "out of memory for %zu weight bytes", nb); }
     st = cpu_reorder(cb, &plain, w, &l->wmd, l->w);
     if (st != dnnl_success) { cpu_linear_destroy(l); return cpu_dnnl_fail(err, st, "weight reorder"); }
+    cpu_bf16_emulate_weights(l->dt, l->w, nb);
     *lout = l;
     return DT_OK;
 }
@@ -152,6 +153,8 @@ static dt_status linear_run(cpu_backend *cb, dt_linear *l, int64_t m, const floa
         else cpu_lnmod_rows_bf16(ln, m, s, (float *)((char *)s + xb));
         src = s;
     }
+    float *wide = NULL;
+    DT_TRY(cpu_bf16_emulate_src(l->dt, &src, (size_t)m * l->in, &wide, err));
     dnnl_memory_t ms = NULL, mw = NULL, mb = NULL, md = NULL;
     dt_status s = wrap(cb, p, dnnl_query_src_md, (void *)src, &ms, err);
     if (s == DT_OK) s = wrap(cb, p, dnnl_query_weights_md, l->w, &mw, err);
@@ -170,6 +173,7 @@ static dt_status linear_run(cpu_backend *cb, dt_linear *l, int64_t m, const floa
     dnnl_memory_destroy(mw);
     dnnl_memory_destroy(mb);
     dnnl_memory_destroy(md);
+    free(wide);
     return s;
 }
 
@@ -243,6 +247,10 @@ dt_status cpu_bmm(cpu_backend *cb, dt_dtype dt, int64_t batch, int64_t m, int64_
 {
     dnnl_primitive_t p = NULL;
     DT_TRY(bmm_prim(cb, dt, batch, m, k, n, trans_b, &p, err));
+    float *wa = NULL, *wb = NULL;
+    DT_TRY(cpu_bf16_emulate_src(dt, &a, (size_t)(batch * m * k), &wa, err));
+    dt_status sb = cpu_bf16_emulate_src(dt, &b, (size_t)(batch * k * n), &wb, err);
+    if (sb != DT_OK) { free(wa); return sb; }
     dnnl_memory_t ma = NULL, mb = NULL, mc = NULL;
     dt_status s = wrap(cb, p, dnnl_query_src_md, (void *)a, &ma, err);
     if (s == DT_OK) s = wrap(cb, p, dnnl_query_weights_md, (void *)b, &mb, err);
@@ -254,5 +262,7 @@ dt_status cpu_bmm(cpu_backend *cb, dt_dtype dt, int64_t batch, int64_t m, int64_
     dnnl_memory_destroy(ma);
     dnnl_memory_destroy(mb);
     dnnl_memory_destroy(mc);
+    free(wa);
+    free(wb);
     return s;
 }
