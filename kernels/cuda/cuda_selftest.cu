@@ -151,7 +151,7 @@ static int check_sdpa(const dt_cuda_libs *L, char *why, size_t n)
             cu_sdpa_graph_free(L, &g);
             if (st != CUDNN_STATUS_SUCCESS) {
                 snprintf(why, n, "%s (%lldx%lld heads of %lld, %lld keys, %s)", w, (long long)s.B, (long long)s.H,
-                         (long long)s.d, (long long)s.Nk, io == 1 ? "bf16" : "f16");
+                         (long long)s.d, (long long)s.Nk, dtm_float_type_of(dtm_sdpa_io_type(io)).name);
                 return 0;
             }
             /* matmul, scale, [bias], max, sub, exp, sum, log, stats, divide, matmul */
