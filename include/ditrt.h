@@ -87,8 +87,13 @@ typedef struct {
                                 * where the CPU runs it natively (AVX512-BF16, AMX), else f32;
                                 * "bf16" on a CPU without it fails with DITRT_EUNSUPPORTED;
                                 * "tf32" (since 0.2): f32 with TF32 tensor-core GEMMs, device cuda
-                                * only (elsewhere DITRT_EUNSUPPORTED, "tf32 needs --device cuda") */
-    const char *text_dtype;    /* the same for the T5 encoder */
+                                * only (elsewhere DITRT_EUNSUPPORTED, "tf32 needs --device cuda");
+                                * "f16" (since 0.2): f16 GEMM inputs, f32 accumulation, device cuda
+                                * only (elsewhere DITRT_EUNSUPPORTED, "f16 needs --device cuda").
+                                * Other values: DITRT_EINVAL naming every accepted one. The
+                                * search, calibration and quantization dtypes take the same
+                                * strings and run on the CPU (f16/tf32: DITRT_EUNSUPPORTED). */
+    const char *text_dtype;    /* the same for the T5 encoder: "f32" or "bf16" only */
     int threads;               /* 0: all cores */
     int keep_text_encoder;     /* 0 (default): load T5 per call and free it before sampling */
     const char *solver;        /* NULL: the folder's scheduler; else a diffusers class or short
@@ -219,7 +224,7 @@ typedef struct {
     int zoo_size;                    /* OMS-DPM members, the model's own included (1 without a zoo) */
     const char *solver;              /* the scheduler's diffusers class, e.g. "DDIMScheduler" */
     const char *solver_warning;      /* one line about the solver's settings worth a warning, or NULL */
-    const char *dtype, *text_dtype;  /* resolved compute types: "f32" or "bf16" ("tf32": dtype "tf32") */
+    const char *dtype, *text_dtype;  /* resolved compute types: "f32", "bf16" or "f16" ("tf32": dtype "tf32") */
     int fixed_steps;                 /* the steps a solver schedule fixes; 0: the steps are free */
 } ditrt_ctx_info;
 /* Strings belong to the context (valid until ditrt_ctx_free). Fails (DITRT_EINVAL) for a NULL

@@ -69,6 +69,9 @@ dt_status dt_backend_create(const dt_backend_config *cfg, dt_backend **out, dt_e
     if (cfg->tf32 && cfg->device != DT_DEV_CUDA)
         return dt_fail(err, DT_EUNSUPPORTED, "dtype: tf32 needs --device cuda (TF32 tensor cores; the %s backend has none)",
                        dt_backend_device_name(cfg->device));
+    if (cfg->compute == DT_F16 && cfg->device != DT_DEV_CUDA) /* the sibling of bf16 on CUDA only */
+        return dt_fail(err, DT_EUNSUPPORTED, "dtype: f16 needs --device cuda (the %s backend computes in f32 or bf16)",
+                       dt_backend_device_name(cfg->device));
     if (cfg->tf32 && cfg->compute != DT_F32)
         return dt_fail(err, DT_EINVAL, "dtype: tf32 is an f32 mode (compute %s given)", dt_dtype_name(cfg->compute));
     if (!e->available()) {

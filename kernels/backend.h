@@ -14,7 +14,7 @@
  *    observe's amax) are host memory the backend reads or writes itself.
  *  - Linear layers are "create once, execute many": weights are converted and reordered to the
  *    GEMM library's layout at creation. Every op returns a status with a one-line message.
- *  - Activations are f32; `compute` (f32 or bf16) is the dtype GEMM inputs are rounded to.
+ *  - Activations are f32; `compute` (f32, bf16, or f16 on CUDA) is the dtype GEMM inputs are rounded to.
  *    `supports` answers which ops and dtypes the backend runs (bf16 GEMMs only where native).
  * CPU is implemented (kernels/cpu); CUDA plugs in as another dt_backend_ops table and one more
  * registry entry. Ops are synchronous as seen by the caller (a GPU backend orders them on one
@@ -38,7 +38,7 @@ typedef enum { DT_ATTN_KERNEL_AUTO = 0, DT_ATTN_KERNEL_GEMM, DT_ATTN_KERNEL_FUSE
 typedef struct {
     dt_device device;
     int device_index; /* which device of that kind (cuda:N); 0 for the CPU */
-    dt_dtype compute; /* DT_F32 or DT_BF16 */
+    dt_dtype compute; /* DT_F32 or DT_BF16; DT_F16 on CUDA only (dt_backend_create refuses it elsewhere) */
     int threads;      /* 0: all cores */
     size_t attn_block_bytes; /* attention score block bound (f32 scores of one GEMM pair); 0: default (48 MB) */
     dt_attn_kernel attn_kernel; /* resolved at creation: the backend's cfg holds GEMM, FUSED or INT8 */
@@ -245,7 +245,8 @@ struct dt_backend {
 /* ---- The backend registry (kernels/backend.c): one entry per device kind built in ---- */
 /* Creates the backend of cfg->device. Fails with a one-line error when that device is not built
  * into this ditrt (DT_EUNSUPPORTED, naming the built-in ones), is not usable here, or when
- * cfg->compute is a dtype the device does not run natively. */
+ * cfg->compute is a dtype the device does not run natively; f16 compute and tf32 are refused off
+ * CUDA ("dtype: f16 needs --device cuda (...)"). */
 dt_status dt_backend_create(const dt_backend_config *cfg, dt_backend **out, dt_err *err);
 /* Whether the device runs dtype t natively: f32 always; bf16 on CPUs with AVX512-BF16 or AMX
  * (oneDNN ISA >= avx512_core_bf16). 0 for a device not built in. */

@@ -7,6 +7,8 @@
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/vmath.h"
 #include "kernels/cuda/elem_math.h"
+#include "kernels/cuda/dtype_math.h"
+#include "ditrt.h"
 #include "kernels/cuda/norm_math.h"
 #include "kernels/cuda/softmax_math.h"
 #include "kernels/cuda/patch_math.h"
@@ -30,6 +32,142 @@ static void test_bf16_round_matches_cpu(void **state)
         assert_int_equal(dtm_bf16_round(x[i]), cpu_bf16_round(x[i]));
         float b = dtm_round_bf16(x[i]);
         assert_true(fabsf(b - x[i]) <= fabsf(x[i]) * (1.0f / 256.0f)); /* 8 bits of mantissa */
+    }
+}
+
+static uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/* f16 storage (dtype_math.h) against the CPU's converters (runtime/core/tensor.c), with the
+ * rounding checked on its own terms too: every f16 round-trips, midpoints go to the even
+ * neighbour, just off a midpoint to the nearer one, and the range ends overflow/underflow. */
+static void test_f16_round_matches_cpu(void **state)
+{
+    (void)state;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = dtm_f16_to_f32((uint16_t)h);
+        assert_int_equal(f32_bits(f), f32_bits(dt_f16_to_f32((uint16_t)h)));
+        if ((h & 0x7c00u) == 0x7c00u && (h & 0x3ffu)) continue; /* NaN */
+        assert_int_equal(dtm_f16_round(f), h);
+    }
+    for (uint32_t h = 0; h < 0x7bff; h++) { /* positive finite neighbours h, h+1 */
+        float a = dtm_f16_to_f32((uint16_t)h), b = dtm_f16_to_f32((uint16_t)(h + 1)), mid = a + (b - a) * 0.5f;
+        assert_true(mid > a && mid < b); /* exact in f32: f16 has 11 bits */
+        assert_int_equal(dtm_f16_round(mid), (h & 1) ? h + 1 : h);
+        assert_int_equal(dtm_f16_round(nextafterf(mid, 1e30f)), h + 1);
+        assert_int_equal(dtm_f16_round(nextafterf(mid, 0.0f)), h);
+        assert_int_equal(dtm_f16_round(-mid), 0x8000u | ((h & 1) ? h + 1 : h));
+    }
+    assert_int_equal(dtm_f16_round(65519.0f), 0x7bff); /* below the midpoint to inf */
+    assert_int_equal(dtm_f16_round(65520.0f), 0x7c00); /* the midpoint: to even, i.e. inf */
+    assert_int_equal(dtm_f16_round(-1e6f), 0xfc00);
+    assert_int_equal(dtm_f16_round(1e-9f), 0);
+    tu_rng r = {11};
+    for (int i = 0; i < 200000; i++) {
+        float x = (tu_uniform(&r) - 0.5f) * powf(10.0f, 15.0f * tu_uniform(&r) - 9.0f); /* 1e-9 .. 1e6 */
+        assert_int_equal(dtm_f16_round(x), dt_f32_to_f16(x));
+        float y = dtm_round_f16(x);
+        if (fabsf(x) >= 6.2e-5f && fabsf(x) <= 65504.0f) assert_true(fabsf(y - x) <= fabsf(x) * (1.0f / 2048.0f));
+    }
+}
+
+/* The one table mapping a dtype to storage and the libraries (the GEMM, conv and attention ops
+ * read it; cuda_internal.h checks the codes against the CUDA headers), and the typed
+ * load/store/round the kernels use for every float type. */
+static void test_dtype_table(void **state)
+{
+    (void)state;
+    assert_int_equal(DTM_F32, DT_F32);
+    assert_int_equal(DTM_F16, DT_F16);
+    assert_int_equal(DTM_BF16, DT_BF16);
+    static const struct { dt_dtype dt; int cuda, cudnn, io; } want[] = {
+        {DT_F32, DTM_CUDA_R_32F, DTM_CUDNN_FLOAT, 0},
+        {DT_BF16, DTM_CUDA_R_16BF, DTM_CUDNN_BFLOAT16, 1},
+        {DT_F16, DTM_CUDA_R_16F, DTM_CUDNN_HALF, 2},
+    };
+    for (size_t i = 0; i < 3; i++) {
+        dtm_float_type t = dtm_float_type_of((int)want[i].dt);
+        assert_true(t.ok);
+        assert_int_equal(t.bytes, dt_dtype_size(want[i].dt));
+        assert_string_equal(t.name, dt_dtype_name(want[i].dt));
+        assert_int_equal(t.cuda, want[i].cuda);
+        assert_int_equal(t.cudnn, want[i].cudnn);
+        assert_int_equal(t.sdpa_io, want[i].io);
+        assert_int_equal(dtm_sdpa_io_type(t.sdpa_io), want[i].io ? (int)want[i].dt : -1);
+    }
+    assert_int_equal(DTM_CUDA_R_16F, 2); /* library_types.h */
+    assert_int_equal(DTM_CUDA_R_16BF, 14);
+    assert_int_equal(DTM_CUDNN_BFLOAT16, 9); /* cudnn_graph.h */
+    static const dt_dtype other[] = {DT_I8, DT_U8, DT_I32};
+    for (size_t i = 0; i < 3; i++) assert_false(dtm_float_type_of((int)other[i]).ok);
+    tu_rng r = {12};
+    for (int i = 0; i < 4096; i++) {
+        float x = (tu_uniform(&r) - 0.5f) * powf(10.0f, 8.0f * tu_uniform(&r) - 4.0f);
+        uint16_t hb = cpu_bf16_round(x), hh = dt_f32_to_f16(x);
+        assert_int_equal(dtm_to16(DTM_BF16, x), hb);
+        assert_int_equal(dtm_to16(DTM_F16, x), hh);
+        assert_int_equal(f32_bits(dtm_round_to(DTM_F32, x)), f32_bits(x));
+        assert_int_equal(f32_bits(dtm_round_to(DTM_BF16, x)), f32_bits(dtm_round_bf16(x)));
+        assert_int_equal(f32_bits(dtm_round_to(DTM_F16, x)), f32_bits(dt_f16_to_f32(hh)));
+        uint16_t s16[2];
+        float s32[2];
+        dtm_store(DTM_F16, s16, 1, x);
+        assert_int_equal(s16[1], hh);
+        assert_int_equal(f32_bits(dtm_load(DTM_F16, s16, 1)), f32_bits(dt_f16_to_f32(hh)));
+        dtm_store(DTM_BF16, s16, 0, x);
+        assert_int_equal(s16[0], hb);
+        dtm_store(DTM_F32, s32, 1, x);
+        assert_int_equal(f32_bits(dtm_load(DTM_F32, s32, 1)), f32_bits(x));
+        /* "16-bit inputs through f32" (the convolutions): a product of two f16 values is exact in f32 */
+        float a = dtm_round_f16(x), b = dtm_round_f16(tu_uniform(&r) * 3.0f);
+        assert_true((double)(a * b) == (double)a * (double)b);
+    }
+}
+
+/* --dtype f16 / tf32 are CUDA compute types: the backend registry, the context and the
+ * CPU-only commands refuse them with one line naming why; an unknown value names every one. */
+static void test_f16_needs_cuda(void **state)
+{
+    (void)state;
+    dt_backend_config cfg = {.device = DT_DEV_CPU, .compute = DT_F16};
+    dt_backend *be = NULL;
+    dt_err err = {0};
+    assert_int_equal(dt_backend_create(&cfg, &be, &err), DT_EUNSUPPORTED);
+    assert_null(be);
+    assert_string_equal(err.msg, "dtype: f16 needs --device cuda (the cpu backend computes in f32 or bf16)");
+    char tmp[] = "/tmp/ditrt-f16-XXXXXX", png[600], cmd[1400], out[4096];
+    assert_non_null(mkdtemp(tmp));
+    snprintf(png, sizeof png, "%s/x.png", tmp);
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m assets/demo-pixart -p x --steps 2 --dtype f16 -o '%s'", png);
+    assert_int_equal(tu_run(tmp, cmd, 0, out, sizeof out), 1);
+    assert_string_equal(out, "ditrt: dtype: f16 needs --device cuda (the cpu backend computes in f32 or bf16)\n");
+    assert_int_not_equal(access(png, F_OK), 0);
+    snprintf(cmd, sizeof cmd, "./ditrt bench transformer --dtype f16 --layers 1 --res 64");
+    assert_int_equal(tu_run(tmp, cmd, 0, out, sizeof out), 1);
+    assert_non_null(strstr(out, "f16 needs --device cuda"));
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m assets/demo-pixart -p x --text-encoder-dtype f16 -o '%s'", png);
+    assert_int_equal(tu_run(tmp, cmd, 0, out, sizeof out), 1);
+    assert_non_null(strstr(out, "text_dtype: expected f32 or bf16 (text encoders run in neither f16 nor tf32)"));
+    tu_rmtree(tmp);
+    const char *prompts[] = {"x"};
+    static const char *const vals[] = {"tf32", "f16", "f8"};
+    for (int v = 0; v < 3; v++) {
+        ditrt_search_solver_params p;
+        ditrt_search_solver_params_init(&p);
+        p.model_dir = "assets/demo-pixart", p.prompts = prompts, p.nprompts = 1, p.out_path = "never.json";
+        p.dtype = vals[v];
+        ditrt_search_solver_result res;
+        ditrt_search_solver_result_init(&res);
+        ditrt_error e = {0};
+        assert_int_equal(ditrt_search_solver(&p, &res, &e), v < 2 ? DITRT_EUNSUPPORTED : DITRT_EINVAL);
+        char want[200];
+        if (v < 2) snprintf(want, sizeof want, "dtype: %s needs --device cuda; search-solver runs on the CPU only", vals[v]);
+        else snprintf(want, sizeof want, "dtype: expected f32, bf16, f16 or tf32 (f16 and tf32 need --device cuda), got \"f8\"");
+        assert_string_equal(e.msg, want);
     }
 }
 
@@ -672,7 +810,7 @@ static void test_cli_device_cuda_without_gpu(void **state)
     assert_non_null(strstr(out, "tf32 needs --device cuda"));
     snprintf(cmd, sizeof cmd, "./ditrt txt2img -m assets/demo-pixart -p x --dtype tf16 -o '%s'", png);
     assert_int_equal(tu_run(tmp, cmd, 0, out, sizeof out), 2);
-    assert_non_null(strstr(out, "--dtype: expected f32, bf16 or tf32"));
+    assert_non_null(strstr(out, "--dtype: expected f32, bf16, f16 or tf32"));
     dt_backend_config cfg = {.device = DT_DEV_CPU, .compute = DT_F32, .tf32 = 1};
     dt_backend *be = NULL;
     dt_err err = {0};
@@ -714,6 +852,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bf16_round_matches_cpu),
+        cmocka_unit_test(test_f16_round_matches_cpu),
+        cmocka_unit_test(test_dtype_table),
+        cmocka_unit_test(test_f16_needs_cuda),
         cmocka_unit_test(test_activations_match_cpu_bitwise),
         cmocka_unit_test(test_cfg_and_blend_match_reference),
         cmocka_unit_test(test_layernorm_rows),

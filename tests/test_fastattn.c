@@ -584,9 +584,12 @@ static void test_api_calibrate(void **state)
     assert_int_equal(ditrt_calibrate_attn(&p, NULL, &err), DITRT_EINVAL);
     assert_non_null(strstr(err.msg, "--temporal-window/--frames: only for video models"));
     p.temporal_window = -1;
-    p.dtype = "f16";
+    p.dtype = "f64";
     assert_int_equal(ditrt_calibrate_attn(&p, NULL, &err), DITRT_EINVAL);
-    assert_non_null(strstr(err.msg, "--dtype"));
+    assert_non_null(strstr(err.msg, "--dtype: expected f32, bf16, f16 or tf32"));
+    p.dtype = "tf32"; /* CUDA only; the calibration runs on the CPU */
+    assert_int_equal(ditrt_calibrate_attn(&p, NULL, &err), DITRT_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "--dtype: tf32 needs --device cuda; calibrate-attn runs on the CPU only"));
     p.dtype = "f32";
     ditrt_attn_calib_result r = {0};
     assert_int_equal(ditrt_calibrate_attn(&p, &r, &err), DITRT_EINVAL);

@@ -275,9 +275,13 @@ static void test_bad_requests(void **state)
     assert_non_null(strstr(ditrt_errmsg(bad), "nosuch"));
     ditrt_ctx_free(bad);
     cp.solver = NULL;
-    cp.dtype = "f16";
+    cp.dtype = "f64";
     assert_int_equal(ditrt_ctx_create(&cp, &bad), DITRT_EINVAL);
-    assert_non_null(strstr(ditrt_errmsg(bad), "dtype"));
+    assert_non_null(strstr(ditrt_errmsg(bad), "dtype: expected f32, bf16, f16 or tf32"));
+    ditrt_ctx_free(bad);
+    cp.dtype = "f16"; /* a CUDA compute type */
+    assert_int_equal(ditrt_ctx_create(&cp, &bad), DITRT_EUNSUPPORTED);
+    assert_string_equal(ditrt_errmsg(bad), "dtype: f16 needs --device cuda (the cpu backend computes in f32 or bf16)");
     ditrt_ctx_free(bad);
 
     ditrt_ctx *c = make_ctx("f32");

@@ -758,7 +758,7 @@ static void test_api_quantize_rejects(void **state)
         {"prompts", "prompts: no calibration prompts"},
         {"model", "model_dir: NULL"},
         {"frames", "frames: only for video (Latte) pipelines"},
-        {"dtype", "dtype: expected f32 or bf16, got \"f16\""},
+        {"dtype", "dtype: expected f32, bf16, f16 or tf32 (f16 and tf32 need --device cuda), got \"f64\""},
         {"result", "ditrt_quantize_result: struct_size is 0"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -781,7 +781,7 @@ static void test_api_quantize_rejects(void **state)
         else if (!strcmp(f, "prompts")) p.nprompts = 0, settings = 0;
         else if (!strcmp(f, "model")) p.model_dir = NULL, settings = 0;
         else if (!strcmp(f, "frames")) p.frames = 2, settings = 0; /* an image pipeline */
-        else if (!strcmp(f, "dtype")) p.dtype = "f16", settings = 0;
+        else if (!strcmp(f, "dtype")) p.dtype = "f64", settings = 0;
         else if (!strcmp(f, "result")) r = (ditrt_quantize_result){0}, rp = &r, settings = 0;
         e = (ditrt_error){0};
         assert_int_equal(ditrt_quantize_check(&p, &e), settings ? DITRT_EINVAL : DITRT_OK);

@@ -887,7 +887,7 @@ static void test_search_solver_api(void **state)
         case 1: q.nprompts = 0; break;
         case 2: q.out_path = NULL; break;
         case 3: q.model_dir = NULL; break;
-        case 4: q.dtype = "f16"; break;
+        case 4: q.dtype = "f64"; break;
         case 5: q.cfg = -1; break;
         case 6: q.samples = 0; break;
         }

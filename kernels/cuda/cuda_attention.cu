@@ -4,7 +4,7 @@
  * strided-batched cuBLASLt GEMM (f32, no TF32), a row softmax kernel adding scale, the caption
  * key mask and T5's per-head bias (softmax_math.h), and O = P·V as a second batched GEMM
  * written straight into the heads' columns of out. The score block is bounded by
- * cfg.attn_block_bytes (default 256 MB here). With bf16 compute, cuDNN's fused SDPA graph
+ * cfg.attn_block_bytes (default 256 MB here). With bf16 or f16 compute, cuDNN's fused SDPA graph
  * (cuda_sdpa.cu) runs first; this path is its fallback and the f32 path.
  *
  * Banded (DiTFastAttn window) attention: one warp per (sample, head, query), an online softmax

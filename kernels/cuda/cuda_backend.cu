@@ -64,22 +64,16 @@ dt_status cu_alloc_upload(cuda_backend *cb, const void *host, size_t bytes, void
 
 /* ---- conversions and activations (elem_math.h) ---- */
 
-__global__ void k_to_bf16(const float *s, uint16_t *d, int64_t n)
+__global__ void k_to16(int t, const float *s, uint16_t *d, int64_t n)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        d[i] = dtm_bf16_round(s[i]);
+        d[i] = dtm_to16(t, s[i]);
 }
 
-__global__ void k_to_f16(const float *s, __half *d, int64_t n)
+__global__ void k_round_to(int t, const float *s, float *d, int64_t n)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        d[i] = __float2half_rn(s[i]);
-}
-
-__global__ void k_round_bf16(const float *s, float *d, int64_t n)
-{
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        d[i] = dtm_round_bf16(s[i]);
+        d[i] = dtm_round_to(t, s[i]);
 }
 
 __global__ void k_act(int act, float *y, int64_t n)
@@ -88,24 +82,19 @@ __global__ void k_act(int act, float *y, int64_t n)
         y[i] = dtm_act(act, y[i]);
 }
 
-dt_status cu_f32_to_bf16(cuda_backend *cb, const float *src, void *dst, int64_t n, dt_err *err)
+dt_status cu_f32_to_16(cuda_backend *cb, dt_dtype t, const float *src, void *dst, int64_t n, dt_err *err)
 {
-    k_to_bf16<<<cu_blocks(n, 256), 256, 0, cb->stream>>>(src, (uint16_t *)dst, n);
-    CU_LAUNCHED("f32 -> bf16");
+    if (cu_ftype(t).bytes != 2) return dt_fail(err, DT_EINVAL, "f32 -> %s: not a 16-bit float type", dt_dtype_name(t));
+    k_to16<<<cu_blocks(n, 256), 256, 0, cb->stream>>>((int)t, src, (uint16_t *)dst, n);
+    CU_LAUNCHED("f32 -> 16-bit");
     return DT_OK;
 }
 
-dt_status cu_f32_to_f16(cuda_backend *cb, const float *src, void *dst, int64_t n, dt_err *err)
+dt_status cu_round_to_f32(cuda_backend *cb, dt_dtype t, const float *src, float *dst, int64_t n, dt_err *err)
 {
-    k_to_f16<<<cu_blocks(n, 256), 256, 0, cb->stream>>>(src, (__half *)dst, n);
-    CU_LAUNCHED("f32 -> f16");
-    return DT_OK;
-}
-
-dt_status cu_round_bf16_f32(cuda_backend *cb, const float *src, float *dst, int64_t n, dt_err *err)
-{
-    k_round_bf16<<<cu_blocks(n, 256), 256, 0, cb->stream>>>(src, dst, n);
-    CU_LAUNCHED("bf16 rounding");
+    if (!cu_is_float(t)) return dt_fail(err, DT_EINVAL, "rounding to %s: not a float type", dt_dtype_name(t));
+    k_round_to<<<cu_blocks(n, 256), 256, 0, cb->stream>>>((int)t, src, dst, n);
+    CU_LAUNCHED("rounding");
     return DT_OK;
 }
 
@@ -180,8 +169,8 @@ static void cu_host_free(dt_backend *be, void *ptr)
 static dt_status cu_copy(dt_backend *be, const dt_tensor *src, dt_tensor *dst, dt_err *err)
 {
     cuda_backend *cb = cu_enter(be);
-    if (src->dtype != dst->dtype || (src->dtype != DT_F32 && src->dtype != DT_BF16))
-        return dt_fail(err, DT_EINVAL, "copy: expected f32 or bf16 tensors of one dtype, got %s -> %s",
+    if (src->dtype != dst->dtype || !cu_is_float(src->dtype))
+        return dt_fail(err, DT_EINVAL, "copy: expected f32, bf16 or f16 tensors of one dtype, got %s -> %s",
                        dt_dtype_name(src->dtype), dt_dtype_name(dst->dtype));
     if (dt_tensor_numel(src) != dt_tensor_numel(dst) || !dt_tensor_is_contiguous(src) || !dt_tensor_is_contiguous(dst))
         return dt_fail(err, DT_EINVAL, "copy: expected contiguous tensors of equal size (%lld -> %lld elements)",
@@ -196,15 +185,15 @@ static int cu_supports(dt_backend *be, dt_op op, dt_dtype t)
 {
     switch (op) {
     case DT_OP_BUFFER: return 1;
-    case DT_OP_LINEAR: return t == DT_F32 || t == DT_BF16 || t == DT_F16;
+    case DT_OP_LINEAR: /* f32, bf16 and f16 (dtype_math.h) */
     case DT_OP_ATTENTION:
     case DT_OP_WINDOW_ATTENTION:
-    case DT_OP_CONV2D: return t == DT_F32 || t == DT_BF16;
+    case DT_OP_CONV2D: return cu_is_float(t);
     case DT_OP_QLINEAR: return t == DT_I8; /* cuda_qlinear.cu */
     case DT_OP_COPY:
     case DT_OP_COPY4D:
     case DT_OP_GROUP_NORM:
-    case DT_OP_UPSAMPLE: return t == DT_F32 || t == DT_BF16;
+    case DT_OP_UPSAMPLE: return cu_is_float(t);
     case DT_OP_LAYERNORM_MODULATE:
     case DT_OP_GATED_ADD:
     case DT_OP_ACTIVATION:
@@ -328,9 +317,10 @@ extern "C" int cuda_backend_describe(char *buf, size_t n)
     return c;
 }
 
-/* bf16 GEMMs run natively from sm_80 (A100, H100); f32 always. The query has no device index:
- * it answers for the kinds this build targets (CUDA_ARCH >= 80). */
-extern "C" int cuda_backend_native_dtype(dt_dtype t) { return t == DT_F32 || t == DT_BF16; }
+/* bf16 and f16 GEMMs run natively from sm_80 (A100, H100); f32 always. The query has no device
+ * index: it answers for the kinds this build targets (CUDA_ARCH >= 80). The default stays bf16
+ * (dt_backend_default_dtype): f16 is asked for by name. */
+extern "C" int cuda_backend_native_dtype(dt_dtype t) { return cu_is_float(t); }
 
 static dt_status init_handles(cuda_backend *cb, dt_err *err)
 {
@@ -365,8 +355,8 @@ extern "C" dt_status cuda_backend_create(const dt_backend_config *cfg, dt_backen
     if (cfg->device_index < 0 || cfg->device_index >= count)
         return dt_fail(err, DT_EINVAL, "device cuda:%d: only %d CUDA device%s found (cuda:0..%d)", cfg->device_index,
                        count, count == 1 ? "" : "s", count - 1);
-    if (cfg->compute != DT_F32 && cfg->compute != DT_BF16)
-        return dt_fail(err, DT_EINVAL, "dtype: compute dtype must be f32 or bf16, got %s", dt_dtype_name(cfg->compute));
+    if (!cu_is_float(cfg->compute))
+        return dt_fail(err, DT_EINVAL, "dtype: compute dtype must be f32, bf16 or f16, got %s", dt_dtype_name(cfg->compute));
     cuda_backend *cb = (cuda_backend *)calloc(1, sizeof *cb);
     if (!cb) return dt_fail(err, DT_ENOMEM, "out of memory");
     cb->base.ops = &cuda_ops;

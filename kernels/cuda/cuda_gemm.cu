@@ -175,12 +175,10 @@ dt_status cu_gemm(cuda_backend *cb, const cu_gemm_args *g, cu_algo_cache *cache,
 
 /* ---- linear layers ---- */
 
-static cudaDataType_t cuda_dt(dt_dtype t) { return t == DT_BF16 ? CUDA_R_16BF : t == DT_F16 ? CUDA_R_16F : CUDA_R_32F; }
-
 cu_gemm_args cu_linear_args(int in, int out, int64_t m, dt_dtype dt, const void *w, const void *x, const float *b,
                             float *y)
 {
-    cudaDataType_t t = cuda_dt(dt);
+    cudaDataType_t t = cu_cuda_type(dt);
     return (cu_gemm_args){1, 0, out, m, in, w, t, in, 0, x, t, in, 0, y, out, 0, 1, b, 1.0f, 0.0f, CUBLAS_COMPUTE_32F, 0};
 }
 
@@ -191,19 +189,13 @@ cu_gemm_args cu_qlinear_args(int64_t kp, int64_t np, int64_t m, const int8_t *w,
                           1.0f, 0.0f, CUBLAS_COMPUTE_32I, 1};
 }
 
-/* Host-side weight conversion to the layer's dtype (the CPU's rounding for bf16). */
+/* Host-side weight conversion to the layer's 16-bit dtype (dtype_math.h: the CPU's rounding). */
 static void *host_weights(const float *w, size_t n, dt_dtype dt)
 {
     if (dt == DT_F32) return NULL;
     uint16_t *h = (uint16_t *)malloc(n * 2);
     if (!h) return NULL;
-    for (size_t i = 0; i < n; i++) {
-        if (dt == DT_BF16) h[i] = dtm_bf16_round(w[i]);
-        else {
-            __half v = __float2half_rn(w[i]);
-            memcpy(&h[i], &v, 2);
-        }
-    }
+    for (size_t i = 0; i < n; i++) h[i] = dtm_to16((int)dt, w[i]);
     return h;
 }
 
@@ -213,7 +205,7 @@ dt_status cu_linear_create(dt_backend *be, const float *w, const float *b, int i
     cuda_backend *cb = cu_enter(be);
     *lin = NULL;
     if (in <= 0 || out <= 0) return dt_fail(err, DT_EINVAL, "linear: in %d and out %d must be positive", in, out);
-    if (dtype != DT_F32 && dtype != DT_BF16 && dtype != DT_F16)
+    if (!cu_is_float(dtype))
         return dt_fail(err, DT_EUNSUPPORTED, "linear: dtype %s is not run on CUDA (f32, bf16, f16)", dt_dtype_name(dtype));
     dt_linear *l = (dt_linear *)calloc(1, sizeof *l);
     if (!l) return dt_fail(err, DT_ENOMEM, "out of memory");
@@ -221,7 +213,7 @@ dt_status cu_linear_create(dt_backend *be, const float *w, const float *b, int i
     size_t n = (size_t)in * out;
     void *hw = host_weights(w, n, dtype);
     dt_status s = dtype != DT_F32 && !hw ? dt_fail(err, DT_ENOMEM, "out of memory")
-                                         : cu_alloc_upload(cb, hw ? hw : w, n * (dtype == DT_F32 ? 4 : 2), &l->w, err);
+                                         : cu_alloc_upload(cb, hw ? hw : w, n * cu_ftype(dtype).bytes, &l->w, err);
     free(hw);
     if (s == DT_OK && b) s = cu_alloc_upload(cb, b, (size_t)out * 4, (void **)&l->b, err);
     if (s != DT_OK) {
@@ -252,8 +244,7 @@ dt_status cu_linear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt
     if (l->dt != DT_F32) {
         void *s;
         DT_TRY(cu_scratch(cb, CU_SLOT_A, (size_t)m * l->in * 2, &s, err));
-        DT_TRY(l->dt == DT_BF16 ? cu_f32_to_bf16(cb, (const float *)x->data, s, m * l->in, err)
-                                : cu_f32_to_f16(cb, (const float *)x->data, s, m * l->in, err));
+        DT_TRY(cu_f32_to_16(cb, l->dt, (const float *)x->data, s, m * l->in, err));
         src = s;
     }
     cu_gemm_args g = cu_linear_args(l->in, l->out, m, l->dt, l->w, src, l->b, (float *)y->data);

@@ -2,10 +2,11 @@
  * dlopen), GroupNorm(+act) with statistics in double, nearest 2x upsampling, strided 4-D copies
  * and the tiled-VAE seam blend as own kernels.
  *
- * bf16 convolutions: the weights and the input are rounded to bf16 but kept in f32, and the
- * convolution runs in f32 with FMA math only (no TF32): the products of bf16 values are exact
- * in f32, so this is "bf16 inputs, f32 accumulation" as on the CPU, at f32 speed. A native
- * bf16 cuDNN graph (bf16 in, f32 out) is the faster follow-up.
+ * bf16 and f16 convolutions: the weights and the input are rounded to the conv's type but kept
+ * in f32 (dtype_math.h), and the convolution runs in f32 with FMA math only (no TF32): the
+ * products of two bf16 or two f16 values are exact in f32, so this is "16-bit inputs, f32
+ * accumulation" as on the CPU, at f32 speed. A native 16-bit cuDNN graph (16-bit in, f32 out)
+ * is the faster follow-up. Normalized activations may be stored in bf16 or f16 (the VAE's cd).
  * Asymmetric padding (pad_lo != pad_hi; cuDNN's legacy API pads symmetrically) copies the input
  * into a zero-padded scratch tensor first. */
 #include "kernels/cuda/cuda_internal.h"
@@ -20,7 +21,7 @@ struct dt_conv2d {
     cuda_backend *cb;
     int cin, cout, k, stride, pad_lo, pad_hi;
     dt_dtype dt;
-    float *w;   /* [cout, k, k, cin] (cuDNN NHWC filter), bf16-rounded when dt is bf16 */
+    float *w;   /* [cout, k, k, cin] (cuDNN NHWC filter), rounded to dt (f32: as given) */
     float *b;   /* [cout] or NULL */
     int64_t algo_shape[3]; /* B, H, W the cached algorithm is for */
     int algo;
@@ -40,8 +41,8 @@ dt_status cu_conv2d_create(dt_backend *be, const float *w, const float *b, int c
     if (cin <= 0 || cout <= 0 || k <= 0 || stride <= 0 || pad_lo < 0 || pad_hi < 0)
         return dt_fail(err, DT_EINVAL, "conv2d: bad geometry (cin %d, cout %d, k %d, stride %d, pad %d/%d)", cin, cout, k,
                        stride, pad_lo, pad_hi);
-    if (dtype != DT_F32 && dtype != DT_BF16)
-        return dt_fail(err, DT_EUNSUPPORTED, "conv2d: dtype %s is not run on CUDA (f32, bf16)", dt_dtype_name(dtype));
+    if (!cu_is_float(dtype))
+        return dt_fail(err, DT_EUNSUPPORTED, "conv2d: dtype %s is not run on CUDA (f32, bf16, f16)", dt_dtype_name(dtype));
     size_t n = (size_t)cout * cin * k * k;
     float *h = (float *)malloc(n * sizeof(float));
     if (!h) return dt_fail(err, DT_ENOMEM, "out of memory");
@@ -49,7 +50,7 @@ dt_status cu_conv2d_create(dt_backend *be, const float *w, const float *b, int c
         for (int c = 0; c < cin; c++)
             for (int t = 0; t < k * k; t++) {
                 float v = w[((size_t)o * cin + c) * k * k + t];
-                h[((size_t)o * k * k + t) * cin + c] = dtype == DT_BF16 ? dtm_round_bf16(v) : v;
+                h[((size_t)o * k * k + t) * cin + c] = dtm_round_to((int)dtype, v);
             }
     dt_conv2d *cv = (dt_conv2d *)calloc(1, sizeof *cv);
     dt_status s = cv ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory");
@@ -76,9 +77,9 @@ void cu_conv2d_destroy(dt_conv2d *c)
     free(c);
 }
 
-/* x [B,H,W,C] (f32 or bf16) -> y [B, H+lo+hi, W+lo+hi, C] f32, zero border, optionally bf16-rounded. */
-__global__ void k_pad_nhwc(const void *x, int xbf16, float *y, int64_t H, int64_t W, int64_t C, int64_t lo, int64_t hi,
-                           int round, int64_t n)
+/* x [B,H,W,C] (float type xt) -> y [B, H+lo+hi, W+lo+hi, C] f32, zero border, rounded to type rt. */
+__global__ void k_pad_nhwc(const void *x, int xt, float *y, int64_t H, int64_t W, int64_t C, int64_t lo, int64_t hi,
+                           int rt, int64_t n)
 {
     int64_t Hp = H + lo + hi, Wp = W + lo + hi;
     GRID_LOOP(o, n)
@@ -88,9 +89,9 @@ __global__ void k_pad_nhwc(const void *x, int xbf16, float *y, int64_t H, int64_
         float v = 0;
         if (sy >= 0 && sy < H && sx >= 0 && sx < W) {
             int64_t i = ((b * H + sy) * W + sx) * C + c;
-            v = xbf16 ? dtm_bf16_to_f32(((const uint16_t *)x)[i]) : ((const float *)x)[i];
+            v = dtm_load(xt, x, i);
         }
-        y[o] = round ? dtm_round_bf16(v) : v;
+        y[o] = dtm_round_to(rt, v);
     }
 }
 
@@ -183,14 +184,14 @@ dt_status cu_conv2d_forward(dt_backend *be, dt_conv2d *c, const dt_tensor *x, dt
         return dt_fail(err, DT_EINVAL, "conv2d: input %lldx%lld padded by %d/%d is smaller than the %dx%d kernel",
                        (long long)H, (long long)W, c->pad_lo, c->pad_hi, c->k, c->k);
     /* the input cuDNN sees: x itself (f32, symmetric padding, no rounding), or a padded / rounded copy */
-    int round = c->dt == DT_BF16 && x->dtype == DT_F32;
+    int round = c->dt != DT_F32 && x->dtype == DT_F32; /* an input of the conv's type is already rounded */
     const float *src = (const float *)x->data;
     if (pl.lo || pl.hi || round || x->dtype != DT_F32) {
         int64_t n = B * pl.Hs * pl.Ws * c->cin;
         float *t;
         DT_TRY(cu_scratch(cb, CU_SLOT_C, (size_t)n * sizeof(float), (void **)&t, err));
-        k_pad_nhwc<<<cu_blocks(n, 256), 256, 0, cb->stream>>>(x->data, x->dtype == DT_BF16, t, H, W, c->cin, pl.lo,
-                                                               pl.hi, round, n);
+        k_pad_nhwc<<<cu_blocks(n, 256), 256, 0, cb->stream>>>(x->data, (int)x->dtype, t, H, W, c->cin, pl.lo,
+                                                               pl.hi, round ? (int)c->dt : DTM_F32, n);
         CU_LAUNCHED("conv2d input padding");
         src = t;
     }
@@ -229,7 +230,7 @@ template <typename T> __device__ T gsum(T v, T *sh)
     return v;
 }
 
-__global__ void k_group_norm(const float *x, void *y, int ybf16, const float *gamma, const float *beta, int64_t N,
+__global__ void k_group_norm(const float *x, void *y, int yt, const float *gamma, const float *beta, int64_t N,
                              int64_t C, int64_t cg, float eps, int act)
 {
     __shared__ double sh[32];
@@ -247,8 +248,7 @@ __global__ void k_group_norm(const float *x, void *y, int ybf16, const float *ga
     for (int64_t e = threadIdx.x; e < cnt; e += blockDim.x) {
         int64_t c = g * cg + e % cg, i = b * N * C + (e / cg) * C + c;
         float o = dtm_gn_apply(x[i], mean, rstd, gamma ? gamma[c] : 1.0f, beta ? beta[c] : 0.0f, act);
-        if (ybf16) ((uint16_t *)y)[i] = dtm_bf16_round(o);
-        else ((float *)y)[i] = o;
+        dtm_store(yt, y, i, o);
     }
 }
 
@@ -275,7 +275,7 @@ __global__ void k_gn_partial(const float *x, int64_t N, int64_t C, int64_t cg, i
     if (threadIdx.x == 0) out[blockIdx.x] = v;
 }
 
-__global__ void k_gn_apply(const float *x, void *y, int ybf16, const float *gamma, const float *beta, int64_t N,
+__global__ void k_gn_apply(const float *x, void *y, int yt, const float *gamma, const float *beta, int64_t N,
                            int64_t C, int64_t cg, int S, const double *sums, const double *sqs, float eps, int act)
 {
     const int64_t G = C / cg, bg = blockIdx.x / S, b = bg / G, g = bg % G, cnt = N * cg;
@@ -286,15 +286,14 @@ __global__ void k_gn_apply(const float *x, void *y, int ybf16, const float *gamm
     for (int64_t e = e0 + threadIdx.x; e < e1; e += blockDim.x) {
         int64_t c = g * cg + e % cg, i = b * N * C + (e / cg) * C + c;
         float o = dtm_gn_apply(x[i], mean, rstd, gamma ? gamma[c] : 1.0f, beta ? beta[c] : 0.0f, act);
-        if (ybf16) ((uint16_t *)y)[i] = dtm_bf16_round(o);
-        else ((float *)y)[i] = o;
+        dtm_store(yt, y, i, o);
     }
 }
 
 /* About this many blocks for a GroupNorm (a few waves on an A100/H100's 108/132 SMs). */
 #define CU_GN_BLOCKS 1024
 
-static int fdt(const dt_tensor *t) { return t->dtype == DT_F32 || t->dtype == DT_BF16; }
+static int fdt(const dt_tensor *t) { return cu_is_float(t->dtype); }
 static int same_shape(const dt_tensor *a, const dt_tensor *b)
 {
     if (a->ndim != b->ndim) return 0;
@@ -313,7 +312,7 @@ dt_status cu_group_norm(dt_backend *be, const dt_tensor *x, int groups, const dt
     cuda_backend *cb = cu_enter(be);
     if (x->ndim < 2 || x->dtype != DT_F32 || !fdt(x) || !fdt(y) || !same_shape(x, y) || !dt_tensor_is_contiguous(x) ||
         !dt_tensor_is_contiguous(y))
-        return dt_fail(err, DT_EINVAL, "group_norm: expected contiguous f32 [B,...,C] -> same shape f32/bf16");
+        return dt_fail(err, DT_EINVAL, "group_norm: expected contiguous f32 [B,...,C] -> same shape f32/bf16/f16");
     int64_t B = x->shape[0], C = x->shape[x->ndim - 1], N = B && C ? dt_tensor_numel(x) / (B * C) : 0;
     if (groups <= 0 || C % groups || !vec_ok(gamma, C) || !vec_ok(beta, C))
         return dt_fail(err, DT_EINVAL, "group_norm: %lld channels do not split into %d groups, or gamma/beta are not [%lld] f32",
@@ -328,7 +327,7 @@ dt_status cu_group_norm(dt_backend *be, const dt_tensor *x, int groups, const dt
     const int64_t cg = C / groups, BG = B * groups;
     const int S = dtm_gn_splits(BG, N, cg, CU_GN_BLOCKS);
     if (S == 1) {
-        k_group_norm<<<(unsigned)BG, 1024, 0, cb->stream>>>((const float *)x->data, y->data, y->dtype == DT_BF16, g, bt,
+        k_group_norm<<<(unsigned)BG, 1024, 0, cb->stream>>>((const float *)x->data, y->data, (int)y->dtype, g, bt,
                                                              N, C, cg, eps, (int)act);
         CU_LAUNCHED("group_norm");
         return DT_OK;
@@ -340,20 +339,19 @@ dt_status cu_group_norm(dt_backend *be, const dt_tensor *x, int groups, const dt
     CU_LAUNCHED("group_norm sums");
     k_gn_partial<<<nb, 256, 0, cb->stream>>>((const float *)x->data, N, C, cg, S, part, part + BG * S);
     CU_LAUNCHED("group_norm deviations");
-    k_gn_apply<<<nb, 256, 0, cb->stream>>>((const float *)x->data, y->data, y->dtype == DT_BF16, g, bt, N, C, cg, S, part,
+    k_gn_apply<<<nb, 256, 0, cb->stream>>>((const float *)x->data, y->data, (int)y->dtype, g, bt, N, C, cg, S, part,
                                            part + BG * S, eps, (int)act);
     CU_LAUNCHED("group_norm");
     return DT_OK;
 }
 
 /* ---- upsampling, strided copies, seam blend ---- */
-__global__ void k_upsample(const float *x, void *y, int ybf16, int64_t H, int64_t W, int64_t C, int64_t n)
+__global__ void k_upsample(const float *x, void *y, int yt, int64_t H, int64_t W, int64_t C, int64_t n)
 {
     GRID_LOOP(o, n)
     {
         float v = x[dtm_upsample2x_src(o, H, W, C)];
-        if (ybf16) ((uint16_t *)y)[o] = dtm_bf16_round(v);
-        else ((float *)y)[o] = v;
+        dtm_store(yt, y, o, v);
     }
 }
 
@@ -366,7 +364,7 @@ dt_status cu_upsample_nearest2x(dt_backend *be, const dt_tensor *x, dt_tensor *y
         return dt_fail(err, DT_EINVAL, "upsample_nearest2x: expected contiguous f32 [B,H,W,C] -> [B,2H,2W,C]");
     int64_t n = dt_tensor_numel(y);
     if (n == 0) return DT_OK;
-    k_upsample<<<cu_blocks(n, 256), 256, 0, cb->stream>>>((const float *)x->data, y->data, y->dtype == DT_BF16,
+    k_upsample<<<cu_blocks(n, 256), 256, 0, cb->stream>>>((const float *)x->data, y->data, (int)y->dtype,
                                                            x->shape[1], x->shape[2], x->shape[3], n);
     CU_LAUNCHED("upsample_nearest2x");
     return DT_OK;
@@ -376,7 +374,7 @@ typedef struct {
     int64_t n[4], ss[4], ds[4];
 } shape4;
 
-__global__ void k_copy4d(const void *s, int sbf16, void *d, int dbf16, shape4 g, int64_t total)
+__global__ void k_copy4d(const void *s, int st, void *d, int dt, shape4 g, int64_t total)
 {
     GRID_LOOP(e, total)
     {
@@ -384,9 +382,7 @@ __global__ void k_copy4d(const void *s, int sbf16, void *d, int dbf16, shape4 g,
                 i0 = e / (g.n[3] * g.n[2] * g.n[1]);
         int64_t so = i0 * g.ss[0] + i1 * g.ss[1] + i2 * g.ss[2] + i3 * g.ss[3];
         int64_t dof = i0 * g.ds[0] + i1 * g.ds[1] + i2 * g.ds[2] + i3 * g.ds[3];
-        float v = sbf16 ? dtm_bf16_to_f32(((const uint16_t *)s)[so]) : ((const float *)s)[so];
-        if (dbf16) ((uint16_t *)d)[dof] = dtm_bf16_round(v);
-        else ((float *)d)[dof] = v;
+        dtm_store(dt, d, dof, dtm_load(st, s, so));
     }
 }
 
@@ -394,13 +390,13 @@ dt_status cu_copy4d(dt_backend *be, const dt_tensor *src, dt_tensor *dst, dt_err
 {
     cuda_backend *cb = cu_enter(be);
     if (src->ndim != 4 || !same_shape(src, dst) || !fdt(src) || !fdt(dst))
-        return dt_fail(err, DT_EINVAL, "copy4d: expected f32/bf16 4-D CUDA views of one shape");
+        return dt_fail(err, DT_EINVAL, "copy4d: expected f32/bf16/f16 4-D CUDA views of one shape");
     shape4 g;
     for (int i = 0; i < 4; i++) g.n[i] = src->shape[i], g.ss[i] = src->strides[i], g.ds[i] = dst->strides[i];
     int64_t n = dt_tensor_numel(src);
     if (n == 0) return DT_OK;
-    k_copy4d<<<cu_blocks(n, 256), 256, 0, cb->stream>>>(src->data, src->dtype == DT_BF16, dst->data,
-                                                         dst->dtype == DT_BF16, g, n);
+    k_copy4d<<<cu_blocks(n, 256), 256, 0, cb->stream>>>(src->data, (int)src->dtype, dst->data,
+                                                         (int)dst->dtype, g, n);
     CU_LAUNCHED("copy4d");
     return DT_OK;
 }

@@ -16,6 +16,24 @@ extern "C" {
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_entry.h"
 }
+#include "kernels/cuda/dtype_math.h"
+
+/* dtype_math.h's table is the one place a float type meets the libraries: its numbers are
+ * checked here against dt_dtype and the CUDA headers. */
+#define CU_SAME(a, b) ((int)(a) == (int)(b))
+static_assert(CU_SAME(DTM_F32, DT_F32) && CU_SAME(DTM_F16, DT_F16) && CU_SAME(DTM_BF16, DT_BF16),
+              "dtype_math.h numbers types as dt_dtype");
+static_assert(CU_SAME(DTM_CUDA_R_32F, CUDA_R_32F) && CU_SAME(DTM_CUDA_R_16F, CUDA_R_16F) &&
+                  CU_SAME(DTM_CUDA_R_16BF, CUDA_R_16BF),
+              "dtype_math.h: cudaDataType_t codes");
+static_assert(CU_SAME(DTM_CUDNN_FLOAT, CUDNN_DATA_FLOAT) && CU_SAME(DTM_CUDNN_HALF, CUDNN_DATA_HALF) &&
+                  CU_SAME(DTM_CUDNN_BFLOAT16, CUDNN_DATA_BFLOAT16),
+              "dtype_math.h: cudnnDataType_t codes");
+#undef CU_SAME
+static inline dtm_float_type cu_ftype(dt_dtype t) { return dtm_float_type_of((int)t); }
+/* f32, bf16 or f16: the storage and compute types the float ops take. */
+static inline int cu_is_float(dt_dtype t) { return cu_ftype(t).ok; }
+static inline cudaDataType_t cu_cuda_type(dt_dtype t) { return (cudaDataType_t)cu_ftype(t).cuda; }
 
 /* The algorithm of a GEMM shape (m, n, k, batch, lds) and operand alignments, reused while they
  * stay the same (the heuristic costs tens of microseconds per call). */
@@ -75,10 +93,10 @@ static inline unsigned cu_blocks(int64_t n, int threads)
     return (unsigned)(b < 1 ? 1 : b > 65535 * 8 ? 65535 * 8 : b);
 }
 
-/* f32 -> bf16 / f16 / f32-rounded-to-bf16 conversions on the stream. */
-dt_status cu_f32_to_bf16(cuda_backend *cb, const float *src, void *dst, int64_t n, dt_err *err);
-dt_status cu_f32_to_f16(cuda_backend *cb, const float *src, void *dst, int64_t n, dt_err *err);
-dt_status cu_round_bf16_f32(cuda_backend *cb, const float *src, float *dst, int64_t n, dt_err *err);
+/* Conversions on the stream: f32 -> 16-bit storage of t (bf16 or f16), and f32 rounded to t
+ * kept as f32 (dtype_math.h's rounding, the CPU's bit for bit). */
+dt_status cu_f32_to_16(cuda_backend *cb, dt_dtype t, const float *src, void *dst, int64_t n, dt_err *err);
+dt_status cu_round_to_f32(cuda_backend *cb, dt_dtype t, const float *src, float *dst, int64_t n, dt_err *err);
 dt_status cu_act_inplace(cuda_backend *cb, dt_act act, float *y, int64_t n, dt_err *err);
 
 /* One (strided-batched) cuBLASLt GEMM in column-major terms: D[m×n] = alpha·op(A)·op(B) + beta·D,

@@ -1,6 +1,7 @@
 /* Attention through cuDNN's fused SDPA graph (cuda_sdpa.h), the first choice of cu_attention
- * for bf16 compute: Q, K and V are rounded into packed bf16 copies (the activations are f32),
- * the caption key mask and T5's head bias are folded into one bf16 bias tensor, the cached plan
+ * for bf16 and f16 compute: Q, K and V are rounded into packed 16-bit copies of the compute type
+ * (dtype_math.h; the activations are f32), the caption key mask and T5's head bias are folded into
+ * one bias tensor of that type, the cached plan
  * of the shape runs, and O comes back to f32 into out's rows.
  *
  * Plans: one graph and execution plan per shape key (dtm_sdpa_key), made at the shape's first
@@ -12,10 +13,8 @@
  * DITRT_VERBOSE=1. */
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/cuda/cuda_sdpa.h"
-#include <cuda_fp16.h>
 #include <stdio.h>
 #include <string.h>
-#include <type_traits>
 
 #define CU_SDPA_CACHE 16
 
@@ -73,46 +72,36 @@ static cu_sdpa_entry *plan(cuda_backend *cb, const int64_t *key, const cu_sdpa_s
     return e;
 }
 
-/* dst (packed [B, N, C], 16-bit) = src's rows (f32, strides s0, s1, unit channel stride). */
-template <typename T>
-__global__ void k_rows_to16(const float *src, int64_t s0, int64_t s1, T *dst, int64_t N, int64_t C, int64_t total)
+/* dst (packed [B, N, C], 16-bit type t) = src's rows (f32, strides s0, s1, unit channel stride). */
+__global__ void k_rows_to16(int t, const float *src, int64_t s0, int64_t s1, uint16_t *dst, int64_t N, int64_t C,
+                            int64_t total)
 {
     for (int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; o < total; o += (int64_t)gridDim.x * blockDim.x) {
         int64_t c = o % C, i = (o / C) % N, b = o / (C * N);
-        float x = src[b * s0 + i * s1 + c];
-        if constexpr (std::is_same<T, __half>::value) dst[o] = __float2half_rn(x);
-        else dst[o] = dtm_bf16_round(x);
+        dst[o] = dtm_to16(t, src[b * s0 + i * s1 + c]);
     }
 }
 
-/* dst's rows (f32, strides s0, s1) = src (packed [B, N, C], 16-bit). */
-template <typename T>
-__global__ void k_rows_from16(const T *src, float *dst, int64_t s0, int64_t s1, int64_t N, int64_t C, int64_t total)
+/* dst's rows (f32, strides s0, s1) = src (packed [B, N, C], 16-bit type t). */
+__global__ void k_rows_from16(int t, const uint16_t *src, float *dst, int64_t s0, int64_t s1, int64_t N, int64_t C,
+                              int64_t total)
 {
     for (int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; o < total; o += (int64_t)gridDim.x * blockDim.x) {
         int64_t c = o % C, i = (o / C) % N, b = o / (C * N);
-        float x;
-        if constexpr (std::is_same<T, __half>::value) x = __half2float(src[o]);
-        else x = dtm_u2f((uint32_t)src[o] << 16);
-        dst[b * s0 + i * s1 + c] = x;
+        dst[b * s0 + i * s1 + c] = dtm_from16(t, src[o]);
     }
 }
 
-/* The folded bias (dtm_sdpa_bias_at), rounded to the 16-bit type. */
-template <typename T>
-__global__ void k_sdpa_bias(T *dst, dtm_t4 s, const float *key, const float *head, int64_t total)
+/* The folded bias (dtm_sdpa_bias_at), rounded to the 16-bit type t. */
+__global__ void k_sdpa_bias(int t, uint16_t *dst, dtm_t4 s, const float *key, const float *head, int64_t total)
 {
-    for (int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; o < total; o += (int64_t)gridDim.x * blockDim.x) {
-        float x = dtm_sdpa_bias_at(&s, o, key, head);
-        if constexpr (std::is_same<T, __half>::value) dst[o] = __float2half_rn(x);
-        else dst[o] = dtm_bf16_round(x);
-    }
+    for (int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; o < total; o += (int64_t)gridDim.x * blockDim.x)
+        dst[o] = dtm_to16(t, dtm_sdpa_bias_at(&s, o, key, head));
 }
 
 static size_t up256(size_t n) { return (n + 255) / 256 * 256; }
 
-template <typename T>
-static dt_status run_typed(cuda_backend *cb, cu_sdpa_entry *e, const cu_sdpa_shape *s, const dt_tensor *q,
+static dt_status run_fused(cuda_backend *cb, cu_sdpa_entry *e, const cu_sdpa_shape *s, const dt_tensor *q,
                            const dt_tensor *k, const dt_tensor *v, const float *kb, const float *hb, float scale,
                            dt_tensor *out, int *ran, dt_err *err)
 {
@@ -124,15 +113,16 @@ static dt_status run_typed(cuda_backend *cb, cu_sdpa_entry *e, const cu_sdpa_sha
     void *ws = NULL;
     DT_TRY(cu_scratch(cb, CU_SLOT_A, ob + up256(nb * 2), (void **)&base, err));
     if (e->g.ws_bytes > 0) DT_TRY(cu_scratch(cb, CU_SLOT_B, (size_t)e->g.ws_bytes, &ws, err));
-    T *Q = (T *)(base + oq), *K = (T *)(base + ok), *V = (T *)(base + ov), *O = (T *)(base + oo);
-    T *Bi = nb ? (T *)(base + ob) : NULL;
-    k_rows_to16<T><<<cu_blocks(nq, 256), 256, 0, cb->stream>>>((const float *)q->data, q->strides[0], q->strides[1],
+    const int t = dtm_sdpa_io_type(s->io);
+    uint16_t *Q = (uint16_t *)(base + oq), *K = (uint16_t *)(base + ok), *V = (uint16_t *)(base + ov);
+    uint16_t *O = (uint16_t *)(base + oo), *Bi = nb ? (uint16_t *)(base + ob) : NULL;
+    k_rows_to16<<<cu_blocks(nq, 256), 256, 0, cb->stream>>>(t, (const float *)q->data, q->strides[0], q->strides[1],
                                                                  Q, s->Nq, C, nq);
-    k_rows_to16<T><<<cu_blocks(nk, 256), 256, 0, cb->stream>>>((const float *)k->data, k->strides[0], k->strides[1],
+    k_rows_to16<<<cu_blocks(nk, 256), 256, 0, cb->stream>>>(t, (const float *)k->data, k->strides[0], k->strides[1],
                                                                  K, s->Nk, C, nk);
-    k_rows_to16<T><<<cu_blocks(nk, 256), 256, 0, cb->stream>>>((const float *)v->data, v->strides[0], v->strides[1],
+    k_rows_to16<<<cu_blocks(nk, 256), 256, 0, cb->stream>>>(t, (const float *)v->data, v->strides[0], v->strides[1],
                                                                  V, s->Nk, C, nk);
-    if (nb) k_sdpa_bias<T><<<cu_blocks(nb, 256), 256, 0, cb->stream>>>(Bi, bs, kb, hb, nb);
+    if (nb) k_sdpa_bias<<<cu_blocks(nb, 256), 256, 0, cb->stream>>>(t, Bi, bs, kb, hb, nb);
     CU_LAUNCHED("attention: 16-bit copies for cuDNN");
     float sc = scale;
     cudnnStatus_t st = cu_sdpa_graph_run(cb->L, cb->dnn, &e->g, Q, K, V, O, Bi, &sc, ws);
@@ -144,7 +134,7 @@ static dt_status run_typed(cuda_backend *cb, cu_sdpa_entry *e, const cu_sdpa_sha
         note(cb, DTM_SDPA_GEMM_NOPLAN, why);
         return DT_OK;
     }
-    k_rows_from16<T><<<cu_blocks(nq, 256), 256, 0, cb->stream>>>(O, (float *)out->data, out->strides[0],
+    k_rows_from16<<<cu_blocks(nq, 256), 256, 0, cb->stream>>>(t, O, (float *)out->data, out->strides[0],
                                                                    out->strides[1], s->Nq, C, nq);
     CU_LAUNCHED("attention: output from cuDNN");
     *ran = 1;
@@ -157,7 +147,7 @@ dt_status cu_sdpa_attention(cuda_backend *cb, const dt_tensor *q, const dt_tenso
     *ran = 0;
     if (!cb->sdpa && !(cb->sdpa = (struct cu_sdpa_cache *)calloc(1, sizeof *cb->sdpa)))
         return dt_fail(err, DT_ENOMEM, "out of memory");
-    cu_sdpa_shape s = {cb->base.cfg.compute == DT_BF16 ? 1 : 0, q->shape[0], heads, q->shape[1], k->shape[1],
+    cu_sdpa_shape s = {cu_ftype(cb->base.cfg.compute).sdpa_io, q->shape[0], heads, q->shape[1], k->shape[1],
                        q->shape[2] / heads, bias && bias->key, bias && bias->head};
     int64_t key[DTM_SDPA_KEY_LEN];
     dtm_sdpa_key(key, s.io, s.B, s.H, s.Nq, s.Nk, s.d, s.has_key, s.has_head);
@@ -175,6 +165,5 @@ dt_status cu_sdpa_attention(cuda_backend *cb, const dt_tensor *q, const dt_tenso
     float *kb = NULL, *hb = NULL;
     if (s.has_key) DT_TRY(cu_upload_scratch(cb, CU_SLOT_C, bias->key, (size_t)s.B * s.Nk, &kb, err));
     if (s.has_head) DT_TRY(cu_upload_scratch(cb, CU_SLOT_D, bias->head, (size_t)s.H * s.Nq * s.Nk, &hb, err));
-    if (s.io == 2) return run_typed<__half>(cb, e, &s, q, k, v, kb, hb, scale, out, ran, err);
-    return run_typed<uint16_t>(cb, e, &s, q, k, v, kb, hb, scale, out, ran, err);
+    return run_fused(cb, e, &s, q, k, v, kb, hb, scale, out, ran, err);
 }

@@ -2,6 +2,7 @@
  * the variant pack of one run. Every call goes through a small builder that stops at the
  * first failing cuDNN call and remembers which descriptor it was, so one line says why. */
 #include "kernels/cuda/cuda_sdpa.h"
+#include "kernels/cuda/dtype_math.h"
 #include <stdio.h>
 
 /* The handle attributes are marked deprecated in cuDNN 9.19 (in favour of device-property
@@ -128,8 +129,9 @@ cudnnStatus_t cu_sdpa_graph_ops(const dt_cuda_libs *L, const cu_sdpa_shape *s, c
 {
     gb b = {L, g, CUDNN_STATUS_SUCCESS, NULL};
     int64_t C = s->H * s->d, B = s->B, H = s->H, Nq = s->Nq, Nk = s->Nk;
-    cudnnDataType_t io = s->io == 2 ? CUDNN_DATA_HALF : CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT;
-    if (s->io != 1 && s->io != 2) {
+    const int t = dtm_sdpa_io_type(s->io); /* dtype_math.h's table: the one bf16/f16 mapping */
+    cudnnDataType_t io = (cudnnDataType_t)dtm_float_type_of(t).cudnn, f32 = CUDNN_DATA_FLOAT;
+    if (t < 0) {
         snprintf(why, n, "cuDNN SDPA graph: io type %d (expected bf16 or f16)", s->io);
         return CUDNN_STATUS_BAD_PARAM;
     }

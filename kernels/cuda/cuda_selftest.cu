@@ -130,7 +130,8 @@ static int check_convs(const dt_cuda_libs *L, char *why, size_t n)
 }
 
 /* cuDNN's fused-attention graph: its tensor and operation descriptors (cu_sdpa_graph_ops)
- * finalize for the models' attention shapes, bf16 and f16, with and without the folded bias;
+ * finalize for the models' attention shapes, bf16 and f16 compute (the io code each maps to),
+ * with and without the folded bias;
  * the operation graph, heuristics and plan need a handle (a device) and are left to
  * make test-gpu. Also the argument checks cu_sdpa_graph_ops does itself. */
 static int check_sdpa(const dt_cuda_libs *L, char *why, size_t n)
@@ -142,7 +143,8 @@ static int check_sdpa(const dt_cuda_libs *L, char *why, size_t n)
         {1, 16, 256, 256, 72, 0, 1},   /* head bias alone */
         {3, 2, 7, 5, 8, 1, 0}};        /* small odd sizes (make test-gpu's shapes) */
     for (size_t i = 0; i < sizeof sh / sizeof *sh; i++)
-        for (int io = 1; io <= 2; io++) {
+        for (int c = 0; c < 2; c++) { /* the compute types' io codes, from dtype_math.h's table */
+            const int io = cu_ftype(c ? DT_F16 : DT_BF16).sdpa_io;
             cu_sdpa_shape s = {io, sh[i].B, sh[i].H, sh[i].Nq, sh[i].Nk, sh[i].d, sh[i].key, sh[i].head};
             cu_sdpa_graph g = {};
             char w[256];
@@ -151,7 +153,7 @@ static int check_sdpa(const dt_cuda_libs *L, char *why, size_t n)
             cu_sdpa_graph_free(L, &g);
             if (st != CUDNN_STATUS_SUCCESS) {
                 snprintf(why, n, "%s (%lldx%lld heads of %lld, %lld keys, %s)", w, (long long)s.B, (long long)s.H,
-                         (long long)s.d, (long long)s.Nk, io == 1 ? "bf16" : "f16");
+                         (long long)s.d, (long long)s.Nk, dtm_float_type_of(dtm_sdpa_io_type(io)).name);
                 return 0;
             }
             /* matmul, scale, [bias], max, sub, exp, sum, log, stats, divide, matmul */

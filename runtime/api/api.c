@@ -101,13 +101,40 @@ void dt_api_write_result(void *r, const void *full, size_t known)
     memcpy((char *)r + sizeof(size_t), (const char *)full + sizeof(size_t), (n < known ? n : known) - sizeof(size_t));
 }
 
-int dt_api_parse_dtype(const char *s, dt_dtype *out)
+dt_status dt_api_parse_dtype(const char *field, const char *s, dt_device dev, const char *cpu_only, dt_dtype *out,
+                             int *tf32, dt_err *err)
 {
-    if (!s) *out = dt_backend_default_dtype(DT_DEV_CPU);
-    else if (!strcmp(s, "bf16")) *out = DT_BF16;
-    else if (!strcmp(s, "f32")) *out = DT_F32;
-    else return 0;
-    return 1;
+    int t32 = s && !strcmp(s, "tf32");
+    dt_dtype dt = DT_F32;
+    if (tf32) *tf32 = 0;
+    if (!s) dt = dt_backend_default_dtype(dev);
+    else if (!t32 && (!dt_dtype_parse(s, &dt) || (dt != DT_F32 && dt != DT_BF16 && dt != DT_F16)))
+        return dt_fail(err, DT_EINVAL, "%s: expected " DT_API_DTYPES ", got \"%s\"", field, s);
+    if (!tf32 && (t32 || dt == DT_F16)) /* text encoders: T5 overflows f16; tf32 is the GEMMs' mode */
+        return dt_fail(err, DT_EINVAL, "%s: expected f32 or bf16 (text encoders run in neither f16 nor tf32), got \"%s\"",
+                       field, s);
+    if ((t32 || dt == DT_F16) && dev != DT_DEV_CUDA) {
+        const char *name = t32 ? "tf32" : "f16";
+        if (cpu_only) return dt_fail(err, DT_EUNSUPPORTED, "%s: %s needs --device cuda; %s runs on the CPU only", field, name, cpu_only);
+        if (t32) /* as dt_backend_create words it */
+            return dt_fail(err, DT_EUNSUPPORTED, "%s: tf32 needs --device cuda (TF32 tensor cores; the %s backend has none)",
+                           field, dt_backend_device_name(dev));
+        return dt_fail(err, DT_EUNSUPPORTED, "%s: f16 needs --device cuda (the %s backend computes in f32 or bf16)", field,
+                       dt_backend_device_name(dev));
+    }
+    *out = dt;
+    if (tf32) *tf32 = t32;
+    return DT_OK;
+}
+
+dt_status dt_api_cpu_dtype(const char *field, const char *s, const char *what, const char **canon, dt_err *err)
+{
+    dt_dtype dt;
+    *canon = NULL;
+    if (!s) return DT_OK;
+    DT_TRY(dt_api_parse_dtype(field, s, DT_DEV_CPU, what, &dt, &(int){0}, err));
+    *canon = dt_dtype_name(dt);
+    return DT_OK;
 }
 
 /* The context's pipeline and plans from checked params; err says why not. */
@@ -134,15 +161,15 @@ static void create(ditrt_ctx *c, const ditrt_ctx_params *p, dt_err *err)
         return;
     }
     if (p->device && dt_backend_parse_device(p->device, &cfg.device, &cfg.device_index, err) != DT_OK) return;
-    cfg.tf32 = p->dtype && !strcmp(p->dtype, "tf32"); /* f32 with TF32 GEMMs; dt_backend_create refuses it off CUDA */
-    if (!dt_api_parse_dtype(cfg.tf32 ? "f32" : p->dtype, &cfg.dtype))
-        dt_fail(err, DT_EINVAL, "dtype: expected f32 or bf16 (or tf32 with device cuda), got \"%s\"", p->dtype);
-    else if (!dt_api_parse_dtype(p->text_dtype, &cfg.text_dtype)) dt_fail(err, DT_EINVAL, "text_dtype: expected f32 or bf16, got \"%s\"", p->text_dtype);
-    else if (p->attn_plan && dt_attn_plan_load(p->attn_plan, &c->plan, err) == DT_OK) c->has_plan = 1;
+    /* dtype NULL: the device's default; text_dtype NULL: the CPU's (CLIP stays on the CPU; a T5 on
+     * the device takes the device's, text_dtype_auto) */
+    if (dt_api_parse_dtype("dtype", p->dtype, cfg.device, NULL, &cfg.dtype, &cfg.tf32, err) != DT_OK ||
+        dt_api_parse_dtype("text_dtype", p->text_dtype, DT_DEV_CPU, NULL, &cfg.text_dtype, NULL, err) != DT_OK)
+        return;
+    if (p->attn_plan && dt_attn_plan_load(p->attn_plan, &c->plan, err) == DT_OK) c->has_plan = 1;
     if (err->status != DT_OK) return;
-    cfg.text_dtype_auto = !p->text_dtype; /* a T5 on the device then takes the device's default */
-    if (cfg.device != DT_DEV_CPU) { /* the device's own default for the dtypes not given */
-        if (!p->dtype) cfg.dtype = dt_backend_default_dtype(cfg.device); /* CLIP stays on the CPU, at its default */
+    cfg.text_dtype_auto = !p->text_dtype;
+    if (cfg.device != DT_DEV_CPU) {
         if (p->quant_dir) {
             dt_fail(err, DT_EUNSUPPORTED, "quant_dir: quantized plans run on the CPU only (device %s)", p->device);
             return;

@@ -45,6 +45,7 @@ ditrt_status ditrt_calibrate_attn(const ditrt_attn_calib_params *params, ditrt_a
     if (r) DT_TRY(check_out_struct(r, DT_END_OF(ditrt_attn_calib_result, seconds), sizeof *r, "ditrt_attn_calib_result", err));
     ditrt_attn_calib_params p;
     DT_TRY(DT_API_READ(ditrt_attn_calib_params, params, &p, log_user, ditrt_attn_calib_params_init, err));
+    DT_TRY(dt_api_cpu_dtype("--dtype", p.dtype, "calibrate-attn", &p.dtype, err)); /* named as its other flags */
     dt_fa_calibrate_config c = {.model_dir = p.model_dir, .prompts = p.prompts, .nprompts = p.nprompts,
                                 .out_path = p.out_path, .steps = p.steps, .window = p.window,
                                 .temporal_window = p.temporal_window, .frames = p.frames, .threshold = p.threshold,

@@ -6,6 +6,7 @@
 #include "ditrt.h"
 #include "runtime/core/error.h"
 #include "runtime/core/tensor.h"
+#include "kernels/backend.h"
 
 /* ---- growable parameter structs ----
  * A caller passes struct_size = sizeof the struct in the header it was built against. The
@@ -29,7 +30,17 @@ dt_status dt_api_read_params(const void *in, size_t min, size_t known, const cha
 dt_status dt_api_check_result(const void *r, size_t min, size_t known, const char *type, const char *init, dt_err *err);
 void dt_api_write_result(void *r, const void *full, size_t known);
 
-/* "f32" / "bf16"; NULL: the device's default. 0 for anything else. */
-int dt_api_parse_dtype(const char *s, dt_dtype *out);
+/* The API's compute dtype strings, parsed in this one place: NULL (dev's default), "f32" /
+ * "float32", "bf16" / "bfloat16", and on device cuda only "f16" / "float16" and "tf32" (f32 with
+ * TF32 GEMMs: *out DT_F32, *tf32 1). tf32 NULL: a text encoder's field (f32 or bf16 only).
+ * cpu_only: what the caller is (e.g. "search-solver") when it runs on the CPU only, for the
+ * refusal of f16/tf32; NULL: dev's name is given instead. Errors name field and every accepted
+ * value (DT_API_DTYPES). */
+#define DT_API_DTYPES "f32, bf16, f16 or tf32 (f16 and tf32 need --device cuda)"
+dt_status dt_api_parse_dtype(const char *field, const char *s, dt_device dev, const char *cpu_only, dt_dtype *out,
+                             int *tf32, dt_err *err);
+/* For the CPU-only commands (searches, calibration, quantization): s checked as dt_api_parse_dtype
+ * checks it, *canon its canonical spelling ("f32" / "bf16"), NULL for NULL (the default). */
+dt_status dt_api_cpu_dtype(const char *field, const char *s, const char *what, const char **canon, dt_err *err);
 
 #endif

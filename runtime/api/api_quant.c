@@ -55,7 +55,8 @@ ditrt_status ditrt_quantize(const ditrt_quantize_params *in, ditrt_quantize_resu
     if (read_params(in, &p, &e) == DT_OK &&
         (!r || DT_API_READ(ditrt_quantize_result, r, &rv, weight_bytes, ditrt_quantize_result_init, &e) == DT_OK)) {
         dt_qcalib_config c = config_of(&p);
-        if (dt_qcalib_run(&c, &res, &e) == DT_OK && r) {
+        if (dt_api_cpu_dtype("dtype", p.dtype, "quantize", &c.dtype, &e) == DT_OK && dt_qcalib_run(&c, &res, &e) == DT_OK &&
+            r) {
             rv.quantized = res.nquant;
             rv.kept_float = res.nfloat;
             rv.weight_bytes = res.weight_bytes;

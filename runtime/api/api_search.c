@@ -38,11 +38,11 @@ static dt_status check_prompts(const char *const *prompts, int n, dt_err *err)
 }
 
 /* What both searches share: the folder, dtype, threads, prompts and size. */
-static dt_status check_common(const char *model_dir, const char *dtype, int threads, const char *const *prompts,
+static dt_status check_common(const char *what, const char *model_dir, const char *dtype, int threads, const char *const *prompts,
                               int nprompts, int width, int height, dt_pipeline_config *cfg, dt_err *err)
 {
     if (!model_dir) return dt_fail(err, DT_EINVAL, "model_dir: required (a diffusers pipeline folder)");
-    if (!dt_api_parse_dtype(dtype, &cfg->dtype)) return dt_fail(err, DT_EINVAL, "dtype: expected f32 or bf16, got \"%s\"", dtype);
+    DT_TRY(dt_api_parse_dtype("dtype", dtype, DT_DEV_CPU, what, &cfg->dtype, &cfg->tf32, err)); /* the searches run on the CPU */
     cfg->text_dtype = cfg->dtype;
     cfg->model_dir = model_dir;
     DT_TRY(check_int("threads", threads, 0, 1024, err));
@@ -64,7 +64,7 @@ void ditrt_search_solver_params_init(ditrt_search_solver_params *p)
 
 static dt_status check_solver(const ditrt_search_solver_params *p, dt_pipeline_config *cfg, dt_err *err)
 {
-    DT_TRY(check_common(p->model_dir, p->dtype, p->threads, p->prompts, p->nprompts, p->width, p->height, cfg, err));
+    DT_TRY(check_common("search-solver", p->model_dir, p->dtype, p->threads, p->prompts, p->nprompts, p->width, p->height, cfg, err));
     if (!(p->cfg >= 0)) return dt_fail(err, DT_EINVAL, "cfg: expected a number >= 0, got %g", p->cfg);
     DT_TRY(check_int("nfe", p->nfe, 2, 200, err));
     DT_TRY(check_int("population", p->population, 4, 10000, err));
@@ -137,7 +137,7 @@ void ditrt_search_models_params_init(ditrt_search_models_params *p)
 
 static dt_status check_models(const ditrt_search_models_params *p, dt_pipeline_config *cfg, dt_err *err)
 {
-    DT_TRY(check_common(p->model_dir, p->dtype, p->threads, p->prompts, p->nprompts, p->width, p->height, cfg, err));
+    DT_TRY(check_common("search-models", p->model_dir, p->dtype, p->threads, p->prompts, p->nprompts, p->width, p->height, cfg, err));
     if (p->nzoo < 1 || !p->zoo) return dt_fail(err, DT_EINVAL, "zoo: the search needs at least one zoo member besides the model");
     for (int i = 0; i < p->nzoo; i++)
         if (!p->zoo[i]) return dt_fail(err, DT_EINVAL, "zoo: member %d is NULL", i + 1);

@@ -130,7 +130,7 @@ static int run(const load_args *a)
         memcpy(rv, tr, sizeof(double) * a->rounds);
         memcpy(lv, tl, sizeof(double) * a->rounds);
         rmed = median(rv, a->rounds), lmed = median(lv, a->rounds), rmin = rv[0], lmin = lv[0];
-        printf("bench load %s (%s compute, %d round%s, page cache warm)\n", a->dir, be->cfg.compute == DT_F32 ? "f32" : "bf16",
+        printf("bench load %s (%s compute, %d round%s, page cache warm)\n", a->dir, dt_dtype_name(be->cfg.compute),
                a->rounds, a->rounds > 1 ? "s" : "");
         printf("  file bytes       %.3f GB\n", fb / gb);
         printf("  read (cat)       min %.3f s  median %.3f s  (%.2f GB/s)\n", rmin, rmed, fb / gb / rmin);

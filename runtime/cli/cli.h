@@ -48,9 +48,9 @@ dt_status cli_bench_round_report(dt_backend *be, int r, double step, double flop
  * OMP_WAIT_POLICY or GOMP_SPINCOUNT; returns only when it did not restart (openmp_wait.c). */
 void cli_openmp_passive(char **argv);
 
-/* Creates the CPU backend for "f32"/"bf16". */
+/* Creates the CPU backend for "f32"/"bf16" ("f16"/"tf32": the one-line refusal, CUDA only). */
 dt_status cli_backend(const char *dtype, int threads, dt_backend **be, dt_err *err);
-/* The same on a device ("cpu", "cuda", "cuda:N"; NULL: cpu): bench --device. */
+/* The same on a device ("cpu", "cuda", "cuda:N"; NULL: cpu): bench --device; "f16" and "tf32" on cuda. */
 dt_status cli_backend_on(const char *device, const char *dtype, int threads, dt_backend **be, dt_err *err);
 /* The --dtype default: bf16 where the CPU runs it natively, else f32. */
 const char *cli_default_dtype(void);

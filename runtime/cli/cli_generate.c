@@ -468,7 +468,7 @@ static int run(int argc, char **argv, const gen_form *form)
     cp.attn_plan = a.attn_plan;
     cp.model_schedule = a.model_schedule;
     if (a.dtype && !(cp.dtype = cli_dtype_arg(a.dtype)))
-        return cli_usage_error("--dtype: expected f32, bf16 or tf32, got \"%s\"", a.dtype);
+        return cli_usage_error("--dtype: expected " CLI_DTYPES ", got \"%s\"", a.dtype);
     if (a.text_dtype && !(cp.text_dtype = cli_dtype_arg(a.text_dtype)))
         return cli_usage_error("--text-encoder-dtype: expected f32 or bf16, got \"%s\"", a.text_dtype);
     if (a.random_seed) a.req.seed = random_seed();

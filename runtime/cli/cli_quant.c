@@ -123,8 +123,9 @@ static int quant_fail(const ditrt_error *err, int settings_rule)
 {
     char msg[DITRT_ERRMSG_MAX];
     int frames_rule = !strcmp(err->msg, "frames: only for video (Latte) pipelines");
-    int dtype_rule = !strncmp(err->msg, "dtype: expected f32 or bf16", 27);
-    if (err->status != DITRT_EINVAL || !(settings_rule || frames_rule || dtype_rule) ||
+    int dtype_rule = !strncmp(err->msg, "dtype: ", 7); /* a value the API does not take, or f16/tf32 (CUDA) */
+    int status_ok = err->status == DITRT_EINVAL || (dtype_rule && err->status == DITRT_EUNSUPPORTED);
+    if (!status_ok || !(settings_rule || frames_rule || dtype_rule) ||
         !as_flag_message(err->msg, msg, sizeof msg))
         return settings_rule ? cli_usage_error("%s", err->msg) : cli_die(err);
     if (!dtype_rule) return cli_usage_error("%s", msg);

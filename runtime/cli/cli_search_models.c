@@ -60,7 +60,7 @@ int cli_search_models(int argc, char **argv)
     ditrt_error merr = {0};
     if (cli_check_pipeline_dir(model, &merr) != DITRT_OK) return cli_die(&merr), 2;
     if (dtype && !(p.dtype = cli_dtype_arg(dtype))) /* NULL: the device's default */
-        return cli_usage_error("--dtype: expected f32 or bf16, got \"%s\"", dtype);
+        return cli_usage_error("--dtype: expected " CLI_DTYPES ", got \"%s\"", dtype);
     ditrt_error err = {0};
     cli_list zoo, prompts;
     if (cli_split_list("--zoo", zoo_arg, &zoo) != 0) return 2;

@@ -65,7 +65,7 @@ int cli_search_solver(int argc, char **argv)
     if (!parse(argc, argv, &a)) return 2;
     ditrt_error err = {0};
     const char *dtype = cli_dtype_arg(a.dtype);
-    if (!dtype) return cli_usage_error("--dtype: expected f32 or bf16, got \"%s\"", a.dtype);
+    if (!dtype) return cli_usage_error("--dtype: expected " CLI_DTYPES ", got \"%s\"", a.dtype);
     cli_list prompts = {0};
     if (a.prompts_file && cli_read_prompts(a.prompts_file, &prompts, &err) != DITRT_OK) return cli_die(&err);
     ditrt_search_solver_params p;

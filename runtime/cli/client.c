@@ -230,6 +230,7 @@ const char *cli_dtype_arg(const char *v)
 {
     if (!strcmp(v, "f32") || !strcmp(v, "float32")) return "f32";
     if (!strcmp(v, "bf16") || !strcmp(v, "bfloat16")) return "bf16";
+    if (!strcmp(v, "f16") || !strcmp(v, "float16")) return "f16"; /* --device cuda only */
     if (!strcmp(v, "tf32")) return "tf32"; /* f32 through TF32 tensor cores: --device cuda only */
     return NULL;
 }

@@ -121,8 +121,10 @@ int cli_compare_video(const char *a, const char *b, const double *min_psnr, cons
 void cli_compare_json(const char *a, const char *b, const ditrt_compare_result *r, const double *min_psnr,
                       const double *min_ssim, int rc);
 
-/* --dtype values: f32 / float32, bf16 / bfloat16 or tf32 (CUDA), as the API spells them;
- * NULL for anything else (the caller reports it as a usage error). */
+/* --dtype values: f32 / float32, bf16 / bfloat16, f16 / float16 (CUDA) or tf32 (CUDA), as the
+ * API spells them; NULL for anything else (the caller reports it as a usage error, naming
+ * CLI_DTYPES). Whether the device takes it is the API's answer (a one-line error). */
+#define CLI_DTYPES "f32, bf16, f16 or tf32 (f16 and tf32 need --device cuda)" /* as the API words it */
 const char *cli_dtype_arg(const char *v);
 /* --device values: cpu, cuda, cuda:N (N decimal) as given; NULL for anything else. Whether the
  * device is built in and present is ditrt_ctx_create's answer (a one-line error). */

@@ -22,8 +22,9 @@ dt_status cli_backend_on(const char *device, const char *dtype, int threads, dt_
     if (device) DT_TRY(dt_backend_parse_device(device, &cfg.device, &cfg.device_index, err));
     if (!strcmp(dtype, "f32")) cfg.compute = DT_F32;
     else if (!strcmp(dtype, "bf16")) cfg.compute = DT_BF16;
+    else if (!strcmp(dtype, "f16")) cfg.compute = DT_F16;               /* dt_backend_create: CUDA only */
     else if (!strcmp(dtype, "tf32")) cfg.compute = DT_F32, cfg.tf32 = 1; /* dt_backend_create: CUDA only */
-    else return dt_fail(err, DT_EINVAL, "--dtype: expected f32, bf16 or tf32, got \"%s\"", dtype);
+    else return dt_fail(err, DT_EINVAL, "--dtype: expected f32, bf16, f16 or tf32 (f16 and tf32 need --device cuda), got \"%s\"", dtype);
     return dt_backend_create(&cfg, be, err);
 }
 

@@ -80,9 +80,10 @@ static void gen_help(text *t, int video)
            "  --quant DIR               a quantization plan folder (from quantize)\n"
            "  --zoo DIR[,DIR...]        more models for --model-schedule (OMS-DPM)\n"
            "  --model-schedule FILE     which zoo member runs each step (from search-models)\n"
-           "  --dtype bf16|f32|tf32     default: bf16 where the CPU has it natively, else f32 (tf32: f32 with\n"
-           "                            TF32 tensor-core GEMMs, --device cuda only)\n"
-           "  --text-encoder-dtype bf16|f32  default: as --dtype's default\n"
+           "  --dtype bf16|f32|f16|tf32  default: bf16 where the CPU has it natively, else f32 (--device cuda\n"
+           "                            only: f16, f16 GEMM inputs with f32 accumulation; tf32, f32 with\n"
+           "                            TF32 tensor-core GEMMs)\n"
+           "  --text-encoder-dtype bf16|f32  default: as --dtype's default (text encoders: no f16 or tf32)\n"
            "  --device cpu|cuda[:N]     default cpu (cuda: builds with the CUDA backend; T5 runs there too, CLIP on the CPU)\n");
     add(t, "%s", THREADS);
     if (!video)
@@ -121,7 +122,7 @@ static void calibrate_help(text *t)
            "  --temporal-window W       video (Latte, STDiT) models: the temporal window, frames each side\n"
            "  --frames F                video (Latte, STDiT) models: default the model's video_length\n"
            "  --no-binning              no aspect-ratio bins\n"
-           "  --dtype bf16|f32          default: the device's\n"
+           "  --dtype bf16|f32          default: the device's (runs on the CPU: no f16 or tf32)\n"
            "%s"
            "  -q, --quiet               no progress lines\n",
         THREADS);
@@ -152,7 +153,7 @@ static void quantize_help(text *t)
            "  -W, --width N             default: the model's native size\n"
            "  -H, --height N            default: the model's native size\n"
            "  --frames F                video (Latte, STDiT) models; default the model's video_length\n"
-           "  --dtype bf16|f32          calibration compute; default: the device's\n"
+           "  --dtype bf16|f32          calibration compute; default: the device's (CPU: no f16 or tf32)\n"
            "%s"
            "  -q, --quiet               no progress lines\n",
         THREADS);
@@ -179,7 +180,7 @@ static void search_solver_help(text *t)
            "  --seed S                  default 0\n"
            "  -W, --width N             default: the model's native size\n"
            "  -H, --height N            default: the model's native size\n"
-           "  --dtype f32|bf16          default f32\n"
+           "  --dtype f32|bf16          default f32 (runs on the CPU: no f16 or tf32)\n"
            "%s"
            "  -q, --quiet               no progress lines\n",
         THREADS);
@@ -203,7 +204,7 @@ static void search_models_help(text *t)
            "  --seed S                  default 0\n"
            "  -W, --width N             default: the model's native size\n"
            "  -H, --height N            default: the model's native size\n"
-           "  --dtype bf16|f32          default: the device's\n"
+           "  --dtype bf16|f32          default: the device's (runs on the CPU: no f16 or tf32)\n"
            "%s",
         THREADS);
 }
@@ -263,7 +264,7 @@ static void bench_help(text *t)
            "  --frames F                latte-1, stdit-xl-2: frames (default: the preset's, 16)\n"
            "  --layers L                blocks run; default all\n"
            "  --iters K                 default 2\n"
-           "  --dtype bf16|f32|tf32     default: the device's (tf32: --device cuda only)\n"
+           "  --dtype bf16|f32|f16|tf32  default: the device's (f16, tf32: --device cuda only)\n"
            "  --quant w8a8|w4a8         transformer: quantized linears\n"
            "  --attn-plan FILE          transformer: an attention plan (up to 8, compared)\n"
            "  --breakdown               transformer, vae: time per op kind\n"

@@ -11,7 +11,7 @@
 #include <pthread.h>
 
 #define TOL_F32 1e-5
-#define TOL_BF16 1.5e-2
+#define TOL_BF16 1.5e-2 /* also f16's bound: f16 keeps 3 more mantissa bits than bf16 */
 
 static dt_backend *cuda_be(dt_dtype t)
 {
@@ -130,6 +130,8 @@ static void test_linear(void **state)
     }
     check_linear(DT_F32, 1, 1, 1, DT_ACT_NONE, 1);
     check_linear(DT_BF16, 257, 1152, 4608 / 8, DT_ACT_GELU_TANH, 1);
+    check_linear(DT_F16, 257, 1152, 4608 / 8, DT_ACT_GELU_TANH, 1); /* --dtype f16 */
+    check_linear(DT_F16, 3, 77, 41, DT_ACT_SILU, 0);
 }
 
 /* f32 linears through TF32 when asked (DITRT_CUDA_TF32=1 at backend creation): within TF32's
@@ -208,9 +210,9 @@ static void test_attention(void **state)
  * and T5-like (d 64, per-head bias) shapes of odd sizes. The fused path rounds Q, K, V and P to
  * bf16, so it must differ from the two-GEMM (f32) result: equal outputs would mean it fell
  * back silently. Run twice: the cached plan gives the same bits. */
-static void check_attention_cudnn(int B, int Nq, int Nk, int H, int d)
+static void check_attention_cudnn(dt_dtype ct, int B, int Nq, int Nk, int H, int d)
 {
-    dt_backend_config cf = {.device = DT_DEV_CUDA, .compute = DT_BF16, .attn_kernel = DT_ATTN_KERNEL_FUSED};
+    dt_backend_config cf = {.device = DT_DEV_CUDA, .compute = ct, .attn_kernel = DT_ATTN_KERNEL_FUSED};
     dt_backend_config cg = cf;
     cg.attn_kernel = DT_ATTN_KERNEL_GEMM;
     dt_backend *bf = NULL, *bg = NULL;
@@ -248,8 +250,8 @@ static void check_attention_cudnn(int B, int Nq, int Nk, int H, int d)
         if (!memcmp(of, og, no * sizeof(float))) fail_msg("cuDNN SDPA output equals the two-GEMM output: fell back?");
         double dd = 0, n2 = 0;
         for (size_t i = 0; i < no; i++) dd += (double)(of[i] - orf[i]) * (of[i] - orf[i]), n2 += (double)orf[i] * orf[i];
-        print_message("  cuDNN SDPA B%d Nq%d Nk%d H%d d%d bias %d: relative L2 to f32 %.2e\n", B, Nq, Nk, H, d, m,
-                      sqrt(dd / n2));
+        print_message("  cuDNN SDPA %s B%d Nq%d Nk%d H%d d%d bias %d: relative L2 to f32 %.2e\n", dt_dtype_name(ct), B,
+                      Nq, Nk, H, d, m, sqrt(dd / n2));
     }
     for (int i = 0; i < 2; i++) {
         for (int j = 0; j < 4; j++) drop(be[i], &t[i][j]);
@@ -261,8 +263,10 @@ static void check_attention_cudnn(int B, int Nq, int Nk, int H, int d)
 static void test_attention_cudnn(void **state)
 {
     (void)state;
-    check_attention_cudnn(2, 77, 45, 2, 72); /* PixArt's head dim */
-    check_attention_cudnn(1, 33, 33, 3, 64); /* T5's */
+    check_attention_cudnn(DT_BF16, 2, 77, 45, 2, 72); /* PixArt's head dim */
+    check_attention_cudnn(DT_BF16, 1, 33, 33, 3, 64); /* T5's */
+    check_attention_cudnn(DT_F16, 2, 77, 45, 2, 72);  /* --dtype f16: the f16 graph */
+    check_attention_cudnn(DT_F16, 1, 33, 33, 3, 64);
 }
 
 static void check_window(int H, int d)
@@ -469,6 +473,47 @@ static void test_conv2d(void **state)
     check_conv(DT_F32, 3, 4, 3, 2, 0, 1, 0); /* asymmetric padding: the VAE encoder's downsampling */
     check_conv(DT_F32, 6, 5, 1, 1, 0, 0, 1);
     check_conv(DT_BF16, 5, 7, 3, 1, 1, 1, 0);
+    check_conv(DT_F16, 5, 7, 3, 1, 1, 1, 0);
+    check_conv(DT_F16, 3, 4, 3, 2, 0, 1, 1);
+}
+
+/* f16 storage of the VAE's normalized activations (--dtype f16): GroupNorm+SiLU and the 2x
+ * upsampling write f16, copy4d reads it back; each equals the f32 result rounded to f16 (the
+ * CPU's dt_f32_to_f16) up to the f32 GroupNorm's own tolerance, the copies bit for bit. */
+static void test_f16_storage(void **state)
+{
+    (void)state;
+    dt_backend *g = cuda_be(DT_F16);
+    dt_err err = {0};
+    tu_rng r = {19};
+    int B = 2, H = 5, W = 3, C = 12;
+    size_t n = (size_t)B * H * W * C;
+    int64_t s[4] = {B, H, W, C}, s2[4] = {B, 2 * H, 2 * W, C}, sv[1] = {C};
+    float *x = rnd(&r, n, 2.0f), *gm = rnd(&r, C, 1.0f), *bt = rnd(&r, C, 1.0f), *o32 = tu_alloc(4 * n), *o16 = tu_alloc(4 * n);
+    dt_tensor gx = up(g, x, DT_F32, 4, s), gg = up(g, gm, DT_F32, 1, sv), gb = up(g, bt, DT_F32, 1, sv);
+    dt_tensor g32 = up(g, NULL, DT_F32, 4, s), g16 = up(g, NULL, DT_F16, 4, s), gback = up(g, NULL, DT_F32, 4, s);
+    dt_tensor u16 = up(g, NULL, DT_F16, 4, s2), uback = up(g, NULL, DT_F32, 4, s2);
+    assert_int_equal(g->ops->supports(g, DT_OP_GROUP_NORM, DT_F16), 1);
+    assert_int_equal(g->ops->group_norm(g, &gx, 4, &gg, &gb, 1e-6f, DT_ACT_SILU, &g32, &err), DT_OK);
+    assert_int_equal(g->ops->group_norm(g, &gx, 4, &gg, &gb, 1e-6f, DT_ACT_SILU, &g16, &err), DT_OK);
+    assert_int_equal(g->ops->copy4d(g, &g16, &gback, &err), DT_OK);
+    down(g, &g32, o32);
+    down(g, &gback, o16);
+    for (size_t i = 0; i < n; i++) o32[i] = dt_f16_to_f32(dt_f32_to_f16(o32[i]));
+    assert_memory_equal(o16, o32, n * sizeof(float)); /* one kernel's f32 value, rounded on either side */
+    if (g->ops->upsample_nearest2x(g, &gx, &u16, &err) != DT_OK) fail_msg("%s", err.msg);
+    assert_int_equal(g->ops->copy4d(g, &u16, &uback, &err), DT_OK);
+    down(g, &uback, o16);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t y = 0; y < 2 * H; y++)
+            for (int64_t xx = 0; xx < 2 * W; xx++)
+                for (int64_t c = 0; c < C; c++) {
+                    float want = dt_f16_to_f32(dt_f32_to_f16(x[((b * H + y / 2) * W + xx / 2) * C + c]));
+                    assert_true(o16[((b * 2 * H + y) * 2 * W + xx) * C + c] == want);
+                }
+    drop(g, &gx), drop(g, &gg), drop(g, &gb), drop(g, &g32), drop(g, &g16), drop(g, &gback), drop(g, &u16), drop(g, &uback);
+    free(x), free(gm), free(bt), free(o32), free(o16);
+    dt_backend_destroy(g);
 }
 
 static void test_image_ops(void **state)
@@ -809,7 +854,17 @@ static void test_t5_on_device_and_tf32(void **state)
     assert_true(worst <= 3);
     ditrt_image *t = demo_image("cuda", "tf32", "f32", ti);
     assert_string_equal(ti[0], "tf32");
-    ditrt_images_free(g, 1), ditrt_images_free(c, 1), ditrt_images_free(t, 1);
+    /* --dtype f16: the transformer and VAE in f16, T5 at the device's default (bf16: T5 overflows f16) */
+    char hi[2][16];
+    ditrt_image *h = demo_image("cuda", "f16", NULL, hi);
+    assert_string_equal(hi[0], "f16");
+    assert_string_equal(hi[1], "bf16");
+    double se = 0;
+    for (size_t i = 0; i < nb; i++) se += ((double)h->rgb[i] - c->rgb[i]) * ((double)h->rgb[i] - c->rgb[i]);
+    double psnr = se > 0 ? 10.0 * log10(255.0 * 255.0 / (se / (double)nb)) : 99.0;
+    print_message("  f16 on cuda vs f32 on cpu: PSNR %.1f dB\n", psnr);
+    assert_true(psnr >= 20.0); /* the bf16 goldens' bound at few steps (test_golden.c) */
+    ditrt_images_free(g, 1), ditrt_images_free(c, 1), ditrt_images_free(t, 1), ditrt_images_free(h, 1);
 }
 
 static void test_api_cancel(void **state)
@@ -900,7 +955,7 @@ int main(void)
         cmocka_unit_test(test_conv2d),            cmocka_unit_test(test_image_ops),
         cmocka_unit_test(test_qlinear), cmocka_unit_test(test_linear_observe), cmocka_unit_test(test_group_norm_large), cmocka_unit_test(test_linear_tf32), cmocka_unit_test(test_two_threads),
         cmocka_unit_test(test_api_two_contexts),  cmocka_unit_test(test_api_cancel),
-        cmocka_unit_test(test_t5_on_device_and_tf32),
+        cmocka_unit_test(test_t5_on_device_and_tf32), cmocka_unit_test(test_f16_storage),
         cmocka_unit_test(test_goldens_on_cuda),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
