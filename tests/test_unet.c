@@ -87,7 +87,8 @@ static void test_parity_f32(void **state) { (void)state; parity(DT_F32, 1e-4); }
  * same rounding with f64 instead of f32 sums moves the former (5.3e-3 … 2.1e-2). The limit,
  * 1.5e-1 (1.6x diffusers' own bf16 worst), catches a broken bf16 data flow (a wrong layout or a
  * missed conversion: O(1)) but cannot see which layers run in bf16; test_kernels'
- * test_bf16_gemm_contract checks the rounding itself to 1e-5. */
+ * test_bf16_gemm_contract checks the rounding itself to 1e-5, and test_unet_trained.c the
+ * issue's 2e-2 on the trained demo U-Nets (measured there 1.9e-3 … 4.2e-3). */
 static void test_parity_bf16(void **state) { (void)state; TU_REQUIRE_BF16(); parity(DT_BF16, 1.5e-1); }
 
 /* Same inputs twice, another shape between: bit-identical (no state leaks between calls). */
