@@ -416,6 +416,21 @@ static void test_micro_conditioning_cli(void **state)
     }
 }
 
+/* `ditrt info` on a U-Net pipeline estimates the sampling step's activations (from the
+ * U-Net's config, as for DiTs from a one-block copy) and names the micro-conditioning flags. */
+static void test_info_unet(void **state)
+{
+    (void)state;
+    char cmd[512], out[64];
+    snprintf(out, sizeof out, "/tmp/ditrt-sd-info-%d.txt", (int)getpid());
+    snprintf(cmd, sizeof cmd, "./ditrt info -m tests/fixtures/sd-xl-tiny > %s 2>&1", out);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "grep -q 'f32  weights: .*sampling [0-9.]* MB (activations [1-9][0-9.]*)' %s && "
+             "grep -q 'txt2img --original-size' %s && ! grep -q 'not estimated' %s", out, out, out);
+    assert_int_equal(system(cmd), 0);
+    remove(out);
+}
+
 static void test_sd15(void **state) { (void)state; for (int i = 0; i < 3; i++) run_case(&cases[i]); }
 static void test_sdxl(void **state) { (void)state; for (int i = 3; i < 6; i++) run_case(&cases[i]); }
 static void test_sdxl_turbo(void **state) { (void)state; for (int i = 6; i < 8; i++) run_case(&cases[i]); }
@@ -435,6 +450,7 @@ int main(void)
         cmocka_unit_test(test_attn_plan_refused),
         cmocka_unit_test(test_sdxl_micro_conditioning),
         cmocka_unit_test(test_micro_conditioning_cli),
+        cmocka_unit_test(test_info_unet),
     };
     return cmocka_run_group_tests_name("sd_pipeline", tests, NULL, NULL);
 }

@@ -18,7 +18,9 @@ typedef struct {
     char class_name[64];             /* config.json "_class_name" */
     int latent_rank;                 /* 4: images [B,C,h,w]; 5: videos [B,C,F,h,w] */
     int in_channels, out_channels;   /* out = in, or 2·in (learned sigma: the variance half) */
-    int sample_size, patch_size;     /* native latent size; sizes are multiples of patch_size */
+    int sample_size, patch_size;     /* native latent size; a DiT's patch (latent pixels a token); 1: no patches */
+    int size_multiple;               /* latent sizes are multiples of it: a DiT's patch_size, a U-Net's
+                                      * 2^downsamplers (0 from a class: patch_size, set by the registry) */
     int caption_channels;
     int max_frames;                  /* video models: video_length; 0 for images */
     int spatial_layers, temporal_layers;
@@ -129,6 +131,9 @@ typedef struct dt_denoiser_class {
     void (*set_resume)(void *model, const dt_denoiser_resume *r);
     /* Activation bytes of one step with `rows` sequences (CFG included) of T caption tokens. */
     double (*step_bytes)(const void *model, int rows, int frames, int h, int w, int T);
+    /* The same from the folder's config alone, no model built (a U-Net, built only whole); NULL:
+     * `ditrt info` measures a one-block copy instead (DiTs). */
+    dt_status (*config_step_bytes)(const char *dir, int rows, int frames, int h, int w, int T, double *bytes, dt_err *err);
     /* Matmul FLOPs of one forward (the GEMM-floor ratio of benchmarks); h, w in patches. */
     double (*matmul_flops)(const void *model, int batch, int frames, int h, int w, int T);
     void (*free)(void *model);

@@ -81,6 +81,7 @@ static dt_status load_zoo_member(dt_pipeline *p, const char *where, dt_denoiser 
     const char *field = a->in_channels != b->in_channels ? "in_channels"
                       : a->out_channels != b->out_channels ? "out_channels"
                       : a->patch_size != b->patch_size ? "patch_size"
+                      : a->size_multiple != b->size_multiple ? "the size multiple (2^downsamplers)"
                       : a->caption_channels != b->caption_channels ? "caption_channels"
                       : a->max_frames != b->max_frames ? "video_length" : NULL;
     if (field) {
@@ -209,7 +210,7 @@ void dt_pipeline_free(dt_pipeline *p)
 
 const dt_denoiser_info *dt_pipeline_denoiser_info(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr); }
 int dt_pipeline_native_size(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr)->sample_size * vae_upscale(p->parts.vae); }
-int dt_pipeline_size_multiple(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr)->patch_size * vae_upscale(p->parts.vae); }
+int dt_pipeline_size_multiple(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr)->size_multiple * vae_upscale(p->parts.vae); }
 int dt_pipeline_max_frames(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr)->max_frames; }
 const char *dt_pipeline_solver_name(const dt_pipeline *p) { return dt_scheduler_class(p->parts.sched); }
 const char *dt_pipeline_solver_warning(const dt_pipeline *p) { return dt_pipeline_parts_solver_warning(&p->parts); }
