@@ -239,9 +239,10 @@ dt_status dt_denoiser_inputs_load(const char *file, const dt_denoiser_info *c, d
     if (s == DT_OK && rank == 5 && (x->ths.shape[2] < 1 || x->ths.shape[2] > c->max_frames))
         s = dt_fail(err, DT_EFORMAT, "%s: input tensor \"hidden_states\" has %lld frames, the model takes 1 to %d (video_length)",
                     file, (long long)x->ths.shape[2], c->max_frames);
-    if (s == DT_OK && x->ths.shape[rank - 2] % c->size_multiple + x->ths.shape[rank - 1] % c->size_multiple)
+    int mult = c->size_multiple ? c->size_multiple : c->patch_size; /* a model's own info may leave it 0 */
+    if (s == DT_OK && x->ths.shape[rank - 2] % mult + x->ths.shape[rank - 1] % mult)
         s = dt_fail(err, DT_EFORMAT, "%s: input tensor \"%s\": height and width must be multiples of %s %d", file, hs_name,
-                    c->latent_input ? "2^downsamplers" : "patch_size", c->size_multiple);
+                    c->latent_input ? "2^downsamplers" : "patch_size", mult);
     dt_st_close(st);
     x->in = (dt_denoiser_inputs){.hidden_states = &x->ths, .encoder_hidden_states = &x->tehs, .timestep = x->t,
                                  .encoder_attention_mask = x->mask, .resolution = x->res, .aspect_ratio = x->ar,
