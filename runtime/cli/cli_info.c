@@ -4,8 +4,9 @@
  * model's native size (sample_size x the VAE's upscale), phase by phase. A transformer folder
  * alone gets its own section and a memory line without the other components.
  * The activation figures are the ones the pipeline plans with (the denoiser's step_bytes, the
- * VAE's decode plan), computed on a one-block copy of the transformer and a VAE decoder with
- * random weights: nothing but configs and safetensors headers is read from the folder.
+ * VAE's decode plan), computed on a one-block copy of the transformer (a U-Net's class computes
+ * it from the config) and a VAE decoder with random weights: nothing but configs and
+ * safetensors headers is read from the folder.
  * `ditrt info` alone: the backends built in and the devices found. */
 #include "cli.h"
 #include "cli_fastattn.h"

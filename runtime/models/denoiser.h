@@ -87,8 +87,9 @@ typedef struct {
                              * hidden_states[-(c + clip_skip_from_end)] (SD 1, SDXL 2); 0: no clip_skip */
     int clip_skip_norm;     /* ... through the encoder's final layer norm (SD) */
     int added_conditions;   /* the denoiser's added conditions (SDXL text_time): text_embeds = the last
-                             * encoder's pooled output; time_ids = original size, crop top-left (0, 0),
-                             * target size, both sizes the generated one */
+                             * encoder's pooled output; time_ids = original size, crop top-left, target
+                             * size (the request's micro-conditioning; by default the generated size,
+                             * (0, 0), the generated size) */
     int zeros_for_empty_negative; /* force_zeros_for_empty_prompt's default (model_index.json's value wins):
                              * an empty negative prompt gives zero embeddings and pooled output */
     int vae_upcast;         /* the VAE runs in f32 when its config says force_upcast (SDXL) */
