@@ -197,6 +197,19 @@ typedef struct {
     int clip_skip;                     /* CLIP pipelines (Stable Diffusion, SDXL): layers skipped from the
                                         * end for the prompt's embeddings, as diffusers' clip_skip; 0
                                         * (default): none. Other pipelines refuse > 0 */
+    /* SDXL's micro-conditioning (add_time_ids), in pixels, as StableDiffusionXLPipeline's
+     * original_size, crops_coords_top_left and target_size. 0 (default): the original and target
+     * sizes are the generated width x height, the crop 0 0 (diffusers' defaults). The negative_*
+     * go to the unconditional (CFG) rows when both negative sizes are set (their crop default
+     * 0 0), else those rows take the prompt's, as diffusers; one negative size alone is refused.
+     * A size is both its fields or neither. Pipelines that are not SDXL (ditrt_ctx_info
+     * micro_conditioning 0) refuse any non-zero value with DITRT_EINVAL. */
+    int original_width, original_height;
+    int crop_top, crop_left;
+    int target_width, target_height;
+    int negative_original_width, negative_original_height;
+    int negative_crop_top, negative_crop_left;
+    int negative_target_width, negative_target_height;
 } ditrt_gen_params;
 
 /* Sizes: the generated size must be a multiple of M = the transformer's patch_size times the
@@ -226,6 +239,7 @@ typedef struct {
     const char *solver_warning;      /* one line about the solver's settings worth a warning, or NULL */
     const char *dtype, *text_dtype;  /* resolved compute types: "f32", "bf16" or "f16" ("tf32": dtype "tf32") */
     int fixed_steps;                 /* the steps a solver schedule fixes; 0: the steps are free */
+    int micro_conditioning;          /* 1: SDXL's original/target size and crop (ditrt_gen_params) apply */
 } ditrt_ctx_info;
 /* Strings belong to the context (valid until ditrt_ctx_free). Fails (DITRT_EINVAL) for a NULL
  * or failed context or struct_size 0. */

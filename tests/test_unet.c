@@ -49,6 +49,15 @@ static float *run_case(dt_denoiser *d, const char *dir, const char *cse, size_t 
     /* the memory estimate covers what the forward took */
     double est = dt_denoiser_step_bytes(d, (int)shape[0], 1, (int)shape[2], (int)shape[3], (int)x.tehs.shape[1]);
     if (!((double)arena.peak <= est)) fail_msg("%s %s: arena peak %zu above step_bytes %.0f", dir, cse, arena.peak, est);
+    /* ... and `ditrt info`'s figure from config.json alone is the same one */
+    char udir[512];
+    snprintf(udir, sizeof udir, "%s/unet", dir);
+    const dt_denoiser_class *cls = dt_denoiser_class_of_dir(udir, &err);
+    double est_cfg = 0;
+    assert_true(cls && cls->config_step_bytes);
+    assert_int_equal(cls->config_step_bytes(udir, (int)shape[0], 1, (int)shape[2], (int)shape[3], (int)x.tehs.shape[1], &est_cfg, &err),
+                     DT_OK);
+    assert_true(est_cfg == est);
     dt_arena_free(&arena);
     dt_denoiser_inputs_free(&x);
     return out.data;
@@ -137,7 +146,8 @@ static void test_bad_inputs(void **state)
     assert_int_equal(c->added_text_dim, 16);
     assert_int_equal(c->added_time_ids, 6);
     assert_string_equal(c->latent_input, "sample");
-    assert_int_equal(c->patch_size, 4);
+    assert_int_equal(c->patch_size, 1); /* no patches: one latent pixel a position */
+    assert_int_equal(c->size_multiple, 4); /* 2^downsamplers */
     int64_t hs4[4] = {1, 4, 8, 8}, eh3[3] = {1, 3, c->caption_channels}, os[4] = {1, 4, 8, 8};
     dt_tensor hs = dt_tensor_view(tu_alloc(64 * 4), DT_F32, 4, hs4), eh = dt_tensor_view(tu_alloc(3 * 16), DT_F32, 3, eh3),
               out = dt_tensor_view(tu_alloc(64 * 4), DT_F32, 4, os);

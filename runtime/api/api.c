@@ -236,7 +236,8 @@ ditrt_status ditrt_ctx_get_info(const ditrt_ctx *c, ditrt_ctx_info *info)
                            .size_multiple = dt_pipeline_size_multiple(c->p), .max_frames = dt_pipeline_max_frames(c->p),
                            .zoo_size = dt_pipeline_zoo_size(c->p), .solver = dt_pipeline_solver_name(c->p),
                            .solver_warning = dt_pipeline_solver_warning(c->p), .dtype = c->tf32 ? "tf32" : dt_dtype_name(c->dtype),
-                           .text_dtype = dt_dtype_name(c->text_dtype), .fixed_steps = dt_pipeline_fixed_steps(c->p)};
+                           .text_dtype = dt_dtype_name(c->text_dtype), .fixed_steps = dt_pipeline_fixed_steps(c->p),
+                           .micro_conditioning = dt_pipeline_get_class(c->p)->added_conditions};
     return fill_out(info, &full, sizeof full, DT_END_OF(ditrt_ctx_info, text_dtype));
 }
 
@@ -339,7 +340,13 @@ static ditrt_status run(ditrt_ctx *c, const ditrt_gen_params *params, int video,
                         .frame_progress = p->frame_progress ? frame_hook : NULL,
                         .one_item = p->batch_index >= 0 && !p->batch_exact,
                         .item_index = p->batch_index, .warning = p->warning, .warning_user = p->warning_user,
-                        .clip_skip = p->clip_skip};
+                        .clip_skip = p->clip_skip,
+                        .original_size = {p->original_height, p->original_width},
+                        .crops_coords_top_left = {p->crop_top, p->crop_left},
+                        .target_size = {p->target_height, p->target_width},
+                        .negative_original_size = {p->negative_original_height, p->negative_original_width},
+                        .negative_crops_coords_top_left = {p->negative_crop_top, p->negative_crop_left},
+                        .negative_target_size = {p->negative_target_height, p->negative_target_width}};
     if (p->batch_exact && p->batch_index < 0)
         return dt_fail(err, DT_EINVAL, "batch_exact: needs a batch_index");
     dt_status st = dt_pipeline_generate(c->p, &r, res, err);

@@ -92,19 +92,24 @@ dt_status cli_linear_peak(dt_backend *be, int wbits, double *gflops, dt_err *err
 
 dt_status cli_gemm_peak(dt_backend *be, double *gflops, dt_err *err) { return cli_linear_peak(be, 0, gflops, err); }
 
+/* The header line names the tokens per frame of a DiT (frames x tokens for a video), and
+ * a U-Net's latent size (it has no tokens nor DiT layers). */
 static void report(const bench_args *a, const dt_denoiser_info *c, const dt_backend *be, double flops, int B, int F,
-                   int N, int T, double load_s, double best, double total, double peak, size_t arena_peak)
+                   int H, int W, int T, double load_s, double best, double total, double peak, size_t arena_peak)
 {
     double floor_s = flops / (peak * 1e9);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double wbytes = (double)c->param_count * dt_dtype_size(be->cfg.compute);
-    char frames[32] = "", tokens[32];
-    if (c->max_frames) snprintf(frames, sizeof frames, "frames=%d ", F);
-    if (c->max_frames) snprintf(tokens, sizeof tokens, "%dx%d", F, N);
-    else snprintf(tokens, sizeof tokens, "%d", N);
-    printf("bench transformer: arch=%s res=%d %slayers=%d dtype=%s threads=%d batch=%d tokens=%s text=%d\n", a->arch,
-           a->res, frames, c->spatial_layers, a->dtype, be->cfg.threads, B, tokens, T);
+    char layers[32] = "", size[64];
+    int N = (H / c->patch_size) * (W / c->patch_size);
+    if (c->max_frames) snprintf(layers, sizeof layers, "frames=%d layers=%d ", F, c->spatial_layers);
+    else if (c->spatial_layers) snprintf(layers, sizeof layers, "layers=%d ", c->spatial_layers);
+    if (!c->spatial_layers) snprintf(size, sizeof size, "latent=%dx%d", W, H); /* a U-Net */
+    else if (c->max_frames) snprintf(size, sizeof size, "tokens=%dx%d", F, N);
+    else snprintf(size, sizeof size, "tokens=%d", N);
+    printf("bench transformer: arch=%s res=%d %sdtype=%s threads=%d batch=%d %s text=%d\n", a->arch, a->res, layers, a->dtype,
+           be->cfg.threads, B, size, T);
     printf("  weight prep: %.2f s\n", load_s);
     printf("  step: %.3f s (best of %d; mean %.3f s)\n", best, a->iters, total / a->iters);
     printf("  matmul work: %.1f GFLOP/step, achieved %.0f GFLOP/s\n", flops / 1e9, flops / best / 1e9);
@@ -267,7 +272,7 @@ static int run(const bench_args *a)
     if (s == DT_OK && done.iters == 0) s = dt_fail(&err, DT_EINVAL, "--rounds-stdin: no round was asked for");
     a = &done;
     if (s == DT_OK) {
-        report(a, c, be, flops, B, F, N, T, load_s, best, total, peak, arena.peak);
+        report(a, c, be, flops, B, F, H, W, T, load_s, best, total, peak, arena.peak);
         double mean = total / a->iters;
         if (times) cli_print_breakdown((const char *const[]){a->quant ? a->quant : a->dtype}, times, &mean, 1, a->iters);
         s = cli_bench_quant_report_flops(be, &qz, cli_quant_flops(&qz, B, F, N, T), flops, best, peak, &err);

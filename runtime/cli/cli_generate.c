@@ -65,6 +65,38 @@ static int parse_num(const char *flag, const char *v, double lo, double hi, doub
     return 1;
 }
 
+/* "AxB" (sep 'x': a width x height) or "A,B" (sep ','), each part an integer in lo..16384. */
+static int parse_pair(const char *flag, const char *v, char sep, int lo, int *a, int *b)
+{
+    char *end, *end2;
+    long x = strtol(v, &end, 10), y = *end == sep ? strtol(end + 1, &end2, 10) : -1;
+    if (*end != sep || end == v || !end[1] || *end2 || x < lo || y < lo || x > 16384 || y > 16384)
+        return cli_usage_error("%s: expected %s with integers in %d..16384, got \"%s\"", flag,
+                               sep == 'x' ? "WIDTHxHEIGHT" : "TOP,LEFT", lo, v), 0;
+    *a = (int)x;
+    *b = (int)y;
+    return 1;
+}
+
+/* SDXL's micro-conditioning flags; 1 when argv[*i] was one of them (ok cleared on a bad value). */
+static int parse_size_cond(int argc, char **argv, int *i, ditrt_gen_params *r, int *miss, int *ok)
+{
+    const char *v;
+#define F(s) (v = cli_flag(argc, argv, i, s, miss))
+    if (F("--original-size")) *ok = parse_pair("--original-size", v, 'x', 1, &r->original_width, &r->original_height);
+    else if (F("--crop-top-left")) *ok = parse_pair("--crop-top-left", v, ',', 0, &r->crop_top, &r->crop_left);
+    else if (F("--target-size")) *ok = parse_pair("--target-size", v, 'x', 1, &r->target_width, &r->target_height);
+    else if (F("--negative-original-size"))
+        *ok = parse_pair("--negative-original-size", v, 'x', 1, &r->negative_original_width, &r->negative_original_height);
+    else if (F("--negative-crop-top-left"))
+        *ok = parse_pair("--negative-crop-top-left", v, ',', 0, &r->negative_crop_top, &r->negative_crop_left);
+    else if (F("--negative-target-size"))
+        *ok = parse_pair("--negative-target-size", v, 'x', 1, &r->negative_target_width, &r->negative_target_height);
+    else return 0;
+#undef F
+    return 1;
+}
+
 /* The diffusers class of a --solver value (class name, or short name in any case), or NULL. */
 static const char *solver_class(const char *name)
 {
@@ -87,6 +119,8 @@ static int parse_form_flag(int argc, char **argv, int *i, gen_args *a, int *miss
     }
     if (F("--max-length")) *ok = cli_parse_int("--max-length", v, 2, 4096, &a->req.max_sequence_length);
     else if (F("--clip-skip")) *ok = cli_parse_int("--clip-skip", v, 0, 64, &a->req.clip_skip);
+    else if (*miss) return 0;
+    else if (parse_size_cond(argc, argv, i, &a->req, miss, ok)) {}
     else if (*miss) return 0;
     else if (!strcmp(argv[*i], "--vae-tiling")) a->req.vae_tiling = 1;
     else if (!strcmp(argv[*i], "--no-binning")) a->req.resolution_binning = 0;
@@ -217,8 +251,37 @@ typedef struct {
     int n, width, height, frames;
 } gen_out;
 
+/* SDXL's micro-conditions as they were used (the defaults resolved: the output's size, crop
+ * 0,0), in the flags' forms: original_size and target_size WxH, crops_coords_top_left
+ * TOP,LEFT; the negative ones when they were given. Into buf[0..5]; the count of pairs
+ * written to key/val. */
+static int size_conditions(const gen_args *a, const gen_out *o, char buf[][64], const char **key, const char **val)
+{
+    const ditrt_gen_params *r = &a->req;
+    const struct {
+        const char *key;
+        int x, y, crop, given;
+    } f[] = {{"original_size", r->original_width, r->original_height, 0, 1},
+             {"crops_coords_top_left", r->crop_top, r->crop_left, 1, 1},
+             {"target_size", r->target_width, r->target_height, 0, 1},
+             {"negative_original_size", r->negative_original_width, r->negative_original_height, 0, r->negative_original_width > 0},
+             {"negative_crops_coords_top_left", r->negative_crop_top, r->negative_crop_left, 1, r->negative_original_width > 0},
+             {"negative_target_size", r->negative_target_width, r->negative_target_height, 0, r->negative_original_width > 0}};
+    int n = 0;
+    for (int i = 0; i < 6; i++) {
+        if (!f[i].given) continue;
+        if (f[i].crop) snprintf(buf[n], 64, "%d,%d", f[i].x, f[i].y);
+        else snprintf(buf[n], 64, "%dx%d", f[i].x ? f[i].x : o->width, f[i].x ? f[i].y : o->height);
+        key[n] = f[i].key;
+        val[n] = buf[n];
+        n++;
+    }
+    return n;
+}
+
 /* The metadata every output carries: the request, the solver, the model, the size (and
- * frames and fps for a video), the dtype, the software, and the settings that were given. */
+ * frames and fps for a video; SDXL's micro-conditions), the dtype, the software, and the
+ * settings that were given. */
 static int output_meta(const gen_args *a, const ditrt_ctx_info *info, const ditrt_gen_info *g, const gen_out *o,
                        cli_settings *set, char buf[][64], ditrt_meta *m, int cap)
 {
@@ -241,6 +304,11 @@ static int output_meta(const gen_args *a, const ditrt_ctx_info *info, const ditr
     if (a->form->video) {
         m[n++] = (ditrt_meta){"frames", buf[4]};
         m[n++] = (ditrt_meta){"fps", buf[5]};
+    }
+    if (info->micro_conditioning) {
+        const char *key[6], *val[6];
+        int k = size_conditions(a, o, buf + 7, key, val);
+        for (int i = 0; i < k; i++) m[n++] = (ditrt_meta){key[i], val[i]};
     }
     m[n++] = (ditrt_meta){"dtype", a->dtype};
     m[n++] = (ditrt_meta){"Software", buf[6]};
@@ -296,10 +364,10 @@ static ditrt_status write_item(const gen_args *a, ditrt_output_kind kind, const 
 static ditrt_status write_outputs(const gen_args *a, ditrt_output_kind kind, const ditrt_ctx_info *info,
                                   const ditrt_gen_info *g, const gen_out *o, ditrt_error *err)
 {
-    char buf[7][64], ibuf[3][64], path[4200], tmp[4300];
-    ditrt_meta meta[32];
+    char buf[13][64], ibuf[3][64], path[4200], tmp[4300];
+    ditrt_meta meta[40];
     cli_settings set = settings_of(a);
-    int nmeta = output_meta(a, info, g, o, &set, buf, meta, 28), stage = staged(kind, o->n), done = 0;
+    int nmeta = output_meta(a, info, g, o, &set, buf, meta, 36), stage = staged(kind, o->n), done = 0;
     ditrt_status s = DITRT_OK;
     for (; done < o->n && s == DITRT_OK; done++) {
         char *params;
@@ -343,6 +411,12 @@ static void print_json(const gen_args *a, ditrt_output_kind kind, const ditrt_ct
     }
     cli_settings set = settings_of(a);
     cli_settings_json(j, &set);
+    if (info->micro_conditioning) {
+        char buf[6][64];
+        const char *key[6], *val[6];
+        int k = size_conditions(a, o, buf, key, val);
+        for (int i = 0; i < k; i++) cJSON_AddStringToObject(j, key[i], val[i]);
+    }
     if (a->form->video) {
         cJSON_AddNumberToObject(j, "frames", o->frames);
         cJSON_AddNumberToObject(j, "fps", a->fps);

@@ -4,8 +4,9 @@
  * model's native size (sample_size x the VAE's upscale), phase by phase. A transformer folder
  * alone gets its own section and a memory line without the other components.
  * The activation figures are the ones the pipeline plans with (the denoiser's step_bytes, the
- * VAE's decode plan), computed on a one-block copy of the transformer and a VAE decoder with
- * random weights: nothing but configs and safetensors headers is read from the folder.
+ * VAE's decode plan), computed on a one-block copy of the transformer (a U-Net's class computes
+ * it from the config) and a VAE decoder with random weights: nothing but configs and
+ * safetensors headers is read from the folder.
  * `ditrt info` alone: the backends built in and the devices found. */
 #include "cli.h"
 #include "cli_fastattn.h"
@@ -132,7 +133,9 @@ static void info_pipeline_class(const char *name)
     printf(", %d tokens unmasked; clip_skip: hidden_states[-(clip_skip + %d)]%s\n", pc->max_len, pc->clip_skip_from_end,
            pc->clip_skip_norm ? " through the final norm" : "");
     if (pc->added_conditions)
-        printf("  added conditions: text_embeds (pooled output of the last encoder), time_ids (original size, crop 0 0, target size)\n");
+        printf("  added conditions: text_embeds (pooled output of the last encoder), time_ids (original size, crop top-left,\n"
+               "  target size: by default the output size, 0 0, the output size; txt2img --original-size, --crop-top-left,\n"
+               "  --target-size)\n");
     if (pc->zeros_for_empty_negative || pc->vae_upcast)
         printf("  %s%s%s\n", pc->zeros_for_empty_negative ? "empty negative prompt: zeros (force_zeros_for_empty_prompt)" : "",
                pc->zeros_for_empty_negative && pc->vae_upcast ? "; " : "", pc->vae_upcast ? "VAE in f32 when force_upcast" : "");
@@ -203,9 +206,11 @@ static dt_status activation_bytes(const info_ctx *c, const dt_denoiser_info *ti,
     int h = ti->sample_size, F = ti->max_frames ? ti->max_frames : 1, T = c->text_tokens ? c->text_tokens : 120;
     dt_status s = cli_backend("f32", 1, &be, err);
     /* a one-block copy needs a stack of equal blocks (DiTs, the classes with attention hooks); a
-     * U-Net is built whole, which at real sizes is the whole model: its activations are not estimated */
+     * U-Net is built whole, which at real sizes is the whole model: its class computes the
+     * same figure from the config */
     *step = 0;
-    if (s == DT_OK && cls->set_attn_hook) s = cls->create(be, c->transformer_dir, 0, 1, &rnd, &m, err);
+    if (s == DT_OK && cls->config_step_bytes) s = cls->config_step_bytes(c->transformer_dir, 2, F, h, h, T, step, err);
+    else if (s == DT_OK && cls->set_attn_hook) s = cls->create(be, c->transformer_dir, 0, 1, &rnd, &m, err);
     if (s == DT_OK && m) *step = cls->step_bytes(m, 2, F, h, h, T);
     *decode = 0;
     vae_config v;
@@ -245,8 +250,7 @@ static dt_status info_memory(const info_ctx *c, dt_err *err)
         if (dec > peak) peak = dec;
         printf("  %s weights: ", b == 4 ? "f32 " : "bf16");
         if (c->te_params) printf("text encoding %.1f MB, ", text / 1e6);
-        if (step > 0) printf("sampling %.1f MB (activations %.1f)", sample / 1e6, step / 1e6);
-        else printf("sampling %.1f MB (weights; U-Net activations not estimated)", sample / 1e6);
+        printf("sampling %.1f MB (activations %.1f)", sample / 1e6, step / 1e6);
         if (c->has_vae) printf(", decode %.1f MB (activations and pixels %.1f)", dec / 1e6, decode / 1e6);
         printf("; peak %.1f MB\n", peak / 1e6);
     }

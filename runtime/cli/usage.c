@@ -89,6 +89,11 @@ static void gen_help(text *t, int video)
     if (!video)
         add(t, "  --max-length N            prompt tokens; default: the pipeline's (120 alpha, 300 Sigma)\n"
                "  --clip-skip N             CLIP pipelines (SD, SDXL): skip N last text-encoder layers (diffusers' clip_skip)\n"
+               "  --original-size WxH       SDXL micro-conditioning (diffusers' original_size); default: the output size\n"
+               "  --crop-top-left TOP,LEFT  SDXL: crops_coords_top_left, pixels from the top, then the left; default 0,0\n"
+               "  --target-size WxH         SDXL: target_size; default: the output size\n"
+               "  --negative-original-size WxH, --negative-target-size WxH, --negative-crop-top-left TOP,LEFT\n"
+               "                            SDXL: the unconditional rows' (both sizes, or neither: then the above)\n"
                "  --vae-tiling              decode in tiles (bounded memory)\n"
                "  --no-binning              no aspect-ratio bins (the size must then be a multiple of the model's\n"
                "                            patch x VAE scale, 16 for PixArt-XL-2)\n");

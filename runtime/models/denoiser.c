@@ -85,7 +85,9 @@ dt_status dt_denoiser_describe(const char *dir, dt_denoiser_info *info, char *he
     char h[1024], t[512];
     const dt_denoiser_class *cls = dt_denoiser_class_of_dir(dir, err);
     if (!cls) return err->status;
-    return n ? cls->describe(dir, info, head, tail, n, err) : cls->describe(dir, info, h, t, sizeof h, err);
+    dt_status s = n ? cls->describe(dir, info, head, tail, n, err) : cls->describe(dir, info, h, t, sizeof h, err);
+    if (s == DT_OK && !info->size_multiple) info->size_multiple = info->patch_size;
+    return s;
 }
 
 static dt_status wrap(const dt_denoiser_class *cls, void *model, dt_denoiser **out, dt_err *err)
@@ -98,6 +100,7 @@ static dt_status wrap(const dt_denoiser_class *cls, void *model, dt_denoiser **o
     d->cls = cls;
     d->model = model;
     cls->info(model, &d->info);
+    if (!d->info.size_multiple) d->info.size_multiple = d->info.patch_size;
     *out = d;
     return DT_OK;
 }
@@ -236,9 +239,10 @@ dt_status dt_denoiser_inputs_load(const char *file, const dt_denoiser_info *c, d
     if (s == DT_OK && rank == 5 && (x->ths.shape[2] < 1 || x->ths.shape[2] > c->max_frames))
         s = dt_fail(err, DT_EFORMAT, "%s: input tensor \"hidden_states\" has %lld frames, the model takes 1 to %d (video_length)",
                     file, (long long)x->ths.shape[2], c->max_frames);
-    if (s == DT_OK && x->ths.shape[rank - 2] % c->patch_size + x->ths.shape[rank - 1] % c->patch_size)
+    int mult = c->size_multiple ? c->size_multiple : c->patch_size; /* a model's own info may leave it 0 */
+    if (s == DT_OK && x->ths.shape[rank - 2] % mult + x->ths.shape[rank - 1] % mult)
         s = dt_fail(err, DT_EFORMAT, "%s: input tensor \"%s\": height and width must be multiples of %s %d", file, hs_name,
-                    c->latent_input ? "2^downsamplers" : "patch_size", c->patch_size);
+                    c->latent_input ? "2^downsamplers" : "patch_size", mult);
     dt_st_close(st);
     x->in = (dt_denoiser_inputs){.hidden_states = &x->ths, .encoder_hidden_states = &x->tehs, .timestep = x->t,
                                  .encoder_attention_mask = x->mask, .resolution = x->res, .aspect_ratio = x->ar,

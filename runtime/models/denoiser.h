@@ -18,7 +18,9 @@ typedef struct {
     char class_name[64];             /* config.json "_class_name" */
     int latent_rank;                 /* 4: images [B,C,h,w]; 5: videos [B,C,F,h,w] */
     int in_channels, out_channels;   /* out = in, or 2·in (learned sigma: the variance half) */
-    int sample_size, patch_size;     /* native latent size; sizes are multiples of patch_size */
+    int sample_size, patch_size;     /* native latent size; a DiT's patch (latent pixels a token); 1: no patches */
+    int size_multiple;               /* latent sizes are multiples of it: a DiT's patch_size, a U-Net's
+                                      * 2^downsamplers (0 from a class: patch_size, set by the registry) */
     int caption_channels;
     int max_frames;                  /* video models: video_length; 0 for images */
     int spatial_layers, temporal_layers;
@@ -85,8 +87,9 @@ typedef struct {
                              * hidden_states[-(c + clip_skip_from_end)] (SD 1, SDXL 2); 0: no clip_skip */
     int clip_skip_norm;     /* ... through the encoder's final layer norm (SD) */
     int added_conditions;   /* the denoiser's added conditions (SDXL text_time): text_embeds = the last
-                             * encoder's pooled output; time_ids = original size, crop top-left (0, 0),
-                             * target size, both sizes the generated one */
+                             * encoder's pooled output; time_ids = original size, crop top-left, target
+                             * size (the request's micro-conditioning; by default the generated size,
+                             * (0, 0), the generated size) */
     int zeros_for_empty_negative; /* force_zeros_for_empty_prompt's default (model_index.json's value wins):
                              * an empty negative prompt gives zero embeddings and pooled output */
     int vae_upcast;         /* the VAE runs in f32 when its config says force_upcast (SDXL) */
@@ -129,6 +132,9 @@ typedef struct dt_denoiser_class {
     void (*set_resume)(void *model, const dt_denoiser_resume *r);
     /* Activation bytes of one step with `rows` sequences (CFG included) of T caption tokens. */
     double (*step_bytes)(const void *model, int rows, int frames, int h, int w, int T);
+    /* The same from the folder's config alone, no model built (a U-Net, built only whole); NULL:
+     * `ditrt info` measures a one-block copy instead (DiTs). */
+    dt_status (*config_step_bytes)(const char *dir, int rows, int frames, int h, int w, int T, double *bytes, dt_err *err);
     /* Matmul FLOPs of one forward (the GEMM-floor ratio of benchmarks); h, w in patches. */
     double (*matmul_flops)(const void *model, int batch, int frames, int h, int w, int T);
     void (*free)(void *model);

@@ -603,7 +603,8 @@ dt_status unet_forward(unet_model *m, const dt_denoiser_inputs *in, dt_arena *a,
 static void info_of(const unet_config *c, dt_denoiser_info *d)
 {
     *d = (dt_denoiser_info){.class_name = "UNet2DConditionModel", .latent_rank = 4, .in_channels = c->in_channels,
-                            .out_channels = c->out_channels, .sample_size = c->sample_size, .patch_size = 1 << (c->nblocks - 1),
+                            .out_channels = c->out_channels, .sample_size = c->sample_size, .patch_size = 1,
+                            .size_multiple = 1 << (c->nblocks - 1),
                             .caption_channels = c->cross_attention_dim, .inner = c->block_out_channels[0],
                             .param_count = unet_param_count(c), .latent_input = "sample"};
     if (c->text_time) d->added_text_dim = c->text_embeds_dim, d->added_time_ids = UNET_TIME_IDS;
@@ -670,19 +671,28 @@ static dt_status den_forward(void *m, const dt_denoiser_inputs *in, dt_arena *a,
 }
 
 /* The arena of one forward and the attention score block (the rest stays in the backend). */
+#define ATTN_SCORE_BYTES 48e6
 static double den_step_bytes(const void *m, int B, int frames, int h, int w, int T)
 {
     (void)frames;
-    return arena_bytes(&((const unet_model *)m)->cfg, B, h, w, T) + 48e6;
+    return arena_bytes(&((const unet_model *)m)->cfg, B, h, w, T) + ATTN_SCORE_BYTES;
 }
 
-/* h, w in patches: the latent over 2^(nblocks-1) (the info's patch_size). */
+/* h, w in patches: a U-Net's patch is one latent pixel (the info's patch_size 1). */
 static double den_flops(const void *m, int batch, int frames, int h, int w, int T)
 {
     (void)frames;
-    const unet_config *c = &((const unet_model *)m)->cfg;
-    int p = 1 << (c->nblocks - 1);
-    return unet_matmul_flops(c, batch, h * p, w * p, T);
+    return unet_matmul_flops(&((const unet_model *)m)->cfg, batch, h, w, T);
+}
+
+/* den_step_bytes from config.json alone (`ditrt info`: a U-Net is built only whole). */
+static dt_status den_config_step_bytes(const char *dir, int B, int frames, int h, int w, int T, double *bytes, dt_err *err)
+{
+    (void)frames;
+    unet_config c;
+    DT_TRY(unet_config_load(dir, &c, err));
+    *bytes = arena_bytes(&c, B, h, w, T) + ATTN_SCORE_BYTES;
+    return DT_OK;
 }
 
 static void den_free(void *m) { unet_free(m); }
@@ -703,7 +713,7 @@ const dt_denoiser_class dt_unet_class = {
     .class_name = "UNet2DConditionModel", .preset = "sd15-unet", .pipelines = sd_pipelines, .npipelines = 2,
     .describe = den_describe, .create = den_create, .info = den_info, .forward = den_forward,
     .set_attn_hook = NULL, .set_resume = NULL, /* no DiT blocks for attention plans */
-    .step_bytes = den_step_bytes, .matmul_flops = den_flops, .free = den_free,
+    .step_bytes = den_step_bytes, .config_step_bytes = den_config_step_bytes, .matmul_flops = den_flops, .free = den_free,
     .linear_role = unet_linear_role,
 };
 
@@ -712,6 +722,6 @@ const dt_denoiser_class dt_unet_sdxl_class = {
     .class_name = "UNet2DConditionModel", .preset = "sdxl-unet", .pipelines = sd_pipelines, .npipelines = 2,
     .describe = den_describe, .create = den_create_sdxl, .info = den_info, .forward = den_forward,
     .set_attn_hook = NULL, .set_resume = NULL,
-    .step_bytes = den_step_bytes, .matmul_flops = den_flops, .free = den_free,
+    .step_bytes = den_step_bytes, .config_step_bytes = den_config_step_bytes, .matmul_flops = den_flops, .free = den_free,
     .linear_role = unet_linear_role,
 };

@@ -225,7 +225,12 @@ static dt_status add_per_sample(dt_backend *be, dt_tensor *c, const float *tp, i
 }
 
 /* h = conv1(SiLU(norm1(x))) + time_emb_proj(SiLU(emb)); h = conv2(SiLU(norm2(h)));
- * x = (conv_shortcut(x) or x) + h. */
+ * x = (conv_shortcut(x) or x) + h, the add after the convolution as torch does it. Not the
+ * conv's fused residual ("sum" post-op): oneDNN's direct kernel then starts its accumulators
+ * from the residual, so all 9·C products round at the residual's magnitude. On the sd-xl-tiny
+ * euler_zeros case (guidance 5, a zeroed negative row, t = 751), whose conditional row is
+ * ill-conditioned, that made the first U-Net output 3.2e-4 from float64 (diffusers' f32: 4.4e-5)
+ * and the latents 6e-3 from diffusers' after four steps; the separate add costs one pass. */
 dt_status unet_resnet_forward(unet_run *r, const unet_resnet *rn, unet_act *x, dt_err *err)
 {
     dt_backend *be = r->be;
@@ -242,7 +247,10 @@ dt_status unet_resnet_forward(unet_run *r, const unet_resnet *rn, unet_act *x, d
         DT_TRY(unet_conv_forward(be, &rn->sc, &x->t, &y.t, 0, err));
         *x = y;
     }
-    return unet_conv_forward(be, &rn->c2, &c1.t, &x->t, 1, err); /* the residual add, fused */
+    unet_act h2 = unet_act_in(r, 2, B, H, W, rn->cout); /* slot 2 is free once conv1 has read it */
+    DT_TRY(unet_conv_forward(be, &rn->c2, &c1.t, &h2.t, 0, err));
+    dt_tensor x3 = t3d(x->t.data, 1, B * H * W, rn->cout), h3 = t3d(h2.t.data, 1, B * H * W, rn->cout);
+    return be->ops->gated_add(be, &x3, &h3, NULL, err);
 }
 
 /* ts[rows] += ff2(GEGLU(ff1(xn[rows]))), a chunk of rows at a time (bounds the 8C-wide buffer). */

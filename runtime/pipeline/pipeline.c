@@ -81,6 +81,7 @@ static dt_status load_zoo_member(dt_pipeline *p, const char *where, dt_denoiser 
     const char *field = a->in_channels != b->in_channels ? "in_channels"
                       : a->out_channels != b->out_channels ? "out_channels"
                       : a->patch_size != b->patch_size ? "patch_size"
+                      : a->size_multiple != b->size_multiple ? "the size multiple (2^downsamplers)"
                       : a->caption_channels != b->caption_channels ? "caption_channels"
                       : a->max_frames != b->max_frames ? "video_length" : NULL;
     if (field) {
@@ -211,7 +212,7 @@ void dt_pipeline_free(dt_pipeline *p)
 const dt_denoiser_info *dt_pipeline_denoiser_info(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr); }
 dt_dtype dt_pipeline_text_dtype(const dt_pipeline *p) { return p->parts.text_be->cfg.compute; }
 int dt_pipeline_native_size(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr)->sample_size * vae_upscale(p->parts.vae); }
-int dt_pipeline_size_multiple(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr)->patch_size * vae_upscale(p->parts.vae); }
+int dt_pipeline_size_multiple(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr)->size_multiple * vae_upscale(p->parts.vae); }
 int dt_pipeline_max_frames(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr)->max_frames; }
 const char *dt_pipeline_solver_name(const dt_pipeline *p) { return dt_scheduler_class(p->parts.sched); }
 const char *dt_pipeline_solver_warning(const dt_pipeline *p) { return dt_pipeline_parts_solver_warning(&p->parts); }
@@ -247,6 +248,39 @@ typedef struct {
     int decode_chunk;          /* frames per VAE call */
 } plan;
 
+/* SDXL's micro-conditioning: sizes 0 (the generated size) or 1..16384, a crop 0..16384, both
+ * negative sizes or neither, and nothing at all on a pipeline without added time ids. */
+static dt_status check_size_conditions(const dt_pipeline *p, const dt_gen_request *r, dt_err *err)
+{
+    const struct {
+        const char *name;
+        const int *v;
+        int size;
+    } f[] = {{"original_size", r->original_size, 1},
+             {"crops_coords_top_left", r->crops_coords_top_left, 0},
+             {"target_size", r->target_size, 1},
+             {"negative_original_size", r->negative_original_size, 1},
+             {"negative_crops_coords_top_left", r->negative_crops_coords_top_left, 0},
+             {"negative_target_size", r->negative_target_size, 1}};
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
+        const int *v = f[i].v;
+        if (!v[0] && !v[1]) continue;
+        if (!p->pcls->added_conditions)
+            return dt_fail(err, DT_EINVAL, "%s: only SDXL pipelines take micro-conditioning (added time ids), not %s",
+                           f[i].name, p->pcls->name[0] ? p->pcls->name : "this one");
+        if (v[0] < 0 || v[1] < 0 || v[0] > 16384 || v[1] > 16384 || (f[i].size && (!v[0] || !v[1])))
+            return dt_fail(err, DT_EINVAL, "%s: expected %s in %d..16384, got (%d, %d)", f[i].name,
+                           f[i].size ? "a height and a width" : "a top and a left", f[i].size, v[0], v[1]);
+    }
+    int no = !r->negative_original_size[0], nt = !r->negative_target_size[0];
+    if (no != nt)
+        return dt_fail(err, DT_EINVAL, "%s: needs %s too (diffusers uses the negative sizes only as a pair)",
+                       no ? "negative_target_size" : "negative_original_size", no ? "negative_original_size" : "negative_target_size");
+    if (no && (r->negative_crops_coords_top_left[0] || r->negative_crops_coords_top_left[1]))
+        return dt_fail(err, DT_EINVAL, "negative_crops_coords_top_left: needs negative_original_size and negative_target_size");
+    return DT_OK;
+}
+
 static dt_status check_scalars(const dt_pipeline *p, const dt_gen_request *r, dt_err *err)
 {
     const dt_denoiser_info *tc = dt_denoiser_get_info(p->tr);
@@ -272,7 +306,7 @@ static dt_status check_scalars(const dt_pipeline *p, const dt_gen_request *r, dt
                        p->text_states - 1, p->text_states - p->pcls->clip_skip_from_end);
     if (r->max_sequence_length < 0 || r->max_sequence_length == 1 || r->max_sequence_length > 4096)
         return dt_fail(err, DT_EINVAL, "max_sequence_length: must be in 2..4096, got %d", r->max_sequence_length);
-    return DT_OK;
+    return check_size_conditions(p, r, err);
 }
 
 /* The sizes: native by default; binned (then resized back) where the pipeline has bins. */
@@ -566,16 +600,34 @@ static dt_status micro_conditions(const sampler *sp, float **res, float **ar, dt
     return DT_OK;
 }
 
-/* SDXL's add_time_ids (added_conditions): original size, crop top-left, target size, the
- * original and target sizes the generated (height, width), no crop; the same for every row.
- * *ids stays NULL when the pipeline class has none. */
+/* One row of SDXL's add_time_ids: original (h, w), crop (top, left), target (h, w); a size
+ * (0, 0) is the generated one. */
+static void time_ids_row(const plan *pl, const int orig[2], const int crop[2], const int target[2], float row[6])
+{
+    row[0] = (float)(orig[0] ? orig[0] : pl->height);
+    row[1] = (float)(orig[0] ? orig[1] : pl->width);
+    row[2] = (float)crop[0];
+    row[3] = (float)crop[1];
+    row[4] = (float)(target[0] ? target[0] : pl->height);
+    row[5] = (float)(target[0] ? target[1] : pl->width);
+}
+
+/* SDXL's add_time_ids (added_conditions), rows [negative x B, prompt x B] with CFG: the
+ * request's micro-conditions (time_ids_row), the negative ones on the unconditional rows when
+ * given. *ids stays NULL when the pipeline class has none. */
 static dt_status added_conditions(const sampler *sp, float **ids, dt_err *err)
 {
+    const dt_gen_request *r = sp->r;
     *ids = NULL;
     if (!sp->p->pcls->added_conditions) return DT_OK;
     if (!(*ids = malloc((size_t)sp->rows * 6 * sizeof **ids))) return dt_fail(err, DT_ENOMEM, "out of memory");
-    float h = (float)sp->pl->height, w = (float)sp->pl->width, row[6] = {h, w, 0.0f, 0.0f, h, w};
-    for (int i = 0; i < sp->rows; i++) memcpy(*ids + (size_t)i * 6, row, sizeof row);
+    float pos[6], neg[6];
+    time_ids_row(sp->pl, r->original_size, r->crops_coords_top_left, r->target_size, pos);
+    if (r->negative_original_size[0])
+        time_ids_row(sp->pl, r->negative_original_size, r->negative_crops_coords_top_left, r->negative_target_size, neg);
+    else
+        memcpy(neg, pos, sizeof pos);
+    for (int i = 0; i < sp->rows; i++) memcpy(*ids + (size_t)i * 6, sp->pl->cfg_on && i < sp->B ? neg : pos, sizeof pos);
     return DT_OK;
 }
 

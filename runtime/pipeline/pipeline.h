@@ -90,6 +90,13 @@ typedef struct {
     /* CLIP layers skipped from the end for the prompt's embeddings (diffusers' clip_skip: SD
      * hidden_states[-(c+1)] through the final norm, SDXL hidden_states[-(c+2)]); 0: none. */
     int clip_skip;
+    /* SDXL's micro-conditioning (add_time_ids, pixels), as StableDiffusionXLPipeline's arguments:
+     * original_size and target_size (height, width), 0 0: the generated size; crops_coords_top_left
+     * (top, left), default 0 0. The negative_* are the unconditional rows' when both negative
+     * sizes are given (their crop default 0 0), else those rows take the prompt's, as diffusers.
+     * Pipelines without added time ids refuse any non-zero value. */
+    int original_size[2], crops_coords_top_left[2], target_size[2];
+    int negative_original_size[2], negative_crops_coords_top_left[2], negative_target_size[2];
 } dt_gen_request;
 
 typedef struct {
