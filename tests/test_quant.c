@@ -84,6 +84,65 @@ static void test_qlinear_exact(void **state)
     }
 }
 
+/* Randomized: layers of random shapes (W8 and W4, with and without smoothing) on one backend,
+ * called interleaved at random M so that each call's weight expansion (W8 without VNNI: int8
+ * widened to f32; W4: unpacked) overwrites the scratch another layer filled: every result must
+ * equal the plain-C reference exactly, and W8 keeps 1 byte per weight resident (plus the GEMM
+ * layout's padding), W4 half a byte. */
+static void test_qlinear_random_shared_scratch(void **state)
+{
+    (void)state;
+    enum { L = 5, ROUNDS = 3 };
+    tu_rng r = {20261207};
+    dt_backend *be = tu_backend(DT_F32);
+    dt_err err = {0};
+    dt_qweights qw[L];
+    dt_linear *l[L];
+    float *b[L];
+    int K[L], N[L];
+    for (int i = 0; i < L; i++) {
+        K[i] = 2 * (1 + (int)((tu_uniform(&r) + 1.0f) * 100)); /* even (W4), <= 402: exact in f32 */
+        N[i] = 1 + (int)((tu_uniform(&r) + 1.0f) * 200);
+        int wbits = i % 3 == 2 ? 4 : 8, smooth = i % 2;
+        float *w = tu_alloc((size_t)N[i] * K[i]), *s = tu_alloc(K[i]);
+        b[i] = tu_alloc(N[i]);
+        tu_fill(&r, w, (size_t)N[i] * K[i], 0.3f);
+        tu_fill(&r, b[i], N[i], 0.5f);
+        for (int j = 0; j < K[i]; j++) s[j] = 0.6f + 0.2f * (tu_uniform(&r) + 1.0f);
+        assert_int_equal(dt_qweights_make(w, K[i], N[i], wbits, 0, smooth ? s : NULL, 0, &qw[i], &err), DT_OK);
+        assert_int_equal(be->ops->qlinear_create(be, &qw[i], b[i], DT_ACT_NONE, 32, &l[i], &err), DT_OK);
+        size_t held = cpu_qlinear_weight_bytes(l[i]), need = (size_t)N[i] * K[i];
+        if (wbits == 8 && (held < need || held > (size_t)(N[i] + 64) * (K[i] + 64)))
+            fail_msg("layer %d (%d x %d, w8): %zu resident weight bytes, expected about %zu", i, N[i], K[i], held, need);
+        if (wbits == 4) assert_int_equal(held, need / 2);
+        free(w);
+        free(s);
+    }
+    for (int round = 0; round < ROUNDS; round++)
+        for (int i = 0; i < L; i++) {
+            int M = 1 + (int)((tu_uniform(&r) + 1.0f) * 60);
+            float *x = tu_alloc((size_t)M * K[i]), *y = tu_poisoned((size_t)M * N[i]), *yr = tu_alloc((size_t)M * N[i]);
+            tu_fill(&r, x, (size_t)M * K[i], 1.0f);
+            int64_t xs[2] = {M, K[i]}, ys[2] = {M, N[i]};
+            dt_tensor tx = dt_tensor_view(x, DT_F32, 2, xs), ty = dt_tensor_view(y, DT_F32, 2, ys);
+            assert_int_equal(be->ops->linear_forward(be, l[i], &tx, &ty, &err), DT_OK);
+            ref_qlinear(x, M, &qw[i], b[i], DT_ACT_NONE, yr, NULL, NULL);
+            for (size_t e = 0; e < (size_t)M * N[i]; e++)
+                if (memcmp(&y[e], &yr[e], sizeof(float)))
+                    fail_msg("round %d layer %d (M=%d K=%d N=%d w%d): y[%zu] = %.9g, reference %.9g", round, i, M, K[i],
+                             N[i], qw[i].wbits, e, y[e], yr[e]);
+            free(x);
+            free(y);
+            free(yr);
+        }
+    for (int i = 0; i < L; i++) {
+        be->ops->linear_destroy(l[i]);
+        dt_qweights_free(&qw[i]);
+        free(b[i]);
+    }
+    dt_backend_destroy(be);
+}
+
 /* With rotation the reference's dense double Hadamard may round a code the other way
  * (rarely); the rotation must still be exactly undone by the folded weights. */
 static void test_qlinear_rotated(void **state)
@@ -1204,6 +1263,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_qlinear_exact),
         cmocka_unit_test(test_qlinear_rotated),
+        cmocka_unit_test(test_qlinear_random_shared_scratch),
         cmocka_unit_test(test_qrow_parity),
         cmocka_unit_test(test_lnmod_qlinear_fused),
         cmocka_unit_test(test_roundtrip_half_step),

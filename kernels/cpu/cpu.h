@@ -176,6 +176,9 @@ dt_status cpu_qlinear_create(dt_backend *be, const dt_qweights *qw, const float 
 dt_status cpu_linear_observe(dt_backend *be, dt_linear *inner, int in, float *amax, dt_linear **lin, dt_err *err);
 dt_status cpu_qlinear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err);
 void cpu_qlinear_destroy(dt_linear *l);
+/* Bytes a quantized layer keeps resident for its weights (W8: int8 in the GEMM layout, with or
+ * without VNNI; W4: packed); 0 for other kinds. Per-call expansions live in the backend scratch. */
+size_t cpu_qlinear_weight_bytes(const dt_linear *l);
 /* layernorm_modulate_linear (backend.h): a quantized layer quantizes each normalized row as it is
  * made (cpu_lnmod_rowm, then cpu_qrow: the same bits as the two ops), a bf16 float layer gets its
  * GEMM input written in bf16 directly (cpu_lnmod_rows_bf16); f32 layers run the two ops. */

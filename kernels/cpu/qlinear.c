@@ -11,7 +11,12 @@
  * before each GEMM call, so only the packed copy is resident.
  * On CPUs without VNNI, oneDNN's int8 GEMM is inexact (it halves the weights to keep its int16
  * pair sums from saturating), so there the same integer operands run through an f32 GEMM:
- * exact while |partial sums| < 2^24 (K up to 1040 always), 4x the weight memory, no speed-up. */
+ * exact while |partial sums| < 2^24 (K up to 1040 always), no speed-up. The W8 weights stay
+ * resident as int8, already in the f32 GEMM's (blocked) layout — the same element offsets with
+ * a one-byte type — and each call widens them to f32 in the backend scratch right before the
+ * GEMM: the f32 operand the primitive reads is the one a one-time s8->f32 reorder would have
+ * made (same values, same layout, zero padding), so results do not change, and the resident
+ * copy is 1 byte per weight; the transient one is the largest layer's f32 copy. */
 #include "cpu.h"
 #include "vmath.h"
 #include <math.h>
@@ -30,9 +35,10 @@ typedef struct {
     float *wscale, *bias, *smooth;
     float *ss;              /* smooth·signs when rotated (cpu_qrow) */
     int8_t *signs;
-    void *w;                /* W8: int8 in oneDNN's layout wmd; W4: packed [out, in/2] */
+    void *w;                /* W8: int8 in oneDNN's layout wmd (with gdt f32: int8 at wmd's offsets); W4: packed [out, in/2] */
     dnnl_data_type_t gdt;   /* GEMM operand type: s8 (s32 accumulators), or f32 holding the integers */
     dnnl_memory_desc_t wmd; /* W8: the whole layer; W4: one full chunk of QL_CHUNK channels */
+    size_t wn;              /* W8 with gdt f32: elements of wmd (padding included) widened per call */
     dnnl_memory_desc_t wmd_last; /* W4: the last (narrower) chunk */
     dnnl_primitive_t reo, reo_last; /* W4: plain int8 chunk -> wmd / wmd_last */
     dt_linear *fp;          /* MixDQ: float layer for the rows of tokens fp_tok (NULL: none) */
@@ -169,10 +175,16 @@ static dt_status reorder_w8(cpu_backend *cb, cpu_qlinear *l, const int8_t *q, in
     if (st != dnnl_success) return cpu_dnnl_fail(err, st, "int8 matmul descriptor");
     l->wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     dnnl_primitive_desc_destroy(pd);
-    size_t nb = dnnl_memory_desc_get_size(&l->wmd);
+    dnnl_memory_desc_t hold = l->wmd; /* what stays resident: int8, at the GEMM layout's offsets */
+    if (l->gdt == dnnl_f32) {
+        hold.data_type = dnnl_s8;
+        l->wn = dnnl_memory_desc_get_size(&l->wmd) / sizeof(float);
+    }
+    size_t nb = dnnl_memory_desc_get_size(&hold);
     l->w = aligned_alloc(64, (nb + 63) / 64 * 64);
     if (!l->w) return dt_fail(err, DT_ENOMEM, "out of memory for %zu int8 weight bytes", nb);
-    st = cpu_reorder(cb, &plain, q, &l->wmd, l->w);
+    memset(l->w, 0, nb); /* padding widens to 0.0f, as the f32 reorder's zero padding */
+    st = cpu_reorder(cb, &plain, q, &hold, l->w);
     return st == dnnl_success ? DT_OK : cpu_dnnl_fail(err, st, "int8 weight reorder");
 }
 
@@ -308,6 +320,14 @@ static void expand_w4(const cpu_qlinear *l, int n0, int n, int8_t *dst)
     }
 }
 
+/* W8 without VNNI: the resident int8 weights (wmd's layout, one byte each) widened to the f32
+ * operand of the GEMM, element for element (exact). */
+static void widen_w8(const int8_t *w, size_t n, float *d)
+{
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) d[i] = (float)w[i];
+}
+
 static dt_status run_gemm(cpu_backend *cb, cpu_qlinear *l, int64_t M, int n, const void *q, const void *w, void *y,
                           dt_err *err)
 {
@@ -360,7 +380,7 @@ static dt_status qlinear_forward(cpu_backend *cb, cpu_qlinear *l, const float *x
     if (l->wbits == 4) {
         eb = ((size_t)QL_CHUNK * K + 63) / 64 * 64;
         bb = dnnl_memory_desc_get_size(l->out >= QL_CHUNK ? &l->wmd : &l->wmd_last);
-    }
+    } else bb = (l->wn * sizeof(float) + 63) / 64 * 64; /* W8 widened to f32 (0 with VNNI) */
     char *scr = cpu_scratch(cb, qb + sb + tb + eb + bb + fb);
     if (!scr) return dt_fail(err, DT_ENOMEM, "out of memory for int8 activations");
     int8_t *q = (int8_t *)scr, *wexp = (int8_t *)(scr + qb + sb + tb), *wblk = (int8_t *)(scr + qb + sb + tb + eb);
@@ -369,7 +389,8 @@ static dt_status qlinear_forward(cpu_backend *cb, cpu_qlinear *l, const float *x
     quantize_rows(l, xd, ln, M, q, ascale, qf, tmp);
     const void *src = qf ? (const void *)qf : q;
     if (l->wbits == 8) {
-        DT_TRY(run_gemm(cb, l, M, l->out, src, l->w, yd, err));
+        if (l->wn) widen_w8(l->w, l->wn, (float *)wblk);
+        DT_TRY(run_gemm(cb, l, M, l->out, src, l->wn ? (const void *)wblk : l->w, yd, err));
         epilogue(l, M, 0, l->out, ascale, yd);
         return DT_OK;
     }
@@ -469,6 +490,16 @@ void cpu_qlinear_destroy(dt_linear *lin)
         cpu_linear_destroy(o->inner);
         free(o);
     } else qlinear_free((cpu_qlinear *)lin);
+}
+
+size_t cpu_qlinear_weight_bytes(const dt_linear *lin)
+{
+    const cpu_qlinear *l = (const cpu_qlinear *)lin;
+    if (*(const int *)lin != CPU_LIN_QUANT) return 0;
+    if (l->wbits == 4) return dt_qweights_qbytes(l->in, l->out, 4);
+    dnnl_memory_desc_t hold = l->wmd;
+    hold.data_type = dnnl_s8;
+    return dnnl_memory_desc_get_size(&hold);
 }
 
 dt_status cpu_layernorm_modulate_linear(dt_backend *be, const dt_tensor *x, const dt_tensor *shift,
