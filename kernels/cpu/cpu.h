@@ -185,6 +185,10 @@ size_t cpu_qlinear_weight_bytes(const dt_linear *l);
 dt_status cpu_layernorm_modulate_linear(dt_backend *be, const dt_tensor *x, const dt_tensor *shift,
                                         const dt_tensor *scale, float eps, dt_linear *l, dt_tensor *xn, dt_tensor *y,
                                         dt_err *err);
+/* linear_gated_add (backend.h): a quantized layer adds its outputs to the residual in its
+ * epilogue; other layers run the two ops. */
+dt_status cpu_linear_gated_add(dt_backend *be, dt_linear *l, const dt_tensor *in, dt_tensor *x, dt_tensor *y,
+                               const dt_tensor *gate, dt_err *err);
 dt_status cpu_qlinear_keep_tokens(dt_backend *be, dt_linear *q, dt_linear *fp, const int *tokens, int n, dt_err *err);
 /* One activation row x[K] balanced (⊙ smooth), rotated (±1 signs, then the block Hadamard of
  * quant.h, unnormalized) and quantized to q[K] (symmetric int8 at 127/amax); returns amax.
