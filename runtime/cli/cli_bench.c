@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 typedef struct {
     const char *arch, *dtype;
@@ -115,6 +116,15 @@ static void report(const bench_args *a, const dt_denoiser_info *c, const dt_back
     printf("  memory: peak RSS %.0f MB; weights %.0f MB + activation arena %.0f MB = %.0f MB (RSS / that = %.2fx)\n",
            ru.ru_maxrss / 1024.0, wbytes / 1e6, arena_peak / 1e6, (wbytes + arena_peak) / 1e6,
            ru.ru_maxrss * 1024.0 / (wbytes + arena_peak));
+}
+
+/* CPU seconds of the whole process (all threads): on a shared machine a step's wall time also
+ * counts the time its threads waited for a core, its CPU time does not. */
+static double process_cpu_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 /* Caption tokens of the bench step: a pipeline's fixed length (CLIP's 77 for U-Nets, 120 for
@@ -249,7 +259,7 @@ static int run(const bench_args *a)
     } else if (s == DT_OK && a->frames) s = dt_fail(&err, DT_EINVAL, "--frames: %s is an image model", a->arch);
     if (s == DT_OK) s = make_inputs(c, cls->pipelines[0].mask_feature, B, F, H, W, T, &x, &err);
     if (s == DT_OK) s = inputs_to_device(be, &x, &err);
-    double best = 1e30, total = 0;
+    double best = 1e30, total = 0, best_cpu = 1e30;
     double flops = s == DT_OK ? dt_denoiser_matmul_flops(m, B, F, H / p, W / p, T) : 0;
     dt_op_times *times = dt_backend_times(be);
     bench_args done = *a; /* done.iters: the timed rounds run */
@@ -258,17 +268,19 @@ static int run(const bench_args *a)
         if (r == 1 && times) *times = (dt_op_times){0};
         if (r > 0 && a->stdin_rounds && !cli_bench_stdin_go()) break;
         dt_arena_reset(&arena);
-        double ts = cli_now();
+        double ts = cli_now(), cs = process_cpu_s();
         s = dt_denoiser_forward(m, &x.in, &arena, &x.tout, &err);
         if (s == DT_OK && x.dout) s = dt_backend_read(be, x.dout, x.out, 1, &err); /* waits for the GPU */
-        double dt = cli_now() - ts;
-        if (r > 0) { total += dt; if (dt < best) best = dt; done.iters++; }
+        double dt = cli_now() - ts, dc = process_cpu_s() - cs;
+        if (r > 0) { total += dt; if (dt < best) best = dt; if (dc < best_cpu) best_cpu = dc; done.iters++; }
+        if (s == DT_OK && a->stdin_rounds) printf("  process CPU time of round %d: %.3f s\n", r, dc); /* before its round line */
         if (s == DT_OK && a->stdin_rounds) s = cli_bench_round_report(be, r, dt, flops, &err);
     }
     if (s == DT_OK && done.iters == 0) s = dt_fail(&err, DT_EINVAL, "--rounds-stdin: no round was asked for");
     a = &done;
     if (s == DT_OK) {
         report(a, c, be, flops, B, F, N, T, load_s, best, total, peak, arena.peak);
+        printf("  process CPU time per step: min %.3f s (all threads; the wall time adds waits for a core)\n", best_cpu);
         double mean = total / a->iters;
         if (times) cli_print_breakdown((const char *const[]){a->quant ? a->quant : a->dtype}, times, &mean, 1, a->iters);
         s = cli_bench_quant_report_flops(be, &qz, cli_quant_flops(&qz, B, F, N, T), flops, best, peak, &err);
