@@ -235,6 +235,14 @@ typedef struct {
      * NULL: the backend has no im2col (convolutions are not quantized there). */
     dt_status (*im2col)(dt_backend *be, const dt_tensor *x, int k, int stride, int pad_lo, int pad_hi, dt_tensor *y,
                         dt_err *err);
+    /* ---- A linear's output added to the residual (the DiT block's x += gate ⊙ out(·)) ---- */
+    /* x [B,N,C] += gate[b, :] ⊙ linear_forward(l, in) (gate [B, C] row vectors, or NULL: plain
+     * add), with the same results as linear_forward into y then gated_add(x, y, gate), fused where
+     * the backend can (CPU: a quantized l adds in its dequantize epilogue, so its output never
+     * passes through memory in f32). in [B·N, in] rows; y: a contiguous [B,N,C] tensor the backend
+     * may use as scratch, contents unspecified afterwards. NULL: callers run the two ops. */
+    dt_status (*linear_gated_add)(dt_backend *be, dt_linear *l, const dt_tensor *in, dt_tensor *x, dt_tensor *y,
+                                  const dt_tensor *gate, dt_err *err);
 } dt_backend_ops;
 
 struct dt_backend {

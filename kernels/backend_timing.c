@@ -60,6 +60,11 @@ static dt_status t_lnmod_linear(dt_backend *be, const dt_tensor *x, const dt_ten
 {
     TIMED(DT_OPK_LINEAR, layernorm_modulate_linear, x, shift, scale, eps, l, xn, y, err); /* the norm rides along */
 }
+static dt_status t_linear_gated_add(dt_backend *be, dt_linear *l, const dt_tensor *in, dt_tensor *x, dt_tensor *y,
+                                    const dt_tensor *gate, dt_err *err)
+{
+    TIMED(DT_OPK_LINEAR, linear_gated_add, l, in, x, y, gate, err); /* the residual add rides along */
+}
 static dt_status t_layernorm_modulate(dt_backend *be, const dt_tensor *x, const dt_tensor *shift,
                                       const dt_tensor *scale, float eps, dt_tensor *y, dt_err *err)
 {
@@ -227,6 +232,7 @@ dt_status dt_backend_timed(dt_backend *inner, dt_backend **out, dt_err *err)
     tb->ops.gated_act = t_gated_act;
     tb->ops.geglu = t_geglu;
     if (in->im2col) tb->ops.im2col = t_im2col; /* quantized convolutions (U-Nets) */
+    if (in->linear_gated_add) tb->ops.linear_gated_add = t_linear_gated_add;
     tb->ops.conv2d_create = t_conv2d_create;
     tb->ops.conv2d_forward = t_conv2d_forward;
     tb->ops.qlinear_create = t_qlinear_create;

@@ -84,6 +84,131 @@ static void test_qlinear_exact(void **state)
     }
 }
 
+/* Randomized: layers of random shapes (W8 and W4, with and without smoothing) on one backend,
+ * called interleaved at random M so that each call's weight expansion (W8 without VNNI: int8
+ * widened to f32; W4: unpacked) overwrites the scratch another layer filled: every result must
+ * equal the plain-C reference exactly, and W8 keeps 1 byte per weight resident (plus the GEMM
+ * layout's padding), W4 half a byte. */
+static void test_qlinear_random_shared_scratch(void **state)
+{
+    (void)state;
+    enum { L = 5, ROUNDS = 3 };
+    tu_rng r = {20261207};
+    dt_backend *be = tu_backend(DT_F32);
+    dt_err err = {0};
+    dt_qweights qw[L];
+    dt_linear *l[L];
+    float *b[L];
+    int K[L], N[L];
+    for (int i = 0; i < L; i++) {
+        K[i] = 2 * (1 + (int)((tu_uniform(&r) + 1.0f) * 100)); /* even (W4), <= 402: exact in f32 */
+        N[i] = 1 + (int)((tu_uniform(&r) + 1.0f) * 200);
+        int wbits = i % 3 == 2 ? 4 : 8, smooth = i % 2;
+        float *w = tu_alloc((size_t)N[i] * K[i]), *s = tu_alloc(K[i]);
+        b[i] = tu_alloc(N[i]);
+        tu_fill(&r, w, (size_t)N[i] * K[i], 0.3f);
+        tu_fill(&r, b[i], N[i], 0.5f);
+        for (int j = 0; j < K[i]; j++) s[j] = 0.6f + 0.2f * (tu_uniform(&r) + 1.0f);
+        assert_int_equal(dt_qweights_make(w, K[i], N[i], wbits, 0, smooth ? s : NULL, 0, &qw[i], &err), DT_OK);
+        assert_int_equal(be->ops->qlinear_create(be, &qw[i], b[i], DT_ACT_NONE, 32, &l[i], &err), DT_OK);
+        size_t held = cpu_qlinear_weight_bytes(l[i]), need = (size_t)N[i] * K[i];
+        if (wbits == 8 && (held < need || held > (size_t)(N[i] + 64) * (K[i] + 64)))
+            fail_msg("layer %d (%d x %d, w8): %zu resident weight bytes, expected about %zu", i, N[i], K[i], held, need);
+        if (wbits == 4) assert_int_equal(held, need / 2);
+        free(w);
+        free(s);
+    }
+    for (int round = 0; round < ROUNDS; round++)
+        for (int i = 0; i < L; i++) {
+            int M = 1 + (int)((tu_uniform(&r) + 1.0f) * 60);
+            float *x = tu_alloc((size_t)M * K[i]), *y = tu_poisoned((size_t)M * N[i]), *yr = tu_alloc((size_t)M * N[i]);
+            tu_fill(&r, x, (size_t)M * K[i], 1.0f);
+            int64_t xs[2] = {M, K[i]}, ys[2] = {M, N[i]};
+            dt_tensor tx = dt_tensor_view(x, DT_F32, 2, xs), ty = dt_tensor_view(y, DT_F32, 2, ys);
+            assert_int_equal(be->ops->linear_forward(be, l[i], &tx, &ty, &err), DT_OK);
+            ref_qlinear(x, M, &qw[i], b[i], DT_ACT_NONE, yr, NULL, NULL);
+            for (size_t e = 0; e < (size_t)M * N[i]; e++)
+                if (memcmp(&y[e], &yr[e], sizeof(float)))
+                    fail_msg("round %d layer %d (M=%d K=%d N=%d w%d): y[%zu] = %.9g, reference %.9g", round, i, M, K[i],
+                             N[i], qw[i].wbits, e, y[e], yr[e]);
+            free(x);
+            free(y);
+            free(yr);
+        }
+    for (int i = 0; i < L; i++) {
+        be->ops->linear_destroy(l[i]);
+        dt_qweights_free(&qw[i]);
+        free(b[i]);
+    }
+    dt_backend_destroy(be);
+}
+
+/* linear_gated_add against its two ops (linear_forward, then gated_add) on one backend: the
+ * fused quantized epilogue must give the same bits, gated or not, W8 and W4, with and without
+ * bias, into a residual with padded rows; float layers and layers with an activation take the
+ * two-op path inside the op (same bits trivially, but they must still work). */
+static void test_linear_gated_add(void **state)
+{
+    (void)state;
+    tu_rng r = {777};
+    dt_backend *be = tu_backend(DT_F32);
+    dt_err err = {0};
+    assert_non_null(be->ops->linear_gated_add);
+    const struct { int B, N, K, C, wbits, bias, gate, kind; } cases[] = {
+        {2, 7, 64, 48, 8, 1, 1, 0}, {1, 33, 96, 70, 8, 0, 0, 0}, {2, 5, 40, 300, 4, 1, 1, 0},
+        {3, 4, 128, 2500, 4, 1, 0, 0}, /* W4: two chunks */
+        {2, 6, 32, 24, 8, 1, 1, 1},    /* float layer: the two ops */
+        {2, 6, 32, 24, 8, 1, 1, 2},    /* quantized with GELU: the two ops */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        const int B = cases[c].B, N = cases[c].N, K = cases[c].K, C = cases[c].C, M = B * N, pad = 3;
+        float *w = tu_alloc((size_t)C * K), *b = tu_alloc(C), *in = tu_alloc((size_t)M * K), *g = tu_alloc((size_t)B * C);
+        float *x0 = tu_alloc((size_t)M * (C + pad)), *x1 = tu_alloc((size_t)M * (C + pad)), *x2 = tu_alloc((size_t)M * (C + pad));
+        float *y1 = tu_alloc((size_t)M * C), *y2 = tu_alloc((size_t)M * C);
+        tu_fill(&r, w, (size_t)C * K, 0.2f);
+        tu_fill(&r, b, C, 0.5f);
+        tu_fill(&r, in, (size_t)M * K, 1.0f);
+        tu_fill(&r, g, (size_t)B * C, 1.0f);
+        tu_fill(&r, x0, (size_t)M * (C + pad), 1.0f);
+        memcpy(x1, x0, (size_t)M * (C + pad) * sizeof(float));
+        memcpy(x2, x0, (size_t)M * (C + pad) * sizeof(float));
+        dt_qweights qw = {0};
+        dt_linear *l = NULL;
+        const float *bb = cases[c].bias ? b : NULL;
+        if (cases[c].kind == 1) assert_int_equal(be->ops->linear_create(be, w, bb, K, C, DT_ACT_NONE, M, DT_F32, &l, &err), DT_OK);
+        else {
+            assert_int_equal(dt_qweights_make(w, K, C, cases[c].wbits, 0, NULL, 0, &qw, &err), DT_OK);
+            dt_act act = cases[c].kind == 2 ? DT_ACT_GELU_TANH : DT_ACT_NONE;
+            assert_int_equal(be->ops->qlinear_create(be, &qw, bb, act, M, &l, &err), DT_OK);
+        }
+        int64_t is[2] = {M, K}, ys[2] = {M, C}, x3s[3] = {B, N, C}, gs[2] = {B, C};
+        dt_tensor ti = dt_tensor_view(in, DT_F32, 2, is), tg = dt_tensor_view(g, DT_F32, 2, gs);
+        dt_tensor tx1 = dt_tensor_view(x1, DT_F32, 3, x3s), tx2 = dt_tensor_view(x2, DT_F32, 3, x3s);
+        tx1.strides[1] = tx2.strides[1] = C + pad; /* rows of the residual need not be packed */
+        tx1.strides[0] = tx2.strides[0] = (int64_t)N * (C + pad);
+        dt_tensor ty1 = dt_tensor_view(y1, DT_F32, 2, ys), ty2 = dt_tensor_view(y2, DT_F32, 3, x3s);
+        dt_tensor ty13 = dt_tensor_view(y1, DT_F32, 3, x3s);
+        const dt_tensor *gate = cases[c].gate ? &tg : NULL;
+        assert_int_equal(be->ops->linear_forward(be, l, &ti, &ty1, &err), DT_OK);
+        assert_int_equal(be->ops->gated_add(be, &tx1, &ty13, gate, &err), DT_OK);
+        assert_int_equal(be->ops->linear_gated_add(be, l, &ti, &tx2, &ty2, gate, &err), DT_OK);
+        if (memcmp(x1, x2, (size_t)M * (C + pad) * sizeof(float))) {
+            size_t e = 0;
+            while (x1[e] == x2[e]) e++;
+            fail_msg("case %zu: fused x[%zu] = %.9g, two ops %.9g", c, e, x2[e], x1[e]);
+        }
+        double moved = 0; /* and the residual did change (except in the row padding) */
+        for (size_t e = 0; e < (size_t)M * (C + pad); e++) moved += fabs((double)x2[e] - x0[e]);
+        assert_true(moved > 0);
+        for (int m = 0; m < M; m++)
+            for (int j = C; j < C + pad; j++) assert_true(x2[(size_t)m * (C + pad) + j] == x0[(size_t)m * (C + pad) + j]);
+        be->ops->linear_destroy(l);
+        dt_qweights_free(&qw);
+        free(w); free(b); free(in); free(g); free(x0); free(x1); free(x2); free(y1); free(y2);
+    }
+    dt_backend_destroy(be);
+}
+
 /* With rotation the reference's dense double Hadamard may round a code the other way
  * (rarely); the rotation must still be exactly undone by the folded weights. */
 static void test_qlinear_rotated(void **state)
@@ -1161,6 +1286,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_qlinear_exact),
         cmocka_unit_test(test_qlinear_rotated),
+        cmocka_unit_test(test_qlinear_random_shared_scratch),
+        cmocka_unit_test(test_linear_gated_add),
         cmocka_unit_test(test_qrow_parity),
         cmocka_unit_test(test_lnmod_qlinear_fused),
         cmocka_unit_test(test_roundtrip_half_step),

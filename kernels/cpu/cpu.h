@@ -185,12 +185,19 @@ dt_status cpu_qlinear_create(dt_backend *be, const dt_qweights *qw, const float 
 dt_status cpu_linear_observe(dt_backend *be, dt_linear *inner, int in, float *amax, dt_linear **lin, dt_err *err);
 dt_status cpu_qlinear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err);
 void cpu_qlinear_destroy(dt_linear *l);
+/* Bytes a quantized layer keeps resident for its weights (W8: int8 in the GEMM layout, with or
+ * without VNNI; W4: packed); 0 for other kinds. Per-call expansions live in the backend scratch. */
+size_t cpu_qlinear_weight_bytes(const dt_linear *l);
 /* layernorm_modulate_linear (backend.h): a quantized layer quantizes each normalized row as it is
  * made (cpu_lnmod_rowm, then cpu_qrow: the same bits as the two ops), a bf16 float layer gets its
  * GEMM input written in bf16 directly (cpu_lnmod_rows_bf16); f32 layers run the two ops. */
 dt_status cpu_layernorm_modulate_linear(dt_backend *be, const dt_tensor *x, const dt_tensor *shift,
                                         const dt_tensor *scale, float eps, dt_linear *l, dt_tensor *xn, dt_tensor *y,
                                         dt_err *err);
+/* linear_gated_add (backend.h): a quantized layer adds its outputs to the residual in its
+ * epilogue; other layers run the two ops. */
+dt_status cpu_linear_gated_add(dt_backend *be, dt_linear *l, const dt_tensor *in, dt_tensor *x, dt_tensor *y,
+                               const dt_tensor *gate, dt_err *err);
 dt_status cpu_qlinear_keep_tokens(dt_backend *be, dt_linear *q, dt_linear *fp, const int *tokens, int n, dt_err *err);
 /* One activation row x[K] balanced (⊙ smooth), rotated (±1 signs, then the block Hadamard of
  * quant.h, unnormalized) and quantized to q[K] (symmetric int8 at 127/amax); returns amax.

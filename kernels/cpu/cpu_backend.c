@@ -91,6 +91,7 @@ static const dt_backend_ops cpu_ops = {
     /* U-Net feed-forward */
     .geglu = cpu_geglu,
     .im2col = cpu_im2col,
+    .linear_gated_add = cpu_linear_gated_add,
 };
 
 dt_status cpu_dnnl_fail(dt_err *err, dnnl_status_t st, const char *what)

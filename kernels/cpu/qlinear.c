@@ -11,7 +11,12 @@
  * before each GEMM call, so only the packed copy is resident.
  * On CPUs without VNNI, oneDNN's int8 GEMM is inexact (it halves the weights to keep its int16
  * pair sums from saturating), so there the same integer operands run through an f32 GEMM:
- * exact while |partial sums| < 2^24 (K up to 1040 always), 4x the weight memory, no speed-up. */
+ * exact while |partial sums| < 2^24 (K up to 1040 always), no speed-up. The W8 weights stay
+ * resident as int8, already in the f32 GEMM's (blocked) layout — the same element offsets with
+ * a one-byte type — and each call widens them to f32 in the backend scratch right before the
+ * GEMM: the f32 operand the primitive reads is the one a one-time s8->f32 reorder would have
+ * made (same values, same layout, zero padding), so results do not change, and the resident
+ * copy is 1 byte per weight; the transient one is the largest layer's f32 copy. */
 #include "cpu.h"
 #include "vmath.h"
 #include <math.h>
@@ -30,9 +35,10 @@ typedef struct {
     float *wscale, *bias, *smooth;
     float *ss;              /* smooth·signs when rotated (cpu_qrow) */
     int8_t *signs;
-    void *w;                /* W8: int8 in oneDNN's layout wmd; W4: packed [out, in/2] */
+    void *w;                /* W8: int8 in oneDNN's layout wmd (with gdt f32: int8 at wmd's offsets); W4: packed [out, in/2] */
     dnnl_data_type_t gdt;   /* GEMM operand type: s8 (s32 accumulators), or f32 holding the integers */
     dnnl_memory_desc_t wmd; /* W8: the whole layer; W4: one full chunk of QL_CHUNK channels */
+    size_t wn;              /* W8 with gdt f32: elements of wmd (padding included) widened per call */
     dnnl_memory_desc_t wmd_last; /* W4: the last (narrower) chunk */
     dnnl_primitive_t reo, reo_last; /* W4: plain int8 chunk -> wmd / wmd_last */
     dt_linear *fp;          /* MixDQ: float layer for the rows of tokens fp_tok (NULL: none) */
@@ -169,10 +175,16 @@ static dt_status reorder_w8(cpu_backend *cb, cpu_qlinear *l, const int8_t *q, in
     if (st != dnnl_success) return cpu_dnnl_fail(err, st, "int8 matmul descriptor");
     l->wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     dnnl_primitive_desc_destroy(pd);
-    size_t nb = dnnl_memory_desc_get_size(&l->wmd);
+    dnnl_memory_desc_t hold = l->wmd; /* what stays resident: int8, at the GEMM layout's offsets */
+    if (l->gdt == dnnl_f32) {
+        hold.data_type = dnnl_s8;
+        l->wn = dnnl_memory_desc_get_size(&l->wmd) / sizeof(float);
+    }
+    size_t nb = dnnl_memory_desc_get_size(&hold);
     l->w = aligned_alloc(64, (nb + 63) / 64 * 64);
     if (!l->w) return dt_fail(err, DT_ENOMEM, "out of memory for %zu int8 weight bytes", nb);
-    st = cpu_reorder(cb, &plain, q, &l->wmd, l->w);
+    memset(l->w, 0, nb); /* padding widens to 0.0f, as the f32 reorder's zero padding */
+    st = cpu_reorder(cb, &plain, q, &hold, l->w);
     return st == dnnl_success ? DT_OK : cpu_dnnl_fail(err, st, "int8 weight reorder");
 }
 
@@ -286,6 +298,54 @@ static void epilogue(const cpu_qlinear *l, int64_t M, int n0, int n, const float
 #undef EPILOGUE_ACT
 #undef EPILOGUE_ROW
 
+/* The residual a layer's output is added to (linear_gated_add): row m = b·N + i of the output
+ * goes to x[b, i, :] += gate[b, :] ⊙ it (gate NULL: plain add). */
+typedef struct {
+    float *x;
+    const float *gate;
+    int64_t N, xs0, xs1, gs0;
+} cpu_gadd;
+
+/* The epilogue (no activation) and gated_add in one pass, with their bits: each output value is
+ * rounded to f32 exactly as epilogue() stores it, then added as cpu_gated_add adds it (no
+ * contraction: -ffp-contract=off). The accumulators in acc are left as they are. */
+static void epilogue_gated(const cpu_qlinear *l, int64_t M, const float *ascale, const float *acc, const cpu_gadd *g)
+{
+    const int N = l->out;
+    const float *ws = l->wscale, *b = l->bias;
+#pragma omp parallel for schedule(static)
+    for (int64_t m = 0; m < M; m++) {
+        const int64_t bi = m / g->N, i = m % g->N;
+        float *xr = g->x + bi * g->xs0 + i * g->xs1;
+        const float *gr = g->gate ? g->gate + bi * g->gs0 : NULL;
+        const float as = ascale[m];
+        const int32_t *ai = (const int32_t *)(acc + m * N);
+        const float *af = acc + m * N;
+        float o[256]; /* one slice of the row at a time, so the compiler keeps each loop simple */
+        for (int j0 = 0; j0 < N; j0 += 256) {
+            const int n = N - j0 < 256 ? N - j0 : 256;
+            if (l->gdt == dnnl_s8) {
+#pragma omp simd
+                for (int j = 0; j < n; j++) o[j] = (float)ai[j0 + j] * as * ws[j0 + j];
+            } else {
+#pragma omp simd
+                for (int j = 0; j < n; j++) o[j] = af[j0 + j] * as * ws[j0 + j];
+            }
+            if (b) {
+#pragma omp simd
+                for (int j = 0; j < n; j++) o[j] = o[j] + b[j0 + j];
+            }
+            if (gr) {
+#pragma omp simd
+                for (int j = 0; j < n; j++) xr[j0 + j] += gr[j0 + j] * o[j];
+            } else {
+#pragma omp simd
+                for (int j = 0; j < n; j++) xr[j0 + j] += o[j];
+            }
+        }
+    }
+}
+
 /* Expands packed 4-bit rows [n0, n0+n) to plain int8 [n, K] (torch layout), times the
  * group multipliers when group-wise. */
 static void expand_w4(const cpu_qlinear *l, int n0, int n, int8_t *dst)
@@ -306,6 +366,14 @@ static void expand_w4(const cpu_qlinear *l, int n0, int n, int8_t *dst)
             }
         }
     }
+}
+
+/* W8 without VNNI: the resident int8 weights (wmd's layout, one byte each) widened to the f32
+ * operand of the GEMM, element for element (exact). */
+static void widen_w8(const int8_t *w, size_t n, float *d)
+{
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) d[i] = (float)w[i];
 }
 
 static dt_status run_gemm(cpu_backend *cb, cpu_qlinear *l, int64_t M, int n, const void *q, const void *w, void *y,
@@ -351,7 +419,7 @@ static dt_status reorder_chunk(cpu_backend *cb, const cpu_qlinear *l, int n, voi
 
 /* y = the layer applied to x [M, K], or to LayerNorm-modulate(ln) when x is NULL. */
 static dt_status qlinear_forward(cpu_backend *cb, cpu_qlinear *l, const float *xd, const cpu_lnmod *ln, int64_t M,
-                                 float *yd, dt_err *err)
+                                 float *yd, const cpu_gadd *ga, dt_err *err)
 {
     const int K = l->in;
     size_t qb = ((size_t)M * K + 63) / 64 * 64, sb = ((size_t)M * 4 + 63) / 64 * 64;
@@ -360,7 +428,7 @@ static dt_status qlinear_forward(cpu_backend *cb, cpu_qlinear *l, const float *x
     if (l->wbits == 4) {
         eb = ((size_t)QL_CHUNK * K + 63) / 64 * 64;
         bb = dnnl_memory_desc_get_size(l->out >= QL_CHUNK ? &l->wmd : &l->wmd_last);
-    }
+    } else bb = (l->wn * sizeof(float) + 63) / 64 * 64; /* W8 widened to f32 (0 with VNNI) */
     char *scr = cpu_scratch(cb, qb + sb + tb + eb + bb + fb);
     if (!scr) return dt_fail(err, DT_ENOMEM, "out of memory for int8 activations");
     int8_t *q = (int8_t *)scr, *wexp = (int8_t *)(scr + qb + sb + tb), *wblk = (int8_t *)(scr + qb + sb + tb + eb);
@@ -369,8 +437,10 @@ static dt_status qlinear_forward(cpu_backend *cb, cpu_qlinear *l, const float *x
     quantize_rows(l, xd, ln, M, q, ascale, qf, tmp);
     const void *src = qf ? (const void *)qf : q;
     if (l->wbits == 8) {
-        DT_TRY(run_gemm(cb, l, M, l->out, src, l->w, yd, err));
-        epilogue(l, M, 0, l->out, ascale, yd);
+        if (l->wn) widen_w8(l->w, l->wn, (float *)wblk);
+        DT_TRY(run_gemm(cb, l, M, l->out, src, l->wn ? (const void *)wblk : l->w, yd, err));
+        if (ga) epilogue_gated(l, M, ascale, yd, ga);
+        else epilogue(l, M, 0, l->out, ascale, yd);
         return DT_OK;
     }
     for (int n0 = 0; n0 < l->out; n0 += QL_CHUNK) {
@@ -379,7 +449,8 @@ static dt_status qlinear_forward(cpu_backend *cb, cpu_qlinear *l, const float *x
         DT_TRY(reorder_chunk(cb, l, n, wexp, wblk, err));
         DT_TRY(run_gemm(cb, l, M, n, src, wblk, yd + n0, err));
     }
-    epilogue(l, M, 0, l->out, ascale, yd); /* once: each parallel region costs on a busy machine */
+    if (ga) epilogue_gated(l, M, ascale, yd, ga);
+    else epilogue(l, M, 0, l->out, ascale, yd); /* once: each parallel region costs on a busy machine */
     return DT_OK;
 }
 
@@ -458,7 +529,7 @@ dt_status cpu_qlinear_forward(dt_backend *be, dt_linear *lin, const dt_tensor *x
     cpu_qlinear *l = (cpu_qlinear *)lin;
     if (cpu_rows(y, l->out) != M)
         return dt_fail(err, DT_EINVAL, "linear: expected contiguous f32 [M,%d] -> [M,%d]", l->in, l->out);
-    DT_TRY(qlinear_forward((cpu_backend *)be, l, x->data, NULL, M, y->data, err));
+    DT_TRY(qlinear_forward((cpu_backend *)be, l, x->data, NULL, M, y->data, NULL, err));
     return l->nfp ? float_tokens((cpu_backend *)be, l, x->data, M, x->ndim == 3 ? x->shape[1] : 0, y->data, err) : DT_OK;
 }
 
@@ -469,6 +540,16 @@ void cpu_qlinear_destroy(dt_linear *lin)
         cpu_linear_destroy(o->inner);
         free(o);
     } else qlinear_free((cpu_qlinear *)lin);
+}
+
+size_t cpu_qlinear_weight_bytes(const dt_linear *lin)
+{
+    const cpu_qlinear *l = (const cpu_qlinear *)lin;
+    if (*(const int *)lin != CPU_LIN_QUANT) return 0;
+    if (l->wbits == 4) return dt_qweights_qbytes(l->in, l->out, 4);
+    dnnl_memory_desc_t hold = l->wmd;
+    hold.data_type = dnnl_s8;
+    return dnnl_memory_desc_get_size(&hold);
 }
 
 dt_status cpu_layernorm_modulate_linear(dt_backend *be, const dt_tensor *x, const dt_tensor *shift,
@@ -488,5 +569,26 @@ dt_status cpu_layernorm_modulate_linear(dt_backend *be, const dt_tensor *x, cons
         DT_TRY(cpu_layernorm_modulate(be, x, shift, scale, eps, xn, err));
         return cpu_linear_forward(be, lin, xn, y, err);
     }
-    return qlinear_forward((cpu_backend *)be, l, NULL, &ln, M, y->data, err);
+    return qlinear_forward((cpu_backend *)be, l, NULL, &ln, M, y->data, NULL, err);
+}
+
+dt_status cpu_linear_gated_add(dt_backend *be, dt_linear *lin, const dt_tensor *in, dt_tensor *x, dt_tensor *y,
+                               const dt_tensor *gate, dt_err *err)
+{
+    cpu_qlinear *l = (cpu_qlinear *)lin;
+    int fits = *(const int *)lin == CPU_LIN_QUANT && !l->nfp && l->act == DT_ACT_NONE && x->ndim == 3 &&
+               x->dtype == DT_F32 && x->strides[2] == 1 && x->shape[2] == l->out && y->ndim == 3 &&
+               dt_tensor_is_contiguous(y) && y->shape[0] == x->shape[0] && y->shape[1] == x->shape[1] &&
+               y->shape[2] == x->shape[2] && (!gate || (gate->ndim == 2 && gate->shape[0] == x->shape[0] &&
+                                                        gate->shape[1] == x->shape[2] && gate->strides[1] == 1));
+    int64_t M = fits ? cpu_rows(in, l->in) : -1;
+    if (M < 0 || M != x->shape[0] * x->shape[1]) { /* the two ops (float layers, float text tokens, other shapes) */
+        int64_t ys[2] = {y->shape[0] * y->shape[1], y->shape[2]};
+        dt_tensor y2 = dt_tensor_view(y->data, DT_F32, 2, ys);
+        if (!dt_tensor_is_contiguous(y)) return dt_fail(err, DT_EINVAL, "linear_gated_add: y must be contiguous");
+        DT_TRY(cpu_linear_forward(be, lin, in, &y2, err));
+        return cpu_gated_add(be, x, y, gate, err);
+    }
+    cpu_gadd ga = {x->data, gate ? gate->data : NULL, x->shape[1], x->strides[0], x->strides[1], gate ? gate->strides[0] : 0};
+    return qlinear_forward((cpu_backend *)be, l, in->data, NULL, M, y->data, &ga, err); /* y: the accumulators */
 }

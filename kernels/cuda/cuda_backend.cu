@@ -272,6 +272,7 @@ static const dt_backend_ops cuda_ops = {
     .attention_with = nullptr, /* one attention kernel */
     .layernorm_modulate_linear = nullptr, /* callers run the two ops */
     .im2col = nullptr, /* convolutions are not quantized here */
+    .linear_gated_add = nullptr, /* callers run the two ops */
 };
 
 /* ---- registry entry points ---- */

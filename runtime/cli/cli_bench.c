@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 typedef struct {
     const char *arch, *dtype;
@@ -23,6 +24,8 @@ typedef struct {
     const char *quant;    /* --quant w8a8|w4a8 (cli_quant.c), NULL: float */
     int breakdown;        /* --breakdown: time the step's ops by kind (runtime/backend_timing.h) */
     int stdin_rounds;     /* --rounds-stdin: one timed step per line read (a peer alternates with us) */
+    int batch;            /* --batch: 2 (CFG, the default) or 1 (no CFG: SDXL-Turbo, MixDQ's setting) */
+    int no_ab;            /* --no-ab: --quant without the float model's alternated A/B (time, memory) */
 } bench_args;
 
 /* Mean seconds per step of each op kind for ncol runs (sums over `rounds` steps), then what
@@ -120,11 +123,20 @@ static void report(const bench_args *a, const dt_denoiser_info *c, const dt_back
            ru.ru_maxrss * 1024.0 / (wbytes + arena_peak));
 }
 
+/* CPU seconds of the whole process (all threads): on a shared machine a step's wall time also
+ * counts the time its threads waited for a core, its CPU time does not. */
+static double process_cpu_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 /* Caption tokens of the bench step: a pipeline's fixed length (CLIP's 77 for U-Nets, 120 for
  * Latte / Open-Sora), else PixArt-α's 120. */
 static int bench_tokens(const dt_denoiser_class *cls) { return cls->pipelines[0].fixed_len ? cls->pipelines[0].max_len : 120; }
 
-/* Random inputs of one CFG forward (B = 2, T caption tokens, timestep 999) of the
+/* Random inputs of one forward (B = 2: CFG; 1: no CFG; T caption tokens, timestep 999) of the
  * model's latent rank; the caption mask only for models whose pipeline passes one. */
 typedef struct {
     float *hs, *ehs, *out, *mask, t[2], res[4], ar[2];
@@ -134,10 +146,9 @@ typedef struct {
     dt_denoiser_inputs in;
 } bench_inputs;
 
-static dt_status make_inputs(const dt_denoiser_info *c, int mask_feature, int F, int H, int W, int T, bench_inputs *x,
-                             dt_err *err)
+static dt_status make_inputs(const dt_denoiser_info *c, int mask_feature, int B, int F, int H, int W, int T,
+                             bench_inputs *x, dt_err *err)
 {
-    enum { B = 2 };
     int rank = c->latent_rank;
     int64_t hsh[5] = {B, c->in_channels, F, H, W}, osh[5] = {B, c->out_channels, F, H, W}, esh[3] = {B, T, c->caption_channels};
     if (rank == 4) hsh[2] = osh[2] = H, hsh[3] = osh[3] = W; /* no frame axis */
@@ -246,14 +257,14 @@ static int run(const bench_args *a)
     if (s == DT_OK) s = dt_denoiser_create_preset(be, a->arch, a->res / 8, a->layers, &rnd, &m, &err);
     double load_s = cli_now() - t0;
     const dt_denoiser_info *c = m ? dt_denoiser_get_info(m) : NULL;
-    int B = 2, T = bench_tokens(cls), H = a->res / 8, W = a->res / 8, F = 1, p = c ? c->patch_size : 1, N = (H / p) * (W / p);
+    int B = a->batch, T = bench_tokens(cls), H = a->res / 8, W = a->res / 8, F = 1, p = c ? c->patch_size : 1, N = (H / p) * (W / p);
     if (s == DT_OK && c->max_frames) {
         F = a->frames ? a->frames : c->max_frames;
         if (F > c->max_frames) s = dt_fail(&err, DT_EINVAL, "--frames: %s takes 1 to %d frames, got %d", a->arch, c->max_frames, F);
     } else if (s == DT_OK && a->frames) s = dt_fail(&err, DT_EINVAL, "--frames: %s is an image model", a->arch);
-    if (s == DT_OK) s = make_inputs(c, cls->pipelines[0].mask_feature, F, H, W, T, &x, &err);
+    if (s == DT_OK) s = make_inputs(c, cls->pipelines[0].mask_feature, B, F, H, W, T, &x, &err);
     if (s == DT_OK) s = inputs_to_device(be, &x, &err);
-    double best = 1e30, total = 0;
+    double best = 1e30, total = 0, best_cpu = 1e30;
     double flops = s == DT_OK ? dt_denoiser_matmul_flops(m, B, F, H / p, W / p, T) : 0;
     dt_op_times *times = dt_backend_times(be);
     bench_args done = *a; /* done.iters: the timed rounds run */
@@ -262,22 +273,24 @@ static int run(const bench_args *a)
         if (r == 1 && times) *times = (dt_op_times){0};
         if (r > 0 && a->stdin_rounds && !cli_bench_stdin_go()) break;
         dt_arena_reset(&arena);
-        double ts = cli_now();
+        double ts = cli_now(), cs = process_cpu_s();
         s = dt_denoiser_forward(m, &x.in, &arena, &x.tout, &err);
         if (s == DT_OK && x.dout) s = dt_backend_read(be, x.dout, x.out, 1, &err); /* waits for the GPU */
-        double dt = cli_now() - ts;
-        if (r > 0) { total += dt; if (dt < best) best = dt; done.iters++; }
+        double dt = cli_now() - ts, dc = process_cpu_s() - cs;
+        if (r > 0) { total += dt; if (dt < best) best = dt; if (dc < best_cpu) best_cpu = dc; done.iters++; }
+        if (s == DT_OK && a->stdin_rounds) printf("  process CPU time of round %d: %.3f s\n", r, dc); /* before its round line */
         if (s == DT_OK && a->stdin_rounds) s = cli_bench_round_report(be, r, dt, flops, &err);
     }
     if (s == DT_OK && done.iters == 0) s = dt_fail(&err, DT_EINVAL, "--rounds-stdin: no round was asked for");
     a = &done;
     if (s == DT_OK) {
         report(a, c, be, flops, B, F, H, W, T, load_s, best, total, peak, arena.peak);
+        printf("  process CPU time per step: min %.3f s (all threads; the wall time adds waits for a core)\n", best_cpu);
         double mean = total / a->iters;
         if (times) cli_print_breakdown((const char *const[]){a->quant ? a->quant : a->dtype}, times, &mean, 1, a->iters);
         s = cli_bench_quant_report_flops(be, &qz, cli_quant_flops(&qz, B, F, N, T), flops, best, peak, &err);
     }
-    if (s == DT_OK && a->quant) s = cli_bench_quant_ab(be, a->arch, a->res / 8, a->layers, m, &x.in, &arena, &x.tout, a->iters, &err);
+    if (s == DT_OK && a->quant && !a->no_ab) s = cli_bench_quant_ab(be, a->arch, a->res / 8, a->layers, m, &x.in, &arena, &x.tout, a->iters, &err);
     if (s == DT_OK && a->nplans) {
         cli_fa_bench fb = {m, &x.in, &x.tout, x.t, c->spatial_layers, c->temporal_layers, B, F, N, c->inner};
         s = cli_bench_attn_plans(&fb, &arena, a->plans, a->nplans, &err);
@@ -292,7 +305,7 @@ static int run(const bench_args *a)
 
 static int bench_transformer(int argc, char **argv)
 {
-    bench_args a = {.arch = "pixart-xl-2", .res = 512, .iters = 2};
+    bench_args a = {.arch = "pixart-xl-2", .res = 512, .iters = 2, .batch = 2};
     for (int i = 2; i < argc; i++) {
         int miss = 0;
         const char *v;
@@ -304,6 +317,7 @@ static int bench_transformer(int argc, char **argv)
         else if ((v = cli_flag(argc, argv, &i, "--iters", &miss))) { if (!cli_parse_int("--iters", v, 1, 1000, &a.iters)) return 2; }
         else if ((v = cli_flag(argc, argv, &i, "--layers", &miss))) { if (!cli_parse_int("--layers", v, 1, 28, &a.layers)) return 2; }
         else if ((v = cli_flag(argc, argv, &i, "--frames", &miss))) { if (!cli_parse_int("--frames", v, 1, 4096, &a.frames)) return 2; }
+        else if ((v = cli_flag(argc, argv, &i, "--batch", &miss))) { if (!cli_parse_int("--batch", v, 1, 2, &a.batch)) return 2; }
         else if ((v = cli_flag(argc, argv, &i, "--quant", &miss))) {
             dt_quantizer q;
             if (!cli_quant_parse(v, &q)) return cli_usage_error("--quant: expected w8a8 or w4a8, got \"%s\"", v);
@@ -315,6 +329,7 @@ static int bench_transformer(int argc, char **argv)
         }
         else if (!strcmp(argv[i], "--breakdown")) a.breakdown = 1;
         else if (!strcmp(argv[i], "--rounds-stdin")) a.stdin_rounds = 1;
+        else if (!strcmp(argv[i], "--no-ab")) a.no_ab = 1;
         else if (miss) return cli_usage_error("%s: missing value", argv[i]);
         else return cli_unknown_option("bench transformer", argv[i]);
     }

@@ -89,10 +89,9 @@ dt_status dit_self_attention_core(const dit_self_attn_args *a, const dt_tensor *
                       : be->ops->window_attention(be, q, k, v, a->heads, a->scale, window, out, err);
 }
 
-/* attn1 from its q|k|v projection (in s->qkv) to a->out. */
-static dt_status self_attention_from_qkv(const dit_self_attn_args *a, dt_err *err)
+/* attn1 from its q|k|v projection (in s->qkv) to the heads' outputs in s->ao (before out1). */
+static dt_status self_attention_heads(const dit_self_attn_args *a, dt_err *err)
 {
-    dt_backend *be = a->be;
     int64_t C = a->C, B = a->B, N = a->N;
     dt_tensor qkv = t2d(a->s->qkv.data, B * N, 3 * C);
     dt_tensor q = t3d(qkv.data, B, N, C), k = q, v = q, ao = t3d(a->s->ao.data, B, N, C);
@@ -100,8 +99,15 @@ static dt_status self_attention_from_qkv(const dit_self_attn_args *a, dt_err *er
     q.strides[1] = k.strides[1] = v.strides[1] = 3 * C;
     k.data = (float *)qkv.data + C;
     v.data = (float *)qkv.data + 2 * C;
-    DT_TRY(dit_self_attention_core(a, &q, &k, &v, -1, &ao, err));
-    dt_tensor ao2 = t2d(a->s->ao.data, B * N, C);
+    return dit_self_attention_core(a, &q, &k, &v, -1, &ao, err);
+}
+
+/* attn1 from its q|k|v projection (in s->qkv) to a->out. */
+static dt_status self_attention_from_qkv(const dit_self_attn_args *a, dt_err *err)
+{
+    dt_backend *be = a->be;
+    DT_TRY(self_attention_heads(a, err));
+    dt_tensor ao2 = t2d(a->s->ao.data, (int64_t)a->B * a->N, a->C);
     LIN(a->blk->out1, &ao2, a->out);
     return DT_OK;
 }
@@ -124,6 +130,17 @@ static dt_status norm_linear(dt_backend *be, const dt_tensor *x3, const dt_tenso
     DT_TRY(be->ops->layernorm_modulate(be, x3, shift, scale, eps, xn3, err));
     dt_tensor xn = t2d(xn3->data, x3->shape[0] * x3->shape[1], x3->shape[2]);
     return be->ops->linear_forward(be, l, &xn, y, err);
+}
+
+/* x3 += gate ⊙ l(in) (gate NULL: plain add) through the backend's fused op where it has one
+ * (o3: its scratch, or the output the two ops write). */
+static dt_status linear_gated_add(dt_backend *be, dt_linear *l, const dt_tensor *in, dt_tensor *x3, dt_tensor *o3,
+                                  const dt_tensor *gate, dt_err *err)
+{
+    if (be->ops->linear_gated_add) return be->ops->linear_gated_add(be, l, in, x3, o3, gate, err);
+    dt_tensor o = t2d(o3->data, o3->shape[0] * o3->shape[1], o3->shape[2]);
+    LIN(l, in, &o);
+    return be->ops->gated_add(be, x3, o3, gate, err);
 }
 
 /* mod[b, :] = table + t6[b, :]: the per-sample shift/scale/gate of the six chunks. */
@@ -154,12 +171,13 @@ dt_status dit_block_forward(const dit_block *blk, const dit_block_shape *shape, 
     if (a->hook) {
         DT_TRY(be->ops->layernorm_modulate(be, &x3, &shift_msa, &scale_msa, shape->eps, &xn3, err));
         DT_TRY(a->hook->self_attn(a->hook, &sa, err));
+        DT_TRY(be->ops->gated_add(be, &x3, &o3, &gate_msa, err));
     } else {
         dt_tensor qkv = t2d(s->qkv.data, (int64_t)B * N, 3 * C);
         DT_TRY(norm_linear(be, &x3, &shift_msa, &scale_msa, shape->eps, blk->qkv, &xn3, &qkv, err));
-        DT_TRY(self_attention_from_qkv(&sa, err));
+        DT_TRY(self_attention_heads(&sa, err));
+        DT_TRY(linear_gated_add(be, blk->out1, &ao, &x3, &o3, &gate_msa, err));
     }
-    DT_TRY(be->ops->gated_add(be, &x3, &o3, &gate_msa, err));
 
     /* cross-attention to the caption (no norm before it in this block type) */
     if (blk->q2) {
@@ -173,13 +191,10 @@ dt_status dit_block_forward(const dit_block *blk, const dit_block_shape *shape, 
         k2.strides[1] = v2.strides[1] = 2 * C;
         v2.data = (float *)kv.data + C;
         DT_TRY(be->ops->attention(be, &q23, &k2, &v2, a->cross_bias, shape->heads, sa.scale, &ao3, err));
-        LIN(blk->out2, &ao, &o);
-        DT_TRY(be->ops->gated_add(be, &x3, &o3, NULL, err));
+        DT_TRY(linear_gated_add(be, blk->out2, &ao, &x3, &o3, NULL, err));
     }
 
     /* feed-forward */
     DT_TRY(norm_linear(be, &x3, &shift_mlp, &scale_mlp, shape->eps, blk->fc1, &xn3, &ff, err));
-    LIN(blk->fc2, &ff, &o);
-    DT_TRY(be->ops->gated_add(be, &x3, &o3, &gate_mlp, err));
-    return DT_OK;
+    return linear_gated_add(be, blk->fc2, &ff, &x3, &o3, &gate_mlp, err);
 }
