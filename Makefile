@@ -235,7 +235,7 @@ $(BENCH_GEMM_S8): tests/bench/bench_gemm_s8.c libditrt.a | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< libditrt.a $(LDLIBS)
 bench-gemm-s8: $(BENCH_GEMM_S8)
-	OMP_NUM_THREADS=2 $(BENCH_GEMM_S8) $(or $(ROUNDS),5)
+	OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive $(BENCH_GEMM_S8) $(or $(ROUNDS),5)
 
 # The first command on a fresh machine: builds ditrt and draws out/demo.png (32x32) with the
 # small PixArt-Σ-architecture model trained on synthetic shapes (assets/demo-pixart, scripts/demo/),

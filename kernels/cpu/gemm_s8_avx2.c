@@ -18,7 +18,7 @@
 
 #define MR 6
 #define NR 16
-#define KC 512     /* even: B slices start at a k pair */
+#define KC 512     /* the longest K slice; slices are even, so B slices start at a k pair */
 #define MC_MAX 192 /* multiple of MR: an A block (192 x 512 int16, 192 KiB) stays in L2 */
 
 typedef void (*ukr_fn)(int64_t kq, const int16_t *a, const int8_t *b, int32_t *c, int64_t ldc, int acc);
@@ -148,9 +148,10 @@ static void edge_tile(const gemm_job *g, int64_t kq, const int16_t *ap, const in
 /* Rows [m0, m0+mc) x panels [p0, p1) of C. */
 static void run_task(const gemm_job *g, int64_t m0, int64_t mc, int64_t p0, int64_t p1, int16_t *apack, int32_t *tmp)
 {
-    int64_t kp = rup(g->K, 2);
-    for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
-        int64_t kc = g->K - k0 < KC ? g->K - k0 : KC, kcp = rup(kc, 2);
+    /* equal even slices of at most KC (K = 1152: 3 x 384, not 512 + 512 + 128) */
+    int64_t kp = rup(g->K, 2), step = rup(cdiv(g->K, cdiv(g->K, KC)), 2);
+    for (int64_t k0 = 0; k0 < g->K; k0 += step) {
+        int64_t kc = g->K - k0 < step ? g->K - k0 : step, kcp = rup(kc, 2);
         int acc = g->accumulate || k0 > 0;
         pack_a(g->A, g->lda, m0, mc, k0, kc, apack);
         for (int64_t p = p0; p < p1; p++) {

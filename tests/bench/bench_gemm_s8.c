@@ -6,7 +6,9 @@
  * layers do at creation). Rounds alternate int8 / f32; min and median per shape.
  *   build/tests/bench/bench_gemm_s8 [rounds (5)] [shape index, -1 all]
  * `make bench-gemm-s8` runs it on 2 threads. Checks a sample of entries against the exact dot
- * product before timing (a wrong kernel is not timed). */
+ * product before timing (a wrong kernel is not timed). Reports wall time and process CPU time: run
+ * with OMP_WAIT_POLICY=passive, CPU time is the threads' busy time, which a loaded machine's
+ * time slicing does not inflate. */
 #include "kernels/cpu/gemm_s8.h"
 #include <dnnl.h>
 #include <omp.h>
@@ -28,10 +30,10 @@ static const shape SHAPES[] = {
     {"sd conv 64² in 640", 8192, 5760, 320},
 };
 
-static double now(void)
+static double clk(clockid_t id)
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(id, &t);
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
@@ -98,7 +100,7 @@ static int bench_shape(dnnl_engine_t eng, dnnl_stream_t stream, const shape *s, 
     int32_t *C = malloc(mn * sizeof(int32_t));
     float *xf = malloc(mk * sizeof(float)), *wf = malloc(nk * sizeof(float)), *yf = malloc(mn * sizeof(float));
     void *scratch = aligned_alloc(64, gemm_s8_scratch_bytes(threads));
-    double *ts = malloc(2 * (size_t)rounds * sizeof(double));
+    double *ts = malloc(4 * (size_t)rounds * sizeof(double)); /* wall s8, wall f32, cpu s8, cpu f32 */
     if (!A || !W || !P || !C || !xf || !wf || !yf || !scratch || !ts) { fprintf(stderr, "bench_gemm_s8: out of memory\n"); return 1; }
     uint64_t r = 42;
     for (size_t i = 0; i < mk; i++) { r = r * 6364136223846793005ULL + 1442695040888963407ULL; A[i] = (int8_t)(r >> 56); xf[i] = A[i]; }
@@ -116,20 +118,22 @@ static int bench_shape(dnnl_engine_t eng, dnnl_stream_t stream, const shape *s, 
         if (C[m * s->N + n] != want) { fprintf(stderr, "bench_gemm_s8: %s: wrong entry (%ld, %ld)\n", s->name, (long)m, (long)n); return 1; }
     }
     for (int i = 0; i < rounds; i++) {
-        double t = now();
+        double t = clk(CLOCK_MONOTONIC), c = clk(CLOCK_PROCESS_CPUTIME_ID);
         gemm_s8_run(s->M, s->N, s->K, A, s->K, P, C, s->N, 0, GEMM_S8_ISA_AUTO, threads, scratch);
-        ts[i] = now() - t;
-        t = now();
+        ts[i] = clk(CLOCK_MONOTONIC) - t, ts[2 * rounds + i] = clk(CLOCK_PROCESS_CPUTIME_ID) - c;
+        t = clk(CLOCK_MONOTONIC), c = clk(CLOCK_PROCESS_CPUTIME_ID);
         f32_run(&g);
-        ts[rounds + i] = now() - t;
+        ts[rounds + i] = clk(CLOCK_MONOTONIC) - t, ts[3 * rounds + i] = clk(CLOCK_PROCESS_CPUTIME_ID) - c;
     }
-    qsort(ts, (size_t)rounds, sizeof *ts, cmp_d);
-    qsort(ts + rounds, (size_t)rounds, sizeof *ts, cmp_d);
+    for (int j = 0; j < 4; j++) qsort(ts + j * rounds, (size_t)rounds, sizeof *ts, cmp_d);
     double gmac = (double)s->M * (double)s->N * (double)s->K * 1e-9;
-    double s8min = ts[0], s8med = ts[rounds / 2], fmin = ts[rounds], fmed = ts[rounds + rounds / 2];
-    printf("%-20s %5ld %5ld %5ld | s8 %7.2f %7.2f ms (%5.1f GMAC/s) | f32 %7.2f %7.2f ms (%5.1f GMAC/s) | f32/s8 %.2fx min %.2fx med\n",
-           s->name, (long)s->M, (long)s->K, (long)s->N, s8min * 1e3, s8med * 1e3, gmac / s8min, fmin * 1e3, fmed * 1e3,
-           gmac / fmin, fmin / s8min, fmed / s8med);
+    const double *w8 = ts, *wl = ts + rounds, *c8 = ts + 2 * rounds, *cf = ts + 3 * rounds;
+    int md = rounds / 2;
+    printf("%-19s %5ld %5ld %5ld | wall ms s8 %7.1f %7.1f f32 %7.1f %7.1f = %.2fx %.2fx | cpu ms s8 %7.1f %7.1f f32 %7.1f %7.1f = "
+           "%.2fx %.2fx | %.1f GMAC/cpu-s s8 %.1f f32\n",
+           s->name, (long)s->M, (long)s->K, (long)s->N, w8[0] * 1e3, w8[md] * 1e3, wl[0] * 1e3, wl[md] * 1e3, wl[0] / w8[0],
+           wl[md] / w8[md], c8[0] * 1e3, c8[md] * 1e3, cf[0] * 1e3, cf[md] * 1e3, cf[0] / c8[0], cf[md] / c8[md], gmac / c8[0],
+           gmac / cf[0]);
     fflush(stdout);
     f32_destroy(&g);
     free(A), free(W), free(P), free(C), free(xf), free(wf), free(yf), free(scratch), free(ts);
@@ -146,9 +150,10 @@ int main(int argc, char **argv)
     dnnl_stream_t stream;
     CK(dnnl_engine_create(&eng, dnnl_cpu, 0));
     CK(dnnl_stream_create(&stream, eng, dnnl_stream_default_flags));
-    printf("exact int8 GEMM (%s micro-kernel) vs oneDNN f32 matmul, %d threads, %d alternated rounds; times min median\n",
+    printf("exact int8 GEMM (%s micro-kernel) vs oneDNN f32 matmul, %d threads, %d alternated rounds; min median;\n"
+           "x = f32 time / s8 time (> 1: int8 faster); cpu = process CPU time (OMP_WAIT_POLICY=passive: busy time, robust to a loaded machine)\n",
            gemm_s8_have_avx2() ? "AVX2" : "plain C", threads, rounds);
-    printf("%-20s %5s %5s %5s\n", "shape", "M", "K", "N");
+    printf("%-19s %5s %5s %5s\n", "shape", "M", "K", "N");
     int rc = 0;
     for (int i = 0; i < nshapes && !rc; i++)
         if (only < 0 || only == i) rc = bench_shape(eng, stream, &SHAPES[i], rounds, threads);
