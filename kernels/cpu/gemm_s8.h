@@ -16,8 +16,8 @@
  *
  * Speed (`make bench-gemm-s8`): on Zen 2 (the AVX2-only EPYC this was written on) vpmaddwd
  * and vpmaddubsw issue on one pipe only, 16 exact int8 multiply-adds a cycle: exactly the rate
- * of two 8-wide FMAs. This kernel runs at 47-51 GMAC per CPU-second there, oneDNN's f32
- * matmul at 43-48: 0.99x-1.13x the f32 speed (PixArt linears, SD im2col convolutions), no
+ * of two 8-wide FMAs. This kernel runs at 48.6-50.9 GMAC per CPU-second there, oneDNN's f32
+ * matmul at 43.7-49.2: 1.00x-1.12x the f32 speed (PixArt linears, SD im2col convolutions), no
  * more. Its gains are exactness and memory (1-byte weights instead of f32 codes); no AVX2
  * int8 scheme is much faster on that core (signed vpmaddubsw + widening measured ~15 MAC/c). */
 #ifndef DT_CPU_GEMM_S8_H
