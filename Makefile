@@ -227,6 +227,15 @@ bench: ditrt
 	 else echo "bench: no build/xl-pipe, stacked headline skipped (scripts/bench/stacked.sh says how to make it)"; fi
 # ditrt vs diffusers, alternated (needs a PyTorch + diffusers venv; not part of `make bench`):
 #   /work/venv-cur/bin/python scripts/bench/unet_diffusers.py [--part vae] --res 512 --threads 2 --rounds 3
+# The exact int8 GEMM (kernels/cpu/gemm_s8.h) vs oneDNN's f32 matmul on the PixArt / SD shapes
+# (not part of `make bench`; ROUNDS alternated rounds, min and median):
+.PHONY: bench-gemm-s8
+BENCH_GEMM_S8 = $(BUILD)/tests/bench/bench_gemm_s8
+$(BENCH_GEMM_S8): tests/bench/bench_gemm_s8.c libditrt.a | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< libditrt.a $(LDLIBS)
+bench-gemm-s8: $(BENCH_GEMM_S8)
+	OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive $(BENCH_GEMM_S8) $(or $(ROUNDS),5)
 
 # The first command on a fresh machine: builds ditrt and draws out/demo.png (32x32) with the
 # small PixArt-Σ-architecture model trained on synthetic shapes (assets/demo-pixart, scripts/demo/),
