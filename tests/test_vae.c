@@ -75,6 +75,9 @@ static void test_conv2d(void **state)
         {2, 10, 7, 17, 9, 3, 2, 0, 1, 0, 1},    /* stride 2, asymmetric padding (encoder-style) */
         {1, 1, 1, 5, 3, 3, 1, 1, 1, 0, 1},      /* one pixel */
         {3, 4, 3, 16, 33, 3, 1, 1, 1, 1, 0},
+        {1, 9, 12, 32, 64, 3, 1, 1, 1, 0, 1},   /* channels in whole blocks: no padding in the blocked layout */
+        {2, 8, 6, 64, 32, 3, 1, 1, 1, 1, 1},    /* same, with the residual add on the reorder back */
+        {1, 6, 10, 24, 40, 3, 2, 0, 1, 1, 0},   /* blocked, stride 2, accumulate */
     };
     dt_dtype cds[2] = {DT_F32, DT_BF16};
     for (int ci = 0; ci < 1 + tu_have_bf16(); ci++)
