@@ -8,6 +8,7 @@
 #include "runtime/core/safetensors.h"
 #include "runtime/models/vae.h"
 #include "kernels/cpu/ref.h"
+#include "kernels/cpu/cpu.h"
 #include <cjson/cJSON.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -104,6 +105,15 @@ static void test_conv2d(void **state)
                 check_conv(be, cds[ci], DT_F32, &c2, conv, w, b);
             }
             check_conv(be, cds[ci], DT_F32, c, conv, w, b);
+            /* one, then a few output rows per band: first, middle and last bands, their halos and paddings */
+            size_t budgets[2] = {1, (size_t)c->W * (size_t)(c->cin + c->cout) * 48};
+            for (int bi = 0; cds[ci] == DT_F32 && bi < 2; bi++) {
+                cpu_conv2d_set_band_bytes(conv, budgets[bi]);
+                check_conv(be, cds[ci], DT_F32, c, conv, w, b);
+                conv_case c3 = *c;
+                c3.H += 5;
+                check_conv(be, cds[ci], DT_F32, &c3, conv, w, b);
+            }
             be->ops->conv2d_destroy(conv);
             dt_backend_destroy(be);
             free(w); free(b);
