@@ -8,6 +8,7 @@
 #include "runtime/core/safetensors.h"
 #include "runtime/models/vae.h"
 #include "kernels/cpu/ref.h"
+#include "kernels/cpu/cpu.h"
 #include <cjson/cJSON.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -75,6 +76,9 @@ static void test_conv2d(void **state)
         {2, 10, 7, 17, 9, 3, 2, 0, 1, 0, 1},    /* stride 2, asymmetric padding (encoder-style) */
         {1, 1, 1, 5, 3, 3, 1, 1, 1, 0, 1},      /* one pixel */
         {3, 4, 3, 16, 33, 3, 1, 1, 1, 1, 0},
+        {1, 9, 12, 32, 64, 3, 1, 1, 1, 0, 1},   /* channels in whole blocks: no padding in the blocked layout */
+        {2, 8, 6, 64, 32, 3, 1, 1, 1, 1, 1},    /* same, with the residual add on the reorder back */
+        {1, 6, 10, 24, 40, 3, 2, 0, 1, 1, 0},   /* blocked, stride 2, accumulate */
     };
     dt_dtype cds[2] = {DT_F32, DT_BF16};
     for (int ci = 0; ci < 1 + tu_have_bf16(); ci++)
@@ -101,6 +105,15 @@ static void test_conv2d(void **state)
                 check_conv(be, cds[ci], DT_F32, &c2, conv, w, b);
             }
             check_conv(be, cds[ci], DT_F32, c, conv, w, b);
+            /* one, then a few output rows per band: first, middle and last bands, their halos and paddings */
+            size_t budgets[2] = {1, (size_t)c->W * (size_t)(c->cin + c->cout) * 48};
+            for (int bi = 0; cds[ci] == DT_F32 && bi < 2; bi++) {
+                cpu_conv2d_set_band_bytes(conv, budgets[bi]);
+                check_conv(be, cds[ci], DT_F32, c, conv, w, b);
+                conv_case c3 = *c;
+                c3.H += 5;
+                check_conv(be, cds[ci], DT_F32, &c3, conv, w, b);
+            }
             be->ops->conv2d_destroy(conv);
             dt_backend_destroy(be);
             free(w); free(b);

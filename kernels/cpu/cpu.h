@@ -139,6 +139,9 @@ dt_status cpu_conv2d_create(dt_backend *be, const float *w, const float *b, int 
                             int pad_lo, int pad_hi, dt_dtype dtype, dt_conv2d **conv, dt_err *err);
 dt_status cpu_conv2d_forward(dt_backend *be, dt_conv2d *c, const dt_tensor *x, dt_tensor *y, int accumulate, dt_err *err);
 void cpu_conv2d_destroy(dt_conv2d *c);
+/* Tests only: the scratch budget of one band of a blocked (f32) convolution, in bytes; a
+ * small one (1: one output row per band) runs many bands on a small image. */
+void cpu_conv2d_set_band_bytes(dt_conv2d *c, size_t bytes);
 dt_status cpu_group_norm(dt_backend *be, const dt_tensor *x, int groups, const dt_tensor *gamma,
                          const dt_tensor *beta, float eps, dt_act act, dt_tensor *y, dt_err *err);
 dt_status cpu_upsample_nearest2x(dt_backend *be, const dt_tensor *x, dt_tensor *y, dt_err *err);

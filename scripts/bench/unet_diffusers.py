@@ -26,6 +26,11 @@ order inside a round alternates (diffusers first in even rounds, ditrt first in 
 Reported: every round, then min and median of each side, diffusers/ditrt and ditrt/floor,
 with the load average before each round (the machine may be shared).
 
+--ditrt-base PATH adds a second ditrt binary (say, the build before a change) to the same
+rounds, run right after the first ditrt each round: before/after/diffusers from one run.
+--no-warmup skips diffusers' untimed warm-up call (for sizes where one call takes minutes;
+ditrt still takes its own warm-up round).
+
 Threads: torch.set_num_threads(N) and ditrt --threads N. Each side keeps its own default
 OpenMP wait policy (ditrt re-execs itself with OMP_WAIT_POLICY=passive; torch spins).
 --dtype bf16 runs diffusers in bf16 and ditrt with --dtype bf16 (ditrt refuses bf16 where the
@@ -123,6 +128,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
     ap.add_argument("--ditrt", default=os.path.join(ROOT, "ditrt"), help="the ditrt binary ('' : diffusers only)")
+    ap.add_argument("--ditrt-base", default="", help="a second ditrt binary timed in the same rounds (before/after)")
+    ap.add_argument("--no-warmup", action="store_true", help="no untimed diffusers call before the rounds")
     args = ap.parse_args()
 
     dlogging.set_verbosity_error()
@@ -158,9 +165,12 @@ def main():
             run()
         return time.perf_counter() - t
 
-    warm = torch_step()
-    print(f"diffusers warm-up {warm:.3f} s", flush=True)
+    if not args.no_warmup:
+        warm = torch_step()
+        print(f"diffusers warm-up {warm:.3f} s", flush=True)
     d = Ditrt(args.ditrt, args.part, args.res, args.dtype, args.threads) if args.ditrt else None
+    base = Ditrt(args.ditrt_base, args.part, args.res, args.dtype, args.threads) if args.ditrt and args.ditrt_base else None
+    base_rows = []
     rows = []
     for r in range(args.rounds):
         load = os.getloadavg()[0]
@@ -174,10 +184,16 @@ def main():
             ds, fl = d.go()
             tt = torch_step()
             rows.append((load, tt, ds, fl))
+        if base:
+            base_rows.append(base.go())
         load, tt, ds, fl = rows[-1]
         extra = f"  ditrt {ds:.3f} s  floor {fl:.3f} s  ditrt/floor {ds / fl:.2f}x  diffusers/ditrt {tt / ds:.2f}x" if d else ""
+        if base:
+            extra += f"  ditrt-base {base_rows[-1][0]:.3f} s (floor {base_rows[-1][1]:.3f} s)"
         print(f"round {r + 1}: load {load:.2f}  diffusers {tt:.3f} s{extra}", flush=True)
     tail = d.close() if d else ""
+    if base:
+        base.close()
 
     def mm(v):
         return f"min {min(v):.3f} median {statistics.median(v):.3f}"
@@ -194,6 +210,11 @@ def main():
               f"{statistics.median(tt) / statistics.median(ds):.2f}x")
         print(f"  ditrt/floor per round: min {min(a / b for a, b in zip(ds, fl)):.2f}x "
               f"median {statistics.median(a / b for a, b in zip(ds, fl)):.2f}x")
+        if base:
+            bs = [x[0] for x in base_rows]
+            print(f"  ditrt-base: {mm(bs)} s ({args.ditrt_base}); base/ditrt: min-to-min {min(bs) / min(ds):.2f}x, "
+                  f"median-to-median {statistics.median(bs) / statistics.median(ds):.2f}x; "
+                  f"diffusers/ditrt-base: min-to-min {min(tt) / min(bs):.2f}x")
         print("  load averages before the rounds: " + ", ".join(f"{x[0]:.2f}" for x in rows))
         print("ditrt's own report:\n" + tail.rstrip())
     return 0
