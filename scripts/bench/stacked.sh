@@ -81,7 +81,7 @@ elif [ ! -f "$attn" ]; then
     echo "calibrating the DiTFastAttn plan ..." >&2
     eval "$calib_locked $bin calibrate-attn -m $dir --prompts $work/prompts.txt --threshold 0.05 --window $(( (res / 16) * (res / 16) / 8 + 1 )) --steps 8 -W $res -H $res -o $attn --dtype $DTYPE -q ${THREADS:+--threads $THREADS}"
 fi
-"$bin" info --attn-plan "$attn" >&2 || true
+"$bin" info -m "$dir" --attn-plan "$attn" >&2 || true
 
 stamp() { # NAME: appends "name inner wall rss_kb cpu_s load1" from $work/inner.txt and time.txt
     read -r wall rss usr sys < "$work/time.txt"
