@@ -185,6 +185,7 @@ static dt_status reorder_w8(cpu_backend *cb, cpu_qlinear *l, const int8_t *q, in
     size_t nb = dnnl_memory_desc_get_size(&l->wmd);
     l->w = aligned_alloc(64, (nb + 63) / 64 * 64);
     if (!l->w) return dt_fail(err, DT_ENOMEM, "out of memory for %zu int8 weight bytes", nb);
+    memset(l->w, 0, nb); /* the layout's padding stays zero */
     st = cpu_reorder(cb, &plain, q, &l->wmd, l->w);
     return st == dnnl_success ? DT_OK : cpu_dnnl_fail(err, st, "int8 weight reorder");
 }
