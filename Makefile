@@ -155,7 +155,7 @@ $(GPU_TEST): tests/gpu/test_gpu_ops.c tests/testutil.h libditrt.a | $(DEPS_STAMP
 test-gpu: $(GPU_TEST) ditrt
 	OMP_WAIT_POLICY=passive $(GPU_TEST)
 
-# The suites as on a CPU without AVX-512 (no native bf16, int8 GEMMs through f32): oneDNN takes
+# The suites as on a CPU without AVX-512 (no native bf16, int8 GEMMs through gemm_s8): oneDNN takes
 # no instruction above AVX2, and ditrt's dtype defaults and refusals follow (the .ci/run second pass).
 test-avx2: $(TESTS)
 	ONEDNN_MAX_CPU_ISA=AVX2 $(MAKE) --no-print-directory test

@@ -22,7 +22,16 @@ typedef struct {
     int M, K, N, wbits, bias, smooth, rotate;
     dt_act act;
     int group; /* W4 group size along K (0: per channel) */
+    int big;   /* inputs and weights all positive: the integer sums pass 2^24 (see make_big) */
 } qcase;
+
+/* Shifts a to |a| + lo: with both operands of one sign, the int32 sums of a long row (K > 1040)
+ * exceed 2^24, where an f32 GEMM of the integer codes (the pre-gemm_s8 path without VNNI)
+ * rounds them; random-sign data stays far below and would not notice. */
+static void make_big(float *a, size_t n, float lo)
+{
+    for (size_t i = 0; i < n; i++) a[i] = fabsf(a[i]) + lo;
+}
 
 /* Runs one case through the backend and the reference; returns max |y - yref| / max |yref|. */
 static double run_case(const qcase *c, double *rel_to_float)
@@ -35,6 +44,10 @@ static double run_case(const qcase *c, double *rel_to_float)
     tu_fill(&r, w, (size_t)c->N * c->K, 0.2f);
     tu_fill(&r, b, c->N, 0.5f);
     tu_fill(&r, x, (size_t)c->M * c->K, 1.0f);
+    if (c->big) {
+        make_big(w, (size_t)c->N * c->K, 0.1f);
+        make_big(x, (size_t)c->M * c->K, 0.5f);
+    }
     for (int j = 0; j < c->K; j++) s[j] = 0.5f + 0.25f * (tu_uniform(&r) + 1.0f);
     dt_err err = {0};
     dt_qweights qw;
@@ -66,11 +79,13 @@ static void test_qlinear_exact(void **state)
 {
     (void)state;
     const qcase cases[] = {
-        {1, 8, 5, 8, 1, 0, 0, DT_ACT_NONE, 0},     {37, 70, 45, 8, 1, 1, 0, DT_ACT_NONE, 0},
-        {130, 64, 300, 8, 0, 0, 0, DT_ACT_NONE, 0}, {65, 96, 33, 8, 1, 1, 0, DT_ACT_GELU_TANH, 0},
-        {3, 10, 7, 4, 1, 0, 0, DT_ACT_NONE, 0},     {70, 128, 600, 4, 1, 1, 0, DT_ACT_NONE, 0},
-        {33, 50, 257, 4, 0, 0, 0, DT_ACT_SILU, 0},   {6, 40, 2100, 4, 1, 1, 0, DT_ACT_NONE, 0}, /* 2 full chunks + a rest */
-        {70, 128, 600, 4, 1, 1, 0, DT_ACT_NONE, 32}, {6, 40, 2400, 4, 1, 0, 0, DT_ACT_GELU_TANH, 8}, /* group-wise */
+        {1, 8, 5, 8, 1, 0, 0, DT_ACT_NONE, 0, 0},     {37, 70, 45, 8, 1, 1, 0, DT_ACT_NONE, 0, 0},
+        {130, 64, 300, 8, 0, 0, 0, DT_ACT_NONE, 0, 0}, {65, 96, 33, 8, 1, 1, 0, DT_ACT_GELU_TANH, 0, 0},
+        {3, 10, 7, 4, 1, 0, 0, DT_ACT_NONE, 0, 0},     {70, 128, 600, 4, 1, 1, 0, DT_ACT_NONE, 0, 0},
+        {33, 50, 257, 4, 0, 0, 0, DT_ACT_SILU, 0, 0},   {6, 40, 2100, 4, 1, 1, 0, DT_ACT_NONE, 0, 0}, /* 2 full chunks + a rest */
+        {70, 128, 600, 4, 1, 1, 0, DT_ACT_NONE, 32, 0}, {6, 40, 2400, 4, 1, 0, 0, DT_ACT_GELU_TANH, 8, 0}, /* group-wise */
+        {20, 4608, 64, 8, 1, 1, 0, DT_ACT_NONE, 0, 1},  {9, 2880, 40, 4, 1, 0, 0, DT_ACT_NONE, 0, 1}, /* K > 1040: exact too */
+        {5, 4608, 33, 8, 0, 0, 0, DT_ACT_SILU, 0, 1},   {20, 4608, 64, 8, 1, 1, 0, DT_ACT_NONE, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         double rf, d = run_case(&cases[i], &rf);
@@ -85,14 +100,15 @@ static void test_qlinear_exact(void **state)
 }
 
 /* Randomized: layers of random shapes (W8 and W4, with and without smoothing) on one backend,
- * called interleaved at random M so that each call's weight expansion (W8 without VNNI: int8
- * widened to f32; W4: unpacked) overwrites the scratch another layer filled: every result must
+ * called interleaved at random M so that each call's weight expansion (W4: unpacked, and packed
+ * for gemm_s8 without VNNI) overwrites the scratch another layer filled: every result must
  * equal the plain-C reference exactly, and W8 keeps 1 byte per weight resident (plus the GEMM
- * layout's padding), W4 half a byte. */
+ * layout's padding), W4 half a byte. Two of the layers have K > 1040 (up to 4800, PixArt's fc2
+ * is 4608), where an f32 GEMM of the integer codes would no longer be exact. */
 static void test_qlinear_random_shared_scratch(void **state)
 {
     (void)state;
-    enum { L = 5, ROUNDS = 3 };
+    enum { L = 7, ROUNDS = 3 };
     tu_rng r = {20261207};
     dt_backend *be = tu_backend(DT_F32);
     dt_err err = {0};
@@ -101,12 +117,17 @@ static void test_qlinear_random_shared_scratch(void **state)
     float *b[L];
     int K[L], N[L];
     for (int i = 0; i < L; i++) {
-        K[i] = 2 * (1 + (int)((tu_uniform(&r) + 1.0f) * 100)); /* even (W4), <= 402: exact in f32 */
+        K[i] = 2 * (1 + (int)((tu_uniform(&r) + 1.0f) * 100)); /* even (W4), <= 402 */
         N[i] = 1 + (int)((tu_uniform(&r) + 1.0f) * 200);
+        if (i >= 5) { /* K > 1040: a layer whose integer sums need more than f32's 24 bits */
+            K[i] = 2 * (600 + (int)((tu_uniform(&r) + 1.0f) * 900));
+            N[i] = 1 + (int)((tu_uniform(&r) + 1.0f) * 40);
+        }
         int wbits = i % 3 == 2 ? 4 : 8, smooth = i % 2;
         float *w = tu_alloc((size_t)N[i] * K[i]), *s = tu_alloc(K[i]);
         b[i] = tu_alloc(N[i]);
         tu_fill(&r, w, (size_t)N[i] * K[i], 0.3f);
+        if (i >= 5) make_big(w, (size_t)N[i] * K[i], 0.05f);
         tu_fill(&r, b[i], N[i], 0.5f);
         for (int j = 0; j < K[i]; j++) s[j] = 0.6f + 0.2f * (tu_uniform(&r) + 1.0f);
         assert_int_equal(dt_qweights_make(w, K[i], N[i], wbits, 0, smooth ? s : NULL, 0, &qw[i], &err), DT_OK);
@@ -123,6 +144,7 @@ static void test_qlinear_random_shared_scratch(void **state)
             int M = 1 + (int)((tu_uniform(&r) + 1.0f) * 60);
             float *x = tu_alloc((size_t)M * K[i]), *y = tu_poisoned((size_t)M * N[i]), *yr = tu_alloc((size_t)M * N[i]);
             tu_fill(&r, x, (size_t)M * K[i], 1.0f);
+            if (i >= 5) make_big(x, (size_t)M * K[i], 0.5f);
             int64_t xs[2] = {M, K[i]}, ys[2] = {M, N[i]};
             dt_tensor tx = dt_tensor_view(x, DT_F32, 2, xs), ty = dt_tensor_view(y, DT_F32, 2, ys);
             assert_int_equal(be->ops->linear_forward(be, l[i], &tx, &ty, &err), DT_OK);
@@ -157,6 +179,7 @@ static void test_linear_gated_add(void **state)
     const struct { int B, N, K, C, wbits, bias, gate, kind; } cases[] = {
         {2, 7, 64, 48, 8, 1, 1, 0}, {1, 33, 96, 70, 8, 0, 0, 0}, {2, 5, 40, 300, 4, 1, 1, 0},
         {3, 4, 128, 2500, 4, 1, 0, 0}, /* W4: two chunks */
+        {2, 9, 4608, 40, 8, 1, 1, 0},  {1, 10, 2880, 2330, 4, 1, 1, 0}, /* K > 1040 (PixArt fc2, SD im2col) */
         {2, 6, 32, 24, 8, 1, 1, 1},    /* float layer: the two ops */
         {2, 6, 32, 24, 8, 1, 1, 2},    /* quantized with GELU: the two ops */
     };
@@ -168,6 +191,10 @@ static void test_linear_gated_add(void **state)
         tu_fill(&r, w, (size_t)C * K, 0.2f);
         tu_fill(&r, b, C, 0.5f);
         tu_fill(&r, in, (size_t)M * K, 1.0f);
+        if (K > 1040) { /* sums past 2^24 */
+            make_big(w, (size_t)C * K, 0.1f);
+            make_big(in, (size_t)M * K, 0.5f);
+        }
         tu_fill(&r, g, (size_t)B * C, 1.0f);
         tu_fill(&r, x0, (size_t)M * (C + pad), 1.0f);
         memcpy(x1, x0, (size_t)M * (C + pad) * sizeof(float));
@@ -190,6 +217,14 @@ static void test_linear_gated_add(void **state)
         dt_tensor ty13 = dt_tensor_view(y1, DT_F32, 3, x3s);
         const dt_tensor *gate = cases[c].gate ? &tg : NULL;
         assert_int_equal(be->ops->linear_forward(be, l, &ti, &ty1, &err), DT_OK);
+        if (cases[c].kind == 0) { /* the layer itself is the plain-C reference's, bit for bit (K > 1040 too) */
+            float *yr = tu_alloc((size_t)M * C);
+            ref_qlinear(in, M, &qw, bb, DT_ACT_NONE, yr, NULL, NULL);
+            for (size_t e = 0; e < (size_t)M * C; e++)
+                if (memcmp(&y1[e], &yr[e], sizeof(float)))
+                    fail_msg("case %zu (K=%d): y[%zu] = %.9g, reference %.9g", c, K, e, y1[e], yr[e]);
+            free(yr);
+        }
         assert_int_equal(be->ops->gated_add(be, &tx1, &ty13, gate, &err), DT_OK);
         assert_int_equal(be->ops->linear_gated_add(be, l, &ti, &tx2, &ty2, gate, &err), DT_OK);
         if (memcmp(x1, x2, (size_t)M * (C + pad) * sizeof(float))) {
@@ -215,10 +250,10 @@ static void test_qlinear_rotated(void **state)
 {
     (void)state;
     const qcase cases[] = {
-        {20, 96, 40, 8, 1, 0, 1, DT_ACT_NONE, 0}, /* 96 = 3 blocks of 32 */
-        {9, 128, 70, 8, 1, 1, 1, DT_ACT_GELU_TANH, 0},
-        {17, 72, 300, 4, 1, 1, 1, DT_ACT_NONE, 0}, /* 72 = 9 blocks of 8 */
-        {17, 72, 300, 4, 1, 1, 1, DT_ACT_NONE, 24}, /* group-wise on the rotated weights */
+        {20, 96, 40, 8, 1, 0, 1, DT_ACT_NONE, 0, 0}, /* 96 = 3 blocks of 32 */
+        {9, 128, 70, 8, 1, 1, 1, DT_ACT_GELU_TANH, 0, 0},
+        {17, 72, 300, 4, 1, 1, 1, DT_ACT_NONE, 0, 0}, /* 72 = 9 blocks of 8 */
+        {17, 72, 300, 4, 1, 1, 1, DT_ACT_NONE, 24, 0}, /* group-wise on the rotated weights */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         double rf, d = run_case(&cases[i], &rf);

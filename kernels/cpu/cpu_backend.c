@@ -25,7 +25,7 @@ static int cpu_supports(dt_backend *be, dt_op op, dt_dtype t)
     case DT_OP_LINEAR:
     case DT_OP_WINDOW_ATTENTION:
     case DT_OP_CONV2D: return t == DT_F32 || (t == DT_BF16 && cpu_bf16_ok());
-    case DT_OP_QLINEAR: return t == DT_I8; /* exact through f32 without VNNI (cpu_exact_int8) */
+    case DT_OP_QLINEAR: return t == DT_I8; /* exact without VNNI too (qlinear.c: gemm_s8) */
     case DT_OP_COPY:
     case DT_OP_COPY4D:
     case DT_OP_GROUP_NORM:

@@ -10,14 +10,13 @@
  * and are expanded to int8 QL_CHUNK output channels at a time into a small buffer right
  * before each GEMM call, so only the packed copy is resident.
  * On CPUs without VNNI, oneDNN's int8 GEMM is inexact (it halves the weights to keep its int16
- * pair sums from saturating), so there the same integer operands run through an f32 GEMM:
- * exact while |partial sums| < 2^24 (K up to 1040 always), no speed-up. The W8 weights stay
- * resident as int8, already in the f32 GEMM's (blocked) layout — the same element offsets with
- * a one-byte type — and each call widens them to f32 in the backend scratch right before the
- * GEMM: the f32 operand the primitive reads is the one a one-time s8->f32 reorder would have
- * made (same values, same layout, zero padding), so results do not change, and the resident
- * copy is 1 byte per weight; the transient one is the largest layer's f32 copy. */
+ * pair sums from saturating), so there the GEMM is gemm_s8 (kernels/cpu/gemm_s8.h: int16
+ * multiply-adds, exact for any K up to 131071): W8 weights are packed once into its int8
+ * panels (1 byte per weight resident), W4 chunks are expanded and packed per call as they are
+ * reordered for oneDNN on VNNI. Either way the accumulators are the exact int32 sums and the
+ * epilogue is the same code, so results do not depend on the CPU. */
 #include "cpu.h"
+#include "kernels/cpu/gemm_s8.h"
 #include "vmath.h"
 #include <math.h>
 #include <omp.h>
@@ -35,10 +34,9 @@ typedef struct {
     float *wscale, *bias, *smooth;
     float *ss;              /* smooth·signs when rotated (cpu_qrow) */
     int8_t *signs;
-    void *w;                /* W8: int8 in oneDNN's layout wmd (with gdt f32: int8 at wmd's offsets); W4: packed [out, in/2] */
-    dnnl_data_type_t gdt;   /* GEMM operand type: s8 (s32 accumulators), or f32 holding the integers */
-    dnnl_memory_desc_t wmd; /* W8: the whole layer; W4: one full chunk of QL_CHUNK channels */
-    size_t wn;              /* W8 with gdt f32: elements of wmd (padding included) widened per call */
+    void *w;                /* W8: int8 in oneDNN's layout wmd, or gemm_s8's panels (s8gemm); W4: packed [out, in/2] */
+    int s8gemm;             /* no VNNI: the GEMM is gemm_s8 (exact), not oneDNN's int8 matmul */
+    dnnl_memory_desc_t wmd; /* W8: the whole layer; W4: one full chunk of QL_CHUNK channels (oneDNN only) */
     dnnl_memory_desc_t wmd_last; /* W4: the last (narrower) chunk */
     dnnl_primitive_t reo, reo_last; /* W4: plain int8 chunk -> wmd / wmd_last */
     dt_linear *fp;          /* MixDQ: float layer for the rows of tokens fp_tok (NULL: none) */
@@ -60,10 +58,10 @@ static dnnl_status_t gemm_pd(cpu_backend *cb, const cpu_qlinear *l, int64_t m, i
 {
     dnnl_memory_desc_t src, wei, dst;
     dnnl_dims_t sd = {m, l->in}, wd = {l->in, n}, dd = {m, n}, ws = {1, l->in}, ds = {l->out, 1};
-    dnnl_memory_desc_init_by_tag(&src, 2, sd, l->gdt, dnnl_ab);
+    dnnl_memory_desc_init_by_tag(&src, 2, sd, dnnl_s8, dnnl_ab);
     if (wmd) wei = *wmd;
-    else dnnl_memory_desc_init_by_strides(&wei, 2, wd, l->gdt, ws);
-    dnnl_memory_desc_init_by_strides(&dst, 2, dd, l->gdt == dnnl_s8 ? dnnl_s32 : dnnl_f32, ds);
+    else dnnl_memory_desc_init_by_strides(&wei, 2, wd, dnnl_s8, ws);
+    dnnl_memory_desc_init_by_strides(&dst, 2, dd, dnnl_s32, ds);
     dnnl_matmul_desc_t desc;
     dnnl_status_t st = dnnl_matmul_desc_init(&desc, &src, &wei, NULL, &dst);
     return st == dnnl_success ? dnnl_primitive_desc_create(pd, &desc, NULL, cb->engine, NULL) : st;
@@ -124,7 +122,7 @@ static dt_status pick_layout(cpu_backend *cb, const cpu_qlinear *l, int n, int m
 {
     dnnl_memory_desc_t any;
     dnnl_dims_t wd = {l->in, n};
-    dnnl_memory_desc_init_by_tag(&any, 2, wd, l->gdt, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&any, 2, wd, dnnl_s8, dnnl_format_tag_any);
     dnnl_primitive_desc_t pd;
     dnnl_status_t st = gemm_pd(cb, l, m_hint > 0 ? m_hint : 256, n, &any, &pd);
     if (st != dnnl_success) return cpu_dnnl_fail(err, st, "int8 matmul descriptor");
@@ -151,6 +149,7 @@ static dt_status chunk_reorder(cpu_backend *cb, const cpu_qlinear *l, int n, con
 
 static dt_status setup_w4(cpu_backend *cb, cpu_qlinear *l, int m_hint, dt_err *err)
 {
+    if (l->s8gemm) return DT_OK; /* chunks are packed for gemm_s8 per call */
     int full = l->out < QL_CHUNK ? 0 : QL_CHUNK, rest = l->out % QL_CHUNK;
     if (full) {
         DT_TRY(pick_layout(cb, l, full, m_hint, &l->wmd, err));
@@ -163,28 +162,31 @@ static dt_status setup_w4(cpu_backend *cb, cpu_qlinear *l, int m_hint, dt_err *e
     return DT_OK;
 }
 
-/* Reorders plain int8 [out, in] weights into oneDNN's layout for the expected M. */
+/* Reorders plain int8 [out, in] weights into oneDNN's layout for the expected M, or packs them
+ * for gemm_s8. */
 static dt_status reorder_w8(cpu_backend *cb, cpu_qlinear *l, const int8_t *q, int m_hint, dt_err *err)
 {
+    if (l->s8gemm) {
+        size_t pb = gemm_s8_packed_bytes(l->out, l->in);
+        l->w = aligned_alloc(64, (pb + 63) / 64 * 64);
+        if (!l->w) return dt_fail(err, DT_ENOMEM, "out of memory for %zu int8 weight bytes", pb);
+        gemm_s8_pack_b(q, l->in, l->out, l->in, l->w);
+        return DT_OK;
+    }
     dnnl_memory_desc_t any, plain;
     dnnl_dims_t wd = {l->in, l->out}, ws = {1, l->in};
-    dnnl_memory_desc_init_by_tag(&any, 2, wd, l->gdt, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&any, 2, wd, dnnl_s8, dnnl_format_tag_any);
     dnnl_memory_desc_init_by_strides(&plain, 2, wd, dnnl_s8, ws);
     dnnl_primitive_desc_t pd;
     dnnl_status_t st = gemm_pd(cb, l, m_hint > 0 ? m_hint : 256, l->out, &any, &pd);
     if (st != dnnl_success) return cpu_dnnl_fail(err, st, "int8 matmul descriptor");
     l->wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     dnnl_primitive_desc_destroy(pd);
-    dnnl_memory_desc_t hold = l->wmd; /* what stays resident: int8, at the GEMM layout's offsets */
-    if (l->gdt == dnnl_f32) {
-        hold.data_type = dnnl_s8;
-        l->wn = dnnl_memory_desc_get_size(&l->wmd) / sizeof(float);
-    }
-    size_t nb = dnnl_memory_desc_get_size(&hold);
+    size_t nb = dnnl_memory_desc_get_size(&l->wmd);
     l->w = aligned_alloc(64, (nb + 63) / 64 * 64);
     if (!l->w) return dt_fail(err, DT_ENOMEM, "out of memory for %zu int8 weight bytes", nb);
-    memset(l->w, 0, nb); /* padding widens to 0.0f, as the f32 reorder's zero padding */
-    st = cpu_reorder(cb, &plain, q, &hold, l->w);
+    memset(l->w, 0, nb); /* the layout's padding stays zero */
+    st = cpu_reorder(cb, &plain, q, &l->wmd, l->w);
     return st == dnnl_success ? DT_OK : cpu_dnnl_fail(err, st, "int8 weight reorder");
 }
 
@@ -209,7 +211,7 @@ dt_status cpu_qlinear_create(dt_backend *be, const dt_qweights *qw, const float 
     l->act = act;
     l->block = qw->signs ? qw->rot_block : 1;
     l->group = qw->group;
-    l->gdt = cpu_exact_int8() ? dnnl_s8 : dnnl_f32;
+    l->s8gemm = !cpu_exact_int8();
     int fail = 0;
     l->wscale = dup(qw->wscale, (size_t)qw->out * sizeof(float), &fail);
     l->bias = dup(b, (size_t)qw->out * sizeof(float), &fail);
@@ -230,10 +232,9 @@ dt_status cpu_qlinear_create(dt_backend *be, const dt_qweights *qw, const float 
 }
 
 /* Quantizes rows [0, M) of x, or of LayerNorm-modulate(ln's x) made one row at a time (x NULL),
- * into q (int8 [M,K]) and ascale [M], and qf (f32 copies of the codes) when not NULL: one pass
- * over the activations. tmp: 2K floats per thread. */
+ * into q (int8 [M,K]) and ascale [M]: one pass over the activations. tmp: 2K floats per thread. */
 static void quantize_rows(const cpu_qlinear *l, const float *x, const cpu_lnmod *ln, int64_t M, int8_t *q,
-                          float *ascale, float *qf, float *tmp)
+                          float *ascale, float *tmp)
 {
     const int K = l->in;
     const float rs = 127.0f * sqrtf((float)l->block);
@@ -248,12 +249,6 @@ static void quantize_rows(const cpu_qlinear *l, const float *x, const cpu_lnmod 
                 src = row;
             }
             ascale[m] = cpu_qrow(src, K, l->ss, l->smooth, l->signs, l->block, t, q + m * K) / rs;
-            if (qf) {
-                const int8_t *qm = q + m * K;
-                float *fm = qf + m * K;
-#pragma omp simd
-                for (int j = 0; j < K; j++) fm[j] = (float)qm[j];
-            }
         }
     }
 }
@@ -277,7 +272,7 @@ static inline float act_none(float x) { return x; }
         else EPILOGUE_ROW(act_none, ar);                                   \
     } while (0)
 
-/* y[M, n0:n0+n] = act(acc·ascale[m]·wscale[n] + b[n]), in place over the s32 (or f32) accumulators. */
+/* y[M, n0:n0+n] = act(acc·ascale[m]·wscale[n] + b[n]), in place over the s32 accumulators. */
 static void epilogue(const cpu_qlinear *l, int64_t M, int n0, int n, const float *ascale, float *y)
 {
     const int N = l->out;
@@ -286,13 +281,8 @@ static void epilogue(const cpu_qlinear *l, int64_t M, int n0, int n, const float
     for (int64_t m = 0; m < M; m++) {
         float *yr = y + m * N + n0;
         const float as = ascale[m];
-        if (l->gdt == dnnl_s8) {
-            const int32_t *ai = (const int32_t *)yr;
-            EPILOGUE_ACT(ai);
-        } else {
-            const float *af = yr;
-            EPILOGUE_ACT(af);
-        }
+        const int32_t *ai = (const int32_t *)yr;
+        EPILOGUE_ACT(ai);
     }
 }
 #undef EPILOGUE_ACT
@@ -320,17 +310,11 @@ static void epilogue_gated(const cpu_qlinear *l, int64_t M, const float *ascale,
         const float *gr = g->gate ? g->gate + bi * g->gs0 : NULL;
         const float as = ascale[m];
         const int32_t *ai = (const int32_t *)(acc + m * N);
-        const float *af = acc + m * N;
         float o[256]; /* one slice of the row at a time, so the compiler keeps each loop simple */
         for (int j0 = 0; j0 < N; j0 += 256) {
             const int n = N - j0 < 256 ? N - j0 : 256;
-            if (l->gdt == dnnl_s8) {
 #pragma omp simd
-                for (int j = 0; j < n; j++) o[j] = (float)ai[j0 + j] * as * ws[j0 + j];
-            } else {
-#pragma omp simd
-                for (int j = 0; j < n; j++) o[j] = af[j0 + j] * as * ws[j0 + j];
-            }
+            for (int j = 0; j < n; j++) o[j] = (float)ai[j0 + j] * as * ws[j0 + j];
             if (b) {
 #pragma omp simd
                 for (int j = 0; j < n; j++) o[j] = o[j] + b[j0 + j];
@@ -366,14 +350,6 @@ static void expand_w4(const cpu_qlinear *l, int n0, int n, int8_t *dst)
             }
         }
     }
-}
-
-/* W8 without VNNI: the resident int8 weights (wmd's layout, one byte each) widened to the f32
- * operand of the GEMM, element for element (exact). */
-static void widen_w8(const int8_t *w, size_t n, float *d)
-{
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) d[i] = (float)w[i];
 }
 
 static dt_status run_gemm(cpu_backend *cb, cpu_qlinear *l, int64_t M, int n, const void *q, const void *w, void *y,
@@ -417,37 +393,43 @@ static dt_status reorder_chunk(cpu_backend *cb, const cpu_qlinear *l, int n, voi
     return st == dnnl_success ? DT_OK : cpu_dnnl_fail(err, st, "int4 chunk reorder");
 }
 
+/* acc[M, n] (row stride `out`, s32) = q · this chunk's (or the W8 layer's) int8 weights. `w`:
+ * oneDNN: the weights in its layout; gemm_s8: its packed panels. */
+static dt_status chunk_gemm(cpu_backend *cb, cpu_qlinear *l, int64_t M, int n, const int8_t *q, const void *w,
+                            float *acc, void *gs, dt_err *err)
+{
+    if (!l->s8gemm) return run_gemm(cb, l, M, n, q, w, acc, err);
+    gemm_s8_run(M, n, l->in, q, l->in, w, (int32_t *)acc, l->out, 0, GEMM_S8_ISA_AUTO, omp_get_max_threads(), gs);
+    return DT_OK;
+}
+
 /* y = the layer applied to x [M, K], or to LayerNorm-modulate(ln) when x is NULL. */
 static dt_status qlinear_forward(cpu_backend *cb, cpu_qlinear *l, const float *xd, const cpu_lnmod *ln, int64_t M,
                                  float *yd, const cpu_gadd *ga, dt_err *err)
 {
     const int K = l->in;
     size_t qb = ((size_t)M * K + 63) / 64 * 64, sb = ((size_t)M * 4 + 63) / 64 * 64;
-    size_t tb = ((size_t)omp_get_max_threads() * K * 8 + 63) / 64 * 64, eb = 0, bb = 0;
-    size_t fb = l->gdt == dnnl_f32 ? ((size_t)M * K * 4 + 63) / 64 * 64 : 0;
+    size_t tb = ((size_t)omp_get_max_threads() * K * 8 + 63) / 64 * 64, eb = 0, bb = 0, gb = 0;
+    if (l->s8gemm) gb = (gemm_s8_scratch_bytes(omp_get_max_threads()) + 63) / 64 * 64;
     if (l->wbits == 4) {
         eb = ((size_t)QL_CHUNK * K + 63) / 64 * 64;
-        bb = dnnl_memory_desc_get_size(l->out >= QL_CHUNK ? &l->wmd : &l->wmd_last);
-    } else bb = (l->wn * sizeof(float) + 63) / 64 * 64; /* W8 widened to f32 (0 with VNNI) */
-    char *scr = cpu_scratch(cb, qb + sb + tb + eb + bb + fb);
+        int wide = l->out < QL_CHUNK ? l->out : QL_CHUNK;
+        bb = l->s8gemm ? gemm_s8_packed_bytes(wide, K) : dnnl_memory_desc_get_size(l->out >= QL_CHUNK ? &l->wmd : &l->wmd_last);
+        bb = (bb + 63) / 64 * 64;
+    }
+    char *scr = cpu_scratch(cb, qb + sb + tb + eb + bb + gb);
     if (!scr) return dt_fail(err, DT_ENOMEM, "out of memory for int8 activations");
     int8_t *q = (int8_t *)scr, *wexp = (int8_t *)(scr + qb + sb + tb), *wblk = (int8_t *)(scr + qb + sb + tb + eb);
     float *ascale = (float *)(scr + qb), *tmp = (float *)(scr + qb + sb);
-    float *qf = fb ? (float *)(scr + qb + sb + tb + eb + bb) : NULL; /* no VNNI: the int8 values as f32 (exact) */
-    quantize_rows(l, xd, ln, M, q, ascale, qf, tmp);
-    const void *src = qf ? (const void *)qf : q;
-    if (l->wbits == 8) {
-        if (l->wn) widen_w8(l->w, l->wn, (float *)wblk);
-        DT_TRY(run_gemm(cb, l, M, l->out, src, l->wn ? (const void *)wblk : l->w, yd, err));
-        if (ga) epilogue_gated(l, M, ascale, yd, ga);
-        else epilogue(l, M, 0, l->out, ascale, yd);
-        return DT_OK;
-    }
-    for (int n0 = 0; n0 < l->out; n0 += QL_CHUNK) {
+    void *gs = gb ? scr + qb + sb + tb + eb + bb : NULL; /* gemm_s8's per-thread panels */
+    quantize_rows(l, xd, ln, M, q, ascale, tmp);
+    if (l->wbits == 8) DT_TRY(chunk_gemm(cb, l, M, l->out, q, l->w, yd, gs, err));
+    for (int n0 = 0; l->wbits == 4 && n0 < l->out; n0 += QL_CHUNK) {
         int n = l->out - n0 < QL_CHUNK ? l->out - n0 : QL_CHUNK;
         expand_w4(l, n0, n, wexp);
-        DT_TRY(reorder_chunk(cb, l, n, wexp, wblk, err));
-        DT_TRY(run_gemm(cb, l, M, n, src, wblk, yd + n0, err));
+        if (l->s8gemm) gemm_s8_pack_b(wexp, K, n, K, wblk);
+        else DT_TRY(reorder_chunk(cb, l, n, wexp, wblk, err));
+        DT_TRY(chunk_gemm(cb, l, M, n, q, wblk, yd + n0, gs, err));
     }
     if (ga) epilogue_gated(l, M, ascale, yd, ga);
     else epilogue(l, M, 0, l->out, ascale, yd); /* once: each parallel region costs on a busy machine */
@@ -547,9 +529,7 @@ size_t cpu_qlinear_weight_bytes(const dt_linear *lin)
     const cpu_qlinear *l = (const cpu_qlinear *)lin;
     if (*(const int *)lin != CPU_LIN_QUANT) return 0;
     if (l->wbits == 4) return dt_qweights_qbytes(l->in, l->out, 4);
-    dnnl_memory_desc_t hold = l->wmd;
-    hold.data_type = dnnl_s8;
-    return dnnl_memory_desc_get_size(&hold);
+    return l->s8gemm ? gemm_s8_packed_bytes(l->out, l->in) : dnnl_memory_desc_get_size(&l->wmd);
 }
 
 dt_status cpu_layernorm_modulate_linear(dt_backend *be, const dt_tensor *x, const dt_tensor *shift,
