@@ -47,7 +47,10 @@ work=$dir.stacked
 mkdir -p "$work"
 prompt="a red circle on the left of a blue square on a black background"
 printf '%s\n' "$prompt" > "$work/prompts.txt"
-common="-m $dir -p \"$prompt\" -W $res -H $res --seed 0 -q --json ${THREADS:+--threads $THREADS} --dtype $DTYPE --text-encoder-dtype $DTYPE"
+# --no-binning: stacked_diffusers.py passes use_resolution_binning=False, so diffusers generates
+# RES² as asked; with binning, ditrt (as diffusers' default) would generate the 1024² bin of a
+# 1024-px model (4x the tokens) and resize it back, which is not the same work.
+common="-m $dir -p \"$prompt\" -W $res -H $res --no-binning --seed 0 -q --json ${THREADS:+--threads $THREADS} --dtype $DTYPE --text-encoder-dtype $DTYPE"
 locked="" # the flock prefix of every timed run
 for l in ${LOCKS:-}; do locked="$locked flock $l"; done
 calib_locked="" # the calibrations are not timed: CALIB_LOCKS (default LOCKS), e.g. the big-memory lock only
