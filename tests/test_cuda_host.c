@@ -655,8 +655,8 @@ static void test_w4_expand_matches_dequant(void **state)
 }
 
 /* The whole CUDA forward emulated on the host with the kernels' math (rows, padded int8 weights,
- * exact integer GEMM, epilogue) equals the CPU backend's quantized layer bit for bit (K <= 1040:
- * the CPU's int8 GEMM is exact with or without VNNI), for W8/W4/W4-group, balancing, rotation,
+ * exact integer GEMM, epilogue) equals the CPU backend's quantized layer bit for bit (the CPU's
+ * int8 GEMM is exact at any K, with VNNI or through gemm_s8 without), for W8/W4/W4-group, balancing, rotation,
  * each activation, with and without bias, and sizes the IMMA GEMM needs padded. */
 static void test_qlinear_pipeline_matches_cpu(void **state)
 {
@@ -665,7 +665,8 @@ static void test_qlinear_pipeline_matches_cpu(void **state)
         {256, 72, 8, 0, 1, 1, DT_ACT_NONE, 1},     {256, 70, 8, 0, 0, 1, DT_ACT_GELU_TANH, 1},
         {67, 29, 8, 0, 1, 0, DT_ACT_SILU, 0},      {128, 33, 4, 0, 1, 1, DT_ACT_GELU_TANH, 1},
         {192, 40, 4, 32, 1, 1, DT_ACT_NONE, 0},    {1024, 12, 8, 0, 1, 1, DT_ACT_SILU, 1},
-        {6, 5, 4, 2, 0, 1, DT_ACT_NONE, 1}};
+        {6, 5, 4, 2, 0, 1, DT_ACT_NONE, 1},        {4608, 9, 8, 0, 1, 1, DT_ACT_NONE, 1},
+        {2880, 11, 4, 0, 1, 1, DT_ACT_SILU, 0}}; /* K past the old f32-emulated GEMM's exact range */
     dt_backend *be = tu_backend(DT_F32);
     for (size_t c = 0; c < sizeof cs / sizeof *cs; c++) {
         const int K = cs[c].K, N = cs[c].N, M = 7;

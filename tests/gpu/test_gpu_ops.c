@@ -588,8 +588,8 @@ static void test_group_norm_large(void **state)
 }
 
 /* ---- quantized linears: the same layer on both backends gives the same bits (cuda_qlinear.cu:
- * the int8 GEMMs are exact, every float step is the CPU's; K <= 1040 keeps the CPU's own GEMM
- * exact without VNNI), MixDQ's float rows to the f32 tolerance, calibration maxima exactly ---- */
+ * the int8 GEMMs are exact, every float step is the CPU's; the CPU's int8 GEMM is exact at any K,
+ * through gemm_s8 without VNNI), MixDQ's float rows to the f32 tolerance, calibration maxima exactly ---- */
 typedef struct {
     int B, T, K, N, wbits, group, smooth, rotate, act, bias, keep;
 } qcase;
