@@ -93,7 +93,11 @@ typedef struct {
                                 * Other values: DITRT_EINVAL naming every accepted one. The
                                 * search, calibration and quantization dtypes take the same
                                 * strings and run on the CPU (f16/tf32: DITRT_EUNSUPPORTED). */
-    const char *text_dtype;    /* the same for the T5 encoder: "f32" or "bf16" only */
+    const char *text_dtype;    /* the same for the T5 encoder: "f32" or "bf16" only; or "int8":
+                                * T5's linear and embedding weights kept in int8
+                                * (symmetric per output channel / row, a quarter of f32's bytes),
+                                * activations and GEMMs in f32; CPU only, T5 only (a CLIP
+                                * pipeline: DITRT_EUNSUPPORTED) */
     int threads;               /* 0: all cores */
     int keep_text_encoder;     /* 0 (default): load T5 per call and free it before sampling */
     const char *solver;        /* NULL: the folder's scheduler; else a diffusers class or short

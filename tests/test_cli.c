@@ -204,10 +204,31 @@ static void test_no_bf16_cpu(void **state)
     assert_true(tu_exists(out));
 }
 
+/* --text-encoder-dtype int8: T5's weights in int8 (f32 compute), recorded in --json; a CLIP
+ * pipeline and unknown values are refused in one line with nothing written. */
+static void test_text_encoder_int8(void **state)
+{
+    (void)state;
+    char cmd[1024], out[512], json[4096];
+    snprintf(out, sizeof out, "%s/t5int8.png", tmp);
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m tests/fixtures/pixart-pipe-tiny -p 'a cat' --steps 2 -W 64 -H 64 "
+             "--dtype f32 --text-encoder-dtype int8 --threads 1 --json -q -o %s", out);
+    if (tu_run(tmp, cmd, 1, json, sizeof json) != 0) fail_msg("int8 text encoder failed: %s", json);
+    if (!strstr(json, "\"text_dtype\":\t\"int8\"")) fail_msg("--json does not say text_dtype int8: %s", json);
+    assert_true(tu_exists(out));
+    remove(out);
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m tests/fixtures/sd-15-tiny -p 'a cat' --steps 1 -W 64 -H 64 "
+             "--text-encoder-dtype int8 -o %s", out);
+    expect_fail(cmd, "only T5 text encoders take int8 weights (tests/fixtures/sd-15-tiny/text_encoder is CLIP)", out);
+    snprintf(cmd, sizeof cmd, "./ditrt txt2img -m tests/fixtures/pixart-pipe-tiny -p x --text-encoder-dtype i8 -o %s", out);
+    expect_fail(cmd, "--text-encoder-dtype: expected f32, bf16 or int8, got \"i8\"", out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_bf16_cpu),
+        cmocka_unit_test(test_text_encoder_int8),
         cmocka_unit_test(test_eval_writes_sample),
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_failed_run_keeps_existing_output),

@@ -500,8 +500,8 @@ static void test_encoder_interface(void **state)
     /* T5 through the interface: byte-identical to t5_encode */
     dt_text_encoder *te = NULL;
     t5_model *t5 = NULL;
-    assert_int_equal(dt_text_encoder_load(be, "tests/fixtures/t5-tiny/text_encoder", &te, &e), DT_OK);
-    assert_int_equal(t5_load(be, "tests/fixtures/t5-tiny/text_encoder", &t5, &e), DT_OK);
+    assert_int_equal(dt_text_encoder_load(be, "tests/fixtures/t5-tiny/text_encoder", be->cfg.compute, &te, &e), DT_OK);
+    assert_int_equal(t5_load(be, "tests/fixtures/t5-tiny/text_encoder", be->cfg.compute, &t5, &e), DT_OK);
     int32_t ids[2 * 6] = {5, 9, 31, 1, 0, 0, 7, 7, 8, 200, 77, 1};
     float mask[2 * 6] = {1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1};
     int D = info.hidden_size;
@@ -522,7 +522,7 @@ static void test_encoder_interface(void **state)
     assert_int_equal(dt_st_open(FIX "/encoder_cases.safetensors", &st, &e), DT_OK);
     int B, N;
     int32_t *cid = ref_ids(st, "text_encoder_2.eos.input_ids", &B, &N);
-    assert_int_equal(dt_text_encoder_load(be, FIX "/text_encoder_2", &te, &e), DT_OK);
+    assert_int_equal(dt_text_encoder_load(be, FIX "/text_encoder_2", be->cfg.compute, &te, &e), DT_OK);
     float *pooled = tu_poisoned((size_t)B * 16), *hid = tu_poisoned((size_t)B * N * 32);
     o = (dt_text_encoder_outputs){.hidden = hid, .hidden_from_end = 3, .pooled = pooled};
     assert_int_equal(dt_text_encoder_encode(te, cid, NULL, B, N, &a, &o, &e), DT_OK);

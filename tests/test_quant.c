@@ -246,6 +246,56 @@ static void test_linear_gated_add(void **state)
 
 /* With rotation the reference's dense double Hadamard may round a code the other way
  * (rarely); the rotation must still be exactly undone by the folded weights. */
+/* Weight-only int8 linears (linear_create with DT_I8, kernels/cpu/linear_w8.c) against the plain-C
+ * linear on the weights they hold (dt_qweights_make's per-channel rounding, dequantized): odd
+ * shapes, bias and activations, and a layer wider than one expanded block (16 MB of f32). */
+static void test_w8_linear(void **state)
+{
+    (void)state;
+    dt_backend *be = tu_backend(DT_F32);
+    assert_true(be->ops->supports(be, DT_OP_LINEAR, DT_I8));
+    const struct { int M, K, N, bias; dt_act act; } cases[] = {
+        {1, 1, 1, 0, DT_ACT_NONE},   {5, 37, 53, 1, DT_ACT_GELU_TANH}, {17, 64, 200, 1, DT_ACT_SILU},
+        {3, 130, 31, 0, DT_ACT_GELU_ERF}, {7, 4100, 2100, 1, DT_ACT_NONE}, /* 3 blocks: 1008 + 1008 + 84 rows */
+    };
+    tu_rng r = {8080};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const int M = cases[i].M, K = cases[i].K, N = cases[i].N;
+        float *w = tu_alloc((size_t)N * K), *wd = tu_alloc((size_t)N * K), *b = tu_alloc(N), *x = tu_alloc((size_t)M * K);
+        float *y = tu_poisoned((size_t)M * N), *yr = tu_alloc((size_t)M * N), *yf = tu_alloc((size_t)M * N);
+        tu_fill(&r, w, (size_t)N * K, 0.2f);
+        tu_fill(&r, b, N, 0.5f);
+        tu_fill(&r, x, (size_t)M * K, 1.0f);
+        const float *bias = cases[i].bias ? b : NULL;
+        dt_qweights qw;
+        assert_ok(dt_qweights_make(w, K, N, 8, 0, NULL, 0, &qw, &_e));
+        dt_qweights_dequant(&qw, wd);
+        dt_qweights_free(&qw);
+        ref_linear(x, M, K, wd, bias, N, cases[i].act, yr);
+        ref_linear(x, M, K, w, bias, N, cases[i].act, yf);
+        dt_linear *l = NULL;
+        assert_ok(be->ops->linear_create(be, w, bias, K, N, cases[i].act, M, DT_I8, &l, &_e));
+        dt_tensor tx = dt_tensor_view(x, DT_F32, 2, (int64_t[]){M, K}), ty = dt_tensor_view(y, DT_F32, 2, (int64_t[]){M, N});
+        assert_ok(be->ops->linear_forward(be, l, &tx, &ty, &_e));
+        assert_ok(be->ops->linear_forward(be, l, &tx, &ty, &_e)); /* a second call: same weights, same result */
+        double d = tu_rel_l2(y, yr, (size_t)M * N), q = tu_rel_l2(y, yf, (size_t)M * N);
+        if (!(d <= 1e-5)) fail_msg("w8 linear %dx%dx%d: relative L2 %.3g to the dequantized reference", M, K, N, d);
+        if (K > 8 && !(q > 1e-5 && q < 2e-2)) fail_msg("w8 linear %dx%dx%d: %.3g from float weights", M, K, N, q);
+        be->ops->linear_destroy(l);
+        free(w); free(wd); free(b); free(x); free(y); free(yr); free(yf);
+    }
+    /* wrong shapes are refused in one line, not read past */
+    float w[6] = {1, 2, 3, 4, 5, 6}, x[4] = {0}, y[4];
+    dt_linear *l = NULL;
+    assert_ok(be->ops->linear_create(be, w, NULL, 3, 2, DT_ACT_NONE, 1, DT_I8, &l, &_e));
+    dt_tensor tx = dt_tensor_view(x, DT_F32, 2, (int64_t[]){1, 4}), ty = dt_tensor_view(y, DT_F32, 2, (int64_t[]){1, 2});
+    dt_err e = {0};
+    assert_int_equal(be->ops->linear_forward(be, l, &tx, &ty, &e), DT_EINVAL);
+    assert_non_null(strstr(e.msg, "linear"));
+    be->ops->linear_destroy(l);
+    dt_backend_destroy(be);
+}
+
 static void test_qlinear_rotated(void **state)
 {
     (void)state;
@@ -1321,6 +1371,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_qlinear_exact),
         cmocka_unit_test(test_qlinear_rotated),
+        cmocka_unit_test(test_w8_linear),
         cmocka_unit_test(test_qlinear_random_shared_scratch),
         cmocka_unit_test(test_linear_gated_add),
         cmocka_unit_test(test_qrow_parity),

@@ -322,7 +322,9 @@ static void test_relative_buckets(void **state)
 
 /* ---- the encoder against encode_prompt ---- */
 
-static void check_encoder(dt_dtype cd, double tol)
+/* weights: cd, or DT_I8 (int8 weights, f32 compute); min_err > 0: the result must differ from the
+ * reference at least that much (the int8 weights were really used). */
+static void check_encoder(dt_dtype cd, dt_dtype weights, double tol, double min_err)
 {
     cJSON *meta;
     dt_err e = {0};
@@ -331,7 +333,7 @@ static void check_encoder(dt_dtype cd, double tol)
     assert_int_equal(dt_st_open(FIX "/encoder_cases.safetensors", &ref, &e), DT_OK);
     dt_backend *be = tu_backend(cd);
     t5_model *m = NULL;
-    if (t5_load(be, FIX "/text_encoder", &m, &e) != DT_OK) fail_msg("%s", e.msg);
+    if (t5_load(be, FIX "/text_encoder", weights, &m, &e) != DT_OK) fail_msg("%s", e.msg);
     dt_tokenizer *tok = load_tok(FIX "/tokenizer");
     int C = t5_get_config(m)->d_model;
     assert_int_equal(C, 32);
@@ -362,8 +364,10 @@ static void check_encoder(dt_dtype cd, double tol)
         snprintf(name, sizeof name, "%s.prompt_embeds", c->string);
         const dt_st_entry *re = dt_st_find(ref, name);
         double err = tu_rel_l2(out, re->data, (size_t)B * N * C);
-        printf("t5 encoder %s, case %s (B=%d, N=%d): relative L2 %.3g (tolerance %.0e)\n", dt_dtype_name(cd), c->string, B, N, err, tol);
+        printf("t5 encoder %s%s, case %s (B=%d, N=%d): relative L2 %.3g (tolerance %.0e)\n", dt_dtype_name(cd),
+               weights == DT_I8 ? " with int8 weights" : "", c->string, B, N, err, tol);
         if (!(err <= tol)) fail_msg("case %s: relative L2 %.3g exceeds %.3g", c->string, err, tol);
+        if (!(err >= min_err)) fail_msg("case %s: relative L2 %.3g, expected at least %.3g", c->string, err, min_err);
         free(ids); free(mask); free(out);
     }
     dt_arena_free(&arena);
@@ -374,8 +378,25 @@ static void check_encoder(dt_dtype cd, double tol)
     cJSON_Delete(meta);
 }
 
-static void test_encoder_f32(void **state) { (void)state; check_encoder(DT_F32, 1e-4); }
-static void test_encoder_bf16(void **state) { (void)state; TU_REQUIRE_BF16(); check_encoder(DT_BF16, 2e-2); }
+static void test_encoder_f32(void **state) { (void)state; check_encoder(DT_F32, DT_F32, 1e-4, 0); }
+static void test_encoder_bf16(void **state) { (void)state; TU_REQUIRE_BF16(); check_encoder(DT_BF16, DT_BF16, 2e-2, 0); }
+/* Weight-only int8 (--text-encoder-dtype int8): the linears and the embedding rounded per output
+ * channel / row: 1.1e-2 .. 2.2e-2 on this random tiny encoder (bf16: 4.9e-3 .. 1.1e-2). */
+static void test_encoder_int8(void **state) { (void)state; check_encoder(DT_F32, DT_I8, 3e-2, 1e-4); }
+
+/* int8 weights need f32 compute; a bf16 backend refuses them in one line. */
+static void test_encoder_int8_needs_f32(void **state)
+{
+    (void)state;
+    TU_REQUIRE_BF16();
+    dt_backend *be = tu_backend(DT_BF16);
+    t5_model *m = NULL;
+    dt_err e = {0};
+    assert_int_equal(t5_load(be, FIX "/text_encoder", DT_I8, &m, &e), DT_EUNSUPPORTED);
+    assert_non_null(strstr(e.msg, "int8"));
+    assert_null(m);
+    dt_backend_destroy(be);
+}
 
 static void test_encoder_bad_inputs(void **state)
 {
@@ -383,7 +404,7 @@ static void test_encoder_bad_inputs(void **state)
     dt_backend *be = tu_backend(DT_F32);
     t5_model *m = NULL;
     dt_err e = {0};
-    assert_int_equal(t5_load(be, FIX "/text_encoder", &m, &e), DT_OK);
+    assert_int_equal(t5_load(be, FIX "/text_encoder", be->cfg.compute, &m, &e), DT_OK);
     dt_arena a;
     dt_arena_init(&a);
     int32_t ids[3] = {5, 1100, 1};
@@ -404,7 +425,7 @@ static void test_encoder_bad_inputs(void **state)
     const char *relu = "{\"d_model\": 32, \"feed_forward_proj\": \"relu\"}";
     tu_write_file(p, relu, strlen(relu));
     dt_err e3 = {0};
-    assert_int_equal(t5_load(be, dir, &m, &e3), DT_EUNSUPPORTED);
+    assert_int_equal(t5_load(be, dir, be->cfg.compute, &m, &e3), DT_EUNSUPPORTED);
     assert_non_null(strstr(e3.msg, "feed_forward_proj"));
     copy_file(FIX "/text_encoder/config.json", p);
     float w[4] = {0};
@@ -414,7 +435,7 @@ static void test_encoder_bad_inputs(void **state)
     snprintf(p, sizeof p, "%s/model.safetensors", dir);
     assert_int_equal(dt_st_write(p, &it, 1, &e), DT_OK);
     dt_err e4 = {0};
-    assert_int_not_equal(t5_load(be, dir, &m, &e4), DT_OK);
+    assert_int_not_equal(t5_load(be, dir, be->cfg.compute, &m, &e4), DT_OK);
     assert_non_null(strstr(e4.msg, "\"shared.weight\" has shape [4], expected [1100, 32]"));
     tu_rmtree(dir);
     dt_backend_destroy(be);
@@ -629,6 +650,8 @@ int main(void)
         cmocka_unit_test(test_relative_buckets),
         cmocka_unit_test(test_encoder_f32),
         cmocka_unit_test(test_encoder_bf16),
+        cmocka_unit_test(test_encoder_int8),
+        cmocka_unit_test(test_encoder_int8_needs_f32),
         cmocka_unit_test(test_encoder_bad_inputs),
         cmocka_unit_test(test_st_release),
         cmocka_unit_test(test_rms_norm_kernel),

@@ -23,6 +23,8 @@ static int cpu_supports(dt_backend *be, dt_op op, dt_dtype t)
         if (t == DT_I8) return 1; /* attention_with's INT8 kernel (f32 data, int8 QKᵀ) */
         /* fall through */
     case DT_OP_LINEAR:
+        if (t == DT_I8) return 1; /* weight-only int8 (linear_w8.c): f32 activations and GEMM */
+        /* fall through */
     case DT_OP_WINDOW_ATTENTION:
     case DT_OP_CONV2D: return t == DT_F32 || (t == DT_BF16 && cpu_bf16_ok());
     case DT_OP_QLINEAR: return t == DT_I8; /* exact without VNNI too (qlinear.c: gemm_s8) */

@@ -62,7 +62,8 @@ dt_status cpu_linear_create(dt_backend *be, const float *w, const float *b, int 
 {
     cpu_backend *cb = (cpu_backend *)be;
     if (in <= 0 || out <= 0) return dt_fail(err, DT_EINVAL, "linear: bad size %d x %d", out, in);
-    if (dtype != DT_F32 && dtype != DT_BF16) return dt_fail(err, DT_EINVAL, "linear: dtype must be f32 or bf16");
+    if (dtype == DT_I8) return cpu_w8_linear_create(be, w, b, in, out, act, lout, err);
+    if (dtype != DT_F32 && dtype != DT_BF16) return dt_fail(err, DT_EINVAL, "linear: dtype must be f32, bf16 or int8 (weights only)");
     DT_TRY(cpu_check_dtype(dtype, "linear", err));
     struct dt_linear *l = calloc(1, sizeof *l);
     if (!l) return dt_fail(err, DT_ENOMEM, "out of memory");
@@ -179,6 +180,7 @@ static dt_status linear_run(cpu_backend *cb, dt_linear *l, int64_t m, const floa
 
 dt_status cpu_linear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err)
 {
+    if (l->kind == CPU_LIN_W8) return cpu_w8_linear_forward(be, l, x, y, err);
     if (l->kind != CPU_LIN_FLOAT) return cpu_qlinear_forward(be, l, x, y, err);
     int64_t m = cpu_rows(x, l->in);
     if (m < 0 || cpu_rows(y, l->out) != m)
@@ -200,6 +202,7 @@ dt_status cpu_linear_forward_lnmod(dt_backend *be, dt_linear *l, const cpu_lnmod
 void cpu_linear_destroy(dt_linear *l)
 {
     if (!l) return;
+    if (l->kind == CPU_LIN_W8) { cpu_w8_linear_destroy(l); return; }
     if (l->kind != CPU_LIN_FLOAT) { cpu_qlinear_destroy(l); return; }
     for (int i = 0; i < l->nprims; i++) dnnl_primitive_destroy(l->prims[i].prim);
     free(l->w);

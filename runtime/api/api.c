@@ -163,9 +163,12 @@ static void create(ditrt_ctx *c, const ditrt_ctx_params *p, dt_err *err)
     if (p->device && dt_backend_parse_device(p->device, &cfg.device, &cfg.device_index, err) != DT_OK) return;
     /* dtype NULL: the device's default; text_dtype NULL: the CPU's (CLIP stays on the CPU; a T5 on
      * the device takes the device's, text_dtype_auto) */
+    /* text_dtype "int8": T5's weights in int8, computing in f32 (t5_load) */
+    int text_int8 = p->text_dtype && !strcmp(p->text_dtype, "int8");
     if (dt_api_parse_dtype("dtype", p->dtype, cfg.device, NULL, &cfg.dtype, &cfg.tf32, err) != DT_OK ||
-        dt_api_parse_dtype("text_dtype", p->text_dtype, DT_DEV_CPU, NULL, &cfg.text_dtype, NULL, err) != DT_OK)
+        (!text_int8 && dt_api_parse_dtype("text_dtype", p->text_dtype, DT_DEV_CPU, NULL, &cfg.text_dtype, NULL, err) != DT_OK))
         return;
+    if (text_int8) cfg.text_dtype = DT_I8;
     if (p->attn_plan && dt_attn_plan_load(p->attn_plan, &c->plan, err) == DT_OK) c->has_plan = 1;
     if (err->status != DT_OK) return;
     cfg.text_dtype_auto = !p->text_dtype;
@@ -236,7 +239,7 @@ ditrt_status ditrt_ctx_get_info(const ditrt_ctx *c, ditrt_ctx_info *info)
                            .size_multiple = dt_pipeline_size_multiple(c->p), .max_frames = dt_pipeline_max_frames(c->p),
                            .zoo_size = dt_pipeline_zoo_size(c->p), .solver = dt_pipeline_solver_name(c->p),
                            .solver_warning = dt_pipeline_solver_warning(c->p), .dtype = c->tf32 ? "tf32" : dt_dtype_name(c->dtype),
-                           .text_dtype = dt_dtype_name(c->text_dtype), .fixed_steps = dt_pipeline_fixed_steps(c->p),
+                           .text_dtype = c->text_dtype == DT_I8 ? "int8" : dt_dtype_name(c->text_dtype), .fixed_steps = dt_pipeline_fixed_steps(c->p),
                            .micro_conditioning = dt_pipeline_get_class(c->p)->added_conditions};
     return fill_out(info, &full, sizeof full, DT_END_OF(ditrt_ctx_info, text_dtype));
 }

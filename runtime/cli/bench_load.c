@@ -70,7 +70,7 @@ static dt_status load_once(dt_backend *be, const char *dir, size_t *resident, dt
         dt_denoiser_free(m);
     } else {
         t5_model *m = NULL;
-        DT_TRY(t5_load(be, dir, &m, err));
+        DT_TRY(t5_load(be, dir, be->cfg.compute, &m, err));
         if ((f = fopen("/proc/self/statm", "r"))) { if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0; fclose(f); }
         t5_free(m);
     }

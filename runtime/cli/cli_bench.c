@@ -389,7 +389,7 @@ static int te_run(const te_bench_args *a)
     if (s == DT_OK) s = cli_gemm_peak(be, &peak, &err);
     dt_weight_source rnd = dt_weights_random(42, 0.02f);
     double t0 = cli_now();
-    if (s == DT_OK) s = t5_create(be, &c, &rnd, B * N, &m, &err);
+    if (s == DT_OK) s = t5_create(be, &c, &rnd, B * N, be->cfg.compute, &m, &err);
     load_s = cli_now() - t0;
     for (int r = 0; s == DT_OK && r <= a->iters; r++) { /* r == 0 is the warm-up */
         dt_arena_reset(&arena);

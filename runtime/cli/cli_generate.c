@@ -311,6 +311,8 @@ static int output_meta(const gen_args *a, const ditrt_ctx_info *info, const ditr
         for (int i = 0; i < k; i++) m[n++] = (ditrt_meta){key[i], val[i]};
     }
     m[n++] = (ditrt_meta){"dtype", a->dtype};
+    if (info->text_dtype && strcmp(info->text_dtype, a->dtype)) /* recorded where it changes the output */
+        m[n++] = (ditrt_meta){"text_dtype", info->text_dtype};
     m[n++] = (ditrt_meta){"Software", buf[6]};
     return cli_settings_meta(set, m, n, cap); /* values may point into set */
 }
@@ -401,7 +403,7 @@ static void print_json(const gen_args *a, ditrt_output_kind kind, const ditrt_ct
     }
     cli_summary sum = {a->model, a->req.prompt, a->req.negative_prompt, info->solver, a->dtype, a->req.seed,
                        g->steps, o->width, o->height, g->prompt_truncated, a->req.cfg,
-                       g->seconds_text, g->seconds_sampling, g->seconds_decode};
+                       g->seconds_text, g->seconds_sampling, g->seconds_decode, info->text_dtype};
     cli_summary_add(j, &sum);
     if (a->random_seed) cJSON_AddBoolToObject(j, "random_seed", 1);
     if (a->req.batch > 1) {
@@ -543,8 +545,8 @@ static int run(int argc, char **argv, const gen_form *form)
     cp.model_schedule = a.model_schedule;
     if (a.dtype && !(cp.dtype = cli_dtype_arg(a.dtype)))
         return cli_usage_error("--dtype: expected " CLI_DTYPES ", got \"%s\"", a.dtype);
-    if (a.text_dtype && !(cp.text_dtype = cli_dtype_arg(a.text_dtype)))
-        return cli_usage_error("--text-encoder-dtype: expected f32 or bf16, got \"%s\"", a.text_dtype);
+    if (a.text_dtype && !(cp.text_dtype = !strcmp(a.text_dtype, "int8") ? "int8" : cli_dtype_arg(a.text_dtype)))
+        return cli_usage_error("--text-encoder-dtype: expected f32, bf16 or int8, got \"%s\"", a.text_dtype);
     if (a.random_seed) a.req.seed = random_seed();
     if (a.clip_sample) cp.clip_sample = !strcmp(a.clip_sample, "on");
     if (a.device && !(cp.device = cli_device_arg(a.device)))

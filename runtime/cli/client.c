@@ -70,6 +70,7 @@ void cli_summary_add(struct cJSON *j, const cli_summary *s)
     cJSON_AddNumberToObject(j, "width", s->width);
     cJSON_AddNumberToObject(j, "height", s->height);
     cJSON_AddStringToObject(j, "dtype", s->dtype);
+    if (s->text_dtype) cJSON_AddStringToObject(j, "text_dtype", s->text_dtype);
     cJSON_AddBoolToObject(j, "prompt_truncated", s->prompt_truncated);
     cJSON *t = cJSON_AddObjectToObject(j, "seconds");
     cJSON_AddNumberToObject(t, "text", s->seconds_text);

@@ -80,6 +80,7 @@ typedef struct {
     int steps, width, height, prompt_truncated;
     float cfg;
     double seconds_text, seconds_sampling, seconds_decode;
+    const char *text_dtype; /* the text encoder's (ditrt_ctx_info.text_dtype) */
 } cli_summary;
 void cli_summary_add(struct cJSON *obj, const cli_summary *s);
 /* The optional settings that change what a run computes (set only when given): recorded in the

@@ -139,7 +139,7 @@ static dt_status run(const te_args *a, te_state *s, dt_err *err)
     if (a->negative) DT_TRY(cli_tokenize_prompt(s->tok, "negative prompt", a->negative, cleanup, N, s->ids, s->mask, err));
     DT_TRY(cli_tokenize_prompt(s->tok, "prompt", a->prompt, cleanup, N, s->ids + (B - 1) * N, s->mask + (B - 1) * N, err));
     DT_TRY(cli_backend(a->dtype, a->threads, &s->be, err));
-    DT_TRY(dt_text_encoder_load(s->be, edir, &s->m, err));
+    DT_TRY(dt_text_encoder_load(s->be, edir, s->be->cfg.compute, &s->m, err));
     dt_text_encoder_outputs o = {.last_hidden_state = s->emb, .hidden = s->hid, .hidden_from_end = 2, .pooled = s->pooled};
     DT_TRY(dt_text_encoder_encode(s->m, s->ids, clip ? NULL : s->mask, B, N, &s->arena, &o, err));
     return write_outputs(a, s, &info, B, N, err);

@@ -83,7 +83,8 @@ static void gen_help(text *t, int video)
            "  --dtype bf16|f32|f16|tf32  default: bf16 where the CPU has it natively, else f32 (--device cuda\n"
            "                            only: f16, f16 GEMM inputs with f32 accumulation; tf32, f32 with\n"
            "                            TF32 tensor-core GEMMs)\n"
-           "  --text-encoder-dtype bf16|f32  default: as --dtype's default (text encoders: no f16 or tf32)\n"
+           "  --text-encoder-dtype bf16|f32|int8  default: as --dtype's default (text encoders: no f16 or tf32);\n"
+           "                        int8: T5's weights in int8 (a quarter of f32's memory), f32 compute, CPU only\n"
            "  --device cpu|cuda[:N]     default cpu (cuda: builds with the CUDA backend; T5 runs there too, CLIP on the CPU)\n");
     add(t, "%s", THREADS);
     if (!video)

@@ -3,6 +3,7 @@
  * T5DenseGatedActDense, T5LayerNorm). */
 #include "t5.h"
 #include "layers.h"
+#include "kernels/quant.h"
 #include "runtime/core/json.h"
 #include <float.h>
 #include <math.h>
@@ -19,7 +20,9 @@ typedef struct {
 struct t5_model {
     t5_config cfg;
     dt_backend *be;
-    void *embed;                /* [vocab, d_model] in the compute dtype (f32 or bf16) */
+    dt_dtype wdt;               /* the linears' weights: the compute dtype, or DT_I8 (weight-only int8) */
+    void *embed;                /* [vocab, d_model] in the compute dtype (f32 or bf16), or int8 rows (wdt DT_I8) */
+    float *embed_scale;         /* wdt DT_I8: [vocab], row r ≈ embed[r]·embed_scale[r] */
     float *rel_bias;            /* layer 0 relative_attention_bias [num_buckets, heads] */
     float *final_ln;            /* [d_model] */
     t5_block *blocks;
@@ -103,7 +106,7 @@ static dt_status load_linear(t5_model *m, dt_weight_source *src, char names[][19
                              int m_hint, dt_linear **lin, dt_err *err)
 {
     const char *pp[3] = {names[0], names[1], names[2]};
-    dt_linear_spec spec = {pp, n, in, out_each, 0, DT_ACT_NONE, m_hint, m->be->cfg.compute};
+    dt_linear_spec spec = {pp, n, in, out_each, 0, DT_ACT_NONE, m_hint, m->wdt};
     return dt_load_linear(m->be, src, &spec, lin, err);
 }
 
@@ -136,7 +139,8 @@ static dt_status load_block(t5_model *m, dt_weight_source *src, int i, int hint,
 }
 
 /* The token embedding, stored as transformers saves it: "shared.weight" (tied) or
- * "encoder.embed_tokens.weight"; kept in the compute dtype. */
+ * "encoder.embed_tokens.weight"; kept in the compute dtype, or with int8 weights as int8 rows with
+ * a scale each (symmetric per row, as the linears' output channels). */
 static dt_status load_embedding(t5_model *m, dt_weight_source *src, dt_err *err)
 {
     const t5_config *c = &m->cfg;
@@ -149,6 +153,13 @@ static dt_status load_embedding(t5_model *m, dt_weight_source *src, dt_err *err)
     float *w = malloc(n * sizeof(float));
     if (!w) return dt_fail(err, DT_ENOMEM, "out of memory loading %s", name);
     dt_status st = src->read(src, name, 2, shape, w, err);
+    if (st == DT_OK && m->wdt == DT_I8) {
+        dt_qweights qw;
+        st = dt_qweights_make(w, c->d_model, c->vocab_size, 8, 0, NULL, 0, &qw, err);
+        free(w);
+        if (st == DT_OK) { m->embed = qw.q; m->embed_scale = qw.wscale; }
+        return st;
+    }
     if (st != DT_OK || m->be->cfg.compute == DT_F32) {
         if (st == DT_OK) m->embed = w;
         else free(w);
@@ -176,13 +187,21 @@ static dt_status build(t5_model *m, dt_weight_source *src, int hint, dt_err *err
     return load_vec(src, "encoder.final_layer_norm.weight", c->d_model, &m->final_ln, err);
 }
 
-dt_status t5_create(dt_backend *be, const t5_config *cfg, dt_weight_source *src, int m_hint,
+dt_status t5_create(dt_backend *be, const t5_config *cfg, dt_weight_source *src, int m_hint, dt_dtype weights,
                     t5_model **out, dt_err *err)
 {
+    if (weights != be->cfg.compute && weights != DT_I8)
+        return dt_fail(err, DT_EINVAL, "T5 weights: %s, expected the backend's %s or int8", dt_dtype_name(weights),
+                       dt_dtype_name(be->cfg.compute));
+    if (weights == DT_I8 && (be->cfg.compute != DT_F32 || !be->ops->supports(be, DT_OP_LINEAR, DT_I8)))
+        return dt_fail(err, DT_EUNSUPPORTED, "T5 weights int8: needs f32 compute on a backend with int8-weight "
+                       "linears (the %s backend%s)", dt_backend_device_name(be->cfg.device),
+                       be->cfg.compute != DT_F32 ? " computes in another dtype" : " has none");
     t5_model *m = calloc(1, sizeof *m);
     if (!m) return dt_fail(err, DT_ENOMEM, "out of memory");
     m->cfg = *cfg;
     m->be = be;
+    m->wdt = weights;
     m->blocks = calloc((size_t)cfg->num_layers, sizeof *m->blocks);
     dt_status st = m->blocks ? build(m, src, m_hint > 0 ? m_hint : 240, err) : dt_fail(err, DT_ENOMEM, "out of memory");
     if (st != DT_OK) { t5_free(m); return st; }
@@ -190,14 +209,14 @@ dt_status t5_create(dt_backend *be, const t5_config *cfg, dt_weight_source *src,
     return DT_OK;
 }
 
-dt_status t5_load(dt_backend *be, const char *dir, t5_model **out, dt_err *err)
+dt_status t5_load(dt_backend *be, const char *dir, dt_dtype weights, t5_model **out, dt_err *err)
 {
     t5_config cfg;
     DT_TRY(t5_config_load(dir, &cfg, err));
     dt_safetensors *st;
     DT_TRY(dt_st_open_dir(dir, "model", &st, err));
     dt_weight_source src = dt_weights_from_file(st);
-    dt_status s = t5_create(be, &cfg, &src, 0, out, err);
+    dt_status s = t5_create(be, &cfg, &src, 0, weights, out, err);
     dt_st_close(st);
     return s;
 }
@@ -214,6 +233,7 @@ void t5_free(t5_model *m)
     }
     free(m->blocks);
     free(m->embed);
+    free(m->embed_scale);
     free(m->rel_bias);
     free(m->final_ln);
     free(m);
@@ -240,7 +260,11 @@ static dt_status embed_tokens(const t5_model *m, const int32_t *ids, int64_t n, 
         if (ids[r] < 0 || ids[r] >= m->cfg.vocab_size)
             return dt_fail(err, DT_EINVAL, "input_ids: id %d at position %lld is outside the vocabulary [0, %d)",
                            (int)ids[r], (long long)r, m->cfg.vocab_size);
-        if (m->be->cfg.compute == DT_F32) {
+        if (m->wdt == DT_I8) {
+            const int8_t *e = (const int8_t *)m->embed + (int64_t)ids[r] * C;
+            const float s = m->embed_scale[ids[r]];
+            for (int64_t c = 0; c < C; c++) x[r * C + c] = (float)e[c] * s;
+        } else if (m->be->cfg.compute == DT_F32) {
             memcpy(x + r * C, (const float *)m->embed + (int64_t)ids[r] * C, (size_t)C * sizeof(float));
         } else {
             const uint16_t *e = (const uint16_t *)m->embed + (int64_t)ids[r] * C;

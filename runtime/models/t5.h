@@ -3,8 +3,8 @@
  *
  * t5_load() reads config.json and model.safetensors (or the shards listed by
  * model.safetensors.index.json) of a text_encoder folder; every linear is converted once
- * to the backend's compute dtype (f32 or bf16, no biases), the token embedding is kept in
- * that dtype, RMS-norm weights and the relative-position table in f32. File pages are
+ * to the backend's compute dtype (f32 or bf16, no biases) or to int8 weights (see t5_load), the
+ * token embedding is kept in that dtype, RMS-norm weights and the relative-position table in f32. File pages are
  * released as each tensor is converted, so loading holds one copy of the weights.
  * t5_encode() runs the encoder on a batch of padded id rows: the relative position bias
  * (bidirectional buckets from layer 0's table) is shared by every layer, padded keys get
@@ -32,10 +32,13 @@ double t5_matmul_flops(const t5_config *cfg, int B, int N);
 
 typedef struct t5_model t5_model;
 
-dt_status t5_load(dt_backend *be, const char *dir, t5_model **out, dt_err *err);
+/* weights: the linears' and the embedding's dtype, be's compute dtype or DT_I8: weight-only int8
+ * (symmetric per output channel / embedding row, dequantized to f32 per call; f32 compute on a
+ * backend that supports(DT_OP_LINEAR, DT_I8), else a one-line DT_EUNSUPPORTED error). */
+dt_status t5_load(dt_backend *be, const char *dir, dt_dtype weights, t5_model **out, dt_err *err);
 /* Builds a model from any weight source (a file, or random numbers for benchmarks);
  * m_hint is the row count B*N most calls will use. */
-dt_status t5_create(dt_backend *be, const t5_config *cfg, dt_weight_source *src, int m_hint,
+dt_status t5_create(dt_backend *be, const t5_config *cfg, dt_weight_source *src, int m_hint, dt_dtype weights,
                     t5_model **out, dt_err *err);
 void t5_free(t5_model *m);
 const t5_config *t5_get_config(const t5_model *m);

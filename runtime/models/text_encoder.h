@@ -27,7 +27,9 @@ dt_status dt_text_encoder_probe(const char *dir, dt_text_encoder_info *info, dt_
 
 typedef struct dt_text_encoder dt_text_encoder;
 
-dt_status dt_text_encoder_load(dt_backend *be, const char *dir, dt_text_encoder **out, dt_err *err);
+/* weights: be's compute dtype, or DT_I8 for a T5 encoder's weight-only int8 linears and embedding
+ * (t5_load; a CLIP encoder refuses it with a one-line DT_EUNSUPPORTED error). */
+dt_status dt_text_encoder_load(dt_backend *be, const char *dir, dt_dtype weights, dt_text_encoder **out, dt_err *err);
 void dt_text_encoder_free(dt_text_encoder *e);
 const dt_text_encoder_info *dt_text_encoder_get_info(const dt_text_encoder *e);
 

@@ -181,7 +181,7 @@ static dt_status load_parts(dt_pipeline *p, dt_err *err)
     DT_TRY(check_learned(p, tc, err));
     DT_TRY(check_text(p, err));
     for (int k = 0; c->keep_text_encoder && k < p->parts.ntext; k++)
-        DT_TRY(dt_text_encoder_load(p->parts.text_be, p->parts.text_dir[k], &p->text_encoder[k], err));
+        DT_TRY(dt_text_encoder_load(p->parts.text_be, p->parts.text_dir[k], p->parts.text_weights, &p->text_encoder[k], err));
     return load_zoo(p, err);
 }
 
@@ -210,7 +210,7 @@ void dt_pipeline_free(dt_pipeline *p)
 }
 
 const dt_denoiser_info *dt_pipeline_denoiser_info(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr); }
-dt_dtype dt_pipeline_text_dtype(const dt_pipeline *p) { return p->parts.text_be->cfg.compute; }
+dt_dtype dt_pipeline_text_dtype(const dt_pipeline *p) { return p->parts.text_weights; }
 int dt_pipeline_native_size(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr)->sample_size * vae_upscale(p->parts.vae); }
 int dt_pipeline_size_multiple(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr)->size_multiple * vae_upscale(p->parts.vae); }
 int dt_pipeline_max_frames(const dt_pipeline *p) { return dt_denoiser_get_info(p->tr)->max_frames; }
@@ -491,7 +491,7 @@ static dt_status encode_text(dt_pipeline *p, const dt_gen_request *r, const plan
 {
     const dt_pipeline_class *pc = p->pcls;
     const dt_denoiser_info *tc = dt_denoiser_get_info(p->tr);
-    dt_prompt_encoder enc = {.n = p->parts.ntext, .be = p->parts.text_be, .expect_d_model = tc->caption_channels,
+    dt_prompt_encoder enc = {.n = p->parts.ntext, .be = p->parts.text_be, .weights = p->parts.text_weights, .expect_d_model = tc->caption_channels,
                              .no_mask = pc->caption_mask_off, .pooled_size = pc->added_conditions ? tc->added_text_dim : 0};
     for (int k = 0; k < p->parts.ntext; k++) {
         enc.tok[k] = p->parts.tok[k];

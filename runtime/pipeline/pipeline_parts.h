@@ -35,6 +35,7 @@ typedef struct {
     int ntext;
     char text_dir[DT_PARTS_MAX_TEXT][4096];
     dt_backend *be, *text_be;
+    dt_dtype text_weights; /* the text encoders' weights: text_be's compute dtype, or DT_I8 (T5 only) */
     dt_text_tokenizer *tok[DT_PARTS_MAX_TEXT];
     vae_model *vae;
     dt_scheduler *sched;

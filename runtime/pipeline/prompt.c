@@ -98,7 +98,7 @@ static dt_status encode_all(const encode_job *j, float **emb, float **pooled, in
     dt_status s = DT_OK;
     for (int k = 0; k < e->n && s == DT_OK; k++) {
         te[k] = e->kept[k];
-        if (!te[k]) s = dt_text_encoder_load(e->be, e->text_dir[k], &te[k], err);
+        if (!te[k]) s = dt_text_encoder_load(e->be, e->text_dir[k], e->weights, &te[k], err);
     }
     if (s == DT_OK) s = check_widths(e, te, D, err);
     if (s == DT_OK && !(*emb = malloc((size_t)j->rows * j->N * *D * sizeof(float)))) s = dt_fail(err, DT_ENOMEM, "out of memory");

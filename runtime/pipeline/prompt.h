@@ -22,6 +22,7 @@ typedef struct {
     dt_text_encoder *kept[DT_PROMPT_MAX_ENCODERS]; /* loaded encoders to reuse, or NULL (load, encode, free) */
     int n;                 /* encoders (1 with T5); their embeddings are concatenated on channels */
     dt_backend *be;        /* backend for a per-call encoder */
+    dt_dtype weights;      /* its weights: be's compute dtype, or DT_I8 (dt_text_encoder_load) */
     int expect_d_model;    /* the consumer's caption_channels (0: any) */
     int no_mask;           /* the encoders get no attention mask (CLIP pipelines) */
     dt_prompt_layer prompt_layer, negative_layer;
