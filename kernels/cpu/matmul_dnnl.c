@@ -57,6 +57,23 @@ static dnnl_status_t linear_pd(cpu_backend *cb, const struct dt_linear *l, int64
 }
 
 
+/* A plain [K, N] weight layout whose rows are a multiple of 4 KB apart (N = 4096, 12288, 20480
+ * f32: T5's and CLIP's widths) gets 64 bytes of padding per row. With rows exactly 4 KB-aligned
+ * apart, oneDNN's gemm:jit ran at a third of its speed when M is small (T5: 240 rows, 66 vs 186
+ * GFLOP/s for 240x4096x12288 on AVX2; no change at M = 2048 or for N = 1152); the padded stride is
+ * a layout oneDNN's matmul takes as it is. Blocked layouts (brgemm, AVX-512) are left alone. */
+static void pad_leading_dim(dnnl_memory_desc_t *md)
+{
+    dnnl_blocking_desc_t *bd = &md->format_desc.blocking;
+    size_t esz = md->data_type == dnnl_f32 ? 4 : 2;
+    if (md->format_kind != dnnl_blocked || md->ndims != 2 || bd->inner_nblks != 0 || bd->strides[1] != 1 ||
+        bd->strides[0] != md->dims[1] || (md->dims[1] * esz) % 4096 != 0)
+        return;
+    dnnl_memory_desc_t padded;
+    dnnl_dims_t strides = {md->dims[1] + (dnnl_dim_t)(64 / esz), 1};
+    if (dnnl_memory_desc_init_by_strides(&padded, 2, md->dims, md->data_type, strides) == dnnl_success) *md = padded;
+}
+
 dt_status cpu_linear_create(dt_backend *be, const float *w, const float *b, int in, int out,
                             dt_act act, int m_hint, dt_dtype dtype, dt_linear **lout, dt_err *err)
 {
@@ -86,6 +103,7 @@ dt_status cpu_linear_create(dt_backend *be, const float *w, const float *b, int 
     if (st != dnnl_success) { cpu_linear_destroy(l); return cpu_dnnl_fail(err, st, "matmul descriptor"); }
     l->wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     dnnl_primitive_desc_destroy(pd);
+    pad_leading_dim(&l->wmd);
     size_t nb = dnnl_memory_desc_get_size(&l->wmd);
     l->w = aligned_alloc(64, (nb + 63) / 64 * 64);
     if (!l->w) { cpu_linear_destroy(l); return dt_fail(err, DT_ENOMEM, "out of memory for %zu weight bytes", nb); }

@@ -385,11 +385,12 @@ static int te_run(const te_bench_args *a)
         mask[i] = i < N || i - N < 37 ? 1.0f : 0.0f;
     }
     double peak = 0, load_s = 0, best = 1e30, total = 0;
-    dt_status s = cli_backend(a->dtype, a->threads, &be, &err);
+    int int8 = !strcmp(a->dtype, "int8"); /* int8 weights, f32 compute (--text-encoder-dtype int8) */
+    dt_status s = cli_backend(int8 ? "f32" : a->dtype, a->threads, &be, &err);
     if (s == DT_OK) s = cli_gemm_peak(be, &peak, &err);
     dt_weight_source rnd = dt_weights_random(42, 0.02f);
     double t0 = cli_now();
-    if (s == DT_OK) s = t5_create(be, &c, &rnd, B * N, be->cfg.compute, &m, &err);
+    if (s == DT_OK) s = t5_create(be, &c, &rnd, B * N, int8 ? DT_I8 : be->cfg.compute, &m, &err);
     load_s = cli_now() - t0;
     for (int r = 0; s == DT_OK && r <= a->iters; r++) { /* r == 0 is the warm-up */
         dt_arena_reset(&arena);

@@ -4,7 +4,8 @@
 #   (a) diffusers' default, 20 steps DPM-Solver++ (only with DIFFUSERS=1: needs /work/venv-cur),
 #   (b) ditrt's default, 20 steps DPM-Solver++,
 #   (c) ditrt stacked: the 8-NFE USF schedule, a W8A8 quantization plan (INT8_ATTN=1 adds int8
-#       self-attention) and a DiTFastAttn plan at 8 steps.
+#       self-attention), a DiTFastAttn plan at 8 steps and the T5 encoder with int8 weights
+#       (--text-encoder-dtype int8; C_TEXT_DTYPE=f32 or bf16 leaves T5 as in (b)).
 # The dtype of all three is DTYPE, default bf16 where the CPU has native bf16, else f32 (ditrt's
 # own default rule; stacked_diffusers.py applies the same).
 # Plans for (c), made once into DIR.stacked/: the W8A8 plan is calibrated on this random model
@@ -27,7 +28,7 @@
 #      settings of one round, in order), LOCKS (files; every timed run holds `flock` on each, e.g.
 #      LOCKS="/work/bigmem.lock /work/bench.lock" on a shared machine: the locks are released
 #      between runs, so other jobs may run between them), CALIB_LOCKS (the same for the plan
-#      calibrations; default LOCKS), INT8_ATTN=1, CALIB_RES, ATTN_PLAN.
+#      calibrations; default LOCKS), INT8_ATTN=1, CALIB_RES, ATTN_PLAN, C_TEXT_DTYPE (default int8).
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 dir=${1:-$root/build/xl-pipe}
@@ -50,7 +51,7 @@ printf '%s\n' "$prompt" > "$work/prompts.txt"
 # --no-binning: stacked_diffusers.py passes use_resolution_binning=False, so diffusers generates
 # RES² as asked; with binning, ditrt (as diffusers' default) would generate the 1024² bin of a
 # 1024-px model (4x the tokens) and resize it back, which is not the same work.
-common="-m $dir -p \"$prompt\" -W $res -H $res --no-binning --seed 0 -q --json ${THREADS:+--threads $THREADS} --dtype $DTYPE --text-encoder-dtype $DTYPE"
+common="-m $dir -p \"$prompt\" -W $res -H $res --no-binning --seed 0 -q --json ${THREADS:+--threads $THREADS} --dtype $DTYPE"
 locked="" # the flock prefix of every timed run
 for l in ${LOCKS:-}; do locked="$locked flock $l"; done
 calib_locked="" # the calibrations are not timed: CALIB_LOCKS (default LOCKS), e.g. the big-memory lock only
@@ -114,9 +115,9 @@ while [ "$r" -lt "$rounds" ]; do
     for s in ${ORDER:-a b c}; do
         case $s in
         a) if [ "${DIFFUSERS:-0}" = 1 ]; then run_diffusers; fi ;;
-        b) run_ditrt b_ditrt_default --steps 20 ;;
+        b) run_ditrt b_ditrt_default --steps 20 --text-encoder-dtype "$DTYPE" ;;
         c) run_ditrt c_ditrt_stacked --steps 8 --solver-schedule "$root/configs/solvers/demo-pixart-usf-nfe8.json" \
-               --quant "$quant" --attn-plan "$attn" ;;
+               --quant "$quant" --attn-plan "$attn" --text-encoder-dtype "${C_TEXT_DTYPE:-int8}" ;;
         esac
     done
 done

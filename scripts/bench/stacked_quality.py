@@ -3,7 +3,8 @@
 PSNR of each image against the f32 DPM-Solver++ 20-step image of the same prompt and seed.
 
     /work/venv-cur/bin/python scripts/bench/stacked_quality.py [--work DIR] [--threads 1] [--delta 0.05]
-        [--rows ref,usf8,usf8+w8a8,usf8+attn,stacked,stacked+int8attn] [--nfe 8 [--schedule USF.json]]
+        [--rows ref,t5int8,usf8,usf8+w8a8,usf8+attn,stacked,stacked+t5int8,stacked+int8attn]
+        [--nfe 8 [--schedule USF.json]]
 
 The stacked setting is what scripts/bench/stacked.sh times at PixArt-XL-2 size as (c):
   the 8-NFE USF schedule (configs/solvers/demo-pixart-usf-nfe8.json, --steps 8; --nfe K --schedule FILE
@@ -13,6 +14,8 @@ The stacked setting is what scripts/bench/stacked.sh times at PixArt-XL-2 size a
   a DiTFastAttn plan at K steps (`ditrt calibrate-attn --steps K --threshold DELTA --window 4`, on the
     first 4 of those captions; its search samples with the folder's DPM-Solver++, the plan is keyed
     by step index and applied to the USF steps),
+  the T5 text encoder with int8 weights (--text-encoder-dtype int8: what (c) runs since session 13;
+    row stacked+t5int8, and t5int8 alone at 20 steps),
   optionally int8 self-attention (the same W8A8 calibration with --int8-attn).
 Plans are made once under --work and reused. Everything f32 (the CPU this was written on has no
 native bf16). Dev only; never needed by make/test/demo.
@@ -77,7 +80,7 @@ def main():
     ap.add_argument("--work", default=os.path.join(root, "build", "stacked-quality"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--delta", type=float, default=0.05, help="DiTFastAttn threshold (README: 0.05 is the demo's best)")
-    ap.add_argument("--rows", default="ref,usf8,usf8+w8a8,usf8+attn,stacked,stacked+int8attn",
+    ap.add_argument("--rows", default="ref,t5int8,usf8,usf8+w8a8,usf8+attn,stacked,stacked+t5int8,stacked+int8attn",
                     help="usf8 names the --nfe schedule whatever K is")
     ap.add_argument("--nfe", type=int, default=8)
     ap.add_argument("--schedule", help="the USF schedule (default configs/solvers/demo-pixart-usf-nfeK.json)")
@@ -89,11 +92,14 @@ def main():
     k = a.nfe
     rows = {
         "ref": ("f32, DPM-Solver++ 20 steps (reference)", 20, ""),
+        "t5int8": ("f32, DPM-Solver++ 20 steps, T5 with int8 weights", 20, "--text-encoder-dtype int8"),
         "usf8": (f"USF {k} NFE", k, usf),
         "usf8+w8a8": (f"USF {k} NFE + W8A8", k, f"{usf} --quant {p['w8a8']}"),
         "usf8+attn": (f"USF {k} NFE + DiTFastAttn δ={a.delta}", k, f"{usf} --attn-plan {p['attn']}"),
         "stacked": (f"USF {k} NFE + W8A8 + DiTFastAttn δ={a.delta} (stacked)", k,
                     f"{usf} --quant {p['w8a8']} --attn-plan {p['attn']}"),
+        "stacked+t5int8": (f"USF {k} NFE + W8A8 + DiTFastAttn δ={a.delta} + T5 int8 weights (stacked, as (c) runs)", k,
+                           f"{usf} --quant {p['w8a8']} --attn-plan {p['attn']} --text-encoder-dtype int8"),
         "stacked+int8attn": (f"USF {k} NFE + W8A8 + int8 attention + DiTFastAttn δ={a.delta}", k,
                              f"{usf} --quant {p['w8a8-int8attn']} --attn-plan {p['attn']}"),
     }
