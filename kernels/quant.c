@@ -1,6 +1,7 @@
 /* Host-side preparation of quantized weights (see quant.h). Runs once per layer at
  * quantization time, never in the hot loop. */
 #include "quant.h"
+#include <omp.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,9 +166,10 @@ dt_status dt_qweights_make(const float *w, int in, int out, int wbits, int group
     qw->smooth = smooth ? malloc((size_t)in * sizeof(float)) : NULL;
     qw->signs = rot_seed ? malloc((size_t)in) : NULL;
     qw->gscale = group ? malloc((size_t)out * (size_t)(in / group)) : NULL;
-    float *row = malloc((size_t)in * sizeof(float));
-    if (!qw->q || !qw->wscale || (smooth && !qw->smooth) || (rot_seed && !qw->signs) || (group && !qw->gscale) || !row) {
-        free(row);
+    const int nt = omp_get_max_threads(); /* rows are independent: one scratch row per thread */
+    float *rows = malloc((size_t)nt * in * sizeof(float));
+    if (!qw->q || !qw->wscale || (smooth && !qw->smooth) || (rot_seed && !qw->signs) || (group && !qw->gscale) || !rows) {
+        free(rows);
         dt_qweights_free(qw);
         return dt_fail(err, DT_ENOMEM, "quantize: out of memory for a %d x %d layer", out, in);
     }
@@ -177,14 +179,16 @@ dt_status dt_qweights_make(const float *w, int in, int out, int wbits, int group
         qw->rot_block = dt_hadamard_block(in);
     }
     const int qmax = wbits == 8 ? 127 : 7;
+#pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)out * in > (1u << 20))
     for (int n = 0; n < out; n++) {
+        float *row = rows + (size_t)omp_get_thread_num() * in;
         transform_row(w + (size_t)n * in, in, qw->smooth, qw->signs, qw->rot_block, row);
         if (group) { quantize_groups(qw, n, row); continue; }
         float amax = absmax(row, in);
         qw->wscale[n] = amax / qmax;
         round_codes(qw, n, row, 0, in, amax > 0 ? qmax / amax : 0, qmax);
     }
-    free(row);
+    free(rows);
     return DT_OK;
 }
 
