@@ -222,6 +222,9 @@ bench: ditrt
 	./ditrt bench transformer --arch stdit-xl-2 --frames 16 --res 512 --layers 2 --quant w8a8 --iters 3
 	./ditrt bench transformer --arch sd15-unet --res 512 --breakdown
 	./ditrt bench vae --res 512 --breakdown
+	@# T5-XXL shapes, 4 of 24 layers: the device's dtype, then int8 weights (--text-encoder-dtype int8)
+	./ditrt bench text-encoder --layers 4
+	./ditrt bench text-encoder --layers 4 --dtype int8
 	@# the stacked txt2img headline needs a random pipeline folder (scripts/bench/make_random_folder.py)
 	@if [ -f build/xl-pipe/model_index.json ]; then scripts/bench/stacked.sh build/xl-pipe; \
 	 else echo "bench: no build/xl-pipe, stacked headline skipped (scripts/bench/stacked.sh says how to make it)"; fi
