@@ -188,7 +188,6 @@ enum { CPU_LIN_FLOAT = 0, CPU_LIN_QUANT = 1, CPU_LIN_OBSERVE = 2, CPU_LIN_W8 = 3
 dt_status cpu_w8_linear_create(dt_backend *be, const float *w, const float *b, int in, int out, dt_act act,
                                dt_linear **lin, dt_err *err);
 dt_status cpu_w8_linear_forward(dt_backend *be, dt_linear *l, const dt_tensor *x, dt_tensor *y, dt_err *err);
-size_t cpu_w8_linear_weight_bytes(const dt_linear *l);
 void cpu_w8_linear_destroy(dt_linear *l);
 dt_status cpu_qlinear_create(dt_backend *be, const dt_qweights *qw, const float *b, dt_act act, int m_hint,
                              dt_linear **lin, dt_err *err);

@@ -52,13 +52,14 @@ static int block_rows(const cpu_w8_linear *l)
     return nb > (size_t)l->out ? l->out : (int)nb;
 }
 
-static float act_value(dt_act act, float v)
+/* o[0..n) = act(o), the activation chosen once per row rather than per value. */
+static void act_row(dt_act act, float *o, int n)
 {
     switch (act) {
-    case DT_ACT_GELU_TANH: return vm_gelu_tanh(v);
-    case DT_ACT_SILU: return vm_silu(v);
-    case DT_ACT_GELU_ERF: return vm_gelu_erf(v);
-    default: return v;
+    case DT_ACT_GELU_TANH: for (int j = 0; j < n; j++) o[j] = vm_gelu_tanh(o[j]); break;
+    case DT_ACT_SILU: for (int j = 0; j < n; j++) o[j] = vm_silu(o[j]); break;
+    case DT_ACT_GELU_ERF: for (int j = 0; j < n; j++) o[j] = vm_gelu_erf(o[j]); break;
+    default: break;
     }
 }
 
@@ -91,16 +92,14 @@ dt_status cpu_w8_linear_forward(dt_backend *be, dt_linear *lin, const dt_tensor 
         for (int64_t m = 0; m < M; m++) {
             const float *p = part + m * n;
             float *o = ys + m * N + n0;
-            for (int j = 0; j < n; j++) o[j] = act_value(l->act, l->bias ? p[j] + l->bias[n0 + j] : p[j]);
+            if (l->bias)
+                for (int j = 0; j < n; j++) o[j] = p[j] + l->bias[n0 + j];
+            else
+                memcpy(o, p, (size_t)n * sizeof(float));
+            act_row(l->act, o, n);
         }
     }
     return DT_OK;
-}
-
-size_t cpu_w8_linear_weight_bytes(const dt_linear *lin)
-{
-    const cpu_w8_linear *l = (const cpu_w8_linear *)lin;
-    return (size_t)l->in * l->out + (size_t)l->out * sizeof(float);
 }
 
 void cpu_w8_linear_destroy(dt_linear *lin)

@@ -51,13 +51,22 @@ dt_status dt_text_encoder_probe(const char *dir, dt_text_encoder_info *info, dt_
     return DT_OK;
 }
 
+dt_status dt_text_encoder_check_weights(const char *dir, const dt_text_encoder_info *info, dt_dtype weights,
+                                        dt_dtype compute, dt_err *err)
+{
+    if (weights == compute || (weights == DT_I8 && info->kind == DT_TEXT_ENCODER_T5)) return DT_OK;
+    if (weights == DT_I8)
+        return dt_fail(err, DT_EUNSUPPORTED, "text_dtype int8: only T5 text encoders take int8 weights (%s is CLIP)", dir);
+    return dt_fail(err, DT_EUNSUPPORTED, "text encoder %s: %s weights on a %s backend", dir, dt_dtype_name(weights),
+                   dt_dtype_name(compute));
+}
+
 dt_status dt_text_encoder_load(dt_backend *be, const char *dir, dt_dtype weights, dt_text_encoder **out, dt_err *err)
 {
     dt_text_encoder *e = calloc(1, sizeof *e);
     if (!e) return dt_fail(err, DT_ENOMEM, "out of memory");
     dt_status s = dt_text_encoder_probe(dir, &e->info, err);
-    if (s == DT_OK && e->info.kind == DT_TEXT_ENCODER_CLIP && weights != be->cfg.compute)
-        s = dt_fail(err, DT_EUNSUPPORTED, "text_dtype int8: only T5 text encoders take int8 weights (%s is CLIP)", dir);
+    if (s == DT_OK) s = dt_text_encoder_check_weights(dir, &e->info, weights, be->cfg.compute, err);
     if (s == DT_OK)
         s = e->info.kind == DT_TEXT_ENCODER_T5 ? t5_load(be, dir, weights, &e->t5, err)
                                                : clip_text_load(be, dir, &e->clip, err);

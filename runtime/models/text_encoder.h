@@ -27,8 +27,13 @@ dt_status dt_text_encoder_probe(const char *dir, dt_text_encoder_info *info, dt_
 
 typedef struct dt_text_encoder dt_text_encoder;
 
+/* Whether an encoder of this kind (from dt_text_encoder_probe of dir) takes `weights` on a backend
+ * computing in `compute`: the compute dtype always, DT_I8 (weight-only int8) for T5 only; else a
+ * one-line DT_EUNSUPPORTED error naming dir. */
+dt_status dt_text_encoder_check_weights(const char *dir, const dt_text_encoder_info *info, dt_dtype weights,
+                                        dt_dtype compute, dt_err *err);
 /* weights: be's compute dtype, or DT_I8 for a T5 encoder's weight-only int8 linears and embedding
- * (t5_load; a CLIP encoder refuses it with a one-line DT_EUNSUPPORTED error). */
+ * (t5_load; checked by dt_text_encoder_check_weights). */
 dt_status dt_text_encoder_load(dt_backend *be, const char *dir, dt_dtype weights, dt_text_encoder **out, dt_err *err);
 void dt_text_encoder_free(dt_text_encoder *e);
 const dt_text_encoder_info *dt_text_encoder_get_info(const dt_text_encoder *e);

@@ -61,12 +61,10 @@ static dt_status make_text_backend(const dt_parts_config *c, dt_pipeline_parts *
     dt_dtype dt = c->text_dtype_auto && dev != DT_DEV_CPU ? dt_backend_default_dtype(dev) : c->text_dtype;
     p->text_weights = dt;
     if (dt == DT_I8) dt = DT_F32; /* int8 weights, f32 activations and GEMMs (t5_load) */
-    for (int k = 0; p->text_weights == DT_I8 && k < p->ntext; k++) { /* refused at load, not at the first prompt */
+    for (int k = 0; p->text_weights != dt && k < p->ntext; k++) { /* refused at load, not at the first prompt */
         dt_text_encoder_info info;
         DT_TRY(dt_text_encoder_probe(p->text_dir[k], &info, err));
-        if (info.kind != DT_TEXT_ENCODER_T5)
-            return dt_fail(err, DT_EUNSUPPORTED, "text_dtype int8: only T5 text encoders take int8 weights (%s is CLIP)",
-                           p->text_dir[k]);
+        DT_TRY(dt_text_encoder_check_weights(p->text_dir[k], &info, p->text_weights, dt, err));
     }
     p->text_arena = dev == DT_DEV_CPU && c->device != DT_DEV_CPU ? &p->host_arena : &p->arena;
     if (dt == c->dtype && dev == c->device && !c->tf32) {
