@@ -612,6 +612,7 @@ static pixart_model *tiny_model(dt_backend *be, dt_quantizer *q)
     dt_weight_source src = dt_weights_from_file(st);
     if (q && dt_quantizer_attach(q, &dt_pixart_class, &src, &err) != DT_OK) fail_msg("%s", err.msg);
     if (pixart_create(be, &c, &src, &m, &err) != DT_OK) fail_msg("%s", err.msg);
+    dt_weights_close(&src);
     dt_st_close(st);
     return m;
 }
@@ -1222,6 +1223,7 @@ static void test_int8_attention_plan(void **state)
     err = (dt_err){0};
     assert_int_not_equal(pixart_create(be, &c, &src, &none, &err), DT_OK);
     if (!strstr(err.msg, "transformer_blocks.0.attn1: int8 attention")) fail_msg("message: %s", err.msg);
+    dt_weights_close(&src);
     dt_st_close(st);
     dt_quantizer_close_plan(&pb);
     be->ops = own;

@@ -696,6 +696,7 @@ static int measure_child(const char *spec)
     dt_err err = {0};
     dt_weight_source src = dt_weights_random(7, 0.02f);
     if (dt_backend_create(&bc, &be, &err) || vae_create(be, &c, &src, &m, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    dt_weights_close(&src);
     int h = res / 8;
     float *lat = malloc((size_t)4 * h * h * sizeof(float)), *img = malloc((size_t)3 * res * res * sizeof(float));
     if (!lat || !img) return 1;
@@ -750,6 +751,7 @@ static void planned(const char *name, vae_config c, dt_dtype cd)
     dt_err err = {0};
     dt_weight_source src = dt_weights_random(7, 0.02f);
     if (vae_create(be, &c, &src, &m, &err)) fail_msg("%s", err.msg);
+    dt_weights_close(&src);
     printf("  %s, %s, arena bytes (planned):", name, dt_dtype_name(cd));
     int res[3] = {512, 1024, 2048};
     for (int i = 0; i < 3; i++)

@@ -80,7 +80,9 @@ dt_status cli_bench_quant_ab(dt_backend *be, const char *arch, int sample_size, 
     if (!cls) return err->status;
     DT_TRY(dt_quantizer_attach(&fq, cls, &rnd, err));
     dt_denoiser *fm = NULL;
-    DT_TRY(dt_denoiser_create_preset(be, arch, sample_size, layers, &rnd, &fm, err));
+    dt_status cs = dt_denoiser_create_preset(be, arch, sample_size, layers, &rnd, &fm, err);
+    dt_weights_close(&rnd);
+    DT_TRY(cs);
     double best[2] = {1e30, 1e30}, cpu[2] = {1e30, 1e30}, mean[2] = {0, 0};
     double *round_s = calloc((size_t)rounds * 2, sizeof *round_s); /* [k * rounds + r - 1]: for the medians */
     dt_op_times *times = dt_backend_times(be), per[2];

@@ -79,6 +79,7 @@ static int vae_run(const vae_bench_args *a)
     if (s == DT_OK) s = cli_gemm_peak(be, &peak, &err);
     double t0 = cli_now();
     if (s == DT_OK) s = vae_create(be, &cfg, &rnd, &m, &err);
+    dt_weights_close(&rnd);
     double load_s = cli_now() - t0;
     int done = 0;
     dt_op_times *times = dt_backend_times(be);

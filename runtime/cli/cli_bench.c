@@ -255,6 +255,7 @@ static int run(const bench_args *a)
     if (s == DT_OK) s = cli_gemm_peak(be, &peak, &err);
     double t0 = cli_now();
     if (s == DT_OK) s = dt_denoiser_create_preset(be, a->arch, a->res / 8, a->layers, &rnd, &m, &err);
+    dt_weights_close(&rnd);
     double load_s = cli_now() - t0;
     const dt_denoiser_info *c = m ? dt_denoiser_get_info(m) : NULL;
     int B = a->batch, T = bench_tokens(cls), H = a->res / 8, W = a->res / 8, F = 1, p = c ? c->patch_size : 1, N = (H / p) * (W / p);
@@ -391,6 +392,7 @@ static int te_run(const te_bench_args *a)
     dt_weight_source rnd = dt_weights_random(42, 0.02f);
     double t0 = cli_now();
     if (s == DT_OK) s = t5_create(be, &c, &rnd, B * N, int8 ? DT_I8 : be->cfg.compute, &m, &err);
+    dt_weights_close(&rnd);
     load_s = cli_now() - t0;
     for (int r = 0; s == DT_OK && r <= a->iters; r++) { /* r == 0 is the warm-up */
         dt_arena_reset(&arena);

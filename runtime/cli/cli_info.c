@@ -221,6 +221,7 @@ static dt_status activation_bytes(const info_ctx *c, const dt_denoiser_info *ti,
     if (s == DT_OK && c->has_vae) *decode = (double)vb + 2 * 4.0 * F * 3 * (double)(h * c->upscale) * (h * c->upscale);
     vae_free(vae);
     if (m) cls->free(m);
+    dt_weights_close(&rnd);
     dt_backend_destroy(be);
     return s;
 }

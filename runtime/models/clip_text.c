@@ -149,6 +149,7 @@ dt_status clip_text_load(dt_backend *be, const char *dir, clip_text_model **out,
      * CLIPTextModel without it */
     const char *pre = dt_st_find(st, "text_model.embeddings.token_embedding.weight") ? "text_model." : "";
     dt_status s = clip_text_create(be, &cfg, &src, pre, 0, out, err);
+    dt_weights_close(&src);
     dt_st_close(st);
     return s;
 }

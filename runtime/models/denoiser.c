@@ -118,6 +118,7 @@ dt_status dt_denoiser_load(dt_backend *be, const char *dir, dt_make_linear_fn ma
     src.user = user;
     void *m = NULL;
     dt_status s = cls->create(be, dir, 0, 0, &src, &m, err);
+    dt_weights_close(&src);
     dt_st_close(st);
     return s == DT_OK ? wrap(cls, m, out, err) : s;
 }

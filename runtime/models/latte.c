@@ -180,6 +180,7 @@ dt_status latte_load(dt_backend *be, const char *dir, latte_model **out, dt_err 
     DT_TRY(dt_st_open_dir(dir, "diffusion_pytorch_model", &st, err));
     dt_weight_source src = dt_weights_from_file(st);
     dt_status s = latte_create(be, &cfg, &src, out, err);
+    dt_weights_close(&src);
     dt_st_close(st);
     return s;
 }

@@ -13,7 +13,7 @@ dt_status dt_load_linear(dt_backend *be, dt_weight_source *src, const dt_linear_
         snprintf(name, sizeof name, "%s.bias", s->names[i]);
         if (s->bias) DT_TRY(dt_weights_expect(src, name, 1, bs, err));
     }
-    float *w = malloc((size_t)s->n * each * sizeof(float));
+    float *w = dt_weights_stage(src, (size_t)s->n * each * sizeof(float));
     float *b = s->bias ? malloc((size_t)s->n * s->out_each * sizeof(float)) : NULL;
     dt_status st = (w && (b || !s->bias)) ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory loading %s", s->names[0]);
     for (int i = 0; i < s->n && st == DT_OK; i++) {
@@ -27,7 +27,6 @@ dt_status dt_load_linear(dt_backend *be, dt_weight_source *src, const dt_linear_
     if (st == DT_OK)
         st = src->make_linear ? src->make_linear(src, be, s->names[0], w, b, s->in, out, s->act, s->m_hint, s->dtype, lin, err)
                               : be->ops->linear_create(be, w, b, s->in, out, s->act, s->m_hint, s->dtype, lin, err);
-    free(w);
     free(b);
     return st;
 }

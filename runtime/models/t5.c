@@ -217,6 +217,7 @@ dt_status t5_load(dt_backend *be, const char *dir, dt_dtype weights, t5_model **
     DT_TRY(dt_st_open_dir(dir, "model", &st, err));
     dt_weight_source src = dt_weights_from_file(st);
     dt_status s = t5_create(be, &cfg, &src, 0, weights, out, err);
+    dt_weights_close(&src);
     dt_st_close(st);
     return s;
 }

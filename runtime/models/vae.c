@@ -171,13 +171,12 @@ static dt_status load_conv_geom(vae_model *m, dt_weight_source *src, const char 
     int64_t ws[4] = {cout, cin, k, k}, bs[1] = {cout};
     snprintf(name, sizeof name, "%s.weight", prefix);
     DT_TRY(dt_weights_expect(src, name, 4, ws, err)); /* the file's shape before the buffer */
-    float *w = malloc(wn * sizeof(float)), *b = malloc((size_t)cout * sizeof(float));
+    float *w = dt_weights_stage(src, wn * sizeof(float)), *b = malloc((size_t)cout * sizeof(float));
     dt_status st = (w && b) ? DT_OK : dt_fail(err, DT_ENOMEM, "out of memory loading %s", prefix);
     if (st == DT_OK) st = src->read(src, name, 4, ws, w, err);
     snprintf(name, sizeof name, "%s.bias", prefix);
     if (st == DT_OK) st = src->read(src, name, 1, bs, b, err);
     if (st == DT_OK) st = m->be->ops->conv2d_create(m->be, w, b, cin, cout, k, stride, pad_lo, pad_hi, dt, out, err);
-    free(w);
     free(b);
     return st;
 }
@@ -352,6 +351,7 @@ dt_status vae_load_ex(dt_backend *be, const char *dir, vae_encoder_mode enc, vae
     dt_weight_source src = dt_weights_from_file(st);
     int with = enc == VAE_ENCODER_REQUIRED || (enc == VAE_ENCODER_IF_PRESENT && dt_st_find(st, "encoder.conv_in.weight"));
     dt_status s = vae_create_ex(be, &cfg, &src, with, out, err);
+    dt_weights_close(&src);
     dt_st_close(st);
     return s;
 }

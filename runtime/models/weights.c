@@ -1,4 +1,5 @@
 #include "weights.h"
+#include <stdlib.h>
 
 static dt_status read_file(dt_weight_source *s, const char *name, int ndim, const int64_t *shape,
                            float *dst, dt_err *err)
@@ -39,4 +40,21 @@ dt_weight_source dt_weights_from_file(const dt_safetensors *st)
 dt_weight_source dt_weights_random(uint64_t seed, float scale)
 {
     return (dt_weight_source){.read = read_random, .rng = seed ? seed : 0x9E3779B97F4A7C15ULL, .scale = scale};
+}
+
+float *dt_weights_stage(dt_weight_source *s, size_t bytes)
+{
+    if (bytes > s->stage_bytes) {
+        free(s->stage);
+        s->stage = malloc(bytes);
+        s->stage_bytes = s->stage ? bytes : 0;
+    }
+    return s->stage;
+}
+
+void dt_weights_close(dt_weight_source *s)
+{
+    free(s->stage);
+    s->stage = NULL;
+    s->stage_bytes = 0;
 }

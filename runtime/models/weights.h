@@ -25,6 +25,10 @@ typedef struct dt_weight_source {
      * (0, the backend's own) unless a make_linear hook sets it (a quantization plan's int8
      * attention); the source of the VAE or text encoder never has it. */
     dt_attn_kernel self_attn;
+    /* The staging block a layer's f32 weights are read into before the backend takes them:
+     * kept and reused from layer to layer (dt_weights_stage), freed by dt_weights_close. */
+    void *stage;
+    size_t stage_bytes;
 } dt_weight_source;
 
 /* Checks that a file source holds `name` with this shape (a random source: always DT_OK);
@@ -33,5 +37,11 @@ typedef struct dt_weight_source {
 dt_status dt_weights_expect(const dt_weight_source *s, const char *name, int ndim, const int64_t *shape, dt_err *err);
 dt_weight_source dt_weights_from_file(const dt_safetensors *st);
 dt_weight_source dt_weights_random(uint64_t seed, float scale);
+/* A staging block of at least `bytes`, owned by the source and valid until the next call or
+ * dt_weights_close. Reusing one block spares each layer fresh pages (faults and zeroing were
+ * most of a load's time); it is as large as the largest layer, as a block per layer was. */
+float *dt_weights_stage(dt_weight_source *s, size_t bytes);
+/* Frees the staging block; every source a loader made is closed once its model is built. */
+void dt_weights_close(dt_weight_source *s);
 
 #endif
