@@ -147,6 +147,26 @@ static void quantize_groups(dt_qweights *qw, int n, const float *row)
     }
 }
 
+/* The plain 8-bit row (no smoothing, rotation or groups: int8 text-encoder weights, loaded each
+ * prompt): the same codes as transform_row + absmax + round_codes, without the row copy and in
+ * SIMD (max is exact in any order; each code depends on its own value only). */
+static void quantize_row8(const float *w, int in, int8_t *q, float *wscale)
+{
+    float amax = 0;
+#pragma omp simd reduction(max : amax)
+    for (int j = 0; j < in; j++) {
+        float a = fabsf(w[j]);
+        amax = a > amax ? a : amax;
+    }
+    *wscale = amax / 127;
+    float inv = amax > 0 ? 127 / amax : 0;
+#pragma omp simd
+    for (int j = 0; j < in; j++) {
+        float v = nearbyintf(w[j] * inv);
+        q[j] = (int8_t)(int)(v > 127 ? 127 : v < -127 ? -127 : v);
+    }
+}
+
 dt_status dt_qweights_make(const float *w, int in, int out, int wbits, int group, const float *smooth,
                            uint64_t rot_seed, dt_qweights *qw, dt_err *err)
 {
@@ -179,6 +199,12 @@ dt_status dt_qweights_make(const float *w, int in, int out, int wbits, int group
         qw->rot_block = dt_hadamard_block(in);
     }
     const int qmax = wbits == 8 ? 127 : 7;
+    if (wbits == 8 && !smooth && !rot_seed) {
+#pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)out * in > (1u << 20))
+        for (int n = 0; n < out; n++) quantize_row8(w + (size_t)n * in, in, qw->q + (size_t)n * in, &qw->wscale[n]);
+        free(rows);
+        return DT_OK;
+    }
 #pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)out * in > (1u << 20))
     for (int n = 0; n < out; n++) {
         float *row = rows + (size_t)omp_get_thread_num() * in;

@@ -99,6 +99,42 @@ static void test_qlinear_exact(void **state)
     }
 }
 
+/* The plain 8-bit rows (no smoothing or rotation: int8 text-encoder weights) take a SIMD path of
+ * their own; a smoothing vector of ones sends the same weights through the general per-row code
+ * (transform, absmax, round_codes). Random shapes, odd widths, all-zero rows, exact ties at
+ * half a step and values at the clamp: codes and scales must be identical. */
+static void test_qweights_plain_rows(void **state)
+{
+    (void)state;
+    tu_rng r = {77};
+    for (int t = 0; t < 40; t++) {
+        int K = 1 + (int)((tu_uniform(&r) + 1.0f) * 150), N = 1 + (int)((tu_uniform(&r) + 1.0f) * 40);
+        if (t == 0) K = 4096, N = 300; /* large enough for the threaded loop */
+        float *w = tu_alloc((size_t)N * K), *ones = tu_alloc(K);
+        tu_fill(&r, w, (size_t)N * K, t % 2 ? 0.02f : 3.0f);
+        for (int j = 0; j < K; j++) ones[j] = 1.0f;
+        for (int n = 0; n < N; n++) {
+            float *row = w + (size_t)n * K;
+            if (n % 7 == 3) memset(row, 0, (size_t)K * sizeof *row);
+            if (n % 5 == 1 && K > 2) { /* step 1/127 of 1.27: codes 63.5 -> ties, and the clamp value */
+                row[0] = 1.27f;
+                row[1] = 0.635f;
+                row[2] = -0.005f;
+            }
+        }
+        dt_qweights a, b;
+        dt_err err = {0};
+        assert_int_equal(dt_qweights_make(w, K, N, 8, 0, NULL, 0, &a, &err), DT_OK);
+        assert_int_equal(dt_qweights_make(w, K, N, 8, 0, ones, 0, &b, &err), DT_OK);
+        if (memcmp(a.q, b.q, (size_t)N * K)) fail_msg("case %d (%d x %d): codes differ from the general path", t, N, K);
+        if (memcmp(a.wscale, b.wscale, (size_t)N * sizeof(float))) fail_msg("case %d: scales differ", t);
+        dt_qweights_free(&a);
+        dt_qweights_free(&b);
+        free(w);
+        free(ones);
+    }
+}
+
 /* Randomized: layers of random shapes (W8 and W4, with and without smoothing) on one backend,
  * called interleaved at random M so that each call's weight expansion (W4: unpacked, and packed
  * for gemm_s8 without VNNI) overwrites the scratch another layer filled: every result must
@@ -1377,6 +1413,7 @@ int main(void)
         cmocka_unit_test(test_qlinear_random_shared_scratch),
         cmocka_unit_test(test_linear_gated_add),
         cmocka_unit_test(test_qrow_parity),
+        cmocka_unit_test(test_qweights_plain_rows),
         cmocka_unit_test(test_lnmod_qlinear_fused),
         cmocka_unit_test(test_roundtrip_half_step),
         cmocka_unit_test(test_hadamard),

@@ -58,19 +58,21 @@ static int has(const char *dir, const char *file)
 }
 
 /* Loads and frees the folder's model once: a denoiser folder (diffusion_pytorch_model*) or a
- * T5 encoder (model*). *resident: the process's resident bytes with the model loaded. */
-static dt_status load_once(dt_backend *be, const char *dir, size_t *resident, dt_err *err)
+ * T5 encoder (model*), whose weights may be int8 (--dtype int8: quantized at load, f32 compute).
+ * *resident: the process's resident bytes with the model loaded. */
+static dt_status load_once(dt_backend *be, const char *dir, int int8, size_t *resident, dt_err *err)
 {
     long pages = 0, rss = 0;
     FILE *f;
     if (has(dir, "diffusion_pytorch_model.safetensors") || has(dir, "diffusion_pytorch_model.safetensors.index.json")) {
         dt_denoiser *m = NULL;
+        if (int8) return dt_fail(err, DT_EINVAL, "--dtype int8: only a T5 encoder folder loads int8 weights, %s is a denoiser", dir);
         DT_TRY(dt_denoiser_load(be, dir, NULL, NULL, &m, err));
         if ((f = fopen("/proc/self/statm", "r"))) { if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0; fclose(f); }
         dt_denoiser_free(m);
     } else {
         t5_model *m = NULL;
-        DT_TRY(t5_load(be, dir, be->cfg.compute, &m, err));
+        DT_TRY(t5_load(be, dir, int8 ? DT_I8 : be->cfg.compute, &m, err));
         if ((f = fopen("/proc/self/statm", "r"))) { if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0; fclose(f); }
         t5_free(m);
     }
@@ -109,7 +111,8 @@ static int run(const load_args *a)
 {
     dt_err err = {0};
     dt_backend *be = NULL;
-    dt_status s = cli_backend(a->dtype, a->threads, &be, &err);
+    int int8 = !strcmp(a->dtype, "int8");
+    dt_status s = cli_backend(int8 ? "f32" : a->dtype, a->threads, &be, &err);
     enum { MAXR = 64 };
     double tr[MAXR], tl[MAXR], cr[MAXR], cl[MAXR], before = 0;
     size_t bytes = 0, resident = 0;
@@ -120,7 +123,7 @@ static int run(const load_args *a)
         s = read_all(a->dir, &bytes, &err);
         tr[r] = cli_now() - t0, cr[r] = cpu_seconds() - c0;
         t0 = cli_now(), c0 = cpu_seconds();
-        if (s == DT_OK) s = load_once(be, a->dir, &resident, &err);
+        if (s == DT_OK) s = load_once(be, a->dir, int8, &resident, &err);
         tl[r] = cli_now() - t0, cl[r] = cpu_seconds() - c0;
     }
     if (s == DT_OK) {
@@ -130,8 +133,8 @@ static int run(const load_args *a)
         memcpy(rv, tr, sizeof(double) * a->rounds);
         memcpy(lv, tl, sizeof(double) * a->rounds);
         rmed = median(rv, a->rounds), lmed = median(lv, a->rounds), rmin = rv[0], lmin = lv[0];
-        printf("bench load %s (%s compute, %d round%s, page cache warm)\n", a->dir, dt_dtype_name(be->cfg.compute),
-               a->rounds, a->rounds > 1 ? "s" : "");
+        printf("bench load %s (%s compute%s, %d round%s, page cache warm)\n", a->dir, dt_dtype_name(be->cfg.compute),
+               int8 ? ", int8 weights" : "", a->rounds, a->rounds > 1 ? "s" : "");
         printf("  file bytes       %.3f GB\n", fb / gb);
         printf("  read (cat)       min %.3f s  median %.3f s  (%.2f GB/s)\n", rmin, rmed, fb / gb / rmin);
         printf("  load             min %.3f s  median %.3f s  (%.2f GB/s of file, %.1fx the read)\n", lmin, lmed,

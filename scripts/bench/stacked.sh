@@ -28,7 +28,11 @@
 #      settings of one round, in order), LOCKS (files; every timed run holds `flock` on each, e.g.
 #      LOCKS="/work/bigmem.lock /work/bench.lock" on a shared machine: the locks are released
 #      between runs, so other jobs may run between them), CALIB_LOCKS (the same for the plan
-#      calibrations; default LOCKS), INT8_ATTN=1, CALIB_RES, ATTN_PLAN, C_TEXT_DTYPE (default int8).
+#      calibrations; default LOCKS), INT8_ATTN=1, CALIB_RES, ATTN_PLAN, C_TEXT_DTYPE (default int8),
+#      B_TEXT_DTYPE (default DTYPE), TEXT_FIRST (1: diffusers encodes the prompt with the text
+#      encoder alone, frees it, then loads the rest, the low-memory way of its PixArt docs; 0: one
+#      pipeline; default 1 when the folder's weights in DTYPE pass 80% of MemTotal, e.g. the full
+#      T5-XXL in f32).
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 dir=${1:-$root/build/xl-pipe}
@@ -100,8 +104,30 @@ run_ditrt() { # NAME ARGS...: one timed run
         "$work/$name.json" > "$work/inner.txt"
     stamp "$name"
 }
+if [ -z "${TEXT_FIRST:-}" ]; then # the folder's weights in DTYPE against the machine's memory
+    TEXT_FIRST=$(python3 - "$dir" "$DTYPE" <<'PYEOF'
+import glob, json, os, struct, sys
+d, dt = sys.argv[1], sys.argv[2]
+n = 0
+for f in glob.glob(os.path.join(d, "*", "*.safetensors")):
+    with open(f, "rb") as fh:
+        h = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
+    for k, v in h.items():
+        if k != "__metadata__":
+            e = 1
+            for x in v["shape"]:
+                e *= x
+            n += e * (2 if dt == "bf16" else 4)
+mem = int(next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1]) * 1024
+print(1 if n > 0.8 * mem else 0)
+PYEOF
+)
+fi
+[ "$TEXT_FIRST" = 1 ] && echo "(a) encodes the prompt with the text encoder alone, then samples without it (TEXT_FIRST=1)" >&2
 run_diffusers() {
-    eval "$locked /usr/bin/time -f '%e %M %U %S' -o $work/time.txt $py $root/scripts/bench/stacked_diffusers.py $dir \"$prompt\" $res $DTYPE" \
+    tf=""
+    [ "$TEXT_FIRST" = 1 ] && tf=" --text-first"
+    eval "$locked /usr/bin/time -f '%e %M %U %S' -o $work/time.txt $py $root/scripts/bench/stacked_diffusers.py $dir \"$prompt\" $res $DTYPE$tf" \
         > "$work/inner.txt"
     stamp a_diffusers
 }
@@ -115,7 +141,7 @@ while [ "$r" -lt "$rounds" ]; do
     for s in ${ORDER:-a b c}; do
         case $s in
         a) if [ "${DIFFUSERS:-0}" = 1 ]; then run_diffusers; fi ;;
-        b) run_ditrt b_ditrt_default --steps 20 --text-encoder-dtype "$DTYPE" ;;
+        b) run_ditrt b_ditrt_default --steps 20 --text-encoder-dtype "${B_TEXT_DTYPE:-$DTYPE}" ;;
         c) run_ditrt c_ditrt_stacked --steps 8 --solver-schedule "$root/configs/solvers/demo-pixart-usf-nfe8.json" \
                --quant "$quant" --attn-plan "$attn" --text-encoder-dtype "${C_TEXT_DTYPE:-int8}" ;;
         esac
