@@ -102,6 +102,9 @@ run_ditrt() { # NAME ARGS...: one timed run
     eval "$locked /usr/bin/time -f '%e %M %U %S' -o $work/time.txt $bin txt2img $common -o $work/$name.png $* > $work/$name.json"
     python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['seconds']; print(s['text']+s['sampling']+s['decode'])" \
         "$work/$name.json" > "$work/inner.txt"
+    # each run's T5 / sampling / decode seconds (the JSON is overwritten by the next round)
+    python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['seconds']; print(sys.argv[2], *(round(s[k], 2) for k in ('text', 'sampling', 'decode')))" \
+        "$work/$name.json" "$name" >> "$work/splits"
     stamp "$name"
 }
 if [ -z "${TEXT_FIRST:-}" ]; then # the folder's weights in DTYPE against the machine's memory
@@ -133,6 +136,7 @@ run_diffusers() {
 }
 
 : > "$work/times"
+: > "$work/splits"
 echo "load: $(uptime)" >&2
 r=0
 while [ "$r" -lt "$rounds" ]; do
@@ -148,6 +152,8 @@ while [ "$r" -lt "$rounds" ]; do
     done
 done
 echo "load: $(uptime)" >&2
+echo "ditrt's seconds per run (T5 incl. loading it / sampling / decode):" >&2
+sed 's/^/  /' "$work/splits" >&2
 python3 - "$work/times" "$res" "$DTYPE" <<'EOF'
 import statistics, sys
 rows = {}
