@@ -186,9 +186,10 @@ dt_status dt_qweights_make(const float *w, int in, int out, int wbits, int group
     qw->smooth = smooth ? malloc((size_t)in * sizeof(float)) : NULL;
     qw->signs = rot_seed ? malloc((size_t)in) : NULL;
     qw->gscale = group ? malloc((size_t)out * (size_t)(in / group)) : NULL;
+    const int plain = wbits == 8 && !smooth && !rot_seed; /* quantize_row8: no scratch row */
     const int nt = omp_get_max_threads(); /* rows are independent: one scratch row per thread */
-    float *rows = malloc((size_t)nt * in * sizeof(float));
-    if (!qw->q || !qw->wscale || (smooth && !qw->smooth) || (rot_seed && !qw->signs) || (group && !qw->gscale) || !rows) {
+    float *rows = plain ? NULL : malloc((size_t)nt * in * sizeof(float));
+    if (!qw->q || !qw->wscale || (smooth && !qw->smooth) || (rot_seed && !qw->signs) || (group && !qw->gscale) || (!plain && !rows)) {
         free(rows);
         dt_qweights_free(qw);
         return dt_fail(err, DT_ENOMEM, "quantize: out of memory for a %d x %d layer", out, in);
@@ -199,14 +200,9 @@ dt_status dt_qweights_make(const float *w, int in, int out, int wbits, int group
         qw->rot_block = dt_hadamard_block(in);
     }
     const int qmax = wbits == 8 ? 127 : 7;
-    if (wbits == 8 && !smooth && !rot_seed) {
-#pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)out * in > (1u << 20))
-        for (int n = 0; n < out; n++) quantize_row8(w + (size_t)n * in, in, qw->q + (size_t)n * in, &qw->wscale[n]);
-        free(rows);
-        return DT_OK;
-    }
 #pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)out * in > (1u << 20))
     for (int n = 0; n < out; n++) {
+        if (plain) { quantize_row8(w + (size_t)n * in, in, qw->q + (size_t)n * in, &qw->wscale[n]); continue; }
         float *row = rows + (size_t)omp_get_thread_num() * in;
         transform_row(w + (size_t)n * in, in, qw->smooth, qw->signs, qw->rot_block, row);
         if (group) { quantize_groups(qw, n, row); continue; }
